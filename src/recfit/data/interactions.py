@@ -1,0 +1,348 @@
+"""Interactions: ratings as compact columnar arrays with their vocabularies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recfit.data.vocab import Vocabulary
+from recfit.errors import ConfigError, DataError
+
+__all__ = ["Interactions"]
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """Ratings of users for items, one row per (user, item) pair.
+
+    Arrays are aligned and compact: ``user`` and ``item`` are ``int32`` indices into
+    ``users`` and ``items``; ``rating`` is ``float32`` in the data's own units;
+    ``timestamp`` (optional) is ``int64`` seconds; ``weight`` (optional) is ``float32``,
+    and ``None`` means every row weighs 1. Timestamps are stored as ``int32`` offsets
+    from ``time_origin`` where the span allows, so the core arrays cost 16 bytes per
+    rating.
+
+    Feature tables, when present, have one row per vocabulary index (row ``i``
+    describes ``users.id([i])``), so ``user_features.iloc[user]`` aligns with rows.
+
+    Build one with :meth:`from_arrays` (raw ids) or :func:`recfit.data.from_frame`.
+
+    Example:
+        >>> d = Interactions.from_arrays(["u1", "u2", "u1"], [10, 10, 20], [4.0, 3.0, 5.0])
+        >>> len(d), d.n_users, d.n_items
+        (3, 2, 2)
+        >>> d.user.tolist(), d.item.tolist()
+        ([0, 1, 0], [0, 0, 1])
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    users: Vocabulary
+    items: Vocabulary
+    weight: np.ndarray | None = None
+    time_offset: np.ndarray | None = None
+    time_origin: int = 0
+    user_features: pd.DataFrame | None = None
+    item_features: pd.DataFrame | None = None
+    rating_scale: tuple[float, float] | None = None
+    name: str = "ratings"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        for col, arr, dtype in (
+            ("user", self.user, np.int32),
+            ("item", self.item, np.int32),
+            ("rating", self.rating, np.float32),
+        ):
+            if arr.dtype != dtype or arr.ndim != 1:
+                raise DataError(
+                    f"expected a 1-d {np.dtype(dtype).name} array, "
+                    f"received {arr.ndim}-d {arr.dtype}",
+                    column=col,
+                )
+            if len(arr) != n:
+                raise DataError(f"expected {n} rows, received {len(arr)}", column=col)
+        for col, opt in (("weight", self.weight), ("timestamp", self.time_offset)):
+            if opt is not None and len(opt) != n:
+                raise DataError(f"expected {n} rows, received {len(opt)}", column=col)
+        if self.weight is not None and self.weight.dtype != np.float32:
+            raise DataError(f"expected float32 weights, received {self.weight.dtype}", column="weight")
+        for side, table, vocab in (
+            ("user", self.user_features, self.users),
+            ("item", self.item_features, self.items),
+        ):
+            if table is not None and len(table) != len(vocab):
+                raise DataError(
+                    f"expected one {side} feature row per {side} ({len(vocab)}), "
+                    f"received {len(table)}"
+                )
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_arrays(
+        cls,
+        user_ids: Any,
+        item_ids: Any,
+        rating: Any,
+        *,
+        timestamp: Any = None,
+        weight: Any = None,
+        users: Vocabulary | None = None,
+        items: Vocabulary | None = None,
+        rating_scale: tuple[float, float] | None = None,
+        name: str = "ratings",
+    ) -> Interactions:
+        """Build from raw ids; vocabularies are built unless given.
+
+        With a given vocabulary, an unknown id raises :class:`UnknownIdError`.
+        Values are checked: ratings must be finite (and inside ``rating_scale``),
+        weights finite and non-negative.
+        """
+        if users is None:
+            users, u = Vocabulary.encode(user_ids, name="user")
+        else:
+            u = users.index(np.asarray(user_ids))
+        if items is None:
+            items, i = Vocabulary.encode(item_ids, name="item")
+        else:
+            i = items.index(np.asarray(item_ids))
+        r = _as_float32(rating, "rating")
+        check_ratings(r, rating_scale)
+        w = None
+        if weight is not None:
+            w = _as_float32(weight, "weight")
+            check_weights(w)
+        offset, origin = (None, 0) if timestamp is None else encode_time(np.asarray(timestamp))
+        return cls(
+            user=u,
+            item=i,
+            rating=r,
+            users=users,
+            items=items,
+            weight=w,
+            time_offset=offset,
+            time_origin=origin,
+            rating_scale=rating_scale,
+            name=name,
+        )
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def __repr__(self) -> str:
+        return (
+            f"Interactions(name={self.name!r}, ratings={len(self)}, users={self.n_users}, "
+            f"items={self.n_items})"
+        )
+
+    @property
+    def n_users(self) -> int:
+        """Size of the user vocabulary."""
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        """Size of the item vocabulary."""
+        return len(self.items)
+
+    @property
+    def timestamp(self) -> np.ndarray | None:
+        """``int64`` timestamps, or ``None`` when the data has none."""
+        if self.time_offset is None:
+            return None
+        return self.time_offset.astype(np.int64) + np.int64(self.time_origin)
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether rows carry their own weights."""
+        return self.weight is not None
+
+    def weights(self) -> np.ndarray:
+        """Row weights as ``float32``; ones when the data has none."""
+        if self.weight is None:
+            return np.ones(len(self), dtype=np.float32)
+        return self.weight
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the per-rating arrays."""
+        arrays = (self.user, self.item, self.rating, self.weight, self.time_offset)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def take(self, rows: np.ndarray) -> Interactions:
+        """The rows at ``rows`` (positions or a boolean mask), sharing vocabularies.
+
+        Example:
+            >>> d = Interactions.from_arrays([1, 2, 3], [1, 1, 2], [1.0, 2.0, 3.0])
+            >>> d.take(np.array([2, 0])).rating.tolist()
+            [3.0, 1.0]
+        """
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if len(rows) != len(self):
+                raise ConfigError(f"expected a mask of length {len(self)}, received {len(rows)}")
+        elif rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise ConfigError(
+                f"expected row positions in [0, {len(self) - 1}], "
+                f"received min {int(rows.min())}, max {int(rows.max())}"
+            )
+        return replace(
+            self,
+            user=self.user[rows],
+            item=self.item[rows],
+            rating=self.rating[rows],
+            weight=None if self.weight is None else self.weight[rows],
+            time_offset=None if self.time_offset is None else self.time_offset[rows],
+            meta=dict(self.meta),
+        )
+
+    def with_weights(self, weight: np.ndarray | None) -> Interactions:
+        """A copy whose rows carry ``weight`` (``None`` removes weights)."""
+        if weight is None:
+            return replace(self, weight=None)
+        w = _as_float32(weight, "weight")
+        check_weights(w)
+        return replace(self, weight=w)
+
+    def to_frame(self, *, raw_ids: bool = True) -> pd.DataFrame:
+        """Rows as a DataFrame (raw ids by default, indices with ``raw_ids=False``)."""
+        cols: dict[str, Any] = {
+            "user": self.users.id(self.user) if raw_ids else self.user,
+            "item": self.items.id(self.item) if raw_ids else self.item,
+            "rating": self.rating,
+        }
+        ts = self.timestamp
+        if ts is not None:
+            cols["timestamp"] = ts
+        if self.weight is not None:
+            cols["weight"] = self.weight
+        return pd.DataFrame(cols)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, density, rating histogram and activity quantiles."""
+        n = len(self)
+        w = self.weights()
+        per_user = np.bincount(self.user, minlength=self.n_users)
+        per_item = np.bincount(self.item, minlength=self.n_items)
+        values, counts = np.unique(self.rating, return_counts=True)
+        q = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+        ts = self.timestamp
+        out: dict[str, Any] = {
+            "name": self.name,
+            "ratings": n,
+            "users": self.n_users,
+            "items": self.n_items,
+            "users_with_ratings": int((per_user > 0).sum()),
+            "items_with_ratings": int((per_item > 0).sum()),
+            "density": n / max(1, self.n_users * self.n_items),
+            "rating_mean": float(np.average(self.rating, weights=w)) if w.sum() > 0 else float("nan"),
+            "rating_min": float(self.rating.min()) if n else float("nan"),
+            "rating_max": float(self.rating.max()) if n else float("nan"),
+            "rating_histogram": {_fmt(v): int(c) for v, c in zip(values.tolist(), counts.tolist())},
+            "user_activity_quantiles": {f"q{int(p * 100)}": float(np.quantile(per_user, p)) for p in q}
+            if self.n_users
+            else {},
+            "item_popularity_quantiles": {f"q{int(p * 100)}": float(np.quantile(per_item, p)) for p in q}
+            if self.n_items
+            else {},
+            "weighted": self.has_weights,
+            "bytes_per_rating": self.nbytes / max(1, n),
+        }
+        if ts is not None and n:
+            out["time_min"] = int(ts.min())
+            out["time_max"] = int(ts.max())
+        if self.user_features is not None:
+            out["user_features"] = list(map(str, self.user_features.columns))
+        if self.item_features is not None:
+            out["item_features"] = list(map(str, self.item_features.columns))
+        return out
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _as_float32(values: Any, column: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            bad_row = _first_non_numeric(arr)
+            raise DataError(
+                f"expected numbers, received {arr[bad_row]!r}", row=bad_row, column=column
+            ) from None
+    return arr.astype(np.float32, copy=False)
+
+
+def _first_non_numeric(arr: np.ndarray) -> int:
+    for i, v in enumerate(arr.tolist()):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return i
+    return 0
+
+
+def check_ratings(r: np.ndarray, scale: tuple[float, float] | None, *, file: str | None = None) -> None:
+    """Raise :class:`DataError` at the first non-finite or out-of-scale rating."""
+    bad = ~np.isfinite(r)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"expected finite numeric ratings, received {r[row]!r} in {int(bad.sum())} rows",
+            file=file,
+            row=row,
+            column="rating",
+        )
+    if scale is not None and len(r):
+        lo, hi = scale
+        out = (r < lo) | (r > hi)
+        if out.any():
+            row = int(np.argmax(out))
+            raise DataError(
+                f"expected ratings in [{lo:g}, {hi:g}], received {float(r[row]):g} "
+                f"({int(out.sum())} rows outside)",
+                file=file,
+                row=row,
+                column="rating",
+            )
+
+
+def check_weights(w: np.ndarray, *, file: str | None = None) -> None:
+    """Raise :class:`DataError` at the first non-finite or negative weight."""
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"expected finite non-negative weights, received {w[row]!r}",
+            file=file,
+            row=row,
+            column="weight",
+        )
+
+
+def encode_time(ts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Timestamps as (offsets, origin): ``int32`` offsets when the span fits, else ``int64``."""
+    if ts.dtype.kind == "M":
+        ts = ts.astype("datetime64[s]").astype(np.int64)
+    if ts.dtype.kind not in "iu":
+        if ts.dtype.kind == "f" and np.isfinite(ts).all() and (ts == np.round(ts)).all():
+            ts = ts.astype(np.int64)
+        else:
+            raise DataError(f"expected integer timestamps, received dtype {ts.dtype}", column="timestamp")
+    ts = ts.astype(np.int64, copy=False)
+    if not len(ts):
+        return np.zeros(0, dtype=np.int32), 0
+    origin = int(ts.min())
+    span = int(ts.max()) - origin
+    offsets = ts - origin
+    if span <= np.iinfo(np.int32).max:
+        return offsets.astype(np.int32), origin
+    return offsets, origin

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic data and the location of the shared MovieLens copies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recfit.data import Interactions
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def shared_datasets() -> Path | None:
+    """The folder holding ml-100k and ml-1m, or None when it is not there."""
+    env = os.environ.get("RECFIT_DATA_DIR")
+    for cand in (Path(env) if env else None, _SHARED):
+        if cand is not None and (cand / "ml-100k" / "u.data").exists():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared MovieLens folder; tests that need it are skipped without it."""
+    d = shared_datasets()
+    if d is None:
+        pytest.skip("shared MovieLens datasets not found (set RECFIT_DATA_DIR)")
+    return d
+
+
+@pytest.fixture
+def tiny() -> Interactions:
+    """A small dense-ish rating set with a known low-rank structure (seeded)."""
+    rng = np.random.default_rng(0)
+    n_users, n_items, k = 30, 20, 3
+    pu = rng.normal(size=(n_users, k))
+    qi = rng.normal(size=(n_items, k))
+    users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
+    keep = rng.random(users.shape) < 0.6
+    u, i = users[keep], items[keep]
+    r = np.clip(np.round(3 + (pu[u] * qi[i]).sum(1)), 1, 5)
+    ts = 1_000_000 + rng.integers(0, 10_000, size=len(u))
+    return Interactions.from_arrays(u + 100, i + 1000, r, timestamp=ts, rating_scale=(1, 5))
