@@ -71,7 +71,9 @@ class Interactions:
             if opt is not None and len(opt) != n:
                 raise DataError(f"expected {n} rows, received {len(opt)}", column=col)
         if self.weight is not None and self.weight.dtype != np.float32:
-            raise DataError(f"expected float32 weights, received {self.weight.dtype}", column="weight")
+            raise DataError(
+                f"expected float32 weights, received {self.weight.dtype}", column="weight"
+            )
         for side, table, vocab in (
             ("user", self.user_features, self.users),
             ("item", self.item_features, self.items),
@@ -241,14 +243,22 @@ class Interactions:
             "users_with_ratings": int((per_user > 0).sum()),
             "items_with_ratings": int((per_item > 0).sum()),
             "density": n / max(1, self.n_users * self.n_items),
-            "rating_mean": float(np.average(self.rating, weights=w)) if w.sum() > 0 else float("nan"),
+            "rating_mean": float(np.average(self.rating, weights=w))
+            if w.sum() > 0
+            else float("nan"),
             "rating_min": float(self.rating.min()) if n else float("nan"),
             "rating_max": float(self.rating.max()) if n else float("nan"),
-            "rating_histogram": {_fmt(v): int(c) for v, c in zip(values.tolist(), counts.tolist())},
-            "user_activity_quantiles": {f"q{int(p * 100)}": float(np.quantile(per_user, p)) for p in q}
+            "rating_histogram": {
+                _fmt(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)
+            },
+            "user_activity_quantiles": {
+                f"q{int(p * 100)}": float(np.quantile(per_user, p)) for p in q
+            }
             if self.n_users
             else {},
-            "item_popularity_quantiles": {f"q{int(p * 100)}": float(np.quantile(per_item, p)) for p in q}
+            "item_popularity_quantiles": {
+                f"q{int(p * 100)}": float(np.quantile(per_item, p)) for p in q
+            }
             if self.n_items
             else {},
             "weighted": self.has_weights,
@@ -290,7 +300,9 @@ def _first_non_numeric(arr: np.ndarray) -> int:
     return 0
 
 
-def check_ratings(r: np.ndarray, scale: tuple[float, float] | None, *, file: str | None = None) -> None:
+def check_ratings(
+    r: np.ndarray, scale: tuple[float, float] | None, *, file: str | None = None
+) -> None:
     """Raise :class:`DataError` at the first non-finite or out-of-scale rating."""
     bad = ~np.isfinite(r)
     if bad.any():
@@ -336,7 +348,9 @@ def encode_time(ts: np.ndarray) -> tuple[np.ndarray, int]:
         if ts.dtype.kind == "f" and np.isfinite(ts).all() and (ts == np.round(ts)).all():
             ts = ts.astype(np.int64)
         else:
-            raise DataError(f"expected integer timestamps, received dtype {ts.dtype}", column="timestamp")
+            raise DataError(
+                f"expected integer timestamps, received dtype {ts.dtype}", column="timestamp"
+            )
     ts = ts.astype(np.int64, copy=False)
     if not len(ts):
         return np.zeros(0, dtype=np.int32), 0

@@ -52,7 +52,7 @@ class Vocabulary:
         unknown: UnknownPolicy = "error",
         sentinel: int = -1,
     ) -> None:
-        arr = _as_id_array(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids))
+        arr = _as_id_array(_to_array(ids))
         arr = np.sort(arr, kind="stable")
         if len(arr) > 1 and bool((arr[1:] == arr[:-1]).any()):
             dup = arr[1:][arr[1:] == arr[:-1]][:_MAX_SHOWN].tolist()
@@ -76,7 +76,7 @@ class Vocabulary:
             >>> v.ids.tolist(), idx.tolist()
             ([10, 20, 30], [2, 0, 2, 1])
         """
-        arr = _as_id_array(np.asarray(values))
+        arr = _as_id_array(_to_array(values))
         codes, uniques = pd.factorize(arr, sort=True)
         vocab = cls.__new__(cls)
         vocab._ids = _as_id_array(np.asarray(uniques))
@@ -122,7 +122,7 @@ class Vocabulary:
             raw = raw.astype(str)
         elif raw.dtype.kind not in "iu" and self.kind == "int":
             raw = _coerce_to_int(raw)
-        return np.asarray(self._lookup.get_indexer(raw), dtype=np.int64)
+        return np.asarray(self._lookup.get_indexer(pd.Index(raw)), dtype=np.int64)
 
     def index(
         self, ids: Iterable[Any] | np.ndarray, *, unknown: UnknownPolicy | None = None
@@ -133,7 +133,7 @@ class Vocabulary:
             UnknownIdError: under the ``"error"`` policy, naming the unknown ids.
         """
         policy = self.unknown if unknown is None else unknown
-        raw = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+        raw = _to_array(ids)
         if raw.ndim == 0:
             raw = raw.reshape(1)
         pos = self._index_of(raw)
@@ -146,9 +146,7 @@ class Vocabulary:
                     f"{bad}{' ...' if missing.sum() > _MAX_SHOWN else ''}"
                 )
             if policy != "sentinel":
-                raise ConfigError(
-                    f"expected unknown='error' or 'sentinel', received {policy!r}"
-                )
+                raise ConfigError(f"expected unknown='error' or 'sentinel', received {policy!r}")
             pos[missing] = self.sentinel
         return pos.astype(np.int32)
 
@@ -165,7 +163,8 @@ class Vocabulary:
                 f"expected {self.name} indices in [0, {len(self) - 1}], "
                 f"received min {int(idx.min())}, max {int(idx.max())}"
             )
-        return self._ids[idx]
+        out: np.ndarray = self._ids[idx]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description (ids, kind, name, policy)."""
@@ -202,7 +201,9 @@ class Vocabulary:
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
-            raise DataError(f"expected a vocabulary dict with 'kind' and 'ids', received {exc!r}")
+            raise DataError(
+                f"expected a vocabulary dict with 'kind' and 'ids', received {exc!r}"
+            ) from exc
 
     def to_json(self) -> str:
         """Serialise to a JSON string."""
@@ -218,6 +219,20 @@ class Vocabulary:
         if not isinstance(d, dict):
             raise DataError(f"expected a JSON object, received {type(d).__name__}")
         return cls.from_dict(d)
+
+
+def _to_array(values: Any) -> np.ndarray:
+    """An array of ``values``; Python sequences go through ``object`` so strings keep every
+    character (NumPy's fixed-width strings would drop trailing NULs)."""
+    if isinstance(values, np.ndarray):
+        return values
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        values = [values]
+    out = np.empty(len(vals := list(values)), dtype=object)
+    out[:] = vals
+    if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
+        return out.astype(np.int64)
+    return out
 
 
 def _as_id_array(arr: np.ndarray) -> np.ndarray:

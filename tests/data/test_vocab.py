@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recfit.data import Vocabulary
+from recfit.errors import ConfigError, DataError, UnknownIdError
+
+int_ids = st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=50, unique=True)
+str_ids = st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=50, unique=True)
+
+
+@given(st.one_of(int_ids, str_ids))
+def test_index_and_id_are_inverse(ids: list) -> None:
+    v = Vocabulary(ids, name="user")
+    idx = v.index(ids)
+    assert idx.dtype == np.int32
+    assert sorted(idx.tolist()) == list(range(len(ids)))
+    assert v.id(idx).tolist() == list(ids)
+
+
+@given(st.one_of(int_ids, str_ids))
+def test_json_round_trip(ids: list) -> None:
+    v = Vocabulary(ids, name="item", unknown="sentinel", sentinel=-7)
+    w = Vocabulary.from_json(v.to_json())
+    assert w == v
+    assert w.unknown == "sentinel" and w.sentinel == -7 and w.name == "item"
+    assert w.kind == v.kind
+    assert w.index(ids).tolist() == v.index(ids).tolist()
+
+
+@given(st.lists(st.integers(0, 20), min_size=1, max_size=200))
+def test_encode_matches_sorted_unique(values: list[int]) -> None:
+    v, idx = Vocabulary.encode(values)
+    assert v.ids.tolist() == sorted(set(values))
+    assert v.id(idx).tolist() == values
+
+
+def test_large_non_contiguous_integer_ids() -> None:
+    ids = np.array([2**40, 7, 2**62, -3], dtype=np.int64)
+    v, idx = Vocabulary.encode(ids)
+    assert v.ids.tolist() == [-3, 7, 2**40, 2**62]
+    assert idx.tolist() == [2, 1, 3, 0]
+
+
+def test_unknown_policy_error_names_the_ids() -> None:
+    v = Vocabulary([1, 2, 3], name="user")
+    with pytest.raises(UnknownIdError, match=r"unknown.*\[9\]"):
+        v.index([1, 9])
+    assert isinstance(UnknownIdError("x"), KeyError)
+
+
+def test_unknown_policy_sentinel() -> None:
+    v = Vocabulary(["a", "b"], unknown="sentinel")
+    assert v.index(["b", "zz"]).tolist() == [1, -1]
+    assert v.index(["zz"], unknown="sentinel").tolist() == [-1]
+    with pytest.raises(UnknownIdError):
+        v.index(["zz"], unknown="error")
+
+
+def test_string_queries_against_int_vocab_and_back() -> None:
+    v = Vocabulary([196, 242])
+    assert v.index(["242", 196]).tolist() == [1, 0]
+    assert "196" in v and 196 in v and "x" not in v
+    s = Vocabulary(["196", "a"])
+    assert s.index([196]).tolist() == [0]
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(DataError, match="duplicates"):
+        Vocabulary([1, 1, 2])
+    with pytest.raises(ConfigError):
+        Vocabulary([1], unknown="ignore")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="NaN"):
+        Vocabulary.encode(np.array([1.0, np.nan]))
+    with pytest.raises(DataError, match="fractional"):
+        Vocabulary.encode(np.array([1.5]))
+    with pytest.raises(ConfigError, match="indices"):
+        Vocabulary([1, 2]).id([2])
+    with pytest.raises(DataError, match="JSON"):
+        Vocabulary.from_json("{not json")
+    with pytest.raises(DataError, match="kind"):
+        Vocabulary.from_dict({"kind": "float", "ids": [1.0]})
