@@ -31,7 +31,9 @@ class DataError(RecfitError, ValueError):
 
     Attributes:
         file: the file the data came from, when there was one.
-        row: 0-based data row (header excluded) of the first offending value.
+        row: where the first offending value is. For files, the 1-based line number in
+            the file (a header line counts as line 1); for in-memory data (arrays and
+            DataFrames), the 0-based row position.
         column: the offending column name.
     """
 
@@ -70,7 +72,26 @@ class DownloadError(RecfitError, OSError):
 
 
 class ChecksumError(DownloadError):
-    """A downloaded archive does not match its published checksum."""
+    """A downloaded archive does not match its published checksum.
+
+    Attributes:
+        url: where the archive came from.
+        expected: the published checksum.
+        received: the checksum of what arrived.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        expected: str | None = None,
+        received: str | None = None,
+    ) -> None:
+        self.url = url
+        self.expected = expected
+        self.received = received
+        super().__init__(message)
 
 
 class BundleError(RecfitError):
