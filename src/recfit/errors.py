@@ -31,10 +31,11 @@ class DataError(RecfitError, ValueError):
 
     Attributes:
         file: the file the data came from, when there was one.
-        row: where the first offending value is. For files, the 1-based line number in
-            the file (a header line counts as line 1); for in-memory data (arrays and
-            DataFrames), the 0-based row position.
+        row: 0-based position of the first offending data row (header excluded), for
+            files and in-memory data alike.
         column: the offending column name.
+        line: 1-based line number in a text file (a header line counts as line 1), when
+            the parser knows it; MovieLens parsers report lines.
     """
 
     def __init__(
@@ -44,13 +45,15 @@ class DataError(RecfitError, ValueError):
         file: str | None = None,
         row: int | None = None,
         column: str | None = None,
+        line: int | None = None,
     ) -> None:
         self.file = file
         self.row = row
         self.column = column
+        self.line = line
         where = [
-            f"{k} {v!r}" if k != "row" else f"row {v}"
-            for k, v in (("file", file), ("row", row), ("column", column))
+            f"{k} {v!r}" if k in ("file", "column") else f"{k} {v}"
+            for k, v in (("file", file), ("line", line), ("row", row), ("column", column))
             if v is not None
         ]
         super().__init__(f"{message} ({', '.join(where)})" if where else message)

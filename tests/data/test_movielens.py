@@ -268,7 +268,7 @@ def test_dat_ratings_errors_name_file_line_column(
     _write(folder / "ratings.dat", ratings)
     e = _err(tmp_path, "ml-10m")
     assert e.file is not None and e.file.endswith("ratings.dat")
-    assert (e.row, e.column) == (row, column)
+    assert (e.line, e.column) == (row, column)
     assert message in str(e) and "ratings.dat" in str(e)
 
 
@@ -286,7 +286,7 @@ def test_csv_ratings_errors(tmp_path: Path, ratings: str, row: int, column: str 
     _write(folder / "ratings.csv", ratings)
     e = _err(tmp_path, "ml-latest-small")
     assert e.file is not None and e.file.endswith("ratings.csv")
-    assert (e.row, e.column) == (row, column)
+    assert (e.line, e.column) == (row, column)
 
 
 def test_movies_errors(tmp_path: Path) -> None:
@@ -295,24 +295,24 @@ def test_movies_errors(tmp_path: Path) -> None:
         folder / "movies.csv", 'movieId,title,genres\n1,Toy Story (1995),Comedy\n3,"Bad, quote\n'
     )
     e = _err(tmp_path, "ml-latest-small")
-    assert e.file is not None and e.file.endswith("movies.csv") and e.row == 3
+    assert e.file is not None and e.file.endswith("movies.csv") and e.line == 3
 
     _write(folder / "movies.csv", "movieId,title,genres\n1,A (1995),Comedy\n1,B (1996),Drama\n")
     e = _err(tmp_path, "ml-latest-small")
-    assert (e.row, e.column) == (3, "item") and "distinct" in str(e)
+    assert (e.line, e.column) == (3, "item") and "distinct" in str(e)
 
     _write(folder / "movies.csv", "movieId,title,genres\n1,A (1995),Comedy\n3,Three,fields,4\n")
     e = _err(tmp_path, "ml-latest-small")
-    assert (e.row, e.column) == (3, "genres")
+    assert (e.line, e.column) == (3, "genres")
 
     ten = tmp_path / "ten"
     f10 = _ml10m(ten)
     (f10 / "movies.dat").write_bytes(b"10::Ok (2001)::Drama\n20::Bad \xff byte::Drama\n")
     e = _err(ten, "ml-10m")
-    assert e.row == 2 and "utf-8" in str(e)
+    assert e.line == 2 and "utf-8" in str(e)
     _write(f10 / "movies.dat", "10::Ok (2001)::Drama\nabc::Bad (2001)::Drama\n")
     e = _err(ten, "ml-10m")
-    assert (e.row, e.column) == (2, "item")
+    assert (e.line, e.column) == (2, "item")
 
 
 def test_ml100k_and_ml1m_metadata_errors(tmp_path: Path) -> None:
@@ -320,14 +320,14 @@ def test_ml100k_and_ml1m_metadata_errors(tmp_path: Path) -> None:
     _ml100k(tmp_path, item=f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags}\n")
     e = _err(tmp_path, "ml-100k")
     assert e.file is not None and e.file.endswith("u.item")
-    assert (e.row, e.column) == (1, "Western")
+    assert (e.line, e.column) == (1, "Western")
     ok = "|".join(["0"] * 19)
     _ml100k(tmp_path, item=f"1|A (1995)|01-Jan-1995||x|{ok}\n2|B (1995)|31-Foo-1995||y|{ok}\n")
     e = _err(tmp_path, "ml-100k")
-    assert (e.row, e.column) == (2, "release_date")
+    assert (e.line, e.column) == (2, "release_date")
     _ml100k(tmp_path, data="1\t1\t5\t874965758\n2\t2\t6\t876893171\n")
     e = _err(tmp_path, "ml-100k")
-    assert e.file is not None and e.file.endswith("u.data") and (e.row, e.column) == (2, "rating")
+    assert e.file is not None and e.file.endswith("u.data") and (e.line, e.column) == (2, "rating")
 
     folder = tmp_path / "ml-1m"
     _write(folder / "ratings.dat", "1::1::5::978300760\n")
@@ -335,9 +335,9 @@ def test_ml100k_and_ml1m_metadata_errors(tmp_path: Path) -> None:
     _write(folder / "users.dat", "1::F::1::10::48067\n2::M::56::21::70072\n")
     e = _err(tmp_path, "ml-1m")
     assert e.file is not None and e.file.endswith("users.dat")
-    assert (e.row, e.column) == (2, "occupation")
+    assert (e.line, e.column) == (2, "occupation")
     _write(folder / "users.dat", "1::F::1::10::48067\n2::M::57::1::70072\n")
-    assert (_err(tmp_path, "ml-1m").row, _err(tmp_path, "ml-1m").column) == (2, "age")
+    assert (_err(tmp_path, "ml-1m").line, _err(tmp_path, "ml-1m").column) == (2, "age")
 
 
 # ---------------------------------------------------------------------------- property

@@ -266,7 +266,7 @@ def _ratings_error(
             return DataError(
                 f"expected {n} fields separated by {sep.decode()!r}, received an empty line",
                 file=str(path),
-                row=lineno,
+                line=lineno,
                 column=names[0],
             )
         fields = line.split(sep)
@@ -276,7 +276,7 @@ def _ratings_error(
                 f"expected {n} fields separated by {sep.decode()!r}, received {len(fields)}: "
                 f"{_show(line)}",
                 file=str(path),
-                row=lineno,
+                line=lineno,
                 column=col,
             )
         for (col, kind), raw in zip(columns, fields, strict=True):
@@ -292,7 +292,7 @@ def _ratings_error(
                 return DataError(
                     f"expected {what}, received {_show(raw)}",
                     file=str(path),
-                    row=lineno,
+                    line=lineno,
                     column=col,
                 )
     return DataError(f"expected a well-formed ratings file, received: {fallback}", file=str(path))
@@ -324,7 +324,7 @@ def _read_ratings(
                 raise DataError(
                     f"expected the header {_RATINGS_HEADER!r}, received {_show(first)}",
                     file=str(path),
-                    row=1,
+                    line=1,
                 )
         # "::" becomes a tab so the multithreaded C parser can read it.
         source = (
@@ -369,7 +369,8 @@ def _read_ratings(
             f"expected a rating in [{scale[0]:g}, {scale[1]:g}], received {float(r[row]):g} "
             f"({int(bad.sum())} lines out of range)",
             file=str(path),
-            row=row + offset,
+            row=row,
+            line=row + offset,
             column="rating",
         )
     return u, i, r, t
@@ -392,7 +393,7 @@ def _text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
         raise DataError(
             f"expected {encoding} text, received the byte {data[exc.start]:#04x}",
             file=str(path),
-            row=data.count(b"\n", 0, exc.start) + 1,
+            line=data.count(b"\n", 0, exc.start) + 1,
         ) from None
     lines = text.split("\n")
     while lines and not lines[-1].strip():
@@ -413,7 +414,7 @@ def _fields(
             raise DataError(
                 f"expected {n} fields separated by {sep!r}, received {len(parts)}: {line[:80]!r}",
                 file=str(path),
-                row=lineno,
+                line=lineno,
                 column=col,
             )
         yield lineno, parts
@@ -428,7 +429,7 @@ def _csv_fields(path: Path, header: str, names: Sequence[str]) -> Iterator[tuple
         raise DataError(
             f"expected UTF-8 text, received the byte {data[exc.start]:#04x}",
             file=str(path),
-            row=data.count(b"\n", 0, exc.start) + 1,
+            line=data.count(b"\n", 0, exc.start) + 1,
         ) from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     n = len(names)
@@ -441,14 +442,14 @@ def _csv_fields(path: Path, header: str, names: Sequence[str]) -> Iterator[tuple
                     raise DataError(
                         f"expected the header {header!r}, received {','.join(parts)!r}",
                         file=str(path),
-                        row=1,
+                        line=1,
                     )
                 continue
             if not parts:
                 raise DataError(
                     f"expected {n} comma-separated fields, received an empty line",
                     file=str(path),
-                    row=lineno,
+                    line=lineno,
                     column=names[0],
                 )
             if len(parts) != n:
@@ -456,13 +457,13 @@ def _csv_fields(path: Path, header: str, names: Sequence[str]) -> Iterator[tuple
                 raise DataError(
                     f"expected {n} comma-separated fields, received {len(parts)}: {parts!r}"[:200],
                     file=str(path),
-                    row=lineno,
+                    line=lineno,
                     column=col,
                 )
             yield lineno, parts
     except csv.Error as exc:
         raise DataError(
-            f"expected well-formed CSV, received {exc}", file=str(path), row=reader.line_num
+            f"expected well-formed CSV, received {exc}", file=str(path), line=reader.line_num
         ) from None
 
 
@@ -470,7 +471,7 @@ def _int(value: str, path: Path, lineno: int, column: str) -> int:
     text = value.strip()
     if _INT.match(text.encode()) is None:
         raise DataError(
-            f"expected an integer, received {value!r}", file=str(path), row=lineno, column=column
+            f"expected an integer, received {value!r}", file=str(path), line=lineno, column=column
         )
     return int(text)
 
@@ -494,7 +495,7 @@ class _Table:
             raise DataError(
                 f"expected distinct ids, received {key} again (first on line {self.lines[key]})",
                 file=str(self.path),
-                row=lineno,
+                line=lineno,
                 column=column,
             )
         self.lines[key] = lineno
@@ -573,7 +574,7 @@ def _movies_100k(folder: Path) -> _Table:
                 raise DataError(
                     f"expected a genre flag 0 or 1, received {f!r}",
                     file=str(path),
-                    row=lineno,
+                    line=lineno,
                     column=g,
                 )
         title = parts[1]
@@ -596,7 +597,7 @@ def _movies_100k(folder: Path) -> _Table:
         raise DataError(
             f"expected a date like '01-Jan-1995', received {dates[k]!r}",
             file=str(path),
-            row=date_lines[k],
+            line=date_lines[k],
             column="release_date",
         )
     table.cols["release_date"] = [None if pd.isna(v) else v for v in parsed.tolist()]
@@ -671,14 +672,14 @@ def _users_1m(folder: Path) -> _Table:
             raise DataError(
                 f"expected an age code in {sorted(ML1M_AGE_GROUPS)}, received {age_code}",
                 file=str(path),
-                row=lineno,
+                line=lineno,
                 column="age",
             )
         if occ_code not in ML1M_OCCUPATIONS:
             raise DataError(
                 f"expected an occupation code in 0..20, received {occ_code}",
                 file=str(path),
-                row=lineno,
+                line=lineno,
                 column="occupation",
             )
         table.add(

@@ -74,6 +74,11 @@ class Split:
         """The test rows."""
         return self.data.take(self.test_idx)
 
+    def with_cold(self, cold: ColdPolicy) -> Split:
+        """The same split with the cold policy ``cold`` applied (dropped rows restored first)."""
+        test = np.concatenate([self.test_idx, self.dropped_idx])
+        return _finish(self.data, self.train_idx, test, self.name, cold)
+
     def cold_counts(self) -> dict[str, int]:
         """Test users/items absent from training, and the test rows they hold."""
         cold_u, cold_i = _cold_masks(self.data, self.train_idx, self.test_idx)

@@ -1,0 +1,159 @@
+"""Run configurations: frozen, validated, rejecting unknown keys, stored as JSON.
+
+A :class:`TrainConfig` describes one training run completely (data, split, model,
+optimisation); a run directory stores it as ``config.json`` and can be re-run from it.
+Configs load from TOML or JSON files (:func:`load_config`), and command-line flags
+override file values.
+
+Example:
+    >>> cfg = TrainConfig(dataset="ml-100k", epochs=3)
+    >>> cfg.model, cfg.epochs
+    ('dot', 3)
+    >>> TrainConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recfit.errors import ConfigError
+
+__all__ = ["CONFIG_VERSION", "TrainConfig", "load_config", "validate_config"]
+
+CONFIG_VERSION = 1
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs. Unknown keys are rejected.
+
+    Attributes:
+        dataset: a MovieLens release name (``ml-100k``...) or a CSV / Parquet path.
+        data_dir: where MovieLens folders live (default: ``RECFIT_DATA_DIR`` or the cache).
+        user_col, item_col, rating_col, timestamp_col, weight_col: column mapping for files.
+        split: a split spec (``random:0.2``, ``user:0.2``, ``temporal:0.2``, ``last:1``,
+            ``kfold:5:0``, or ``u1``… for ml-100k).
+        seed: seeds the split, the initial weights and the batch order.
+        task: ``rating`` (regression on the rating).
+        model: ``dot`` (DotBias), ``mf`` (biased MF, Surprise semantics) or ``nn``
+            (EmbeddingNN).
+        n_factors: embedding size of the dot models.
+        y_range: output range of the scaled sigmoid; ``None`` for a linear output.
+        layers, dropout, batch_norm: the EmbeddingNN's MLP.
+        loss: ``mse``, ``mae`` or ``huber``.
+        opt: ``adam``, ``sgd``, ``momentum`` or ``adagrad``.
+        schedule: ``one_cycle`` (fastai's), ``constant``, ``cosine`` or ``cyclic``.
+        epochs, lr, bs: epochs, (peak) learning rate, batch size.
+        wd: decoupled weight decay over all parameters (fastai's ``wd``).
+        reg: L2 penalty on the rows in each batch (Surprise's ``reg``).
+        pct_start: share of one-cycle steps spent warming up.
+        patience: early stopping on ``monitor`` after this many epochs without gain.
+        monitor: the metric early stopping and the best checkpoint watch.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = CONFIG_VERSION
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    user_col: str = "user"
+    item_col: str = "item"
+    rating_col: str = "rating"
+    timestamp_col: str | None = None
+    weight_col: str | None = None
+    split: str = "random:0.2"
+    seed: int = 42
+    task: Literal["rating"] = "rating"
+    model: Literal["dot", "mf", "nn"] = "dot"
+    n_factors: int = Field(default=50, ge=1)
+    y_range: tuple[float, float] | None = (0.0, 5.5)
+    layers: tuple[int, ...] = (100,)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = True
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    opt: Literal["adam", "sgd", "momentum", "adagrad"] = "adam"
+    schedule: Literal["one_cycle", "constant", "cosine", "cyclic"] = "one_cycle"
+    epochs: int = Field(default=5, ge=0)
+    lr: float = Field(default=5e-3, gt=0.0)
+    bs: int = Field(default=64, ge=1)
+    wd: float = Field(default=0.1, ge=0.0)
+    reg: float = Field(default=0.0, ge=0.0)
+    pct_start: float = Field(default=0.25, gt=0.0, lt=1.0)
+    patience: int | None = Field(default=None, ge=1)
+    monitor: str = "mse"
+    device: str = "auto"
+
+    @field_validator("y_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"expected y_range (low, high) with low < high, received {v}")
+        return v
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied and validated (``None`` values are ignored)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in changes.items() if v is not None})
+        return validate_config(data)
+
+
+def validate_config(data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+    """Validate a dict into a :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: unknown keys or invalid values, each named with what was received.
+    """
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {loc!r}")
+            else:
+                problems.append(f"{loc}: {err['msg']} (received {err.get('input')!r})")
+        raise ConfigError(
+            f"expected a valid training config in {source}: " + "; ".join(problems)
+        ) from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a :class:`TrainConfig` from a TOML or JSON file.
+
+    A TOML file may hold the keys at the top level or under a ``[train]`` table.
+
+    Raises:
+        ConfigError: the file is missing, malformed (with its line) or invalid.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"expected a readable config file, received {str(p)!r}: {exc}") from exc
+    data: Any
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"expected JSON in {str(p)!r}, received an error at line {exc.lineno}: {exc.msg}"
+            ) from exc
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"expected TOML in {str(p)!r}, received: {exc}") from exc
+        if isinstance(data.get("train"), dict):
+            data = data["train"]
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a table of settings in {str(p)!r}, received {type(data).__name__}"
+        )
+    return validate_config(data, source=str(p))

@@ -1,0 +1,768 @@
+"""Your own rating data: DataFrames, CSV and Parquet files → :class:`Interactions`.
+
+Columns are mapped by name (``user=``, ``item=``, ``rating=``, ``timestamp=``,
+``weight=``). Raw ids may be strings or any integers (large, non-contiguous ``int64``
+ids are fine). Every value is checked, column by column and without per-row Python;
+nothing is silently dropped. A problem raises :class:`~recfit.errors.DataError` naming
+the file (``source``), the **0-based data row** (the header is not counted: in a CSV
+file with a header row, data row ``r`` is on line ``r + 2``) and the column.
+
+Duplicate (user, item) pairs follow ``duplicates=``:
+
+* ``"error"`` (default): raise, with the number of duplicate rows and the first few;
+* ``"last"``: keep the last row of each pair, in file order;
+* ``"mean"``: keep one row per pair (at the position of its last row, with that row's
+  timestamp) whose rating, and weight if any, is the mean over the pair's rows.
+
+Merging emits a :class:`~recfit.errors.DataWarning` with the count, and the count is
+kept in ``Interactions.meta["duplicates_merged"]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from recfit.data.interactions import Interactions, encode_time
+from recfit.data.vocab import Vocabulary
+from recfit.errors import ConfigError, DataError, DataWarning
+
+__all__ = [
+    "DuplicatePolicy",
+    "from_frame",
+    "load",
+    "read_csv",
+    "read_parquet",
+    "write_parquet",
+]
+
+DuplicatePolicy = Literal["error", "last", "mean"]
+
+_SHOWN = 5
+_META_KEY = b"recfit"
+_FORMAT = 1
+
+
+# ---------------------------------------------------------------------- public API
+def from_frame(
+    df: pd.DataFrame,
+    *,
+    user: str = "user",
+    item: str = "item",
+    rating: str | None = "rating",
+    timestamp: str | None = None,
+    weight: str | None = None,
+    duplicates: DuplicatePolicy = "error",
+    rating_scale: tuple[float, float] | None = None,
+    name: str = "ratings",
+    source: str | None = None,
+) -> Interactions:
+    """Ratings from a DataFrame, one row per rating.
+
+    Args:
+        df: the table.
+        user: column of raw user ids (strings or integers).
+        item: column of raw item ids (strings or integers).
+        rating: column of numeric ratings; ``None`` for implicit data (every rating 1).
+        timestamp: optional column of integer epoch seconds, or ``datetime64`` values
+            (converted to seconds), or ISO-8601 strings.
+        weight: optional column of finite non-negative row weights.
+        duplicates: what to do with repeated (user, item) pairs (see the module docs).
+        rating_scale: ``(low, high)``; ratings outside it are an error.
+        name: the data's name.
+        source: where the frame came from, used in error messages.
+
+    Returns:
+        The ratings, with vocabularies built from the ids.
+
+    Raises:
+        DataError: a column is missing, a value is missing or invalid, or a pair is
+            repeated under ``duplicates="error"``; the message names the source, the
+            0-based data row and the column.
+        ConfigError: ``duplicates`` or ``rating_scale`` is not valid.
+
+    Example:
+        >>> df = pd.DataFrame({"user": ["a", "b", "a"], "item": [10, 10, 20],
+        ...                    "rating": [4.0, 3.5, 5.0]})
+        >>> d = from_frame(df)
+        >>> len(d), d.users.ids.tolist(), d.item.tolist()
+        (3, ['a', 'b'], [0, 0, 1])
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(f"expected a pandas DataFrame, received {type(df).__name__}")
+    mapping = _mapping(user, item, rating, timestamp, weight)
+    _require_columns([str(c) for c in df.columns], mapping, source)
+    cols = {role: _frame_column(df, col) for role, col in mapping.items()}
+    return _build(cols, mapping, duplicates, rating_scale, name, source, meta={})
+
+
+def read_csv(
+    path: str | Path,
+    *,
+    user: str = "user",
+    item: str = "item",
+    rating: str | None = "rating",
+    timestamp: str | None = None,
+    weight: str | None = None,
+    duplicates: DuplicatePolicy = "error",
+    rating_scale: tuple[float, float] | None = None,
+    name: str | None = None,
+    sep: str = ",",
+    names: Sequence[str] | None = None,
+    encoding: str = "utf-8",
+    comment: str | None = None,
+) -> Interactions:
+    """Ratings from a delimited text file (CSV, TSV, ...; compression by suffix).
+
+    Args:
+        path: the file.
+        user, item, rating, timestamp, weight, duplicates, rating_scale: as in
+            :func:`from_frame`.
+        name: the data's name (default: the file name without suffix).
+        sep: the field separator.
+        names: column names for a file without a header row.
+        encoding: the text encoding.
+        comment: a character that starts a comment line.
+
+    Raises:
+        DataError: the file is missing, unreadable or malformed, or a value is
+            invalid (see :func:`from_frame`); rows are 0-based data rows.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "r.csv")
+        >>> _ = open(p, "w").write("userId,movieId,rating\\n1,10,4\\n2,10,3\\n")
+        >>> read_csv(p, user="userId", item="movieId").summary()["ratings"]
+        2
+    """
+    p = Path(path)
+    src = str(path)
+    try:
+        df = pd.read_csv(
+            p,
+            sep=sep,
+            header=None if names is not None else "infer",
+            names=list(names) if names is not None else None,
+            encoding=encoding,
+            comment=comment,
+            engine="c" if len(sep) == 1 else "python",
+            skipinitialspace=False,
+        )
+    except FileNotFoundError:
+        raise DataError(
+            "expected an existing file, received a path that does not exist", file=src
+        ) from None
+    except IsADirectoryError:
+        raise DataError("expected a file, received a directory", file=src) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            "expected a header and rating rows, received an empty file", file=src
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(
+            f"expected {sep!r}-separated rows, received {exc}".strip(), file=src
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"expected {encoding} text, received undecodable bytes at byte {exc.start} "
+            "(pass encoding=, e.g. 'latin-1')",
+            file=src,
+        ) from None
+    return from_frame(
+        df,
+        user=user,
+        item=item,
+        rating=rating,
+        timestamp=timestamp,
+        weight=weight,
+        duplicates=duplicates,
+        rating_scale=rating_scale,
+        name=name if name is not None else _stem(p),
+        source=src,
+    )
+
+
+def read_parquet(
+    path: str | Path,
+    *,
+    user: str = "user",
+    item: str = "item",
+    rating: str | None = "rating",
+    timestamp: str | None = None,
+    weight: str | None = None,
+    duplicates: DuplicatePolicy = "error",
+    rating_scale: tuple[float, float] | None = None,
+    name: str | None = None,
+) -> Interactions:
+    """Ratings from a Parquet file (read with pyarrow, converted straight to numpy).
+
+    A file written by :func:`write_parquet` restores its name and rating scale, and its
+    ``timestamp`` and ``weight`` columns are used when present unless other columns are
+    named.
+
+    Args:
+        path: the file.
+        user, item, rating, timestamp, weight, duplicates, rating_scale: as in
+            :func:`from_frame`.
+        name: the data's name (default: the stored name, else the file name).
+
+    Raises:
+        DataError: the file is missing or not Parquet, or a value is invalid.
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "r.parquet")
+        >>> write_parquet(Interactions.from_arrays([1, 2], [5, 5], [4.0, 2.0]), p)
+        >>> read_parquet(p).rating.tolist()
+        [4.0, 2.0]
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = str(path)
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise DataError(
+            "expected an existing file, received a path that does not exist", file=src
+        ) from None
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(
+            f"expected a Parquet file, received one pyarrow cannot read: {exc}", file=src
+        ) from None
+    stored: dict[str, Any] = {}
+    if schema.metadata and _META_KEY in schema.metadata:
+        try:
+            stored = json.loads(schema.metadata[_META_KEY])
+        except (ValueError, TypeError):
+            stored = {}
+    found = list(schema.names)
+    if stored:
+        if timestamp is None and "timestamp" in found:
+            timestamp = "timestamp"
+        if weight is None and "weight" in found:
+            weight = "weight"
+        if rating_scale is None and stored.get("rating_scale") is not None:
+            lo, hi = stored["rating_scale"]
+            rating_scale = (float(lo), float(hi))
+    mapping = _mapping(user, item, rating, timestamp, weight)
+    _require_columns(found, mapping, src)
+    # one column at a time, so Arrow and numpy copies of all columns never coexist
+    arrays: dict[str, np.ndarray] = {}
+    for col in dict.fromkeys(mapping.values()):
+        try:
+            table = pq.read_table(path, columns=[col])
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(
+                f"expected a readable Parquet file, received: {exc}", file=src, column=col
+            ) from None
+        arrays[col] = _arrow_column(table.column(0))
+        del table
+    cols = {role: arrays[col] for role, col in mapping.items()}
+    if name is None:
+        name = str(stored.get("name") or _stem(Path(path)))
+    return _build(cols, mapping, duplicates, rating_scale, name, src, meta={})
+
+
+def load(
+    source: str | Path | pd.DataFrame,
+    *,
+    user: str = "user",
+    item: str = "item",
+    rating: str | None = "rating",
+    timestamp: str | None = None,
+    weight: str | None = None,
+    duplicates: DuplicatePolicy = "error",
+    rating_scale: tuple[float, float] | None = None,
+    name: str | None = None,
+) -> Interactions:
+    """Ratings from a DataFrame or a file chosen by its suffix.
+
+    ``.csv`` (comma), ``.tsv`` (tab) — optionally compressed (``.gz``, ``.bz2``,
+    ``.zip``, ``.xz``, ``.zst``) — and ``.parquet`` / ``.pq``.
+
+    Raises:
+        DataError: the suffix is not one of those, or reading fails.
+
+    Example:
+        >>> load(pd.DataFrame({"user": [1], "item": [2], "rating": [3.0]})).n_items
+        1
+    """
+    kw: dict[str, Any] = {
+        "user": user,
+        "item": item,
+        "rating": rating,
+        "timestamp": timestamp,
+        "weight": weight,
+        "duplicates": duplicates,
+        "rating_scale": rating_scale,
+    }
+    if isinstance(source, pd.DataFrame):
+        return from_frame(source, name=name or "ratings", **kw)
+    p = Path(source)
+    suffixes = [s.lower() for s in p.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz", ".zst"):
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    if kind == ".csv":
+        return read_csv(p, sep=",", name=name, **kw)
+    if kind == ".tsv":
+        return read_csv(p, sep="\t", name=name, **kw)
+    if kind in (".parquet", ".pq"):
+        return read_parquet(p, name=name, **kw)
+    raise DataError(
+        f"expected a .csv, .tsv, .parquet or .pq file, received suffix {kind or '(none)'!r}",
+        file=str(source),
+    )
+
+
+def write_parquet(data: Interactions, path: str | Path, *, compression: str = "snappy") -> None:
+    """Write ratings as Parquet: raw ``user`` and ``item`` ids, ``rating`` (float32),
+    ``timestamp`` (int64, when present) and ``weight`` (float32, when present).
+
+    The name and rating scale go into the file's metadata, so :func:`read_parquet`
+    round-trips them. Feature tables are not written.
+
+    Example:
+        >>> import tempfile, os
+        >>> d = Interactions.from_arrays(["a", "b"], [1, 2], [1.0, 5.0], timestamp=[7, 9])
+        >>> p = os.path.join(tempfile.mkdtemp(), "d.parquet")
+        >>> write_parquet(d, p)
+        >>> read_parquet(p).timestamp.tolist()
+        [7, 9]
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, Any] = {
+        "user": _id_arrow(data.users.id(data.user)),
+        "item": _id_arrow(data.items.id(data.item)),
+        "rating": pa.array(data.rating, type=pa.float32()),
+    }
+    ts = data.timestamp
+    if ts is not None:
+        cols["timestamp"] = pa.array(ts, type=pa.int64())
+    if data.weight is not None:
+        cols["weight"] = pa.array(data.weight, type=pa.float32())
+    meta = {
+        "format": _FORMAT,
+        "name": data.name,
+        "rating_scale": list(data.rating_scale) if data.rating_scale is not None else None,
+    }
+    table = pa.table(cols).replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
+    pq.write_table(table, str(path), compression=compression)
+
+
+# ---------------------------------------------------------------------- helpers
+def _stem(p: Path) -> str:
+    name = p.name
+    for s in reversed(p.suffixes):
+        name = name[: -len(s)] if name.endswith(s) else name
+    return name or p.name
+
+
+def _mapping(
+    user: str, item: str, rating: str | None, timestamp: str | None, weight: str | None
+) -> dict[str, str]:
+    m = {"user": user, "item": item}
+    for role, col in (("rating", rating), ("timestamp", timestamp), ("weight", weight)):
+        if col is not None:
+            m[role] = col
+    for role, col in m.items():
+        if not isinstance(col, str) or not col:
+            raise ConfigError(f"expected {role}= to be a column name, received {col!r}")
+    if m["user"] == m["item"]:
+        raise ConfigError(f"expected different user and item columns, received {user!r} twice")
+    return m
+
+
+def _require_columns(found: list[str], mapping: dict[str, str], source: str | None) -> None:
+    for role, col in mapping.items():
+        if col in found:
+            continue
+        close = difflib.get_close_matches(col, found, n=1, cutoff=0.5)
+        lower = [c for c in found if c.lower() == col.lower()]
+        prefix = [
+            c
+            for c in found
+            if c and (col.lower().startswith(c.lower()) or c.lower().startswith(col.lower()))
+        ]
+        candidates = lower or close or prefix
+        match = candidates[0] if candidates else None
+        hint = (
+            f"; did you mean {match!r}? (pass {role}={match!r})"
+            if match
+            else f"; pass {role}='<column>' to choose one"
+        )
+        raise DataError(
+            f"expected a {role} column {col!r}, received columns {found}{hint}",
+            file=source,
+            column=col,
+        )
+
+
+def _frame_column(df: pd.DataFrame, col: str) -> np.ndarray:
+    s = df[col]
+    if isinstance(s, pd.DataFrame):
+        raise DataError(f"expected one column named {col!r}, received {s.shape[1]}", column=col)
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    if s.dtype.kind in "iufbM":
+        return s.to_numpy()
+    if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iuf":
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    return s.to_numpy(dtype=object)
+
+
+def _arrow_column(col: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+        col = col.cast(pa.timestamp(col.type.unit))
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+    return np.asarray(col.to_numpy())
+
+
+def _id_arrow(ids: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    if ids.dtype.kind in "iu":
+        return pa.array(ids, type=pa.int64())
+    return pa.array(ids.tolist() if ids.dtype.kind == "O" else ids, type=pa.string())
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.argmax(mask))
+
+
+def _py(v: Any) -> Any:
+    """A numpy scalar as the plain Python value (for readable messages)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _missing(values: np.ndarray, *, blank: bool = True) -> np.ndarray:
+    if values.dtype.kind == "f":
+        return np.asarray(np.isnan(values))
+    if values.dtype.kind == "M":
+        return np.asarray(np.isnat(values))
+    if values.dtype.kind in "iub":
+        return np.zeros(len(values), dtype=bool)
+    miss = np.asarray(pd.isna(values), dtype=bool)
+    if not blank:
+        return miss
+    # empty or blank strings count as missing
+    empty = np.asarray(pd.Series(values).astype(str).str.strip().eq("").to_numpy(), dtype=bool)
+    return np.asarray(miss | empty)
+
+
+def _check_missing(
+    values: np.ndarray, role: str, col: str, source: str | None, *, blank: bool = True
+) -> None:
+    miss = _missing(values, blank=blank)
+    if miss.any():
+        raise DataError(
+            f"expected {role} in every row, received an empty value in {int(miss.sum())} rows",
+            file=source,
+            row=_first(miss),
+            column=col,
+        )
+
+
+def _numbers(values: np.ndarray, role: str, col: str, source: str | None) -> np.ndarray:
+    """Float values of a numeric column; non-numbers and missing values are errors."""
+    _check_missing(values, role, col, source)
+    if values.dtype == np.float32:
+        return values  # checked as is: no float64 copy of a large column
+    if values.dtype.kind in "iufb":
+        return values.astype(np.float64, copy=False)
+    coerced = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.isnan(coerced)
+    if bad.any():
+        row = _first(bad)
+        raise DataError(
+            f"expected a numeric {role}, received {_py(values[row])!r} in {int(bad.sum())} rows",
+            file=source,
+            row=row,
+            column=col,
+        )
+    return coerced
+
+
+def _ids(
+    values: np.ndarray, role: str, col: str, source: str | None
+) -> tuple[Vocabulary, np.ndarray]:
+    _check_missing(values, f"{role} id", col, source, blank=False)
+    if values.dtype.kind == "f":
+        frac = ~np.isfinite(values) | (values != np.round(values))
+        if frac.any():
+            row = _first(frac)
+            raise DataError(
+                f"expected integer or string {role} ids, received {_py(values[row])!r}",
+                file=source,
+                row=row,
+                column=col,
+            )
+        values = values.astype(np.int64)
+    elif values.dtype.kind == "b":
+        raise DataError(
+            f"expected integer or string {role} ids, received booleans", file=source, column=col
+        )
+    elif values.dtype.kind == "M":
+        raise DataError(
+            f"expected integer or string {role} ids, received dates", file=source, column=col
+        )
+    if values.dtype.kind in "iu" and len(values):
+        dense = _dense_int_codes(values, role)
+        if dense is not None:
+            return dense
+    try:
+        return Vocabulary.encode(values, name=role)
+    except (DataError, TypeError) as exc:
+        raise DataError(
+            f"expected usable {role} ids, received: {exc}", file=source, column=col
+        ) from None
+
+
+def _dense_int_codes(values: np.ndarray, role: str) -> tuple[Vocabulary, np.ndarray] | None:
+    """Codes of integer ids whose range is compact, in O(n) without hashing or sorting.
+
+    Indices follow sorted id order, exactly as :meth:`Vocabulary.encode` assigns them.
+    """
+    lo, hi = int(values.min()), int(values.max())
+    span = hi - lo + 1
+    if span > max(4 * len(values), 1 << 20) or span >= 1 << 31:
+        return None
+    offset = (values - lo).astype(np.int32, copy=False)
+    present = np.zeros(span, dtype=bool)
+    present[offset] = True
+    ids = np.flatnonzero(present).astype(np.int64) + lo
+    lookup = np.cumsum(present, dtype=np.int32) - 1
+    codes = lookup[offset]
+    return Vocabulary(ids, name=role), codes
+
+
+def _timestamps(values: np.ndarray, col: str, source: str | None) -> np.ndarray:
+    """``int64`` epoch seconds from integers, integral floats, datetimes or ISO strings."""
+    _check_missing(values, "timestamp", col, source)
+    kind = values.dtype.kind
+    if kind == "M":
+        return values.astype("datetime64[s]").astype(np.int64)
+    if kind in "iu":
+        if kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
+            raise DataError("expected timestamps that fit int64", file=source, column=col)
+        return values.astype(np.int64, copy=False)
+    if kind == "f":
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            row = _first(bad)
+            raise DataError(
+                f"expected integer timestamps (epoch seconds), received {_py(values[row])!r} "
+                f"in {int(bad.sum())} rows",
+                file=source,
+                row=row,
+                column=col,
+            )
+        return values.astype(np.int64)
+    if kind == "b":
+        raise DataError("expected integer timestamps, received booleans", file=source, column=col)
+    # object / strings: integers first, then ISO-8601 dates
+    series = pd.Series(values)
+    num = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isnan(num).any():
+        return _timestamps(num, col, source)
+    dates = pd.to_datetime(series, errors="coerce", format="ISO8601", utc=True)
+    nat = dates.isna().to_numpy()
+    if nat.any():
+        bad = np.isnan(num) & nat
+        row = _first(bad) if bad.any() else _first(nat)
+        raise DataError(
+            f"expected integer timestamps (epoch seconds) or ISO-8601 dates, "
+            f"received {_py(values[row])!r}",
+            file=source,
+            row=row,
+            column=col,
+        )
+    return dates.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+
+
+def _check_scale(scale: tuple[float, float] | None) -> tuple[float, float] | None:
+    if scale is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected rating_scale=(low, high), received {scale!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ConfigError(f"expected rating_scale with finite low < high, received {scale!r}")
+    return lo, hi
+
+
+def _build(
+    cols: dict[str, np.ndarray],
+    mapping: dict[str, str],
+    duplicates: str,
+    rating_scale: tuple[float, float] | None,
+    name: str,
+    source: str | None,
+    meta: dict[str, Any],
+) -> Interactions:
+    if duplicates not in ("error", "last", "mean"):
+        raise ConfigError(f"expected duplicates='error', 'last' or 'mean', received {duplicates!r}")
+    scale = _check_scale(rating_scale)
+    n = len(cols["user"])
+    if n == 0:
+        raise DataError("expected at least one rating row, received none", file=source)
+
+    users, u = _ids(cols["user"], "user", mapping["user"], source)
+    items, i = _ids(cols["item"], "item", mapping["item"], source)
+
+    if "rating" in cols:
+        rcol = mapping["rating"]
+        r64 = _numbers(cols["rating"], "rating", rcol, source)
+        bad = ~np.isfinite(r64)
+        if bad.any():
+            row = _first(bad)
+            raise DataError(
+                f"expected finite ratings, received {_py(r64[row])!r} in {int(bad.sum())} rows",
+                file=source, row=row, column=rcol,
+            )  # fmt: skip
+        if scale is not None:
+            out = (r64 < scale[0]) | (r64 > scale[1])
+            if out.any():
+                row = _first(out)
+                raise DataError(
+                    f"expected ratings in [{scale[0]:g}, {scale[1]:g}], received "
+                    f"{r64[row]:g} ({int(out.sum())} rows outside)",
+                    file=source, row=row, column=rcol,
+                )  # fmt: skip
+        r = r64.astype(np.float32, copy=False)
+        del r64
+    else:
+        r = np.ones(n, dtype=np.float32)
+
+    w: np.ndarray | None = None
+    if "weight" in cols:
+        wcol = mapping["weight"]
+        w64 = _numbers(cols["weight"], "weight", wcol, source)
+        bad = ~np.isfinite(w64) | (w64 < 0)
+        if bad.any():
+            row = _first(bad)
+            raise DataError(
+                f"expected finite non-negative weights, received {_py(w64[row])!r} "
+                f"in {int(bad.sum())} rows",
+                file=source, row=row, column=wcol,
+            )  # fmt: skip
+        w = w64.astype(np.float32, copy=False)
+
+    ts: np.ndarray | None = None
+    if "timestamp" in cols:
+        ts = _timestamps(cols["timestamp"], mapping["timestamp"], source)
+
+    # ---- duplicate (user, item) pairs
+    key = u.astype(np.int64) * np.int64(max(1, len(items))) + i
+    s = np.sort(key)
+    if len(s) > 1 and bool((s[1:] == s[:-1]).any()):
+        del s
+        keep, n_dup, n_pairs = _resolve_duplicates(
+            key, u, i, r, w, users, items, mapping, duplicates, source
+        )
+        rows, r, w = keep
+        u, i, r = u[rows], i[rows], r[rows]
+        w = None if w is None else w[rows]
+        ts = None if ts is None else ts[rows]
+        warnings.warn(
+            f"merged {n_dup} duplicate rows of {n_pairs} (user, item) pairs with "
+            f"duplicates={duplicates!r}" + (f" in {source}" if source else ""),
+            DataWarning,
+            stacklevel=3,
+        )
+        meta = {**meta, "duplicates_merged": n_dup}
+    del key
+
+    offset, origin = (None, 0) if ts is None else encode_time(ts)
+    if source is not None:
+        meta = {**meta, "source": source}
+    return Interactions(
+        user=u,
+        item=i,
+        rating=r,
+        users=users,
+        items=items,
+        weight=w,
+        time_offset=offset,
+        time_origin=origin,
+        rating_scale=scale,
+        name=name,
+        meta=meta,
+    )
+
+
+def _resolve_duplicates(
+    key: np.ndarray,
+    u: np.ndarray,
+    i: np.ndarray,
+    r: np.ndarray,
+    w: np.ndarray | None,
+    users: Vocabulary,
+    items: Vocabulary,
+    mapping: dict[str, str],
+    policy: str,
+    source: str | None,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None], int, int]:
+    """Rows to keep (and merged ratings/weights for "mean"), duplicate and pair counts."""
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    repeat = np.empty(len(sk), dtype=bool)  # this sorted position repeats the previous one
+    repeat[0] = False
+    np.equal(sk[1:], sk[:-1], out=repeat[1:])
+    n_dup = int(repeat.sum())
+    is_start = ~repeat
+    n_pairs = int((is_start[:-1] & repeat[1:]).sum())
+    if policy == "error":
+        pos = np.arange(len(sk))
+        first_pos = np.maximum.accumulate(np.where(is_start, pos, 0))
+        dup_rows = order[repeat]
+        firsts = order[first_pos[repeat]]
+        shown_order = np.argsort(dup_rows, kind="stable")[:_SHOWN]
+        shown = "; ".join(
+            f"row {int(dup_rows[j])} (user {users.id([u[dup_rows[j]]]).tolist()[0]!r}, "
+            f"item {items.id([i[dup_rows[j]]]).tolist()[0]!r}) repeats row {int(firsts[j])}"
+            for j in shown_order
+        )
+        more = " ..." if n_dup > _SHOWN else ""
+        raise DataError(
+            f"expected one rating per (user, item) pair, received {n_dup} duplicate rows "
+            f"in {n_pairs} pairs: {shown}{more} (pass duplicates='last' or 'mean' to merge)",
+            file=source,
+            row=int(dup_rows[shown_order[0]]),
+            column=f"{mapping['user']},{mapping['item']}",
+        )
+    is_last = np.empty(len(sk), dtype=bool)
+    is_last[-1] = True
+    np.not_equal(sk[1:], sk[:-1], out=is_last[:-1])
+    last_rows = order[is_last]
+    if policy == "last":
+        return (np.sort(last_rows), r, w), n_dup, n_pairs
+    # mean: one value per group, placed at the group's last row
+    gid = np.cumsum(is_start) - 1
+    cnt = np.bincount(gid).astype(np.float64)
+    mean_r = np.bincount(gid, weights=r[order].astype(np.float64)) / cnt
+    r2 = r.copy()
+    r2[last_rows] = mean_r.astype(np.float32)
+    w2 = None
+    if w is not None:
+        mean_w = np.bincount(gid, weights=w[order].astype(np.float64)) / cnt
+        w2 = w.copy()
+        w2[last_rows] = mean_w.astype(np.float32)
+    return (np.sort(last_rows), r2, w2), n_dup, n_pairs

@@ -1,0 +1,86 @@
+"""One entry point for "the data a run names": a MovieLens release or a rating file,
+and its split (a spec, or one of ml-100k's predefined splits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recfit.data.grouplens import DATASETS, PREDEFINED_SPLITS, predefined_split
+from recfit.data.interactions import Interactions
+from recfit.data.io import DuplicatePolicy, load
+from recfit.data.split import ColdPolicy, Split, make_split
+from recfit.errors import ConfigError
+
+__all__ = ["load_dataset", "split_dataset"]
+
+_FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".bz2", ".zip", ".xz", ".zst")
+
+
+def load_dataset(
+    dataset: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    user: str = "user",
+    item: str = "item",
+    rating: str = "rating",
+    timestamp: str | None = None,
+    weight: str | None = None,
+    duplicates: DuplicatePolicy = "error",
+) -> Interactions:
+    """A MovieLens release by name, or a rating file by path (CSV, TSV, Parquet).
+
+    Raises:
+        DataError: the file cannot be read or holds invalid values.
+        ConfigError: ``dataset`` is neither an existing file nor a MovieLens name.
+
+    Example:
+        >>> load_dataset("ml-7m")
+        Traceback (most recent call last):
+        ...
+        recfit.errors.ConfigError: expected a file path or a MovieLens name (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, ml-latest-small, ml-latest), received 'ml-7m'
+    """
+    p = Path(dataset)
+    if str(dataset) not in DATASETS and (p.exists() or p.suffix.lower() in _FILE_SUFFIXES):
+        if p.is_dir():
+            raise ConfigError(
+                f"expected a rating file or a MovieLens name, received folder {str(dataset)!r}"
+            )
+        return load(
+            p,
+            user=user,
+            item=item,
+            rating=rating,
+            timestamp=timestamp,
+            weight=weight,
+            duplicates=duplicates,
+        )
+    if str(dataset) not in DATASETS:
+        raise ConfigError(
+            f"expected a file path or a MovieLens name ({', '.join(DATASETS)}), "
+            f"received {str(dataset)!r}"
+        )
+    from recfit.data.grouplens import movielens
+
+    return movielens(str(dataset), data_dir=data_dir)
+
+
+def split_dataset(
+    data: Interactions,
+    spec: str,
+    *,
+    seed: int = 0,
+    cold: ColdPolicy = "keep",
+    data_dir: str | Path | None = None,
+) -> Split:
+    """Split ``data`` by ``spec``; ``u1``…``u5``, ``ua``, ``ub`` name ml-100k's own splits.
+
+    Raises:
+        ConfigError: a predefined split asked of data other than ml-100k, or a bad spec.
+    """
+    if spec in PREDEFINED_SPLITS:
+        if data.name != "ml-100k":
+            raise ConfigError(
+                f"expected ml-100k for the predefined split {spec!r}, received {data.name!r}"
+            )
+        return predefined_split("ml-100k", spec, data_dir, data=data).with_cold(cold)
+    return make_split(data, spec, seed=seed, cold=cold)
