@@ -1,6 +1,7 @@
 """recfit: train, evaluate and serve recommender models on rating data."""
 
-from recfit.data import Interactions, Vocabulary
+from recfit.config import TrainConfig
+from recfit.data import Interactions, Split, Vocabulary, load_dataset, make_split, movielens
 from recfit.errors import (
     BundleError,
     ConfigError,
@@ -9,17 +10,43 @@ from recfit.errors import (
     RecfitError,
     UnknownIdError,
 )
+from recfit.experiments import ExperimentResults, load_compare_config, run_experiments, seeds_for
+from recfit.models import BiasedMF, DotBias, EmbeddingNN, build_model, load_model, save_model
+from recfit.retrieval import ApproximateIndex, ExactIndex, ItemSets
+from recfit.runs import RunResult, train_run
+from recfit.train import Learner
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApproximateIndex",
+    "BiasedMF",
     "BundleError",
     "ConfigError",
     "DataError",
+    "DotBias",
     "DownloadError",
+    "EmbeddingNN",
+    "ExactIndex",
+    "ExperimentResults",
     "Interactions",
+    "ItemSets",
+    "Learner",
     "RecfitError",
+    "RunResult",
+    "Split",
+    "TrainConfig",
     "UnknownIdError",
     "Vocabulary",
     "__version__",
+    "build_model",
+    "load_compare_config",
+    "load_dataset",
+    "load_model",
+    "make_split",
+    "movielens",
+    "run_experiments",
+    "save_model",
+    "seeds_for",
+    "train_run",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from recfit.cli import train as _train
+from recfit.cli.demo import demo
 from recfit.cli.data import app as data_app
 
 __all__ = ["app", "main"]
@@ -15,7 +17,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("demo")(demo)
 app.add_typer(data_app, name="data")
+app.command("train")(_train.train)
+app.command("evaluate")(_train.evaluate)
+app.command("lr-find")(_train.lr_find)
 
 
 def main() -> None:

@@ -1,0 +1,76 @@
+"""``recfit demo``: the main job end to end on MovieLens 100K."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recfit.cli.common import errors
+
+__all__ = ["R1_REFERENCE", "demo"]
+
+R1_REFERENCE = {
+    "fastai tutorial (older fastai, unseeded split)": 0.8115,
+    "fastai 2.8.12, split seed 42 (2-core CPU, 31 s)": 0.846,
+}
+"""Published valid MSE for protocol R1 (ml-100k, random 20% validation), from PROTOCOLS.md."""
+
+_console = Console()
+
+
+def demo(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", envvar="RECFIT_DATA_DIR", help="Folder holding ml-100k."),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")] = Path(
+        "runs/demo"
+    ),
+    user: Annotated[str, typer.Option(help="User whose top-10 to show.")] = "196",
+    item: Annotated[str, typer.Option(help="Movie whose neighbours to show.")] = "Star Wars (1977)",
+    epochs: Annotated[int | None, typer.Option(help="Override the number of epochs.")] = None,
+) -> None:
+    """Load MovieLens 100K, split it, train the default model, print metrics next to the
+    published reference, and show recommendations."""
+    from recfit.config import TrainConfig
+    from recfit.data import load_dataset, split_dataset
+    from recfit.runs import train_run
+
+    with errors():
+        cfg = TrainConfig(
+            dataset="ml-100k", data_dir=None if data_dir is None else str(data_dir)
+        ).replace(epochs=epochs)
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
+        s = data.summary()
+        _console.rule("[bold]MovieLens 100K")
+        _console.print(
+            f"{s['ratings']:,} ratings · {s['users']:,} users · {s['items']:,} movies · "
+            f"density {s['density']:.2%} · mean rating {s['rating_mean']:.3f}"
+        )
+        split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
+        ss = split.summary()
+        _console.print(
+            f"split {ss['split']} (seed {cfg.seed}): {ss['train']:,} train / {ss['test']:,} "
+            f"validation; {ss['cold_users']} cold users, {ss['cold_items']} cold items"
+        )
+        _console.rule(f"[bold]Training {cfg.model} ({cfg.n_factors} factors), protocol R1")
+        result = train_run(cfg, out, data=data)
+        m = result.metrics
+        table = Table(title="validation (protocol R1)")
+        table.add_column("model")
+        table.add_column("MSE", justify="right")
+        table.add_column("RMSE", justify="right")
+        table.add_row(
+            f"recfit {cfg.model}, {m['fit_seconds']:.1f} s",
+            f"{m['mse']:.4f}",
+            f"{m['rmse']:.4f}",
+            style="bold green",
+        )
+        for name, ref in R1_REFERENCE.items():
+            table.add_row(name, f"{ref:.4f}", f"{ref**0.5:.4f}")
+        _console.print(table)
+        _console.print(f"run directory: {result.out}")

@@ -1,0 +1,198 @@
+"""``recfit train``, ``recfit evaluate`` and ``recfit lr-find``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recfit.cli.common import errors
+from recfit.config import TrainConfig, load_config
+
+__all__ = ["evaluate", "lr_find", "train"]
+
+_console = Console()
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML or JSON config; flags override it.")
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset", "-d", help="MovieLens name (ml-100k, ml-1m, ...) or a CSV/Parquet path."
+    ),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="RECFIT_DATA_DIR", help="Folder holding MovieLens releases."),
+]
+
+
+def _config(config: Path | None, **flags: Any) -> TrainConfig:
+    base = load_config(config) if config is not None else TrainConfig()
+    if flags.get("data_dir") is not None:
+        flags["data_dir"] = str(flags["data_dir"])
+    if flags.get("y_range") is not None:
+        flags["y_range"] = _parse_range(flags["y_range"])
+    if flags.get("layers") is not None:
+        flags["layers"] = tuple(int(x) for x in str(flags["layers"]).split(",") if x.strip())
+    return base.replace(**flags)
+
+
+def _parse_range(text: str) -> tuple[float, float] | None:
+    from recfit.errors import ConfigError
+
+    if text.lower() in ("none", "off", ""):
+        return None
+    parts = text.replace(":", ",").split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"expected --y-range LOW,HIGH or none, received {text!r}") from None
+    return (lo, hi)
+
+
+def metrics_table(metrics: dict[str, float], title: str, reference: str | None = None) -> Table:
+    """A small table of metric values (rating metrics first, then loss and time)."""
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        if isinstance(v, int | float):
+            table.add_row(k, f"{v:.4f}" if k != "fit_seconds" else f"{v:.2f} s")
+    if reference:
+        table.caption = reference
+    return table
+
+
+def train(
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    model: Annotated[str | None, typer.Option(help="dot, mf or nn.")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, u1..")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of split, init and batch order.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training data.")] = None,
+    lr: Annotated[float | None, typer.Option(help="(Peak) learning rate.")] = None,
+    wd: Annotated[float | None, typer.Option(help="Decoupled weight decay (fastai wd).")] = None,
+    reg: Annotated[float | None, typer.Option(help="L2 penalty on the rows in each batch.")] = None,
+    bs: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    n_factors: Annotated[int | None, typer.Option("--n-factors", help="Embedding size.")] = None,
+    y_range: Annotated[str | None, typer.Option("--y-range", help="LOW,HIGH or none.")] = None,
+    layers: Annotated[str | None, typer.Option(help="MLP sizes for nn, e.g. 100,50.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="one_cycle, constant, cosine or cyclic.")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train a rating model and write a run directory (config, metrics, history, plots, weights)."""
+    from recfit.runs import train_run
+
+    with errors():
+        cfg = _config(
+            config, dataset=dataset, data_dir=data_dir, model=model, split=split, seed=seed,
+            epochs=epochs, lr=lr, wd=wd, reg=reg, bs=bs, n_factors=n_factors, y_range=y_range,
+            layers=layers, schedule=schedule, patience=patience, device=device,
+        )  # fmt: skip
+        _console.print(
+            f"training [bold]{cfg.model}[/bold] on [bold]{cfg.dataset}[/bold] "
+            f"(split {cfg.split}, seed {cfg.seed}, {cfg.epochs} epochs, lr {cfg.lr:g}, "
+            f"wd {cfg.wd:g}, bs {cfg.bs})"
+        )
+        result = train_run(cfg, out, progress=False if quiet else None)
+        _console.print(metrics_table(result.metrics, "validation"))
+        if result.out is not None:
+            _console.print(f"run directory: {result.out}")
+
+
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run directory written by recfit train.")],
+    split: Annotated[
+        str | None, typer.Option(help="Split to evaluate on (default: the run's).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Split seed (default: the run's).")] = None,
+    data_dir: DataDirOpt = None,
+    part: Annotated[str, typer.Option(help="test or train part of the split.")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Evaluate a trained run on a split of its dataset."""
+    from recfit.data.sources import load_dataset, split_dataset
+    from recfit.errors import ConfigError
+    from recfit.runs import load_run
+    from recfit.train.learner import Learner
+
+    with errors():
+        if part not in ("test", "train"):
+            raise ConfigError(f"expected --part test or train, received {part!r}")
+        cfg, model, users, items = load_run(run)
+        ddir = str(data_dir) if data_dir is not None else cfg.data_dir
+        data = load_dataset(cfg.dataset, data_dir=ddir, user=cfg.user_col, item=cfg.item_col,
+                            rating=cfg.rating_col, timestamp=cfg.timestamp_col, weight=cfg.weight_col)  # fmt: skip
+        if data.users != users or data.items != items:
+            raise ConfigError(
+                f"expected the dataset the run was trained on ({cfg.dataset!r}), "
+                "received data whose user or item ids differ"
+            )
+        sp = split_dataset(
+            data, split or cfg.split, seed=cfg.seed if seed is None else seed, data_dir=ddir
+        )
+        target = sp.test if part == "test" else sp.train
+        learn = Learner(
+            model, sp.train, None, loss=cfg.loss, reg=cfg.reg, device=cfg.device, progress=False
+        )
+        metrics = learn.evaluate(target)
+        if as_json:
+            typer.echo(json.dumps(metrics, indent=2))
+        else:
+            _console.print(
+                metrics_table(metrics, f"{part} part of {sp.name} ({len(target):,} ratings)")
+            )
+
+
+def lr_find(
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    data_dir: DataDirOpt = None,
+    model: Annotated[str | None, typer.Option(help="dot, mf or nn.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split spec.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    wd: Annotated[float | None, typer.Option(help="Weight decay during the test.")] = None,
+    bs: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    start_lr: Annotated[float, typer.Option("--start-lr")] = 1e-7,
+    end_lr: Annotated[float, typer.Option("--end-lr")] = 10.0,
+    num_it: Annotated[int, typer.Option("--num-it")] = 100,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the plot (PNG).")] = Path(
+        "lr_find.png"
+    ),
+) -> None:
+    """Run the LR range test, write its plot and print the suggested learning rates."""
+    from recfit.data.sources import load_dataset, split_dataset
+    from recfit.runs import build_learner
+
+    with errors():
+        cfg = _config(config, dataset=dataset, data_dir=data_dir, model=model, split=split,
+                      seed=seed, wd=wd, bs=bs)  # fmt: skip
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, user=cfg.user_col, item=cfg.item_col,
+                            rating=cfg.rating_col, timestamp=cfg.timestamp_col, weight=cfg.weight_col)  # fmt: skip
+        sp = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
+        learn = build_learner(cfg, sp.train, None, progress=False)
+        res = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it)
+        fig = res.plot()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110, bbox_inches="tight")
+        table = Table(title="suggested learning rates")
+        table.add_column("rule")
+        table.add_column("lr", justify="right")
+        for k in ("valley", "steep", "minimum"):
+            table.add_row(k, f"{getattr(res, k):.2e}")
+        _console.print(table)
+        _console.print(f"plot: {out}")

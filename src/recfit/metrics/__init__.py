@@ -1,0 +1,70 @@
+"""Metrics: pure functions of (prediction, target, weight) aggregated over the whole set.
+
+- :mod:`recfit.metrics.rating`: mse, rmse, mae, r2 in the original rating units.
+- :mod:`recfit.metrics.classification`: accuracy, F1, confusion matrix, rating decodings.
+- :mod:`recfit.metrics.ranking`: top-k accuracy, recall/precision/NDCG/MAP@k, MRR, hit rate.
+"""
+
+from recfit.metrics.classification import (
+    PRFS,
+    accuracy,
+    balanced_accuracy,
+    classification_report,
+    confusion_matrix,
+    decode_argmax,
+    decode_expected,
+    decoding_mse,
+    f1,
+    format_classification_report,
+    levels_for_scale,
+    plot_confusion_matrix,
+    precision_recall_f1_support,
+    ratings_to_levels,
+)
+from recfit.metrics.ranking import (
+    RANKING_METRICS,
+    hit_rate_at_k,
+    map_at_k,
+    mrr,
+    ndcg_at_k,
+    per_query_metrics,
+    precision_at_k,
+    ranking_report,
+    recall_at_k,
+    top_k_accuracy,
+)
+from recfit.metrics.rating import METRICS, get_metric, higher_is_better, mae, mse, r2, rmse
+
+__all__ = [
+    "METRICS",
+    "PRFS",
+    "RANKING_METRICS",
+    "accuracy",
+    "balanced_accuracy",
+    "classification_report",
+    "confusion_matrix",
+    "decode_argmax",
+    "decode_expected",
+    "decoding_mse",
+    "f1",
+    "format_classification_report",
+    "get_metric",
+    "higher_is_better",
+    "hit_rate_at_k",
+    "levels_for_scale",
+    "mae",
+    "map_at_k",
+    "mrr",
+    "mse",
+    "ndcg_at_k",
+    "per_query_metrics",
+    "plot_confusion_matrix",
+    "precision_at_k",
+    "precision_recall_f1_support",
+    "r2",
+    "ranking_report",
+    "ratings_to_levels",
+    "recall_at_k",
+    "rmse",
+    "top_k_accuracy",
+]

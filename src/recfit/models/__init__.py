@@ -1,0 +1,70 @@
+"""Rating models (plain ``nn.Module``), their losses, registry and persistence.
+
+Example:
+    >>> from recfit.data import Interactions
+    >>> d = Interactions.from_arrays([1, 2, 2], [7, 7, 8], [4.0, 2.0, 5.0])
+    >>> m = create_model("mf", d, n_factors=4)
+    >>> (m.n_users, m.n_items, round(m.global_mean, 3))
+    (2, 2, 3.667)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from recfit.data.interactions import Interactions
+from recfit.errors import ConfigError
+from recfit.models.base import (
+    MODEL_FORMAT_VERSION,
+    MODELS,
+    Batch,
+    RatingModel,
+    build_model,
+    load_model,
+    read_metadata,
+    register_model,
+    save_model,
+)
+from recfit.models.dot import BiasedMF, DotBias
+from recfit.models.losses import LOSSES, HuberLoss, L1Loss, Loss, MSELoss, get_loss
+from recfit.models.mlp import EmbeddingNN, emb_sz_rule
+
+__all__ = [
+    "LOSSES",
+    "MODELS",
+    "MODEL_FORMAT_VERSION",
+    "Batch",
+    "BiasedMF",
+    "DotBias",
+    "EmbeddingNN",
+    "HuberLoss",
+    "L1Loss",
+    "Loss",
+    "MSELoss",
+    "RatingModel",
+    "build_model",
+    "create_model",
+    "emb_sz_rule",
+    "get_loss",
+    "load_model",
+    "read_metadata",
+    "register_model",
+    "save_model",
+]
+
+
+def create_model(name: str, train: Interactions, **kwargs: Any) -> RatingModel:
+    """Build the registered model ``name`` sized for ``train``'s vocabularies.
+
+    ``n_users`` and ``n_items`` come from the vocabularies; for ``mf`` the ``global_mean``
+    defaults to the (weighted) mean training rating. Other arguments pass through.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"expected a model name among {sorted(MODELS)}, received {name!r}")
+    kw: dict[str, Any] = {"n_users": train.n_users, "n_items": train.n_items, **kwargs}
+    if name == "mf" and "global_mean" not in kw:
+        w = train.weights()
+        kw["global_mean"] = float(np.average(train.rating, weights=w)) if w.sum() > 0 else 0.0
+    return build_model({"name": name, **kw})

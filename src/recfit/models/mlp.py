@@ -1,0 +1,143 @@
+"""EmbeddingNN: concatenated user/item embeddings through an MLP (fastai's TabularModel).
+
+Layer order follows fastai's ``TabularModel`` (``lin_first=True``): for each hidden size
+``Linear(bias=not batch_norm) → ReLU → BatchNorm1d → Dropout``, then ``Linear(…, 1)``,
+then the optional ``y_range`` sigmoid. Embedding widths follow fastai's ``emb_sz_rule``.
+
+Example:
+    >>> import torch
+    >>> m = EmbeddingNN(10, 20, layers=(8,))
+    >>> m.emb_sizes
+    [(10, 6), (20, 9)]
+    >>> m.eval()(dict(user=torch.tensor([1, 2]), item=torch.tensor([3, 4]))).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from recfit.errors import ConfigError
+from recfit.models.base import Batch, RatingModel, register_model
+from recfit.models.dot import _check_range, _trunc_normal
+
+__all__ = ["EmbeddingNN", "emb_sz_rule"]
+
+
+def emb_sz_rule(n: int) -> int:
+    """fastai's embedding width for a vocabulary of ``n``: ``min(600, round(1.6 n^0.56))``.
+
+    Example:
+        >>> emb_sz_rule(944), emb_sz_rule(1665)
+        (74, 102)
+    """
+    return int(min(600, round(1.6 * n**0.56)))
+
+
+@register_model("nn")
+class EmbeddingNN(RatingModel):
+    """Embeddings → MLP → one output, optionally squashed into ``y_range``.
+
+    Args:
+        n_users: number of user indices.
+        n_items: number of item indices.
+        emb_sizes: ``(user_width, item_width)``; default by :func:`emb_sz_rule`.
+        layers: hidden layer sizes.
+        dropout: dropout after each hidden layer (one float or one per layer).
+        emb_dropout: dropout on the concatenated embeddings.
+        batch_norm: batch norm after each hidden activation.
+        y_range: ``(lo, hi)`` in rating units or ``None``.
+        seed: seed of the initialisation.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        emb_sizes: Sequence[int] | None = None,
+        layers: Sequence[int] = (100,),
+        dropout: float | Sequence[float] = 0.0,
+        emb_dropout: float = 0.0,
+        batch_norm: bool = True,
+        y_range: tuple[float, float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_users < 1 or n_items < 1:
+            raise ConfigError(f"expected n_users, n_items >= 1, received {n_users}, {n_items}")
+        sizes = (
+            [emb_sz_rule(n_users), emb_sz_rule(n_items)]
+            if emb_sizes is None
+            else [int(s) for s in emb_sizes]
+        )
+        if len(sizes) != 2 or min(sizes) < 1:
+            raise ConfigError(f"expected emb_sizes (user, item) >= 1, received {emb_sizes!r}")
+        layers = [int(n) for n in layers]
+        drops = (
+            [float(dropout)] * len(layers)
+            if isinstance(dropout, int | float)
+            else [float(p) for p in dropout]
+        )
+        if len(drops) != len(layers):
+            raise ConfigError(
+                f"expected {len(layers)} dropout values (one per layer), received {len(drops)}"
+            )
+        self.n_users, self.n_items = n_users, n_items
+        self.emb_sizes = [(n_users, sizes[0]), (n_items, sizes[1])]
+        self.layers_, self.dropout_, self.emb_dropout = layers, drops, float(emb_dropout)
+        self.batch_norm, self.y_range, self.seed = batch_norm, _check_range(y_range), seed
+        g = torch.Generator().manual_seed(seed)
+        self.user_emb = nn.Parameter(_trunc_normal((n_users, sizes[0]), 0.01, g))
+        self.item_emb = nn.Parameter(_trunc_normal((n_items, sizes[1]), 0.01, g))
+        self.emb_drop = nn.Dropout(emb_dropout)
+        mods: list[nn.Module] = []
+        n_in = sizes[0] + sizes[1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for n_out, p in zip(layers, drops, strict=True):
+                mods += [nn.Linear(n_in, n_out, bias=not batch_norm), nn.ReLU(inplace=True)]
+                if batch_norm:
+                    mods.append(nn.BatchNorm1d(n_out))
+                if p:
+                    mods.append(nn.Dropout(p))
+                n_in = n_out
+            mods.append(nn.Linear(n_in, 1))
+        self.mlp = nn.Sequential(*mods)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.registry_name,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "emb_sizes": [self.emb_sizes[0][1], self.emb_sizes[1][1]],
+            "layers": list(self.layers_),
+            "dropout": list(self.dropout_),
+            "emb_dropout": self.emb_dropout,
+            "batch_norm": self.batch_norm,
+            "y_range": None if self.y_range is None else list(self.y_range),
+            "seed": self.seed,
+        }
+
+    def forward(self, batch: Batch) -> Tensor:
+        x = torch.cat(
+            [
+                self.user_emb.index_select(0, batch["user"]),
+                self.item_emb.index_select(0, batch["item"]),
+            ],
+            dim=1,
+        )
+        out: Tensor = self.mlp(self.emb_drop(x)).squeeze(1)
+        if self.y_range is None:
+            return out
+        lo, hi = self.y_range
+        return torch.sigmoid(out) * (hi - lo) + lo
+
+    def penalty(self, batch: Batch) -> Tensor:
+        """Sum of squares of the looked-up user and item embedding rows."""
+        pu = self.user_emb.index_select(0, batch["user"])
+        qi = self.item_emb.index_select(0, batch["item"])
+        return (pu * pu).sum(1) + (qi * qi).sum(1)

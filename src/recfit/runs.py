@@ -1,0 +1,253 @@
+"""Training runs: a :class:`~recfit.config.TrainConfig` in, a run directory out.
+
+A run directory holds::
+
+    config.json        the resolved config (re-run with ``recfit train --config``)
+    metrics.json       validation metrics by name (mse, rmse, mae, ...), loss, reg_loss,
+                       fit_seconds, and the split and data it was measured on
+    history.csv        one row per epoch: train_loss, valid_loss, reg_loss, metrics, lr
+    losses.png         loss curves
+    schedule.png       learning rate (and momentum) per step
+    model.safetensors  weights + model config (no pickle)
+    users.json         user vocabulary (raw id ↔ index)
+    items.json         item vocabulary
+
+Every file is written to a temporary name and renamed into place, so an interrupted
+write never leaves a half-written file where a good one was.
+
+Example:
+    >>> from recfit.config import TrainConfig
+    >>> model_kwargs(TrainConfig(model="mf", n_factors=8))["n_factors"]
+    8
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recfit.config import TrainConfig, validate_config
+from recfit.data.interactions import Interactions
+from recfit.data.sources import load_dataset, split_dataset
+from recfit.data.split import Split
+from recfit.data.vocab import Vocabulary
+from recfit.errors import BundleError, ConfigError
+from recfit.models import RatingModel, create_model, load_model, save_model
+from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
+from recfit.train.learner import Learner
+from recfit.train.schedules import Cosine, Cyclic
+
+__all__ = [
+    "RunResult",
+    "atomic_write",
+    "build_learner",
+    "fit_config",
+    "load_run",
+    "model_kwargs",
+    "train_run",
+    "write_run",
+]
+
+
+@dataclass
+class RunResult:
+    """What a training run produced.
+
+    Attributes:
+        config: the resolved configuration.
+        learner: the trained :class:`~recfit.train.learner.Learner`.
+        split: the data split the run used.
+        metrics: validation metrics (and ``loss``, ``reg_loss``, ``fit_seconds``).
+        out: the run directory, when one was written.
+    """
+
+    config: TrainConfig
+    learner: Learner
+    split: Split
+    metrics: dict[str, float]
+    out: Path | None = None
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Model constructor arguments for ``cfg.model`` (sizes come from the data)."""
+    y_range = None if cfg.y_range is None else tuple(cfg.y_range)
+    if cfg.model == "dot":
+        return {"n_factors": cfg.n_factors, "y_range": y_range, "seed": cfg.seed}
+    if cfg.model == "mf":
+        return {"n_factors": cfg.n_factors, "seed": cfg.seed}
+    if cfg.model == "nn":
+        return {
+            "layers": tuple(cfg.layers),
+            "dropout": cfg.dropout,
+            "batch_norm": cfg.batch_norm,
+            "y_range": y_range,
+            "seed": cfg.seed,
+        }
+    raise ConfigError(f"expected model dot, mf or nn, received {cfg.model!r}")
+
+
+def build_learner(
+    cfg: TrainConfig,
+    train: Interactions,
+    valid: Interactions | None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+) -> Learner:
+    """A fresh model sized for ``train`` inside a Learner configured by ``cfg``."""
+    model = create_model(cfg.model, train, **model_kwargs(cfg))
+    cbs: list[Callback] = [ScheduleRecorder(), *callbacks]
+    if cfg.patience is not None:
+        cbs.append(EarlyStopping(monitor=cfg.monitor, patience=cfg.patience, restore_best=True))
+    return Learner(
+        model,
+        train,
+        valid,
+        loss=cfg.loss,
+        opt=cfg.opt,
+        bs=cfg.bs,
+        wd=cfg.wd,
+        reg=cfg.reg,
+        device=cfg.device,
+        seed=cfg.seed,
+        callbacks=cbs,
+        progress=progress,
+    )
+
+
+def fit_config(learner: Learner, cfg: TrainConfig) -> Learner:
+    """Train ``learner`` for ``cfg.epochs`` along ``cfg.schedule``."""
+    total = max(1, cfg.epochs * learner.steps_per_epoch)
+    if cfg.schedule == "one_cycle":
+        return learner.fit_one_cycle(cfg.epochs, cfg.lr, pct_start=cfg.pct_start)
+    if cfg.schedule == "cosine":
+        return learner.fit(cfg.epochs, schedule=Cosine(cfg.lr, total))
+    if cfg.schedule == "cyclic":
+        half = max(1, learner.steps_per_epoch // 2)
+        return learner.fit(cfg.epochs, schedule=Cyclic(cfg.lr / 10, cfg.lr, step_size=half))
+    return learner.fit(cfg.epochs, cfg.lr)
+
+
+def train_run(
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    data: Interactions | None = None,
+    progress: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+    on_split: Callable[[Split], None] | None = None,
+) -> RunResult:
+    """Load the data, split it, train, evaluate on the held-out part, write the run dir.
+
+    Args:
+        cfg: the run's configuration.
+        out: the run directory to write (``None``: write nothing).
+        data: use these interactions instead of loading ``cfg.dataset``.
+        progress: show progress bars (``None``: only on a terminal).
+        callbacks: extra callbacks for the Learner.
+        on_split: called with the split before training (e.g. to print a summary).
+    """
+    if data is None:
+        data = load_dataset(
+            cfg.dataset,
+            data_dir=cfg.data_dir,
+            user=cfg.user_col,
+            item=cfg.item_col,
+            rating=cfg.rating_col,
+            timestamp=cfg.timestamp_col,
+            weight=cfg.weight_col,
+        )
+    split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
+    if on_split is not None:
+        on_split(split)
+    learner = build_learner(cfg, split.train, split.test, callbacks=callbacks, progress=progress)
+    t0 = time.perf_counter()
+    fit_config(learner, cfg)
+    fit_seconds = time.perf_counter() - t0
+    metrics = learner.evaluate(split.test)
+    metrics["fit_seconds"] = fit_seconds
+    result = RunResult(cfg, learner, split, metrics)
+    if out is not None:
+        result.out = write_run(result, out)
+    return result
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
+
+
+def write_run(result: RunResult, out: str | Path) -> Path:
+    """Write ``result``'s run directory (see the module docs) and return its path."""
+    from recfit.plots import plot_losses
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    learn = result.learner
+    data = result.split.data
+    metrics = dict(result.metrics)
+    report = {
+        "metrics": metrics,
+        "split": result.split.summary(),
+        "data": {
+            "name": data.name,
+            "ratings": len(data),
+            "users": data.n_users,
+            "items": data.n_items,
+        },
+    }
+    atomic_write(out / "config.json", result.config.model_dump_json(indent=2) + "\n")
+    atomic_write(out / "metrics.json", _json({**metrics, "details": report}))
+    atomic_write(out / "history.csv", learn.history_frame().to_csv(index=False))
+    atomic_write(out / "users.json", data.users.to_json())
+    atomic_write(out / "items.json", data.items.to_json())
+    tmp = out / ".model.safetensors.tmp"
+    save_model(learn.model, tmp)
+    os.replace(tmp, out / "model.safetensors")
+    figures = {"losses.png": plot_losses(learn.history) if learn.history else None}
+    rec = next((c for c in learn.cbs if isinstance(c, ScheduleRecorder)), None)
+    figures["schedule.png"] = rec.plot() if rec is not None and rec.lrs else None
+    for name, fig in figures.items():
+        if fig is not None:
+            fig.savefig(out / f".{name}.tmp.png", dpi=110, bbox_inches="tight")
+            os.replace(out / f".{name}.tmp.png", out / name)
+    return out
+
+
+def load_run(run: str | Path) -> tuple[TrainConfig, RatingModel, Vocabulary, Vocabulary]:
+    """Read a run directory back: its config, model and vocabularies.
+
+    Raises:
+        BundleError: a file is missing or damaged.
+    """
+    d = Path(run)
+    try:
+        cfg = validate_config(json.loads((d / "config.json").read_text("utf-8")), source=str(d))
+        users = Vocabulary.from_json((d / "users.json").read_text("utf-8"))
+        items = Vocabulary.from_json((d / "items.json").read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(
+            f"expected a run directory with config.json, users.json and items.json, received {str(d)!r}: {exc}"
+        ) from exc
+    model = load_model(d / "model.safetensors")
+    return cfg, model, users, items

@@ -1,0 +1,578 @@
+"""The Learner: trains a rating model and reports honest, weighted metrics.
+
+Objective and regularisation
+----------------------------
+For a batch with weights ``w`` the objective is::
+
+    loss = Σ w·ℓ(output, rating) / Σ w   +   reg · Σ w·penalty / Σ w
+           └──────── data loss ────────┘     └──────── reg_loss ───────┘
+
+``penalty`` is the model's per-row sum of squares of the parameter rows the batch looked
+up (Surprise's ``reg_all`` semantics: ``|p_u|² + |q_i|² + b_u² + b_i²`` for dot models).
+Separately, ``wd`` is **decoupled weight decay** over every parameter at every step
+(``p ← p (1 - lr·wd)``, AdamW / fastai ``wd``); it is not part of any loss.
+
+``evaluate(data)`` reports ``loss`` (the objective above over the whole set), ``reg_loss``
+(its penalty part) and each metric computed by the metric functions of
+:mod:`recfit.metrics.rating` on ``predict(data)`` in the original rating units; so
+``evaluate(d)["mse"] == mse(predict(d), d.rating, d.weights())`` always holds. Rows of
+weight 0 are removed before training and before any sum: they change nothing.
+
+Speed
+-----
+Columns are tensors built once (:mod:`recfit.train.batches`). Models that provide a fused
+step (``supports_fused``: :class:`~recfit.models.DotBias`, :class:`~recfit.models.BiasedMF`)
+are trained with a hand-written gradient on the looked-up rows instead of autograd, when
+the loss has a known derivative; both paths give the same numbers. The default optimiser
+is AdamW with fastai's Adam defaults (betas 0.9/0.99, eps 1e-5, decoupled ``wd``) using
+PyTorch's fused kernel (:mod:`recfit.train.optim`). On CPU small models run on one thread (faster for tiny steps).
+
+Example:
+    >>> import numpy as np
+    >>> from recfit.data import Interactions
+    >>> from recfit.models import DotBias
+    >>> rng = np.random.default_rng(0)
+    >>> d = Interactions.from_arrays(rng.integers(0, 20, 400), rng.integers(0, 30, 400),
+    ...                              rng.integers(1, 6, 400).astype(float))
+    >>> learn = Learner(DotBias(d.n_users, d.n_items, 8, y_range=(0, 5.5)), d, bs=32,
+    ...                 progress=False)
+    >>> learn = learn.fit_one_cycle(2, 1e-2)
+    >>> sorted(learn.evaluate(d))
+    ['loss', 'mae', 'mse', 'reg_loss', 'rmse']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from recfit.data.interactions import Interactions
+from recfit.errors import (
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    ConfigError,
+    DataError,
+)
+from recfit.metrics.rating import get_metric
+from recfit.models.base import RatingModel
+from recfit.models.losses import Loss, get_loss
+from recfit.train.batches import TensorData, n_batches
+from recfit.train.callbacks import EVENTS, Callback, ProgressBar
+from recfit.train.optim import AdamW
+from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
+
+__all__ = ["OPTIMIZERS", "Learner", "resolve_device"]
+
+OPTIMIZERS = ("adam", "sgd", "momentum", "adagrad")
+"""Optimiser names understood by the Learner."""
+
+ADAM_BETA2 = 0.99
+ADAM_EPS = 1e-5
+SMALL_MODEL = 2_000_000  # parameters; below this, CPU training uses one thread
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; other values as ``torch.device``.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(
+            f"expected a device like 'auto', 'cpu', 'cuda', received {device!r}"
+        ) from e
+
+
+class Learner:
+    """Trains ``model`` on ``train`` and evaluates it on ``valid``.
+
+    Args:
+        model: a :class:`~recfit.models.RatingModel`.
+        train: training interactions (indices must fit the model's sizes).
+        valid: validation interactions evaluated after each epoch, or ``None``.
+        loss: ``"mse"``, ``"mae"``, ``"huber"`` or a :class:`~recfit.models.Loss`.
+        metrics: metric names from :data:`recfit.metrics.METRICS`.
+        opt: ``"adam"`` (AdamW, fastai defaults), ``"sgd"``, ``"momentum"`` (SGD with the
+            scheduled momentum), ``"adagrad"``, or a callable ``params -> Optimizer``
+            (then ``wd`` is left to that optimiser).
+        bs: training batch size.
+        wd: decoupled weight decay over all parameters (fastai's ``wd``).
+        reg: weight of the L2 penalty on the rows in each batch (Surprise's ``reg``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
+        seed: seeds batch order, dropout and the LR finder; same seed → same numbers.
+        callbacks: :class:`~recfit.train.callbacks.Callback` objects.
+        eval_bs: batch size of ``predict`` / ``evaluate``.
+        fused: ``"auto"`` uses the model's fused step when it has one; ``False`` forces
+            autograd; ``True`` requires the fused step.
+        num_threads: CPU threads while training/predicting; ``None`` picks 1 for small
+            models and leaves PyTorch's setting otherwise.
+        progress: add a :class:`~recfit.train.callbacks.ProgressBar` (``None``: only on a
+            terminal).
+        drop_last: drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        model: RatingModel,
+        train: Interactions,
+        valid: Interactions | None = None,
+        *,
+        loss: str | Loss = "mse",
+        metrics: Sequence[str] = ("mse", "rmse", "mae"),
+        opt: str | Callable[..., torch.optim.Optimizer] = "adam",
+        bs: int = 64,
+        wd: float = 0.01,
+        reg: float = 0.0,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        callbacks: Sequence[Callback] = (),
+        eval_bs: int = 65536,
+        fused: bool | str = "auto",
+        num_threads: int | None = None,
+        progress: bool | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if not isinstance(model, RatingModel):
+            raise ConfigError(f"expected a RatingModel, received {type(model).__name__}")
+        if isinstance(opt, str) and opt not in OPTIMIZERS:
+            raise ConfigError(f"expected opt among {OPTIMIZERS} or a callable, received {opt!r}")
+        for name, v in (("bs", bs), ("eval_bs", eval_bs)):
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"expected {name} an integer >= 1, received {v!r}")
+        for name, f in (("wd", wd), ("reg", reg)):
+            if not (isinstance(f, int | float) and f >= 0 and math.isfinite(f)):
+                raise ConfigError(f"expected {name} >= 0, received {f!r}")
+        if fused not in ("auto", True, False):
+            raise ConfigError(f"expected fused 'auto', True or False, received {fused!r}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.loss_func = get_loss(loss)
+        self.metrics = list(metrics)
+        self._metric_fns = {m: get_metric(m) for m in self.metrics}
+        self.opt_name = opt
+        self.bs, self.eval_bs, self.wd, self.reg = bs, eval_bs, float(wd), float(reg)
+        self.seed, self.num_threads, self.drop_last = seed, num_threads, drop_last
+        self.fused = self._resolve_fused(fused)
+        self.train, self.valid = train, valid
+        self._check_data(train, "train")
+        if valid is not None:
+            self._check_data(valid, "valid")
+        self._train_td = TensorData.from_interactions(train, self.device)
+        if len(self._train_td) == 0:
+            raise DataError("expected training rows with weight > 0, received none")
+        self._valid_td: TensorData | None = None
+        self.cbs: list[Callback] = list(callbacks)
+        if progress is not False and not any(isinstance(c, ProgressBar) for c in self.cbs):
+            self.cbs.append(ProgressBar(quiet=None if progress is None else not progress))
+        self.opt: Any = None
+        self._gen = torch.Generator().manual_seed(seed)
+        self.history: list[dict[str, Any]] = []
+        # state visible to callbacks
+        self.training = False
+        self.epoch = self.n_epochs = self.iter = self.n_iter = self.train_iter = 0
+        self.batch: dict[str, Tensor] = {}
+        self.pred: Tensor | None = None
+        self.loss: Tensor | None = None
+        self.lr, self.mom = 0.0, 0.9
+        self.valid_metrics: dict[str, float] = {}
+        self.fit_seconds = 0.0
+
+    # ------------------------------------------------------------------ set-up
+    def _resolve_fused(self, fused: bool | str) -> bool:
+        can = type(self.model).supports_fused and type(self.loss_func).grad is not Loss.grad
+        if fused is True and not can:
+            raise ConfigError(
+                f"expected a model with a fused step and a loss with a gradient for fused=True, "
+                f"received {type(self.model).__name__} with {self.loss_func!r}"
+            )
+        return bool(can) if fused == "auto" else bool(fused)
+
+    def _check_data(self, data: Interactions, where: str) -> None:
+        for side, size in (("user", "n_users"), ("item", "n_items")):
+            limit = getattr(self.model, size, None)
+            idx = getattr(data, side)
+            if limit is not None and len(idx) and int(idx.max()) >= limit:
+                raise DataError(
+                    f"expected {side} indices < {limit} (the model's {size}), received "
+                    f"{int(idx.max())} in {where} data; build the model from the full vocabulary",
+                    column=side,
+                )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one training epoch."""
+        return n_batches(len(self._train_td), self.bs, self.drop_last)
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        n = self.num_threads
+        if n is None and self.device.type == "cpu" and self.model.n_parameters() < SMALL_MODEL:
+            n = 1
+        if n is None:
+            yield
+            return
+        old = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
+    def create_opt(self) -> Any:
+        """Build the optimiser (done at the first fit; kept across fits like fastai)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        name = self.opt_name
+        if callable(name):
+            return name(params)
+        if name == "adam":
+            return AdamW(
+                params, lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd
+            )
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=1e-3)
+        if name == "momentum":
+            return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+        return torch.optim.Adagrad(params, lr=1e-2)
+
+    def _set_hyper(self, lr: float, mom: float | None, wd: float) -> None:
+        self.lr = lr
+        assert self.opt is not None
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+            if self.opt_name == "adam":
+                g["weight_decay"] = wd
+                if mom is not None:
+                    g["betas"] = (mom, ADAM_BETA2)
+            elif self.opt_name == "momentum" and mom is not None:
+                g["momentum"] = mom
+        if mom is not None:
+            self.mom = mom
+
+    def _opt_step(self, wd: float) -> None:
+        assert self.opt is not None
+        if wd and isinstance(self.opt_name, str) and self.opt_name != "adam":
+            with torch.no_grad():
+                for g in self.opt.param_groups:
+                    for p in g["params"]:
+                        p.mul_(1.0 - self.lr * wd)
+        self.opt.step()
+
+    # ------------------------------------------------------------------ events
+    def add_cb(self, cb: Callback) -> Learner:
+        """Add a callback."""
+        self.cbs.append(cb)
+        return self
+
+    def remove_cb(self, cb: Callback) -> Learner:
+        """Remove a callback."""
+        self.cbs.remove(cb)
+        return self
+
+    def _prepare_events(self, cbs: Sequence[Callback]) -> None:
+        ordered = sorted(cbs, key=lambda c: c.order)
+        for c in ordered:
+            c.learn = self
+        self._handlers: dict[str, list[Callable[[], None]]] = {
+            ev: [
+                getattr(c, ev)
+                for c in ordered
+                if getattr(type(c), ev, None) is not getattr(Callback, ev)
+            ]
+            for ev in EVENTS
+        }
+
+    def _event(self, name: str) -> None:
+        for h in self._handlers[name]:
+            h()
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        epochs: int,
+        lr: float = 1e-3,
+        *,
+        wd: float | None = None,
+        schedule: Schedule | None = None,
+        mom: float | Schedule | None = None,
+    ) -> Learner:
+        """Train for ``epochs`` at a constant ``lr`` (or along ``schedule``).
+
+        Args:
+            epochs: passes over the training data.
+            lr: constant learning rate (ignored when ``schedule`` is given).
+            wd: decoupled weight decay for this fit (default: the Learner's ``wd``).
+            schedule: an LR schedule; its ``lr_at`` gets the step counted from this fit's start.
+            mom: momentum / Adam beta1 (a value or a schedule); default 0.9.
+        """
+        sched = schedule if schedule is not None else Constant(lr)
+        mom_s = mom if isinstance(mom, Schedule) else Constant(0.9 if mom is None else mom)
+        return self._fit(epochs, sched, mom_s, self.wd if wd is None else wd)
+
+    def fit_one_cycle(
+        self,
+        epochs: int,
+        lr_max: float = 1e-3,
+        wd: float | None = None,
+        pct_start: float = 0.25,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+    ) -> Learner:
+        """fastai's one-cycle policy: cosine LR warm-up then annealing, momentum the reverse.
+
+        Example:
+            >>> # learn.fit_one_cycle(5, 5e-3, wd=0.1)  # fastai's collab R1 configuration
+        """
+        total = max(1, epochs * self.steps_per_epoch)
+        sched = OneCycle(lr_max, total, pct_start=pct_start, div=div, div_final=div_final)
+        mom_s = one_cycle_momentum(total, pct_start, moms)
+        return self._fit(epochs, sched, mom_s, self.wd if wd is None else wd)
+
+    def _fit(
+        self,
+        epochs: int,
+        sched: Schedule,
+        mom_sched: Schedule | None,
+        wd: float,
+        extra_cbs: Sequence[Callback] = (),
+        validate: bool = True,
+    ) -> Learner:
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ConfigError(f"expected epochs an integer >= 0, received {epochs!r}")
+        if self.opt is None:
+            self.opt = self.create_opt()
+        self._prepare_events([*self.cbs, *extra_cbs])
+        self.n_epochs, self.n_iter, self.train_iter = epochs, self.steps_per_epoch, 0
+        self._wd = wd
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        t_fit = time.perf_counter()
+        with self._threads(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._gen)))
+            try:
+                self._event("before_fit")
+                for epoch in range(epochs):
+                    self.epoch = epoch
+                    self._do_epoch(sched, mom_sched, wd, validate)
+            except CancelFitException:
+                pass
+            finally:
+                self.training = False
+                self.model.eval()
+            self.fit_seconds = time.perf_counter() - t_fit
+            self._event("after_fit")
+        return self
+
+    def _do_epoch(
+        self, sched: Schedule, mom_sched: Schedule | None, wd: float, validate: bool
+    ) -> None:
+        t0 = time.perf_counter()
+        acc = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in range(3)]
+        self.valid_metrics = {}
+        try:
+            self._event("before_epoch")
+            self.training = True
+            self.model.train()
+            self._event("before_train")
+            self._acc = acc
+            batches = self._train_td.epoch(self.bs, self._gen, self.drop_last)
+            for it, batch in enumerate(batches):
+                self.iter = it
+                self._set_hyper(
+                    sched.lr_at(self.train_iter),
+                    None if mom_sched is None else mom_sched.lr_at(self.train_iter),
+                    wd,
+                )
+                self.batch = batch
+                try:
+                    self._event("before_batch")
+                    self._do_batch(batch)
+                except CancelBatchException:
+                    pass
+                self.train_iter += 1
+                self._event("after_batch")
+            self.training = False
+            self._event("after_train")
+            if validate and self.valid is not None:
+                self._event("before_validate")
+                self.valid_metrics = self.evaluate(self.valid)
+                self._event("after_validate")
+        except CancelEpochException:
+            pass
+        finally:
+            self.training = False
+        w_sum, l_sum, r_sum = (float(a) for a in acc)
+        rec: dict[str, Any] = {
+            "epoch": self.epoch,
+            "train_loss": l_sum / w_sum if w_sum > 0 else math.nan,
+            "reg_loss": r_sum / w_sum if w_sum > 0 else math.nan,
+            "valid_loss": self.valid_metrics.get("loss", math.nan),
+            "valid_reg_loss": self.valid_metrics.get("reg_loss", math.nan),
+        }
+        for m in self.metrics:
+            rec[m] = self.valid_metrics.get(m, math.nan)
+        rec["lr"] = self.lr
+        rec["time"] = time.perf_counter() - t0
+        if validate:
+            self.history.append(rec)
+        self._event("after_epoch")
+
+    def _do_batch(self, batch: dict[str, Tensor]) -> None:
+        w = batch["weight"]
+        w_sum = w.sum()
+        scale = w / w_sum
+        use_pen = self.reg > 0
+        if self.fused:
+            out, pen, saved = self.model.fused_forward(batch, use_pen)
+        else:
+            out = self.model(batch)
+            pen = self.model.penalty(batch) if use_pen else None
+        self.pred = out
+        self._event("after_pred")
+        data_loss = (self.loss_func(out, batch) * scale).sum()
+        reg_loss = None if pen is None else self.reg * (pen * scale).sum()
+        self.loss = data_loss if reg_loss is None else data_loss + reg_loss
+        self._event("after_loss")
+        self._event("before_backward")
+        assert self.opt is not None
+        if self.fused:
+            g = self.loss_func.grad(out, batch)
+            assert g is not None
+            self.model.fused_backward(
+                batch, saved, g * scale, None if pen is None else self.reg * scale
+            )
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            self.loss.backward()  # type: ignore[no-untyped-call]
+        self._event("after_backward")
+        self._opt_step(self._wd)
+        self._event("after_step")
+        acc = self._acc
+        acc[0].add_(w_sum)
+        acc[1].add_(self.loss.detach() * w_sum)
+        if reg_loss is not None:
+            acc[2].add_(reg_loss.detach() * w_sum)
+
+    # ------------------------------------------------------------------ inference
+    def _tensor_data(self, data: Interactions) -> TensorData:
+        if data is self.valid:
+            if self._valid_td is None:
+                self._valid_td = TensorData.from_interactions(data, self.device, False)
+            return self._valid_td
+        self._check_data(data, "given")
+        return TensorData.from_interactions(data, self.device, drop_zero_weight=False)
+
+    def _outputs(
+        self, data: Interactions, with_loss: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Predicted ratings (float32), and per-row loss and penalty (float64) if asked."""
+        td = self._tensor_data(data)
+        preds, losses, pens = [], [], []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._threads(), torch.inference_mode():
+                for b in td.epoch(self.eval_bs, None):
+                    out = self.model(b)
+                    preds.append(self.model.to_rating(out).float().cpu())
+                    if with_loss:  # per-row loss in float64, like the metrics
+                        b64 = {**b, "rating": b["rating"].double()}
+                        losses.append(self.loss_func(out.double(), b64).cpu())
+                        if self.reg > 0:
+                            pen = self.model.penalty(b)
+                            if pen is not None:
+                                pens.append(pen.double().cpu())
+        finally:
+            self.model.train(was_training)
+        cat = (lambda xs: torch.cat(xs).numpy()) if len(data) else (lambda xs: np.zeros(0))
+        pred = cat(preds).astype(np.float32, copy=False)
+        if not with_loss:
+            return pred, None, None
+        return pred, cat(losses), (cat(pens) if pens else None)
+
+    def predict(self, data: Interactions) -> np.ndarray:
+        """Predicted ratings for every row of ``data`` (weight-0 rows included), float32,
+        in the original rating units."""
+        return self._outputs(data, with_loss=False)[0]
+
+    def evaluate(self, data: Interactions | None = None) -> dict[str, float]:
+        """``loss``, ``reg_loss`` and every metric on ``data`` (default: the validation set).
+
+        Metrics are the functions of :mod:`recfit.metrics.rating` applied to
+        ``predict(data)``, ``data.rating`` and ``data.weights()``.
+        """
+        if data is None:
+            if self.valid is None:
+                raise ConfigError("expected data to evaluate or a validation set, received None")
+            data = self.valid
+        pred, per_row, pen = self._outputs(data, with_loss=True)
+        w = data.weights().astype(np.float64)
+        keep = w > 0
+        assert per_row is not None
+        w_k = w[keep]
+        total = w_k.sum()
+        data_loss = float((w_k * per_row[keep]).sum() / total) if total > 0 else math.nan
+        reg_loss = 0.0
+        if pen is not None:
+            reg_loss = self.reg * float((w_k * pen[keep]).sum() / total) if total > 0 else math.nan
+        out: dict[str, float] = {"loss": data_loss + reg_loss, "reg_loss": reg_loss}
+        weight = data.weight
+        for name, fn in self._metric_fns.items():
+            out[name] = fn(pred, data.rating, weight)
+        return out
+
+    # ------------------------------------------------------------------ reports
+    def history_frame(self) -> pd.DataFrame:
+        """``history`` as a DataFrame, one row per epoch."""
+        return pd.DataFrame(self.history)
+
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10.0,
+        num_it: int = 100,
+        stop_div: bool = True,
+    ) -> Any:
+        """LR range test (fastai's ``lr_find``); model, optimiser and RNG are restored after.
+
+        Returns:
+            a :class:`recfit.train.lr_finder.LRFinderResult` (``valley``, ``steep``,
+            ``minimum``, ``lrs``, ``losses``, ``plot()``).
+        """
+        from recfit.train.lr_finder import lr_find
+
+        return lr_find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "opt": None if self.opt is None else copy.deepcopy(self.opt.state_dict()),
+            "gen": self._gen.get_state(),
+            "history": len(self.history),
+        }
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.model.load_state_dict(snap["model"])
+        if snap["opt"] is None:
+            self.opt = None
+        else:
+            assert self.opt is not None
+            self.opt.load_state_dict(snap["opt"])
+        for p in self.model.parameters():
+            p.grad = None
+        self._gen.set_state(snap["gen"])
+        del self.history[snap["history"] :]

@@ -1,0 +1,189 @@
+"""The learning-rate range test (fastai's ``lr_find``) and its suggestions.
+
+The LR grows exponentially from ``start_lr`` to ``end_lr`` over ``num_it`` training
+steps while the smoothed training loss is recorded (exponential moving average,
+beta 0.98, debiased, as fastai's ``AvgSmoothLoss``). The test stops early when the
+smoothed loss exceeds 4× its best value (divergence). Afterwards the model weights, the
+optimiser state and the Learner's random generator are restored, so the test leaves no
+trace on the following fit.
+
+Suggestions (fastai 2.7's functions) use the points ``num_it//10 .. -5``:
+
+* ``valley``: inside the longest decreasing run of the loss, ~half-way down.
+* ``steep``: where the loss falls fastest against log(lr).
+* ``minimum``: one tenth of the LR at the lowest loss.
+
+Example:
+    >>> import numpy as np
+    >>> lrs = np.logspace(-5, 0, 40)
+    >>> losses = np.concatenate([np.linspace(2, 0.5, 30), np.linspace(0.6, 5, 10)])
+    >>> s = suggest(lrs, losses)
+    >>> sorted(s), bool(lrs[3] < s["valley"] < lrs[29])
+    (['minimum', 'steep', 'valley'], True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recfit.errors import CancelFitException, ConfigError
+from recfit.train.callbacks import Callback
+from recfit.train.schedules import Exponential
+
+if TYPE_CHECKING:
+    from recfit.train.learner import Learner
+
+__all__ = ["LRFinder", "LRFinderResult", "lr_find", "minimum", "steep", "suggest", "valley"]
+
+
+def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """fastai's ``valley``: the LR ~2/3 down the longest decreasing run of losses."""
+    n = len(losses)
+    if n == 0:
+        return math.nan
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return float(lrs[idx])
+
+
+def steep(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The LR where the loss decreases fastest per unit of log(lr)."""
+    if len(losses) < 2:
+        return math.nan
+    grads = np.diff(losses) / np.diff(np.log(lrs))
+    return float(lrs[int(np.argmin(grads))])
+
+
+def minimum(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """One tenth of the LR at the lowest loss."""
+    if len(losses) == 0:
+        return math.nan
+    return float(lrs[int(np.argmin(losses))]) / 10
+
+
+def suggest(lrs: np.ndarray, losses: np.ndarray, num_it: int | None = None) -> dict[str, float]:
+    """The three suggestions on the points ``num_it//10 .. -5`` (NaN losses cut off)."""
+    lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    n = len(lrs) if num_it is None else num_it
+    lo, hi = n // 10, len(lrs) - 5
+    lr_s, loss_s = lrs[lo:hi], losses[lo:hi]
+    bad = ~np.isfinite(loss_s)
+    if bad.any():
+        cut = int(np.argmax(bad))
+        lr_s, loss_s = lr_s[:cut], loss_s[:cut]
+    return {
+        "valley": valley(lr_s, loss_s),
+        "steep": steep(lr_s, loss_s),
+        "minimum": minimum(lr_s, loss_s),
+    }
+
+
+@dataclass
+class LRFinderResult:
+    """Recorded points and suggestions of an LR range test."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    suggestions: dict[str, float] = field(default_factory=dict)
+    diverged: bool = False
+
+    @property
+    def valley(self) -> float:
+        """The ``valley`` suggestion (fastai's default)."""
+        return self.suggestions["valley"]
+
+    @property
+    def steep(self) -> float:
+        """The ``steep`` suggestion."""
+        return self.suggestions["steep"]
+
+    @property
+    def minimum(self) -> float:
+        """The ``minimum`` suggestion (lowest-loss LR / 10)."""
+        return self.suggestions["minimum"]
+
+    def plot(self, skip_end: int = 5) -> Any:
+        """Loss against LR on a log x-axis with the suggestions marked."""
+        from recfit.plots import plot_lr_find
+
+        return plot_lr_find(self, skip_end=skip_end)
+
+
+class LRFinder(Callback):
+    """Callback that drives and records the range test (used by :func:`lr_find`)."""
+
+    order = -5
+
+    def __init__(self, num_it: int, stop_div: bool = True, beta: float = 0.98) -> None:
+        self.num_it, self.stop_div, self.beta = num_it, stop_div, beta
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.diverged = False
+
+    def before_fit(self) -> None:
+        self._avg, self._count, self.best = 0.0, 0, math.inf
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if learn.loss is None:
+            return
+        loss = float(learn.loss)
+        self._count += 1
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smooth = self._avg / (1 - self.beta**self._count)
+        self.lrs.append(learn.lr)
+        self.losses.append(smooth)
+        if smooth < self.best:
+            self.best = smooth
+        if not math.isfinite(smooth) or (self.stop_div and smooth > 4 * self.best):
+            self.diverged = True
+            raise CancelFitException("loss diverged")
+        if learn.train_iter >= self.num_it:
+            raise CancelFitException("range test done")
+
+
+def lr_find(
+    learn: Learner,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = 100,
+    stop_div: bool = True,
+) -> LRFinderResult:
+    """Run the range test on ``learn`` and restore its state afterwards.
+
+    Example:
+        >>> # res = learn.lr_find(); res.valley; res.plot().savefig("lr.png")
+    """
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"expected 0 < start_lr < end_lr, received {start_lr!r}, {end_lr!r}")
+    if not isinstance(num_it, int) or num_it < 2:
+        raise ConfigError(f"expected num_it an integer >= 2, received {num_it!r}")
+    snap = learn._snapshot()
+    finder = LRFinder(num_it, stop_div)
+    epochs = math.ceil(num_it / max(1, learn.steps_per_epoch))
+    try:
+        learn._fit(
+            epochs,
+            Exponential(start_lr, end_lr, num_it),
+            None,
+            learn.wd,
+            extra_cbs=[finder],
+            validate=False,
+        )
+    finally:
+        learn._restore(snap)
+    lrs, losses = np.array(finder.lrs), np.array(finder.losses)
+    return LRFinderResult(lrs, losses, suggest(lrs, losses, num_it), finder.diverged)

@@ -1,0 +1,139 @@
+"""The conformance suite every rating model passes.
+
+A new model joins by adding one entry to ``CASES``: a factory that builds the model for
+given interactions. Each test below then runs for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recfit.data import Interactions
+from recfit.errors import DataError
+from recfit.metrics import mae, mse, r2, rmse
+from recfit.models import BiasedMF, DotBias, EmbeddingNN, RatingModel, load_model, save_model
+from recfit.train import Learner
+
+Factory = Callable[[Interactions], RatingModel]
+
+CASES: dict[str, Factory] = {
+    "dot": lambda d: DotBias(d.n_users, d.n_items, 8, y_range=(0.5, 5.5), seed=1),
+    "dot-raw": lambda d: DotBias(d.n_users, d.n_items, 8, global_mean=3.0, seed=1),
+    "mf": lambda d: BiasedMF(d.n_users, d.n_items, 8, global_mean=3.0, seed=1),
+    "nn": lambda d: EmbeddingNN(d.n_users, d.n_items, layers=(16,), y_range=(0.5, 5.5), seed=1),
+    "nn-dropout": lambda d: EmbeddingNN(
+        d.n_users, d.n_items, layers=(16, 8), dropout=0.1, batch_norm=False, seed=1
+    ),
+}
+
+pytestmark = pytest.mark.parametrize("case", sorted(CASES))
+
+
+def _learner(case: str, data: Interactions, **kw: object) -> Learner:
+    args: dict[str, object] = {"bs": 32, "progress": False, "seed": 3, **kw}
+    return Learner(CASES[case](data), data, **args)  # type: ignore[arg-type]
+
+
+def _weighted(tiny: Interactions) -> Interactions:
+    w = np.random.default_rng(5).choice([0.0, 0.5, 1.0, 2.0], size=len(tiny))
+    return tiny.with_weights(w)
+
+
+def test_fit_lowers_training_loss(case: str, tiny: Interactions) -> None:
+    learn = _learner(case, tiny, valid=tiny)
+    before = learn.evaluate(tiny)["mse"]
+    learn.fit_one_cycle(4, 2e-2)
+    after = learn.evaluate(tiny)["mse"]
+    assert len(learn.history) == 4
+    assert after < before
+
+
+def test_predict_shape_and_units(case: str, tiny: Interactions) -> None:
+    learn = _learner(case, tiny).fit(1, 1e-2)
+    pred = learn.predict(tiny)
+    assert pred.shape == (len(tiny),) and pred.dtype == np.float32
+    assert np.isfinite(pred).all()
+    assert learn.predict(tiny.take(np.arange(0))).shape == (0,)
+
+
+def test_config_and_weights_round_trip(case: str, tiny: Interactions, tmp_path: Path) -> None:
+    learn = _learner(case, tiny).fit(1, 1e-2)
+    path = save_model(learn.model, tmp_path / "m.safetensors")
+    model2 = load_model(path)
+    assert model2.config() == learn.model.config()
+    learn2 = Learner(model2, tiny, progress=False)
+    np.testing.assert_array_equal(learn2.predict(tiny), learn.predict(tiny))
+
+
+def test_same_seed_same_numbers(case: str, tiny: Interactions) -> None:
+    runs = [_learner(case, tiny, valid=tiny).fit_one_cycle(2, 1e-2) for _ in range(2)]
+    assert (
+        runs[0]
+        .history_frame()
+        .drop(columns="time")
+        .equals(runs[1].history_frame().drop(columns="time"))
+    )
+    np.testing.assert_array_equal(runs[0].predict(tiny), runs[1].predict(tiny))
+    other = _learner(case, tiny, seed=4).fit_one_cycle(2, 1e-2)
+    assert not np.array_equal(other.predict(tiny), runs[0].predict(tiny))
+
+
+def test_evaluate_equals_metrics_of_predict(case: str, tiny: Interactions) -> None:
+    d = _weighted(tiny)
+    learn = _learner(case, d, reg=0.05, metrics=("mse", "rmse", "mae", "r2")).fit(2, 1e-2)
+    res = learn.evaluate(d)
+    pred = learn.predict(d)
+    assert res["mse"] == mse(pred, d.rating, d.weight)
+    assert res["rmse"] == rmse(pred, d.rating, d.weight)
+    assert res["mae"] == mae(pred, d.rating, d.weight)
+    assert res["r2"] == r2(pred, d.rating, d.weight)
+    assert res["reg_loss"] > 0
+    assert res["loss"] == pytest.approx(res["mse"] + res["reg_loss"], rel=1e-6)
+
+
+def test_indices_beyond_the_model_are_a_typed_error(case: str, tiny: Interactions) -> None:
+    learn = _learner(case, tiny)
+    bigger = Interactions.from_arrays(
+        np.arange(tiny.n_users + 1),
+        np.zeros(tiny.n_users + 1, dtype=int),
+        np.ones(tiny.n_users + 1),
+    )
+    with pytest.raises(DataError, match="expected user indices"):
+        learn.predict(bigger)
+
+
+def test_gradients_reach_every_parameter(case: str, tiny: Interactions) -> None:
+    learn = _learner(case, tiny, reg=0.01, fused=False)
+    model = learn.model
+    model.train()
+    batch = next(learn._train_td.epoch(len(tiny), None))
+    out = model(batch)
+    loss = ((out - batch["rating"]) ** 2).mean() + 0.01 * model.penalty(batch).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert float(p.grad.abs().sum()) > 0, name
+
+
+def test_weight_zero_rows_change_nothing(case: str, tiny: Interactions) -> None:
+    rng = np.random.default_rng(9)
+    n_bad = 50
+    u = np.concatenate([tiny.user, rng.integers(0, tiny.n_users, n_bad)]).astype(np.int32)
+    i = np.concatenate([tiny.item, rng.integers(0, tiny.n_items, n_bad)]).astype(np.int32)
+    r = np.concatenate([tiny.rating, rng.uniform(-50, 50, n_bad)]).astype(np.float32)
+    w = np.concatenate([np.ones(len(tiny)), np.zeros(n_bad)]).astype(np.float32)
+    inv = np.argsort(rng.permutation(len(u)))  # interleave the garbage rows
+    mixed = Interactions(
+        user=u[inv], item=i[inv], rating=r[inv], users=tiny.users, items=tiny.items, weight=w[inv]
+    )
+    clean_rows = np.flatnonzero(mixed.weight > 0)
+    clean = mixed.take(clean_rows).with_weights(None)
+    a = _learner(case, clean, valid=clean).fit_one_cycle(2, 1e-2)
+    b = _learner(case, mixed, valid=mixed).fit_one_cycle(2, 1e-2)
+    ha, hb = (x.history_frame().drop(columns="time") for x in (a, b))
+    assert ha.equals(hb)
+    np.testing.assert_array_equal(a.predict(clean), b.predict(mixed)[clean_rows])

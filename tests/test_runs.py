@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recfit.config import TrainConfig
+from recfit.data import Interactions
+from recfit.errors import BundleError
+from recfit.metrics.rating import mse
+from recfit.runs import load_run, train_run
+from recfit.train.learner import Learner
+
+
+@pytest.fixture
+def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
+    p = tmp_path / "ratings.csv"
+    tiny.to_frame().rename(columns={"user": "uid", "item": "iid", "rating": "stars"}).to_csv(
+        p, index=False
+    )
+    return p
+
+
+def test_train_run_writes_a_complete_run_directory(tmp_path: Path, ratings_csv: Path) -> None:
+    cfg = TrainConfig(dataset=str(ratings_csv), user_col="uid", item_col="iid", rating_col="stars",
+                      epochs=3, bs=32, n_factors=4, y_range=(0.5, 5.5), seed=1)  # fmt: skip
+    out = tmp_path / "run"
+    res = train_run(cfg, out, progress=False)
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.json", "history.csv", "losses.png", "schedule.png",
+            "model.safetensors", "users.json", "items.json"} <= names  # fmt: skip
+    assert not [n for n in names if n.startswith(".")], "no temporary files left"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("mse", "rmse", "mae", "loss", "reg_loss", "fit_seconds"):
+        assert key in metrics
+    assert metrics["mse"] == pytest.approx(res.metrics["mse"])
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 3 and "train_loss" in hist.columns and "valid_loss" in hist.columns
+    # the run directory re-creates the same model and predictions
+    cfg2, model, users, items = load_run(out)
+    assert cfg2 == cfg
+    valid = res.split.test
+    again = Learner(model, res.split.train, progress=False).predict(valid)
+    assert np.allclose(again, res.learner.predict(valid))
+    assert metrics["mse"] == pytest.approx(mse(again, valid.rating), rel=1e-6)
+    assert users == res.split.data.users and items == res.split.data.items
+
+
+def test_same_seed_same_numbers(ratings_csv: Path) -> None:
+    cfg = TrainConfig(dataset=str(ratings_csv), user_col="uid", item_col="iid", rating_col="stars",
+                      epochs=2, bs=32, n_factors=4)  # fmt: skip
+    a = train_run(cfg, progress=False).metrics
+    b = train_run(cfg, progress=False).metrics
+    a.pop("fit_seconds"), b.pop("fit_seconds")
+    assert a == b
+
+
+@pytest.mark.parametrize("model", ["mf", "nn"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "cyclic"])
+def test_models_and_schedules(model: str, schedule: str, ratings_csv: Path) -> None:
+    cfg = TrainConfig(dataset=str(ratings_csv), user_col="uid", item_col="iid", rating_col="stars",
+                      epochs=2, bs=32, n_factors=4, model=model, schedule=schedule, lr=1e-2)  # fmt: skip
+    res = train_run(cfg, progress=False)
+    assert np.isfinite(res.metrics["mse"])
+    assert res.learner.history[-1]["epoch"] == 1 or len(res.learner.history) == 2
+
+
+def test_load_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="run directory"):
+        load_run(tmp_path)

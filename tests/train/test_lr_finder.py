@@ -1,0 +1,80 @@
+"""LR range test: sensible range on a problem with a known good LR; state restored."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recfit.data import Interactions
+from recfit.errors import ConfigError
+from recfit.models import DotBias
+from recfit.train import Learner
+from recfit.train.lr_finder import minimum, steep, suggest, valley
+
+
+def _bias_only() -> tuple[Interactions, DotBias]:
+    # prediction = b_u + b_i, loss (b_u + b_i - r)²: Hessian eigenvalue 4, so plain SGD
+    # converges for lr < 0.5 (fastest at 0.25) and diverges above.
+    rng = np.random.default_rng(0)
+    n = 2000
+    d = Interactions.from_arrays(np.zeros(n, int), np.zeros(n, int), 3 + 0.5 * rng.normal(size=n))
+    return d, DotBias(1, 1, 0, bias_init_std=0.0)
+
+
+def test_lr_find_on_a_problem_with_known_good_lr() -> None:
+    d, model = _bias_only()
+    learn = Learner(model, d, opt="sgd", wd=0.0, bs=16, progress=False)
+    res = learn.lr_find(1e-5, 10.0, 100)
+    assert res.diverged  # lr grows past 0.5
+    assert res.lrs[-1] < 10.0 and len(res.lrs) < 100
+    for name in ("valley", "steep", "minimum"):
+        assert 1e-3 < res.suggestions[name] < 0.5, (name, res.suggestions)
+    assert res.valley == res.suggestions["valley"]
+    fig = res.plot()
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_lr_find_restores_model_optimizer_and_rng(tiny: Interactions) -> None:
+    def fresh() -> Learner:
+        return Learner(DotBias(tiny.n_users, tiny.n_items, 4, seed=1), tiny, progress=False)
+
+    a = fresh()
+    a.fit(1, 1e-2)
+    state = {k: v.clone() for k, v in a.model.state_dict().items()}
+    opt_state = a.opt.state_dict()
+    a.lr_find(num_it=30)
+    for k, v in a.model.state_dict().items():
+        assert v.equal(state[k])
+    for x, y in zip(a.opt.state_dict()["exp_avg"], opt_state["exp_avg"], strict=True):
+        assert x.equal(y)
+    assert len(a.history) == 1
+    a.fit(1, 1e-2)
+    b = fresh()
+    b.fit(1, 1e-2)
+    b.fit(1, 1e-2)
+    assert a.history_frame().drop(columns="time").equals(b.history_frame().drop(columns="time"))
+
+
+def test_lr_find_before_any_fit_leaves_no_optimizer(tiny: Interactions) -> None:
+    learn = Learner(DotBias(tiny.n_users, tiny.n_items, 4), tiny, progress=False)
+    res = learn.lr_find(num_it=20)
+    assert learn.opt is None and len(res.lrs) <= 20
+    with pytest.raises(ConfigError):
+        learn.lr_find(1.0, 0.1)
+    with pytest.raises(ConfigError):
+        learn.lr_find(num_it=1)
+
+
+def test_suggestion_functions() -> None:
+    lrs = np.logspace(-6, 0, 61)
+    losses = np.concatenate([np.full(10, 2.0), np.linspace(2.0, 0.2, 40), np.linspace(0.3, 9, 11)])
+    assert minimum(lrs, losses) == pytest.approx(lrs[49] / 10)
+    g = np.diff(losses) / np.diff(np.log(lrs))
+    assert steep(lrs, losses) == lrs[int(np.argmin(g))]
+    v = valley(lrs, losses)
+    assert lrs[10] < v < lrs[49]
+    s = suggest(lrs, np.where(np.arange(61) > 55, np.nan, losses), num_it=61)
+    assert all(math.isfinite(x) for x in s.values())
+    assert math.isnan(suggest(lrs[:5], losses[:5])["valley"])
