@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Tests and benchmarks read the shared MovieLens copies when they are beside the project.
 export RECFIT_DATA_DIR ?= $(abspath $(wildcard ../shared/datasets))
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/recfit demo
 
-test: $(VENV)/.installed
+# Browser tests drive Debian's chromium + chromedriver (installed here when missing and root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "chromium/chromedriver not installed: browser tests will be skipped"
+
+test: $(VENV)/.installed browser
 	$(PY) -m pytest -n 2 -q
 
 test-fast: $(VENV)/.installed

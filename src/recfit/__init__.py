@@ -7,11 +7,13 @@ from recfit.errors import (
     ConfigError,
     DataError,
     DownloadError,
+    ItemNotFoundError,
     RecfitError,
     UnknownIdError,
 )
 from recfit.experiments import ExperimentResults, load_compare_config, run_experiments, seeds_for
 from recfit.models import BiasedMF, DotBias, EmbeddingNN, build_model, load_model, save_model
+from recfit.recommender import Recommender
 from recfit.retrieval import ApproximateIndex, ExactIndex, ItemSets
 from recfit.runs import RunResult, train_run
 from recfit.train import Learner
@@ -30,9 +32,11 @@ __all__ = [
     "ExactIndex",
     "ExperimentResults",
     "Interactions",
+    "ItemNotFoundError",
     "ItemSets",
     "Learner",
     "RecfitError",
+    "Recommender",
     "RunResult",
     "Split",
     "TrainConfig",

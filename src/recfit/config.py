@@ -20,7 +20,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recfit.errors import ConfigError
 
@@ -39,13 +46,26 @@ class TrainConfig(BaseModel):
         split: a split spec (``random:0.2``, ``user:0.2``, ``temporal:0.2``, ``last:1``,
             ``kfold:5:0``, or ``u1``… for ml-100k).
         seed: seeds the split, the initial weights and the batch order.
-        task: ``rating`` (regression on the rating).
-        model: ``dot`` (DotBias), ``mf`` (biased MF, Surprise semantics) or ``nn``
-            (EmbeddingNN).
-        n_factors: embedding size of the dot models.
+        task: ``rating`` (regression on the rating) or ``classification`` (ratings as
+            levels; then ``model`` defaults to ``classifier`` and ``loss`` to
+            ``cross_entropy``).
+        model: ``dot`` (DotBias), ``mf`` (biased MF, Surprise semantics), ``nn``
+            (EmbeddingNN) or ``classifier`` (RatingClassifier, for ``task="classification"``).
+        n_factors: embedding size of the dot models; for the classifier, the width of its
+            dot-product (GMF) branch (0: none).
         y_range: output range of the scaled sigmoid; ``None`` for a linear output.
         layers, dropout, batch_norm: the EmbeddingNN's MLP.
-        loss: ``mse``, ``mae`` or ``huber``.
+        loss: ``mse``, ``mae``, ``huber`` or ``cross_entropy`` (classification).
+        head: the classifier's head, ``softmax`` or ``ordinal`` (cumulative link).
+        decode: what the classifier's predicted rating is: ``expected`` or ``argmax``.
+        biases: the classifier's user and item biases.
+        imbalance: class-imbalance strategy on the training rows (classification):
+            ``none``, ``class_weights``, ``undersample``, ``oversample`` or ``smote``.
+        class_weight: for ``class_weights``: ``inverse``, ``sqrt_inverse`` or a table
+            ``{rating: weight}``.
+        smote_epochs: for ``smote``: epochs training the MLP head on real plus synthetic
+            vectors (after the ``epochs`` of ordinary training).
+        smote_k: SMOTE's number of neighbours.
         opt: ``adam``, ``sgd``, ``momentum`` or ``adagrad``.
         schedule: ``one_cycle`` (fastai's), ``constant``, ``cosine`` or ``cyclic``.
         epochs, lr, bs: epochs, (peak) learning rate, batch size.
@@ -55,6 +75,10 @@ class TrainConfig(BaseModel):
         patience: early stopping on ``monitor`` after this many epochs without gain.
         monitor: the metric early stopping and the best checkpoint watch.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        checkpoint_every: with a run directory, also save the full training state every
+            this many optimiser steps (it is always saved at epoch ends); see
+            :mod:`recfit.train.checkpoint`.
+        bf16: bfloat16 autocast of the forward pass on CUDA (a ConfigError without CUDA).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -69,14 +93,21 @@ class TrainConfig(BaseModel):
     weight_col: str | None = None
     split: str = "random:0.2"
     seed: int = 42
-    task: Literal["rating"] = "rating"
-    model: Literal["dot", "mf", "nn"] = "dot"
+    task: Literal["rating", "classification"] = "rating"
+    model: Literal["dot", "mf", "nn", "classifier"] = "dot"
     n_factors: int = Field(default=50, ge=1)
     y_range: tuple[float, float] | None = (0.0, 5.5)
     layers: tuple[int, ...] = (100,)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_norm: bool = True
-    loss: Literal["mse", "mae", "huber"] = "mse"
+    loss: Literal["mse", "mae", "huber", "cross_entropy"] = "mse"
+    head: Literal["softmax", "ordinal"] = "softmax"
+    decode: Literal["expected", "argmax"] = "expected"
+    biases: bool = True
+    imbalance: Literal["none", "class_weights", "undersample", "oversample", "smote"] = "none"
+    class_weight: Literal["inverse", "sqrt_inverse"] | dict[str, float] = "inverse"
+    smote_epochs: int = Field(default=2, ge=1)
+    smote_k: int = Field(default=5, ge=1)
     opt: Literal["adam", "sgd", "momentum", "adagrad"] = "adam"
     schedule: Literal["one_cycle", "constant", "cosine", "cyclic"] = "one_cycle"
     epochs: int = Field(default=5, ge=0)
@@ -88,6 +119,8 @@ class TrainConfig(BaseModel):
     patience: int | None = Field(default=None, ge=1)
     monitor: str = "mse"
     device: str = "auto"
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    bf16: bool = False
 
     @field_validator("y_range")
     @classmethod
@@ -95,6 +128,33 @@ class TrainConfig(BaseModel):
         if v is not None and not v[0] < v[1]:
             raise ValueError(f"expected y_range (low, high) with low < high, received {v}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classification_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task") == "classification":
+            data = {"model": "classifier", "loss": "cross_entropy", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent_task(self) -> TrainConfig:
+        classify = self.task == "classification"
+        if classify != (self.model == "classifier"):
+            raise ValueError(
+                f"expected model 'classifier' exactly when task is 'classification', "
+                f"received task {self.task!r} with model {self.model!r}"
+            )
+        if classify != (self.loss == "cross_entropy"):
+            raise ValueError(
+                f"expected loss 'cross_entropy' exactly when task is 'classification', "
+                f"received task {self.task!r} with loss {self.loss!r}"
+            )
+        if not classify and self.imbalance != "none":
+            raise ValueError(
+                f"expected imbalance 'none' for task 'rating' (strategies need classes), "
+                f"received {self.imbalance!r}"
+            )
+        return self
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied and validated (``None`` values are ignored)."""

@@ -6,6 +6,9 @@ expected, what was received, and where (file, row, column or parameter).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "BundleError",
     "CancelBatchException",
@@ -16,6 +19,7 @@ __all__ = [
     "DataError",
     "DataWarning",
     "DownloadError",
+    "ItemNotFoundError",
     "RecfitError",
     "RecfitWarning",
     "UnknownIdError",
@@ -64,6 +68,25 @@ class UnknownIdError(RecfitError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class ItemNotFoundError(UnknownIdError):
+    """No item, or more than one, matches an id or title; ``matches`` lists close ones.
+
+    Attributes:
+        query: what was asked for.
+        matches: the closest items, best first (possibly empty).
+        ambiguous: ``True`` when several items match equally well (e.g. two films with
+            the same title), ``False`` when none matches.
+    """
+
+    def __init__(
+        self, message: str, *, query: str, matches: Sequence[Any], ambiguous: bool
+    ) -> None:
+        super().__init__(message)
+        self.query = query
+        self.matches = list(matches)
+        self.ambiguous = ambiguous
 
 
 class ConfigError(RecfitError, ValueError):

@@ -7,10 +7,16 @@ A run directory holds::
                        fit_seconds, and the split and data it was measured on
     history.csv        one row per epoch: train_loss, valid_loss, reg_loss, metrics, lr
     losses.png         loss curves
+    confusion_matrix.png, classification_report.json/.txt
+                       for ``task="classification"``: per-level precision / recall / F1 /
+                       support and the (weighted) confusion matrix on the held-out part
     schedule.png       learning rate (and momentum) per step
     model.safetensors  weights + model config (no pickle)
     users.json         user vocabulary (raw id ↔ index)
     items.json         item vocabulary
+    bundle/            the run's Recommender bundle (model, vocabularies, each user's
+                       training items, titles, rating scale, config; checksummed), read
+                       by ``Recommender.load(run_dir)`` and ``recfit recommend/similar/predict``
 
 Every file is written to a temporary name and renamed into place, so an interrupted
 write never leaves a half-written file where a good one was.
@@ -142,8 +148,14 @@ def train_run(
     progress: bool | None = None,
     callbacks: Sequence[Callback] = (),
     on_split: Callable[[Split], None] | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Load the data, split it, train, evaluate on the held-out part, write the run dir.
+
+    With ``out``, the full training state is checkpointed there (epoch ends, every
+    ``cfg.checkpoint_every`` steps, on Ctrl-C; :mod:`recfit.train.checkpoint`); under
+    torchrun (an initialised process group) this process trains as one rank and only
+    rank 0 writes (:mod:`recfit.train.distributed`).
 
     Args:
         cfg: the run's configuration.
@@ -152,7 +164,17 @@ def train_run(
         progress: show progress bars (``None``: only on a terminal).
         callbacks: extra callbacks for the Learner.
         on_split: called with the split before training (e.g. to print a summary).
+        resume: continue from the checkpoint in ``out`` (``cfg`` must be its config).
     """
+    from recfit.train import checkpoint as ckpt
+    from recfit.train.distributed import current
+
+    ctx = current()
+    if (resume or ctx is not None) and cfg.task == "classification":
+        raise ConfigError(
+            "expected task 'rating' for --resume or distributed training, received "
+            "'classification'"
+        )
     if data is None:
         data = load_dataset(
             cfg.dataset,
@@ -166,14 +188,27 @@ def train_run(
     split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
     if on_split is not None:
         on_split(split)
-    learner = build_learner(cfg, split.train, split.test, callbacks=callbacks, progress=progress)
     t0 = time.perf_counter()
-    fit_config(learner, cfg)
+    if cfg.task == "classification":  # ratings as classes, with an imbalance strategy
+        from recfit.train.classification import fit_classifier_config
+
+        learner = fit_classifier_config(
+            cfg, split.train, split.test, callbacks=[ScheduleRecorder(), *callbacks],
+            progress=progress,
+        ).learner  # fmt: skip
+    else:
+        main = ctx is None or ctx.is_main
+        learner = build_learner(
+            cfg if ctx is None else cfg.replace(device=str(ctx.device)),
+            split.train, split.test, callbacks=callbacks, progress=progress if main else False,
+        )  # fmt: skip
+        ckpt.setup_run(learner, cfg, out, resume=resume, ctx=ctx)
+        fit_config(learner, cfg)
     fit_seconds = time.perf_counter() - t0
     metrics = learner.evaluate(split.test)
     metrics["fit_seconds"] = fit_seconds
     result = RunResult(cfg, learner, split, metrics)
-    if out is not None:
+    if out is not None and (ctx is None or ctx.is_main):
         result.out = write_run(result, out)
     return result
 
@@ -224,6 +259,9 @@ def write_run(result: RunResult, out: str | Path) -> Path:
     tmp = out / ".model.safetensors.tmp"
     save_model(learn.model, tmp)
     os.replace(tmp, out / "model.safetensors")
+    from recfit.recommender import Recommender
+
+    Recommender.from_run(result).save(out / "bundle")
     figures = {"losses.png": plot_losses(learn.history) if learn.history else None}
     rec = next((c for c in learn.cbs if isinstance(c, ScheduleRecorder)), None)
     figures["schedule.png"] = rec.plot() if rec is not None and rec.lrs else None
@@ -231,6 +269,13 @@ def write_run(result: RunResult, out: str | Path) -> Path:
         if fig is not None:
             fig.savefig(out / f".{name}.tmp.png", dpi=110, bbox_inches="tight")
             os.replace(out / f".{name}.tmp.png", out / name)
+    if result.config.task == "classification":
+        from recfit.train.classification import write_classification_report
+
+        write_classification_report(learn, result.split.test, out)
+    from recfit.report import build_report
+
+    build_report(out)
     return out
 
 

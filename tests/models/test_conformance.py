@@ -15,7 +15,17 @@ import pytest
 from recfit.data import Interactions
 from recfit.errors import DataError
 from recfit.metrics import mae, mse, r2, rmse
-from recfit.models import BiasedMF, DotBias, EmbeddingNN, RatingModel, load_model, save_model
+from recfit.metrics.rating import LEVEL_METRICS
+from recfit.models import (
+    BiasedMF,
+    DotBias,
+    EmbeddingNN,
+    LevelModel,
+    RatingClassifier,
+    RatingModel,
+    load_model,
+    save_model,
+)
 from recfit.train import Learner
 
 Factory = Callable[[Interactions], RatingModel]
@@ -27,6 +37,18 @@ CASES: dict[str, Factory] = {
     "nn": lambda d: EmbeddingNN(d.n_users, d.n_items, layers=(16,), y_range=(0.5, 5.5), seed=1),
     "nn-dropout": lambda d: EmbeddingNN(
         d.n_users, d.n_items, layers=(16, 8), dropout=0.1, batch_norm=False, seed=1
+    ),
+    "classifier": lambda d: RatingClassifier(
+        d.n_users, d.n_items, levels=[1, 2, 3, 4, 5], layers=(16,), n_factors=4, seed=1
+    ),
+    "classifier-ordinal": lambda d: RatingClassifier(
+        d.n_users,
+        d.n_items,
+        levels=[1, 2, 3, 4, 5],
+        layers=(16,),
+        head="ordinal",
+        decode="argmax",
+        seed=1,
     ),
 }
 
@@ -79,12 +101,19 @@ def test_same_seed_same_numbers(case: str, tiny: Interactions) -> None:
     )
     np.testing.assert_array_equal(runs[0].predict(tiny), runs[1].predict(tiny))
     other = _learner(case, tiny, seed=4).fit_one_cycle(2, 1e-2)
-    assert not np.array_equal(other.predict(tiny), runs[0].predict(tiny))
+    assert not np.array_equal(_raw(other, tiny), _raw(runs[0], tiny))
+
+
+def _raw(learn: Learner, data: Interactions) -> np.ndarray:
+    """The model's finest output: level probabilities for classifiers (an argmax decoding
+    can coincide for two seeds), else the predicted ratings."""
+    return learn.predict_proba(data) if isinstance(learn.model, LevelModel) else learn.predict(data)
 
 
 def test_evaluate_equals_metrics_of_predict(case: str, tiny: Interactions) -> None:
     d = _weighted(tiny)
-    learn = _learner(case, d, reg=0.05, metrics=("mse", "rmse", "mae", "r2")).fit(2, 1e-2)
+    levels = tuple(LEVEL_METRICS) if isinstance(CASES[case](d), LevelModel) else ()
+    learn = _learner(case, d, reg=0.05, metrics=("mse", "rmse", "mae", "r2", *levels)).fit(2, 1e-2)
     res = learn.evaluate(d)
     pred = learn.predict(d)
     assert res["mse"] == mse(pred, d.rating, d.weight)
@@ -92,7 +121,20 @@ def test_evaluate_equals_metrics_of_predict(case: str, tiny: Interactions) -> No
     assert res["mae"] == mae(pred, d.rating, d.weight)
     assert res["r2"] == r2(pred, d.rating, d.weight)
     assert res["reg_loss"] > 0
-    assert res["loss"] == pytest.approx(res["mse"] + res["reg_loss"], rel=1e-6)
+    per_row = learn.loss_func.name
+    if per_row == "mse":
+        assert res["loss"] == pytest.approx(res["mse"] + res["reg_loss"], rel=1e-6)
+    if isinstance(learn.model, LevelModel):  # level metrics ≡ functions of predict_proba
+        proba = learn.predict_proba(d)
+        assert proba.shape == (len(d), len(learn.model.levels))
+        for name, fn in LEVEL_METRICS.items():
+            assert res[name] == fn(proba, learn.model.levels, d.rating, d.weight), name
+        keep = d.weights() > 0
+        levels = np.asarray(learn.model.levels)
+        true = np.abs(d.rating[keep, None] - levels[None, :]).argmin(1)
+        ce = -np.log(proba[keep][np.arange(keep.sum()), true])
+        w = d.weights()[keep]
+        assert res["loss"] - res["reg_loss"] == pytest.approx((w * ce).sum() / w.sum(), rel=1e-5)
 
 
 def test_indices_beyond_the_model_are_a_typed_error(case: str, tiny: Interactions) -> None:
@@ -112,7 +154,7 @@ def test_gradients_reach_every_parameter(case: str, tiny: Interactions) -> None:
     model.train()
     batch = next(learn._train_td.epoch(len(tiny), None))
     out = model(batch)
-    loss = ((out - batch["rating"]) ** 2).mean() + 0.01 * model.penalty(batch).mean()
+    loss = learn.loss_func(out, batch).mean() + 0.01 * model.penalty(batch).mean()
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from recfit.cli import compare as _compare
+from recfit.cli import query as _query
+from recfit.cli import serve as _serve
 from recfit.cli import train as _train
-from recfit.cli.demo import demo
 from recfit.cli.data import app as data_app
+from recfit.cli.demo import demo
 
 __all__ = ["app", "main"]
 
@@ -22,6 +25,12 @@ app.add_typer(data_app, name="data")
 app.command("train")(_train.train)
 app.command("evaluate")(_train.evaluate)
 app.command("lr-find")(_train.lr_find)
+app.command("compare")(_compare.compare)
+app.command("recommend")(_query.recommend)
+app.command("similar")(_query.similar)
+app.command("predict")(_query.predict)
+app.command("serve")(_serve.serve)
+app.command("report")(_serve.report)
 
 
 def main() -> None:

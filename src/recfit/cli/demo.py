@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,6 +38,7 @@ def demo(
     published reference, and show recommendations."""
     from recfit.config import TrainConfig
     from recfit.data import load_dataset, split_dataset
+    from recfit.recommender import Recommender
     from recfit.runs import train_run
 
     with errors():
@@ -73,4 +74,28 @@ def demo(
         for name, ref in R1_REFERENCE.items():
             table.add_row(name, f"{ref:.4f}", f"{ref**0.5:.4f}")
         _console.print(table)
-        _console.print(f"run directory: {result.out}")
+
+        rec = Recommender.from_run(result)
+        recs = rec.recommend(user, n=10, exclude_seen=True).to_frame()
+        _console.rule(f"[bold]Top 10 for user {user} (movies they rated are excluded)")
+        _console.print(_frame_table(recs, "item", "title", "score", "predicted rating"))
+        target = rec.resolve_item(item)
+        sims = rec.similar_items([target], n=10).to_frame()
+        _console.rule(f"[bold]The 10 movies most similar to {rec.title(target) or target}")
+        _console.print(_frame_table(sims, "neighbour", "title", "score", "cosine"))
+        _console.print(f"run directory: {result.out}  (try: recfit serve {result.out})")
+
+
+def _frame_table(frame: Any, id_col: str, title_col: str, score_col: str, score_name: str) -> Table:
+    table = Table(show_header=True, header_style="bold")
+    for name, justify in (
+        ("#", "right"),
+        ("id", "right"),
+        ("title", "left"),
+        (score_name, "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for k, row in enumerate(frame.itertuples(index=False), start=1):
+        d = row._asdict()
+        table.add_row(str(k), str(d[id_col]), str(d[title_col] or ""), f"{d[score_col]:.3f}")
+    return table

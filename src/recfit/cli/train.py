@@ -70,6 +70,7 @@ def metrics_table(metrics: dict[str, float], title: str, reference: str | None =
 
 
 def train(
+    cli_ctx: typer.Context,
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
@@ -93,25 +94,102 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the run in this directory from its checkpoint."),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option("--checkpoint-every", help="With --out: also checkpoint every N steps."),
+    ] = None,
+    bf16: Annotated[
+        bool, typer.Option("--bf16", help="bfloat16 autocast on CUDA (error without CUDA).")
+    ] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option("--nproc", help="Train with N processes (launches torchrun, DDP)."),
+    ] = None,
 ) -> None:
-    """Train a rating model and write a run directory (config, metrics, history, plots, weights)."""
-    from recfit.runs import train_run
+    """Train a rating model and write a run directory (config, metrics, history, plots, weights).
 
+    With --out the full training state is checkpointed (epoch ends, every
+    --checkpoint-every steps, on Ctrl-C); --resume RUN continues an interrupted run.
+    Under torchrun (or with --nproc N) each process trains one shard with DDP.
+    """
+    from recfit.errors import ConfigError
+    from recfit.runs import train_run
+    from recfit.train import distributed
+    from recfit.train.checkpoint import TrainingInterrupted, resume_config
+
+    if nproc is not None and nproc > 1 and distributed.env_world_size() == 1:
+        with errors():
+            code = distributed.launch(nproc, _forwarded_args(cli_ctx, {"nproc"}))
+        raise typer.Exit(code)
     with errors():
-        cfg = _config(
-            config, dataset=dataset, data_dir=data_dir, model=model, split=split, seed=seed,
-            epochs=epochs, lr=lr, wd=wd, reg=reg, bs=bs, n_factors=n_factors, y_range=y_range,
-            layers=layers, schedule=schedule, patience=patience, device=device,
-        )  # fmt: skip
-        _console.print(
-            f"training [bold]{cfg.model}[/bold] on [bold]{cfg.dataset}[/bold] "
-            f"(split {cfg.split}, seed {cfg.seed}, {cfg.epochs} epochs, lr {cfg.lr:g}, "
-            f"wd {cfg.wd:g}, bs {cfg.bs})"
-        )
-        result = train_run(cfg, out, progress=False if quiet else None)
-        _console.print(metrics_table(result.metrics, "validation"))
-        if result.out is not None:
-            _console.print(f"run directory: {result.out}")
+        if resume is not None:
+            flags = dict(config=config, dataset=dataset, model=model, split=split, seed=seed,
+                         epochs=epochs, lr=lr, wd=wd, reg=reg, bs=bs, n_factors=n_factors,
+                         y_range=y_range, layers=layers, schedule=schedule, patience=patience,
+                         device=device, checkpoint_every=checkpoint_every)  # fmt: skip
+            given = sorted(k for k, v in flags.items() if v is not None) + (["bf16"] * bf16)
+            if given:
+                raise ConfigError(
+                    "expected no config flags with --resume (the run's stored config is "
+                    f"used), received {', '.join(given)}"
+                )
+            if out is not None and out.resolve() != resume.resolve():
+                raise ConfigError(f"expected --out to be the --resume run, received {out}")
+            cfg, out = resume_config(resume), resume
+        else:
+            cfg = _config(
+                config, dataset=dataset, data_dir=data_dir, model=model, split=split, seed=seed,
+                epochs=epochs, lr=lr, wd=wd, reg=reg, bs=bs, n_factors=n_factors,
+                y_range=y_range, layers=layers, schedule=schedule, patience=patience,
+                device=device, checkpoint_every=checkpoint_every, bf16=bf16 or None,
+            )  # fmt: skip
+        with distributed.session(cfg.device) as ctx:
+            main = ctx is None or ctx.is_main
+            if main:
+                ranks = "" if ctx is None else f", {ctx.world} ranks ({ctx.backend})"
+                _console.print(
+                    f"{'resuming' if resume else 'training'} [bold]{cfg.model}[/bold] on "
+                    f"[bold]{cfg.dataset}[/bold] (split {cfg.split}, seed {cfg.seed}, "
+                    f"{cfg.epochs} epochs, lr {cfg.lr:g}, wd {cfg.wd:g}, bs {cfg.bs}{ranks})"
+                )
+            try:
+                result = train_run(
+                    cfg, out, progress=False if quiet or not main else None,
+                    resume=resume is not None,
+                )  # fmt: skip
+            except TrainingInterrupted as exc:
+                if main:
+                    Console(stderr=True).print(f"[yellow]interrupted:[/yellow] {exc}")
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                where = f"; the last checkpoint in {out} is kept" if out is not None else ""
+                Console(stderr=True).print(f"[yellow]interrupted[/yellow] outside training{where}")
+                raise typer.Exit(130) from None
+            if main:
+                _console.print(metrics_table(result.metrics, "validation"))
+                if result.out is not None:
+                    _console.print(f"run directory: {result.out}")
+
+
+def _forwarded_args(ctx: typer.Context, exclude: set[str]) -> list[str]:
+    """This command's name and options as given (minus ``exclude``), for torchrun."""
+    args = [ctx.info_name or "train"]
+    for p in ctx.command.params:
+        if p.param_type_name != "option" or p.name in exclude or p.name is None:
+            continue
+        v = ctx.params.get(p.name)
+        if getattr(p, "is_flag", False):
+            if v and v != p.default:
+                args.append(p.opts[0])
+            elif not v and p.default and p.secondary_opts:
+                args.append(p.secondary_opts[0])
+        elif v is not None:
+            args += [p.opts[0], str(v)]
+    return args
 
 
 def evaluate(

@@ -27,9 +27,19 @@ from recfit.models.base import (
     register_model,
     save_model,
 )
+from recfit.models.classifier import LevelModel, RatingClassifier, levels_for_data
 from recfit.models.dot import BiasedMF, DotBias
-from recfit.models.losses import LOSSES, HuberLoss, L1Loss, Loss, MSELoss, get_loss
+from recfit.models.losses import (
+    LOSSES,
+    CrossEntropyLoss,
+    HuberLoss,
+    L1Loss,
+    Loss,
+    MSELoss,
+    get_loss,
+)
 from recfit.models.mlp import EmbeddingNN, emb_sz_rule
+from recfit.models.two_tower import CandidateTower, QueryTower, TwoTower
 
 __all__ = [
     "LOSSES",
@@ -37,17 +47,24 @@ __all__ = [
     "MODEL_FORMAT_VERSION",
     "Batch",
     "BiasedMF",
+    "CandidateTower",
+    "CrossEntropyLoss",
     "DotBias",
     "EmbeddingNN",
     "HuberLoss",
     "L1Loss",
+    "LevelModel",
     "Loss",
     "MSELoss",
+    "QueryTower",
+    "RatingClassifier",
     "RatingModel",
+    "TwoTower",
     "build_model",
     "create_model",
     "emb_sz_rule",
     "get_loss",
+    "levels_for_data",
     "load_model",
     "read_metadata",
     "register_model",
@@ -64,6 +81,8 @@ def create_model(name: str, train: Interactions, **kwargs: Any) -> RatingModel:
     if name not in MODELS:
         raise ConfigError(f"expected a model name among {sorted(MODELS)}, received {name!r}")
     kw: dict[str, Any] = {"n_users": train.n_users, "n_items": train.n_items, **kwargs}
+    if name == "classifier" and "levels" not in kw:
+        kw["levels"] = levels_for_data(train)
     if name == "mf" and "global_mean" not in kw:
         w = train.weights()
         kw["global_mean"] = float(np.average(train.rating, weights=w)) if w.sum() > 0 else 0.0

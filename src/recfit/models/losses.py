@@ -14,13 +14,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from recfit.errors import ConfigError
 
-__all__ = ["LOSSES", "HuberLoss", "L1Loss", "Loss", "MSELoss", "get_loss"]
+__all__ = ["LOSSES", "CrossEntropyLoss", "HuberLoss", "L1Loss", "Loss", "MSELoss", "get_loss"]
 
 
 class Loss:
@@ -35,6 +36,11 @@ class Loss:
     def grad(self, output: Tensor, batch: Mapping[str, Tensor]) -> Tensor | None:
         """d(per-row loss)/d(output), or ``None`` when only autograd can compute it."""
         return None
+
+    def bind(self, model: Any) -> Loss:
+        """The loss to use with ``model`` (the Learner calls this once). Losses that need
+        something from the model (e.g. its rating levels) return a bound copy."""
+        return self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -104,12 +110,84 @@ class HuberLoss(Loss):
         return f"HuberLoss(delta={self.delta})"
 
 
-LOSSES: dict[str, type[Loss]] = {"mse": MSELoss, "mae": L1Loss, "l1": L1Loss, "huber": HuberLoss}
+class CrossEntropyLoss(Loss):
+    """Cross-entropy of the true rating level under a classifier's output.
+
+    ``output`` holds one log-probability (or unnormalised logit) per rating level,
+    shape ``[B, K]``; the per-row loss is ``-log_softmax(output)[level(rating)]``. The
+    level of a rating is the nearest level on the grid ``levels`` (rows off the grid can
+    only be rows of weight 0, which never count). ``bind(model)`` takes the grid from a
+    model with a ``levels`` attribute (e.g. :class:`~recfit.models.RatingClassifier`).
+
+    Example:
+        >>> import torch
+        >>> ce = CrossEntropyLoss(levels=[1.0, 2.0, 3.0])
+        >>> out = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+        >>> round(float(ce(out, {"rating": torch.tensor([2.0])})[0]), 4)
+        1.3863
+    """
+
+    name = "cross_entropy"
+
+    def __init__(self, levels: Any = None) -> None:
+        self.levels: Tensor | None = None
+        if levels is not None:
+            grid = torch.as_tensor(levels, dtype=torch.float64).reshape(-1)
+            if len(grid) < 2 or not bool((grid[1:] > grid[:-1]).all()):
+                raise ConfigError(
+                    f"expected at least 2 increasing rating levels, received {levels!r} "
+                    "(parameter 'levels')"
+                )
+            self.levels = grid
+
+    def bind(self, model: Any) -> Loss:
+        levels = getattr(model, "levels", None)
+        if levels is None:
+            raise ConfigError(
+                "expected a model with rating levels (a classifier) for the cross_entropy "
+                f"loss, received {type(model).__name__}"
+            )
+        return CrossEntropyLoss(levels)
+
+    def target(self, rating: Tensor) -> Tensor:
+        """The level index (int64) of each rating: the nearest level on the grid."""
+        if self.levels is None:
+            raise ConfigError(
+                "expected levels for the cross_entropy loss, received none "
+                "(use it through a Learner with a classifier, or pass levels=)"
+            )
+        grid = self.levels.to(device=rating.device, dtype=rating.dtype)
+        mid = (grid[1:] + grid[:-1]) / 2
+        return torch.bucketize(rating.contiguous(), mid)
+
+    def __call__(self, output: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+        if output.ndim != 2:
+            raise ConfigError(
+                f"expected classifier output of shape [B, K] for cross_entropy, received "
+                f"{tuple(output.shape)}"
+            )
+        idx = self.target(batch["rating"]).unsqueeze(1)
+        return -torch.log_softmax(output, dim=1).gather(1, idx).squeeze(1)
+
+    def __repr__(self) -> str:
+        if self.levels is None:
+            return "CrossEntropyLoss()"
+        return f"CrossEntropyLoss(levels={self.levels.tolist()})"
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MSELoss,
+    "mae": L1Loss,
+    "l1": L1Loss,
+    "huber": HuberLoss,
+    "cross_entropy": CrossEntropyLoss,
+}
 """Loss classes by name."""
 
 
 def get_loss(loss: str | Loss) -> Loss:
-    """A :class:`Loss` from its name (``mse``, ``mae``/``l1``, ``huber``) or as given.
+    """A :class:`Loss` from its name (``mse``, ``mae``/``l1``, ``huber``,
+    ``cross_entropy``) or as given.
 
     Example:
         >>> get_loss("mse")

@@ -80,18 +80,66 @@ class TensorData:
         return int(self.columns["rating"].shape[0])
 
     def epoch(
-        self, bs: int, generator: torch.Generator | None, drop_last: bool = False
+        self,
+        bs: int,
+        generator: torch.Generator | None,
+        drop_last: bool = False,
+        *,
+        skip: int = 0,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[dict[str, Tensor]]:
-        """Batches of one epoch: shuffled with ``generator`` (``None`` keeps the order)."""
+        """Batches of one epoch: shuffled with ``generator`` (``None`` keeps the order).
+
+        ``skip`` leaves out the first ``skip`` batches (the permutation is drawn all the
+        same, so a resumed epoch sees exactly the batches it would have seen).
+        ``shard=(rank, world)`` yields, for every batch, the ``rank``-th of ``world``
+        contiguous near-equal parts of it: ranks that draw the same permutation read
+        disjoint rows that together make the same global batches (possibly empty parts);
+        each sharded batch also holds ``weight_total``, the global batch's Σw (a 0-d
+        tensor summed in the same order as one process would), so no communication is
+        needed to normalise the loss.
+        """
         if bs < 1:
             raise ConfigError(f"expected bs >= 1, received {bs!r} (parameter 'bs')")
         n = len(self)
-        cols = self.columns
-        if generator is not None:
-            perm = torch.randperm(n, generator=generator).to(cols["rating"].device)
-            cols = {k: v.index_select(0, perm) for k, v in cols.items()}
         nb = n_batches(n, bs, drop_last)
-        for b in range(nb):
-            start = b * bs
-            stop = n if (b == nb - 1 and not drop_last) else start + bs
-            yield {k: v[start:stop] for k, v in cols.items()}
+        if not 0 <= skip <= nb:
+            raise ConfigError(f"expected skip in [0, {nb}], received {skip!r} (parameter 'skip')")
+        cols = self.columns
+        device = cols["rating"].device
+        perm = None if generator is None else torch.randperm(n, generator=generator)
+        if skip == 0 and shard is None:
+            if perm is not None:
+                perm = perm.to(device)
+                cols = {k: v.index_select(0, perm) for k, v in cols.items()}
+            for b in range(nb):
+                start = b * bs
+                stop = n if (b == nb - 1 and not drop_last) else start + bs
+                yield {k: v[start:stop] for k, v in cols.items()}
+            return
+        # positions (in this epoch's order) of the rows read, batch after batch
+        lo = torch.arange(skip, nb, dtype=torch.int64) * bs
+        hi = torch.clamp(lo + bs, max=n)
+        if not drop_last and nb > skip:
+            hi[-1] = n
+        w_epoch: Tensor | None = None  # weights of the rows of every rank, in epoch order
+        bounds = (lo - skip * bs).tolist(), (hi - skip * bs).tolist()
+        if shard is not None:
+            rank, world = shard
+            order = torch.arange(skip * bs, n) if perm is None else perm[skip * bs :]
+            w_epoch = cols["weight"].index_select(0, order.to(device))
+            size = hi - lo
+            lo, hi = lo + size * rank // world, lo + size * (rank + 1) // world
+        lens = hi - lo
+        ends = torch.cumsum(lens, 0)
+        pos = torch.arange(int(ends[-1]) if len(ends) else 0, dtype=torch.int64)
+        pos += torch.repeat_interleave(lo - (ends - lens), lens)
+        idx = (pos if perm is None else perm[pos]).to(device)
+        cols = {k: v.index_select(0, idx) for k, v in cols.items()}
+        start = 0
+        for b, stop in enumerate(ends.tolist()):
+            batch = {k: v[start:stop] for k, v in cols.items()}
+            if w_epoch is not None:
+                batch["weight_total"] = w_epoch[bounds[0][b] : bounds[1][b]].sum()
+            yield batch
+            start = stop

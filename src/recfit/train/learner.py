@@ -63,13 +63,15 @@ from recfit.errors import (
     ConfigError,
     DataError,
 )
-from recfit.metrics.rating import get_metric
+from recfit.metrics.rating import LEVEL_METRICS, get_metric, is_level_metric
 from recfit.models.base import RatingModel
+from recfit.models.classifier import LevelModel
 from recfit.models.losses import Loss, get_loss
 from recfit.train.batches import TensorData, n_batches
 from recfit.train.callbacks import EVENTS, Callback, ProgressBar
 from recfit.train.optim import AdamW
 from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
+from recfit.train.sparse import SPARSE_MIN_PARAMS, RowAdamW, supports_rows
 
 __all__ = ["OPTIMIZERS", "Learner", "resolve_device"]
 
@@ -105,8 +107,13 @@ class Learner:
         model: a :class:`~recfit.models.RatingModel`.
         train: training interactions (indices must fit the model's sizes).
         valid: validation interactions evaluated after each epoch, or ``None``.
-        loss: ``"mse"``, ``"mae"``, ``"huber"`` or a :class:`~recfit.models.Loss`.
-        metrics: metric names from :data:`recfit.metrics.METRICS`.
+        loss: ``"mse"``, ``"mae"``, ``"huber"``, ``"cross_entropy"`` or a
+            :class:`~recfit.models.Loss`; ``None``: the model's ``default_loss``
+            (``"mse"``, or ``"cross_entropy"`` for classifiers).
+        metrics: metric names from :data:`recfit.metrics.METRICS` (on ``predict``'s
+            ratings) or :data:`recfit.metrics.rating.LEVEL_METRICS` (on
+            ``predict_proba``, for models with rating levels); ``None``: mse, rmse, mae,
+            plus every level metric when the model has levels.
         opt: ``"adam"`` (AdamW, fastai defaults), ``"sgd"``, ``"momentum"`` (SGD with the
             scheduled momentum), ``"adagrad"``, or a callable ``params -> Optimizer``
             (then ``wd`` is left to that optimiser).
@@ -124,6 +131,12 @@ class Learner:
         progress: add a :class:`~recfit.train.callbacks.ProgressBar` (``None``: only on a
             terminal).
         drop_last: drop the last incomplete training batch.
+        sparse: row-wise optimiser (:class:`~recfit.train.sparse.RowAdamW`: only the rows
+            in the batch are updated, lazy moments, exact decoupled ``wd``). ``"auto"``
+            uses it with ``opt="adam"`` on the fused path of a DotBias-family model of at
+            least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters in a single
+            process (so fastai's R1 configuration on ml-100k keeps dense AdamW, exactly
+            fastai's semantics); ``True`` requires it; ``False`` keeps dense AdamW.
     """
 
     def __init__(
@@ -132,8 +145,8 @@ class Learner:
         train: Interactions,
         valid: Interactions | None = None,
         *,
-        loss: str | Loss = "mse",
-        metrics: Sequence[str] = ("mse", "rmse", "mae"),
+        loss: str | Loss | None = None,
+        metrics: Sequence[str] | None = None,
         opt: str | Callable[..., torch.optim.Optimizer] = "adam",
         bs: int = 64,
         wd: float = 0.01,
@@ -146,6 +159,7 @@ class Learner:
         num_threads: int | None = None,
         progress: bool | None = None,
         drop_last: bool = False,
+        sparse: bool | str = "auto",
     ) -> None:
         if not isinstance(model, RatingModel):
             raise ConfigError(f"expected a RatingModel, received {type(model).__name__}")
@@ -157,17 +171,33 @@ class Learner:
         for name, f in (("wd", wd), ("reg", reg)):
             if not (isinstance(f, int | float) and f >= 0 and math.isfinite(f)):
                 raise ConfigError(f"expected {name} >= 0, received {f!r}")
+        if sparse not in ("auto", True, False):
+            raise ConfigError(f"expected sparse 'auto', True or False, received {sparse!r}")
         if fused not in ("auto", True, False):
             raise ConfigError(f"expected fused 'auto', True or False, received {fused!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device)
-        self.loss_func = get_loss(loss)
+        if loss is None:
+            loss = str(getattr(type(model), "default_loss", "mse"))
+        self.loss_func = get_loss(loss).bind(model)
+        if metrics is None:
+            metrics = ("mse", "rmse", "mae")
+            if isinstance(model, LevelModel):
+                metrics = (*metrics, *LEVEL_METRICS)
         self.metrics = list(metrics)
+        for m in self.metrics:
+            if is_level_metric(m) and not isinstance(model, LevelModel):
+                raise ConfigError(
+                    f"expected metrics of predicted ratings for {type(model).__name__} (it has "
+                    f"no rating levels), received the level metric {m!r}"
+                )
         self._metric_fns = {m: get_metric(m) for m in self.metrics}
         self.opt_name = opt
         self.bs, self.eval_bs, self.wd, self.reg = bs, eval_bs, float(wd), float(reg)
         self.seed, self.num_threads, self.drop_last = seed, num_threads, drop_last
         self.fused = self._resolve_fused(fused)
+        self.sparse_mode: bool | str = sparse
+        self.sparse = False  # resolved when the optimiser is created (first fit)
         self.train, self.valid = train, valid
         self._check_data(train, "train")
         if valid is not None:
@@ -191,6 +221,15 @@ class Learner:
         self.lr, self.mom = 0.0, 0.9
         self.valid_metrics: dict[str, float] = {}
         self.fit_seconds = 0.0
+        # resume and distributed training (recfit.train.checkpoint / .distributed)
+        self.dist: Any = None  # a DistContext when this is one rank of a process group
+        self.ddp: Any = None  # DistributedDataParallel wrapper of the autograd forward
+        self.bf16 = False  # bfloat16 autocast around the autograd forward (CUDA)
+        self.stop_requested = False  # set on Ctrl-C; the checkpoint callback stops the fit
+        self.epoch_gen_state: Tensor | None = None  # batch-order RNG at the epoch's start
+        self.resume_state: Any = None  # a checkpoint.ResumeState applied by the next fit
+        self._skip: int = 0  # batches of the current epoch already done (resume)
+        self._acc_init: tuple[float, float, float] | None = None
 
     # ------------------------------------------------------------------ set-up
     def _resolve_fused(self, fused: bool | str) -> bool:
@@ -239,6 +278,12 @@ class Learner:
         name = self.opt_name
         if callable(name):
             return name(params)
+        if name == "adam" and self._use_sparse():
+            self.sparse = True
+            return RowAdamW(
+                self.model,  # type: ignore[arg-type]
+                lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd,
+            )  # fmt: skip
         if name == "adam":
             return AdamW(
                 params, lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd
@@ -248,6 +293,22 @@ class Learner:
         if name == "momentum":
             return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
         return torch.optim.Adagrad(params, lr=1e-2)
+
+    def _use_sparse(self) -> bool:
+        can = self.fused and supports_rows(self.model) and self.dist is None
+        if self.sparse_mode is True and not can:
+            raise ConfigError(
+                f"expected a DotBias-family model on the fused path in one process for "
+                f"sparse=True, received {type(self.model).__name__} (fused={self.fused})"
+            )
+        if self.sparse_mode == "auto":
+            return bool(can) and self.model.n_parameters() >= SPARSE_MIN_PARAMS
+        return bool(self.sparse_mode) and bool(can)
+
+    def _flush(self) -> None:
+        """Apply the row-wise optimiser's owed weight decay (exact weights)."""
+        if self.sparse and self.opt is not None:
+            self.opt.flush()
 
     def _set_hyper(self, lr: float, mom: float | None, wd: float) -> None:
         self.lr = lr
@@ -365,13 +426,17 @@ class Learner:
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._gen)))
             try:
                 self._event("before_fit")
-                for epoch in range(epochs):
+                first = 0
+                if self.resume_state is not None:
+                    first, self.resume_state = self.resume_state.apply(self), None
+                for epoch in range(first, epochs):
                     self.epoch = epoch
                     self._do_epoch(sched, mom_sched, wd, validate)
             except CancelFitException:
                 pass
             finally:
                 self.training = False
+                self._flush()
                 self.model.eval()
             self.fit_seconds = time.perf_counter() - t_fit
             self._event("after_fit")
@@ -382,6 +447,10 @@ class Learner:
     ) -> None:
         t0 = time.perf_counter()
         acc = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in range(3)]
+        if self._acc_init is not None:  # resumed mid-epoch: the sums so far
+            for a, v in zip(acc, self._acc_init, strict=True):
+                a.fill_(v)
+        skip, self._skip, self._acc_init = self._skip, 0, None
         self.valid_metrics = {}
         try:
             self._event("before_epoch")
@@ -389,8 +458,12 @@ class Learner:
             self.model.train()
             self._event("before_train")
             self._acc = acc
-            batches = self._train_td.epoch(self.bs, self._gen, self.drop_last)
-            for it, batch in enumerate(batches):
+            self.epoch_gen_state = self._gen.get_state()
+            shard = None if self.dist is None else self.dist.shard
+            batches = self._train_td.epoch(
+                self.bs, self._gen, self.drop_last, skip=skip, shard=shard
+            )
+            for it, batch in enumerate(batches, start=skip):
                 self.iter = it
                 self._set_hyper(
                     sched.lr_at(self.train_iter),
@@ -405,6 +478,7 @@ class Learner:
                     pass
                 self.train_iter += 1
                 self._event("after_batch")
+            self._flush()
             self.training = False
             self._event("after_train")
             if validate and self.valid is not None:
@@ -415,6 +489,8 @@ class Learner:
             pass
         finally:
             self.training = False
+        if self.dist is not None:  # exact sums over the ranks
+            acc = list(self.dist.all_reduce_(torch.stack(acc)).unbind())
         w_sum, l_sum, r_sum = (float(a) for a in acc)
         rec: dict[str, Any] = {
             "epoch": self.epoch,
@@ -434,13 +510,17 @@ class Learner:
     def _do_batch(self, batch: dict[str, Tensor]) -> None:
         w = batch["weight"]
         w_sum = w.sum()
-        scale = w / w_sum
+        w_tot = w_sum if self.dist is None else self.dist.global_weight(self, w_sum)
+        scale = w / w_tot
         use_pen = self.reg > 0
         if self.fused:
             out, pen, saved = self.model.fused_forward(batch, use_pen)
         else:
-            out = self.model(batch)
-            pen = self.model.penalty(batch) if use_pen else None
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+                out = (self.model if self.ddp is None else self.ddp)(batch)
+                pen = self.model.penalty(batch) if use_pen else None
+            if self.bf16:
+                out, pen = out.float(), None if pen is None else pen.float()
         self.pred = out
         self._event("after_pred")
         data_loss = (self.loss_func(out, batch) * scale).sum()
@@ -449,6 +529,14 @@ class Learner:
         self._event("after_loss")
         self._event("before_backward")
         assert self.opt is not None
+        if self.sparse:  # row-wise step: gradient and update of the looked-up rows only
+            g = self.loss_func.grad(out, batch)
+            assert g is not None
+            self.opt.fused_step(batch, saved, g * scale, None if pen is None else self.reg * scale)
+            self._event("after_backward")
+            self._event("after_step")
+            self._accumulate(w_sum, w_tot, reg_loss)
+            return
         if self.fused:
             g = self.loss_func.grad(out, batch)
             assert g is not None
@@ -458,14 +546,20 @@ class Learner:
         else:
             self.opt.zero_grad(set_to_none=True)
             self.loss.backward()  # type: ignore[no-untyped-call]
+        if self.fused and self.dist is not None:
+            self.dist.sync_grads(list(self.model.parameters()))
         self._event("after_backward")
         self._opt_step(self._wd)
         self._event("after_step")
+        self._accumulate(w_sum, w_tot, reg_loss)
+
+    def _accumulate(self, w_sum: Tensor, w_tot: Tensor, reg_loss: Tensor | None) -> None:
+        assert self.loss is not None
         acc = self._acc
         acc[0].add_(w_sum)
-        acc[1].add_(self.loss.detach() * w_sum)
+        acc[1].add_(self.loss.detach() * w_tot)
         if reg_loss is not None:
-            acc[2].add_(reg_loss.detach() * w_sum)
+            acc[2].add_(reg_loss.detach() * w_tot)
 
     # ------------------------------------------------------------------ inference
     def _tensor_data(self, data: Interactions) -> TensorData:
@@ -509,16 +603,44 @@ class Learner:
         in the original rating units."""
         return self._outputs(data, with_loss=False)[0]
 
+    def predict_proba(self, data: Interactions) -> np.ndarray:
+        """The predicted distribution over the rating levels for every row of ``data``,
+        shape ``(n, K)`` float64 (models with levels only, e.g. a classifier; level ``k``
+        is rating ``model.levels[k]``)."""
+        if not isinstance(self.model, LevelModel):
+            raise ConfigError(
+                f"expected a model with rating levels for predict_proba, received "
+                f"{type(self.model).__name__}"
+            )
+        td = self._tensor_data(data)
+        k = len(self.model.levels)
+        parts: list[Tensor] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._threads(), torch.inference_mode():
+                for b in td.epoch(self.eval_bs, None):
+                    parts.append(self.model.to_proba(self.model(b)).double().cpu())
+        finally:
+            self.model.train(was_training)
+        return torch.cat(parts).numpy() if parts else np.zeros((0, k))
+
     def evaluate(self, data: Interactions | None = None) -> dict[str, float]:
         """``loss``, ``reg_loss`` and every metric on ``data`` (default: the validation set).
 
         Metrics are the functions of :mod:`recfit.metrics.rating` applied to
-        ``predict(data)``, ``data.rating`` and ``data.weights()``.
+        ``predict(data)``, ``data.rating`` and ``data.weights()``; level metrics
+        (:data:`~recfit.metrics.rating.LEVEL_METRICS`) are applied to
+        ``predict_proba(data)``, ``model.levels``, ``data.rating`` and ``data.weight``.
         """
         if data is None:
             if self.valid is None:
                 raise ConfigError("expected data to evaluate or a validation set, received None")
             data = self.valid
+        if self.dist is not None:  # each rank evaluates its part; exact sums
+            from recfit.train.distributed import evaluate as dist_evaluate
+
+            return dist_evaluate(self, data)
         pred, per_row, pen = self._outputs(data, with_loss=True)
         w = data.weights().astype(np.float64)
         keep = w > 0
@@ -531,8 +653,15 @@ class Learner:
             reg_loss = self.reg * float((w_k * pen[keep]).sum() / total) if total > 0 else math.nan
         out: dict[str, float] = {"loss": data_loss + reg_loss, "reg_loss": reg_loss}
         weight = data.weight
+        proba = None
         for name, fn in self._metric_fns.items():
-            out[name] = fn(pred, data.rating, weight)
+            if is_level_metric(name):
+                if proba is None:
+                    proba = self.predict_proba(data)
+                levels = self.model.levels  # type: ignore[attr-defined]
+                out[name] = fn(proba, levels, data.rating, weight)  # type: ignore[call-arg]
+            else:
+                out[name] = fn(pred, data.rating, weight)  # type: ignore[call-arg]
         return out
 
     # ------------------------------------------------------------------ reports

@@ -1,0 +1,257 @@
+"""Shared helpers of the peer benchmarks: data, shared splits, metrics, one JSON line.
+
+This module needs only the standard library and NumPy, so every peer's virtual
+environment (fastai, Surprise, implicit, keras-rs) and recfit's own can import it.
+The ratings are read from the local MovieLens copies (``$RECFIT_DATA_DIR``, else
+``../shared/datasets`` beside the repository), never through a library's downloader.
+Every library reads the same rows: the split files under ``benchmarks/results/splits``
+hold row positions into the original ratings file (``u.data`` or ``ratings.dat``).
+
+Example:
+    >>> import numpy as np
+    >>> float(rmse(np.array([1.0, 3.0]), np.array([1.0, 5.0])))
+    1.4142135623730951
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "PROTOCOLS",
+    "RESULTS",
+    "SPLITS",
+    "data_dir",
+    "emit",
+    "load_ratings",
+    "load_split",
+    "mae",
+    "parts",
+    "peak_mb",
+    "ranking_metrics",
+    "rmse",
+    "topk",
+    "topk_accuracy",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+SPLITS = RESULTS / "splits"
+
+#: protocol -> (dataset, parts of the full run, what the parts are)
+PROTOCOLS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "R1": ("ml-100k", ("seed42", "seed7", "seed1"), "random 20% validation, split seeds 42/7/1"),
+    "R2": ("ml-100k", ("u1",), "canonical u1.base / u1.test"),
+    "R3": ("ml-100k", tuple(f"fold{i}" for i in range(5)), "5-fold cross-validation"),
+    "R5": ("ml-1m", tuple(f"fold{i}" for i in range(5)), "5-fold cross-validation"),
+    "T1": ("ml-100k", ("seed0",), "random 80/20 of all ratings"),
+    "T2": ("ml-1m", ("seed0",), "ratings >= 4, random 80/20 of the positives"),
+}
+
+
+def parts(protocol: str, quick: bool) -> tuple[str, ...]:
+    """The split parts a run covers (``quick``: the first seed or fold only)."""
+    all_parts = PROTOCOLS[protocol][1]
+    return all_parts[:1] if quick else all_parts
+
+
+def data_dir() -> Path:
+    """The folder holding ``ml-100k/`` and ``ml-1m/``."""
+    for cand in (os.environ.get("RECFIT_DATA_DIR"), str(ROOT.parent / "shared" / "datasets")):
+        if cand and (Path(cand) / "ml-100k" / "u.data").exists():
+            return Path(cand)
+    raise SystemExit("MovieLens not found: set RECFIT_DATA_DIR to the folder with ml-100k/")
+
+
+def ratings_file(dataset: str) -> Path:
+    """The original ratings file of ``dataset``."""
+    name = {"ml-100k": "ml-100k/u.data", "ml-1m": "ml-1m/ratings.dat"}[dataset]
+    return data_dir() / name
+
+
+def load_ratings(dataset: str) -> dict[str, np.ndarray]:
+    """Raw ``user``, ``item`` ids (int64), ``rating`` (float64), ``timestamp``, in file order."""
+    path = ratings_file(dataset)
+    text = path.read_text(encoding="latin-1")
+    if dataset == "ml-1m":
+        text = text.replace("::", "\t")
+    arr = np.array(text.split(), dtype=np.int64).reshape(-1, 4)
+    return {
+        "user": arr[:, 0].copy(),
+        "item": arr[:, 1].copy(),
+        "rating": arr[:, 2].astype(np.float64),
+        "timestamp": arr[:, 3].copy(),
+    }
+
+
+def load_split(protocol: str, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_rows, test_rows)``: int64 row positions into the ratings file."""
+    path = SPLITS / f"{protocol}_{part}.npz"
+    if not path.exists():
+        raise SystemExit(f"missing split file {path}: run benchmarks/peers/splits.py first")
+    with np.load(path) as z:
+        return z["train"].astype(np.int64), z["test"].astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- metrics
+def rmse(pred: np.ndarray, target: np.ndarray) -> float:
+    """Root mean squared error."""
+    return float(np.sqrt(np.mean((np.asarray(pred, float) - np.asarray(target, float)) ** 2)))
+
+
+def mae(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean absolute error."""
+    return float(np.mean(np.abs(np.asarray(pred, float) - np.asarray(target, float))))
+
+
+def topk(
+    scores: np.ndarray, k: int, exclude: list[np.ndarray] | None = None, chunk: int = 1024
+) -> np.ndarray:
+    """Indices of the ``k`` best columns of each row, best first; ``exclude[r]``: columns
+    removed from row ``r`` first."""
+    n, m = scores.shape
+    out = np.empty((n, k), dtype=np.int64)
+    for lo in range(0, n, chunk):
+        s = np.array(scores[lo : lo + chunk], dtype=np.float64)
+        if exclude is not None:
+            for r in range(s.shape[0]):
+                ex = exclude[lo + r]
+                if len(ex):
+                    s[r, ex] = -np.inf
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+        out[lo : lo + chunk] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def topk_accuracy(
+    scores: np.ndarray, test_user: np.ndarray, test_item: np.ndarray, k: int = 100
+) -> float:
+    """Share of test pairs whose item is in its user's top ``k`` (seen items kept).
+
+    ``scores``: ``(n_users, n_items)`` over the whole catalogue; user/item are indices.
+    """
+    users = np.unique(test_user)
+    top = topk(scores[users], k)
+    pos = np.full(scores.shape[0], -1, dtype=np.int64)
+    pos[users] = np.arange(len(users))
+    rows = top[pos[test_user]]
+    return float(np.mean((rows == test_item[:, None]).any(axis=1)))
+
+
+def ranking_metrics(
+    scores: np.ndarray,
+    test_user: np.ndarray,
+    test_item: np.ndarray,
+    train_user: np.ndarray,
+    train_item: np.ndarray,
+    k: int = 20,
+) -> dict[str, float]:
+    """Recall, NDCG and hit rate at ``k`` with each user's training items excluded.
+
+    Per user with test positives: recall = hits / all its test positives, NDCG with
+    binary gains (ideal over ``min(k, |test|)``), hit rate = any hit; averaged over
+    those users.
+    """
+    users, inv = np.unique(test_user, return_inverse=True)
+    rel: list[set[int]] = [set() for _ in users]
+    for u, i in zip(inv.tolist(), test_item.tolist(), strict=True):
+        rel[u].add(i)
+    order = np.argsort(train_user, kind="stable")
+    tu, ti = train_user[order], train_item[order]
+    starts = np.searchsorted(tu, users, "left")
+    ends = np.searchsorted(tu, users, "right")
+    exclude = [ti[a:b] for a, b in zip(starts, ends, strict=True)]
+    top = topk(scores[users], k, exclude)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    rec, ndcg, hit = [], [], []
+    for r, items in enumerate(rel):
+        hits = np.array([i in items for i in top[r].tolist()], dtype=float)
+        rec.append(hits.sum() / len(items))
+        ndcg.append(float((hits * disc).sum() / disc[: min(k, len(items))].sum()))
+        hit.append(float(hits.any()))
+    return {
+        f"recall@{k}": float(np.mean(rec)),
+        f"ndcg@{k}": float(np.mean(ndcg)),
+        f"hit_rate@{k}": float(np.mean(hit)),
+    }
+
+
+# ----------------------------------------------------------------------------- output
+def peak_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+def emit(
+    library: str,
+    version: str,
+    protocol: str,
+    part: str,
+    model: str,
+    metrics: dict[str, float],
+    fit_seconds: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Print one JSON line describing a finished run and return it."""
+    rec: dict[str, Any] = {
+        "library": library,
+        "version": version,
+        "dataset": PROTOCOLS[protocol][0],
+        "protocol": protocol,
+        "part": part,
+        "model": model,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "fit_seconds": float(fit_seconds),
+        "peak_mb": round(peak_mb(), 1),
+        "python": platform.python_version(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extra,
+    }
+    print(json.dumps(rec, sort_keys=True), flush=True)
+    return rec
+
+
+def encode(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(uniques, index)``: dense 0-based indices of raw ids (sorted by id)."""
+    uniq, idx = np.unique(values, return_inverse=True)
+    return uniq, idx.astype(np.int64)
+
+
+def common_args(argv: list[str] | None = None) -> Any:
+    """``--quick`` and ``--parts`` (comma-separated), shared by every peer script."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="first seed / fold only")
+    ap.add_argument("--parts", default=None, help="comma-separated parts (seed42,fold0...)")
+    ap.add_argument("--models", default=None, help="comma-separated model names")
+    return ap.parse_args(argv)
+
+
+def selected(args: Any, protocol: str) -> tuple[str, ...]:
+    """The parts chosen by ``args`` for ``protocol``."""
+    if args.parts:
+        return tuple(p for p in args.parts.split(",") if p)
+    return parts(protocol, args.quick)
+
+
+def wanted(args: Any, model: str) -> bool:
+    """Whether ``--models`` selects ``model`` (all when not given)."""
+    return not args.models or model in args.models.split(",")
+
+
+def json_dump(obj: Any) -> str:
+    """Stable JSON text."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"

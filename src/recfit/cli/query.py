@@ -1,0 +1,173 @@
+"""``recfit recommend``, ``recfit similar`` and ``recfit predict``: queries on a run's bundle.
+
+Items may be given by id or by title (exact, then case-insensitive; an ambiguous or
+unknown title is an error listing the closest matches). Errors print one red line and
+exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recfit.cli.common import errors
+
+__all__ = ["predict", "recommend", "similar"]
+
+_console = Console()
+
+RunArg = Annotated[
+    Path, typer.Argument(help="A run directory written by recfit train, or a bundle folder.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _load(run: Path) -> Any:
+    from recfit.recommender import Recommender
+
+    return Recommender.load(run)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def recommend(
+    run: RunArg,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="User id (repeat for several).")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Items per user.")] = 10,
+    include_seen: Annotated[
+        bool, typer.Option("--include-seen", help="Also recommend the user's training items.")
+    ] = False,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="Every user, streamed to --out (Parquet).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Parquet file for --all-users.")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", help="Users per chunk.")] = 1024,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Unknown users are an error (default: popular).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top-N items of users (seen items excluded), or of every user with --all-users."""
+    from recfit.errors import ConfigError
+
+    with errors():
+        if all_users:
+            if out is None:
+                raise ConfigError("expected --out FILE.parquet with --all-users, received none")
+            if user:
+                raise ConfigError("expected either --user or --all-users, received both")
+            stats = _load(run).recommend_all(
+                n, out, chunk_size=chunk_size, exclude_seen=not include_seen, with_titles=True
+            )
+            _console.print(
+                f"wrote {stats['rows']:,} recommendations for {stats['users']:,} users to "
+                f"{stats['path']} in {stats['seconds']:.1f} s"
+            )
+            return
+        if not user:
+            raise ConfigError("expected --user ID (or --all-users --out FILE), received none")
+        rec = _load(run)
+        res = rec.recommend(
+            user,
+            n=n,
+            exclude_seen=not include_seen,
+            on_unknown="error" if strict else "popular",
+        )
+        if as_json:
+            typer.echo(json.dumps(res.to_dict(), indent=2))
+            return
+        for r in res:
+            note = f" [yellow]({r.path}: {r.reason})[/yellow]" if r.reason else ""
+            table = Table(
+                title=f"top {n} for user {r.user}{' (seen excluded)' if not include_seen else ''}"
+            )
+            table.add_column("#", justify="right")
+            table.add_column("item", justify="right")
+            table.add_column("title")
+            table.add_column("popularity" if r.path == "popular" else "predicted", justify="right")
+            for k, s in enumerate(r.items, 1):
+                table.add_row(str(k), str(s.id), s.title or "", _fmt(s.score))
+            _console.print(table)
+            if note:
+                _console.print(note)
+
+
+def similar(
+    run: RunArg,
+    item: Annotated[
+        list[str] | None,
+        typer.Option("--item", "-i", help="Item id or title (repeat for several)."),
+    ] = None,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="User id: similar users instead.")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Neighbours per query.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """Items most similar to an item (by id or title), or users most similar to a user."""
+    from recfit.errors import ConfigError
+
+    with errors():
+        if bool(item) == bool(user):
+            raise ConfigError("expected --item or --user (one of them), received " +
+                              ("both" if item else "neither"))  # fmt: skip
+        rec = _load(run)
+        if item:
+            res = rec.similar_items([rec.resolve_item(x) for x in item], n=n)
+        else:
+            res = rec.similar_users(user, n=n)
+        if as_json:
+            typer.echo(json.dumps(res.to_dict(), indent=2))
+            return
+        for r in res:
+            label = f"{r.title} ({r.query})" if r.title else str(r.query)
+            table = Table(title=f"{n} {res.kind}s most similar to {label}")
+            table.add_column("#", justify="right")
+            table.add_column(res.kind, justify="right")
+            if res.kind == "item":
+                table.add_column("title")
+            table.add_column("cosine", justify="right")
+            for k, s in enumerate(r.neighbours, 1):
+                cells = [str(k), str(s.id)] + ([s.title or ""] if res.kind == "item" else [])
+                table.add_row(*cells, f"{s.score:.3f}")
+            _console.print(table)
+
+
+def predict(
+    run: RunArg,
+    user: Annotated[str, typer.Option("--user", "-u", help="User id.")],
+    item: Annotated[
+        list[str], typer.Option("--item", "-i", help="Item id or title (repeat for several).")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Predicted rating of a user for items (by id or title), in the original scale."""
+    with errors():
+        rec = _load(run)
+        ids = [rec.resolve_item(x) for x in item]
+        preds = rec.predict(user, ids)
+        if as_json:
+            rows = [
+                {"user": user, "item": i, "title": rec.title(i), "prediction": float(p)}
+                for i, p in zip(ids, preds, strict=True)
+            ]
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table(title=f"predicted ratings of user {user}")
+        table.add_column("item", justify="right")
+        table.add_column("title")
+        table.add_column("predicted", justify="right")
+        for i, p in zip(ids, preds, strict=True):
+            table.add_row(str(i), rec.title(i) or "", f"{float(p):.3f}")
+        _console.print(table)

@@ -1,0 +1,120 @@
+"""``recfit serve`` (HTTP API and web page) and ``recfit report`` (a run's report.html)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from recfit.cli.common import errors
+
+__all__ = ["report", "serve"]
+
+_console = Console()
+
+RunArg = Annotated[
+    Path, typer.Argument(help="A run directory written by recfit train, or a bundle folder.")
+]
+
+
+def _report_for(run: Path, build: bool) -> Path | None:
+    """The run's report.html, built first when it is missing and ``build`` is set."""
+    from recfit.report import build_report
+
+    path = run / "report.html"
+    if path.is_file() or not build:
+        return path if path.is_file() else None
+    if not ((run / "config.json").is_file() or (run / "metrics.json").is_file()):
+        return None  # a bare bundle folder: nothing to report on
+    try:
+        return build_report(run)
+    except OSError as exc:  # a read-only run directory: serve without a report
+        _console.print(f"[yellow]no report: {exc}[/yellow]")
+        return None
+
+
+def serve(
+    run: RunArg,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8000,
+    torch_threads: Annotated[
+        int, typer.Option("--torch-threads", help="Threads torch may use per request.")
+    ] = 1,
+    max_body_kb: Annotated[
+        int, typer.Option("--max-body-kb", help="Largest request body (KiB); larger get 413.")
+    ] = 256,
+    build_report: Annotated[
+        bool,
+        typer.Option("--report/--no-report", help="Build report.html when the run lacks one."),
+    ] = True,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int, typer.Option("--workers", help="Server processes (each loads the model).")
+    ] = 1,
+) -> None:
+    """Serve a run over HTTP: JSON API (docs at /docs), web page at /, report at /report."""
+    import torch
+    import uvicorn
+
+    from recfit.errors import ConfigError
+    from recfit.recommender import Recommender
+    from recfit.server import create_app
+
+    with errors():
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"expected --port in 0..65535, received {port}")
+        if torch_threads < 1:
+            raise ConfigError(f"expected --torch-threads >= 1, received {torch_threads}")
+        if workers < 1:
+            raise ConfigError(f"expected --workers >= 1, received {workers}")
+        if max_body_kb < 1:
+            raise ConfigError(f"expected --max-body-kb >= 1, received {max_body_kb}")
+        torch.set_num_threads(torch_threads)
+        rec = Recommender.load(run)
+        report_path = _report_for(run, build_report) if run.is_dir() else None
+        app = create_app(rec, report_path=report_path, max_body_bytes=max_body_kb * 1024)
+        shown = "localhost" if host in ("127.0.0.1", "::1") else host
+        _console.print(
+            f"serving [bold]{rec.family}[/bold] ({rec.n_users:,} users, {rec.n_items:,} items) "
+            f"on http://{shown}:{port}/ (API docs /docs"
+            f"{', report /report' if report_path else ''}); Ctrl+C stops"
+        )
+        if workers == 1:
+            uvicorn.run(app, host=host, port=port, log_level=log_level)
+            return
+        # several processes: each rebuilds the app from the environment
+        os.environ["RECFIT_SERVE_RUN"] = str(run.resolve())
+        os.environ["RECFIT_SERVE_REPORT"] = "" if report_path is None else str(report_path)
+        os.environ["RECFIT_SERVE_MAX_BODY"] = str(max_body_kb * 1024)
+        os.environ["RECFIT_SERVE_TORCH_THREADS"] = str(torch_threads)
+        del app, rec
+        uvicorn.run(
+            "recfit.server.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+        )
+
+
+def report(
+    run: Annotated[Path, typer.Argument(help="A run directory written by recfit train.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write (default RUN/report.html).")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Length of the sample lists.")] = 10,
+    users: Annotated[int, typer.Option("--users", help="Users with sample lists.")] = 3,
+) -> None:
+    """Write a self-contained report.html for a run (config, metrics vs reference, plots)."""
+    from recfit.errors import ConfigError
+    from recfit.report import build_report as _build
+
+    with errors():
+        if n < 1 or users < 0:
+            raise ConfigError(f"expected --n >= 1 and --users >= 0, received {n} and {users}")
+        path = _build(run, out=out, n_users=users, n=n)
+        _console.print(f"report: {path}")

@@ -1,0 +1,64 @@
+"""Answers from a trained model: the :class:`Recommender`, its bundle, results and adapters.
+
+* :class:`Recommender` — ``predict``, ``recommend``, ``recommend_for_ratings`` /
+  ``fold_in`` (new users), ``similar_items`` / ``similar_users``, ``find_items`` /
+  ``resolve_item`` (titles), ``recommend_all`` (Parquet, streamed), ``save`` / ``load``.
+* :mod:`~recfit.recommender.results` — the typed answers (``to_frame`` / ``to_dict``).
+* :mod:`~recfit.recommender.adapters` — one adapter per model family; how to add one.
+* :mod:`~recfit.recommender.bundle` — the on-disk format, checksums and atomic saving.
+
+Example:
+    >>> from recfit.data import Interactions
+    >>> from recfit.models import create_model
+    >>> d = Interactions.from_arrays([1, 1, 2], [3, 4, 3], [4.0, 5.0, 2.0])
+    >>> rec = Recommender(create_model("dot", d), d.users, d.items, d)
+    >>> rec.recommend(2, n=3)[0].ids
+    [4]
+"""
+
+from recfit.recommender.adapters import (
+    ADAPTERS,
+    AdapterContext,
+    DotAdapter,
+    GenericAdapter,
+    ModelAdapter,
+    NNAdapter,
+    adapter_for,
+    register_adapter,
+)
+from recfit.recommender.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, bundle_path
+from recfit.recommender.core import OnUnknown, Recommender
+from recfit.recommender.results import (
+    ItemMatch,
+    Neighbours,
+    Recommendation,
+    RecommendResult,
+    ScoredId,
+    SimilarResult,
+)
+from recfit.recommender.titles import ItemNotFoundError, TitleIndex, normalise_title
+
+__all__ = [
+    "ADAPTERS",
+    "BUNDLE_FORMAT",
+    "BUNDLE_FORMAT_VERSION",
+    "AdapterContext",
+    "DotAdapter",
+    "GenericAdapter",
+    "ItemMatch",
+    "ItemNotFoundError",
+    "ModelAdapter",
+    "NNAdapter",
+    "Neighbours",
+    "OnUnknown",
+    "RecommendResult",
+    "Recommendation",
+    "Recommender",
+    "ScoredId",
+    "SimilarResult",
+    "TitleIndex",
+    "adapter_for",
+    "bundle_path",
+    "normalise_title",
+    "register_adapter",
+]

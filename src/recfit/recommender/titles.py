@@ -1,0 +1,201 @@
+"""Items by id or by title: exact, then case-insensitive, then ranked close matches.
+
+Titles are compared after normalisation: case folded, punctuation dropped, and
+MovieLens' trailing articles moved to the front (``"Godfather, The (1972)"`` matches
+``"the godfather"``). A query that is a known item id resolves to that item first.
+
+Example:
+    >>> from recfit.data import Vocabulary
+    >>> cat = TitleIndex(Vocabulary([1, 2, 3]), ["Star Wars (1977)", "Godfather, The (1972)",
+    ...                                           "Star Trek: Generations (1994)"])
+    >>> cat.resolve("the godfather")  # the item's index (its id is 2)
+    1
+    >>> [m.id for m in cat.find("star", n=2)]
+    [1, 3]
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from recfit.data.vocab import Vocabulary
+from recfit.errors import ItemNotFoundError
+from recfit.recommender.results import ItemMatch, jsonable_id
+
+__all__ = ["ItemNotFoundError", "TitleIndex", "normalise_title"]
+
+_ARTICLE = re.compile(
+    r"^(?P<body>.*), (?P<art>the|a|an|les|la|le|il|el|der|die|das)(?P<rest>( \(.*\))?)$"
+)
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_PUNCT = re.compile(r"[^\w\s]+")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise_title(title: str) -> str:
+    """The comparison form of a title.
+
+    Example:
+        >>> normalise_title("Godfather, The (1972)")
+        'the godfather 1972'
+    """
+    t = _SPACE.sub(" ", title.strip()).casefold()
+    m = _ARTICLE.match(t)
+    if m:
+        t = f"{m['art']} {m['body']}{m['rest']}"
+    return _SPACE.sub(" ", _PUNCT.sub(" ", t)).strip()
+
+
+def _describe(matches: Sequence[ItemMatch]) -> str:
+    return "; ".join(f"{m.title!r} (id {jsonable_id(m.id)!r})" for m in matches)
+
+
+class TitleIndex:
+    """Look items up by id or title.
+
+    Args:
+        items: the item vocabulary.
+        titles: one title per item index (``None`` where unknown), or ``None`` for no
+            titles at all (then only ids resolve).
+    """
+
+    def __init__(self, items: Vocabulary, titles: Sequence[str | None] | None) -> None:
+        self.items = items
+        n = len(items)
+        self.titles: list[str | None] = [None] * n if titles is None else list(titles)
+        self._exact: dict[str, list[int]] = {}
+        self._fold: dict[str, list[int]] = {}
+        self._norm: list[str] = []
+        self._bare: list[str] = []
+        for i, t in enumerate(self.titles):
+            if t is None:
+                self._norm.append("")
+                self._bare.append("")
+                continue
+            self._exact.setdefault(t, []).append(i)
+            self._fold.setdefault(t.strip().casefold(), []).append(i)
+            norm = normalise_title(t)
+            self._norm.append(norm)
+            self._bare.append(normalise_title(_YEAR.sub("", t)))
+
+    def _match(self, i: int, score: float, how: Any) -> ItemMatch:
+        return ItemMatch(jsonable_id(self.items.id([i])[0]), self.titles[i], score, how)
+
+    def _known_id(self, query: Any) -> int | None:
+        if isinstance(query, bool):
+            return None
+        idx = self.items.index([query], unknown="sentinel")
+        return int(idx[0]) if idx[0] >= 0 else None
+
+    def find(self, query: Any, n: int = 10) -> list[ItemMatch]:
+        """Up to ``n`` items matching ``query`` (an id or a title), best first.
+
+        The id (if ``query`` is one) scores 1.0, an exact title 1.0, a case-insensitive
+        title 0.99, a title without its year or with the article moved 0.97, a title
+        starting with the query 0.9, containing it 0.8, and anything else the difflib
+        similarity of the normalised titles times 0.75, blended with the share of query
+        words found (only matches scoring at least 0.3 are kept). Ties keep item order.
+        """
+        out: dict[int, ItemMatch] = {}
+
+        def put(i: int, score: float, how: Any) -> None:
+            if i not in out or out[i].score < score:
+                out[i] = self._match(i, score, how)
+
+        known = self._known_id(query)
+        if known is not None:
+            put(known, 1.0, "id")
+        text = str(query)
+        for i in self._exact.get(text, []):
+            put(i, 1.0, "exact")
+        for i in self._fold.get(text.strip().casefold(), []):
+            put(i, 0.99, "casefold")
+        q = normalise_title(text)
+        if q:
+            q_words = set(q.split())
+            matcher = difflib.SequenceMatcher(autojunk=False)
+            matcher.set_seq2(q)
+            for i, (norm, bare) in enumerate(zip(self._norm, self._bare, strict=True)):
+                if not norm or i in out:
+                    continue
+                if q in (norm, bare):
+                    put(i, 0.97, "casefold")
+                elif norm.startswith(q) or bare.startswith(q):
+                    put(i, 0.9, "prefix")
+                elif f" {q}" in f" {norm}":
+                    put(i, 0.8, "substring")
+                else:
+                    words = set(norm.split())
+                    share = len(q_words & words) / len(q_words)
+                    matcher.set_seq1(bare)
+                    if share == 0 and matcher.real_quick_ratio() < 0.5:
+                        continue
+                    ratio = matcher.ratio() if matcher.quick_ratio() >= 0.4 else 0.0
+                    score = 0.75 * max(ratio, 0.5 * ratio + 0.5 * share)
+                    if score >= 0.3:
+                        put(i, score, "fuzzy")
+        ranked = sorted(out.items(), key=lambda kv: (-kv[1].score, kv[0]))
+        return [m for _, m in ranked[: max(0, n)]]
+
+    def resolve(self, query: Any) -> int:
+        """The item index of ``query``: a known id, else a unique exact title, else a unique
+        case-insensitive (or normalised) title.
+
+        Raises:
+            ItemNotFoundError: nothing matches, or several items do; the message and
+                ``matches`` list the closest items.
+        """
+        known = self._known_id(query)
+        if known is not None:
+            return known
+        text = str(query)
+        for how, table, key in (
+            ("exact", self._exact, text),
+            ("casefold", self._fold, text.strip().casefold()),
+        ):
+            hits = table.get(key, [])
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                matches = [self._match(i, 1.0, how) for i in hits]
+                raise ItemNotFoundError(
+                    f"expected one item titled {text!r}, received {len(hits)}: "
+                    f"{_describe(matches)} (give the id instead)",
+                    query=text,
+                    matches=matches,
+                    ambiguous=True,
+                )
+        q = normalise_title(text)
+        hits = [
+            i
+            for i, (a, b) in enumerate(zip(self._norm, self._bare, strict=True))
+            if q and q in (a, b)
+        ]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            matches = [self._match(i, 0.97, "casefold") for i in hits]
+            raise ItemNotFoundError(
+                f"expected one item matching {text!r}, received {len(hits)}: "
+                f"{_describe(matches)} (give the id or the full title)",
+                query=text,
+                matches=matches,
+                ambiguous=True,
+            )
+        close = self.find(text, n=5)
+        hint = f"; closest: {_describe(close)}" if close else ""
+        raise ItemNotFoundError(
+            f"expected a known item id or title, received {text!r}{hint}",
+            query=text,
+            matches=close,
+            ambiguous=False,
+        )
+
+    def titles_of(self, idx: np.ndarray) -> list[str | None]:
+        """Titles of item indices (``None`` where unknown)."""
+        return [self.titles[int(i)] for i in idx]

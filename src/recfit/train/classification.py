@@ -1,0 +1,476 @@
+"""Training a rating classifier with a class-imbalance strategy, and reporting on it.
+
+:func:`fit_classifier` builds a :class:`~recfit.models.RatingClassifier`, applies one
+strategy of :mod:`recfit.train.imbalance` to the **training rows only** (the validation
+rows are passed through untouched, Lesson 3 in DESIGN.md) and trains it:
+
+=================  ===================================================================
+``none``           ordinary training (the baseline)
+``class_weights``  row weights ×= inverse-frequency class weights (or user-given ones)
+``undersample``    train on a random subset of the majority levels' rows
+``oversample``     train on the rows plus random repeats of the minority levels' rows
+``smote``          train the baseline, take each training row's feature vector (learned
+                   user and item embeddings and biases, :meth:`RatingClassifier.features`),
+                   let imbalanced-learn's SMOTE synthesise minority vectors from them,
+                   then train the MLP head (embeddings frozen) for ``smote_epochs`` on the
+                   real rows plus the synthetic vectors (:class:`SyntheticRows`)
+=================  ===================================================================
+
+The SMOTE step follows the contract in :mod:`recfit.train.imbalance`: synthetic vectors
+go straight to the model's head, with cross-entropy on their levels and weight 1 each,
+next to the ordinary rows; the vectors come from a model trained on the same training
+rows. Each optimiser step combines one batch of real rows with the matching slice of
+the (shuffled) synthetic rows: ``(Σ w·ℓ_real + Σ ℓ_syn) / (Σ w + n_syn)``.
+
+:func:`classification_metrics` and :func:`write_classification_report` give the numbers
+and pictures of a trained classifier (metrics dict, classification report, confusion
+matrix).
+
+Example:
+    >>> import numpy as np
+    >>> from recfit.data import Interactions
+    >>> rng = np.random.default_rng(0)
+    >>> d = Interactions.from_arrays(rng.integers(0, 20, 300), rng.integers(0, 30, 300),
+    ...                              rng.choice([1, 2, 3, 4, 5], 300, p=[.1, .1, .2, .3, .3]))
+    >>> res = fit_classifier(d.take(np.arange(240)), d.take(np.arange(240, 300)),
+    ...                      strategy="oversample", epochs=1, layers=(8,), seed=0)
+    >>> res.resampled.counts_after[1.0] == res.resampled.counts_after[4.0]
+    True
+    >>> 0.0 <= res.learner.evaluate()["accuracy"] <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recfit.data.interactions import Interactions
+from recfit.errors import ConfigError
+from recfit.models.classifier import LevelModel, RatingClassifier, levels_for_data
+from recfit.train.callbacks import Callback
+from recfit.train.imbalance import ClassWeightMode, ImbalanceStrategy, Resampled, resample
+from recfit.train.learner import Learner
+
+__all__ = [
+    "STRATEGIES",
+    "ClassifierFit",
+    "SyntheticRows",
+    "classification_metrics",
+    "classification_report_for",
+    "config_runner",
+    "fit_classifier",
+    "fit_classifier_config",
+    "write_classification_report",
+]
+
+_SUMMARY_KEYS = ("macro avg", "weighted avg")
+
+STRATEGIES: tuple[str, ...] = ("none", "class_weights", "undersample", "oversample", "smote")
+"""The imbalance strategies :func:`fit_classifier` understands."""
+
+
+class SyntheticRows(Callback):
+    """Adds SMOTE's synthetic vectors to every training step, through the model's head.
+
+    Each epoch the synthetic rows are shuffled (seeded) and cut into as many slices as
+    there are training batches; step ``t`` adds slice ``t``: the batch objective becomes
+    ``(Σ w·ℓ_real + Σ ℓ_syn) / (Σ w + n_slice)`` (weight 1 per synthetic row; the
+    regularisation term of the real rows is kept as it is).
+
+    Args:
+        vectors: synthetic feature vectors, shape ``(m, model.feature_dim)``.
+        levels: their level indices, shape ``(m,)``.
+        seed: seed of the shuffling.
+    """
+
+    order = -5
+
+    def __init__(self, vectors: Any, levels: Any, seed: int = 0) -> None:
+        self.vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+        self.levels = torch.as_tensor(np.asarray(levels, dtype=np.int64))
+        if self.vectors.ndim != 2 or self.levels.shape != (len(self.vectors),):
+            raise ConfigError(
+                f"expected synthetic vectors (m, d) and m levels, received shapes "
+                f"{tuple(self.vectors.shape)} and {tuple(self.levels.shape)}"
+            )
+        self.seed = seed
+        self._gen = torch.Generator().manual_seed(seed)
+        self._chunks: list[Tensor] = []
+
+    def before_fit(self) -> None:
+        dev = self.learn.device
+        self.vectors, self.levels = self.vectors.to(dev), self.levels.to(dev)
+
+    def before_epoch(self) -> None:
+        perm = torch.randperm(len(self.vectors), generator=self._gen).to(self.learn.device)
+        self._chunks = list(perm.tensor_split(max(1, self.learn.n_iter)))
+
+    def after_loss(self) -> None:
+        learn = self.learn
+        if not learn.training or learn.loss is None or learn.iter >= len(self._chunks):
+            return
+        idx = self._chunks[learn.iter]
+        if len(idx) == 0:
+            return
+        model = learn.model
+        if not isinstance(model, RatingClassifier):
+            raise ConfigError(f"expected a RatingClassifier, received {type(model).__name__}")
+        out = model.head(self.vectors.index_select(0, idx))  # vectors go to the head directly
+        ce = -torch.log_softmax(out, dim=1).gather(1, self.levels[idx].unsqueeze(1)).sum()
+        w_real = learn.batch["weight"].sum()
+        learn.loss = (learn.loss * w_real + ce) / (w_real + len(idx))
+
+
+@dataclass
+class ClassifierFit:
+    """What :func:`fit_classifier` produced.
+
+    Attributes:
+        learner: the Learner holding the trained classifier (its ``valid`` is the
+            validation set given, untouched).
+        resampled: the strategy's outcome on the training rows (for ``smote``: the
+            synthetic vectors and levels).
+        seconds: wall time by phase (``fit``, and for SMOTE ``smote`` and ``head``).
+    """
+
+    learner: Learner
+    resampled: Resampled
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _model_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = {
+        "emb_sizes",
+        "layers",
+        "dropout",
+        "emb_dropout",
+        "batch_norm",
+        "head",
+        "decode",
+        "biases",
+        "n_factors",
+    }
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"expected classifier arguments among {sorted(allowed)}, received {unknown}"
+        )
+    return dict(kwargs)
+
+
+def fit_classifier(
+    train: Interactions,
+    valid: Interactions | None = None,
+    *,
+    strategy: ImbalanceStrategy = "none",
+    levels: Sequence[float] | None = None,
+    class_weight: ClassWeightMode | Mapping[float, float] = "inverse",
+    epochs: int = 5,
+    lr: float = 5e-3,
+    bs: int = 256,
+    wd: float = 0.3,
+    reg: float = 0.0,
+    smote_epochs: int = 2,
+    smote_k: int = 5,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool | None = False,
+    callbacks: Sequence[Callback] = (),
+    pct_start: float = 0.25,
+    **model_kwargs: Any,
+) -> ClassifierFit:
+    """Train a :class:`~recfit.models.RatingClassifier` with one imbalance strategy.
+
+    Args:
+        train: the training rows (the only rows any strategy touches).
+        valid: validation rows, evaluated after each epoch, never resampled.
+        strategy: ``none``, ``class_weights``, ``undersample``, ``oversample`` or ``smote``.
+        levels: the rating levels (default :func:`~recfit.models.levels_for_data` of ``train``).
+        class_weight: for ``class_weights``: ``"inverse"``, ``"sqrt_inverse"`` or
+            ``{rating: weight}``.
+        epochs, lr, bs, wd, reg, pct_start: one-cycle training of the whole model.
+        smote_epochs: for ``smote``: epochs of head training on real + synthetic rows.
+        smote_k: SMOTE's neighbours.
+        seed: seeds the model, the batch order and the samplers.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: progress bars (``None``: on a terminal).
+        callbacks: extra Learner callbacks.
+        **model_kwargs: :class:`~recfit.models.RatingClassifier` arguments (``layers``,
+            ``head``, ``decode``, ``n_factors``, ...).
+
+    Returns:
+        A :class:`ClassifierFit`.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"expected strategy among {list(STRATEGIES)}, received {strategy!r}")
+    grid = [float(v) for v in (levels if levels is not None else levels_for_data(train))]
+    kwargs = _model_kwargs(model_kwargs)
+    seconds: dict[str, float] = {}
+    first = "none" if strategy == "smote" else strategy
+    rs = resample(train, first, seed=seed, levels=grid, class_weight=class_weight)
+    model = RatingClassifier(train.n_users, train.n_items, levels=grid, seed=seed, **kwargs)
+    learner = Learner(
+        model,
+        rs.train,
+        valid,
+        bs=bs,
+        wd=wd,
+        reg=reg,
+        seed=seed,
+        device=device,
+        callbacks=callbacks,
+        progress=progress,
+    )
+    t0 = time.perf_counter()
+    learner.fit_one_cycle(epochs, lr, pct_start=pct_start)
+    seconds["fit"] = time.perf_counter() - t0
+    if strategy != "smote":
+        return ClassifierFit(learner, rs, seconds)
+
+    # SMOTE: vectors of the training rows from the model trained on them
+    t0 = time.perf_counter()
+    vectors = _features(learner, train)
+    rs = resample(train, "smote", seed=seed, levels=grid, vectors=vectors, k_neighbors=smote_k)
+    seconds["smote"] = time.perf_counter() - t0
+    assert rs.synthetic_vectors is not None and rs.synthetic_levels is not None
+    frozen = [p for n, p in model.named_parameters() if not n.startswith(("body.", "out."))]
+    for p in frozen:
+        p.requires_grad_(False)
+    t0 = time.perf_counter()
+    try:
+        head_learner = Learner(
+            model,
+            train,
+            valid,
+            bs=bs,
+            wd=wd,
+            reg=reg,
+            seed=seed + 1,
+            device=device,
+            callbacks=[*callbacks, SyntheticRows(rs.synthetic_vectors, rs.synthetic_levels, seed)],
+            progress=progress,
+        )
+        head_learner.fit_one_cycle(smote_epochs, lr / 5, pct_start=pct_start)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    seconds["head"] = time.perf_counter() - t0
+    head_learner.history = [*learner.history, *head_learner.history]
+    return ClassifierFit(head_learner, rs, seconds)
+
+
+def _features(learner: Learner, data: Interactions) -> np.ndarray:
+    """The model's feature vector of every row of ``data`` (eval mode), float32."""
+    from recfit.train.batches import TensorData
+
+    model = learner.model
+    if not isinstance(model, RatingClassifier):
+        raise ConfigError(f"expected a RatingClassifier, received {type(model).__name__}")
+    td = TensorData.from_interactions(data, learner.device, drop_zero_weight=False)
+    was = model.training
+    model.eval()
+    parts = []
+    with torch.inference_mode():
+        for b in td.epoch(learner.eval_bs, None):
+            parts.append(model.features(b).float().cpu())
+    model.train(was)
+    if not parts:
+        return np.zeros((0, model.feature_dim), dtype=np.float32)
+    return torch.cat(parts).numpy()
+
+
+def fit_classifier_config(
+    cfg: Any,
+    train: Interactions,
+    valid: Interactions | None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+) -> ClassifierFit:
+    """:func:`fit_classifier` driven by a :class:`~recfit.config.TrainConfig` with
+    ``task="classification"`` (its ``schedule`` must be ``one_cycle``)."""
+    if cfg.task != "classification":
+        raise ConfigError(f"expected task 'classification', received {cfg.task!r}")
+    if cfg.schedule != "one_cycle":
+        raise ConfigError(
+            f"expected schedule 'one_cycle' for classification, received {cfg.schedule!r}"
+        )
+    cw: Any = cfg.class_weight
+    if isinstance(cw, Mapping):
+        cw = {float(k): float(v) for k, v in cw.items()}
+    return fit_classifier(
+        train,
+        valid,
+        strategy=cfg.imbalance,
+        class_weight=cw,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        bs=cfg.bs,
+        wd=cfg.wd,
+        reg=cfg.reg,
+        smote_epochs=cfg.smote_epochs,
+        smote_k=cfg.smote_k,
+        seed=cfg.seed,
+        device=cfg.device,
+        progress=progress,
+        callbacks=callbacks,
+        pct_start=cfg.pct_start,
+        layers=tuple(cfg.layers),
+        dropout=cfg.dropout,
+        batch_norm=cfg.batch_norm,
+        head=cfg.head,
+        decode=cfg.decode,
+        biases=cfg.biases,
+        n_factors=cfg.n_factors,
+    )
+
+
+def classification_metrics(learner: Learner, data: Interactions) -> dict[str, float]:
+    """``learner.evaluate(data)``: loss, reg_loss, mse/rmse/mae of ``predict``, and the
+    level metrics (accuracy, balanced_accuracy, macro_f1, weighted_f1, mse/rmse of both
+    decodings), all weighted.
+
+    Raises:
+        ConfigError: the learner's model has no rating levels.
+    """
+    if not isinstance(learner.model, LevelModel):
+        raise ConfigError(
+            f"expected a classifier (a model with levels), received {type(learner.model).__name__}"
+        )
+    return learner.evaluate(data)
+
+
+def classification_report_for(
+    learner: Learner, data: Interactions
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The classification report (dict) and the weighted confusion matrix of the most
+    likely level on ``data`` (rows of weight 0 left out), level names in stars.
+
+    Example:
+        >>> # rep, cm = classification_report_for(fit.learner, split.test)
+    """
+    from recfit.metrics.classification import (
+        classification_report,
+        confusion_matrix,
+        ratings_to_levels,
+    )
+
+    model = learner.model
+    if not isinstance(model, LevelModel):
+        raise ConfigError(f"expected a classifier, received {type(model).__name__}")
+    grid = np.asarray(model.levels, dtype=np.float64)
+    w = data.weights().astype(np.float64)
+    keep = w > 0
+    proba = learner.predict_proba(data)[keep]
+    pred = np.argmax(proba, axis=1)
+    true = ratings_to_levels(data.rating[keep], grid)
+    names = [f"{v:g}" for v in grid]
+    labels = np.arange(len(grid))
+    rep = classification_report(pred, true, w[keep], labels=labels, names=names)
+    cm = confusion_matrix(pred, true, w[keep], n_classes=len(grid))
+    return rep, cm
+
+
+def write_classification_report(learner: Learner, data: Interactions, out: str | Path) -> None:
+    """Write ``classification_report.json``, ``classification_report.txt`` and
+    ``confusion_matrix.png`` (row-normalised, with counts in the JSON) into ``out``."""
+    import json
+    import os
+
+    from recfit.metrics.classification import (
+        format_classification_report,
+        plot_confusion_matrix,
+    )
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rep, cm = classification_report_for(learner, data)
+    names = [str(k) for k in rep if isinstance(rep[k], dict) and k not in _SUMMARY_KEYS]
+    payload = {"report": rep, "confusion_matrix": cm.tolist(), "levels": names}
+    (out / "classification_report.json").write_text(
+        json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8"
+    )
+    (out / "classification_report.txt").write_text(
+        format_classification_report(rep) + "\n", encoding="utf-8"
+    )
+    fig = plot_confusion_matrix(cm, names, normalize="true", title="confusion matrix (recall)")
+    tmp = out / ".confusion_matrix.tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, out / "confusion_matrix.png")
+
+
+def config_runner(
+    data: Interactions | None = None, *, data_dir: str | Path | None = None
+) -> Callable[[str, Mapping[str, Any], int], dict[str, float]]:
+    """A runner for :func:`recfit.experiments.run_experiments` over training configs.
+
+    Each configuration is a mapping of :class:`~recfit.config.TrainConfig` keys (unknown
+    keys are rejected); the runner sets ``seed`` to the run's seed, so the split, the
+    initial weights, the batch order and the samplers all follow the seed and every
+    configuration sees the same split for a given seed. It trains with
+    :func:`recfit.runs.train_run` (classification or rating) and returns the held-out
+    metrics plus ``fit_seconds``.
+
+    Args:
+        data: use these interactions instead of loading each config's ``dataset``.
+        data_dir: MovieLens folder for configs that do not name one.
+
+    Example:
+        >>> import numpy as np
+        >>> from recfit.data import Interactions
+        >>> rng = np.random.default_rng(0)
+        >>> d = Interactions.from_arrays(rng.integers(0, 20, 300), rng.integers(0, 30, 300),
+        ...                              rng.integers(1, 6, 300).astype(float))
+        >>> run = config_runner(d)
+        >>> m = run("base", {"task": "classification", "epochs": 1, "layers": [8]}, 0)
+        >>> sorted(k for k in m if "accuracy" in k)
+        ['accuracy', 'balanced_accuracy']
+    """
+    from recfit.config import validate_config
+    from recfit.data.sources import load_dataset
+    from recfit.runs import train_run
+
+    cache: dict[tuple[Any, ...], Interactions] = {}
+
+    def run(name: str, config: Mapping[str, Any], seed: int) -> dict[str, float]:
+        if not isinstance(config, Mapping):
+            raise ConfigError(
+                f"expected a table of training settings for {name!r}, received "
+                f"{type(config).__name__}"
+            )
+        if "seed" in config:
+            raise ConfigError(
+                f"expected no 'seed' in configuration {name!r} (each run sets it), "
+                f"received seed = {config['seed']!r}"
+            )
+        settings = dict(config)
+        if data_dir is not None and settings.get("data_dir") is None:
+            settings["data_dir"] = str(data_dir)
+        cfg = validate_config({**settings, "seed": seed}, source=f"configuration {name!r}")
+        d = data
+        if d is None:
+            key = (cfg.dataset, cfg.data_dir, cfg.user_col, cfg.item_col, cfg.rating_col,
+                   cfg.timestamp_col, cfg.weight_col)  # fmt: skip
+            if key not in cache:
+                cache[key] = load_dataset(
+                    cfg.dataset,
+                    data_dir=cfg.data_dir,
+                    user=cfg.user_col,
+                    item=cfg.item_col,
+                    rating=cfg.rating_col,
+                    timestamp=cfg.timestamp_col,
+                    weight=cfg.weight_col,
+                )
+            d = cache[key]
+        result = train_run(cfg, data=d, progress=False)
+        return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
+
+    return run

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from recfit.cli import app
+from recfit.config import TrainConfig
+from recfit.data import Interactions
+from recfit.recommender import Recommender
+from recfit.runs import train_run
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    u, i = np.meshgrid(np.arange(30), np.arange(20), indexing="ij")
+    keep = rng.random(u.shape) < 0.6
+    r = rng.integers(1, 6, size=int(keep.sum())).astype(float)
+    d = Interactions.from_arrays(u[keep] + 100, i[keep] + 1000, r, rating_scale=(1, 5))
+    titles = [f"Film {k} (2000)" for k in range(d.n_items)]
+    titles[0], titles[1], titles[2] = "Star Wars (1977)", "Same (1990)", "Same (1990)"
+    d = dataclasses.replace(d, item_features=pd.DataFrame({"title": titles}))
+    out = tmp_path_factory.mktemp("q") / "run"
+    cfg = TrainConfig(dataset="synthetic", epochs=2, bs=32, n_factors=4, seed=0)
+    train_run(cfg, out, data=d, progress=False)
+    return out
+
+
+def test_run_directory_holds_a_bundle(run_dir: Path) -> None:
+    assert (run_dir / "bundle" / "manifest.json").exists()
+    rec = Recommender.load(run_dir)
+    assert rec.title(1000) == "Star Wars (1977)" and rec.config is not None
+
+
+def test_recommend_user(run_dir: Path) -> None:
+    res = runner.invoke(app, ["recommend", str(run_dir), "--user", "100", "-n", "5"])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.output.split())
+    assert "top 5 for user 100" in flat and "seen excluded" in flat
+    res = runner.invoke(app, ["recommend", str(run_dir), "--user", "100", "-n", "5", "--json"])
+    data = json.loads(res.output)["recommendations"][0]
+    assert data["path"] == "model" and len(data["items"]) <= 5
+    assert set(i["id"] for i in data["items"]).isdisjoint(Recommender.load(run_dir).seen_items(100))
+    res = runner.invoke(app, ["recommend", str(run_dir), "--user", "ghost", "-n", "3"])
+    assert res.exit_code == 0 and "unknown user id 'ghost'" in " ".join(res.output.split())
+    assert "Star Wars" in res.output or "Film" in res.output
+
+
+def test_recommend_all_users(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "recs.parquet"
+    res = runner.invoke(
+        app,
+        [
+            "recommend",
+            str(run_dir),
+            "--all-users",
+            "--n",
+            "3",
+            "--out",
+            str(out),
+            "--chunk-size",
+            "7",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    frame = pq.read_table(out).to_pandas()
+    assert frame["user"].nunique() == 30 and len(frame) == 90
+    assert "title" in frame.columns
+
+
+def test_similar_and_predict(run_dir: Path) -> None:
+    res = runner.invoke(app, ["similar", str(run_dir), "--item", "star wars (1977)", "-n", "4"])
+    assert res.exit_code == 0, res.output
+    assert "most similar to Star Wars (1977)" in " ".join(res.output.split())
+    res = runner.invoke(app, ["similar", str(run_dir), "--user", "100", "-n", "3", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["kind"] == "user"
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run_dir),
+            "--user",
+            "100",
+            "--item",
+            "1003",
+            "--item",
+            "Star Wars (1977)",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [r["item"] for r in rows] == [1003, 1000]
+    assert all(1 <= r["prediction"] <= 5 for r in rows)
+    expect = Recommender.load(run_dir).predict(100, [1003, 1000])
+    assert [r["prediction"] for r in rows] == pytest.approx(expect.tolist(), rel=1e-6)
+    res = runner.invoke(app, ["predict", str(run_dir), "--user", "100", "--item", "1003"])
+    assert res.exit_code == 0 and "predicted ratings of user 100" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recommend", "{run}", "--user", "ghost", "--strict"], "unknown"),
+        (["recommend", "{run}"], "--user"),
+        (["recommend", "{run}", "--all-users"], "--out"),
+        (["recommend", "{run}", "--user", "100", "-n", "0"], "n as an integer"),
+        (["similar", "{run}", "--item", "Same (1990)"], "received 2"),
+        (["similar", "{run}", "--item", "Star Warz"], "Star Wars (1977)"),
+        (["similar", "{run}"], "--item or --user"),
+        (["predict", "{run}", "--user", "ghost", "--item", "1000"], "unknown"),
+        (["recommend", "/nonexistent/run", "--user", "1"], "missing path"),
+    ],
+)
+def test_errors_are_one_red_line_exit_2(run_dir: Path, args: list[str], message: str) -> None:
+    res = runner.invoke(app, [a.replace("{run}", str(run_dir)) for a in args])
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split()) and "Traceback" not in res.output

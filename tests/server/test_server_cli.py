@@ -1,0 +1,98 @@
+"""``recfit serve`` (as a subprocess on loopback) and ``recfit report``; the worker factory."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from recfit.cli import app
+from recfit.config import TrainConfig
+from recfit.data.synthetic import synthetic
+from recfit.errors import ConfigError
+from recfit.runs import train_run
+from recfit.server.app import app_from_env
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    data = synthetic(3000, 60, 50, with_features=True, seed=4)
+    train_run(TrainConfig(epochs=1, n_factors=4, seed=0), out, data=data, progress=False)
+    return out
+
+
+def test_report_command(run_dir: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert "<h2>Metrics</h2>" in (tmp_path / "r.html").read_text()
+    res = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "expected a run directory" in res.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--port", "70000"], "--port"),
+        (["--torch-threads", "0"], "--torch-threads"),
+        (["--workers", "0"], "--workers"),
+        (["--max-body-kb", "0"], "--max-body-kb"),
+    ],
+)
+def test_serve_rejects_bad_options(run_dir: Path, flags: list[str], needle: str) -> None:
+    res = runner.invoke(app, ["serve", str(run_dir), *flags])
+    assert res.exit_code == 2 and needle in res.output
+
+
+def test_serve_missing_run(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["serve", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "expected a bundle" in res.output
+
+
+def test_serve_subprocess_builds_report(run_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "recfit", "serve", str(run_dir), "--port", str(port),
+           "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                health = httpx.get(url + "/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "recfit serve did not start"
+                time.sleep(0.2)
+        assert health["report"] is True and (run_dir / "report.html").is_file()
+        assert httpx.get(url + "/report").status_code == 200
+        assert httpx.get(url + "/recommend", params={"user": 1, "n": 3}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_app_from_env(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECFIT_SERVE_RUN", raising=False)
+    with pytest.raises(ConfigError, match="RECFIT_SERVE_RUN"):
+        app_from_env()
+    monkeypatch.setenv("RECFIT_SERVE_RUN", str(run_dir))
+    monkeypatch.setenv("RECFIT_SERVE_MAX_BODY", "100")
+    with TestClient(app_from_env()) as c:
+        assert c.get("/health").json()["report"] is False
+        assert (
+            c.post("/recommend", json={"ratings": [{"item": 1, "rating": 3}] * 9}).status_code
+            == 413
+        )

@@ -1,0 +1,356 @@
+"""Retrieval objectives, full-catalogue evaluation and training of the two-tower model."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recfit.data import Interactions
+from recfit.data.split import make_split
+from recfit.errors import ConfigError
+from recfit.models.two_tower import CandidateTower, QueryTower, TwoTower
+from recfit.train import Learner
+from recfit.train.retrieval import (
+    InBatchSoftmaxLoss,
+    RankingMetrics,
+    RescaledMSELoss,
+    RetrievalConfig,
+    compare_depths,
+    evaluate_popularity,
+    evaluate_vectors,
+    item_counts,
+    t1_config,
+    train_retrieval,
+)
+
+# ----------------------------------------------------------------------------- helpers
+Q = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+C = np.array([[2.0, 0.0], [1.0, 1.0], [0.0, -1.0]])
+
+
+def _loss(n_items: int = 5, **kw: object) -> tuple[InBatchSoftmaxLoss, TwoTower]:
+    m = TwoTower(QueryTower(3, layer_sizes=(2,)), CandidateTower(n_items, layer_sizes=(2,)))
+    return InBatchSoftmaxLoss(m, **kw), m  # type: ignore[arg-type]
+
+
+def _call(
+    loss: InBatchSoftmaxLoss,
+    m: TwoTower,
+    items: list[int],
+    q: np.ndarray = Q,
+    c: np.ndarray = C,
+    weight: list[float] | None = None,
+) -> torch.Tensor:
+    b = {
+        "user": torch.arange(len(items)),
+        "item": torch.tensor(items),
+        "rating": torch.ones(len(items)),
+    }
+    if weight is not None:
+        b["weight"] = torch.tensor(weight)
+    qt, ct = torch.tensor(q, dtype=torch.float32), torch.tensor(c, dtype=torch.float32)
+    m.last_ = (b["user"], b["item"], qt, ct)  # as if forward had just run on this batch
+    return loss(torch.zeros(len(items)), b).detach()
+
+
+def _softmax_ce(logits: np.ndarray) -> np.ndarray:
+    out = []
+    for i, row in enumerate(logits):
+        finite = row[np.isfinite(row)]
+        out.append(np.log(np.exp(finite).sum()) - row[i])
+    return np.array(out)
+
+
+# ----------------------------------------------------------------------------- losses
+def test_rescaled_mse_by_hand() -> None:
+    loss = RescaledMSELoss((1, 5))
+    out = torch.tensor([0.0, 0.5, 2.0])
+    got = loss(out, {"rating": torch.tensor([1.0, 4.0, 5.0])})
+    torch.testing.assert_close(got, torch.tensor([0.0, 0.0625, 1.0]))
+    torch.testing.assert_close(
+        loss.grad(out, {"rating": torch.tensor([1.0, 4.0, 5.0])}), torch.tensor([0.0, -0.5, 2.0])
+    )
+    with pytest.raises(ConfigError):
+        RescaledMSELoss((5, 1))
+
+
+def test_softmax_plain_by_hand() -> None:
+    loss, m = _loss(temperature=0.5, logq=False)
+    got = _call(loss, m, [0, 1, 2]).numpy()
+    expect = _softmax_ce(Q @ C.T / 0.5)
+    np.testing.assert_allclose(got, expect, rtol=1e-5)
+
+
+def test_softmax_log_q_by_hand() -> None:
+    counts = np.array([6, 3, 1, 0, 0])
+    loss, m = _loss(temperature=1.0, item_counts=counts)
+    got = _call(loss, m, [0, 1, 2]).numpy()
+    p = counts[:3] / counts.sum()
+    expect = _softmax_ce(Q @ C.T - np.log(p)[None, :])
+    np.testing.assert_allclose(got, expect, rtol=1e-5)
+    # the correction changes the answer
+    plain = _call(InBatchSoftmaxLoss(m, temperature=1.0, logq=False), m, [0, 1, 2]).numpy()
+    assert not np.allclose(got, plain)
+
+
+def test_softmax_removes_accidental_hits() -> None:
+    loss, m = _loss(temperature=1.0, logq=False)
+    got = _call(loss, m, [0, 1, 0]).numpy()  # rows 0 and 2 share item 0
+    logits = Q @ C.T
+    logits[0, 2] = logits[2, 0] = -np.inf
+    np.testing.assert_allclose(got, _softmax_ce(logits), rtol=1e-5)
+    kept, m2 = _loss(temperature=1.0, logq=False, remove_accidental_hits=False)
+    np.testing.assert_allclose(_call(kept, m2, [0, 1, 0]).numpy(), _softmax_ce(Q @ C.T), rtol=1e-5)
+
+
+def test_softmax_hard_negatives_by_hand() -> None:
+    loss, m = _loss(temperature=1.0, logq=False, num_hard_negatives=1)
+    got = _call(loss, m, [0, 1, 2]).numpy()
+    logits = Q @ C.T
+    expect = []
+    for i in range(3):
+        neg = max(logits[i, j] for j in range(3) if j != i)
+        expect.append(np.logaddexp(logits[i, i], neg) - logits[i, i])
+    np.testing.assert_allclose(got, expect, rtol=1e-5)
+
+
+def test_softmax_extra_negatives_with_mixed_log_q() -> None:
+    counts = np.array([6, 3, 1, 2, 0])
+    loss, m = _loss(temperature=1.0, item_counts=counts, num_negatives=2)
+    loss.sample_negatives = lambda device: torch.tensor([3, 1])  # type: ignore[method-assign]
+    neg_vec = m.candidate_tower(torch.tensor([3, 1])).detach().numpy()
+    got = _call(loss, m, [0, 1, 2]).numpy()
+    cols = [0, 1, 2, 3, 1]
+    c_all = np.concatenate([C, neg_vec])
+    p = counts / counts.sum()
+    expected_count = 3 * p[cols] + 2 * (1 / 5)
+    logits = Q @ c_all.T - np.log(expected_count)[None, :]
+    logits[1, 4] = -np.inf  # sampled item 1 is row 1's own positive: an accidental hit
+    np.testing.assert_allclose(got, _softmax_ce(logits), rtol=1e-5)
+
+
+def test_popularity_negatives_follow_counts() -> None:
+    counts = np.array([0, 0, 10, 0, 0])
+    loss, _ = _loss(item_counts=counts, num_negatives=50, negative_sampling="popularity")
+    torch.manual_seed(0)
+    assert set(loss.sample_negatives(torch.device("cpu")).tolist()) == {2}
+    with pytest.raises(ConfigError, match="item_counts"):
+        _loss(num_negatives=3, negative_sampling="popularity")
+
+
+def test_weight_zero_row_is_absent_from_the_softmax() -> None:
+    loss, m = _loss(temperature=1.0, logq=False)
+    full = _call(loss, m, [0, 1, 2], weight=[1.0, 0.0, 1.0]).numpy()
+    keep = [0, 2]
+    alone = _call(loss, m, [0, 2], q=Q[keep], c=C[keep]).numpy()
+    np.testing.assert_allclose(full[keep], alone, rtol=1e-6)
+
+
+def test_weights_count_in_the_learner_objective() -> None:
+    """Learner objective = Σ w·ℓ / Σ w with the softmax's per-row ℓ."""
+    d = Interactions.from_arrays([0, 1, 2, 3], [0, 1, 2, 3], [5.0, 4.0, 3.0, 5.0]).with_weights(
+        np.array([1.0, 2.0, 0.5, 3.0])
+    )
+    m = TwoTower(QueryTower(4, layer_sizes=(3,)), CandidateTower(4, layer_sizes=(3,)))
+    loss = InBatchSoftmaxLoss(m, temperature=0.5, logq=False)
+    learn = Learner(m, d, loss=loss, metrics=(), bs=4, opt="sgd", wd=0.0, progress=False)
+    b = next(learn._train_td.epoch(4, None))
+    per_row = loss(m(b), b).detach()
+    expect = float((per_row * b["weight"]).sum() / b["weight"].sum())
+    seen: list[float] = []
+
+    from recfit.train.callbacks import Callback
+
+    class Grab(Callback):
+        def after_loss(self) -> None:
+            assert self.learn.loss is not None
+            seen.append(float(self.learn.loss.detach()))
+
+    learn2 = Learner(m, d, loss=loss, metrics=(), bs=4, opt="sgd", wd=0.0, progress=False)
+    learn2.add_cb(Grab())
+    learn2.fit(1, 0.0)
+    assert seen[0] == pytest.approx(expect, rel=1e-6)
+
+
+def test_fused_path_matches_autograd_reference() -> None:
+    counts = np.array([6, 3, 1, 2, 4])
+    loss, m = _loss(temperature=0.3, item_counts=counts)
+    rng = np.random.default_rng(0)
+    q = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
+    c = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
+    items = torch.tensor([0, 1, 0, 4, 2, 1])
+    weight = torch.tensor([1.0, 1.0, 0.0, 2.0, 1.0, 1.0])
+    b = {"user": torch.arange(6), "item": items, "weight": weight}
+    m.last_ = (b["user"], items, q, c)
+    g = torch.tensor([0.5, 1.0, 0.0, 2.0, 1.0, 0.3])
+    fused = loss(torch.zeros(6), b)
+    (fused * g).sum().backward()
+    gq, gc = q.grad.clone(), c.grad.clone()  # type: ignore[union-attr]
+    q.grad = c.grad = None
+    ref = torch.nn.functional.cross_entropy(
+        loss.logits(q, c, items, weight, None), torch.arange(6), reduction="none"
+    )
+    (ref * g).sum().backward()
+    torch.testing.assert_close(fused, ref)
+    torch.testing.assert_close(gq, q.grad)
+    torch.testing.assert_close(gc, c.grad)
+
+
+def test_loss_recomputes_when_the_cache_is_stale() -> None:
+    loss, m = _loss(temperature=1.0, logq=False)
+    b = {"user": torch.tensor([0, 1]), "item": torch.tensor([0, 1])}
+    m.last_ = None
+    out = loss(torch.zeros(2), b)
+    assert out.shape == (2,) and torch.isfinite(out).all()
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_evaluate_vectors_by_hand_with_and_without_exclusion() -> None:
+    train = Interactions.from_arrays([0, 0, 1], [0, 1, 2], [5.0, 5.0, 5.0])
+    test = Interactions.from_arrays(
+        [0, 1, 1], [2, 0, 1], [5.0, 5.0, 2.0], users=train.users, items=train.items
+    )
+    users = np.ones((2, 1), dtype=np.float32)
+    items = np.array([[3.0], [2.0], [1.0]], dtype=np.float32)  # ranking: 0, 1, 2
+    rep = evaluate_vectors(users, items, test, exclude_seen=False, ks=(1,), n_bootstrap=0)
+    # user 0 wants {2}: top-1 is 0 → miss; user 1 wants {0, 1}: top-1 is 0 → 1 of 2
+    assert rep["recall@1"] == pytest.approx(0.25) and rep["exclude_seen"] is False
+    assert rep["top_1_accuracy"] == pytest.approx(1 / 3)
+    rep = evaluate_vectors(
+        users, items, test, train=train, exclude_seen=True, ks=(1,), n_bootstrap=0
+    )
+    # user 0 saw 0 and 1 → top-1 is 2 (hit); user 1 saw 2 → top-1 is 0 (1 of 2)
+    assert rep["recall@1"] == pytest.approx(0.75) and rep["exclude_seen"] is True
+    rep = evaluate_vectors(
+        users, items, test, exclude_seen=False, ks=(1,), relevant_min_rating=5, n_bootstrap=0
+    )
+    assert rep["n_queries"] == 2 and rep["top_1_accuracy"] == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="exclude_seen"):
+        evaluate_vectors(users, items, test, exclude_seen=True)
+
+
+def test_popularity_baseline_ranks_by_training_counts() -> None:
+    train = Interactions.from_arrays([0, 1, 2, 2], [0, 1, 1, 2], [5.0] * 4)
+    test = Interactions.from_arrays([0], [2], [5.0], users=train.users, items=train.items)
+    rep = evaluate_popularity(train, test, exclude_seen=False, ks=(1, 2), n_bootstrap=0)
+    assert rep["hit_rate@1"] == 0.0 and rep["hit_rate@2"] == 0.0  # item 1 then 0
+    rep = evaluate_popularity(train, test, exclude_seen=True, ks=(1,), n_bootstrap=0)
+    assert rep["hit_rate@1"] == 0.0  # 0 excluded → 1
+    assert item_counts(train).tolist() == [1, 2, 1]
+
+
+# ----------------------------------------------------------------------------- training
+def clustered(
+    n_users: int = 120, n_items: int = 60, n_clusters: int = 6, seed: int = 0
+) -> Interactions:
+    """Users like the items of their own cluster; item popularity is flat."""
+    rng = np.random.default_rng(seed)
+    per = n_items // n_clusters
+    u, i = [], []
+    for user in range(n_users):
+        cluster = user % n_clusters
+        picks = rng.choice(per, size=6, replace=False) + cluster * per
+        u += [user] * len(picks)
+        i += picks.tolist()
+    r = rng.integers(4, 6, len(u)).astype(float)
+    return Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
+
+
+SMALL = RetrievalConfig(
+    embedding_dim=8, layer_sizes=(8,), epochs=25, bs=64, opt="adam", lr=0.02,
+    eval_ks=(5, 10), exclude_seen=True, n_bootstrap=200, temperature=0.2,
+)  # fmt: skip
+
+
+def test_trained_model_clearly_beats_popularity() -> None:
+    d = clustered()
+    res = train_retrieval(SMALL, d, "user:0.3")
+    pop = evaluate_popularity(
+        res.split.train, res.split.test, exclude_seen=True, ks=(5, 10), n_bootstrap=200
+    )
+    assert res.report["exclude_seen"] is True
+    assert res.metrics["recall@10"] > pop["recall@10"] + 0.3
+    assert res.report["recall@10_ci"][0] > pop["recall@10_ci"][1]
+    assert {"ndcg@10", "hit_rate@10", "top_10_accuracy", "fit_seconds"} <= set(res.metrics)
+
+
+def test_mse_objective_trains_too() -> None:
+    d = clustered()
+    res = train_retrieval(SMALL.replace(objective="mse", epochs=40), d, "user:0.3")
+    pop = evaluate_popularity(
+        res.split.train, res.split.test, exclude_seen=True, ks=(10,), n_bootstrap=0
+    )
+    assert res.metrics["recall@10"] > pop["recall@10"]
+
+
+def test_same_seed_same_numbers_and_other_seed_differs() -> None:
+    d = clustered()
+    cfg = SMALL.replace(epochs=3, num_negatives=5, num_hard_negatives=8)
+    a = train_retrieval(cfg, d, "user:0.3")
+    b = train_retrieval(cfg, d, "user:0.3")
+    c = train_retrieval(cfg.replace(seed=1), d, "user:0.3")
+    torch.testing.assert_close(a.model.item_vectors(), b.model.item_vectors(), rtol=0, atol=0)
+    assert a.metrics["recall@10"] == b.metrics["recall@10"]
+    assert not torch.equal(a.model.item_vectors(), c.model.item_vectors())
+
+
+def test_positive_filter_before_split() -> None:
+    d = clustered()
+    res = train_retrieval(SMALL.replace(epochs=1, positive_min_rating=5.0), d, "random:0.2")
+    assert (res.split.data.rating >= 5).all()
+    assert (res.split.train.rating >= 5).all() and (res.split.test.rating >= 5).all()
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="unknown keys"):
+        RetrievalConfig.from_dict({"epochs": 2, "bogus": 1})
+    with pytest.raises(ConfigError, match="objective"):
+        RetrievalConfig(objective="bpr")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="layer_sizes"):
+        RetrievalConfig(layer_sizes=())
+    with pytest.raises(ConfigError, match="temperature"):
+        RetrievalConfig(temperature=0.0)
+    cfg = RetrievalConfig(layer_sizes=(64, 32))
+    assert RetrievalConfig.from_dict(cfg.to_dict()) == cfg
+    assert t1_config().user_features == ("age", "gender", "occupation", "gender_x_age")
+
+
+def test_ranking_metrics_callback_and_compare_depths() -> None:
+    d = clustered()
+    cfg = SMALL.replace(epochs=4, n_bootstrap=0)
+    results, fig = compare_depths(d, "user:0.3", depths=((8,), (16, 8)), config=cfg,
+                                  metric="recall@10", every=2)  # fmt: skip
+    assert list(results) == ["1 layer", "2 layers"]
+    for res in results.values():
+        assert [r["epoch"] for r in res.epoch_metrics] == [2.0, 4.0]
+        hist = res.learner.history
+        assert math.isnan(hist[0]["recall@10"]) and not math.isnan(hist[1]["recall@10"])
+        # the last evaluated epoch is the final model's (bootstrap-free) figure
+        assert res.epoch_metrics[-1]["recall@10"] == pytest.approx(res.metrics["recall@10"])
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and fig.axes[0].get_ylabel() == "recall@10"
+    with pytest.raises(ConfigError):
+        RankingMetrics(d, exclude_seen=True)
+
+
+def test_split_object_is_used_as_given() -> None:
+    d = clustered()
+    sp = make_split(d, "random:0.25", seed=5)
+    res = train_retrieval(SMALL.replace(epochs=1, n_bootstrap=0), d, sp)
+    assert res.split is sp
+
+
+@pytest.mark.slow
+def test_t1_softmax_reduced_budget(data_dir: Path) -> None:
+    """Protocol T1 on ml-100k with 5 epochs instead of 30 (full runs: benchmarks/bench_t1.py)."""
+    from recfit.data import movielens
+
+    d = movielens("ml-100k", data_dir=data_dir, download=False)
+    res = train_retrieval(t1_config("softmax", epochs=5, n_bootstrap=0), d, "random:0.2")
+    assert res.report["exclude_seen"] is False
+    assert res.report["relevant_min_rating"] == 5.0
+    assert res.metrics["top_100_accuracy"] >= 0.38  # 0.425 measured; keras-rs MSE: 0.31
