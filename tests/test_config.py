@@ -48,3 +48,16 @@ def test_replace_ignores_none_and_validates() -> None:
     assert cfg.epochs == 5 and cfg.lr == 0.01
     with pytest.raises(ConfigError):
         TrainConfig().replace(bs=0)
+
+
+def test_task_defaults_apply_unless_given() -> None:
+    from recfit.config import TASK_DEFAULTS
+
+    r = TrainConfig().replace(task="retrieval")
+    for key, value in TASK_DEFAULTS["retrieval"].items():
+        assert getattr(r, key) == value, key
+    assert TrainConfig().replace(task="retrieval", epochs=3).epochs == 3
+    c = validate_config({"task": "classification", "bs": 32})
+    assert (c.model, c.loss, c.bs, c.wd) == ("classifier", "cross_entropy", 32, 0.3)
+    with pytest.raises(ConfigError, match="two_tower"):
+        validate_config({"task": "retrieval", "model": "dot"})

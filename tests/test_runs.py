@@ -31,7 +31,7 @@ def test_train_run_writes_a_complete_run_directory(tmp_path: Path, ratings_csv: 
     res = train_run(cfg, out, progress=False)
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "metrics.json", "history.csv", "losses.png", "schedule.png",
-            "model.safetensors", "users.json", "items.json"} <= names  # fmt: skip
+            "bundle", "report.html"} <= names  # fmt: skip
     assert not [n for n in names if n.startswith(".")], "no temporary files left"
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("mse", "rmse", "mae", "loss", "reg_loss", "fit_seconds"):

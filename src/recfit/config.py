@@ -31,9 +31,39 @@ from pydantic import (
 
 from recfit.errors import ConfigError
 
-__all__ = ["CONFIG_VERSION", "TrainConfig", "load_config", "validate_config"]
+__all__ = ["CONFIG_VERSION", "TASK_DEFAULTS", "TrainConfig", "load_config", "validate_config"]
 
 CONFIG_VERSION = 1
+
+
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {
+        "model": "classifier",
+        "loss": "cross_entropy",
+        "n_factors": 32,
+        "bs": 256,
+        "wd": 0.3,
+    },
+    "retrieval": {
+        "model": "two_tower",
+        "loss": "mse",
+        "n_factors": 32,
+        "layers": (32,),
+        "y_range": None,
+        "opt": "adagrad",
+        "schedule": "constant",
+        "epochs": 30,
+        "lr": 0.05,
+        "bs": 1000,
+        "wd": 0.0,
+        "monitor": "top_100_accuracy",
+    },
+}
+"""Defaults that differ from the rating task's, per task (keys given explicitly win).
+
+Classification: the tuned R1 classifier (benchmarks/bench_imbalance.py). Retrieval: the
+keras-rs deep recommender's optimisation (protocol T1) with recfit's best objective.
+"""
 
 
 class TrainConfig(BaseModel):
@@ -46,11 +76,14 @@ class TrainConfig(BaseModel):
         split: a split spec (``random:0.2``, ``user:0.2``, ``temporal:0.2``, ``last:1``,
             ``kfold:5:0``, or ``u1``… for ml-100k).
         seed: seeds the split, the initial weights and the batch order.
-        task: ``rating`` (regression on the rating) or ``classification`` (ratings as
-            levels; then ``model`` defaults to ``classifier`` and ``loss`` to
-            ``cross_entropy``).
+        task: ``rating`` (regression on the rating), ``classification`` (ratings as
+            levels) or ``retrieval`` (two-tower model, ranking metrics). Each non-rating
+            task brings its own defaults (:data:`TASK_DEFAULTS`), e.g. ``model``
+            ``classifier`` and ``loss`` ``cross_entropy`` for classification.
         model: ``dot`` (DotBias), ``mf`` (biased MF, Surprise semantics), ``nn``
-            (EmbeddingNN) or ``classifier`` (RatingClassifier, for ``task="classification"``).
+            (EmbeddingNN), ``classifier`` (RatingClassifier, ``task="classification"``)
+            or ``two_tower`` (TwoTower with side features, ``task="retrieval"``; its
+            embedding width is ``n_factors`` and its dense layers ``layers``).
         n_factors: embedding size of the dot models; for the classifier, the width of its
             dot-product (GMF) branch (0: none).
         y_range: output range of the scaled sigmoid; ``None`` for a linear output.
@@ -66,6 +99,17 @@ class TrainConfig(BaseModel):
         smote_epochs: for ``smote``: epochs training the MLP head on real plus synthetic
             vectors (after the ``epochs`` of ordinary training).
         smote_k: SMOTE's number of neighbours.
+        objective: retrieval loss: ``softmax`` (in-batch sampled softmax with log-Q
+            correction and accidental hits removed) or ``mse`` (keras-rs's objective: the
+            dot product against the rating rescaled to [0, 1]).
+        temperature, logq, num_hard_negatives, num_negatives: the softmax's options.
+        positive_min_rating: retrieval: keep only ratings >= this as positives, before
+            splitting (protocol T2: 4); ``None`` keeps every rating (T1).
+        relevant_min_rating: retrieval: test ratings >= this are relevant (T1: 5).
+        exclude_seen: retrieval: exclude each user's training items when ranking
+            (stated in every report).
+        eval_every: retrieval: ranking metrics on the test part every this many epochs
+            (0: only at the end).
         opt: ``adam``, ``sgd``, ``momentum`` or ``adagrad``.
         schedule: ``one_cycle`` (fastai's), ``constant``, ``cosine`` or ``cyclic``.
         epochs, lr, bs: epochs, (peak) learning rate, batch size.
@@ -93,8 +137,8 @@ class TrainConfig(BaseModel):
     weight_col: str | None = None
     split: str = "random:0.2"
     seed: int = 42
-    task: Literal["rating", "classification"] = "rating"
-    model: Literal["dot", "mf", "nn", "classifier"] = "dot"
+    task: Literal["rating", "classification", "retrieval"] = "rating"
+    model: Literal["dot", "mf", "nn", "classifier", "two_tower"] = "dot"
     n_factors: int = Field(default=50, ge=1)
     y_range: tuple[float, float] | None = (0.0, 5.5)
     layers: tuple[int, ...] = (100,)
@@ -108,6 +152,15 @@ class TrainConfig(BaseModel):
     class_weight: Literal["inverse", "sqrt_inverse"] | dict[str, float] = "inverse"
     smote_epochs: int = Field(default=2, ge=1)
     smote_k: int = Field(default=5, ge=1)
+    objective: Literal["softmax", "mse"] = "softmax"
+    temperature: float = Field(default=0.1, gt=0.0)
+    logq: bool = True
+    num_hard_negatives: int | None = Field(default=None, ge=1)
+    num_negatives: int = Field(default=0, ge=0)
+    positive_min_rating: float | None = None
+    relevant_min_rating: float | None = None
+    exclude_seen: bool = False
+    eval_every: int = Field(default=0, ge=0)
     opt: Literal["adam", "sgd", "momentum", "adagrad"] = "adam"
     schedule: Literal["one_cycle", "constant", "cosine", "cyclic"] = "one_cycle"
     epochs: int = Field(default=5, ge=0)
@@ -131,9 +184,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _classification_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("task") == "classification":
-            data = {"model": "classifier", "loss": "cross_entropy", **data}
+    def _task_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task") in TASK_DEFAULTS:
+            data = {**TASK_DEFAULTS[data["task"]], **data}
         return data
 
     @model_validator(mode="after")
@@ -149,6 +202,11 @@ class TrainConfig(BaseModel):
                 f"expected loss 'cross_entropy' exactly when task is 'classification', "
                 f"received task {self.task!r} with loss {self.loss!r}"
             )
+        if (self.task == "retrieval") != (self.model == "two_tower"):
+            raise ValueError(
+                f"expected model 'two_tower' exactly when task is 'retrieval', "
+                f"received task {self.task!r} with model {self.model!r}"
+            )
         if not classify and self.imbalance != "none":
             raise ValueError(
                 f"expected imbalance 'none' for task 'rating' (strategies need classes), "
@@ -157,8 +215,12 @@ class TrainConfig(BaseModel):
         return self
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied and validated (``None`` values are ignored)."""
-        data = self.model_dump()
+        """A copy with ``changes`` applied and validated (``None`` values are ignored).
+
+        Only the fields that were set explicitly are carried over, so changing ``task``
+        brings that task's defaults (:data:`TASK_DEFAULTS`) for everything else.
+        """
+        data = self.model_dump(exclude_unset=True)
         data.update({k: v for k, v in changes.items() if v is not None})
         return validate_config(data)
 

@@ -7,6 +7,7 @@ expected, what was received, and where (file, row, column or parameter).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ItemNotFoundError",
     "RecfitError",
     "RecfitWarning",
+    "TrainingInterrupted",
     "UnknownIdError",
 ]
 
@@ -122,6 +124,21 @@ class ChecksumError(DownloadError):
 
 class BundleError(RecfitError):
     """A saved model bundle is damaged, incomplete or from an incompatible version."""
+
+
+class TrainingInterrupted(RecfitError):
+    """Training stopped on a signal after saving a checkpoint.
+
+    Attributes:
+        checkpoint: the checkpoint written (``None`` when there was nowhere to write).
+        signum: the signal (``signal.SIGINT`` for Ctrl-C).
+        exit_code: ``128 + signum`` (130 for Ctrl-C), the shell convention.
+    """
+
+    def __init__(self, message: str, checkpoint: Path | None, signum: int) -> None:
+        super().__init__(message)
+        self.checkpoint, self.signum = checkpoint, signum
+        self.exit_code = 128 + int(signum)
 
 
 class CancelFitException(RecfitError):

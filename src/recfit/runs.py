@@ -11,12 +11,14 @@ A run directory holds::
                        for ``task="classification"``: per-level precision / recall / F1 /
                        support and the (weighted) confusion matrix on the held-out part
     schedule.png       learning rate (and momentum) per step
-    model.safetensors  weights + model config (no pickle)
-    users.json         user vocabulary (raw id ↔ index)
-    items.json         item vocabulary
-    bundle/            the run's Recommender bundle (model, vocabularies, each user's
-                       training items, titles, rating scale, config; checksummed), read
-                       by ``Recommender.load(run_dir)`` and ``recfit recommend/similar/predict``
+    metric_vs_epoch.png
+                       for ``task="retrieval"`` with ``eval_every``: ranking metric per epoch
+    bundle/            the run's Recommender bundle: weights (safetensors, with the model
+                       config), vocabularies, each user's training items, titles, rating
+                       scale, config; checksummed. Read by ``Recommender.load(run_dir)``,
+                       ``load_run`` and ``recfit recommend/similar/predict/serve``
+    report.html        a self-contained report (config, metrics next to the published
+                       reference, curves, sample recommendations)
 
 Every file is written to a temporary name and renamed into place, so an interrupted
 write never leaves a half-written file where a good one was.
@@ -34,7 +36,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ from recfit.data.sources import load_dataset, split_dataset
 from recfit.data.split import Split
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError
-from recfit.models import RatingModel, create_model, load_model, save_model
+from recfit.models import RatingModel, create_model
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
 from recfit.train.learner import Learner
 from recfit.train.schedules import Cosine, Cyclic
@@ -71,6 +73,9 @@ class RunResult:
         split: the data split the run used.
         metrics: validation metrics (and ``loss``, ``reg_loss``, ``fit_seconds``).
         out: the run directory, when one was written.
+        details: more about the metrics (e.g. retrieval's bootstrap intervals and whether
+            seen items were excluded), written under ``details`` in ``metrics.json``.
+        figures: extra figures to write into the run directory, by file name.
     """
 
     config: TrainConfig
@@ -78,6 +83,8 @@ class RunResult:
     split: Split
     metrics: dict[str, float]
     out: Path | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -170,10 +177,9 @@ def train_run(
     from recfit.train.distributed import current
 
     ctx = current()
-    if (resume or ctx is not None) and cfg.task == "classification":
+    if (resume or ctx is not None) and cfg.task != "rating":
         raise ConfigError(
-            "expected task 'rating' for --resume or distributed training, received "
-            "'classification'"
+            f"expected task 'rating' for --resume or distributed training, received {cfg.task!r}"
         )
     if data is None:
         data = load_dataset(
@@ -185,6 +191,8 @@ def train_run(
             timestamp=cfg.timestamp_col,
             weight=cfg.weight_col,
         )
+    if cfg.task == "retrieval":
+        return _retrieval_run(cfg, data, out, progress=progress, callbacks=callbacks)
     split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
     if on_split is not None:
         on_split(split)
@@ -211,6 +219,72 @@ def train_run(
     if out is not None and (ctx is None or ctx.is_main):
         result.out = write_run(result, out)
     return result
+
+
+def retrieval_config(cfg: TrainConfig) -> Any:
+    """The :class:`~recfit.train.retrieval.RetrievalConfig` a ``task="retrieval"`` config
+    describes (``n_factors`` is the embedding width, ``layers`` the towers' dense layers)."""
+    from recfit.train.retrieval import RetrievalConfig
+
+    if cfg.schedule not in ("constant", "one_cycle"):
+        raise ConfigError(
+            f"expected schedule 'constant' or 'one_cycle' for retrieval, received {cfg.schedule!r}"
+        )
+    if cfg.opt not in ("adagrad", "adam"):
+        raise ConfigError(f"expected opt 'adagrad' or 'adam' for retrieval, received {cfg.opt!r}")
+    return RetrievalConfig(
+        objective=cfg.objective,
+        embedding_dim=cfg.n_factors,
+        layer_sizes=tuple(cfg.layers),
+        positive_min_rating=cfg.positive_min_rating,
+        temperature=cfg.temperature,
+        logq=cfg.logq,
+        num_hard_negatives=cfg.num_hard_negatives,
+        num_negatives=cfg.num_negatives,
+        opt=cfg.opt,  # type: ignore[arg-type]
+        lr=cfg.lr,
+        epochs=cfg.epochs,
+        bs=cfg.bs,
+        wd=cfg.wd,
+        reg=cfg.reg,
+        schedule=cfg.schedule,  # type: ignore[arg-type]
+        relevant_min_rating=cfg.relevant_min_rating,
+        exclude_seen=cfg.exclude_seen,
+        eval_every=cfg.eval_every,
+        seed=cfg.seed,
+        device=cfg.device,
+    )
+
+
+def _retrieval_run(
+    cfg: TrainConfig,
+    data: Interactions,
+    out: str | Path | None,
+    *,
+    progress: bool | None,
+    callbacks: Sequence[Callback],
+) -> RunResult:
+    """Two-tower training and full-catalogue ranking evaluation (``task="retrieval"``)."""
+    from recfit.train.retrieval import train_retrieval
+
+    rcfg = retrieval_config(cfg)
+    split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
+    res = train_retrieval(
+        rcfg, data, split, callbacks=[ScheduleRecorder(), *callbacks], progress=progress
+    )
+    details = {k: v for k, v in res.report.items() if k not in res.metrics}
+    result = RunResult(cfg, res.learner, res.split, dict(res.metrics), details=details)
+    if res.epoch_metrics:
+        result.figures["metric_vs_epoch.png"] = _metric_vs_epoch(res, cfg.monitor)
+    if out is not None:
+        result.out = write_run(result, out)
+    return result
+
+
+def _metric_vs_epoch(res: Any, metric: str) -> Any:
+    from recfit.train.retrieval import plot_metric_by_epoch
+
+    return plot_metric_by_epoch({"two_tower": res.epoch_metrics}, metric)
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -252,19 +326,15 @@ def write_run(result: RunResult, out: str | Path) -> Path:
         },
     }
     atomic_write(out / "config.json", result.config.model_dump_json(indent=2) + "\n")
-    atomic_write(out / "metrics.json", _json({**metrics, "details": report}))
+    atomic_write(out / "metrics.json", _json({**metrics, "details": {**report, **result.details}}))
     atomic_write(out / "history.csv", learn.history_frame().to_csv(index=False))
-    atomic_write(out / "users.json", data.users.to_json())
-    atomic_write(out / "items.json", data.items.to_json())
-    tmp = out / ".model.safetensors.tmp"
-    save_model(learn.model, tmp)
-    os.replace(tmp, out / "model.safetensors")
     from recfit.recommender import Recommender
 
     Recommender.from_run(result).save(out / "bundle")
     figures = {"losses.png": plot_losses(learn.history) if learn.history else None}
     rec = next((c for c in learn.cbs if isinstance(c, ScheduleRecorder)), None)
     figures["schedule.png"] = rec.plot() if rec is not None and rec.lrs else None
+    figures.update(result.figures)
     for name, fig in figures.items():
         if fig is not None:
             fig.savefig(out / f".{name}.tmp.png", dpi=110, bbox_inches="tight")
@@ -280,19 +350,19 @@ def write_run(result: RunResult, out: str | Path) -> Path:
 
 
 def load_run(run: str | Path) -> tuple[TrainConfig, RatingModel, Vocabulary, Vocabulary]:
-    """Read a run directory back: its config, model and vocabularies.
+    """Read a run directory back: its config, and the model and vocabularies of its bundle.
 
     Raises:
         BundleError: a file is missing or damaged.
     """
+    from recfit.recommender import Recommender
+
     d = Path(run)
     try:
         cfg = validate_config(json.loads((d / "config.json").read_text("utf-8")), source=str(d))
-        users = Vocabulary.from_json((d / "users.json").read_text("utf-8"))
-        items = Vocabulary.from_json((d / "items.json").read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(
-            f"expected a run directory with config.json, users.json and items.json, received {str(d)!r}: {exc}"
+            f"expected a run directory with config.json, received {str(d)!r}: {exc}"
         ) from exc
-    model = load_model(d / "model.safetensors")
-    return cfg, model, users, items
+    rec = Recommender.load(d)
+    return cfg, rec.model, rec.users, rec.items

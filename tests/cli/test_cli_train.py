@@ -61,3 +61,31 @@ def test_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
     res = runner.invoke(app, args)
     assert res.exit_code == 2
     assert message in res.output and "Traceback" not in res.output
+
+
+def test_retrieval_task_writes_ranking_metrics(tmp_path: Path, ratings_csv: Path) -> None:
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--dataset", str(ratings_csv), "--task", "retrieval",
+                              "--epochs", "2", "--bs", "64", "--eval-every", "1",
+                              "--exclude-seen", "--out", str(out), "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["model"], saved["opt"], saved["lr"]) == ("two_tower", "adagrad", 0.05)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["recall@20"] <= 1 and "top_100_accuracy" in metrics
+    assert metrics["details"]["exclude_seen"] is True
+    assert len(metrics["details"]["recall@20_ci"]) == 2
+    assert (out / "metric_vs_epoch.png").exists() and (out / "report.html").exists()
+    res = runner.invoke(app, ["similar", str(out), "--item", "1000", "-n", "3"])
+    assert res.exit_code == 0, res.output
+
+
+def test_classification_task_uses_its_defaults(tmp_path: Path, ratings_csv: Path) -> None:
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--dataset", str(ratings_csv), "--task", "classification",
+                              "--epochs", "1", "--out", str(out), "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["model"], saved["loss"], saved["bs"]) == ("classifier", "cross_entropy", 256)
+    assert "accuracy" in json.loads((out / "metrics.json").read_text())
+    assert (out / "confusion_matrix.png").exists()

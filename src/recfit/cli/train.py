@@ -74,7 +74,13 @@ def train(
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    model: Annotated[str | None, typer.Option(help="dot, mf or nn.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="rating, classification or retrieval (each has its own defaults)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="dot, mf or nn (rating); classifier; two_tower.")
+    ] = None,
     split: Annotated[
         str | None, typer.Option(help="random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, u1..")
     ] = None,
@@ -91,6 +97,31 @@ def train(
         str | None, typer.Option(help="one_cycle, constant, cosine or cyclic.")
     ] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
+    imbalance: Annotated[
+        str | None,
+        typer.Option(help="classification: none, class_weights, undersample, oversample, smote."),
+    ] = None,
+    head: Annotated[str | None, typer.Option(help="classification: softmax or ordinal.")] = None,
+    objective: Annotated[str | None, typer.Option(help="retrieval: softmax or mse.")] = None,
+    positive_min_rating: Annotated[
+        float | None,
+        typer.Option("--positive-min-rating", help="retrieval: ratings >= this are positives."),
+    ] = None,
+    relevant_min_rating: Annotated[
+        float | None,
+        typer.Option("--relevant-min-rating", help="retrieval: test ratings >= this count."),
+    ] = None,
+    exclude_seen: Annotated[
+        bool | None,
+        typer.Option(
+            "--exclude-seen/--include-seen",
+            help="retrieval: exclude each user's training items when ranking.",
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int | None,
+        typer.Option("--eval-every", help="retrieval: ranking metrics every N epochs."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -110,28 +141,33 @@ def train(
         typer.Option("--nproc", help="Train with N processes (launches torchrun, DDP)."),
     ] = None,
 ) -> None:
-    """Train a rating model and write a run directory (config, metrics, history, plots, weights).
+    """Train a model and write a run directory (config, metrics, history, plots, bundle, report).
 
     With --out the full training state is checkpointed (epoch ends, every
     --checkpoint-every steps, on Ctrl-C); --resume RUN continues an interrupted run.
     Under torchrun (or with --nproc N) each process trains one shard with DDP.
     """
-    from recfit.errors import ConfigError
+    from recfit.errors import ConfigError, TrainingInterrupted
     from recfit.runs import train_run
     from recfit.train import distributed
-    from recfit.train.checkpoint import TrainingInterrupted, resume_config
+    from recfit.train.checkpoint import resume_config
 
     if nproc is not None and nproc > 1 and distributed.env_world_size() == 1:
         with errors():
             code = distributed.launch(nproc, _forwarded_args(cli_ctx, {"nproc"}))
         raise typer.Exit(code)
+    flags: dict[str, Any] = dict(
+        dataset=dataset, task=task, model=model, split=split, seed=seed, epochs=epochs, lr=lr,
+        wd=wd, reg=reg, bs=bs, n_factors=n_factors, y_range=y_range, layers=layers,
+        schedule=schedule, patience=patience, imbalance=imbalance, head=head,
+        objective=objective, positive_min_rating=positive_min_rating,
+        relevant_min_rating=relevant_min_rating, exclude_seen=exclude_seen,
+        eval_every=eval_every, device=device, checkpoint_every=checkpoint_every,
+    )  # fmt: skip
     with errors():
         if resume is not None:
-            flags = dict(config=config, dataset=dataset, model=model, split=split, seed=seed,
-                         epochs=epochs, lr=lr, wd=wd, reg=reg, bs=bs, n_factors=n_factors,
-                         y_range=y_range, layers=layers, schedule=schedule, patience=patience,
-                         device=device, checkpoint_every=checkpoint_every)  # fmt: skip
-            given = sorted(k for k, v in flags.items() if v is not None) + (["bf16"] * bf16)
+            given = sorted(k for k, v in {**flags, "config": config}.items() if v is not None)
+            given += ["bf16"] * bf16
             if given:
                 raise ConfigError(
                     "expected no config flags with --resume (the run's stored config is "
@@ -141,12 +177,7 @@ def train(
                 raise ConfigError(f"expected --out to be the --resume run, received {out}")
             cfg, out = resume_config(resume), resume
         else:
-            cfg = _config(
-                config, dataset=dataset, data_dir=data_dir, model=model, split=split, seed=seed,
-                epochs=epochs, lr=lr, wd=wd, reg=reg, bs=bs, n_factors=n_factors,
-                y_range=y_range, layers=layers, schedule=schedule, patience=patience,
-                device=device, checkpoint_every=checkpoint_every, bf16=bf16 or None,
-            )  # fmt: skip
+            cfg = _config(config, data_dir=data_dir, bf16=bf16 or None, **flags)
         with distributed.session(cfg.device) as ctx:
             main = ctx is None or ctx.is_main
             if main:

@@ -63,6 +63,7 @@ __all__ = [
     "ModelAdapter",
     "NNAdapter",
     "RetrievalForm",
+    "TwoTowerAdapter",
     "adapter_for",
     "register_adapter",
 ]
@@ -402,6 +403,59 @@ class NNAdapter(ModelAdapter):
         if not bool(torch.isfinite(row).all()):  # pragma: no cover - defensive
             raise ConfigError("expected a finite fold-in row, received NaN (check the ratings)")
         return row
+
+
+@register_adapter("two_tower")
+class TwoTowerAdapter(ModelAdapter):
+    """:class:`~recfit.models.TwoTower`: a user row is the user's query vector.
+
+    Scores are the model's dot products ``q_u · c_i`` (not ratings: a softmax-trained
+    model's scores are logits); ranking goes through :class:`~recfit.retrieval.ExactIndex`.
+    Similar items and users compare candidate and query vectors by cosine.
+
+    **Fold-in.** A new user's query vector ``q`` (with a free intercept ``b``) minimises
+
+        Σ_i w_i (r_i − b − q · c_i)² + reg · Σ_j (q_j − m_j)² / v_j
+
+    over the candidate vectors ``c_i`` of the rated items, where ``m``, ``v`` are the mean
+    and variance of the trained users' query vectors: ratings above the user's own level
+    pull ``q`` towards those items, ratings below push it away, and the prior keeps it
+    among the users the model knows. Rankings ignore ``b`` and the scale of the scores.
+    """
+
+    def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
+        super().__init__(model, ctx)
+        with torch.inference_mode():
+            self.queries_: Tensor = model.user_vectors().float()  # type: ignore[operator]
+            self.cands_: Tensor = model.item_vectors().float()  # type: ignore[operator]
+
+    def user_rows(self, user_idx: Tensor) -> Tensor:
+        return self.queries_.index_select(0, user_idx.long())
+
+    def score_all(self, rows: Tensor) -> Tensor:
+        return rows @ self.cands_.T
+
+    def retrieval(self, rows: Tensor) -> RetrievalForm:
+        return rows, self.cands_, lambda _r, dots: dots
+
+    def item_vectors(self) -> Tensor:
+        return self.cands_
+
+    def user_vectors(self) -> Tensor:
+        return self.queries_
+
+    def fold_in(
+        self, item_idx: Tensor, ratings: Tensor, weights: Tensor, *, reg: float = 1.0
+    ) -> Tensor:
+        c = self.cands_.index_select(0, item_idx.long()).double()
+        a = torch.cat([c, torch.ones(len(c), 1, dtype=torch.float64)], 1)
+        w, r = weights.double(), ratings.double()
+        m, v = self._prior(self.queries_)
+        prec = torch.cat([reg / v, torch.zeros(1, dtype=torch.float64)])  # intercept is free
+        prec[-1] = 1e-8
+        lhs = a.T @ (w.unsqueeze(1) * a) + torch.diag(prec)
+        rhs = a.T @ (w * r) + prec * torch.cat([m, torch.zeros(1, dtype=torch.float64)])
+        return _solve(lhs, rhs)[:-1].float()
 
 
 class GenericAdapter(ModelAdapter):

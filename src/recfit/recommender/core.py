@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -43,7 +42,7 @@ from torch import Tensor
 from recfit.data.interactions import Interactions
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError, DataError, RecfitError
-from recfit.models.base import RatingModel, load_model, save_model
+from recfit.models.base import RatingModel, build_model, load_model, save_model
 from recfit.recommender.adapters import AdapterContext, ModelAdapter, adapter_for
 from recfit.recommender.bundle import (
     BUNDLE_FORMAT,
@@ -226,8 +225,11 @@ class Recommender:
             raise ConfigError(f"expected fold_in_reg > 0, received {fold_in_reg!r}")
         self.fold_in_reg = float(fold_in_reg)
         self.min_item_count = float(min_item_count)
-        m = copy.deepcopy(model).cpu().eval()
-        m.requires_grad_(False)
+        # a fresh copy from config + weights: later training of ``model`` changes nothing
+        # here, and transient state (e.g. a last batch with autograd history) is not copied
+        m = build_model(model.config())
+        m.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        m.eval().requires_grad_(False)
         self.model = m
         ctx = AdapterContext(
             n_users=n_users,

@@ -11,6 +11,12 @@ from recfit.train.callbacks import (
     ScheduleRecorder,
     TensorBoardLogger,
 )
+from recfit.train.checkpoint import (
+    TrainCheckpoint,
+    TrainingInterrupted,
+    read_checkpoint,
+    resume_config,
+)
 from recfit.train.imbalance import (
     ImbalanceStrategy,
     Resampled,
@@ -23,6 +29,15 @@ from recfit.train.imbalance import (
 )
 from recfit.train.learner import OPTIMIZERS, Learner, resolve_device
 from recfit.train.lr_finder import LRFinder, LRFinderResult, lr_find, suggest
+from recfit.train.retrieval import (
+    InBatchSoftmaxLoss,
+    RankingMetrics,
+    RescaledMSELoss,
+    RetrievalConfig,
+    compare_depths,
+    evaluate_retrieval,
+    train_retrieval,
+)
 from recfit.train.schedules import (
     CombinedCos,
     Constant,
@@ -47,25 +62,36 @@ __all__ = [
     "EarlyStopping",
     "Exponential",
     "ImbalanceStrategy",
+    "InBatchSoftmaxLoss",
     "LRFinder",
     "LRFinderResult",
     "Learner",
     "OneCycle",
     "ProgressBar",
+    "RankingMetrics",
     "Resampled",
+    "RescaledMSELoss",
+    "RetrievalConfig",
     "Schedule",
     "ScheduleRecorder",
     "TensorBoardLogger",
     "TensorData",
+    "TrainCheckpoint",
+    "TrainingInterrupted",
     "class_weights",
+    "compare_depths",
+    "evaluate_retrieval",
     "lr_find",
     "n_batches",
     "one_cycle_momentum",
     "random_oversample",
     "random_undersample",
+    "read_checkpoint",
     "resample",
     "resolve_device",
+    "resume_config",
     "row_vectors",
     "smote",
     "suggest",
+    "train_retrieval",
 ]

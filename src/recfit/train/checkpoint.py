@@ -64,7 +64,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from recfit.errors import BundleError, ConfigError, RecfitError
+from recfit.errors import BundleError, ConfigError, TrainingInterrupted
 from recfit.train.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -89,21 +89,6 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 """The checkpoint's file name inside a run directory."""
 CHECKPOINT_VERSION = 1
 _META_KEY = "recfit.checkpoint"
-
-
-class TrainingInterrupted(RecfitError):
-    """Training stopped on a signal after saving a checkpoint.
-
-    Attributes:
-        checkpoint: the checkpoint written (``None`` when there was nowhere to write).
-        signum: the signal (``signal.SIGINT`` for Ctrl-C).
-        exit_code: ``128 + signum`` (130 for Ctrl-C), the shell convention.
-    """
-
-    def __init__(self, message: str, checkpoint: Path | None, signum: int) -> None:
-        super().__init__(message)
-        self.checkpoint, self.signum = checkpoint, signum
-        self.exit_code = 128 + int(signum)
 
 
 # ------------------------------------------------------------------ tree <-> (json, tensors)

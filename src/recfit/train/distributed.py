@@ -423,8 +423,11 @@ def launch(nproc: int, args: Sequence[str]) -> int:
     A Ctrl-C reaches the workers (they save a checkpoint and stop); this waits for them.
     """
     proc = subprocess.Popen(launch_command(nproc, args))
+    interrupted = False
     while True:
         try:
-            return proc.wait()
+            code = proc.wait()
         except KeyboardInterrupt:
+            interrupted = True
             continue
+        return 130 if interrupted and code != 0 else code
