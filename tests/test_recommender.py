@@ -507,3 +507,19 @@ def test_constructor_validation(data: Interactions) -> None:
         Recommender(model, data.users, data.items, ItemSets.from_lists([[0]]))
     with pytest.raises(DataError, match="popularity"):
         Recommender(model, data.users, data.items, data, popularity=[1.0])
+
+
+def test_cached_top_lists_answer_like_fresh_ones(data: Interactions) -> None:
+    rec = _rec(_fit("dot", data), data)
+    users = list(data.users.ids[:10])
+    fresh = _rec(_fit("dot", data), data)
+    fresh.cache_n = 0  # k = n: no list longer than asked
+    assert rec.warm() == int((rec.seen.lengths() > 0).sum())
+    for n in (1, 5, 24):
+        for ex in (True, False):
+            a = rec.recommend(users, n=n, exclude_seen=ex).to_frame()
+            b = fresh.recommend(users, n=n, exclude_seen=ex).to_frame()
+            pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)
+    rec.cache_users = 3
+    rec.recommend(users, n=2)
+    assert len(rec._top_lru) == 3  # least recently used lists are dropped

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -212,6 +214,14 @@ class Recommender:
                     column="popularity",
                 )
         self.popularity = pop
+        self.cache_n = 100
+        """Length of the cached top lists (a longer ``n`` computes and caches longer ones)."""
+        self.cache_users = 200_000
+        """Most users whose default top list stays cached (least recently used go first)."""
+        self._top_lru: OrderedDict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = (
+            OrderedDict()
+        )
+        self._top_lock = threading.Lock()
         self.item_info = _info_frame(item_info, n_items)
         self.rating_scale: tuple[float, float] | None = (
             None if rating_scale is None else (float(rating_scale[0]), float(rating_scale[1]))
@@ -457,6 +467,57 @@ class Recommender:
             scores[r0:r1, :k], idx[r0:r1, :k] = v_np, p_np
         return scores, idx
 
+    def _top_of(
+        self, uu: np.ndarray, n: int, exclude_seen: bool, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.adapter.user_rows(torch.from_numpy(uu))
+        excl = self.seen.rows(uu) if exclude_seen else None
+        return self._topk(rows, n, excl, allowed)
+
+    def _top_cached(
+        self, uu: np.ndarray, n: int, exclude_seen: bool, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_top_of` through an LRU cache of each user's top ``max(n, cache_n)``.
+
+        The top ``n`` of a longer top list is the top ``n`` (ties are broken by item
+        position either way), so a cached list answers every ``n`` up to its length.
+        """
+        k = max(n, self.cache_n)
+        scores = np.empty((len(uu), n), dtype=np.float32)
+        idx = np.empty((len(uu), n), dtype=np.int64)
+        missing: list[int] = []
+        with self._top_lock:
+            for j, user in enumerate(uu.tolist()):
+                hit = self._top_lru.get((user, exclude_seen))
+                if hit is not None and hit[0].shape[0] >= n:
+                    self._top_lru.move_to_end((user, exclude_seen))
+                    scores[j], idx[j] = hit[0][:n], hit[1][:n]
+                else:
+                    missing.append(j)
+        if missing:
+            s_new, i_new = self._top_of(uu[missing], k, exclude_seen, allowed)
+            scores[missing], idx[missing] = s_new[:, :n], i_new[:, :n]
+            with self._top_lock:
+                for j, row in enumerate(missing):
+                    self._top_lru[(int(uu[row]), exclude_seen)] = (s_new[j], i_new[j])
+        with self._top_lock:
+            while len(self._top_lru) > max(0, self.cache_users):
+                self._top_lru.popitem(last=False)
+        return scores, idx
+
+    def warm(self, *, exclude_seen: bool = True, chunk_size: int = 2048) -> int:
+        """Fill the top-list cache for every user with training ratings (up to
+        ``cache_users`` of them); returns how many lists were computed.
+
+        Example:
+            >>> # Recommender.load("runs/r1").warm()  # before serving
+        """
+        trained = np.flatnonzero(self.seen.lengths() > 0)[: self.cache_users]
+        allowed = self._allowed(None, None)
+        for c0 in range(0, len(trained), chunk_size):
+            self._top_cached(trained[c0 : c0 + chunk_size], 1, exclude_seen, allowed)
+        return len(trained)
+
     def _index(self, kind: str, allowed: np.ndarray, vectors: Tensor, metric: Any) -> ExactIndex:
         key = (kind, np.packbits(allowed).tobytes())
         index = self._index_cache.get(key)
@@ -527,9 +588,10 @@ class Recommender:
         out: list[Recommendation | None] = [None] * len(u)
         if len(model_rows):
             uu = u[model_rows]
-            rows = self.adapter.user_rows(torch.from_numpy(uu))
-            excl = self.seen.rows(uu) if exclude_seen else None
-            scores, idx = self._topk(rows, n, excl, allowed)
+            if candidates is None and exclude is None:  # the default list: cacheable
+                scores, idx = self._top_cached(uu, n, exclude_seen, allowed)
+            else:
+                scores, idx = self._top_of(uu, n, exclude_seen, allowed)
             canon = self.users.id(uu)
             for j, r in enumerate(model_rows):
                 out[r] = Recommendation(
