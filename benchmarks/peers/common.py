@@ -118,7 +118,7 @@ def topk(
 ) -> np.ndarray:
     """Indices of the ``k`` best columns of each row, best first; ``exclude[r]``: columns
     removed from row ``r`` first."""
-    n, m = scores.shape
+    n = scores.shape[0]
     out = np.empty((n, k), dtype=np.int64)
     for lo in range(0, n, chunk):
         s = np.array(scores[lo : lo + chunk], dtype=np.float64)

@@ -27,7 +27,7 @@ from fastai.tabular.core import Categorify
 from fastai.torch_core import set_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import common_args, emit, load_ratings, load_split, mae, rmse, selected, wanted  # noqa: E402
+from common import common_args, emit, load_ratings, load_split, mae, rmse, selected, wanted
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     if protocol != "R1":
         raise SystemExit(f"expected protocol R1, received {protocol}")
     args = common_args(sys.argv[2:])
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     d = load_ratings("ml-100k")
     df = pd.DataFrame({"user": d["user"], "item": d["item"], "rating": d["rating"]})
     for variant in ("dot", "nn"):

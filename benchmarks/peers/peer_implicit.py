@@ -19,13 +19,13 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's own advice for ALS
 
-import implicit  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-from implicit.als import AlternatingLeastSquares  # noqa: E402
+import implicit
+import numpy as np
+import scipy.sparse as sp
+from implicit.als import AlternatingLeastSquares
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import common_args, emit, encode, load_ratings, load_split, ranking_metrics, selected  # noqa: E402
+from common import common_args, emit, encode, load_ratings, load_split, ranking_metrics, selected
 
 
 def main() -> None:
@@ -42,7 +42,10 @@ def main() -> None:
             (np.ones(len(train_rows), dtype=np.float32), (u[train_rows], i[train_rows])),
             shape=(len(users), len(items)),
         )
-        model = AlternatingLeastSquares(factors=64, iterations=15, random_state=0)
+        threads = int(os.environ.get("BENCH_THREADS", "1"))
+        model = AlternatingLeastSquares(
+            factors=64, iterations=15, random_state=0, num_threads=threads
+        )
         t0 = time.perf_counter()
         model.fit(mat, show_progress=False)
         fit = time.perf_counter() - t0
@@ -53,7 +56,7 @@ def main() -> None:
         eval_s = time.perf_counter() - t1
         emit(
             "implicit", implicit.__version__, protocol, part, "ALS (64 factors, 15 iterations)",
-            m, fit, eval_seconds=eval_s,
+            m, fit, eval_seconds=eval_s, threads=threads,
         )  # fmt: skip
 
 

@@ -19,7 +19,17 @@ import surprise
 from surprise import SVD, BaselineOnly, Dataset, KNNBaseline, Reader, SVDpp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PROTOCOLS, common_args, emit, load_ratings, load_split, mae, rmse, selected, wanted  # noqa: E402
+from common import (
+    PROTOCOLS,
+    common_args,
+    emit,
+    load_ratings,
+    load_split,
+    mae,
+    rmse,
+    selected,
+    wanted,
+)
 
 MODELS = {
     "SVD": lambda: SVD(random_state=0),
@@ -48,7 +58,9 @@ def main() -> None:
             pred = np.array(
                 [
                     algo.predict(u, i).est
-                    for u, i in zip(d["user"][test_rows].tolist(), d["item"][test_rows].tolist(), strict=True)
+                    for u, i in zip(
+                        d["user"][test_rows].tolist(), d["item"][test_rows].tolist(), strict=True
+                    )
                 ]
             )
             pred_s = time.perf_counter() - t1

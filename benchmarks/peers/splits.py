@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SPLITS, data_dir, load_ratings, ratings_file  # noqa: E402
+from common import SPLITS, data_dir, load_ratings, ratings_file
 
 
 def random_rows(n: int, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test_frac))
+    n_test = round(n * test_frac)
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
@@ -97,7 +97,7 @@ def main() -> None:
         if np.intersect1d(train, test).size:
             raise SystemExit(f"{name}: train and test overlap")
         np.savez_compressed(SPLITS / f"{name}.npz", train=train, test=test)
-        manifest["splits"][name] = {"train": int(len(train)), "test": int(len(test))}  # type: ignore[index]
+        manifest["splits"][name] = {"train": len(train), "test": len(test)}  # type: ignore[index]
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"wrote {len(manifest['splits'])} split files to {SPLITS}")  # type: ignore[arg-type]
 

@@ -1,0 +1,161 @@
+"""recfit on every shared protocol (R1, R2, R3, R5, T1, T2), on the shared split rows.
+
+Rating protocols train through ``recfit.runs.build_learner`` / ``fit_config`` with a
+:class:`~recfit.config.TrainConfig` on a :class:`~recfit.data.split.Split` built from
+the shared row files; metrics are recfit's own ``Learner.evaluate`` (MSE, RMSE, MAE on
+1-5 stars). Retrieval protocols train through ``recfit.train.retrieval.train_retrieval``
+with the T1 / T2 presets, and are scored with ``common.ranking_metrics`` /
+``common.topk_accuracy`` (the functions that score the peers) from the towers' vectors;
+recfit's own report is kept beside them as a cross-check. Runs in the project venv.
+
+Usage: ``python benchmarks/peers/peer_recfit.py R3 [--quick] [--models best,fastai]``
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import recfit
+from recfit.config import TrainConfig
+from recfit.data import movielens
+from recfit.data.split import Split
+from recfit.runs import build_learner, fit_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    PROTOCOLS,
+    common_args,
+    data_dir,
+    emit,
+    load_split,
+    ranking_metrics,
+    selected,
+    topk_accuracy,
+    wanted,
+)
+
+_FASTAI = {"model": "dot", "n_factors": 50, "y_range": (0.0, 5.5), "epochs": 5, "lr": 5e-3,
+           "wd": 0.1, "bs": 64}  # fmt: skip
+_BEST = {**_FASTAI, "wd": 0.05, "reg": 0.05}
+
+#: protocol -> {name: (description, TrainConfig fields)}
+RATING: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "R1": {
+        "fastai": ("DotBias 50, fastai's config (wd 0.1, one-cycle 5 x 5e-3, bs 64)", _FASTAI),
+        "best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST),
+        "nn": ("EmbeddingNN (100), fastai's config", {**_FASTAI, "model": "nn"}),
+    },
+    "R2": {"best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST)},
+    "R3": {"best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST)},
+    "R5": {
+        "best": (
+            "DotBias 50, wd 0.02 + reg 0.02, one-cycle 5 x 1e-2, bs 512",
+            {**_FASTAI, "bs": 512, "lr": 1e-2, "wd": 0.02, "reg": 0.02},
+        ),
+        "fast": (
+            "DotBias 50, wd 0.02 + reg 0.02, one-cycle 4 x 2e-2, bs 2048",
+            {**_FASTAI, "bs": 2048, "lr": 2e-2, "wd": 0.02, "reg": 0.02, "epochs": 4},
+        ),
+    },
+}
+
+
+def rating_runs(protocol: str, args: Any) -> None:
+    data = movielens(PROTOCOLS[protocol][0], data_dir=data_dir(), download=False)
+    for name, (desc, fields) in RATING[protocol].items():
+        if not wanted(args, name):
+            continue
+        for part in selected(args, protocol):
+            train_rows, test_rows = load_split(protocol, part)
+            seed = int(part.removeprefix("seed")) if part.startswith("seed") else 0
+            cfg = TrainConfig(seed=seed, device="cpu", **fields)
+            split = Split(data, train_rows, test_rows, f"{protocol}:{part}")
+            learn = build_learner(cfg, split.train, split.test, progress=False)
+            t0 = time.perf_counter()
+            fit_config(learn, cfg)
+            fit = time.perf_counter() - t0
+            m = learn.evaluate(split.test)
+            emit(
+                "recfit", recfit.__version__, protocol, part, f"{name}: {desc}",
+                {k: m[k] for k in ("mse", "rmse", "mae")}, fit,
+                variant=name, config=cfg.model_dump(mode="json"),
+            )  # fmt: skip
+
+
+def retrieval_runs(protocol: str, args: Any) -> None:
+    from recfit.train.retrieval import t1_config, t2_config, train_retrieval
+
+    data = movielens(PROTOCOLS[protocol][0], data_dir=data_dir(), download=False)
+    for part in selected(args, protocol):
+        train_rows, test_rows = load_split(protocol, part)
+        split = Split(data, train_rows, test_rows, f"{protocol}:{part}")
+        if protocol == "T1":
+            configs = {
+                "mse": ("two-tower, keras-rs objective (MSE), 1 layer (32)", t1_config("mse")),
+                "softmax": (
+                    "two-tower, in-batch softmax (T 0.1, log-Q), 1 layer (32)",
+                    t1_config("softmax"),
+                ),
+            }
+        else:
+            configs = {"softmax": ("two-tower, in-batch softmax, T2 preset", t2_config())}
+        if protocol == "T2" and wanted(args, "popularity"):
+            popularity(data, split, part)
+        for name, (desc, cfg) in configs.items():
+            if not wanted(args, name):
+                continue
+            res = train_retrieval(cfg.replace(n_bootstrap=0, seed=0), data, split)
+            model = res.model
+            with torch.inference_mode():
+                uv = model.user_vectors().detach().numpy()
+                iv = model.item_vectors().detach().numpy()
+            scores = uv @ iv.T
+            train, test = res.split.train, res.split.test
+            t1 = time.perf_counter()
+            if protocol == "T1":
+                five = test.rating >= 5
+                m = {"top_100_accuracy": topk_accuracy(scores, test.user[five], test.item[five])}
+                own = {"top_100_accuracy": res.metrics["top_100_accuracy"]}
+            else:
+                m = ranking_metrics(scores, test.user, test.item, train.user, train.item)
+                own = {k: res.metrics[k] for k in m}
+            emit(
+                "recfit", recfit.__version__, protocol, part, f"{name}: {desc}", m,
+                res.metrics["fit_seconds"], variant=name, recfit_own_metrics=own,
+                eval_seconds=time.perf_counter() - t1,
+            )  # fmt: skip
+
+
+def popularity(data: Any, split: Split, part: str) -> None:
+    """The popularity baseline of T2: every user gets the most-rated training items."""
+    train, test = split.train, split.test
+    t0 = time.perf_counter()
+    counts = np.bincount(train.item, minlength=data.n_items).astype(np.float64)
+    fit = time.perf_counter() - t0
+    scores = np.broadcast_to(counts, (data.n_users, data.n_items))
+    m = ranking_metrics(scores, test.user, test.item, train.user, train.item)
+    emit("baseline", recfit.__version__, "T2", part, "popularity (training counts)", m, fit,
+         variant="popularity")  # fmt: skip
+
+
+def main() -> None:
+    protocol = sys.argv[1]
+    args = common_args(sys.argv[2:])
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    if protocol in RATING:
+        rating_runs(protocol, args)
+    elif protocol in ("T1", "T2"):
+        retrieval_runs(protocol, args)
+    else:
+        raise SystemExit(f"expected one of R1 R2 R3 R5 T1 T2, received {protocol}")
+
+
+if __name__ == "__main__":
+    main()
