@@ -14,7 +14,9 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).parent
-    scripts = sorted(p for p in here.glob("bench_*.py") if not argv or any(a in p.name for a in argv))
+    scripts = sorted(
+        p for p in here.glob("bench_*.py") if not argv or any(a in p.name for a in argv)
+    )
     failed = 0
     for script in scripts:
         print(f"\n=== {script.name} ===", flush=True)

@@ -8,11 +8,10 @@ from recfit.config import TrainConfig, load_config, validate_config
 from recfit.errors import ConfigError
 
 
-def test_defaults_are_the_fastai_r1_configuration() -> None:
+def test_defaults_are_the_best_rating_configuration() -> None:
     cfg = TrainConfig()
-    assert (cfg.model, cfg.n_factors, cfg.y_range, cfg.epochs, cfg.lr, cfg.wd, cfg.bs) == (
-        "dot", 50, (0.0, 5.5), 5, 5e-3, 0.1, 64,
-    )  # fmt: skip
+    got = (cfg.model, cfg.n_factors, cfg.y_range, cfg.epochs, cfg.lr, cfg.wd, cfg.reg, cfg.bs)
+    assert got == ("dot", 50, (0.0, 5.5), 5, 5e-3, 0.05, 0.05, 0)  # bs 0: chosen by data size
 
 
 def test_unknown_keys_and_bad_values_are_rejected_with_names() -> None:
@@ -47,7 +46,7 @@ def test_replace_ignores_none_and_validates() -> None:
     cfg = TrainConfig().replace(epochs=None, lr=0.01)
     assert cfg.epochs == 5 and cfg.lr == 0.01
     with pytest.raises(ConfigError):
-        TrainConfig().replace(bs=0)
+        TrainConfig().replace(bs=-1)
 
 
 def test_task_defaults_apply_unless_given() -> None:

@@ -43,6 +43,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "n_factors": 32,
         "bs": 256,
         "wd": 0.3,
+        "reg": 0.0,
     },
     "retrieval": {
         "model": "two_tower",
@@ -56,6 +57,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 0.05,
         "bs": 1000,
         "wd": 0.0,
+        "reg": 0.0,
         "monitor": "top_100_accuracy",
     },
 }
@@ -112,7 +114,19 @@ class TrainConfig(BaseModel):
             (0: only at the end).
         opt: ``adam``, ``sgd``, ``momentum`` or ``adagrad``.
         schedule: ``one_cycle`` (fastai's), ``constant``, ``cosine`` or ``cyclic``.
-        epochs, lr, bs: epochs, (peak) learning rate, batch size.
+        epochs, lr: epochs (ALS: sweeps), (peak) learning rate.
+        bs: batch size; ``0`` (default) picks it from the number of training ratings
+            (:func:`recfit.train.sparse.auto_batch_size`: 64 up to 200,000 ratings, so
+            ml-100k keeps fastai's 64; then about ``n / 500`` as a power of two, at
+            most 16,384) and then scales ``lr`` by ``(bs / 64) ** 0.4``
+            (:func:`recfit.train.sparse.scaled_lr`); a given ``bs`` is used as is, with
+            ``lr`` unchanged.
+        trainer: ``sgd`` (the Learner: mini-batch AdamW; large DotBias/BiasedMF tables
+            use the row-wise optimiser :class:`recfit.train.sparse.RowAdamW`) or ``als``
+            (alternating least squares, :func:`recfit.train.als.fit_als`, for ``dot`` and
+            ``mf``: it trains the same model class with a linear output, so ``y_range``,
+            ``lr``, ``bs``, ``wd``, ``opt`` and ``schedule`` do not apply, and ``reg`` is
+            the ridge per rating).
         wd: decoupled weight decay over all parameters (fastai's ``wd``).
         reg: L2 penalty on the rows in each batch (Surprise's ``reg``).
         pct_start: share of one-cycle steps spent warming up.
@@ -123,6 +137,13 @@ class TrainConfig(BaseModel):
             this many optimiser steps (it is always saved at epoch ends); see
             :mod:`recfit.train.checkpoint`.
         bf16: bfloat16 autocast of the forward pass on CUDA (a ConfigError without CUDA).
+
+    The defaults are recfit's best rating configuration (DotBias 50, ``y_range``
+    (0, 5.5), one-cycle 5 × 5e-3, ``reg`` 0.05 and ``wd`` 0.05, automatic ``bs``;
+    ``benchmarks/bench_r1.py --part best`` and ``benchmarks/bench_r4.py``).
+    fastai's collab configuration (protocol R1: DotBias 50, ``y_range`` (0, 5.5),
+    one-cycle 5 × 5e-3, ``wd`` 0.1, bs 64, dense AdamW) is reproduced exactly by
+    ``TrainConfig(wd=0.1, reg=0.0, bs=64)`` (``recfit train --wd 0.1 --reg 0 --bs 64``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -163,11 +184,12 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(default=0, ge=0)
     opt: Literal["adam", "sgd", "momentum", "adagrad"] = "adam"
     schedule: Literal["one_cycle", "constant", "cosine", "cyclic"] = "one_cycle"
+    trainer: Literal["sgd", "als"] = "sgd"
     epochs: int = Field(default=5, ge=0)
     lr: float = Field(default=5e-3, gt=0.0)
-    bs: int = Field(default=64, ge=1)
-    wd: float = Field(default=0.1, ge=0.0)
-    reg: float = Field(default=0.0, ge=0.0)
+    bs: int = Field(default=0, ge=0)
+    wd: float = Field(default=0.05, ge=0.0)
+    reg: float = Field(default=0.05, ge=0.0)
     pct_start: float = Field(default=0.25, gt=0.0, lt=1.0)
     patience: int | None = Field(default=None, ge=1)
     monitor: str = "mse"
@@ -188,6 +210,17 @@ class TrainConfig(BaseModel):
         if isinstance(data, dict) and data.get("task") in TASK_DEFAULTS:
             data = {**TASK_DEFAULTS[data["task"]], **data}
         return data
+
+    @model_validator(mode="after")
+    def _als_models(self) -> TrainConfig:
+        if self.trainer == "als" and (self.task != "rating" or self.model not in ("dot", "mf")):
+            raise ValueError(
+                f"expected task 'rating' with model 'dot' or 'mf' for trainer 'als', received "
+                f"task {self.task!r} with model {self.model!r}"
+            )
+        if self.trainer == "als" and self.reg <= 0:
+            raise ValueError(f"expected reg > 0 for trainer 'als', received {self.reg!r}")
+        return self
 
     @model_validator(mode="after")
     def _consistent_task(self) -> TrainConfig:

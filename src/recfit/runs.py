@@ -50,10 +50,12 @@ from recfit.models import RatingModel, create_model
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
 from recfit.train.learner import Learner
 from recfit.train.schedules import Cosine, Cyclic
+from recfit.train.sparse import auto_batch_size, scaled_lr
 
 __all__ = [
     "RunResult",
     "atomic_write",
+    "batch_and_lr",
     "build_learner",
     "fit_config",
     "load_run",
@@ -113,8 +115,15 @@ def build_learner(
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
 ) -> Learner:
-    """A fresh model sized for ``train`` inside a Learner configured by ``cfg``."""
-    model = create_model(cfg.model, train, **model_kwargs(cfg))
+    """A fresh model sized for ``train`` inside a Learner configured by ``cfg``.
+
+    ``cfg.bs == 0`` picks the batch size from ``len(train)`` (:func:`batch_and_lr`);
+    ``trainer="als"`` builds the model with a linear output (no ``y_range``).
+    """
+    kwargs = model_kwargs(cfg)
+    if cfg.trainer == "als" and "y_range" in kwargs:
+        kwargs["y_range"] = None
+    model = create_model(cfg.model, train, **kwargs)
     cbs: list[Callback] = [ScheduleRecorder(), *callbacks]
     if cfg.patience is not None:
         cbs.append(EarlyStopping(monitor=cfg.monitor, patience=cfg.patience, restore_best=True))
@@ -124,7 +133,7 @@ def build_learner(
         valid,
         loss=cfg.loss,
         opt=cfg.opt,
-        bs=cfg.bs,
+        bs=batch_and_lr(cfg, len(train))[0],
         wd=cfg.wd,
         reg=cfg.reg,
         device=cfg.device,
@@ -134,17 +143,39 @@ def build_learner(
     )
 
 
+def batch_and_lr(cfg: TrainConfig, n_train: int) -> tuple[int, float]:
+    """The batch size and (peak) learning rate a run with ``n_train`` ratings uses.
+
+    ``cfg.bs`` and ``cfg.lr`` as given, except ``cfg.bs == 0``: then
+    :func:`~recfit.train.sparse.auto_batch_size` and
+    :func:`~recfit.train.sparse.scaled_lr` (64 and ``lr`` on ml-100k).
+
+    Example:
+        >>> batch_and_lr(TrainConfig(), 80_000), batch_and_lr(TrainConfig(bs=32), 10**6)
+        ((64, 0.005), (32, 0.005))
+    """
+    if cfg.bs:
+        return cfg.bs, cfg.lr
+    bs = auto_batch_size(n_train)
+    return bs, scaled_lr(cfg.lr, bs)
+
+
 def fit_config(learner: Learner, cfg: TrainConfig) -> Learner:
-    """Train ``learner`` for ``cfg.epochs`` along ``cfg.schedule``."""
+    """Train ``learner`` for ``cfg.epochs`` along ``cfg.schedule`` (or by ALS)."""
+    if cfg.trainer == "als":
+        from recfit.train.als import fit_als_learner
+
+        return fit_als_learner(learner, cfg.epochs, reg=cfg.reg)
+    lr = batch_and_lr(cfg, len(learner.train))[1]
     total = max(1, cfg.epochs * learner.steps_per_epoch)
     if cfg.schedule == "one_cycle":
-        return learner.fit_one_cycle(cfg.epochs, cfg.lr, pct_start=cfg.pct_start)
+        return learner.fit_one_cycle(cfg.epochs, lr, pct_start=cfg.pct_start)
     if cfg.schedule == "cosine":
-        return learner.fit(cfg.epochs, schedule=Cosine(cfg.lr, total))
+        return learner.fit(cfg.epochs, schedule=Cosine(lr, total))
     if cfg.schedule == "cyclic":
         half = max(1, learner.steps_per_epoch // 2)
-        return learner.fit(cfg.epochs, schedule=Cyclic(cfg.lr / 10, cfg.lr, step_size=half))
-    return learner.fit(cfg.epochs, cfg.lr)
+        return learner.fit(cfg.epochs, schedule=Cyclic(lr / 10, lr, step_size=half))
+    return learner.fit(cfg.epochs, lr)
 
 
 def train_run(
@@ -210,7 +241,13 @@ def train_run(
             cfg if ctx is None else cfg.replace(device=str(ctx.device)),
             split.train, split.test, callbacks=callbacks, progress=progress if main else False,
         )  # fmt: skip
-        ckpt.setup_run(learner, cfg, out, resume=resume, ctx=ctx)
+        if cfg.trainer == "als" and (resume or ctx is not None):
+            raise ConfigError(
+                "expected trainer 'sgd' for --resume or distributed training (ALS runs in "
+                "one process without checkpoints), received 'als'"
+            )
+        if cfg.trainer != "als":
+            ckpt.setup_run(learner, cfg, out, resume=resume, ctx=ctx)
         fit_config(learner, cfg)
     fit_seconds = time.perf_counter() - t0
     metrics = learner.evaluate(split.test)

@@ -96,6 +96,9 @@ def train(
     schedule: Annotated[
         str | None, typer.Option(help="one_cycle, constant, cosine or cyclic.")
     ] = None,
+    trainer: Annotated[
+        str | None, typer.Option(help="sgd (Learner) or als (alternating least squares).")
+    ] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
     imbalance: Annotated[
         str | None,
@@ -159,7 +162,7 @@ def train(
     flags: dict[str, Any] = dict(
         dataset=dataset, task=task, model=model, split=split, seed=seed, epochs=epochs, lr=lr,
         wd=wd, reg=reg, bs=bs, n_factors=n_factors, y_range=y_range, layers=layers,
-        schedule=schedule, patience=patience, imbalance=imbalance, head=head,
+        schedule=schedule, trainer=trainer, patience=patience, imbalance=imbalance, head=head,
         objective=objective, positive_min_rating=positive_min_rating,
         relevant_min_rating=relevant_min_rating, exclude_seen=exclude_seen,
         eval_every=eval_every, device=device, checkpoint_every=checkpoint_every,
@@ -185,7 +188,7 @@ def train(
                 _console.print(
                     f"{'resuming' if resume else 'training'} [bold]{cfg.model}[/bold] on "
                     f"[bold]{cfg.dataset}[/bold] (split {cfg.split}, seed {cfg.seed}, "
-                    f"{cfg.epochs} epochs, lr {cfg.lr:g}, wd {cfg.wd:g}, bs {cfg.bs}{ranks})"
+                    f"{cfg.epochs} epochs, lr {cfg.lr:g}, wd {cfg.wd:g}, bs {cfg.bs or 'auto'}{ranks})"
                 )
             try:
                 result = train_run(

@@ -218,9 +218,7 @@ class Recommender:
         """Length of the cached top lists (a longer ``n`` computes and caches longer ones)."""
         self.cache_users = 200_000
         """Most users whose default top list stays cached (least recently used go first)."""
-        self._top_lru: OrderedDict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = (
-            OrderedDict()
-        )
+        self._top_lru: OrderedDict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._top_lock = threading.Lock()
         self.item_info = _info_frame(item_info, n_items)
         self.rating_scale: tuple[float, float] | None = (

@@ -1,5 +1,6 @@
 """Training: the Learner, batches, callbacks, schedules and the LR finder."""
 
+from recfit.train.als import ALSResult, fit_als
 from recfit.train.batches import TensorData, n_batches
 from recfit.train.callbacks import (
     EVENTS,
@@ -48,10 +49,12 @@ from recfit.train.schedules import (
     Schedule,
     one_cycle_momentum,
 )
+from recfit.train.sparse import RowAdamW, auto_batch_size, scaled_lr
 
 __all__ = [
     "EVENTS",
     "OPTIMIZERS",
+    "ALSResult",
     "CSVLogger",
     "Callback",
     "Checkpoint",
@@ -72,15 +75,18 @@ __all__ = [
     "Resampled",
     "RescaledMSELoss",
     "RetrievalConfig",
+    "RowAdamW",
     "Schedule",
     "ScheduleRecorder",
     "TensorBoardLogger",
     "TensorData",
     "TrainCheckpoint",
     "TrainingInterrupted",
+    "auto_batch_size",
     "class_weights",
     "compare_depths",
     "evaluate_retrieval",
+    "fit_als",
     "lr_find",
     "n_batches",
     "one_cycle_momentum",
@@ -91,6 +97,7 @@ __all__ = [
     "resolve_device",
     "resume_config",
     "row_vectors",
+    "scaled_lr",
     "smote",
     "suggest",
     "train_retrieval",

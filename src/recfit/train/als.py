@@ -37,7 +37,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,7 +47,10 @@ from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError, DataError
 from recfit.models.dot import DotBias
 
-__all__ = ["ALSResult", "als_objective", "fit_als"]
+if TYPE_CHECKING:
+    from recfit.train.learner import Learner
+
+__all__ = ["ALSResult", "als_objective", "fit_als", "fit_als_learner"]
 
 _PAD_BUDGET = 1 << 21  # padded (rows x length) entries per bmm chunk
 
@@ -70,15 +73,32 @@ class ALSResult:
 
 
 class _Side:
-    """Ratings grouped by one side (users or items), padded into length buckets."""
+    """Ratings grouped by one side (users or items), padded into length buckets.
 
-    def __init__(self, own: np.ndarray, other: np.ndarray, n: int, device: torch.device) -> None:
+    Everything that does not change between sweeps is built once per chunk: the other
+    side's index (padding points at an extra all-zero row), the weights (``None`` when
+    all are 1), the centred ratings and each row's ridge weight ``Σw``.
+    """
+
+    def __init__(
+        self,
+        own: np.ndarray,
+        other: np.ndarray,
+        centred: np.ndarray,
+        weight: np.ndarray | None,
+        n: int,
+        n_other: int,
+        device: torch.device,
+    ) -> None:
         order = np.argsort(own, kind="stable")
         counts = np.bincount(own, minlength=n)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self.order = torch.from_numpy(order).to(device)
-        self.other_sorted = torch.from_numpy(other[order].astype(np.int64)).to(device)
-        self.chunks: list[tuple[Tensor, Tensor, Tensor]] = []  # (rows, positions, mask)
+        other_s = np.append(other[order].astype(np.int64), n_other)  # last: the zero row
+        r_s = np.append(centred[order].astype(np.float32), np.float32(0))
+        w_s = None if weight is None else np.append(weight[order], 0.0).astype(np.float32)
+        row_w = np.bincount(own, weights=weight, minlength=n)
+        pad = len(order)
+        self.chunks: list[tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor]] = []
         active = np.flatnonzero(counts > 0)
         if len(active) == 0:
             return
@@ -92,45 +112,52 @@ class _Side:
             for s in range(0, len(rows), per):
                 r = rows[s : s + per]
                 mask = ar[None, :] < counts[r][:, None]
-                pos = np.where(mask, starts[r][:, None] + ar[None, :], 0)
+                pos = np.where(mask, starts[r][:, None] + ar[None, :], pad)
+
+                def t(a: np.ndarray) -> Tensor:
+                    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
                 self.chunks.append(
                     (
-                        torch.from_numpy(r.astype(np.int64)).to(device),
-                        torch.from_numpy(pos.astype(np.int64)).to(device),
-                        torch.from_numpy(mask).to(device),
+                        t(r.astype(np.int64)),
+                        t(other_s[pos]),
+                        t(r_s[pos]),
+                        None if w_s is None else t(w_s[pos]),
+                        t(row_w[r].astype(np.float32)),
                     )
                 )
 
     @torch.no_grad()
     def solve(
-        self,
-        fixed_aug: Tensor,
-        target_sorted: Tensor,
-        weight_sorted: Tensor,
-        reg: float,
-        out_factors: Tensor,
-        out_bias: Tensor,
+        self, fixed: Tensor, fixed_bias: Tensor, reg: float, out_factors: Tensor, out_bias: Tensor
     ) -> None:
-        """Ridge solve of ``[factors, bias]`` for every row with ratings."""
-        k1 = fixed_aug.shape[1]
-        eye = torch.eye(k1, dtype=fixed_aug.dtype, device=fixed_aug.device)
-        for rows, pos, mask in self.chunks:
-            z = fixed_aug.index_select(0, self.other_sorted[pos.reshape(-1)]).view(*pos.shape, k1)
-            w = weight_sorted[pos] * mask
-            zw = z * w.unsqueeze(2)
+        """Ridge solve of ``[factors, bias]`` for every row with ratings.
+
+        ``fixed`` / ``fixed_bias``: the other side's factors and biases.
+        """
+        n_other, k = fixed.shape
+        dev, dt = fixed.device, fixed.dtype
+        aug = torch.zeros(n_other + 1, k + 1, dtype=dt, device=dev)  # + the zero row
+        aug[:n_other, :k] = fixed
+        aug[:n_other, k] = 1.0
+        bias = torch.cat([fixed_bias, torch.zeros(1, dtype=dt, device=dev)])
+        eye = torch.eye(k + 1, dtype=dt, device=dev)
+        for rows, other, centred, w, row_w in self.chunks:
+            z = aug.index_select(0, other.view(-1)).view(*other.shape, k + 1)
+            y = centred - bias[other]
+            zw = z if w is None else z * w.unsqueeze(2)
             zt = zw.transpose(1, 2)
             a = torch.bmm(zt, z)
-            rhs = torch.bmm(zt, target_sorted[pos].unsqueeze(2))
-            ridge = reg * w.sum(1) + 1e-6
-            a += ridge.view(-1, 1, 1) * eye
+            rhs = torch.bmm(zt, y.unsqueeze(2))
+            a += (reg * row_w + 1e-6).view(-1, 1, 1) * eye
             chol, info = torch.linalg.cholesky_ex(a)
-            if bool((info != 0).any()):  # pragma: no cover - ridge keeps A positive definite
+            if bool((info != 0).any()):  # pragma: no cover - the ridge keeps A positive definite
                 x = torch.linalg.lstsq(a, rhs).solution
             else:
                 x = torch.cholesky_solve(rhs, chol)
             x = x.squeeze(2)
-            out_factors.index_copy_(0, rows, x[:, :-1].to(out_factors.dtype))
-            out_bias.index_copy_(0, rows, x[:, -1].to(out_bias.dtype))
+            out_factors.index_copy_(0, rows, x[:, :k])
+            out_bias.index_copy_(0, rows, x[:, k])
 
 
 def _check(model: DotBias, data: Interactions, epochs: int, reg: float) -> None:
@@ -171,15 +198,21 @@ def als_objective(model: DotBias, data: Interactions, reg: float) -> tuple[float
     """
     u = torch.from_numpy(data.user.astype(np.int64))
     i = torch.from_numpy(data.item.astype(np.int64))
-    r = torch.from_numpy(data.rating.astype(np.float64))
+    r = torch.from_numpy(data.rating.astype(np.float32))
     w = torch.from_numpy(data.weights().astype(np.float64))
-    pu, qi = model.user_factors[u].double(), model.item_factors[i].double()
-    bu, bi = model.user_bias[u].double(), model.item_bias[i].double()
-    pred = model.global_mean + bu + bi + (pu * qi).sum(1)
+    sq = torch.zeros(len(r), dtype=torch.float64)
+    pen = torch.zeros(len(r), dtype=torch.float64)
+    for s in range(0, len(r), 1 << 18):  # chunks: float32 products, float64 sums
+        sl = slice(s, s + (1 << 18))
+        pu, qi = model.user_factors[u[sl]], model.item_factors[i[sl]]
+        bu, bi = model.user_bias[u[sl]], model.item_bias[i[sl]]
+        pred = (pu * qi).sum(1) + bu + bi + model.global_mean
+        sq[sl] = (r[sl] - pred).double() ** 2
+        pen[sl] = ((pu * pu).sum(1) + (qi * qi).sum(1) + bu * bu + bi * bi).double()
     wsum = float(w.sum())
-    mse = float((w * (r - pred) ** 2).sum()) / wsum
-    pen = float((w * ((pu * pu).sum(1) + (qi * qi).sum(1) + bu * bu + bi * bi)).sum()) / wsum
-    return mse + reg * pen, mse
+    mse = float((w * sq).sum()) / wsum
+    pen_mean = float((w * pen).sum()) / wsum
+    return mse + reg * pen_mean, mse
 
 
 def fit_als(
@@ -226,28 +259,25 @@ def fit_als(
     try:
         result = ALSResult(model)
         dev = model.user_factors.device
-        w = torch.from_numpy(data.weights().astype(np.float32)).to(dev)
-        r = torch.from_numpy(data.rating.astype(np.float32)).to(dev)
+        w_np = data.weights().astype(np.float64)
+        unweighted = bool((w_np == 1.0).all())
         if set_global_mean:
-            model.global_mean = float((w.double() * r.double()).sum() / w.double().sum())
-        users = _Side(data.user, data.item, model.n_users, dev)
-        items = _Side(data.item, data.user, model.n_items, dev)
-        u_all = torch.from_numpy(data.user.astype(np.int64)).to(dev)
-        i_all = torch.from_numpy(data.item.astype(np.int64)).to(dev)
-        w_u, w_i = w[users.order], w[items.order]
-        res0 = r - model.global_mean
-        k = model.n_factors
+            model.global_mean = float((w_np * data.rating).sum() / w_np.sum())
+        centred = data.rating.astype(np.float64) - model.global_mean
+        wt = None if unweighted else w_np
+        users = _Side(data.user, data.item, centred, wt, model.n_users, model.n_items, dev)
+        items = _Side(data.item, data.user, centred, wt, model.n_items, model.n_users, dev)
         with torch.no_grad():
             for epoch in range(epochs):
                 ts = time.perf_counter()
-                # users: fixed items [q_i, 1], target r - mu - b_i
-                q_aug = torch.cat([model.item_factors, torch.ones(model.n_items, 1, device=dev)], 1)
-                y = (res0 - model.item_bias[i_all])[users.order]
-                users.solve(q_aug, y, w_u, reg, model.user_factors.data, model.user_bias.data)
-                p_aug = torch.cat([model.user_factors, torch.ones(model.n_users, 1, device=dev)], 1)
-                y = (res0 - model.user_bias[u_all])[items.order]
-                items.solve(p_aug, y, w_i, reg, model.item_factors.data, model.item_bias.data)
-                del q_aug, p_aug, y
+                users.solve(
+                    model.item_factors.data, model.item_bias.data, reg,
+                    model.user_factors.data, model.user_bias.data,
+                )  # fmt: skip
+                items.solve(
+                    model.user_factors.data, model.user_bias.data, reg,
+                    model.item_factors.data, model.item_bias.data,
+                )  # fmt: skip
                 obj, mse = als_objective(model, data, reg)
                 rec: dict[str, float] = {"epoch": float(epoch), "objective": obj, "train_mse": mse}
                 if valid is not None and len(valid):
@@ -257,8 +287,69 @@ def fit_als(
                 result.history.append(rec)
                 if callback is not None and callback(rec):
                     break
-        assert k == model.n_factors
     finally:
         torch.set_num_threads(old_threads)
     result.fit_seconds = time.perf_counter() - t0
     return result
+
+
+def fit_als_learner(learner: Learner, epochs: int, reg: float | None = None) -> Learner:
+    """Train ``learner.model`` by ALS on ``learner.train``; fill the Learner's history.
+
+    The Learner's ``evaluate`` / ``predict`` / ``history`` / ``fit_seconds`` then work as
+    after an SGD fit: each sweep appends a history row (``train_loss`` is the objective
+    ``J / Σw``, the validation metrics come from ``learner.evaluate``). Callbacks do not
+    fire (there are no batches) and nothing is checkpointed.
+
+    Args:
+        learner: a Learner holding a BiasedMF or a DotBias without ``y_range``.
+        epochs: ALS sweeps.
+        reg: the ridge per rating (default: ``learner.reg``, so the Learner's ``loss``
+            is the objective ALS minimises).
+
+    Example:
+        >>> import numpy as np
+        >>> from recfit.data import Interactions
+        >>> from recfit.models import BiasedMF
+        >>> from recfit.train import Learner
+        >>> rng = np.random.default_rng(0)
+        >>> d = Interactions.from_arrays(rng.integers(0, 30, 500), rng.integers(0, 40, 500),
+        ...                              rng.integers(1, 6, 500).astype(float))
+        >>> learn = Learner(BiasedMF(d.n_users, d.n_items, 4), d, d, reg=0.1, progress=False)
+        >>> len(fit_als_learner(learn, 3).history)
+        3
+    """
+    lam = learner.reg if reg is None else float(reg)
+    model = learner.model
+    if not isinstance(model, DotBias):
+        raise ConfigError(
+            f"expected a DotBias or BiasedMF for ALS, received {type(model).__name__}"
+        )
+    learner.model.train()
+
+    spent = [0.0]
+
+    def record(rec: dict[str, float]) -> None:
+        t = time.perf_counter()
+        row: dict[str, Any] = {
+            "epoch": len(learner.history),
+            "train_loss": rec["objective"],
+            "reg_loss": rec["objective"] - rec["train_mse"],
+        }
+        metrics = learner.evaluate(learner.valid) if learner.valid is not None else {}
+        row["valid_loss"] = metrics.get("loss", math.nan)
+        row["valid_reg_loss"] = metrics.get("reg_loss", math.nan)
+        for m in learner.metrics:
+            row[m] = metrics.get(m, math.nan)
+        row["lr"] = math.nan
+        row["time"] = rec["time"]
+        learner.valid_metrics = metrics
+        learner.history.append(row)
+        spent[0] += time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    with learner._threads():
+        fit_als(model, learner.train, epochs=epochs, reg=lam, callback=record)
+    learner.fit_seconds = time.perf_counter() - t0 - spent[0]  # ALS alone, not validation
+    learner.model.eval()
+    return learner
