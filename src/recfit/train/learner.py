@@ -84,7 +84,9 @@ OPTIMIZERS = ("adam", "sgd", "momentum", "adagrad")
 
 ADAM_BETA2 = 0.99
 ADAM_EPS = 1e-5
-SMALL_MODEL = 2_000_000  # parameters; below this, CPU training uses one thread
+SMALL_BATCH = 512
+"""Batches from this size up use every CPU thread even for a small model."""
+SMALL_MODEL = 2_000_000  # parameters; below this (and SMALL_BATCH), CPU training uses one thread
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -130,8 +132,9 @@ class Learner:
         eval_bs: batch size of ``predict`` / ``evaluate``.
         fused: ``"auto"`` uses the model's fused step when it has one; ``False`` forces
             autograd; ``True`` requires the fused step.
-        num_threads: CPU threads while training/predicting; ``None`` picks 1 for small
-            models and leaves PyTorch's setting otherwise.
+        num_threads: CPU threads while training/predicting; ``None`` picks 1 for a small
+            model with small batches (under ``SMALL_MODEL`` parameters and ``SMALL_BATCH``
+            rows) and leaves PyTorch's setting otherwise.
         progress: add a :class:`~recfit.train.callbacks.ProgressBar` (``None``: only on a
             terminal).
         drop_last: drop the last incomplete training batch.
@@ -264,8 +267,9 @@ class Learner:
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
         n = self.num_threads
-        if n is None and self.device.type == "cpu" and self.model.n_parameters() < SMALL_MODEL:
-            n = 1
+        small = self.model.n_parameters() < SMALL_MODEL and self.bs < SMALL_BATCH
+        if n is None and self.device.type == "cpu" and small:
+            n = 1  # tiny steps: thread hand-offs cost more than they save
         if n is None:
             yield
             return
