@@ -45,7 +45,7 @@ from torch.nn import functional as F
 from recfit.errors import ConfigError
 from recfit.models.base import Batch, RatingModel, register_model
 from recfit.models.dot import _trunc_normal
-from recfit.models.mlp import emb_sz_rule
+from recfit.models.mlp import emb_sz_rule, hidden_layers
 
 __all__ = ["Decode", "Head", "LevelModel", "RatingClassifier", "levels_for_data"]
 
@@ -173,18 +173,10 @@ class RatingClassifier(RatingModel):
         self.user_emb = nn.Parameter(_trunc_normal((n_users, sizes[0]), 0.01, g))
         self.item_emb = nn.Parameter(_trunc_normal((n_items, sizes[1]), 0.01, g))
         self.emb_drop = nn.Dropout(emb_dropout)
-        mods: list[nn.Module] = []
-        n_in = sizes[0] + sizes[1]
         k = len(grid)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for n_out, p in zip(hidden, drops, strict=True):
-                mods += [nn.Linear(n_in, n_out, bias=not batch_norm), nn.ReLU(inplace=True)]
-                if batch_norm:
-                    mods.append(nn.BatchNorm1d(n_out))
-                if p:
-                    mods.append(nn.Dropout(p))
-                n_in = n_out
+            mods, n_in = hidden_layers(sizes[0] + sizes[1], hidden, drops, batch_norm)
             self.body = nn.Sequential(*mods)
             n_in += n_factors
             self.out = nn.Linear(n_in, k if head == "softmax" else 1, bias=head == "softmax")

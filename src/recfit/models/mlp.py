@@ -25,7 +25,11 @@ from recfit.errors import ConfigError
 from recfit.models.base import Batch, RatingModel, register_model
 from recfit.models.dot import _check_range, _trunc_normal
 
-__all__ = ["EmbeddingNN", "emb_sz_rule"]
+__all__ = [
+    "EmbeddingNN",
+    "emb_sz_rule",
+    "hidden_layers",
+]
 
 
 def emb_sz_rule(n: int) -> int:
@@ -36,6 +40,29 @@ def emb_sz_rule(n: int) -> int:
         (74, 102)
     """
     return int(min(600, round(1.6 * n**0.56)))
+
+
+def hidden_layers(
+    n_in: int, sizes: Sequence[int], dropouts: Sequence[float], batch_norm: bool
+) -> tuple[list[nn.Module], int]:
+    """fastai's hidden block per size: Linear → ReLU (→ BatchNorm) (→ Dropout).
+
+    Returns the modules and the width of the last one (``n_in`` when there are none).
+
+    Example:
+        >>> mods, width = hidden_layers(8, [4], [0.1], batch_norm=True)
+        >>> [type(m).__name__ for m in mods], width
+        (['Linear', 'ReLU', 'BatchNorm1d', 'Dropout'], 4)
+    """
+    mods: list[nn.Module] = []
+    for n_out, p in zip(sizes, dropouts, strict=True):
+        mods += [nn.Linear(n_in, n_out, bias=not batch_norm), nn.ReLU(inplace=True)]
+        if batch_norm:
+            mods.append(nn.BatchNorm1d(n_out))
+        if p:
+            mods.append(nn.Dropout(p))
+        n_in = n_out
+    return mods, n_in
 
 
 @register_model("nn")
@@ -94,17 +121,9 @@ class EmbeddingNN(RatingModel):
         self.user_emb = nn.Parameter(_trunc_normal((n_users, sizes[0]), 0.01, g))
         self.item_emb = nn.Parameter(_trunc_normal((n_items, sizes[1]), 0.01, g))
         self.emb_drop = nn.Dropout(emb_dropout)
-        mods: list[nn.Module] = []
-        n_in = sizes[0] + sizes[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for n_out, p in zip(layers, drops, strict=True):
-                mods += [nn.Linear(n_in, n_out, bias=not batch_norm), nn.ReLU(inplace=True)]
-                if batch_norm:
-                    mods.append(nn.BatchNorm1d(n_out))
-                if p:
-                    mods.append(nn.Dropout(p))
-                n_in = n_out
+            mods, n_in = hidden_layers(sizes[0] + sizes[1], layers, drops, batch_norm)
             mods.append(nn.Linear(n_in, 1))
         self.mlp = nn.Sequential(*mods)
 
