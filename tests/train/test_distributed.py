@@ -91,6 +91,10 @@ def test_cli_nproc_forwards_the_options(monkeypatch: pytest.MonkeyPatch) -> None
     for flag, value in (("--epochs", "3"), ("--lr", "0.01"), ("--checkpoint-every", "50")):
         assert args[args.index(flag) + 1] == value
     assert "--quiet" in args or "-q" in args
+    assert "--exclude-seen" not in args and "--include-seen" not in args  # not given
+    res = runner.invoke(app, ["train", "--nproc", "2", "--include-seen"])
+    assert res.exit_code == 0, res.output
+    assert "--include-seen" in seen["args"]
 
 
 def test_session_without_torchrun_is_a_single_process(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -217,9 +217,11 @@ def _forwarded_args(ctx: typer.Context, exclude: set[str]) -> list[str]:
             continue
         v = ctx.params.get(p.name)
         if getattr(p, "is_flag", False):
-            if v and v != p.default:
+            if v is None or v == p.default:
+                continue
+            if v:
                 args.append(p.opts[0])
-            elif not v and p.default and p.secondary_opts:
+            elif p.secondary_opts:  # e.g. --include-seen, the "off" side of a pair
                 args.append(p.secondary_opts[0])
         elif v is not None:
             args += [p.opts[0], str(v)]

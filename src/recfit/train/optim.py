@@ -32,9 +32,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["AdamW"]
+__all__ = ["AdamW", "load_state", "save_state"]
 
 _FUSED_OP = getattr(torch, "_fused_adamw_", None)
+
+
+def save_state(opt: Any, tensor_lists: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """An optimiser's state: clones of its per-parameter tensor lists named in
+    ``tensor_lists``, ``step_count``, the hyper-parameters and ``extra`` values."""
+    hyper = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    out: dict[str, Any] = {k: [t.clone() for t in getattr(opt, k)] for k in tensor_lists}
+    return {**out, **extra, "step_count": opt.step_count, "hyper": hyper}
+
+
+def load_state(opt: Any, state: dict[str, Any], tensor_lists: tuple[str, ...]) -> None:
+    """Copy a :func:`save_state` result back into ``opt`` (in place, same shapes)."""
+    for key in tensor_lists:
+        for d, s in zip(getattr(opt, key), state[key], strict=True):
+            d.copy_(s)
+    opt.step_count = int(state["step_count"])
+    opt.param_groups[0].update(state["hyper"])
 
 
 class AdamW:
@@ -123,23 +140,8 @@ class AdamW:
 
     def state_dict(self) -> dict[str, Any]:
         """Moments, step counters and hyper-parameters (tensors cloned)."""
-        hyper = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return {
-            "exp_avg": [t.clone() for t in self.exp_avg],
-            "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
-            "steps": [t.clone() for t in self.steps],
-            "step_count": self.step_count,
-            "hyper": hyper,
-        }
+        return save_state(self, ("exp_avg", "exp_avg_sq", "steps"))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        for dst, key in (
-            (self.exp_avg, "exp_avg"),
-            (self.exp_avg_sq, "exp_avg_sq"),
-            (self.steps, "steps"),
-        ):
-            for d, s in zip(dst, state[key], strict=True):
-                d.copy_(s)
-        self.step_count = int(state["step_count"])
-        self.param_groups[0].update(state["hyper"])
+        load_state(self, state, ("exp_avg", "exp_avg_sq", "steps"))

@@ -58,6 +58,7 @@ from torch import Tensor
 
 from recfit.errors import ConfigError
 from recfit.models.dot import DotBias
+from recfit.train.optim import load_state, save_state
 
 __all__ = [
     "AUTO_BS_MAX",
@@ -119,6 +120,9 @@ def supports_rows(model: Any) -> bool:
         True
     """
     return isinstance(model, DotBias)
+
+
+_ROW_STATE = ("exp_avg", "exp_avg_sq", "row_decay")
 
 
 class RowAdamW:
@@ -285,25 +289,9 @@ class RowAdamW:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Moments, per-row decay logs, step count and hyper-parameters (tensors cloned)."""
-        hyper = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return {
-            "exp_avg": [t.clone() for t in self.exp_avg],
-            "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
-            "row_decay": [t.clone() for t in self.row_decay],
-            "log_decay": self.log_decay,
-            "step_count": self.step_count,
-            "hyper": hyper,
-        }
+        return save_state(self, _ROW_STATE, log_decay=self.log_decay)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        for dst, key in (
-            (self.exp_avg, "exp_avg"),
-            (self.exp_avg_sq, "exp_avg_sq"),
-            (self.row_decay, "row_decay"),
-        ):
-            for d, s in zip(dst, state[key], strict=True):
-                d.copy_(s)
+        load_state(self, state, _ROW_STATE)
         self.log_decay = float(state["log_decay"])
-        self.step_count = int(state["step_count"])
-        self.param_groups[0].update(state["hyper"])
