@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--bs", type=int, default=0, help="0: auto_batch_size")
     ap.add_argument("--ratings", type=int, default=25_000_095)
     ap.add_argument("--dense", action="store_true", help="force the dense AdamW path")
+    ap.add_argument("--opt", default="auto", help="auto (what recfit train picks), adam, adagrad")
     args = ap.parse_args()
     threads = args.threads or torch.get_num_threads()
     t = time.perf_counter()
@@ -49,7 +50,7 @@ def main() -> None:
     model = DotBias(data.n_users, data.n_items, n_factors=64, seed=0)
     learn = Learner(
         model, data, None, bs=bs, wd=0.01, seed=0, progress=False, num_threads=threads,
-        sparse=False if args.dense else "auto",
+        sparse=False if args.dense else "auto", opt="adam" if args.opt == "auto" else args.opt,
     )  # fmt: skip
     print(
         f"data: {len(data):,} ratings, {data.n_users:,} users, {data.n_items:,} items "

@@ -9,9 +9,11 @@ import pytest
 
 from recfit.config import TrainConfig
 from recfit.data import Interactions
+from recfit.data.synthetic import synthetic
 from recfit.errors import BundleError
 from recfit.metrics.rating import mse
 from recfit.runs import load_run, train_run
+from recfit.train import kernels
 from recfit.train.learner import Learner
 
 
@@ -41,7 +43,8 @@ def test_train_run_writes_a_complete_run_directory(tmp_path: Path, ratings_csv: 
     assert len(hist) == 3 and "train_loss" in hist.columns and "valid_loss" in hist.columns
     # the run directory re-creates the same model and predictions
     cfg2, model, users, items = load_run(out)
-    assert cfg2 == cfg
+    assert cfg2 == res.config == cfg.resolve_opt(row_wise=False)  # small: opt auto is adam
+    assert cfg.opt == "auto" and cfg2.opt == "adam"
     valid = res.split.test
     again = Learner(model, res.split.train, progress=False).predict(valid)
     assert np.allclose(again, res.learner.predict(valid))
@@ -71,3 +74,21 @@ def test_models_and_schedules(model: str, schedule: str, ratings_csv: Path) -> N
 def test_load_run_errors(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="run directory"):
         load_run(tmp_path)
+
+
+def test_auto_optimiser_is_row_wise_adagrad_for_large_tables(ratings_csv: Path) -> None:
+    """``opt="auto"`` picks row-wise Adagrad and its defaults when the tables are large."""
+    from recfit.runs import resolve_config
+    from recfit.train.sparse import RowAdagrad
+
+    big = synthetic(3000, 2500, 2500, seed=0)  # (2500 + 2500) * 51 >= SPARSE_MIN_PARAMS
+    cfg = TrainConfig(dataset="x", split="random:0.2", epochs=1)
+    resolved = resolve_config(cfg, big)
+    assert (resolved.opt, resolved.lr, resolved.wd, resolved.reg) == ("adagrad", 0.03, 0.0, 0.02)
+    given = resolve_config(TrainConfig(dataset="x", lr=0.01, reg=0.1), big)
+    assert (given.opt, given.lr, given.reg) == ("adagrad", 0.01, 0.1)  # given values win
+    assert resolve_config(TrainConfig(dataset="x", opt="adam"), big).opt == "adam"
+    assert resolve_config(TrainConfig(dataset="x", trainer="als", model="mf"), big).opt == "adam"
+    res = train_run(cfg, data=big, progress=False)
+    assert res.config.opt == "adagrad" and isinstance(res.learner.opt, RowAdagrad)
+    assert res.learner._compiled == kernels.available()

@@ -50,7 +50,7 @@ from recfit.models import RatingModel, create_model
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
 from recfit.train.learner import Learner
 from recfit.train.schedules import Cosine, Cyclic
-from recfit.train.sparse import auto_batch_size, scaled_lr
+from recfit.train.sparse import SPARSE_MIN_PARAMS, auto_batch_size, scaled_lr
 
 __all__ = [
     "RunResult",
@@ -60,6 +60,7 @@ __all__ = [
     "fit_config",
     "load_run",
     "model_kwargs",
+    "resolve_config",
     "train_run",
     "write_run",
 ]
@@ -120,6 +121,7 @@ def build_learner(
     ``cfg.bs == 0`` picks the batch size from ``len(train)`` (:func:`batch_and_lr`);
     ``trainer="als"`` builds the model with a linear output (no ``y_range``).
     """
+    cfg = resolve_config(cfg, train)
     kwargs = model_kwargs(cfg)
     if cfg.trainer == "als" and "y_range" in kwargs:
         kwargs["y_range"] = None
@@ -141,6 +143,24 @@ def build_learner(
         callbacks=cbs,
         progress=progress,
     )
+
+
+def resolve_config(cfg: TrainConfig, train: Interactions, distributed: bool = False) -> TrainConfig:
+    """``cfg`` with ``opt="auto"`` made concrete for a model sized for ``train``.
+
+    The row-wise path (and so row-wise Adagrad) is taken by a ``dot`` or ``mf`` model of
+    at least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD in
+    one process (:meth:`recfit.config.TrainConfig.resolve_opt`).
+    """
+    n_params = (train.n_users + train.n_items) * (cfg.n_factors + 1)
+    row_wise = (
+        cfg.task == "rating"
+        and cfg.trainer == "sgd"
+        and cfg.model in ("dot", "mf")
+        and not distributed
+        and n_params >= SPARSE_MIN_PARAMS
+    )
+    return cfg.resolve_opt(row_wise)
 
 
 def batch_and_lr(cfg: TrainConfig, n_train: int) -> tuple[int, float]:
@@ -227,6 +247,7 @@ def train_run(
     split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
     if on_split is not None:
         on_split(split)
+    cfg = resolve_config(cfg, split.train, distributed=ctx is not None)
     t0 = time.perf_counter()
     if cfg.task == "classification":  # ratings as classes, with an imbalance strategy
         from recfit.train.classification import fit_classifier_config

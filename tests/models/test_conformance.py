@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from recfit.data import Interactions
 from recfit.errors import DataError
@@ -176,6 +178,14 @@ def test_weight_zero_rows_change_nothing(case: str, tiny: Interactions) -> None:
     clean = mixed.take(clean_rows).with_weights(None)
     a = _learner(case, clean, valid=clean).fit_one_cycle(2, 1e-2)
     b = _learner(case, mixed, valid=mixed).fit_one_cycle(2, 1e-2)
+    # training is bit-identical: the same weights after the same batches
+    for (name, p), q in zip(
+        a.model.state_dict().items(), b.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), name
     ha, hb = (x.history_frame().drop(columns="time") for x in (a, b))
-    assert ha.equals(hb)
-    np.testing.assert_array_equal(a.predict(clean), b.predict(mixed)[clean_rows])
+    assert (ha["train_loss"] == hb["train_loss"]).all()
+    # predictions of the same rows in batches of another size may differ in the last
+    # float32 bit (matrix products block by batch size); the metrics agree to that
+    pd.testing.assert_frame_equal(ha, hb, check_exact=False, rtol=1e-6)
+    np.testing.assert_allclose(a.predict(clean), b.predict(mixed)[clean_rows], rtol=1e-6)

@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -325,6 +326,7 @@ class NNAdapter(ModelAdapter):
     """
 
     fold_in_steps: ClassVar[int] = 100
+    fold_in_restarts: ClassVar[int] = 5
     block_elems: ClassVar[int] = 1 << 22
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
@@ -385,20 +387,27 @@ class NNAdapter(ModelAdapter):
         z = torch.zeros_like(m, requires_grad=True)
         w_user = self.w_user * sd  # [hidden, du] scaled columns
         base = items + m @ self.w_user.T
-        opt = torch.optim.LBFGS(
-            [z], lr=1.0, max_iter=self.fold_in_steps, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-9, tolerance_change=1e-12,
-        )  # fmt: skip
 
         def closure() -> Tensor:
-            opt.zero_grad()
             pred = self._head(base + z @ w_user.T)
             loss = (w * (r - pred) ** 2).sum() + reg * (z * z).sum()
             (z.grad,) = torch.autograd.grad(loss, [z])  # the model's weights stay frozen
             return loss.detach()
 
+        # the objective has kinks (ReLU) where L-BFGS's curvature pairs go stale: restart
+        # it from where it stopped until a restart no longer helps
+        last = math.inf
         with torch.enable_grad():
-            opt.step(closure)  # type: ignore[no-untyped-call]
+            for _ in range(self.fold_in_restarts):
+                opt = torch.optim.LBFGS(
+                    [z], lr=1.0, max_iter=self.fold_in_steps, line_search_fn="strong_wolfe",
+                    tolerance_grad=1e-9, tolerance_change=1e-12,
+                )  # fmt: skip
+                opt.step(closure)  # type: ignore[no-untyped-call]
+                now = float(closure())
+                if now > last - 1e-6 * max(1.0, abs(last)):
+                    break
+                last = now
         row = m + sd * z.detach()
         if not bool(torch.isfinite(row).all()):  # pragma: no cover - defensive
             raise ConfigError("expected a finite fold-in row, received NaN (check the ratings)")

@@ -70,12 +70,19 @@ from recfit.errors import (
 from recfit.metrics.rating import LEVEL_METRICS, get_metric, is_level_metric
 from recfit.models.base import RatingModel
 from recfit.models.classifier import LevelModel
-from recfit.models.losses import Loss, get_loss
+from recfit.models.losses import Loss, MSELoss, get_loss
+from recfit.train import kernels
 from recfit.train.batches import TensorData, n_batches
 from recfit.train.callbacks import EVENTS, Callback, ProgressBar
 from recfit.train.optim import AdamW
 from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
-from recfit.train.sparse import SPARSE_MIN_PARAMS, RowAdamW, supports_rows
+from recfit.train.sparse import (
+    SPARSE_MIN_PARAMS,
+    RowAdagrad,
+    RowAdamW,
+    RowOptimizer,
+    supports_rows,
+)
 
 __all__ = ["OPTIMIZERS", "Learner", "resolve_device"]
 
@@ -144,6 +151,11 @@ class Learner:
             least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters in a single
             process (so fastai's R1 configuration on ml-100k keeps dense AdamW, exactly
             fastai's semantics); ``True`` requires it; ``False`` keeps dense AdamW.
+        compiled: run the row-wise step as one compiled CPU kernel
+            (:mod:`recfit.train.kernels`: forward, MSE loss, gradient and update without
+            intermediate tensors). ``"auto"`` does so whenever the row-wise optimiser runs
+            on CPU with the MSE loss; ``True`` requires it; ``False`` keeps the PyTorch
+            operations (same semantics, used on CUDA).
     """
 
     def __init__(
@@ -167,6 +179,7 @@ class Learner:
         progress: bool | None = None,
         drop_last: bool = False,
         sparse: bool | str = "auto",
+        compiled: bool | str = "auto",
     ) -> None:
         if not isinstance(model, RatingModel):
             raise ConfigError(f"expected a RatingModel, received {type(model).__name__}")
@@ -205,6 +218,13 @@ class Learner:
         self.fused = self._resolve_fused(fused)
         self.sparse_mode: bool | str = sparse
         self.sparse = False  # resolved when the optimiser is created (first fit)
+        if compiled not in ("auto", True, False):
+            raise ConfigError(f"expected compiled 'auto', True or False, received {compiled!r}")
+        self.compiled: bool | str = compiled
+        # load numba now, not in the middle of the first fit: loading it changes the last
+        # bits of some PyTorch results, and a fit must give the same numbers every time
+        kernels.available()
+        self._compiled = False  # resolved with ``sparse``
         self.train, self.valid = train, valid
         self._check_data(train, "train")
         if valid is not None:
@@ -286,12 +306,28 @@ class Learner:
         name = self.opt_name
         if callable(name):
             return name(params)
-        if name == "adam" and self._use_sparse():
+        if name in ("adam", "adagrad") and self._use_sparse():
             self.sparse = True
-            return RowAdamW(
-                self.model,  # type: ignore[arg-type]
-                lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd,
-            )  # fmt: skip
+            opt: RowOptimizer
+            if name == "adam":
+                opt = RowAdamW(
+                    self.model,  # type: ignore[arg-type]
+                    lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd,
+                )  # fmt: skip
+            else:
+                opt = RowAdagrad(self.model, lr=1e-2, weight_decay=self.wd)  # type: ignore[arg-type]
+            self._compiled = (
+                self.compiled is not False
+                and opt.compiled()
+                and type(self.loss_func) is MSELoss
+                and not self.bf16
+            )
+            if self.compiled is True and not self._compiled:
+                raise ConfigError(
+                    "expected a CPU model, numba and the MSE loss for compiled=True, received "
+                    f"device {self.device}, loss {self.loss_func!r}"
+                )
+            return opt
         if name == "adam":
             return AdamW(
                 params, lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd
@@ -323,7 +359,7 @@ class Learner:
         assert self.opt is not None
         for g in self.opt.param_groups:
             g["lr"] = lr
-            if self.opt_name == "adam":
+            if self.opt_name == "adam" or self.sparse:
                 g["weight_decay"] = wd
                 if mom is not None:
                     g["betas"] = (mom, ADAM_BETA2)
@@ -521,6 +557,9 @@ class Learner:
         w_tot = w_sum if self.dist is None else self.dist.global_weight(self, w_sum)
         scale = w / w_tot
         use_pen = self.reg > 0
+        if self._compiled:  # one compiled kernel: forward, loss, gradient, update
+            self._compiled_batch(batch, w_sum, w_tot)
+            return
         if self.fused:
             out, pen, saved = self.model.fused_forward(batch, use_pen)
         else:
@@ -558,6 +597,20 @@ class Learner:
             self.dist.sync_grads(list(self.model.parameters()))
         self._event("after_backward")
         self._opt_step(self._wd)
+        self._event("after_step")
+        self._accumulate(w_sum, w_tot, reg_loss)
+
+    def _compiled_batch(self, batch: dict[str, Tensor], w_sum: Tensor, w_tot: Tensor) -> None:
+        """The row-wise step in :mod:`recfit.train.kernels` (same events, same sums)."""
+        assert isinstance(self.opt, RowOptimizer)
+        out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, self.num_threads)
+        self.pred = out
+        self._event("after_pred")
+        reg_loss = torch.tensor(pen, dtype=torch.float32) if self.reg > 0 else None
+        self.loss = torch.tensor(loss + pen, dtype=torch.float32)
+        self._event("after_loss")
+        self._event("before_backward")
+        self._event("after_backward")
         self._event("after_step")
         self._accumulate(w_sum, w_tot, reg_loss)
 

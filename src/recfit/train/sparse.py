@@ -53,18 +53,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from recfit.errors import ConfigError
 from recfit.models.dot import DotBias
+from recfit.train import kernels
 from recfit.train.optim import load_state, save_state
 
 __all__ = [
     "AUTO_BS_MAX",
     "AUTO_BS_MIN_ROWS",
     "SPARSE_MIN_PARAMS",
+    "RowAdagrad",
     "RowAdamW",
+    "RowOptimizer",
     "auto_batch_size",
     "scaled_lr",
     "supports_rows",
@@ -122,23 +126,18 @@ def supports_rows(model: Any) -> bool:
     return isinstance(model, DotBias)
 
 
-_ROW_STATE = ("exp_avg", "exp_avg_sq", "row_decay")
+class RowOptimizer:
+    """Base of the row-wise optimisers of a :class:`~recfit.models.DotBias`.
 
-
-class RowAdamW:
-    """AdamW that updates only the looked-up rows of a :class:`~recfit.models.DotBias`.
-
-    ``param_groups[0]`` holds ``lr``, ``betas``, ``eps`` and ``weight_decay`` (changed
-    between steps by the Learner's schedules), like :class:`recfit.train.optim.AdamW`.
-    Call :meth:`fused_step` with what ``model.fused_forward`` saved and the gradient of
-    the objective with respect to the outputs; call :meth:`flush` before reading the
-    weights (the Learner does).
-
-    Args:
-        model: a DotBias or BiasedMF.
-        lr, betas, eps, weight_decay: AdamW's hyper-parameters (fastai defaults in the
-            Learner: betas (0.9, 0.99), eps 1e-5).
+    Keeps the lazy, exact decoupled weight decay (a per-row log of the decay product
+    received), the step count and ``param_groups[0]`` (``lr``, ``betas``, ``eps``,
+    ``weight_decay``, changed between steps by the Learner's schedules). Subclasses give
+    the per-row rule twice: :meth:`_update` in PyTorch operations (any device) and
+    :meth:`_consts` for the compiled CPU kernel of :mod:`recfit.train.kernels`.
     """
+
+    state_names: tuple[str, ...] = ("row_decay",)
+    rule = -1
 
     def __init__(
         self,
@@ -150,7 +149,8 @@ class RowAdamW:
     ) -> None:
         if not supports_rows(model):
             raise ConfigError(
-                f"expected a DotBias-family model for RowAdamW, received {type(model).__name__}"
+                f"expected a DotBias-family model for {type(self).__name__}, "
+                f"received {type(model).__name__}"
             )
         self.model = model
         self.params = [model.user_factors, model.user_bias, model.item_factors, model.item_bias]
@@ -158,22 +158,99 @@ class RowAdamW:
             {"params": self.params, "lr": lr, "betas": betas, "eps": eps,
              "weight_decay": weight_decay}
         ]  # fmt: skip
-        k = model.n_factors
         dev = model.user_factors.device
-        self.exp_avg = [torch.zeros(n, k + 1, device=dev) for n in (model.n_users, model.n_items)]
-        self.exp_avg_sq = [torch.zeros_like(t) for t in self.exp_avg]
+        self._dev = dev
+        if dev.type == "cpu":  # tables in huge pages: fewer TLB misses on random rows
+            with torch.no_grad():
+                for p in self.params:
+                    if p.numel() * p.element_size() >= kernels.HUGE_PAGE:
+                        moved = self._zeros(tuple(p.shape), p.dtype)
+                        moved.copy_(p.data)
+                        p.data = moved
         # log of the decay product each row has received, and of the global product
-        self.row_decay = [
-            torch.zeros(n, dtype=torch.float64, device=dev) for n in (model.n_users, model.n_items)
-        ]
+        self.row_decay = [self._zeros((n,), torch.float64) for n in (model.n_users, model.n_items)]
         self.log_decay = 0.0
         self.step_count = 0
-        self._step_t = torch.zeros((), dtype=torch.float32, device=dev)
+        self._buffers: kernels.RowStepBuffers | None = None
+
+    def _zeros(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor:
+        """A zeroed state tensor (in huge pages on CPU, see :func:`kernels.huge_zeros`)."""
+        if self._dev.type == "cpu":
+            np_dtype = torch.empty((), dtype=dtype).numpy().dtype
+            return torch.from_numpy(kernels.huge_zeros(shape, np_dtype))
+        return torch.zeros(shape, dtype=dtype, device=self._dev)
+
+    # ------------------------------------------------------------------ rule
+    def _state(self, side: int) -> tuple[Tensor, Tensor]:
+        """The per-row state tensors of ``side`` (0 users, 1 items) given to the kernel."""
+        raise NotImplementedError
+
+    def _consts(self, lr: float, wd: float) -> list[float]:
+        """The kernel's constants after ``keep`` (see :func:`recfit.train.kernels.row_step`)."""
+        raise NotImplementedError
+
+    def _update(self, p: Tensor, g: Tensor, side: int, uniq: Tensor, lr: float, wd: float) -> None:
+        """Update the gathered rows ``p`` (``(rows, k + 1)``) in place from their summed
+        gradient ``g``; the per-row state of ``uniq`` is read and written here."""
+        raise NotImplementedError
+
+    def compiled(self) -> bool:
+        """Whether :meth:`compiled_step` can run (CPU tensors, numba present)."""
+        return self.model.user_factors.device.type == "cpu" and kernels.available()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Nothing to clear: gradients never live in ``.grad`` (kept for the protocol)."""
 
+    def _advance(self, lr: float, wd: float) -> float:
+        """Count a step and extend the global decay product; returns the log before."""
+        self.step_count += 1
+        before = self.log_decay
+        if wd:
+            self.log_decay += math.log1p(-min(lr * wd, 1.0 - 1e-12))
+        return before
+
     # ------------------------------------------------------------------ steps
+    @torch.no_grad()
+    def compiled_step(
+        self, batch: dict[str, Tensor], w_tot: float, reg: float, threads: int | None = None
+    ) -> tuple[Tensor, float, float]:
+        """Forward, weighted MSE loss, gradient and update in one compiled CPU kernel.
+
+        The same step as ``model.fused_forward`` + :meth:`fused_step` with an MSE loss,
+        without intermediate tensors (:mod:`recfit.train.kernels`). Returns the batch's
+        predictions, its loss ``Σ w·(out - r)² / w_tot`` and penalty
+        ``reg · Σ w·|rows|² / w_tot``.
+        """
+        m = self.model
+        grp = self.param_groups[0]
+        lr, wd = grp["lr"], grp["weight_decay"]
+        before = self._advance(lr, wd)
+        if self._buffers is None:
+            self._buffers = kernels.RowStepBuffers(m.n_users, m.n_items, m.n_factors)
+        lo, hi = m.y_range if m.y_range is not None else (0.0, 1.0)
+        arrays = {k: batch[k].numpy() for k in ("user", "item", "rating", "weight")}
+        out = torch.empty(arrays["user"].shape[0], dtype=m.user_factors.dtype)
+        consts = np.array([1.0 - lr * wd, *self._consts(lr, wd), self.rule], dtype=np.float32)
+        st = [tuple(t.numpy() for t in self._state(side)) for side in (0, 1)]
+        loss, pen = kernels.row_step(
+            arrays,
+            w_tot,
+            (
+                (m.user_factors.detach().numpy(), m.user_bias.detach().numpy()),
+                (m.item_factors.detach().numpy(), m.item_bias.detach().numpy()),
+            ),
+            (st[0], st[1]),  # type: ignore[arg-type]
+            (self.row_decay[0].numpy(), self.row_decay[1].numpy()),
+            (m.global_mean, lo, hi - lo, m.y_range is not None),
+            reg,
+            consts,
+            (before, self.log_decay),
+            out.numpy(),
+            self._buffers,
+            threads,
+        )
+        return out, loss, pen
+
     @torch.no_grad()
     def fused_step(
         self, batch: dict[str, Tensor], saved: Any, d_output: Tensor, d_penalty: Tensor | None
@@ -214,16 +291,11 @@ class RowAdamW:
         repeated indices are summed.
         """
         grp = self.param_groups[0]
-        lr, (beta1, beta2), eps, wd = grp["lr"], grp["betas"], grp["eps"], grp["weight_decay"]
+        lr, wd = grp["lr"], grp["weight_decay"]
         m = self.model
         k = m.n_factors
-        self.step_count += 1
-        self._step_t.fill_(float(self.step_count))
-        before = self.log_decay
-        if wd:
-            self.log_decay += math.log1p(-min(lr * wd, 1.0 - 1e-12))
+        before = self._advance(lr, wd)
         tables = ((m.user_factors, m.user_bias), (m.item_factors, m.item_bias))
-        ps, gs, ms, vs, keys = [], [], [], [], []
         for side, ((idx, g), (fac, bias)) in enumerate(zip(rows, tables, strict=True)):
             uniq, inv = torch.unique(idx, return_inverse=True)
             gsum = torch.zeros(uniq.shape[0], k + 1, dtype=g.dtype, device=g.device)
@@ -238,34 +310,9 @@ class RowAdamW:
                 p.mul_(owed.unsqueeze(1))
             if self.log_decay != 0.0:
                 rd.index_fill_(0, uniq, self.log_decay)
-            ps.append(p)
-            gs.append(gsum)
-            ms.append(self.exp_avg[side].index_select(0, uniq))
-            vs.append(self.exp_avg_sq[side].index_select(0, uniq))
-            keys.append(uniq)
-        steps = [self._step_t, self._step_t]
-        if _FUSED_OP is not None and ps[0].device.type in ("cpu", "cuda"):
-            _FUSED_OP(
-                ps, gs, ms, vs, [], steps,
-                lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
-                amsgrad=False, maximize=False,
-            )  # fmt: skip
-        else:  # pragma: no cover - the fused kernel exists on CPU and CUDA
-            t = float(self.step_count)
-            for p, g, mm, vv in zip(ps, gs, ms, vs, strict=True):
-                if wd:
-                    p.mul_(1.0 - lr * wd)
-                mm.lerp_(g, 1.0 - beta1)
-                vv.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-                denom = (vv / (1.0 - beta2**t)).sqrt_().add_(eps)
-                p.addcdiv_(mm, denom, value=-lr / (1.0 - beta1**t))
-        for side, ((fac, bias), p, mm, vv, uniq) in enumerate(
-            zip(tables, ps, ms, vs, keys, strict=True)
-        ):
+            self._update(p, gsum, side, uniq, lr, wd)
             fac.index_copy_(0, uniq, p[:, :k])
             bias.index_copy_(0, uniq, p[:, k])
-            self.exp_avg[side].index_copy_(0, uniq, mm)
-            self.exp_avg_sq[side].index_copy_(0, uniq, vv)
 
     @torch.no_grad()
     def flush(self) -> None:
@@ -283,15 +330,137 @@ class RowAdamW:
     def step(self) -> None:
         """Not used: :meth:`fused_step` does the work (the gradient never lives in ``.grad``)."""
         raise ConfigError(
-            "expected RowAdamW.fused_step(batch, saved, d_output, d_penalty), received step()"
+            f"expected {type(self).__name__}.fused_step(batch, saved, d_output, d_penalty), "
+            "received step()"
         )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Moments, per-row decay logs, step count and hyper-parameters (tensors cloned)."""
-        return save_state(self, _ROW_STATE, log_decay=self.log_decay)
+        """Per-row state, decay logs, step count and hyper-parameters (tensors cloned)."""
+        return save_state(self, self.state_names, log_decay=self.log_decay)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        load_state(self, state, _ROW_STATE)
+        load_state(self, state, self.state_names)
         self.log_decay = float(state["log_decay"])
+
+
+class RowAdamW(RowOptimizer):
+    """AdamW that updates only the looked-up rows of a :class:`~recfit.models.DotBias`.
+
+    ``param_groups[0]`` holds ``lr``, ``betas``, ``eps`` and ``weight_decay`` (changed
+    between steps by the Learner's schedules), like :class:`recfit.train.optim.AdamW`.
+    Call :meth:`fused_step` with what ``model.fused_forward`` saved and the gradient of
+    the objective with respect to the outputs (or :meth:`compiled_step` on CPU); call
+    :meth:`flush` before reading the weights (the Learner does).
+
+    Args:
+        model: a DotBias or BiasedMF.
+        lr, betas, eps, weight_decay: AdamW's hyper-parameters (fastai defaults in the
+            Learner: betas (0.9, 0.99), eps 1e-5).
+    """
+
+    state_names = ("exp_avg", "exp_avg_sq", "row_decay")
+    rule = 0
+
+    def __init__(
+        self,
+        model: DotBias,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-5,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(model, lr, betas, eps, weight_decay)
+        k = model.n_factors
+        sizes = (model.n_users, model.n_items)
+        self.exp_avg = [self._zeros((n, k + 1)) for n in sizes]
+        self.exp_avg_sq = [self._zeros((n, k + 1)) for n in sizes]
+        self._step_t = torch.zeros((), dtype=torch.float32, device=self._dev)
+
+    def _state(self, side: int) -> tuple[Tensor, Tensor]:
+        return self.exp_avg[side], self.exp_avg_sq[side]
+
+    def _consts(self, lr: float, wd: float) -> list[float]:
+        beta1, beta2 = self.param_groups[0]["betas"]
+        t = self.step_count
+        return [beta1, beta2, lr / (1.0 - beta1**t), 1.0 / math.sqrt(1.0 - beta2**t),
+                self.param_groups[0]["eps"]]  # fmt: skip
+
+    def _update(self, p: Tensor, g: Tensor, side: int, uniq: Tensor, lr: float, wd: float) -> None:
+        beta1, beta2 = self.param_groups[0]["betas"]
+        eps = self.param_groups[0]["eps"]
+        mm = self.exp_avg[side].index_select(0, uniq)
+        vv = self.exp_avg_sq[side].index_select(0, uniq)
+        self._step_t.fill_(float(self.step_count))
+        if _FUSED_OP is not None and p.device.type in ("cpu", "cuda"):
+            _FUSED_OP(
+                [p], [g], [mm], [vv], [], [self._step_t],
+                lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
+                amsgrad=False, maximize=False,
+            )  # fmt: skip
+        else:  # pragma: no cover - the fused kernel exists on CPU and CUDA
+            t = float(self.step_count)
+            if wd:
+                p.mul_(1.0 - lr * wd)
+            mm.lerp_(g, 1.0 - beta1)
+            vv.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            denom = (vv / (1.0 - beta2**t)).sqrt_().add_(eps)
+            p.addcdiv_(mm, denom, value=-lr / (1.0 - beta1**t))
+        self.exp_avg[side].index_copy_(0, uniq, mm)
+        self.exp_avg_sq[side].index_copy_(0, uniq, vv)
+
+
+class RowAdagrad(RowOptimizer):
+    """Row-wise Adagrad: one accumulator per row, only the looked-up rows updated.
+
+    Each row's factors keep ``a ← a + mean(g²)`` and move by ``-lr · g / (sqrt(a) +
+    eps)`` (DLRM-style "row-wise Adagrad" embedding tables); the row's bias keeps its own
+    accumulator (its gradient is on another scale). Decoupled weight decay is lazy and
+    exact as in :class:`RowAdamW`. The state is two floats per row instead of AdamW's two
+    rows, so a step moves about a third of the bytes. ``betas`` is kept in ``param_groups`` only for the Learner's
+    momentum schedule and is not used.
+
+    Example:
+        >>> import torch
+        >>> from recfit.models import DotBias
+        >>> m = DotBias(4, 3, n_factors=2, y_range=None, bias_init_std=0.0, init_std=0.0)
+        >>> opt = RowAdagrad(m, lr=0.1)
+        >>> opt.apply_rows([(torch.tensor([1]), torch.tensor([[0.0, 0.0, 3.0]])),
+        ...                 (torch.tensor([0]), torch.tensor([[0.0, 0.0, 0.0]]))])
+        >>> round(float(m.user_bias[1]), 4)  # -0.1 · 3 / sqrt(9)
+        -0.1
+    """
+
+    state_names = ("sum_sq", "row_decay")
+    rule = 1
+
+    def __init__(
+        self,
+        model: DotBias,
+        lr: float = 1e-2,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-10,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(model, lr, betas, eps, weight_decay)
+        self.sum_sq = [self._zeros((n, 2)) for n in (model.n_users, model.n_items)]
+        self._unused = torch.zeros(1, model.n_factors + 1, device=self._dev)
+
+    def _state(self, side: int) -> tuple[Tensor, Tensor]:
+        return self._unused, self.sum_sq[side]
+
+    def _consts(self, lr: float, wd: float) -> list[float]:
+        return [0.0, 0.0, lr, 0.0, self.param_groups[0]["eps"]]
+
+    def _update(self, p: Tensor, g: Tensor, side: int, uniq: Tensor, lr: float, wd: float) -> None:
+        eps = self.param_groups[0]["eps"]
+        if wd:
+            p.mul_(1.0 - lr * wd)
+        k = p.shape[1] - 1
+        acc = self.sum_sq[side].index_select(0, uniq)
+        acc[:, 0] += (g[:, :k] * g[:, :k]).mean(1) if k else 0.0
+        acc[:, 1] += g[:, k] * g[:, k]
+        p[:, :k].addcdiv_(g[:, :k], acc[:, :1].sqrt().add_(eps), value=-lr)
+        p[:, k].addcdiv_(g[:, k], acc[:, 1].sqrt().add_(eps), value=-lr)
+        self.sum_sq[side].index_copy_(0, uniq, acc)
