@@ -26,10 +26,11 @@ import time
 
 import torch
 
+from recfit.config import TrainConfig
 from recfit.data.synthetic import synthetic
 from recfit.models import DotBias
+from recfit.runs import batch_and_lr, resolve_config
 from recfit.train import Learner
-from recfit.train.sparse import auto_batch_size, scaled_lr
 
 
 def main() -> None:
@@ -45,16 +46,20 @@ def main() -> None:
     t = time.perf_counter()
     data = synthetic(args.ratings, 162_541, 59_047, seed=0, with_timestamps=False)
     gen_s = time.perf_counter() - t
-    bs = args.bs or auto_batch_size(len(data))
-    lr = scaled_lr(5e-3, bs)
+    cfg = TrainConfig(dataset="synthetic", n_factors=64, bs=args.bs)
+    if args.opt != "auto":
+        cfg = cfg.replace(opt=args.opt)
+    cfg = resolve_config(cfg, data)  # opt, lr, wd, reg as recfit train would use them
+    bs, lr = batch_and_lr(cfg, len(data))
     model = DotBias(data.n_users, data.n_items, n_factors=64, seed=0)
     learn = Learner(
-        model, data, None, bs=bs, wd=0.01, seed=0, progress=False, num_threads=threads,
-        sparse=False if args.dense else "auto", opt="adam" if args.opt == "auto" else args.opt,
+        model, data, None, bs=bs, wd=cfg.wd, reg=cfg.reg, opt=cfg.opt, seed=0, progress=False,
+        num_threads=threads, sparse=False if args.dense else "auto",
     )  # fmt: skip
     print(
         f"data: {len(data):,} ratings, {data.n_users:,} users, {data.n_items:,} items "
-        f"(generated in {gen_s:.1f} s); DotBias 64, bs {bs}, lr {lr:g}, threads {threads}"
+        f"(generated in {gen_s:.1f} s); DotBias 64, opt {cfg.opt}, bs {bs}, lr {lr:g}, "
+        f"wd {cfg.wd:g}, reg {cfg.reg:g}, threads {threads}"
     )
     secs = []
     for run in range(args.runs):
@@ -72,7 +77,8 @@ def main() -> None:
     print(
         f"median epoch {med:.2f} s; {len(data) / med:,.0f} ratings/s; "
         f"{len(data) / med / threads:,.0f} ratings/s per thread (memory-bound SGD limit "
-        f"10-20 M/s/core); optimiser {'row-wise' if learn.sparse else 'dense'} AdamW; "
+        f"10-20 M/s/core); optimiser {type(learn.opt).__name__}"
+        f"{' (compiled step)' if learn._compiled else ''}; "
         f"peak RSS {rss_gb:.2f} GB; load average {os.getloadavg()[0]:.2f}"
     )
 

@@ -42,7 +42,7 @@ from common import (
 )
 
 _FASTAI = {"model": "dot", "n_factors": 50, "y_range": (0.0, 5.5), "epochs": 5, "lr": 5e-3,
-           "wd": 0.1, "bs": 64}  # fmt: skip
+           "wd": 0.1, "bs": 64, "opt": "adam"}  # fmt: skip
 _BEST = {**_FASTAI, "wd": 0.05, "reg": 0.05}
 
 #: protocol -> {name: (description, TrainConfig fields)}
@@ -56,12 +56,12 @@ RATING: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "R3": {"best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST)},
     "R5": {
         "best": (
-            "DotBias 50, wd 0.02 + reg 0.02, one-cycle 5 x 1e-2, bs 512",
-            {**_FASTAI, "bs": 512, "lr": 1e-2, "wd": 0.02, "reg": 0.02},
+            "recfit train's default (DotBias 50, opt auto: row-wise Adagrad, 5 epochs)",
+            {"model": "dot"},
         ),
         "fast": (
-            "DotBias 50, wd 0.02 + reg 0.02, one-cycle 4 x 2e-2, bs 2048",
-            {**_FASTAI, "bs": 2048, "lr": 2e-2, "wd": 0.02, "reg": 0.02, "epochs": 4},
+            "recfit train's default with 2 epochs (DotBias 50, row-wise Adagrad)",
+            {"model": "dot", "epochs": 2},
         ),
     },
 }

@@ -148,6 +148,9 @@ class TrainConfig(BaseModel):
             the ridge per rating).
         wd: decoupled weight decay over all parameters (fastai's ``wd``).
         reg: L2 penalty on the rows in each batch (Surprise's ``reg``).
+        reg_exponent: ALS only: a row's ridge is ``reg · n ** reg_exponent`` for ``n``
+            the total weight of its ratings (1: the Learner's objective; 0.75 regularises
+            heavy users and popular items less and is more accurate on R1 and R4).
         pct_start: share of one-cycle steps spent warming up.
         patience: early stopping on ``monitor`` after this many epochs without gain.
         monitor: the metric early stopping and the best checkpoint watch.
@@ -209,6 +212,7 @@ class TrainConfig(BaseModel):
     bs: int = Field(default=0, ge=0)
     wd: float = Field(default=0.05, ge=0.0)
     reg: float = Field(default=0.05, ge=0.0)
+    reg_exponent: float = Field(default=1.0, gt=0.0, le=1.0)
     pct_start: float = Field(default=0.25, gt=0.0, lt=1.0)
     patience: int | None = Field(default=None, ge=1)
     monitor: str = "mse"

@@ -185,7 +185,7 @@ def fit_config(learner: Learner, cfg: TrainConfig) -> Learner:
     if cfg.trainer == "als":
         from recfit.train.als import fit_als_learner
 
-        return fit_als_learner(learner, cfg.epochs, reg=cfg.reg)
+        return fit_als_learner(learner, cfg.epochs, reg=cfg.reg, reg_exponent=cfg.reg_exponent)
     lr = batch_and_lr(cfg, len(learner.train))[1]
     total = max(1, cfg.epochs * learner.steps_per_epoch)
     if cfg.schedule == "one_cycle":

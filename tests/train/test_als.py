@@ -37,6 +37,7 @@ def _numpy_half(
     w: np.ndarray,
     mu: float,
     reg: float,
+    exponent: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     k = fixed.shape[1]
     out, out_b = np.zeros((n, k)), np.zeros(n)
@@ -45,7 +46,7 @@ def _numpy_half(
         z = np.hstack([fixed[other[sel]], np.ones((sel.sum(), 1))])
         y = r[sel] - mu - fixed_bias[other[sel]]
         ws = w[sel]
-        a = z.T @ (ws[:, None] * z) + (reg * ws.sum() + 1e-6) * np.eye(k + 1)
+        a = z.T @ (ws[:, None] * z) + (reg * ws.sum() ** exponent + 1e-6) * np.eye(k + 1)
         x = np.linalg.solve(a, z.T @ (ws * y))
         out[row], out_b[row] = x[:k], x[k]
     return out, out_b
@@ -68,6 +69,36 @@ def test_one_sweep_matches_numpy_closed_form(weights: bool) -> None:
     np.testing.assert_allclose(m.user_bias.detach().numpy(), bu, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(m.item_factors.detach().numpy(), q, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(m.item_bias.detach().numpy(), bi, rtol=1e-3, atol=1e-4)
+
+
+def test_reg_exponent_matches_closed_form_and_keeps_the_objective_monotone() -> None:
+    """A row's ridge reg · n ** exponent: the numpy solve agrees and J never increases."""
+    d = _data(seed=5, weights=True)
+    m = BiasedMF(d.n_users, d.n_items, n_factors=3, init_std=0.5, seed=2)
+    q0 = m.item_factors.detach().double().numpy().copy()
+    bi0 = m.item_bias.detach().double().numpy().copy()
+    res = fit_als(m, d, epochs=1, reg=0.2, reg_exponent=0.75)
+    w, r = d.weights().astype(np.float64), d.rating.astype(np.float64)
+    mu = float((w * r).sum() / w.sum())
+    p, bu = _numpy_half(d.user, d.item, d.n_users, q0, bi0, r, w, mu, 0.2, 0.75)
+    q, _ = _numpy_half(d.item, d.user, d.n_items, p, bu, r, w, mu, 0.2, 0.75)
+    np.testing.assert_allclose(m.item_factors.detach().numpy(), q, rtol=1e-3, atol=1e-4)
+    res = fit_als(m, d, epochs=5, reg=0.2, reg_exponent=0.75)
+    objs = [h["objective"] for h in res.history]
+    assert all(b <= a + 1e-6 for a, b in itertools.pairwise(objs))
+    # the objective's penalty: reg · Σ_rows n ** 0.75 · |row|², over Σw
+    pen = 0.0
+    for idx, fac, bias in (
+        (d.user, m.user_factors, m.user_bias),
+        (d.item, m.item_factors, m.item_bias),
+    ):
+        n = np.bincount(idx, weights=w, minlength=fac.shape[0])
+        rows = ((fac.detach().double() ** 2).sum(1) + bias.detach().double() ** 2).numpy()
+        pen += float((n**0.75 * rows).sum())
+    obj, mse = als_objective(m, d, 0.2, 0.75)
+    assert obj == pytest.approx(mse + 0.2 * pen / w.sum(), rel=1e-6)
+    with pytest.raises(ConfigError, match="reg_exponent"):
+        fit_als(m, d, epochs=1, reg=0.2, reg_exponent=1.5)
 
 
 def test_objective_never_increases_and_equals_learner_loss() -> None:

@@ -89,6 +89,10 @@ def train(
     lr: Annotated[float | None, typer.Option(help="(Peak) learning rate.")] = None,
     wd: Annotated[float | None, typer.Option(help="Decoupled weight decay (fastai wd).")] = None,
     reg: Annotated[float | None, typer.Option(help="L2 penalty on the rows in each batch.")] = None,
+    reg_exponent: Annotated[
+        float | None,
+        typer.Option(help="ALS: a row's ridge is reg * (its ratings) ** this (default 1)."),
+    ] = None,
     bs: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     n_factors: Annotated[int | None, typer.Option("--n-factors", help="Embedding size.")] = None,
     y_range: Annotated[str | None, typer.Option("--y-range", help="LOW,HIGH or none.")] = None,
@@ -98,6 +102,13 @@ def train(
     ] = None,
     trainer: Annotated[
         str | None, typer.Option(help="sgd (Learner) or als (alternating least squares).")
+    ] = None,
+    opt: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (row-wise Adagrad for large dot/mf tables, else AdamW), adam, sgd, "
+            "momentum or adagrad."
+        ),
     ] = None,
     patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
     imbalance: Annotated[
@@ -161,9 +172,9 @@ def train(
         raise typer.Exit(code)
     flags: dict[str, Any] = dict(
         dataset=dataset, task=task, model=model, split=split, seed=seed, epochs=epochs, lr=lr,
-        wd=wd, reg=reg, bs=bs, n_factors=n_factors, y_range=y_range, layers=layers,
-        schedule=schedule, trainer=trainer, patience=patience, imbalance=imbalance, head=head,
-        objective=objective, positive_min_rating=positive_min_rating,
+        wd=wd, reg=reg, reg_exponent=reg_exponent, bs=bs, n_factors=n_factors, y_range=y_range, layers=layers,
+        schedule=schedule, trainer=trainer, opt=opt, patience=patience, imbalance=imbalance,
+        head=head, objective=objective, positive_min_rating=positive_min_rating,
         relevant_min_rating=relevant_min_rating, exclude_seen=exclude_seen,
         eval_every=eval_every, device=device, checkpoint_every=checkpoint_every,
     )  # fmt: skip
@@ -188,7 +199,9 @@ def train(
                 _console.print(
                     f"{'resuming' if resume else 'training'} [bold]{cfg.model}[/bold] on "
                     f"[bold]{cfg.dataset}[/bold] (split {cfg.split}, seed {cfg.seed}, "
-                    f"{cfg.epochs} epochs, lr {cfg.lr:g}, wd {cfg.wd:g}, bs {cfg.bs or 'auto'}{ranks})"
+                    f"{cfg.epochs} epochs, "
+                    + ("opt auto" if cfg.opt == "auto" else f"lr {cfg.lr:g}, wd {cfg.wd:g}")
+                    + f", bs {cfg.bs or 'auto'}{ranks})"
                 )
             try:
                 result = train_run(
@@ -204,6 +217,12 @@ def train(
                 Console(stderr=True).print(f"[yellow]interrupted[/yellow] outside training{where}")
                 raise typer.Exit(130) from None
             if main:
+                rc = result.config
+                if rc.trainer == "sgd":
+                    _console.print(
+                        f"optimiser {rc.opt}, lr {rc.lr:g}, wd {rc.wd:g}, reg {rc.reg:g}"
+                        + (" (opt auto)" if cfg.opt == "auto" else "")
+                    )
                 _console.print(metrics_table(result.metrics, "validation"))
                 if result.out is not None:
                     _console.print(f"run directory: {result.out}")

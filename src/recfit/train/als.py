@@ -129,11 +129,18 @@ class _Side:
 
     @torch.no_grad()
     def solve(
-        self, fixed: Tensor, fixed_bias: Tensor, reg: float, out_factors: Tensor, out_bias: Tensor
+        self,
+        fixed: Tensor,
+        fixed_bias: Tensor,
+        reg: float,
+        out_factors: Tensor,
+        out_bias: Tensor,
+        exponent: float = 1.0,
     ) -> None:
         """Ridge solve of ``[factors, bias]`` for every row with ratings.
 
-        ``fixed`` / ``fixed_bias``: the other side's factors and biases.
+        ``fixed`` / ``fixed_bias``: the other side's factors and biases; a row's ridge is
+        ``reg · (Σw of its ratings) ** exponent``.
         """
         n_other, k = fixed.shape
         dev, dt = fixed.device, fixed.dtype
@@ -149,7 +156,8 @@ class _Side:
             zt = zw.transpose(1, 2)
             a = torch.bmm(zt, z)
             rhs = torch.bmm(zt, y.unsqueeze(2))
-            a += (reg * row_w + 1e-6).view(-1, 1, 1) * eye
+            ridge = row_w if exponent == 1.0 else row_w**exponent
+            a += (reg * ridge + 1e-6).view(-1, 1, 1) * eye
             chol, info = torch.linalg.cholesky_ex(a)
             if bool((info != 0).any()):  # pragma: no cover - the ridge keeps A positive definite
                 x = torch.linalg.lstsq(a, rhs).solution
@@ -184,9 +192,13 @@ def _check(model: DotBias, data: Interactions, epochs: int, reg: float) -> None:
 
 
 @torch.no_grad()
-def als_objective(model: DotBias, data: Interactions, reg: float) -> tuple[float, float]:
+def als_objective(
+    model: DotBias, data: Interactions, reg: float, reg_exponent: float = 1.0
+) -> tuple[float, float]:
     """``(J / Σw, weighted MSE)`` of ``model`` on ``data`` (the objective :func:`fit_als`
-    minimises; with ``reg`` it equals the Learner's ``loss`` with that ``reg``).
+    minimises; with ``reg`` and ``reg_exponent=1`` it equals the Learner's ``loss`` with
+    that ``reg``; otherwise a row's penalty is weighted by ``(Σw of its ratings) **
+    reg_exponent`` instead of once per rating).
 
     Example:
         >>> from recfit.data import Interactions
@@ -211,7 +223,18 @@ def als_objective(model: DotBias, data: Interactions, reg: float) -> tuple[float
         pen[sl] = ((pu * pu).sum(1) + (qi * qi).sum(1) + bu * bu + bi * bi).double()
     wsum = float(w.sum())
     mse = float((w * sq).sum()) / wsum
-    pen_mean = float((w * pen).sum()) / wsum
+    if reg_exponent == 1.0:
+        pen_mean = float((w * pen).sum()) / wsum
+    else:
+        pen_sum = 0.0
+        for idx, fac, bias in (
+            (data.user, model.user_factors, model.user_bias),
+            (data.item, model.item_factors, model.item_bias),
+        ):
+            n = np.bincount(idx, weights=data.weights(), minlength=fac.shape[0])
+            rows = ((fac * fac).sum(1) + bias * bias).double().numpy()
+            pen_sum += float((n**reg_exponent * rows).sum())
+        pen_mean = pen_sum / wsum
     return mse + reg * pen_mean, mse
 
 
@@ -221,6 +244,7 @@ def fit_als(
     *,
     epochs: int = 10,
     reg: float = 0.05,
+    reg_exponent: float = 1.0,
     valid: Interactions | None = None,
     set_global_mean: bool = True,
     num_threads: int | None = None,
@@ -235,6 +259,10 @@ def fit_als(
         train: training interactions (weights are used; weight-0 rows change nothing).
         epochs: sweeps (users then items).
         reg: ridge weight per rating, the Learner's ``reg`` (> 0).
+        reg_exponent: a row's ridge is ``reg · n ** reg_exponent`` for ``n`` the total
+            weight of its ratings: 1 (default) is the Learner's objective ("ALS-WR");
+            below 1 regularises heavy users and popular items less (0.75 is best on
+            R1 and R4, see BENCHMARKS.md).
         valid: evaluated after each sweep (``mse``, ``rmse`` in the history).
         set_global_mean: set ``model.global_mean`` to the weighted training mean first.
         num_threads: CPU threads while solving (``None``: PyTorch's setting).
@@ -248,6 +276,8 @@ def fit_als(
         DataError: indices outside the model's tables, or no rating with weight > 0.
     """
     _check(model, train, epochs, reg)
+    if not (0.0 < reg_exponent <= 1.0):
+        raise ConfigError(f"expected reg_exponent in (0, 1], received {reg_exponent!r}")
     keep = train.weights() > 0
     if not keep.any():
         raise DataError("expected training rows with weight > 0, received none")
@@ -272,13 +302,13 @@ def fit_als(
                 ts = time.perf_counter()
                 users.solve(
                     model.item_factors.data, model.item_bias.data, reg,
-                    model.user_factors.data, model.user_bias.data,
+                    model.user_factors.data, model.user_bias.data, reg_exponent,
                 )  # fmt: skip
                 items.solve(
                     model.user_factors.data, model.user_bias.data, reg,
-                    model.item_factors.data, model.item_bias.data,
+                    model.item_factors.data, model.item_bias.data, reg_exponent,
                 )  # fmt: skip
-                obj, mse = als_objective(model, data, reg)
+                obj, mse = als_objective(model, data, reg, reg_exponent)
                 rec: dict[str, float] = {"epoch": float(epoch), "objective": obj, "train_mse": mse}
                 if valid is not None and len(valid):
                     _, vmse = als_objective(model, valid, 0.0)
@@ -293,7 +323,9 @@ def fit_als(
     return result
 
 
-def fit_als_learner(learner: Learner, epochs: int, reg: float | None = None) -> Learner:
+def fit_als_learner(
+    learner: Learner, epochs: int, reg: float | None = None, reg_exponent: float = 1.0
+) -> Learner:
     """Train ``learner.model`` by ALS on ``learner.train``; fill the Learner's history.
 
     The Learner's ``evaluate`` / ``predict`` / ``history`` / ``fit_seconds`` then work as
@@ -349,7 +381,10 @@ def fit_als_learner(learner: Learner, epochs: int, reg: float | None = None) -> 
 
     t0 = time.perf_counter()
     with learner._threads():
-        fit_als(model, learner.train, epochs=epochs, reg=lam, callback=record)
+        fit_als(
+            model, learner.train, epochs=epochs, reg=lam, reg_exponent=reg_exponent,
+            callback=record,
+        )  # fmt: skip
     learner.fit_seconds = time.perf_counter() - t0 - spent[0]  # ALS alone, not validation
     learner.model.eval()
     return learner

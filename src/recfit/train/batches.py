@@ -72,9 +72,10 @@ def shuffled(n: int, generator: torch.Generator) -> Tensor:
 
 
 def take_rows(cols: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
-    """Every column's rows ``idx`` (an int64 CPU tensor), gathered on every CPU thread."""
+    """Every column's rows ``idx`` (an int64 CPU tensor); gathered on every CPU thread from
+    :data:`PARALLEL_SHUFFLE_MIN` rows, else by ``index_select``."""
     device = next(iter(cols.values())).device
-    if device.type == "cpu" and kernels.available():
+    if device.type == "cpu" and len(idx) >= PARALLEL_SHUFFLE_MIN and kernels.available():
         ix = idx.numpy()
         out = {k: torch.empty(len(ix), dtype=v.dtype) for k, v in cols.items()}
         for k, v in cols.items():  # into PyTorch's (aligned) memory, as index_select would

@@ -57,12 +57,7 @@ def available() -> bool:
 def _kernels() -> dict[str, Any]:
     import numba
 
-    # numba's own thread pool: its OpenMP layer would share (and re-initialise) the
-    # OpenMP runtime PyTorch uses, which changes the last bits of PyTorch's results in
-    # the process after the first compiled call
     config: Any = numba.config
-    if config.THREADING_LAYER == "default":
-        config.THREADING_LAYER = "workqueue"
     from recfit.train import _kernels_numba
 
     return {
