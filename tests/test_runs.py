@@ -78,7 +78,7 @@ def test_load_run_errors(tmp_path: Path) -> None:
 
 def test_auto_optimiser_is_row_wise_adagrad_for_large_tables(ratings_csv: Path) -> None:
     """``opt="auto"`` picks row-wise Adagrad and its defaults when the tables are large."""
-    from recfit.runs import resolve_config
+    from recfit.runs import batch_and_lr, build_learner, fit_config, resolve_config
     from recfit.train.sparse import RowAdagrad
 
     big = synthetic(3000, 2500, 2500, seed=0)  # (2500 + 2500) * 51 >= SPARSE_MIN_PARAMS
@@ -92,3 +92,8 @@ def test_auto_optimiser_is_row_wise_adagrad_for_large_tables(ratings_csv: Path) 
     res = train_run(cfg, data=big, progress=False)
     assert res.config.opt == "adagrad" and isinstance(res.learner.opt, RowAdagrad)
     assert res.learner._compiled == kernels.available()
+    # build_learner + fit_config with the unresolved config: the picked optimiser's lr
+    const = TrainConfig(dataset="x", epochs=1, schedule="constant")
+    learn = fit_config(build_learner(const, big, None, progress=False), const)
+    assert isinstance(learn.opt, RowAdagrad)
+    assert learn.lr == batch_and_lr(resolve_config(const, big), len(big))[1]

@@ -181,7 +181,12 @@ def batch_and_lr(cfg: TrainConfig, n_train: int) -> tuple[int, float]:
 
 
 def fit_config(learner: Learner, cfg: TrainConfig) -> Learner:
-    """Train ``learner`` for ``cfg.epochs`` along ``cfg.schedule`` (or by ALS)."""
+    """Train ``learner`` for ``cfg.epochs`` along ``cfg.schedule`` (or by ALS).
+
+    ``cfg`` is resolved for ``learner.train`` as :func:`build_learner` resolved it, so
+    ``opt="auto"`` trains with the learning rate of the optimiser it picked.
+    """
+    cfg = resolve_config(cfg, learner.train, distributed=learner.dist is not None)
     if cfg.trainer == "als":
         from recfit.train.als import fit_als_learner
 

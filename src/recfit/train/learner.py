@@ -603,7 +603,8 @@ class Learner:
     def _compiled_batch(self, batch: dict[str, Tensor], w_sum: Tensor, w_tot: Tensor) -> None:
         """The row-wise step in :mod:`recfit.train.kernels` (same events, same sums)."""
         assert isinstance(self.opt, RowOptimizer)
-        out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, self.num_threads)
+        threads = self.num_threads or torch.get_num_threads()  # PyTorch's setting rules
+        out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, threads)
         self.pred = out
         self._event("after_pred")
         reg_loss = torch.tensor(pen, dtype=torch.float32) if self.reg > 0 else None
