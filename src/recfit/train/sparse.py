@@ -428,7 +428,7 @@ class RowAdagrad(RowOptimizer):
         >>> opt = RowAdagrad(m, lr=0.1)
         >>> opt.apply_rows([(torch.tensor([1]), torch.tensor([[0.0, 0.0, 3.0]])),
         ...                 (torch.tensor([0]), torch.tensor([[0.0, 0.0, 0.0]]))])
-        >>> round(float(m.user_bias[1]), 4)  # -0.1 · 3 / sqrt(9)
+        >>> round(float(m.user_bias.detach()[1]), 4)  # -0.1 · 3 / sqrt(9)
         -0.1
     """
 
