@@ -140,8 +140,8 @@ class TrainConfig(BaseModel):
             most 16,384) and then scales ``lr`` by ``(bs / 64) ** 0.4``
             (:func:`recfit.train.sparse.scaled_lr`); a given ``bs`` is used as is, with
             ``lr`` unchanged.
-        trainer: ``sgd`` (the Learner: mini-batch AdamW; large DotBias/BiasedMF tables
-            use the row-wise optimiser :class:`recfit.train.sparse.RowAdamW`) or ``als``
+        trainer: ``sgd`` (the Learner: mini-batches with ``opt``; large DotBias/BiasedMF
+            tables train on the row-wise path, :mod:`recfit.train.sparse`) or ``als``
             (alternating least squares, :func:`recfit.train.als.fit_als`, for ``dot`` and
             ``mf``: it trains the same model class with a linear output, so ``y_range``,
             ``lr``, ``bs``, ``wd``, ``opt`` and ``schedule`` do not apply, and ``reg`` is

@@ -27,9 +27,11 @@ the loss has a known derivative; both paths give the same numbers. The default o
 is AdamW with fastai's Adam defaults (betas 0.9/0.99, eps 1e-5, decoupled ``wd``) using
 PyTorch's fused kernel (:mod:`recfit.train.optim`). On CPU small models run on one thread (faster for tiny steps).
 DotBias-family models of at least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS`
-parameters use the row-wise AdamW of :mod:`recfit.train.sparse` instead (``sparse``):
-a step updates only the rows in the batch (lazy moments, exact decoupled ``wd``), so
-its cost does not grow with the tables; weights are flushed before each validation.
+parameters use a row-wise optimiser of :mod:`recfit.train.sparse` instead (``sparse``;
+``opt="adam"``: row-wise AdamW, ``opt="adagrad"``: row-wise Adagrad): a step updates
+only the rows in the batch (lazy state, exact decoupled ``wd``), so its cost does not
+grow with the tables; weights are flushed before each validation. On CPU with the MSE
+loss that step is one compiled kernel (``compiled``, :mod:`recfit.train.kernels`).
 
 Example:
     >>> import numpy as np
