@@ -741,3 +741,12 @@ def test_movielens_1m_tables(data_dir: Path) -> None:
     ]
     assert its.cardinalities()["genres"] == 2 + 18
     assert_same(i, FeatureSpace.from_json(its.to_json()).transform(d.item_features))
+
+
+def test_rescaled_values_stay_finite_after_a_near_constant_training_column() -> None:
+    """std 1e-160 learns a scale of ~1e160: later values are clipped to float32's range."""
+    space = FeatureSpace({"r": FloatRescaled(column="x")})
+    space.adapt(pd.DataFrame({"x": [0.0, 2e-160]}))
+    out = space.transform(pd.DataFrame({"x": [1.0, -1.0, 0.0]}))["r"]
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert out[0] == np.finfo(np.float32).max and out[1] == -np.finfo(np.float32).max

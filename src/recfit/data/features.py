@@ -73,6 +73,8 @@ __all__ = [
     "space_for_table",
 ]
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
 _FORMAT = "recfit.FeatureSpace"
 _VERSION = 1
 _MAX_SHOWN = 5
@@ -912,8 +914,11 @@ class FeatureSpace:
                 out[name] = idx
             elif isinstance(spec, FloatRescaled):
                 x = _float_values(series, col)
-                y = np.where(np.isnan(x), 0.0, x * st.scale + st.offset)
-                out[name] = y.astype(np.float32)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    y = np.where(np.isnan(x), 0.0, x * st.scale + st.offset)
+                # a near-constant training column has a huge learned scale: keep the
+                # values finite in float32 rather than overflow to inf
+                out[name] = np.clip(y, -_F32_MAX, _F32_MAX).astype(np.float32)
             elif isinstance(spec, (IntCategorical, StringCategorical)):
                 if isinstance(spec, IntCategorical):
                     vals, missing = _int_values(series, col)
