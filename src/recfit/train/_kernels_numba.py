@@ -117,7 +117,8 @@ def update_row(p, b, r, g, mom, vel, rdecay, c, before, after):  # type: ignore[
     ``c[6]`` selects the rule: 0 is AdamW (moments ``mom[r]``, ``vel[r]``, constants
     keep, beta1, beta2, lr / bias correction 1, 1 / sqrt(bias correction 2), eps), 1 is
     row-wise Adagrad (accumulators ``vel[r, 0]`` of the factors' mean squared gradient
-    and ``vel[r, 1]`` of the bias's squared gradient; constants keep, -, -, lr, -, eps). Both apply the decoupled decay the row is owed.
+    and ``vel[r, 1]`` of the bias's squared gradient; constants keep, -, -, lr, -, eps).
+    Both apply the decoupled decay the row is owed.
     """
     keep = c[0]
     owed = keep
@@ -154,6 +155,18 @@ def update_row(p, b, r, g, mom, vel, rdecay, c, before, after):  # type: ignore[
         acc_b = vel[r, 1] + g[k] * g[k]
         vel[r, 1] = acc_b
         b[r] = b[r] * owed - c[3] / (np.sqrt(acc_b) + c[5]) * g[k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def add_penalty(g, p, b, coef):  # type: ignore[no-untyped-def]
+    """Add the L2 penalty's gradient ``coef · [p, b]`` to ``g``; return ``|p|² + b²``."""
+    k = p.shape[0]
+    sq = b * b
+    for f in range(k):
+        g[f] += coef * p[f]
+        sq += p[f] * p[f]
+    g[k] += coef * b
+    return sq
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath={"contract", "arcp", "afn"})
@@ -215,12 +228,8 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
             d_sum += d
             for f in range(k):
                 g[f] += d * qi[f]
-        sq = bu * bu
-        for f in range(k):
-            g[f] += two_reg * w_row * pu[f]
-            sq += pu[f] * pu[f]
-        g[k] = d_sum + two_reg * w_row * bu
-        pen += reg * w_row * sq
+        g[k] = d_sum
+        pen += reg * w_row * add_penalty(g, pu, bu, two_reg * w_row)
         update_row(pu, ub, r, g, mom_u, vel_u, rd_u, consts, before, after)
     # items: gradient from the users' old rows, then the update
     ui, si, oi, slot_u = uniq[1], start[1], order[1], row_slot[0]
@@ -245,13 +254,7 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
                 g[f] += d * pu[f]
             g[k] += d
             w_row += weights[j] * inv_tot
-        bi = ib[r]
-        sq = bi * bi
-        for f in range(k):
-            g[f] += two_reg * w_row * qi[f]
-            sq += qi[f] * qi[f]
-        g[k] += two_reg * w_row * bi
-        pen += reg * w_row * sq
+        pen += reg * w_row * add_penalty(g, qi, ib[r], two_reg * w_row)
         update_row(qi, ib, r, g, mom_i, vel_i, rd_i, consts, before, after)
     return loss, pen
 

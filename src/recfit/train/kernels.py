@@ -1,12 +1,12 @@
 """Compiled CPU kernels (numba) for the row-wise training step of the dot models.
 
-One call of :func:`row_adamw_step` does, for one batch, what the PyTorch path of
-:class:`recfit.train.sparse.RowAdamW` does in about forty tensor operations: the
+One call of :func:`row_step` does, for one batch, what the PyTorch path of
+:class:`recfit.train.sparse.RowOptimizer` does in about forty tensor operations: the
 forward pass (``mu + b_u + b_i + p_u · q_i``, optionally squashed into ``y_range``), the
 weighted MSE loss and L2 row penalty, the hand-written gradient of every looked-up row,
-the sum over repeated rows, and the lazy AdamW update with exact decoupled weight decay.
-It reads each rating's two rows a few times and each touched row's parameters and
-moments once, with no intermediate tensors, on every CPU thread.
+the sum over repeated rows, and the row's update (AdamW or row-wise Adagrad) with exact
+lazy decoupled weight decay. Each touched row is read and written once per side by one
+thread, with the rows a few slots ahead prefetched; no intermediate tensors.
 
 Determinism: the sum of a row's gradient runs over the batch in batch order, and every
 row is owned by one thread, so the weights are the same for any thread count. Only the
@@ -57,8 +57,9 @@ def available() -> bool:
 def _kernels() -> dict[str, Any]:
     import numba
 
-    config: Any = numba.config
     from recfit.train import _kernels_numba
+
+    config: Any = numba.config  # typed loosely: numba's config module has no stubs
 
     return {
         "step": _kernels_numba.step,
@@ -178,8 +179,8 @@ def row_step(
         w_tot: the total weight that normalises the loss (Σw of the batch).
         tables: ``((user_factors, user_bias), (item_factors, item_bias))``, updated in place.
         state: the optimiser's per-row state ``((a_users, b_users), (a_items, b_items))``:
-            AdamW's two moments, ``(rows, k + 1)`` each; row-wise Adagrad's accumulator
-            ``(rows, 1)`` as ``b`` (``a`` unused).
+            AdamW's two moments, ``(rows, k + 1)`` each; row-wise Adagrad's accumulators
+            ``(rows, 2)`` (factors, bias) as ``b`` (``a`` unused).
         row_decay: the log of the decay product each row has received (float64).
         model: ``(mu, lo, span, squash)``: global mean, ``y_range`` low end and width,
             and whether the output goes through the scaled sigmoid.

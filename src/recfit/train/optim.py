@@ -32,9 +32,55 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["AdamW", "load_state", "save_state"]
+__all__ = ["AdamW", "adamw_", "can_fuse", "load_state", "save_state"]
 
 _FUSED_OP = getattr(torch, "_fused_adamw_", None)
+
+
+def can_fuse(tensors: Iterable[Tensor]) -> bool:
+    """Whether PyTorch's fused AdamW kernel runs on ``tensors`` (CPU or CUDA, float32/64)."""
+    return _FUSED_OP is not None and all(
+        t.device.type in ("cpu", "cuda") and t.dtype in (torch.float32, torch.float64)
+        for t in tensors
+    )
+
+
+@torch.no_grad()
+def adamw_(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    steps: list[Tensor],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    fused: bool,
+) -> None:
+    """One AdamW update of ``params`` in place (``steps``: 0-d step counts, already counted).
+
+    ``fused`` calls PyTorch's fused kernel (:func:`can_fuse`); otherwise the same formulas
+    run as separate tensor operations.
+    """
+    beta1, beta2 = betas
+    if fused:
+        assert _FUSED_OP is not None
+        _FUSED_OP(
+            params, grads, exp_avgs, exp_avg_sqs, [], steps,
+            lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
+            amsgrad=False, maximize=False,
+        )  # fmt: skip
+        return
+    for p, gr, mm, vv, st in zip(params, grads, exp_avgs, exp_avg_sqs, steps, strict=True):
+        t = float(st)
+        if weight_decay:
+            p.mul_(1.0 - lr * weight_decay)
+        mm.lerp_(gr, 1.0 - beta1)
+        vv.mul_(beta2).addcmul_(gr, gr, value=1.0 - beta2)
+        denom = (vv / (1.0 - beta2**t)).sqrt_().add_(eps)
+        p.addcdiv_(mm, denom, value=-lr / (1.0 - beta1**t))
 
 
 def save_state(opt: Any, tensor_lists: tuple[str, ...], **extra: Any) -> dict[str, Any]:
@@ -87,11 +133,8 @@ class AdamW:
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
         self.step_count = 0
-        can_fuse = _FUSED_OP is not None and all(
-            p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
-            for p in self.params
-        )
-        self.fused = can_fuse if fused is None else (fused and can_fuse)
+        fusable = can_fuse(self.params)
+        self.fused = fusable if fused is None else (fused and fusable)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients."""
@@ -120,23 +163,10 @@ class AdamW:
         if not params:
             return
         torch._foreach_add_(steps, 1.0)
-        if self.fused:
-            assert _FUSED_OP is not None
-            _FUSED_OP(
-                params, grads, m, v, [], steps,
-                lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
-                amsgrad=False, maximize=False,
-            )  # fmt: skip
-            return
-        for p, gr, mm, vv, st in zip(params, grads, m, v, steps, strict=True):
-            assert gr is not None
-            t = float(st)
-            if wd:
-                p.mul_(1.0 - lr * wd)
-            mm.lerp_(gr, 1.0 - beta1)
-            vv.mul_(beta2).addcmul_(gr, gr, value=1.0 - beta2)
-            denom = (vv / (1.0 - beta2**t)).sqrt_().add_(eps)
-            p.addcdiv_(mm, denom, value=-lr / (1.0 - beta1**t))
+        adamw_(
+            params, grads, m, v, steps,  # type: ignore[arg-type]
+            lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=wd, fused=self.fused,
+        )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """Moments, step counters and hyper-parameters (tensors cloned)."""

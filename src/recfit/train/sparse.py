@@ -60,7 +60,7 @@ from torch import Tensor
 from recfit.errors import ConfigError
 from recfit.models.dot import DotBias
 from recfit.train import kernels
-from recfit.train.optim import load_state, save_state
+from recfit.train.optim import adamw_, can_fuse, load_state, save_state
 
 __all__ = [
     "AUTO_BS_MAX",
@@ -80,8 +80,6 @@ AUTO_BS_MIN_ROWS = 200_000
 """Up to this many training ratings, :func:`auto_batch_size` keeps fastai's 64."""
 AUTO_BS_MAX = 16_384
 """Largest batch :func:`auto_batch_size` picks."""
-
-_FUSED_OP = getattr(torch, "_fused_adamw_", None)
 
 
 def auto_batch_size(n_ratings: int) -> int:
@@ -185,7 +183,7 @@ class RowOptimizer:
         """The per-row state tensors of ``side`` (0 users, 1 items) given to the kernel."""
         raise NotImplementedError
 
-    def _consts(self, lr: float, wd: float) -> list[float]:
+    def _consts(self, lr: float) -> list[float]:
         """The kernel's constants after ``keep`` (see :func:`recfit.train.kernels.row_step`)."""
         raise NotImplementedError
 
@@ -230,7 +228,7 @@ class RowOptimizer:
         lo, hi = m.y_range if m.y_range is not None else (0.0, 1.0)
         arrays = {k: batch[k].numpy() for k in ("user", "item", "rating", "weight")}
         out = torch.empty(arrays["user"].shape[0], dtype=m.user_factors.dtype)
-        consts = np.array([1.0 - lr * wd, *self._consts(lr, wd), self.rule], dtype=np.float32)
+        consts = np.array([1.0 - lr * wd, *self._consts(lr), self.rule], dtype=np.float32)
         st = [tuple(t.numpy() for t in self._state(side)) for side in (0, 1)]
         loss, pen = kernels.row_step(
             arrays,
@@ -381,32 +379,22 @@ class RowAdamW(RowOptimizer):
     def _state(self, side: int) -> tuple[Tensor, Tensor]:
         return self.exp_avg[side], self.exp_avg_sq[side]
 
-    def _consts(self, lr: float, wd: float) -> list[float]:
+    def _consts(self, lr: float) -> list[float]:
         beta1, beta2 = self.param_groups[0]["betas"]
         t = self.step_count
         return [beta1, beta2, lr / (1.0 - beta1**t), 1.0 / math.sqrt(1.0 - beta2**t),
                 self.param_groups[0]["eps"]]  # fmt: skip
 
     def _update(self, p: Tensor, g: Tensor, side: int, uniq: Tensor, lr: float, wd: float) -> None:
-        beta1, beta2 = self.param_groups[0]["betas"]
         eps = self.param_groups[0]["eps"]
         mm = self.exp_avg[side].index_select(0, uniq)
         vv = self.exp_avg_sq[side].index_select(0, uniq)
         self._step_t.fill_(float(self.step_count))
-        if _FUSED_OP is not None and p.device.type in ("cpu", "cuda"):
-            _FUSED_OP(
-                [p], [g], [mm], [vv], [], [self._step_t],
-                lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps,
-                amsgrad=False, maximize=False,
-            )  # fmt: skip
-        else:  # pragma: no cover - the fused kernel exists on CPU and CUDA
-            t = float(self.step_count)
-            if wd:
-                p.mul_(1.0 - lr * wd)
-            mm.lerp_(g, 1.0 - beta1)
-            vv.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-            denom = (vv / (1.0 - beta2**t)).sqrt_().add_(eps)
-            p.addcdiv_(mm, denom, value=-lr / (1.0 - beta1**t))
+        adamw_(
+            [p], [g], [mm], [vv], [self._step_t],
+            lr=lr, betas=self.param_groups[0]["betas"], eps=eps, weight_decay=wd,
+            fused=can_fuse([p]),
+        )  # fmt: skip
         self.exp_avg[side].index_copy_(0, uniq, mm)
         self.exp_avg_sq[side].index_copy_(0, uniq, vv)
 
@@ -418,8 +406,8 @@ class RowAdagrad(RowOptimizer):
     eps)`` (DLRM-style "row-wise Adagrad" embedding tables); the row's bias keeps its own
     accumulator (its gradient is on another scale). Decoupled weight decay is lazy and
     exact as in :class:`RowAdamW`. The state is two floats per row instead of AdamW's two
-    rows, so a step moves about a third of the bytes. ``betas`` is kept in ``param_groups`` only for the Learner's
-    momentum schedule and is not used.
+    rows, so a step moves about a third of the bytes. ``betas`` is kept in
+    ``param_groups`` only for the Learner's momentum schedule and is not used.
 
     Example:
         >>> import torch
@@ -450,7 +438,7 @@ class RowAdagrad(RowOptimizer):
     def _state(self, side: int) -> tuple[Tensor, Tensor]:
         return self._unused, self.sum_sq[side]
 
-    def _consts(self, lr: float, wd: float) -> list[float]:
+    def _consts(self, lr: float) -> list[float]:
         return [0.0, 0.0, lr, 0.0, self.param_groups[0]["eps"]]
 
     def _update(self, p: Tensor, g: Tensor, side: int, uniq: Tensor, lr: float, wd: float) -> None:
