@@ -83,3 +83,9 @@ def test_bad_inputs() -> None:
         Vocabulary.from_json("{not json")
     with pytest.raises(DataError, match="kind"):
         Vocabulary.from_dict({"kind": "float", "ids": [1.0]})
+
+
+def test_numbers_outside_int64_never_match_an_integer_vocabulary() -> None:
+    """A query like '1E100' (found by hypothesis through GET /items) is no id, not a crash."""
+    v = Vocabulary(np.array([1, 2, 3]), unknown="sentinel")
+    assert v.index(["1E100", 1e100, "-1e30", "2"]).tolist() == [-1, -1, -1, 1]

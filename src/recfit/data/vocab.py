@@ -265,6 +265,9 @@ def _coerce_to_int(raw: np.ndarray) -> np.ndarray:
             f = float(v)
         except (TypeError, ValueError):
             continue
-        if np.isfinite(f) and f == int(f):
-            out[i] = int(f)
+        if np.isfinite(f) and f == int(f) and _INT64_MIN < int(f) <= _INT64_MAX:
+            out[i] = int(f)  # numbers outside int64 are no id: they never match
     return out
+
+
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
