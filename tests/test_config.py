@@ -11,7 +11,15 @@ from recfit.errors import ConfigError
 def test_defaults_are_the_best_rating_configuration() -> None:
     cfg = TrainConfig()
     got = (cfg.model, cfg.n_factors, cfg.y_range, cfg.epochs, cfg.lr, cfg.wd, cfg.reg, cfg.bs)
-    assert got == ("dot", 50, (0.0, 5.5), 5, 5e-3, 0.05, 0.05, 0)  # bs 0: chosen by data size
+    assert got == ("auto", 50, (0.0, 5.5), 5, 5e-3, 0.05, 0.05, 0)  # bs 0: chosen by data size
+
+
+def test_auto_model_is_svdpp_on_the_dense_path_and_dot_on_the_row_wise_path() -> None:
+    assert TrainConfig().resolve_model(big=False).model == "svdpp"
+    assert TrainConfig().resolve_model(big=True).model == "dot"
+    assert TrainConfig(trainer="als", reg=0.1).resolve_model(big=False).model == "dot"
+    assert TrainConfig(model="nn").resolve_model(big=False).model == "nn"  # given: kept
+    assert TrainConfig(task="classification").resolve_model(big=False).model == "classifier"
 
 
 def test_unknown_keys_and_bad_values_are_rejected_with_names() -> None:

@@ -30,11 +30,12 @@ from recfit.train.retrieval import RescaledMSELoss
 FAMILIES: dict[str, Callable[[Interactions], RatingModel]] = {
     "dot": lambda d: create_model("dot", d, n_factors=4, y_range=(0.5, 5.5), seed=1),
     "mf": lambda d: create_model("mf", d, n_factors=4, seed=1),
+    "svdpp": lambda d: create_model("svdpp", d, n_factors=4, y_range=(0.5, 5.5), seed=1),
     "nn": lambda d: create_model("nn", d, layers=(8,), y_range=(0.5, 5.5), seed=1),
     "classifier": lambda d: create_model("classifier", d, layers=(8,), seed=1),
     "two_tower": lambda d: TwoTower.from_data(d, embedding_dim=8, layer_sizes=(8,), seed=1),
 }
-SIMILARITY_FAMILIES = ("dot", "mf", "nn", "two_tower")
+SIMILARITY_FAMILIES = ("dot", "mf", "svdpp", "nn", "two_tower")
 
 
 def _titled(d: Interactions) -> Interactions:
@@ -323,8 +324,10 @@ def test_fold_in_minimises_its_objective(name: str, data: Interactions) -> None:
     row = rec.fold_in(ratings).clone().requires_grad_(True)
     items = torch.tensor(rec.items.index(list(ratings)), dtype=torch.long)
     r = torch.tensor(list(ratings.values()))
-    table = rec.adapter.user_rows(torch.arange(rec.n_users))
-    m, v = rec.adapter._prior(table)
+    if rec.family == "svdpp":  # centred on what the rated items say (implicit term)
+        m, v = rec.adapter._fold_prior(items, torch.ones(len(items)))  # type: ignore[attr-defined]
+    else:
+        m, v = rec.adapter._prior(rec.adapter.user_rows(torch.arange(rec.n_users)))
     sd, m = v.sqrt().float(), m.float()
 
     def objective(z: torch.Tensor) -> torch.Tensor:
@@ -353,7 +356,7 @@ def test_fold_in_minimises_its_objective(name: str, data: Interactions) -> None:
 
 def _score_rows(rec: Recommender, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     a = rec.adapter
-    if rec.family in ("dot", "mf"):
+    if rec.family in ("dot", "mf", "svdpp"):
         d = a.d  # type: ignore[attr-defined]
         x = rows[:, :d] @ a.item_factors[items].T + rows[:, d:] + a.mu + a.item_bias[items]  # type: ignore[attr-defined]
         return a._link(x)[0]  # type: ignore[attr-defined,no-any-return]
@@ -384,7 +387,7 @@ def test_recommend_for_ratings_paths_and_validation(data: Interactions) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "floor"), [("dot", 0.6), ("nn", 0.6)])
+@pytest.mark.parametrize(("name", "floor"), [("dot", 0.6), ("svdpp", 0.6), ("nn", 0.6)])
 def test_fold_in_recovers_trained_users_on_ml100k(data_dir: Path, name: str, floor: float) -> None:
     from recfit.config import TrainConfig
     from recfit.runs import train_run

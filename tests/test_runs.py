@@ -43,8 +43,9 @@ def test_train_run_writes_a_complete_run_directory(tmp_path: Path, ratings_csv: 
     assert len(hist) == 3 and "train_loss" in hist.columns and "valid_loss" in hist.columns
     # the run directory re-creates the same model and predictions
     cfg2, model, users, items = load_run(out)
-    assert cfg2 == res.config == cfg.resolve_opt(row_wise=False)  # small: opt auto is adam
-    assert cfg.opt == "auto" and cfg2.opt == "adam"
+    # small: model auto is svdpp, opt auto is adam
+    assert cfg2 == res.config == cfg.resolve_model(big=False).resolve_opt(row_wise=False)
+    assert (cfg.model, cfg.opt, cfg2.model, cfg2.opt) == ("auto", "auto", "svdpp", "adam")
     valid = res.split.test
     again = Learner(model, res.split.train, progress=False).predict(valid)
     assert np.allclose(again, res.learner.predict(valid))

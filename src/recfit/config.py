@@ -8,7 +8,7 @@ override file values.
 Example:
     >>> cfg = TrainConfig(dataset="ml-100k", epochs=3)
     >>> cfg.model, cfg.epochs
-    ('dot', 3)
+    ('auto', 3)
     >>> TrainConfig.model_validate_json(cfg.model_dump_json()) == cfg
     True
 """
@@ -33,6 +33,7 @@ from recfit.errors import ConfigError
 
 __all__ = [
     "CONFIG_VERSION",
+    "MODEL_DEFAULTS",
     "ROW_WISE_DEFAULTS",
     "TASK_DEFAULTS",
     "TrainConfig",
@@ -80,6 +81,11 @@ ROW_WISE_DEFAULTS: dict[str, Any] = {"lr": 0.03, "wd": 0.0, "reg": 0.02}
 explicitly win). Chosen on protocol R4 (ml-1m, split seeds 0-2: RMSE 0.8395 against
 0.8425 for row-wise AdamW with the Adam defaults, in about half the time)."""
 
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"svdpp": {"epochs": 6, "pct_start": 0.3}}
+"""Schedule defaults of a model (keys given explicitly win), filled in when the model is
+resolved. ``svdpp``'s were chosen on R1 with split seeds 10-14, kept apart from the seeds
+0-4 that BENCHMARKS.md reports (median MSE 0.7917 against 0.7964 for 5 epochs at 0.25)."""
+
 
 class TrainConfig(BaseModel):
     """Everything one training run needs. Unknown keys are rejected.
@@ -95,11 +101,15 @@ class TrainConfig(BaseModel):
             levels) or ``retrieval`` (two-tower model, ranking metrics). Each non-rating
             task brings its own defaults (:data:`TASK_DEFAULTS`), e.g. ``model``
             ``classifier`` and ``loss`` ``cross_entropy`` for classification.
-        model: ``dot`` (DotBias), ``mf`` (biased MF, Surprise semantics), ``nn``
-            (EmbeddingNN), ``classifier`` (RatingClassifier, ``task="classification"``)
+        model: ``auto`` (default, :meth:`TrainConfig.resolve_model`: ``svdpp`` where it
+            trains on the dense path, else ``dot``; ``svdpp`` brings its own schedule
+            defaults, :data:`MODEL_DEFAULTS`), ``dot`` (DotBias), ``mf`` (biased
+            MF, Surprise semantics), ``svdpp`` (DotBias plus SVD++'s implicit term over
+            each user's rated items), ``nn`` (EmbeddingNN), ``classifier``
+            (RatingClassifier, ``task="classification"``)
             or ``two_tower`` (TwoTower with side features, ``task="retrieval"``; its
             embedding width is ``n_factors`` and its dense layers ``layers``).
-        n_factors: embedding size of the dot models; for the classifier, the width of its
+        n_factors: embedding size of the dot models (dot, mf, svdpp); for the classifier, the width of its
             dot-product (GMF) branch (0: none).
         y_range: output range of the scaled sigmoid; ``None`` for a linear output.
         layers, dropout, batch_norm: the EmbeddingNN's MLP.
@@ -160,9 +170,11 @@ class TrainConfig(BaseModel):
             :mod:`recfit.train.checkpoint`.
         bf16: bfloat16 autocast of the forward pass on CUDA (a ConfigError without CUDA).
 
-    The defaults are recfit's best rating configuration (DotBias 50, ``y_range``
-    (0, 5.5), one-cycle 5 × 5e-3, ``reg`` 0.05 and ``wd`` 0.05, automatic ``bs``;
-    ``benchmarks/bench_r1.py --part best`` and ``benchmarks/bench_r4.py``).
+    The defaults are recfit's best rating configuration: SVD++ 50 on data small enough
+    for the dense path (ml-100k; one-cycle 6 × 5e-3 with ``pct_start`` 0.3) and DotBias
+    50 on the row-wise path (ml-1m and up; one-cycle 5 epochs), ``y_range`` (0, 5.5),
+    ``reg`` 0.05 and ``wd`` 0.05, automatic ``bs`` (``benchmarks/bench_r1.py --part
+    best`` and ``benchmarks/bench_r4.py``).
     fastai's collab configuration (protocol R1: DotBias 50, ``y_range`` (0, 5.5),
     one-cycle 5 × 5e-3, ``wd`` 0.1, bs 64, dense AdamW) is reproduced exactly by
     ``TrainConfig(wd=0.1, reg=0.0, bs=64)`` (``recfit train --wd 0.1 --reg 0 --bs 64``).
@@ -181,7 +193,7 @@ class TrainConfig(BaseModel):
     split: str = "random:0.2"
     seed: int = 42
     task: Literal["rating", "classification", "retrieval"] = "rating"
-    model: Literal["dot", "mf", "nn", "classifier", "two_tower"] = "dot"
+    model: Literal["auto", "dot", "mf", "svdpp", "nn", "classifier", "two_tower"] = "auto"
     n_factors: int = Field(default=50, ge=1)
     y_range: tuple[float, float] | None = (0.0, 5.5)
     layers: tuple[int, ...] = (100,)
@@ -236,7 +248,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _als_models(self) -> TrainConfig:
-        if self.trainer == "als" and (self.task != "rating" or self.model not in ("dot", "mf")):
+        if self.trainer == "als" and (
+            self.task != "rating" or self.model not in ("auto", "dot", "mf")
+        ):
             raise ValueError(
                 f"expected task 'rating' with model 'dot' or 'mf' for trainer 'als', received "
                 f"task {self.task!r} with model {self.model!r}"
@@ -269,6 +283,32 @@ class TrainConfig(BaseModel):
                 f"received {self.imbalance!r}"
             )
         return self
+
+    def resolve_model(self, big: bool) -> TrainConfig:
+        """This config with ``model="auto"`` made concrete (other values: unchanged).
+
+        ``big``: a DotBias of this size would train on the row-wise path
+        (:func:`recfit.runs.resolve_config`). Then, or with ``trainer="als"``, ``auto`` is
+        ``dot``; otherwise ``svdpp``, which is more accurate (R1 median MSE 0.7995 against
+        0.8040 for ``dot``) but has no row-wise or ALS form.
+
+        The resolved model's :data:`MODEL_DEFAULTS` fill the keys not given.
+
+        Example:
+            >>> small = TrainConfig().resolve_model(big=False)
+            >>> small.model, small.epochs, TrainConfig(epochs=3).resolve_model(False).epochs
+            ('svdpp', 6, 3)
+            >>> TrainConfig().resolve_model(big=True).model
+            'dot'
+        """
+        model = self.model
+        if model == "auto":
+            model = "dot" if big or self.trainer == "als" else "svdpp"
+        given = self.model_fields_set
+        extra = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if k not in given}
+        if model == self.model and not extra:
+            return self
+        return self.replace(model=model, **extra)
 
     def resolve_opt(self, row_wise: bool) -> TrainConfig:
         """This config with ``opt="auto"`` made concrete (other values: unchanged).

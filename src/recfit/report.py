@@ -86,7 +86,7 @@ class Reference:
     note: str = ""
 
 
-_DOT = ("dot", "mf")
+_DOT = ("dot", "mf", "svdpp")
 _R1 = Reference(
     "R1",
     "ml-100k, random 20% validation (fastai CollabDataLoaders valid_pct=0.2), MSE on 1-5 stars",

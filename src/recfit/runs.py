@@ -93,7 +93,7 @@ class RunResult:
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """Model constructor arguments for ``cfg.model`` (sizes come from the data)."""
     y_range = None if cfg.y_range is None else tuple(cfg.y_range)
-    if cfg.model == "dot":
+    if cfg.model in ("dot", "svdpp"):
         return {"n_factors": cfg.n_factors, "y_range": y_range, "seed": cfg.seed}
     if cfg.model == "mf":
         return {"n_factors": cfg.n_factors, "seed": cfg.seed}
@@ -105,7 +105,7 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
             "y_range": y_range,
             "seed": cfg.seed,
         }
-    raise ConfigError(f"expected model dot, mf or nn, received {cfg.model!r}")
+    raise ConfigError(f"expected model dot, mf, svdpp or nn, received {cfg.model!r}")
 
 
 def build_learner(
@@ -146,19 +146,22 @@ def build_learner(
 
 
 def resolve_config(cfg: TrainConfig, train: Interactions, distributed: bool = False) -> TrainConfig:
-    """``cfg`` with ``opt="auto"`` made concrete for a model sized for ``train``.
+    """``cfg`` with ``model="auto"`` and ``opt="auto"`` made concrete for ``train``.
 
-    The row-wise path (and so row-wise Adagrad) is taken by a ``dot`` or ``mf`` model of
+    ``auto`` is ``dot`` when a DotBias of ``cfg.n_factors`` would have at least
+    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters (or with ALS), else
+    ``svdpp`` (:meth:`recfit.config.TrainConfig.resolve_model`). The row-wise path (and so row-wise Adagrad) is taken by a ``dot`` or ``mf`` model of
     at least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD in
     one process (:meth:`recfit.config.TrainConfig.resolve_opt`).
     """
-    n_params = (train.n_users + train.n_items) * (cfg.n_factors + 1)
+    big = (train.n_users + train.n_items) * (cfg.n_factors + 1) >= SPARSE_MIN_PARAMS
+    cfg = cfg.resolve_model(big)
     row_wise = (
         cfg.task == "rating"
         and cfg.trainer == "sgd"
         and cfg.model in ("dot", "mf")
         and not distributed
-        and n_params >= SPARSE_MIN_PARAMS
+        and big
     )
     return cfg.resolve_opt(row_wise)
 

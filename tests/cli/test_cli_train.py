@@ -25,6 +25,7 @@ def test_train_evaluate_lr_find(tmp_path: Path, ratings_csv: Path) -> None:
                               "--n-factors", "4", "--out", str(out), "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "mse" in res.output and (out / "metrics.json").exists()
+    assert "model svdpp, 2 epochs (model auto)" in res.output  # the resolved default model
     mse = json.loads((out / "metrics.json").read_text())["mse"]
     res = runner.invoke(app, ["evaluate", str(out), "--json"])
     assert res.exit_code == 0, res.output

@@ -25,6 +25,7 @@ from recfit.models import (
     LevelModel,
     RatingClassifier,
     RatingModel,
+    create_model,
     load_model,
     save_model,
 )
@@ -36,6 +37,9 @@ CASES: dict[str, Factory] = {
     "dot": lambda d: DotBias(d.n_users, d.n_items, 8, y_range=(0.5, 5.5), seed=1),
     "dot-raw": lambda d: DotBias(d.n_users, d.n_items, 8, global_mean=3.0, seed=1),
     "mf": lambda d: BiasedMF(d.n_users, d.n_items, 8, global_mean=3.0, seed=1),
+    "svdpp": lambda d: create_model(
+        "svdpp", d, n_factors=8, y_range=(0.5, 5.5), implicit_init_std=0.01, seed=1
+    ),
     "nn": lambda d: EmbeddingNN(d.n_users, d.n_items, layers=(16,), y_range=(0.5, 5.5), seed=1),
     "nn-dropout": lambda d: EmbeddingNN(
         d.n_users, d.n_items, layers=(16, 8), dropout=0.1, batch_norm=False, seed=1

@@ -14,6 +14,7 @@ from recfit.models import (
     BiasedMF,
     DotBias,
     EmbeddingNN,
+    SVDpp,
     build_model,
     create_model,
     emb_sz_rule,
@@ -32,6 +33,55 @@ def _batch(n_users: int, n_items: int, n: int = 64, seed: int = 0) -> dict[str, 
         "rating": torch.randint(1, 6, (n,), generator=g).float(),
         "weight": torch.rand(n, generator=g),
     }
+
+
+def _svdpp(**kw: object) -> SVDpp:
+    """An SVD++ model on 7 users and 9 items; user 6 rated nothing (empty list)."""
+    m = SVDpp(7, 9, 5, seed=1, implicit_init_std=0.05, **kw)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(4)
+    users = torch.randint(0, 6, (30,), generator=g)
+    m.set_implicit(users, torch.randint(0, 9, (30,), generator=g))
+    return m
+
+
+@torch.no_grad()
+def test_svdpp_implicit_term_formula() -> None:
+    m = _svdpp(y_range=(0.0, 5.5), alpha=0.5)
+    ptr, items = m.implicit_indptr, m.implicit_items
+    assert int(ptr[-1]) == len(items) and int(ptr[7] - ptr[6]) == 0
+    b = {"user": torch.tensor([0, 6, 0]), "item": torch.tensor([2, 3, 5])}
+    for row, (u, i) in enumerate(zip([0, 6, 0], [2, 3, 5], strict=True)):
+        n = items[ptr[u] : ptr[u + 1]]
+        assert len(torch.unique(n)) == len(n)  # duplicates stored once
+        y = m.implicit_factors[n].sum(0) / max(len(n), 1) ** 0.5
+        x = (m.user_factors[u] + y) @ m.item_factors[i] + m.user_bias[u] + m.item_bias[i]
+        assert float(m(b)[row]) == pytest.approx(float(5.5 * torch.sigmoid(x)), rel=1e-5)
+    eff = m.effective_user_factors()
+    assert torch.equal(eff[6], m.user_factors[6])  # no ratings: no implicit term
+    # a fresh SVDpp (no lists) is DotBias with the same seed
+    fresh, dot = SVDpp(7, 9, 5, seed=1), DotBias(7, 9, 5, seed=1)
+    assert torch.equal(fresh(b), dot(b))
+
+
+def test_svdpp_lists_come_from_positive_weight_rows_and_persist(tmp_path: Path) -> None:
+    d = Interactions.from_arrays([1, 1, 2, 2, 3], [7, 8, 7, 9, 9], [4.0, 2.0, 5.0, 3.0, 1.0])
+    d = d.with_weights(np.array([1.0, 0.0, 2.0, 1.0, 1.0]))
+    m = create_model("svdpp", d, n_factors=3, seed=0)
+    assert isinstance(m, SVDpp) and m.config()["n_implicit"] == 4  # the weight-0 row left out
+    lists = [m.implicit_items[m.implicit_indptr[u] : m.implicit_indptr[u + 1]].tolist()
+             for u in range(3)]  # fmt: skip
+    assert lists == [[int(d.items.index([7])[0])], sorted(d.items.index([7, 9]).tolist()),
+                     [int(d.items.index([9])[0])]]  # fmt: skip
+    path = save_model(m, tmp_path / "m.safetensors")
+    back = load_model(path)
+    assert isinstance(back, SVDpp)
+    assert torch.equal(back.implicit_items, m.implicit_items)
+    b = {"user": torch.tensor([0, 1, 2]), "item": torch.tensor([0, 1, 2])}
+    assert torch.equal(back(b), m(b))
+    with pytest.raises(ConfigError, match=r"item indices in \[0, 3\)"):
+        m.set_implicit(torch.tensor([0]), torch.tensor([3]))
+    with pytest.raises(ConfigError, match="one length"):
+        m.set_implicit(torch.tensor([0, 1]), torch.tensor([0]))
 
 
 def test_dotbias_init_matches_fastai() -> None:
@@ -67,6 +117,8 @@ def test_biased_mf_is_surprise_like() -> None:
         DotBias(7, 9, 5, y_range=(0.0, 5.5), seed=1),
         DotBias(7, 9, 5, global_mean=3.0, seed=1),
         BiasedMF(7, 9, 5, global_mean=3.0, seed=1),
+        _svdpp(y_range=(0.0, 5.5)),
+        _svdpp(global_mean=3.0, alpha=0.5),
     ],
 )
 @pytest.mark.parametrize("loss", [MSELoss(), L1Loss(), HuberLoss(0.5)])

@@ -195,7 +195,7 @@ def test_search_similar_rate_recommend_report(
     link.click()
     _wait(drv, lambda d: d.current_url.endswith("/report"))
     h1 = drv.find_element(By.TAG_NAME, "h1").text  # type: ignore[attr-defined]
-    assert h1 == "recfit run report: dot on ml-100k"
+    assert h1 == "recfit run report: svdpp on ml-100k"
     h2 = [e.text for e in drv.find_elements(By.TAG_NAME, "h2")]  # type: ignore[attr-defined]
     for heading in ("Configuration", "Metrics", "Training curves", "Sample recommendations"):
         assert heading in h2

@@ -29,7 +29,7 @@ def _err(resp: httpx.Response) -> dict:
 
 def test_health(http: httpx.Client) -> None:
     body = http.get("/health").json()
-    assert body == body | {"status": "ok", "model": "dot", "n_users": 943, "n_items": 1682}
+    assert body == body | {"status": "ok", "model": "svdpp", "n_users": 943, "n_items": 1682}
     assert body["report"] is True and body["rating_scale"] == [1.0, 5.0]
 
 

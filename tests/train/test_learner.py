@@ -9,7 +9,7 @@ import torch
 from recfit.data import Interactions
 from recfit.errors import ConfigError, DataError
 from recfit.metrics import mse
-from recfit.models import BiasedMF, DotBias, EmbeddingNN
+from recfit.models import BiasedMF, DotBias, EmbeddingNN, create_model
 from recfit.train import Cyclic, Learner, ScheduleRecorder
 
 
@@ -61,12 +61,13 @@ def test_tiny_dataset_overfits(tiny: Interactions) -> None:
     assert learn.evaluate(tiny)["mse"] < 0.01
 
 
-def test_fused_and_autograd_paths_agree(tiny: Interactions) -> None:
+@pytest.mark.parametrize("name", ["dot", "svdpp"])
+def test_fused_and_autograd_paths_agree(tiny: Interactions, name: str) -> None:
     d = tiny.with_weights(np.random.default_rng(1).uniform(0.2, 2.0, len(tiny)))
     for reg in (0.0, 0.1):
         runs = []
         for fused in (True, False):
-            model = DotBias(d.n_users, d.n_items, 6, y_range=(0.5, 5.5), seed=2)
+            model = create_model(name, d, n_factors=6, y_range=(0.5, 5.5), seed=2)
             learn = Learner(model, d, d, bs=16, wd=0.05, reg=reg, fused=fused, progress=False)
             learn.fit_one_cycle(2, 1e-2)
             runs.append(learn)

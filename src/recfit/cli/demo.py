@@ -39,7 +39,7 @@ def demo(
     from recfit.config import TrainConfig
     from recfit.data import load_dataset, split_dataset
     from recfit.recommender import Recommender
-    from recfit.runs import train_run
+    from recfit.runs import resolve_config, train_run
 
     with errors():
         cfg = TrainConfig(
@@ -58,7 +58,11 @@ def demo(
             f"split {ss['split']} (seed {cfg.seed}): {ss['train']:,} train / {ss['test']:,} "
             f"validation; {ss['cold_users']} cold users, {ss['cold_items']} cold items"
         )
-        _console.rule(f"[bold]Training {cfg.model} ({cfg.n_factors} factors), protocol R1")
+        shown = resolve_config(cfg, split.train)  # what model "auto" and opt "auto" become
+        _console.rule(
+            f"[bold]Training {shown.model} ({shown.n_factors} factors, {shown.epochs} epochs), "
+            "protocol R1"
+        )
         result = train_run(cfg, out, data=data)
         m = result.metrics
         table = Table(title="validation (protocol R1)")
@@ -66,7 +70,7 @@ def demo(
         table.add_column("MSE", justify="right")
         table.add_column("RMSE", justify="right")
         table.add_row(
-            f"recfit {cfg.model}, {m['fit_seconds']:.1f} s",
+            f"recfit {result.config.model}, {m['fit_seconds']:.1f} s",
             f"{m['mse']:.4f}",
             f"{m['rmse']:.4f}",
             style="bold green",

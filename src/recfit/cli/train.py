@@ -79,7 +79,7 @@ def train(
         typer.Option(help="rating, classification or retrieval (each has its own defaults)."),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="dot, mf or nn (rating); classifier; two_tower.")
+        str | None, typer.Option(help="auto, dot, mf, svdpp or nn (rating); classifier; two_tower.")
     ] = None,
     split: Annotated[
         str | None, typer.Option(help="random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, u1..")
@@ -197,9 +197,14 @@ def train(
             if main:
                 ranks = "" if ctx is None else f", {ctx.world} ranks ({ctx.backend})"
                 _console.print(
-                    f"{'resuming' if resume else 'training'} [bold]{cfg.model}[/bold] on "
+                    f"{'resuming' if resume else 'training'} "
+                    f"[bold]{'model ' * (cfg.model == 'auto')}{cfg.model}[/bold] on "
                     f"[bold]{cfg.dataset}[/bold] (split {cfg.split}, seed {cfg.seed}, "
-                    f"{cfg.epochs} epochs, "
+                    + (
+                        "epochs by model, "
+                        if cfg.model == "auto" and "epochs" not in cfg.model_fields_set
+                        else f"{cfg.epochs} epochs, "
+                    )
                     + ("opt auto" if cfg.opt == "auto" else f"lr {cfg.lr:g}, wd {cfg.wd:g}")
                     + f", bs {cfg.bs or 'auto'}{ranks})"
                 )
@@ -218,6 +223,10 @@ def train(
                 raise typer.Exit(130) from None
             if main:
                 rc = result.config
+                _console.print(
+                    f"model {rc.model}, {rc.epochs} epochs"
+                    + (" (model auto)" if cfg.model == "auto" else "")
+                )
                 if rc.trainer == "sgd":
                     _console.print(
                         f"optimiser {rc.opt}, lr {rc.lr:g}, wd {rc.wd:g}, reg {rc.reg:g}"
@@ -295,7 +304,7 @@ def lr_find(
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
     data_dir: DataDirOpt = None,
-    model: Annotated[str | None, typer.Option(help="dot, mf or nn.")] = None,
+    model: Annotated[str | None, typer.Option(help="auto, dot, mf, svdpp or nn.")] = None,
     split: Annotated[str | None, typer.Option(help="Split spec.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
     wd: Annotated[float | None, typer.Option(help="Weight decay during the test.")] = None,

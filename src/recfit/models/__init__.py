@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
@@ -39,6 +40,7 @@ from recfit.models.losses import (
     get_loss,
 )
 from recfit.models.mlp import EmbeddingNN, emb_sz_rule
+from recfit.models.svdpp import SVDpp
 from recfit.models.two_tower import CandidateTower, QueryTower, TwoTower
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "QueryTower",
     "RatingClassifier",
     "RatingModel",
+    "SVDpp",
     "TwoTower",
     "build_model",
     "create_model",
@@ -76,7 +79,8 @@ def create_model(name: str, train: Interactions, **kwargs: Any) -> RatingModel:
     """Build the registered model ``name`` sized for ``train``'s vocabularies.
 
     ``n_users`` and ``n_items`` come from the vocabularies; for ``mf`` the ``global_mean``
-    defaults to the (weighted) mean training rating. Other arguments pass through.
+    defaults to the (weighted) mean training rating; ``svdpp`` stores each user's rated items
+    (rows of positive weight) as its implicit lists. Other arguments pass through.
     """
     if name not in MODELS:
         raise ConfigError(f"expected a model name among {sorted(MODELS)}, received {name!r}")
@@ -86,4 +90,11 @@ def create_model(name: str, train: Interactions, **kwargs: Any) -> RatingModel:
     if name == "mf" and "global_mean" not in kw:
         w = train.weights()
         kw["global_mean"] = float(np.average(train.rating, weights=w)) if w.sum() > 0 else 0.0
-    return build_model({"name": name, **kw})
+    model = build_model({"name": name, **kw})
+    if isinstance(model, SVDpp):  # N(u): the items each user rated with a positive weight
+        keep = train.weights() > 0
+        model.set_implicit(
+            torch.from_numpy(np.asarray(train.user)[keep]),
+            torch.from_numpy(np.asarray(train.item)[keep]),
+        )
+    return model

@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +82,9 @@ class DotBias(RatingModel):
     """
 
     supports_fused = True
+    rows_only: ClassVar[bool] = True
+    """Whether a prediction reads only its user's and item's rows (``p_u``, ``b_u``,
+    ``q_i``, ``b_i``): what the row-wise optimisers and ALS assume."""
 
     def __init__(
         self,
@@ -118,6 +121,10 @@ class DotBias(RatingModel):
             "bias_init_std": self.bias_init_std,
             "seed": self.seed,
         }
+
+    def effective_user_factors(self) -> Tensor:
+        """The factors each user scores items with (here ``user_factors`` itself)."""
+        return self.user_factors
 
     def _raw(self, u: Tensor, i: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         pu = self.user_factors.index_select(0, u)

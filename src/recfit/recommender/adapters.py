@@ -55,6 +55,7 @@ from recfit.errors import ConfigError
 from recfit.models.base import RatingModel
 from recfit.models.dot import DotBias
 from recfit.models.mlp import EmbeddingNN
+from recfit.models.svdpp import SVDpp
 
 __all__ = [
     "ADAPTERS",
@@ -64,6 +65,7 @@ __all__ = [
     "ModelAdapter",
     "NNAdapter",
     "RetrievalForm",
+    "SVDppAdapter",
     "TwoTowerAdapter",
     "adapter_for",
     "register_adapter",
@@ -218,7 +220,8 @@ def _solve(lhs: Tensor, rhs: Tensor) -> Tensor:
 
 @register_adapter("dot", "mf")
 class DotAdapter(ModelAdapter):
-    """:class:`~recfit.models.DotBias` and :class:`~recfit.models.BiasedMF`.
+    """:class:`~recfit.models.DotBias` and :class:`~recfit.models.BiasedMF` (and, through
+    :class:`SVDppAdapter`, :class:`~recfit.models.SVDpp`).
 
     A user row is ``[p_u, b_u]`` (factors then bias); the score of item ``i`` is
     ``link(mu + b_u + b_i + p_u · q_i)`` where ``link`` is the identity, or
@@ -243,7 +246,7 @@ class DotAdapter(ModelAdapter):
         super().__init__(model, ctx)
         if not isinstance(model, DotBias):
             raise ConfigError(f"expected a DotBias or BiasedMF, received {type(model).__name__}")
-        p = model.user_factors.detach().float()
+        p = model.effective_user_factors().detach().float()
         self.item_factors = model.item_factors.detach().float()
         self.item_bias = model.item_bias.detach().float()
         self.rows_ = torch.cat([p, model.user_bias.detach().float().unsqueeze(1)], 1)
@@ -289,7 +292,7 @@ class DotAdapter(ModelAdapter):
         )
         c = self.mu + self.item_bias.index_select(0, idx).double()
         r, w = ratings.double(), weights.double()
-        m, v = self._prior(self.rows_)
+        m, v = self._fold_prior(idx, w)
         prec = reg / v
         if self.y_range is None:
             lhs = a.T @ (w.unsqueeze(1) * a) + torch.diag(prec)
@@ -308,6 +311,41 @@ class DotAdapter(ModelAdapter):
             if float(step.abs().max()) < 1e-7:
                 break
         return row.float()
+
+    def _fold_prior(self, item_idx: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Prior mean and variance of a new user's row (float64)."""
+        return self._prior(self.rows_)
+
+
+@register_adapter("svdpp")
+class SVDppAdapter(DotAdapter):
+    """:class:`~recfit.models.SVDpp`: a :class:`DotAdapter` over the users' effective
+    factors (``p_u`` plus the implicit term of the items they rated in training).
+
+    **Fold-in** solves the same objective for the effective row, with the prior centred
+    on what the new user's rated items say: the mean of the trained users' explicit rows
+    ``[p_u, b_u]`` plus ``[|N|^-alpha · Σ_{j ∈ N} y_j, 0]`` for ``N`` the items rated
+    with a positive weight. The variance is that of the explicit rows.
+    """
+
+    def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
+        super().__init__(model, ctx)
+        if not isinstance(model, SVDpp):
+            raise ConfigError(f"expected an SVDpp, received {type(model).__name__}")
+        self.explicit_rows = torch.cat(
+            [model.user_factors.detach().float(), model.user_bias.detach().float()[:, None]], 1
+        )
+        self.implicit_factors = model.implicit_factors.detach().float()
+        self.alpha = model.alpha
+
+    def _fold_prior(self, item_idx: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+        m, v = self._prior(self.explicit_rows)
+        rated = torch.unique(item_idx[weights > 0])
+        if len(rated):
+            y = self.implicit_factors.index_select(0, rated).double().sum(0)
+            m = m.clone()
+            m[: self.d] += y * len(rated) ** -self.alpha
+        return m, v
 
 
 @register_adapter("nn")

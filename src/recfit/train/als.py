@@ -169,7 +169,7 @@ class _Side:
 
 
 def _check(model: DotBias, data: Interactions, epochs: int, reg: float) -> None:
-    if not isinstance(model, DotBias):
+    if not isinstance(model, DotBias) or not model.rows_only:
         raise ConfigError(
             f"expected a DotBias or BiasedMF for ALS, received {type(model).__name__}"
         )
@@ -353,7 +353,7 @@ def fit_als_learner(
     """
     lam = learner.reg if reg is None else float(reg)
     model = learner.model
-    if not isinstance(model, DotBias):
+    if not isinstance(model, DotBias) or not model.rows_only:
         raise ConfigError(
             f"expected a DotBias or BiasedMF for ALS, received {type(model).__name__}"
         )

@@ -121,7 +121,7 @@ def supports_rows(model: Any) -> bool:
         >>> supports_rows(BiasedMF(3, 3, 2))
         True
     """
-    return isinstance(model, DotBias)
+    return isinstance(model, DotBias) and model.rows_only
 
 
 class RowOptimizer:
