@@ -26,7 +26,7 @@ import recfit
 from recfit.config import TrainConfig
 from recfit.data import movielens
 from recfit.data.split import Split
-from recfit.runs import build_learner, fit_config
+from recfit.runs import build_learner, fit_config, resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
@@ -44,6 +44,7 @@ from common import (
 _FASTAI = {"model": "dot", "n_factors": 50, "y_range": (0.0, 5.5), "epochs": 5, "lr": 5e-3,
            "wd": 0.1, "bs": 64, "opt": "adam"}  # fmt: skip
 _BEST = {**_FASTAI, "wd": 0.05, "reg": 0.05}
+_DEFAULT = ("recfit train's default (model auto = SVD++ 50, one-cycle 6 x 5e-3, bs 64)", {})
 
 #: protocol -> {name: (description, TrainConfig fields)}
 RATING: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
@@ -51,9 +52,16 @@ RATING: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
         "fastai": ("DotBias 50, fastai's config (wd 0.1, one-cycle 5 x 5e-3, bs 64)", _FASTAI),
         "best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST),
         "nn": ("EmbeddingNN (100), fastai's config", {**_FASTAI, "model": "nn"}),
+        "default": _DEFAULT,
     },
-    "R2": {"best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST)},
-    "R3": {"best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST)},
+    "R2": {
+        "best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST),
+        "default": _DEFAULT,
+    },
+    "R3": {
+        "best": ("DotBias 50, wd 0.05 + reg 0.05, one-cycle 5 x 5e-3, bs 64", _BEST),
+        "default": _DEFAULT,
+    },
     "R5": {
         "best": (
             "recfit train's default (DotBias 50, opt auto: row-wise Adagrad, 5 epochs)",
@@ -75,8 +83,8 @@ def rating_runs(protocol: str, args: Any) -> None:
         for part in selected(args, protocol):
             train_rows, test_rows = load_split(protocol, part)
             seed = int(part.removeprefix("seed")) if part.startswith("seed") else 0
-            cfg = TrainConfig(seed=seed, device="cpu", **fields)
             split = Split(data, train_rows, test_rows, f"{protocol}:{part}")
+            cfg = resolve_config(TrainConfig(seed=seed, device="cpu", **fields), split.train)
             learn = build_learner(cfg, split.train, split.test, progress=False)
             t0 = time.perf_counter()
             fit_config(learn, cfg)
