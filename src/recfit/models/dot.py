@@ -126,15 +126,29 @@ class DotBias(RatingModel):
         """The factors each user scores items with (here ``user_factors`` itself)."""
         return self.user_factors
 
-    def _raw(self, u: Tensor, i: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _user_rows(self, u: Tensor) -> tuple[Tensor, Tensor, Any]:
+        """For batch users ``u``: their ``p_u`` rows (penalised), the vectors that multiply
+        ``q_i`` (here the same rows) and what :meth:`_extra_grads` needs (here nothing).
+        Subclasses with more to a user (:class:`~recfit.models.SVDpp`) override both."""
         pu = self.user_factors.index_select(0, u)
+        return pu, pu, None
+
+    def _extra_grads(self, extra: Any, d_eff: Tensor) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
+        """``(parameter, row indices, row gradients)`` beyond the four tables, given the
+        gradient of the objective with respect to each row's user vector."""
+        return []
+
+    def _raw(
+        self, u: Tensor, i: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Any]:
+        pu, eff, extra = self._user_rows(u)
         qi = self.item_factors.index_select(0, i)
         bu = self.user_bias.index_select(0, u)
         bi = self.item_bias.index_select(0, i)
-        x = (pu * qi).sum(1) + bu + bi
+        x = (eff * qi).sum(1) + bu + bi
         if self.global_mean:
             x = x + self.global_mean
-        return x, pu, qi, bu, bi
+        return x, pu, qi, bu, bi, eff, extra
 
     def forward(self, batch: Batch) -> Tensor:
         x = self._raw(batch["user"], batch["item"])[0]
@@ -155,32 +169,35 @@ class DotBias(RatingModel):
     # fused path ---------------------------------------------------------------
     @torch.no_grad()
     def fused_forward(self, batch: Batch, with_penalty: bool) -> tuple[Tensor, Tensor | None, Any]:
-        x, pu, qi, bu, bi = self._raw(batch["user"], batch["item"])
+        """Output, penalty and ``saved = (p_u, q_i, b_u, b_i, s, user vectors, extra)``
+        (``s``: the sigmoid, or None without ``y_range``)."""
+        x, pu, qi, bu, bi, eff, extra = self._raw(batch["user"], batch["item"])
         pen = None
         if with_penalty:
             pen = (pu * pu).sum(1) + (qi * qi).sum(1) + bu * bu + bi * bi
         if self.y_range is None:
-            return x, pen, (pu, qi, bu, bi, None)
+            return x, pen, (pu, qi, bu, bi, None, eff, extra)
         lo, hi = self.y_range
         s = torch.sigmoid(x)
-        return s * (hi - lo) + lo, pen, (pu, qi, bu, bi, s)
+        return s * (hi - lo) + lo, pen, (pu, qi, bu, bi, s, eff, extra)
 
     @torch.no_grad()
     def fused_backward(
         self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
     ) -> None:
-        pu, qi, bu, bi, s = saved
+        pu, qi, bu, bi, s, eff, extra = saved
         if s is None:
             dx = d_output
         else:
             lo, hi = self.y_range  # type: ignore[misc]
             dx = d_output * (hi - lo) * s * (1.0 - s)
         u, i = batch["user"], batch["item"]
-        du, di = dx.unsqueeze(1) * qi, dx.unsqueeze(1) * pu
+        d_eff, di = dx.unsqueeze(1) * qi, dx.unsqueeze(1) * eff
+        du = d_eff
         dbu, dbi = dx, dx
         if d_penalty is not None:
             two = 2.0 * d_penalty
-            du = du.addcmul_(two.unsqueeze(1), pu)
+            du = d_eff.addcmul(two.unsqueeze(1), pu)
             di = di.addcmul_(two.unsqueeze(1), qi)
             dbu = dx + two * bu
             dbi = dx + two * bi
@@ -189,6 +206,7 @@ class DotBias(RatingModel):
             (self.item_factors, i, di),
             (self.user_bias, u, dbu),
             (self.item_bias, i, dbi),
+            *self._extra_grads(extra, d_eff),
         ):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)

@@ -14,9 +14,10 @@ ratings borrow from what the items they chose say about them. On protocol R1 (sp
 ``N(u)`` is stored in the model as a CSR pair of buffers (``implicit_indptr``,
 ``implicit_items``), filled from the training interactions by :meth:`SVDpp.set_implicit`
 (:func:`recfit.models.create_model` does it), so a saved model predicts without the data.
-Training uses a fused step like DotBias's (hand-written gradient, no autograd); ``reg``
-penalises the looked-up ``p_u``, ``q_i``, ``b_u`` and ``b_i`` rows as in DotBias, while the
-``y`` table is regularised by the decoupled weight decay ``wd``.
+Training uses DotBias's fused step (hand-written gradient, no autograd) plus the gradient
+of the ``y`` rows in the batch users' lists; ``reg`` penalises the looked-up ``p_u``,
+``q_i``, ``b_u`` and ``b_i`` rows as in DotBias, while the ``y`` table is regularised by the
+decoupled weight decay ``wd``.
 
 Example:
     >>> import torch
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recfit.errors import ConfigError
-from recfit.models.base import Batch, register_model
+from recfit.models.base import register_model
 from recfit.models.dot import DotBias, _trunc_normal
 
 __all__ = ["SVDpp"]
@@ -135,10 +136,6 @@ class SVDpp(DotBias):
         self.implicit_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device)
         self.implicit_items = pi.to(device)
 
-    def implicit_counts(self) -> Tensor:
-        """``|N(u)|`` for every user."""
-        return self.implicit_indptr[1:] - self.implicit_indptr[:-1]
-
     def _gather(self, users: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For distinct ``users``: the items of their lists, the bag offsets, and the
         per-item weights ``|N(u)|^-alpha``."""
@@ -152,93 +149,34 @@ class SVDpp(DotBias):
         weights = torch.repeat_interleave(scale, lens, output_size=total)
         return self.implicit_items[pos], offsets, weights
 
-    def implicit_vectors(self, users: Tensor) -> Tensor:
-        """``|N(u)|^-alpha · Σ_{j ∈ N(u)} y_j`` for each user index (0 for empty lists)."""
+    def _implicit(self, users: Tensor) -> tuple[Tensor, Any]:
+        """The implicit term of each user index, and the lists its gradient needs."""
         uniq, inv = torch.unique(users, return_inverse=True)
         items, offsets, weights = self._gather(uniq)
         bags = F.embedding_bag(
             items, self.implicit_factors, offsets, mode="sum", per_sample_weights=weights
         )
-        return bags.index_select(0, inv)
+        return bags.index_select(0, inv), (len(uniq), inv, items, offsets, weights)
+
+    def implicit_vectors(self, users: Tensor) -> Tensor:
+        """``|N(u)|^-alpha · Σ_{j ∈ N(u)} y_j`` for each user index (0 for empty lists)."""
+        return self._implicit(users)[0]
 
     def effective_user_factors(self) -> Tensor:
         """``p_u`` plus the implicit term, for every user (what a query scores with)."""
         users = torch.arange(self.n_users, device=self.user_factors.device)
         return self.user_factors + self.implicit_vectors(users)
 
-    def _raw(self, u: Tensor, i: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        pu = self.user_factors.index_select(0, u) + self.implicit_vectors(u)
-        qi = self.item_factors.index_select(0, i)
-        bu = self.user_bias.index_select(0, u)
-        bi = self.item_bias.index_select(0, i)
-        x = (pu * qi).sum(1) + bu + bi
-        if self.global_mean:
-            x = x + self.global_mean
-        return x, pu, qi, bu, bi
-
-    # fused path ---------------------------------------------------------------
-    @torch.no_grad()
-    def fused_forward(self, batch: Batch, with_penalty: bool) -> tuple[Tensor, Tensor | None, Any]:
-        u, i = batch["user"], batch["item"]
-        uniq, inv = torch.unique(u, return_inverse=True)
-        items, offsets, weights = self._gather(uniq)
-        imp = F.embedding_bag(
-            items, self.implicit_factors, offsets, mode="sum", per_sample_weights=weights
-        )
+    def _user_rows(self, u: Tensor) -> tuple[Tensor, Tensor, Any]:
+        """``p_u``, ``p_u`` plus the implicit term, and the lists for the ``y`` gradient."""
+        imp, extra = self._implicit(u)
         pu = self.user_factors.index_select(0, u)
-        eff = pu + imp.index_select(0, inv)
-        qi = self.item_factors.index_select(0, i)
-        bu = self.user_bias.index_select(0, u)
-        bi = self.item_bias.index_select(0, i)
-        x = (eff * qi).sum(1) + bu + bi
-        if self.global_mean:
-            x = x + self.global_mean
-        pen = None
-        if with_penalty:
-            pen = (pu * pu).sum(1) + (qi * qi).sum(1) + bu * bu + bi * bi
-        s = None
-        out = x
-        if self.y_range is not None:
-            lo, hi = self.y_range
-            s = torch.sigmoid(x)
-            out = s * (hi - lo) + lo
-        return out, pen, (pu, eff, qi, bu, bi, s, uniq, inv, items, offsets, weights)
+        return pu, pu + imp, extra
 
-    @torch.no_grad()
-    def fused_backward(
-        self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
-    ) -> None:
-        pu, eff, qi, bu, bi, s, uniq, inv, items, offsets, weights = saved
-        if s is None:
-            dx = d_output
-        else:
-            lo, hi = self.y_range  # type: ignore[misc]
-            dx = d_output * (hi - lo) * s * (1.0 - s)
-        u, i = batch["user"], batch["item"]
-        d_eff = dx.unsqueeze(1) * qi
-        di = dx.unsqueeze(1) * eff
-        du = d_eff
-        dbu, dbi = dx, dx
-        if d_penalty is not None:
-            two = 2.0 * d_penalty
-            du = d_eff.addcmul(two.unsqueeze(1), pu)
-            di = di.addcmul_(two.unsqueeze(1), qi)
-            dbu = dx + two * bu
-            dbi = dx + two * bi
+    def _extra_grads(self, extra: Any, d_eff: Tensor) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
         # d/dy_j = |N(u)|^-alpha · Σ over the batch rows of user u of d_eff, for j in N(u)
-        d_user = d_eff.new_zeros(len(uniq), d_eff.shape[1]).index_add_(0, inv, d_eff)
+        n_uniq, inv, items, offsets, weights = extra
+        d_user = d_eff.new_zeros(n_uniq, d_eff.shape[1]).index_add_(0, inv, d_eff)
         lens = torch.diff(offsets, append=offsets.new_tensor([len(items)]))
         d_y = torch.repeat_interleave(d_user, lens, dim=0, output_size=len(items))
-        d_y.mul_(weights.unsqueeze(1))
-        for p, idx, g in (
-            (self.user_factors, u, du),
-            (self.item_factors, i, di),
-            (self.user_bias, u, dbu),
-            (self.item_bias, i, dbi),
-            (self.implicit_factors, items, d_y),
-        ):
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            else:
-                p.grad.zero_()
-            p.grad.index_add_(0, idx, g)
+        return [(self.implicit_factors, items, d_y.mul_(weights.unsqueeze(1)))]

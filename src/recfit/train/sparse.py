@@ -259,7 +259,7 @@ class RowOptimizer:
         in the objective (``reg · w / Σw``), or ``None``.
         """
         m = self.model
-        pu, qi, bu, bi, s = saved
+        pu, qi, bu, bi, s = saved[:5]  # rows_only models: the user vectors are p_u
         if s is None:
             dx = d_output
         else:
