@@ -20,6 +20,11 @@ def test_auto_model_is_svdpp_on_the_dense_path_and_dot_on_the_row_wise_path() ->
     assert TrainConfig(trainer="als", reg=0.1).resolve_model(big=False).model == "dot"
     assert TrainConfig(model="nn").resolve_model(big=False).model == "nn"  # given: kept
     assert TrainConfig(task="classification").resolve_model(big=False).model == "classifier"
+    # svdpp's own schedule fills only what was not given, also when it is named
+    named = TrainConfig(model="svdpp", epochs=3).resolve_model(big=True)
+    assert (named.model, named.epochs, named.pct_start) == ("svdpp", 3, 0.3)
+    with pytest.raises(ConfigError, match="for trainer 'als'"):
+        validate_config({"trainer": "als", "model": "svdpp", "reg": 0.1})
 
 
 def test_unknown_keys_and_bad_values_are_rejected_with_names() -> None:

@@ -82,6 +82,8 @@ def test_svdpp_lists_come_from_positive_weight_rows_and_persist(tmp_path: Path) 
         m.set_implicit(torch.tensor([0]), torch.tensor([3]))
     with pytest.raises(ConfigError, match="one length"):
         m.set_implicit(torch.tensor([0, 1]), torch.tensor([0]))
+    with pytest.raises(ConfigError, match="n_implicit >= 0"):
+        SVDpp(3, 3, n_implicit=-1)
 
 
 def test_dotbias_init_matches_fastai() -> None:
