@@ -116,3 +116,13 @@ def test_metric_bounds(rows: list[tuple[float, float, int]]) -> None:
     assert mse(p, t, w) >= 0
     assert mae(p, t, w) <= rmse(p, t, w) + 1e-9  # Jensen
     assert mse(t, t, w) == 0
+
+
+def test_r2_of_identical_targets_is_nan_despite_rounding() -> None:
+    # the mean of six copies of 3.320433632846628 is not exactly that value, so the spread
+    # sums to about 1e-31; R² must still say "targets do not vary", not -5.6e31
+    t = np.full(6, 3.320433632846628)
+    assert math.isnan(r2(np.zeros(6), t))
+    assert math.isnan(r2(np.zeros(2), t[:2], np.array([3.0, 3.0])))
+    small = 1.0 - (1.0 - 1e-6) ** 2 / 5e-13  # a real, tiny spread still counts
+    assert r2([1.0, 2.0], [1.0, 1.0 + 1e-6]) == pytest.approx(small, rel=1e-6)

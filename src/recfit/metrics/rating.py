@@ -35,6 +35,7 @@ __all__ = [
     "mae",
     "mse",
     "r2",
+    "r2_from_sums",
     "rmse",
 ]
 
@@ -107,7 +108,8 @@ def mae(prediction: Any, target: Any, weight: Any = None) -> float:
 def r2(prediction: Any, target: Any, weight: Any = None) -> float:
     """Weighted coefficient of determination 1 - Σ w (p - t)² / Σ w (t - t̄_w)².
 
-    ``t̄_w`` is the weighted mean target. NaN when the targets do not vary.
+    ``t̄_w`` is the weighted mean target. NaN when the targets do not vary
+    (:func:`r2_from_sums`).
 
     Example:
         >>> r2([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
@@ -122,9 +124,25 @@ def r2(prediction: Any, target: Any, weight: Any = None) -> float:
         return math.nan
     mean = (ww * t).sum() / total
     ss_tot = (ww * (t - mean) ** 2).sum()
-    if ss_tot <= 0:
+    return r2_from_sums(float((ww * (p - t) ** 2).sum()), float(ss_tot), float((ww * t * t).sum()))
+
+
+R2_CONSTANT = 1e-20
+"""Targets whose weighted spread ``Σ w (t - t̄)²`` is at most this share of ``Σ w t²`` count
+as constant: what is left of the spread is the rounding of ``t̄`` (identical targets can
+leave ``1e-31`` where ``0`` is meant, which would make R² about ``-1e31``)."""
+
+
+def r2_from_sums(ss_res: float, ss_tot: float, ss_raw: float) -> float:
+    """R² from ``Σ w (p - t)²``, ``Σ w (t - t̄)²`` and ``Σ w t²``; NaN for constant targets.
+
+    Example:
+        >>> r2_from_sums(1.0, 4.0, 20.0), r2_from_sums(1.0, 1e-31, 66.0)
+        (0.75, nan)
+    """
+    if not ss_tot > R2_CONSTANT * ss_raw or ss_tot <= 0:
         return math.nan
-    return float(1.0 - (ww * (p - t) ** 2).sum() / ss_tot)
+    return 1.0 - ss_res / ss_tot
 
 
 METRICS: dict[str, Metric] = {"mse": mse, "rmse": rmse, "mae": mae, "r2": r2}

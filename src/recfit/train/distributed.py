@@ -61,6 +61,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from recfit.errors import ConfigError
+from recfit.metrics.rating import r2_from_sums
 
 if TYPE_CHECKING:
     from recfit.data.interactions import Interactions
@@ -347,11 +348,11 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
         reg_loss = learn.reg * (s_pen / total) if ok else math.nan
     out: dict[str, float] = {"loss": data_loss + reg_loss, "reg_loss": reg_loss}
     names = list(learn._metric_fns)
-    ss_tot = math.nan
+    ss_tot = ss_raw = math.nan
     if "r2" in names:
         mean = s_t / total if ok else 0.0
-        ss = torch.tensor([(wk * (t - mean) ** 2).sum()], dtype=torch.float64)
-        ss_tot = float(ctx.all_reduce_(ss)[0])
+        ss = torch.tensor([(wk * (t - mean) ** 2).sum(), (wk * t * t).sum()], dtype=torch.float64)
+        ss_tot, ss_raw = ctx.all_reduce_(ss).tolist()
     gathered: dict[str, np.ndarray] = {}
     for name in names:
         if name == "mse":
@@ -361,7 +362,7 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
         elif name == "mae":
             out[name] = s_ae / total if ok else math.nan
         elif name == "r2":
-            out[name] = float(1.0 - s_se / ss_tot) if ok and ss_tot > 0 else math.nan
+            out[name] = r2_from_sums(s_se, ss_tot, ss_raw) if ok else math.nan
         else:  # metrics without a sum form: gather the predictions, then the function
             from recfit.metrics.rating import is_level_metric
 
