@@ -15,16 +15,15 @@ import argparse
 import os
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from recfit.config import TrainConfig
 from recfit.data import Interactions, make_split
-from recfit.models import DotBias, EmbeddingNN, RatingModel, create_model
+from recfit.models import DotBias, EmbeddingNN, RatingModel
 from recfit.runs import train_run
 from recfit.train import Learner
 
@@ -33,14 +32,14 @@ from recfit.train import Learner
 class Config:
     name: str
     seeds: tuple[int, ...]
-    build: Callable[[Interactions], RatingModel]  # called with the training part
+    build: Callable[[Interactions], RatingModel] | None  # with the training part; None:
+    # exactly `recfit train --seed SEED` (the default config, through train_run)
     epochs: int = 5
     lr: float = 5e-3
     wd: float = 0.1
     reg: float = 0.0
     bs: int = 64
     reference: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 CONFIGS = {
@@ -54,12 +53,9 @@ CONFIGS = {
         "best default, as `recfit train` runs it (model auto = SVD++ 50, y_range (0, 5.5), "
         "reg 0.05, wd 0.05, one-cycle 6 x 5e-3, pct_start 0.3)",
         (0, 1, 2, 3, 4),
-        lambda d: create_model("svdpp", d, n_factors=50, y_range=(0.0, 5.5)),  # see run()
-        wd=0.05,
-        reg=0.05,
+        None,
         epochs=6,
         reference="target: median <= 0.80",
-        extra={"train_run": True},
     ),
     "dot": Config(
         "DotBias 50 with the default's training (y_range (0, 5.5), reg 0.05, wd 0.05)",
@@ -99,7 +95,7 @@ def load_ml100k(data_dir: Path) -> Interactions:
 
 
 def run(data: Interactions, cfg: Config, seed: int) -> tuple[float, float, int]:
-    if cfg.extra.get("train_run"):  # exactly `recfit train --seed SEED` (default config)
+    if cfg.build is None:
         res = train_run(TrainConfig(seed=seed), data=data, progress=False)
         assert res.config.model == "svdpp" and res.config.epochs == cfg.epochs
         return res.metrics["mse"], res.learner.fit_seconds, len(res.split.train) * cfg.epochs

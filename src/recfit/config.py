@@ -109,8 +109,8 @@ class TrainConfig(BaseModel):
             (RatingClassifier, ``task="classification"``)
             or ``two_tower`` (TwoTower with side features, ``task="retrieval"``; its
             embedding width is ``n_factors`` and its dense layers ``layers``).
-        n_factors: embedding size of the dot models (dot, mf, svdpp); for the classifier, the width of its
-            dot-product (GMF) branch (0: none).
+        n_factors: embedding size of the dot models (dot, mf, svdpp); for the classifier,
+            the width of its dot-product (GMF) branch (0: none).
         y_range: output range of the scaled sigmoid; ``None`` for a linear output.
         layers, dropout, batch_norm: the EmbeddingNN's MLP.
         loss: ``mse``, ``mae``, ``huber`` or ``cross_entropy`` (classification).

@@ -150,9 +150,10 @@ def resolve_config(cfg: TrainConfig, train: Interactions, distributed: bool = Fa
 
     ``auto`` is ``dot`` when a DotBias of ``cfg.n_factors`` would have at least
     :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters (or with ALS), else
-    ``svdpp`` (:meth:`recfit.config.TrainConfig.resolve_model`). The row-wise path (and so row-wise Adagrad) is taken by a ``dot`` or ``mf`` model of
-    at least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD in
-    one process (:meth:`recfit.config.TrainConfig.resolve_opt`).
+    ``svdpp`` (:meth:`recfit.config.TrainConfig.resolve_model`). The row-wise path (and so
+    row-wise Adagrad) is taken by a ``dot`` or ``mf`` model of at least
+    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD in one
+    process (:meth:`recfit.config.TrainConfig.resolve_opt`).
     """
     big = (train.n_users + train.n_items) * (cfg.n_factors + 1) >= SPARSE_MIN_PARAMS
     cfg = cfg.resolve_model(big)

@@ -198,7 +198,7 @@ def train(
                 ranks = "" if ctx is None else f", {ctx.world} ranks ({ctx.backend})"
                 _console.print(
                     f"{'resuming' if resume else 'training'} "
-                    f"[bold]{'model ' * (cfg.model == 'auto')}{cfg.model}[/bold] on "
+                    f"[bold]{'model auto' if cfg.model == 'auto' else cfg.model}[/bold] on "
                     f"[bold]{cfg.dataset}[/bold] (split {cfg.split}, seed {cfg.seed}, "
                     + (
                         "epochs by model, "

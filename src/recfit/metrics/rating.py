@@ -140,7 +140,7 @@ def r2_from_sums(ss_res: float, ss_tot: float, ss_raw: float) -> float:
         >>> r2_from_sums(1.0, 4.0, 20.0), r2_from_sums(1.0, 1e-31, 66.0)
         (0.75, nan)
     """
-    if not ss_tot > R2_CONSTANT * ss_raw or ss_tot <= 0:
+    if not ss_tot > R2_CONSTANT * ss_raw:  # also 0 against 0, and NaN sums
         return math.nan
     return 1.0 - ss_res / ss_tot
 

@@ -136,9 +136,9 @@ class SVDpp(DotBias):
         self.implicit_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device)
         self.implicit_items = pi.to(device)
 
-    def _gather(self, users: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """For distinct ``users``: the items of their lists, the bag offsets, and the
-        per-item weights ``|N(u)|^-alpha``."""
+    def _gather(self, users: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For distinct ``users``: the items of their lists, the bag offsets, the per-item
+        weights ``|N(u)|^-alpha`` and the list lengths."""
         starts = self.implicit_indptr[users]
         lens = self.implicit_indptr[users + 1] - starts
         offsets = torch.cumsum(lens, 0) - lens
@@ -147,16 +147,16 @@ class SVDpp(DotBias):
         pos += torch.arange(total, device=users.device)
         scale = lens.clamp_min(1).to(self.implicit_factors.dtype).pow(-self.alpha)
         weights = torch.repeat_interleave(scale, lens, output_size=total)
-        return self.implicit_items[pos], offsets, weights
+        return self.implicit_items[pos], offsets, weights, lens
 
     def _implicit(self, users: Tensor) -> tuple[Tensor, Any]:
         """The implicit term of each user index, and the lists its gradient needs."""
         uniq, inv = torch.unique(users, return_inverse=True)
-        items, offsets, weights = self._gather(uniq)
+        items, offsets, weights, lens = self._gather(uniq)
         bags = F.embedding_bag(
             items, self.implicit_factors, offsets, mode="sum", per_sample_weights=weights
         )
-        return bags.index_select(0, inv), (len(uniq), inv, items, offsets, weights)
+        return bags.index_select(0, inv), (inv, items, weights, lens)
 
     def implicit_vectors(self, users: Tensor) -> Tensor:
         """``|N(u)|^-alpha · Σ_{j ∈ N(u)} y_j`` for each user index (0 for empty lists)."""
@@ -175,8 +175,7 @@ class SVDpp(DotBias):
 
     def _extra_grads(self, extra: Any, d_eff: Tensor) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
         # d/dy_j = |N(u)|^-alpha · Σ over the batch rows of user u of d_eff, for j in N(u)
-        n_uniq, inv, items, offsets, weights = extra
-        d_user = d_eff.new_zeros(n_uniq, d_eff.shape[1]).index_add_(0, inv, d_eff)
-        lens = torch.diff(offsets, append=offsets.new_tensor([len(items)]))
+        inv, items, weights, lens = extra
+        d_user = d_eff.new_zeros(len(lens), d_eff.shape[1]).index_add_(0, inv, d_eff)
         d_y = torch.repeat_interleave(d_user, lens, dim=0, output_size=len(items))
         return [(self.implicit_factors, items, d_y.mul_(weights.unsqueeze(1)))]
