@@ -15,14 +15,18 @@ __all__ = [
     "CancelBatchException",
     "CancelEpochException",
     "CancelFitException",
+    "CheckpointError",
     "ChecksumError",
     "ConfigError",
     "DataError",
     "DataWarning",
     "DownloadError",
+    "EvaluationOverlapError",
     "ItemNotFoundError",
     "RecfitError",
     "RecfitWarning",
+    "RunDirectoryError",
+    "TrainingDivergedError",
     "TrainingInterrupted",
     "UnknownIdError",
 ]
@@ -124,6 +128,41 @@ class ChecksumError(DownloadError):
 
 class BundleError(RecfitError):
     """A saved model bundle is damaged, incomplete or from an incompatible version."""
+
+
+class CheckpointError(RecfitError):
+    """A training checkpoint is corrupted, inconsistent with its run, or unreadable."""
+
+
+class RunDirectoryError(RecfitError):
+    """A run directory cannot be used: it holds a finished run, or another process has it."""
+
+
+class EvaluationOverlapError(RecfitError, ValueError):
+    """Evaluation rows overlap the rows a model was trained on.
+
+    Attributes:
+        n_overlap: how many evaluation rows (user, item pairs) were training rows.
+        n_rows: how many evaluation rows there were.
+    """
+
+    def __init__(self, message: str, *, n_overlap: int, n_rows: int) -> None:
+        super().__init__(message)
+        self.n_overlap, self.n_rows = int(n_overlap), int(n_rows)
+
+
+class TrainingDivergedError(RecfitError, FloatingPointError):
+    """The loss or a weight became NaN or infinite during training.
+
+    Attributes:
+        epoch: the 0-based epoch in which it happened.
+        step: the 0-based optimiser step (counted over the whole fit).
+        what: what was non-finite (``"loss"`` or a parameter name).
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int, what: str) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.what = int(epoch), int(step), what
 
 
 class TrainingInterrupted(RecfitError):
