@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["OUTCOMES", "Case", "Outcome"]
+__all__ = ["FAILURES", "OUTCOMES", "Case", "Outcome"]
 
 Outcome = Literal[
     "answer",  # a correct answer (the input was acceptable)
