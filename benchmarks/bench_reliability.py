@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability import FAILURES, OUTCOMES, Case  # noqa: E402
+from reliability import FAILURES, OUTCOMES, Case
 
 CORPORA = ("files", "bundles", "requests", "faults")
 HEALTH_P99_TARGET_MS = 100.0
