@@ -89,3 +89,78 @@ def test_numbers_outside_int64_never_match_an_integer_vocabulary() -> None:
     """A query like '1E100' (found by hypothesis through GET /items) is no id, not a crash."""
     v = Vocabulary(np.array([1, 2, 3]), unknown="sentinel")
     assert v.index(["1E100", 1e100, "-1e30", "2"]).tolist() == [-1, -1, -1, 1]
+
+
+def test_ids_above_2_to_53_match_exactly_never_through_a_float() -> None:
+    """9007199254740993 is not 9007199254740992, given as an int or as its decimal string."""
+    v = Vocabulary([9007199254740992, 9007199254740993, 50])
+    assert v.index(["9007199254740993"]).tolist() == [2]
+    assert v.index([9007199254740993, "9007199254740992"]).tolist() == [2, 1]
+    # a mixed list (an int among strings) is an object array: still exact
+    assert v.index(["x", 9007199254740993], unknown="sentinel").tolist() == [-1, 2]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "050",
+        " 50 ",
+        "5e1",
+        "+50",
+        "50.0",
+        "0x32",
+        "5_0",
+        "٥٠",
+        50.0,
+        True,
+        np.float64(50),
+        None,
+        b"50",
+    ],
+)
+def test_only_the_canonical_forms_of_an_integer_id_match(query: object) -> None:
+    v = Vocabulary([1, 50])
+    assert v.index([query], unknown="sentinel").tolist() == [-1]
+    assert query not in v
+    assert v.index([50, "50", np.int16(50)]).tolist() == [1, 1, 1]
+
+
+def test_booleans_never_match() -> None:
+    assert Vocabulary([0, 1]).index([True, False], unknown="sentinel").tolist() == [-1, -1]
+    assert Vocabulary(["True", "1"]).index([True], unknown="sentinel").tolist() == [-1]
+    assert Vocabulary([0, 1]).index(np.array([True]), unknown="sentinel").tolist() == [-1]
+
+
+def test_integers_outside_int64_never_match_and_never_raise() -> None:
+    v = Vocabulary([1, 2**63 - 1])
+    got = v.index([2**63, -(2**63) - 1, 2**200, str(2**63), 2**63 - 1], unknown="sentinel")
+    assert got.tolist() == [-1, -1, -1, -1, 1]
+    assert v.index(np.array([2**63, 1], dtype=np.uint64), unknown="sentinel").tolist() == [-1, 0]
+    with pytest.raises(UnknownIdError):
+        v.index([2**64])
+    # against strings, a big integer is its decimal string
+    assert Vocabulary([str(2**70)]).index([2**70]).tolist() == [0]
+
+
+def test_lone_surrogates_are_ordinary_unknown_strings() -> None:
+    v = Vocabulary(["a", "b"])
+    assert v.index(["\ud800", "a"], unknown="sentinel").tolist() == [-1, 0]
+    with pytest.raises(UnknownIdError):
+        v.index(["\ud800"])
+    w = Vocabulary(["\ud800", "x"])
+    assert w.id(w.index(["\ud800"])).tolist() == ["\ud800"]
+
+
+@given(st.integers(-(2**70), 2**70), st.integers(-(2**70), 2**70))
+def test_exact_integer_lookup_property(a: int, b: int) -> None:
+    inside = [x for x in {a, b} if -(2**63) <= x < 2**63]
+    if not inside:
+        return
+    v = Vocabulary(inside)
+    for q in (a, b, str(a), str(b)):
+        want = int(q) in inside
+        assert (v.index([q], unknown="sentinel")[0] >= 0) == want
+        if want:
+            assert v.id(v.index([q])).tolist() == [int(q)]
+    for q in (float(a), f"{a:e}", f"0{abs(a)}", f" {a}"):
+        assert v.index([q], unknown="sentinel").tolist() == [-1]

@@ -8,6 +8,7 @@ the sorted order of the ids, so the same set of ids always gets the same indices
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -102,7 +103,7 @@ class Vocabulary:
         return len(self._ids)
 
     def __contains__(self, raw_id: object) -> bool:
-        return bool(self._index_of(np.asarray([raw_id]))[0] >= 0)
+        return bool(self._index_of(_query_array([raw_id]))[0] >= 0)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and np.array_equal(self._ids, other._ids)
@@ -116,26 +117,44 @@ class Vocabulary:
         return f"Vocabulary(name={self.name!r}, size={len(self)}, ids=[{head}{more}])"
 
     def _index_of(self, raw: np.ndarray) -> np.ndarray:
+        """Positions of query ids (-1 where unknown); ids match exactly (see :meth:`index`)."""
         if self._lookup is None:
-            self._lookup = pd.Index(self._ids)
-        if raw.dtype.kind in "iu" and self.kind == "str":
-            raw = raw.astype(str)
-        elif raw.dtype.kind not in "iu" and self.kind == "int":
-            raw = _coerce_to_int(raw)
-        return np.asarray(self._lookup.get_indexer(pd.Index(raw)), dtype=np.int64)
+            # object dtype: pandas' Arrow strings would refuse ids that are not valid UTF-8
+            self._lookup = pd.Index(self._ids, dtype=self._ids.dtype)
+        out = np.full(len(raw), -1, dtype=np.int64)
+        if self.kind == "int":
+            keys, ok = _int_queries(raw)
+        else:
+            keys, ok = _str_queries(raw)
+        if ok.any():
+            out[ok] = self._lookup.get_indexer(pd.Index(keys[ok], dtype=keys.dtype))
+        return out
 
     def index(
         self, ids: Iterable[Any] | np.ndarray, *, unknown: UnknownPolicy | None = None
     ) -> np.ndarray:
         """Indices (``int32``) of raw ``ids``; unknown ids follow the policy.
 
+        Ids match exactly, never through a float or a lenient parse. An integer
+        vocabulary matches Python or NumPy integers (not ``bool``) and the canonical
+        decimal string of an integer (``"50"``, ``"-3"``: what a URL or a CSV column
+        carries), but never ``"050"``, ``" 50 "``, ``"+50"``, ``"5e1"``, ``50.0`` or
+        ``True``; integers outside int64 match nothing. A string vocabulary matches
+        strings exactly and integers through their canonical decimal string (``196``
+        finds ``"196"``); floats, booleans and other objects match nothing.
+
+        Example:
+            >>> v = Vocabulary([50, 9007199254740993])
+            >>> v.index(["50", 9007199254740993], unknown="sentinel").tolist()
+            [0, 1]
+            >>> v.index(["050", " 50 ", "5e1", 50.0, True], unknown="sentinel").tolist()
+            [-1, -1, -1, -1, -1]
+
         Raises:
             UnknownIdError: under the ``"error"`` policy, naming the unknown ids.
         """
         policy = self.unknown if unknown is None else unknown
-        raw = _to_array(ids)
-        if raw.ndim == 0:
-            raw = raw.reshape(1)
+        raw = _query_array(ids)
         pos = self._index_of(raw)
         missing = pos < 0
         if missing.any():
@@ -231,12 +250,17 @@ def _to_array(values: Any) -> np.ndarray:
     out = np.empty(len(vals := list(values)), dtype=object)
     out[:] = vals
     if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-        return out.astype(np.int64)
+        if int(min(vals)) >= _INT64_MIN and int(max(vals)) <= _INT64_MAX:
+            return out.astype(np.int64)
+        # integers beyond int64 are kept exactly, as their decimal text
+        return np.asarray([str(int(v)) for v in vals], dtype=object)
     return out
 
 
 def _as_id_array(arr: np.ndarray) -> np.ndarray:
     """Normalise ids to int64 (integers) or an object array of str (anything else)."""
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
+        return arr.astype(str).astype(object)  # beyond int64: exact decimal text
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind == "b":
@@ -246,28 +270,114 @@ def _as_id_array(arr: np.ndarray) -> np.ndarray:
             raise DataError("expected integer or string ids, received NaN or infinite values")
         if arr.size and not (arr == np.round(arr)).all():
             raise DataError("expected integer or string ids, received fractional numbers")
+        if arr.size and float(np.abs(arr).max()) > _FLOAT_EXACT:
+            raise DataError(
+                f"expected float ids within +-2**53 (held exactly), received "
+                f"{float(np.abs(arr).max()):g}; keep such ids as integers or strings"
+            )
         return arr.astype(np.int64)
     if arr.dtype.kind == "O":
         vals = arr.tolist()
         if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-            return np.asarray(vals, dtype=np.int64)
+            if int(min(vals)) >= _INT64_MIN and int(max(vals)) <= _INT64_MAX:
+                return np.asarray(vals, dtype=np.int64)
+            return np.asarray([str(int(v)) for v in vals], dtype=object)
         if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in vals):
             raise DataError("expected integer or string ids, received missing values")
-        return np.asarray([str(v) for v in vals], dtype=object)
+        if any(isinstance(v, (bytes, bytearray)) for v in vals):
+            raise DataError("expected integer or string ids, received bytes")
+        text = [str(v) for v in vals]
+        if not all(isinstance(v, str) for v in vals):
+            try:
+                distinct = len(set(vals))
+            except TypeError:
+                raise DataError(
+                    "expected integer or string ids, received unhashable values"
+                ) from None
+            if len(set(text)) != distinct:
+                raise DataError(
+                    "expected ids whose text is distinct, received different values with the "
+                    "same text (e.g. 1 and '1'); use one type per id column"
+                )
+        return np.asarray(text, dtype=object)
     return arr.astype(str).astype(object)
 
 
-def _coerce_to_int(raw: np.ndarray) -> np.ndarray:
-    """Query ids for an integer vocabulary: numeric strings become ints, others never match."""
-    out = np.full(len(raw), np.iinfo(np.int64).min, dtype=np.int64)
-    for i, v in enumerate(raw.tolist()):
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if np.isfinite(f) and f == int(f) and _INT64_MIN < int(f) <= _INT64_MAX:
-            out[i] = int(f)  # numbers outside int64 are no id: they never match
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_FLOAT_EXACT = float(2**53)  # every integer up to this is held exactly by a float64
+_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
+
+
+def _query_array(ids: Any) -> np.ndarray:
+    """Query ids as a 1-d array without converting them: NumPy arrays keep their dtype,
+    anything else becomes an ``object`` array of the values as given."""
+    if isinstance(ids, np.ndarray):
+        return ids.reshape(-1)
+    if isinstance(ids, str | bytes) or not hasattr(ids, "__iter__"):
+        ids = [ids]
+    vals = list(ids)
+    out = np.empty(len(vals), dtype=object)
+    out[:] = vals
     return out
 
 
-_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+def _exact_int(v: Any) -> int | None:
+    """The integer a query id stands for in an integer vocabulary, or ``None``.
+
+    Accepted: ``int`` and NumPy integers (not ``bool``) inside int64, and strings that
+    are the canonical decimal form of such an integer. Everything else (floats, padded
+    or signed-plus strings, exponents, leading zeros, booleans) is no id.
+    """
+    if isinstance(v, bool | np.bool_):
+        return None
+    if isinstance(v, int | np.integer):
+        x = int(v)
+    elif isinstance(v, str):
+        if not _CANONICAL_INT.fullmatch(v) or v == "-0":
+            return None
+        x = int(v)
+    else:
+        return None
+    return x if _INT64_MIN <= x <= _INT64_MAX else None
+
+
+def _int_queries(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 keys, which keys are valid) of query ids against an integer vocabulary."""
+    if raw.dtype.kind == "i":
+        return raw.astype(np.int64, copy=False), np.ones(len(raw), dtype=bool)
+    if raw.dtype.kind == "u":
+        ok = raw <= np.uint64(_INT64_MAX)
+        return np.where(ok, raw, 0).astype(np.int64), np.asarray(ok, dtype=bool)
+    keys = np.zeros(len(raw), dtype=np.int64)
+    ok = np.zeros(len(raw), dtype=bool)
+    if raw.dtype.kind not in "OUS":  # floats, booleans, datetimes: never an id
+        return keys, ok
+    for i, v in enumerate(raw.tolist()):
+        x = _exact_int(v)
+        if x is not None:
+            keys[i] = x
+            ok[i] = True
+    return keys, ok
+
+
+def _exact_str(v: Any) -> str | None:
+    """The string a query id stands for in a string vocabulary, or ``None``."""
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_):
+        return str(int(v))
+    return None
+
+
+def _str_queries(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(object keys, which keys are valid) of query ids against a string vocabulary."""
+    keys = np.empty(len(raw), dtype=object)
+    ok = np.zeros(len(raw), dtype=bool)
+    if raw.dtype.kind not in "iuOUS":
+        return keys, ok
+    for i, v in enumerate(raw.tolist()):
+        s = _exact_str(v)
+        if s is not None:
+            keys[i] = s
+            ok[i] = True
+    return keys, ok
