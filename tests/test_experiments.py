@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from recfit.errors import ConfigError, DataError
 from recfit.experiments import (
@@ -85,7 +86,8 @@ def test_summary_matches_numpy() -> None:
         assert row["lo"] == pytest.approx(v.mean() - 2 * v.std(ddof=1))
         assert row["hi"] == pytest.approx(v.mean() + 2 * v.std(ddof=1))
     sem = res.summary("sem")
-    assert (sem["hi"] - sem["lo"]).to_numpy() == pytest.approx(4 * sem["sem"].to_numpy())
+    t6 = scipy.stats.t.ppf(0.975, 5)  # Student's t for 6 seeds, not 2
+    assert (sem["hi"] - sem["lo"]).to_numpy() == pytest.approx(2 * t6 * sem["sem"].to_numpy())
     with pytest.raises(ConfigError, match="interval"):
         res.summary("var")  # type: ignore[arg-type]
 
@@ -100,7 +102,8 @@ def test_paired_differences_remove_the_shared_split_effect() -> None:
     row = p.summary.set_index("config").loc["weights"]
     assert row["mean"] == pytest.approx(d.mean())
     assert row["std"] == pytest.approx(d.std(ddof=1))
-    assert row["lo"] == pytest.approx(d.mean() - 2 * d.std(ddof=1) / math.sqrt(8))
+    t8 = scipy.stats.t.ppf(0.975, 7)
+    assert row["lo"] == pytest.approx(d.mean() - t8 * d.std(ddof=1) / math.sqrt(8))
     assert bool(row["excludes_zero"]) == (row["lo"] > 0 or row["hi"] < 0)
     # pairing helps: the paired spread is smaller than the unpaired one
     unpaired = math.hypot(
@@ -355,3 +358,19 @@ def test_bad_compare_specs(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="readable comparison file"):
         load_compare_config(tmp_path / "nope.toml")
+
+
+def test_two_seeds_are_not_starred_from_two_sigma() -> None:
+    """Two seeds with a consistent small gain: ±2·sem excludes 0, the t interval does not."""
+    recs = tuple(
+        RunRecord(c, s, {"accuracy": base + gain}, 0.0)
+        for s, base in enumerate([0.40, 0.50])
+        for c, gain in (("a", 0.0), ("b", 0.010 + 0.004 * s))
+    )
+    res = ExperimentResults(recs, ("a", "b"), (0, 1), baseline="a")
+    row = res.paired("a", "accuracy").summary.iloc[0]
+    assert row["mean"] - 2 * row["sem"] > 0  # what the old rule starred
+    assert not row["excludes_zero"]
+    table = res.table(["accuracy"])
+    assert " *" not in table.split("paired")[1].split("\n\n")[0]
+    assert "over 2 seeds" in table and "t = 12.71" in table and "accuracy ↑" in table

@@ -29,6 +29,7 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingInterrupted",
     "UnknownIdError",
+    "UnknownMetricError",
 ]
 
 
@@ -97,6 +98,10 @@ class ItemNotFoundError(UnknownIdError):
 
 class ConfigError(RecfitError, ValueError):
     """A parameter or configuration value is out of its allowed range or unknown."""
+
+
+class UnknownMetricError(ConfigError):
+    """A metric name that recfit does not know (so its direction is unknown)."""
 
 
 class DownloadError(RecfitError, OSError):

@@ -4,7 +4,8 @@ One run is an anecdote. :func:`run_experiments` calls a user-supplied ``runner(n
 config, seed) -> {metric: value}`` for every configuration and seed, and collects an
 :class:`ExperimentResults` with a tidy table of all runs, a summary (mean, standard
 deviation with ``ddof=1``, and a ±2σ interval per configuration and metric), a paired
-comparison against a baseline (per-seed differences, their mean and its ±2σ interval),
+comparison against a baseline (per-seed differences, their mean and its 95% Student-t
+interval for the number of seeds, so two or three seeds are not read as significant),
 CSV / JSON / text output and a bar chart with ±2σ error bars.
 
 Same splits per seed: the *runner* owns the data. It must derive everything random
@@ -88,14 +89,17 @@ __all__ = [
     "load_results",
     "run_experiments",
     "seeds_for",
+    "t_multiplier",
 ]
 
 Runner = Callable[[str, Any, int], Mapping[str, float]]
 """``runner(name, config, seed) -> {metric: value}``."""
 
 Interval = Literal["std", "sem"]
-"""What ±2σ means: ``"std"`` is the spread of single runs (the standard deviation
-over seeds, ``ddof=1``); ``"sem"`` is the uncertainty of the mean (``std / √n``)."""
+"""Which interval: ``"std"`` is the spread of single runs, ``mean ± 2σ`` with σ the
+standard deviation over seeds (``ddof=1``); ``"sem"`` is the 95% confidence interval of
+the mean, ``mean ± t·std/√n`` with Student's t for ``n - 1`` degrees of freedom
+(:func:`t_multiplier`: 12.7 for two seeds, so two seeds rarely show a difference)."""
 
 RUNS_FILE = "runs.jsonl"
 
@@ -369,7 +373,8 @@ class PairedComparison:
         metric: the metric compared.
         differences: one row per seed (index ``seed``), one column per other config.
         summary: per config: ``n`` paired seeds, ``mean`` difference, ``std`` (ddof=1),
-            ``sem``, the interval ``lo``/``hi`` (mean ∓ 2σ of the chosen kind),
+            ``sem``, the interval ``lo``/``hi`` (``"sem"``: the 95% Student-t interval of
+            the mean; ``"std"``: mean ∓ 2σ),
             ``interval`` (its kind) and ``excludes_zero``.
     """
 
@@ -379,13 +384,35 @@ class PairedComparison:
     summary: pd.DataFrame
 
 
+CONFIDENCE = 0.95
+"""Confidence level of the paired intervals (``interval="sem"``)."""
+
+
+def t_multiplier(n: int, confidence: float = CONFIDENCE) -> float:
+    """Student's t quantile for a two-sided ``confidence`` interval of a mean of ``n``
+    values (``n - 1`` degrees of freedom); NaN below two values.
+
+    With few seeds it is much wider than 2: 12.7 for two seeds, 4.3 for three, 2.26 for
+    ten.
+
+    Example:
+        >>> round(t_multiplier(2), 2), round(t_multiplier(10), 2), t_multiplier(1)
+        (12.71, 2.26, nan)
+    """
+    if n < 2:
+        return math.nan
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf(0.5 + confidence / 2.0, n - 1))
+
+
 def _stats(values: np.ndarray, interval: Interval) -> dict[str, float | int]:
     v = values[np.isfinite(values)]
     n = len(v)
     mean = float(v.mean()) if n else math.nan
     std = float(v.std(ddof=1)) if n > 1 else math.nan
     sem = std / math.sqrt(n) if n > 1 else math.nan
-    half = 2.0 * (std if interval == "std" else sem)
+    half = 2.0 * std if interval == "std" else t_multiplier(n) * sem
     return {"n": n, "mean": mean, "std": std, "sem": sem, "lo": mean - half, "hi": mean + half}
 
 
@@ -446,9 +473,10 @@ class ExperimentResults:
     def summary(self, interval: Interval = "std") -> pd.DataFrame:
         """Per configuration and metric: ``n``, ``mean``, ``std`` (ddof=1), ``sem``, ``lo``, ``hi``.
 
-        ``lo``/``hi`` are ``mean ∓ 2σ``; ``σ`` is the standard deviation over seeds
-        (``interval="std"``, the default: the error bars of single runs) or the
-        standard error of the mean (``"sem"``). With one seed ``std`` is NaN.
+        ``lo``/``hi`` are ``mean ∓ 2σ`` with ``σ`` the standard deviation over seeds
+        (``interval="std"``, the default: the error bars of single runs), or the 95%
+        Student-t interval of the mean (``"sem"``, :func:`t_multiplier`). With one seed
+        ``std`` is NaN.
         """
         _check_interval(interval)
         rows = []
@@ -467,8 +495,10 @@ class ExperimentResults:
         Args:
             baseline: the reference configuration (``None``: the results' own baseline).
             metric: the metric to compare.
-            interval: ``"sem"`` (default): ``mean ± 2·std/√n``, the interval of the mean
-                difference; ``"std"``: ``mean ± 2·std``, the spread of single paired runs.
+            interval: ``"sem"`` (default): ``mean ± t·std/√n``, the 95% Student-t
+                interval of the mean difference over the ``n`` paired seeds (``t`` for
+                ``n - 1`` degrees of freedom); ``"std"``: ``mean ± 2·std``, the spread of
+                single paired runs.
 
         Example:
             >>> recs = tuple(
@@ -525,11 +555,11 @@ class ExperimentResults:
             a       0.410 ± 0.020
             b       0.510 ± 0.020
             <BLANKLINE>
-            paired difference vs a (mean [lo, hi], ±2σ of the mean)
+            paired difference vs a over 3 seeds (mean [lo, hi]: 95% Student-t interval of the mean, t = 4.30 for 2 degrees of freedom)
             config  acc
             b       +0.100 [+0.100, +0.100] *
             <BLANKLINE>
-            * interval excludes 0
+            * interval excludes 0 (significant at 95% over 3 seeds)
         """
         names = list(metrics) if metrics is not None else self.metrics
         for m in names:
@@ -542,25 +572,36 @@ class ExperimentResults:
                 s = summ[(summ.config == name) & (summ.metric == m)].iloc[0]
                 row.append(f"{s['mean']:.{digits}f} ± {2 * s['std']:.{digits}f}")
             cells[name] = row
+        header = ["config", *(_titled(m) for m in names)]
         lines = [
             f"mean ± 2σ over {len(self.seeds)} seeds (σ: standard deviation, ddof=1)",
-            *_grid(["config", *names], [[n, *cells[n]] for n in self.configs]),
+            *_grid(header, [[n, *cells[n]] for n in self.configs]),
         ]
         if self.baseline is not None and len(self.configs) > 1:
             body: dict[str, list[str]] = {n: [] for n in self.configs if n != self.baseline}
+            n_pairs: set[int] = set()
             for m in names:
                 p = self.paired(self.baseline, m).summary
                 for _, s in p.iterrows():
+                    n_pairs.add(int(s["n"]))
                     star = " *" if s["excludes_zero"] else ""
                     body[s["config"]].append(
                         f"{s['mean']:+.{digits}f} [{s['lo']:+.{digits}f}, {s['hi']:+.{digits}f}]{star}"
                     )
+            n_p = max(n_pairs) if len(n_pairs) == 1 else None
+            seeds = f"{n_p} seeds" if n_p is not None else f"{sorted(n_pairs)} seeds"
+            t_txt = (
+                f", t = {t_multiplier(n_p):.2f} for {n_p - 1} degrees of freedom"
+                if n_p is not None and n_p > 1
+                else ""
+            )
             lines += [
                 "",
-                f"paired difference vs {self.baseline} (mean [lo, hi], ±2σ of the mean)",
-                *_grid(["config", *names], [[n, *v] for n, v in body.items()]),
+                f"paired difference vs {self.baseline} over {seeds} (mean [lo, hi]: 95% "
+                f"Student-t interval of the mean{t_txt})",
+                *_grid(header, [[n, *v] for n, v in body.items()]),
                 "",
-                "* interval excludes 0",
+                f"* interval excludes 0 (significant at 95% over {seeds})",
             ]
         return "\n".join(lines)
 
@@ -636,14 +677,14 @@ class ExperimentResults:
         else:
             fig = ax.get_figure()  # type: ignore[assignment]
         means = summ["mean"].to_numpy()
-        err = 2.0 * summ[interval].to_numpy()
+        err = (summ["hi"] - summ["mean"]).to_numpy()
         colors = ["#1f4e79" if n == self.baseline else "#6fa8dc" for n in self.configs]
         x = np.arange(len(self.configs))
         ax.bar(x, means, yerr=np.nan_to_num(err), capsize=5, color=colors, edgecolor="black")
         ax.set_xticks(x, list(self.configs), rotation=20 if len(self.configs) > 4 else 0)
         ax.set_ylabel(metric)
-        kind = "standard deviation" if interval == "std" else "standard error"
-        ax.set_title(title or f"{metric}: mean ± 2σ ({kind}) over {len(self.seeds)} seeds")
+        kind = "± 2σ, standard deviation" if interval == "std" else "95% Student-t interval"
+        ax.set_title(title or f"{metric}: mean {kind} over {len(self.seeds)} seeds")
         for xi, m, e in zip(x, means, np.nan_to_num(err), strict=True):
             ax.annotate(
                 f"{m:.3f}",
@@ -690,6 +731,17 @@ def _nan_to_none(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return _nan_to_none(obj.item())
     return obj
+
+
+def _titled(metric: str) -> str:
+    """``metric`` with its direction (↑ higher is better, ↓ lower) when recfit knows it."""
+    from recfit.errors import UnknownMetricError
+    from recfit.metrics.registry import metric_info
+
+    try:
+        return f"{metric} {metric_info(metric).arrow}"
+    except UnknownMetricError:
+        return metric
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> list[str]:

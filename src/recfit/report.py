@@ -280,13 +280,24 @@ def _figure(path: Path, alt: str, caption: str) -> str:
     )
 
 
+def _with_direction(name: str) -> str:
+    """``name ↓`` / ``name ↑`` (lower / higher is better, from recfit.metrics.registry)."""
+    from recfit.errors import UnknownMetricError
+    from recfit.metrics.registry import metric_info
+
+    try:
+        return f"{name} {metric_info(name).arrow}"
+    except UnknownMetricError:
+        return name
+
+
 def _metric_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for k, v in metrics.items():
         if k == "details" or not isinstance(v, int | float) or isinstance(v, bool):
             continue
         shown = f"{v:.2f} s" if k.endswith("seconds") else _fmt(float(v))
-        rows.append([k, shown])
+        rows.append([_with_direction(k), shown])
     return rows
 
 

@@ -210,3 +210,26 @@ def test_learner_attributes_visible_to_callbacks(tiny: Interactions) -> None:
 
     _learner(tiny, Peek(), bs=100).fit(2)
     assert [s[:2] for s in seen][:2] == [(0, 0), (0, 1)] and np.isfinite([s[2] for s in seen]).all()
+
+
+def test_early_stopping_keeps_going_while_recall_rises() -> None:
+    """recall@20 is higher-is-better: a rising recall is an improvement (it was minimised)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from recfit.errors import CancelFitException
+
+    es = EarlyStopping("recall@20", patience=1, restore_best=False)
+    fake = SimpleNamespace(history=[], epoch=0, model=torch.nn.Linear(1, 1))
+    es.learn = fake  # type: ignore[assignment]
+    es.before_fit()
+    for epoch, value in enumerate([0.10, 0.12, 0.15, float("nan"), 0.18]):
+        fake.epoch = epoch
+        fake.history.append({"epoch": epoch, "recall@20": value})
+        es.after_epoch()  # never stops: each evaluated epoch improves (NaN: not evaluated)
+    assert es.best == 0.18 and es.best_epoch == 4
+    fake.epoch = 5
+    fake.history.append({"epoch": 5, "recall@20": 0.17})
+    with pytest.raises(CancelFitException):
+        es.after_epoch()

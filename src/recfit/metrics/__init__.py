@@ -3,6 +3,8 @@
 - :mod:`recfit.metrics.rating`: mse, rmse, mae, r2 in the original rating units.
 - :mod:`recfit.metrics.classification`: accuracy, F1, confusion matrix, rating decodings.
 - :mod:`recfit.metrics.ranking`: top-k accuracy, recall/precision/NDCG/MAP@k, MRR, hit rate.
+- :mod:`recfit.metrics.registry`: every metric's direction (higher or lower is better) and
+  kind (rating, levels, ranking, loss, cost), read by every consumer.
 """
 
 from recfit.metrics.classification import (
@@ -34,11 +36,13 @@ from recfit.metrics.ranking import (
     top_k_accuracy,
 )
 from recfit.metrics.rating import METRICS, get_metric, higher_is_better, mae, mse, r2, rmse
+from recfit.metrics.registry import MetricInfo, is_better, metric_direction, metric_info
 
 __all__ = [
     "METRICS",
     "PRFS",
     "RANKING_METRICS",
+    "MetricInfo",
     "accuracy",
     "balanced_accuracy",
     "classification_report",
@@ -51,9 +55,12 @@ __all__ = [
     "get_metric",
     "higher_is_better",
     "hit_rate_at_k",
+    "is_better",
     "levels_for_scale",
     "mae",
     "map_at_k",
+    "metric_direction",
+    "metric_info",
     "mrr",
     "mse",
     "ndcg_at_k",

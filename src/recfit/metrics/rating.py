@@ -266,17 +266,20 @@ def is_level_metric(name: str) -> bool:
     return name in LEVEL_METRICS
 
 
-_HIGHER_IS_BETTER = {"r2", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"}
-
-
 def higher_is_better(name: str) -> bool:
-    """Whether a larger value of the named metric is better (``r2``), else smaller is.
+    """Whether a larger value of the named metric is better
+    (:func:`recfit.metrics.registry.metric_info`, which holds every metric's direction).
+
+    Raises:
+        UnknownMetricError: ``name`` is not a metric recfit reports.
 
     Example:
-        >>> higher_is_better("r2"), higher_is_better("rmse")
-        (True, False)
+        >>> higher_is_better("r2"), higher_is_better("rmse"), higher_is_better("recall@20")
+        (True, False, True)
     """
-    return name in _HIGHER_IS_BETTER
+    from recfit.metrics.registry import metric_info
+
+    return metric_info(name).higher_is_better
 
 
 def get_metric(name: str) -> Metric | LevelMetric:

@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from recfit.errors import CancelFitException, ConfigError
-from recfit.metrics.rating import higher_is_better
+from recfit.errors import CancelFitException, ConfigError, UnknownMetricError
+from recfit.metrics.registry import metric_direction
 
 if TYPE_CHECKING:
     from recfit.train.learner import Learner
@@ -136,10 +136,26 @@ class Callback:
 
 
 def _resolve_mode(monitor: str, mode: str) -> Literal["min", "max"]:
-    if mode == "auto":
-        return "max" if higher_is_better(monitor) else "min"
-    if mode not in ("min", "max"):
+    """The direction of ``monitor``: from :mod:`recfit.metrics.registry` for ``auto``.
+
+    An explicit ``mode`` must agree with a known metric's direction; for a name that is
+    not a recfit metric (e.g. a key a custom callback adds) it must be given.
+    """
+    if mode not in ("min", "max", "auto"):
         raise ConfigError(f"expected mode 'min', 'max' or 'auto', received {mode!r}")
+    try:
+        known: Literal["min", "max"] | None = metric_direction(monitor)
+    except UnknownMetricError:
+        if mode == "auto":
+            raise
+        known = None
+    if mode == "auto":
+        assert known is not None
+        return known
+    if known is not None and mode != known:
+        raise ConfigError(
+            f"expected mode {known!r} (or 'auto') for monitor {monitor!r}, received {mode!r}"
+        )
     return "min" if mode == "min" else "max"
 
 
@@ -172,15 +188,19 @@ class EarlyStopping(_Monitor):
     """Stop when ``monitor`` (``valid_loss`` or any metric name) stops improving.
 
     Args:
-        monitor: a key of the epoch record (``valid_loss``, ``mse``, ``rmse``, ``r2``...).
-        mode: ``min``, ``max`` or ``auto`` (max for ``r2``, min otherwise).
-        patience: epochs without improvement before stopping.
+        monitor: a key of the epoch record (``valid_loss``, ``mse``, ``r2``, ``recall@20``...).
+        mode: ``auto`` (the metric's direction, :func:`recfit.metrics.registry.metric_info`;
+            an unknown name is an :class:`~recfit.errors.UnknownMetricError`), or ``min`` /
+            ``max``, which must agree with a known metric's direction.
+        patience: evaluated epochs without improvement before stopping (epochs whose
+            value is NaN, e.g. ranking metrics between two ``eval_every`` epochs, are not
+            evaluations and do not count).
         min_delta: smallest change that counts as an improvement.
         restore_best: put back the weights of the best epoch at the end of the fit.
 
     Example:
-        >>> EarlyStopping("rmse", patience=2).mode
-        'min'
+        >>> EarlyStopping("rmse", patience=2).mode, EarlyStopping("recall@20").mode
+        ('min', 'max')
     """
 
     order = 50
@@ -205,6 +225,8 @@ class EarlyStopping(_Monitor):
 
     def after_epoch(self) -> None:
         value = self._current()
+        if math.isnan(value):  # not evaluated this epoch
+            return
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, self.learn.epoch, 0
             if self.restore_best:
