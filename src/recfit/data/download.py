@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import http.client
 import json
+import lzma
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -60,6 +62,10 @@ MARKER = ".recfit-complete"
 """File written last inside an extracted release; its presence means the folder is complete."""
 
 _CHUNK = 1 << 20
+_OFFLINE = (
+    "; without network access, copy the extracted release folder (e.g. ml-100k/) into a "
+    "folder and pass it with --data-dir (data_dir= in Python) or set RECFIT_DATA_DIR"
+)
 
 
 @dataclass(frozen=True)
@@ -72,25 +78,44 @@ class Archive:
         folder: the top-level folder inside the zip (``"ml-10M100K"`` for ml-10m).
         checksum: ``"md5:<hex>"`` as published by GroupLens, or ``None`` when the
             published ``.md5`` file must be fetched (releases that GroupLens refreshes).
+        expanded: the release's size once extracted, in bytes (rounded up; generous for
+            the releases GroupLens refreshes). Extraction stops with an error past
+            :func:`max_expanded` of it, so a hostile archive cannot fill the disk.
     """
 
     name: str
     archive: str
     folder: str
     checksum: str | None
+    expanded: int = 1 << 30
+
+    @property
+    def max_expanded(self) -> int:
+        """The most bytes extraction writes: twice :attr:`expanded`, at least 64 MiB."""
+        return max(2 * self.expanded, 64 << 20)
 
 
 ARCHIVES: dict[str, Archive] = {
     a.name: a
     for a in (
-        Archive("ml-100k", "ml-100k.zip", "ml-100k", "md5:0e33842e24a9c977be4e0107933c0723"),
-        Archive("ml-1m", "ml-1m.zip", "ml-1m", "md5:c4d9eecfca2ab87c1945afe126590906"),
-        Archive("ml-10m", "ml-10m.zip", "ml-10M100K", "md5:ce571fd55effeba0271552578f2648bd"),
-        Archive("ml-20m", "ml-20m.zip", "ml-20m", "md5:cd245b17a1ae2cc31bb14903e1204af3"),
-        Archive("ml-25m", "ml-25m.zip", "ml-25m", "md5:6b51fb2759a8657d3bfcbfc42b592ada"),
-        Archive("ml-32m", "ml-32m.zip", "ml-32m", "md5:d472be332d4daa821edc399621853b57"),
-        Archive("ml-latest-small", "ml-latest-small.zip", "ml-latest-small", None),
-        Archive("ml-latest", "ml-latest.zip", "ml-latest", None),
+        Archive(
+            "ml-100k", "ml-100k.zip", "ml-100k", "md5:0e33842e24a9c977be4e0107933c0723", 17 << 20
+        ),
+        Archive("ml-1m", "ml-1m.zip", "ml-1m", "md5:c4d9eecfca2ab87c1945afe126590906", 25 << 20),
+        Archive(
+            "ml-10m", "ml-10m.zip", "ml-10M100K", "md5:ce571fd55effeba0271552578f2648bd", 300 << 20
+        ),
+        Archive(
+            "ml-20m", "ml-20m.zip", "ml-20m", "md5:cd245b17a1ae2cc31bb14903e1204af3", 900 << 20
+        ),
+        Archive(
+            "ml-25m", "ml-25m.zip", "ml-25m", "md5:6b51fb2759a8657d3bfcbfc42b592ada", 1200 << 20
+        ),
+        Archive(
+            "ml-32m", "ml-32m.zip", "ml-32m", "md5:d472be332d4daa821edc399621853b57", 1000 << 20
+        ),
+        Archive("ml-latest-small", "ml-latest-small.zip", "ml-latest-small", None, 32 << 20),
+        Archive("ml-latest", "ml-latest.zip", "ml-latest", None, 3 << 30),
     )
 }
 """The known archives by dataset name."""
@@ -154,7 +179,7 @@ def _published_md5(url: str, timeout: float) -> tuple[str, str]:
         ) from exc
     except (OSError, http.client.HTTPException) as exc:
         raise DownloadError(
-            f"expected the published checksum at {md5_url}, received {exc!r}"
+            f"expected the published checksum at {md5_url}, received {exc!r}{_OFFLINE}"
         ) from exc
     m = re.search(r"\b([0-9a-fA-F]{32})\b", text)
     if m is None:
@@ -200,7 +225,7 @@ def _download(
             "(the connection closed early)"
         ) from exc
     except (OSError, http.client.HTTPException) as exc:
-        raise DownloadError(f"expected to download {url}, received {exc!r}") from exc
+        raise DownloadError(f"expected to download {url}, received {exc!r}{_OFFLINE}") from exc
     if total is not None and received != total:
         raise DownloadError(
             f"expected {total} bytes from {url} (Content-Length), received {received}"
@@ -234,11 +259,19 @@ def _safe_members(zf: zipfile.ZipFile, url: str) -> list[tuple[zipfile.ZipInfo, 
     return out
 
 
-def _extract(zip_path: Path, into: Path, url: str) -> None:
-    """Extract ``zip_path`` under ``into`` after checking every member."""
+def _extract(zip_path: Path, into: Path, url: str, limit: int | None = None) -> None:
+    """Extract ``zip_path`` under ``into`` after checking every member; stop past ``limit``
+    bytes written (the declared sizes are checked first, the written bytes counted)."""
     try:
         with zipfile.ZipFile(zip_path) as zf:
             members = _safe_members(zf, url)
+            declared = sum(info.file_size for info, _ in members)
+            if limit is not None and declared > limit:
+                raise DownloadError(
+                    f"expected at most {limit:,} bytes once extracted, received an archive "
+                    f"declaring {declared:,} (from {url}); nothing was extracted"
+                )
+            written = 0
             root = into.resolve()
             for info, rel in members:
                 if not rel.parts:
@@ -254,9 +287,30 @@ def _extract(zip_path: Path, into: Path, url: str) -> None:
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise DownloadError(f"expected a valid zip archive from {url}, received {exc}") from exc
+                    while chunk := src.read(_CHUNK):
+                        written += len(chunk)
+                        if limit is not None and written > limit:
+                            raise DownloadError(
+                                f"expected at most {limit:,} bytes once extracted, received "
+                                f"more (from {url}); extraction stopped"
+                            )
+                        dst.write(chunk)
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        RuntimeError,  # an encrypted member: a password is required
+        NotImplementedError,  # a compression method Python lacks
+        ValueError,
+    ) as exc:
+        if isinstance(exc, RecfitError):
+            raise
+        raise DownloadError(
+            f"expected a valid zip archive (unencrypted) from {url}, received "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def fetch(
@@ -267,6 +321,7 @@ def fetch(
     checksum: str | None = None,
     progress: bool | None = None,
     timeout: float = 60.0,
+    max_expanded: int | None = None,
 ) -> Path:
     """Download, verify and extract MovieLens ``name`` into ``cache_dir``; return its folder.
 
@@ -281,6 +336,8 @@ def fetch(
             the table or the published ``.md5`` file.
         progress: show a tqdm bar (``None``: only on a terminal).
         timeout: seconds to wait on the network per operation.
+        max_expanded: the most bytes extraction may write (default
+            :attr:`Archive.max_expanded`: twice the release's known size).
 
     Returns:
         ``cache_dir / Archive.folder``, complete.
@@ -288,8 +345,9 @@ def fetch(
     Raises:
         ConfigError: an unknown name or a malformed ``checksum``.
         ChecksumError: the archive does not match the expected checksum.
-        DownloadError: the transfer failed or was truncated, the zip is invalid or
-            unsafe, or the folder exists but is incomplete.
+        DownloadError: the transfer failed or was truncated (the message says how to
+            use a copy already on disk), the zip is invalid, encrypted, unsafe or expands
+            past ``max_expanded``, or the folder exists but is incomplete.
 
     Example:
         >>> fetch("ml-100k", "/tmp/recfit-datasets")  # doctest: +SKIP
@@ -333,7 +391,12 @@ def fetch(
                 expected=f"{algo}:{expected}",
                 received=f"{algo}:{received}",
             )
-        _extract(tmp_zip, tmp_dir, archive_url)
+        _extract(
+            tmp_zip,
+            tmp_dir,
+            archive_url,
+            spec.max_expanded if max_expanded is None else max_expanded,
+        )
         extracted = tmp_dir / spec.folder
         if not extracted.is_dir():
             found = sorted(p.name for p in tmp_dir.iterdir())

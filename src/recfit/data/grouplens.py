@@ -37,7 +37,7 @@ import io
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,7 +48,8 @@ import pyarrow.csv as pacsv
 from platformdirs import user_cache_dir
 
 from recfit.data.download import fetch, is_complete
-from recfit.data.interactions import Interactions
+from recfit.data.interactions import Interactions, encode_time
+from recfit.data.io import DuplicatePolicy, merge_duplicates
 from recfit.data.split import Split, split_from_pairs
 from recfit.data.vocab import Vocabulary
 from recfit.errors import ConfigError, DataError, DownloadError
@@ -63,7 +64,9 @@ __all__ = [
     "data_home",
     "dataset_folder",
     "movielens",
+    "movielens_folder",
     "predefined_split",
+    "release_folder",
 ]
 
 DATA_DIR_ENV = "RECFIT_DATA_DIR"
@@ -283,7 +286,7 @@ def _ratings_error(
             if kind == "float":
                 ok = _FLOAT.match(raw) is not None
             else:
-                ok = _INT.match(raw) is not None
+                ok = _INT.match(raw) is not None and len(raw.strip()) <= 24
                 if ok:
                     lo, hi = _LIMITS[kind]
                     ok = lo <= int(raw) <= hi
@@ -469,11 +472,22 @@ def _csv_fields(path: Path, header: str, names: Sequence[str]) -> Iterator[tuple
 
 def _int(value: str, path: Path, lineno: int, column: str) -> int:
     text = value.strip()
-    if _INT.match(text.encode()) is None:
+    if len(text) > 24 or _INT.match(text.encode()) is None:
         raise DataError(
-            f"expected an integer, received {value!r}", file=str(path), line=lineno, column=column
+            f"expected an integer (int64), received {value[:80]!r}",
+            file=str(path),
+            line=lineno,
+            column=column,
         )
-    return int(text)
+    number = int(text)
+    if not _LIMITS["int64"][0] <= number <= _LIMITS["int64"][1]:
+        raise DataError(
+            f"expected an integer (int64), received {text!r}",
+            file=str(path),
+            line=lineno,
+            column=column,
+        )
+    return number
 
 
 def _year(title: str) -> int | None:
@@ -706,9 +720,18 @@ _DTYPES = {
 
 
 # ---------------------------------------------------------------------------- public API
-def _load(spec: _Release, folder: Path) -> Interactions:
-    u, i, r, t = _read_ratings(folder / spec.ratings_file, spec.kind, spec.scale)
+def _load(spec: _Release, folder: Path, duplicates: DuplicatePolicy = "error") -> Interactions:
+    path = folder / spec.ratings_file
+    u, i, r, t = _read_ratings(path, spec.kind, spec.scale)
     data = Interactions.from_arrays(u, i, r, timestamp=t, rating_scale=spec.scale, name=spec.name)
+    ui, ii, rr, _, tt, n_dup = merge_duplicates(
+        data.user, data.item, data.rating, None, data.timestamp, data.users, data.items,
+        duplicates=duplicates, source=str(path), line_offset=2 if spec.kind == "csv" else 1,
+        stacklevel=4,
+    )  # fmt: skip
+    if n_dup:
+        offset, origin = encode_time(tt) if tt is not None else (None, 0)
+        data = replace(data, user=ui, item=ii, rating=rr, time_offset=offset, time_origin=origin)
     if spec.kind == "100k":
         movies = _movies_100k(folder)
     elif spec.kind == "dat":
@@ -722,6 +745,7 @@ def _load(spec: _Release, folder: Path) -> Interactions:
         "release": spec.name,
         "folder": str(folder),
         "ratings": len(data),
+        **({"duplicates_merged": n_dup} if n_dup else {}),
         "metadata_items": len(movies.ids),
         "items_without_ratings": items_no_rating,
         "items_without_metadata": items_no_meta,
@@ -753,7 +777,11 @@ def _load(spec: _Release, folder: Path) -> Interactions:
 
 
 def movielens(
-    name: str, data_dir: str | Path | None = None, *, download: bool = True
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = True,
+    duplicates: DuplicatePolicy = "error",
 ) -> Interactions:
     """Load the MovieLens release ``name`` with its metadata.
 
@@ -765,6 +793,8 @@ def movielens(
             ``$RECFIT_DATA_DIR``, else the user cache (see :func:`data_home`).
         download: fetch and verify the official archive when the folder is missing
             (see :func:`recfit.data.download.fetch`).
+        duplicates: a repeated (user, item) pair in the ratings file: ``"error"``
+            (default), ``"last"`` or ``"mean"``, as for :func:`recfit.data.io.from_frame`.
 
     Returns:
         Ratings with ``item_features`` (``title`` as published, ``year`` parsed from it
@@ -777,7 +807,8 @@ def movielens(
 
     Raises:
         ConfigError: an unknown name.
-        DataError: a malformed line; ``row`` is its 1-based line number in the file.
+        DataError: a malformed line or a repeated (user, item) pair; ``line`` is its
+            1-based line number in the file.
         DownloadError: the folder is missing and ``download=False``, or the download
             failed.
 
@@ -788,7 +819,82 @@ def movielens(
     """
     spec = _release(name)
     folder = _locate_folder(spec, data_dir, download)
-    return _load(spec, folder)
+    return _load(spec, folder, duplicates)
+
+
+def _release_shape(folder: Path) -> _Release | None:
+    """The release whose files ``folder`` holds (by its official name, else by its files)."""
+    for spec in _RELEASES.values():
+        if folder.name == spec.folder and all((folder / f).is_file() for f in _required(spec)):
+            return spec
+    for spec in (_RELEASES["ml-100k"], _RELEASES["ml-1m"], _RELEASES["ml-10m"]):
+        if all((folder / f).is_file() for f in _required(spec)):
+            return spec  # these files name their release
+    csv_spec = _RELEASES["ml-latest-small"]
+    if all((folder / f).is_file() for f in _required(csv_spec)):
+        return _Release(folder.name, folder.name, "csv", csv_spec.scale, csv_spec.encoding)
+    return None
+
+
+def release_folder(folder: str | Path) -> tuple[str, Path] | None:
+    """``(name, release folder)`` when ``folder`` is an extracted MovieLens release, or
+    holds exactly one; ``None`` when it holds none.
+
+    A folder with an official name (``ml-100k``, ``ml-10M100K``, ...) is that release;
+    another folder is recognised by its files: ``u.data``/``u.item``/``u.user`` is
+    ml-100k, ``ratings.dat``/``movies.dat`` ml-1m with ``users.dat`` and ml-10m without,
+    and ``ratings.csv``/``movies.csv`` a CSV release named after its folder.
+
+    Raises:
+        ConfigError: the folder holds several releases.
+
+    Example:
+        >>> release_folder("/nonexistent") is None
+        True
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    spec = _release_shape(root)
+    if spec is not None:
+        return spec.name, root
+    try:
+        children = sorted(c for c in root.iterdir() if c.is_dir() and not c.is_symlink())
+    except OSError:
+        return None
+    found = [(c, sp) for c in children if (sp := _release_shape(c)) is not None]
+    if len(found) > 1:
+        raise ConfigError(
+            f"expected one MovieLens release in {root}, received {len(found)}: "
+            f"{[c.name for c, _ in found]}; name one (e.g. {found[0][1].name} --data-dir {root})"
+        )
+    if found:
+        return found[0][1].name, found[0][0]
+    return None
+
+
+def movielens_folder(folder: str | Path, *, duplicates: DuplicatePolicy = "error") -> Interactions:
+    """Load the extracted MovieLens release in ``folder`` (see :func:`release_folder`).
+
+    Raises:
+        ConfigError: the folder holds no release, or several.
+        DataError: as for :func:`movielens`.
+
+    Example:
+        >>> movielens_folder("/data/ml-100k")  # doctest: +SKIP
+        Interactions(name='ml-100k', ratings=100000, users=943, items=1682)
+    """
+    found = release_folder(folder)
+    if found is None:
+        raise ConfigError(
+            f"expected a folder holding an extracted MovieLens release (u.data, ratings.dat "
+            f"or ratings.csv with its movie file), received {str(folder)!r}"
+        )
+    root = Path(found[1])
+    spec = _release_shape(root)
+    if spec is None:  # pragma: no cover - release_folder found it
+        raise ConfigError(f"expected a MovieLens release in {root}")
+    return _load(spec, root, duplicates)
 
 
 def predefined_split(

@@ -288,7 +288,20 @@ def _as_float32(values: Any, column: str) -> np.ndarray:
             raise DataError(
                 f"expected numbers, received {arr[bad_row]!r}", row=bad_row, column=column
             ) from None
-    return arr.astype(np.float32, copy=False)
+    if arr.dtype == np.float32:
+        return arr
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)
+        bad = (np.isinf(out) & np.isfinite(arr)) | ((out == 0) & (arr != 0))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(
+            f"expected values that float32 holds (|x| <= 3.4e38, and 0 or |x| >= 1.4e-45), "
+            f"received {arr[row]!r} (it would become {float(out[row])!r})",
+            row=row,
+            column=column,
+        )
+    return out
 
 
 def _first_non_numeric(arr: np.ndarray) -> int:
@@ -345,17 +358,39 @@ def encode_time(ts: np.ndarray) -> tuple[np.ndarray, int]:
     if ts.dtype.kind == "M":
         ts = ts.astype("datetime64[s]").astype(np.int64)
     if ts.dtype.kind not in "iu":
-        if ts.dtype.kind == "f" and np.isfinite(ts).all() and (ts == np.round(ts)).all():
-            ts = ts.astype(np.int64)
+        if (
+            ts.dtype.kind == "f"
+            and np.isfinite(ts).all()
+            and (ts == np.round(ts)).all()
+            and (not ts.size or float(np.abs(ts).max()) <= 2.0**53)
+        ):
+            ts = ts.astype(np.int64)  # exact: every integer float up to 2**53
         else:
             raise DataError(
-                f"expected integer timestamps, received dtype {ts.dtype}", column="timestamp"
+                f"expected integer timestamps (floats only within +-2**53), received dtype "
+                f"{ts.dtype}",
+                column="timestamp",
             )
+    if ts.dtype.kind == "u" and ts.size and int(ts.max()) > np.iinfo(np.int64).max:
+        row = int(np.argmax(ts))
+        raise DataError(
+            f"expected timestamps that fit int64, received {int(ts[row])}",
+            row=row,
+            column="timestamp",
+        )
     ts = ts.astype(np.int64, copy=False)
     if not len(ts):
         return np.zeros(0, dtype=np.int32), 0
     origin = int(ts.min())
     span = int(ts.max()) - origin
+    if span > np.iinfo(np.int64).max:
+        row = int(np.argmax(ts))
+        raise DataError(
+            f"expected timestamps spanning at most 2**63 - 1 seconds, received {origin} "
+            f"and {int(ts[row])}",
+            row=row,
+            column="timestamp",
+        )
     offsets = ts - origin
     if span <= np.iinfo(np.int32).max:
         return offsets.astype(np.int32), origin

@@ -20,10 +20,16 @@ kept in ``Interactions.meta["duplicates_merged"]``.
 
 from __future__ import annotations
 
+import codecs
+import csv
 import difflib
 import json
+import lzma
 import math
+import re
 import warnings
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +45,7 @@ __all__ = [
     "DuplicatePolicy",
     "from_frame",
     "load",
+    "merge_duplicates",
     "read_csv",
     "read_parquet",
     "write_parquet",
@@ -49,6 +56,9 @@ DuplicatePolicy = Literal["error", "last", "mean"]
 _SHOWN = 5
 _META_KEY = b"recfit"
 _FORMAT = 1
+_FLOAT_EXACT = float(2**53)  # every integer up to this is held exactly by a float64
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_INT_TEXT = re.compile(r"\s*([+-]?\d{1,40})(?:\.0*)?\s*")
 
 
 # ---------------------------------------------------------------------- public API
@@ -100,7 +110,7 @@ def from_frame(
         raise ConfigError(f"expected a pandas DataFrame, received {type(df).__name__}")
     mapping = _mapping(user, item, rating, timestamp, weight)
     _require_columns([str(c) for c in df.columns], mapping, source)
-    cols = {role: _frame_column(df, col) for role, col in mapping.items()}
+    cols = {role: _frame_column(df, col, source) for role, col in mapping.items()}
     return _build(cols, mapping, duplicates, rating_scale, name, source, meta={})
 
 
@@ -146,36 +156,33 @@ def read_csv(
     p = Path(path)
     src = str(path)
     try:
-        df = pd.read_csv(
-            p,
-            sep=sep,
-            header=None if names is not None else "infer",
-            names=list(names) if names is not None else None,
-            encoding=encoding,
-            comment=comment,
-            engine="c" if len(sep) == 1 else "python",
-            skipinitialspace=False,
-        )
-    except FileNotFoundError:
-        raise DataError(
-            "expected an existing file, received a path that does not exist", file=src
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ConfigError(
+            f"expected encoding= to name a text encoding (e.g. 'utf-8', 'latin-1'), "
+            f"received {encoding!r}"
         ) from None
-    except IsADirectoryError:
-        raise DataError("expected a file, received a directory", file=src) from None
-    except pd.errors.EmptyDataError:
-        raise DataError(
-            "expected a header and rating rows, received an empty file", file=src
-        ) from None
-    except pd.errors.ParserError as exc:
-        raise DataError(
-            f"expected {sep!r}-separated rows, received {exc}".strip(), file=src
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"expected {encoding} text, received undecodable bytes at byte {exc.start} "
-            "(pass encoding=, e.g. 'latin-1')",
-            file=src,
-        ) from None
+    if not isinstance(sep, str) or not sep:
+        raise ConfigError(f"expected sep= to be a non-empty string, received {sep!r}")
+    if comment is not None and (not isinstance(comment, str) or len(comment) != 1):
+        raise ConfigError(f"expected comment= to be one character, received {comment!r}")
+
+    def parse(usecols: list[str] | None = None, as_text: bool = False) -> pd.DataFrame:
+        return _parse_csv(p, src, sep, names, encoding, comment, usecols, as_text)
+
+    df = parse()
+    mapping = _mapping(user, item, rating, timestamp, weight)
+    for role in ("user", "item"):
+        col = mapping[role]
+        if (
+            col in df.columns
+            and not isinstance(df[col], pd.DataFrame)
+            and df[col].dtype.kind == "f"
+        ):
+            # numbers with a point or an exponent: read the text again, so an id is
+            # never the rounding of what the file says
+            text = parse([col], as_text=True)[col]
+            df[col] = _float_text_ids(text.to_numpy(dtype=object), role, col, src)
     return from_frame(
         df,
         user=user,
@@ -240,19 +247,15 @@ def read_parquet(
         ) from None
     stored: dict[str, Any] = {}
     if schema.metadata and _META_KEY in schema.metadata:
-        try:
-            stored = json.loads(schema.metadata[_META_KEY])
-        except (ValueError, TypeError):
-            stored = {}
-    found = list(schema.names)
+        stored = _stored_meta(schema.metadata[_META_KEY], src)
+    found = [str(c) for c in schema.names]
     if stored:
         if timestamp is None and "timestamp" in found:
             timestamp = "timestamp"
         if weight is None and "weight" in found:
             weight = "weight"
         if rating_scale is None and stored.get("rating_scale") is not None:
-            lo, hi = stored["rating_scale"]
-            rating_scale = (float(lo), float(hi))
+            rating_scale = stored["rating_scale"]
     mapping = _mapping(user, item, rating, timestamp, weight)
     _require_columns(found, mapping, src)
     # one column at a time, so Arrow and numpy copies of all columns never coexist
@@ -260,15 +263,17 @@ def read_parquet(
     for col in dict.fromkeys(mapping.values()):
         try:
             table = pq.read_table(path, columns=[col])
-        except (pa.ArrowException, OSError) as exc:
+            arrays[col] = _arrow_column(table.column(0), src, col)
+        except (pa.ArrowException, OSError, ValueError, TypeError, NotImplementedError) as exc:
+            if isinstance(exc, DataError):
+                raise
             raise DataError(
-                f"expected a readable Parquet file, received: {exc}", file=src, column=col
+                f"expected a readable Parquet column, received: {exc}", file=src, column=col
             ) from None
-        arrays[col] = _arrow_column(table.column(0))
         del table
     cols = {role: arrays[col] for role, col in mapping.items()}
     if name is None:
-        name = str(stored.get("name") or _stem(Path(path)))
+        name = stored.get("name") or _stem(Path(path))
     return _build(cols, mapping, duplicates, rating_scale, name, src, meta={})
 
 
@@ -369,6 +374,123 @@ def _stem(p: Path) -> str:
     return name or p.name
 
 
+def _parse_csv(
+    p: Path,
+    src: str,
+    sep: str,
+    names: Sequence[str] | None,
+    encoding: str,
+    comment: str | None,
+    usecols: list[str] | None,
+    as_text: bool,
+) -> pd.DataFrame:
+    """``pd.read_csv`` with every way a file can be unreadable turned into a DataError."""
+    try:
+        return pd.read_csv(
+            p,
+            sep=sep,
+            header=None if names is not None else "infer",
+            names=list(names) if names is not None else None,
+            encoding=encoding,
+            comment=comment,
+            engine="c" if len(sep) == 1 else "python",
+            skipinitialspace=False,
+            usecols=usecols,
+            dtype=str if as_text else None,
+        )
+    except FileNotFoundError:
+        raise DataError(
+            "expected an existing file, received a path that does not exist", file=src
+        ) from None
+    except IsADirectoryError:
+        raise DataError("expected a file, received a directory", file=src) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            "expected a header and rating rows, received an empty file", file=src
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(
+            f"expected {sep!r}-separated rows, received {exc}".strip(), file=src
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"expected {encoding} text, received undecodable bytes at byte {exc.start} "
+            "(pass encoding=, e.g. 'latin-1')",
+            file=src,
+        ) from None
+    except (
+        EOFError,  # a truncated .gz / .bz2 / .xz
+        OSError,  # not a gzip file, permission denied, ...
+        zlib.error,
+        lzma.LZMAError,
+        zipfile.BadZipFile,
+        RuntimeError,  # an encrypted zip member
+        NotImplementedError,  # a zip compression method Python lacks
+        ImportError,  # .zst without the zstandard package
+        csv.Error,
+        UnicodeError,
+        ValueError,  # a zip holding several files, ...
+    ) as exc:
+        raise DataError(
+            f"expected a readable {sep!r}-separated file (compression by suffix), "
+            f"received {type(exc).__name__}: {exc}"[:400],
+            file=src,
+        ) from None
+
+
+def _float_text_ids(text: np.ndarray, role: str, col: str, src: str) -> np.ndarray:
+    """Ids of a column that parsed as floats, from its text: integers written ``12`` or
+    ``12.0`` become Python ints (exactly, at any size); anything else is an error."""
+    out = np.empty(len(text), dtype=object)
+    for k, t in enumerate(text.tolist()):
+        if not isinstance(t, str):
+            out[k] = np.nan  # missing: reported by the missing-value check
+            continue
+        m = _INT_TEXT.fullmatch(t)
+        if m is None:
+            raise DataError(
+                f"expected integer or string {role} ids, received {t[:80]!r}",
+                file=src,
+                row=k,
+                column=col,
+            )
+        out[k] = int(m.group(1))
+    return out
+
+
+def _stored_meta(raw: bytes, src: str) -> dict[str, Any]:
+    """The recfit metadata of a Parquet file, checked field by field."""
+    try:
+        d = json.loads(raw)
+    except (ValueError, TypeError):
+        raise DataError(
+            f"expected recfit metadata as a JSON object, received {raw[:80]!r}", file=src
+        ) from None
+    if not isinstance(d, dict):
+        raise DataError(
+            f"expected recfit metadata as a JSON object, received {type(d).__name__}", file=src
+        )
+    name = d.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise DataError(f"expected a text 'name' in recfit metadata, received {name!r}", file=src)
+    scale = d.get("rating_scale")
+    if scale is not None:
+        ok = (
+            isinstance(scale, list)
+            and len(scale) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+            and all(math.isfinite(v) for v in scale)
+            and scale[0] < scale[1]
+        )
+        if not ok:
+            raise DataError(
+                f"expected 'rating_scale' [low, high] in recfit metadata, received {scale!r}"[:200],
+                file=src,
+            )
+        d["rating_scale"] = (float(scale[0]), float(scale[1]))
+    return d
+
+
 def _mapping(
     user: str, item: str, rating: str | None, timestamp: str | None, weight: str | None
 ) -> dict[str, str]:
@@ -409,28 +531,63 @@ def _require_columns(found: list[str], mapping: dict[str, str], source: str | No
         )
 
 
-def _frame_column(df: pd.DataFrame, col: str) -> np.ndarray:
-    s = df[col]
-    if isinstance(s, pd.DataFrame):
-        raise DataError(f"expected one column named {col!r}, received {s.shape[1]}", column=col)
+def _frame_column(df: pd.DataFrame, col: str, source: str | None = None) -> np.ndarray:
+    labels = [c for c in df.columns if str(c) == col]  # column labels may be integers
+    s = df[labels[0]] if len(labels) == 1 else None
+    if s is None or isinstance(s, pd.DataFrame):
+        n = len(labels) if len(labels) != 1 else (s.shape[1] if s is not None else 0)
+        raise DataError(f"expected one column named {col!r}, received {n}", file=source, column=col)
     if isinstance(s.dtype, pd.DatetimeTZDtype):
         s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iuf":
+        if s.dtype.kind in "iu" and not s.isna().any():
+            return s.to_numpy(dtype="uint64" if s.dtype.kind == "u" else "int64")  # exact
+        if s.dtype.kind in "iu":
+            return s.to_numpy(dtype=object, na_value=np.nan)
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
     if s.dtype.kind in "iufbM":
         return s.to_numpy()
-    if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iuf":
-        return s.to_numpy(dtype=np.float64, na_value=np.nan)
     return s.to_numpy(dtype=object)
 
 
-def _arrow_column(col: Any) -> np.ndarray:
+def _arrow_column(col: Any, source: str | None = None, name: str | None = None) -> np.ndarray:
     import pyarrow as pa
 
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
     if pa.types.is_timestamp(col.type) and col.type.tz is not None:
         col = col.cast(pa.timestamp(col.type.unit))
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        try:
+            col = col.cast(pa.large_string())  # validated as UTF-8
+        except pa.ArrowInvalid:
+            raise DataError(
+                "expected text or numbers, received binary values that are not UTF-8",
+                file=source,
+                column=name,
+            ) from None
+    t = col.type
+    if not (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_date(t)
+        or pa.types.is_null(t)
+    ):
+        raise DataError(
+            f"expected a column of integers, floats, text or timestamps, received {t}",
+            file=source,
+            column=name,
+        )
+    if pa.types.is_integer(t) and col.null_count:
+        return np.asarray(col.to_pylist(), dtype=object)  # exact ints, None where missing
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
         return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+    if pa.types.is_date(t):
+        col = col.cast(pa.timestamp("s"))
     return np.asarray(col.to_numpy())
 
 
@@ -513,6 +670,16 @@ def _ids(
                 row=row,
                 column=col,
             )
+        big = np.abs(values) > _FLOAT_EXACT
+        if big.any():
+            row = _first(big)
+            raise DataError(
+                f"expected float {role} ids within +-2**53 (held exactly), received "
+                f"{_py(values[row])!r}; keep such ids as integers or strings",
+                file=source,
+                row=row,
+                column=col,
+            )
         values = values.astype(np.int64)
     elif values.dtype.kind == "b":
         raise DataError(
@@ -522,7 +689,9 @@ def _ids(
         raise DataError(
             f"expected integer or string {role} ids, received dates", file=source, column=col
         )
-    if values.dtype.kind in "iu" and len(values):
+    if values.dtype.kind == "u" and len(values) and int(values.max()) > _INT64_MAX:
+        pass  # beyond int64: Vocabulary.encode keeps them exactly, as decimal text
+    elif values.dtype.kind in "iu" and len(values):
         dense = _dense_int_codes(values, role)
         if dense is not None:
             return dense
@@ -559,8 +728,14 @@ def _timestamps(values: np.ndarray, col: str, source: str | None) -> np.ndarray:
     if kind == "M":
         return values.astype("datetime64[s]").astype(np.int64)
     if kind in "iu":
-        if kind == "u" and values.size and int(values.max()) > np.iinfo(np.int64).max:
-            raise DataError("expected timestamps that fit int64", file=source, column=col)
+        if kind == "u" and values.size and int(values.max()) > _INT64_MAX:
+            row = _first(values > np.uint64(_INT64_MAX))
+            raise DataError(
+                f"expected timestamps that fit int64, received {_py(values[row])!r}",
+                file=source,
+                row=row,
+                column=col,
+            )
         return values.astype(np.int64, copy=False)
     if kind == "f":
         bad = ~np.isfinite(values) | (values != np.round(values))
@@ -573,12 +748,33 @@ def _timestamps(values: np.ndarray, col: str, source: str | None) -> np.ndarray:
                 row=row,
                 column=col,
             )
+        big = np.abs(values) > _FLOAT_EXACT
+        if big.any():
+            row = _first(big)
+            raise DataError(
+                f"expected float timestamps within +-2**53 seconds (held exactly), received "
+                f"{_py(values[row])!r} in {int(big.sum())} rows",
+                file=source,
+                row=row,
+                column=col,
+            )
         return values.astype(np.int64)
     if kind == "b":
         raise DataError("expected integer timestamps, received booleans", file=source, column=col)
     # object / strings: integers first, then ISO-8601 dates
     series = pd.Series(values)
-    num = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+    exact = pd.to_numeric(series, errors="coerce")
+    if exact.dtype.kind in "iu" and not exact.isna().any():
+        return _timestamps(exact.to_numpy(), col, source)  # integers, exactly
+    if exact.dtype.kind == "O":  # integers beyond int64 (Python ints)
+        row = _first(exact.notna().to_numpy())
+        raise DataError(
+            f"expected timestamps that fit int64, received {_py(values[row])!r}",
+            file=source,
+            row=row,
+            column=col,
+        )
+    num = exact.to_numpy(dtype=np.float64)
     if not np.isnan(num).any():
         return _timestamps(num, col, source)
     dates = pd.to_datetime(series, errors="coerce", format="ISO8601", utc=True)
@@ -594,6 +790,26 @@ def _timestamps(values: np.ndarray, col: str, source: str | None) -> np.ndarray:
             column=col,
         )
     return dates.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
+
+
+def _float32(values: np.ndarray, role: str, col: str, source: str | None) -> np.ndarray:
+    """Finite values as ``float32``; one that would become infinite or zero is an error."""
+    if values.dtype == np.float32:
+        return values
+    with np.errstate(over="ignore", under="ignore"):
+        out = values.astype(np.float32)
+    bad = np.isinf(out) | ((out == 0) & (values != 0))
+    if bad.any():
+        row = _first(bad)
+        raise DataError(
+            f"expected {role}s that float32 holds (|x| <= 3.4e38, and 0 or |x| >= 1.4e-45), "
+            f"received {_py(values[row])!r} (it would become {float(out[row])!r}) in "
+            f"{int(bad.sum())} rows",
+            file=source,
+            row=row,
+            column=col,
+        )
+    return out
 
 
 def _check_scale(scale: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -646,7 +862,7 @@ def _build(
                     f"{r64[row]:g} ({int(out.sum())} rows outside)",
                     file=source, row=row, column=rcol,
                 )  # fmt: skip
-        r = r64.astype(np.float32, copy=False)
+        r = _float32(r64, "rating", rcol, source)
         del r64
     else:
         r = np.ones(n, dtype=np.float32)
@@ -663,32 +879,28 @@ def _build(
                 f"in {int(bad.sum())} rows",
                 file=source, row=row, column=wcol,
             )  # fmt: skip
-        w = w64.astype(np.float32, copy=False)
+        w = _float32(w64, "weight", wcol, source)
 
     ts: np.ndarray | None = None
     if "timestamp" in cols:
         ts = _timestamps(cols["timestamp"], mapping["timestamp"], source)
+        if len(ts) and int(ts.max()) - int(ts.min()) > _INT64_MAX:
+            row = _first(ts == ts.max())
+            raise DataError(
+                f"expected timestamps spanning at most 2**63 - 1 seconds, received "
+                f"{int(ts.min())} and {int(ts[row])}",
+                file=source,
+                row=row,
+                column=mapping["timestamp"],
+            )
 
-    # ---- duplicate (user, item) pairs
-    key = u.astype(np.int64) * np.int64(max(1, len(items))) + i
-    s = np.sort(key)
-    if len(s) > 1 and bool((s[1:] == s[:-1]).any()):
-        del s
-        keep, n_dup, n_pairs = _resolve_duplicates(
-            key, u, i, r, w, users, items, mapping, duplicates, source
-        )
-        rows, r, w = keep
-        u, i, r = u[rows], i[rows], r[rows]
-        w = None if w is None else w[rows]
-        ts = None if ts is None else ts[rows]
-        warnings.warn(
-            f"merged {n_dup} duplicate rows of {n_pairs} (user, item) pairs with "
-            f"duplicates={duplicates!r}" + (f" in {source}" if source else ""),
-            DataWarning,
-            stacklevel=3,
-        )
+    u, i, r, w, ts, n_dup = merge_duplicates(
+        u, i, r, w, ts, users, items,
+        duplicates=duplicates, columns=(mapping["user"], mapping["item"]), source=source,
+        stacklevel=4,
+    )  # fmt: skip
+    if n_dup:
         meta = {**meta, "duplicates_merged": n_dup}
-    del key
 
     offset, origin = (None, 0) if ts is None else encode_time(ts)
     if source is not None:
@@ -708,6 +920,64 @@ def _build(
     )
 
 
+def merge_duplicates(
+    u: np.ndarray,
+    i: np.ndarray,
+    r: np.ndarray,
+    w: np.ndarray | None,
+    ts: np.ndarray | None,
+    users: Vocabulary,
+    items: Vocabulary,
+    *,
+    duplicates: str,
+    columns: tuple[str, str] = ("user", "item"),
+    source: str | None = None,
+    line_offset: int | None = None,
+    stacklevel: int = 2,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, int]:
+    """Apply the ``duplicates=`` policy to index arrays: ``(u, i, r, w, ts, n_merged)``.
+
+    Every loader (files, frames and the MovieLens releases) goes through this, so a
+    repeated (user, item) pair is never kept silently. ``line_offset`` turns a 0-based
+    data row into the file's 1-based line number for the error.
+
+    Raises:
+        DataError: a repeated pair under ``duplicates="error"``.
+        ConfigError: an unknown policy.
+    """
+    if duplicates not in ("error", "last", "mean"):
+        raise ConfigError(f"expected duplicates='error', 'last' or 'mean', received {duplicates!r}")
+    if len(u) < 2:
+        return u, i, r, w, ts, 0
+    key = u.astype(np.int64) * np.int64(max(1, len(items))) + i
+    step = key[1:] - key[:-1]
+    if bool((step > 0).all()):  # sorted without repeats: the common case of a release
+        return u, i, r, w, ts, 0
+    if bool((step >= 0).all()):
+        has_dup = True
+    else:
+        srt = np.sort(key)
+        has_dup = bool((srt[1:] == srt[:-1]).any())
+        del srt
+    del step
+    if not has_dup:
+        return u, i, r, w, ts, 0
+    keep, n_dup, n_pairs = _resolve_duplicates(
+        key, u, i, r, w, users, items, columns, duplicates, source, line_offset
+    )
+    rows, r, w = keep
+    u, i, r = u[rows], i[rows], r[rows]
+    w = None if w is None else w[rows]
+    ts = None if ts is None else ts[rows]
+    warnings.warn(
+        f"merged {n_dup} duplicate rows of {n_pairs} (user, item) pairs with "
+        f"duplicates={duplicates!r}" + (f" in {source}" if source else ""),
+        DataWarning,
+        stacklevel=stacklevel,
+    )
+    return u, i, r, w, ts, n_dup
+
+
 def _resolve_duplicates(
     key: np.ndarray,
     u: np.ndarray,
@@ -716,9 +986,10 @@ def _resolve_duplicates(
     w: np.ndarray | None,
     users: Vocabulary,
     items: Vocabulary,
-    mapping: dict[str, str],
+    columns: tuple[str, str],
     policy: str,
     source: str | None,
+    line_offset: int | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None], int, int]:
     """Rows to keep (and merged ratings/weights for "mean"), duplicate and pair counts."""
     order = np.argsort(key, kind="stable")
@@ -741,12 +1012,14 @@ def _resolve_duplicates(
             for j in shown_order
         )
         more = " ..." if n_dup > _SHOWN else ""
+        first_row = int(dup_rows[shown_order[0]])
         raise DataError(
             f"expected one rating per (user, item) pair, received {n_dup} duplicate rows "
             f"in {n_pairs} pairs: {shown}{more} (pass duplicates='last' or 'mean' to merge)",
             file=source,
-            row=int(dup_rows[shown_order[0]]),
-            column=f"{mapping['user']},{mapping['item']}",
+            row=first_row,
+            line=None if line_offset is None else first_row + line_offset,
+            column=f"{columns[0]},{columns[1]}",
         )
     is_last = np.empty(len(sk), dtype=bool)
     is_last[-1] = True

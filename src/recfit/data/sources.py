@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recfit.data.grouplens import DATASETS, PREDEFINED_SPLITS, predefined_split
+from recfit.data.grouplens import (
+    DATASETS,
+    PREDEFINED_SPLITS,
+    movielens_folder,
+    predefined_split,
+    release_folder,
+)
 from recfit.data.interactions import Interactions
 from recfit.data.io import DuplicatePolicy, load
 from recfit.data.split import ColdPolicy, Split, make_split
@@ -27,11 +33,15 @@ def load_dataset(
     weight: str | None = None,
     duplicates: DuplicatePolicy = "error",
 ) -> Interactions:
-    """A MovieLens release by name, or a rating file by path (CSV, TSV, Parquet).
+    """A MovieLens release by name, a rating file by path (CSV, TSV, Parquet), or a folder.
+
+    A folder is read as the extracted MovieLens release it is (or holds), else as the one
+    rating file it holds. ``duplicates`` applies to every source, releases included.
 
     Raises:
         DataError: the file cannot be read or holds invalid values.
-        ConfigError: ``dataset`` is neither an existing file nor a MovieLens name.
+        ConfigError: ``dataset`` is neither an existing file nor a MovieLens name, or a
+            folder holds no release and not exactly one rating file.
 
     Example:
         >>> load_dataset("ml-7m")
@@ -42,9 +52,10 @@ def load_dataset(
     p = Path(dataset)
     if str(dataset) not in DATASETS and (p.exists() or p.suffix.lower() in _FILE_SUFFIXES):
         if p.is_dir():
-            raise ConfigError(
-                f"expected a rating file or a MovieLens name, received folder {str(dataset)!r}"
-            )
+            found = release_folder(p)
+            if found is not None:
+                return movielens_folder(found[1], duplicates=duplicates)
+            p = _only_rating_file(p)
         return load(
             p,
             user=user,
@@ -61,7 +72,26 @@ def load_dataset(
         )
     from recfit.data.grouplens import movielens
 
-    return movielens(str(dataset), data_dir=data_dir)
+    return movielens(str(dataset), data_dir=data_dir, duplicates=duplicates)
+
+
+def _only_rating_file(folder: Path) -> Path:
+    """The one CSV / TSV / Parquet file directly in ``folder``."""
+    try:
+        files = sorted(
+            f
+            for f in folder.iterdir()
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in _FILE_SUFFIXES
+        )
+    except OSError as exc:
+        raise ConfigError(f"expected a readable folder, received {str(folder)!r}: {exc}") from None
+    if len(files) != 1:
+        raise ConfigError(
+            f"expected a folder holding a MovieLens release or exactly one rating file "
+            f"(.csv, .tsv, .parquet), received {str(folder)!r} with "
+            f"{[f.name for f in files][:10] or 'none'}; pass the file itself"
+        )
+    return files[0]
 
 
 def split_dataset(
