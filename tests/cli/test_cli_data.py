@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from recfit.cli import app
 from recfit.data.io import read_parquet
+from recfit.errors import DataWarning
 
 runner = CliRunner()
 
@@ -121,3 +122,47 @@ def test_info_and_split_ml100k(data_dir: Path) -> None:
     )  # fmt: skip
     sp = json.loads(res.stdout)
     assert sp["test"] + sp["dropped_cold_rows"] == 20_000 and sp["cold_rows"] == 0
+
+
+def _ml100k_folder(root: Path) -> Path:
+    folder = root / "ml-100k"
+    folder.mkdir(parents=True)
+    (folder / "u.data").write_text("1\t1\t5\t874965758\n2\t2\t3\t876893171\n2\t1\t4\t876893172\n")
+    flags = "|".join(["0"] * 18 + ["1"])
+    (folder / "u.item").write_text(
+        f"1|A (1995)|01-Jan-1995||http://x|{flags}\n2|B (1995)|01-Jan-1995||http://y|{flags}\n",
+        encoding="latin-1",
+    )
+    (folder / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|T8H1N\n")
+    return folder
+
+
+def test_info_on_a_release_folder_and_the_folder_above(tmp_path: Path) -> None:
+    folder = _ml100k_folder(tmp_path)
+    for where in (folder, tmp_path):
+        res = runner.invoke(app, ["data", "info", str(where), "--json"])
+        assert res.exit_code == 0, res.output
+        s = json.loads(res.stdout)
+        assert (s["name"], s["ratings"], s["users"], s["items"]) == ("ml-100k", 3, 2, 2)
+        assert s["rating_scale"] == [1.0, 5.0] and "title" in s["item_features"]
+
+
+def test_info_on_a_folder_holding_one_rating_file(tmp_path: Path, ratings_csv: Path) -> None:
+    res = runner.invoke(app, ["data", "info", str(ratings_csv.parent), *_cols(), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["users"] == 20
+    (tmp_path / "other.csv").write_text("user,item,rating\n1,1,1\n")
+    res = runner.invoke(app, ["data", "info", str(tmp_path)])
+    assert res.exit_code == 2 and "exactly one rating file" in res.output
+
+
+def test_duplicates_in_a_release_follow_the_flag(tmp_path: Path) -> None:
+    folder = _ml100k_folder(tmp_path)
+    with (folder / "u.data").open("a") as fh:
+        fh.write("1\t1\t3\t874965759\n")
+    res = runner.invoke(app, ["data", "info", str(folder)])
+    assert res.exit_code == 2 and "duplicate" in res.output and "u.data" in res.output
+    with pytest.warns(DataWarning, match="merged 1"):
+        res = runner.invoke(app, ["data", "info", str(folder), "--duplicates", "mean", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["ratings"] == 3

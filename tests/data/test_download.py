@@ -220,3 +220,63 @@ def test_config_errors_and_base_url(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert base_url() == "http://mirror/x"
     assert base_url("http://arg") == "http://arg"
     assert {a.folder for a in ARCHIVES.values()} >= {"ml-10M100K", "ml-100k", "ml-32m"}
+
+
+def test_encrypted_archive_with_matching_checksum_is_a_download_error(
+    server: Server, tmp_path: Path
+) -> None:
+    raw = bytearray(release_zip())
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # flag every member encrypted
+        start = 0
+        while (k := raw.find(sig, start)) >= 0:
+            raw[k + off] |= 0x01
+            start = k + 4
+    server.add("ml-latest-small.zip", bytes(raw))
+    with pytest.raises(DownloadError, match="encrypted"):
+        fetch("ml-latest-small", tmp_path, url=server.url, checksum=_md5(bytes(raw)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_extraction_is_capped_relative_to_the_release_size(server: Server, tmp_path: Path) -> None:
+    spec = ARCHIVES["ml-latest-small"]
+    assert spec.max_expanded == max(2 * spec.expanded, 64 << 20) < 1 << 30
+    members = {
+        "ml-latest-small/": b"",
+        "ml-latest-small/ratings.csv": RATINGS.encode(),
+        "ml-latest-small/movies.csv": MOVIES.encode(),
+        "ml-latest-small/padding.bin": b"\0" * (spec.max_expanded + 1),
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    bomb = buf.getvalue()
+    assert len(bomb) < spec.max_expanded // 100  # a small archive, a large expansion
+    server.add("ml-latest-small.zip", bomb)
+    with pytest.raises(DownloadError, match="at most"):
+        fetch("ml-latest-small", tmp_path, url=server.url, checksum=_md5(bomb))
+    assert list(tmp_path.iterdir()) == []
+    small = release_zip()
+    server.add("ml-latest-small.zip", small)
+    with pytest.raises(DownloadError, match="at most 10 bytes"):
+        fetch("ml-latest-small", tmp_path, url=server.url, checksum=_md5(small), max_expanded=10)
+    assert list(tmp_path.iterdir()) == []
+    assert fetch("ml-latest-small", tmp_path, url=server.url, checksum=_md5(small)).is_dir()
+
+
+def test_offline_error_says_how_to_use_a_local_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    for name in ("ml-100k", "ml-latest"):  # the archive itself, and the published checksum
+        with pytest.raises(DownloadError) as info:
+            fetch(name, tmp_path / "cache")
+        message = str(info.value)
+        assert "--data-dir" in message and "RECFIT_DATA_DIR" in message, message
