@@ -95,7 +95,10 @@ class TrainConfig(BaseModel):
         data_dir: where MovieLens folders live (default: ``RECFIT_DATA_DIR`` or the cache).
         user_col, item_col, rating_col, timestamp_col, weight_col: column mapping for files.
         split: a split spec (``random:0.2``, ``user:0.2``, ``temporal:0.2``, ``last:1``,
-            ``kfold:5:0``, or ``u1``… for ml-100k).
+            ``kfold:5:0``, or ``u1``… for ml-100k); ``file`` with ``test_file``.
+        test_file: a CSV / Parquet file of held-out ratings: ``dataset`` (a file) is then
+            the whole training part and this the test part, its ids mapped through the
+            training vocabulary (``split`` must be ``file`` or left out).
         seed: seeds the split, the initial weights and the batch order.
         task: ``rating`` (regression on the rating), ``classification`` (ratings as
             levels) or ``retrieval`` (two-tower model, ranking metrics). Each non-rating
@@ -180,7 +183,7 @@ class TrainConfig(BaseModel):
     ``TrainConfig(wd=0.1, reg=0.0, bs=64)`` (``recfit train --wd 0.1 --reg 0 --bs 64``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     version: int = CONFIG_VERSION
     dataset: str = "ml-100k"
@@ -191,6 +194,7 @@ class TrainConfig(BaseModel):
     timestamp_col: str | None = None
     weight_col: str | None = None
     split: str = "random:0.2"
+    test_file: str | None = None
     seed: int = 42
     task: Literal["rating", "classification", "retrieval"] = "rating"
     model: Literal["auto", "dot", "mf", "svdpp", "nn", "classifier", "two_tower"] = "auto"
@@ -238,6 +242,22 @@ class TrainConfig(BaseModel):
         if v is not None and not v[0] < v[1]:
             raise ValueError(f"expected y_range (low, high) with low < high, received {v}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _file_split(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("test_file") is not None:
+            if data.get("split", "file") != "file":
+                raise ValueError(
+                    f"expected split 'file' (or none) with test_file, received "
+                    f"{data.get('split')!r}"
+                )
+            data = {**data, "split": "file"}
+        elif data.get("split") == "file":
+            raise ValueError("expected a test_file with split 'file', received none")
+        return data
 
     @model_validator(mode="before")
     @classmethod

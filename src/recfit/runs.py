@@ -20,8 +20,15 @@ A run directory holds::
     report.html        a self-contained report (config, metrics next to the published
                        reference, curves, sample recommendations)
 
-Every file is written to a temporary name and renamed into place, so an interrupted
-write never leaves a half-written file where a good one was.
+A run directory is used by one process at a time: ``train_run`` holds an exclusive
+lock (``flock`` on the sibling file ``.NAME.lock``, released on any exit, a kill
+included) and refuses a directory another process holds, a finished run (unless
+``force``), an unfinished one (unless ``resume`` or ``force``) and a folder that is not a
+run directory. ``config.json`` is written first, the checkpoint goes into the directory
+while training, and the finished run is written into a hidden sibling
+(``.NAME.tmp-XXXX``) and swapped in as one unit (Linux ``renameat2(RENAME_EXCHANGE)``),
+so a reader sees the unfinished run or the finished one, never parts of two runs. Files
+are created with the permissions the umask allows (as ``open`` would).
 
 Example:
     >>> from recfit.config import TrainConfig
@@ -31,21 +38,31 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from recfit.config import TrainConfig, validate_config
+from recfit._fs import current_umask, default_dir_mode, default_file_mode
+from recfit.config import TrainConfig, load_config, validate_config
 from recfit.data.interactions import Interactions
 from recfit.data.sources import load_dataset, split_dataset
 from recfit.data.split import Split
 from recfit.data.vocab import Vocabulary
-from recfit.errors import BundleError, ConfigError
+from recfit.errors import (
+    BundleError,
+    ConfigError,
+    EvaluationOverlapError,
+    RunDirectoryError,
+)
 from recfit.models import RatingModel, create_model
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
 from recfit.train.learner import Learner
@@ -53,17 +70,32 @@ from recfit.train.schedules import Cosine, Cyclic
 from recfit.train.sparse import SPARSE_MIN_PARAMS, auto_batch_size, scaled_lr
 
 __all__ = [
+    "RunEvaluation",
     "RunResult",
     "atomic_write",
     "batch_and_lr",
     "build_learner",
+    "count_overlap",
+    "current_umask",
+    "evaluate_run",
     "fit_config",
     "load_run",
+    "load_split",
     "model_kwargs",
     "resolve_config",
+    "run_config",
+    "run_lock",
+    "run_state",
     "train_run",
     "write_run",
 ]
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+BUNDLE_DIR = "bundle"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+
+RunState = Literal["absent", "empty", "unfinished", "finished", "other"]
 
 
 @dataclass
@@ -216,13 +248,16 @@ def train_run(
     callbacks: Sequence[Callback] = (),
     on_split: Callable[[Split], None] | None = None,
     resume: bool = False,
+    force: bool = False,
 ) -> RunResult:
     """Load the data, split it, train, evaluate on the held-out part, write the run dir.
 
-    With ``out``, the full training state is checkpointed there (epoch ends, every
-    ``cfg.checkpoint_every`` steps, on Ctrl-C; :mod:`recfit.train.checkpoint`); under
-    torchrun (an initialised process group) this process trains as one rank and only
-    rank 0 writes (:mod:`recfit.train.distributed`).
+    With ``out``, the directory is locked for this process, ``config.json`` is written
+    before anything else, the full training state is checkpointed there (epoch ends,
+    every ``cfg.checkpoint_every`` steps, on Ctrl-C; :mod:`recfit.train.checkpoint`), and
+    the finished run is published as one unit (see the module docs). Under torchrun (an
+    initialised process group) this process trains as one rank and only rank 0 writes
+    (:mod:`recfit.train.distributed`).
 
     Args:
         cfg: the run's configuration.
@@ -231,8 +266,45 @@ def train_run(
         progress: show progress bars (``None``: only on a terminal).
         callbacks: extra callbacks for the Learner.
         on_split: called with the split before training (e.g. to print a summary).
-        resume: continue from the checkpoint in ``out`` (``cfg`` must be its config).
+        resume: continue the unfinished run in ``out`` from its checkpoint (``cfg`` must
+            be its config, :func:`run_config`); without a checkpoint yet (killed before
+            the first one) training starts again from its ``config.json``.
+        force: replace a finished (or unfinished) run in ``out``; its files are removed
+            when training starts.
+
+    Raises:
+        RunDirectoryError: ``out`` is locked by another process, holds a finished run
+            (without ``force``), an unfinished one (without ``resume`` or ``force``), or
+            files that are not a run directory.
     """
+    from recfit.train.distributed import current
+
+    ctx = current()
+    if resume and out is None:
+        raise ConfigError("expected a run directory to resume, received out=None")
+    writer = out is not None and (ctx is None or ctx.is_main)
+    if not writer:
+        has_ckpt = resume and out is not None and (Path(out) / CHECKPOINT_FILE).exists()
+        return _train(cfg, out, data, progress, callbacks, on_split, has_ckpt, writer=False)
+    out = Path(out)  # type: ignore[arg-type]
+    with run_lock(out):
+        has_ckpt = _prepare_run_dir(out, force=force, resume=resume)
+        if not (out / CONFIG_FILE).exists() or not resume:
+            atomic_write(out / CONFIG_FILE, _config_json(cfg))
+        return _train(cfg, out, data, progress, callbacks, on_split, has_ckpt, writer=True)
+
+
+def _train(
+    cfg: TrainConfig,
+    out: str | Path | None,
+    data: Interactions | None,
+    progress: bool | None,
+    callbacks: Sequence[Callback],
+    on_split: Callable[[Split], None] | None,
+    resume: bool,
+    *,
+    writer: bool,
+) -> RunResult:
     from recfit.train import checkpoint as ckpt
     from recfit.train.distributed import current
 
@@ -241,22 +313,16 @@ def train_run(
         raise ConfigError(
             f"expected task 'rating' for --resume or distributed training, received {cfg.task!r}"
         )
-    if data is None:
-        data = load_dataset(
-            cfg.dataset,
-            data_dir=cfg.data_dir,
-            user=cfg.user_col,
-            item=cfg.item_col,
-            rating=cfg.rating_col,
-            timestamp=cfg.timestamp_col,
-            weight=cfg.weight_col,
-        )
+    split = load_split(cfg, data)
+    data = split.data
     if cfg.task == "retrieval":
-        return _retrieval_run(cfg, data, out, progress=progress, callbacks=callbacks)
-    split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
+        return _retrieval_run(cfg, split, out if writer else None, progress=progress,
+                              callbacks=callbacks)  # fmt: skip
     if on_split is not None:
         on_split(split)
     cfg = resolve_config(cfg, split.train, distributed=ctx is not None)
+    if writer and out is not None:  # the resolved config, before training starts
+        atomic_write(Path(out) / CONFIG_FILE, _config_json(cfg))
     t0 = time.perf_counter()
     if cfg.task == "classification":  # ratings as classes, with an imbalance strategy
         from recfit.train.classification import fit_classifier_config
@@ -283,9 +349,355 @@ def train_run(
     metrics = learner.evaluate(split.test)
     metrics["fit_seconds"] = fit_seconds
     result = RunResult(cfg, learner, split, metrics)
-    if out is not None and (ctx is None or ctx.is_main):
-        result.out = write_run(result, out)
+    if writer and out is not None:
+        result.out = _publish_run(result, Path(out))
     return result
+
+
+def _config_json(cfg: TrainConfig) -> str:
+    return cfg.model_dump_json(indent=2) + "\n"
+
+
+# ------------------------------------------------------------------ data and splits
+def load_split(
+    cfg: TrainConfig,
+    data: Interactions | None = None,
+    *,
+    split: str | None = None,
+    seed: int | None = None,
+    data_dir: str | Path | None = None,
+) -> Split:
+    """The split a run trains and evaluates on: ``cfg.dataset`` split by ``cfg.split``,
+    or, with ``cfg.test_file``, the rating file ``cfg.dataset`` as training part and the
+    test file as held-out part (its ids mapped through the training vocabulary).
+
+    Args:
+        cfg: the run's config (dataset, columns, split, seed).
+        data: the interactions to use instead of loading ``cfg.dataset``.
+        split, seed, data_dir: override ``cfg.split``, ``cfg.seed`` and ``cfg.data_dir``.
+
+    Test rows whose user or item is not in the training file cannot be predicted from
+    training: they are dropped and counted in ``data.meta["test_file"]`` (and in the run's
+    ``metrics.json``).
+
+    Raises:
+        DataError: a file cannot be read.
+        EvaluationOverlapError: a (user, item) pair of the test file is also in the
+            training file.
+    """
+    ddir = cfg.data_dir if data_dir is None else str(data_dir)
+    if data is None:
+        data = _load(cfg.dataset, cfg, ddir)
+    if cfg.test_file is not None and split is None:
+        return _file_split(data, cfg, ddir)
+    return split_dataset(
+        data, split or cfg.split, seed=cfg.seed if seed is None else seed, data_dir=ddir
+    )
+
+
+def _load(dataset: str, cfg: TrainConfig, data_dir: str | None) -> Interactions:
+    return load_dataset(
+        dataset,
+        data_dir=data_dir,
+        user=cfg.user_col,
+        item=cfg.item_col,
+        rating=cfg.rating_col,
+        timestamp=cfg.timestamp_col,
+        weight=cfg.weight_col,
+    )
+
+
+def _file_split(train: Interactions, cfg: TrainConfig, data_dir: str | None) -> Split:
+    import numpy as np
+
+    assert cfg.test_file is not None
+    test = _load(cfg.test_file, cfg, data_dir)
+    tu = train.users.index(test.users.id(test.user), unknown="sentinel")
+    ti = train.items.index(test.items.id(test.item), unknown="sentinel")
+    known = (tu >= 0) & (ti >= 0)
+    n_tr, n_te = len(train), int(known.sum())
+    user = np.concatenate([train.user, tu[known]]).astype(np.int32)
+    item = np.concatenate([train.item, ti[known]]).astype(np.int32)
+    tr_keys = train.user.astype(np.int64) * train.n_items + train.item
+    te_keys = user[n_tr:].astype(np.int64) * train.n_items + item[n_tr:]
+    both = int(np.isin(te_keys, tr_keys).sum())
+    if both:
+        raise EvaluationOverlapError(
+            f"expected a test file with no (user, item) pair of the training file "
+            f"{cfg.dataset!r}, received {both} of {n_te} test rows of {cfg.test_file!r} that "
+            "are training rows (remove them from one of the files)",
+            n_overlap=both,
+            n_rows=n_te,
+        )
+    weight = None
+    if train.weight is not None or test.weight is not None:
+        weight = np.concatenate([train.weights(), test.weights()[known]]).astype(np.float32)
+    offset, origin = None, 0
+    if train.timestamp is not None and test.timestamp is not None:
+        from recfit.data.interactions import encode_time
+
+        offset, origin = encode_time(np.concatenate([train.timestamp, test.timestamp[known]]))
+    scale = train.rating_scale
+    if scale is not None and test.rating_scale is not None:
+        scale = (min(scale[0], test.rating_scale[0]), max(scale[1], test.rating_scale[1]))
+    dropped = int((~known).sum())
+    meta = {
+        **train.meta,
+        "test_file": {
+            "path": cfg.test_file,
+            "rows": len(test),
+            "dropped_unknown_rows": dropped,
+            "dropped_unknown_users": len(np.unique(test.user[tu < 0])),
+            "dropped_unknown_items": len(np.unique(test.item[ti < 0])),
+        },
+    }
+    from dataclasses import replace
+
+    data = replace(
+        train,
+        user=user,
+        item=item,
+        rating=np.concatenate([train.rating, test.rating[known]]).astype(np.float32),
+        weight=weight,
+        time_offset=offset,
+        time_origin=origin,
+        rating_scale=scale,
+        meta=meta,
+    )
+    return Split(
+        data,
+        np.arange(n_tr, dtype=np.int64),
+        np.arange(n_tr, n_tr + n_te, dtype=np.int64),
+        f"file:{Path(cfg.test_file).name}",
+    )
+
+
+# ------------------------------------------------------------------ run directories
+def run_state(out: str | Path) -> RunState:
+    """What ``out`` holds: ``absent``, ``empty``, ``unfinished`` (a config or a checkpoint,
+    no metrics yet), ``finished`` (metrics or a bundle) or ``other`` (a file, or a folder
+    with other files). Hidden names (temporary files) do not count."""
+    p = Path(out)
+    if not p.exists() and not p.is_symlink():
+        return "absent"
+    if not p.is_dir():
+        return "other"
+    names = {q.name for q in p.iterdir() if not q.name.startswith(".")}
+    if not names:
+        return "empty"
+    if METRICS_FILE in names or BUNDLE_DIR in names:
+        return "finished"
+    if CONFIG_FILE in names or CHECKPOINT_FILE in names:
+        return "unfinished"
+    return "other"
+
+
+def _lock_path(out: Path) -> Path:
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}.lock"
+
+
+@contextmanager
+def run_lock(out: str | Path) -> Iterator[Path]:
+    """Hold the exclusive lock of the run directory ``out`` (``flock`` on the sibling
+    ``.NAME.lock``; the kernel releases it when the process ends, however it ends).
+
+    Raises:
+        RunDirectoryError: another process holds it.
+    """
+    lock = _lock_path(Path(out))
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            raise RunDirectoryError(
+                f"expected a run directory no other process is writing, received {str(out)!r} "
+                f"locked by process {holder or '?'} ({str(lock)!r}); wait for it or choose "
+                "another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield Path(out)
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+def _prepare_run_dir(out: Path, *, force: bool, resume: bool) -> bool:
+    """Check ``out`` for a new run (or a resumed one), clear it under ``force``, create
+    it; whether it holds a checkpoint to resume from."""
+    state = run_state(out)
+    if state == "other":
+        raise RunDirectoryError(
+            f"expected a new, empty or recfit run directory for --out, received {str(out)!r} "
+            "holding other files (or a file); choose another --out"
+        )
+    if resume:
+        if state == "finished":
+            raise RunDirectoryError(
+                f"expected an unfinished run to resume, received the finished run {str(out)!r} "
+                f"({METRICS_FILE} or {BUNDLE_DIR}/ present); train it again with --force"
+            )
+        if state != "unfinished":
+            raise BundleError(
+                f"expected a checkpoint or {CONFIG_FILE} in {str(out)!r} to resume, received "
+                "neither"
+            )
+        return (out / CHECKPOINT_FILE).exists()
+    if state in ("finished", "unfinished") and not force:
+        hint = "" if state == "finished" else ", continue it with --resume"
+        raise RunDirectoryError(
+            f"expected a new or empty run directory for --out, received the {state} run "
+            f"{str(out)!r}; pass --force (force=True) to replace it{hint}, or choose "
+            "another --out"
+        )
+    if state in ("finished", "unfinished"):
+        _discard(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+def _discard(out: Path) -> None:
+    """Move ``out`` aside in one rename, then delete it."""
+    trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.rmdir(trash)
+    os.rename(out, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _publish_run(result: RunResult, out: Path) -> Path:
+    """Write the finished run into a hidden sibling of ``out`` and swap it in as one unit
+    (the checkpoint moves along); the unfinished contents are then deleted."""
+    from recfit.recommender.bundle import _exchange, _fsync_dir
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        os.chmod(stage, default_dir_mode())
+        _write_files(result, stage)
+        ckpt = out / CHECKPOINT_FILE
+        if ckpt.is_file():
+            try:
+                os.link(ckpt, stage / CHECKPOINT_FILE)
+            except OSError:
+                shutil.copy2(ckpt, stage / CHECKPOINT_FILE)
+        _fsync_dir(stage)
+        if not out.exists():
+            os.rename(stage, out)
+        elif _exchange(stage, out):
+            shutil.rmtree(stage, ignore_errors=True)  # now the unfinished contents
+        else:  # pragma: no cover - non-Linux fallback: two renames
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.rmdir(old)
+            os.rename(out, old)
+            os.rename(stage, out)
+            shutil.rmtree(old, ignore_errors=True)
+        if sys.platform.startswith("linux"):
+            _fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out
+
+
+# ------------------------------------------------------------------ evaluation
+@dataclass
+class RunEvaluation:
+    """What :func:`evaluate_run` measured.
+
+    Attributes:
+        metrics: the metrics by name (as ``Learner.evaluate``).
+        split: the split's name; part: ``test`` or ``train``.
+        n_rows: rows evaluated; n_overlap: of those, (user, item) pairs the run trained on.
+    """
+
+    metrics: dict[str, float]
+    split: str
+    part: str
+    n_rows: int
+    n_overlap: int
+
+
+def count_overlap(seen: Any, rows: Interactions) -> int:
+    """How many rows of ``rows`` (weight > 0) are (user, item) pairs in ``seen``, the
+    :class:`~recfit.retrieval.ItemSets` of each user's training items (user index = row).
+
+    Example:
+        >>> from recfit.retrieval import ItemSets
+        >>> seen = ItemSets.from_pairs([0, 1], [1, 0], n_queries=2)
+        >>> count_overlap(seen, Interactions.from_arrays([0, 1, 1], [1, 1, 0], [3.0, 4.0, 5.0]))
+        2
+    """
+    import numpy as np
+
+    n_items = max(int(seen.indices.max()) + 1 if len(seen.indices) else 0, rows.n_items, 1)
+    lengths = np.diff(seen.indptr)
+    seen_users = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    seen_keys = seen_users * n_items + seen.indices.astype(np.int64)
+    keep = rows.weights() > 0
+    keys = rows.user[keep].astype(np.int64) * n_items + rows.item[keep]
+    return int(np.isin(keys, seen_keys).sum())
+
+
+def evaluate_run(
+    run: str | Path,
+    split: str | None = None,
+    *,
+    seed: int | None = None,
+    data_dir: str | Path | None = None,
+    part: str = "test",
+    allow_overlap: bool = False,
+) -> RunEvaluation:
+    """Evaluate a run directory's model on a split of its dataset.
+
+    Before measuring the test part, its rows are checked against the run's training rows
+    (the bundle stores each user's training items: every training row of weight > 0):
+    a metric on rows the model trained on is not a held-out metric.
+
+    Args:
+        run: the run directory.
+        split, seed, data_dir: the split spec, its seed, the MovieLens folder (default: the
+            run's).
+        part: ``test`` (held-out rows, checked for overlap) or ``train``.
+        allow_overlap: measure even when test rows were training rows (the count is kept
+            in the result).
+
+    Raises:
+        EvaluationOverlapError: test rows that the run trained on, without ``allow_overlap``.
+        ConfigError: a bad ``part``, or data whose ids differ from the run's.
+    """
+    from recfit.recommender import Recommender
+    from recfit.train.learner import Learner
+
+    if part not in ("test", "train"):
+        raise ConfigError(f"expected part 'test' or 'train', received {part!r}")
+    cfg, model, users, items = load_run(run)
+    rec = Recommender.load(run)
+    sp = load_split(cfg, split=split, seed=seed, data_dir=data_dir)
+    data = sp.data
+    if data.users != users or data.items != items:
+        raise ConfigError(
+            f"expected the dataset the run was trained on ({cfg.dataset!r}), "
+            "received data whose user or item ids differ"
+        )
+    target = sp.test if part == "test" else sp.train
+    n_rows = int((target.weights() > 0).sum())
+    overlap = count_overlap(rec.seen, target)
+    if part == "test" and overlap and not allow_overlap:
+        raise EvaluationOverlapError(
+            f"expected test rows the run {str(run)!r} did not train on, received {overlap:,} of "
+            f"{n_rows:,} test rows of split {sp.name!r} that were training rows (the run used "
+            f"split {cfg.split!r}, seed {cfg.seed}); evaluate on the run's own split, or pass "
+            "--allow-overlap (allow_overlap=True) to measure anyway",
+            n_overlap=overlap,
+            n_rows=n_rows,
+        )
+    learn = Learner(
+        model, sp.train, None, loss=cfg.loss, reg=cfg.reg, device=cfg.device, progress=False
+    )
+    return RunEvaluation(learn.evaluate(target), sp.name, part, n_rows, overlap)
 
 
 def retrieval_config(cfg: TrainConfig) -> Any:
@@ -325,7 +737,7 @@ def retrieval_config(cfg: TrainConfig) -> Any:
 
 def _retrieval_run(
     cfg: TrainConfig,
-    data: Interactions,
+    split: Split,
     out: str | Path | None,
     *,
     progress: bool | None,
@@ -335,16 +747,15 @@ def _retrieval_run(
     from recfit.train.retrieval import train_retrieval
 
     rcfg = retrieval_config(cfg)
-    split = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
     res = train_retrieval(
-        rcfg, data, split, callbacks=[ScheduleRecorder(), *callbacks], progress=progress
+        rcfg, split.data, split, callbacks=[ScheduleRecorder(), *callbacks], progress=progress
     )
     details = {k: v for k, v in res.report.items() if k not in res.metrics}
     result = RunResult(cfg, res.learner, res.split, dict(res.metrics), details=details)
     if res.epoch_metrics:
         result.figures["metric_vs_epoch.png"] = _metric_vs_epoch(res, cfg.monitor)
     if out is not None:
-        result.out = write_run(result, out)
+        result.out = _publish_run(result, Path(out))
     return result
 
 
@@ -355,10 +766,15 @@ def _metric_vs_epoch(res: Any, metric: str) -> Any:
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    The file gets the mode ``open`` would give a new file (``0o666`` less the umask),
+    not the private ``0o600`` of a temporary file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
@@ -373,31 +789,47 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
 
 
-def write_run(result: RunResult, out: str | Path) -> Path:
-    """Write ``result``'s run directory (see the module docs) and return its path."""
+def write_run(result: RunResult, out: str | Path, *, force: bool = False) -> Path:
+    """Write ``result``'s run directory (see the module docs) and return its path.
+
+    The directory is locked while it is written, and published as one unit.
+
+    Raises:
+        RunDirectoryError: ``out`` is locked, holds a run (without ``force``) or other files.
+    """
+    out = Path(out)
+    with run_lock(out):
+        _prepare_run_dir(out, force=force, resume=False)
+        return _publish_run(result, out)
+
+
+def _write_files(result: RunResult, out: Path) -> None:
+    """Every file of a finished run, into the (fresh, private) folder ``out``."""
     from recfit.plots import plot_losses
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     learn = result.learner
     data = result.split.data
     metrics = dict(result.metrics)
+    split = result.split.summary()
+    if "test_file" in data.meta:
+        split["test_file"] = data.meta["test_file"]
     report = {
         "metrics": metrics,
-        "split": result.split.summary(),
+        "split": split,
         "data": {
             "name": data.name,
             "ratings": len(data),
             "users": data.n_users,
             "items": data.n_items,
         },
+        "seed": result.config.seed,
     }
-    atomic_write(out / "config.json", result.config.model_dump_json(indent=2) + "\n")
-    atomic_write(out / "metrics.json", _json({**metrics, "details": {**report, **result.details}}))
+    atomic_write(out / CONFIG_FILE, _config_json(result.config))
+    atomic_write(out / METRICS_FILE, _json({**metrics, "details": {**report, **result.details}}))
     atomic_write(out / "history.csv", learn.history_frame().to_csv(index=False))
     from recfit.recommender import Recommender
 
-    Recommender.from_run(result).save(out / "bundle")
+    Recommender.from_run(result).save(out / BUNDLE_DIR)
     figures = {"losses.png": plot_losses(learn.history) if learn.history else None}
     rec = next((c for c in learn.cbs if isinstance(c, ScheduleRecorder)), None)
     figures["schedule.png"] = rec.plot() if rec is not None and rec.lrs else None
@@ -413,7 +845,21 @@ def write_run(result: RunResult, out: str | Path) -> Path:
     from recfit.report import build_report
 
     build_report(out)
-    return out
+
+
+def run_config(run: str | Path) -> TrainConfig:
+    """The config to resume ``run`` with: its checkpoint's, or (killed before the first
+    checkpoint) its ``config.json``.
+
+    Raises:
+        BundleError: neither is there, or the one found is unreadable.
+    """
+    from recfit.train.checkpoint import resume_config
+
+    d = Path(run)
+    if (d / CHECKPOINT_FILE).exists() or not (d / CONFIG_FILE).exists():
+        return resume_config(d)
+    return load_config(d / CONFIG_FILE)
 
 
 def load_run(run: str | Path) -> tuple[TrainConfig, RatingModel, Vocabulary, Vocabulary]:

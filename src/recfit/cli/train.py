@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from recfit.cli.common import errors
-from recfit.config import TrainConfig, load_config
+from recfit.config import (
+    MODEL_DEFAULTS,
+    ROW_WISE_DEFAULTS,
+    TASK_DEFAULTS,
+    TrainConfig,
+    load_config,
+)
 
 __all__ = ["evaluate", "lr_find", "train"]
 
@@ -30,6 +36,40 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", envvar="RECFIT_DATA_DIR", help="Folder holding MovieLens releases."),
 ]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, tuple | list):
+        return ",".join(_fmt(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def shown_default(name: str) -> str:
+    """The default of config field ``name`` as ``--help`` shows it, with the values the
+    task, the resolved model or the row-wise optimiser bring instead.
+
+    Example:
+        >>> shown_default("epochs")
+        '5 (svdpp: 6; retrieval: 30)'
+    """
+    text = _fmt(TrainConfig.model_fields[name].default)
+    extra = [f"{m}: {_fmt(d[name])}" for m, d in MODEL_DEFAULTS.items() if name in d]
+    extra += [f"{t}: {_fmt(d[name])}" for t, d in TASK_DEFAULTS.items() if name in d]
+    if name in ROW_WISE_DEFAULTS:
+        extra.append(f"row-wise adagrad: {_fmt(ROW_WISE_DEFAULTS[name])}")
+    if name == "bs":
+        text = "0 (auto: from the number of ratings)"
+    return text + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _opt(name: str, help: str, *decls: str) -> Any:
+    """A ``typer.Option`` for config field ``name`` (default ``None``: the config's value
+    wins), showing the config's default in ``--help``."""
+    return typer.Option(*decls, help=help, show_default=shown_default(name))
 
 
 def _config(config: Path | None, **flags: Any) -> TrainConfig:
@@ -73,71 +113,128 @@ def train(
     cli_ctx: typer.Context,
     config: ConfigOpt = None,
     dataset: DatasetOpt = None,
+    train_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--train",
+            help="Training ratings (CSV/Parquet) of your own split; use with --test.",
+        ),
+    ] = None,
+    test_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--test",
+            help="Held-out ratings (CSV/Parquet) for --train/--dataset FILE; ids are mapped "
+            "through the training file's, unknown ones dropped and counted.",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            help="Column names of a rating file, e.g. user=userId,item=movieId,rating=rating,"
+            "time=timestamp,weight=w (or the --*-col flags).",
+        ),
+    ] = None,
+    user_col: Annotated[
+        str | None, _opt("user_col", "Column of user ids in a rating file.", "--user-col")
+    ] = None,
+    item_col: Annotated[
+        str | None, _opt("item_col", "Column of item ids in a rating file.", "--item-col")
+    ] = None,
+    rating_col: Annotated[
+        str | None, _opt("rating_col", "Column of ratings in a rating file.", "--rating-col")
+    ] = None,
+    time_col: Annotated[
+        str | None,
+        _opt("timestamp_col", "Column of timestamps in a rating file.", "--time-col"),
+    ] = None,
+    weight_col: Annotated[
+        str | None, _opt("weight_col", "Column of row weights in a rating file.", "--weight-col")
+    ] = None,
     task: Annotated[
         str | None,
-        typer.Option(help="rating, classification or retrieval (each has its own defaults)."),
+        _opt("task", "rating, classification or retrieval (each has its own defaults)."),
     ] = None,
     model: Annotated[
-        str | None, typer.Option(help="auto, dot, mf, svdpp or nn (rating); classifier; two_tower.")
+        str | None,
+        _opt("model", "auto, dot, mf, svdpp or nn (rating); classifier; two_tower."),
     ] = None,
     split: Annotated[
-        str | None, typer.Option(help="random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, u1..")
+        str | None,
+        _opt("split", "random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, u1.."),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of split, init and batch order.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training data.")] = None,
-    lr: Annotated[float | None, typer.Option(help="(Peak) learning rate.")] = None,
-    wd: Annotated[float | None, typer.Option(help="Decoupled weight decay (fastai wd).")] = None,
-    reg: Annotated[float | None, typer.Option(help="L2 penalty on the rows in each batch.")] = None,
+    seed: Annotated[int | None, _opt("seed", "Seed of split, init and batch order.")] = None,
+    epochs: Annotated[int | None, _opt("epochs", "Passes over the training data.")] = None,
+    lr: Annotated[float | None, _opt("lr", "(Peak) learning rate.")] = None,
+    wd: Annotated[float | None, _opt("wd", "Decoupled weight decay (fastai wd).")] = None,
+    reg: Annotated[float | None, _opt("reg", "L2 penalty on the rows in each batch.")] = None,
     reg_exponent: Annotated[
         float | None,
-        typer.Option(help="ALS: a row's ridge is reg * (its ratings) ** this (default 1)."),
+        _opt("reg_exponent", "ALS: a row's ridge is reg * (its ratings) ** this."),
     ] = None,
-    bs: Annotated[int | None, typer.Option(help="Batch size.")] = None,
-    n_factors: Annotated[int | None, typer.Option("--n-factors", help="Embedding size.")] = None,
-    y_range: Annotated[str | None, typer.Option("--y-range", help="LOW,HIGH or none.")] = None,
-    layers: Annotated[str | None, typer.Option(help="MLP sizes for nn, e.g. 100,50.")] = None,
+    bs: Annotated[int | None, _opt("bs", "Batch size.")] = None,
+    n_factors: Annotated[int | None, _opt("n_factors", "Embedding size.", "--n-factors")] = None,
+    y_range: Annotated[str | None, _opt("y_range", "LOW,HIGH or none.", "--y-range")] = None,
+    layers: Annotated[str | None, _opt("layers", "MLP sizes for nn, e.g. 100,50.")] = None,
     schedule: Annotated[
-        str | None, typer.Option(help="one_cycle, constant, cosine or cyclic.")
+        str | None, _opt("schedule", "one_cycle, constant, cosine or cyclic.")
     ] = None,
     trainer: Annotated[
-        str | None, typer.Option(help="sgd (Learner) or als (alternating least squares).")
+        str | None, _opt("trainer", "sgd (Learner) or als (alternating least squares).")
     ] = None,
     opt: Annotated[
         str | None,
-        typer.Option(
-            help="auto (row-wise Adagrad for large dot/mf tables, else AdamW), adam, sgd, "
-            "momentum or adagrad."
+        _opt(
+            "opt",
+            "auto (row-wise Adagrad for large dot/mf tables, else AdamW), adam, sgd, "
+            "momentum or adagrad.",
         ),
     ] = None,
-    patience: Annotated[int | None, typer.Option(help="Early stopping patience (epochs).")] = None,
+    patience: Annotated[int | None, _opt("patience", "Early stopping patience (epochs).")] = None,
     imbalance: Annotated[
         str | None,
-        typer.Option(help="classification: none, class_weights, undersample, oversample, smote."),
+        _opt("imbalance", "classification: none, class_weights, undersample, oversample, smote."),
     ] = None,
-    head: Annotated[str | None, typer.Option(help="classification: softmax or ordinal.")] = None,
-    objective: Annotated[str | None, typer.Option(help="retrieval: softmax or mse.")] = None,
+    head: Annotated[str | None, _opt("head", "classification: softmax or ordinal.")] = None,
+    objective: Annotated[str | None, _opt("objective", "retrieval: softmax or mse.")] = None,
     positive_min_rating: Annotated[
         float | None,
-        typer.Option("--positive-min-rating", help="retrieval: ratings >= this are positives."),
+        _opt(
+            "positive_min_rating",
+            "retrieval: ratings >= this are positives.",
+            "--positive-min-rating",
+        ),
     ] = None,
     relevant_min_rating: Annotated[
         float | None,
-        typer.Option("--relevant-min-rating", help="retrieval: test ratings >= this count."),
+        _opt(
+            "relevant_min_rating",
+            "retrieval: test ratings >= this count.",
+            "--relevant-min-rating",
+        ),
     ] = None,
     exclude_seen: Annotated[
         bool | None,
-        typer.Option(
+        _opt(
+            "exclude_seen",
+            "retrieval: exclude each user's training items when ranking.",
             "--exclude-seen/--include-seen",
-            help="retrieval: exclude each user's training items when ranking.",
         ),
     ] = None,
     eval_every: Annotated[
         int | None,
-        typer.Option("--eval-every", help="retrieval: ranking metrics every N epochs."),
+        _opt("eval_every", "retrieval: ranking metrics every N epochs.", "--eval-every"),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: Annotated[str | None, _opt("device", "auto, cpu or cuda.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace the run in --out (finished or not) when training starts."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     resume: Annotated[
         Path | None,
@@ -145,7 +242,9 @@ def train(
     ] = None,
     checkpoint_every: Annotated[
         int | None,
-        typer.Option("--checkpoint-every", help="With --out: also checkpoint every N steps."),
+        _opt(
+            "checkpoint_every", "With --out: also checkpoint every N steps.", "--checkpoint-every"
+        ),
     ] = None,
     bf16: Annotated[
         bool, typer.Option("--bf16", help="bfloat16 autocast on CUDA (error without CUDA).")
@@ -157,14 +256,15 @@ def train(
 ) -> None:
     """Train a model and write a run directory (config, metrics, history, plots, bundle, report).
 
-    With --out the full training state is checkpointed (epoch ends, every
-    --checkpoint-every steps, on Ctrl-C); --resume RUN continues an interrupted run.
-    Under torchrun (or with --nproc N) each process trains one shard with DDP.
+    With --out the run directory is locked while training, config.json is written first,
+    the full training state is checkpointed (epoch ends, every --checkpoint-every steps,
+    on Ctrl-C), and the finished run replaces the directory as one unit. An existing run
+    in --out is refused unless --force; --resume RUN continues an interrupted run. Under
+    torchrun (or with --nproc N) each process trains one shard with DDP.
     """
     from recfit.errors import ConfigError, TrainingInterrupted
-    from recfit.runs import train_run
+    from recfit.runs import run_config, train_run
     from recfit.train import distributed
-    from recfit.train.checkpoint import resume_config
 
     if nproc is not None and nproc > 1 and distributed.env_world_size() == 1:
         with errors():
@@ -179,9 +279,11 @@ def train(
         eval_every=eval_every, device=device, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     with errors():
+        flags.update(_column_flags(columns, user_col, item_col, rating_col, time_col, weight_col))
+        flags.update(_file_flags(dataset, train_file, test_file))
         if resume is not None:
             given = sorted(k for k, v in {**flags, "config": config}.items() if v is not None)
-            given += ["bf16"] * bf16
+            given += ["bf16"] * bf16 + ["force"] * force
             if given:
                 raise ConfigError(
                     "expected no config flags with --resume (the run's stored config is "
@@ -189,7 +291,7 @@ def train(
                 )
             if out is not None and out.resolve() != resume.resolve():
                 raise ConfigError(f"expected --out to be the --resume run, received {out}")
-            cfg, out = resume_config(resume), resume
+            cfg, out = run_config(resume), resume
         else:
             cfg = _config(config, data_dir=data_dir, bf16=bf16 or None, **flags)
         with distributed.session(cfg.device) as ctx:
@@ -199,7 +301,9 @@ def train(
                 _console.print(
                     f"{'resuming' if resume else 'training'} "
                     f"[bold]{'model auto' if cfg.model == 'auto' else cfg.model}[/bold] on "
-                    f"[bold]{cfg.dataset}[/bold] (split {cfg.split}, seed {cfg.seed}, "
+                    f"[bold]{cfg.dataset}[/bold] (split {cfg.split}"
+                    + (f" {cfg.test_file}" if cfg.test_file else "")
+                    + f", seed {cfg.seed}, "
                     + (
                         "epochs by model, "
                         if cfg.model == "auto" and "epochs" not in cfg.model_fields_set
@@ -211,7 +315,8 @@ def train(
             try:
                 result = train_run(
                     cfg, out, progress=False if quiet or not main else None,
-                    resume=resume is not None,
+                    resume=resume is not None, force=force,
+                    on_split=_print_dropped if main else None,
                 )  # fmt: skip
             except TrainingInterrupted as exc:
                 if main:
@@ -235,6 +340,74 @@ def train(
                 _console.print(metrics_table(result.metrics, "validation"))
                 if result.out is not None:
                     _console.print(f"run directory: {result.out}")
+
+
+_COLUMN_KEYS = {
+    "user": "user_col",
+    "item": "item_col",
+    "rating": "rating_col",
+    "time": "timestamp_col",
+    "timestamp": "timestamp_col",
+    "weight": "weight_col",
+}
+
+
+def _column_flags(columns: str | None, *given: str | None) -> dict[str, str]:
+    """Config column keys from ``--columns role=name,...`` and the ``--*-col`` flags."""
+    from recfit.errors import ConfigError
+
+    flags: dict[str, str] = {}
+    for part in (columns or "").split(","):
+        if not part.strip():
+            continue
+        role, sep, name = part.partition("=")
+        key = _COLUMN_KEYS.get(role.strip().lower())
+        if not sep or key is None or not name.strip():
+            raise ConfigError(
+                "expected --columns as role=name pairs (roles user, item, rating, time, "
+                f"weight), received {part.strip()!r}"
+            )
+        flags[key] = name.strip()
+    keys = ("user_col", "item_col", "rating_col", "timestamp_col", "weight_col")
+    for key, value in zip(keys, given, strict=True):
+        if value is not None:
+            if key in flags and flags[key] != value:
+                raise ConfigError(
+                    f"expected one column name for {key}, received {flags[key]!r} in --columns "
+                    f"and {value!r} in its flag"
+                )
+            flags[key] = value
+    return flags
+
+
+def _file_flags(
+    dataset: str | None, train_file: Path | None, test_file: Path | None
+) -> dict[str, str]:
+    from recfit.errors import ConfigError
+
+    if train_file is not None and dataset is not None:
+        raise ConfigError(
+            f"expected --train or --dataset, received both ({str(train_file)!r}, {dataset!r})"
+        )
+    if (train_file is None) != (test_file is None) and dataset is None:
+        missing = "--test" if test_file is None else "--train (or --dataset FILE)"
+        raise ConfigError(f"expected {missing} with the other, received only one")
+    out: dict[str, str] = {}
+    if train_file is not None:
+        out["dataset"] = str(train_file)
+    if test_file is not None:
+        out["test_file"] = str(test_file)
+    return out
+
+
+def _print_dropped(split: Any) -> None:
+    info = split.data.meta.get("test_file")
+    if info and info["dropped_unknown_rows"]:
+        _console.print(
+            f"[yellow]test file:[/yellow] {info['dropped_unknown_rows']:,} of {info['rows']:,} "
+            f"rows dropped: {info['dropped_unknown_users']:,} users and "
+            f"{info['dropped_unknown_items']:,} items are not in the training file"
+        )
 
 
 def _forwarded_args(ctx: typer.Context, exclude: set[str]) -> list[str]:
@@ -264,40 +437,35 @@ def evaluate(
     seed: Annotated[int | None, typer.Option(help="Split seed (default: the run's).")] = None,
     data_dir: DataDirOpt = None,
     part: Annotated[str, typer.Option(help="test or train part of the split.")] = "test",
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(
+            "--allow-overlap",
+            help="Measure even when test rows are rows the run trained on (refused otherwise).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Evaluate a trained run on a split of its dataset."""
-    from recfit.data.sources import load_dataset, split_dataset
-    from recfit.errors import ConfigError
-    from recfit.runs import load_run
-    from recfit.train.learner import Learner
+    """Evaluate a trained run on a split of its dataset.
+
+    Test rows the run trained on (same user and item) are refused unless --allow-overlap:
+    another split of the same data usually shares most of its rows with the run's
+    training part.
+    """
+    from recfit.runs import evaluate_run
 
     with errors():
-        if part not in ("test", "train"):
-            raise ConfigError(f"expected --part test or train, received {part!r}")
-        cfg, model, users, items = load_run(run)
-        ddir = str(data_dir) if data_dir is not None else cfg.data_dir
-        data = load_dataset(cfg.dataset, data_dir=ddir, user=cfg.user_col, item=cfg.item_col,
-                            rating=cfg.rating_col, timestamp=cfg.timestamp_col, weight=cfg.weight_col)  # fmt: skip
-        if data.users != users or data.items != items:
-            raise ConfigError(
-                f"expected the dataset the run was trained on ({cfg.dataset!r}), "
-                "received data whose user or item ids differ"
-            )
-        sp = split_dataset(
-            data, split or cfg.split, seed=cfg.seed if seed is None else seed, data_dir=ddir
-        )
-        target = sp.test if part == "test" else sp.train
-        learn = Learner(
-            model, sp.train, None, loss=cfg.loss, reg=cfg.reg, device=cfg.device, progress=False
-        )
-        metrics = learn.evaluate(target)
+        ev = evaluate_run(run, split, seed=seed, data_dir=data_dir, part=part,
+                          allow_overlap=allow_overlap)  # fmt: skip
         if as_json:
-            typer.echo(json.dumps(metrics, indent=2))
+            typer.echo(json.dumps({**ev.metrics, "overlap_rows": ev.n_overlap}, indent=2))
         else:
-            _console.print(
-                metrics_table(metrics, f"{part} part of {sp.name} ({len(target):,} ratings)")
-            )
+            table = metrics_table(ev.metrics, f"{part} part of {ev.split} ({ev.n_rows:,} ratings)")
+            if ev.n_overlap:
+                table.caption = (
+                    f"{ev.n_overlap:,} of {ev.n_rows:,} rows were training rows of the run"
+                )
+            _console.print(table)
 
 
 def lr_find(
@@ -335,6 +503,10 @@ def lr_find(
         table.add_column("rule")
         table.add_column("lr", justify="right")
         for k in ("valley", "steep", "minimum"):
-            table.add_row(k, f"{getattr(res, k):.2e}")
+            v = getattr(res, k)
+            table.add_row(k, "none" if v is None else f"{v:.2e}")
+        reason = getattr(res, "reason", None)
+        if reason:
+            table.caption = str(reason)
         _console.print(table)
         _console.print(f"plot: {out}")

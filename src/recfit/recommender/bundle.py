@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from recfit._fs import default_dir_mode, default_file_mode
 from recfit.errors import BundleError
 
 __all__ = [
@@ -218,10 +219,11 @@ def write_bundle_dir(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
     try:
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, default_dir_mode())  # as mkdir would make it (mkdtemp: 0o700)
         write_files(tmp)
         files = {}
         for p in sorted(tmp.iterdir()):
+            os.chmod(p, default_file_mode())  # safetensors writes 0o600
             with p.open("rb+") as f:
                 os.fsync(f.fileno())
             files[p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
