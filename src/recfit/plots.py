@@ -92,11 +92,17 @@ def plot_lr_find(result: LRFinderResult, skip_end: int = 5) -> Figure:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss (smoothed)")
     markers = {"valley": "o", "steep": "^", "minimum": "s"}
+    shown = False
     for name, lr in result.suggestions.items():
-        if np.isfinite(lr) and len(result.lrs):
+        if lr is not None and np.isfinite(lr) and len(result.lrs):
             y = float(np.interp(np.log(lr), np.log(result.lrs), result.losses))
             ax.plot([lr], [y], markers.get(name, "x"), label=f"{name}: {lr:.2e}")
-    if result.suggestions:
+            shown = True
+    if shown:
         ax.legend()
+    reason = getattr(result, "reason", None)
+    if reason:  # a flat curve: say so instead of marking noise
+        ax.set_title("no suggestion: the loss curve is flat", fontsize=10)
+        ax.text(0.02, 0.02, reason, transform=ax.transAxes, fontsize=7, wrap=True, va="bottom")
     fig.tight_layout()
     return fig

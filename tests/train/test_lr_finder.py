@@ -77,4 +77,43 @@ def test_suggestion_functions() -> None:
     assert lrs[10] < v < lrs[49]
     s = suggest(lrs, np.where(np.arange(61) > 55, np.nan, losses), num_it=61)
     assert all(math.isfinite(x) for x in s.values())
-    assert math.isnan(suggest(lrs[:5], losses[:5])["valley"])
+    assert suggest(lrs[:5], losses[:5])["valley"] is None  # too few points to judge
+
+
+def test_flat_noisy_curve_gets_no_suggestion_and_says_why() -> None:
+    """A flat curve with noise: steep and minimum used to land on the noise."""
+    rng = np.random.default_rng(3)
+    lrs = np.logspace(-7, 1, 100)
+    losses = 1.8 + 0.03 * rng.standard_normal(100)
+    losses[-8:] += np.linspace(0.2, 1.5, 8)  # rises at the end, never falls
+    old = {"steep": steep(lrs[10:95], losses[10:95]), "minimum": minimum(lrs[10:95], losses[10:95])}
+    assert old["steep"] < 1e-2 or old["minimum"] < 1e-2  # what the raw rules give: noise
+    s = suggest(lrs, losses, 100)
+    assert s == {"valley": None, "steep": None, "minimum": None}
+    from recfit.train.lr_finder import LRFinderResult, explain
+
+    reason = explain(lrs, losses, 100)
+    assert reason is not None and "flat" in reason
+    res = LRFinderResult(lrs, losses, s, reason=reason)
+    assert res.valley is None and res.steep is None
+    fig = res.plot()
+    assert "no suggestion" in fig.axes[0].get_title()
+
+
+def test_steep_is_searched_on_the_descent_only() -> None:
+    rng = np.random.default_rng(4)
+    lrs = np.logspace(-7, 1, 100)
+    losses = 2.0 + 0.03 * rng.standard_normal(100)
+    losses[60:85] = np.linspace(2.0, 0.8, 25)
+    losses[85:] = np.linspace(0.8, 4.0, 15)
+    s = suggest(lrs, losses, 100)
+    assert s["steep"] is not None and lrs[58] <= s["steep"] <= lrs[85]
+    assert s["minimum"] is not None and lrs[80] / 10 <= s["minimum"] <= lrs[86] / 10
+
+
+def test_ml100k_like_flat_curve_through_lr_find(tiny: Interactions) -> None:
+    """A real range test on a model that barely learns in the range: no suggestion."""
+    learn = Learner(DotBias(tiny.n_users, tiny.n_items, 4, seed=1), tiny, progress=False)
+    res = learn.lr_find(1e-9, 1e-6, num_it=40)  # far too small to move the loss
+    assert res.reason is not None
+    assert res.suggestions == {"valley": None, "steep": None, "minimum": None}

@@ -363,6 +363,11 @@ def fit_als_learner(
 
     def record(rec: dict[str, float]) -> None:
         t = time.perf_counter()
+        sweep = len(learner.history)
+        learner.epoch, learner.train_iter = sweep, sweep + 1
+        if not math.isfinite(rec["objective"]):  # the same guard as the Learner's fits
+            raise learner._diverged("loss", sweep)
+        learner._check_weights()
         row: dict[str, Any] = {
             "epoch": len(learner.history),
             "train_loss": rec["objective"],

@@ -68,6 +68,7 @@ from recfit.errors import (
     CancelFitException,
     ConfigError,
     DataError,
+    TrainingDivergedError,
 )
 from recfit.metrics.rating import LEVEL_METRICS, get_metric, is_level_metric
 from recfit.models.base import RatingModel
@@ -113,6 +114,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise ConfigError(
             f"expected a device like 'auto', 'cpu', 'cuda', received {device!r}"
         ) from e
+
+
+def _check_hyper(
+    name: str, value: Any, *, low: float, strict: bool = False, optional: bool = False
+) -> None:
+    """A finite number ``>= low`` (``> low`` when ``strict``); ``None`` when ``optional``."""
+    if value is None and optional:
+        return
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if strict else value >= low)
+    )
+    if not ok:
+        rel = ">" if strict else ">="
+        raise ConfigError(f"expected {name} a finite number {rel} {low:g}, received {value!r}")
 
 
 class Learner:
@@ -259,6 +277,8 @@ class Learner:
         self.resume_state: Any = None  # a checkpoint.ResumeState applied by the next fit
         self._skip: int = 0  # batches of the current epoch already done (resume)
         self._acc_init: tuple[float, float, float] | None = None
+        self._loss_buf: Tensor | None = None  # this epoch's step losses (checked at its end)
+        self._epoch_first = (0, 0)  # (first batch, its step) of the current epoch
 
     # ------------------------------------------------------------------ set-up
     def _resolve_fused(self, fused: bool | str) -> bool:
@@ -426,6 +446,11 @@ class Learner:
             schedule: an LR schedule; its ``lr_at`` gets the step counted from this fit's start.
             mom: momentum / Adam beta1 (a value or a schedule); default 0.9.
         """
+        if schedule is None:
+            _check_hyper("lr", lr, low=0.0)
+        _check_hyper("wd", wd, low=0.0, optional=True)
+        if not isinstance(mom, Schedule):
+            _check_hyper("mom", mom, low=0.0, optional=True)
         sched = schedule if schedule is not None else Constant(lr)
         mom_s = mom if isinstance(mom, Schedule) else Constant(0.9 if mom is None else mom)
         return self._fit(epochs, sched, mom_s, self.wd if wd is None else wd)
@@ -445,6 +470,13 @@ class Learner:
         Example:
             >>> # learn.fit_one_cycle(5, 5e-3, wd=0.1)  # fastai's collab R1 configuration
         """
+        _check_hyper("lr_max", lr_max, low=0.0, strict=True)
+        _check_hyper("wd", wd, low=0.0, optional=True)
+        _check_hyper("pct_start", pct_start, low=0.0, strict=True)
+        _check_hyper("div", div, low=0.0, strict=True)
+        _check_hyper("div_final", div_final, low=0.0, strict=True)
+        for i, m in enumerate(moms):
+            _check_hyper(f"moms[{i}]", m, low=0.0)
         total = max(1, epochs * self.steps_per_epoch)
         sched = OneCycle(lr_max, total, pct_start=pct_start, div=div, div_final=div_final)
         mom_s = one_cycle_momentum(total, pct_start, moms)
@@ -504,6 +536,12 @@ class Learner:
             self.model.train()
             self._event("before_train")
             self._acc = acc
+            self._epoch_first = (skip, self.train_iter)
+            self._loss_buf = (
+                None
+                if self._check_now
+                else torch.zeros(max(1, self.n_iter - skip), device=self.device)
+            )
             self.epoch_gen_state = self._gen.get_state()
             shard = None if self.dist is None else self.dist.shard
             batches = self._train_td.epoch(
@@ -538,6 +576,7 @@ class Learner:
         if self.dist is not None:  # exact sums over the ranks
             acc = list(self.dist.all_reduce_(torch.stack(acc)).unbind())
         w_sum, l_sum, r_sum = (float(a) for a in acc)
+        self._check_epoch(l_sum)
         rec: dict[str, Any] = {
             "epoch": self.epoch,
             "train_loss": l_sum / w_sum if w_sum > 0 else math.nan,
@@ -619,11 +658,65 @@ class Learner:
 
     def _accumulate(self, w_sum: Tensor, w_tot: Tensor, reg_loss: Tensor | None) -> None:
         assert self.loss is not None
+        if self._check_now:  # one CPU scalar read per step: stop at the step that diverged
+            if not math.isfinite(float(self.loss.detach())):
+                raise self._diverged("loss", self.train_iter)
+        elif self._loss_buf is not None:  # no device sync: checked at the epoch's end
+            self._loss_buf[self.iter - self._epoch_first[0]] = self.loss.detach()
         acc = self._acc
         acc[0].add_(w_sum)
         acc[1].add_(self.loss.detach() * w_tot)
         if reg_loss is not None:
             acc[2].add_(reg_loss.detach() * w_tot)
+
+    # ------------------------------------------------------------------ divergence
+    @property
+    def _check_now(self) -> bool:
+        """Check each step's loss as it comes (CPU, one process); else at the epoch's end."""
+        return self.device.type == "cpu" and self.dist is None
+
+    def _diverged(self, what: str, step: int) -> TrainingDivergedError:
+        where = "loss" if what == "loss" else f"parameter {what!r}"
+        return TrainingDivergedError(
+            f"expected finite values during training, received a non-finite {where} at "
+            f"epoch {self.epoch}, step {step} (lr {self.lr:.3g}); lower the learning rate "
+            "or check the data",
+            epoch=self.epoch,
+            step=step,
+            what=what,
+        )
+
+    def check_finite(self) -> None:
+        """Raise :class:`~recfit.errors.TrainingDivergedError` when a loss of this epoch
+        so far or a weight is NaN or infinite (checkpoint writers call it first)."""
+        self._check_losses()
+        self._check_weights()
+
+    def _check_losses(self) -> None:
+        buf = getattr(self, "_loss_buf", None)
+        if buf is None:
+            return
+        done = self.iter - self._epoch_first[0] + 1
+        bad = torch.nonzero(~torch.isfinite(buf[: max(0, done)]))
+        if len(bad):
+            raise self._diverged("loss", self._epoch_first[1] + int(bad[0]))
+
+    def _check_weights(self) -> None:
+        params = list(self.model.named_parameters())
+        if not params:
+            return
+        ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
+        if not bool(ok.all()):
+            name = params[int(torch.nonzero(~ok)[0])][0]
+            raise self._diverged(name, max(0, self.train_iter - 1))
+
+    def _check_epoch(self, l_sum: float) -> None:
+        """End of an epoch: the losses (when not checked per step) and every weight."""
+        self._check_losses()
+        if not math.isfinite(l_sum):  # e.g. another rank's loss
+            raise self._diverged("loss", max(0, self.train_iter - 1))
+        self._check_weights()
+        self._loss_buf = None
 
     # ------------------------------------------------------------------ inference
     def _tensor_data(self, data: Interactions) -> TensorData:

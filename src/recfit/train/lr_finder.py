@@ -10,8 +10,15 @@ trace on the following fit.
 Suggestions (fastai 2.7's functions) use the points ``num_it//10 .. -5``:
 
 * ``valley``: inside the longest decreasing run of the loss, ~half-way down.
-* ``steep``: where the loss falls fastest against log(lr).
+* ``steep``: where the loss falls fastest against log(lr), searched only on the descent
+  (from where the loss leaves its starting plateau to its lowest point).
 * ``minimum``: one tenth of the LR at the lowest loss.
+
+They are made only where the curve is informative: the lowest loss must lie clearly
+below the starting plateau (the first third of the points: its median minus
+``max(3 × its standard deviation, 1% of it)``). Otherwise every suggestion is ``None``
+and :func:`explain` (``LRFinderResult.reason``, the plot's title) says why: on a flat,
+noisy curve the steepest point and the lowest point are noise.
 
 Example:
     >>> import numpy as np
@@ -20,6 +27,9 @@ Example:
     >>> s = suggest(lrs, losses)
     >>> sorted(s), bool(lrs[3] < s["valley"] < lrs[29])
     (['minimum', 'steep', 'valley'], True)
+    >>> flat = 1.8 + 0.02 * np.sin(np.arange(40.0))
+    >>> suggest(lrs, flat)
+    {'valley': None, 'steep': None, 'minimum': None}
 """
 
 from __future__ import annotations
@@ -30,14 +40,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recfit.errors import CancelFitException, ConfigError
+from recfit.errors import CancelFitException, ConfigError, TrainingDivergedError
 from recfit.train.callbacks import Callback
 from recfit.train.schedules import Exponential
 
 if TYPE_CHECKING:
     from recfit.train.learner import Learner
 
-__all__ = ["LRFinder", "LRFinderResult", "lr_find", "minimum", "steep", "suggest", "valley"]
+__all__ = [
+    "LRFinder",
+    "LRFinderResult",
+    "explain",
+    "lr_find",
+    "minimum",
+    "steep",
+    "suggest",
+    "valley",
+]
+
+PLATEAU_SIGMAS = 3.0
+"""How many standard deviations of the starting plateau the lowest loss must fall below."""
+PLATEAU_REL = 0.01
+"""...and at least this share of the plateau's level."""
 
 
 def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
@@ -74,8 +98,9 @@ def minimum(lrs: np.ndarray, losses: np.ndarray) -> float:
     return float(lrs[int(np.argmin(losses))]) / 10
 
 
-def suggest(lrs: np.ndarray, losses: np.ndarray, num_it: int | None = None) -> dict[str, float]:
-    """The three suggestions on the points ``num_it//10 .. -5`` (NaN losses cut off)."""
+def _window(
+    lrs: np.ndarray, losses: np.ndarray, num_it: int | None
+) -> tuple[np.ndarray, np.ndarray]:
     lrs, losses = np.asarray(lrs, dtype=np.float64), np.asarray(losses, dtype=np.float64)
     n = len(lrs) if num_it is None else num_it
     lo, hi = n // 10, len(lrs) - 5
@@ -84,9 +109,57 @@ def suggest(lrs: np.ndarray, losses: np.ndarray, num_it: int | None = None) -> d
     if bad.any():
         cut = int(np.argmax(bad))
         lr_s, loss_s = lr_s[:cut], loss_s[:cut]
+    return lr_s, loss_s
+
+
+def _descent(losses: np.ndarray) -> tuple[int, int] | str:
+    """(start, end) of the informative descent, or why there is none."""
+    n = len(losses)
+    if n < 6:
+        return f"expected at least 6 recorded points to judge the curve, received {n}"
+    plateau = losses[: max(3, n // 3)]
+    level = float(np.median(plateau))
+    noise = float(np.std(plateau, ddof=1))
+    threshold = level - max(PLATEAU_SIGMAS * noise, PLATEAU_REL * abs(level))
+    end = int(np.argmin(losses))
+    low = float(losses[end])
+    if not low < threshold:
+        return (
+            f"the loss never fell clearly below its starting plateau (lowest {low:.4g} vs "
+            f"plateau {level:.4g} ± {noise:.2g}, needed below {threshold:.4g}): the curve "
+            "is flat here, so no learning rate is suggested; try a wider range, more "
+            "iterations, or the configuration's default"
+        )
+    above = np.nonzero(losses[:end] >= threshold)[0]
+    start = int(above[-1]) if len(above) else 0
+    return start, end
+
+
+def explain(lrs: np.ndarray, losses: np.ndarray, num_it: int | None = None) -> str | None:
+    """Why :func:`suggest` makes no suggestion on this curve (``None``: it makes them).
+
+    Example:
+        >>> import numpy as np
+        >>> explain(np.logspace(-5, 0, 40), np.full(40, 1.8)).startswith("the loss never")
+        True
+    """
+    d = _descent(_window(lrs, losses, num_it)[1])
+    return d if isinstance(d, str) else None
+
+
+def suggest(
+    lrs: np.ndarray, losses: np.ndarray, num_it: int | None = None
+) -> dict[str, float | None]:
+    """The three suggestions on the points ``num_it//10 .. -5`` (NaN losses cut off);
+    each ``None`` when the curve is not informative (:func:`explain` says why)."""
+    lr_s, loss_s = _window(lrs, losses, num_it)
+    d = _descent(loss_s)
+    if isinstance(d, str):
+        return {"valley": None, "steep": None, "minimum": None}
+    start, end = d
     return {
         "valley": valley(lr_s, loss_s),
-        "steep": steep(lr_s, loss_s),
+        "steep": steep(lr_s[start : end + 1], loss_s[start : end + 1]),
         "minimum": minimum(lr_s, loss_s),
     }
 
@@ -97,23 +170,25 @@ class LRFinderResult:
 
     lrs: np.ndarray
     losses: np.ndarray
-    suggestions: dict[str, float] = field(default_factory=dict)
+    suggestions: dict[str, float | None] = field(default_factory=dict)
     diverged: bool = False
+    reason: str | None = None
+    """Why there are no suggestions (a flat curve), else ``None``."""
 
     @property
-    def valley(self) -> float:
-        """The ``valley`` suggestion (fastai's default)."""
-        return self.suggestions["valley"]
+    def valley(self) -> float | None:
+        """The ``valley`` suggestion (fastai's default); ``None`` on a flat curve."""
+        return self.suggestions.get("valley")
 
     @property
-    def steep(self) -> float:
-        """The ``steep`` suggestion."""
-        return self.suggestions["steep"]
+    def steep(self) -> float | None:
+        """The ``steep`` suggestion; ``None`` on a flat curve."""
+        return self.suggestions.get("steep")
 
     @property
-    def minimum(self) -> float:
-        """The ``minimum`` suggestion (lowest-loss LR / 10)."""
-        return self.suggestions["minimum"]
+    def minimum(self) -> float | None:
+        """The ``minimum`` suggestion (lowest-loss LR / 10); ``None`` on a flat curve."""
+        return self.suggestions.get("minimum")
 
     def plot(self, skip_end: int = 5) -> Any:
         """Loss against LR on a log x-axis with the suggestions marked."""
@@ -183,7 +258,15 @@ def lr_find(
             extra_cbs=[finder],
             validate=False,
         )
+    except TrainingDivergedError:  # a non-finite loss or weight ends the test
+        finder.diverged = True
     finally:
         learn._restore(snap)
     lrs, losses = np.array(finder.lrs), np.array(finder.losses)
-    return LRFinderResult(lrs, losses, suggest(lrs, losses, num_it), finder.diverged)
+    return LRFinderResult(
+        lrs,
+        losses,
+        suggest(lrs, losses, num_it),
+        finder.diverged,
+        explain(lrs, losses, num_it),
+    )
