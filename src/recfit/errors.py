@@ -135,7 +135,7 @@ class BundleError(RecfitError):
     """A saved model bundle is damaged, incomplete or from an incompatible version."""
 
 
-class CheckpointError(RecfitError):
+class CheckpointError(BundleError):
     """A training checkpoint is corrupted, inconsistent with its run, or unreadable."""
 
 

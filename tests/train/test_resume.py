@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from recfit.cli import app
 from recfit.data import Interactions
-from recfit.errors import BundleError, ConfigError
+from recfit.errors import BundleError, CheckpointError, ConfigError, TrainingDivergedError
 from recfit.models import DotBias, EmbeddingNN
 from recfit.train import checkpoint as ckpt
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
@@ -141,7 +141,7 @@ def test_read_checkpoint_errors(tmp_path: Path) -> None:
     tensors, meta = ckpt.capture(learn, epoch_end=True)
     meta["version"] = 99
     ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, tensors, meta)
-    with pytest.raises(BundleError, match=r"version 1, received 'recfit\.checkpoint' version 99"):
+    with pytest.raises(BundleError, match=r"version 2, received 'recfit\.checkpoint' version 99"):
         read_checkpoint(tmp_path)
 
 
@@ -315,3 +315,103 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert json.loads((run / "metrics.json").read_text())["mse"] > 0
     assert len(pd.read_csv(run / "history.csv")) == 2
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+def _crashed_run(tmp_path: Path) -> Path:
+    train, valid = _data()
+    crashed = _learner(
+        "dot", "adam", train, valid, [TrainCheckpoint(tmp_path, every=5), _Crash(35)]
+    )
+    with pytest.raises(RuntimeError):
+        crashed.fit_one_cycle(2, 1e-2)
+    return tmp_path / ckpt.CHECKPOINT_FILE
+
+
+def _tensor_span(path: Path, name: str) -> tuple[int, int]:
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    lo, hi = header[name]["data_offsets"]
+    return 8 + n + lo, 8 + n + hi
+
+
+def test_flipped_bits_in_a_tensor_are_caught(tmp_path: Path) -> None:
+    path = _crashed_run(tmp_path)
+    read_checkpoint(tmp_path)  # the intact file reads
+    lo, hi = _tensor_span(path, "model.user_factors")
+    raw = bytearray(path.read_bytes())
+    raw[(lo + hi) // 2] ^= 0x40  # one bit of one float: finite, plausible, wrong
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256"):
+        read_checkpoint(tmp_path)
+
+
+def test_edited_metadata_is_caught(tmp_path: Path) -> None:
+    path = _crashed_run(tmp_path)
+    raw = path.read_bytes()
+    edited = raw.replace(b'\\"epoch\\": 1,', b'\\"epoch\\": 9,', 1)
+    assert edited != raw
+    path.write_bytes(edited)
+    with pytest.raises(CheckpointError, match="sha256"):
+        read_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"epoch": 99}, "epoch in"),
+        ({"batches_done": -1}, "batches_done"),
+        ({"train_iter": 10**6}, "train_iter"),
+        ({"epoch": "1"}, "integers"),
+    ],
+)
+def test_inconsistent_positions_are_refused_even_when_rehashed(
+    tmp_path: Path, change: dict[str, Any], match: str
+) -> None:
+    """A checkpoint written with a valid checksum but an impossible position (epoch 99
+    used to skip training and exit 0)."""
+    state = read_checkpoint(_crashed_run(tmp_path))
+    state.meta["position"].update(change)
+    ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, state.tensors, state.meta)
+    with pytest.raises(CheckpointError, match=match):
+        read_checkpoint(tmp_path)
+
+
+def test_nan_tensor_is_refused_even_when_rehashed(tmp_path: Path) -> None:
+    state = read_checkpoint(_crashed_run(tmp_path))
+    state.tensors["model.user_factors"][0, 0] = float("nan")
+    ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, state.tensors, state.meta)
+    with pytest.raises(CheckpointError, match="finite values in tensor 'model.user_factors'"):
+        read_checkpoint(tmp_path)
+
+
+def test_no_checkpoint_is_written_from_nan_weights(tmp_path: Path) -> None:
+    train, valid = _data()
+    cb = TrainCheckpoint(tmp_path)
+    learn = _learner("dot", "adam", train, valid, [cb]).fit(1, 1e-2)
+    before = (tmp_path / ckpt.CHECKPOINT_FILE).read_bytes()
+    with torch.no_grad():
+        learn.model.user_factors[1, 2] = float("inf")  # type: ignore[index]
+    with pytest.raises(TrainingDivergedError, match="user_factors"):
+        cb.save(epoch_end=True)
+    assert (tmp_path / ckpt.CHECKPOINT_FILE).read_bytes() == before
+
+
+def test_cli_resume_of_a_damaged_checkpoint_fails(tmp_path: Path) -> None:
+    csv = _ratings_csv(tmp_path / "r.csv", n=3000)
+    run = tmp_path / "run"
+    res = runner.invoke(
+        app, ["train", "-d", str(csv), "--epochs", "1", "--bs", "64", "--n-factors", "4",
+              "--device", "cpu", "-q", "--out", str(run)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    path = run / ckpt.CHECKPOINT_FILE
+    if not path.exists():
+        pytest.skip("this run layout keeps no checkpoint after a finished run")
+    lo, hi = _tensor_span(path, "model.user_factors")
+    raw = bytearray(path.read_bytes())
+    raw[lo + 5] ^= 0x08
+    path.write_bytes(bytes(raw))
+    res = runner.invoke(app, ["train", "--resume", str(run), "-q"])
+    assert res.exit_code != 0

@@ -21,7 +21,15 @@ and the file's metadata key ``recfit.checkpoint`` holds JSON with the format ver
 the run's :class:`~recfit.config.TrainConfig`, the position (epoch, batches done in it,
 global step = scheduler position, epochs and steps of the fit), the epoch's running
 loss sums, the history so far, the optimiser's non-tensor state, callback state and a
-fingerprint of the training data.
+fingerprint of the training data. The metadata key ``recfit.sha256`` is the SHA-256 of
+that JSON and of every tensor (name, dtype, shape and bytes, in name order).
+
+Reading a checkpoint checks it before anything is restored, and any failure is a
+:class:`~recfit.errors.CheckpointError`: the checksum must match (a flipped bit anywhere
+is caught), every floating-point tensor must be finite, and the position must be
+consistent (``0 <= epoch <= n_epochs``, ``0 <= batches_done <= steps_per_epoch``, the
+global step at most ``epoch × steps_per_epoch + batches_done``, finite loss sums). A checkpoint is never written from weights
+that are not finite (:class:`~recfit.errors.TrainingDivergedError` instead).
 
 ``recfit train --resume RUN`` rebuilds the Learner from the stored config (same data,
 same split, same seed), and :meth:`ResumeState.apply` puts every piece of state back
@@ -47,7 +55,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import signal
 import sys
 import threading
@@ -64,7 +74,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from recfit.errors import BundleError, ConfigError, TrainingInterrupted
+from recfit.errors import BundleError, CheckpointError, ConfigError, TrainingInterrupted
 from recfit.train.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -79,6 +89,7 @@ __all__ = [
     "TrainCheckpoint",
     "TrainingInterrupted",
     "capture",
+    "checksum",
     "read_checkpoint",
     "resume_config",
     "setup_run",
@@ -87,8 +98,34 @@ __all__ = [
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 """The checkpoint's file name inside a run directory."""
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 _META_KEY = "recfit.checkpoint"
+_SHA_KEY = "recfit.sha256"
+
+
+def _tensor_bytes(t: Tensor) -> bytes:
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return b""
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    return bytes(flat.view(torch.uint8).numpy().tobytes())
+
+
+def checksum(text: str, tensors: dict[str, Tensor]) -> str:
+    """SHA-256 of a checkpoint's metadata JSON and its tensors (name, dtype, shape, bytes).
+
+    Example:
+        >>> a = checksum("{}", {"x": torch.zeros(2)})
+        >>> a == checksum("{}", {"x": torch.zeros(2)}), a == checksum("{}", {"x": torch.ones(2)})
+        (True, False)
+    """
+    h = hashlib.sha256(text.encode("utf-8"))
+    for k in sorted(tensors):
+        t = tensors[k]
+        h.update(f"\0{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ tree <-> (json, tensors)
@@ -270,7 +307,8 @@ def write_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[st
 
     path = Path(path)
     text = json.dumps(meta, allow_nan=True, default=float)
-    atomic_write(path, st_save(tensors, metadata={_META_KEY: text}))
+    digest = checksum(text, tensors)
+    atomic_write(path, st_save(tensors, metadata={_META_KEY: text, _SHA_KEY: digest}))
     return path
 
 
@@ -319,7 +357,13 @@ class ResumeState:
             )
         t = self.tensors
         state = {k[len("model.") :]: v for k, v in t.items() if k.startswith("model.")}
-        learn.model.load_state_dict(state)
+        try:
+            learn.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"expected model tensors matching {type(learn.model).__name__}, received "
+                f"others in {str(self.path)!r}: {exc}"
+            ) from exc
         opt = self.meta["optimizer"]
         if opt["state"] is not None and learn.opt is not None:
             if opt["type"] != type(learn.opt).__name__:
@@ -351,13 +395,14 @@ def read_checkpoint(run: str | Path) -> ResumeState:
     """Read ``RUN/checkpoint.safetensors`` (or a checkpoint file given directly).
 
     Raises:
-        BundleError: no checkpoint, a damaged one, or one of another format version.
+        CheckpointError: no checkpoint, a damaged one (checksum, non-finite tensor,
+            inconsistent position), or one of another format version.
     """
     p = Path(run)
     if p.is_dir():
         p = p / CHECKPOINT_FILE
     if not p.exists():
-        raise BundleError(
+        raise CheckpointError(
             f"expected a checkpoint at {str(p)!r}, received no such file (the run stopped "
             "before its first checkpoint, or was not written with --out)"
         )
@@ -367,17 +412,96 @@ def read_checkpoint(run: str | Path) -> ResumeState:
             meta_all = f.metadata() or {}
             for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
                 tensors[k] = f.get_tensor(k)
-        meta = json.loads(meta_all[_META_KEY])
+        text = meta_all[_META_KEY]
+        meta = json.loads(text)
     except Exception as exc:  # safetensors raises its own SafetensorError too
-        raise BundleError(
+        raise CheckpointError(
             f"expected a readable recfit checkpoint, received {str(p)!r}: {exc}"
         ) from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"expected checkpoint metadata as a JSON object, received {type(meta).__name__} "
+            f"in {str(p)!r}"
+        )
     if meta.get("format") != "recfit.checkpoint" or meta.get("version") != CHECKPOINT_VERSION:
-        raise BundleError(
+        raise CheckpointError(
             f"expected checkpoint format version {CHECKPOINT_VERSION}, received "
             f"{meta.get('format')!r} version {meta.get('version')!r} in {str(p)!r}"
         )
+    stored = meta_all.get(_SHA_KEY)
+    actual = checksum(text, tensors)
+    if stored != actual:
+        raise CheckpointError(
+            f"expected the checkpoint's sha256 {stored!r}, received {actual!r} for the "
+            f"contents of {str(p)!r} (the file was changed or damaged after it was written)"
+        )
+    _validate(meta, tensors, p)
     return ResumeState(tensors, meta, p)
+
+
+def _validate(meta: dict[str, Any], tensors: dict[str, Tensor], p: Path) -> None:
+    """Finite tensors and a consistent position (see the module docs)."""
+    where = f"in {str(p)!r}"
+    for k, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"expected finite values in tensor {k!r}, received NaN or inf {where}"
+            )
+    if not any(k.startswith("model.") for k in tensors):
+        raise CheckpointError(f"expected model tensors (model.*), received none {where}")
+    pos = meta.get("position")
+    names = ("epoch", "batches_done", "train_iter", "n_epochs", "steps_per_epoch", "world")
+    if not isinstance(pos, dict) or not all(
+        isinstance(pos.get(n), int) and not isinstance(pos.get(n), bool) for n in names
+    ):
+        raise CheckpointError(
+            f"expected position fields {list(names)} as integers, received {pos!r} {where}"
+        )
+    ep, done, it = pos["epoch"], pos["batches_done"], pos["train_iter"]
+    n_ep, steps = pos["n_epochs"], pos["steps_per_epoch"]
+    if n_ep < 0 or steps < 1 or pos["world"] < 1:
+        raise CheckpointError(
+            f"expected n_epochs >= 0, steps_per_epoch >= 1 and world >= 1, received {pos!r} {where}"
+        )
+    if not 0 <= ep <= n_ep:
+        raise CheckpointError(f"expected epoch in [0, {n_ep}], received {ep} {where}")
+    if not 0 <= done <= steps or (done and ep >= n_ep):
+        raise CheckpointError(
+            f"expected batches_done in [0, {steps}] inside an epoch, received {done} at "
+            f"epoch {ep} {where}"
+        )
+    expected = ep * steps + done  # fewer when a callback cancelled batches or epochs
+    if not 0 <= it <= expected:
+        raise CheckpointError(
+            f"expected train_iter in [0, {expected}] (epoch {ep} × {steps} steps + {done}), "
+            f"received {it} {where}"
+        )
+    acc = meta.get("acc")
+    if not (
+        isinstance(acc, list)
+        and len(acc) == 3
+        and all(isinstance(a, int | float) and math.isfinite(a) for a in acc)
+        and acc[0] >= 0
+    ):
+        raise CheckpointError(f"expected three finite loss sums in acc, received {acc!r} {where}")
+    for name in ("lr", "mom"):
+        v = meta.get(name)
+        if not (isinstance(v, int | float) and math.isfinite(v)):
+            raise CheckpointError(f"expected a finite {name}, received {v!r} {where}")
+    hist = meta.get("history")
+    if not isinstance(hist, list) or not all(isinstance(r, dict) for r in hist):
+        raise CheckpointError(
+            f"expected the history as a list of records, received {type(hist).__name__} {where}"
+        )
+    if not isinstance(meta.get("optimizer"), dict) or not isinstance(meta.get("callbacks"), dict):
+        raise CheckpointError(f"expected optimizer and callbacks state objects {where}")
+    if not (isinstance(meta.get("numpy_rng"), list) and len(meta["numpy_rng"]) == 4):
+        raise CheckpointError(
+            f"expected numpy_rng as 4 values, received {meta.get('numpy_rng')!r} {where}"
+        )
+    for k in ("rng.batch_order", "rng.torch", "rng.numpy"):
+        if k not in tensors:
+            raise CheckpointError(f"expected the tensor {k!r}, received none {where}")
 
 
 def resume_config(run: str | Path) -> TrainConfig:
@@ -439,7 +563,12 @@ class TrainCheckpoint(Callback):
         return self.dir / CHECKPOINT_FILE
 
     def save(self, *, epoch_end: bool, complete: bool = False) -> Path | None:
-        """Capture and (if this process writes) write the state now."""
+        """Capture and (if this process writes) write the state now.
+
+        Raises:
+            TrainingDivergedError: a weight is not finite (nothing is written).
+        """
+        self.learn._check_weights()  # identical on every rank: never save NaN weights
         tensors, meta = capture(
             self.learn, epoch_end=epoch_end, config=self.config, complete=complete
         )
