@@ -231,3 +231,15 @@ def test_count_overlap_ignores_weight_zero_rows() -> None:
     rows = Interactions.from_arrays([0, 0, 1, 1], [0, 1, 0, 1], [1.0, 2.0, 3.0, 4.0],
                                     weight=[1.0, 0.0, 1.0, 2.0])  # fmt: skip
     assert count_overlap(seen, rows) == 2
+
+
+def test_out_may_be_the_current_folder(
+    tmp_path: Path, csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    train_run(_cfg(csv), ".", progress=False)
+    monkeypatch.chdir(here)  # the folder this process was in was swapped for the run
+    train_run(_cfg(csv, seed=2), ".", progress=False, force=True)
+    assert set(_seeds(tmp_path / "here").values()) == {2}

@@ -286,12 +286,15 @@ def train_run(
     if not writer:
         has_ckpt = resume and out is not None and (Path(out) / CHECKPOINT_FILE).exists()
         return _train(cfg, out, data, progress, callbacks, on_split, has_ckpt, writer=False)
-    out = Path(out)  # type: ignore[arg-type]
+    given = Path(out)  # type: ignore[arg-type]
+    out = Path(os.path.abspath(given))  # stays valid when the folder is swapped ("." too)
     with run_lock(out):
         has_ckpt = _prepare_run_dir(out, force=force, resume=resume)
         if not (out / CONFIG_FILE).exists() or not resume:
             atomic_write(out / CONFIG_FILE, _config_json(cfg))
-        return _train(cfg, out, data, progress, callbacks, on_split, has_ckpt, writer=True)
+        result = _train(cfg, out, data, progress, callbacks, on_split, has_ckpt, writer=True)
+    result.out = given
+    return result
 
 
 def _train(
@@ -561,6 +564,7 @@ def _prepare_run_dir(out: Path, *, force: bool, resume: bool) -> bool:
 
 def _discard(out: Path) -> None:
     """Move ``out`` aside in one rename, then delete it."""
+    out = Path(os.path.abspath(out))
     trash = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
     os.rmdir(trash)
     os.rename(out, trash)
@@ -572,6 +576,7 @@ def _publish_run(result: RunResult, out: Path) -> Path:
     (the checkpoint moves along); the unfinished contents are then deleted."""
     from recfit.recommender.bundle import _exchange, _fsync_dir
 
+    given, out = out, Path(os.path.abspath(out))  # "." cannot be renamed, its full path can
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
@@ -599,7 +604,7 @@ def _publish_run(result: RunResult, out: Path) -> Path:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return out
+    return given
 
 
 # ------------------------------------------------------------------ evaluation
@@ -797,10 +802,11 @@ def write_run(result: RunResult, out: str | Path, *, force: bool = False) -> Pat
     Raises:
         RunDirectoryError: ``out`` is locked, holds a run (without ``force``) or other files.
     """
-    out = Path(out)
-    with run_lock(out):
-        _prepare_run_dir(out, force=force, resume=False)
-        return _publish_run(result, out)
+    given, path = Path(out), Path(os.path.abspath(out))
+    with run_lock(path):
+        _prepare_run_dir(path, force=force, resume=False)
+        _publish_run(result, path)
+    return given
 
 
 def _write_files(result: RunResult, out: Path) -> None:
