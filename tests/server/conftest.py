@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,17 +20,18 @@ from recfit.data.synthetic import synthetic
 from recfit.recommender import Recommender
 from recfit.report import build_report
 from recfit.runs import train_run
-from recfit.server import create_app
+from recfit.server import create_app, serve_config
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` under uvicorn on 127.0.0.1 (an ephemeral port) in a thread; yield its URL."""
+def serve_in_thread(app: FastAPI, **limits: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn on 127.0.0.1 (an ephemeral port) in a thread, with
+    recfit's connection limits (``serve_config``; ``limits`` override them); yield its URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(serve_config(app, port=port, log_level="warning", **limits))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -76,3 +78,9 @@ def synth_rec() -> Recommender:
     data = synthetic(4000, 80, 60, with_features=True, seed=3)
     cfg = TrainConfig(model="dot", epochs=3, n_factors=8, bs=128, lr=1e-2, seed=0)
     return Recommender.from_run(train_run(cfg, data=data, progress=False))
+
+
+@pytest.fixture(scope="session")
+def serve() -> Any:
+    """:func:`serve_in_thread`, for tests that start their own server."""
+    return serve_in_thread

@@ -136,7 +136,7 @@ def test_report_page_docs(http: httpx.Client) -> None:
     assert "<h2>Metrics</h2>" in rep.text and "data:image/png;base64," in rep.text
     page = http.get("/")
     assert page.status_code == 200 and 'id="search"' in page.text
-    assert http.get("/docs").status_code == 200
+    assert http.get("/docs").status_code == 404
     assert "/recommend" in http.get("/openapi.json").json()["paths"]
 
 

@@ -54,14 +54,36 @@ def serve(
     workers: Annotated[
         int, typer.Option("--workers", help="Server processes (each loads the model).")
     ] = 1,
+    header_timeout: Annotated[
+        float,
+        typer.Option("--header-timeout", help="Seconds for a request's headers; then closed."),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Seconds for a request's body; then 408.")
+    ] = 15.0,
+    keep_alive: Annotated[
+        int, typer.Option("--keep-alive", help="Seconds an idle keep-alive connection stays.")
+    ] = 5,
+    work_threads: Annotated[
+        int, typer.Option("--work-threads", help="Threads for the heavy endpoints.")
+    ] = 2,
+    work_queue: Annotated[
+        int, typer.Option("--work-queue", help="Heavy requests that may wait; more get 429.")
+    ] = 16,
+    request_budget: Annotated[
+        float,
+        typer.Option("--request-budget", help="Seconds a heavy request may take; then 503."),
+    ] = 10.0,
 ) -> None:
-    """Serve a run over HTTP: JSON API (docs at /docs), web page at /, report at /report."""
+    """Serve a run over HTTP: JSON API (schema at /openapi.json), web page at /, report at
+    /report."""
     import torch
     import uvicorn
 
     from recfit.errors import ConfigError
     from recfit.recommender import Recommender
     from recfit.server import create_app
+    from recfit.server.transport import GuardedH11Protocol, serve_config
 
     with errors():
         if not 0 <= port <= 65535:
@@ -72,24 +94,56 @@ def serve(
             raise ConfigError(f"expected --workers >= 1, received {workers}")
         if max_body_kb < 1:
             raise ConfigError(f"expected --max-body-kb >= 1, received {max_body_kb}")
+        for flag, value in (
+            ("--header-timeout", header_timeout),
+            ("--body-timeout", body_timeout),
+            ("--keep-alive", keep_alive),
+            ("--work-threads", work_threads),
+            ("--request-budget", request_budget),
+        ):
+            if not value > 0:
+                raise ConfigError(f"expected {flag} > 0, received {value}")
+        if work_queue < 0:
+            raise ConfigError(f"expected --work-queue >= 0, received {work_queue}")
         torch.set_num_threads(torch_threads)
         rec = Recommender.load(run)
         report_path = _report_for(run, build_report) if run.is_dir() else None
-        app = create_app(rec, report_path=report_path, max_body_bytes=max_body_kb * 1024)
+        app = create_app(
+            rec,
+            report_path=report_path,
+            max_body_bytes=max_body_kb * 1024,
+            body_timeout_s=body_timeout,
+            work_threads=work_threads,
+            work_queue=work_queue,
+            request_budget_s=request_budget,
+        )
         shown = "localhost" if host in ("127.0.0.1", "::1") else host
         _console.print(
             f"serving [bold]{rec.family}[/bold] ({rec.n_users:,} users, {rec.n_items:,} items) "
-            f"on http://{shown}:{port}/ (API docs /docs"
+            f"on http://{shown}:{port}/ (API schema /openapi.json"
             f"{', report /report' if report_path else ''}); Ctrl+C stops"
         )
         if workers == 1:
-            uvicorn.run(app, host=host, port=port, log_level=log_level)
+            config = serve_config(
+                app,
+                host=host,
+                port=port,
+                header_timeout_s=header_timeout,
+                keep_alive_s=keep_alive,
+                log_level=log_level,
+            )
+            uvicorn.Server(config).run()
             return
         # several processes: each rebuilds the app from the environment
         os.environ["RECFIT_SERVE_RUN"] = str(run.resolve())
         os.environ["RECFIT_SERVE_REPORT"] = "" if report_path is None else str(report_path)
         os.environ["RECFIT_SERVE_MAX_BODY"] = str(max_body_kb * 1024)
         os.environ["RECFIT_SERVE_TORCH_THREADS"] = str(torch_threads)
+        os.environ["RECFIT_SERVE_HEADER_TIMEOUT"] = str(header_timeout)
+        os.environ["RECFIT_SERVE_BODY_TIMEOUT"] = str(body_timeout)
+        os.environ["RECFIT_SERVE_WORK_THREADS"] = str(work_threads)
+        os.environ["RECFIT_SERVE_WORK_QUEUE"] = str(work_queue)
+        os.environ["RECFIT_SERVE_REQUEST_BUDGET"] = str(request_budget)
         del app, rec
         uvicorn.run(
             "recfit.server.app:app_from_env",
@@ -98,6 +152,9 @@ def serve(
             port=port,
             workers=workers,
             log_level=log_level,
+            http=GuardedH11Protocol,
+            ws="none",
+            timeout_keep_alive=keep_alive,
         )
 
 

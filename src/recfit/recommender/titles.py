@@ -2,7 +2,11 @@
 
 Titles are compared after normalisation: case folded, punctuation dropped, and
 MovieLens' trailing articles moved to the front (``"Godfather, The (1972)"`` matches
-``"the godfather"``). A query that is a known item id resolves to that item first.
+``"the godfather"``). A query that is a known item id resolves to that item first; ids
+match exactly (see :meth:`~recfit.data.Vocabulary.index`: ``"050"`` or ``50.0`` is not
+item 50). Exact and normalised titles are dictionary lookups; close matches are ranked by
+difflib only over the few items that share the most character trigrams with the query
+(an index built once), so one lookup costs about the same on ml-100k and ml-25m.
 
 Example:
     >>> from recfit.data import Vocabulary
@@ -35,6 +39,15 @@ _ARTICLE = re.compile(
 _YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 _PUNCT = re.compile(r"[^\w\s]+")
 _SPACE = re.compile(r"\s+")
+#: Most items that difflib compares with one query (the best by shared trigrams).
+FUZZY_CANDIDATES = 200
+#: Longest normalised query compared by difflib (characters); the rest is ignored there.
+MAX_TITLE_QUERY = 500
+
+
+def _trigrams(text: str) -> set[str]:
+    padded = f"  {text} "
+    return {padded[i : i + 3] for i in range(len(padded) - 2)}
 
 
 def normalise_title(title: str) -> str:
@@ -72,6 +85,8 @@ class TitleIndex:
         self._fold: dict[str, list[int]] = {}
         self._norm: list[str] = []
         self._bare: list[str] = []
+        self._normal: dict[str, list[int]] = {}  # normalised title, with or without year
+        grams: dict[str, list[int]] = {}
         for i, t in enumerate(self.titles):
             if t is None:
                 self._norm.append("")
@@ -80,17 +95,45 @@ class TitleIndex:
             self._exact.setdefault(t, []).append(i)
             self._fold.setdefault(t.strip().casefold(), []).append(i)
             norm = normalise_title(t)
+            bare = normalise_title(_YEAR.sub("", t))
             self._norm.append(norm)
-            self._bare.append(normalise_title(_YEAR.sub("", t)))
+            self._bare.append(bare)
+            for key in {norm, bare} - {""}:
+                self._normal.setdefault(key, []).append(i)
+            for g in _trigrams(bare):
+                grams.setdefault(g, []).append(i)
+        self._grams = {g: np.asarray(v, dtype=np.int64) for g, v in grams.items()}
+
+    def _fuzzy_candidates(self, q: str) -> list[int]:
+        """Up to :data:`FUZZY_CANDIDATES` item indices sharing the most trigrams with ``q``
+        (in item order)."""
+        posts = [self._grams[g] for g in _trigrams(q) if g in self._grams]
+        if not posts:
+            return []
+        counts = np.bincount(np.concatenate(posts), minlength=len(self.titles))
+        hit = np.flatnonzero(counts)
+        if len(hit) > FUZZY_CANDIDATES:
+            order = np.argsort(-counts[hit], kind="stable")[:FUZZY_CANDIDATES]
+            hit = np.sort(hit[order])
+        return [int(i) for i in hit]
 
     def _match(self, i: int, score: float, how: Any) -> ItemMatch:
         return ItemMatch(jsonable_id(self.items.id([i])[0]), self.titles[i], score, how)
 
     def _known_id(self, query: Any) -> int | None:
-        if isinstance(query, bool):
+        if isinstance(query, bool | np.bool_):
             return None
         idx = self.items.index([query], unknown="sentinel")
         return int(idx[0]) if idx[0] >= 0 else None
+
+    @staticmethod
+    def _text(query: Any) -> str | None:
+        """The title text of a query: strings and integers only (never a bool or float)."""
+        if isinstance(query, str):
+            return query
+        if isinstance(query, int | np.integer) and not isinstance(query, bool | np.bool_):
+            return str(int(query))
+        return None
 
     def find(self, query: Any, n: int = 10) -> list[ItemMatch]:
         """Up to ``n`` items matching ``query`` (an id or a title), best first.
@@ -100,6 +143,8 @@ class TitleIndex:
         starting with the query 0.9, containing it 0.8, and anything else the difflib
         similarity of the normalised titles times 0.75, blended with the share of query
         words found (only matches scoring at least 0.3 are kept). Ties keep item order.
+        The difflib step runs only over the :data:`FUZZY_CANDIDATES` items that share the
+        most character trigrams with the query.
         """
         out: dict[int, ItemMatch] = {}
 
@@ -110,50 +155,65 @@ class TitleIndex:
         known = self._known_id(query)
         if known is not None:
             put(known, 1.0, "id")
-        text = str(query)
+        text = self._text(query)
+        if text is None:
+            return [m for _, m in sorted(out.items())][: max(0, n)]
         for i in self._exact.get(text, []):
             put(i, 1.0, "exact")
         for i in self._fold.get(text.strip().casefold(), []):
             put(i, 0.99, "casefold")
         q = normalise_title(text)
         if q:
-            q_words = set(q.split())
-            matcher = difflib.SequenceMatcher(autojunk=False)
-            matcher.set_seq2(q)
+            for i in self._normal.get(q, []):
+                put(i, 0.97, "casefold")
+            spaced = f" {q}"
             for i, (norm, bare) in enumerate(zip(self._norm, self._bare, strict=True)):
                 if not norm or i in out:
                     continue
-                if q in (norm, bare):
-                    put(i, 0.97, "casefold")
-                elif norm.startswith(q) or bare.startswith(q):
+                if norm.startswith(q) or bare.startswith(q):
                     put(i, 0.9, "prefix")
-                elif f" {q}" in f" {norm}":
+                elif spaced in f" {norm}":
                     put(i, 0.8, "substring")
-                else:
-                    words = set(norm.split())
-                    share = len(q_words & words) / len(q_words)
-                    matcher.set_seq1(bare)
-                    if share == 0 and matcher.real_quick_ratio() < 0.5:
-                        continue
-                    ratio = matcher.ratio() if matcher.quick_ratio() >= 0.4 else 0.0
-                    score = 0.75 * max(ratio, 0.5 * ratio + 0.5 * share)
-                    if score >= 0.3:
-                        put(i, score, "fuzzy")
+            q = q[:MAX_TITLE_QUERY]
+            q_words = set(q.split())
+            matcher = difflib.SequenceMatcher(autojunk=False)
+            matcher.set_seq2(q)
+            for i in self._fuzzy_candidates(q):
+                if i in out:
+                    continue
+                bare = self._bare[i]
+                share = len(q_words & set(self._norm[i].split())) / len(q_words)
+                matcher.set_seq1(bare)
+                if share == 0 and matcher.real_quick_ratio() < 0.5:
+                    continue
+                ratio = matcher.ratio() if matcher.quick_ratio() >= 0.4 else 0.0
+                score = 0.75 * max(ratio, 0.5 * ratio + 0.5 * share)
+                if score >= 0.3:
+                    put(i, score, "fuzzy")
         ranked = sorted(out.items(), key=lambda kv: (-kv[1].score, kv[0]))
         return [m for _, m in ranked[: max(0, n)]]
 
-    def resolve(self, query: Any) -> int:
+    def resolve(self, query: Any, *, hint: bool = True) -> int:
         """The item index of ``query``: a known id, else a unique exact title, else a unique
-        case-insensitive (or normalised) title.
+        case-insensitive (or normalised) title. Every step is a dictionary lookup; only
+        the error's hint (``hint=True``) ranks close matches with :meth:`find`.
 
         Raises:
             ItemNotFoundError: nothing matches, or several items do; the message and
-                ``matches`` list the closest items.
+                ``matches`` list the closest items (none when ``hint`` is off).
         """
         known = self._known_id(query)
         if known is not None:
             return known
-        text = str(query)
+        text = self._text(query)
+        if text is None:
+            raise ItemNotFoundError(
+                f"expected a known item id (an integer or a string) or title, received "
+                f"{type(query).__name__} {query!r}",
+                query=repr(query),
+                matches=[],
+                ambiguous=False,
+            )
         for how, table, key in (
             ("exact", self._exact, text),
             ("casefold", self._fold, text.strip().casefold()),
@@ -171,11 +231,7 @@ class TitleIndex:
                     ambiguous=True,
                 )
         q = normalise_title(text)
-        hits = [
-            i
-            for i, (a, b) in enumerate(zip(self._norm, self._bare, strict=True))
-            if q and q in (a, b)
-        ]
+        hits = self._normal.get(q, []) if q else []
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
@@ -187,10 +243,10 @@ class TitleIndex:
                 matches=matches,
                 ambiguous=True,
             )
-        close = self.find(text, n=5)
-        hint = f"; closest: {_describe(close)}" if close else ""
+        close = self.find(text, n=5) if hint else []
+        shown = f"; closest: {_describe(close)}" if close else ""
         raise ItemNotFoundError(
-            f"expected a known item id or title, received {text!r}{hint}",
+            f"expected a known item id or title, received {text!r}{shown}",
             query=text,
             matches=close,
             ambiguous=False,

@@ -1,6 +1,6 @@
 """The HTTP API and web page over a :class:`~recfit.recommender.Recommender` (FastAPI).
 
-Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
+Endpoints (the OpenAPI schema at ``/openapi.json``; no Swagger page, which would need a CDN):
 
 ==========================  ================================================================
 ``GET /health``             the service is up; model family, sizes, capabilities
@@ -15,11 +15,19 @@ Endpoints (OpenAPI docs at ``/docs``, schema at ``/openapi.json``):
 ==========================  ================================================================
 
 Every error is JSON ``{"error": ..., "detail": ...}`` with a 4xx status: an unknown id
-or title 404 (an ambiguous title 409, with the candidates in ``detail``), a bad value 422,
-a malformed body 422, a request body over ``max_body_bytes`` 413. Endpoints are plain
-``def`` functions, so inference runs in the thread pool and never blocks the event loop;
-the ``serve`` command limits torch to a few threads so concurrent requests do not
-oversubscribe the CPU.
+or title 404 (an ambiguous title 409, with the candidates in ``detail``), a bad value or a
+malformed body 422 (JSON nested too deeply included), a request body over
+``max_body_bytes`` 413, a body not received within ``body_timeout_s`` 408. Ids match
+exactly: JSON ids are integers or strings (``true`` or ``50.0`` is a 422), and ``"050"``
+is not item 50 (see :meth:`~recfit.data.Vocabulary.index`).
+
+Work is bounded per request: the heavy endpoints (``POST /predict``, ``POST /recommend``,
+``GET /similar``, ``GET /items``) run in a pool of ``work_threads`` threads; at most
+``work_queue`` more wait, later ones get 429 (with ``Retry-After``) before their body is
+parsed, and a request that has not finished within ``request_budget_s`` gets 503. Cheap
+endpoints (``/health``, a cached ``GET /recommend``) answer on the event loop and are
+never queued behind heavy work. :func:`serve_config` adds the connection timeouts
+(request headers, idle keep-alive) for uvicorn.
 
 Example:
     >>> from fastapi.testclient import TestClient
@@ -36,23 +44,30 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import math
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recfit.errors import ConfigError, DataError, RecfitError, UnknownIdError
 from recfit.recommender import ItemNotFoundError, Recommender
-from recfit.recommender.results import Recommendation
+from recfit.recommender.results import Recommendation, jsonable_id
 from recfit.server.schemas import (
     MAX_N,
     MAX_QUERY_CHARS,
@@ -69,12 +84,38 @@ from recfit.server.schemas import (
     SimilarResponse,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "STATIC_DIR", "BodySizeLimit", "app_from_env", "create_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_REQUEST_BUDGET_S",
+    "DEFAULT_WORK_QUEUE",
+    "DEFAULT_WORK_THREADS",
+    "HEAVY_ROUTES",
+    "STATIC_DIR",
+    "Admission",
+    "BodySizeLimit",
+    "BodyTimeout",
+    "WorkPool",
+    "app_from_env",
+    "create_app",
+]
 
 log = logging.getLogger("recfit.server")
 
 #: Largest accepted request body (bytes): room for MAX_PAIRS pairs with long titles.
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
+#: Seconds a client has to send a whole request body once its headers are in.
+DEFAULT_BODY_TIMEOUT_S = 15.0
+#: Threads that run the heavy endpoints.
+DEFAULT_WORK_THREADS = 2
+#: Heavy requests that may wait for a thread; more get 429.
+DEFAULT_WORK_QUEUE = 16
+#: Seconds a heavy request may take, waiting included, before it gets 503.
+DEFAULT_REQUEST_BUDGET_S = 10.0
+#: The (method, path) pairs that run in the work pool.
+HEAVY_ROUTES = frozenset(
+    {("POST", "/predict"), ("POST", "/recommend"), ("GET", "/similar"), ("GET", "/items")}
+)
 #: The web page's files.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -85,14 +126,53 @@ _PAGE_CSP = (
 )
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Unknown id or title."},
+    408: {"model": ErrorResponse, "description": "Request body not received in time."},
     409: {"model": ErrorResponse, "description": "A title matches several items."},
     413: {"model": ErrorResponse, "description": "Request body too large."},
     422: {"model": ErrorResponse, "description": "Invalid parameters or body."},
+    429: {"model": ErrorResponse, "description": "Too many heavy requests; retry later."},
+    503: {"model": ErrorResponse, "description": "The request ran past its time budget."},
 }
+_T = TypeVar("_T")
 
 
-def _error(status: int, error: str, detail: Any = None) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+def _dumps(content: Any) -> bytes:
+    """JSON bytes that are always valid UTF-8 (lone surrogates escaped, never a crash)."""
+    return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSON response rendered with ASCII escapes (any Python string can be sent)."""
+
+    def render(self, content: Any) -> bytes:
+        return _dumps(content)
+
+
+def _model_response(model: BaseModel) -> Response:
+    """A response model as JSON bytes, built where the work ran (not on the event loop)."""
+    try:
+        body = model.model_dump_json().encode()
+    except (ValueError, UnicodeError):  # e.g. a lone surrogate in a bundle's title
+        body = _dumps(model.model_dump(mode="json"))
+    return Response(body, media_type="application/json")
+
+
+def _error(status: int, error: str, detail: Any = None, **headers: str) -> Response:
+    return SafeJSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+async def _send_error(send: Send, status: int, error: str, detail: Any, close: bool) -> None:
+    body = _dumps({"error": error, "detail": detail})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status in (429, 503):
+        headers.append((b"retry-after", b"1"))
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _BodyTooLarge(Exception):
@@ -115,25 +195,14 @@ class BodySizeLimit:
         self.max_bytes = int(max_bytes)
 
     async def _refuse(self, send: Send, received: int | None) -> None:
-        body = json.dumps(
-            {
-                "error": f"expected a request body of at most {self.max_bytes} bytes, "
-                f"received {'more' if received is None else received}",
-                "detail": {"max_bytes": self.max_bytes},
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await _send_error(
+            send,
+            413,
+            f"expected a request body of at most {self.max_bytes} bytes, "
+            f"received {'more' if received is None else received}",
+            {"max_bytes": self.max_bytes},
+            close=True,
         )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -177,6 +246,158 @@ class BodySizeLimit:
             await self._refuse(send, seen)
 
 
+class _BodyLate(Exception):
+    """Raised inside ``receive`` when the body has not arrived by its deadline."""
+
+
+class BodyTimeout:
+    """ASGI middleware: answer 408 (and close) when a request body is not complete within
+    ``timeout_s`` of its headers, however slowly it trickles in.
+
+    Args:
+        app: the wrapped ASGI application.
+        timeout_s: seconds for the whole body.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = float(timeout_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.timeout_s
+        complete = False
+        late = False
+        received = 0
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete, late, received
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                late = True
+                raise _BodyLate from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if late:
+                return
+            started = True
+            await send(message)
+
+        with contextlib.suppress(_BodyLate):
+            await self.app(scope, timed_receive, guarded_send)
+        if late and not started:
+            await _send_error(
+                send,
+                408,
+                f"expected the request body within {self.timeout_s:g} s, received {received} bytes",
+                {"body_timeout_s": self.timeout_s},
+                close=True,
+            )
+
+
+class _OverBudget(Exception):
+    """A heavy request passed its time budget."""
+
+
+class WorkPool:
+    """The threads that run heavy requests, with admission and a time budget.
+
+    Args:
+        threads: worker threads.
+        queue: admitted requests that may wait beyond the running ones.
+        budget_s: seconds a request may take from admission, waiting included.
+    """
+
+    def __init__(self, threads: int, queue: int, budget_s: float) -> None:
+        self.threads = int(threads)
+        self.capacity = int(threads) + int(queue)
+        self.budget_s = float(budget_s)
+        self.admitted = 0  # read and written on the event loop only
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="recfit-work")
+            return self._executor
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    async def run(self, fn: Callable[[float], _T]) -> _T:
+        """Run ``fn(deadline)`` on a worker thread; raise ``_OverBudget`` past the budget
+        (a request still waiting is dropped; a running one stops at its next check)."""
+        deadline = time.monotonic() + self.budget_s
+        future = asyncio.wrap_future(self.executor().submit(fn, deadline))
+        try:
+            return await asyncio.wait_for(future, self.budget_s)
+        except TimeoutError:
+            raise _OverBudget from None
+
+
+def _check_deadline(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise _OverBudget
+
+
+class Admission:
+    """ASGI middleware: admit at most ``pool.capacity`` heavy requests at a time.
+
+    A heavy request (:data:`HEAVY_ROUTES`) beyond that gets 429 with ``Retry-After``; its
+    body is read and dropped (so that the connection stays usable) but never parsed.
+
+    Args:
+        app: the wrapped ASGI application.
+        pool: the work pool whose capacity bounds the admitted requests.
+    """
+
+    def __init__(self, app: ASGIApp, pool: WorkPool) -> None:
+        self.app = app
+        self.pool = pool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) not in HEAVY_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        pool = self.pool
+        if pool.admitted >= pool.capacity:
+            for _ in range(1_000_000):  # drain the body: bounded by the size limit
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+            await _send_error(
+                send,
+                429,
+                f"expected at most {pool.capacity} heavy requests at a time, received more "
+                "(retry later)",
+                {"capacity": pool.capacity},
+                close=False,
+            )
+            return
+        pool.admitted += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            pool.admitted -= 1
+
+
 def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for e in exc.errors():
@@ -204,11 +425,20 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         exc = cast(StarletteHTTPException, exc)
         text = exc.detail if isinstance(exc.detail, str) else "request failed"
-        if exc.status_code == 404 and text == "Not Found":
+        status = exc.status_code
+        if status == 404 and text == "Not Found":
             text = f"expected a known path, received {request.url.path!r}"
-        elif exc.status_code == 405:
+        elif status == 405:
             text = f"expected another method for {request.url.path!r}, received {request.method}"
-        return _error(exc.status_code, text, None)
+        elif status == 400 and text == "There was an error parsing the body":
+            cause = exc.__cause__
+            why = "nested too deeply" if isinstance(cause, RecursionError) else "undecodable"
+            return _error(
+                422,
+                f"invalid request: body: expected valid JSON, received a body {why}",
+                [{"loc": ["body"], "msg": why, "type": "json_invalid"}],
+            )
+        return _error(status, text, None)
 
     async def on_not_found(request: Request, exc: Exception) -> Response:
         exc = cast(ItemNotFoundError, exc)
@@ -228,6 +458,16 @@ def _install_error_handlers(app: FastAPI) -> None:
             status = 400
         return _error(status, str(exc), {"type": type(exc).__name__})
 
+    async def on_over_budget(request: Request, exc: Exception) -> Response:
+        pool = cast(WorkPool, request.app.state.pool)
+        return _error(
+            503,
+            f"expected the request to finish within {pool.budget_s:g} s, received more work "
+            "than that under the current load (retry later)",
+            {"budget_s": pool.budget_s},
+            **{"Retry-After": "1"},
+        )
+
     async def on_crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal server error", {"type": type(exc).__name__})
@@ -236,6 +476,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(ItemNotFoundError, on_not_found)
     app.add_exception_handler(RecfitError, on_recfit)
+    app.add_exception_handler(_OverBudget, on_over_budget)
     app.add_exception_handler(Exception, on_crash)
 
 
@@ -248,10 +489,37 @@ def _recommend_out(rec: Recommendation, n: int, exclude_seen: bool) -> Recommend
         user=rec.user,
         path=rec.path,
         reason=rec.reason,
+        kind=rec.kind,
         n=n,
         exclude_seen=exclude_seen,
         items=[ScoredItem(id=s.id, score=_finite(s.score), title=s.title) for s in rec.items],
     )
+
+
+def _resolve_items(
+    rec: Recommender, queries: list[Any], deadline: float, *, lenient: bool
+) -> list[int | str | None]:
+    """Raw item ids of items given by id or title: exact ids in one vectorised lookup,
+    then a dictionary lookup per title; ``None`` for an unmatched one when ``lenient``
+    (no close-match search), else :class:`ItemNotFoundError` for the first."""
+    idx = rec.items.index(queries, unknown="sentinel")
+    out: list[int | str | None] = [None] * len(queries)
+    known = [i for i in range(len(queries)) if idx[i] >= 0]
+    if known:
+        ids = rec.items.id(idx[known]).tolist()
+        for i, raw in zip(known, ids, strict=True):
+            out[i] = raw
+    for i in range(len(queries)):
+        if idx[i] >= 0:
+            continue
+        _check_deadline(deadline)
+        try:
+            pos = rec.titles.resolve(queries[i], hint=not lenient)
+            out[i] = jsonable_id(rec.items.id([pos])[0])
+        except ItemNotFoundError:
+            if not lenient:
+                raise
+    return out
 
 
 def _warm_up(rec: Recommender) -> None:
@@ -265,6 +533,20 @@ def _warm_up(rec: Recommender) -> None:
         log.info("warm-up skipped a step: %s", exc)
 
 
+def _positive(name: str, value: Any, *, integer: bool = True, zero: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok and integer:
+        ok = isinstance(value, int)
+    if ok:
+        ok = value >= 0 if zero else value > 0
+        ok = ok and math.isfinite(value)
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(
+            f"expected {name} as {kind} {'>= 0' if zero else '> 0'}, received {value!r}"
+        )
+
+
 def create_app(
     recommender: Recommender,
     *,
@@ -272,6 +554,10 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     title: str = "recfit",
     warm_up: bool = True,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    work_threads: int = DEFAULT_WORK_THREADS,
+    work_queue: int = DEFAULT_WORK_QUEUE,
+    request_budget_s: float = DEFAULT_REQUEST_BUDGET_S,
 ) -> FastAPI:
     """The FastAPI application serving ``recommender``.
 
@@ -279,21 +565,35 @@ def create_app(
         recommender: the loaded :class:`~recfit.recommender.Recommender`.
         report_path: the run's ``report.html``, served at ``/report`` (404 without it).
         max_body_bytes: larger request bodies get 413.
-        title: the API's title in the OpenAPI docs.
+        title: the API's title in the OpenAPI schema.
         warm_up: build the title and retrieval indexes before serving.
+        body_timeout_s: a request body not complete this long after its headers gets 408.
+        work_threads: threads running the heavy endpoints.
+        work_queue: heavy requests that may wait for a thread; more get 429.
+        request_budget_s: a heavy request unfinished after this long (waiting included)
+            gets 503.
 
     Returns:
-        The application; run it with ``uvicorn.run(app)`` or test it with
+        The application; run it with ``uvicorn.Server(serve_config(app))`` or test it with
         ``fastapi.testclient.TestClient``.
 
     Raises:
-        ConfigError: ``max_body_bytes`` is not positive.
+        ConfigError: a limit is not positive.
     """
-    if isinstance(max_body_bytes, bool) or int(max_body_bytes) < 1:
-        raise ConfigError(f"expected max_body_bytes >= 1, received {max_body_bytes!r}")
+    _positive("max_body_bytes", max_body_bytes)
+    _positive("body_timeout_s", body_timeout_s, integer=False)
+    _positive("work_threads", work_threads)
+    _positive("work_queue", work_queue, zero=True)
+    _positive("request_budget_s", request_budget_s, integer=False)
     rec = recommender
     report = None if report_path is None else Path(report_path)
+    pool = WorkPool(work_threads, work_queue, request_budget_s)
     from recfit import __version__
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown()
 
     app = FastAPI(
         title=f"{title} API",
@@ -303,18 +603,25 @@ def create_app(
             "trained recfit model. Errors are JSON `{error, detail}`."
         ),
         responses=_ERRORS,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=SafeJSONResponse,
+        lifespan=lifespan,
     )
     app.state.recommender = rec
     app.state.report_path = report
+    app.state.pool = pool
+    app.add_middleware(Admission, pool=pool)
+    app.add_middleware(BodyTimeout, timeout_s=float(body_timeout_s))
     app.add_middleware(BodySizeLimit, max_bytes=int(max_body_bytes))
     _install_error_handlers(app)
     if warm_up:
         _warm_up(rec)
+    info = rec.info()
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
-    def health() -> HealthResponse:
-        """The service is up; what model it serves."""
-        info = rec.info()
+    async def health() -> HealthResponse:
+        """The service is up; what model it serves (answered on the event loop)."""
         return HealthResponse(
             model=info["model"],
             n_users=info["n_users"],
@@ -344,90 +651,123 @@ def create_app(
     ) -> RecommendResponse:
         """The top-n items of a known user (seen items excluded by default).
 
-        Known users' lists are computed at start-up (``Recommender.warm``), so this runs on
-        the event loop without a thread hop; an uncached list takes ~1-2 ms.
+        The user id matches exactly: ``196`` is user 196, ``0196`` or ``196.0`` is an
+        unknown user. Known users' lists are computed at start-up (``Recommender.warm``),
+        so this runs on the event loop without a thread hop; an uncached list takes
+        ~1-2 ms.
         """
         res = rec.recommend(user, n=n, exclude_seen=exclude_seen, on_unknown=on_unknown)
         return _recommend_out(res[0], n, exclude_seen)
 
     @app.post("/recommend", response_model=RecommendResponse, tags=["queries"])
-    def recommend_new_user(body: RecommendRequest) -> RecommendResponse:
+    async def recommend_new_user(body: RecommendRequest) -> Response:
         """The top-n items for a new user described by a few ratings (fold-in, no
         retraining). Items may be given by id or title. No ratings: popular items."""
-        pairs = [(rec.resolve_item(r.item), r.rating) for r in body.ratings]
-        res = rec.recommend_for_ratings(pairs, n=body.n, exclude_rated=body.exclude_rated)
-        return _recommend_out(res, body.n, body.exclude_rated)
+
+        def work(deadline: float) -> Response:
+            items = _resolve_items(rec, [r.item for r in body.ratings], deadline, lenient=False)
+            pairs = [(i, r.rating) for i, r in zip(items, body.ratings, strict=True)]
+            _check_deadline(deadline)
+            res = rec.recommend_for_ratings(pairs, n=body.n, exclude_rated=body.exclude_rated)
+            return _model_response(_recommend_out(res, body.n, body.exclude_rated))
+
+        return await pool.run(work)
 
     @app.get("/similar", response_model=SimilarResponse, tags=["queries"])
-    def similar(
+    async def similar(
         item: Annotated[
             str,
             Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Item id or title."),
         ],
         n: Annotated[int, Query(ge=1, le=MAX_N, description="Number of neighbours.")] = 10,
-    ) -> SimilarResponse:
+    ) -> Response:
         """The items most similar to an item (cosine over item representations)."""
-        item_id = rec.resolve_item(item)
-        res = rec.similar_items([item_id], n=n)[0]
-        return SimilarResponse(
-            query=res.query,
-            title=res.title,
-            n=n,
-            neighbours=[
-                ScoredItem(id=s.id, score=_finite(s.score), title=s.title) for s in res.neighbours
-            ],
-        )
 
-    @app.post("/predict", response_model=PredictResponse, tags=["queries"])
-    def predict(body: PredictRequest) -> PredictResponse:
-        """Predicted ratings (original scale, clipped) for (user, item) pairs."""
-        lenient = body.on_unknown == "null"
-        items: list[Any] = []
-        for p in body.pairs:
-            try:
-                items.append(rec.resolve_item(p.item))
-            except ItemNotFoundError:
-                if not lenient:
-                    raise
-                items.append(None)
-        users = [p.user for p in body.pairs]
-        known = [i for i, x in enumerate(items) if x is not None]
-        preds: list[float | None] = [None] * len(items)
-        if known:
-            values = rec.predict(
-                [users[i] for i in known],
-                [items[i] for i in known],
-                on_unknown="nan" if lenient else "error",
-            )
-            for i, v in zip(known, values.tolist(), strict=True):
-                preds[i] = _finite(v)
-        out = []
-        for p, item_id, value in zip(body.pairs, items, preds, strict=True):
-            shown = p.item if item_id is None else item_id
-            out.append(
-                Prediction(
-                    user=p.user,
-                    item=shown,
-                    title=None if item_id is None else rec.title(item_id),
-                    prediction=value,
+        def work(deadline: float) -> Response:
+            item_id = rec.resolve_item(item)
+            _check_deadline(deadline)
+            res = rec.similar_items([item_id], n=n)[0]
+            return _model_response(
+                SimilarResponse(
+                    query=res.query,
+                    title=res.title,
+                    n=n,
+                    neighbours=[
+                        ScoredItem(id=s.id, score=_finite(s.score), title=s.title)
+                        for s in res.neighbours
+                    ],
                 )
             )
-        return PredictResponse(predictions=out)
+
+        return await pool.run(work)
+
+    @app.post("/predict", response_model=PredictResponse, tags=["queries"])
+    async def predict(body: PredictRequest) -> Response:
+        """Predicted ratings (original scale, clipped) or, for a retrieval model, scores
+        (never clipped) for (user, item) pairs; ``fallback`` marks baseline answers. Exact ids
+        are looked up first, then titles; with ``on_unknown: "null"`` an unmatched title
+        gets a null prediction without a close-match search."""
+
+        def work(deadline: float) -> Response:
+            lenient = body.on_unknown != "error"
+            items = _resolve_items(rec, [p.item for p in body.pairs], deadline, lenient=lenient)
+            users = [p.user for p in body.pairs]
+            known = [i for i, x in enumerate(items) if x is not None]
+            preds: list[float | None] = [None] * len(items)
+            fallback = [False] * len(items)  # answered by the baseline (never-trained id)
+            reasons: list[str | None] = [None] * len(items)
+            _check_deadline(deadline)
+            if known:
+                res = rec.predictions(
+                    [users[i] for i in known],
+                    [items[i] for i in known],
+                    on_unknown="baseline" if body.on_unknown == "baseline" else
+                    ("nan" if lenient else "error"),
+                )  # fmt: skip
+                for k, i in enumerate(known):
+                    preds[i] = _finite(float(res.values[k]))
+                    fallback[i], reasons[i] = bool(res.fallback[k]), res.reasons[k]
+            out = []
+            for k, (p, item_id, value) in enumerate(zip(body.pairs, items, preds, strict=True)):
+                shown = p.item if item_id is None else item_id
+                out.append(
+                    Prediction(
+                        user=p.user,
+                        item=shown,
+                        title=None if item_id is None else rec.title(item_id),
+                        prediction=value,
+                        kind=rec.output_kind,
+                        fallback=fallback[k],
+                        reason=reasons[k] if item_id is not None else f"unknown item {p.item!r}",
+                    )
+                )
+            return _model_response(PredictResponse(predictions=out))
+
+        return await pool.run(work)
 
     @app.get("/items", response_model=ItemsResponse, tags=["queries"])
-    def items(
+    async def items(
         query: Annotated[
             str,
             Query(min_length=1, max_length=MAX_QUERY_CHARS, description="A title or an id."),
         ],
         n: Annotated[int, Query(ge=1, le=MAX_N, description="Most results.")] = 10,
-    ) -> ItemsResponse:
+    ) -> Response:
         """Items whose title matches the query (or whose id is it), best first."""
-        found = rec.find_items(query, n=n)
-        return ItemsResponse(
-            query=query,
-            items=[ItemMatchOut(id=m.id, title=m.title, score=m.score, how=m.how) for m in found],
-        )
+
+        def work(deadline: float) -> Response:
+            found = rec.find_items(query, n=n)
+            return _model_response(
+                ItemsResponse(
+                    query=query,
+                    items=[
+                        ItemMatchOut(id=m.id, title=m.title, score=m.score, how=m.how)
+                        for m in found
+                    ],
+                )
+            )
+
+        return await pool.run(work)
 
     @app.get("/report", include_in_schema=False)
     def show_report() -> Response:
@@ -456,13 +796,13 @@ def app_from_env() -> FastAPI:
     ``recfit serve --workers N`` starts N processes that each call this factory
     (``uvicorn.run("recfit.server.app:app_from_env", factory=True, workers=N)``).
     Optional: ``RECFIT_SERVE_REPORT`` (report.html path), ``RECFIT_SERVE_MAX_BODY``
-    (bytes), ``RECFIT_SERVE_TORCH_THREADS``.
+    (bytes), ``RECFIT_SERVE_TORCH_THREADS``, ``RECFIT_SERVE_BODY_TIMEOUT`` (seconds),
+    ``RECFIT_SERVE_WORK_THREADS``, ``RECFIT_SERVE_WORK_QUEUE``,
+    ``RECFIT_SERVE_REQUEST_BUDGET`` (seconds).
 
     Raises:
         ConfigError: ``RECFIT_SERVE_RUN`` is not set.
     """
-    import os
-
     import torch
 
     run = os.environ.get("RECFIT_SERVE_RUN")
@@ -475,4 +815,10 @@ def app_from_env() -> FastAPI:
         Recommender.load(run),
         report_path=os.environ.get("RECFIT_SERVE_REPORT") or None,
         max_body_bytes=int(os.environ.get("RECFIT_SERVE_MAX_BODY", DEFAULT_MAX_BODY_BYTES)),
+        body_timeout_s=float(os.environ.get("RECFIT_SERVE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S)),
+        work_threads=int(os.environ.get("RECFIT_SERVE_WORK_THREADS", DEFAULT_WORK_THREADS)),
+        work_queue=int(os.environ.get("RECFIT_SERVE_WORK_QUEUE", DEFAULT_WORK_QUEUE)),
+        request_budget_s=float(
+            os.environ.get("RECFIT_SERVE_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET_S)
+        ),
     )

@@ -1,8 +1,11 @@
 """Request and response models of the HTTP API (pydantic), with their bounds.
 
-Every request model rejects unknown keys; list lengths and ``n`` are bounded so that
-one request cannot ask for unbounded work. Ids are raw ids (integers or strings);
-items may also be given by title wherever the field says "id or title".
+Every request model rejects unknown keys; list lengths, string lengths and ``n`` are
+bounded so that one request cannot ask for unbounded work. Ids are raw ids: JSON
+integers or strings, taken as given (strict: ``true``, ``50.0`` or ``null`` is no id, and
+a string is never parsed into a number here); a string must be valid Unicode (no lone
+surrogate) and at most :data:`MAX_ID_CHARS` characters. Items may also be given by
+title wherever the field says "id or title".
 
 Example:
     >>> RecommendRequest.model_validate({"ratings": [{"item": 50, "rating": 5}]}).n
@@ -13,15 +16,21 @@ Example:
     ... except ValidationError as exc:
     ...     print(exc.errors()[0]["loc"], exc.errors()[0]["type"])
     ('n',) greater_than_equal
+    >>> try:
+    ...     PredictPair.model_validate({"user": True, "item": 50})
+    ... except ValidationError as exc:
+    ...     print(exc.errors()[0]["loc"], exc.errors()[0]["msg"])
+    ('user',) Value error, expected an id as an integer or a string, received bool True
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 __all__ = [
+    "MAX_ID_CHARS",
     "MAX_N",
     "MAX_PAIRS",
     "MAX_QUERY_CHARS",
@@ -51,6 +60,40 @@ MAX_PAIRS = 1000
 MAX_QUERY_CHARS = 200
 
 RawId = int | str
+
+
+#: Longest id or title string in a request body.
+MAX_ID_CHARS = 500
+
+
+def _request_id(value: Any) -> int | str:
+    """An id exactly as sent: a JSON integer or a valid, bounded string; nothing else."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ValueError(
+            f"expected an id as an integer or a string, received {type(value).__name__} {shown}"
+        )
+    if isinstance(value, str):
+        if len(value) > MAX_ID_CHARS:
+            raise ValueError(
+                f"expected an id of at most {MAX_ID_CHARS} characters, received {len(value)}"
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"expected valid Unicode text, received a lone surrogate at position {exc.start}"
+            ) from None
+    return value
+
+
+#: An id (or title) in a request: validated by :func:`_request_id` (strict, exact).
+RequestId = Annotated[
+    int | str,
+    PlainValidator(_request_id),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": MAX_ID_CHARS}]}),
+]
 
 
 class _Request(BaseModel):
@@ -87,8 +130,8 @@ class ScoredItem(BaseModel):
 
     id: RawId
     score: float | None = Field(
-        description="Predicted rating (model / fold-in), cosine similarity (similar) "
-        "or number of training ratings (popular)."
+        description="Predicted rating or, for a retrieval model, score (model / fold-in; "
+        "see kind), cosine similarity (similar) or number of training ratings (popular)."
     )
     title: str | None = None
 
@@ -102,6 +145,11 @@ class RecommendResponse(BaseModel):
         "given ratings, or popularity (see reason)."
     )
     reason: str | None = Field(default=None, description="Why the popular path was taken.")
+    kind: Literal["rating", "score", "popularity"] = Field(
+        default="rating",
+        description="What the item scores are: predicted ratings, model scores (not "
+        "ratings, never clipped) or training-rating counts.",
+    )
     n: int
     exclude_seen: bool = Field(description="Whether seen (or rated) items were left out.")
     items: list[ScoredItem]
@@ -110,7 +158,7 @@ class RecommendResponse(BaseModel):
 class RatingIn(_Request):
     """One rating of a new user: an item by id or title, and its rating."""
 
-    item: RawId = Field(description="Item id or title.")
+    item: RequestId = Field(description="Item id or title.")
     rating: float = Field(description="A rating on the model's scale (e.g. 1-5).")
 
 
@@ -134,27 +182,38 @@ class SimilarResponse(BaseModel):
 class PredictPair(_Request):
     """One (user, item) pair; the item by id or title."""
 
-    user: RawId
-    item: RawId = Field(description="Item id or title.")
+    user: RequestId
+    item: RequestId = Field(description="Item id or title.")
 
 
 class PredictRequest(_Request):
     """``POST /predict``: predicted ratings for pairs."""
 
     pairs: list[PredictPair] = Field(min_length=1, max_length=MAX_PAIRS)
-    on_unknown: Literal["error", "null"] = Field(
+    on_unknown: Literal["error", "null", "baseline"] = Field(
         default="error",
-        description="An unknown user or item: 404 ('error') or a null prediction ('null').",
+        description="An id outside the vocabulary: 404 ('error'), a null prediction "
+        "('null'), or the baseline marked fallback ('baseline'; unknown titles stay null).",
     )
 
 
 class Prediction(BaseModel):
-    """One predicted rating (clipped into the rating scale; null for an unknown id)."""
+    """One prediction: a rating (clipped into the rating scale) or a retrieval model's
+    score (never clipped); null for an unknown id."""
 
     user: RawId
     item: RawId
     title: str | None = None
     prediction: float | None
+    kind: Literal["rating", "score"] = Field(
+        default="rating", description="What the prediction is: a rating or a model score."
+    )
+    fallback: bool = Field(
+        default=False,
+        description="The prediction is the baseline (global mean plus the known side's "
+        "bias): the user or item had no training ratings.",
+    )
+    reason: str | None = Field(default=None, description="Why it fell back (or is null).")
 
 
 class PredictResponse(BaseModel):
