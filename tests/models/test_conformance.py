@@ -193,3 +193,42 @@ def test_weight_zero_rows_change_nothing(case: str, tiny: Interactions) -> None:
     # float32 bit (matrix products block by batch size); the metrics agree to that
     pd.testing.assert_frame_equal(ha, hb, check_exact=False, rtol=1e-6)
     np.testing.assert_allclose(a.predict(clean), b.predict(mixed)[clean_rows], rtol=1e-6)
+
+
+def _cold(tiny: Interactions) -> tuple[Interactions, np.ndarray]:
+    """``tiny`` without any row of its first user and first item (both stay in the
+    vocabularies, never trained), and the mask of the rows of ``tiny`` they touch."""
+    cold = (tiny.user == 0) | (tiny.item == 0)
+    return tiny.take(np.flatnonzero(~cold)), cold
+
+
+def test_never_trained_users_and_items_get_the_baseline(
+    case: str, tiny: Interactions, tmp_path: Path
+) -> None:
+    from recfit.models import fit_baseline
+
+    train, cold = _cold(tiny)
+    assert train.n_users == tiny.n_users and train.n_items == tiny.n_items
+    learn = _learner(case, train).fit(2, 1e-2)
+    np.testing.assert_array_equal(learn.fallback(tiny), cold)
+    mu, bu, bi, cu, ci = fit_baseline(
+        train.user, train.item, train.rating, None, tiny.n_users, tiny.n_items
+    )
+    assert cu[0] == 0 and ci[0] == 0 and (cu[1:] > 0).all() and (ci[1:] > 0).all()
+    want = (mu + bu[tiny.user] + bi[tiny.item])[cold]  # the known side's bias only
+    pred = learn.predict(tiny)
+    model = learn.model
+    if isinstance(model, RatingClassifier) and model.decode == "argmax":
+        levels = np.asarray(model.levels)
+        want = levels[np.abs(want[:, None] - levels[None, :]).argmin(1)]
+    np.testing.assert_allclose(pred[cold], want, rtol=1e-5, atol=1e-5)
+    # evaluate ≡ predict, and it says how many rows fell back
+    res = learn.evaluate(tiny)
+    assert res["mse"] == mse(pred, tiny.rating, tiny.weight)
+    assert res["n_fallback"] == cold.sum()
+    assert learn.evaluate(train)["n_fallback"] == 0
+    # the record survives save / load: a Learner on other data keeps it
+    back = load_model(save_model(model, tmp_path / "m.safetensors"))
+    again = Learner(back, tiny, progress=False)
+    np.testing.assert_array_equal(again.fallback(tiny), cold)
+    np.testing.assert_array_equal(again.predict(tiny), pred)

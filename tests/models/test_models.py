@@ -14,6 +14,7 @@ from recfit.models import (
     BiasedMF,
     DotBias,
     EmbeddingNN,
+    RatingClassifier,
     SVDpp,
     build_model,
     create_model,
@@ -201,3 +202,35 @@ def test_load_errors(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         load_model(p).user_factors.detach().numpy(), m.user_factors.detach().numpy()
     )
+
+
+def test_model_files_without_a_training_record_still_load(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from recfit.models import read_metadata
+    from recfit.models.base import RECORD_BUFFERS, RatingModel
+
+    m = DotBias(4, 3, n_factors=2)
+    m.record_training([0, 1, 1], [0, 0, 2], [4.0, 2.0, 5.0])
+    assert m.has_record and m.train_item_count.tolist() == [2, 0, 1]
+    path = save_model(m, tmp_path / "m.safetensors")
+    assert load_model(path).train_item_count.tolist() == [2, 0, 1]
+    # a file written before the record existed: it loads, and nothing falls back
+    tensors = {k: v for k, v in load_file(str(path)).items() if k not in RECORD_BUFFERS}
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=read_metadata(path))
+    back = load_model(old)
+    assert isinstance(back, RatingModel) and not back.has_record
+    batch = {"user": torch.tensor([0, 3]), "item": torch.tensor([1, 1])}
+    out, mask = back.apply_fallback(batch, back(batch))
+    assert not mask.any() and torch.equal(out, back(batch))
+
+
+def test_classifier_fallback_output_decodes_to_the_baseline() -> None:
+    m = RatingClassifier(2, 2, levels=[1, 2, 3, 4, 5], layers=(4,)).eval()
+    r = torch.tensor([1.0, 3.25, 5.0, 0.2, 4.6])
+    out = m.fallback_output(r)
+    expected = m.to_proba(out) @ m.level_values
+    torch.testing.assert_close(expected, r.clamp(1, 5), rtol=0, atol=1e-6)
+    m.decode = "argmax"
+    assert m.to_rating(out).tolist() == [1.0, 3.0, 5.0, 1.0, 5.0]

@@ -20,10 +20,14 @@ from recfit.errors import ConfigError
 from recfit.models.base import (
     MODEL_FORMAT_VERSION,
     MODELS,
+    OUTPUT_TITLES,
     Batch,
+    OutputKind,
     RatingModel,
     build_model,
+    fit_baseline,
     load_model,
+    output_kind,
     read_metadata,
     register_model,
     save_model,
@@ -47,6 +51,7 @@ __all__ = [
     "LOSSES",
     "MODELS",
     "MODEL_FORMAT_VERSION",
+    "OUTPUT_TITLES",
     "Batch",
     "BiasedMF",
     "CandidateTower",
@@ -58,6 +63,7 @@ __all__ = [
     "LevelModel",
     "Loss",
     "MSELoss",
+    "OutputKind",
     "QueryTower",
     "RatingClassifier",
     "RatingModel",
@@ -66,9 +72,11 @@ __all__ = [
     "build_model",
     "create_model",
     "emb_sz_rule",
+    "fit_baseline",
     "get_loss",
     "levels_for_data",
     "load_model",
+    "output_kind",
     "read_metadata",
     "register_model",
     "save_model",
@@ -80,7 +88,9 @@ def create_model(name: str, train: Interactions, **kwargs: Any) -> RatingModel:
 
     ``n_users`` and ``n_items`` come from the vocabularies; for ``mf`` the ``global_mean``
     defaults to the (weighted) mean training rating; ``svdpp`` stores each user's rated items
-    (rows of positive weight) as its implicit lists. Other arguments pass through.
+    (rows of positive weight) as its implicit lists. Other arguments pass through. The
+    model records ``train``'s rows (:meth:`RatingModel.record_training`): users and items
+    without a row of positive weight are answered by the baseline.
     """
     if name not in MODELS:
         raise ConfigError(f"expected a model name among {sorted(MODELS)}, received {name!r}")
@@ -97,4 +107,6 @@ def create_model(name: str, train: Interactions, **kwargs: Any) -> RatingModel:
             torch.from_numpy(np.asarray(train.user)[keep]),
             torch.from_numpy(np.asarray(train.item)[keep]),
         )
+    if hasattr(model, "train_user_count"):
+        model.record_training(train.user, train.item, train.rating, train.weights())
     return model

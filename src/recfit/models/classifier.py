@@ -193,6 +193,7 @@ class RatingClassifier(RatingModel):
             gaps = torch.full((k - 2,), float(np.log(np.expm1(span))))
             self.theta0 = nn.Parameter(torch.tensor([-1.5]))
             self.theta_gaps = nn.Parameter(gaps)
+        self._register_record(n_users, n_items)
 
     # ------------------------------------------------------------------ contract
     def config(self) -> dict[str, Any]:
@@ -286,6 +287,20 @@ class RatingClassifier(RatingModel):
         if self.decode == "argmax":
             return grid[output.argmax(dim=1)]
         return self.to_proba(output.float()) @ grid
+
+    def fallback_output(self, rating: Tensor) -> Tensor:
+        """Level log-probabilities whose expected rating is ``rating`` (clamped into the
+        levels): the mass is split between the two levels around it, so ``argmax``
+        decodes to the nearer one. Used for pairs with an unknown user or item."""
+        grid = self.level_values.to(rating.device)
+        r = rating.float().clamp(grid[0], grid[-1])
+        hi = torch.searchsorted(grid, r).clamp(1, len(grid) - 1)
+        lo = hi - 1
+        frac = (r - grid[lo]) / (grid[hi] - grid[lo])
+        p = torch.zeros(len(r), len(grid), device=rating.device)
+        p.scatter_(1, lo.unsqueeze(1), (1 - frac).unsqueeze(1))
+        p.scatter_add_(1, hi.unsqueeze(1), frac.unsqueeze(1))
+        return torch.log(p.clamp_min(_PROB_FLOOR))
 
     def penalty(self, batch: Batch) -> Tensor:
         """Sum of squares of the looked-up user and item embedding (and bias) rows."""

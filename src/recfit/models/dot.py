@@ -108,6 +108,7 @@ class DotBias(RatingModel):
         self.item_factors = nn.Parameter(_trunc_normal((n_items, n_factors), init_std, g))
         self.user_bias = nn.Parameter(_trunc_normal((n_users,), bias_init_std, g))
         self.item_bias = nn.Parameter(_trunc_normal((n_items,), bias_init_std, g))
+        self._register_record(n_users, n_items)
 
     def config(self) -> dict[str, Any]:
         return {

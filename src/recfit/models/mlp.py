@@ -126,6 +126,7 @@ class EmbeddingNN(RatingModel):
             mods, n_in = hidden_layers(sizes[0] + sizes[1], layers, drops, batch_norm)
             mods.append(nn.Linear(n_in, 1))
         self.mlp = nn.Sequential(*mods)
+        self._register_record(n_users, n_items)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -497,6 +497,8 @@ class TwoTower(RatingModel):
         ConfigError: the towers' output widths differ.
     """
 
+    output_kind = "score"
+
     def __init__(
         self,
         query_tower: QueryTower | Mapping[str, Any],

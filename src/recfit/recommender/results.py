@@ -10,7 +10,7 @@ Example:
     >>> rec.to_dict()["items"][0]
     {'id': 242, 'score': 4.5, 'title': 'Kolya (1996)'}
     >>> RecommendResult((rec,), n=1, exclude_seen=True).to_frame().columns.tolist()
-    ['user', 'rank', 'item', 'score', 'title', 'path', 'reason']
+    ['user', 'rank', 'item', 'score', 'title', 'path', 'reason', 'kind']
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ __all__ = [
     "ItemMatch",
     "Neighbours",
     "Path",
+    "Predictions",
     "RecommendResult",
     "Recommendation",
+    "ScoreKind",
     "ScoredId",
     "SimilarResult",
     "jsonable_id",
@@ -37,6 +39,11 @@ __all__ = [
 Path = Literal["model", "fold_in", "popular"]
 """How a recommendation was computed: the trained user's row (``model``), a row folded
 in from given ratings (``fold_in``), or the most popular training items (``popular``)."""
+
+
+ScoreKind = Literal["rating", "score", "popularity"]
+"""What a list's scores are: predicted ratings, model scores (e.g. two-tower logits, not
+ratings), or training-rating counts (the ``popular`` path)."""
 
 
 def jsonable_id(raw: Any) -> int | str:
@@ -89,12 +96,15 @@ class Recommendation:
             run out).
         path: ``"model"``, ``"fold_in"`` or ``"popular"`` (see :data:`Path`).
         reason: why the ``popular`` path was taken (``None`` otherwise).
+        kind: what the scores are (:data:`ScoreKind`): ``"rating"``, ``"score"`` or
+            ``"popularity"``.
     """
 
     user: int | str | None
     items: tuple[ScoredId, ...]
     path: Path
     reason: str | None = None
+    kind: ScoreKind = "rating"
 
     @property
     def ids(self) -> list[int | str]:
@@ -112,16 +122,19 @@ class Recommendation:
         return [s.title for s in self.items]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"user", "path", "reason", "items": [{"id", "score", "title"}]}``."""
+        """JSON-ready: ``{"user", "path", "reason", "kind", "items": [{"id", "score",
+        "title"}]}``."""
         return {
             "user": None if self.user is None else jsonable_id(self.user),
             "path": self.path,
             "reason": self.reason,
+            "kind": self.kind,
             "items": [s.to_dict() for s in self.items],
         }
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per recommended item: user, rank (1-based), item, score, title, path, reason."""
+        """One row per recommended item: user, rank (1-based), item, score, title, path,
+        reason, kind."""
         return RecommendResult((self,), n=len(self.items), exclude_seen=False).to_frame()
 
 
@@ -159,13 +172,84 @@ class RecommendResult:
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (user, rank)."""
         rows = [
-            (rec.user, k + 1, s.id, s.score, s.title, rec.path, rec.reason)
+            (rec.user, k + 1, s.id, s.score, s.title, rec.path, rec.reason, rec.kind)
             for rec in self.recommendations
             for k, s in enumerate(rec.items)
         ]
         return pd.DataFrame(
-            rows, columns=["user", "rank", "item", "score", "title", "path", "reason"]
+            rows, columns=["user", "rank", "item", "score", "title", "path", "reason", "kind"]
         )
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """The answer of :meth:`Recommender.predictions`: one prediction per (user, item) pair.
+
+    Attributes:
+        users: the raw user ids, one per pair.
+        items: the raw item ids, one per pair.
+        values: ``float32`` predictions (NaN where none could be made).
+        kind: ``"rating"`` (original units, clipped into the rating scale when asked) or
+            ``"score"`` (a ranking score, never clipped).
+        fallback: ``bool`` per pair: the value is the baseline (the global mean plus the
+            known side's bias) because the user or item had no training ratings, or is
+            not in the vocabulary (Surprise's ``was_impossible``).
+        reasons: why each fallback (or NaN) happened; ``None`` for model predictions.
+
+    Example:
+        >>> p = Predictions((1,), (2,), np.array([3.5], np.float32), "rating",
+        ...                 np.array([True]), ("item 2 has no training ratings",))
+        >>> p.to_frame().columns.tolist()
+        ['user', 'item', 'prediction', 'kind', 'fallback', 'reason']
+        >>> p.to_dict()["predictions"][0]["fallback"]
+        True
+    """
+
+    users: tuple[int | str, ...]
+    items: tuple[int | str, ...]
+    values: np.ndarray
+    kind: Literal["rating", "score"]
+    fallback: np.ndarray
+    reasons: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def n_fallback(self) -> int:
+        """How many pairs were answered by the baseline."""
+        return int(self.fallback.sum())
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per pair: user, item, prediction, kind, fallback, reason."""
+        return pd.DataFrame({
+            "user": list(self.users),
+            "item": list(self.items),
+            "prediction": self.values.astype(np.float32),
+            "kind": [self.kind] * len(self.values),
+            "fallback": self.fallback.astype(bool),
+            "reason": list(self.reasons),
+        })  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"kind", "n_fallback", "predictions": [{"user", "item",
+        "prediction", "fallback", "reason"}]}`` (NaN as ``None``)."""
+        return {
+            "kind": self.kind,
+            "n_fallback": self.n_fallback,
+            "predictions": [
+                {
+                    "user": jsonable_id(u),
+                    "item": jsonable_id(i),
+                    "prediction": _score(float(v)),
+                    "fallback": bool(f),
+                    "reason": r,
+                }
+                for u, i, v, f, r in zip(
+                    self.users, self.items, self.values, self.fallback, self.reasons, strict=True
+                )
+            ],
+        }
 
 
 @dataclass(frozen=True)

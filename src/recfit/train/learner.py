@@ -44,7 +44,7 @@ Example:
     ...                 progress=False)
     >>> learn = learn.fit_one_cycle(2, 1e-2)
     >>> sorted(learn.evaluate(d))
-    ['loss', 'mae', 'mse', 'reg_loss', 'rmse']
+    ['loss', 'mae', 'mse', 'n_fallback', 'reg_loss', 'rmse']
 """
 
 from __future__ import annotations
@@ -249,6 +249,9 @@ class Learner:
         self._check_data(train, "train")
         if valid is not None:
             self._check_data(valid, "valid")
+        if hasattr(model, "train_user_count") and not model.has_record:
+            # which users and items get trained (the others are answered by the baseline)
+            model.record_training(train.user, train.item, train.rating, train.weights())
         self._train_td = TensorData.from_interactions(train, self.device)
         if len(self._train_td) == 0:
             raise DataError("expected training rows with weight > 0, received none")
@@ -739,7 +742,8 @@ class Learner:
             with self._threads(), torch.inference_mode():
                 for b in td.epoch(self.eval_bs, None):
                     out = self.model(b)
-                    preds.append(self.model.to_rating(out).float().cpu())
+                    shown = self.model.apply_fallback(b, out)[0]  # unknown pairs: baseline
+                    preds.append(self.model.to_rating(shown).float().cpu())
                     if with_loss:  # per-row loss in float64, like the metrics
                         b64 = {**b, "rating": b["rating"].double()}
                         losses.append(self.loss_func(out.double(), b64).cpu())
@@ -757,8 +761,17 @@ class Learner:
 
     def predict(self, data: Interactions) -> np.ndarray:
         """Predicted ratings for every row of ``data`` (weight-0 rows included), float32,
-        in the original rating units."""
+        in the original rating units. A row whose user or item had no training row of
+        positive weight gets the model's baseline (:meth:`fallback` says which)."""
         return self._outputs(data, with_loss=False)[0]
+
+    def fallback(self, data: Interactions) -> np.ndarray:
+        """``bool`` per row of ``data``: the prediction is the baseline (global mean plus
+        the known side's bias) because the user or the item was never trained."""
+        self._check_data(data, "given")
+        u = torch.from_numpy(np.asarray(data.user, dtype=np.int64))
+        i = torch.from_numpy(np.asarray(data.item, dtype=np.int64))
+        return self.model.unknown(u.to(self.device), i.to(self.device)).cpu().numpy()
 
     def predict_proba(self, data: Interactions) -> np.ndarray:
         """The predicted distribution over the rating levels for every row of ``data``,
@@ -777,7 +790,8 @@ class Learner:
         try:
             with self._threads(), torch.inference_mode():
                 for b in td.epoch(self.eval_bs, None):
-                    parts.append(self.model.to_proba(self.model(b)).double().cpu())
+                    out = self.model.apply_fallback(b, self.model(b))[0]
+                    parts.append(self.model.to_proba(out).double().cpu())
         finally:
             self.model.train(was_training)
         return torch.cat(parts).numpy() if parts else np.zeros((0, k))
@@ -786,7 +800,9 @@ class Learner:
         """``loss``, ``reg_loss`` and every metric on ``data`` (default: the validation set).
 
         Metrics are the functions of :mod:`recfit.metrics.rating` applied to
-        ``predict(data)``, ``data.rating`` and ``data.weights()``; level metrics
+        ``predict(data)``, ``data.rating`` and ``data.weights()`` (``n_fallback``: how
+        many rows of positive weight ``predict`` answered by the baseline; ``loss`` is
+        the objective on the model's own output); level metrics
         (:data:`~recfit.metrics.rating.LEVEL_METRICS`) are applied to
         ``predict_proba(data)``, ``model.levels``, ``data.rating`` and ``data.weight``.
         """
@@ -809,6 +825,8 @@ class Learner:
         if pen is not None:
             reg_loss = self.reg * float((w_k * pen[keep]).sum() / total) if total > 0 else math.nan
         out: dict[str, float] = {"loss": data_loss + reg_loss, "reg_loss": reg_loss}
+        if self.model.has_record:  # rows (of positive weight) answered by the baseline
+            out["n_fallback"] = float(self.fallback(data)[keep].sum())
         weight = data.weight
         proba = None
         for name, fn in self._metric_fns.items():
