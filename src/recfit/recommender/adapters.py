@@ -68,6 +68,8 @@ __all__ = [
     "SVDppAdapter",
     "TwoTowerAdapter",
     "adapter_for",
+    "check_implicit_lists",
+    "check_tower_inputs",
     "register_adapter",
 ]
 
@@ -218,6 +220,73 @@ def _solve(lhs: Tensor, rhs: Tensor) -> Tensor:
     return out
 
 
+def check_implicit_lists(model: SVDpp) -> None:
+    """Check SVD++'s stored lists ``N(u)`` (they index the model's tables): offsets
+    non-decreasing from 0 to the list length, items in ``[0, n_items)`` and strictly
+    increasing within each user's list, as :meth:`~recfit.models.SVDpp.set_implicit`
+    writes them.
+
+    Raises:
+        ConfigError: naming the buffer (``implicit_indptr`` or ``implicit_items``).
+    """
+    indptr, items = model.implicit_indptr.detach().cpu(), model.implicit_items.detach().cpu()
+    n_users, n_items = model.user_factors.shape[0], model.item_factors.shape[0]
+    if indptr.dim() != 1 or len(indptr) != n_users + 1:
+        raise ConfigError(
+            f"expected buffer 'implicit_indptr' of {n_users + 1} offsets, received shape "
+            f"{list(indptr.shape)}"
+        )
+    steps = indptr.diff()
+    if int(indptr[0]) != 0 or int(indptr[-1]) != len(items) or bool((steps < 0).any()):
+        raise ConfigError(
+            f"expected buffer 'implicit_indptr' non-decreasing from 0 to {len(items)} (the "
+            f"length of 'implicit_items'), received first {int(indptr[0])}, last "
+            f"{int(indptr[-1])}, smallest step {int(steps.min()) if len(steps) else 0}"
+        )
+    if len(items) and (int(items.min()) < 0 or int(items.max()) >= n_items):
+        raise ConfigError(
+            f"expected buffer 'implicit_items' in [0, {n_items}), received "
+            f"{int(items.min())}..{int(items.max())}"
+        )
+    if len(items) > 1:
+        starts = torch.zeros(len(items), dtype=torch.bool)
+        starts[indptr[:-1][steps > 0]] = True
+        if bool(((items.diff() <= 0) & ~starts[1:]).any()):
+            raise ConfigError(
+                "expected buffer 'implicit_items' strictly increasing within each user's "
+                "list, received a repeated or unordered item"
+            )
+
+
+def check_tower_inputs(tower: nn.Module, where: str) -> None:
+    """Check a two-tower tower's stored feature buffers against its embedding tables:
+    category indices in ``[0, cardinality)``, one row per id.
+
+    Raises:
+        ConfigError: naming the tower and the buffer (``f_<feature>``).
+    """
+    inputs: Mapping[str, Mapping[str, Any]] = getattr(tower, "inputs", {}) or {}
+    n_ids = int(getattr(tower, "n_ids", 0))
+    for name, spec in inputs.items():
+        buf = getattr(tower, f"f_{name}", None)
+        if not isinstance(buf, Tensor):
+            continue
+        if buf.shape[:1] != (n_ids,):
+            raise ConfigError(
+                f"expected buffer '{where}.f_{name}' with {n_ids} rows, received shape "
+                f"{list(buf.shape)}"
+            )
+        card = spec.get("cardinality")
+        if card is None or not len(buf):
+            continue
+        lo, hi = int(buf.min()), int(buf.max())
+        if lo < 0 or hi >= int(card):
+            raise ConfigError(
+                f"expected buffer '{where}.f_{name}' in [0, {card}) (the feature's "
+                f"cardinality), received {lo}..{hi}"
+            )
+
+
 @register_adapter("dot", "mf")
 class DotAdapter(ModelAdapter):
     """:class:`~recfit.models.DotBias` and :class:`~recfit.models.BiasedMF` (and, through
@@ -329,9 +398,10 @@ class SVDppAdapter(DotAdapter):
     """
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
-        super().__init__(model, ctx)
         if not isinstance(model, SVDpp):
             raise ConfigError(f"expected an SVDpp, received {type(model).__name__}")
+        check_implicit_lists(model)
+        super().__init__(model, ctx)
         self.explicit_rows = torch.cat(
             [model.user_factors.detach().float(), model.user_bias.detach().float()[:, None]], 1
         )
@@ -472,6 +542,10 @@ class TwoTowerAdapter(ModelAdapter):
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         super().__init__(model, ctx)
+        for side in ("query_tower", "candidate_tower"):
+            tower = getattr(model, side, None)
+            if isinstance(tower, nn.Module):
+                check_tower_inputs(tower, side)
         with torch.inference_mode():
             self.queries_: Tensor = model.user_vectors().float()  # type: ignore[operator]
             self.cands_: Tensor = model.item_vectors().float()  # type: ignore[operator]

@@ -44,13 +44,18 @@ from torch import Tensor
 from recfit.data.interactions import Interactions
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError, DataError, RecfitError
-from recfit.models.base import RatingModel, build_model, load_model, save_model
+from recfit.models.base import RatingModel, build_model, save_model
 from recfit.recommender.adapters import AdapterContext, ModelAdapter, adapter_for
 from recfit.recommender.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
+    MetaDoc,
     bundle_path,
-    read_json,
+    load_arrays_bytes,
+    load_model_bytes,
+    read_item_info,
+    read_vocabulary,
+    validate_doc,
     verify_manifest,
     write_bundle_dir,
 )
@@ -937,65 +942,103 @@ class Recommender:
     def load(cls, path: str | Path) -> Recommender:
         """Load a bundle folder, or the bundle of a run directory (``RUN/bundle``).
 
-        Only JSON and safetensors are read; every file is checked against the
-        manifest's sha256 first.
+        The bundle is untrusted input (see :mod:`recfit.recommender.bundle`): only its
+        own plain files are read, each checked against the manifest's size and sha256,
+        every JSON file against its schema and every declared size against the
+        tensors' headers before anything is allocated; the loaded model must answer a
+        finite score for a probe user.
 
         Raises:
-            BundleError: missing, damaged, altered or from another format version.
+            BundleError: missing, damaged, altered, inconsistent or from another format
+                version; the message names the file and the field.
         """
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
         folder = bundle_path(path)
-        verify_manifest(folder, _REQUIRED)
-        meta = read_json(folder, "recommender.json")
-        info = read_json(folder, "item_info.json")
-        try:
-            users = Vocabulary.from_dict(read_json(folder, "users.json"))
-            items = Vocabulary.from_dict(read_json(folder, "items.json"))
-            if not isinstance(meta, dict) or not isinstance(info, dict):
-                raise DataError("expected JSON objects in recommender.json and item_info.json")
-            model = load_model(folder / "model.safetensors")
-            try:
-                arrays = load_file(str(folder / "arrays.safetensors"))
-            except (SafetensorError, OSError, ValueError) as exc:
-                raise BundleError(f"expected a readable arrays.safetensors: {exc}") from exc
-            seen = ItemSets(arrays["seen_indptr"], arrays["seen_indices"])
-            features: dict[str, dict[str, np.ndarray]] = {}
-            for key, arr in arrays.items():
-                if key.startswith("features/"):
-                    _, side, name = key.split("/", 2)
-                    features.setdefault(side, {})[name] = arr
-            spaces = {}
-            if meta.get("feature_spaces"):
-                from recfit.data.features import FeatureSpace
+        files = verify_manifest(folder, _REQUIRED)
+        meta = validate_doc(
+            MetaDoc, files.json("recommender.json"), files.where("recommender.json")
+        )
+        users = read_vocabulary(files, "users.json")
+        items = read_vocabulary(files, "items.json")
+        for side, vocab, n in (("n_users", users, meta.n_users), ("n_items", items, meta.n_items)):
+            if len(vocab) != n:
+                raise BundleError(
+                    f"expected field {side!r} of {files.where('recommender.json')} to equal the "
+                    f"vocabulary's size {len(vocab)}, received {n}"
+                )
+        if meta.model != files.manifest.model:
+            raise BundleError(
+                f"expected field 'model' of {files.where('recommender.json')} to equal the "
+                f"manifest's {files.manifest.model!r}, received {meta.model!r}"
+            )
+        item_info = read_item_info(files, len(items))
+        model = load_model_bytes(files.read("model.safetensors"), files.where("model.safetensors"))
+        family = type(model).registry_name
+        if family != meta.model:
+            raise BundleError(
+                f"expected a {meta.model!r} model in {files.where('model.safetensors')!r}, "
+                f"received {family!r}"
+            )
+        arrays = load_arrays_bytes(
+            files.read("arrays.safetensors"),
+            files.where("arrays.safetensors"),
+            {
+                "seen_indptr": ("I64", (len(users) + 1,)),
+                "seen_indices": ("I32", (None,)),
+                "popularity": ("F64", (len(items),)),
+            },
+            {"features/user/": (len(users),), "features/item/": (len(items),)},
+        )
+        features: dict[str, dict[str, np.ndarray]] = {}
+        for key, arr in arrays.items():
+            if key.startswith("features/"):
+                _, side, name = key.split("/", 2)
+                features.setdefault(side, {})[name] = arr
+        spaces = {}
+        if meta.feature_spaces:
+            from recfit.data.features import FeatureSpace
 
-                spaces = {k: FeatureSpace.from_dict(v) for k, v in meta["feature_spaces"].items()}
-            cols = info.get("columns") or {}
-            item_info = pd.DataFrame(cols) if cols else None
-            if item_info is not None and "genres" in item_info.columns:
-                item_info["genres"] = [
-                    tuple(g) if g is not None else () for g in item_info["genres"]
-                ]
-            if item_info is not None and "year" in item_info.columns:
-                item_info["year"] = item_info["year"].astype("Int64")
-            return cls(
+            for key, value in meta.feature_spaces.items():
+                try:
+                    spaces[key] = FeatureSpace.from_dict(value)
+                except Exception as exc:  # untrusted content: any failure is the bundle's
+                    raise BundleError(
+                        f"expected a valid feature space at field 'feature_spaces.{key}' of "
+                        f"{files.where('recommender.json')}, received: {type(exc).__name__}: "
+                        f"{str(exc)[:300]}"
+                    ) from None
+        try:
+            seen = ItemSets(arrays["seen_indptr"], arrays["seen_indices"])
+            rec = cls(
                 model,
                 users,
                 items,
                 seen,
                 item_info=item_info,
-                rating_scale=meta.get("rating_scale"),
-                config=meta.get("config"),
+                rating_scale=None if meta.rating_scale is None else tuple(meta.rating_scale),
+                config=meta.config,
                 popularity=arrays["popularity"],
                 feature_spaces=spaces,
                 features=features,
-                fold_in_reg=float(meta.get("fold_in_reg", 0.1)),
-                min_item_count=float(meta.get("min_item_count", 1.0)),
+                fold_in_reg=meta.fold_in_reg,
+                min_item_count=meta.min_item_count,
             )
-        except BundleError:
-            raise
-        except (RecfitError, KeyError, TypeError, ValueError) as exc:
+        except RecfitError as exc:
             raise BundleError(
                 f"expected a consistent bundle in {str(folder)!r}, received: {exc}"
             ) from exc
+        rec._probe(files.where("model.safetensors"))
+        return rec
+
+    def _probe(self, where: str) -> None:
+        """Score every item for one trained user: the answers must be finite."""
+        trained = np.flatnonzero(self.seen.lengths() > 0)
+        user = torch.tensor([int(trained[0]) if len(trained) else 0])
+        try:
+            scores = self.adapter.score_all(self.adapter.user_rows(user))
+        except RecfitError as exc:
+            raise BundleError(f"expected a model that answers, in {where!r}: {exc}") from exc
+        if not bool(torch.isfinite(scores).all()):
+            raise BundleError(
+                f"expected finite scores from the model in {where!r}, received NaN or inf "
+                "(its config or weights are out of range)"
+            )
