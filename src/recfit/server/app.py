@@ -67,6 +67,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recfit.errors import ConfigError, DataError, RecfitError, UnknownIdError
 from recfit.recommender import ItemNotFoundError, Recommender
+from recfit.recommender.bundle import read_plain_file
 from recfit.recommender.results import Recommendation, jsonable_id
 from recfit.server.schemas import (
     MAX_N,
@@ -771,11 +772,14 @@ def create_app(
 
     @app.get("/report", include_in_schema=False)
     def show_report() -> Response:
-        if report is None or not report.is_file():
-            where = "no report path was given" if report is None else f"{report} is missing"
-            return _error(404, f"expected a run report, received none ({where})")
-        return FileResponse(
-            report, media_type="text/html", headers={"Content-Security-Policy": _PAGE_CSP}
+        if report is None:
+            return _error(404, "expected a run report, received none (no report path was given)")
+        try:  # a plain file inside the run folder only: never a symbolic link or a device
+            body = read_plain_file(report.parent, report.name, max_bytes=256 << 20)
+        except RecfitError as exc:
+            return _error(404, f"expected a run report, received none ({exc})")
+        return Response(
+            body, media_type="text/html", headers={"Content-Security-Policy": _PAGE_CSP}
         )
 
     @app.get("/", include_in_schema=False)
