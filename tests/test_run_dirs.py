@@ -130,6 +130,15 @@ def test_disk_full_while_publishing_leaves_no_mixed_run(
     assert set(_seeds(out).values()) == {2} and run_state(out) == "finished"
 
 
+def test_a_new_run_deletes_what_a_killed_one_left(tmp_path: Path, csv: Path) -> None:
+    for name in (".run.tmp-abc", ".run.old-def", ".other.tmp-x"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text("{}")
+    train_run(_cfg(csv), tmp_path / "run", progress=False)
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert hidden == [".other.tmp-x", ".run.lock"]
+
+
 def test_write_run_refuses_a_run_and_publishes_whole(tmp_path: Path, csv: Path) -> None:
     res = train_run(_cfg(csv), progress=False)
     out = tmp_path / "w"

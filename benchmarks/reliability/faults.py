@@ -186,11 +186,11 @@ def _after_failure(run: Path, rc: int | None, err: str, ref: dict[str, Any], wha
         res = subprocess.run(_cmd("--resume", str(run), "-q"), env=_env(), capture_output=True,
                              text=True, timeout=300)  # fmt: skip
         second = _classify(res.returncode, res.stderr)
-        return Case(CORPUS, what, _worst(first if first != "answer" else "typed_error", second),
+        return Case(CORPUS, what, _worst(first, second),
                     f"rc {rc}; {state} directory; --resume rc {res.returncode}")  # fmt: skip
     resumed, detail = _resume(run, ref)
     first_shown = "killed" if rc is None or rc < 0 else f"rc {rc}"
-    return Case(CORPUS, what, _worst(first if first != "answer" else "typed_error", resumed),
+    return Case(CORPUS, what, _worst(first, resumed),
                 f"{first_shown}; {state} directory; {detail}")  # fmt: skip
 
 

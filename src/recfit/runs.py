@@ -77,6 +77,7 @@ __all__ = [
     "build_learner",
     "count_overlap",
     "current_umask",
+    "early_stopping",
     "evaluate_run",
     "fit_config",
     "load_run",
@@ -158,9 +159,7 @@ def build_learner(
     if cfg.trainer == "als" and "y_range" in kwargs:
         kwargs["y_range"] = None
     model = create_model(cfg.model, train, **kwargs)
-    cbs: list[Callback] = [ScheduleRecorder(), *callbacks]
-    if cfg.patience is not None:
-        cbs.append(EarlyStopping(monitor=cfg.monitor, patience=cfg.patience, restore_best=True))
+    cbs: list[Callback] = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
     return Learner(
         model,
         train,
@@ -175,6 +174,21 @@ def build_learner(
         callbacks=cbs,
         progress=progress,
     )
+
+
+def early_stopping(cfg: TrainConfig) -> list[Callback]:
+    """The early-stopping callback ``cfg.patience`` asks for (every task), else none.
+
+    It watches ``cfg.monitor`` on the held-out part of the split in the direction
+    :mod:`recfit.metrics.registry` gives, and restores the best epoch's weights.
+
+    Example:
+        >>> [type(c).__name__ for c in early_stopping(TrainConfig(patience=2))]
+        ['EarlyStopping']
+    """
+    if cfg.patience is None:
+        return []
+    return [EarlyStopping(monitor=cfg.monitor, patience=cfg.patience, restore_best=True)]
 
 
 def resolve_config(cfg: TrainConfig, train: Interactions, distributed: bool = False) -> TrainConfig:
@@ -331,8 +345,8 @@ def _train(
         from recfit.train.classification import fit_classifier_config
 
         learner = fit_classifier_config(
-            cfg, split.train, split.test, callbacks=[ScheduleRecorder(), *callbacks],
-            progress=progress,
+            cfg, split.train, split.test,
+            callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)], progress=progress,
         ).learner  # fmt: skip
     else:
         main = ctx is None or ctx.is_main
@@ -530,7 +544,13 @@ def run_lock(out: str | Path) -> Iterator[Path]:
 
 def _prepare_run_dir(out: Path, *, force: bool, resume: bool) -> bool:
     """Check ``out`` for a new run (or a resumed one), clear it under ``force``, create
-    it; whether it holds a checkpoint to resume from."""
+    it; whether it holds a checkpoint to resume from. Under the lock, the hidden siblings
+    a killed run left (a half-written or a replaced copy) are deleted first."""
+    import glob
+
+    for pattern in (".tmp-*", ".old-*"):
+        for stale in out.parent.glob(f".{glob.escape(out.name)}{pattern}"):
+            shutil.rmtree(stale, ignore_errors=True)
     state = run_state(out)
     if state == "other":
         raise RunDirectoryError(
@@ -716,6 +736,15 @@ def retrieval_config(cfg: TrainConfig) -> Any:
         )
     if cfg.opt not in ("adagrad", "adam"):
         raise ConfigError(f"expected opt 'adagrad' or 'adam' for retrieval, received {cfg.opt!r}")
+    if cfg.patience is not None:  # early stopping reads the ranking metrics of eval_every
+        from recfit.metrics.registry import metric_info
+
+        ks = RetrievalConfig().eval_ks
+        if cfg.eval_every < 1 or metric_info(cfg.monitor).k not in ks:
+            raise ConfigError(
+                f"expected eval_every >= 1 and a monitor at a cutoff in {ks} for patience in "
+                f"retrieval, received eval_every {cfg.eval_every} and {cfg.monitor!r}"
+            )
     return RetrievalConfig(
         objective=cfg.objective,
         embedding_dim=cfg.n_factors,
@@ -753,7 +782,8 @@ def _retrieval_run(
 
     rcfg = retrieval_config(cfg)
     res = train_retrieval(
-        rcfg, split.data, split, callbacks=[ScheduleRecorder(), *callbacks], progress=progress
+        rcfg, split.data, split, callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)],
+        progress=progress,
     )
     details = {k: v for k, v in res.report.items() if k not in res.metrics}
     result = RunResult(cfg, res.learner, res.split, dict(res.metrics), details=details)
