@@ -319,3 +319,35 @@ def test_written_metadata_still_round_trips(tmp_path: Path) -> None:
     pq.write_table(table.replace_schema_metadata({b"recfit": meta}), p)
     d = read_parquet(p)
     assert (d.name, d.rating_scale) == ("x", (1.0, 5.0))
+
+
+# ---------------------------------------------------------------------- found by fuzzing
+def test_boolean_ratings_and_weights_are_errors(tmp_path: Path) -> None:
+    p = _write(tmp_path / "b.csv", "user,item,rating,w\n1,1,1,True\n")
+    with pytest.raises(DataError, match="boolean") as info:
+        read_csv(p, weight="w")
+    assert _where(info.value) == ("b.csv", 0, "w")
+    df = pd.DataFrame(
+        {"user": [1, 2], "item": [1, 1], "rating": pd.Series([2.0, True], dtype=object)}
+    )
+    with pytest.raises(DataError, match="boolean") as info:
+        from_frame(df)
+    assert info.value.row == 1
+
+
+def test_numbers_and_dates_in_one_timestamp_column_are_an_error() -> None:
+    t = pd.Series([-1, "2000-01-01"], dtype=object)  # -1 was read as the year -1
+    with pytest.raises(DataError, match="not both") as info:
+        from_frame(
+            pd.DataFrame({"user": [1, 2], "item": [1, 1], "rating": 1, "t": t}), timestamp="t"
+        )
+    assert info.value.row == 1
+
+
+def test_object_columns_of_numbers_and_booleans_as_ids() -> None:
+    ids = pd.Series([1.0, 2], dtype=object)  # a float id in an object column was '1.0'
+    d = from_frame(pd.DataFrame({"user": ids, "item": [1, 1], "rating": [1, 2]}))
+    assert d.users.id(d.user).tolist() == [1, 2]
+    flags = pd.Series([True, 0], dtype=object)  # True was the id 'True'
+    with pytest.raises(DataError, match="booleans"):
+        from_frame(pd.DataFrame({"user": [1, 2], "item": flags, "rating": [1, 2]}))

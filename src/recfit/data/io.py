@@ -641,7 +641,23 @@ def _numbers(values: np.ndarray, role: str, col: str, source: str | None) -> np.
     _check_missing(values, role, col, source)
     if values.dtype == np.float32:
         return values  # checked as is: no float64 copy of a large column
-    if values.dtype.kind in "iufb":
+    is_bool = values.dtype.kind == "b" or (
+        values.dtype.kind == "O" and any(isinstance(v, (bool, np.bool_)) for v in values.tolist())
+    )
+    if is_bool:
+        row = (
+            0
+            if values.dtype.kind == "b"
+            else _first(np.asarray([isinstance(v, (bool, np.bool_)) for v in values.tolist()]))
+        )
+        raise DataError(
+            f"expected a numeric {role}, received a boolean {_py(values[row])!r} (convert the "
+            "column to 0/1 numbers if that is what it means)",
+            file=source,
+            row=row,
+            column=col,
+        )
+    if values.dtype.kind in "iuf":
         return values.astype(np.float64, copy=False)
     coerced = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
     bad = np.isnan(coerced)
@@ -777,6 +793,16 @@ def _timestamps(values: np.ndarray, col: str, source: str | None) -> np.ndarray:
     num = exact.to_numpy(dtype=np.float64)
     if not np.isnan(num).any():
         return _timestamps(num, col, source)
+    if (~np.isnan(num)).any():  # numbers and dates in one column: which unit is meant?
+        row = _first(np.isnan(num))
+        raise DataError(
+            f"expected integer timestamps (epoch seconds) or ISO-8601 dates, not both in one "
+            f"column, received {_py(values[_first(~np.isnan(num))])!r} and "
+            f"{_py(values[row])!r}",
+            file=source,
+            row=row,
+            column=col,
+        )
     dates = pd.to_datetime(series, errors="coerce", format="ISO8601", utc=True)
     nat = dates.isna().to_numpy()
     if nat.any():

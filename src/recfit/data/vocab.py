@@ -286,6 +286,17 @@ def _as_id_array(arr: np.ndarray) -> np.ndarray:
             raise DataError("expected integer or string ids, received missing values")
         if any(isinstance(v, (bytes, bytearray)) for v in vals):
             raise DataError("expected integer or string ids, received bytes")
+        if any(isinstance(v, (bool, np.bool_)) for v in vals):
+            raise DataError("expected integer or string ids, received booleans")
+        if all(isinstance(v, (int, float, np.integer, np.floating)) for v in vals):
+            # numbers only (ints and floats mixed): as a float column, exact or an error
+            floats = [v for v in vals if isinstance(v, (float, np.floating))]
+            if not all(float(v).is_integer() and abs(float(v)) <= _FLOAT_EXACT for v in floats):
+                raise DataError(
+                    "expected integer or string ids, received fractional, infinite or "
+                    "inexact float ids (floats hold integers exactly only within +-2**53)"
+                )
+            return _as_id_array(_to_array([int(v) for v in vals]))
         text = [str(v) for v in vals]
         if not all(isinstance(v, str) for v in vals):
             try:
