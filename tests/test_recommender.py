@@ -310,7 +310,10 @@ def test_unknown_and_cold_users(data: Interactions) -> None:
     json.dumps(d)
     assert d["recommendations"][1]["path"] == "popular"
     frame = res.to_frame()
-    assert list(frame.columns) == ["user", "rank", "item", "score", "title", "path", "reason"]
+    assert list(frame.columns) == [
+        "user", "rank", "item", "score", "title", "path", "reason", "kind",
+    ]  # fmt: skip
+    assert frame["kind"].tolist() == ["rating"] * 3 + ["popularity"] * 6
     assert len(frame) == 9 and frame["title"].notna().all()
 
 
@@ -470,7 +473,8 @@ def test_recommend_all_streams_to_parquet(data: Interactions, tmp_path: Path) ->
     assert stats["users"] == data.n_users and stats["rows"] == data.n_users * 4
     frame = pq.read_table(out).to_pandas()
     assert pq.ParquetFile(out).metadata.num_row_groups == -(-data.n_users // 7)
-    assert set(frame.columns) == {"user", "rank", "item", "score", "path", "title"}
+    assert set(frame.columns) == {"user", "rank", "item", "score", "path", "kind", "title"}
+    assert set(frame["kind"]) == {"rating", "popularity"}
     for user in (100, 117, 138):
         got = frame[frame.user == user].sort_values("rank")
         assert got["item"].tolist() == rec.recommend(user, n=4)[0].ids
@@ -526,3 +530,94 @@ def test_cached_top_lists_answer_like_fresh_ones(data: Interactions) -> None:
     rec.cache_users = 3
     rec.recommend(users, n=2)
     assert len(rec._top_lru) == 3  # least recently used lists are dropped
+
+
+# ------------------------------------------------------------------ what a prediction means
+RATING_FAMILIES = ("dot", "mf", "svdpp", "nn", "classifier")
+
+
+def test_scores_are_never_clipped_into_the_rating_scale(data: Interactions) -> None:
+    from fastapi.testclient import TestClient
+
+    from recfit.server import create_app
+
+    model = _fit("two_tower", data)
+    rec = _rec(model, data)
+    assert rec.output_kind == "score" and rec.info()["output_kind"] == "score"
+    users, items = [100, 100, 101], [1000, 1001, 1002]
+    raw = rec.adapter.score(
+        torch.from_numpy(rec.users.index(users)).long(),
+        torch.from_numpy(rec.items.index(items)).long(),
+    ).numpy()
+    assert (raw < 1).all()  # rescaled-MSE scores live in [0, 1], below the rating scale
+    got = rec.predictions(users, items)
+    assert got.kind == "score" and not got.fallback.any()
+    np.testing.assert_allclose(got.values, raw, rtol=1e-6)
+    np.testing.assert_allclose(rec.predict(users, items), raw, rtol=1e-6)
+    assert set(got.to_frame()["kind"]) == {"score"}
+    r = rec.recommend(100, n=3)[0]
+    assert r.kind == "score" and r.to_dict()["kind"] == "score"
+    assert rec.recommend("ghost", n=3)[0].kind == "popularity"
+    client = TestClient(create_app(rec))
+    body = {"pairs": [{"user": u, "item": i} for u, i in zip(users, items, strict=True)]}
+    answer = client.post("/predict", json=body).json()["predictions"]
+    assert [p["kind"] for p in answer] == ["score"] * 3
+    np.testing.assert_allclose([p["prediction"] for p in answer], raw, rtol=1e-5)
+    assert client.get("/recommend", params={"user": 100, "n": 3}).json()["kind"] == "score"
+
+
+def _cold_split(d: Interactions) -> tuple[Interactions, np.ndarray]:
+    """``d`` without the rows of user 100 and item 1000 (still in the vocabularies)."""
+    cold = (d.users.id(d.user) == 100) | (d.items.id(d.item) == 1000)
+    return d.take(np.flatnonzero(~cold)), cold
+
+
+@pytest.mark.parametrize("name", RATING_FAMILIES)
+def test_untrained_users_and_items_get_the_baseline(
+    name: str, data: Interactions, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from recfit.models import fit_baseline
+    from recfit.server import create_app
+
+    train, cold = _cold_split(data)
+    model = _fit(name, train)
+    rec = _rec(model, train)
+    mu, bu, bi, _, _ = fit_baseline(
+        train.user, train.item, train.rating, None, train.n_users, train.n_items
+    )
+    u_ix, i_ix = train.users.index([101, 100, 100]), train.items.index([1000, 1001, 1000])
+    want = mu + bu[u_ix] + bi[i_ix]  # user 100 and item 1000 add no bias
+    assert bu[u_ix[1]] == 0 and bi[i_ix[0]] == 0
+    got = rec.predictions([101, 100, 100, 101], [1000, 1001, 1000, 1001])
+    assert got.kind == "rating" and got.fallback.tolist() == [True, True, True, False]
+    np.testing.assert_allclose(got.values[:3], want, rtol=1e-5, atol=1e-5)
+    assert "item 1000 has no training ratings" in (got.reasons[0] or "")
+    assert "mean + user bias" in (got.reasons[0] or "") and got.reasons[3] is None
+    frame = got.to_frame()
+    assert frame["fallback"].tolist() == [True, True, True, False]
+    # the same rule as the Learner's predict
+    np.testing.assert_array_equal(Learner(model, train, progress=False).fallback(data), cold)
+    np.testing.assert_allclose(
+        rec.predict(data.users.id(data.user), data.items.id(data.item), clip=False),
+        Learner(model, train, progress=False).predict(data),
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
+    # ids outside the vocabulary: the baseline only when asked
+    oov = rec.predictions([101, "ghost"], ["nope", 1001], on_unknown="baseline")
+    assert oov.fallback.all() and "unknown item id 'nope'" in (oov.reasons[0] or "")
+    np.testing.assert_allclose(
+        oov.values, [mu + bu[u_ix[0]], mu + bi[i_ix[1]]], rtol=1e-5, atol=1e-5
+    )
+    # the record survives the bundle
+    back = Recommender.load(rec.save(tmp_path / "b"))
+    again = back.predictions([101, 100, 100, 101], [1000, 1001, 1000, 1001])
+    assert again.fallback.tolist() == got.fallback.tolist()
+    np.testing.assert_array_equal(again.values, got.values)
+    # and HTTP says so
+    client = TestClient(create_app(back))
+    body = {"pairs": [{"user": 101, "item": 1000}, {"user": 101, "item": 1001}]}
+    answer = client.post("/predict", json=body).json()["predictions"]
+    assert [p["fallback"] for p in answer] == [True, False]
+    assert answer[0]["kind"] == "rating" and "no training ratings" in answer[0]["reason"]

@@ -323,6 +323,7 @@ def _reference_html(ref: Reference | None, metrics: dict[str, Any], what: str) -
 
 
 def _samples_html(run: Path, n_users: int, n: int) -> str:
+    from recfit.models import OUTPUT_TITLES
     from recfit.recommender import Recommender
     from recfit.recommender.bundle import MANIFEST
 
@@ -340,7 +341,7 @@ def _samples_html(run: Path, n_users: int, n: int) -> str:
                 parts.append(
                     f"<h3>User {_e(r.user)}</h3>"
                     + _table(
-                        ["#", "item", "title", "predicted rating"],
+                        ["#", "item", "title", OUTPUT_TITLES[rec.output_kind]],
                         rows,
                         f"top {n} of user {r.user} ({r.path}; their {seen} training items "
                         "excluded)",

@@ -126,3 +126,64 @@ def test_errors_are_one_red_line_exit_2(run_dir: Path, args: list[str], message:
     res = runner.invoke(app, [a.replace("{run}", str(run_dir)) for a in args])
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+def test_predict_says_score_for_a_retrieval_run(tmp_path: Path) -> None:
+    import numpy as np
+
+    from recfit.report import render_report
+
+    rng = np.random.default_rng(0)
+    u, i = np.meshgrid(np.arange(30), np.arange(20), indexing="ij")
+    keep = rng.random(u.shape) < 0.6
+    r = rng.integers(1, 6, size=int(keep.sum())).astype(float)
+    d = Interactions.from_arrays(u[keep] + 100, i[keep] + 1000, r, rating_scale=(1, 5))
+    out = tmp_path / "t"
+    cfg = TrainConfig(
+        dataset="synthetic", task="retrieval", epochs=1, bs=32, n_factors=4, layers=[4], seed=0
+    )
+    train_run(cfg, out, data=d, progress=False)
+    rec = Recommender.load(out)
+    raw = rec.predict(100, [1000, 1001, 1002])
+    assert rec.output_kind == "score" and not np.isin(raw, [1.0, 5.0]).any()
+    args = ["predict", str(out), "--user", "100", "-i", "1000", "-i", "1001", "-i", "1002"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [row["kind"] for row in rows] == ["score"] * 3
+    assert [row["prediction"] for row in rows] == pytest.approx(raw.tolist(), rel=1e-6)
+    res = runner.invoke(app, args)
+    flat = " ".join(res.output.split())
+    assert res.exit_code == 0 and "scores of user 100" in flat and "rating" not in flat
+    res = runner.invoke(app, ["recommend", str(out), "--user", "100", "-n", "3"])
+    assert res.exit_code == 0 and "score" in res.output and "predicted" not in res.output
+    html = render_report(out)
+    assert "predicted rating" not in html and '<th scope="col">score</th>' in html
+
+
+def test_predict_marks_the_baseline(tmp_path: Path) -> None:
+    import numpy as np
+
+    from recfit.models import create_model
+    from recfit.train import Learner
+
+    rng = np.random.default_rng(1)
+    u, i = np.meshgrid(np.arange(30), np.arange(20), indexing="ij")
+    keep = (rng.random(u.shape) < 0.6) & (i != 0)  # item 1000 is never rated
+    keep[:, 0] = True
+    r = rng.integers(1, 6, size=int(keep.sum())).astype(float)
+    w = np.where(i[keep] == 0, 0.0, 1.0)  # ... its rows have weight 0
+    d = Interactions.from_arrays(u[keep] + 100, i[keep] + 1000, r, weight=w, rating_scale=(1, 5))
+    model = create_model("dot", d, n_factors=4, y_range=(0.5, 5.5))
+    Learner(model, d, bs=32, progress=False).fit(2, 1e-2)
+    folder = Recommender(model, d.users, d.items, d, rating_scale=(1, 5)).save(tmp_path / "b")
+    args = ["predict", str(folder), "--user", "100", "-i", "1000", "-i", "1001"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [row["fallback"] for row in rows] == [True, False]
+    assert "item 1000 has no training ratings" in rows[0]["reason"]
+    res = runner.invoke(app, args)
+    flat = " ".join(res.output.split())
+    assert res.exit_code == 0 and "predicted ratings of user 100" in flat
+    assert " *" in res.output and "* item 1000: item 1000 has no training ratings" in flat

@@ -2,7 +2,9 @@
 
 Items may be given by id or by title (exact, then case-insensitive; an ambiguous or
 unknown title is an error listing the closest matches). Errors print one red line and
-exit with code 2.
+exit with code 2. Numbers are titled by what the model outputs (``predicted rating`` or
+``score``, :data:`recfit.models.OUTPUT_TITLES`); a prediction answered by the baseline
+(the user or item had no training ratings) is marked ``*`` with the reason.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def _load(run: Path) -> Any:
 
 def _fmt(x: float) -> str:
     return f"{x:.3f}" if abs(x) < 100 else f"{x:,.0f}"
+
+
+def _title(kind: str) -> str:
+    from recfit.models import OUTPUT_TITLES
+
+    return OUTPUT_TITLES.get(kind, kind)
 
 
 def recommend(
@@ -95,7 +103,7 @@ def recommend(
             table.add_column("#", justify="right")
             table.add_column("item", justify="right")
             table.add_column("title")
-            table.add_column("popularity" if r.path == "popular" else "predicted", justify="right")
+            table.add_column(_title(r.kind), justify="right")
             for k, s in enumerate(r.items, 1):
                 table.add_row(str(k), str(s.id), s.title or "", _fmt(s.score))
             _console.print(table)
@@ -152,22 +160,37 @@ def predict(
     ],
     as_json: JsonOpt = False,
 ) -> None:
-    """Predicted rating of a user for items (by id or title), in the original scale."""
+    """Predicted rating (or, for a retrieval model, score) of a user for items (by id or
+    title). Pairs whose user or item had no training ratings get the baseline, marked *."""
     with errors():
         rec = _load(run)
         ids = [rec.resolve_item(x) for x in item]
-        preds = rec.predict(user, ids)
+        res = rec.predictions(user, ids)
         if as_json:
             rows = [
-                {"user": user, "item": i, "title": rec.title(i), "prediction": float(p)}
-                for i, p in zip(ids, preds, strict=True)
+                {
+                    "user": user,
+                    "item": i,
+                    "title": rec.title(i),
+                    "prediction": float(p),
+                    "kind": res.kind,
+                    "fallback": bool(f),
+                    "reason": why,
+                }
+                for i, p, f, why in zip(ids, res.values, res.fallback, res.reasons, strict=True)
             ]
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table(title=f"predicted ratings of user {user}")
+        name = _title(res.kind)
+        table = Table(title=f"{name}s of user {user}")
         table.add_column("item", justify="right")
         table.add_column("title")
-        table.add_column("predicted", justify="right")
-        for i, p in zip(ids, preds, strict=True):
-            table.add_row(str(i), rec.title(i) or "", f"{float(p):.3f}")
+        table.add_column(name, justify="right")
+        notes = []
+        for i, p, f, why in zip(ids, res.values, res.fallback, res.reasons, strict=True):
+            table.add_row(str(i), rec.title(i) or "", f"{float(p):.3f}" + (" *" if f else ""))
+            if f:
+                notes.append(f"* item {i}: {why}")
         _console.print(table)
+        for note in notes:
+            _console.print(note, markup=False)

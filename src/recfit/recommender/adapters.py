@@ -10,6 +10,9 @@ known users come from :meth:`ModelAdapter.user_rows`; rows of new users from
 
 =====================  =================================================================
 ``score(u, i)``        predicted ratings (original scale) of known (user, item) pairs
+``predict(u, i)``      the same with the baseline for never-trained users or items, and
+                       the mask of those pairs
+``output_kind``        ``"rating"`` or ``"score"`` (what the numbers mean)
 ``score_all(rows)``    ``[B, n_items]`` predicted ratings of every item for B user rows
 ``user_rows(u)``       the rows of known users (by index)
 ``fold_in(i, r, w)``   a row for a new user from rated items, ratings and weights
@@ -52,7 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from recfit.errors import ConfigError
-from recfit.models.base import RatingModel
+from recfit.models.base import OutputKind, RatingModel, output_kind
 from recfit.models.dot import DotBias
 from recfit.models.mlp import EmbeddingNN
 from recfit.models.svdpp import SVDpp
@@ -133,11 +136,26 @@ class ModelAdapter:
         """The model's registry name."""
         return type(self.model).registry_name or type(self.model).__name__
 
+    @property
+    def output_kind(self) -> OutputKind:
+        """What the family predicts: ``"rating"`` or ``"score"`` (see
+        :func:`recfit.models.output_kind`)."""
+        return output_kind(self.model)
+
     def score(self, user_idx: Tensor, item_idx: Tensor) -> Tensor:
         """Predicted ratings of aligned (user index, item index) pairs, through ``forward``."""
         with torch.inference_mode():
             out = self.model({"user": user_idx.long(), "item": item_idx.long()})
             return self.model.to_rating(out).float()
+
+    def predict(self, user_idx: Tensor, item_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Predictions of aligned pairs and the ``bool`` mask of those answered by the
+        model's baseline (user or item never trained; see
+        :meth:`~recfit.models.RatingModel.apply_fallback`)."""
+        with torch.inference_mode():
+            batch = {"user": user_idx.long(), "item": item_idx.long()}
+            out, fallback = self.model.apply_fallback(batch, self.model(batch))
+            return self.model.to_rating(out).float(), fallback
 
     def user_rows(self, user_idx: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Rows of known users (by index), the input of :meth:`score_all`."""

@@ -11,7 +11,10 @@ Unknown ids (lesson 6) always get a documented answer: ``recommend`` sends an id
 from the vocabulary to the ``popular`` path with the reason (or raises
 :class:`~recfit.errors.UnknownIdError` with ``on_unknown="error"``); a known user without
 training ratings takes the ``popular`` path too (the model never learned them);
-``predict`` raises or answers NaN; a new user with a few ratings is *folded in*
+``predict`` answers a pair whose user or item had no training ratings with the model's
+baseline (global mean plus the known side's bias, marked ``fallback`` by
+:meth:`Recommender.predictions`) and raises, answers NaN or the baseline for an id
+outside the vocabulary; a new user with a few ratings is *folded in*
 (:meth:`Recommender.fold_in`) without retraining.
 
 Example:
@@ -44,7 +47,13 @@ from torch import Tensor
 from recfit.data.interactions import Interactions
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError, DataError, RecfitError
-from recfit.models.base import RatingModel, build_model, save_model
+from recfit.models.base import (
+    OutputKind,
+    RatingModel,
+    build_model,
+    output_kind,
+    save_model,
+)
 from recfit.recommender.adapters import AdapterContext, ModelAdapter, adapter_for
 from recfit.recommender.bundle import (
     BUNDLE_FORMAT,
@@ -62,6 +71,7 @@ from recfit.recommender.bundle import (
 from recfit.recommender.results import (
     ItemMatch,
     Neighbours,
+    Predictions,
     Recommendation,
     RecommendResult,
     ScoredId,
@@ -148,6 +158,27 @@ def _cell(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def _reason(
+    uid: Any, iid: Any, u_oov: bool, i_oov: bool, user_out: bool, item_out: bool, fallback: bool
+) -> str:
+    """Why a pair was not answered by the model."""
+    what = []
+    if user_out:
+        what.append(
+            f"unknown user id {uid!r}" if u_oov else f"user {uid!r} has no training ratings"
+        )
+    if item_out:
+        what.append(
+            f"unknown item id {iid!r}" if i_oov else f"item {iid!r} has no training ratings"
+        )
+    if not fallback:
+        return "; ".join(what) + ": no prediction"
+    if user_out and item_out:
+        return "; ".join(what) + ": baseline (global mean)"
+    side = "item bias" if user_out else "user bias"
+    return "; ".join(what) + f": baseline (mean + {side})"
 
 
 class Recommender:
@@ -243,6 +274,9 @@ class Recommender:
         m = build_model(model.config())
         m.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
         m.eval().requires_grad_(False)
+        if hasattr(m, "train_user_count") and not m.has_record and isinstance(seen, Interactions):
+            # which users and items were trained, and the baseline for the others
+            m.record_training(seen.user, seen.item, seen.rating, seen.weights())
         self.model = m
         ctx = AdapterContext(
             n_users=n_users,
@@ -275,6 +309,12 @@ class Recommender:
         return self.adapter.family
 
     @property
+    def output_kind(self) -> OutputKind:
+        """What predictions and model scores are: ``"rating"`` (original units) or
+        ``"score"`` (a ranking score such as a two-tower logit, never clipped)."""
+        return output_kind(self.model)
+
+    @property
     def titles(self) -> TitleIndex:
         """The title index (built on first use)."""
         if self._titles is None:
@@ -298,6 +338,7 @@ class Recommender:
 
         return {
             "model": self.family,
+            "output_kind": self.output_kind,
             "n_users": self.n_users,
             "n_items": self.n_items,
             "trained_users": int((self.seen.lengths() > 0).sum()),
@@ -378,20 +419,14 @@ class Recommender:
         users: Any,
         items: Any,
         *,
-        on_unknown: Literal["error", "nan"] = "error",
+        on_unknown: Literal["error", "nan", "baseline"] = "error",
         clip: bool = True,
     ) -> np.ndarray:
-        """Predicted ratings, in the original scale, for (user, item) pairs of raw ids.
+        """Predictions for (user, item) pairs of raw ids: :meth:`predictions`' values.
 
-        ``users`` and ``items`` are one id or aligned sequences; a single id pairs with
-        every id on the other side. The numbers are the model's ``forward`` (through
-        ``to_rating``) in evaluation mode, clipped into ``rating_scale`` when ``clip``.
-
-        Args:
-            users: raw user id(s).
-            items: raw item id(s).
-            on_unknown: ``"error"`` raises for an unknown id; ``"nan"`` answers NaN.
-            clip: clip into the rating scale (when known).
+        For a rating model these are predicted ratings in the original scale (a user or
+        item without training ratings gets the baseline); for a score model
+        (``output_kind == "score"``, e.g. two-tower) they are model scores, never clipped.
 
         Returns:
             ``float32`` array, one prediction per pair.
@@ -400,8 +435,52 @@ class Recommender:
             UnknownIdError: an unknown id under ``on_unknown="error"``.
             DataError: the sequences have different lengths.
         """
-        if on_unknown not in ("error", "nan"):
-            raise ConfigError(f"expected on_unknown 'error' or 'nan', received {on_unknown!r}")
+        return self.predictions(users, items, on_unknown=on_unknown, clip=clip).values
+
+    def predictions(
+        self,
+        users: Any,
+        items: Any,
+        *,
+        on_unknown: Literal["error", "nan", "baseline"] = "error",
+        clip: bool = True,
+    ) -> Predictions:
+        """Predictions for (user, item) pairs of raw ids, with what they are and which
+        ones fell back to the baseline.
+
+        ``users`` and ``items`` are one id or aligned sequences; a single id pairs with
+        every id on the other side. The numbers are the model's ``forward`` (through
+        ``to_rating``) in evaluation mode. For a rating model a pair whose user or item
+        had no training rating of positive weight is answered by the baseline (the
+        global mean plus the known side's bias) and marked ``fallback``, with the reason;
+        ratings are clipped into ``rating_scale`` when ``clip``. A score model's values
+        are scores, never clipped.
+
+        Args:
+            users: raw user id(s).
+            items: raw item id(s).
+            on_unknown: for an id absent from the vocabulary, ``"error"`` raises,
+                ``"nan"`` answers NaN, ``"baseline"`` answers the baseline (rating
+                models; NaN for a score model) marked ``fallback``.
+            clip: clip ratings into the rating scale (when known).
+
+        Raises:
+            UnknownIdError: an unknown id under ``on_unknown="error"``.
+            DataError: the sequences have different lengths.
+
+        Example:
+            >>> from recfit.data import Interactions
+            >>> from recfit.models import create_model
+            >>> d = Interactions.from_arrays([1, 1, 2], [10, 20, 10], [5.0, 3.0, 4.0])
+            >>> rec = Recommender(create_model("mf", d, n_factors=2), d.users, d.items, d)
+            >>> p = rec.predictions(1, [10, 99], on_unknown="baseline")
+            >>> p.kind, p.fallback.tolist(), p.reasons[1]
+            ('rating', [False, True], 'unknown item id 99: baseline (mean + user bias)')
+        """
+        if on_unknown not in ("error", "nan", "baseline"):
+            raise ConfigError(
+                f"expected on_unknown 'error', 'nan' or 'baseline', received {on_unknown!r}"
+            )
         u_ids, i_ids = _as_list(users), _as_list(items)
         if len(u_ids) == 1 and len(i_ids) != 1:
             u_ids = u_ids * len(i_ids)
@@ -415,14 +494,49 @@ class Recommender:
         policy: Literal["error", "sentinel"] = "error" if on_unknown == "error" else "sentinel"
         u = self.users.index(u_ids, unknown=policy).astype(np.int64)
         i = self.items.index(i_ids, unknown=policy).astype(np.int64)
+        kind = self.output_kind
         ok = (u >= 0) & (i >= 0)
         out = np.full(len(u), np.nan, dtype=np.float32)
+        fallback = np.zeros(len(u), dtype=bool)
         if ok.any():
-            pred = self.adapter.score(torch.from_numpy(u[ok]), torch.from_numpy(i[ok]))
+            pred, fb = self.adapter.predict(torch.from_numpy(u[ok]), torch.from_numpy(i[ok]))
             out[ok] = pred.cpu().numpy()
-        if clip and self.rating_scale is not None:
+            fallback[ok] = fb.cpu().numpy()
+        outside = ~ok
+        if on_unknown == "baseline" and outside.any() and self.model.has_record:
+            base = self.model.baseline(torch.from_numpy(u[outside]), torch.from_numpy(i[outside]))
+            out[outside] = base.float().numpy()
+            fallback[outside] = True
+        if clip and kind == "rating" and self.rating_scale is not None:
             out = np.clip(out, *self.rating_scale).astype(np.float32)
-        return out
+        user_out, item_out = u < 0, i < 0
+        if self.model.has_record:
+            cu = self.model.train_user_count.cpu().numpy()
+            ci = self.model.train_item_count.cpu().numpy()
+            user_out |= (u >= 0) & (cu[np.maximum(u, 0)] <= 0)
+            item_out |= (i >= 0) & (ci[np.maximum(i, 0)] <= 0)
+        reasons = tuple(
+            None
+            if not (user_out[k] or item_out[k])
+            else _reason(
+                u_ids[k],
+                i_ids[k],
+                u[k] < 0,
+                i[k] < 0,
+                bool(user_out[k]),
+                bool(item_out[k]),
+                bool(fallback[k]),
+            )
+            for k in range(len(u))
+        )
+        return Predictions(
+            tuple(jsonable_id(x) for x in u_ids),
+            tuple(jsonable_id(x) for x in i_ids),
+            out,
+            kind,
+            fallback,
+            reasons,
+        )
 
     # ------------------------------------------------------------------ top-n core
     def _allowed(self, candidates: Any, exclude: Any) -> np.ndarray:
@@ -570,8 +684,9 @@ class Recommender:
 
         Returns:
             A :class:`~recfit.recommender.results.RecommendResult`, users in order.
-            Scores are predicted ratings (not clipped, so that they keep their order);
-            on the popular path they are the items' popularity.
+            Scores are what the model outputs (``kind``: predicted ratings, not clipped so
+            that they keep their order, or a retrieval model's scores); on the popular
+            path they are the items' popularity (``kind == "popularity"``).
 
         Raises:
             UnknownIdError: an unknown user under ``on_unknown="error"``, or an unknown
@@ -598,7 +713,10 @@ class Recommender:
             canon = self.users.id(uu)
             for j, r in enumerate(model_rows):
                 out[r] = Recommendation(
-                    jsonable_id(canon[j]), self._scored(idx[j], scores[j]), "model"
+                    jsonable_id(canon[j]),
+                    self._scored(idx[j], scores[j]),
+                    "model",
+                    kind=self.output_kind,
                 )
         for r in np.flatnonzero(~trained):
             if u[r] < 0:
@@ -606,7 +724,9 @@ class Recommender:
             else:
                 user = jsonable_id(self.users.id([u[r]])[0])
                 reason = f"user {user!r} has no training ratings"
-            out[r] = Recommendation(user, self._popular(n, allowed), "popular", reason)
+            out[r] = Recommendation(
+                user, self._popular(n, allowed), "popular", reason, kind="popularity"
+            )
         return RecommendResult(tuple(x for x in out if x is not None), n, exclude_seen)
 
     # ------------------------------------------------------------------ fold-in
@@ -713,15 +833,19 @@ class Recommender:
         drop = items if exclude_rated else None
         if not len(items):
             return Recommendation(
-                None, self._popular(n, allowed, drop), "popular", "no ratings given"
+                None, self._popular(n, allowed, drop), "popular", "no ratings given", "popularity"
             )
         if not self.adapter.supports_fold_in:
             reason = f"model family {self.family!r} has no fold-in"
-            return Recommendation(None, self._popular(n, allowed, drop), "popular", reason)
+            return Recommendation(
+                None, self._popular(n, allowed, drop), "popular", reason, "popularity"
+            )
         row = self.fold_in(ratings, weights=weights).unsqueeze(0)
         excl = ItemSets.from_lists([items]) if exclude_rated else None
         scores, idx = self._topk(row, n, excl, allowed)
-        return Recommendation(None, self._scored(idx[0], scores[0]), "fold_in")
+        return Recommendation(
+            None, self._scored(idx[0], scores[0]), "fold_in", kind=self.output_kind
+        )
 
     # ------------------------------------------------------------------ similarity
     def _neighbours(
@@ -816,6 +940,7 @@ class Recommender:
                 "item": self.items.id(idx[valid]),
                 "score": scores[valid],
                 "path": np.where(trained[user_rows], "model", "popular"),
+                "kind": np.where(trained[user_rows], self.output_kind, "popularity"),
             })  # fmt: skip
             if with_titles:
                 frame["title"] = self.titles.titles_of(idx[valid])
