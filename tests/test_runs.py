@@ -65,8 +65,9 @@ def test_same_seed_same_numbers(ratings_csv: Path) -> None:
 @pytest.mark.parametrize("model", ["mf", "nn"])
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "cyclic"])
 def test_models_and_schedules(model: str, schedule: str, ratings_csv: Path) -> None:
+    sizes = {"n_factors": 4} if model == "mf" else {"layers": (8,)}  # nn has no n_factors
     cfg = TrainConfig(dataset=str(ratings_csv), user_col="uid", item_col="iid", rating_col="stars",
-                      epochs=2, bs=32, n_factors=4, model=model, schedule=schedule, lr=1e-2)  # fmt: skip
+                      epochs=2, bs=32, model=model, schedule=schedule, lr=1e-2, **sizes)  # fmt: skip
     res = train_run(cfg, progress=False)
     assert np.isfinite(res.metrics["mse"])
     assert res.learner.history[-1]["epoch"] == 1 or len(res.learner.history) == 2

@@ -304,6 +304,95 @@ class TrainConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _fields_apply(self) -> TrainConfig:
+        """A field given (not left at its default or the task's default) must be one the
+        run reads (:meth:`applies`): a key that nothing reads is an error, not a no-op."""
+        task_defaults = TASK_DEFAULTS.get(self.task, {})
+        fields = type(self).model_fields
+        unused = []
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if name in task_defaults and value == task_defaults[name]:
+                continue
+            if name not in task_defaults and value == fields[name].default:
+                continue
+            if not self.applies(name):
+                unused.append(f"{name}={value!r}")
+        if unused:
+            raise ValueError(
+                f"expected only settings that task {self.task!r} with model {self.model!r} and "
+                f"trainer {self.trainer!r} reads, received {', '.join(unused)} (it would be "
+                "ignored)"
+            )
+        if self.monitor is not None:
+            from recfit.metrics.registry import metric_info
+
+            kind = metric_info(self.monitor).kind  # an unknown name is an error
+            kinds = {
+                "rating": ("rating", "loss"),
+                "classification": ("rating", "levels", "loss"),
+                "retrieval": ("ranking",),
+            }[self.task]
+            if kind not in kinds:
+                raise ValueError(
+                    f"expected a monitor of kind {' or '.join(kinds)} for task {self.task!r}, "
+                    f"received {self.monitor!r} ({kind})"
+                )
+        return self
+
+    def applies(self, name: str) -> bool:
+        """Whether the run this config describes reads the field ``name``.
+
+        Task-specific fields apply to their task only (``objective``... to retrieval,
+        ``head``... to classification), ``reg_exponent`` to ALS, the MLP fields to models
+        with an MLP, ``y_range`` to models with a scaled output, the optimisation fields
+        not to ALS, ``pct_start`` to the one-cycle schedule, ``monitor`` to early stopping
+        (and retrieval's ``eval_every`` curves), checkpoints and bf16 to rating by SGD.
+
+        Example:
+            >>> TrainConfig().applies("lr"), TrainConfig().applies("temperature")
+            (True, False)
+        """
+        task, model, als = self.task, self.model, self.trainer == "als"
+        retrieval, classify = task == "retrieval", task == "classification"
+        softmax = retrieval and self.objective == "softmax"
+        scope = {
+            "objective": retrieval,
+            "temperature": softmax,
+            "logq": softmax,
+            "num_hard_negatives": softmax,
+            "num_negatives": softmax,
+            "positive_min_rating": retrieval,
+            "relevant_min_rating": retrieval,
+            "exclude_seen": retrieval,
+            "eval_every": retrieval,
+            "head": classify,
+            "decode": classify,
+            "biases": classify,
+            "class_weight": classify and self.imbalance == "class_weights",
+            "smote_epochs": classify and self.imbalance == "smote",
+            "smote_k": classify and self.imbalance == "smote",
+            "reg_exponent": als,
+            "layers": model in ("nn", "classifier", "two_tower"),
+            "dropout": model in ("nn", "classifier"),
+            "batch_norm": model in ("nn", "classifier"),
+            "n_factors": model != "nn",
+            "y_range": model in ("auto", "dot", "svdpp", "nn") and not als,
+            "loss": task == "rating",
+            "opt": self.opt in ("auto", "adam") or not (als or classify),  # auto: adam there
+            "lr": not als,
+            "bs": not als,
+            "wd": not als,
+            "schedule": not als,
+            "pct_start": not als and not retrieval and self.schedule == "one_cycle",
+            "monitor": self.patience is not None or (retrieval and self.eval_every > 0),
+            "checkpoint_every": task == "rating" and not als,
+            "bf16": task == "rating" and not als,
+            "trainer": task == "rating",
+        }
+        return scope.get(name, True)
+
     def resolve_model(self, big: bool) -> TrainConfig:
         """This config with ``model="auto"`` made concrete (other values: unchanged).
 
@@ -325,7 +414,11 @@ class TrainConfig(BaseModel):
         if model == "auto":
             model = "dot" if big or self.trainer == "als" else "svdpp"
         given = self.model_fields_set
-        extra = {k: v for k, v in MODEL_DEFAULTS.get(model, {}).items() if k not in given}
+        extra = {
+            k: v
+            for k, v in MODEL_DEFAULTS.get(model, {}).items()
+            if k not in given and (k != "pct_start" or self.schedule == "one_cycle")
+        }
         if model == self.model and not extra:
             return self
         return self.replace(model=model, **extra)
