@@ -229,3 +229,21 @@ def test_two_ranks_both_stop_without_hanging(tmp_path: Path) -> None:
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["raised"] for r in ranks)
     assert ranks[0]["epoch"] == ranks[1]["epoch"] == 0
+
+
+def test_deferred_check_names_the_same_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA (and under distributed training) the loss is buffered and checked at the
+    epoch's end, without a device sync per step: it must name the same step."""
+    d = _data()
+
+    def diverge() -> TrainingDivergedError:
+        learn = Learner(DotBias(d.n_users, d.n_items, 8, seed=0), d, bs=16, progress=False)
+        with pytest.raises(TrainingDivergedError) as err:
+            learn.fit(2, 3e3)
+        return err.value
+
+    now = diverge()
+    monkeypatch.setattr(Learner, "_check_now", property(lambda self: False))
+    later = diverge()
+    assert (later.epoch, later.step, later.what) == (now.epoch, now.step, "loss")
+    assert now.step > 0  # a later step, not the first one
