@@ -382,7 +382,7 @@ def test_nan_tensor_is_refused_even_when_rehashed(tmp_path: Path) -> None:
     state = read_checkpoint(_crashed_run(tmp_path))
     state.tensors["model.user_factors"][0, 0] = float("nan")
     ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, state.tensors, state.meta)
-    with pytest.raises(CheckpointError, match="finite values in tensor 'model.user_factors'"):
+    with pytest.raises(CheckpointError, match=r"finite values in tensor 'model\.user_factors'"):
         read_checkpoint(tmp_path)
 
 
@@ -409,7 +409,7 @@ def test_cli_resume_of_a_damaged_checkpoint_fails(tmp_path: Path) -> None:
     path = run / ckpt.CHECKPOINT_FILE
     if not path.exists():
         pytest.skip("this run layout keeps no checkpoint after a finished run")
-    lo, hi = _tensor_span(path, "model.user_factors")
+    lo, _ = _tensor_span(path, "model.user_factors")
     raw = bytearray(path.read_bytes())
     raw[lo + 5] ^= 0x08
     path.write_bytes(bytes(raw))
