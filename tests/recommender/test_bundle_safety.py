@@ -38,6 +38,22 @@ def test_declared_model_sizes_are_checked_before_allocating(
 ) -> None:
     folder = fresh(name)
     kit.edit_model_config(folder, lambda cfg: _size_key(name)(cfg, value))
+    with pytest.raises(
+        BundleError, match=r"n_users=40 .*model\.safetensors.*received " + str(value)
+    ):
+        Recommender.load(folder)
+    assert no_huge_alloc == []
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value"),
+    [("dot", "n_factors", 10**9), ("mf", "n_factors", 1), ("nn", "layers", [10**6])],
+)
+def test_declared_sizes_must_match_the_tensor_headers(
+    name: str, key: str, value: Any, fresh: Any, kit: Any, no_huge_alloc: list[int]
+) -> None:
+    folder = fresh(name)
+    kit.edit_model_config(folder, lambda cfg: cfg.update({key: value}))
     with pytest.raises(BundleError, match=r"model\.safetensors.*the model config's sizes"):
         Recommender.load(folder)
     assert no_huge_alloc == []
@@ -341,3 +357,25 @@ def test_model_file_from_before_the_training_record_still_loads(fresh: Any, kit:
     )
     rec = Recommender.load(folder)
     assert np.isfinite(np.asarray(rec.predict(USERS, ITEMS, clip=False), dtype=float)).all()
+
+
+# ------------------------------------------------------------------ saving
+def test_save_refuses_what_load_would_refuse(pristine: dict[str, Path], tmp_path: Path) -> None:
+    rec = Recommender.load(pristine["mf"])
+    with torch.no_grad():
+        rec.model.item_bias[0] = float("nan")
+    with pytest.raises(BundleError, match="item_bias"):
+        rec.save(tmp_path / "nan-weights")
+    rec = Recommender.load(pristine["mf"])
+    rec.fold_in_reg = float("inf")
+    with pytest.raises(BundleError, match="finite"):
+        rec.save(tmp_path / "inf-setting")
+    assert not (tmp_path / "nan-weights").exists() and not (tmp_path / "inf-setting").exists()
+
+
+def test_non_text_titles_are_saved_as_text(pristine: dict[str, Path], tmp_path: Path) -> None:
+    rec = Recommender.load(pristine["mf"])
+    assert rec.item_info is not None
+    rec.item_info["title"] = list(range(len(rec.item_info)))
+    back = Recommender.load(rec.save(tmp_path / "b"))
+    assert back.title(1) == "0"

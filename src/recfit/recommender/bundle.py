@@ -312,7 +312,7 @@ def _parse_constant(text: str) -> Any:
 
 
 def _check_depth(value: Any, where: str) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         v, depth = stack.pop()
         children = v.values() if isinstance(v, dict) else v
@@ -685,7 +685,9 @@ def _short_exc(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
-def load_model_bytes(data: bytes, where: str) -> RatingModel:
+def load_model_bytes(
+    data: bytes, where: str, sizes: Mapping[str, int] | None = None
+) -> RatingModel:
     """Rebuild a model from the bytes of a file written by
     :func:`~recfit.models.save_model`, checking every declared size first.
 
@@ -693,6 +695,12 @@ def load_model_bytes(data: bytes, where: str) -> RatingModel:
     config on PyTorch's ``meta`` device (no memory), and its parameter and buffer names,
     dtypes and shapes must equal the tensors' own; only then are the weights read and
     the model built for real. Weights must be finite.
+
+    Args:
+        data: the file's bytes.
+        where: the file, for messages.
+        sizes: expected values of the model's ``n_users`` / ``n_items`` (the
+            vocabularies' sizes), checked on the meta model.
 
     Raises:
         BundleError: naming ``where`` and the config key or tensor at fault.
@@ -728,6 +736,13 @@ def load_model_bytes(data: bytes, where: str) -> RatingModel:
             f"expected a model config that builds a {config['name']!r} model in {where!r}, "
             f"received: {_short_exc(exc)}"
         ) from None
+    for key, size in (sizes or {}).items():
+        got = getattr(shell, key, size)
+        if isinstance(got, int) and got != size:
+            raise BundleError(
+                f"expected {key}={size} (the vocabulary's size) in the model config of "
+                f"{where!r}, received {got}"
+            )
     # a file from before the training record lacks its buffers: it loads without one
     optional = set(getattr(model_base, "RECORD_BUFFERS", ()))
     missing = set(want) - set(infos)

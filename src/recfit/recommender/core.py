@@ -1010,11 +1010,18 @@ class Recommender:
         the new one is complete.
 
         Raises:
-            BundleError: ``path`` holds other files, or a feature array cannot be stored.
+            BundleError: ``path`` holds other files, a feature array cannot be stored, or
+                a weight or setting is NaN or infinite (it would not load).
         """
         from safetensors.numpy import save_file
 
         from recfit import __version__
+
+        for name, t in self.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise BundleError(
+                    f"expected finite model weights to save, received NaN or inf in {name!r}"
+                )
 
         def write(d: Path) -> None:
             save_model(self.model, d / "model.safetensors")
@@ -1026,6 +1033,8 @@ class Recommender:
                     c: [_cell(v) for v in self.item_info[c].tolist()]
                     for c in self.item_info.columns
                 }
+                if "title" in info:  # titles are text (the loader accepts nothing else)
+                    info["title"] = [None if t is None else str(t) for t in info["title"]]
             (d / "item_info.json").write_text(json.dumps({"columns": info}), "utf-8")
             meta = {
                 "model": self.family,
@@ -1037,7 +1046,13 @@ class Recommender:
                 "fold_in_reg": self.fold_in_reg,
                 "min_item_count": self.min_item_count,
             }
-            (d / "recommender.json").write_text(json.dumps(meta, indent=2, default=str), "utf-8")
+            try:
+                text = json.dumps(meta, indent=2, default=str, allow_nan=False)
+            except ValueError as exc:
+                raise BundleError(
+                    f"expected finite numbers in the recommender's settings, received: {exc}"
+                ) from None
+            (d / "recommender.json").write_text(text, "utf-8")
             arrays: dict[str, np.ndarray] = {
                 "seen_indptr": self.seen.indptr.astype(np.int64),
                 "seen_indices": self.seen.indices.astype(np.int32),
@@ -1096,7 +1111,11 @@ class Recommender:
                 f"manifest's {files.manifest.model!r}, received {meta.model!r}"
             )
         item_info = read_item_info(files, len(items))
-        model = load_model_bytes(files.read("model.safetensors"), files.where("model.safetensors"))
+        model = load_model_bytes(
+            files.read("model.safetensors"),
+            files.where("model.safetensors"),
+            {"n_users": len(users), "n_items": len(items)},
+        )
         family = type(model).registry_name
         if family != meta.model:
             raise BundleError(
