@@ -329,6 +329,7 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
     p = pred.astype(np.float64)[keep]
     t = part.rating.astype(np.float64)[keep]
     err = p - t
+    n_fb = float(learn.fallback(part)[keep].sum()) if learn.model.has_record else 0.0
     stats = torch.tensor(
         [
             wk.sum(),
@@ -337,16 +338,19 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
             (wk * err**2).sum(),
             (wk * np.abs(err)).sum(),
             (wk * t).sum(),
+            n_fb,
         ],
         dtype=torch.float64,
     )
-    total, s_loss, s_pen, s_se, s_ae, s_t = ctx.all_reduce_(stats).tolist()
+    total, s_loss, s_pen, s_se, s_ae, s_t, s_fb = ctx.all_reduce_(stats).tolist()
     ok = total > 0
     data_loss = s_loss / total if ok else math.nan
     reg_loss = 0.0
     if pen is not None:
         reg_loss = learn.reg * (s_pen / total) if ok else math.nan
     out: dict[str, float] = {"loss": data_loss + reg_loss, "reg_loss": reg_loss}
+    if learn.model.has_record:  # rows answered by the baseline, as Learner.evaluate says
+        out["n_fallback"] = s_fb
     names = list(learn._metric_fns)
     ss_tot = ss_raw = math.nan
     if "r2" in names:
