@@ -13,6 +13,8 @@ A run directory holds::
     schedule.png       learning rate (and momentum) per step
     metric_vs_epoch.png
                        for ``task="retrieval"`` with ``eval_every``: ranking metric per epoch
+    checkpoint.safetensors
+                       the full training state (rating task, SGD): what ``--resume`` reads
     bundle/            the run's Recommender bundle: weights (safetensors, with the model
                        config), vocabularies, each user's training items, titles, rating
                        scale, config; checksummed. Read by ``Recommender.load(run_dir)``,
@@ -698,11 +700,11 @@ def evaluate_run(
 
     if part not in ("test", "train"):
         raise ConfigError(f"expected part 'test' or 'train', received {part!r}")
-    cfg, model, users, items = load_run(run)
+    cfg = _read_config(Path(run))
     rec = Recommender.load(run)
     sp = load_split(cfg, split=split, seed=seed, data_dir=data_dir)
     data = sp.data
-    if data.users != users or data.items != items:
+    if data.users != rec.users or data.items != rec.items:
         raise ConfigError(
             f"expected the dataset the run was trained on ({cfg.dataset!r}), "
             "received data whose user or item ids differ"
@@ -720,7 +722,7 @@ def evaluate_run(
             n_rows=n_rows,
         )
     learn = Learner(
-        model, sp.train, None, loss=cfg.loss, reg=cfg.reg, device=cfg.device, progress=False
+        rec.model, sp.train, None, loss=cfg.loss, reg=cfg.reg, device=cfg.device, progress=False
     )
     return RunEvaluation(learn.evaluate(target), sp.name, part, n_rows, overlap)
 
@@ -782,7 +784,10 @@ def _retrieval_run(
 
     rcfg = retrieval_config(cfg)
     res = train_retrieval(
-        rcfg, split.data, split, callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)],
+        rcfg,
+        split.data,
+        split,
+        callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)],
         progress=progress,
     )
     details = {k: v for k, v in res.report.items() if k not in res.metrics}
@@ -906,12 +911,15 @@ def load_run(run: str | Path) -> tuple[TrainConfig, RatingModel, Vocabulary, Voc
     """
     from recfit.recommender import Recommender
 
-    d = Path(run)
+    cfg = _read_config(Path(run))
+    rec = Recommender.load(run)
+    return cfg, rec.model, rec.users, rec.items
+
+
+def _read_config(d: Path) -> TrainConfig:
     try:
-        cfg = validate_config(json.loads((d / "config.json").read_text("utf-8")), source=str(d))
+        return validate_config(json.loads((d / CONFIG_FILE).read_text("utf-8")), source=str(d))
     except (OSError, json.JSONDecodeError) as exc:
         raise BundleError(
             f"expected a run directory with config.json, received {str(d)!r}: {exc}"
         ) from exc
-    rec = Recommender.load(d)
-    return cfg, rec.model, rec.users, rec.items
