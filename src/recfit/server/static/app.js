@@ -224,7 +224,9 @@
           const extra =
             body.path === "popular"
               ? `${Math.round(s.score)} ratings`
-              : `predicted ${s.score === null ? "–" : s.score.toFixed(1)} ★`;
+              : body.kind === "score" // a retrieval model's score is not a rating
+                ? `score ${s.score === null ? "–" : s.score.toFixed(3)}`
+                : `predicted ${s.score === null ? "–" : s.score.toFixed(1)} ★`;
           return movieRow(s, extra);
         })
       );
