@@ -62,6 +62,9 @@ def test_compare_writes_results_and_resumes(tmp_path: Path) -> None:
         assert (out / name).exists(), name
     text = " ".join(first.output.split())  # rich wraps long lines
     assert "mean ± 2σ over 2 seeds" in text and "paired difference vs none" in text
+    # two seeds: the paired interval uses Student's t (12.71), not ±2σ, and says so
+    assert "paired difference vs none over 2 seeds" in text and "t = 12.71" in text
+    assert "accuracy ↑" in text and "mse_expected ↓" in text  # directions from the registry
     lines = (out / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 4
     res = json.loads((out / "results.json").read_text())
