@@ -351,3 +351,12 @@ def test_object_columns_of_numbers_and_booleans_as_ids() -> None:
     flags = pd.Series([True, 0], dtype=object)  # True was the id 'True'
     with pytest.raises(DataError, match="booleans"):
         from_frame(pd.DataFrame({"user": [1, 2], "item": flags, "rating": [1, 2]}))
+
+
+def test_a_rating_beyond_float64_is_a_data_error() -> None:
+    df = pd.DataFrame(
+        {"user": [1, 2], "item": [1, 1], "rating": pd.Series([4, 10**400], dtype=object)}
+    )
+    with pytest.raises(DataError, match="numeric rating") as info:
+        from_frame(df)
+    assert (info.value.row, info.value.column) == (1, "rating")

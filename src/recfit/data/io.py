@@ -21,6 +21,7 @@ kept in ``Interactions.meta["duplicates_merged"]``.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import difflib
 import json
@@ -659,17 +660,31 @@ def _numbers(values: np.ndarray, role: str, col: str, source: str | None) -> np.
         )
     if values.dtype.kind in "iuf":
         return values.astype(np.float64, copy=False)
-    coerced = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    coerced = _to_float64(values)
     bad = np.isnan(coerced)
     if bad.any():
         row = _first(bad)
         raise DataError(
-            f"expected a numeric {role}, received {_py(values[row])!r} in {int(bad.sum())} rows",
+            f"expected a numeric {role}, received {repr(_py(values[row]))[:80]} "
+            f"in {int(bad.sum())} rows",
             file=source,
             row=row,
             column=col,
         )
     return coerced
+
+
+def _to_float64(values: np.ndarray) -> np.ndarray:
+    """Numbers of an object column as float64; NaN where a value is no number (or one
+    that float64 cannot hold, like a Python int of 400 digits)."""
+    try:
+        out = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    except (OverflowError, TypeError, ValueError):
+        out = np.full(len(values), np.nan)
+        for k, v in enumerate(values.tolist()):
+            with contextlib.suppress(OverflowError, TypeError, ValueError):
+                out[k] = float(v)
+    return np.asarray(out)
 
 
 def _ids(
@@ -779,7 +794,10 @@ def _timestamps(values: np.ndarray, col: str, source: str | None) -> np.ndarray:
         raise DataError("expected integer timestamps, received booleans", file=source, column=col)
     # object / strings: integers first, then ISO-8601 dates
     series = pd.Series(values)
-    exact = pd.to_numeric(series, errors="coerce")
+    try:
+        exact = pd.to_numeric(series, errors="coerce")
+    except (OverflowError, TypeError, ValueError):  # e.g. a Python int beyond float64
+        exact = pd.Series(_to_float64(values))
     if exact.dtype.kind in "iu" and not exact.isna().any():
         return _timestamps(exact.to_numpy(), col, source)  # integers, exactly
     if exact.dtype.kind == "O":  # integers beyond int64 (Python ints)
