@@ -621,3 +621,7 @@ def test_untrained_users_and_items_get_the_baseline(
     answer = client.post("/predict", json=body).json()["predictions"]
     assert [p["fallback"] for p in answer] == [True, False]
     assert answer[0]["kind"] == "rating" and "no training ratings" in answer[0]["reason"]
+    body = {"pairs": [{"user": "ghost", "item": 1001}], "on_unknown": "baseline"}
+    (ghost,) = client.post("/predict", json=body).json()["predictions"]
+    assert ghost["fallback"] and ghost["prediction"] == pytest.approx(mu + bi[i_ix[1]], abs=1e-5)
+    assert "unknown user id 'ghost'" in ghost["reason"]
