@@ -165,8 +165,14 @@ class TrainConfig(BaseModel):
             the total weight of its ratings (1: the Learner's objective; 0.75 regularises
             heavy users and popular items less and is more accurate on R1 and R4).
         pct_start: share of one-cycle steps spent warming up.
-        patience: early stopping on ``monitor`` after this many epochs without gain.
-        monitor: the metric early stopping and the best checkpoint watch.
+        patience: early stopping on ``monitor`` after this many evaluated epochs without
+            gain, for every task (retrieval: needs ``eval_every``); the best epoch's
+            weights are restored. It watches the held-out part of the split, the part the
+            run reports, so those metrics belong to an epoch chosen on them (optimistic).
+        monitor: the metric early stopping watches; its direction comes from
+            :func:`recfit.metrics.registry.metric_info` and it must be a metric of the
+            task (rating or loss; classification also levels; retrieval a ranking metric
+            at a cutoff of 10, 20 or 100).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         checkpoint_every: with a run directory, also save the full training state every
             this many optimiser steps (it is always saved at epoch ends); see

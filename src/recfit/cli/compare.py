@@ -1,4 +1,5 @@
-"""``recfit compare``: named training configurations × N seeds, mean ± 2σ, error bars.
+"""``recfit compare``: named training configurations × N seeds, mean ± 2σ, error bars,
+and paired differences with a 95% Student-t interval for the number of seeds.
 
 Reads a comparison spec (TOML, see :func:`recfit.experiments.load_compare_config`): a
 ``[base]`` table of :class:`~recfit.config.TrainConfig` settings and one
