@@ -1,8 +1,10 @@
 """``recfit data``: inspect, split and synthesise rating data.
 
-``DATASET`` is a MovieLens name (``ml-100k``, ``ml-1m``, ...) or the path of a CSV, TSV
+``DATASET`` is a MovieLens name (``ml-100k``, ``ml-1m``, ...), the path of a CSV, TSV
 or Parquet file whose columns are chosen with ``--user/--item/--rating/--timestamp/
---weight``. Errors print one red line and exit with code 2.
+--weight``, or a folder: an extracted MovieLens release (or the folder holding one), or
+a folder holding exactly one rating file. ``--duplicates`` applies to every source.
+Errors print one red line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def _iso(t: int) -> str:
 
 @app.command()
 def info(
-    dataset: Annotated[str, typer.Argument(help="MovieLens name or rating file.")],
+    dataset: Annotated[
+        str, typer.Argument(help="MovieLens name, rating file, or a folder holding either.")
+    ],
     data_dir: DataDirOpt = None,
     user: UserOpt = "user",
     item: ItemOpt = "item",
@@ -132,7 +136,9 @@ def info(
 
 @app.command()
 def split(
-    dataset: Annotated[str, typer.Argument(help="MovieLens name or rating file.")],
+    dataset: Annotated[
+        str, typer.Argument(help="MovieLens name, rating file, or a folder holding either.")
+    ],
     spec: Annotated[
         str,
         typer.Option(

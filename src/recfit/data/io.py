@@ -3,9 +3,22 @@
 Columns are mapped by name (``user=``, ``item=``, ``rating=``, ``timestamp=``,
 ``weight=``). Raw ids may be strings or any integers (large, non-contiguous ``int64``
 ids are fine). Every value is checked, column by column and without per-row Python;
-nothing is silently dropped. A problem raises :class:`~recfit.errors.DataError` naming
-the file (``source``), the **0-based data row** (the header is not counted: in a CSV
-file with a header row, data row ``r`` is on line ``r + 2``) and the column.
+nothing is silently dropped or changed. A problem raises
+:class:`~recfit.errors.DataError` naming the file (``source``), the **0-based data row**
+(the header is not counted: in a CSV file with a header row, data row ``r`` is on line
+``r + 2``) and the column.
+
+No value is changed by a cast:
+
+* ids: a column of integers is read as numbers (``007`` in a CSV file is the id 7);
+  integers beyond int64 are kept exactly, as their decimal text (the whole column then
+  holds text ids); a CSV id column that parses as floats is read again as text, where
+  ``12`` and ``12.0`` are the id 12 and anything else (``1e3``, ``1.5``) is an error;
+  float ids elsewhere must be integers within ±2**53; booleans are no ids;
+* ratings and weights are stored as float32: a value that float32 would turn into
+  ``inf`` or ``0`` (``1e39``, ``1e-50``) is an error, as are booleans;
+* timestamps are int64 seconds: floats only within ±2**53, no value beyond int64, no
+  span beyond 2**63 - 1, and not numbers and dates mixed in one column.
 
 Duplicate (user, item) pairs follow ``duplicates=``:
 
