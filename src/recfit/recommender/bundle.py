@@ -57,7 +57,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from recfit._fs import default_dir_mode, default_file_mode
 from recfit.errors import BundleError
@@ -104,6 +111,8 @@ RUN_SUBDIR = "bundle"
 MAX_JSON_DEPTH = 64
 """Deepest nesting of arrays and objects accepted in a bundle's JSON."""
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_JSON_BYTES = 1 << 30
+"""Largest JSON file of a bundle (vocabularies of tens of millions of ids fit)."""
 MAX_HEADER_BYTES = 100 << 20
 """Largest safetensors header accepted (the safetensors library's own limit)."""
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -435,11 +444,12 @@ class MetaDoc(_Doc):
     fold_in_reg: Annotated[float, Field(gt=0)]
     min_item_count: float
 
-    @model_validator(mode="after")
-    def _scale_increases(self) -> MetaDoc:
-        if self.rating_scale is not None and not self.rating_scale[0] < self.rating_scale[1]:
-            raise ValueError(f"rating_scale [lo, hi] with lo < hi, received {self.rating_scale}")
-        return self
+    @field_validator("rating_scale")
+    @classmethod
+    def _scale_increases(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError("[lo, hi] with lo < hi")
+        return v
 
 
 class VocabularyDoc(_Doc):
@@ -451,11 +461,13 @@ class VocabularyDoc(_Doc):
     sentinel: Annotated[int, Field(ge=_INT64[0], le=-1)] = -1
     ids: list[Int64] | list[str]
 
-    @model_validator(mode="after")
-    def _kind_matches(self) -> VocabularyDoc:
-        if self.ids and isinstance(self.ids[0], str) != (self.kind == "str"):
-            raise ValueError(f"ids of kind {self.kind!r}")
-        return self
+    @field_validator("ids")
+    @classmethod
+    def _kind_matches(cls, v: list[int] | list[str], info: ValidationInfo) -> list[int] | list[str]:
+        kind = info.data.get("kind")
+        if v and kind is not None and isinstance(v[0], str) != (kind == "str"):
+            raise ValueError(f"ids of the vocabulary's kind {kind!r}")
+        return v
 
 
 Year = Annotated[float, Field(ge=-1e15, le=1e15)]
@@ -468,12 +480,13 @@ class ItemColumns(_Doc):
     year: list[Year | None] | None = None
     genres: list[list[str] | None] | None = None
 
-    @model_validator(mode="after")
-    def _whole_years(self) -> ItemColumns:
-        for k, y in enumerate(self.year or ()):
+    @field_validator("year")
+    @classmethod
+    def _whole_years(cls, v: list[float | None] | None) -> list[float | None] | None:
+        for k, y in enumerate(v or ()):
             if y is not None and y != int(y):
                 raise ValueError(f"whole years, received {y} at row {k}")
-        return self
+        return v
 
 
 class ItemInfoDoc(_Doc):
@@ -662,6 +675,12 @@ def verify_manifest(folder: Path, required: tuple[str, ...]) -> BundleFiles:
         if name not in doc.files:
             raise BundleError(f"expected {name} listed in {where!r}, received none")
     for name in required:
+        limit = MAX_JSON_BYTES if name.endswith(".json") else None
+        if limit is not None and doc.files[name].bytes > limit:
+            raise BundleError(
+                f"expected {name} of at most {limit} bytes, received a manifest entry of "
+                f"{doc.files[name].bytes} bytes ({where!r})"
+            )
         fd, st = _open_plain(folder, name)
         os.close(fd)
         if st.st_size != doc.files[name].bytes:
