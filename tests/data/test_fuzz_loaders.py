@@ -366,3 +366,56 @@ def test_parquet_loads_exactly_or_refuses(
         )
     if d is not None:
         check_exact(d, rows, weighted, timed)
+
+
+# ---------------------------------------------------------------------- u.data lines
+_field = st.one_of(
+    st.integers(-3, 6).map(str),
+    st.integers(-(2**40), 2**40).map(str),
+    st.sampled_from(["", "4.5", "nan", "1e39", "1e30", "2147483648", "x", " 3", "3 ", "5.0"]),
+)
+
+
+@st.composite
+def u_data(draw: st.DrawFn) -> tuple[str, list[list[str]]]:
+    lines = draw(
+        st.lists(
+            st.lists(_field, min_size=3, max_size=5),
+            min_size=0,
+            max_size=6,
+        )
+    )
+    pool = st.sampled_from(["1\t1\t5\t10", "2\t1\t3\t11", "1\t2\t4\t12"])
+    good = draw(st.lists(pool, max_size=3))
+    rows = list(lines) + [g.split("\t") for g in good]
+    order = draw(st.permutations(range(len(rows))))
+    rows = [rows[k] for k in order]
+    sep = draw(st.sampled_from(["\n", "\r\n"]))
+    return sep.join("\t".join(r) for r in rows) + sep, rows
+
+
+@FUZZ
+@given(u_data())
+def test_release_ratings_load_exactly_or_refuse(case: tuple[str, list[list[str]]]) -> None:
+    from recfit.data.grouplens import movielens_folder
+
+    text, rows = case
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "ml-100k"
+        folder.mkdir()
+        (folder / "u.data").write_text(text)
+        flags = "|".join(["0"] * 18 + ["1"])
+        (folder / "u.item").write_text(f"1|A (1995)|01-Jan-1995||x|{flags}\n")
+        (folder / "u.user").write_text("1|24|M|technician|85711\n")
+        d = _attempt(movielens_folder, folder)
+    if d is None:
+        return
+    assert len(d) == len(rows)
+    users, items = d.users.id(d.user).tolist(), d.items.id(d.item).tolist()
+    ts = d.timestamp.tolist() if d.timestamp is not None else []
+    for k, r in enumerate(rows):
+        assert len(r) == 4
+        assert users[k] == int(r[0]) and items[k] == int(r[1]) and ts[k] == int(r[3])
+        assert -(2**31) <= int(r[0]) < 2**31 and -(2**31) <= int(r[1]) < 2**31
+        assert 1 <= float(r[2]) <= 5 and d.rating[k] == np.float32(float(r[2]))
+    assert len(set(zip(users, items, strict=True))) == len(d)

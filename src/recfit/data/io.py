@@ -442,6 +442,7 @@ def _parse_csv(
         NotImplementedError,  # a zip compression method Python lacks
         ImportError,  # .zst without the zstandard package
         csv.Error,
+        re.error,  # a separator of several characters is a regular expression
         UnicodeError,
         ValueError,  # a zip holding several files, ...
     ) as exc:
