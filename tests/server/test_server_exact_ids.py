@@ -175,3 +175,30 @@ def test_pipelined_request_behind_a_huge_id_is_answered(rec: Recommender, serve:
     assert reply.startswith(b"HTTP/1.1 404"), reply[:200]
     assert reply.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 200" in reply, reply
     assert b'"status":"ok"' in reply
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"ratings": [{"item": 50, "rating": True}]},
+        {"ratings": [{"item": 50, "rating": "5"}]},
+        {"ratings": [], "n": True},
+        {"ratings": [], "n": 5.0},
+        {"ratings": [], "n": "5"},
+        {"ratings": [], "exclude_rated": 1},
+    ],
+)
+def test_numbers_and_flags_in_bodies_are_strict(client: TestClient, payload: dict) -> None:
+    resp = client.post("/recommend", json=payload)
+    assert resp.status_code == 422, resp.text
+    _err(resp)
+
+
+@pytest.mark.parametrize(
+    "path", ["/items?query=%ED%A0%80", "/recommend?user=%FF", "/similar?item=a%C0"]
+)
+def test_undecodable_query_strings_get_422(client: TestClient, path: str) -> None:
+    """Not answered for the replacement characters Starlette would decode them to."""
+    resp = client.get(path)
+    assert resp.status_code == 422, resp.text
+    assert "UTF-8" in _err(resp)["error"]

@@ -213,3 +213,17 @@ def test_many_stalled_bodies_are_all_closed(strict_url: str) -> None:
     assert all(closed)
     with httpx.Client(base_url=strict_url, timeout=30) as http:  # and the server still answers
         assert http.get("/health").status_code == 200
+
+
+def test_a_stalled_body_holds_no_work_slot(rec: Recommender, serve: Any) -> None:
+    """Admission happens once the body is in: slow uploads cannot fill the pool."""
+    app = create_app(rec, warm_up=False, work_threads=1, work_queue=0, body_timeout_s=30)
+    with serve(app) as url, _connect(url) as stalled:
+        stalled.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            resp = http.post("/predict", json={"pairs": [{"user": 1, "item": 2}]})
+            assert resp.status_code == 200, resp.text

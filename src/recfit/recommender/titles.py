@@ -193,16 +193,17 @@ class TitleIndex:
         ranked = sorted(out.items(), key=lambda kv: (-kv[1].score, kv[0]))
         return [m for _, m in ranked[: max(0, n)]]
 
-    def resolve(self, query: Any, *, hint: bool = True) -> int:
+    def resolve(self, query: Any, *, hint: bool = True, ids: bool = True) -> int:
         """The item index of ``query``: a known id, else a unique exact title, else a unique
         case-insensitive (or normalised) title. Every step is a dictionary lookup; only
         the error's hint (``hint=True``) ranks close matches with :meth:`find`.
+        ``ids=False`` skips the id lookup (for a caller that has looked the ids up already).
 
         Raises:
             ItemNotFoundError: nothing matches, or several items do; the message and
                 ``matches`` list the closest items (none when ``hint`` is off).
         """
-        known = self._known_id(query)
+        known = self._known_id(query) if ids else None
         if known is not None:
             return known
         text = self._text(query)

@@ -52,6 +52,7 @@ import math
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,6 +97,7 @@ __all__ = [
     "Admission",
     "BodySizeLimit",
     "BodyTimeout",
+    "QueryUTF8",
     "WorkPool",
     "app_from_env",
     "create_app",
@@ -309,6 +311,36 @@ class BodyTimeout:
             )
 
 
+class QueryUTF8:
+    """ASGI middleware: answer 422 to a query string whose escapes are not UTF-8.
+
+    Starlette would decode ``%ED%A0%80`` to replacement characters and answer for
+    another string than the one sent; this refuses it instead.
+
+    Args:
+        app: the wrapped ASGI application.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            try:
+                urllib.parse.unquote_to_bytes(scope["query_string"]).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                await _send_error(
+                    send,
+                    422,
+                    "invalid request: query: expected UTF-8 text, received undecodable "
+                    f"bytes at position {exc.start}",
+                    [{"loc": ["query"], "msg": "undecodable bytes", "type": "string_unicode"}],
+                    close=False,
+                )
+                return
+        await self.app(scope, receive, send)
+
+
 class _OverBudget(Exception):
     """A heavy request passed its time budget."""
 
@@ -361,8 +393,10 @@ def _check_deadline(deadline: float) -> None:
 class Admission:
     """ASGI middleware: admit at most ``pool.capacity`` heavy requests at a time.
 
-    A heavy request (:data:`HEAVY_ROUTES`) beyond that gets 429 with ``Retry-After``; its
-    body is read and dropped (so that the connection stays usable) but never parsed.
+    A heavy request (:data:`HEAVY_ROUTES`) is admitted only once its whole body has
+    arrived (so that slow clients, bounded by :class:`BodyTimeout`, never hold a slot);
+    beyond the capacity it gets 429 with ``Retry-After``, its body read but never parsed
+    (so that the connection stays usable).
 
     Args:
         app: the wrapped ASGI application.
@@ -378,11 +412,25 @@ class Admission:
             await self.app(scope, receive, send)
             return
         pool = self.pool
+        chunks: list[bytes] = []
+        for _ in range(1_000_000):  # the whole body first; bounded by the size limit
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
         if pool.admitted >= pool.capacity:
-            for _ in range(1_000_000):  # drain the body: bounded by the size limit
-                message = await receive()
-                if message["type"] != "http.request" or not message.get("more_body", False):
-                    break
             await _send_error(
                 send,
                 429,
@@ -394,7 +442,7 @@ class Admission:
             return
         pool.admitted += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, replay, send)
         finally:
             pool.admitted -= 1
 
@@ -515,7 +563,7 @@ def _resolve_items(
             continue
         _check_deadline(deadline)
         try:
-            pos = rec.titles.resolve(queries[i], hint=not lenient)
+            pos = rec.titles.resolve(queries[i], hint=not lenient, ids=False)
             out[i] = jsonable_id(rec.items.id([pos])[0])
         except ItemNotFoundError:
             if not lenient:
@@ -612,6 +660,7 @@ def create_app(
     app.state.recommender = rec
     app.state.report_path = report
     app.state.pool = pool
+    app.add_middleware(QueryUTF8)
     app.add_middleware(Admission, pool=pool)
     app.add_middleware(BodyTimeout, timeout_s=float(body_timeout_s))
     app.add_middleware(BodySizeLimit, max_bytes=int(max_body_bytes))

@@ -1,7 +1,8 @@
 """Request and response models of the HTTP API (pydantic), with their bounds.
 
 Every request model rejects unknown keys; list lengths, string lengths and ``n`` are
-bounded so that one request cannot ask for unbounded work. Ids are raw ids: JSON
+bounded so that one request cannot ask for unbounded work; numbers and flags are strict
+(``"5"`` or ``true`` is no rating, ``true`` no ``n``). Ids are raw ids: JSON
 integers or strings, taken as given (strict: ``true``, ``50.0`` or ``null`` is no id, and
 a string is never parsed into a number here); a string must be valid Unicode (no lone
 surrogate) and at most :data:`MAX_ID_CHARS` characters. Items may also be given by
@@ -159,15 +160,17 @@ class RatingIn(_Request):
     """One rating of a new user: an item by id or title, and its rating."""
 
     item: RequestId = Field(description="Item id or title.")
-    rating: float = Field(description="A rating on the model's scale (e.g. 1-5).")
+    rating: float = Field(
+        strict=True, description="A rating on the model's scale (e.g. 1-5); a JSON number."
+    )
 
 
 class RecommendRequest(_Request):
     """``POST /recommend``: recommendations for a new user from a few ratings (fold-in)."""
 
     ratings: list[RatingIn] = Field(max_length=MAX_RATINGS)
-    n: int = Field(default=10, ge=1, le=MAX_N)
-    exclude_rated: bool = Field(default=True, description="Leave the rated items out.")
+    n: int = Field(default=10, ge=1, le=MAX_N, strict=True)
+    exclude_rated: bool = Field(default=True, strict=True, description="Leave the rated items out.")
 
 
 class SimilarResponse(BaseModel):
