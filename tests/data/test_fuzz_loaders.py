@@ -28,7 +28,7 @@ from recfit.data.io import from_frame, load, read_csv, read_parquet
 from recfit.errors import RecfitError
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
