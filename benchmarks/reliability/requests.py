@@ -276,7 +276,9 @@ BAD_QUERY = [  # already percent-encoded ("+" is a space in a query string)
 BAD_N = ["0", "-1", "101", "ten", "1e1", str(10**30), "1.5", "", "true"]
 
 
-def _corpus(port: int, truth: dict[tuple[Any, Any], float]) -> list[tuple[str, Callable[[], tuple[int | None, Any, bytes]], Check]]:
+def _corpus(
+    port: int, truth: dict[tuple[Any, Any], float]
+) -> list[tuple[str, Callable[[], tuple[int | None, Any, bytes]], Check]]:
     cases: list[tuple[str, Callable[[], tuple[int | None, Any, bytes]], Check]] = []
 
     def add(name: str, method: str, path: str, body: bytes | None, check: Check,
@@ -648,7 +650,9 @@ def _load(port: int, titles: list[str], seconds: float, n_clients: int, polite: 
 
 
 # ------------------------------------------------------------------ entry points
-def run(work: Path, data_dir: Path | None, *, load_s: float = 15.0, n_clients: int = 50) -> list[Case]:
+def run(
+    work: Path, data_dir: Path | None, *, load_s: float = 15.0, n_clients: int = 50
+) -> list[Case]:
     """Train, serve, send the corpus, run the load phase; one :class:`Case` per input."""
     del data_dir  # synthetic data: big ids and titles of our own
     work.mkdir(parents=True, exist_ok=True)
