@@ -379,3 +379,13 @@ def test_non_text_titles_are_saved_as_text(pristine: dict[str, Path], tmp_path: 
     rec.item_info["title"] = list(range(len(rec.item_info)))
     back = Recommender.load(rec.save(tmp_path / "b"))
     assert back.title(1) == "0"
+
+
+@pytest.mark.parametrize("titles", [[7, "b"], [{"a": 1}, None], ["only one"]])
+def test_title_index_refuses_non_text_titles(titles: list[Any]) -> None:
+    from recfit.data import Vocabulary
+    from recfit.errors import DataError
+    from recfit.recommender import TitleIndex
+
+    with pytest.raises(DataError, match="title"):
+        TitleIndex(Vocabulary([1, 2]), titles)

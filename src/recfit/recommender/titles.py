@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from recfit.data.vocab import Vocabulary
-from recfit.errors import ItemNotFoundError
+from recfit.errors import DataError, ItemNotFoundError
 from recfit.recommender.results import ItemMatch, jsonable_id
 
 __all__ = ["ItemNotFoundError", "TitleIndex", "normalise_title"]
@@ -81,6 +81,17 @@ class TitleIndex:
         self.items = items
         n = len(items)
         self.titles: list[str | None] = [None] * n if titles is None else list(titles)
+        if len(self.titles) != n:
+            raise DataError(
+                f"expected one title per item ({n}), received {len(self.titles)}", column="title"
+            )
+        for i, t in enumerate(self.titles):
+            if t is not None and not isinstance(t, str):
+                raise DataError(
+                    f"expected titles as text or None, received {type(t).__name__} {t!r:.60} "
+                    f"at item index {i}",
+                    column="title",
+                )
         self._exact: dict[str, list[int]] = {}
         self._fold: dict[str, list[int]] = {}
         self._norm: list[str] = []
