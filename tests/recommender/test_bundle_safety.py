@@ -389,3 +389,19 @@ def test_title_index_refuses_non_text_titles(titles: list[Any]) -> None:
 
     with pytest.raises(DataError, match="title"):
         TitleIndex(Vocabulary([1, 2]), titles)
+
+
+def test_header_declaring_too_many_tensors(fresh: Any, kit: Any) -> None:
+    folder = fresh("mf")
+
+    def many(h: dict[str, Any]) -> None:
+        h.update(
+            {
+                f"t{k}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
+                for k in range(100_001)
+            }
+        )
+
+    kit.edit_header(folder, "arrays.safetensors", many)
+    with pytest.raises(BundleError, match="at most 100000 tensors"):
+        Recommender.load(folder)

@@ -115,6 +115,8 @@ MAX_JSON_BYTES = 1 << 30
 """Largest JSON file of a bundle (vocabularies of tens of millions of ids fit)."""
 MAX_HEADER_BYTES = 100 << 20
 """Largest safetensors header accepted (the safetensors library's own limit)."""
+MAX_TENSORS = 100_000
+"""Most tensors one safetensors file of a bundle may declare."""
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -562,6 +564,10 @@ def read_safetensors_header(
         raise BundleError(
             f"expected string metadata in the safetensors header of {where}, received "
             f"{_SHORT.repr(meta)}"
+        )
+    if len(header) > MAX_TENSORS:
+        raise BundleError(
+            f"expected at most {MAX_TENSORS} tensors in {where}, received {len(header)}"
         )
     infos: dict[str, TensorInfo] = {}
     for name, raw in header.items():
