@@ -204,6 +204,29 @@ def _wait_for_config(proc: subprocess.Popen[str], run: Path, limit: float = 300)
     return time.perf_counter()
 
 
+def _wait_for_stage(
+    proc: subprocess.Popen[str],
+    run: Path,
+    inside: str,
+    limit: float = 300,
+    *,
+    checkpoint: bool = False,
+) -> None:
+    """Poll until the hidden sibling where the finished run is staged exists (and holds
+    ``inside``), or the run's first checkpoint (``checkpoint``), or the process ends."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit and proc.poll() is None:
+        if checkpoint:
+            if (run / "checkpoint.safetensors").exists():
+                return
+            time.sleep(0.002)
+            continue
+        for stage in run.parent.glob(f".{run.name}.tmp-*"):
+            if not inside or (stage / inside).exists():
+                return
+        time.sleep(0.002)
+
+
 def _fsize_limit(limit: int) -> Any:
     def pre() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG
@@ -236,25 +259,40 @@ def run(work: Path, data_dir: Path | None) -> list[Case]:
         active = max(active, time.perf_counter() - t_config)
     ref = {s: _metrics(d) for s, d in ref_dir.items()}
 
-    # 1. SIGKILL at random points while the run works on its directory (one while the
-    # process is still starting), then --resume
-    for k in range(8):
-        delay = -1.0 if k == 0 else rng.uniform(0.0, active * 1.1)
+    # 1. SIGKILL at random points while the run works on its directory, one while the
+    # process is still starting, two in the middle of publishing the finished run; then
+    # --resume
+    kills: list[tuple[str, float]] = [("starting", 0.5)]
+    kills += [("random", rng.uniform(0.0, active * 0.5)) for _ in range(2)]
+    kills += [("checkpoint", rng.uniform(0.0, 0.5)) for _ in range(2)]
+    kills += [("staging", 0.0), ("staged_bundle", 0.0)]
+    for k, (when, delay) in enumerate(kills):
         run_dir = work / f"kill{k}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        proc = subprocess.Popen(_train_args(csv, run_dir, 1), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
-        if delay < 0:
-            time.sleep(0.5)
-        else:
+        proc = subprocess.Popen(
+            _train_args(csv, run_dir, 1), env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        if when == "random":
             _wait_for_config(proc, run_dir)
-            time.sleep(delay)
+        elif when == "checkpoint":
+            _wait_for_stage(proc, run_dir, "", checkpoint=True)
+        elif when != "starting":
+            _wait_for_stage(
+                proc, run_dir, "bundle/manifest.json" if when == "staged_bundle" else ""
+            )
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
         rc = proc.returncode
-        case = _after_failure(run_dir, None if rc == -signal.SIGKILL else rc, err, ref[1],
-                              "kill_while_starting" if delay < 0 else
-                              f"kill_{delay:.2f}s_after_config")  # fmt: skip
+        name = {
+            "starting": "kill_while_starting",
+            "random": f"kill_{delay:.2f}s_after_config",
+            "checkpoint": f"kill_{delay:.2f}s_after_the_first_checkpoint",
+            "staging": "kill_when_publishing_starts",
+            "staged_bundle": "kill_when_the_staged_bundle_is_written",
+        }[when]
+        case = _after_failure(run_dir, None if rc == -signal.SIGKILL else rc, err, ref[1], name)
         case.figures["delay_s"] = delay
         cases.append(case)
 
@@ -274,7 +312,7 @@ def run(work: Path, data_dir: Path | None) -> list[Case]:
             cases.append(_after_failure(run_dir, res.returncode, res.stderr, ref[1], name))
 
     # 3. ENOSPC at the k-th fsync
-    for k in (1, 3, 8, 20):
+    for k in (1, 3, 8, 20):  # the config, a checkpoint, ..., the bundle
         run_dir = work / f"enospc{k}"
         shutil.rmtree(run_dir, ignore_errors=True)
         args = [sys.executable, "-c", _ENOSPC_CHILD, *_train_args(csv, run_dir, 1)[3:]]
