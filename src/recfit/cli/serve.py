@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Annotated
@@ -65,8 +66,16 @@ def serve(
         int, typer.Option("--keep-alive", help="Seconds an idle keep-alive connection stays.")
     ] = 5,
     work_threads: Annotated[
-        int, typer.Option("--work-threads", help="Threads for the heavy endpoints.")
+        int, typer.Option("--work-threads", help="Workers for the heavy endpoints.")
     ] = 2,
+    work_processes: Annotated[
+        bool,
+        typer.Option(
+            "--work-processes/--work-in-threads",
+            help="Heavy work in forked processes (default where fork exists), so that it "
+            "never holds the lock /health needs; or in threads.",
+        ),
+    ] = True,
     work_queue: Annotated[
         int, typer.Option("--work-queue", help="Heavy requests that may wait; more get 429.")
     ] = 16,
@@ -116,6 +125,7 @@ def serve(
             work_threads=work_threads,
             work_queue=work_queue,
             request_budget_s=request_budget,
+            work_processes=work_processes and "fork" in multiprocessing.get_all_start_methods(),
         )
         shown = "localhost" if host in ("127.0.0.1", "::1") else host
         _console.print(
@@ -144,6 +154,7 @@ def serve(
         os.environ["RECFIT_SERVE_WORK_THREADS"] = str(work_threads)
         os.environ["RECFIT_SERVE_WORK_QUEUE"] = str(work_queue)
         os.environ["RECFIT_SERVE_REQUEST_BUDGET"] = str(request_budget)
+        os.environ["RECFIT_SERVE_WORK_PROCESSES"] = "1" if work_processes else "0"
         del app, rec
         uvicorn.run(
             "recfit.server.app:app_from_env",

@@ -49,12 +49,13 @@ import contextlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
@@ -62,7 +63,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -115,6 +116,8 @@ DEFAULT_WORK_THREADS = 2
 DEFAULT_WORK_QUEUE = 16
 #: Seconds a heavy request may take, waiting included, before it gets 503.
 DEFAULT_REQUEST_BUDGET_S = 10.0
+#: Seconds a heavy request waits for a free slot (body unread) before its 429.
+ADMISSION_WAIT_S = 0.5
 #: The (method, path) pairs that run in the work pool.
 HEAVY_ROUTES = frozenset(
     {("POST", "/predict"), ("POST", "/recommend"), ("GET", "/similar"), ("GET", "/items")}
@@ -136,7 +139,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorResponse, "description": "Too many heavy requests; retry later."},
     503: {"model": ErrorResponse, "description": "The request ran past its time budget."},
 }
-_T = TypeVar("_T")
 
 
 def _dumps(content: Any) -> bytes:
@@ -346,43 +348,86 @@ class _OverBudget(Exception):
 
 
 class WorkPool:
-    """The threads that run heavy requests, with admission and a time budget.
+    """Where heavy requests run: threads of this process, or forked worker processes
+    (which share no interpreter lock with the event loop), with admission and a time
+    budget.
 
     Args:
-        threads: worker threads.
+        recommender: what the work runs on.
+        threads: workers (threads, or processes when ``processes``).
         queue: admitted requests that may wait beyond the running ones.
         budget_s: seconds a request may take from admission, waiting included.
+        processes: run the work in ``threads`` forked processes (Linux and macOS only);
+            each inherits the recommender at the fork.
     """
 
-    def __init__(self, threads: int, queue: int, budget_s: float) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        threads: int,
+        queue: int,
+        budget_s: float,
+        *,
+        processes: bool = False,
+    ) -> None:
+        self.rec = recommender
         self.threads = int(threads)
         self.capacity = int(threads) + int(queue)
         self.budget_s = float(budget_s)
+        self.processes = bool(processes)
         self.admitted = 0  # read and written on the event loop only
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Executor | None = None
         self._lock = threading.Lock()
+        self._key = id(self)
+        if self.processes:
+            _FORKED[self._key] = recommender
 
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> Executor:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="recfit-work")
+                if self.processes:
+                    ctx = multiprocessing.get_context("fork")
+                    self._executor = ProcessPoolExecutor(
+                        self.threads, mp_context=ctx, initializer=_child_init
+                    )
+                else:
+                    self._executor = ThreadPoolExecutor(
+                        self.threads, thread_name_prefix="recfit-work"
+                    )
             return self._executor
+
+    def start(self) -> None:
+        """Start the workers now (forks before any request thread exists)."""
+        if self.processes:
+            self.executor().submit(int).result(60)
 
     def shutdown(self) -> None:
         with self._lock:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
+        _FORKED.pop(self._key, None)
 
-    async def run(self, fn: Callable[[float], _T]) -> _T:
-        """Run ``fn(deadline)`` on a worker thread; raise ``_OverBudget`` past the budget
-        (a request still waiting is dropped; a running one stops at its next check)."""
+    async def run(self, kind: str, *args: Any) -> Response:
+        """The answer of one heavy request (``kind`` names its work); ``_OverBudget``
+        past the budget (a request still waiting is dropped; a running one stops at its
+        next check)."""
         deadline = time.monotonic() + self.budget_s
-        future = asyncio.wrap_future(self.executor().submit(fn, deadline))
+        job: Future[Any]
+        if self.processes:
+            job = self.executor().submit(
+                _child_call, self._key, kind, deadline, self.budget_s, args
+            )
+        else:
+            job = self.executor().submit(_WORK[kind], self.rec, deadline, *args)
         try:
-            return await asyncio.wait_for(future, self.budget_s)
+            result = await asyncio.wait_for(asyncio.wrap_future(job), self.budget_s)
         except TimeoutError:
             raise _OverBudget from None
+        if isinstance(result, Response):
+            return result
+        status, body, headers = result
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def _check_deadline(deadline: float) -> None:
@@ -394,9 +439,10 @@ class Admission:
     """ASGI middleware: admit at most ``pool.capacity`` heavy requests at a time.
 
     A heavy request (:data:`HEAVY_ROUTES`) is admitted only once its whole body has
-    arrived (so that slow clients, bounded by :class:`BodyTimeout`, never hold a slot);
-    beyond the capacity it gets 429 with ``Retry-After``, its body read but never parsed
-    (so that the connection stays usable).
+    arrived (so that slow clients, bounded by :class:`BodyTimeout`, never hold a slot).
+    When the pool is full it first waits up to :data:`ADMISSION_WAIT_S` for a slot
+    (which also slows down clients that retry at once), then, still full, gets 429 with
+    ``Retry-After``, its body read but never parsed (so that the connection stays usable).
 
     Args:
         app: the wrapped ASGI application.
@@ -412,6 +458,10 @@ class Admission:
             await self.app(scope, receive, send)
             return
         pool = self.pool
+        for _ in range(int(ADMISSION_WAIT_S / 0.05)):  # full: wait a little for a slot
+            if pool.admitted < pool.capacity:
+                break
+            await asyncio.sleep(0.05)
         chunks: list[bytes] = []
         for _ in range(1_000_000):  # the whole body first; bounded by the size limit
             message = await receive()
@@ -507,15 +557,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             status = 400
         return _error(status, str(exc), {"type": type(exc).__name__})
 
-    async def on_over_budget(request: Request, exc: Exception) -> Response:
+    async def on_work_error(request: Request, exc: Exception) -> Response:
         pool = cast(WorkPool, request.app.state.pool)
-        return _error(
-            503,
-            f"expected the request to finish within {pool.budget_s:g} s, received more work "
-            "than that under the current load (retry later)",
-            {"budget_s": pool.budget_s},
-            **{"Retry-After": "1"},
-        )
+        status, error, detail, headers = _error_parts(exc, pool.budget_s)
+        return _error(status, error, detail, **headers)
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -525,7 +570,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(ItemNotFoundError, on_not_found)
     app.add_exception_handler(RecfitError, on_recfit)
-    app.add_exception_handler(_OverBudget, on_over_budget)
+    app.add_exception_handler(_OverBudget, on_work_error)
+    app.add_exception_handler(_BadRequest, on_work_error)
     app.add_exception_handler(Exception, on_crash)
 
 
@@ -571,6 +617,219 @@ def _resolve_items(
     return out
 
 
+class _BadRequest(Exception):
+    """A request body that is not valid JSON for its model (answered 422)."""
+
+    def __init__(self, error: str, detail: list[dict[str, Any]]) -> None:
+        super().__init__(error)
+        self.error = error
+        self.detail = detail
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parse_body(raw: bytes, content_type: str | None, model: type[_Model]) -> _Model:
+    """Parse and validate a JSON request body where the work runs (not on the event loop),
+    with the messages FastAPI's own body handling gives."""
+    if content_type:
+        kind = content_type.split(";")[0].strip().lower()
+        if not (
+            kind == "application/json"
+            or (kind.startswith("application/") and kind.endswith("+json"))
+        ):
+            raise _BadRequest(
+                f"invalid request: body: expected Content-Type application/json, received "
+                f"{content_type[:60]!r}",
+                [{"loc": ["body"], "msg": "not JSON", "type": "content_type"}],
+            )
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _BadRequest(
+            f"invalid request: body.{exc.pos}: expected valid JSON (JSON decode error)",
+            [{"loc": ["body", str(exc.pos)], "msg": exc.msg, "type": "json_invalid"}],
+        ) from None
+    except (RecursionError, ValueError) as exc:  # nesting too deep, bytes not UTF-8
+        why = "nested too deeply" if isinstance(exc, RecursionError) else "undecodable"
+        raise _BadRequest(
+            f"invalid request: body: expected valid JSON, received a body {why}",
+            [{"loc": ["body"], "msg": why, "type": "json_invalid"}],
+        ) from None
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        detail = [
+            {
+                "loc": ["body", *(str(x) for x in e.get("loc", ()))],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        first = detail[0] if detail else {"loc": ["body"], "msg": "invalid request"}
+        raise _BadRequest(
+            f"invalid request: {'.'.join(first['loc'])}: {first['msg']}", detail
+        ) from None
+
+
+def _fold_in_work(
+    rec: Recommender, deadline: float, raw: bytes, content_type: str | None
+) -> Response:
+    body = _parse_body(raw, content_type, RecommendRequest)
+    items = _resolve_items(rec, [r.item for r in body.ratings], deadline, lenient=False)
+    pairs = [(i, r.rating) for i, r in zip(items, body.ratings, strict=True)]
+    _check_deadline(deadline)
+    res = rec.recommend_for_ratings(pairs, n=body.n, exclude_rated=body.exclude_rated)
+    return _model_response(_recommend_out(res, body.n, body.exclude_rated))
+
+
+def _similar_work(rec: Recommender, deadline: float, item: str, n: int) -> Response:
+    item_id = rec.resolve_item(item)
+    _check_deadline(deadline)
+    res = rec.similar_items([item_id], n=n)[0]
+    neighbours = [
+        ScoredItem(id=x.id, score=_finite(x.score), title=x.title) for x in res.neighbours
+    ]
+    return _model_response(
+        SimilarResponse(query=res.query, title=res.title, n=n, neighbours=neighbours)
+    )
+
+
+def _predict_work(
+    rec: Recommender, deadline: float, raw: bytes, content_type: str | None
+) -> Response:
+    body = _parse_body(raw, content_type, PredictRequest)
+    lenient = body.on_unknown == "null"
+    items = _resolve_items(rec, [p.item for p in body.pairs], deadline, lenient=lenient)
+    users = [p.user for p in body.pairs]
+    known = [i for i, x in enumerate(items) if x is not None]
+    preds: list[float | None] = [None] * len(items)
+    _check_deadline(deadline)
+    if known:
+        values = rec.predict(
+            [users[i] for i in known],
+            [items[i] for i in known],
+            on_unknown="nan" if lenient else "error",
+        )
+        for i, v in zip(known, values.tolist(), strict=True):
+            preds[i] = _finite(v)
+    out = []
+    for p, item_id, value in zip(body.pairs, items, preds, strict=True):
+        shown = p.item if item_id is None else item_id
+        out.append(
+            Prediction(
+                user=p.user,
+                item=shown,
+                title=None if item_id is None else rec.title(item_id),
+                prediction=value,
+            )
+        )
+    return _model_response(PredictResponse(predictions=out))
+
+
+def _items_work(rec: Recommender, deadline: float, query: str, n: int) -> Response:
+    found = rec.find_items(query, n=n)
+    return _model_response(
+        ItemsResponse(
+            query=query,
+            items=[ItemMatchOut(id=m.id, title=m.title, score=m.score, how=m.how) for m in found],
+        )
+    )
+
+
+#: The heavy endpoints' work: ``fn(rec, deadline, *args) -> Response``.
+_WORK: dict[str, Callable[..., Response]] = {
+    "fold_in": _fold_in_work,
+    "similar": _similar_work,
+    "predict": _predict_work,
+    "items": _items_work,
+}
+#: The recommenders of the apps in this process, by key: what a forked worker inherits.
+_FORKED: dict[int, Recommender] = {}
+
+
+def _error_parts(exc: BaseException, budget_s: float) -> tuple[int, str, Any, dict[str, str]]:
+    """(status, error, detail, headers) of an exception raised by a request's work."""
+    if isinstance(exc, _BadRequest):
+        return 422, exc.error, exc.detail, {}
+    if isinstance(exc, _OverBudget):
+        return (
+            503,
+            f"expected the request to finish within {budget_s:g} s, received more work "
+            "than that under the current load (retry later)",
+            {"budget_s": budget_s},
+            {"Retry-After": "1"},
+        )
+    if isinstance(exc, ItemNotFoundError):
+        detail = {
+            "query": exc.query,
+            "ambiguous": exc.ambiguous,
+            "matches": [m.to_dict() for m in exc.matches],
+        }
+        return (409 if exc.ambiguous else 404), str(exc), detail, {}
+    if isinstance(exc, RecfitError):
+        if isinstance(exc, UnknownIdError):
+            status = 404
+        elif isinstance(exc, DataError | ConfigError):
+            status = 422
+        else:
+            status = 400
+        return status, str(exc), {"type": type(exc).__name__}, {}
+    return 500, "internal server error", {"type": type(exc).__name__}, {}
+
+
+def _child_init() -> None:
+    """A forked worker: the parent handles signals; torch runs on one thread."""
+    import signal
+
+    import torch
+
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)
+
+
+def _child_call(
+    key: int, kind: str, deadline: float, budget_s: float, args: tuple[Any, ...]
+) -> tuple[int, bytes, dict[str, str]]:
+    """Run one request's work in a forked worker; errors become their JSON answers."""
+    try:
+        resp = _WORK[kind](_FORKED[key], deadline, *args)
+        return resp.status_code, bytes(resp.body), {}
+    except Exception as exc:  # answered like the app's handlers would
+        status, error, detail, headers = _error_parts(exc, budget_s)
+        if status >= 500:
+            log.exception("unhandled error in a work process (%s)", kind)
+        return status, _dumps({"error": error, "detail": detail}), headers
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that parses its JSON body itself."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def _with_request_schemas(app: FastAPI) -> None:
+    """Add the request models' schemas to the app's OpenAPI components."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            comps = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (PredictRequest, RecommendRequest):
+                js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, sub in js.pop("$defs", {}).items():
+                    comps.setdefault(name, sub)
+                comps[model.__name__] = js
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _warm_up(rec: Recommender) -> None:
     """Build the lazy indexes and the per-user top lists once, before requests arrive."""
     _ = rec.titles
@@ -607,6 +866,7 @@ def create_app(
     work_threads: int = DEFAULT_WORK_THREADS,
     work_queue: int = DEFAULT_WORK_QUEUE,
     request_budget_s: float = DEFAULT_REQUEST_BUDGET_S,
+    work_processes: bool = False,
 ) -> FastAPI:
     """The FastAPI application serving ``recommender``.
 
@@ -621,6 +881,9 @@ def create_app(
         work_queue: heavy requests that may wait for a thread; more get 429.
         request_budget_s: a heavy request unfinished after this long (waiting included)
             gets 503.
+        work_processes: run the heavy work in ``work_threads`` forked processes instead
+            of threads, so that it never holds the interpreter lock that the event loop
+            (``/health``) needs (``recfit serve`` does this on Linux).
 
     Returns:
         The application; run it with ``uvicorn.Server(serve_config(app))`` or test it with
@@ -636,11 +899,12 @@ def create_app(
     _positive("request_budget_s", request_budget_s, integer=False)
     rec = recommender
     report = None if report_path is None else Path(report_path)
-    pool = WorkPool(work_threads, work_queue, request_budget_s)
+    pool = WorkPool(rec, work_threads, work_queue, request_budget_s, processes=work_processes)
     from recfit import __version__
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.start()
         yield
         pool.shutdown()
 
@@ -665,6 +929,7 @@ def create_app(
     app.add_middleware(BodyTimeout, timeout_s=float(body_timeout_s))
     app.add_middleware(BodySizeLimit, max_bytes=int(max_body_bytes))
     _install_error_handlers(app)
+    _with_request_schemas(app)
     if warm_up:
         _warm_up(rec)
     info = rec.info()
@@ -709,19 +974,17 @@ def create_app(
         res = rec.recommend(user, n=n, exclude_seen=exclude_seen, on_unknown=on_unknown)
         return _recommend_out(res[0], n, exclude_seen)
 
-    @app.post("/recommend", response_model=RecommendResponse, tags=["queries"])
-    async def recommend_new_user(body: RecommendRequest) -> Response:
+    @app.post(
+        "/recommend",
+        response_model=RecommendResponse,
+        tags=["queries"],
+        openapi_extra=_json_body(RecommendRequest),
+    )
+    async def recommend_new_user(request: Request) -> Response:
         """The top-n items for a new user described by a few ratings (fold-in, no
         retraining). Items may be given by id or title. No ratings: popular items."""
 
-        def work(deadline: float) -> Response:
-            items = _resolve_items(rec, [r.item for r in body.ratings], deadline, lenient=False)
-            pairs = [(i, r.rating) for i, r in zip(items, body.ratings, strict=True)]
-            _check_deadline(deadline)
-            res = rec.recommend_for_ratings(pairs, n=body.n, exclude_rated=body.exclude_rated)
-            return _model_response(_recommend_out(res, body.n, body.exclude_rated))
-
-        return await pool.run(work)
+        return await pool.run("fold_in", await request.body(), request.headers.get("content-type"))
 
     @app.get("/similar", response_model=SimilarResponse, tags=["queries"])
     async def similar(
@@ -733,67 +996,21 @@ def create_app(
     ) -> Response:
         """The items most similar to an item (cosine over item representations)."""
 
-        def work(deadline: float) -> Response:
-            item_id = rec.resolve_item(item)
-            _check_deadline(deadline)
-            res = rec.similar_items([item_id], n=n)[0]
-            return _model_response(
-                SimilarResponse(
-                    query=res.query,
-                    title=res.title,
-                    n=n,
-                    neighbours=[
-                        ScoredItem(id=s.id, score=_finite(s.score), title=s.title)
-                        for s in res.neighbours
-                    ],
-                )
-            )
+        return await pool.run("similar", item, n)
 
-        return await pool.run(work)
-
-    @app.post("/predict", response_model=PredictResponse, tags=["queries"])
-    async def predict(body: PredictRequest) -> Response:
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        tags=["queries"],
+        openapi_extra=_json_body(PredictRequest),
+    )
+    async def predict(request: Request) -> Response:
         """Predicted ratings (original scale, clipped) or, for a retrieval model, scores
         (never clipped) for (user, item) pairs; ``fallback`` marks baseline answers. Exact ids
         are looked up first, then titles; with ``on_unknown: "null"`` an unmatched title
         gets a null prediction without a close-match search."""
 
-        def work(deadline: float) -> Response:
-            lenient = body.on_unknown != "error"
-            items = _resolve_items(rec, [p.item for p in body.pairs], deadline, lenient=lenient)
-            users = [p.user for p in body.pairs]
-            known = [i for i, x in enumerate(items) if x is not None]
-            preds: list[float | None] = [None] * len(items)
-            fallback = [False] * len(items)  # answered by the baseline (never-trained id)
-            reasons: list[str | None] = [None] * len(items)
-            _check_deadline(deadline)
-            if known:
-                res = rec.predictions(
-                    [users[i] for i in known],
-                    [items[i] for i in known],
-                    on_unknown="baseline" if body.on_unknown == "baseline" else
-                    ("nan" if lenient else "error"),
-                )  # fmt: skip
-                for k, i in enumerate(known):
-                    preds[i] = _finite(float(res.values[k]))
-                    fallback[i], reasons[i] = bool(res.fallback[k]), res.reasons[k]
-            out = []
-            for k, (p, item_id, value) in enumerate(zip(body.pairs, items, preds, strict=True)):
-                shown = p.item if item_id is None else item_id
-                out.append(
-                    Prediction(
-                        user=p.user,
-                        item=shown,
-                        title=None if item_id is None else rec.title(item_id),
-                        prediction=value,
-                        kind=rec.output_kind,
-                        fallback=fallback[k],
-                        reason=reasons[k] if item_id is not None else f"unknown item {p.item!r}",
-                    )
-                )
-            return _model_response(PredictResponse(predictions=out))
-
-        return await pool.run(work)
+        return await pool.run("predict", await request.body(), request.headers.get("content-type"))
 
     @app.get("/items", response_model=ItemsResponse, tags=["queries"])
     async def items(
@@ -805,19 +1022,7 @@ def create_app(
     ) -> Response:
         """Items whose title matches the query (or whose id is it), best first."""
 
-        def work(deadline: float) -> Response:
-            found = rec.find_items(query, n=n)
-            return _model_response(
-                ItemsResponse(
-                    query=query,
-                    items=[
-                        ItemMatchOut(id=m.id, title=m.title, score=m.score, how=m.how)
-                        for m in found
-                    ],
-                )
-            )
-
-        return await pool.run(work)
+        return await pool.run("items", query, n)
 
     @app.get("/report", include_in_schema=False)
     def show_report() -> Response:
@@ -851,7 +1056,8 @@ def app_from_env() -> FastAPI:
     Optional: ``RECFIT_SERVE_REPORT`` (report.html path), ``RECFIT_SERVE_MAX_BODY``
     (bytes), ``RECFIT_SERVE_TORCH_THREADS``, ``RECFIT_SERVE_BODY_TIMEOUT`` (seconds),
     ``RECFIT_SERVE_WORK_THREADS``, ``RECFIT_SERVE_WORK_QUEUE``,
-    ``RECFIT_SERVE_REQUEST_BUDGET`` (seconds).
+    ``RECFIT_SERVE_REQUEST_BUDGET`` (seconds), ``RECFIT_SERVE_WORK_PROCESSES`` (``1``:
+    heavy work in forked processes).
 
     Raises:
         ConfigError: ``RECFIT_SERVE_RUN`` is not set.
@@ -874,4 +1080,6 @@ def app_from_env() -> FastAPI:
         request_budget_s=float(
             os.environ.get("RECFIT_SERVE_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET_S)
         ),
+        work_processes=os.environ.get("RECFIT_SERVE_WORK_PROCESSES") == "1"
+        and "fork" in multiprocessing.get_all_start_methods(),
     )
