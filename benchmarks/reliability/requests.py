@@ -710,7 +710,7 @@ def main() -> None:
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))  # fmt: skip
     for c in cases:
         for k, v in c.figures.items():
-            print(f"  {k:34s} {v:.2f}")
+            print(f"  {c.name:24s} {k:30s} {v:10.2f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 import subprocess
 import sys
@@ -46,6 +47,12 @@ def test_report_command(run_dir: Path, tmp_path: Path) -> None:
         (["--torch-threads", "0"], "--torch-threads"),
         (["--workers", "0"], "--workers"),
         (["--max-body-kb", "0"], "--max-body-kb"),
+        (["--header-timeout", "0"], "--header-timeout"),
+        (["--body-timeout", "-1"], "--body-timeout"),
+        (["--keep-alive", "0"], "--keep-alive"),
+        (["--work-threads", "0"], "--work-threads"),
+        (["--work-queue", "-1"], "--work-queue"),
+        (["--request-budget", "0"], "--request-budget"),
     ],
 )
 def test_serve_rejects_bad_options(run_dir: Path, flags: list[str], needle: str) -> None:
@@ -90,7 +97,11 @@ def test_app_from_env(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         app_from_env()
     monkeypatch.setenv("RECFIT_SERVE_RUN", str(run_dir))
     monkeypatch.setenv("RECFIT_SERVE_MAX_BODY", "100")
-    with TestClient(app_from_env()) as c:
+    monkeypatch.setenv("RECFIT_SERVE_WORK_PROCESSES", "1")
+    monkeypatch.setenv("RECFIT_SERVE_BODY_TIMEOUT", "3")
+    served = app_from_env()
+    assert served.state.pool.processes is ("fork" in multiprocessing.get_all_start_methods())
+    with TestClient(served) as c:
         assert c.get("/health").json()["report"] is False
         assert (
             c.post("/recommend", json={"ratings": [{"item": 1, "rating": 3}] * 9}).status_code
