@@ -700,22 +700,26 @@ def _predict_work(
     rec: Recommender, deadline: float, raw: bytes, content_type: str | None
 ) -> Response:
     body = _parse_body(raw, content_type, PredictRequest)
-    lenient = body.on_unknown == "null"
+    lenient = body.on_unknown != "error"
     items = _resolve_items(rec, [p.item for p in body.pairs], deadline, lenient=lenient)
     users = [p.user for p in body.pairs]
     known = [i for i, x in enumerate(items) if x is not None]
     preds: list[float | None] = [None] * len(items)
+    fallback = [False] * len(items)  # answered by the baseline (never-trained id)
+    reasons: list[str | None] = [None] * len(items)
     _check_deadline(deadline)
     if known:
-        values = rec.predict(
+        res = rec.predictions(
             [users[i] for i in known],
             [items[i] for i in known],
-            on_unknown="nan" if lenient else "error",
-        )
-        for i, v in zip(known, values.tolist(), strict=True):
-            preds[i] = _finite(v)
+            on_unknown="baseline" if body.on_unknown == "baseline" else
+            ("nan" if lenient else "error"),
+        )  # fmt: skip
+        for k, i in enumerate(known):
+            preds[i] = _finite(float(res.values[k]))
+            fallback[i], reasons[i] = bool(res.fallback[k]), res.reasons[k]
     out = []
-    for p, item_id, value in zip(body.pairs, items, preds, strict=True):
+    for k, (p, item_id, value) in enumerate(zip(body.pairs, items, preds, strict=True)):
         shown = p.item if item_id is None else item_id
         out.append(
             Prediction(
@@ -723,6 +727,9 @@ def _predict_work(
                 item=shown,
                 title=None if item_id is None else rec.title(item_id),
                 prediction=value,
+                kind=rec.output_kind,
+                fallback=fallback[k],
+                reason=reasons[k] if item_id is not None else f"unknown item {p.item!r}",
             )
         )
     return _model_response(PredictResponse(predictions=out))
