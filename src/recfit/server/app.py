@@ -370,6 +370,12 @@ class WorkPool:
         *,
         processes: bool = False,
     ) -> None:
+        if processes:
+            import torch
+
+            if torch.cuda.is_initialized():  # CUDA does not survive a fork
+                log.warning("CUDA is in use: heavy work runs in threads, not processes")
+                processes = False
         self.rec = recommender
         self.threads = int(threads)
         self.capacity = int(threads) + int(queue)
@@ -402,9 +408,11 @@ class WorkPool:
             self.executor().submit(int).result(60)
 
     def shutdown(self) -> None:
+        """Stop the workers (processes are waited for: a running request is bounded by
+        the budget)."""
         with self._lock:
             if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor.shutdown(wait=self.processes, cancel_futures=True)
                 self._executor = None
         _FORKED.pop(self._key, None)
 
@@ -787,14 +795,21 @@ def _error_parts(exc: BaseException, budget_s: float) -> tuple[int, str, Any, di
 
 
 def _child_init() -> None:
-    """A forked worker: the parent handles signals; torch runs on one thread."""
+    """A forked worker: the parent handles signals, the worker ends when the parent does
+    (Linux: the kernel sends it SIGTERM); torch runs on one thread."""
     import signal
+    import sys
 
     import torch
 
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     torch.set_num_threads(1)
 
 
