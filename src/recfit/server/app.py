@@ -373,7 +373,7 @@ class WorkPool:
         if processes:
             import torch
 
-            if torch.cuda.is_initialized():  # CUDA does not survive a fork
+            if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # not across a fork
                 log.warning("CUDA is in use: heavy work runs in threads, not processes")
                 processes = False
         self.rec = recommender
