@@ -22,10 +22,10 @@ then loads it and answers ``predict`` (five pairs) and ``recommend`` (five users
 
 Outcomes: ``typed_error`` (a ``RecfitError`` at load or first use, or a 4xx from
 ``/report``), ``answer`` (finite answers; for a harmless change, equal to the untampered
-bundle's), ``untyped_error`` (any other exception, or a tensor of more than 50 million
-elements requested), ``wrong_answer`` (a non-finite answer, a harmless change that
-changed an answer, a tampering the case says must be refused that loaded anyway, or a
-file outside the bundle opened).
+bundle's), ``untyped_error`` (any other exception, a tensor of more than 50 million
+elements requested, or no answer within 30 s), ``wrong_answer`` (a non-finite answer, a
+harmless change that changed an answer, a tampering the case says must be refused that
+loaded anyway, or a file outside the bundle opened).
 
 Run standalone: ``python -m benchmarks.reliability.bundles [--work DIR] [-v]``.
 """
@@ -40,6 +40,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -61,6 +62,8 @@ __all__ = ["run"]
 CORPUS = "bundles"
 HUGE = 50_000_000
 """More elements than any allocation of these small bundles (200 MB of float32)."""
+CASE_TIMEOUT_S = 30
+"""A case still loading after this long (a blocked read, a huge hash) is a failure."""
 FAMILIES = ("dot", "mf", "svdpp", "nn", "classifier", "two_tower")
 USERS, ITEMS = [1, 2, 3, 4, 5], [1, 2, 3, 7, 11]
 Expect = Literal["refuse", "same", "any"]
@@ -628,6 +631,12 @@ def _classify(
     t0 = time.perf_counter()
     got: tuple[np.ndarray, list[Any]] | None = None
     err: BaseException | None = None
+
+    def hung(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"no answer within {CASE_TIMEOUT_S} s (blocked or too slow)")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(CASE_TIMEOUT_S)
     with _observe(outside) as (touched, refused):
         try:
             got = _answers(target)
@@ -635,6 +644,9 @@ def _classify(
             err = exc
         except Exception as exc:  # the failure being counted
             err = exc
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
     secs = time.perf_counter() - t0
     if touched:
         return "wrong_answer", f"opened outside the bundle: {touched[0]}", secs
