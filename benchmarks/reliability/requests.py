@@ -667,7 +667,7 @@ def run(
     server = Server(run_dir, work / "serve.log")
     cases: list[Case] = []
     try:
-        finish_slow = _slow_clients(server.port, 20)
+        finish_slow = _slow_clients(server.port, 200)
         for name, send, check in _corpus(server.port, truth):
             try:
                 status, body, raw = send()
