@@ -16,7 +16,7 @@ Usage::
 
     python benchmarks/bench_r4.py [--data-dir DIR] [--seeds 0,1,2] [--part r4|r2|r1|all]
 
-References (../shared/PROTOCOLS.md): R4 BiasedMF 0.845, Surprise SVD 0.867 in ~10 s on
+References (docs/protocols.md): R4 BiasedMF 0.845, Surprise SVD 0.867 in ~10 s on
 this machine; target RMSE <= 0.845 in under 20 s. R2: GLocal-K 0.8889, GC-MC 0.910.
 """
 

@@ -32,9 +32,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reliability import FAILURES, OUTCOMES, Case
+from benchmarks.reliability import FAILURES, OUTCOMES, Case
 
 CORPORA = ("files", "bundles", "requests", "faults")
 HEALTH_P99_TARGET_MS = 100.0
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="recfit-reliability-") as tmp:
         for name in names:
-            module = importlib.import_module(f"reliability.{name}")
+            module = importlib.import_module(f"benchmarks.reliability.{name}")
             work = Path(tmp) / name
             work.mkdir()
             t0 = time.perf_counter()

@@ -6,7 +6,7 @@ Generates the ml-25m shape (25,000,095 ratings, 162,541 users, 59,047 items;
 row-wise AdamW of :mod:`recfit.train.sparse`) and prints, for each of ``--runs`` epochs,
 the epoch's seconds (batch permutation included), ratings/s, ratings/s per thread, and
 at the end the medians, the peak RSS of the process and the load average. The
-memory-bound reference (../shared/PROTOCOLS.md) for an SGD step with 64 float32 factors
+memory-bound reference (docs/protocols.md) for an SGD step with 64 float32 factors
 is 10-20 M ratings/s per core; an Adam step moves three times the bytes per touched row
 (parameter, first and second moment).
 

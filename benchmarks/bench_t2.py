@@ -8,7 +8,7 @@
    vectors, exact top-100 with exclusions, ranking report with bootstrap). Target < 5 s,
    median of 5 runs.
 
-Reference (PROTOCOLS.md): implicit ALS (64 factors, 15 iterations) Recall@20 0.238,
+Reference (docs/protocols.md): implicit ALS (64 factors, 15 iterations) Recall@20 0.238,
 NDCG@20 0.267 on one such split. The machine's load average is printed (it is shared).
 
 Usage:

@@ -1,6 +1,6 @@
 """fastai ``collab_learner`` on protocol R1 (ml-100k, shared random 20% validation).
 
-PROTOCOLS.md's configuration: ``n_factors=50``, ``y_range=(0, 5.5)``, bs 64,
+docs/protocols.md's configuration: ``n_factors=50``, ``y_range=(0, 5.5)``, bs 64,
 ``fit_one_cycle(5, 5e-3, wd=0.1)``. Two variants: ``dot`` (EmbeddingDotBias) and
 ``nn`` (``use_nn=True``, one hidden layer of 100). The data loaders are built exactly as
 ``CollabDataLoaders.from_df`` builds them (``TabularCollab`` with ``Categorify``), but

@@ -1,6 +1,6 @@
 """implicit's ALS on protocol T2 (ml-1m, ratings >= 4, random 80/20 of the positives).
 
-ALS with 64 factors and 15 iterations (PROTOCOLS.md), other settings at their defaults,
+ALS with 64 factors and 15 iterations (docs/protocols.md), other settings at their defaults,
 fitted on the binary user x item matrix of the shared split's training positives (the
 catalogue is every user and item in ``ratings.dat``). Recall@20, NDCG@20 and
 HitRate@20 with each user's training items excluded are computed by

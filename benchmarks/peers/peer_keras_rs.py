@@ -1,6 +1,6 @@
 """keras-rs two-tower retrieval on protocol T1 (ml-100k, shared random 80/20), JAX backend.
 
-The keras-rs "deep recommender" setup of PROTOCOLS.md: a query tower over user id, age
+The keras-rs "deep recommender" setup of docs/protocols.md: a query tower over user id, age
 bucket, gender, gender x age cross and occupation, a candidate tower over movie id,
 title tokens and genres (bags as mean embeddings), both ending in dense layers (1 layer:
 (32,); 2: (64, 32); 3: (128, 64, 32), ReLU between), trained with MSE on the rating

@@ -10,7 +10,7 @@ not be made with the reason, and writes:
   machine's load average before and after, and the wall time;
 - ``benchmarks/results/peers.md``: per protocol, each library's metric (mean over the
   parts run) and fit time, and recfit's time ratio and metric difference against each;
-  then the targets of issue 8 with "met" / "not met";
+  then the targets of the peer comparison with "met" / "not met";
 - ``benchmarks/results/peers.png``: the metric and the fit time per protocol.
 
 Usage::
@@ -209,7 +209,7 @@ def _best(rows: list[dict[str, Any]], key: str, higher: bool) -> dict[str, Any] 
 
 
 def targets(summary: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, str]]:
-    """(target, verdict, evidence) for the targets of issue 8."""
+    """(target, verdict, evidence) for the targets of the peer comparison."""
     out: list[tuple[str, str, str]] = []
     for proto, rows in sorted(summary.items()):
         key, higher, _ = METRIC[proto]
@@ -319,7 +319,7 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{key} {a['metrics'][key] - b['metrics'][key]:+.4f}."
                 )
         lines.append("")
-    lines += ["### Targets (issue 8)", "", "| target | verdict | evidence |", "|---|---|---|"]
+    lines += ["### Targets", "", "| target | verdict | evidence |", "|---|---|---|"]
     for t, v, e in report["targets"]:
         lines.append(f"| {t} | {v} | {e} |")
     lines.append("")

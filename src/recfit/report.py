@@ -74,7 +74,7 @@ class Reference:
     """The published reference numbers of one evaluation protocol.
 
     Attributes:
-        protocol: the protocol's id in PROTOCOLS.md (``R1``...).
+        protocol: the protocol's id in docs/protocols.md (``R1``...).
         description: data and split.
         values: the published numbers.
         note: a caveat on comparing a run with them.
@@ -305,7 +305,7 @@ def _reference_html(ref: Reference | None, metrics: dict[str, Any], what: str) -
     if ref is None:
         return (
             f"<p class=note>No published reference for {_e(what)}: numbers are only "
-            "comparable within one protocol (see PROTOCOLS.md for those with published "
+            "comparable within one protocol (see docs/protocols.md for those with published "
             "results).</p>"
         )
     rows = []

@@ -17,7 +17,7 @@ R1_REFERENCE = {
     "fastai tutorial (older fastai, unseeded split)": 0.8115,
     "fastai 2.8.12, split seed 42 (2-core CPU, 31 s)": 0.846,
 }
-"""Published valid MSE for protocol R1 (ml-100k, random 20% validation), from PROTOCOLS.md."""
+"""Published valid MSE for protocol R1 (ml-100k, random 20% validation), from docs/protocols.md."""
 
 _console = Console()
 
