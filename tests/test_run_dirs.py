@@ -252,3 +252,50 @@ def test_out_may_be_the_current_folder(
     monkeypatch.chdir(here)  # the folder this process was in was swapped for the run
     train_run(_cfg(csv, seed=2), ".", progress=False, force=True)
     assert set(_seeds(tmp_path / "here").values()) == {2}
+
+
+# ------------------------------------------------------------------ reading run files
+def _secret_config(tmp_path: Path) -> Path:
+    secret = tmp_path / "elsewhere.json"
+    secret.write_text(json.dumps({"dataset": "SECRET-DATASET", "model": "dot"}))
+    return secret
+
+
+def test_symlinked_config_json_is_refused_not_followed(tmp_path: Path) -> None:
+    """A run's config.json that is a symbolic link is a typed error, not the target's
+    content (run_config, load_run and the report read run files alike)."""
+    from recfit.errors import BundleError
+    from recfit.report import render_report
+    from recfit.runs import load_run, read_run_json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(_secret_config(tmp_path), run / "config.json")
+    for read in (run_config, load_run, render_report, lambda r: read_run_json(r, "config.json")):
+        with pytest.raises(BundleError, match="symbolic link"):
+            read(run)
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "history.csv", "losses.png", "extra.png"])
+def test_report_refuses_symlinked_run_files(tmp_path: Path, name: str) -> None:
+    from recfit.errors import BundleError
+    from recfit.report import render_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": "ml-100k", "model": "dot"}))
+    os.symlink(_secret_config(tmp_path), run / name)
+    with pytest.raises(BundleError, match="symbolic link"):
+        render_report(run)
+
+
+def test_symlinked_checkpoint_is_refused(tmp_path: Path) -> None:
+    from recfit.errors import CheckpointError
+    from recfit.train.checkpoint import read_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "other.safetensors").write_bytes(b"\0" * 16)
+    os.symlink(tmp_path / "other.safetensors", run / "checkpoint.safetensors")
+    with pytest.raises(CheckpointError, match="symbolic link"):
+        read_checkpoint(run)

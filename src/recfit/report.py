@@ -26,13 +26,16 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recfit._fs import atomic_write, read_plain_file
 from recfit.errors import BundleError, RecfitError
 
 __all__ = [
@@ -50,6 +53,7 @@ _FIGURES = (
 )
 _LR_FIND = "lr_find.png"
 _CONFUSION = "confusion_matrix.png"
+_MAX_FILE_BYTES = 1 << 30  # a run file read whole into the report
 
 
 @dataclass(frozen=True)
@@ -207,27 +211,39 @@ def reference_for(dataset: str, split: str, model: str | None = None) -> Referen
 
 
 # ---------------------------------------------------------------------- reading
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
+def _run_file(run: Path, name: str) -> bytes | None:
+    """The bytes of ``run/name`` (None when nothing is there): only a plain file inside
+    the run folder is read; a symbolic link, folder or pipe in its place is a BundleError."""
+    if not os.path.lexists(run / name):
+        return None
+    return read_plain_file(run, name, max_bytes=_MAX_FILE_BYTES)
+
+
+def _read_json(run: Path, name: str) -> Any:
+    data = _run_file(run, name)
+    if data is None:
         return None
     try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"expected valid JSON in {str(path)!r}, received: {exc}") from exc
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"expected valid JSON in {str(run / name)!r}, received: {exc}") from exc
 
 
-def _read_history(path: Path, limit: int = 200) -> tuple[list[str], list[list[str]]]:
-    if not path.is_file():
+def _read_history(run: Path, name: str, limit: int = 200) -> tuple[list[str], list[list[str]]]:
+    data = _run_file(run, name)
+    if data is None:
         return [], []
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BundleError(f"expected a CSV table in {str(run / name)!r}, received: {exc}") from exc
     if not rows:
         return [], []
     return rows[0], rows[1 : limit + 1]
 
 
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+def _data_uri(run: Path, name: str) -> str:
+    return "data:image/png;base64," + base64.b64encode(_run_file(run, name) or b"").decode("ascii")
 
 
 # ---------------------------------------------------------------------- rendering
@@ -273,10 +289,10 @@ def _table(header: list[str], rows: list[list[Any]], caption: str | None = None)
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _figure(path: Path, alt: str, caption: str) -> str:
+def _figure(run: Path, name: str, alt: str, caption: str) -> str:
     return (
-        f'<figure><img src="{_data_uri(path)}" alt="{_e(alt)}">'
-        f"<figcaption>{_e(caption)} ({_e(path.name)})</figcaption></figure>"
+        f'<figure><img src="{_data_uri(run, name)}" alt="{_e(alt)}">'
+        f"<figcaption>{_e(caption)} ({_e(name)})</figcaption></figure>"
     )
 
 
@@ -385,8 +401,8 @@ def render_report(run_dir: str | Path, *, n_users: int = 3, n: int = 10) -> str:
     run = Path(run_dir)
     if not run.is_dir():
         raise BundleError(f"expected a run directory, received {str(run)!r}")
-    config = _read_json(run / "config.json")
-    metrics_doc = _read_json(run / "metrics.json")
+    config = _read_json(run, "config.json")
+    metrics_doc = _read_json(run, "metrics.json")
     if config is None and metrics_doc is None and not (run / "bundle").is_dir():
         raise BundleError(
             "expected a run directory with config.json, metrics.json or bundle/, "
@@ -441,7 +457,7 @@ def render_report(run_dir: str | Path, *, n_users: int = 3, n: int = 10) -> str:
             data_parts.append(
                 _table(["", title.lower()], [[k, v] for k, v in block.items()], title)
             )
-    header, hist = _read_history(run / "history.csv")
+    header, hist = _read_history(run, "history.csv")
     if header:
         data_parts.append(
             '<div class="scroll">'
@@ -450,7 +466,7 @@ def render_report(run_dir: str | Path, *, n_users: int = 3, n: int = 10) -> str:
         )
     if data_parts:
         sections.append(("data", "Data, split and history", "".join(data_parts)))
-    figs = [_figure(run / f, t, c) for f, t, c in _FIGURES if (run / f).is_file()]
+    figs = [_figure(run, f, t, c) for f, t, c in _FIGURES if os.path.lexists(run / f)]
     sections.append(
         (
             "curves",
@@ -458,34 +474,37 @@ def render_report(run_dir: str | Path, *, n_users: int = 3, n: int = 10) -> str:
             "".join(figs) or "<p class=note>No loss or schedule plots in this run directory.</p>",
         )
     )
-    if (run / _LR_FIND).is_file():
+    if os.path.lexists(run / _LR_FIND):
         sections.append(
             (
                 "lr-find",
                 "Learning-rate finder",
-                _figure(run / _LR_FIND, "LR finder: loss against learning rate", "LR range test"),
+                _figure(run, _LR_FIND, "LR finder: loss against learning rate", "LR range test"),
             )
         )
-    if (run / _CONFUSION).is_file():
+    if os.path.lexists(run / _CONFUSION):
         sections.append(
             (
                 "confusion",
                 "Confusion matrix",
                 _figure(
-                    run / _CONFUSION,
+                    run,
+                    _CONFUSION,
                     "Confusion matrix: true ratings as rows, predicted as columns",
                     "Confusion matrix of the classifier on the held-out part",
                 ),
             )
         )
     known = {f for f, _, _ in _FIGURES} | {_LR_FIND, _CONFUSION}
-    others = sorted(p for p in run.glob("*.png") if p.name not in known and p.is_file())
+    others = sorted(
+        p for p in run.glob("*.png") if p.name not in known and (p.is_symlink() or p.is_file())
+    )
     if others:
         sections.append(
             (
                 "figures",
                 "Other figures",
-                "".join(_figure(p, p.stem.replace("_", " "), p.stem) for p in others),
+                "".join(_figure(run, p.name, p.stem.replace("_", " "), p.stem) for p in others),
             )
         )
     sections.append(("samples", "Sample recommendations", _samples_html(run, n_users, n)))
@@ -535,8 +554,6 @@ def build_report(
         >>> "0.8115" in text and "<h2>Metrics</h2>" in text
         True
     """
-    from recfit.runs import atomic_write
-
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     atomic_write(path, render_report(run_dir, n_users=n_users, n=n))
     return path

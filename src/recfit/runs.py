@@ -44,7 +44,6 @@ import fcntl
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,8 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from recfit._fs import current_umask, default_dir_mode, default_file_mode
-from recfit.config import TrainConfig, load_config, validate_config
+from recfit._fs import atomic_write, default_dir_mode, publish_dir, read_plain_file
+from recfit.config import TrainConfig, validate_config
 from recfit.data.interactions import Interactions
 from recfit.data.sources import load_dataset, split_dataset
 from recfit.data.split import Split
@@ -78,13 +77,13 @@ __all__ = [
     "batch_and_lr",
     "build_learner",
     "count_overlap",
-    "current_umask",
     "early_stopping",
     "evaluate_run",
     "fit_config",
     "load_run",
     "load_split",
     "model_kwargs",
+    "read_run_json",
     "resolve_config",
     "run_config",
     "run_lock",
@@ -97,6 +96,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 BUNDLE_DIR = "bundle"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+MAX_RUN_JSON_BYTES = 1 << 30  # config.json and metrics.json are read whole
 
 RunState = Literal["absent", "empty", "unfinished", "finished", "other"]
 
@@ -596,8 +596,6 @@ def _discard(out: Path) -> None:
 def _publish_run(result: RunResult, out: Path) -> Path:
     """Write the finished run into a hidden sibling of ``out`` and swap it in as one unit
     (the checkpoint moves along); the unfinished contents are then deleted."""
-    from recfit.recommender.bundle import _exchange, _fsync_dir
-
     given, out = out, Path(os.path.abspath(out))  # "." cannot be renamed, its full path can
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -610,19 +608,7 @@ def _publish_run(result: RunResult, out: Path) -> Path:
                 os.link(ckpt, stage / CHECKPOINT_FILE)
             except OSError:
                 shutil.copy2(ckpt, stage / CHECKPOINT_FILE)
-        _fsync_dir(stage)
-        if not out.exists():
-            os.rename(stage, out)
-        elif _exchange(stage, out):
-            shutil.rmtree(stage, ignore_errors=True)  # now the unfinished contents
-        else:  # pragma: no cover - non-Linux fallback: two renames
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.rmdir(old)
-            os.rename(out, old)
-            os.rename(stage, out)
-            shutil.rmtree(old, ignore_errors=True)
-        if sys.platform.startswith("linux"):
-            _fsync_dir(out.parent)
+        publish_dir(stage, out)  # the unfinished contents are deleted
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -805,26 +791,6 @@ def _metric_vs_epoch(res: Any, metric: str) -> Any:
     return plot_metric_by_epoch({"two_tower": res.epoch_metrics}, metric)
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
-
-    The file gets the mode ``open`` would give a new file (``0o666`` less the umask),
-    not the private ``0o600`` of a temporary file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
 
@@ -898,9 +864,9 @@ def run_config(run: str | Path) -> TrainConfig:
     from recfit.train.checkpoint import resume_config
 
     d = Path(run)
-    if (d / CHECKPOINT_FILE).exists() or not (d / CONFIG_FILE).exists():
+    if os.path.lexists(d / CHECKPOINT_FILE) or not os.path.lexists(d / CONFIG_FILE):
         return resume_config(d)
-    return load_config(d / CONFIG_FILE)
+    return _read_config(d)
 
 
 def load_run(run: str | Path) -> tuple[TrainConfig, RatingModel, Vocabulary, Vocabulary]:
@@ -916,10 +882,26 @@ def load_run(run: str | Path) -> tuple[TrainConfig, RatingModel, Vocabulary, Voc
     return cfg, rec.model, rec.users, rec.items
 
 
-def _read_config(d: Path) -> TrainConfig:
-    try:
-        return validate_config(json.loads((d / CONFIG_FILE).read_text("utf-8")), source=str(d))
-    except (OSError, json.JSONDecodeError) as exc:
+def read_run_json(run: str | Path, name: str) -> Any:
+    """The JSON file ``name`` of the run directory ``run``.
+
+    Like every file of a run directory, it is read only as a plain file inside the run
+    folder: a symbolic link, a folder or a pipe in its place is refused, not followed.
+
+    Raises:
+        BundleError: the file is missing, not a plain file, larger than 1 GiB, or not JSON.
+    """
+    d = Path(run)
+    if not d.is_dir() or not os.path.lexists(d / name):
         raise BundleError(
-            f"expected a run directory with config.json, received {str(d)!r}: {exc}"
-        ) from exc
+            f"expected a run directory with {name}, received {str(d)!r} (no {name} there)"
+        )
+    data = read_plain_file(d, name, max_bytes=MAX_RUN_JSON_BYTES)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"expected valid JSON in {str(d / name)!r}, received: {exc}") from exc
+
+
+def _read_config(d: Path) -> TrainConfig:
+    return validate_config(read_run_json(d, CONFIG_FILE), source=str(d))

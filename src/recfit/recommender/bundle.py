@@ -39,17 +39,12 @@ or the new one at the path, never a mixture.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import hashlib
 import json
 import math
 import os
 import reprlib
 import shutil
-import stat
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -66,7 +61,14 @@ from pydantic import (
     field_validator,
 )
 
-from recfit._fs import default_dir_mode, default_file_mode
+from recfit._fs import (
+    check_name,
+    default_dir_mode,
+    default_file_mode,
+    open_plain,
+    publish_dir,
+    read_plain_file,
+)
 from recfit.errors import BundleError
 
 if TYPE_CHECKING:
@@ -166,136 +168,6 @@ def bundle_path(path: str | Path) -> Path:
         f"expected a bundle (a folder with {MANIFEST}) or a run directory holding "
         f"{RUN_SUBDIR}/{MANIFEST}, received {str(p)!r} (re-run `recfit train` to write one)"
     )
-
-
-# ------------------------------------------------------------------ plain files
-def _check_name(name: object, folder: Path) -> str:
-    """``name`` as one path component (no separator, not ``.`` or ``..``)."""
-    seps = {os.sep, os.altsep or os.sep, "/", "\0"}
-    if (
-        not isinstance(name, str)
-        or name in ("", ".", "..")
-        or any(c in name for c in seps)
-        or Path(name).is_absolute()
-    ):
-        raise BundleError(
-            f"expected a plain file name inside {str(folder)!r}, received {name!r} "
-            "(paths, '..' and absolute names are refused)"
-        )
-    return name
-
-
-def _kind_of(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "folder"),
-        (stat.S_ISLNK, "symbolic link"),
-        (stat.S_ISFIFO, "named pipe"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-    ):
-        if test(mode):
-            return kind
-    return "special file"
-
-
-def _open_plain(folder: Path, name: str) -> tuple[int, os.stat_result]:
-    """An open descriptor of ``folder/name`` and its status, when that is a plain file.
-
-    The file is opened without following a symbolic link and without blocking (a named
-    pipe is refused, not waited on); its type is checked on the open descriptor.
-    """
-    _check_name(name, folder)
-    p = folder / name
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    if not nofollow and p.is_symlink():  # pragma: no cover - platforms without O_NOFOLLOW
-        raise BundleError(
-            f"expected {name} as a plain file inside {str(folder)!r}, received a symbolic link"
-        )
-    flags = (
-        os.O_RDONLY
-        | nofollow
-        | getattr(os, "O_NONBLOCK", 0)
-        | getattr(os, "O_CLOEXEC", 0)
-        | getattr(os, "O_BINARY", 0)
-    )
-    try:
-        fd = os.open(p, flags)
-    except FileNotFoundError:
-        raise BundleError(f"expected {name} in {str(folder)!r}, received a missing file") from None
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK) and p.is_symlink():
-            raise BundleError(
-                f"expected {name} as a plain file inside {str(folder)!r}, received a symbolic link"
-            ) from None
-        raise BundleError(
-            f"expected a readable file {name} in {str(folder)!r}, received: {exc.strerror}"
-        ) from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise BundleError(
-            f"expected {name} as a plain file inside {str(folder)!r}, received a "
-            f"{_kind_of(st.st_mode)}"
-        )
-    return fd, st
-
-
-def read_plain_file(
-    folder: str | Path,
-    name: str,
-    *,
-    max_bytes: int | None = None,
-    expect_bytes: int | None = None,
-) -> bytes:
-    """The bytes of ``folder/name``, which must be a plain file directly inside ``folder``.
-
-    ``name`` must be one path component; a symbolic link, a folder, a named pipe or a
-    device is refused before anything is read, and so is a file larger than
-    ``max_bytes`` or of another size than ``expect_bytes``.
-
-    Raises:
-        BundleError: any of the above, a missing file, or a read error.
-
-    Example:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     _ = (Path(d) / "a.txt").write_text("hi")
-        ...     os.symlink("/etc/hostname", Path(d) / "b.txt")
-        ...     print(read_plain_file(d, "a.txt"))
-        ...     try:
-        ...         read_plain_file(d, "b.txt")
-        ...     except BundleError as e:
-        ...         print(str(e).endswith("received a symbolic link"))
-        b'hi'
-        True
-    """
-    folder = Path(folder)
-    fd, st = _open_plain(folder, name)
-    with os.fdopen(fd, "rb") as f:
-        size = st.st_size
-        if expect_bytes is not None and size != expect_bytes:
-            raise BundleError(
-                f"expected {name} of {expect_bytes} bytes, received {size} bytes "
-                f"(truncated or altered: {str(folder / name)!r})"
-            )
-        if max_bytes is not None and size > max_bytes:
-            raise BundleError(
-                f"expected {name} of at most {max_bytes} bytes, received {size} bytes "
-                f"({str(folder / name)!r})"
-            )
-        try:
-            data = f.read(size + 1)  # one byte more shows a file that grew meanwhile
-        except OSError as exc:
-            raise BundleError(
-                f"expected a readable file {str(folder / name)!r}, received: {exc.strerror}"
-            ) from None
-    if len(data) != size:
-        raise BundleError(
-            f"expected {name} of {size} bytes, received {len(data)} (changed while read: "
-            f"{str(folder / name)!r})"
-        )
-    return data
 
 
 # ------------------------------------------------------------------ JSON
@@ -672,7 +544,7 @@ def verify_manifest(folder: Path, required: tuple[str, ...]) -> BundleFiles:
         )
     doc = validate_doc(ManifestDoc, man, where)
     for name in doc.files:
-        _check_name(name, folder)
+        check_name(name, folder)
         if name not in required:
             raise BundleError(
                 f"expected only the files {sorted(required)} listed in {where!r}, received {name!r}"
@@ -687,7 +559,7 @@ def verify_manifest(folder: Path, required: tuple[str, ...]) -> BundleFiles:
                 f"expected {name} of at most {limit} bytes, received a manifest entry of "
                 f"{doc.files[name].bytes} bytes ({where!r})"
             )
-        fd, st = _open_plain(folder, name)
+        fd, st = open_plain(folder, name)
         os.close(fd)
         if st.st_size != doc.files[name].bytes:
             raise BundleError(
@@ -878,30 +750,6 @@ def load_arrays_bytes(
     return arrays
 
 
-def _fsync_dir(path: Path) -> None:
-    if sys.platform.startswith("win"):  # pragma: no cover - no directory fds
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2); False when unavailable."""
-    if not sys.platform.startswith("linux"):  # pragma: no cover - platform
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):  # pragma: no cover - old libc
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return int(rc) == 0
-
-
 def write_bundle_dir(
     dest: str | Path,
     write_files: Callable[[Path], None],
@@ -946,18 +794,7 @@ def write_bundle_dir(
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if not dest.exists():
-            os.rename(tmp, dest)
-        elif _exchange(tmp, dest):
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old bundle
-        else:  # pragma: no cover - non-Linux fallback
-            old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-            os.rmdir(old)
-            os.rename(dest, old)
-            os.rename(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(dest.parent)
+        publish_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -58,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -70,10 +71,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from recfit._fs import atomic_write, read_plain_file
 from recfit.errors import BundleError, CheckpointError, ConfigError, TrainingInterrupted
 from recfit.train.callbacks import Callback
 
@@ -303,8 +305,6 @@ def capture(
 
 def write_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
     """Write one checkpoint file atomically (temporary file, fsync, rename)."""
-    from recfit.runs import atomic_write
-
     path = Path(path)
     text = json.dumps(meta, allow_nan=True, default=float)
     digest = checksum(text, tensors)
@@ -401,17 +401,16 @@ def read_checkpoint(run: str | Path) -> ResumeState:
     p = Path(run)
     if p.is_dir():
         p = p / CHECKPOINT_FILE
-    if not p.exists():
+    if not os.path.lexists(p):
         raise CheckpointError(
             f"expected a checkpoint at {str(p)!r}, received no such file (the run stopped "
             "before its first checkpoint, or was not written with --out)"
         )
+    data = read_plain_file(p.parent, p.name, error=CheckpointError)  # no link followed
     try:
-        tensors: dict[str, Tensor] = {}
-        with safe_open(str(p), framework="pt") as f:
-            meta_all = f.metadata() or {}
-            for k in f.keys():  # noqa: SIM118 - safe_open has no __iter__
-                tensors[k] = f.get_tensor(k)
+        tensors: dict[str, Tensor] = st_load(data)
+        n_header = int.from_bytes(data[:8], "little")
+        meta_all = json.loads(data[8 : 8 + n_header]).get("__metadata__") or {}
         text = meta_all[_META_KEY]
         meta = json.loads(text)
     except Exception as exc:  # safetensors raises its own SafetensorError too
