@@ -625,3 +625,11 @@ def test_untrained_users_and_items_get_the_baseline(
     (ghost,) = client.post("/predict", json=body).json()["predictions"]
     assert ghost["fallback"] and ghost["prediction"] == pytest.approx(mu + bi[i_ix[1]], abs=1e-5)
     assert "unknown user id 'ghost'" in ghost["reason"]
+    # an item outside the vocabulary too, as Recommender.predictions answers it
+    body = {"pairs": [{"user": 101, "item": "nope"}], "on_unknown": "baseline"}
+    (nope,) = client.post("/predict", json=body).json()["predictions"]
+    assert nope["fallback"] and nope["prediction"] == pytest.approx(float(oov.values[0]), abs=1e-5)
+    assert nope["reason"] == oov.reasons[0] and nope["title"] is None
+    body["on_unknown"] = "null"
+    (null,) = client.post("/predict", json=body).json()["predictions"]
+    assert null["prediction"] is None and not null["fallback"] and "nope" in null["reason"]

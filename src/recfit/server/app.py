@@ -709,37 +709,39 @@ def _predict_work(
 ) -> Response:
     body = _parse_body(raw, content_type, PredictRequest)
     lenient = body.on_unknown != "error"
+    baseline = body.on_unknown == "baseline"
     items = _resolve_items(rec, [p.item for p in body.pairs], deadline, lenient=lenient)
-    users = [p.user for p in body.pairs]
-    known = [i for i, x in enumerate(items) if x is not None]
+    # under "baseline" an item that matches nothing is an id outside the vocabulary, as in
+    # Recommender.predictions: the baseline (mean + the user's bias), marked fallback
+    asked = [i for i, x in enumerate(items) if x is not None or baseline]
     preds: list[float | None] = [None] * len(items)
     fallback = [False] * len(items)  # answered by the baseline (never-trained id)
-    reasons: list[str | None] = [None] * len(items)
+    reasons: list[str | None] = [
+        None if x is not None else f"unknown item {p.item!r}"
+        for p, x in zip(body.pairs, items, strict=True)
+    ]
     _check_deadline(deadline)
-    if known:
+    if asked:
         res = rec.predictions(
-            [users[i] for i in known],
-            [items[i] for i in known],
-            on_unknown="baseline" if body.on_unknown == "baseline" else
-            ("nan" if lenient else "error"),
-        )  # fmt: skip
-        for k, i in enumerate(known):
+            [body.pairs[i].user for i in asked],
+            [body.pairs[i].item if items[i] is None else items[i] for i in asked],
+            on_unknown=body.on_unknown if body.on_unknown != "null" else "nan",
+        )
+        for k, i in enumerate(asked):
             preds[i] = _finite(float(res.values[k]))
             fallback[i], reasons[i] = bool(res.fallback[k]), res.reasons[k]
-    out = []
-    for k, (p, item_id, value) in enumerate(zip(body.pairs, items, preds, strict=True)):
-        shown = p.item if item_id is None else item_id
-        out.append(
-            Prediction(
-                user=p.user,
-                item=shown,
-                title=None if item_id is None else rec.title(item_id),
-                prediction=value,
-                kind=rec.output_kind,
-                fallback=fallback[k],
-                reason=reasons[k] if item_id is not None else f"unknown item {p.item!r}",
-            )
+    out = [
+        Prediction(
+            user=p.user,
+            item=p.item if item_id is None else item_id,
+            title=None if item_id is None else rec.title(item_id),
+            prediction=preds[k],
+            kind=rec.output_kind,
+            fallback=fallback[k],
+            reason=reasons[k],
         )
+        for k, (p, item_id) in enumerate(zip(body.pairs, items, strict=True))
+    ]
     return _model_response(PredictResponse(predictions=out))
 
 

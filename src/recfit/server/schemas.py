@@ -196,7 +196,8 @@ class PredictRequest(_Request):
     on_unknown: Literal["error", "null", "baseline"] = Field(
         default="error",
         description="An id outside the vocabulary: 404 ('error'), a null prediction "
-        "('null'), or the baseline marked fallback ('baseline'; unknown titles stay null).",
+        "('null'), or the baseline marked fallback ('baseline': the global mean plus the "
+        "known side's bias, as Recommender.predictions).",
     )
 
 
