@@ -299,3 +299,20 @@ def test_symlinked_checkpoint_is_refused(tmp_path: Path) -> None:
     os.symlink(tmp_path / "other.safetensors", run / "checkpoint.safetensors")
     with pytest.raises(CheckpointError, match="symbolic link"):
         read_checkpoint(run)
+
+
+def test_test_file_overlap_ignores_weight_zero_rows(tmp_path: Path) -> None:
+    """A --train/--test pair that is in both files only with weight 0 on one side is not
+    a training row (as count_overlap counts); a weighted one still is refused."""
+    from recfit.runs import load_split
+
+    tr, te = tmp_path / "train.csv", tmp_path / "test.csv"
+    tr.write_text("user,item,rating,w\n1,10,4,0\n1,11,3,1\n2,10,5,1\n2,11,2,1\n")
+    te.write_text("user,item,rating,w\n1,10,5,1\n2,11,1,0\n")
+    cfg = TrainConfig(dataset=str(tr), test_file=str(te), split="file", weight_col="w")
+    sp = load_split(cfg)
+    assert len(sp.test) == 2
+    te.write_text("user,item,rating,w\n1,11,5,1\n")
+    with pytest.raises(EvaluationOverlapError) as err:
+        load_split(cfg)
+    assert (err.value.n_overlap, err.value.n_rows) == (1, 1)

@@ -437,16 +437,19 @@ def _file_split(train: Interactions, cfg: TrainConfig, data_dir: str | None) -> 
     n_tr, n_te = len(train), int(known.sum())
     user = np.concatenate([train.user, tu[known]]).astype(np.int32)
     item = np.concatenate([train.item, ti[known]]).astype(np.int32)
-    tr_keys = train.user.astype(np.int64) * train.n_items + train.item
-    te_keys = user[n_tr:].astype(np.int64) * train.n_items + item[n_tr:]
+    # rows of weight 0 do not exist (as in count_overlap): only weighted pairs overlap
+    tr = train.weights() > 0
+    te = test.weights()[known] > 0
+    tr_keys = train.user[tr].astype(np.int64) * train.n_items + train.item[tr]
+    te_keys = user[n_tr:][te].astype(np.int64) * train.n_items + item[n_tr:][te]
     both = int(np.isin(te_keys, tr_keys).sum())
     if both:
         raise EvaluationOverlapError(
             f"expected a test file with no (user, item) pair of the training file "
-            f"{cfg.dataset!r}, received {both} of {n_te} test rows of {cfg.test_file!r} that "
-            "are training rows (remove them from one of the files)",
+            f"{cfg.dataset!r}, received {both} of {int(te.sum())} test rows of "
+            f"{cfg.test_file!r} that are training rows (remove them from one of the files)",
             n_overlap=both,
-            n_rows=n_te,
+            n_rows=int(te.sum()),
         )
     weight = None
     if train.weight is not None or test.weight is not None:
