@@ -247,3 +247,29 @@ def test_deferred_check_names_the_same_step(monkeypatch: pytest.MonkeyPatch) -> 
     later = diverge()
     assert (later.epoch, later.step, later.what) == (now.epoch, now.step, "loss")
     assert now.step > 0  # a later step, not the first one
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_fit_cancelled_mid_epoch_is_still_checked(
+    deferred: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A callback that ends the fit in the middle of an epoch (CancelFitException) does
+    not skip the epoch-end checks of the losses so far and of the weights."""
+    from recfit.errors import CancelFitException
+    from recfit.train.callbacks import Callback
+
+    class Poison(Callback):
+        def after_batch(self) -> None:
+            if self.learn.train_iter == 3:
+                with torch.no_grad():
+                    next(self.learn.model.parameters()).fill_(math.nan)
+                raise CancelFitException("enough")
+
+    if deferred:
+        monkeypatch.setattr(Learner, "_check_now", property(lambda self: False))
+    d = _data()
+    learn = Learner(DotBias(d.n_users, d.n_items, 8, seed=0), d, bs=16, progress=False)
+    learn.cbs.append(Poison())
+    with pytest.raises(TrainingDivergedError) as err:
+        learn.fit(2, 1e-3)
+    assert err.value.epoch == 0 and err.value.what != "loss"

@@ -505,6 +505,7 @@ class Learner:
         t_fit = time.perf_counter()
         with self._threads(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._gen)))
+            cancelled = False
             try:
                 self._event("before_fit")
                 first = 0
@@ -513,12 +514,14 @@ class Learner:
                 for epoch in range(first, epochs):
                     self.epoch = epoch
                     self._do_epoch(sched, mom_sched, wd, validate)
-            except CancelFitException:
-                pass
+            except CancelFitException:  # mid-epoch too: the epoch's checks still apply
+                cancelled = True
             finally:
                 self.training = False
                 self._flush()
                 self.model.eval()
+            if cancelled:
+                self._check_epoch(0.0)
             self.fit_seconds = time.perf_counter() - t_fit
             self._event("after_fit")
         return self
