@@ -33,6 +33,7 @@ __all__ = [
     "ScoreKind",
     "ScoredId",
     "SimilarResult",
+    "finite_or_none",
     "jsonable_id",
 ]
 
@@ -62,7 +63,13 @@ def jsonable_id(raw: Any) -> int | str:
     return str(raw)
 
 
-def _score(x: float) -> float | None:
+def finite_or_none(x: float) -> float | None:
+    """``x`` as a float, or None when it is NaN or infinite (JSON has no NaN).
+
+    Example:
+        >>> finite_or_none(2.5), finite_or_none(float("nan"))
+        (2.5, None)
+    """
     return None if not math.isfinite(x) else float(x)
 
 
@@ -83,7 +90,11 @@ class ScoredId:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"id", "score", "title"}`` with plain Python values."""
-        return {"id": jsonable_id(self.id), "score": _score(self.score), "title": self.title}
+        return {
+            "id": jsonable_id(self.id),
+            "score": finite_or_none(self.score),
+            "title": self.title,
+        }
 
 
 @dataclass(frozen=True)
@@ -241,7 +252,7 @@ class Predictions:
                 {
                     "user": jsonable_id(u),
                     "item": jsonable_id(i),
-                    "prediction": _score(float(v)),
+                    "prediction": finite_or_none(float(v)),
                     "fallback": bool(f),
                     "reason": r,
                 }

@@ -67,10 +67,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recfit._fs import read_plain_file
 from recfit.errors import ConfigError, DataError, RecfitError, UnknownIdError
 from recfit.recommender import ItemNotFoundError, Recommender
-from recfit.recommender.bundle import read_plain_file
-from recfit.recommender.results import Recommendation, jsonable_id
+from recfit.recommender.results import Recommendation, finite_or_none, jsonable_id
 from recfit.server.schemas import (
     MAX_N,
     MAX_QUERY_CHARS,
@@ -583,10 +583,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_crash)
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 def _recommend_out(rec: Recommendation, n: int, exclude_seen: bool) -> RecommendResponse:
     return RecommendResponse(
         user=rec.user,
@@ -595,7 +591,9 @@ def _recommend_out(rec: Recommendation, n: int, exclude_seen: bool) -> Recommend
         kind=rec.kind,
         n=n,
         exclude_seen=exclude_seen,
-        items=[ScoredItem(id=s.id, score=_finite(s.score), title=s.title) for s in rec.items],
+        items=[
+            ScoredItem(id=s.id, score=finite_or_none(s.score), title=s.title) for s in rec.items
+        ],
     )
 
 
@@ -697,7 +695,7 @@ def _similar_work(rec: Recommender, deadline: float, item: str, n: int) -> Respo
     _check_deadline(deadline)
     res = rec.similar_items([item_id], n=n)[0]
     neighbours = [
-        ScoredItem(id=x.id, score=_finite(x.score), title=x.title) for x in res.neighbours
+        ScoredItem(id=x.id, score=finite_or_none(x.score), title=x.title) for x in res.neighbours
     ]
     return _model_response(
         SimilarResponse(query=res.query, title=res.title, n=n, neighbours=neighbours)
@@ -728,7 +726,7 @@ def _predict_work(
             on_unknown=body.on_unknown if body.on_unknown != "null" else "nan",
         )
         for k, i in enumerate(asked):
-            preds[i] = _finite(float(res.values[k]))
+            preds[i] = finite_or_none(float(res.values[k]))
             fallback[i], reasons[i] = bool(res.fallback[k]), res.reasons[k]
     out = [
         Prediction(

@@ -692,12 +692,6 @@ class Learner:
             what=what,
         )
 
-    def check_finite(self) -> None:
-        """Raise :class:`~recfit.errors.TrainingDivergedError` when a loss of this epoch
-        so far or a weight is NaN or infinite (checkpoint writers call it first)."""
-        self._check_losses()
-        self._check_weights()
-
     def _check_losses(self) -> None:
         buf = getattr(self, "_loss_buf", None)
         if buf is None:
