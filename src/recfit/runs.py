@@ -80,6 +80,7 @@ __all__ = [
     "early_stopping",
     "evaluate_run",
     "fit_config",
+    "inner_validation",
     "load_run",
     "load_split",
     "model_kwargs",
@@ -181,8 +182,10 @@ def build_learner(
 def early_stopping(cfg: TrainConfig) -> list[Callback]:
     """The early-stopping callback ``cfg.patience`` asks for (every task), else none.
 
-    It watches ``cfg.monitor`` on the held-out part of the split in the direction
-    :mod:`recfit.metrics.registry` gives, and restores the best epoch's weights.
+    It watches ``cfg.monitor`` on the validation rows the Learner is given, in the
+    direction :mod:`recfit.metrics.registry` gives, and restores the best epoch's
+    weights; :func:`train_run` gives it the inner validation cut of the training part
+    (:func:`inner_validation`), never the held-out part it reports.
 
     Example:
         >>> [type(c).__name__ for c in early_stopping(TrainConfig(patience=2))]
@@ -191,6 +194,67 @@ def early_stopping(cfg: TrainConfig) -> list[Callback]:
     if cfg.patience is None:
         return []
     return [EarlyStopping(monitor=cfg.monitor, patience=cfg.patience, restore_best=True)]
+
+
+def inner_validation(cfg: TrainConfig, split: Split) -> Split | None:
+    """The inner validation cut early stopping watches (``cfg.patience``), else ``None``.
+
+    A share ``cfg.inner_valid`` of the training rows of ``split`` (retrieval: of its
+    training positives, ``cfg.positive_min_rating``), drawn at random by ``cfg.seed``, is
+    the returned split's test part; the other training rows are its training part. Both
+    parts are rows of ``split.data``, so users and items keep the indices (and the
+    vocabularies) of the whole training part. No held-out row of ``split`` is in either.
+
+    Raises:
+        ConfigError: the training part is too small to leave a row on each side.
+
+    Example:
+        >>> import numpy as np
+        >>> d = Interactions.from_arrays(list(range(20)), [0] * 20, [4.0] * 20)
+        >>> sp = Split(d, np.arange(10), np.arange(10, 20), "demo")
+        >>> inner = inner_validation(TrainConfig(patience=1, inner_valid=0.2), sp)
+        >>> len(inner.train_idx), len(inner.test_idx), set(inner.test_idx) <= set(range(10))
+        (8, 2, True)
+    """
+    import numpy as np
+
+    if cfg.patience is None:
+        return None
+    rows = np.asarray(split.train_idx, dtype=np.int64)
+    eligible = rows
+    if cfg.task == "retrieval" and cfg.positive_min_rating is not None:
+        eligible = rows[split.data.rating[rows] >= cfg.positive_min_rating]
+    n_inner = round(cfg.inner_valid * len(eligible))
+    if n_inner < 1 or n_inner >= len(eligible):
+        raise ConfigError(
+            f"expected enough training rows for an inner validation cut of inner_valid "
+            f"{cfg.inner_valid} (patience), received {len(eligible)} "
+            f"training {'positives' if cfg.task == 'retrieval' else 'rows'}"
+        )
+    rng = np.random.default_rng([cfg.seed, 0x1AA1])  # a stream apart from the split's
+    inner = np.sort(rng.choice(eligible, size=n_inner, replace=False))
+    rest = np.setdiff1d(rows, inner, assume_unique=True)
+    return Split(split.data, rest, inner, f"inner:{cfg.inner_valid:g} of {split.name}")
+
+
+def _early_stopping_details(cfg: TrainConfig, learner: Learner, inner: Split) -> dict[str, Any]:
+    """How the epoch was chosen, for ``metrics.json`` (``details.early_stopping``)."""
+    stop = next((c for c in learner.cbs if isinstance(c, EarlyStopping)), None)
+    what = "positives" if cfg.task == "retrieval" else "rows"
+    best = None if stop is None or stop.best_epoch < 0 else int(stop.best_epoch)
+    return {
+        "monitor": cfg.monitor,
+        "monitored_on": f"inner validation, {cfg.inner_valid:.0%} of training {what}",
+        "inner_valid": cfg.inner_valid,
+        "inner_rows": len(inner.test_idx),
+        "fit_rows": len(inner.train_idx),
+        "best_epoch": best,
+        "best_value": None if stop is None or best is None else float(stop.best),
+        "stopped_epoch": None if stop is None else stop.stopped_epoch,
+        "epochs_trained": len(learner.history),
+        "epoch_numbering": "from 0, as in history.csv",
+        "held_out": "evaluated once, after training, with the restored best weights",
+    }
 
 
 def resolve_config(cfg: TrainConfig, train: Interactions, distributed: bool = False) -> TrainConfig:
@@ -342,19 +406,23 @@ def _train(
     cfg = resolve_config(cfg, split.train, distributed=ctx is not None)
     if writer and out is not None:  # the resolved config, before training starts
         atomic_write(Path(out) / CONFIG_FILE, _config_json(cfg))
+    # early stopping chooses the epoch on an inner cut of the training rows; the held-out
+    # part is evaluated once, after training (without patience it is only a curve)
+    inner = inner_validation(cfg, split)
+    fit_rows, watched = (split.train, split.test) if inner is None else (inner.train, inner.test)
     t0 = time.perf_counter()
     if cfg.task == "classification":  # ratings as classes, with an imbalance strategy
         from recfit.train.classification import fit_classifier_config
 
         learner = fit_classifier_config(
-            cfg, split.train, split.test,
+            cfg, fit_rows, watched,
             callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)], progress=progress,
         ).learner  # fmt: skip
     else:
         main = ctx is None or ctx.is_main
         learner = build_learner(
             cfg if ctx is None else cfg.replace(device=str(ctx.device)),
-            split.train, split.test, callbacks=callbacks, progress=progress if main else False,
+            fit_rows, watched, callbacks=callbacks, progress=progress if main else False,
         )  # fmt: skip
         if cfg.trainer == "als" and (resume or ctx is not None):
             raise ConfigError(
@@ -368,6 +436,8 @@ def _train(
     metrics = learner.evaluate(split.test)
     metrics["fit_seconds"] = fit_seconds
     result = RunResult(cfg, learner, split, metrics)
+    if inner is not None:
+        result.details["early_stopping"] = _early_stopping_details(cfg, learner, inner)
     if writer and out is not None:
         result.out = _publish_run(result, Path(out))
     return result
@@ -606,7 +676,7 @@ def _publish_run(result: RunResult, out: Path) -> Path:
         os.chmod(stage, default_dir_mode())
         _write_files(result, stage)
         ckpt = out / CHECKPOINT_FILE
-        if ckpt.is_file():
+        if ckpt.is_file() and not ckpt.is_symlink():  # run files are plain files
             try:
                 os.link(ckpt, stage / CHECKPOINT_FILE)
             except OSError:
@@ -772,26 +842,67 @@ def _retrieval_run(
     from recfit.train.retrieval import train_retrieval
 
     rcfg = retrieval_config(cfg)
+    inner = inner_validation(cfg, split)  # early stopping ranks the inner cut, not the test
     res = train_retrieval(
         rcfg,
         split.data,
-        split,
+        split if inner is None else inner,
         callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)],
         progress=progress,
     )
-    details = {k: v for k, v in res.report.items() if k not in res.metrics}
-    result = RunResult(cfg, res.learner, res.split, dict(res.metrics), details=details)
+    metrics, report = dict(res.metrics), res.report
+    if inner is not None:  # the held-out part, ranked once after training
+        metrics, report = _retrieval_heldout(rcfg, res, split)
+    details = {k: v for k, v in report.items() if k not in metrics}
+    result = RunResult(cfg, res.learner, split, metrics, details=details)
+    if inner is not None:
+        result.details["early_stopping"] = _early_stopping_details(cfg, res.learner, inner)
     if res.epoch_metrics:
-        result.figures["metric_vs_epoch.png"] = _metric_vs_epoch(res, cfg.monitor)
+        label = "two_tower" if inner is None else "two_tower, inner validation"
+        result.figures["metric_vs_epoch.png"] = _metric_vs_epoch(res, cfg.monitor, label)
     if out is not None:
         result.out = _publish_run(result, Path(out))
     return result
 
 
-def _metric_vs_epoch(res: Any, metric: str) -> Any:
+def _retrieval_heldout(
+    rcfg: Any, res: Any, split: Split
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and report of ``res.model`` on the held-out part of ``split``, with the
+    whole training part (the inner cut included) as each user's seen items, computed as
+    :func:`~recfit.train.retrieval.train_retrieval` computes them."""
+    from recfit.train.retrieval import evaluate_retrieval
+
+    def positives(d: Interactions) -> Interactions:
+        if rcfg.positive_min_rating is None:
+            return d
+        return d.take((d.rating >= rcfg.positive_min_rating).nonzero()[0])
+
+    report = evaluate_retrieval(
+        res.model,
+        positives(split.test),
+        train=positives(split.train),
+        exclude_seen=rcfg.exclude_seen,
+        ks=rcfg.eval_ks,
+        relevant_min_rating=rcfg.relevant_min_rating,
+        n_bootstrap=rcfg.n_bootstrap,
+        seed=rcfg.seed,
+    )
+    metrics = {
+        k: float(v)
+        for k, v in report.items()
+        if ("@" in k or (k.startswith("top_") and k.endswith("_accuracy")))
+        and not k.endswith("_ci")
+    }
+    metrics["fit_seconds"] = res.metrics["fit_seconds"]
+    metrics["eval_seconds"] = float(report["eval_seconds"])
+    return metrics, report
+
+
+def _metric_vs_epoch(res: Any, metric: str, label: str = "two_tower") -> Any:
     from recfit.train.retrieval import plot_metric_by_epoch
 
-    return plot_metric_by_epoch({"two_tower": res.epoch_metrics}, metric)
+    return plot_metric_by_epoch({label: res.epoch_metrics}, metric)
 
 
 def _json(obj: Any) -> str:
