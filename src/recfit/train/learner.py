@@ -520,8 +520,11 @@ class Learner:
                 self.training = False
                 self._flush()
                 self.model.eval()
-            if cancelled:
-                self._check_epoch(0.0)
+            if cancelled:  # the losses so far are each rank's own: checked alone
+                if self.dist is None:
+                    self._check_losses()
+                self._check_weights()  # identical on every rank
+                self._loss_buf = None
             self.fit_seconds = time.perf_counter() - t_fit
             self._event("after_fit")
         return self
