@@ -74,6 +74,7 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("rating", "reg_exponent", 0.5, {"model": "mf", "trainer": "als", "bs": 0}),
     ("rating", "pct_start", 0.5, {}),
     ("rating", "monitor", "rmse", {"patience": 1}),
+    ("rating", "inner_valid", 0.3, {"patience": 1}),
     ("rating", "checkpoint_every", 3, {}),
     ("rating", "bf16", True, {}),
     ("classification", "n_factors", 6, {}),
@@ -89,6 +90,7 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("classification", "smote_k", 2, {"imbalance": "smote"}),
     ("classification", "pct_start", 0.5, {}),
     ("classification", "monitor", "accuracy", {"patience": 1}),
+    ("classification", "inner_valid", 0.3, {"patience": 1}),
     ("retrieval", "n_factors", 6, {}),
     ("retrieval", "layers", (6,), {}),
     ("retrieval", "objective", "mse", {}),
@@ -103,6 +105,7 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("retrieval", "opt", "adam", {}),
     ("retrieval", "schedule", "one_cycle", {}),
     ("retrieval", "monitor", "recall@20", {"eval_every": 1}),
+    ("retrieval", "inner_valid", 0.3, {"patience": 1, "eval_every": 1}),
 ]
 # patience in retrieval watches the ranking metrics computed every eval_every epochs
 CHANGES = [
@@ -197,6 +200,8 @@ NOT_APPLYING: list[tuple[dict[str, Any], str, Any]] = [
     ({"trainer": "als", "model": "mf"}, "lr", 0.1),
     ({"schedule": "constant"}, "pct_start", 0.5),
     ({}, "monitor", "rmse"),
+    ({}, "inner_valid", 0.2),
+    ({"task": "retrieval"}, "inner_valid", 0.2),
     ({"task": "classification"}, "y_range", (1.0, 5.0)),
     ({"task": "classification"}, "class_weight", "sqrt_inverse"),
     ({"task": "classification"}, "opt", "sgd"),

@@ -167,8 +167,14 @@ class TrainConfig(BaseModel):
         pct_start: share of one-cycle steps spent warming up.
         patience: early stopping on ``monitor`` after this many evaluated epochs without
             gain, for every task (retrieval: needs ``eval_every``); the best epoch's
-            weights are restored. It watches the held-out part of the split, the part the
-            run reports, so those metrics belong to an epoch chosen on them (optimistic).
+            weights are restored. It watches an inner validation cut of the training
+            part (``inner_valid``), never the held-out part the run reports, which is
+            evaluated once, after training; ``metrics.json`` says how the epoch was chosen
+            (``details.early_stopping``).
+        inner_valid: with ``patience``: the share of the training rows (retrieval: of the
+            training positives) cut at random, by ``seed``, into the inner validation part
+            that early stopping watches; the model trains on the rest, with the
+            vocabularies of the whole training part (0 < share < 0.5).
         monitor: the metric early stopping watches; its direction comes from
             :func:`recfit.metrics.registry.metric_info` and it must be a metric of the
             task (rating or loss; classification also levels; retrieval a ranking metric
@@ -237,6 +243,7 @@ class TrainConfig(BaseModel):
     reg_exponent: float = Field(default=1.0, gt=0.0, le=1.0)
     pct_start: float = Field(default=0.25, gt=0.0, lt=1.0)
     patience: int | None = Field(default=None, ge=1)
+    inner_valid: float = Field(default=0.1, gt=0.0, lt=0.5)
     monitor: str = "mse"
     device: str = "auto"
     checkpoint_every: int | None = Field(default=None, ge=1)
@@ -354,7 +361,8 @@ class TrainConfig(BaseModel):
         ``head``... to classification), ``reg_exponent`` to ALS, the MLP fields to models
         with an MLP, ``y_range`` to models with a scaled output, the optimisation fields
         not to ALS, ``pct_start`` to the one-cycle schedule, ``monitor`` to early stopping
-        (and retrieval's ``eval_every`` curves), checkpoints and bf16 to rating by SGD.
+        (and retrieval's ``eval_every`` curves), ``inner_valid`` to early stopping,
+        checkpoints and bf16 to rating by SGD.
 
         Example:
             >>> TrainConfig().applies("lr"), TrainConfig().applies("temperature")
@@ -393,6 +401,7 @@ class TrainConfig(BaseModel):
             "schedule": not als,
             "pct_start": not als and not retrieval and self.schedule == "one_cycle",
             "monitor": self.patience is not None or (retrieval and self.eval_every > 0),
+            "inner_valid": self.patience is not None,
             "checkpoint_every": task == "rating" and not als,
             "bf16": task == "rating" and not als,
             "trainer": task == "rating",

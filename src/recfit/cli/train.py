@@ -193,6 +193,15 @@ def train(
         ),
     ] = None,
     patience: Annotated[int | None, _opt("patience", "Early stopping patience (epochs).")] = None,
+    inner_valid: Annotated[
+        float | None,
+        _opt(
+            "inner_valid",
+            "With --patience: share of training rows early stopping watches; the "
+            "held-out part is evaluated once, after training.",
+            "--inner-valid",
+        ),
+    ] = None,
     imbalance: Annotated[
         str | None,
         _opt("imbalance", "classification: none, class_weights, undersample, oversample, smote."),
@@ -273,7 +282,7 @@ def train(
     flags: dict[str, Any] = dict(
         dataset=dataset, task=task, model=model, split=split, seed=seed, epochs=epochs, lr=lr,
         wd=wd, reg=reg, reg_exponent=reg_exponent, bs=bs, n_factors=n_factors, y_range=y_range, layers=layers,
-        schedule=schedule, trainer=trainer, opt=opt, patience=patience, imbalance=imbalance,
+        schedule=schedule, trainer=trainer, opt=opt, patience=patience, inner_valid=inner_valid, imbalance=imbalance,
         head=head, objective=objective, positive_min_rating=positive_min_rating,
         relevant_min_rating=relevant_min_rating, exclude_seen=exclude_seen,
         eval_every=eval_every, device=device, checkpoint_every=checkpoint_every,
