@@ -633,3 +633,25 @@ def test_untrained_users_and_items_get_the_baseline(
     body["on_unknown"] = "null"
     (null,) = client.post("/predict", json=body).json()["predictions"]
     assert null["prediction"] is None and not null["fallback"] and "nope" in null["reason"]
+
+
+@pytest.mark.parametrize("name", RATING_FAMILIES)
+def test_recommend_scores_a_never_trained_item_as_predict_does(
+    name: str, data: Interactions
+) -> None:
+    """An item without training ratings that recommend may return (a candidate, or
+    min_item_count=0) scores the baseline that predict answers, not untrained weights."""
+    train, _ = _cold_split(data)
+    model = _fit(name, train)
+    users = [101, 102, 103]
+    for rec, kw in (
+        (_rec(model, train), {"candidates": [1000, 1001, 1002, 1003]}),
+        (_rec(model, train, min_item_count=0), {}),
+    ):
+        res = rec.recommend(users, n=rec.n_items, exclude_seen=False, **kw)
+        for r in res:
+            got = {x.id: x.score for x in r.items}
+            assert 1000 in got
+            want = rec.predictions(r.user, list(got), clip=False).values
+            np.testing.assert_allclose(list(got.values()), want, rtol=1e-5, atol=1e-5)
+            assert list(got.values()) == sorted(got.values(), reverse=True)

@@ -587,9 +587,40 @@ class Recommender:
     def _top_of(
         self, uu: np.ndarray, n: int, exclude_seen: bool, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        rows = self.adapter.user_rows(torch.from_numpy(uu))
+        """Top-n of trained users ``uu``. Items a rating model never trained on score
+        what :meth:`predictions` answers for them, the baseline (not the untrained
+        weights); ties are broken by item position."""
         excl = self.seen.rows(uu) if exclude_seen else None
-        return self._topk(rows, n, excl, allowed)
+        cold = self._untrained_items() & allowed
+        rows = self.adapter.user_rows(torch.from_numpy(uu))
+        scores, idx = self._topk(rows, n, excl, allowed & ~cold)
+        if not cold.any() or len(uu) == 0:
+            return scores, idx
+        cold_idx = np.flatnonzero(cold)
+        with torch.no_grad():
+            base, _ = self.adapter.predict(
+                torch.from_numpy(uu), torch.full((len(uu),), int(cold_idx[0]), dtype=torch.long)
+            )  # the same for every never-trained item: mean + the user's bias
+        base_np = base.float().cpu().numpy()
+        for r in range(len(uu)):
+            c = cold_idx
+            if excl is not None:
+                c = c[~np.isin(c, excl.rows(np.array([r])).indices)]
+            c = c[:n]
+            keep = idx[r] >= 0
+            s_all = np.concatenate([scores[r][keep], np.full(len(c), base_np[r], np.float32)])
+            i_all = np.concatenate([idx[r][keep], c])
+            order = np.lexsort((i_all, -s_all))[:n]
+            scores[r], idx[r] = -np.inf, -1
+            scores[r, : len(order)], idx[r, : len(order)] = s_all[order], i_all[order]
+        return scores, idx
+
+    def _untrained_items(self) -> np.ndarray:
+        """Items a rating model with a training record never trained on (all False for
+        a score model or a model without the record)."""
+        if self.output_kind != "rating" or not self.model.has_record:
+            return np.zeros(self.n_items, dtype=bool)
+        return np.asarray(self.model.train_item_count.cpu().numpy() <= 0)
 
     def _top_cached(
         self, uu: np.ndarray, n: int, exclude_seen: bool, allowed: np.ndarray
