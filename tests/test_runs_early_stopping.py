@@ -137,6 +137,7 @@ def test_metrics_json_says_how_the_epoch_was_chosen(task: str, tmp_path: Path) -
     what = "positives" if task == "retrieval" else "rows"
     assert es["monitored_on"] == f"inner validation, 10% of training {what}"
     assert es["monitor"] == res.config.monitor and es["inner_valid"] == 0.1
+    assert f"inner validation, 10% of training {what}" in (out / "report.html").read_text()
     assert 0 <= es["best_epoch"] < es["epochs_trained"] <= 4
     assert es["stopped_epoch"] is None or es["stopped_epoch"] == es["epochs_trained"] - 1
     # the reported figures are the held-out part's, measured with the restored weights

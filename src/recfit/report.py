@@ -451,7 +451,7 @@ def render_report(run_dir: str | Path, *, n_users: int = 3, n: int = 10) -> str:
         )
     )
     data_parts = []
-    for key, title in (("data", "Data"), ("split", "Split")):
+    for key, title in (("data", "Data"), ("split", "Split"), ("early_stopping", "Early stopping")):
         block = details.get(key)
         if isinstance(block, dict) and block:
             data_parts.append(
