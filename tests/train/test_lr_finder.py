@@ -117,3 +117,14 @@ def test_ml100k_like_flat_curve_through_lr_find(tiny: Interactions) -> None:
     res = learn.lr_find(1e-9, 1e-6, num_it=40)  # far too small to move the loss
     assert res.reason is not None
     assert res.suggestions == {"valley": None, "steep": None, "minimum": None}
+
+
+def test_a_descent_of_one_point_suggests_no_steep_rather_than_nan() -> None:
+    # the lowest loss lies at the very start of the window, below the noisy plateau
+    lrs = np.logspace(-6, 0, 60)
+    losses = np.full(60, 2.0)
+    losses[6] = 1.0  # the window starts at num_it // 10 = 6
+    losses[7:] += 0.001 * np.sin(np.arange(53.0))
+    s = suggest(lrs, losses)
+    assert s["steep"] is None
+    assert s["minimum"] == pytest.approx(lrs[6] / 10)

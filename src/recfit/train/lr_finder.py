@@ -159,7 +159,8 @@ def suggest(
     start, end = d
     return {
         "valley": valley(lr_s, loss_s),
-        "steep": steep(lr_s[start : end + 1], loss_s[start : end + 1]),
+        # a descent of one point (the lowest loss right at its start) has no slope
+        "steep": steep(lr_s[start : end + 1], loss_s[start : end + 1]) if end > start else None,
         "minimum": minimum(lr_s, loss_s),
     }
 
