@@ -40,8 +40,8 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
-# Fragment for the project Makefile (target `bench-peers`); the lead pastes it in.
-# Each peer gets its own venv under .bench/ from benchmarks/peers/requirements-<peer>.txt;
+
+# Peer comparison (`make bench-peers`). Each peer gets its own venv under .bench/ from benchmarks/peers/requirements-<peer>.txt;
 # a peer that fails to install is reported by the driver as "not run" with its log's tail.
 # PEERS_ARGS passes options to the driver, e.g. `make bench-peers PEERS_ARGS=--quick`.
 BENCH := .bench
