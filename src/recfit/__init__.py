@@ -1,5 +1,6 @@
 """recfit: train, evaluate and serve recommender models on rating data."""
 
+from recfit._version import __version__
 from recfit.config import TrainConfig
 from recfit.data import Interactions, Split, Vocabulary, load_dataset, make_split, movielens
 from recfit.errors import (
@@ -12,13 +13,11 @@ from recfit.errors import (
     UnknownIdError,
 )
 from recfit.experiments import ExperimentResults, load_compare_config, run_experiments, seeds_for
+from recfit.index import ApproximateIndex, ExactIndex, ItemSets
 from recfit.models import BiasedMF, DotBias, EmbeddingNN, build_model, load_model, save_model
 from recfit.recommender import Recommender
-from recfit.retrieval import ApproximateIndex, ExactIndex, ItemSets
 from recfit.runs import RunResult, train_run
 from recfit.train import Learner
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ApproximateIndex",

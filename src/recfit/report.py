@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from recfit._fs import atomic_write, read_plain_file
+from recfit._version import __version__
 from recfit.errors import BundleError, RecfitError
 
 __all__ = [
@@ -421,7 +422,6 @@ def render_report(run_dir: str | Path, *, n_users: int = 3, n: int = 10) -> str:
     model = str(config.get("model", "unknown"))
     task = str(config.get("task", "rating"))
     family = "cls" if "class" in task else model
-    from recfit import __version__
 
     sections: list[tuple[str, str, str]] = []  # (id, heading, body)
     cfg_rows = [[k, _plain(v)] for k, v in config.items()]

@@ -708,7 +708,7 @@ class RunEvaluation:
 
 def count_overlap(seen: Any, rows: Interactions) -> int:
     """How many rows of ``rows`` (weight > 0) are (user, item) pairs in ``seen``, the
-    :class:`~recfit.retrieval.ItemSets` of each user's training items (user index = row).
+    :class:`~recfit.index.ItemSets` of each user's training items (user index = row).
 
     Example:
         >>> from recfit.retrieval import ItemSets

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from recfit._version import __version__
 from recfit.cli import compare as _compare
 from recfit.cli import query as _query
 from recfit.cli import serve as _serve
@@ -26,8 +27,6 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from recfit import __version__
-
         typer.echo(f"recfit {__version__}")
         raise typer.Exit()
 

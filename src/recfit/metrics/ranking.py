@@ -3,11 +3,11 @@
 Every function takes the same two inputs:
 
 * ``retrieved``: an ``(n_queries, K)`` integer matrix of item ids, best first, as returned
-  by :class:`recfit.retrieval.ExactIndex` (id ``-1`` is padding and never a hit). For a
+  by :class:`recfit.index.ExactIndex` (id ``-1`` is padding and never a hit). For a
   full-catalogue evaluation, retrieve from an index over every item; whether the user's
   training items were excluded is the caller's choice, and :func:`ranking_report`
   records it (lesson 5 of the design notes).
-* ``relevant``: the relevant items of each query, an :class:`recfit.retrieval.ItemSets`
+* ``relevant``: the relevant items of each query, an :class:`recfit.index.ItemSets`
   (CSR; its optional ``values`` are graded relevances, used as NDCG gains) or a list of
   one id array per query.
 
@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recfit.errors import ConfigError, DataError
-from recfit.retrieval import ItemSets
+from recfit.index import ItemSets
 
 __all__ = [
     "RANKING_METRICS",

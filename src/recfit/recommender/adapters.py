@@ -20,7 +20,7 @@ known users come from :meth:`ModelAdapter.user_rows`; rows of new users from
 ``user_vectors()``     ``[n_users, d]`` user representations (cosine similarity)
 ``retrieval(rows)``    optional: ``(queries, candidates, finish)`` when scores are a
                        monotone function of a dot product (exact chunked top-k through
-                       :class:`~recfit.retrieval.ExactIndex`); ``None`` otherwise
+                       :class:`~recfit.index.ExactIndex`); ``None`` otherwise
 =====================  =================================================================
 
 **Adding a model family.** Subclass :class:`ModelAdapter`, implement the methods above
@@ -545,7 +545,7 @@ class TwoTowerAdapter(ModelAdapter):
     """:class:`~recfit.models.TwoTower`: a user row is the user's query vector.
 
     Scores are the model's dot products ``q_u · c_i`` (not ratings: a softmax-trained
-    model's scores are logits); ranking goes through :class:`~recfit.retrieval.ExactIndex`.
+    model's scores are logits); ranking goes through :class:`~recfit.index.ExactIndex`.
     Similar items and users compare candidate and query vectors by cosine.
 
     **Fold-in.** A new user's query vector ``q`` (with a free intercept ``b``) minimises

@@ -69,6 +69,7 @@ from recfit._fs import (
     publish_dir,
     read_plain_file,
 )
+from recfit._version import __version__
 from recfit.errors import BundleError
 
 if TYPE_CHECKING:
@@ -525,7 +526,6 @@ def verify_manifest(folder: Path, required: tuple[str, ...]) -> BundleFiles:
             should not list (another name, a path, ``..``), a listed file missing, not a
             plain file (a symbolic link, a folder ...) or of another size.
     """
-    from recfit import __version__
 
     where = str(folder / MANIFEST)
     man = read_json(folder, MANIFEST, max_bytes=MAX_MANIFEST_BYTES)

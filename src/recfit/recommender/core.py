@@ -44,9 +44,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from recfit._version import __version__
 from recfit.data.interactions import Interactions
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError, DataError, RecfitError
+from recfit.index import ExactIndex, ItemSets
 from recfit.models.base import (
     OutputKind,
     RatingModel,
@@ -79,7 +81,6 @@ from recfit.recommender.results import (
     jsonable_id,
 )
 from recfit.recommender.titles import TitleIndex
-from recfit.retrieval import ExactIndex, ItemSets
 
 if TYPE_CHECKING:
     from recfit.runs import RunResult
@@ -189,7 +190,7 @@ class Recommender:
             in evaluation mode; later training of the original does not change it).
         users: the user vocabulary the model was trained with.
         items: the item vocabulary.
-        seen: each user's training items: an :class:`~recfit.retrieval.ItemSets` (row =
+        seen: each user's training items: an :class:`~recfit.index.ItemSets` (row =
             user index, ids = item indices) or the training
             :class:`~recfit.data.Interactions` (rows of weight 0 do not count).
         item_info: one row per item index with any of ``title``, ``year``, ``genres``
@@ -334,7 +335,6 @@ class Recommender:
             >>> Recommender(create_model("dot", d), d.users, d.items, d).info()["n_items"]
             2
         """
-        from recfit import __version__
 
         return {
             "model": self.family,
@@ -1045,8 +1045,6 @@ class Recommender:
                 a weight or setting is NaN or infinite (it would not load).
         """
         from safetensors.numpy import save_file
-
-        from recfit import __version__
 
         for name, t in self.model.state_dict().items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):

@@ -25,7 +25,7 @@ Learner averages as ``Σ w·ℓ / Σ w``, so sample weights count in every one):
   ``ℓ_i = logsumexp_j l_ij - l_ii``. A row of weight 0 is absent: its loss counts zero
   and its item is removed from the other rows' negatives.
 
-Evaluation is full-catalogue retrieval (:class:`~recfit.retrieval.ExactIndex` over every
+Evaluation is full-catalogue retrieval (:class:`~recfit.index.ExactIndex` over every
 item) scored by :func:`~recfit.metrics.ranking.ranking_report`; every report says whether
 each user's training items were excluded (``exclude_seen``).
 
@@ -57,10 +57,10 @@ from torch import Tensor
 from recfit.data.interactions import Interactions
 from recfit.data.split import Split, make_split
 from recfit.errors import ConfigError, DataError
+from recfit.index import ExactIndex, ItemSets
 from recfit.metrics.ranking import RANKING_METRICS, ranking_report
 from recfit.models.losses import Loss
 from recfit.models.two_tower import TwoTower
-from recfit.retrieval import ExactIndex, ItemSets
 from recfit.train.callbacks import Callback
 from recfit.train.learner import Learner
 from recfit.train.schedules import Constant
@@ -383,7 +383,7 @@ def evaluate_vectors(
     The relevant items of a user are its test rows with weight > 0 and (when
     ``relevant_min_rating`` is given) rating >= ``relevant_min_rating``; users without
     any are not queried (they are not in ``n_queries``). Each queried user's vector is
-    scored against every item vector with :class:`~recfit.retrieval.ExactIndex`, the
+    scored against every item vector with :class:`~recfit.index.ExactIndex`, the
     top ``max(ks)`` kept, after removing the user's training items when
     ``exclude_seen``.
 
