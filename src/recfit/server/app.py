@@ -922,7 +922,7 @@ def create_app(
     rec = recommender
     report = None if report_path is None else Path(report_path)
     pool = WorkPool(rec, work_threads, work_queue, request_budget_s, processes=work_processes)
-    from recfit import __version__
+    from recfit._version import __version__
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
