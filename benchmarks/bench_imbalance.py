@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from recfit.experiments import load_compare_config
-from recfit.train.classification import config_runner
+from recfit.runs import config_runner
 
 HERE = Path(__file__).resolve().parent
 

@@ -14,11 +14,11 @@ from recfit.config import TrainConfig, validate_config
 from recfit.data import Interactions
 from recfit.data.sources import split_dataset
 from recfit.errors import ConfigError
+from recfit.runs import config_runner
 from recfit.train import classification as clf
 from recfit.train.classification import (
     STRATEGIES,
     SyntheticRows,
-    config_runner,
     fit_classifier,
     write_classification_report,
 )

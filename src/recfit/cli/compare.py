@@ -82,7 +82,7 @@ def compare(
     """Compare training configurations over N seeds: a results table and ±2σ bar charts."""
     from recfit.errors import ConfigError
     from recfit.experiments import load_compare_config
-    from recfit.train.classification import config_runner
+    from recfit.runs import config_runner
 
     with errors():
         spec = load_compare_config(config)

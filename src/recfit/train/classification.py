@@ -42,8 +42,10 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,15 @@ from torch import Tensor
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
+from recfit.metrics.classification import (
+    classification_report,
+    confusion_matrix,
+    format_classification_report,
+    plot_confusion_matrix,
+    ratings_to_levels,
+)
 from recfit.models.classifier import LevelModel, RatingClassifier, levels_for_data
+from recfit.train.batches import TensorData
 from recfit.train.callbacks import Callback
 from recfit.train.imbalance import ClassWeightMode, ImbalanceStrategy, Resampled, resample
 from recfit.train.learner import Learner
@@ -65,7 +75,6 @@ __all__ = [
     "SyntheticRows",
     "classification_metrics",
     "classification_report_for",
-    "config_runner",
     "fit_classifier",
     "fit_classifier_config",
     "write_classification_report",
@@ -269,8 +278,6 @@ def fit_classifier(
 
 def _features(learner: Learner, data: Interactions) -> np.ndarray:
     """The model's feature vector of every row of ``data`` (eval mode), float32."""
-    from recfit.train.batches import TensorData
-
     model = learner.model
     if not isinstance(model, RatingClassifier):
         raise ConfigError(f"expected a RatingClassifier, received {type(model).__name__}")
@@ -357,12 +364,6 @@ def classification_report_for(
     Example:
         >>> # rep, cm = classification_report_for(fit.learner, split.test)
     """
-    from recfit.metrics.classification import (
-        classification_report,
-        confusion_matrix,
-        ratings_to_levels,
-    )
-
     model = learner.model
     if not isinstance(model, LevelModel):
         raise ConfigError(f"expected a classifier, received {type(model).__name__}")
@@ -382,14 +383,6 @@ def classification_report_for(
 def write_classification_report(learner: Learner, data: Interactions, out: str | Path) -> None:
     """Write ``classification_report.json``, ``classification_report.txt`` and
     ``confusion_matrix.png`` (row-normalised, with counts in the JSON) into ``out``."""
-    import json
-    import os
-
-    from recfit.metrics.classification import (
-        format_classification_report,
-        plot_confusion_matrix,
-    )
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rep, cm = classification_report_for(learner, data)
@@ -405,72 +398,3 @@ def write_classification_report(learner: Learner, data: Interactions, out: str |
     tmp = out / ".confusion_matrix.tmp.png"
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, out / "confusion_matrix.png")
-
-
-def config_runner(
-    data: Interactions | None = None, *, data_dir: str | Path | None = None
-) -> Callable[[str, Mapping[str, Any], int], dict[str, float]]:
-    """A runner for :func:`recfit.experiments.run_experiments` over training configs.
-
-    Each configuration is a mapping of :class:`~recfit.config.TrainConfig` keys (unknown
-    keys are rejected); the runner sets ``seed`` to the run's seed, so the split, the
-    initial weights, the batch order and the samplers all follow the seed and every
-    configuration sees the same split for a given seed. It trains with
-    :func:`recfit.runs.train_run` (classification or rating) and returns the held-out
-    metrics plus ``fit_seconds``.
-
-    Args:
-        data: use these interactions instead of loading each config's ``dataset``.
-        data_dir: MovieLens folder for configs that do not name one.
-
-    Example:
-        >>> import numpy as np
-        >>> from recfit.data import Interactions
-        >>> rng = np.random.default_rng(0)
-        >>> d = Interactions.from_arrays(rng.integers(0, 20, 300), rng.integers(0, 30, 300),
-        ...                              rng.integers(1, 6, 300).astype(float))
-        >>> run = config_runner(d)
-        >>> m = run("base", {"task": "classification", "epochs": 1, "layers": [8]}, 0)
-        >>> sorted(k for k in m if "accuracy" in k)
-        ['accuracy', 'balanced_accuracy']
-    """
-    from recfit.config import validate_config
-    from recfit.data.sources import load_dataset
-    from recfit.runs import train_run
-
-    cache: dict[tuple[Any, ...], Interactions] = {}
-
-    def run(name: str, config: Mapping[str, Any], seed: int) -> dict[str, float]:
-        if not isinstance(config, Mapping):
-            raise ConfigError(
-                f"expected a table of training settings for {name!r}, received "
-                f"{type(config).__name__}"
-            )
-        if "seed" in config:
-            raise ConfigError(
-                f"expected no 'seed' in configuration {name!r} (each run sets it), "
-                f"received seed = {config['seed']!r}"
-            )
-        settings = dict(config)
-        if data_dir is not None and settings.get("data_dir") is None:
-            settings["data_dir"] = str(data_dir)
-        cfg = validate_config({**settings, "seed": seed}, source=f"configuration {name!r}")
-        d = data
-        if d is None:
-            key = (cfg.dataset, cfg.data_dir, cfg.user_col, cfg.item_col, cfg.rating_col,
-                   cfg.timestamp_col, cfg.weight_col)  # fmt: skip
-            if key not in cache:
-                cache[key] = load_dataset(
-                    cfg.dataset,
-                    data_dir=cfg.data_dir,
-                    user=cfg.user_col,
-                    item=cfg.item_col,
-                    rating=cfg.rating_col,
-                    timestamp=cfg.timestamp_col,
-                    weight=cfg.weight_col,
-                )
-            d = cache[key]
-        result = train_run(cfg, data=d, progress=False)
-        return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}
-
-    return run
