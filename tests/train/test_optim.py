@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import torch
 
+from recfit.train import optim
 from recfit.train.optim import AdamW
+
+_FUSED = getattr(torch, "_fused_adamw_", None)
 
 
 def test_matches_torch_adamw_with_changing_hypers() -> None:
@@ -46,3 +52,68 @@ def test_state_dict_round_trip_and_missing_grads() -> None:
     assert opt.step_count == 1 and opt.exp_avg[0].tolist() == state["exp_avg"][0].tolist()
     opt.zero_grad()
     assert p.grad is None
+
+
+def _run(opt_factory: Any, n_steps: int = 5) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    init = [torch.randn(30, 4, generator=g), torch.randn(30, generator=g)]
+    grads = [[torch.randn(t.shape, generator=g) for t in init] for _ in range(n_steps)]
+    ps = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = opt_factory(ps)
+    for gs in grads:
+        for p, gr in zip(ps, gs, strict=True):
+            p.grad = gr.clone()
+        opt.step()
+    return [p.detach() for p in ps]
+
+
+def _torch_adamw(ps: list[torch.nn.Parameter], **kw: Any) -> torch.optim.AdamW:
+    return torch.optim.AdamW(ps, lr=0.05, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.2, **kw)
+
+
+def test_without_the_private_kernel_the_plain_path_equals_torch_adamw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PyTorch without ``torch._fused_adamw_``: the plain path runs and gives
+    ``torch.optim.AdamW``'s numbers (decoupled weight decay, bias correction)."""
+    monkeypatch.setattr(optim, "_FUSED_OP", None)
+    opts: list[AdamW] = []
+
+    def make(ps: list[torch.nn.Parameter]) -> AdamW:
+        opts.append(AdamW(ps, lr=0.05, weight_decay=0.2))
+        return opts[-1]
+
+    ours = _run(make)
+    assert opts[0].fused is False
+    for a, b in zip(ours, _run(_torch_adamw), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_kernel_that_fails_or_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed private kernel (another signature, other numbers) fails the self-test."""
+
+    def wrong_signature(*args: Any, **kwargs: Any) -> None:
+        raise TypeError("unexpected keyword argument 'lr'")
+
+    def no_weight_decay(*args: Any, **kwargs: Any) -> None:
+        assert _FUSED is not None
+        _FUSED(*args, **{**kwargs, "weight_decay": 0.0})
+
+    for op in (wrong_signature, no_weight_decay):
+        monkeypatch.setattr(optim, "_FUSED_OP", op)
+        p = torch.nn.Parameter(torch.ones(3))
+        assert not optim.can_fuse([p])
+        assert AdamW([p], fused=True).fused is False
+        ours = _run(lambda ps: AdamW(ps, lr=0.05, weight_decay=0.2))
+        for a, b in zip(ours, _run(_torch_adamw), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(_FUSED is None, reason="this PyTorch has no fused AdamW kernel")
+def test_the_fused_path_equals_torch_fused_adamw_exactly() -> None:
+    """Where the kernel exists it passes the self-test and gives bit for bit the numbers
+    of ``torch.optim.AdamW(fused=True)`` (the same kernel through the public API)."""
+    assert optim.can_fuse([torch.zeros(2)])
+    ours = _run(lambda ps: AdamW(ps, lr=0.05, weight_decay=0.2))
+    for a, b in zip(ours, _run(lambda ps: _torch_adamw(ps, fused=True)), strict=True):
+        assert torch.equal(a, b)

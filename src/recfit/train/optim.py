@@ -10,8 +10,11 @@ fastai's ``Adam(decouple_wd=True)`` step, per parameter ``p`` with gradient ``g`
 with fastai's defaults β1 = 0.9 (scheduled by one-cycle), β2 = 0.99, eps = 1e-5. This
 is PyTorch's AdamW; this class runs PyTorch's fused AdamW kernel on the whole parameter
 list in one call, without ``torch.optim.Optimizer``'s per-step machinery (whose first use
-also imports ``torch._dynamo``, about 2 s), and falls back to plain tensor operations when
-the fused kernel is unavailable. Every parameter decays every step (dense), exactly as
+also imports ``torch._dynamo``, about 2 s), and falls back to plain tensor operations
+otherwise. The fused kernel is private to PyTorch (``torch._fused_adamw_``), so it runs
+only where it exists and, on each device type and dtype, passed a one-time self-test
+against the plain operations (:func:`can_fuse`); any other PyTorch gets the plain path,
+which is tested against ``torch.optim.AdamW``. Every parameter decays every step (dense), exactly as
 fastai does, including rows the batch did not touch.
 
 Example:
@@ -27,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 import torch
@@ -35,14 +39,53 @@ from torch import Tensor
 __all__ = ["AdamW", "adamw_", "can_fuse", "load_state", "save_state"]
 
 _FUSED_OP = getattr(torch, "_fused_adamw_", None)
+"""PyTorch's private fused AdamW kernel, where this PyTorch has one (checked before use)."""
 
 
 def can_fuse(tensors: Iterable[Tensor]) -> bool:
-    """Whether PyTorch's fused AdamW kernel runs on ``tensors`` (CPU or CUDA, float32/64)."""
+    """Whether PyTorch's fused AdamW kernel runs on ``tensors`` (CPU or CUDA, float32/64).
+
+    The kernel must exist and pass :func:`_fused_self_test` on every device type and dtype
+    of ``tensors``.
+    """
+    kinds = {(t.device.type, t.device.index, t.dtype) for t in tensors}
     return _FUSED_OP is not None and all(
-        t.device.type in ("cpu", "cuda") and t.dtype in (torch.float32, torch.float64)
-        for t in tensors
+        dev in ("cpu", "cuda")
+        and dtype in (torch.float32, torch.float64)
+        and _fused_self_test(_FUSED_OP, dev, index, dtype)
+        for dev, index, dtype in kinds
     )
+
+
+@cache
+def _fused_self_test(op: Any, device: str, index: int | None, dtype: torch.dtype) -> bool:
+    """Whether ``op`` (the fused kernel) gives the plain path's numbers: three steps with
+    weight decay and changing hyper-parameters on a small tensor, once per device and dtype.
+    Any error (a changed signature, no kernel for the device) counts as a failure."""
+    try:
+        dev = torch.device(device) if index is None else torch.device(device, index)
+        g = torch.Generator().manual_seed(0)
+        init = torch.randn(4, 3, generator=g, dtype=torch.float64).to(dev, dtype)
+        grads = [torch.randn(4, 3, generator=g, dtype=torch.float64).to(dev, dtype)
+                 for _ in range(3)]  # fmt: skip
+        out = []
+        for fused in (True, False):
+            p, m, v = init.clone(), torch.zeros_like(init), torch.zeros_like(init)
+            st = torch.zeros((), dtype=torch.float32, device=dev)
+            for k, gr in enumerate(grads):
+                st += 1.0
+                adamw_(
+                    [p], [gr], [m], [v], [st], lr=0.05 * (k + 1), betas=(0.9 - 0.05 * k, 0.99),
+                    eps=1e-5, weight_decay=0.1, fused=fused, _op=op,
+                )  # fmt: skip
+            out.append((p, m, v))
+        tol = 1e-5 if dtype == torch.float32 else 1e-10
+        return all(
+            bool(torch.allclose(a, b, rtol=tol, atol=tol))
+            for a, b in zip(out[0], out[1], strict=True)
+        )
+    except Exception:  # any failure of a private kernel means: do not use it
+        return False
 
 
 @torch.no_grad()
@@ -58,16 +101,18 @@ def adamw_(
     eps: float,
     weight_decay: float,
     fused: bool,
+    _op: Any = None,
 ) -> None:
     """One AdamW update of ``params`` in place (``steps``: 0-d step counts, already counted).
 
     ``fused`` calls PyTorch's fused kernel (:func:`can_fuse`); otherwise the same formulas
-    run as separate tensor operations.
+    run as separate tensor operations. ``_op`` replaces the fused kernel (self-test).
     """
     beta1, beta2 = betas
     if fused:
-        assert _FUSED_OP is not None
-        _FUSED_OP(
+        op = _FUSED_OP if _op is None else _op
+        assert op is not None
+        op(
             params, grads, exp_avgs, exp_avg_sqs, [], steps,
             lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay, eps=eps,
             amsgrad=False, maximize=False,
