@@ -393,11 +393,11 @@ def test_recommend_for_ratings_paths_and_validation(data: Interactions) -> None:
 @pytest.mark.parametrize(("name", "floor"), [("dot", 0.6), ("svdpp", 0.6), ("nn", 0.6)])
 def test_fold_in_recovers_trained_users_on_ml100k(data_dir: Path, name: str, floor: float) -> None:
     from recfit.config import TrainConfig
-    from recfit.runs import train_run
+    from recfit.runs import recommender_of, train_run
 
     cfg = TrainConfig(dataset="ml-100k", data_dir=str(data_dir), model=name, epochs=5, seed=42)
     res = train_run(cfg, progress=False)
-    rec = Recommender.from_run(res)
+    rec = recommender_of(res)
     train = res.split.train
     users = np.random.default_rng(0).choice(np.unique(train.user), 60, replace=False)
     overlap = []

@@ -65,6 +65,7 @@ from recfit.errors import (
     RunDirectoryError,
 )
 from recfit.models import RatingModel, create_model
+from recfit.recommender import Recommender
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
 from recfit.train.learner import Learner
 from recfit.train.schedules import Cosine, Cyclic
@@ -86,6 +87,7 @@ __all__ = [
     "load_split",
     "model_kwargs",
     "read_run_json",
+    "recommender_of",
     "resolve_config",
     "run_config",
     "run_lock",
@@ -755,7 +757,6 @@ def evaluate_run(
         EvaluationOverlapError: test rows that the run trained on, without ``allow_overlap``.
         ConfigError: a bad ``part``, or data whose ids differ from the run's.
     """
-    from recfit.recommender import Recommender
     from recfit.train.learner import Learner
 
     if part not in ("test", "train"):
@@ -910,6 +911,23 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
 
 
+def recommender_of(result: RunResult, **kwargs: Any) -> Recommender:
+    """The Recommender of a training run: its model, vocabularies, training items, titles
+    (from the data's item features), rating scale and config; ``kwargs`` go to
+    :class:`~recfit.recommender.Recommender`."""
+    data = result.split.data
+    return Recommender(
+        result.learner.model,
+        data.users,
+        data.items,
+        result.split.train,
+        item_info=data.item_features,
+        rating_scale=data.rating_scale,
+        config=result.config,
+        **kwargs,
+    )
+
+
 def write_run(result: RunResult, out: str | Path, *, force: bool = False) -> Path:
     """Write ``result``'s run directory (see the module docs) and return its path.
 
@@ -949,9 +967,7 @@ def _write_files(result: RunResult, out: Path) -> None:
     atomic_write(out / CONFIG_FILE, _config_json(result.config))
     atomic_write(out / METRICS_FILE, _json({**metrics, "details": {**report, **result.details}}))
     atomic_write(out / "history.csv", learn.history_frame().to_csv(index=False))
-    from recfit.recommender import Recommender
-
-    Recommender.from_run(result).save(out / BUNDLE_DIR)
+    recommender_of(result).save(out / BUNDLE_DIR)
     figures = {"losses.png": plot_losses(learn.history) if learn.history else None}
     rec = next((c for c in learn.cbs if isinstance(c, ScheduleRecorder)), None)
     figures["schedule.png"] = rec.plot() if rec is not None and rec.lrs else None
@@ -990,8 +1006,6 @@ def load_run(run: str | Path) -> tuple[TrainConfig, RatingModel, Vocabulary, Voc
     Raises:
         BundleError: a file is missing or damaged.
     """
-    from recfit.recommender import Recommender
-
     cfg = _read_config(Path(run))
     rec = Recommender.load(run)
     return cfg, rec.model, rec.users, rec.items

@@ -19,7 +19,7 @@ from recfit.config import TrainConfig
 from recfit.data.synthetic import synthetic
 from recfit.recommender import Recommender
 from recfit.report import build_report
-from recfit.runs import train_run
+from recfit.runs import recommender_of, train_run
 from recfit.server import create_app, serve_config
 
 
@@ -77,7 +77,7 @@ def synth_rec() -> Recommender:
     """A small synthetic recommender with titles, trained for a few epochs (no real data)."""
     data = synthetic(4000, 80, 60, with_features=True, seed=3)
     cfg = TrainConfig(model="dot", epochs=3, n_factors=8, bs=128, lr=1e-2, seed=0)
-    return Recommender.from_run(train_run(cfg, data=data, progress=False))
+    return recommender_of(train_run(cfg, data=data, progress=False))
 
 
 @pytest.fixture(scope="session")

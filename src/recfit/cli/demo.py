@@ -38,8 +38,7 @@ def demo(
     published reference, and show recommendations."""
     from recfit.config import TrainConfig
     from recfit.data import load_dataset, split_dataset
-    from recfit.recommender import Recommender
-    from recfit.runs import resolve_config, train_run
+    from recfit.runs import recommender_of, resolve_config, train_run
 
     with errors():
         cfg = TrainConfig(
@@ -79,7 +78,7 @@ def demo(
             table.add_row(name, f"{ref:.4f}", f"{ref**0.5:.4f}")
         _console.print(table)
 
-        rec = Recommender.from_run(result)
+        rec = recommender_of(result)
         recs = rec.recommend(user, n=10, exclude_seen=True).to_frame()
         _console.rule(f"[bold]Top 10 for user {user} (movies they rated are excluded)")
         _console.print(_frame_table(recs, "item", "title", "score", "predicted rating"))

@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -81,9 +81,6 @@ from recfit.recommender.results import (
     jsonable_id,
 )
 from recfit.recommender.titles import TitleIndex
-
-if TYPE_CHECKING:
-    from recfit.runs import RunResult
 
 __all__ = ["OnUnknown", "Recommender"]
 
@@ -1019,22 +1016,6 @@ class Recommender:
                 "seconds": time.perf_counter() - t0}  # fmt: skip
 
     # ------------------------------------------------------------------ persistence
-    @classmethod
-    def from_run(cls, result: RunResult, **kwargs: Any) -> Recommender:
-        """The Recommender of a training run: its model, vocabularies, training items,
-        titles (from the data's item features), rating scale and config."""
-        data = result.split.data
-        return cls(
-            result.learner.model,
-            data.users,
-            data.items,
-            result.split.train,
-            item_info=data.item_features,
-            rating_scale=data.rating_scale,
-            config=result.config,
-            **kwargs,
-        )
-
     def save(self, path: str | Path) -> Path:
         """Write the bundle to the folder ``path`` atomically (see
         :mod:`recfit.recommender.bundle`); an existing bundle there is replaced only once
