@@ -14,15 +14,24 @@ from recfit.errors import (
 )
 from recfit.experiments import ExperimentResults, load_compare_config, run_experiments, seeds_for
 from recfit.index import ApproximateIndex, ExactIndex, ItemSets
-from recfit.models import BiasedMF, DotBias, EmbeddingNN, build_model, load_model, save_model
+from recfit.models import (
+    BiasedMF,
+    DotBias,
+    EmbeddingNN,
+    SVDpp,
+    build_model,
+    load_model,
+    save_model,
+)
 from recfit.recommender import Recommender
 from recfit.runs import RunResult, train_run
-from recfit.train import Learner
+from recfit.train import Callback, Learner
 
 __all__ = [
     "ApproximateIndex",
     "BiasedMF",
     "BundleError",
+    "Callback",
     "ConfigError",
     "DataError",
     "DotBias",
@@ -37,6 +46,7 @@ __all__ = [
     "RecfitError",
     "Recommender",
     "RunResult",
+    "SVDpp",
     "Split",
     "TrainConfig",
     "UnknownIdError",

@@ -13,16 +13,40 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from recfit.train.lr_finder import LRFinderResult
-    from recfit.train.schedules import Schedule
+__all__ = ["LRCurve", "StepValues", "plot_losses", "plot_lr_find", "plot_schedule"]
 
-__all__ = ["plot_losses", "plot_lr_find", "plot_schedule"]
+
+@runtime_checkable
+class StepValues(Protocol):
+    """Anything with a value per step, such as a :class:`recfit.train.schedules.Schedule`."""
+
+    def values(self, n: int | None = None) -> np.ndarray: ...
+
+
+class LRCurve(Protocol):
+    """What :func:`plot_lr_find` draws, such as a
+    :class:`recfit.train.lr_finder.LRFinderResult`."""
+
+    @property
+    def lrs(self) -> np.ndarray: ...
+
+    @property
+    def losses(self) -> np.ndarray: ...
+
+    @property
+    def suggestions(self) -> Mapping[str, float | None]: ...
+
+
+def _step_values(x: StepValues | Sequence[float], n: int | None) -> np.ndarray:
+    # a pandas Series has a `values` attribute that is not a method: read it as numbers
+    if isinstance(x, StepValues) and callable(x.values):
+        return np.asarray(x.values(n))
+    return np.asarray(x)
 
 
 def plot_losses(
@@ -55,18 +79,14 @@ def plot_losses(
 
 
 def plot_schedule(
-    schedule: Schedule | Sequence[float],
+    schedule: StepValues | Sequence[float],
     n: int | None = None,
-    moms: Sequence[float] | Schedule | None = None,
+    moms: Sequence[float] | StepValues | None = None,
 ) -> Figure:
     """LR per step (a :class:`~recfit.train.schedules.Schedule` or recorded values),
     with momentum on a second panel when given."""
-    from recfit.train.schedules import Schedule
-
-    lrs = schedule.values(n) if isinstance(schedule, Schedule) else np.asarray(schedule)
-    mv = None
-    if moms is not None:
-        mv = moms.values(len(lrs)) if isinstance(moms, Schedule) else np.asarray(moms)
+    lrs = _step_values(schedule, n)
+    mv = None if moms is None else _step_values(moms, len(lrs))
     fig = Figure(figsize=(9.0 if mv is not None else 5.0, 3.6))
     axes = fig.subplots(1, 2 if mv is not None else 1, squeeze=False)[0]
     axes[0].plot(np.arange(len(lrs)), lrs)
@@ -80,7 +100,7 @@ def plot_schedule(
     return fig
 
 
-def plot_lr_find(result: LRFinderResult, skip_end: int = 5) -> Figure:
+def plot_lr_find(result: LRCurve, skip_end: int = 5) -> Figure:
     """Smoothed loss against LR (log x-axis) with the suggestions marked, like fastai."""
     lrs, losses = result.lrs, result.losses
     if skip_end and len(lrs) > skip_end:

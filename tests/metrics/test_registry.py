@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from recfit.errors import ConfigError, UnknownMetricError
 from recfit.metrics import higher_is_better, metric_direction, metric_info
+from recfit.metrics.levels import LEVEL_METRICS
 from recfit.metrics.ranking import RANKING_METRICS, ranking_report
-from recfit.metrics.rating import LEVEL_METRICS, METRICS
+from recfit.metrics.rating import METRICS
 from recfit.train.callbacks import Checkpoint, EarlyStopping
 
 HIGHER = ["r2", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"]

@@ -17,7 +17,7 @@ import torch
 from recfit.data import Interactions
 from recfit.errors import DataError
 from recfit.metrics import mae, mse, r2, rmse
-from recfit.metrics.rating import LEVEL_METRICS
+from recfit.metrics.levels import LEVEL_METRICS
 from recfit.models import (
     BiasedMF,
     DotBias,

@@ -32,3 +32,16 @@ def test_schedule_and_lr_find_plots() -> None:
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     assert len(ax.get_lines()) == 4  # the curve and three suggestions
+
+
+def test_schedule_plot_takes_any_values_per_step() -> None:
+    """plot_schedule needs no Schedule class: anything with values(n) or a sequence."""
+    import pandas as pd
+
+    class Ramp:
+        def values(self, n: int | None = None) -> np.ndarray:
+            return np.linspace(0.0, 1.0, n or 5)
+
+    fig = plot_schedule(Ramp(), 7, moms=pd.Series([0.9] * 7))
+    assert len(fig.axes[0].get_lines()[0].get_ydata()) == 7
+    assert list(fig.axes[1].get_lines()[0].get_ydata()) == [0.9] * 7

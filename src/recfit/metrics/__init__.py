@@ -23,6 +23,7 @@ from recfit.metrics.classification import (
     precision_recall_f1_support,
     ratings_to_levels,
 )
+from recfit.metrics.levels import LEVEL_METRICS, get_metric, is_level_metric
 from recfit.metrics.ranking import (
     RANKING_METRICS,
     hit_rate_at_k,
@@ -35,10 +36,11 @@ from recfit.metrics.ranking import (
     recall_at_k,
     top_k_accuracy,
 )
-from recfit.metrics.rating import METRICS, get_metric, higher_is_better, mae, mse, r2, rmse
+from recfit.metrics.rating import METRICS, higher_is_better, mae, mse, r2, rmse
 from recfit.metrics.registry import MetricInfo, is_better, metric_direction, metric_info
 
 __all__ = [
+    "LEVEL_METRICS",
     "METRICS",
     "PRFS",
     "RANKING_METRICS",
@@ -56,6 +58,7 @@ __all__ = [
     "higher_is_better",
     "hit_rate_at_k",
     "is_better",
+    "is_level_metric",
     "levels_for_scale",
     "mae",
     "map_at_k",

@@ -22,16 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from recfit.errors import ConfigError, DataError
+from recfit.errors import DataError
+from recfit.metrics.registry import metric_info
 
 __all__ = [
-    "LEVEL_METRICS",
     "METRICS",
-    "LevelMetric",
     "Metric",
-    "get_metric",
     "higher_is_better",
-    "is_level_metric",
     "mae",
     "mse",
     "r2",
@@ -148,123 +145,6 @@ def r2_from_sums(ss_res: float, ss_tot: float, ss_raw: float) -> float:
 METRICS: dict[str, Metric] = {"mse": mse, "rmse": rmse, "mae": mae, "r2": r2}
 """Metric functions by name (the names a :class:`~recfit.train.Learner` accepts)."""
 
-# --------------------------------------------------------------------------- level metrics
-LevelMetric = Callable[[Any, Any, Any, Any], float]
-"""``fn(probs, levels, rating, weight)``: a metric of a predicted distribution over rating
-levels (``probs`` of shape ``(n, K)``, ``levels`` the ``K`` ratings) against true ratings."""
-
-
-def _level_inputs(
-    probs: Any, levels: Any, rating: Any, weight: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(probs, grid, true ratings, true levels, weights) over the rows of positive weight."""
-    from recfit.metrics.classification import ratings_to_levels
-
-    pr = np.asarray(probs, dtype=np.float64)
-    grid = np.asarray(levels, dtype=np.float64).reshape(-1)
-    t = np.asarray(rating, dtype=np.float64).reshape(-1)
-    if pr.ndim != 2 or pr.shape != (len(t), len(grid)):
-        raise DataError(
-            f"expected probabilities of shape ({len(t)}, {len(grid)}), received {pr.shape}",
-            column="probs",
-        )
-    w = None
-    if weight is not None:
-        w = np.asarray(weight, dtype=np.float64).reshape(-1)
-        if w.shape != t.shape:
-            raise DataError(
-                f"expected one weight per row ({t.size}), received {w.size}", column="weight"
-            )
-        if not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise DataError(
-                "expected finite non-negative weights, received others", column="weight"
-            )
-        keep = w > 0
-        if not keep.all():  # weight 0: the row does not exist (its rating may be off the grid)
-            pr, t, w = pr[keep], t[keep], w[keep]
-    return pr, grid, t, ratings_to_levels(t, grid), w
-
-
-def _argmax_levels(probs: np.ndarray) -> np.ndarray:
-    return np.argmax(probs, axis=1).astype(np.int64) if len(probs) else np.zeros(0, np.int64)
-
-
-def level_accuracy(probs: Any, levels: Any, rating: Any, weight: Any = None) -> float:
-    """Weighted accuracy of the most likely level.
-
-    Example:
-        >>> level_accuracy([[0.7, 0.3], [0.6, 0.4]], [1.0, 2.0], [1.0, 2.0])
-        0.5
-    """
-    from recfit.metrics.classification import accuracy
-
-    pr, _, _, t, w = _level_inputs(probs, levels, rating, weight)
-    return accuracy(_argmax_levels(pr), t, w)
-
-
-def level_balanced_accuracy(probs: Any, levels: Any, rating: Any, weight: Any = None) -> float:
-    """Weighted balanced accuracy (mean recall per true level) of the most likely level.
-
-    Example:
-        >>> level_balanced_accuracy([[0.7, 0.3], [0.6, 0.4], [0.6, 0.4]], [1, 2], [1, 2, 2])
-        0.5
-    """
-    from recfit.metrics.classification import balanced_accuracy
-
-    pr, _, _, t, w = _level_inputs(probs, levels, rating, weight)
-    return balanced_accuracy(_argmax_levels(pr), t, w)
-
-
-def _f1(average: Any) -> LevelMetric:
-    def fn(probs: Any, levels: Any, rating: Any, weight: Any = None) -> float:
-        from recfit.metrics.classification import f1
-
-        pr, _, _, t, w = _level_inputs(probs, levels, rating, weight)
-        return float(f1(_argmax_levels(pr), t, w, average=average))
-
-    fn.__name__ = f"level_{average}_f1"
-    fn.__doc__ = f"{average.capitalize()} F1 over the levels of the most likely level (weighted)."
-    return fn
-
-
-def _decoded(kind: str, root: bool) -> LevelMetric:
-    def fn(probs: Any, levels: Any, rating: Any, weight: Any = None) -> float:
-        from recfit.metrics.classification import decode_argmax, decode_expected
-
-        pr, grid, t, _, w = _level_inputs(probs, levels, rating, weight)
-        dec = decode_argmax if kind == "argmax" else decode_expected
-        pred = dec(pr, grid) if len(pr) else np.zeros(0)
-        err = mse(pred, t, w)
-        return math.sqrt(err) if root else err
-
-    fn.__name__ = f"{'r' if root else ''}mse_{kind}"
-    fn.__doc__ = f"{'RMSE' if root else 'MSE'} in rating units of the {kind} decoding (weighted)."
-    return fn
-
-
-LEVEL_METRICS: dict[str, LevelMetric] = {
-    "accuracy": level_accuracy,
-    "balanced_accuracy": level_balanced_accuracy,
-    "macro_f1": _f1("macro"),
-    "weighted_f1": _f1("weighted"),
-    "mse_argmax": _decoded("argmax", False),
-    "rmse_argmax": _decoded("argmax", True),
-    "mse_expected": _decoded("expected", False),
-    "rmse_expected": _decoded("expected", True),
-}
-"""Metrics of a predicted level distribution, ``fn(probs, levels, rating, weight)``, by name.
-The Learner computes them from ``predict_proba(data)`` for models with rating levels."""
-
-
-def is_level_metric(name: str) -> bool:
-    """Whether ``name`` is a metric of a level distribution (see :data:`LEVEL_METRICS`).
-
-    Example:
-        >>> is_level_metric("accuracy"), is_level_metric("mse")
-        (True, False)
-    """
-    return name in LEVEL_METRICS
-
 
 def higher_is_better(name: str) -> bool:
     """Whether a larger value of the named metric is better
@@ -277,24 +157,4 @@ def higher_is_better(name: str) -> bool:
         >>> higher_is_better("r2"), higher_is_better("rmse"), higher_is_better("recall@20")
         (True, False, True)
     """
-    from recfit.metrics.registry import metric_info
-
     return metric_info(name).higher_is_better
-
-
-def get_metric(name: str) -> Metric | LevelMetric:
-    """The metric function registered as ``name`` (in :data:`METRICS` or
-    :data:`LEVEL_METRICS`).
-
-    Example:
-        >>> get_metric("mae")([1.0], [2.0])
-        1.0
-    """
-    if name in METRICS:
-        return METRICS[name]
-    if name in LEVEL_METRICS:
-        return LEVEL_METRICS[name]
-    raise ConfigError(
-        f"expected a metric among {sorted([*METRICS, *LEVEL_METRICS])}, received {name!r} "
-        "(parameter 'metrics')"
-    )

@@ -80,7 +80,7 @@ _EXACT: dict[str, tuple[Direction, Kind]] = {
     "rmse": ("min", "rating"),
     "mae": ("min", "rating"),
     "r2": ("max", "rating"),
-    # level distributions (recfit.metrics.rating.LEVEL_METRICS)
+    # level distributions (recfit.metrics.levels.LEVEL_METRICS)
     "accuracy": ("max", "levels"),
     "balanced_accuracy": ("max", "levels"),
     "macro_f1": ("max", "levels"),

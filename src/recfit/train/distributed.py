@@ -61,6 +61,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from recfit.errors import ConfigError
+from recfit.metrics.levels import is_level_metric
 from recfit.metrics.rating import r2_from_sums
 
 if TYPE_CHECKING:
@@ -368,8 +369,6 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
         elif name == "r2":
             out[name] = r2_from_sums(s_se, ss_tot, ss_raw) if ok else math.nan
         else:  # metrics without a sum form: gather the predictions, then the function
-            from recfit.metrics.rating import is_level_metric
-
             fn = learn._metric_fns[name]
             if is_level_metric(name):
                 if "proba" not in gathered:

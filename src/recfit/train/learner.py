@@ -70,7 +70,7 @@ from recfit.errors import (
     DataError,
     TrainingDivergedError,
 )
-from recfit.metrics.rating import LEVEL_METRICS, get_metric, is_level_metric
+from recfit.metrics.levels import LEVEL_METRICS, get_metric, is_level_metric
 from recfit.models.base import RatingModel
 from recfit.models.classifier import LevelModel
 from recfit.models.losses import Loss, MSELoss, get_loss
@@ -144,7 +144,7 @@ class Learner:
             :class:`~recfit.models.Loss`; ``None``: the model's ``default_loss``
             (``"mse"``, or ``"cross_entropy"`` for classifiers).
         metrics: metric names from :data:`recfit.metrics.METRICS` (on ``predict``'s
-            ratings) or :data:`recfit.metrics.rating.LEVEL_METRICS` (on
+            ratings) or :data:`recfit.metrics.levels.LEVEL_METRICS` (on
             ``predict_proba``, for models with rating levels); ``None``: mse, rmse, mae,
             plus every level metric when the model has levels.
         opt: ``"adam"`` (AdamW, fastai defaults), ``"sgd"``, ``"momentum"`` (SGD with the
@@ -803,7 +803,7 @@ class Learner:
         ``predict(data)``, ``data.rating`` and ``data.weights()`` (``n_fallback``: how
         many rows of positive weight ``predict`` answered by the baseline; ``loss`` is
         the objective on the model's own output); level metrics
-        (:data:`~recfit.metrics.rating.LEVEL_METRICS`) are applied to
+        (:data:`~recfit.metrics.levels.LEVEL_METRICS`) are applied to
         ``predict_proba(data)``, ``model.levels``, ``data.rating`` and ``data.weight``.
         """
         if data is None:

@@ -1,0 +1,54 @@
+"""Package layering: each layer imports only those below it (checked by import-linter), and
+the public names resolve."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import recfit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_layers_hold() -> None:
+    pytest.importorskip("importlinter")
+    exe = Path(sys.executable).parent / "lint-imports"
+    if not exe.exists():
+        pytest.skip("lint-imports is not installed beside this interpreter")
+    out = subprocess.run(
+        [str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+
+
+def test_public_names_resolve() -> None:
+    missing = [n for n in recfit.__all__ if not hasattr(recfit, n)]
+    assert missing == []
+    assert {"SVDpp", "Callback"} <= set(recfit.__all__)
+    from recfit.models import SVDpp
+    from recfit.train import Callback
+
+    assert recfit.SVDpp is SVDpp
+    assert recfit.Callback is Callback
+
+
+def test_version_has_one_source() -> None:
+    from recfit._version import __version__
+
+    assert recfit.__version__ == __version__
+    assert importlib.metadata.version("recfit") == __version__
+
+
+def test_retrieval_is_the_index() -> None:
+    import recfit.index as index
+    import recfit.retrieval as retrieval
+
+    for name in retrieval.__all__:
+        assert getattr(retrieval, name) is getattr(index, name)
+    assert recfit.ExactIndex is index.ExactIndex
