@@ -1,8 +1,9 @@
-"""The numba kernels behind :mod:`recfit.train.kernels` (imported on first use).
+"""The numba kernels behind :mod:`recfit.train.kernels` (imported on first use, by
+``kernels._kernels``, which points numba's cache at :func:`kernels.numba_cache_dir`).
 
-Module-level functions so that numba's on-disk cache (``cache=True``) finds them again in
-the next process; compiling them takes several seconds, loading them from the cache a
-fraction of a second.
+Module-level functions so that numba's on-disk cache finds them again in the next process;
+compiling them takes several seconds, loading them from the cache a fraction of a second.
+Without a writable cache folder they are compiled without a cache (``CACHE`` is false).
 """
 
 # mypy: ignore-errors
@@ -16,7 +17,12 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from recfit.train.kernels import numba_cache_dir
+
 __all__ = ["step"]
+
+CACHE = numba_cache_dir() is not None
+"""Whether the kernels are cached on disk (a writable cache folder)."""
 
 AHEAD = 6
 """Rows prefetched this many slots ahead (the loops are bound by memory latency)."""
@@ -50,7 +56,7 @@ def _prefetch(typingctx, arr, i, j):
     return sig, codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def prefetch_row(arr, r):
     """Prefetch every cache line of row ``r`` of a 2-D float32 array."""
     for f in range(0, arr.shape[1], 16):
@@ -58,7 +64,7 @@ def prefetch_row(arr, r):
     _prefetch(arr, r, arr.shape[1] - 1)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def prefetch_state(r, fac, bias, mom, vel, rdecay, rule):
     """Prefetch what updating row ``r`` reads: factors, bias, optimiser state, decay log."""
     prefetch_row(fac, r)
@@ -71,7 +77,7 @@ def prefetch_state(r, fac, bias, mom, vel, rdecay, rule):
         _prefetch(vel, r, 0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=CACHE, nogil=True)
 def group(rows, slot, uniq, start, order, row_slot):  # type: ignore[no-untyped-def]
     # unique rows in order of first appearance; order[start[s]:start[s+1]] are the
     # batch positions of row uniq[s], in batch order; row_slot[j] is the slot of j
@@ -101,7 +107,7 @@ def group(rows, slot, uniq, start, order, row_slot):  # type: ignore[no-untyped-
     return m
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=CACHE, nogil=True)
 def group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, counts):  # type: ignore[no-untyped-def]
     for side in prange(2):
         if side == 0:
@@ -110,7 +116,7 @@ def group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, cou
             counts[1] = group(items, slots_i, uniq[1], start[1], order[1], row_slot[1])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def update_row(p, b, r, g, mom, vel, rdecay, c, before, after):  # type: ignore[no-untyped-def]
     """One row's update: factors ``p[:k]``, bias ``b[r]``, gradient ``g[:k+1]``.
 
@@ -157,7 +163,7 @@ def update_row(p, b, r, g, mom, vel, rdecay, c, before, after):  # type: ignore[
         b[r] = b[r] * owed - c[3] / (np.sqrt(acc_b) + c[5]) * g[k]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def add_penalty(g, p, b, coef):  # type: ignore[no-untyped-def]
     """Add the L2 penalty's gradient ``coef · [p, b]`` to ``g``; return ``|p|² + b²``."""
     k = p.shape[0]
@@ -169,7 +175,7 @@ def add_penalty(g, p, b, coef):  # type: ignore[no-untyped-def]
     return sq
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath={"contract", "arcp", "afn"})
+@njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
 def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, squash,  # type: ignore[no-untyped-def]
          reg, mom_u, vel_u, rd_u, mom_i, vel_i, rd_i, consts, before, after,
          out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, saved, grad):  # fmt: skip
@@ -259,7 +265,7 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
     return loss, pen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _mix(x):
     """splitmix64's finaliser: a counter-based random 64-bit value."""
     x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -268,13 +274,13 @@ def _mix(x):
     return x ^ (x >> np.uint64(31))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _below(x, n):
     """An integer in ``[0, n)`` from the random 64-bit ``x`` (multiply-shift)."""
     return np.int64(((x >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=CACHE, nogil=True)
 def permutation(n, seed, n_buckets, n_chunks, out):
     """A uniformly random permutation of ``0..n-1`` into ``out`` (Rao-Sandelius).
 
@@ -312,7 +318,7 @@ def permutation(n, seed, n_buckets, n_chunks, out):
             out[j] = t
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=CACHE, nogil=True)
 def take(src, perm, out):
     """``out[j] = src[perm[j]]`` on every thread."""
     for j in prange(perm.shape[0]):

@@ -12,15 +12,22 @@ Determinism: the sum of a row's gradient runs over the batch in batch order, and
 row is owned by one thread, so the weights are the same for any thread count. Only the
 reported loss (a float64 reduction) may differ in its last bits between thread counts.
 
-The kernels are compiled on first use and cached on disk (``cache=True``); importing this
-module does not import numba (:func:`available` does, once).
+The kernels are compiled on first use and cached on disk under the user's cache directory
+(:func:`numba_cache_dir`), never beside the installed package; importing this module does
+not import numba (:func:`available` does, once). :func:`ensure_compiled` compiles (or loads)
+them ahead of a fit so that the compile time is not counted as training time.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import sys
+import tempfile
+import time
+import warnings
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +38,9 @@ HUGE_PAGE = 2 << 20
 __all__ = [
     "RowStepBuffers",
     "available",
+    "ensure_compiled",
     "huge_zeros",
+    "numba_cache_dir",
     "permutation",
     "row_step",
     "take",
@@ -53,13 +62,57 @@ def available() -> bool:
     return True
 
 
+def _cache_root() -> Path:
+    """Where the compiled kernels should be cached (see :func:`numba_cache_dir`)."""
+    if os.environ.get("RECFIT_CACHE_DIR"):
+        return Path(os.environ["RECFIT_CACHE_DIR"]).expanduser() / "numba"
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"]).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("recfit")) / "numba"
+
+
+@cache
+def numba_cache_dir() -> Path | None:
+    """The folder numba caches the compiled kernels in, or ``None`` (no caching).
+
+    ``$RECFIT_CACHE_DIR/numba`` when set, else numba's own ``NUMBA_CACHE_DIR`` when the
+    user set it, else ``platformdirs.user_cache_dir("recfit")/numba``. A folder that cannot
+    be created or written gives one :class:`~recfit.errors.RecfitWarning` and ``None``:
+    the kernels are then compiled in every process, and nothing is written anywhere.
+    """
+    from recfit.errors import RecfitWarning
+
+    path = _cache_root()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        warnings.warn(
+            f"expected a writable cache folder for the compiled kernels, received {str(path)!r} "
+            f"({exc.strerror or exc}); compiling without a cache (set RECFIT_CACHE_DIR)",
+            RecfitWarning,
+            stacklevel=2,
+        )
+        return None
+    return path
+
+
 @cache
 def _kernels() -> dict[str, Any]:
     import numba
 
-    from recfit.train import _kernels_numba
-
     config: Any = numba.config  # typed loosely: numba's config module has no stubs
+    # numba picks a function's cache folder when it is decorated (at import of the kernel
+    # module), from ``config.CACHE_DIR`` first: set it for that import only
+    cache_dir = numba_cache_dir()
+    saved = config.CACHE_DIR
+    config.CACHE_DIR = "" if cache_dir is None else str(cache_dir)
+    try:
+        from recfit.train import _kernels_numba
+    finally:
+        config.CACHE_DIR = saved
 
     return {
         "step": _kernels_numba.step,
@@ -68,6 +121,36 @@ def _kernels() -> dict[str, Any]:
         "set_threads": numba.set_num_threads,
         "max_threads": config.NUMBA_NUM_THREADS,
     }
+
+
+def ensure_compiled(
+    warm_step: Any = None, columns: dict[str, Any] | None = None, shuffle: bool = False
+) -> float:
+    """Compile (or load from the cache) every kernel a fit will use; returns the seconds.
+
+    Call it before a fit's timer starts. ``warm_step`` (a callable) runs the row-wise step
+    once on an empty batch of the fit's own arrays (so the same specialisation, and no
+    change to any weight or state); ``shuffle`` also warms :func:`permutation` and
+    :func:`take` for the dtypes of ``columns`` (a large epoch's shuffle). Once compiled,
+    each call costs microseconds.
+
+    Example:
+        >>> ensure_compiled() >= 0.0
+        True
+    """
+    t0 = time.perf_counter()
+    if not available():
+        return 0.0
+    kern = _kernels()
+    if warm_step is not None:
+        warm_step()
+    if shuffle:
+        kern["permutation"](1, 0, 1, 1, np.empty(1, np.int64))
+        ix = np.zeros(1, np.int64)
+        for v in (columns or {}).values():
+            a = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+            kern["take"](a[:1], ix, np.empty(1, a.dtype))
+    return time.perf_counter() - t0
 
 
 def huge_zeros(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:

@@ -75,7 +75,7 @@ from recfit.models.base import RatingModel
 from recfit.models.classifier import LevelModel
 from recfit.models.losses import Loss, MSELoss, get_loss
 from recfit.train import kernels
-from recfit.train.batches import TensorData, n_batches
+from recfit.train.batches import PARALLEL_SHUFFLE_MIN, TensorData, n_batches
 from recfit.train.callbacks import EVENTS, Callback, ProgressBar
 from recfit.train.optim import AdamW
 from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
@@ -271,6 +271,9 @@ class Learner:
         self.lr, self.mom = 0.0, 0.9
         self.valid_metrics: dict[str, float] = {}
         self.fit_seconds = 0.0
+        # seconds spent compiling (or loading) the kernels before the fits' timers started,
+        # over every fit of this learner; never part of ``fit_seconds``
+        self.compile_seconds = 0.0
         # resume and distributed training (recfit.train.checkpoint / .distributed)
         self.dist: Any = None  # a DistContext when this is one rank of a process group
         self.ddp: Any = None  # DistributedDataParallel wrapper of the autograd forward
@@ -502,6 +505,11 @@ class Learner:
         self.n_epochs, self.n_iter, self.train_iter = epochs, self.steps_per_epoch, 0
         self._wd = wd
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        td = self._train_td  # compile before the timer: compiling is not training
+        shuffle = self.device.type == "cpu" and len(td) >= PARALLEL_SHUFFLE_MIN
+        if self._compiled or shuffle:
+            warm = (lambda: self.opt.warm_up(td.columns)) if self._compiled else None
+            self.compile_seconds += kernels.ensure_compiled(warm, td.columns, shuffle)
         t_fit = time.perf_counter()
         with self._threads(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._gen)))

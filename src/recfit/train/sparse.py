@@ -219,16 +219,35 @@ class RowOptimizer:
         predictions, its loss ``Σ w·(out - r)² / w_tot`` and penalty
         ``reg · Σ w·|rows|² / w_tot``.
         """
-        m = self.model
         grp = self.param_groups[0]
         lr, wd = grp["lr"], grp["weight_decay"]
         before = self._advance(lr, wd)
+        consts = np.array([1.0 - lr * wd, *self._consts(lr), self.rule], dtype=np.float32)
+        return self._run_kernel(batch, w_tot, reg, consts, before, threads)
+
+    @torch.no_grad()
+    def warm_up(self, batch: dict[str, Tensor]) -> None:
+        """Compile (or load from the cache) the kernel :meth:`compiled_step` will run on
+        batches like ``batch``: one call on its first 0 rows, which changes nothing."""
+        empty = {k: batch[k][:0] for k in ("user", "item", "rating", "weight")}
+        consts = np.ones(7, dtype=np.float32)  # read by no row of an empty batch
+        self._run_kernel(empty, 1.0, 0.0, consts, self.log_decay, None)
+
+    def _run_kernel(
+        self,
+        batch: dict[str, Tensor],
+        w_tot: float,
+        reg: float,
+        consts: np.ndarray,
+        before: float,
+        threads: int | None,
+    ) -> tuple[Tensor, float, float]:
+        m = self.model
         if self._buffers is None:
             self._buffers = kernels.RowStepBuffers(m.n_users, m.n_items, m.n_factors)
         lo, hi = m.y_range if m.y_range is not None else (0.0, 1.0)
         arrays = {k: batch[k].numpy() for k in ("user", "item", "rating", "weight")}
         out = torch.empty(arrays["user"].shape[0], dtype=m.user_factors.dtype)
-        consts = np.array([1.0 - lr * wd, *self._consts(lr), self.rule], dtype=np.float32)
         st = [tuple(t.numpy() for t in self._state(side)) for side in (0, 1)]
         loss, pen = kernels.row_step(
             arrays,

@@ -1,0 +1,150 @@
+"""Where the compiled kernels are cached, and compile time kept out of ``fit_seconds``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import recfit
+from recfit.errors import RecfitWarning
+from recfit.train import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+
+PACKAGE = Path(recfit.__file__).parent
+
+# one tiny row-wise fit in a fresh process; prints what the test checks
+FIT = """
+import json, warnings
+import numpy as np
+from recfit.data import Interactions
+from recfit.models import BiasedMF
+from recfit.train import Callback, Learner
+
+class Seen(Callback):
+    def before_fit(self):
+        from recfit.train import _kernels_numba
+        self.compiled_before_fit = len(_kernels_numba.step.signatures) > 0
+
+rng = np.random.default_rng(0)
+d = Interactions.from_arrays(rng.integers(0, 30, 300), rng.integers(0, 20, 300),
+                             rng.integers(1, 6, 300).astype(float))
+seen = Seen()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    learn = Learner(BiasedMF(30, 20, 4, global_mean=3.0), d, bs=64, sparse=True,
+                    compiled=True, progress=False, callbacks=[seen])
+    learn.fit_one_cycle(1, 0.02)
+from recfit.train import _kernels_numba
+print(json.dumps({"compile": learn.compile_seconds, "fit": learn.fit_seconds,
+                  "before_fit": seen.compiled_before_fit, "cache": _kernels_numba.CACHE,
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def _package_files() -> dict[str, float]:
+    """numba's cache files (index ``.nbi``, data ``.nbc``) under the package."""
+    return {str(p): p.stat().st_mtime for p in PACKAGE.rglob("*.nb[ic]") if p.is_file()}
+
+
+def _fit_in_subprocess(env_extra: dict[str, str]) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
+    env.update(env_extra)
+    res = subprocess.run(
+        [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    out: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_cache_lives_in_the_given_folder_and_compile_time_is_apart(tmp_path: Path) -> None:
+    """Empty cache: the kernels compile into ``$RECFIT_CACHE_DIR/numba`` (nothing written
+    in the package), before the fit starts, and that time is ``compile_seconds``, not
+    ``fit_seconds``; a second process loads them from the cache, faster."""
+    before = _package_files()
+    cold = _fit_in_subprocess({"RECFIT_CACHE_DIR": str(tmp_path)})
+    assert cold["cache"] is True and cold["before_fit"] is True and cold["warnings"] == []
+    assert sorted(p.suffix for p in (tmp_path / "numba").rglob("*.nbi"))  # index files
+    assert _package_files() == before  # nothing new or rewritten under the package
+    warm = _fit_in_subprocess({"RECFIT_CACHE_DIR": str(tmp_path)})
+    assert warm["before_fit"] is True
+    assert isinstance(cold["compile"], float) and isinstance(warm["compile"], float)
+    assert isinstance(cold["fit"], float)
+    assert cold["compile"] > 0.0 and cold["fit"] < cold["compile"]
+    assert warm["compile"] < cold["compile"]
+
+
+def test_an_unwritable_cache_folder_warns_once_and_compiles_without_cache(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = _package_files()
+    out = _fit_in_subprocess({"RECFIT_CACHE_DIR": str(blocker)})
+    assert out["cache"] is False and out["before_fit"] is True
+    warned = out["warnings"]
+    assert isinstance(warned, list) and len(warned) == 1 and "writable" in warned[0]
+    assert _package_files() == before
+
+
+def test_the_cache_folder_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """RECFIT_CACHE_DIR, else the user's NUMBA_CACHE_DIR, else the user cache folder."""
+    from platformdirs import user_cache_dir
+
+    try:
+        monkeypatch.delenv("RECFIT_CACHE_DIR", raising=False)
+        monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+        monkeypatch.setattr("platformdirs.user_cache_dir", lambda name: str(tmp_path / name))
+        kernels.numba_cache_dir.cache_clear()
+        assert kernels.numba_cache_dir() == tmp_path / "recfit" / "numba"
+        assert user_cache_dir is not None
+        monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "nb"))
+        kernels.numba_cache_dir.cache_clear()
+        assert kernels.numba_cache_dir() == tmp_path / "nb"
+        monkeypatch.setenv("RECFIT_CACHE_DIR", str(tmp_path / "rf"))
+        kernels.numba_cache_dir.cache_clear()
+        assert kernels.numba_cache_dir() == tmp_path / "rf" / "numba"
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("RECFIT_CACHE_DIR", str(tmp_path / "file"))
+        kernels.numba_cache_dir.cache_clear()
+        with pytest.warns(RecfitWarning, match="writable cache folder"):
+            assert kernels.numba_cache_dir() is None
+    finally:
+        kernels.numba_cache_dir.cache_clear()
+
+
+def test_warm_up_changes_nothing() -> None:
+    """The warm-up call runs the kernel on an empty batch: weights, state, step count and
+    the steps that follow are exactly those without it."""
+    from recfit.models import DotBias
+    from recfit.train.sparse import RowAdamW
+
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "user": torch.randint(0, 9, (20,), generator=g),
+        "item": torch.randint(0, 7, (20,), generator=g),
+        "rating": torch.rand(20, generator=g) * 4 + 1,
+        "weight": torch.ones(20),
+    }
+    runs = []
+    for warm in (True, False):
+        m = DotBias(9, 7, n_factors=4, y_range=(0.0, 5.5), init_std=0.3, seed=1)
+        opt = RowAdamW(m, lr=0.05, weight_decay=0.1)
+        if warm:
+            snap = [p.detach().clone() for p in m.parameters()]
+            opt.warm_up(batch)
+            assert all(torch.equal(a, b) for a, b in zip(snap, m.parameters(), strict=True))
+            assert opt.step_count == 0
+        for _ in range(3):
+            opt.compiled_step(batch, float(batch["weight"].sum()), 0.1)
+        runs.append([p.detach().clone() for p in m.parameters()] + opt.exp_avg_sq)
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    assert np.isfinite(kernels.ensure_compiled())
