@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from recfit.errors import ConfigError
+from recfit.metrics.registry import metric_info
 
 __all__ = [
     "CONFIG_VERSION",
@@ -339,8 +340,6 @@ class TrainConfig(BaseModel):
                 "ignored)"
             )
         if self.monitor is not None:
-            from recfit.metrics.registry import metric_info
-
             kind = metric_info(self.monitor).kind  # an unknown name is an error
             kinds = {
                 "rating": ("rating", "loss"),

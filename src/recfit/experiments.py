@@ -72,7 +72,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from recfit.errors import ConfigError, DataError
+from recfit.errors import ConfigError, DataError, UnknownMetricError
+from recfit.metrics.registry import metric_info
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -735,9 +736,6 @@ def _nan_to_none(obj: Any) -> Any:
 
 def _titled(metric: str) -> str:
     """``metric`` with its direction (↑ higher is better, ↓ lower) when recfit knows it."""
-    from recfit.errors import UnknownMetricError
-    from recfit.metrics.registry import metric_info
-
     try:
         return f"{metric} {metric_info(metric).arrow}"
     except UnknownMetricError:

@@ -37,7 +37,11 @@ from typing import Any
 
 from recfit._fs import atomic_write, read_plain_file
 from recfit._version import __version__
-from recfit.errors import BundleError, RecfitError
+from recfit.errors import BundleError, RecfitError, UnknownMetricError
+from recfit.metrics.registry import metric_info
+from recfit.models import OUTPUT_TITLES
+from recfit.recommender import Recommender
+from recfit.recommender.bundle import MANIFEST
 
 __all__ = [
     "REFERENCES",
@@ -299,9 +303,6 @@ def _figure(run: Path, name: str, alt: str, caption: str) -> str:
 
 def _with_direction(name: str) -> str:
     """``name ↓`` / ``name ↑`` (lower / higher is better, from recfit.metrics.registry)."""
-    from recfit.errors import UnknownMetricError
-    from recfit.metrics.registry import metric_info
-
     try:
         return f"{name} {metric_info(name).arrow}"
     except UnknownMetricError:
@@ -340,10 +341,6 @@ def _reference_html(ref: Reference | None, metrics: dict[str, Any], what: str) -
 
 
 def _samples_html(run: Path, n_users: int, n: int) -> str:
-    from recfit.models import OUTPUT_TITLES
-    from recfit.recommender import Recommender
-    from recfit.recommender.bundle import MANIFEST
-
     if not ((run / MANIFEST).is_file() or (run / "bundle" / MANIFEST).is_file()):
         return "<p class=note>No bundle in this run directory, so no sample recommendations.</p>"
     try:

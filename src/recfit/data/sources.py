@@ -8,6 +8,7 @@ from pathlib import Path
 from recfit.data.grouplens import (
     DATASETS,
     PREDEFINED_SPLITS,
+    movielens,
     movielens_folder,
     predefined_split,
     release_folder,
@@ -70,8 +71,6 @@ def load_dataset(
             f"expected a file path or a MovieLens name ({', '.join(DATASETS)}), "
             f"received {str(dataset)!r}"
         )
-    from recfit.data.grouplens import movielens
-
     return movielens(str(dataset), data_dir=data_dir, duplicates=duplicates)
 
 

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recfit.errors import ConfigError
+from recfit.metrics.classification import levels_for_scale
 from recfit.models.base import Batch, RatingModel, register_model
 from recfit.models.dot import _trunc_normal
 from recfit.models.mlp import emb_sz_rule, hidden_layers
@@ -321,8 +322,6 @@ def levels_for_data(data: Any) -> list[float]:
         ...                                              rating_scale=(0.5, 5))))
         10
     """
-    from recfit.metrics.classification import levels_for_scale
-
     rating = np.asarray(data.rating, dtype=np.float64)
     keep = np.asarray(data.weights()) > 0
     r = rating[keep]

@@ -43,7 +43,12 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from recfit.data.features import FeatureSpace, movielens_item_space, movielens_user_space
+from recfit.data.features import (
+    FeatureSpace,
+    movielens_item_space,
+    movielens_user_space,
+    space_for_table,
+)
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError, DataError
 from recfit.models.base import Batch, RatingModel, register_model
@@ -442,8 +447,6 @@ def default_space(table: pd.DataFrame | None, name: str | None, side: str) -> Fe
         return movielens_user_space(name)
     if isinstance(name, str) and name.startswith("ml-") and side == "item":
         return movielens_item_space(name)
-    from recfit.data.features import space_for_table
-
     return space_for_table(table)
 
 

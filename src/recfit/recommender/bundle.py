@@ -70,13 +70,13 @@ from recfit._fs import (
     read_plain_file,
 )
 from recfit._version import __version__
-from recfit.errors import BundleError
+from recfit.data.vocab import Vocabulary
+from recfit.errors import BundleError, RecfitError
+from recfit.models import base as model_base
+from recfit.models.base import MODEL_FORMAT_VERSION, RatingModel, build_model
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from recfit.data.vocab import Vocabulary
-    from recfit.models.base import RatingModel
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -605,9 +605,6 @@ def load_model_bytes(
     import torch
     from safetensors.torch import load as load_tensors
 
-    from recfit.models import base as model_base
-    from recfit.models.base import MODEL_FORMAT_VERSION, build_model
-
     infos, meta = read_safetensors_header(data, where)
     version = meta.get("recfit.format_version")
     if version != str(MODEL_FORMAT_VERSION):
@@ -807,9 +804,6 @@ def read_vocabulary(files: BundleFiles, name: str) -> Vocabulary:
     Raises:
         BundleError: a field of the wrong type, ids beyond int64, duplicate ids.
     """
-    from recfit.data.vocab import Vocabulary
-    from recfit.errors import RecfitError
-
     where = files.where(name)
     doc = validate_doc(VocabularyDoc, files.json(name), where)
     ids = (

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from recfit._version import __version__
+from recfit.data.features import FeatureSpace
 from recfit.data.interactions import Interactions
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError, DataError, RecfitError
@@ -1149,8 +1150,6 @@ class Recommender:
                 features.setdefault(side, {})[name] = arr
         spaces = {}
         if meta.feature_spaces:
-            from recfit.data.features import FeatureSpace
-
             for key, value in meta.feature_spaces.items():
                 try:
                     spaces[key] = FeatureSpace.from_dict(value)

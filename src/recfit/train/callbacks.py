@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from recfit.errors import CancelFitException, ConfigError, UnknownMetricError
 from recfit.metrics.registry import metric_direction
+from recfit.models.base import save_model
 
 if TYPE_CHECKING:
     from recfit.train.learner import Learner
@@ -279,8 +280,6 @@ class Checkpoint(_Monitor):
         return self.dir / "last.safetensors"
 
     def after_epoch(self) -> None:
-        from recfit.models.base import save_model
-
         meta = {"epoch": str(self.learn.epoch)}
         if self.save_last:
             save_model(self.learn.model, self.last_path, meta)

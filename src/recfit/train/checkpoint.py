@@ -76,8 +76,10 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from recfit._fs import atomic_write, read_plain_file
+from recfit.config import validate_config
 from recfit.errors import BundleError, CheckpointError, ConfigError, TrainingInterrupted
-from recfit.train.callbacks import Callback
+from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder, _Monitor
+from recfit.train.distributed import attach, enable_bf16
 
 if TYPE_CHECKING:
     from recfit.config import TrainConfig
@@ -176,8 +178,6 @@ def _float_list(values: list[float]) -> Tensor:
 
 # ------------------------------------------------------------------ callbacks' state
 def _callback_state(learn: Learner, tensors: dict[str, Tensor]) -> dict[str, Any]:
-    from recfit.train.callbacks import EarlyStopping, ScheduleRecorder, _Monitor
-
     out: dict[str, Any] = {}
     for i, cb in enumerate(learn.cbs):
         key = f"{i}.{type(cb).__name__}"
@@ -202,8 +202,6 @@ def _callback_state(learn: Learner, tensors: dict[str, Tensor]) -> dict[str, Any
 
 
 def _restore_callbacks(learn: Learner, saved: dict[str, Any], tensors: dict[str, Tensor]) -> None:
-    from recfit.train.callbacks import EarlyStopping, ScheduleRecorder, _Monitor
-
     for i, cb in enumerate(learn.cbs):
         key = f"{i}.{type(cb).__name__}"
         st = saved.get(key)
@@ -329,8 +327,6 @@ class ResumeState:
     @property
     def config(self) -> TrainConfig:
         """The run's stored config."""
-        from recfit.config import validate_config
-
         cfg = self.meta.get("config")
         if cfg is None:
             raise BundleError(
@@ -669,12 +665,8 @@ def setup_run(
         BundleError: ``resume`` and no readable checkpoint in ``out``.
     """
     if ctx is not None:
-        from recfit.train.distributed import attach
-
         attach(learn, ctx)
     if getattr(cfg, "bf16", False):
-        from recfit.train.distributed import enable_bf16
-
         enable_bf16(learn)
     if out is not None:
         every = getattr(cfg, "checkpoint_every", None)
