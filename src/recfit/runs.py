@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 from recfit._fs import atomic_write, default_dir_mode, publish_dir, read_plain_file
 from recfit.config import TrainConfig, validate_config
-from recfit.data.interactions import Interactions
+from recfit.data.interactions import Interactions, encode_time
 from recfit.data.sources import load_dataset, split_dataset
 from recfit.data.split import Split
 from recfit.data.vocab import Vocabulary
@@ -64,10 +64,23 @@ from recfit.errors import (
     EvaluationOverlapError,
     RunDirectoryError,
 )
+from recfit.metrics.registry import metric_info
 from recfit.models import RatingModel, create_model
 from recfit.recommender import Recommender
+from recfit.report import build_report
+from recfit.train import checkpoint as ckpt
+from recfit.train import retrieval as retrieval_task
+from recfit.train.als import fit_als_learner
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
+from recfit.train.checkpoint import resume_config
+from recfit.train.classification import fit_classifier_config, write_classification_report
+from recfit.train.distributed import current
 from recfit.train.learner import Learner
+from recfit.train.retrieval import (
+    RetrievalConfig,
+    plot_metric_by_epoch,
+    train_retrieval,
+)
 from recfit.train.schedules import Cosine, Cyclic
 from recfit.train.sparse import SPARSE_MIN_PARAMS, auto_batch_size, scaled_lr
 
@@ -307,8 +320,6 @@ def fit_config(learner: Learner, cfg: TrainConfig) -> Learner:
     """
     cfg = resolve_config(cfg, learner.train, distributed=learner.dist is not None)
     if cfg.trainer == "als":
-        from recfit.train.als import fit_als_learner
-
         return fit_als_learner(learner, cfg.epochs, reg=cfg.reg, reg_exponent=cfg.reg_exponent)
     lr = batch_and_lr(cfg, len(learner.train))[1]
     total = max(1, cfg.epochs * learner.steps_per_epoch)
@@ -360,8 +371,6 @@ def train_run(
             (without ``force``), an unfinished one (without ``resume`` or ``force``), or
             files that are not a run directory.
     """
-    from recfit.train.distributed import current
-
     ctx = current()
     if resume and out is None:
         raise ConfigError("expected a run directory to resume, received out=None")
@@ -391,9 +400,6 @@ def _train(
     *,
     writer: bool,
 ) -> RunResult:
-    from recfit.train import checkpoint as ckpt
-    from recfit.train.distributed import current
-
     ctx = current()
     if (resume or ctx is not None) and cfg.task != "rating":
         raise ConfigError(
@@ -415,8 +421,6 @@ def _train(
     fit_rows, watched = (split.train, split.test) if inner is None else (inner.train, inner.test)
     t0 = time.perf_counter()
     if cfg.task == "classification":  # ratings as classes, with an imbalance strategy
-        from recfit.train.classification import fit_classifier_config
-
         learner = fit_classifier_config(
             cfg, fit_rows, watched,
             callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)], progress=progress,
@@ -532,8 +536,6 @@ def _file_split(train: Interactions, cfg: TrainConfig, data_dir: str | None) -> 
         weight = np.concatenate([train.weights(), test.weights()[known]]).astype(np.float32)
     offset, origin = None, 0
     if train.timestamp is not None and test.timestamp is not None:
-        from recfit.data.interactions import encode_time
-
         offset, origin = encode_time(np.concatenate([train.timestamp, test.timestamp[known]]))
     scale = train.rating_scale
     if scale is not None and test.rating_scale is not None:
@@ -760,8 +762,6 @@ def evaluate_run(
         EvaluationOverlapError: test rows that the run trained on, without ``allow_overlap``.
         ConfigError: a bad ``part``, or data whose ids differ from the run's.
     """
-    from recfit.train.learner import Learner
-
     if part not in ("test", "train"):
         raise ConfigError(f"expected part 'test' or 'train', received {part!r}")
     cfg = _read_config(Path(run))
@@ -794,8 +794,6 @@ def evaluate_run(
 def retrieval_config(cfg: TrainConfig) -> Any:
     """The :class:`~recfit.train.retrieval.RetrievalConfig` a ``task="retrieval"`` config
     describes (``n_factors`` is the embedding width, ``layers`` the towers' dense layers)."""
-    from recfit.train.retrieval import RetrievalConfig
-
     if cfg.schedule not in ("constant", "one_cycle"):
         raise ConfigError(
             f"expected schedule 'constant' or 'one_cycle' for retrieval, received {cfg.schedule!r}"
@@ -803,8 +801,6 @@ def retrieval_config(cfg: TrainConfig) -> Any:
     if cfg.opt not in ("adagrad", "adam"):
         raise ConfigError(f"expected opt 'adagrad' or 'adam' for retrieval, received {cfg.opt!r}")
     if cfg.patience is not None:  # early stopping reads the ranking metrics of eval_every
-        from recfit.metrics.registry import metric_info
-
         ks = RetrievalConfig().eval_ks
         if cfg.eval_every < 1 or metric_info(cfg.monitor).k not in ks:
             raise ConfigError(
@@ -844,8 +840,6 @@ def _retrieval_run(
     callbacks: Sequence[Callback],
 ) -> RunResult:
     """Two-tower training and full-catalogue ranking evaluation (``task="retrieval"``)."""
-    from recfit.train.retrieval import train_retrieval
-
     rcfg = retrieval_config(cfg)
     inner = inner_validation(cfg, split)  # early stopping ranks the inner cut, not the test
     res = train_retrieval(
@@ -876,14 +870,13 @@ def _retrieval_heldout(
     """Metrics and report of ``res.model`` on the held-out part of ``split``, with the
     whole training part (the inner cut included) as each user's seen items, computed as
     :func:`~recfit.train.retrieval.train_retrieval` computes them."""
-    from recfit.train.retrieval import evaluate_retrieval
 
     def positives(d: Interactions) -> Interactions:
         if rcfg.positive_min_rating is None:
             return d
         return d.take((d.rating >= rcfg.positive_min_rating).nonzero()[0])
 
-    report = evaluate_retrieval(
+    report = retrieval_task.evaluate_retrieval(
         res.model,
         positives(split.test),
         train=positives(split.train),
@@ -905,8 +898,6 @@ def _retrieval_heldout(
 
 
 def _metric_vs_epoch(res: Any, metric: str, label: str = "two_tower") -> Any:
-    from recfit.train.retrieval import plot_metric_by_epoch
-
     return plot_metric_by_epoch({label: res.epoch_metrics}, metric)
 
 
@@ -948,7 +939,7 @@ def write_run(result: RunResult, out: str | Path, *, force: bool = False) -> Pat
 
 def _write_files(result: RunResult, out: Path) -> None:
     """Every file of a finished run, into the (fresh, private) folder ``out``."""
-    from recfit.plots import plot_losses
+    from recfit.plots import plot_losses  # matplotlib is heavy: only when writing figures
 
     learn = result.learner
     data = result.split.data
@@ -980,11 +971,7 @@ def _write_files(result: RunResult, out: Path) -> None:
             fig.savefig(out / f".{name}.tmp.png", dpi=110, bbox_inches="tight")
             os.replace(out / f".{name}.tmp.png", out / name)
     if result.config.task == "classification":
-        from recfit.train.classification import write_classification_report
-
         write_classification_report(learn, result.split.test, out)
-    from recfit.report import build_report
-
     build_report(out)
 
 
@@ -995,8 +982,6 @@ def run_config(run: str | Path) -> TrainConfig:
     Raises:
         BundleError: neither is there, or the one found is unreadable.
     """
-    from recfit.train.checkpoint import resume_config
-
     d = Path(run)
     if os.path.lexists(d / CHECKPOINT_FILE) or not os.path.lexists(d / CONFIG_FILE):
         return resume_config(d)
