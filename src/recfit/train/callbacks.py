@@ -386,7 +386,7 @@ class ScheduleRecorder(Callback):
 
     def plot(self) -> Any:
         """Figure of the recorded learning rate and momentum per step."""
-        from recfit.plots import plot_schedule
+        from recfit.plots import plot_schedule  # matplotlib is heavy: only when plotting
 
         return plot_schedule(self.lrs, moms=self.moms or None)
 

@@ -77,6 +77,8 @@ from recfit.models.losses import Loss, MSELoss, get_loss
 from recfit.train import kernels
 from recfit.train.batches import PARALLEL_SHUFFLE_MIN, TensorData, n_batches
 from recfit.train.callbacks import EVENTS, Callback, ProgressBar
+from recfit.train.distributed import evaluate as dist_evaluate
+from recfit.train.lr_finder import lr_find
 from recfit.train.optim import AdamW
 from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
 from recfit.train.sparse import (
@@ -819,8 +821,6 @@ class Learner:
                 raise ConfigError("expected data to evaluate or a validation set, received None")
             data = self.valid
         if self.dist is not None:  # each rank evaluates its part; exact sums
-            from recfit.train.distributed import evaluate as dist_evaluate
-
             return dist_evaluate(self, data)
         pred, per_row, pen = self._outputs(data, with_loss=True)
         w = data.weights().astype(np.float64)
@@ -865,8 +865,6 @@ class Learner:
             a :class:`recfit.train.lr_finder.LRFinderResult` (``valley``, ``steep``,
             ``minimum``, ``lrs``, ``losses``, ``plot()``).
         """
-        from recfit.train.lr_finder import lr_find
-
         return lr_find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div)
 
     def _snapshot(self) -> dict[str, Any]:

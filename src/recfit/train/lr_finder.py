@@ -193,7 +193,7 @@ class LRFinderResult:
 
     def plot(self, skip_end: int = 5) -> Any:
         """Loss against LR on a log x-axis with the suggestions marked."""
-        from recfit.plots import plot_lr_find
+        from recfit.plots import plot_lr_find  # matplotlib is heavy: only when plotting
 
         return plot_lr_find(self, skip_end=skip_end)
 

@@ -70,7 +70,7 @@ class Schedule:
 
     def plot(self, n: int | None = None) -> Any:
         """A matplotlib Figure of the schedule (see :func:`recfit.plots.plot_schedule`)."""
-        from recfit.plots import plot_schedule
+        from recfit.plots import plot_schedule  # matplotlib is heavy: only when plotting
 
         return plot_schedule(self, n)
 
