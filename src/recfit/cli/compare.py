@@ -29,6 +29,9 @@ from rich.progress import (
 )
 
 from recfit.cli.common import errors
+from recfit.errors import ConfigError
+from recfit.experiments import RUNS_FILE, load_compare_config, load_results
+from recfit.runs import config_runner
 
 __all__ = ["DEFAULT_METRICS", "compare"]
 
@@ -46,8 +49,6 @@ _console = Console()
 
 
 def _finished(out: Path, names: list[str], seeds: list[int]) -> int:
-    from recfit.experiments import RUNS_FILE, load_results
-
     if not (out / RUNS_FILE).exists():
         return 0
     res = load_results(out)
@@ -80,10 +81,6 @@ def compare(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Compare training configurations over N seeds: a results table and ±2σ bar charts."""
-    from recfit.errors import ConfigError
-    from recfit.experiments import load_compare_config
-    from recfit.runs import config_runner
-
     with errors():
         spec = load_compare_config(config)
         seeds = spec.seeds(runs)

@@ -22,7 +22,9 @@ from rich.table import Table
 
 from recfit.cli.common import errors
 from recfit.data.interactions import Interactions
+from recfit.data.io import write_parquet
 from recfit.data.sources import load_dataset, split_dataset
+from recfit.data.synthetic import synthetic
 from recfit.errors import ConfigError
 
 __all__ = ["app"]
@@ -175,8 +177,6 @@ def split(
         summary["seed"] = seed
         written: list[str] = []
         if out is not None:
-            from recfit.data.io import write_parquet
-
             out.mkdir(parents=True, exist_ok=True)
             for part, d in (("train", sp.train), ("test", sp.test)):
                 target = out / f"{part}.parquet"
@@ -211,9 +211,6 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Generate MovieLens-shaped synthetic ratings and write them as Parquet."""
-    from recfit.data.io import write_parquet
-    from recfit.data.synthetic import synthetic
-
     console = Console()
     with errors():
         console.print(f"generating {ratings:,} ratings for {users:,} users x {items:,} items ...")

@@ -10,6 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from recfit.cli.common import errors
+from recfit.config import TrainConfig
+from recfit.data import load_dataset, split_dataset
+from recfit.runs import recommender_of, resolve_config, train_run
 
 __all__ = ["R1_REFERENCE", "demo"]
 
@@ -36,10 +39,6 @@ def demo(
 ) -> None:
     """Load MovieLens 100K, split it, train the default model, print metrics next to the
     published reference, and show recommendations."""
-    from recfit.config import TrainConfig
-    from recfit.data import load_dataset, split_dataset
-    from recfit.runs import recommender_of, resolve_config, train_run
-
     with errors():
         cfg = TrainConfig(
             dataset="ml-100k", data_dir=None if data_dir is None else str(data_dir)

@@ -18,6 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from recfit.cli.common import errors
+from recfit.errors import ConfigError
+from recfit.models import OUTPUT_TITLES
+from recfit.recommender import Recommender
 
 __all__ = ["predict", "recommend", "similar"]
 
@@ -30,8 +33,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 
 
 def _load(run: Path) -> Any:
-    from recfit.recommender import Recommender
-
     return Recommender.load(run)
 
 
@@ -40,8 +41,6 @@ def _fmt(x: float) -> str:
 
 
 def _title(kind: str) -> str:
-    from recfit.models import OUTPUT_TITLES
-
     return OUTPUT_TITLES.get(kind, kind)
 
 
@@ -67,8 +66,6 @@ def recommend(
     as_json: JsonOpt = False,
 ) -> None:
     """Top-N items of users (seen items excluded), or of every user with --all-users."""
-    from recfit.errors import ConfigError
-
     with errors():
         if all_users:
             if out is None:
@@ -124,8 +121,6 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Items most similar to an item (by id or title), or users most similar to a user."""
-    from recfit.errors import ConfigError
-
     with errors():
         if bool(item) == bool(user):
             raise ConfigError("expected --item or --user (one of them), received " +

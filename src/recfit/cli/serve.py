@@ -11,6 +11,9 @@ import typer
 from rich.console import Console
 
 from recfit.cli.common import errors
+from recfit.errors import ConfigError
+from recfit.recommender import Recommender
+from recfit.report import build_report
 
 __all__ = ["report", "serve"]
 
@@ -23,8 +26,6 @@ RunArg = Annotated[
 
 def _report_for(run: Path, build: bool) -> Path | None:
     """The run's report.html, built first when it is missing and ``build`` is set."""
-    from recfit.report import build_report
-
     path = run / "report.html"
     if path.is_file() or not build:
         return path if path.is_file() else None
@@ -87,10 +88,8 @@ def serve(
     """Serve a run over HTTP: JSON API (schema at /openapi.json), web page at /, report at
     /report."""
     import torch
-    import uvicorn
+    import uvicorn  # optional: recfit[serve] (uvicorn, fastapi)
 
-    from recfit.errors import ConfigError
-    from recfit.recommender import Recommender
     from recfit.server import create_app
     from recfit.server.transport import GuardedH11Protocol, serve_config
 
@@ -178,11 +177,8 @@ def report(
     users: Annotated[int, typer.Option("--users", help="Users with sample lists.")] = 3,
 ) -> None:
     """Write a self-contained report.html for a run (config, metrics vs reference, plots)."""
-    from recfit.errors import ConfigError
-    from recfit.report import build_report as _build
-
     with errors():
         if n < 1 or users < 0:
             raise ConfigError(f"expected --n >= 1 and --users >= 0, received {n} and {users}")
-        path = _build(run, out=out, n_users=users, n=n)
+        path = build_report(run, out=out, n_users=users, n=n)
         _console.print(f"report: {path}")

@@ -18,6 +18,10 @@ from recfit.config import (
     TrainConfig,
     load_config,
 )
+from recfit.data.sources import load_dataset, split_dataset
+from recfit.errors import ConfigError, TrainingInterrupted
+from recfit.runs import build_learner, evaluate_run, run_config, train_run
+from recfit.train import distributed
 
 __all__ = ["evaluate", "lr_find", "train"]
 
@@ -84,8 +88,6 @@ def _config(config: Path | None, **flags: Any) -> TrainConfig:
 
 
 def _parse_range(text: str) -> tuple[float, float] | None:
-    from recfit.errors import ConfigError
-
     if text.lower() in ("none", "off", ""):
         return None
     parts = text.replace(":", ",").split(",")
@@ -271,10 +273,6 @@ def train(
     in --out is refused unless --force; --resume RUN continues an interrupted run. Under
     torchrun (or with --nproc N) each process trains one shard with DDP.
     """
-    from recfit.errors import ConfigError, TrainingInterrupted
-    from recfit.runs import run_config, train_run
-    from recfit.train import distributed
-
     if nproc is not None and nproc > 1 and distributed.env_world_size() == 1:
         with errors():
             code = distributed.launch(nproc, _forwarded_args(cli_ctx, {"nproc"}))
@@ -363,8 +361,6 @@ _COLUMN_KEYS = {
 
 def _column_flags(columns: str | None, *given: str | None) -> dict[str, str]:
     """Config column keys from ``--columns role=name,...`` and the ``--*-col`` flags."""
-    from recfit.errors import ConfigError
-
     flags: dict[str, str] = {}
     for part in (columns or "").split(","):
         if not part.strip():
@@ -392,8 +388,6 @@ def _column_flags(columns: str | None, *given: str | None) -> dict[str, str]:
 def _file_flags(
     dataset: str | None, train_file: Path | None, test_file: Path | None
 ) -> dict[str, str]:
-    from recfit.errors import ConfigError
-
     if train_file is not None and dataset is not None:
         raise ConfigError(
             f"expected --train or --dataset, received both ({str(train_file)!r}, {dataset!r})"
@@ -461,8 +455,6 @@ def evaluate(
     another split of the same data usually shares most of its rows with the run's
     training part.
     """
-    from recfit.runs import evaluate_run
-
     with errors():
         ev = evaluate_run(run, split, seed=seed, data_dir=data_dir, part=part,
                           allow_overlap=allow_overlap)  # fmt: skip
@@ -494,9 +486,6 @@ def lr_find(
     ),
 ) -> None:
     """Run the LR range test, write its plot and print the suggested learning rates."""
-    from recfit.data.sources import load_dataset, split_dataset
-    from recfit.runs import build_learner
-
     with errors():
         cfg = _config(config, dataset=dataset, data_dir=data_dir, model=model, split=split,
                       seed=seed, wd=wd, bs=bs)  # fmt: skip
