@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import recfit
+from recfit.data import Interactions
 from recfit.errors import RecfitWarning
 from recfit.train import kernels
 
@@ -148,3 +149,23 @@ def test_warm_up_changes_nothing() -> None:
         runs.append([p.detach().clone() for p in m.parameters()] + opt.exp_avg_sq)
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
     assert np.isfinite(kernels.ensure_compiled())
+
+
+def test_a_run_reports_compile_seconds_apart(
+    tmp_path: Path, tiny: Interactions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``metrics.json`` holds ``details.compile_seconds``, kept out of ``fit_seconds``."""
+    for where in ("recfit.runs", "recfit.train.learner"):  # row-wise, though tiny
+        monkeypatch.setattr(f"{where}.SPARSE_MIN_PARAMS", 0)
+    from recfit.config import TrainConfig
+    from recfit.runs import train_run
+
+    csv = tmp_path / "ratings.csv"
+    tiny.to_frame().to_csv(csv, index=False)
+    cfg = TrainConfig(dataset=str(csv), epochs=1, bs=32, n_factors=4, seed=1)
+    res = train_run(cfg, tmp_path / "run", progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    compile_s = metrics["details"]["compile_seconds"]
+    assert compile_s == res.learner.compile_seconds >= 0.0
+    assert res.learner._compiled and compile_s > 0.0
+    assert metrics["fit_seconds"] >= 0.0
