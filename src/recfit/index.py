@@ -11,7 +11,7 @@ Conventions shared by both indexes:
 * **Ties.** Ties are broken deterministically: higher score first, then the candidate
   that came first in :meth:`~ExactIndex.update_candidates` (lower position).
 * **Exclusions.** ``exclude`` names, for each query, candidate *ids* that must never be
-  returned (typically the user's training items, lesson 5 of the design notes). It is an
+  returned (typically the user's training items). It is an
   :class:`ItemSets` (CSR: ``indptr``, ``indices``; ``Exclusions`` is the same class) or a
   list of one id array per query. Ids that are not candidates are ignored.
 * **Padding.** When fewer than ``k`` candidates remain for a query (a catalogue smaller

@@ -6,7 +6,7 @@ Every function takes the same two inputs:
   by :class:`recfit.index.ExactIndex` (id ``-1`` is padding and never a hit). For a
   full-catalogue evaluation, retrieve from an index over every item; whether the user's
   training items were excluded is the caller's choice, and :func:`ranking_report`
-  records it (lesson 5 of the design notes).
+  records it, so every figure says which mode it used.
 * ``relevant``: the relevant items of each query, an :class:`recfit.index.ItemSets`
   (CSR; its optional ``values`` are graded relevances, used as NDCG gains) or a list of
   one id array per query.

@@ -1,7 +1,7 @@
 """Per-row losses that compare a model's output with a batch.
 
 A loss returns one value per row; the :class:`~recfit.train.Learner` aggregates them as
-Σ w·loss / Σ w with the batch's ``weight`` column (Lesson 2 in DESIGN.md). A loss that
+Σ w·loss / Σ w with the batch's ``weight`` column, over the whole set rather than as a mean of batch means. A loss that
 knows its derivative with respect to the output (``grad``) lets models with a fused
 training step skip autograd.
 

@@ -2,12 +2,12 @@
 
 A Recommender holds the model (through its family's
 :class:`~recfit.recommender.adapters.ModelAdapter`), the user and item vocabularies,
-each user's training items (*seen* items, excluded from recommendations by default —
-lesson 5), item popularity, titles, the rating scale and the run's config. It answers
+each user's training items (*seen* items, excluded from recommendations by default),
+item popularity, titles, the rating scale and the run's config. It answers
 in raw ids, one or many at once, and it saves to / loads from a bundle folder (see
 :mod:`recfit.recommender.bundle`).
 
-Unknown ids (lesson 6) always get a documented answer: ``recommend`` sends an id absent
+Unknown ids always get a documented answer: ``recommend`` sends an id absent
 from the vocabulary to the ``popular`` path with the reason (or raises
 :class:`~recfit.errors.UnknownIdError` with ``on_unknown="error"``); a known user without
 training ratings takes the ``popular`` path too (the model never learned them);
@@ -701,7 +701,7 @@ class Recommender:
         Args:
             users: one raw user id or a sequence of them.
             n: list length.
-            exclude_seen: leave out each user's training items (lesson 5).
+            exclude_seen: leave out each user's training items.
             candidates: restrict to these raw item ids (unknown ids raise); by default
                 every item with ``popularity >= min_item_count``.
             exclude: raw item ids never to recommend, for every user (unknown ids are

@@ -156,7 +156,7 @@ class RecommendResult:
     Attributes:
         recommendations: in the order the users were given.
         n: the list length asked for.
-        exclude_seen: whether each user's training items were excluded (lesson 5).
+        exclude_seen: whether each user's training items were excluded.
     """
 
     recommendations: tuple[Recommendation, ...]

@@ -2,7 +2,7 @@
 
 :func:`fit_classifier` builds a :class:`~recfit.models.RatingClassifier`, applies one
 strategy of :mod:`recfit.train.imbalance` to the **training rows only** (the validation
-rows are passed through untouched, Lesson 3 in DESIGN.md) and trains it:
+rows are passed through untouched, so resampling never leaks into evaluation) and trains it:
 
 =================  ===================================================================
 ``none``           ordinary training (the baseline)
