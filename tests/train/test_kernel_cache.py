@@ -169,3 +169,27 @@ def test_a_run_reports_compile_seconds_apart(
     assert compile_s == res.learner.compile_seconds >= 0.0
     assert res.learner._compiled and compile_s > 0.0
     assert metrics["fit_seconds"] >= 0.0
+
+
+def test_importing_the_kernel_module_directly_caches_in_the_given_folder(tmp_path: Path) -> None:
+    """A direct import (as pytest's doctest collection does) still caches under
+    ``$RECFIT_CACHE_DIR/numba``, never beside the package, and leaves numba's setting as
+    it was."""
+    before = _package_files()
+    code = (
+        "import numpy as np, numba\n"
+        "saved = numba.config.CACHE_DIR\n"
+        "from recfit.train import _kernels_numba as k\n"
+        "out = np.empty(3, dtype=np.int64)\n"
+        "k.take(np.arange(3, dtype=np.int64), np.array([2, 0, 1]), out)\n"
+        "assert out.tolist() == [2, 0, 1]\n"
+        "assert numba.config.CACHE_DIR == saved\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
+    env["RECFIT_CACHE_DIR"] = str(tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    assert list((tmp_path / "numba").rglob("*take*.nbi"))
+    assert _package_files() == before

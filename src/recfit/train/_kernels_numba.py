@@ -1,5 +1,9 @@
-"""The numba kernels behind :mod:`recfit.train.kernels` (imported on first use, by
-``kernels._kernels``, which points numba's cache at :func:`kernels.numba_cache_dir`).
+"""The numba kernels behind :mod:`recfit.train.kernels` (imported on first use).
+
+numba picks each function's cache folder when it is decorated, from ``config.CACHE_DIR``
+first, so this module points it at :func:`kernels.numba_cache_dir` for its own import and
+puts the setting back at the end: whoever imports it (``kernels._kernels``, a doctest
+collector), the kernels are cached there and never beside the installed package.
 
 Module-level functions so that numba's on-disk cache finds them again in the next process;
 compiling them takes several seconds, loading them from the cache a fraction of a second.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -21,8 +26,11 @@ from recfit.train.kernels import numba_cache_dir
 
 __all__ = ["step"]
 
-CACHE = numba_cache_dir() is not None
+_CACHE_DIR = numba_cache_dir()
+CACHE = _CACHE_DIR is not None
 """Whether the kernels are cached on disk (a writable cache folder)."""
+_SAVED_CACHE_DIR = numba.config.CACHE_DIR
+numba.config.CACHE_DIR = "" if _CACHE_DIR is None else str(_CACHE_DIR)  # restored at the end
 
 AHEAD = 6
 """Rows prefetched this many slots ahead (the loops are bound by memory latency)."""
@@ -323,3 +331,6 @@ def take(src, perm, out):
     """``out[j] = src[perm[j]]`` on every thread."""
     for j in prange(perm.shape[0]):
         out[j] = src[perm[j]]
+
+
+numba.config.CACHE_DIR = _SAVED_CACHE_DIR

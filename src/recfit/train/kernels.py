@@ -104,15 +104,8 @@ def _kernels() -> dict[str, Any]:
     import numba
 
     config: Any = numba.config  # typed loosely: numba's config module has no stubs
-    # numba picks a function's cache folder when it is decorated (at import of the kernel
-    # module), from ``config.CACHE_DIR`` first: set it for that import only
-    cache_dir = numba_cache_dir()
-    saved = config.CACHE_DIR
-    config.CACHE_DIR = "" if cache_dir is None else str(cache_dir)
-    try:
-        from recfit.train import _kernels_numba
-    finally:
-        config.CACHE_DIR = saved
+    # the kernel module points numba's cache at numba_cache_dir() for its own import
+    from recfit.train import _kernels_numba
 
     return {
         "step": _kernels_numba.step,
