@@ -52,3 +52,38 @@ def test_retrieval_is_the_index() -> None:
     for name in retrieval.__all__:
         assert getattr(retrieval, name) is getattr(index, name)
     assert recfit.ExactIndex is index.ExactIndex
+
+
+# optional extras (fastapi, uvicorn, imblearn/sklearn, faiss, tensorboard) and the heavy
+# libraries loaded only where used (matplotlib for figures, numba for the row-wise kernels)
+DEFERRED = (
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "imblearn",
+    "sklearn",
+    "faiss",
+    "tensorboard",
+    "matplotlib",
+    "numba",
+)
+
+
+@pytest.mark.parametrize("module", ["recfit", "recfit.cli", "recfit.runs", "recfit.retrieval"])
+def test_import_loads_no_optional_or_deferred_library(module: str) -> None:
+    code = f"import sys, {module}\nprint(sorted(m for m in {DEFERRED!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_server_import_loads_no_figure_or_kernel_library() -> None:
+    pytest.importorskip("fastapi")
+    code = "import sys, recfit.server\nprint(sorted(m for m in ('matplotlib', 'numba') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
