@@ -851,7 +851,14 @@ def _retrieval_run(
     )
     metrics, report = dict(res.metrics), res.report
     if inner is not None:  # the held-out part, ranked once after training
-        metrics, report = _retrieval_heldout(rcfg, res, split)
+        metrics, report = retrieval_task.retrieval_metrics(
+            rcfg,
+            res.model,
+            split.test,
+            split.train,  # the inner cut included: each user's seen items
+            res.metrics["fit_seconds"],
+            filter_positives=True,
+        )
     details = {k: v for k, v in report.items() if k not in metrics}
     result = RunResult(cfg, res.learner, split, metrics, details=details)
     if inner is not None:
@@ -862,39 +869,6 @@ def _retrieval_run(
     if out is not None:
         result.out = _publish_run(result, Path(out))
     return result
-
-
-def _retrieval_heldout(
-    rcfg: Any, res: Any, split: Split
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics and report of ``res.model`` on the held-out part of ``split``, with the
-    whole training part (the inner cut included) as each user's seen items, computed as
-    :func:`~recfit.train.retrieval.train_retrieval` computes them."""
-
-    def positives(d: Interactions) -> Interactions:
-        if rcfg.positive_min_rating is None:
-            return d
-        return d.take((d.rating >= rcfg.positive_min_rating).nonzero()[0])
-
-    report = retrieval_task.evaluate_retrieval(
-        res.model,
-        positives(split.test),
-        train=positives(split.train),
-        exclude_seen=rcfg.exclude_seen,
-        ks=rcfg.eval_ks,
-        relevant_min_rating=rcfg.relevant_min_rating,
-        n_bootstrap=rcfg.n_bootstrap,
-        seed=rcfg.seed,
-    )
-    metrics = {
-        k: float(v)
-        for k, v in report.items()
-        if ("@" in k or (k.startswith("top_") and k.endswith("_accuracy")))
-        and not k.endswith("_ci")
-    }
-    metrics["fit_seconds"] = res.metrics["fit_seconds"]
-    metrics["eval_seconds"] = float(report["eval_seconds"])
-    return metrics, report
 
 
 def _metric_vs_epoch(res: Any, metric: str, label: str = "two_tower") -> Any:

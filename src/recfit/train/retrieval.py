@@ -80,6 +80,7 @@ __all__ = [
     "evaluate_vectors",
     "item_counts",
     "plot_metric_by_epoch",
+    "retrieval_metrics",
     "t1_config",
     "t2_config",
     "train_retrieval",
@@ -838,6 +839,38 @@ def _filter_positives(data: Interactions, threshold: float | None) -> Interactio
     return data.take(np.flatnonzero(data.rating >= threshold))
 
 
+def retrieval_metrics(
+    cfg: RetrievalConfig,
+    model: TwoTower,
+    test: Interactions,
+    train: Interactions,
+    fit_seconds: float,
+    *,
+    filter_positives: bool = False,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Rank ``test`` once with ``cfg``'s evaluation settings (``train``'s items as each
+    user's seen items): the metrics (plus ``fit_seconds`` and ``eval_seconds``) and the
+    full report. ``filter_positives`` first keeps only ratings of at least
+    ``cfg.positive_min_rating`` on both sides, as :func:`train_retrieval` does to a split."""
+    if filter_positives:
+        test = _filter_positives(test, cfg.positive_min_rating)
+        train = _filter_positives(train, cfg.positive_min_rating)
+    report = evaluate_retrieval(
+        model,
+        test,
+        train=train,
+        exclude_seen=cfg.exclude_seen,
+        ks=cfg.eval_ks,
+        relevant_min_rating=cfg.relevant_min_rating,
+        n_bootstrap=cfg.n_bootstrap,
+        seed=cfg.seed,
+    )
+    metrics = {k: float(v) for k, v in report.items() if _is_metric(k)}
+    metrics["fit_seconds"] = fit_seconds
+    metrics["eval_seconds"] = float(report["eval_seconds"])
+    return metrics, report
+
+
 def train_retrieval(
     config: RetrievalConfig | Mapping[str, Any] | None = None,
     data: Interactions | None = None,
@@ -949,19 +982,7 @@ def train_retrieval(
     else:
         learner.fit(cfg.epochs, schedule=Constant(cfg.lr))
     fit_seconds = time.perf_counter() - t0
-    report = evaluate_retrieval(
-        model,
-        test,
-        train=train,
-        exclude_seen=cfg.exclude_seen,
-        ks=cfg.eval_ks,
-        relevant_min_rating=cfg.relevant_min_rating,
-        n_bootstrap=cfg.n_bootstrap,
-        seed=cfg.seed,
-    )
-    metrics = {k: float(v) for k, v in report.items() if _is_metric(k)}
-    metrics["fit_seconds"] = fit_seconds
-    metrics["eval_seconds"] = float(report["eval_seconds"])
+    metrics, report = retrieval_metrics(cfg, model, test, train, fit_seconds)
     return RetrievalResult(
         cfg,
         model,
