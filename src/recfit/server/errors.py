@@ -10,8 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from recfit.errors import ConfigError, DataError, RecfitError, UnknownIdError
-from recfit.recommender import ItemNotFoundError
+from recfit.errors import RecfitError
 from recfit.server.pool import WorkPool
 from recfit.server.responses import _error
 from recfit.server.work import _BadRequest, _error_parts, _OverBudget
@@ -61,25 +60,8 @@ def _install_error_handlers(app: FastAPI) -> None:
             )
         return _error(status, text, None)
 
-    async def on_not_found(request: Request, exc: Exception) -> Response:
-        exc = cast(ItemNotFoundError, exc)
-        detail = {
-            "query": exc.query,
-            "ambiguous": exc.ambiguous,
-            "matches": [m.to_dict() for m in exc.matches],
-        }
-        return _error(409 if exc.ambiguous else 404, str(exc), detail)
-
     async def on_recfit(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, UnknownIdError):
-            status = 404
-        elif isinstance(exc, DataError | ConfigError):
-            status = 422
-        else:
-            status = 400
-        return _error(status, str(exc), {"type": type(exc).__name__})
-
-    async def on_work_error(request: Request, exc: Exception) -> Response:
+        # one status rule for errors raised on the event loop and inside a request's work
         pool = cast(WorkPool, request.app.state.pool)
         status, error, detail, headers = _error_parts(exc, pool.budget_s)
         return _error(status, error, detail, **headers)
@@ -90,8 +72,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(ItemNotFoundError, on_not_found)
-    app.add_exception_handler(RecfitError, on_recfit)
-    app.add_exception_handler(_OverBudget, on_work_error)
-    app.add_exception_handler(_BadRequest, on_work_error)
+    app.add_exception_handler(RecfitError, on_recfit)  # ItemNotFoundError included
+    app.add_exception_handler(_OverBudget, on_recfit)
+    app.add_exception_handler(_BadRequest, on_recfit)
     app.add_exception_handler(Exception, on_crash)
