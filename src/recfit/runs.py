@@ -41,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -48,9 +49,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from recfit._fs import atomic_write, default_dir_mode, publish_dir, read_plain_file
 from recfit.config import TrainConfig, validate_config
@@ -232,7 +235,6 @@ def inner_validation(cfg: TrainConfig, split: Split) -> Split | None:
         >>> len(inner.train_idx), len(inner.test_idx), set(inner.test_idx) <= set(range(10))
         (8, 2, True)
     """
-    import numpy as np
 
     if cfg.patience is None:
         return None
@@ -507,7 +509,6 @@ def _load(dataset: str, cfg: TrainConfig, data_dir: str | None) -> Interactions:
 
 
 def _file_split(train: Interactions, cfg: TrainConfig, data_dir: str | None) -> Split:
-    import numpy as np
 
     assert cfg.test_file is not None
     test = _load(cfg.test_file, cfg, data_dir)
@@ -551,7 +552,6 @@ def _file_split(train: Interactions, cfg: TrainConfig, data_dir: str | None) -> 
             "dropped_unknown_items": len(np.unique(test.item[ti < 0])),
         },
     }
-    from dataclasses import replace
 
     data = replace(
         train,
@@ -629,8 +629,6 @@ def _prepare_run_dir(out: Path, *, force: bool, resume: bool) -> bool:
     """Check ``out`` for a new run (or a resumed one), clear it under ``force``, create
     it; whether it holds a checkpoint to resume from. Under the lock, the hidden siblings
     a killed run left (a half-written or a replaced copy) are deleted first."""
-    import glob
-
     for pattern in (".tmp-*", ".old-*"):
         for stale in out.parent.glob(f".{glob.escape(out.name)}{pattern}"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -724,7 +722,6 @@ def count_overlap(seen: Any, rows: Interactions) -> int:
         >>> count_overlap(seen, Interactions.from_arrays([0, 1, 1], [1, 1, 0], [3.0, 4.0, 5.0]))
         2
     """
-    import numpy as np
 
     n_items = max(int(seen.indices.max()) + 1 if len(seen.indices) else 0, rows.n_items, 1)
     lengths = np.diff(seen.indptr)
