@@ -14,7 +14,8 @@ import torch
 
 from recfit.data import Interactions
 from recfit.errors import BundleError, ConfigError, DataError, UnknownIdError
-from recfit.models import MODELS, DotBias, RatingModel, TwoTower, create_model, register_model
+from recfit.models import DotBias, Family, RatingModel, TwoTower, create_model, register_family
+from recfit.models.registry import sized_build, unregister_family
 from recfit.recommender import (
     ItemNotFoundError,
     Recommender,
@@ -488,10 +489,16 @@ def test_recommend_all_streams_to_parquet(data: Interactions, tmp_path: Path) ->
 
 # ------------------------------------------------------------------ other families
 def test_family_without_adapter_falls_back_to_generic(data: Interactions) -> None:
-    @register_model("toy_no_adapter")
     class Toy(DotBias):
         pass
 
+    register_family(
+        Family(
+            name="toy_no_adapter", task="rating", model_class=Toy, output="rating",
+            reads=frozenset(), trainers=("sgd",), adapter="generic", defaults={},
+            build=sized_build(Toy),
+        )
+    )  # fmt: skip
     try:
         model = Toy(data.n_users, data.n_items, n_factors=3)
         rec = _rec(model, data)
@@ -503,7 +510,7 @@ def test_family_without_adapter_falls_back_to_generic(data: Interactions) -> Non
         folded = rec.recommend_for_ratings({1000: 4.0}, n=3)
         assert folded.path == "popular" and "no fold-in" in (folded.reason or "")
     finally:
-        MODELS.pop("toy_no_adapter")
+        unregister_family("toy_no_adapter")
 
 
 def test_constructor_validation(data: Interactions) -> None:

@@ -12,25 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
-
 from recfit.data.interactions import Interactions
-from recfit.errors import ConfigError
+
+# The registry line: every family module, each registering its families when imported.
+from recfit.models import classifier, dot, mlp, svdpp, two_tower  # noqa: F401
 from recfit.models.base import (
-    MODEL_FORMAT_VERSION,
-    MODELS,
     OUTPUT_TITLES,
     Batch,
     OutputKind,
     RatingModel,
-    build_model,
     fit_baseline,
-    load_model,
     output_kind,
-    read_metadata,
-    register_model,
-    save_model,
 )
 from recfit.models.classifier import LevelModel, RatingClassifier, levels_for_data
 from recfit.models.dot import BiasedMF, DotBias
@@ -44,12 +36,20 @@ from recfit.models.losses import (
     get_loss,
 )
 from recfit.models.mlp import EmbeddingNN, emb_sz_rule
+from recfit.models.persist import MODEL_FORMAT_VERSION, load_model, read_metadata, save_model
+from recfit.models.registry import (
+    Family,
+    build_model,
+    families,
+    family,
+    family_of,
+    register_family,
+)
 from recfit.models.svdpp import SVDpp
 from recfit.models.two_tower import CandidateTower, QueryTower, TwoTower
 
 __all__ = [
     "LOSSES",
-    "MODELS",
     "MODEL_FORMAT_VERSION",
     "OUTPUT_TITLES",
     "Batch",
@@ -58,6 +58,7 @@ __all__ = [
     "CrossEntropyLoss",
     "DotBias",
     "EmbeddingNN",
+    "Family",
     "HuberLoss",
     "L1Loss",
     "LevelModel",
@@ -72,41 +73,32 @@ __all__ = [
     "build_model",
     "create_model",
     "emb_sz_rule",
+    "families",
+    "family",
+    "family_of",
     "fit_baseline",
     "get_loss",
     "levels_for_data",
     "load_model",
     "output_kind",
     "read_metadata",
-    "register_model",
+    "register_family",
     "save_model",
 ]
 
 
 def create_model(name: str, train: Interactions, **kwargs: Any) -> RatingModel:
-    """Build the registered model ``name`` sized for ``train``'s vocabularies.
+    """Build a model of the family ``name`` sized for ``train``'s vocabularies
+    (``family(name).build(kwargs, train)``, see :mod:`recfit.models.registry`).
 
-    ``n_users`` and ``n_items`` come from the vocabularies; for ``mf`` the ``global_mean``
-    defaults to the (weighted) mean training rating; ``svdpp`` stores each user's rated items
-    (rows of positive weight) as its implicit lists. Other arguments pass through. The
-    model records ``train``'s rows (:meth:`RatingModel.record_training`): users and items
-    without a row of positive weight are answered by the baseline.
+    ``n_users`` and ``n_items`` come from the vocabularies; each family fills what it
+    takes from the data (``mf``: ``global_mean``, the weighted mean training rating;
+    ``classifier``: the rating ``levels``; ``svdpp``: each user's rated items as its
+    implicit lists). Other arguments pass through. A rating model records ``train``'s
+    rows (:meth:`RatingModel.record_training`): users and items without a row of
+    positive weight are answered by the baseline.
+
+    Raises:
+        ConfigError: an unknown family (naming the known ones) or a bad argument.
     """
-    if name not in MODELS:
-        raise ConfigError(f"expected a model name among {sorted(MODELS)}, received {name!r}")
-    kw: dict[str, Any] = {"n_users": train.n_users, "n_items": train.n_items, **kwargs}
-    if name == "classifier" and "levels" not in kw:
-        kw["levels"] = levels_for_data(train)
-    if name == "mf" and "global_mean" not in kw:
-        w = train.weights()
-        kw["global_mean"] = float(np.average(train.rating, weights=w)) if w.sum() > 0 else 0.0
-    model = build_model({"name": name, **kw})
-    if isinstance(model, SVDpp):  # N(u): the items each user rated with a positive weight
-        keep = train.weights() > 0
-        model.set_implicit(
-            torch.from_numpy(np.asarray(train.user)[keep]),
-            torch.from_numpy(np.asarray(train.item)[keep]),
-        )
-    if hasattr(model, "train_user_count"):
-        model.record_training(train.user, train.item, train.rating, train.weights())
-    return model
+    return family(name).build(kwargs, train)

@@ -1,6 +1,9 @@
-"""The model contract, the registry of model classes, and safetensors persistence.
+"""The model contract every family's model follows.
 
-Every rating model is a plain :class:`torch.nn.Module` (no training logic inside):
+A model is a plain :class:`torch.nn.Module` that holds parameters and the mathematics of
+its prediction, never an optimiser, a loss or a training loop (those live in
+:mod:`recfit.train`; which trainers a family supports is in its registry entry,
+:mod:`recfit.models.registry`):
 
 * ``forward(batch) -> output`` where ``batch`` is a dict of tensors (``user``, ``item``,
   ``rating``, ``weight`` and, for later models, side features). The output of a
@@ -9,7 +12,8 @@ Every rating model is a plain :class:`torch.nn.Module` (no training logic inside
   ``to_rating``.
 * ``penalty(batch) -> Tensor | None``: per-row sum of squares of the parameter rows the
   batch looked up (the ``reg`` semantics, see :mod:`recfit.train.learner`).
-* ``config() -> dict``: everything needed to rebuild the module with :func:`build_model`.
+* ``config() -> dict``: everything needed to rebuild the module with
+  :func:`~recfit.models.registry.build_model` (the family's name under ``"name"``).
 * ``output_kind``: what a prediction means, ``"rating"`` (in the data's units: clipped
   into the rating scale, compared with ratings by the metrics) or ``"score"`` (a
   ranking score such as a two-tower logit: never clipped, never called a rating). Every
@@ -21,45 +25,42 @@ Every rating model is a plain :class:`torch.nn.Module` (no training logic inside
   is *unknown*: its embeddings never moved from their initialisation, so
   :meth:`RatingModel.apply_fallback` answers the baseline (the global mean plus the
   known side's bias) instead and says so, like Surprise's ``was_impossible``. The
-  record is part of the weights, so it survives :func:`save_model` / :func:`load_model`.
-* optionally ``fused_forward`` / ``fused_backward``: a hand-written gradient used by the
-  Learner instead of autograd (same numbers, much less overhead per step).
+  record is part of the weights, so it survives saving and loading
+  (:mod:`recfit.models.persist`).
+* optionally, its analytic gradient (``supports_fused``): ``fused_forward`` returns the
+  output, the per-row penalty and what the gradient needs, ``fused_backward`` writes each
+  parameter's ``.grad`` from d(objective)/d(output) and d(objective)/d(penalty). This is
+  mathematics of the model (the derivative of ``forward`` and ``penalty``, like a custom
+  autograd function), not training: the Learner picks it instead of autograd when the
+  loss has a closed-form gradient too (same numbers, much less overhead per step), and
+  the row-wise optimisers of :mod:`recfit.train.sparse` reuse its saved rows.
 
 Example:
     >>> from recfit.models import DotBias
     >>> m = DotBias(3, 4, n_factors=2)
-    >>> build_model(m.config()).config() == m.config()
-    True
+    >>> m.config()["name"], output_kind(m), m.n_parameters()
+    ('dot', 'rating', 21)
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from recfit.errors import BundleError, ConfigError
+from recfit.errors import ConfigError
 
 __all__ = [
-    "MODELS",
-    "MODEL_FORMAT_VERSION",
     "OUTPUT_TITLES",
     "RECORD_BUFFERS",
     "Batch",
     "OutputKind",
     "RatingModel",
-    "build_model",
     "fit_baseline",
-    "load_model",
     "output_kind",
-    "register_model",
-    "save_model",
 ]
 
 OutputKind = Literal["rating", "score"]
@@ -82,23 +83,6 @@ BASELINE_REG = (15.0, 10.0)
 
 Batch = Mapping[str, Tensor]
 """A batch: column name → tensor (``user``, ``item`` int indices; ``rating``, ``weight``)."""
-
-MODEL_FORMAT_VERSION = 1
-MODELS: dict[str, type[RatingModel]] = {}
-"""Model classes by registry name."""
-
-M = TypeVar("M", bound="type[RatingModel]")
-
-
-def register_model(name: str) -> Callable[[M], M]:
-    """Class decorator: register a :class:`RatingModel` under ``name``."""
-
-    def deco(cls: M) -> M:
-        cls.registry_name = name
-        MODELS[name] = cls
-        return cls
-
-    return deco
 
 
 def fit_baseline(
@@ -153,7 +137,10 @@ class RatingModel(nn.Module):
     """Base class of recfit's models (see the module documentation for the contract)."""
 
     registry_name: ClassVar[str] = ""
+    """The model's family name (set by :func:`~recfit.models.registry.register_family`)."""
     supports_fused: ClassVar[bool] = False
+    """Whether the model supplies its analytic gradient (``fused_forward`` /
+    ``fused_backward``)."""
     output_kind: ClassVar[OutputKind] = "rating"
     """``"rating"`` (the data's units) or ``"score"`` (a ranking score, never clipped)."""
 
@@ -288,15 +275,18 @@ class RatingModel(nn.Module):
         """Constructor arguments plus ``{"name": registry name}``."""
         raise NotImplementedError
 
-    # Fused path (optional) -------------------------------------------------------
+    # Analytic gradient (optional, ``supports_fused``) ------------------------------
     def fused_forward(self, batch: Batch, with_penalty: bool) -> tuple[Tensor, Tensor | None, Any]:
-        """Output, per-row penalty (when asked) and what ``fused_backward`` needs."""
+        """Output, per-row penalty (when asked) and what ``fused_backward`` needs (no
+        autograd graph is built)."""
         raise NotImplementedError
 
     def fused_backward(
         self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
     ) -> None:
-        """Write every parameter's ``.grad`` given d(objective)/d(output) and d/d(penalty)."""
+        """Write every parameter's ``.grad`` (the derivative of the objective through
+        ``forward`` and ``penalty``) given d(objective)/d(output) and d/d(penalty) per row;
+        it changes no parameter."""
         raise NotImplementedError
 
     def n_parameters(self) -> int:
@@ -315,108 +305,3 @@ def output_kind(model: Any) -> OutputKind:
     """
     kind = getattr(type(model), "output_kind", "rating")
     return "score" if kind == "score" else "rating"
-
-
-def build_model(config: Mapping[str, Any]) -> RatingModel:
-    """Rebuild a model (fresh weights) from ``config`` as returned by ``model.config()``.
-
-    Example:
-        >>> build_model({"name": "dot", "n_users": 2, "n_items": 3}).n_factors
-        50
-    """
-    cfg = dict(config)
-    name = cfg.pop("name", None)
-    if name not in MODELS:
-        raise ConfigError(
-            f"expected a model name among {sorted(MODELS)}, received {name!r} (config 'name')"
-        )
-    try:
-        return MODELS[name](**cfg)
-    except TypeError as e:
-        raise ConfigError(
-            f"expected valid arguments for model {name!r}, received {cfg!r}: {e}"
-        ) from e
-
-
-def _jsonable(config: Mapping[str, Any]) -> str:
-    def conv(v: Any) -> Any:
-        if isinstance(v, tuple | list):
-            return [conv(x) for x in v]
-        return v
-
-    return json.dumps({k: conv(v) for k, v in config.items()}, sort_keys=True)
-
-
-def save_model(
-    model: RatingModel, path: str | Path, metadata: Mapping[str, str] | None = None
-) -> Path:
-    """Write the model's config and weights to one safetensors file.
-
-    The config is stored as JSON in the file's metadata (key ``recfit.config``) with the
-    format version; :func:`load_model` rebuilds the model from it without running code.
-
-    Example:
-        >>> import tempfile, os
-        >>> from recfit.models import DotBias
-        >>> m = DotBias(3, 4, n_factors=2)
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     m2 = load_model(save_model(m, os.path.join(d, "m.safetensors")))
-        >>> bool(torch.equal(m2.user_factors, m.user_factors))
-        True
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "recfit.format_version": str(MODEL_FORMAT_VERSION),
-        "recfit.config": _jsonable(model.config()),
-    }
-    if metadata:
-        meta.update({str(k): str(v) for k, v in metadata.items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=meta)
-    return path
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a safetensors file written by :func:`save_model`."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> RatingModel:
-    """Rebuild a model saved by :func:`save_model` (config + weights).
-
-    Raises:
-        BundleError: the file is missing, not a recfit model, or from another format version.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise BundleError(f"expected a model file, received missing path {str(path)!r}")
-    try:
-        meta = read_metadata(path)
-        tensors = load_file(str(path), device=str(device))
-    except Exception as e:
-        raise BundleError(f"expected a safetensors model file, received {str(path)!r}: {e}") from e
-    version = meta.get("recfit.format_version")
-    if version != str(MODEL_FORMAT_VERSION):
-        raise BundleError(
-            f"expected model format version {MODEL_FORMAT_VERSION}, received {version!r} "
-            f"(file {str(path)!r})"
-        )
-    try:
-        config = json.loads(meta["recfit.config"])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise BundleError(f"expected a model config in {str(path)!r}, received none") from e
-    model = build_model(config)
-    try:
-        missing = set(model.state_dict()) - set(tensors)
-        if missing and missing <= set(RECORD_BUFFERS):
-            # a file from before the training record: load it, nothing recorded
-            model.load_state_dict(tensors, strict=False)
-        else:
-            model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise BundleError(f"expected weights matching the config in {str(path)!r}: {e}") from e
-    return model.to(device)

@@ -44,9 +44,10 @@ from torch.nn import functional as F
 
 from recfit.errors import ConfigError
 from recfit.metrics.classification import levels_for_scale
-from recfit.models.base import Batch, RatingModel, register_model
+from recfit.models.base import Batch, RatingModel
 from recfit.models.dot import _trunc_normal
 from recfit.models.mlp import emb_sz_rule, hidden_layers
+from recfit.models.registry import Family, register_family, sized_build
 
 __all__ = ["Decode", "Head", "LevelModel", "RatingClassifier", "levels_for_data"]
 
@@ -83,7 +84,6 @@ def _check_levels(levels: Any) -> list[float]:
     return grid
 
 
-@register_model("classifier")
 class RatingClassifier(RatingModel):
     """Embeddings → MLP → one output per rating level (softmax or ordinal head).
 
@@ -331,3 +331,25 @@ def levels_for_data(data: Any) -> list[float]:
     lo, hi = float(scale[0]), float(scale[1])
     step = 1.0 if np.all(r == np.round(r)) and lo.is_integer() and hi.is_integer() else 0.5
     return [float(v) for v in levels_for_scale((lo, hi), step)]
+
+
+def _levels(kw: dict[str, Any], train: Any) -> None:
+    kw.setdefault("levels", levels_for_data(train))
+
+
+register_family(
+    Family(
+        name="classifier",
+        task="classification",
+        model_class=RatingClassifier,
+        output="rating",
+        reads=frozenset(
+            {"n_factors", "layers", "dropout", "batch_norm", "head", "decode", "biases", "seed"}
+        ),
+        trainers=("sgd",),
+        adapter="generic",
+        defaults={},
+        build=sized_build(RatingClassifier, prepare=_levels),
+        summary="ratings as classes: embeddings, MLP, softmax or ordinal head over the levels",
+    )
+)

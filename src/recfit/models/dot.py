@@ -16,13 +16,14 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from recfit.errors import ConfigError
-from recfit.models.base import Batch, RatingModel, register_model
+from recfit.models.base import Batch, RatingModel
+from recfit.models.registry import Family, register_family, sized_build, weighted_mean
 
 __all__ = ["BiasedMF", "DotBias"]
 
@@ -56,7 +57,6 @@ def _check_range(y_range: Any) -> tuple[float, float] | None:
     return lo, hi
 
 
-@register_model("dot")
 class DotBias(RatingModel):
     """User/item embeddings and biases, optional global mean and sigmoid ``y_range``.
 
@@ -82,9 +82,6 @@ class DotBias(RatingModel):
     """
 
     supports_fused = True
-    rows_only: ClassVar[bool] = True
-    """Whether a prediction reads only its user's and item's rows (``p_u``, ``b_u``,
-    ``q_i``, ``b_i``): what the row-wise optimisers and ALS assume."""
 
     def __init__(
         self,
@@ -216,7 +213,6 @@ class DotBias(RatingModel):
             p.grad.index_add_(0, idx, g)
 
 
-@register_model("mf")
 class BiasedMF(DotBias):
     """Biased matrix factorisation with Surprise SVD's semantics (no sigmoid).
 
@@ -257,3 +253,39 @@ class BiasedMF(DotBias):
             with torch.no_grad():
                 self.user_factors.normal_(0.0, init_std, generator=g)
                 self.item_factors.normal_(0.0, init_std, generator=g)
+
+
+def _global_mean(kw: dict[str, Any], train: Any) -> None:
+    kw.setdefault("global_mean", weighted_mean(train))
+
+
+register_family(
+    Family(
+        name="dot",
+        task="rating",
+        model_class=DotBias,
+        output="rating",
+        reads=frozenset({"n_factors", "y_range", "seed"}),
+        trainers=("sgd", "als"),
+        adapter="dot",
+        defaults={},
+        build=sized_build(DotBias),
+        row_wise=True,
+        summary="fastai's EmbeddingDotBias: mu + b_u + b_i + p_u · q_i, optional y_range",
+    )
+)
+register_family(
+    Family(
+        name="mf",
+        task="rating",
+        model_class=BiasedMF,
+        output="rating",
+        reads=frozenset({"n_factors", "seed"}),
+        trainers=("sgd", "als"),
+        adapter="dot",
+        defaults={},
+        build=sized_build(BiasedMF, prepare=_global_mean),
+        row_wise=True,
+        summary="biased matrix factorisation with Surprise SVD's semantics (mu: the mean rating)",
+    )
+)

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from recfit.errors import ConfigError
-from recfit.models.base import Batch, RatingModel, register_model
+from recfit.models.base import Batch, RatingModel
 from recfit.models.dot import _check_range, _trunc_normal
+from recfit.models.registry import Family, register_family, sized_build
 
 __all__ = [
     "EmbeddingNN",
@@ -65,7 +66,6 @@ def hidden_layers(
     return mods, n_in
 
 
-@register_model("nn")
 class EmbeddingNN(RatingModel):
     """Embeddings → MLP → one output, optionally squashed into ``y_range``.
 
@@ -161,3 +161,19 @@ class EmbeddingNN(RatingModel):
         pu = self.user_emb.index_select(0, batch["user"])
         qi = self.item_emb.index_select(0, batch["item"])
         return (pu * pu).sum(1) + (qi * qi).sum(1)
+
+
+register_family(
+    Family(
+        name="nn",
+        task="rating",
+        model_class=EmbeddingNN,
+        output="rating",
+        reads=frozenset({"layers", "dropout", "batch_norm", "y_range", "seed"}),
+        trainers=("sgd",),
+        adapter="nn",
+        defaults={},
+        build=sized_build(EmbeddingNN),
+        summary="fastai's collab EmbeddingNN: concatenated embeddings through an MLP",
+    )
+)

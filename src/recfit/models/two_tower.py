@@ -51,7 +51,8 @@ from recfit.data.features import (
 )
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError, DataError
-from recfit.models.base import Batch, RatingModel, register_model
+from recfit.models.base import Batch, RatingModel
+from recfit.models.registry import Family, register_family
 
 __all__ = [
     "CandidateTower",
@@ -480,7 +481,6 @@ def adapt_space(
 
 
 # ----------------------------------------------------------------------------- model
-@register_model("two_tower")
 class TwoTower(RatingModel):
     """Query tower × candidate tower → dot-product score, with whole-vocabulary vectors.
 
@@ -676,3 +676,41 @@ class TwoTower(RatingModel):
     ) -> Tensor:
         """Candidate vectors ``(n, dim)`` of ``items`` (indices; ``None``: every item)."""
         return self._vectors(self.candidate_tower, items, bs)
+
+
+_SETTING_ARGS = {"n_factors": "embedding_dim", "layers": "layer_sizes"}
+"""Config fields of this family named otherwise by :meth:`TwoTower.from_data`."""
+
+
+def _build(settings: Mapping[str, Any], train: Interactions) -> TwoTower:
+    """:meth:`TwoTower.from_data` from config settings (``n_factors``: the embedding
+    width, ``layers``: the dense layers) and other ``from_data`` arguments; an empty
+    ``user_features`` / ``item_features`` selection means no feature space on that side."""
+    kw = {_SETTING_ARGS.get(k, k): v for k, v in settings.items()}
+    if "layer_sizes" in kw:
+        kw["layer_sizes"] = tuple(kw["layer_sizes"])
+    for side in ("user", "item"):
+        if kw.get(f"{side}_features") == () or kw.get(f"{side}_features") == []:
+            kw.setdefault(f"{side}_space", None)
+    try:
+        return TwoTower.from_data(train, **kw)
+    except TypeError as e:
+        raise ConfigError(
+            f"expected valid arguments for TwoTower.from_data, received {sorted(kw)}: {e}"
+        ) from e
+
+
+register_family(
+    Family(
+        name="two_tower",
+        task="retrieval",
+        model_class=TwoTower,
+        output="score",
+        reads=frozenset({"n_factors", "layers", "seed"}),
+        trainers=("sgd",),
+        adapter="two_tower",
+        defaults={},
+        build=_build,
+        summary="query and candidate towers with side features, scored by a dot product",
+    )
+)

@@ -1,38 +1,15 @@
-"""Model adapters: what the :class:`~recfit.recommender.Recommender` needs from a model family.
+"""The adapters of recfit's model families (the contract is in
+:mod:`recfit.recommender.adapter_base`, whose names this module also exports).
 
-The Recommender never reaches into a model's parameters itself. It asks an *adapter*,
-one class per model family, registered under the model's registry name
-(``model.registry_name``: ``"dot"``, ``"mf"``, ``"nn"``, ...). An adapter works on
-*user rows*: whatever tensor represents one user for that family (for the dot models the
-user's factors followed by the user's bias; for ``nn`` the user's embedding). Rows of
-known users come from :meth:`ModelAdapter.user_rows`; rows of new users from
-:meth:`ModelAdapter.fold_in`. Every query then goes through the same few methods:
-
-=====================  =================================================================
-``score(u, i)``        predicted ratings (original scale) of known (user, item) pairs
-``predict(u, i)``      the same with the baseline for never-trained users or items, and
-                       the mask of those pairs
-``output_kind``        ``"rating"`` or ``"score"`` (what the numbers mean)
-``score_all(rows)``    ``[B, n_items]`` predicted ratings of every item for B user rows
-``user_rows(u)``       the rows of known users (by index)
-``fold_in(i, r, w)``   a row for a new user from rated items, ratings and weights
-``item_vectors()``     ``[n_items, d]`` item representations (cosine similarity)
-``user_vectors()``     ``[n_users, d]`` user representations (cosine similarity)
-``retrieval(rows)``    optional: ``(queries, candidates, finish)`` when scores are a
-                       monotone function of a dot product (exact chunked top-k through
-                       :class:`~recfit.index.ExactIndex`); ``None`` otherwise
-=====================  =================================================================
-
-**Adding a model family.** Subclass :class:`ModelAdapter`, implement the methods above
-(``retrieval`` may return ``None``; ``item_vectors``, ``user_vectors`` and ``fold_in``
-may raise :class:`~recfit.errors.ConfigError` saying the family cannot do it), and
-register it with ``@register_adapter("your_registry_name")`` in a module that is imported
-with :mod:`recfit.recommender` (add the import to ``recommender/__init__.py``). A family
-with side features (two-tower) finds its fitted feature spaces and per-index feature
-arrays in the :class:`AdapterContext` (``ctx.feature_spaces``, ``ctx.features["user"]``
-...), which the bundle saves and restores. A family without an adapter falls back to
-:class:`GenericAdapter`: predictions and recommendations through ``forward`` (and
-``to_rating``, so a classifier's logits become ratings), no similarity and no fold-in.
+==============  ==================================================================
+key             families and what a user row is
+==============  ==================================================================
+``dot``         ``dot``, ``mf`` (:class:`DotAdapter`): ``[p_u, b_u]``
+``svdpp``       ``svdpp`` (:class:`SVDppAdapter`): the effective factors and bias
+``nn``          ``nn`` (:class:`NNAdapter`): the user's embedding
+``two_tower``   ``two_tower`` (:class:`TwoTowerAdapter`): the user's query vector
+``generic``     ``classifier`` (:class:`GenericAdapter`): the user's index
+==============  ==================================================================
 
 Example:
     >>> import torch
@@ -46,19 +23,30 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from recfit.errors import ConfigError
-from recfit.models.base import OutputKind, RatingModel, output_kind
-from recfit.models.dot import DotBias
-from recfit.models.mlp import EmbeddingNN
-from recfit.models.svdpp import SVDpp
+from recfit.models.base import RatingModel
+from recfit.recommender.adapter_base import (
+    ADAPTERS,
+    AdapterContext,
+    GenericAdapter,
+    ModelAdapter,
+    RetrievalForm,
+    adapter_for,
+    register_adapter,
+    solve,
+)
+
+if TYPE_CHECKING:
+    from recfit.models.dot import DotBias
+    from recfit.models.mlp import EmbeddingNN
+    from recfit.models.svdpp import SVDpp
+    from recfit.models.two_tower import TwoTower
 
 __all__ = [
     "ADAPTERS",
@@ -75,167 +63,6 @@ __all__ = [
     "check_tower_inputs",
     "register_adapter",
 ]
-
-RetrievalForm = tuple[Tensor, Tensor, Callable[[Tensor, Tensor], Tensor]]
-"""``(queries [B, d], candidates [n_items, d], finish)``: ``finish(rows, dots)`` turns the
-dot products of (a subset of) candidates into predicted ratings, monotonically."""
-
-
-@dataclass(frozen=True)
-class AdapterContext:
-    """What an adapter may need besides the model.
-
-    Attributes:
-        n_users: the size of the user vocabulary.
-        n_items: the size of the item vocabulary.
-        trained_users: ``bool`` per user index: the user has training ratings. Fold-in
-            priors are fitted on these users' rows only (the others hold their
-            initialisation).
-        rating_scale: ``(lo, hi)`` of the ratings, when known.
-        feature_spaces: fitted :class:`~recfit.data.FeatureSpace` objects by name
-            (e.g. ``"user"``, ``"item"``), for families with side features.
-        features: per side (``"user"``, ``"item"``), feature name → array with one row
-            per vocabulary index (the output of ``FeatureSpace.transform``).
-    """
-
-    n_users: int
-    n_items: int
-    trained_users: np.ndarray
-    rating_scale: tuple[float, float] | None = None
-    feature_spaces: Mapping[str, Any] = field(default_factory=dict)
-    features: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
-
-    @classmethod
-    def default(cls, n_users: int, n_items: int) -> AdapterContext:
-        """A context where every user counts as trained and nothing else is known.
-
-        Example:
-            >>> AdapterContext.default(2, 3).trained_users.tolist()
-            [True, True]
-        """
-        return cls(n_users, n_items, np.ones(n_users, dtype=bool))
-
-
-class ModelAdapter:
-    """How the Recommender talks to one model family (see the module documentation).
-
-    Args:
-        model: the trained model, in evaluation mode on the CPU.
-        ctx: sizes, trained users, rating scale and side features.
-    """
-
-    supports_similarity: ClassVar[bool] = True
-    supports_fold_in: ClassVar[bool] = True
-
-    def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
-        self.model = model
-        self.ctx = ctx
-
-    @property
-    def family(self) -> str:
-        """The model's registry name."""
-        return type(self.model).registry_name or type(self.model).__name__
-
-    @property
-    def output_kind(self) -> OutputKind:
-        """What the family predicts: ``"rating"`` or ``"score"`` (see
-        :func:`recfit.models.output_kind`)."""
-        return output_kind(self.model)
-
-    def score(self, user_idx: Tensor, item_idx: Tensor) -> Tensor:
-        """Predicted ratings of aligned (user index, item index) pairs, through ``forward``."""
-        with torch.inference_mode():
-            out = self.model({"user": user_idx.long(), "item": item_idx.long()})
-            return self.model.to_rating(out).float()
-
-    def predict(self, user_idx: Tensor, item_idx: Tensor) -> tuple[Tensor, Tensor]:
-        """Predictions of aligned pairs and the ``bool`` mask of those answered by the
-        model's baseline (user or item never trained; see
-        :meth:`~recfit.models.RatingModel.apply_fallback`)."""
-        with torch.inference_mode():
-            batch = {"user": user_idx.long(), "item": item_idx.long()}
-            out, fallback = self.model.apply_fallback(batch, self.model(batch))
-            return self.model.to_rating(out).float(), fallback
-
-    def user_rows(self, user_idx: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Rows of known users (by index), the input of :meth:`score_all`."""
-        raise NotImplementedError
-
-    def score_all(self, rows: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """``[B, n_items]`` predicted ratings of every item for each row."""
-        raise NotImplementedError
-
-    def retrieval(self, rows: Tensor) -> RetrievalForm | None:
-        """A dot-product form of :meth:`score_all`, or ``None`` (the default)."""
-        return None
-
-    def item_vectors(self) -> Tensor:
-        """``[n_items, d]`` item representations compared by cosine similarity."""
-        raise ConfigError(
-            f"expected a model family with item representations, received {self.family!r} "
-            "(register a ModelAdapter that implements item_vectors)"
-        )
-
-    def user_vectors(self) -> Tensor:
-        """``[n_users, d]`` user representations compared by cosine similarity."""
-        raise ConfigError(
-            f"expected a model family with user representations, received {self.family!r} "
-            "(register a ModelAdapter that implements user_vectors)"
-        )
-
-    def fold_in(
-        self, item_idx: Tensor, ratings: Tensor, weights: Tensor, *, reg: float = 1.0
-    ) -> Tensor:
-        """A row for a new user who gave ``ratings`` (original scale) to ``item_idx``."""
-        raise ConfigError(
-            f"expected a model family that supports fold-in, received {self.family!r} "
-            "(register a ModelAdapter that implements fold_in)"
-        )
-
-    # helpers shared by the factor adapters ------------------------------------
-    def _prior(self, table: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and per-column variance of the trained users' rows (float64)."""
-        mask = torch.from_numpy(np.asarray(self.ctx.trained_users, dtype=bool))
-        rows = table.double()[mask] if bool(mask.any()) else table.double()
-        mean = rows.mean(0)
-        var = rows.var(0, unbiased=False) if rows.shape[0] > 1 else torch.ones_like(mean)
-        return mean, var.clamp_min(1e-8)
-
-
-A = TypeVar("A", bound=type[ModelAdapter])
-
-ADAPTERS: dict[str, type[ModelAdapter]] = {}
-"""Adapter classes by model registry name."""
-
-
-def register_adapter(*names: str) -> Callable[[A], A]:
-    """Class decorator: use this adapter for models registered under ``names``.
-
-    Example:
-        >>> @register_adapter("toy")
-        ... class ToyAdapter(GenericAdapter):
-        ...     pass
-        >>> ADAPTERS.pop("toy").__name__
-        'ToyAdapter'
-    """
-
-    def deco(cls: A) -> A:
-        for name in names:
-            ADAPTERS[name] = cls
-        return cls
-
-    return deco
-
-
-def adapter_for(model: RatingModel, ctx: AdapterContext) -> ModelAdapter:
-    """The registered adapter for ``model``'s family, else :class:`GenericAdapter`."""
-    cls = ADAPTERS.get(type(model).registry_name, GenericAdapter)
-    return cls(model, ctx)
-
-
-def _solve(lhs: Tensor, rhs: Tensor) -> Tensor:
-    out: Tensor = torch.linalg.solve(lhs, rhs)
-    return out
 
 
 def check_implicit_lists(model: SVDpp) -> None:
@@ -305,7 +132,7 @@ def check_tower_inputs(tower: nn.Module, where: str) -> None:
             )
 
 
-@register_adapter("dot", "mf")
+@register_adapter("dot")
 class DotAdapter(ModelAdapter):
     """:class:`~recfit.models.DotBias` and :class:`~recfit.models.BiasedMF` (and, through
     :class:`SVDppAdapter`, :class:`~recfit.models.SVDpp`).
@@ -331,8 +158,8 @@ class DotAdapter(ModelAdapter):
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         super().__init__(model, ctx)
-        if not isinstance(model, DotBias):
-            raise ConfigError(f"expected a DotBias or BiasedMF, received {type(model).__name__}")
+        model = cast("DotBias", model)
+        self._check_stored(model)
         p = model.effective_user_factors().detach().float()
         self.item_factors = model.item_factors.detach().float()
         self.item_bias = model.item_bias.detach().float()
@@ -340,6 +167,9 @@ class DotAdapter(ModelAdapter):
         self.mu = float(model.global_mean)
         self.y_range: tuple[float, float] | None = model.y_range
         self.d = p.shape[1]
+
+    def _check_stored(self, model: DotBias) -> None:
+        """Check what the model stores besides its tables before any of it is read."""
 
     def _link(self, x: Tensor) -> Tensor:
         if self.y_range is None:
@@ -383,17 +213,17 @@ class DotAdapter(ModelAdapter):
         prec = reg / v
         if self.y_range is None:
             lhs = a.T @ (w.unsqueeze(1) * a) + torch.diag(prec)
-            return _solve(lhs, a.T @ (w * (r - c)) + prec * m).float()
+            return solve(lhs, a.T @ (w * (r - c)) + prec * m).float()
         lo, hi = self.y_range
         s = ((r - lo) / (hi - lo)).clamp(1e-3, 1 - 1e-3)
         z = torch.log(s) - torch.log1p(-s)
-        row = _solve(a.T @ (w.unsqueeze(1) * a) + torch.diag(prec), a.T @ (w * (z - c)) + prec * m)
+        row = solve(a.T @ (w.unsqueeze(1) * a) + torch.diag(prec), a.T @ (w * (z - c)) + prec * m)
         for _ in range(self.gauss_newton_steps):
             sig = torch.sigmoid(a @ row + c)
             err = r - (lo + (hi - lo) * sig)
             j = ((hi - lo) * sig * (1 - sig)).unsqueeze(1) * a
             lhs = j.T @ (w.unsqueeze(1) * j) + torch.diag(prec)
-            step = _solve(lhs, j.T @ (w * err) - prec * (row - m))
+            step = solve(lhs, j.T @ (w * err) - prec * (row - m))
             row = row + step
             if float(step.abs().max()) < 1e-7:
                 break
@@ -416,15 +246,16 @@ class SVDppAdapter(DotAdapter):
     """
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
-        if not isinstance(model, SVDpp):
-            raise ConfigError(f"expected an SVDpp, received {type(model).__name__}")
-        check_implicit_lists(model)
         super().__init__(model, ctx)
+        model = cast("SVDpp", model)
         self.explicit_rows = torch.cat(
             [model.user_factors.detach().float(), model.user_bias.detach().float()[:, None]], 1
         )
         self.implicit_factors = model.implicit_factors.detach().float()
         self.alpha = model.alpha
+
+    def _check_stored(self, model: DotBias) -> None:
+        check_implicit_lists(cast("SVDpp", model))  # they index the tables
 
     def _fold_prior(self, item_idx: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         m, v = self._prior(self.explicit_rows)
@@ -457,8 +288,7 @@ class NNAdapter(ModelAdapter):
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         super().__init__(model, ctx)
-        if not isinstance(model, EmbeddingNN):
-            raise ConfigError(f"expected an EmbeddingNN, received {type(model).__name__}")
+        model = cast("EmbeddingNN", model)
         first = model.mlp[0]
         if not isinstance(first, nn.Linear):  # pragma: no cover - EmbeddingNN always has one
             raise ConfigError(f"expected the MLP to start with a Linear layer, received {first}")
@@ -560,13 +390,12 @@ class TwoTowerAdapter(ModelAdapter):
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         super().__init__(model, ctx)
-        for side in ("query_tower", "candidate_tower"):
-            tower = getattr(model, side, None)
-            if isinstance(tower, nn.Module):
-                check_tower_inputs(tower, side)
+        tt = cast("TwoTower", model)
+        check_tower_inputs(tt.query_tower, "query_tower")
+        check_tower_inputs(tt.candidate_tower, "candidate_tower")
         with torch.inference_mode():
-            self.queries_: Tensor = model.user_vectors().float()  # type: ignore[operator]
-            self.cands_: Tensor = model.item_vectors().float()  # type: ignore[operator]
+            self.queries_: Tensor = tt.user_vectors().float()
+            self.cands_: Tensor = tt.item_vectors().float()
 
     def user_rows(self, user_idx: Tensor) -> Tensor:
         return self.queries_.index_select(0, user_idx.long())
@@ -594,33 +423,4 @@ class TwoTowerAdapter(ModelAdapter):
         prec[-1] = 1e-8
         lhs = a.T @ (w.unsqueeze(1) * a) + torch.diag(prec)
         rhs = a.T @ (w * r) + prec * torch.cat([m, torch.zeros(1, dtype=torch.float64)])
-        return _solve(lhs, rhs)[:-1].float()
-
-
-class GenericAdapter(ModelAdapter):
-    """Any :class:`~recfit.models.RatingModel`: scores through ``forward`` and ``to_rating``.
-
-    A user row is the user's index (as a ``[B, 1]`` float tensor); ``score_all`` runs
-    ``forward`` on every (user, item) pair in blocks. Similarity and fold-in raise
-    :class:`~recfit.errors.ConfigError` until the family registers its own adapter.
-    """
-
-    supports_similarity = False
-    supports_fold_in = False
-    block_pairs: ClassVar[int] = 1 << 18
-
-    def user_rows(self, user_idx: Tensor) -> Tensor:
-        return user_idx.double().unsqueeze(1)
-
-    def score_all(self, rows: Tensor) -> Tensor:
-        n = self.ctx.n_items
-        users = rows[:, 0].long()
-        per = max(1, self.block_pairs // max(1, n))
-        items = torch.arange(n)
-        out = []
-        for b0 in range(0, len(users), per):
-            u = users[b0 : b0 + per]
-            uu = u.repeat_interleave(n)
-            ii = items.repeat(len(u))
-            out.append(self.score(uu, ii).reshape(len(u), n))
-        return torch.cat(out) if out else torch.zeros(0, n)
+        return solve(lhs, rhs)[:-1].float()

@@ -37,7 +37,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from torch import Tensor
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError, DataError
 from recfit.models.dot import DotBias
+from recfit.models.registry import find_family
 
 if TYPE_CHECKING:
     from recfit.train.learner import Learner
@@ -168,11 +169,19 @@ class _Side:
             out_bias.index_copy_(0, rows, x[:, k])
 
 
-def _check(model: DotBias, data: Interactions, epochs: int, reg: float) -> None:
-    if not isinstance(model, DotBias) or not model.rows_only:
+def _check_family(model: Any) -> None:
+    """ALS trains the families that list it among their trainers (the row-wise dot
+    models: ``dot`` and ``mf``)."""
+    fam = find_family(model)
+    if fam is None or "als" not in fam.trainers:
         raise ConfigError(
-            f"expected a DotBias or BiasedMF for ALS, received {type(model).__name__}"
+            f"expected a model of a family trained by 'als' (dot, mf), received "
+            f"{type(model).__name__}" + (f" (family {fam.name!r})" if fam else "")
         )
+
+
+def _check(model: DotBias, data: Interactions, epochs: int, reg: float) -> None:
+    _check_family(model)
     if model.y_range is not None:
         raise ConfigError(
             f"expected a model without y_range for ALS (a sigmoid output has no closed-form "
@@ -353,10 +362,7 @@ def fit_als_learner(
     """
     lam = learner.reg if reg is None else float(reg)
     model = learner.model
-    if not isinstance(model, DotBias) or not model.rows_only:
-        raise ConfigError(
-            f"expected a DotBias or BiasedMF for ALS, received {type(model).__name__}"
-        )
+    _check_family(model)
     learner.model.train()
 
     spent = [0.0]
@@ -364,28 +370,14 @@ def fit_als_learner(
     def record(rec: dict[str, float]) -> None:
         t = time.perf_counter()
         sweep = len(learner.history)
-        learner.epoch, learner.train_iter = sweep, sweep + 1
-        if not math.isfinite(rec["objective"]):  # the same guard as the Learner's fits
-            raise learner._diverged("loss", sweep)
-        learner._check_weights()
-        row: dict[str, Any] = {
-            "epoch": len(learner.history),
-            "train_loss": rec["objective"],
-            "reg_loss": rec["objective"] - rec["train_mse"],
-        }
-        metrics = learner.evaluate(learner.valid) if learner.valid is not None else {}
-        row["valid_loss"] = metrics.get("loss", math.nan)
-        row["valid_reg_loss"] = metrics.get("reg_loss", math.nan)
-        for m in learner.metrics:
-            row[m] = metrics.get(m, math.nan)
-        row["lr"] = math.nan
-        row["time"] = rec["time"]
-        learner.valid_metrics = metrics
-        learner.history.append(row)
+        learner.epoch, learner.train_iter, learner.lr = sweep, sweep + 1, math.nan
+        learner.check_finite(rec["objective"])  # the same guard as the Learner's fits
+        objective = rec["objective"]
+        learner.record_epoch(objective, objective - rec["train_mse"], seconds=rec["time"])
         spent[0] += time.perf_counter() - t
 
     t0 = time.perf_counter()
-    with learner._threads():
+    with learner.threads():
         fit_als(
             model, learner.train, epochs=epochs, reg=lam, reg_exponent=reg_exponent,
             callback=record,

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from recfit.errors import CancelFitException, ConfigError, UnknownMetricError
 from recfit.metrics.registry import metric_direction
-from recfit.models.base import save_model
+from recfit.models.persist import save_model
 
 if TYPE_CHECKING:
     from recfit.train.learner import Learner

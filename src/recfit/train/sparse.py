@@ -59,6 +59,7 @@ from torch import Tensor
 
 from recfit.errors import ConfigError
 from recfit.models.dot import DotBias
+from recfit.models.registry import find_family
 from recfit.train import kernels
 from recfit.train.optim import adamw_, can_fuse, load_state, save_state
 
@@ -114,14 +115,17 @@ def scaled_lr(lr: float, bs: int, base_bs: int = 64) -> float:
 
 
 def supports_rows(model: Any) -> bool:
-    """Whether :class:`RowAdamW` can train ``model`` (the DotBias family).
+    """Whether the row-wise optimisers can train ``model``: its family says so
+    (``row_wise`` in :mod:`recfit.models.registry`: a prediction reads only its user's and
+    item's rows ``p_u``, ``b_u``, ``q_i``, ``b_i`` of a :class:`~recfit.models.DotBias`).
 
     Example:
-        >>> from recfit.models import BiasedMF
-        >>> supports_rows(BiasedMF(3, 3, 2))
-        True
+        >>> from recfit.models import BiasedMF, SVDpp
+        >>> supports_rows(BiasedMF(3, 3, 2)), supports_rows(SVDpp(3, 3, 2))
+        (True, False)
     """
-    return isinstance(model, DotBias) and model.rows_only
+    fam = find_family(model)
+    return fam is not None and fam.row_wise
 
 
 class RowOptimizer:
@@ -147,8 +151,8 @@ class RowOptimizer:
     ) -> None:
         if not supports_rows(model):
             raise ConfigError(
-                f"expected a DotBias-family model for {type(self).__name__}, "
-                f"received {type(model).__name__}"
+                f"expected a DotBias-family model (a family with row_wise: dot, mf) for "
+                f"{type(self).__name__}, received {type(model).__name__}"
             )
         self.model = model
         self.params = [model.user_factors, model.user_bias, model.item_factors, model.item_bias]
@@ -278,7 +282,7 @@ class RowOptimizer:
         in the objective (``reg · w / Σw``), or ``None``.
         """
         m = self.model
-        pu, qi, bu, bi, s = saved[:5]  # rows_only models: the user vectors are p_u
+        pu, qi, bu, bi, s = saved[:5]  # row-wise families: the user vectors are p_u
         if s is None:
             dx = d_output
         else:
