@@ -73,7 +73,9 @@ from recfit._version import __version__
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, RecfitError
 from recfit.models import base as model_base
-from recfit.models.base import MODEL_FORMAT_VERSION, RatingModel, build_model
+from recfit.models.base import RatingModel
+from recfit.models.persist import MODEL_FORMAT_VERSION
+from recfit.models.registry import build_model
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -50,13 +50,9 @@ from recfit.data.interactions import Interactions
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError, DataError, RecfitError
 from recfit.index import ExactIndex, ItemSets
-from recfit.models.base import (
-    OutputKind,
-    RatingModel,
-    build_model,
-    output_kind,
-    save_model,
-)
+from recfit.models.base import OutputKind, RatingModel, output_kind
+from recfit.models.persist import save_model
+from recfit.models.registry import build_model
 from recfit.recommender.adapters import AdapterContext, ModelAdapter, adapter_for
 from recfit.recommender.bundle import (
     BUNDLE_FORMAT,
