@@ -1,0 +1,129 @@
+"""The rating task's config: regression on the rating (dot, mf, svdpp, nn...).
+
+Example:
+    >>> cfg = RatingConfig(epochs=3)
+    >>> cfg.task, cfg.model, cfg.epochs, cfg.trainer
+    ('rating', 'auto', 3, 'sgd')
+    >>> RatingConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from recfit.config.base import BaseTrainConfig
+from recfit.models.registry import Family, family
+
+__all__ = ["AUTO_MODELS", "RatingConfig"]
+
+AUTO_MODELS: tuple[str, ...] = ("svdpp", "dot")
+"""What ``model="auto"`` resolves to: the first on the dense path, the second on the
+row-wise path or with ALS (:meth:`RatingConfig.resolve_model`)."""
+
+
+class RatingConfig(BaseTrainConfig):
+    """One rating run: every field with its default; unknown keys are rejected.
+
+    The defaults are recfit's best rating configuration: SVD++ 50 on data small enough
+    for the dense path (ml-100k; its family brings one-cycle 6 epochs with ``pct_start``
+    0.3) and DotBias 50 on the row-wise path (ml-1m and up; row-wise Adagrad with
+    :data:`~recfit.config.base.ROW_WISE_DEFAULTS`), ``y_range`` (0, 5.5), ``reg`` 0.05
+    and ``wd`` 0.05, automatic ``bs``; how each was chosen is in ``docs/defaults.md``.
+    fastai's collab configuration (DotBias 50, ``y_range`` (0, 5.5), one-cycle 5 × 5e-3,
+    ``wd`` 0.1, bs 64, dense AdamW) is ``RatingConfig(model="dot", wd=0.1, reg=0.0,
+    bs=64)`` (``recfit train --model dot --wd 0.1 --reg 0 --bs 64``).
+
+    ``bs`` 0 (default) picks the batch size from the number of training ratings
+    (:func:`recfit.train.sparse.auto_batch_size`: 64 up to 200,000 ratings, then about
+    ``n / 500`` as a power of two, at most 16,384) and scales ``lr`` by ``(bs / 64) **
+    0.4`` (:func:`recfit.train.sparse.scaled_lr`); a given ``bs`` is used as is, with
+    ``lr`` unchanged.
+
+    Example:
+        >>> RatingConfig(model="nn").applies("n_factors")
+        False
+    """
+
+    task: Literal["rating"] = "rating"
+    """The task (the union's discriminator)."""
+    model: str = "auto"
+    """auto (svdpp on the dense path, dot on the row-wise path or with ALS), dot (DotBias),
+    mf (biased MF, Surprise semantics), svdpp (DotBias plus SVD++'s implicit term), nn
+    (EmbeddingNN), or another registered rating family."""
+    n_factors: int = Field(default=50, ge=1)
+    """Embedding size of the dot models (dot, mf, svdpp)."""
+    y_range: tuple[float, float] | None = (0.0, 5.5)
+    """Output range of the scaled sigmoid (LOW,HIGH); none for a linear output."""
+    layers: tuple[int, ...] = (100,)
+    """Hidden layer sizes of the EmbeddingNN's MLP."""
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Dropout of the MLP."""
+    batch_norm: bool = True
+    """Batch normalisation in the MLP."""
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    """The training objective."""
+    opt: Literal["auto", "adam", "sgd", "momentum", "adagrad"] = "auto"
+    """auto (row-wise Adagrad when the model trains on the row-wise path: dot or mf of at
+    least recfit.train.sparse.SPARSE_MIN_PARAMS parameters, one process; else AdamW with
+    fastai's semantics), adam, sgd, momentum or adagrad."""
+    schedule: Literal["one_cycle", "constant", "cosine", "cyclic"] = "one_cycle"
+    """one_cycle (fastai's), constant, cosine or cyclic."""
+    pct_start: float = Field(default=0.25, gt=0.0, lt=1.0)
+    """Share of one-cycle steps spent warming up."""
+    reg_exponent: float = Field(default=1.0, gt=0.0, le=1.0)
+    """ALS: a row's ridge is reg * n ** reg_exponent for n the total weight of its ratings
+    (1: the Learner's objective)."""
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    """With a run directory, also save the full training state every this many optimiser
+    steps (it is always saved at epoch ends)."""
+    bf16: bool = False
+    """bfloat16 autocast of the forward pass on CUDA (an error without CUDA)."""
+
+    @field_validator("y_range", mode="before")
+    @classmethod
+    def _none_range(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() in ("none", "off", ""):
+            return None  # how TOML and the command line say "no range"
+        return v
+
+    @field_validator("y_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not v[0] < v[1]:
+            raise ValueError(f"expected y_range (low, high) with low < high, received {v}")
+        return v
+
+    @classmethod
+    def model_choices(cls) -> list[str]:
+        return ["auto", *super().model_choices()]
+
+    def candidate_families(self) -> list[Family]:
+        if self.model == "auto":
+            return [family(name) for name in AUTO_MODELS]
+        return [family(self.model)]
+
+    def _auto_model(self, big: bool) -> str:
+        if self.model != "auto":
+            return self.model
+        return AUTO_MODELS[1] if big or self.trainer == "als" else AUTO_MODELS[0]
+
+    def resolve_model(self, big: bool) -> RatingConfig:
+        """This config with ``model="auto"`` made concrete and the family's defaults
+        filling the fields that were not given (other values: unchanged).
+
+        ``big``: a DotBias of this size would train on the row-wise path
+        (:func:`recfit.runs.resolve_config`). Then, or with ``trainer="als"``, ``auto`` is
+        ``dot``; otherwise ``svdpp``, which is more accurate but has no row-wise or ALS
+        form.
+
+        Example:
+            >>> small = RatingConfig().resolve_model(big=False)
+            >>> small.model, small.epochs, RatingConfig(epochs=3).resolve_model(False).epochs
+            ('svdpp', 6, 3)
+            >>> RatingConfig().resolve_model(big=True).model
+            'dot'
+        """
+        return super().resolve_model(big)
