@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from recfit.data import movielens
-from recfit.data.split import make_split
-from recfit.train.retrieval import evaluate_popularity, t1_config, train_retrieval
+from recfit.data.sources import make_split
+from recfit.tasks.retrieval import evaluate_popularity, t1_config, train_retrieval
 
 DEPTHS = ((32,), (64, 32), (128, 64, 32))
 KERAS = {1: 0.31, 2: 0.309, 3: 0.301}
@@ -62,7 +62,7 @@ def main() -> None:
     for sizes in DEPTHS:
         accs, fits = [], []
         for seed in range(args.mse_seeds):
-            cfg = t1_config("mse", layer_sizes=sizes, epochs=args.epochs, seed=seed, n_bootstrap=0)
+            cfg = t1_config("mse", layers=sizes, epochs=args.epochs, seed=seed, n_bootstrap=0)
             res = train_retrieval(cfg, data, "random:0.2")
             accs.append(res.metrics["top_100_accuracy"])
             fits.append(res.metrics["fit_seconds"])

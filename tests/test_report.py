@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data.synthetic import synthetic
 from recfit.errors import BundleError
 from recfit.report import REFERENCES, build_report, reference_for, render_report
@@ -22,7 +22,7 @@ def synth_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "run"
     data = synthetic(3000, 60, 50, with_features=True, seed=2)
     train_run(
-        TrainConfig(model="dot", epochs=2, n_factors=8, seed=0), out, data=data, progress=False
+        RatingConfig(model="dot", epochs=2, n_factors=8, seed=0), out, data=data, progress=False
     )
     return out
 

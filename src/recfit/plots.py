@@ -1,7 +1,10 @@
-"""Matplotlib figures: loss curves, schedules, the LR finder.
+"""Matplotlib figures: loss curves, schedules, the LR finder, metrics by epoch, confusion
+matrices and seed-averaged comparisons. Every plot recfit draws lives here.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot, no global
-backend change), so they work headless; save them with ``fig.savefig(path)``.
+backend change), so they work headless; save them with ``fig.savefig(path)``. Importing
+this module imports matplotlib: modules below it import it inside the function that
+draws.
 
 Example:
     >>> fig = plot_losses([{"epoch": 0, "train_loss": 1.0, "valid_loss": 1.1},
@@ -16,9 +19,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["LRCurve", "StepValues", "plot_losses", "plot_lr_find", "plot_schedule"]
+from recfit.errors import ConfigError
+from recfit.metrics.classification import Normalize, normalize_confusion
+
+__all__ = [
+    "LRCurve",
+    "StepValues",
+    "plot_comparison",
+    "plot_confusion_matrix",
+    "plot_losses",
+    "plot_lr_find",
+    "plot_metric_by_epoch",
+    "plot_schedule",
+]
 
 
 @runtime_checkable
@@ -125,4 +143,150 @@ def plot_lr_find(result: LRCurve, skip_end: int = 5) -> Figure:
         ax.set_title("no suggestion: the loss curve is flat", fontsize=10)
         ax.text(0.02, 0.02, reason, transform=ax.transAxes, fontsize=7, wrap=True, va="bottom")
     fig.tight_layout()
+    return fig
+
+
+def plot_metric_by_epoch(
+    curves: Mapping[str, Sequence[Mapping[str, float]]], metric: str = "top_100_accuracy"
+) -> Figure:
+    """One line per label: ``metric`` against the (1-based) epoch, like keras-rs's plot.
+
+    Args:
+        curves: label → records ``{"epoch": e, metric: value, ...}`` (as in
+            :attr:`recfit.tasks.retrieval.RetrievalResult.epoch_metrics`).
+        metric: the metric to plot.
+
+    Example:
+        >>> fig = plot_metric_by_epoch({"1 layer": [{"epoch": 5, "top_100_accuracy": 0.2}]})
+        >>> fig.axes[0].get_ylabel()
+        'top_100_accuracy'
+    """
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    for label, recs in curves.items():
+        xs = [r["epoch"] for r in recs if metric in r]
+        ys = [r[metric] for r in recs if metric in r]
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_title(f"{metric} vs epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    if curves:
+        ax.legend()
+    return fig
+
+
+def _figure_axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """The given axes and their figure, or a new headless (Agg) figure of ``size``."""
+    if ax is not None:
+        return ax.get_figure(), ax  # type: ignore[return-value]
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def plot_confusion_matrix(
+    cm: Any,
+    labels: Sequence[str] | None = None,
+    normalize: Normalize | None = None,
+    *,
+    title: str | None = None,
+    ax: Axes | None = None,
+    cmap: str = "Blues",
+) -> Figure:
+    """Draw a confusion matrix (true levels as rows) as an annotated heat map.
+
+    Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend
+    change), so it works headless; save with ``fig.savefig("cm.png")``.
+
+    Args:
+        cm: a ``(K, K)`` matrix from :func:`confusion_matrix` (counts or normalised).
+        labels: tick labels, one per level (default ``0..K-1``).
+        normalize: normalise the counts first (``"true"``, ``"pred"``, ``"all"``).
+        title: figure title.
+        ax: draw into these axes instead of a new figure.
+        cmap: matplotlib colour map name.
+
+    Example:
+        >>> fig = plot_confusion_matrix([[5, 1], [2, 8]], ["1", "2"], normalize="true")
+        >>> fig.axes[0].get_xlabel()
+        'predicted'
+    """
+    m = normalize_confusion(cm, normalize)
+    k = m.shape[0]
+    names = [str(i) for i in range(k)] if labels is None else [str(x) for x in labels]
+    if len(names) != k:
+        raise ConfigError(f"expected {k} labels (one per level), received {len(names)}")
+    fig, ax = _figure_axes(ax, (1.2 + 0.6 * k, 1.0 + 0.55 * k))
+    image = ax.imshow(m, cmap=cmap, vmin=0.0, vmax=max(float(m.max(initial=0.0)), 1e-12))
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_xticks(range(k), names)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    top = float(m.max(initial=0.0))
+    integral = normalize is None and bool(np.all(m == np.round(m)))
+    for i in range(k):
+        for j in range(k):
+            v = m[i, j]
+            text = f"{v:.0f}" if integral else f"{v:.2f}"
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if top > 0 and v > 0.6 * top else "black",
+            )
+    return fig
+
+
+def plot_comparison(
+    summary: pd.DataFrame,
+    metric: str,
+    *,
+    baseline: str | None = None,
+    interval: str = "std",
+    n_seeds: int | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Bar chart of one metric per configuration with error bars (the baseline darker).
+
+    Args:
+        summary: one row per configuration, indexed by its name, with columns ``mean``
+            and ``hi`` (the upper end of the interval), as
+            :meth:`recfit.experiments.ExperimentResults.summary` gives for one metric.
+        metric: the metric's name (the y label).
+        baseline: the configuration drawn darker.
+        interval: ``"std"`` (mean ± 2σ) or ``"sem"`` (95% Student-t), for the title.
+        n_seeds: the number of seeds, for the title.
+        ax: draw into these axes instead of a new figure.
+        title: the title (default: the metric, the interval and the seeds).
+
+    Example:
+        >>> s = pd.DataFrame({"mean": [0.4, 0.5], "hi": [0.45, 0.52]}, index=["a", "b"])
+        >>> fig = plot_comparison(s, "acc", baseline="a")
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        ['a', 'b']
+    """
+    configs = [str(c) for c in summary.index]
+    fig, ax = _figure_axes(ax, (max(4.0, 1.1 * len(configs) + 1.5), 3.6))
+    means = summary["mean"].to_numpy(dtype=np.float64)
+    err = np.nan_to_num((summary["hi"] - summary["mean"]).to_numpy(dtype=np.float64))
+    colors = ["#1f4e79" if n == baseline else "#6fa8dc" for n in configs]
+    x = np.arange(len(configs))
+    ax.bar(x, means, yerr=err, capsize=5, color=colors, edgecolor="black")
+    ax.set_xticks(x, configs, rotation=20 if len(configs) > 4 else 0)
+    ax.set_ylabel(metric)
+    kind = "± 2σ, standard deviation" if interval == "std" else "95% Student-t interval"
+    seeds = f" over {n_seeds} seeds" if n_seeds is not None else ""
+    ax.set_title(title or f"{metric}: mean {kind}{seeds}")
+    for xi, m, e in zip(x, means, err, strict=True):
+        ax.annotate(
+            f"{m:.3f}", (xi, m + e), textcoords="offset points", xytext=(0, 3), ha="center",
+            fontsize=8,
+        )  # fmt: skip
     return fig

@@ -17,16 +17,18 @@ from recfit.metrics.classification import (
     balanced_accuracy,
     classification_report,
     confusion_matrix,
+    f1,
+    format_classification_report,
+    precision_recall_f1_support,
+)
+from recfit.metrics.decoding import (
     decode_argmax,
     decode_expected,
     decoding_mse,
-    f1,
-    format_classification_report,
     levels_for_scale,
-    plot_confusion_matrix,
-    precision_recall_f1_support,
     ratings_to_levels,
 )
+from recfit.plots import plot_confusion_matrix
 
 # A hand-worked example: 3 levels, 6 rows.
 #   target: 0 0 1 1 2 2 ; pred: 0 1 1 1 2 0 ; weights 1 2 1 1 3 1

@@ -9,23 +9,23 @@ import numpy as np
 import pytest
 import torch
 
+from recfit.config import RetrievalConfig
 from recfit.data import Interactions
-from recfit.data.split import make_split
+from recfit.data.sources import make_split
 from recfit.errors import ConfigError
+from recfit.models.retrieval_losses import InBatchSoftmaxLoss, RescaledMSELoss, item_counts
 from recfit.models.two_tower import CandidateTower, QueryTower, TwoTower
-from recfit.train import Learner
-from recfit.train.retrieval import (
-    InBatchSoftmaxLoss,
+from recfit.tasks.retrieval import (
+    PRESET_BASE,
     RankingMetrics,
-    RescaledMSELoss,
-    RetrievalConfig,
     compare_depths,
     evaluate_popularity,
     evaluate_vectors,
-    item_counts,
     t1_config,
+    t2_config,
     train_retrieval,
 )
+from recfit.train import Learner
 
 # ----------------------------------------------------------------------------- helpers
 Q = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
@@ -260,10 +260,11 @@ def clustered(
     return Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
 
 
-SMALL = RetrievalConfig(
-    embedding_dim=8, layer_sizes=(8,), epochs=25, bs=64, opt="adam", lr=0.02,
-    eval_ks=(5, 10), exclude_seen=True, n_bootstrap=200, temperature=0.2,
+SMALL_FIELDS = dict(
+    **PRESET_BASE, n_factors=8, layers=(8,), epochs=25, bs=64, opt="adam", lr=0.02,
+    eval_ks=(5, 10), exclude_seen=True, n_bootstrap=200,
 )  # fmt: skip
+SMALL = RetrievalConfig(**SMALL_FIELDS, temperature=0.2)
 
 
 def test_trained_model_clearly_beats_popularity() -> None:
@@ -280,7 +281,8 @@ def test_trained_model_clearly_beats_popularity() -> None:
 
 def test_mse_objective_trains_too() -> None:
     d = clustered()
-    res = train_retrieval(SMALL.replace(objective="mse", epochs=40), d, "user:0.3")
+    mse = RetrievalConfig(**{**SMALL_FIELDS, "epochs": 40}, objective="mse")  # no temperature
+    res = train_retrieval(mse, d, "user:0.3")
     pop = evaluate_popularity(
         res.split.train, res.split.test, exclude_seen=True, ks=(10,), n_bootstrap=0
     )
@@ -306,17 +308,37 @@ def test_positive_filter_before_split() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ConfigError, match="unknown keys"):
-        RetrievalConfig.from_dict({"epochs": 2, "bogus": 1})
-    with pytest.raises(ConfigError, match="objective"):
-        RetrievalConfig(objective="bpr")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="layer_sizes"):
-        RetrievalConfig(layer_sizes=())
-    with pytest.raises(ConfigError, match="temperature"):
-        RetrievalConfig(temperature=0.0)
-    cfg = RetrievalConfig(layer_sizes=(64, 32))
-    assert RetrievalConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown key"):
+        train_retrieval({"epochs": 2, "bogus": 1}, clustered())
+    for bad, name in (({"objective": "bpr"}, "objective"), ({"layers": ()}, "layers"),
+                      ({"temperature": 0.0}, "temperature")):  # fmt: skip
+        with pytest.raises(ConfigError, match=name):
+            RetrievalConfig.validated(bad)
+    cfg = RetrievalConfig(layers=(64, 32))
+    assert RetrievalConfig.model_validate_json(cfg.model_dump_json()) == cfg
     assert t1_config().user_features == ("age", "gender", "occupation", "gender_x_age")
+
+
+def test_presets_keep_their_values() -> None:
+    """T1 and T2 as benchmarks/bench_t1.py and bench_t2.py measured them (seed 0, CPU)."""
+    t1 = t1_config("mse", layers=(64, 32))
+    assert (t1.objective, t1.n_factors, t1.layers, t1.opt, t1.lr, t1.epochs, t1.bs) == (
+        "mse", 32, (64, 32), "adagrad", 0.05, 30, 1000,
+    )  # fmt: skip
+    assert (t1.item_features, t1.eval_ks, t1.relevant_min_rating, t1.exclude_seen) == (
+        ("title", "genres"), (10, 20, 100), 5.0, False,
+    )  # fmt: skip
+    assert (t1.seed, t1.device, t1.n_bootstrap, t1.schedule, t1.wd, t1.reg) == (
+        0, "cpu", 1000, "constant", 0.0, 0.0,
+    )  # fmt: skip
+    t2 = t2_config()
+    assert (t2.objective, t2.opt, t2.lr, t2.bs, t2.epochs, t2.positive_min_rating) == (
+        "softmax", "adam", 0.005, 1024, 5, 4.0,
+    )  # fmt: skip
+    assert (t2.exclude_seen, t2.relevant_min_rating, t2.seed, t2.device) == (True, None, 0, "cpu")
+    assert (t2.temperature, t2.logq, t2.n_factors, t2.layers, t2.user_features) == (
+        0.1, True, 32, (32,), None,
+    )  # fmt: skip
 
 
 def test_ranking_metrics_callback_and_compare_depths() -> None:

@@ -12,7 +12,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from recfit.data import Interactions, random_split
 from recfit.errors import ConfigError, DataError
-from recfit.metrics.classification import levels_for_scale
+from recfit.metrics.decoding import levels_for_scale
 from recfit.train.imbalance import (
     Resampled,
     class_weights,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recfit.data.checks import check_ratings, check_weights, fail_at, to_float32
 from recfit.data.vocab import Vocabulary
 from recfit.errors import ConfigError, DataError
 
@@ -113,24 +114,60 @@ class Interactions:
             items, i = Vocabulary.encode(item_ids, name="item")
         else:
             i = items.index(np.asarray(item_ids))
-        r = _as_float32(rating, "rating")
+        r = to_float32(_numeric(rating, "rating"), "rating")
         check_ratings(r, rating_scale)
         w = None
         if weight is not None:
-            w = _as_float32(weight, "weight")
+            w = to_float32(_numeric(weight, "weight"), "weight")
             check_weights(w)
+        return cls.from_indices(
+            u, i, r, users, items,
+            weight=w, timestamp=timestamp, rating_scale=rating_scale, name=name,
+        )  # fmt: skip
+
+    @classmethod
+    def from_indices(
+        cls,
+        user: np.ndarray,
+        item: np.ndarray,
+        rating: np.ndarray,
+        users: Vocabulary,
+        items: Vocabulary,
+        *,
+        weight: np.ndarray | None = None,
+        timestamp: Any = None,
+        user_features: pd.DataFrame | None = None,
+        item_features: pd.DataFrame | None = None,
+        rating_scale: tuple[float, float] | None = None,
+        name: str = "ratings",
+        meta: dict[str, Any] | None = None,
+    ) -> Interactions:
+        """Build from checked index arrays and their vocabularies; ``timestamp`` (epoch
+        seconds) is stored as offsets from its minimum (see :func:`encode_time`).
+
+        Example:
+            >>> users, items = Vocabulary(["a", "b"]), Vocabulary([7])
+            >>> d = Interactions.from_indices(np.array([0, 1], np.int32), np.zeros(2, np.int32),
+            ...                               np.ones(2, np.float32), users, items,
+            ...                               timestamp=[100, 160])
+            >>> d.timestamp.tolist(), d.time_origin
+            ([100, 160], 100)
+        """
         offset, origin = (None, 0) if timestamp is None else encode_time(np.asarray(timestamp))
         return cls(
-            user=u,
-            item=i,
-            rating=r,
+            user=user,
+            item=item,
+            rating=rating,
             users=users,
             items=items,
-            weight=w,
+            weight=weight,
             time_offset=offset,
             time_origin=origin,
+            user_features=user_features,
+            item_features=item_features,
             rating_scale=rating_scale,
             name=name,
+            meta={} if meta is None else meta,
         )
 
     # ------------------------------------------------------------------ views
@@ -208,7 +245,7 @@ class Interactions:
         """A copy whose rows carry ``weight`` (``None`` removes weights)."""
         if weight is None:
             return replace(self, weight=None)
-        w = _as_float32(weight, "weight")
+        w = to_float32(_numeric(weight, "weight"), "weight")
         check_weights(w)
         return replace(self, weight=w)
 
@@ -278,79 +315,22 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
-def _as_float32(values: Any, column: str) -> np.ndarray:
+def _numeric(values: Any, column: str) -> np.ndarray:
+    """``values`` as a numeric array; the first value that is no number is an error."""
     arr = np.asarray(values)
-    if arr.dtype.kind not in "iuf":
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            bad_row = _first_non_numeric(arr)
-            raise DataError(
-                f"expected numbers, received {arr[bad_row]!r}", row=bad_row, column=column
-            ) from None
-    if arr.dtype == np.float32:
+    if arr.dtype.kind in "iuf":
         return arr
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        out = arr.astype(np.float32)
-        bad = (np.isinf(out) & np.isfinite(arr)) | ((out == 0) & (arr != 0))
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(
-            f"expected values that float32 holds (|x| <= 3.4e38, and 0 or |x| >= 1.4e-45), "
-            f"received {arr[row]!r} (it would become {float(out[row])!r})",
-            row=row,
-            column=column,
-        )
-    return out
-
-
-def _first_non_numeric(arr: np.ndarray) -> int:
-    for i, v in enumerate(arr.tolist()):
-        try:
-            float(v)
-        except (TypeError, ValueError):
-            return i
-    return 0
-
-
-def check_ratings(
-    r: np.ndarray, scale: tuple[float, float] | None, *, file: str | None = None
-) -> None:
-    """Raise :class:`DataError` at the first non-finite or out-of-scale rating."""
-    bad = ~np.isfinite(r)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(
-            f"expected finite numeric ratings, received {r[row]!r} in {int(bad.sum())} rows",
-            file=file,
-            row=row,
-            column="rating",
-        )
-    if scale is not None and len(r):
-        lo, hi = scale
-        out = (r < lo) | (r > hi)
-        if out.any():
-            row = int(np.argmax(out))
-            raise DataError(
-                f"expected ratings in [{lo:g}, {hi:g}], received {float(r[row]):g} "
-                f"({int(out.sum())} rows outside)",
-                file=file,
-                row=row,
-                column="rating",
-            )
-
-
-def check_weights(w: np.ndarray, *, file: str | None = None) -> None:
-    """Raise :class:`DataError` at the first non-finite or negative weight."""
-    bad = ~np.isfinite(w) | (w < 0)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(
-            f"expected finite non-negative weights, received {w[row]!r}",
-            file=file,
-            row=row,
-            column="weight",
-        )
+    try:
+        return arr.astype(np.float64)
+    except (TypeError, ValueError):
+        bad = np.zeros(len(arr), dtype=bool)
+        for k, v in enumerate(arr.tolist()):
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                bad[k] = True
+        fail_at(bad, lambda row: f"expected numbers, received {arr[row]!r}", column=column)
+        raise DataError(f"expected numbers, received dtype {arr.dtype}", column=column) from None
 
 
 def encode_time(ts: np.ndarray) -> tuple[np.ndarray, int]:

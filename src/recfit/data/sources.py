@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recfit.data.duplicates import DuplicatePolicy
 from recfit.data.grouplens import (
     DATASETS,
     PREDEFINED_SPLITS,
@@ -14,11 +15,11 @@ from recfit.data.grouplens import (
     release_folder,
 )
 from recfit.data.interactions import Interactions
-from recfit.data.io import DuplicatePolicy, load
-from recfit.data.split import ColdPolicy, Split, make_split
+from recfit.data.io import load
+from recfit.data.split import ColdPolicy, Split, split_by_spec
 from recfit.errors import ConfigError
 
-__all__ = ["load_dataset", "split_dataset"]
+__all__ = ["load_dataset", "make_split", "split_dataset"]
 
 _FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".gz", ".bz2", ".zip", ".xz", ".zst")
 
@@ -93,7 +94,7 @@ def _only_rating_file(folder: Path) -> Path:
     return files[0]
 
 
-def split_dataset(
+def make_split(
     data: Interactions,
     spec: str,
     *,
@@ -101,15 +102,36 @@ def split_dataset(
     cold: ColdPolicy = "keep",
     data_dir: str | Path | None = None,
 ) -> Split:
-    """Split ``data`` by ``spec``; ``u1``…``u5``, ``ua``, ``ub`` name ml-100k's own splits.
+    """Split ``data`` by ``spec``: ``random:F``, ``user:F``, ``temporal:F``, ``last:K``,
+    ``kfold:K:J`` (see :mod:`recfit.data.split`), or ml-100k's own ``u1`` … ``u5``,
+    ``ua``, ``ub``.
+
+    A predefined split reads ``<spec>.base`` and ``<spec>.test`` from the folder the
+    data was loaded from (``data.meta["folder"]``), else from ``data_dir`` as for
+    :func:`recfit.data.movielens`.
 
     Raises:
         ConfigError: a predefined split asked of data other than ml-100k, or a bad spec.
+        DataError: a predefined split's files are missing or do not match the data.
+
+    Example:
+        >>> d = Interactions.from_arrays(range(10), range(10), [4.0] * 10)
+        >>> make_split(d, "random:0.2", seed=0).summary()["test"]
+        2
+        >>> make_split(d, "u1")
+        Traceback (most recent call last):
+        ...
+        recfit.errors.ConfigError: expected ml-100k (loaded with recfit.data.movielens) for the predefined split 'u1', received data named 'ratings'
     """
     if spec in PREDEFINED_SPLITS:
         if data.name != "ml-100k":
             raise ConfigError(
-                f"expected ml-100k for the predefined split {spec!r}, received {data.name!r}"
+                f"expected ml-100k (loaded with recfit.data.movielens) for the predefined "
+                f"split {spec!r}, received data named {data.name!r}"
             )
         return predefined_split("ml-100k", spec, data_dir, data=data).with_cold(cold)
-    return make_split(data, spec, seed=seed, cold=cold)
+    return split_by_spec(data, spec, seed=seed, cold=cold)
+
+
+split_dataset = make_split
+"""The name run configurations and the command line have used for :func:`make_split`."""

@@ -8,7 +8,8 @@ Users or items in the test part that never occur in the training part ("cold" ro
 follow a policy: ``cold="keep"`` keeps them and counts them; ``cold="drop"`` moves
 them out of the test part and counts them (they are reported, never silently lost).
 
-Specs understood by :func:`make_split`:
+Specs understood by :func:`split_by_spec` (and by :func:`recfit.data.make_split`, which
+also takes ml-100k's predefined ``u1`` … ``u5``, ``ua``, ``ub``):
 
 ====================  ==========================================================
 ``random:0.2``        20% of ratings at random
@@ -35,9 +36,9 @@ __all__ = [
     "Split",
     "kfold",
     "leave_last_k",
-    "make_split",
     "per_user_split",
     "random_split",
+    "split_by_spec",
     "split_from_pairs",
     "temporal_split",
 ]
@@ -313,12 +314,14 @@ def split_from_pairs(
     return _finish(data, tr, te, name, cold)
 
 
-def make_split(data: Interactions, spec: str, *, seed: int = 0, cold: ColdPolicy = "keep") -> Split:
+def split_by_spec(
+    data: Interactions, spec: str, *, seed: int = 0, cold: ColdPolicy = "keep"
+) -> Split:
     """Split by a spec string (see the module docs): ``random:0.2``, ``kfold:5:0``, ...
 
     Example:
         >>> d = Interactions.from_arrays(np.arange(10), np.arange(10), np.ones(10))
-        >>> make_split(d, "random:0.2", seed=0).summary()["test"]
+        >>> split_by_spec(d, "random:0.2", seed=0).summary()["test"]
         2
     """
     kind, _, rest = spec.partition(":")
@@ -347,6 +350,6 @@ def make_split(data: Interactions, spec: str, *, seed: int = 0, cold: ColdPolicy
             raise ConfigError(f"expected a fold in [0, {k - 1}], received {j} in {spec!r}")
         return kfold(data, k, seed=seed, cold=cold)[j]
     raise ConfigError(
-        "expected a split spec random:F, user:F, temporal:F, last:K or kfold:K:J, "
-        f"received {spec!r}"
+        "expected a split spec random:F, user:F, temporal:F, last:K or kfold:K:J "
+        f"(or ml-100k's u1..u5, ua, ub through recfit.data.make_split), received {spec!r}"
     )

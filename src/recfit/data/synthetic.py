@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recfit.data.checks import check_rating_scale
 from recfit.data.interactions import Interactions
-from recfit.data.io import write_parquet
+from recfit.data.parquet import write_parquet
 from recfit.data.vocab import Vocabulary
 from recfit.errors import ConfigError
 
@@ -293,13 +294,10 @@ def _check_params(
     for pname, a in (("user_alpha", user_alpha), ("item_alpha", item_alpha)):
         if not (math.isfinite(a) and 0 <= a <= 5):
             raise ConfigError(f"expected {pname} in [0, 5], received {a!r}")
-    try:
-        lo, hi = (float(v) for v in rating_scale)
-    except (TypeError, ValueError):
-        raise ConfigError(f"expected rating_scale=(low, high), received {rating_scale!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ConfigError(f"expected rating_scale with low < high, received {rating_scale!r}")
-    return lo, hi
+    scale = check_rating_scale(rating_scale)
+    if scale is None:
+        raise ConfigError("expected rating_scale=(low, high), received None")
+    return scale
 
 
 # ---------------------------------------------------------------------- popularity

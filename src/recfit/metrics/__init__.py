@@ -1,7 +1,10 @@
 """Metrics: pure functions of (prediction, target, weight) aggregated over the whole set.
 
 - :mod:`recfit.metrics.rating`: mse, rmse, mae, r2 in the original rating units.
-- :mod:`recfit.metrics.classification`: accuracy, F1, confusion matrix, rating decodings.
+- :mod:`recfit.metrics.classification`: accuracy, F1, confusion matrix over rating levels.
+- :mod:`recfit.metrics.decoding`: rating grids, ratings as levels, level probabilities
+  decoded back to ratings.
+- :mod:`recfit.metrics.levels`: metrics of predicted level distributions; any metric by name.
 - :mod:`recfit.metrics.ranking`: top-k accuracy, recall/precision/NDCG/MAP@k, MRR, hit rate.
 - :mod:`recfit.metrics.registry`: every metric's direction (higher or lower is better) and
   kind (rating, levels, ranking, loss, cost), read by every consumer.
@@ -13,17 +16,23 @@ from recfit.metrics.classification import (
     balanced_accuracy,
     classification_report,
     confusion_matrix,
+    f1,
+    format_classification_report,
+    normalize_confusion,
+    precision_recall_f1_support,
+)
+from recfit.metrics.decoding import (
     decode_argmax,
     decode_expected,
     decoding_mse,
-    f1,
-    format_classification_report,
     levels_for_scale,
-    plot_confusion_matrix,
-    precision_recall_f1_support,
     ratings_to_levels,
 )
-from recfit.metrics.levels import LEVEL_METRICS, get_metric, is_level_metric
+from recfit.metrics.levels import (
+    LEVEL_METRICS,
+    get_metric,
+    is_level_metric,
+)
 from recfit.metrics.ranking import (
     RANKING_METRICS,
     hit_rate_at_k,
@@ -36,8 +45,20 @@ from recfit.metrics.ranking import (
     recall_at_k,
     top_k_accuracy,
 )
-from recfit.metrics.rating import METRICS, higher_is_better, mae, mse, r2, rmse
-from recfit.metrics.registry import MetricInfo, is_better, metric_direction, metric_info
+from recfit.metrics.rating import (
+    METRICS,
+    higher_is_better,
+    mae,
+    mse,
+    r2,
+    rmse,
+)
+from recfit.metrics.registry import (
+    MetricInfo,
+    is_better,
+    metric_direction,
+    metric_info,
+)
 
 __all__ = [
     "LEVEL_METRICS",
@@ -67,8 +88,8 @@ __all__ = [
     "mrr",
     "mse",
     "ndcg_at_k",
+    "normalize_confusion",
     "per_query_metrics",
-    "plot_confusion_matrix",
     "precision_at_k",
     "precision_recall_f1_support",
     "r2",

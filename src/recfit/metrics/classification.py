@@ -1,7 +1,9 @@
-"""Classification metrics over rating levels, and decoding class probabilities to ratings.
+"""Classification metrics over rating levels.
 
 Ratings treated as classes are *levels* ``0..K-1`` on a grid of rating values
-(:func:`levels_for_scale`: 5 levels for 1..5 stars, 10 for half stars 0.5..5).
+(:func:`recfit.metrics.decoding.levels_for_scale`: 5 levels for 1..5 stars, 10 for half
+stars 0.5..5; :mod:`recfit.metrics.decoding` also turns level probabilities back into
+ratings).
 Every metric is a pure numpy function of ``(pred, target, weight)``:
 
 * weights count everywhere: a count is a sum of weights, and a ratio is
@@ -12,11 +14,6 @@ Every metric is a pure numpy function of ``(pred, target, weight)``:
   (the scikit-learn convention).
 
 A set whose weights sum to 0 has no accuracy: ratio metrics return ``nan`` then.
-
-Decoding: :func:`decode_argmax` picks the most likely level; :func:`decode_expected`
-takes the expected rating under the predicted distribution; :func:`decoding_mse`
-reports the MSE / RMSE of both in stars, so a classifier compares with regression
-models.
 
 Example:
     >>> pred, target = np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2])
@@ -29,16 +26,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from recfit.data.checks import row_weights
 from recfit.errors import ConfigError, DataError
-from recfit.metrics.rating import mse
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 __all__ = [
     "PRFS",
@@ -48,15 +41,10 @@ __all__ = [
     "balanced_accuracy",
     "classification_report",
     "confusion_matrix",
-    "decode_argmax",
-    "decode_expected",
-    "decoding_mse",
     "f1",
     "format_classification_report",
-    "levels_for_scale",
-    "plot_confusion_matrix",
+    "normalize_confusion",
     "precision_recall_f1_support",
-    "ratings_to_levels",
 ]
 
 Average = Literal["macro", "weighted"]
@@ -93,27 +81,12 @@ def _labels_array(values: Any, name: str) -> np.ndarray:
     return out
 
 
-def _weights(weight: Any, n: int) -> np.ndarray:
-    if weight is None:
-        return np.ones(n, dtype=np.float64)
-    w = np.asarray(weight, dtype=np.float64)
-    if w.ndim != 1 or len(w) != n:
-        raise DataError(f"expected {n} weights, received shape {w.shape}", column="weight")
-    bad = ~np.isfinite(w) | (w < 0)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(
-            f"expected finite non-negative weights, received {w[row]!r}", row=row, column="weight"
-        )
-    return w
-
-
 def _prepare(pred: Any, target: Any, weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = _labels_array(pred, "pred")
     t = _labels_array(target, "target")
     if len(p) != len(t):
         raise DataError(f"expected {len(t)} predictions (one per target), received {len(p)}")
-    return p, t, _weights(weight, len(t))
+    return p, t, row_weights(weight, len(t))
 
 
 def _present_labels(p: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -204,14 +177,28 @@ def confusion_matrix(
                     column=name,
                 )
     cm = np.bincount(t * k + p, weights=w, minlength=k * k).reshape(k, k)
+    return normalize_confusion(cm, normalize)
+
+
+def normalize_confusion(cm: Any, normalize: Normalize | None) -> np.ndarray:
+    """A confusion matrix as is (``None``), or with rows (``"true"``), columns
+    (``"pred"``) or the whole matrix (``"all"``) summing to 1; empty ones stay 0.
+
+    Example:
+        >>> normalize_confusion([[1.0, 3.0], [0.0, 0.0]], "true").tolist()
+        [[0.25, 0.75], [0.0, 0.0]]
+    """
+    m = np.asarray(cm, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise DataError(f"expected a square matrix, received shape {m.shape}", column="cm")
     if normalize is None:
-        return cm
+        return m
     if normalize == "true":
-        return _ratio(cm, cm.sum(axis=1, keepdims=True), 0.0)
+        return _ratio(m, m.sum(axis=1, keepdims=True), 0.0)
     if normalize == "pred":
-        return _ratio(cm, cm.sum(axis=0, keepdims=True), 0.0)
+        return _ratio(m, m.sum(axis=0, keepdims=True), 0.0)
     if normalize == "all":
-        return _ratio(cm, np.full_like(cm, cm.sum()), 0.0)
+        return _ratio(m, np.full_like(m, m.sum()), 0.0)
     raise ConfigError(f"expected normalize None, 'true', 'pred' or 'all', received {normalize!r}")
 
 
@@ -420,229 +407,3 @@ def format_classification_report(report: dict[str, Any], digits: int = 3) -> str
     lines.append(row("macro avg", report["macro avg"]))
     lines.append(row("weighted avg", report["weighted avg"]))
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- rating levels
-def levels_for_scale(scale: tuple[float, float] = (1.0, 5.0), step: float = 1.0) -> np.ndarray:
-    """The rating values of the levels of a scale, lowest first.
-
-    Args:
-        scale: ``(lowest, highest)`` rating.
-        step: distance between neighbouring ratings (1 for stars, 0.5 for half stars).
-
-    Returns:
-        A ``float64`` array; level ``i`` stands for rating ``levels[i]``.
-
-    Example:
-        >>> levels_for_scale((1, 5)).tolist()
-        [1.0, 2.0, 3.0, 4.0, 5.0]
-        >>> len(levels_for_scale((0.5, 5), step=0.5))
-        10
-    """
-    lo, hi = float(scale[0]), float(scale[1])
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        raise ConfigError(f"expected a scale (low, high) with low < high, received {scale!r}")
-    if not (np.isfinite(step) and step > 0):
-        raise ConfigError(f"expected step > 0, received {step!r}")
-    n = (hi - lo) / step
-    if abs(n - round(n)) > 1e-9 * max(1.0, n):
-        raise ConfigError(
-            f"expected (high - low) to be a multiple of step, received scale {scale!r}, step {step!r}"
-        )
-    return lo + step * np.arange(round(n) + 1, dtype=np.float64)
-
-
-def _check_grid(levels: Any) -> np.ndarray:
-    grid = np.asarray(levels, dtype=np.float64)
-    if grid.ndim != 1 or len(grid) < 2 or not np.isfinite(grid).all():
-        raise ConfigError(f"expected a 1-d grid of at least 2 finite ratings, received {levels!r}")
-    if (np.diff(grid) <= 0).any():
-        raise ConfigError(f"expected strictly increasing rating levels, received {grid.tolist()}")
-    return grid
-
-
-def ratings_to_levels(ratings: Any, levels: Any) -> np.ndarray:
-    """Map ratings to level indices on the grid ``levels`` (exactly, up to float32 rounding).
-
-    Raises:
-        DataError: a rating is not on the grid (with its row).
-
-    Example:
-        >>> ratings_to_levels([5.0, 1.0, 3.0], levels_for_scale((1, 5))).tolist()
-        [4, 0, 2]
-    """
-    grid = _check_grid(levels)
-    r = np.asarray(ratings, dtype=np.float64)
-    if r.ndim != 1:
-        raise DataError(f"expected a 1-d array of ratings, received {r.ndim}-d", column="rating")
-    idx = np.clip(np.searchsorted(grid, r), 1, len(grid) - 1)
-    left, right = grid[idx - 1], grid[idx]
-    idx = np.where(np.abs(r - left) <= np.abs(right - r), idx - 1, idx)
-    tol = 1e-6 * np.maximum(1.0, np.abs(grid[idx]))
-    off = ~(np.abs(r - grid[idx]) <= tol)  # also catches nan
-    if off.any():
-        row = int(np.argmax(off))
-        raise DataError(
-            f"expected ratings on the grid {grid.tolist()}, received {float(r[row])!r}",
-            row=row,
-            column="rating",
-        )
-    return idx.astype(np.int64)
-
-
-def _check_probs(probs: Any, grid: np.ndarray) -> np.ndarray:
-    pr = np.asarray(probs, dtype=np.float64)
-    if pr.ndim != 2 or pr.shape[1] != len(grid):
-        raise DataError(
-            f"expected probabilities of shape (n, {len(grid)}), received {pr.shape}",
-            column="probs",
-        )
-    bad = ~np.isfinite(pr).all(axis=1) | (pr < 0).any(axis=1) | (np.abs(pr.sum(axis=1) - 1) > 1e-3)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(
-            "expected non-negative probabilities summing to 1 per row (softmax the logits "
-            f"first), received {pr[row].tolist()}",
-            row=row,
-            column="probs",
-        )
-    return pr
-
-
-def decode_argmax(probs: Any, levels: Any) -> np.ndarray:
-    """The rating of the most likely level of each row (ties: the lowest level).
-
-    Example:
-        >>> decode_argmax([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]], [1.0, 2.0, 3.0]).tolist()
-        [2.0, 1.0]
-    """
-    grid = _check_grid(levels)
-    pr = _check_probs(probs, grid)
-    out: np.ndarray = grid[np.argmax(pr, axis=1)]
-    return out
-
-
-def decode_expected(probs: Any, levels: Any) -> np.ndarray:
-    """The expected rating of each row under its predicted level distribution.
-
-    Example:
-        >>> decode_expected([[0.1, 0.6, 0.3], [0.5, 0.0, 0.5]], [1.0, 2.0, 3.0]).round(6).tolist()
-        [2.2, 2.0]
-    """
-    grid = _check_grid(levels)
-    pr = _check_probs(probs, grid)
-    out: np.ndarray = pr @ grid
-    return out
-
-
-def decoding_mse(probs: Any, levels: Any, target: Any, weight: Any = None) -> dict[str, float]:
-    """MSE and RMSE, in rating units, of the argmax and the expected-rating decodings.
-
-    Args:
-        probs: predicted level probabilities, shape ``(n, K)``.
-        levels: the rating of each level (``K`` values).
-        target: true ratings (not level indices), shape ``(n,)``.
-        weight: optional row weights.
-
-    Returns:
-        ``{"mse_argmax", "rmse_argmax", "mse_expected", "rmse_expected"}``
-        (``nan`` when the weights sum to 0).
-
-    Example:
-        >>> m = decoding_mse([[0.2, 0.8], [0.6, 0.4]], [1.0, 2.0], [2.0, 2.0])
-        >>> m["mse_argmax"], round(m["mse_expected"], 6)
-        (0.5, 0.2)
-    """
-    t = np.asarray(target, dtype=np.float64)
-    if t.ndim != 1:
-        raise DataError(f"expected 1-d target ratings, received {t.ndim}-d", column="target")
-    pa, pe = decode_argmax(probs, levels), decode_expected(probs, levels)
-    if len(t) != len(pa):
-        raise DataError(f"expected {len(pa)} target ratings (one per row), received {len(t)}")
-    w = _weights(weight, len(t))
-    out: dict[str, float] = {}
-    for name, p in (("argmax", pa), ("expected", pe)):
-        err = mse(p, t, w)
-        out[f"mse_{name}"] = err
-        out[f"rmse_{name}"] = float(np.sqrt(err))
-    return out
-
-
-# --------------------------------------------------------------------------- plot
-def plot_confusion_matrix(
-    cm: Any,
-    labels: Sequence[str] | None = None,
-    normalize: Normalize | None = None,
-    *,
-    title: str | None = None,
-    ax: Axes | None = None,
-    cmap: str = "Blues",
-) -> Figure:
-    """Draw a confusion matrix (true levels as rows) as an annotated heat map.
-
-    Uses matplotlib's object API with the Agg canvas (no pyplot, no global backend
-    change), so it works headless; save with ``fig.savefig("cm.png")``.
-
-    Args:
-        cm: a ``(K, K)`` matrix from :func:`confusion_matrix` (counts or normalised).
-        labels: tick labels, one per level (default ``0..K-1``).
-        normalize: normalise the counts first (``"true"``, ``"pred"``, ``"all"``).
-        title: figure title.
-        ax: draw into these axes instead of a new figure.
-        cmap: matplotlib colour map name.
-
-    Example:
-        >>> fig = plot_confusion_matrix([[5, 1], [2, 8]], ["1", "2"], normalize="true")
-        >>> fig.axes[0].get_xlabel()
-        'predicted'
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    m = np.asarray(cm, dtype=np.float64)
-    if m.ndim != 2 or m.shape[0] != m.shape[1]:
-        raise DataError(f"expected a square matrix, received shape {m.shape}", column="cm")
-    k = m.shape[0]
-    if normalize == "true":
-        m = _ratio(m, m.sum(axis=1, keepdims=True), 0.0)
-    elif normalize == "pred":
-        m = _ratio(m, m.sum(axis=0, keepdims=True), 0.0)
-    elif normalize == "all":
-        m = _ratio(m, np.full_like(m, m.sum()), 0.0)
-    elif normalize is not None:
-        raise ConfigError(
-            f"expected normalize None, 'true', 'pred' or 'all', received {normalize!r}"
-        )
-    names = [str(i) for i in range(k)] if labels is None else [str(x) for x in labels]
-    if len(names) != k:
-        raise ConfigError(f"expected {k} labels (one per level), received {len(names)}")
-    if ax is None:
-        fig = Figure(figsize=(1.2 + 0.6 * k, 1.0 + 0.55 * k), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-    else:
-        fig = ax.get_figure()  # type: ignore[assignment]
-    image = ax.imshow(m, cmap=cmap, vmin=0.0, vmax=max(float(m.max(initial=0.0)), 1e-12))
-    fig.colorbar(image, ax=ax, shrink=0.8)
-    ax.set_xticks(range(k), names)
-    ax.set_yticks(range(k), names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if title:
-        ax.set_title(title)
-    top = float(m.max(initial=0.0))
-    integral = normalize is None and bool(np.all(m == np.round(m)))
-    for i in range(k):
-        for j in range(k):
-            v = m[i, j]
-            text = f"{v:.0f}" if integral else f"{v:.2f}"
-            ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if top > 0 and v > 0.6 * top else "black",
-            )
-    return fig

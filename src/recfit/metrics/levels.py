@@ -19,14 +19,8 @@ from typing import Any
 import numpy as np
 
 from recfit.errors import ConfigError, DataError
-from recfit.metrics.classification import (
-    accuracy,
-    balanced_accuracy,
-    decode_argmax,
-    decode_expected,
-    f1,
-    ratings_to_levels,
-)
+from recfit.metrics.classification import accuracy, balanced_accuracy, f1
+from recfit.metrics.decoding import decode_argmax, decode_expected, ratings_to_levels
 from recfit.metrics.rating import METRICS, Metric, mse
 
 __all__ = [

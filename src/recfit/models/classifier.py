@@ -43,10 +43,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from recfit.errors import ConfigError
-from recfit.metrics.classification import levels_for_scale
-from recfit.models.base import Batch, RatingModel
+from recfit.metrics.decoding import levels_for_scale
+from recfit.models.base import Batch
 from recfit.models.dot import _trunc_normal
-from recfit.models.mlp import emb_sz_rule, hidden_layers
+from recfit.models.mlp import EmbeddingBody
 from recfit.models.registry import Family, register_family, sized_build
 
 __all__ = ["Decode", "Head", "LevelModel", "RatingClassifier", "levels_for_data"]
@@ -84,7 +84,7 @@ def _check_levels(levels: Any) -> list[float]:
     return grid
 
 
-class RatingClassifier(RatingModel):
+class RatingClassifier(EmbeddingBody):
     """Embeddings → MLP → one output per rating level (softmax or ordinal head).
 
     Args:
@@ -133,51 +133,20 @@ class RatingClassifier(RatingModel):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        for name, v in (("n_users", n_users), ("n_items", n_items)):
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"expected {name} an integer >= 1, received {v!r}")
         if head not in ("softmax", "ordinal"):
             raise ConfigError(f"expected head 'softmax' or 'ordinal', received {head!r}")
         if decode not in ("expected", "argmax"):
             raise ConfigError(f"expected decode 'expected' or 'argmax', received {decode!r}")
         grid = _check_levels(levels)
-        sizes = (
-            [emb_sz_rule(n_users), emb_sz_rule(n_items)]
-            if emb_sizes is None
-            else [int(s) for s in emb_sizes]
-        )
-        if len(sizes) != 2 or min(sizes) < 1:
-            raise ConfigError(f"expected emb_sizes (user, item) >= 1, received {emb_sizes!r}")
-        hidden = [int(n) for n in layers]
-        if any(n < 1 for n in hidden):
-            raise ConfigError(f"expected hidden layer sizes >= 1, received {list(layers)!r}")
-        drops = (
-            [float(dropout)] * len(hidden)
-            if isinstance(dropout, int | float)
-            else [float(p) for p in dropout]
-        )
-        if len(drops) != len(hidden):
-            raise ConfigError(
-                f"expected {len(hidden)} dropout values (one per layer), received {len(drops)}"
-            )
-        self.n_users, self.n_items, self.levels = n_users, n_items, grid
-        self.n_levels = len(grid)
-        self.emb_sizes = [(n_users, sizes[0]), (n_items, sizes[1])]
-        self.layers_, self.dropout_, self.emb_dropout = hidden, drops, float(emb_dropout)
-        self.batch_norm, self.head_kind, self.decode, self.seed = batch_norm, head, decode, seed
-        self.biases = bool(biases)
         if not isinstance(n_factors, int) or n_factors < 0:
             raise ConfigError(f"expected n_factors an integer >= 0, received {n_factors!r}")
-        self.n_factors = n_factors
+        self.levels, self.n_levels, self.n_factors = grid, len(grid), n_factors
+        self.head_kind, self.decode, self.biases = head, decode, bool(biases)
         self.register_buffer("level_values", torch.tensor(grid, dtype=torch.float32), False)
-        g = torch.Generator().manual_seed(seed)
-        self.user_emb = nn.Parameter(_trunc_normal((n_users, sizes[0]), 0.01, g))
-        self.item_emb = nn.Parameter(_trunc_normal((n_items, sizes[1]), 0.01, g))
-        self.emb_drop = nn.Dropout(emb_dropout)
+        args = (n_users, n_items, emb_sizes, layers, dropout, emb_dropout, batch_norm, seed)
         k = len(grid)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            mods, n_in = hidden_layers(sizes[0] + sizes[1], hidden, drops, batch_norm)
+            mods, n_in, g = self._init_body(*args)
             self.body = nn.Sequential(*mods)
             n_in += n_factors
             self.out = nn.Linear(n_in, k if head == "softmax" else 1, bias=head == "softmax")
@@ -227,7 +196,7 @@ class RatingClassifier(RatingModel):
         """The vector of each row, shape ``[B, feature_dim]``: the concatenated user and
         item embeddings, then (with ``biases``) the user and item bias columns."""
         u, i = batch["user"], batch["item"]
-        parts = [self.user_emb.index_select(0, u), self.item_emb.index_select(0, i)]
+        parts = self.embeddings(batch)
         if self.biases:
             parts += [self.user_bias.index_select(0, u), self.item_bias.index_select(0, i)]
         if self.n_factors:

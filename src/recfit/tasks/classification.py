@@ -1,6 +1,6 @@
 """Training a rating classifier with a class-imbalance strategy, and reporting on it.
 
-:func:`fit_classifier` builds a :class:`~recfit.models.RatingClassifier`, applies one
+:func:`train_classifier` builds a :class:`~recfit.models.RatingClassifier`, applies one
 strategy of :mod:`recfit.train.imbalance` to the **training rows only** (the validation
 rows are passed through untouched, so resampling never leaks into evaluation) and trains it:
 
@@ -32,7 +32,7 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> d = Interactions.from_arrays(rng.integers(0, 20, 300), rng.integers(0, 30, 300),
     ...                              rng.choice([1, 2, 3, 4, 5], 300, p=[.1, .1, .2, .3, .3]))
-    >>> res = fit_classifier(d.take(np.arange(240)), d.take(np.arange(240, 300)),
+    >>> res = train_classifier(d.take(np.arange(240)), d.take(np.arange(240, 300)),
     ...                      strategy="oversample", epochs=1, layers=(8,), seed=0)
     >>> res.resampled.counts_after[1.0] == res.resampled.counts_after[4.0]
     True
@@ -48,42 +48,48 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from recfit.config import ClassificationConfig
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
 from recfit.metrics.classification import (
     classification_report,
     confusion_matrix,
     format_classification_report,
-    plot_confusion_matrix,
-    ratings_to_levels,
 )
+from recfit.metrics.decoding import ratings_to_levels
 from recfit.models.classifier import LevelModel, RatingClassifier, levels_for_data
+from recfit.tasks.common import early_stopping, register_task
 from recfit.train.batches import TensorData
-from recfit.train.callbacks import Callback
+from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.imbalance import ClassWeightMode, ImbalanceStrategy, Resampled, resample
 from recfit.train.learner import Learner
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from recfit.data.split import Split
+
 __all__ = [
     "STRATEGIES",
+    "ClassificationTask",
     "ClassifierFit",
     "SyntheticRows",
     "classification_metrics",
     "classification_report_for",
-    "fit_classifier",
-    "fit_classifier_config",
+    "train_classifier",
     "write_classification_report",
 ]
 
 _SUMMARY_KEYS = ("macro avg", "weighted avg")
 
 STRATEGIES: tuple[str, ...] = ("none", "class_weights", "undersample", "oversample", "smote")
-"""The imbalance strategies :func:`fit_classifier` understands."""
+"""The imbalance strategies :func:`train_classifier` understands."""
 
 
 class SyntheticRows(Callback):
@@ -140,7 +146,7 @@ class SyntheticRows(Callback):
 
 @dataclass
 class ClassifierFit:
-    """What :func:`fit_classifier` produced.
+    """What :func:`train_classifier` produced.
 
     Attributes:
         learner: the Learner holding the trained classifier (its ``valid`` is the
@@ -175,7 +181,7 @@ def _model_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return dict(kwargs)
 
 
-def fit_classifier(
+def train_classifier(
     train: Interactions,
     valid: Interactions | None = None,
     *,
@@ -218,11 +224,40 @@ def fit_classifier(
     Returns:
         A :class:`ClassifierFit`.
     """
+    learner, rs = _build(
+        train, valid, strategy=strategy, levels=levels, class_weight=class_weight, bs=bs,
+        wd=wd, reg=reg, seed=seed, device=device, progress=progress, callbacks=callbacks,
+        **model_kwargs,
+    )  # fmt: skip
+    learner, smote_rs, seconds = _fit(
+        learner, strategy=strategy, epochs=epochs, lr=lr, pct_start=pct_start,
+        smote_epochs=smote_epochs, smote_k=smote_k, seed=seed,
+    )  # fmt: skip
+    return ClassifierFit(learner, rs if smote_rs is None else smote_rs, seconds)
+
+
+def _build(
+    train: Interactions,
+    valid: Interactions | None,
+    *,
+    strategy: ImbalanceStrategy,
+    levels: Sequence[float] | None,
+    class_weight: ClassWeightMode | Mapping[float, float],
+    bs: int,
+    wd: float,
+    reg: float,
+    seed: int,
+    device: str,
+    progress: bool | None,
+    callbacks: Sequence[Callback],
+    **model_kwargs: Any,
+) -> tuple[Learner, Resampled]:
+    """The classifier in a Learner on the training rows after ``strategy`` (SMOTE: the
+    rows as they are; its synthetic rows come after a first fit, :func:`_fit`)."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"expected strategy among {list(STRATEGIES)}, received {strategy!r}")
     grid = [float(v) for v in (levels if levels is not None else levels_for_data(train))]
     kwargs = _model_kwargs(model_kwargs)
-    seconds: dict[str, float] = {}
     first = "none" if strategy == "smote" else strategy
     rs = resample(train, first, seed=seed, levels=grid, class_weight=class_weight)
     model = RatingClassifier(train.n_users, train.n_items, levels=grid, seed=seed, **kwargs)
@@ -238,13 +273,36 @@ def fit_classifier(
         callbacks=callbacks,
         progress=progress,
     )
+    return learner, rs
+
+
+def _fit(
+    learner: Learner,
+    *,
+    strategy: ImbalanceStrategy,
+    epochs: int,
+    lr: float,
+    pct_start: float,
+    smote_epochs: int,
+    smote_k: int,
+    seed: int,
+) -> tuple[Learner, Resampled | None, dict[str, float]]:
+    """One-cycle training of the learner :func:`_build` made; for SMOTE, then the head on
+    real plus synthetic rows. The Learner holding the trained model, SMOTE's outcome (or
+    ``None``) and the seconds by phase."""
+    seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     learner.fit_one_cycle(epochs, lr, pct_start=pct_start)
     seconds["fit"] = time.perf_counter() - t0
     if strategy != "smote":
-        return ClassifierFit(learner, rs, seconds)
+        return learner, None, seconds
 
-    # SMOTE: vectors of the training rows from the model trained on them
+    # SMOTE: vectors of the training rows from the model trained on them (with SMOTE, the
+    # learner trains on the rows as they are)
+    model = learner.model
+    if not isinstance(model, RatingClassifier):
+        raise ConfigError(f"expected a RatingClassifier, received {type(model).__name__}")
+    train, grid = learner.train, list(model.levels)
     t0 = time.perf_counter()
     vectors = _features(learner, train)
     rs = resample(train, "smote", seed=seed, levels=grid, vectors=vectors, k_neighbors=smote_k)
@@ -258,14 +316,15 @@ def fit_classifier(
         head_learner = Learner(
             model,
             train,
-            valid,
-            bs=bs,
-            wd=wd,
-            reg=reg,
+            learner.valid,
+            bs=learner.bs,
+            wd=learner.wd,
+            reg=learner.reg,
             seed=seed + 1,
-            device=device,
-            callbacks=[*callbacks, SyntheticRows(rs.synthetic_vectors, rs.synthetic_levels, seed)],
-            progress=progress,
+            device=str(learner.device),
+            # the first learner's callbacks (its progress bar included), then the rows
+            callbacks=[*learner.cbs, SyntheticRows(rs.synthetic_vectors, rs.synthetic_levels, seed)],
+            progress=False,
         )
         head_learner.fit_one_cycle(smote_epochs, lr / 5, pct_start=pct_start)
     finally:
@@ -273,7 +332,7 @@ def fit_classifier(
             p.requires_grad_(True)
     seconds["head"] = time.perf_counter() - t0
     head_learner.history = [*learner.history, *head_learner.history]
-    return ClassifierFit(head_learner, rs, seconds)
+    return head_learner, rs, seconds
 
 
 def _features(learner: Learner, data: Interactions) -> np.ndarray:
@@ -292,52 +351,6 @@ def _features(learner: Learner, data: Interactions) -> np.ndarray:
     if not parts:
         return np.zeros((0, model.feature_dim), dtype=np.float32)
     return torch.cat(parts).numpy()
-
-
-def fit_classifier_config(
-    cfg: Any,
-    train: Interactions,
-    valid: Interactions | None,
-    *,
-    callbacks: Sequence[Callback] = (),
-    progress: bool | None = None,
-) -> ClassifierFit:
-    """:func:`fit_classifier` driven by a :class:`~recfit.config.TrainConfig` with
-    ``task="classification"`` (its ``schedule`` must be ``one_cycle``)."""
-    if cfg.task != "classification":
-        raise ConfigError(f"expected task 'classification', received {cfg.task!r}")
-    if cfg.schedule != "one_cycle":
-        raise ConfigError(
-            f"expected schedule 'one_cycle' for classification, received {cfg.schedule!r}"
-        )
-    cw: Any = cfg.class_weight
-    if isinstance(cw, Mapping):
-        cw = {float(k): float(v) for k, v in cw.items()}
-    return fit_classifier(
-        train,
-        valid,
-        strategy=cfg.imbalance,
-        class_weight=cw,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        bs=cfg.bs,
-        wd=cfg.wd,
-        reg=cfg.reg,
-        smote_epochs=cfg.smote_epochs,
-        smote_k=cfg.smote_k,
-        seed=cfg.seed,
-        device=cfg.device,
-        progress=progress,
-        callbacks=callbacks,
-        pct_start=cfg.pct_start,
-        layers=tuple(cfg.layers),
-        dropout=cfg.dropout,
-        batch_norm=cfg.batch_norm,
-        head=cfg.head,
-        decode=cfg.decode,
-        biases=cfg.biases,
-        n_factors=cfg.n_factors,
-    )
 
 
 def classification_metrics(learner: Learner, data: Interactions) -> dict[str, float]:
@@ -394,7 +407,88 @@ def write_classification_report(learner: Learner, data: Interactions, out: str |
     (out / "classification_report.txt").write_text(
         format_classification_report(rep) + "\n", encoding="utf-8"
     )
+    from recfit.plots import plot_confusion_matrix  # matplotlib is heavy: only when drawing
+
     fig = plot_confusion_matrix(cm, names, normalize="true", title="confusion matrix (recall)")
     tmp = out / ".confusion_matrix.tmp.png"
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     os.replace(tmp, out / "confusion_matrix.png")
+
+
+class ClassificationTask:
+    """The classification task's steps (:class:`~recfit.tasks.common.Task`): ratings as
+    levels, with ``cfg.imbalance`` applied to the training rows only."""
+
+    name = "classification"
+    unit = "rows"
+
+    def checkpointed(self, cfg: ClassificationConfig) -> bool:
+        return False
+
+    def prepare(
+        self, cfg: ClassificationConfig, split: Split, *, distributed: bool = False
+    ) -> ClassificationConfig:
+        return cfg.resolve_opt(row_wise=False)  # the classifier never trains row-wise
+
+    def inner_rows(self, cfg: ClassificationConfig, split: Split) -> np.ndarray:
+        return np.asarray(split.train_idx, dtype=np.int64)
+
+    def build(
+        self,
+        cfg: ClassificationConfig,
+        fit: Split,
+        *,
+        callbacks: Sequence[Callback] = (),
+        progress: bool | None = None,
+    ) -> Learner:
+        cw: Any = cfg.class_weight
+        if isinstance(cw, Mapping):
+            cw = {float(k): float(v) for k, v in cw.items()}
+        learner, _ = _build(
+            fit.train,
+            fit.test,
+            strategy=cfg.imbalance,
+            levels=None,
+            class_weight=cw,
+            bs=cfg.bs,
+            wd=cfg.wd,
+            reg=cfg.reg,
+            seed=cfg.seed,
+            device=cfg.device,
+            progress=progress,
+            callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)],
+            layers=tuple(cfg.layers),
+            dropout=cfg.dropout,
+            batch_norm=cfg.batch_norm,
+            head=cfg.head,
+            decode=cfg.decode,
+            biases=cfg.biases,
+            n_factors=cfg.n_factors,
+        )
+        return learner
+
+    def fit(self, learner: Learner, cfg: ClassificationConfig) -> Learner:
+        return _fit(
+            learner,
+            strategy=cfg.imbalance,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            pct_start=cfg.pct_start,
+            smote_epochs=cfg.smote_epochs,
+            smote_k=cfg.smote_k,
+            seed=cfg.seed,
+        )[0]
+
+    def evaluate(
+        self, learner: Learner, cfg: ClassificationConfig, split: Split
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        return learner.evaluate(split.test), {}
+
+    def figures(self, learner: Learner, cfg: ClassificationConfig) -> dict[str, Figure]:
+        return {}
+
+    def artefacts(self, learner: Learner, cfg: ClassificationConfig, split: Split, out: Path) -> None:
+        write_classification_report(learner, split.test, out)
+
+
+register_task(ClassificationTask())

@@ -54,7 +54,7 @@ import numpy as np
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError, DataError
-from recfit.metrics.classification import ratings_to_levels
+from recfit.metrics.decoding import ratings_to_levels
 
 __all__ = [
     "ClassWeightMode",
@@ -486,7 +486,7 @@ def resample(
         strategy: ``"none"``, ``"class_weights"``, ``"undersample"``, ``"oversample"``
             or ``"smote"``.
         seed: random seed for the samplers.
-        levels: the rating grid (e.g. :func:`~recfit.metrics.classification.levels_for_scale`);
+        levels: the rating grid (e.g. :func:`~recfit.metrics.decoding.levels_for_scale`);
             default: the distinct ratings in ``train``.
         class_weight: ``class_weights`` mode, or ``{rating: weight}``.
         sampling_strategy: imbalanced-learn's ``sampling_strategy`` for the samplers

@@ -14,15 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recfit.data.features.specs import (
-    Crossed,
-    FeatureSpec,
-    FloatDiscretized,
-    FloatRescaled,
-    IntCategorical,
-    MultiCategorical,
-    Text,
-)
+from recfit.data.features import specs as sp
 from recfit.errors import ConfigError, DataError
 
 _MAX_SHOWN = 5
@@ -54,37 +46,37 @@ class _State:
             self._lookup = pd.Index(vocab)
         return self._lookup
 
-    def to_dict(self, spec: FeatureSpec) -> dict[str, Any]:
-        if isinstance(spec, FloatDiscretized):
+    def to_dict(self, spec: sp.FeatureSpec) -> dict[str, Any]:
+        if isinstance(spec, sp.FloatDiscretized):
             assert self.edges is not None  # set by adapt / from_dict
             return {"edges": [float(x) for x in self.edges]}
-        if isinstance(spec, FloatRescaled):
+        if isinstance(spec, sp.FloatRescaled):
             return {"scale": self.scale, "offset": self.offset}
-        if isinstance(spec, Crossed):
+        if isinstance(spec, sp.Crossed):
             return {}
         assert self.vocabulary is not None
-        vocab = [int(x) if isinstance(spec, IntCategorical) else str(x) for x in self.vocabulary]
+        vocab = [int(x) if isinstance(spec, sp.IntCategorical) else str(x) for x in self.vocabulary]
         d: dict[str, Any] = {"vocabulary": vocab}
-        if isinstance(spec, (Text, MultiCategorical)):
+        if isinstance(spec, (sp.Text, sp.MultiCategorical)):
             d["width"] = self.width
         return d
 
     @classmethod
-    def from_dict(cls, name: str, spec: FeatureSpec, d: object) -> _State:
+    def from_dict(cls, name: str, spec: sp.FeatureSpec, d: object) -> _State:
         try:
             if not isinstance(d, Mapping):
                 raise TypeError(f"a state object, received {d!r}")
-            if isinstance(spec, FloatDiscretized):
+            if isinstance(spec, sp.FloatDiscretized):
                 edges = np.asarray([float(x) for x in d["edges"]], dtype=np.float64)
                 if edges.size and not (np.all(np.isfinite(edges)) and np.all(np.diff(edges) > 0)):
                     raise ValueError("edges must be finite and increasing")
                 return cls(edges=edges)
-            if isinstance(spec, FloatRescaled):
+            if isinstance(spec, sp.FloatRescaled):
                 return cls(scale=float(d["scale"]), offset=float(d["offset"]))
-            if isinstance(spec, Crossed):
+            if isinstance(spec, sp.Crossed):
                 return cls()
             raw = list(d["vocabulary"])
-            if isinstance(spec, IntCategorical):
+            if isinstance(spec, sp.IntCategorical):
                 if not all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
                     raise TypeError("integer vocabulary expected")
                 vocab = np.asarray(raw, dtype=np.int64)
@@ -93,7 +85,7 @@ class _State:
                     raise TypeError("string vocabulary expected")
                 vocab = np.asarray(raw, dtype=object)
             width = 1
-            if isinstance(spec, (Text, MultiCategorical)):
+            if isinstance(spec, (sp.Text, sp.MultiCategorical)):
                 width = d["width"]
                 if isinstance(width, bool) or not isinstance(width, int) or width < 1:
                     raise ValueError(f"width must be a positive integer, got {width!r}")
@@ -278,9 +270,9 @@ def _multi_tokens(series: pd.Series, separator: str | None) -> tuple[np.ndarray,
 
 
 def _sequence_tokens(
-    spec: Text | MultiCategorical, series: pd.Series
+    spec: sp.Text | sp.MultiCategorical, series: pd.Series
 ) -> tuple[np.ndarray, pa.Array]:
-    if isinstance(spec, Text):
+    if isinstance(spec, sp.Text):
         return _text_tokens(series, spec.standardize)
     return _multi_tokens(series, spec.separator)
 

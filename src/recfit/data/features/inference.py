@@ -8,17 +8,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from recfit.data.features import specs as sp
 from recfit.data.features.space import FeatureSpace
-from recfit.data.features.specs import (
-    FeatureSpec,
-    FloatDiscretized,
-    FloatRescaled,
-    IntCategorical,
-    MultiCategorical,
-    StringCategorical,
-    Text,
-    _check_int,
-)
 from recfit.errors import ConfigError, DataError
 
 
@@ -68,14 +59,14 @@ def space_for_table(
         raise DataError(f"expected a pandas DataFrame, received {type(df).__name__}")
     if numeric not in ("discretized", "rescaled"):
         raise ConfigError(f"expected numeric 'discretized' or 'rescaled', received {numeric!r}")
-    _check_int("space_for_table", "num_bins", num_bins, 1)
-    _check_int("space_for_table", "max_int_categories", max_int_categories, 0)
+    sp._check_int("space_for_table", "num_bins", num_bins, 1)
+    sp._check_int("space_for_table", "max_int_categories", max_int_categories, 0)
     missing = [c for c in exclude if c not in df.columns]
     if missing:
         raise ConfigError(
             f"expected exclude to name columns of {list(df.columns)}, received {missing}"
         )
-    specs: dict[str, FeatureSpec] = {}
+    specs: dict[str, sp.FeatureSpec] = {}
     for col in df.columns:
         if col in exclude:
             continue
@@ -83,25 +74,27 @@ def space_for_table(
             raise DataError(f"expected str column names, received {col!r}", column=str(col))
         s = df[col]
         dtype = s.dtype
-        num: FeatureSpec = (
-            FloatDiscretized(num_bins=num_bins) if numeric == "discretized" else FloatRescaled()
+        num: sp.FeatureSpec = (
+            sp.FloatDiscretized(num_bins=num_bins)
+            if numeric == "discretized"
+            else sp.FloatRescaled()
         )
         if pd.api.types.is_bool_dtype(dtype):
-            specs[col] = IntCategorical()
+            specs[col] = sp.IntCategorical()
         elif pd.api.types.is_integer_dtype(dtype):
             few = s.nunique(dropna=True) <= max_int_categories
-            specs[col] = IntCategorical() if few else num
+            specs[col] = sp.IntCategorical() if few else num
         elif pd.api.types.is_float_dtype(dtype):
             specs[col] = num
         elif isinstance(dtype, pd.CategoricalDtype):
-            specs[col] = StringCategorical()
+            specs[col] = sp.StringCategorical()
         elif pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
             present = s.dropna()
             listlike = np.fromiter(
                 (_is_listlike(v) for v in present), dtype=bool, count=len(present)
             )
             if listlike.size and listlike.all():
-                specs[col] = MultiCategorical()
+                specs[col] = sp.MultiCategorical()
             elif listlike.any():
                 positions = np.flatnonzero(s.notna().to_numpy())
                 raise DataError(
@@ -112,7 +105,7 @@ def space_for_table(
             else:
                 words = present.astype(str).str.count(r"\S+")
                 mean_words = float(words.mean()) if len(words) else 0.0
-                specs[col] = Text() if mean_words >= text_min_tokens else StringCategorical()
+                specs[col] = sp.Text() if mean_words >= text_min_tokens else sp.StringCategorical()
         else:
             raise DataError(
                 f"expected a numeric, boolean, string, category or list-valued column, "

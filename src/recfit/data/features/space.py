@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from recfit.data.features import specs as sp
 from recfit.data.features.encoding import (
     _encode_sequences,
     _float_values,
@@ -24,20 +25,6 @@ from recfit.data.features.encoding import (
     _sequence_tokens,
     _State,
     _str_values,
-)
-from recfit.data.features.specs import (
-    _CROSSABLE,
-    _SPECS,
-    Crossed,
-    FeatureSpec,
-    FloatDiscretized,
-    FloatRescaled,
-    IntCategorical,
-    MultiCategorical,
-    StringCategorical,
-    Text,
-    _spec_from_dict,
-    _spec_to_dict,
 )
 from recfit.errors import ConfigError, DataError
 
@@ -101,7 +88,7 @@ class FeatureSpace:
     Example:
         >>> import pandas as pd
         >>> items = pd.DataFrame({"genres": [("Drama",), ("Comedy", "Drama"), ()]})
-        >>> space = FeatureSpace({"genres": MultiCategorical()}).adapt(items)
+        >>> space = FeatureSpace({"genres": sp.MultiCategorical()}).adapt(items)
         >>> out = space.transform(items)
         >>> out["genres"].tolist(), out["genres_mask"].tolist()
         ([[2, 0], [3, 2], [0, 0]], [[True, False], [True, True], [False, False]])
@@ -109,33 +96,37 @@ class FeatureSpace:
         [[2, 0], [3, 2], [0, 0]]
     """
 
-    def __init__(self, features: Mapping[str, FeatureSpec]) -> None:
+    def __init__(self, features: Mapping[str, sp.FeatureSpec]) -> None:
         if not isinstance(features, Mapping) or not features:
             raise ConfigError(
                 f"expected a non-empty mapping of feature name to spec, received {features!r}"
             )
-        specs: dict[str, FeatureSpec] = {}
+        specs: dict[str, sp.FeatureSpec] = {}
         for name, spec in features.items():
             if not isinstance(name, str) or not name:
                 raise ConfigError(f"expected feature names as non-empty str, received {name!r}")
-            if not isinstance(spec, tuple(_SPECS.values())):
+            if not isinstance(spec, tuple(sp._SPECS.values())):
                 raise ConfigError(
-                    f"expected a feature spec ({', '.join(c.__name__ for c in _SPECS.values())}) "
+                    f"expected a feature spec ({', '.join(c.__name__ for c in sp._SPECS.values())}) "
                     f"for feature {name!r}, received {spec!r}"
                 )
             specs[name] = spec
         keys: set[str] = set()
         for name, spec in specs.items():
-            out = [name, f"{name}_mask"] if isinstance(spec, (Text, MultiCategorical)) else [name]
+            out = (
+                [name, f"{name}_mask"]
+                if isinstance(spec, (sp.Text, sp.MultiCategorical))
+                else [name]
+            )
             for key in out:
                 if key in keys or (key != name and key in specs):
                     raise ConfigError(
                         f"expected distinct output keys, received {key!r} twice (feature {name!r})"
                     )
                 keys.add(key)
-            if isinstance(spec, Crossed):
+            if isinstance(spec, sp.Crossed):
                 for comp in spec.features:
-                    if comp not in specs or not isinstance(specs[comp], _CROSSABLE):
+                    if comp not in specs or not isinstance(specs[comp], sp._CROSSABLE):
                         got = type(specs[comp]).__name__ if comp in specs else "no such feature"
                         raise ConfigError(
                             f"expected crossed feature {name!r} to name FloatDiscretized, "
@@ -147,7 +138,7 @@ class FeatureSpace:
 
     # -- introspection
     @property
-    def features(self) -> Mapping[str, FeatureSpec]:
+    def features(self) -> Mapping[str, sp.FeatureSpec]:
         """The specs by name (read-only)."""
         return MappingProxyType(self._specs)
 
@@ -161,7 +152,7 @@ class FeatureSpace:
         """The input columns that :meth:`adapt` and :meth:`transform` read."""
         cols: list[str] = []
         for name, spec in self._specs.items():
-            if not isinstance(spec, Crossed):
+            if not isinstance(spec, sp.Crossed):
                 col = spec.column or name
                 if col not in cols:
                     cols.append(col)
@@ -190,7 +181,7 @@ class FeatureSpace:
             )
         arrived = list(frame.columns)
         for name, spec in self._specs.items():
-            if isinstance(spec, Crossed):
+            if isinstance(spec, sp.Crossed):
                 continue
             col = spec.column or name
             if col not in frame.columns:
@@ -225,19 +216,19 @@ class FeatureSpace:
 
         Example:
             >>> import pandas as pd
-            >>> s = FeatureSpace({"x": FloatRescaled()}).adapt(pd.DataFrame({"x": [1.0, 3.0]}))
+            >>> s = FeatureSpace({"x": sp.FloatRescaled()}).adapt(pd.DataFrame({"x": [1.0, 3.0]}))
             >>> s.transform(pd.DataFrame({"x": [1.0, 2.0, 3.0]}))["x"].tolist()
             [-1.0, 0.0, 1.0]
         """
         frame = self._frame(frame, "adapt()")
         state: dict[str, _State] = {}
         for name, spec in self._specs.items():
-            if isinstance(spec, Crossed):
+            if isinstance(spec, sp.Crossed):
                 state[name] = _State()
                 continue
             col = spec.column or name
             series = frame[col]
-            if isinstance(spec, FloatDiscretized):
+            if isinstance(spec, sp.FloatDiscretized):
                 x = _float_values(series, col)
                 x = x[~np.isnan(x)]
                 if x.size:
@@ -246,7 +237,7 @@ class FeatureSpace:
                 else:
                     edges = np.empty(0, dtype=np.float64)
                 state[name] = _State(edges=edges.astype(np.float64))
-            elif isinstance(spec, FloatRescaled):
+            elif isinstance(spec, sp.FloatRescaled):
                 x = _float_values(series, col)
                 x = x[np.isfinite(x)]
                 with np.errstate(over="ignore", invalid="ignore"):
@@ -258,10 +249,10 @@ class FeatureSpace:
                     mean = 0.0
                 offset = spec.offset if spec.offset is not None else -mean * scale
                 state[name] = _State(scale=float(scale), offset=float(offset))
-            elif isinstance(spec, IntCategorical):
+            elif isinstance(spec, sp.IntCategorical):
                 vals, _ = _int_values(series, col)
                 state[name] = _State(vocabulary=_learn_vocab(vals, spec.max_tokens))
-            elif isinstance(spec, StringCategorical):
+            elif isinstance(spec, sp.StringCategorical):
                 svals, _ = _str_values(series, spec.prefix)
                 state[name] = _State(vocabulary=_learn_vocab(svals, spec.max_tokens))
             else:
@@ -294,26 +285,26 @@ class FeatureSpace:
         out: dict[str, np.ndarray] = {}
         for name, spec in self._specs.items():
             st = state[name]
-            if isinstance(spec, Crossed):
+            if isinstance(spec, sp.Crossed):
                 continue
             col = spec.column or name
             series = frame[col]
-            if isinstance(spec, FloatDiscretized):
+            if isinstance(spec, sp.FloatDiscretized):
                 x = _float_values(series, col)
                 ok = ~np.isnan(x)
                 idx = np.zeros(n, dtype=np.int64)
                 assert st.edges is not None
                 idx[ok] = np.searchsorted(st.edges, x[ok], side="right") + 1
                 out[name] = idx
-            elif isinstance(spec, FloatRescaled):
+            elif isinstance(spec, sp.FloatRescaled):
                 x = _float_values(series, col)
                 with np.errstate(over="ignore", invalid="ignore"):
                     y = np.where(np.isnan(x), 0.0, x * st.scale + st.offset)
                 # a near-constant training column has a huge learned scale: keep the
                 # values finite in float32 rather than overflow to inf
                 out[name] = np.clip(y, -_F32_MAX, _F32_MAX).astype(np.float32)
-            elif isinstance(spec, (IntCategorical, StringCategorical)):
-                if isinstance(spec, IntCategorical):
+            elif isinstance(spec, (sp.IntCategorical, sp.StringCategorical)):
+                if isinstance(spec, sp.IntCategorical):
                     vals, missing = _int_values(series, col)
                 else:
                     vals, missing = _str_values(series, spec.prefix)
@@ -329,12 +320,12 @@ class FeatureSpace:
                 out[name] = ids
                 out[f"{name}_mask"] = mask
         for name, spec in self._specs.items():
-            if isinstance(spec, Crossed):
+            if isinstance(spec, sp.Crossed):
                 out[name] = _hash_cross([out[c] for c in spec.features], spec.crossing_dim)
         order: list[str] = []
         for name, spec in self._specs.items():
             order.append(name)
-            if isinstance(spec, (Text, MultiCategorical)):
+            if isinstance(spec, (sp.Text, sp.MultiCategorical)):
                 order.append(f"{name}_mask")
         return {k: out[k] for k in order}
 
@@ -353,18 +344,18 @@ class FeatureSpace:
         info: dict[str, FeatureInfo] = {}
         for name, spec in self._specs.items():
             st = state[name]
-            if isinstance(spec, FloatDiscretized):
+            if isinstance(spec, sp.FloatDiscretized):
                 assert st.edges is not None
                 info[name] = FeatureInfo(name, spec.kind, "int64", len(st.edges) + 2)
-            elif isinstance(spec, FloatRescaled):
+            elif isinstance(spec, sp.FloatRescaled):
                 info[name] = FeatureInfo(name, spec.kind, "float32", None, padding_index=None)
-            elif isinstance(spec, Crossed):
+            elif isinstance(spec, sp.Crossed):
                 info[name] = FeatureInfo(
                     name, spec.kind, "int64", spec.crossing_dim, padding_index=None
                 )
             else:
                 assert st.vocabulary is not None
-                if isinstance(spec, (IntCategorical, StringCategorical)):
+                if isinstance(spec, (sp.IntCategorical, sp.StringCategorical)):
                     oov = spec.num_oov_indices
                     info[name] = FeatureInfo(
                         name, spec.kind, "int64", 1 + oov + len(st.vocabulary), num_oov_indices=oov
@@ -416,7 +407,7 @@ class FeatureSpace:
         return {
             "format": _FORMAT,
             "version": _VERSION,
-            "features": {n: _spec_to_dict(s) for n, s in self._specs.items()},
+            "features": {n: sp._spec_to_dict(s) for n, s in self._specs.items()},
             "state": None
             if self._state is None
             else {n: self._state[n].to_dict(s) for n, s in self._specs.items()},
@@ -445,7 +436,7 @@ class FeatureSpace:
         feats = d.get("features")
         if not isinstance(feats, Mapping):
             raise ConfigError(f"expected 'features' to be an object, received {feats!r}")
-        space = cls({name: _spec_from_dict(name, spec) for name, spec in feats.items()})
+        space = cls({name: sp._spec_from_dict(name, spec) for name, spec in feats.items()})
         raw_state = d.get("state")
         if raw_state is not None:
             if not isinstance(raw_state, Mapping) or set(raw_state) != set(space._specs):
