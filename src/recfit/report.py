@@ -32,6 +32,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -95,86 +96,31 @@ class Reference:
     note: str = ""
 
 
-_DOT = ("dot", "mf", "svdpp")
-_R1 = Reference(
-    "R1",
-    "ml-100k, random 20% validation (fastai CollabDataLoaders valid_pct=0.2), MSE on 1-5 stars",
-    (
-        ReferenceValue(
-            "mse", 0.8115, "fastai collab_learner, tutorial page (unseeded split)", _DOT
-        ),
-        ReferenceValue("mse", 0.829, "fastai collab_learner, a published rerun", _DOT),
-        ReferenceValue("mse", 0.846, "fastai 2.8.12 collab_learner, split seed 42", _DOT),
-        ReferenceValue("mse", 0.855, "fastai 2.8.12 collab_learner, split seed 7", _DOT),
-        ReferenceValue("mse", 0.862, "fastai 2.8.12 collab_learner, split seed 1", _DOT),
-        ReferenceValue("mse", 0.852, "fastai EmbeddingNN, one hidden layer of 100", ("nn",)),
-        ReferenceValue("mse", 0.854, "fastai 2.8.12 EmbeddingNN on a 2-core CPU", ("nn",)),
-        ReferenceValue("accuracy", 0.45, "fastai, ratings as 5 classes (cross-entropy)", ("cls",)),
-        ReferenceValue("mse", 1.16, "fastai 5-class classifier, argmax-class MSE", ("cls",)),
-    ),
-    "fastai: n_factors=50, y_range=(0, 5.5), fit_one_cycle(5, 5e-3, wd=0.1), bs 64. "
-    "Split seeds differ, so expect a spread of about ±0.01.",
-)
-_R2 = Reference(
-    "R2",
-    "ml-100k, canonical u1.base / u1.test, RMSE",
-    (
-        ReferenceValue("rmse", 0.8889, "GLocal-K"),
-        ReferenceValue("rmse", 0.905, "GC-MC with side features"),
-        ReferenceValue("rmse", 0.910, "GC-MC without side features"),
-    ),
-)
-_R3 = Reference(
-    "R3",
-    "ml-100k, 5-fold cross-validation, RMSE averaged over folds",
-    (
-        ReferenceValue("rmse", 0.934, "Surprise SVD (defaults)"),
-        ReferenceValue("rmse", 0.919, "Surprise SVD++ (defaults)"),
-        ReferenceValue("rmse", 0.931, "Surprise KNNBaseline (defaults)"),
-        ReferenceValue("rmse", 0.944, "Surprise BaselineOnly (defaults)"),
-    ),
-    "The references average 5 folds; this run measured one fold.",
-)
-_R4 = Reference(
-    "R4",
-    "ml-1m, random 90/10, RMSE",
-    (
-        ReferenceValue("rmse", 0.845, "BiasedMF"),
-        ReferenceValue("rmse", 0.831, "I-AutoRec"),
-        ReferenceValue("rmse", 0.832, "GC-MC"),
-        ReferenceValue("rmse", 0.824, "Sparse FC"),
-        ReferenceValue("rmse", 0.8227, "GLocal-K"),
-        ReferenceValue("rmse", 0.867, "Surprise 1.1.5 SVD (defaults, one split)"),
-    ),
-)
-_R5 = Reference(
-    "R5",
-    "ml-1m, 5-fold cross-validation, RMSE averaged over folds",
-    (
-        ReferenceValue("rmse", 0.873, "Surprise SVD (defaults)"),
-        ReferenceValue("rmse", 0.862, "Surprise SVD++ (defaults)"),
-        ReferenceValue("rmse", 0.909, "Surprise BaselineOnly (defaults)"),
-    ),
-    "The references average 5 folds; this run measured one fold.",
-)
-_R6 = Reference(
-    "R6",
-    "ml-10m, random 90/10, RMSE",
-    (
-        ReferenceValue("rmse", 0.772, "well-tuned SGD matrix factorisation"),
-        ReferenceValue("rmse", 0.7485, "Bayesian timeSVD++ flipped"),
-    ),
-)
+def _load_references() -> tuple[tuple[str, str, float | None, Reference], ...]:
+    """The published numbers shipped in ``references.json`` (data, not code)."""
+    text = resources.files("recfit").joinpath("references.json").read_text(encoding="utf-8")
+    return tuple(
+        (
+            r["dataset"],
+            r["split"],
+            None if r["param"] is None else float(r["param"]),
+            Reference(
+                r["protocol"],
+                r["description"],
+                tuple(
+                    ReferenceValue(v["metric"], float(v["value"]), v["source"], tuple(v["models"]))
+                    for v in r["values"]
+                ),
+                r["note"],
+            ),
+        )
+        for r in json.loads(text)["references"]
+    )
 
-#: (dataset, split kind, split parameter or None, reference), looked up by :func:`reference_for`.
-REFERENCES: tuple[tuple[str, str, float | None, Reference], ...] = (
-    ("ml-100k", "random", 0.2, _R1),
-    ("ml-100k", "u1", None, _R2),
-    ("ml-100k", "kfold", 5, _R3),
-    ("ml-1m", "random", 0.1, _R4),
-    ("ml-1m", "kfold", 5, _R5),
-    ("ml-10m", "random", 0.1, _R6),
-)
+
+REFERENCES = _load_references()
+"""(dataset, split kind, split parameter or None, reference), looked up by
+:func:`reference_for`."""
 
 
 def _split_key(split: str) -> tuple[str, float | None]:
