@@ -61,6 +61,7 @@ __all__ = [
     "RatingModel",
     "fit_baseline",
     "output_kind",
+    "squash",
 ]
 
 OutputKind = Literal["rating", "score"]
@@ -143,6 +144,9 @@ class RatingModel(nn.Module):
     ``fused_backward``)."""
     output_kind: ClassVar[OutputKind] = "rating"
     """``"rating"`` (the data's units) or ``"score"`` (a ranking score, never clipped)."""
+
+    n_users: int
+    n_items: int
 
     # the training record (rating families register it with _register_record)
     train_user_count: Tensor
@@ -275,6 +279,12 @@ class RatingModel(nn.Module):
         """Constructor arguments plus ``{"name": registry name}``."""
         raise NotImplementedError
 
+    def _config(self, **fields: Any) -> dict[str, Any]:
+        """The head every sized model's ``config()`` shares (the family name and the
+        vocabulary sizes), then ``fields``."""
+        head = {"name": self.registry_name, "n_users": self.n_users, "n_items": self.n_items}
+        return {**head, **fields}
+
     # Analytic gradient (optional, ``supports_fused``) ------------------------------
     def fused_forward(self, batch: Batch, with_penalty: bool) -> tuple[Tensor, Tensor | None, Any]:
         """Output, per-row penalty (when asked) and what ``fused_backward`` needs (no
@@ -292,6 +302,20 @@ class RatingModel(nn.Module):
     def n_parameters(self) -> int:
         """Number of trainable scalars."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def squash(x: Tensor, y_range: tuple[float, float] | None) -> Tensor:
+    """``lo + (hi - lo) * sigmoid(x)`` for ``y_range = (lo, hi)``; ``x`` itself for ``None``
+    (the scaled sigmoid of fastai's collab models).
+
+    Example:
+        >>> squash(torch.tensor([0.0]), (0.0, 5.0)).tolist(), squash(torch.tensor([7.0]), None)
+        ([2.5], tensor([7.]))
+    """
+    if y_range is None:
+        return x
+    lo, hi = y_range
+    return torch.sigmoid(x) * (hi - lo) + lo
 
 
 def output_kind(model: Any) -> OutputKind:

@@ -167,22 +167,13 @@ class RatingClassifier(EmbeddingBody):
 
     # ------------------------------------------------------------------ contract
     def config(self) -> dict[str, Any]:
-        return {
-            "name": self.registry_name,
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "levels": list(self.levels),
-            "emb_sizes": [self.emb_sizes[0][1], self.emb_sizes[1][1]],
-            "layers": list(self.layers_),
-            "dropout": list(self.dropout_),
-            "emb_dropout": self.emb_dropout,
-            "batch_norm": self.batch_norm,
-            "head": self.head_kind,
-            "decode": self.decode,
-            "biases": self.biases,
-            "n_factors": self.n_factors,
-            "seed": self.seed,
-        }
+        return self._body_config(
+            levels=list(self.levels),
+            head=self.head_kind,
+            decode=self.decode,
+            biases=self.biases,
+            n_factors=self.n_factors,
+        )
 
     @property
     def feature_dim(self) -> int:
@@ -306,19 +297,12 @@ def _levels(kw: dict[str, Any], train: Any) -> None:
     kw.setdefault("levels", levels_for_data(train))
 
 
-register_family(
-    Family(
-        name="classifier",
-        task="classification",
-        model_class=RatingClassifier,
-        output="rating",
-        reads=frozenset(
-            {"n_factors", "layers", "dropout", "batch_norm", "head", "decode", "biases", "seed"}
-        ),
-        trainers=("sgd",),
-        adapter="generic",
-        defaults={},
-        build=sized_build(RatingClassifier, prepare=_levels),
-        summary="ratings as classes: embeddings, MLP, softmax or ordinal head over the levels",
-    )
-)
+register_family(Family(
+    name="classifier", task="classification", model_class=RatingClassifier, output="rating",
+    reads=frozenset(
+        {"n_factors", "layers", "dropout", "batch_norm", "head", "decode", "biases", "seed"}
+    ),
+    trainers=("sgd",), adapter="generic",
+    defaults={}, build=sized_build(RatingClassifier, prepare=_levels),
+    summary="ratings as classes: embeddings, MLP, softmax or ordinal head over the levels",
+))  # fmt: skip

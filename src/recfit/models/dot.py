@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from recfit.errors import ConfigError
-from recfit.models.base import Batch, RatingModel
+from recfit.models.base import Batch, RatingModel, squash
 from recfit.models.registry import Family, register_family, sized_build, weighted_mean
 
 __all__ = ["BiasedMF", "DotBias"]
@@ -108,17 +108,14 @@ class DotBias(RatingModel):
         self._register_record(n_users, n_items)
 
     def config(self) -> dict[str, Any]:
-        return {
-            "name": self.registry_name,
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "n_factors": self.n_factors,
-            "y_range": None if self.y_range is None else list(self.y_range),
-            "global_mean": self.global_mean,
-            "init_std": self.init_std,
-            "bias_init_std": self.bias_init_std,
-            "seed": self.seed,
-        }
+        return self._config(
+            n_factors=self.n_factors,
+            y_range=None if self.y_range is None else list(self.y_range),
+            global_mean=self.global_mean,
+            init_std=self.init_std,
+            bias_init_std=self.bias_init_std,
+            seed=self.seed,
+        )
 
     def effective_user_factors(self) -> Tensor:
         """The factors each user scores items with (here ``user_factors`` itself)."""
@@ -149,11 +146,7 @@ class DotBias(RatingModel):
         return x, pu, qi, bu, bi, eff, extra
 
     def forward(self, batch: Batch) -> Tensor:
-        x = self._raw(batch["user"], batch["item"])[0]
-        if self.y_range is None:
-            return x
-        lo, hi = self.y_range
-        return torch.sigmoid(x) * (hi - lo) + lo
+        return squash(self._raw(batch["user"], batch["item"])[0], self.y_range)
 
     def penalty(self, batch: Batch) -> Tensor:
         """``|p_u|² + |q_i|² + b_u² + b_i²`` per row (Surprise's regularised terms)."""
@@ -239,14 +232,7 @@ class BiasedMF(DotBias):
         bias_init_std: float = 0.0,
     ) -> None:
         super().__init__(
-            n_users,
-            n_items,
-            n_factors=n_factors,
-            y_range=y_range,
-            global_mean=global_mean,
-            init_std=init_std,
-            bias_init_std=bias_init_std,
-            seed=seed,
+            n_users, n_items, n_factors, y_range, global_mean, init_std, bias_init_std, seed
         )
         if init_std > 0:  # Surprise uses a plain (untruncated) normal
             g = torch.Generator().manual_seed(seed)
@@ -259,33 +245,17 @@ def _global_mean(kw: dict[str, Any], train: Any) -> None:
     kw.setdefault("global_mean", weighted_mean(train))
 
 
-register_family(
-    Family(
-        name="dot",
-        task="rating",
-        model_class=DotBias,
-        output="rating",
-        reads=frozenset({"n_factors", "y_range", "seed"}),
-        trainers=("sgd", "als"),
-        adapter="dot",
-        defaults={},
-        build=sized_build(DotBias),
-        row_wise=True,
-        summary="fastai's EmbeddingDotBias: mu + b_u + b_i + p_u · q_i, optional y_range",
-    )
-)
-register_family(
-    Family(
-        name="mf",
-        task="rating",
-        model_class=BiasedMF,
-        output="rating",
-        reads=frozenset({"n_factors", "seed"}),
-        trainers=("sgd", "als"),
-        adapter="dot",
-        defaults={},
-        build=sized_build(BiasedMF, prepare=_global_mean),
-        row_wise=True,
-        summary="biased matrix factorisation with Surprise SVD's semantics (mu: the mean rating)",
-    )
-)
+register_family(Family(
+    name="dot", task="rating", model_class=DotBias, output="rating",
+    reads=frozenset({"n_factors", "y_range", "seed"}),
+    trainers=("sgd", "als"), adapter="dot", row_wise=True,
+    defaults={}, build=sized_build(DotBias),
+    summary="fastai's EmbeddingDotBias: mu + b_u + b_i + p_u · q_i, optional y_range",
+))  # fmt: skip
+register_family(Family(
+    name="mf", task="rating", model_class=BiasedMF, output="rating",
+    reads=frozenset({"n_factors", "seed"}),
+    trainers=("sgd", "als"), adapter="dot", row_wise=True,
+    defaults={}, build=sized_build(BiasedMF, prepare=_global_mean),
+    summary="biased matrix factorisation with Surprise SVD's semantics (mu: the mean rating)",
+))  # fmt: skip

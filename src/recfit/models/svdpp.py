@@ -50,8 +50,7 @@ class SVDpp(DotBias):
     """DotBias plus an implicit-feedback term over each user's rated items (SVD++).
 
     Args:
-        n_users, n_items, n_factors, y_range, global_mean, init_std, bias_init_std, seed:
-            as for :class:`~recfit.models.DotBias`.
+        n_users, n_items, n_factors: as for :class:`~recfit.models.DotBias`.
         n_implicit: length of the stored ``N(u)`` lists (the number of training pairs);
             :meth:`set_implicit` sets it. A fresh model has empty lists (no implicit
             term) until then.
@@ -59,6 +58,8 @@ class SVDpp(DotBias):
             the sum of ``y_j`` (Koren: 0.5; 1, the mean, is more accurate under the
             sigmoid on R1).
         implicit_init_std: std of the ``y`` init (0: zeros, so the model starts as DotBias).
+        **dot: the other :class:`~recfit.models.DotBias` arguments (``y_range``,
+            ``global_mean``, ``init_std``, ``bias_init_std``, ``seed``).
     """
 
     implicit_indptr: Tensor
@@ -69,31 +70,19 @@ class SVDpp(DotBias):
         n_users: int,
         n_items: int,
         n_factors: int = 50,
-        y_range: tuple[float, float] | None = None,
-        global_mean: float = 0.0,
-        init_std: float = 0.01,
-        bias_init_std: float = 0.01,
-        seed: int = 0,
+        *,
         n_implicit: int = 0,
         alpha: float = 1.0,
         implicit_init_std: float = 0.0,
+        **dot: Any,
     ) -> None:
-        super().__init__(
-            n_users,
-            n_items,
-            n_factors=n_factors,
-            y_range=y_range,
-            global_mean=global_mean,
-            init_std=init_std,
-            bias_init_std=bias_init_std,
-            seed=seed,
-        )
+        super().__init__(n_users, n_items, n_factors, **dot)
         if n_implicit < 0 or not alpha >= 0:
             raise ConfigError(
                 f"expected n_implicit >= 0 and alpha >= 0, received {n_implicit!r}, {alpha!r}"
             )
         self.alpha, self.implicit_init_std = float(alpha), float(implicit_init_std)
-        g = torch.Generator().manual_seed(seed + 1)
+        g = torch.Generator().manual_seed(self.seed + 1)
         self.implicit_factors = nn.Parameter(
             _trunc_normal((n_items, n_factors), implicit_init_std, g)
         )
@@ -190,19 +179,12 @@ def _implicit_lists(model: SVDpp, train: Interactions) -> None:
     )
 
 
-register_family(
-    Family(
-        name="svdpp",
-        task="rating",
-        model_class=SVDpp,
-        output="rating",
-        reads=frozenset({"n_factors", "y_range", "seed"}),
-        trainers=("sgd",),
-        adapter="svdpp",
-        # chosen on R1 with split seeds 10-14, apart from the seeds 0-4 BENCHMARKS.md
-        # reports (median MSE 0.7917 against 0.7964 for 5 epochs at 0.25)
-        defaults={"epochs": 6, "pct_start": 0.3},
-        build=sized_build(SVDpp, finish=_implicit_lists),
-        summary="DotBias plus SVD++'s implicit term over each user's rated items",
-    )
-)
+register_family(Family(
+    name="svdpp", task="rating", model_class=SVDpp, output="rating",
+    reads=frozenset({"n_factors", "y_range", "seed"}),
+    trainers=("sgd",), adapter="svdpp",
+    # chosen on R1 with split seeds 10-14, apart from the seeds 0-4 BENCHMARKS.md
+    # reports (median MSE 0.7917 against 0.7964 for 5 epochs at 0.25)
+    defaults={"epochs": 6, "pct_start": 0.3}, build=sized_build(SVDpp, finish=_implicit_lists),
+    summary="DotBias plus SVD++'s implicit term over each user's rated items",
+))  # fmt: skip

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from recfit.errors import ConfigError
-from recfit.models.base import RatingModel
+from recfit.models.base import RatingModel, squash
 from recfit.recommender.adapter_base import (
     ADAPTERS,
     AdapterContext,
@@ -172,10 +172,7 @@ class DotAdapter(ModelAdapter):
         """Check what the model stores besides its tables before any of it is read."""
 
     def _link(self, x: Tensor) -> Tensor:
-        if self.y_range is None:
-            return x
-        lo, hi = self.y_range
-        return torch.sigmoid(x) * (hi - lo) + lo
+        return squash(x, self.y_range)
 
     def user_rows(self, user_idx: Tensor) -> Tensor:
         return self.rows_.index_select(0, user_idx.long())
@@ -305,11 +302,7 @@ class NNAdapter(ModelAdapter):
         self.y_range: tuple[float, float] | None = model.y_range
 
     def _head(self, h: Tensor) -> Tensor:
-        out: Tensor = self.rest(h).squeeze(-1)
-        if self.y_range is None:
-            return out
-        lo, hi = self.y_range
-        return torch.sigmoid(out) * (hi - lo) + lo
+        return squash(self.rest(h).squeeze(-1), self.y_range)
 
     def user_rows(self, user_idx: Tensor) -> Tensor:
         return self.user_emb.index_select(0, user_idx.long())
