@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.data.sources import load_dataset, split_dataset
 from recfit.models import RatingClassifier
-from recfit.runs import build_learner, fit_config
+from recfit.tasks.rating import build_learner, fit_learner
 from recfit.train import Learner
 
 
@@ -77,16 +77,16 @@ def _print(label: str, res: dict[str, Any], seconds: float) -> None:
     )
 
 
-def _run(cfg: TrainConfig, train: Interactions, test: Interactions) -> tuple[Learner, float]:
+def _run(cfg: RatingConfig, train: Interactions, test: Interactions) -> tuple[Learner, float]:
     t0 = time.perf_counter()
     learn = build_learner(cfg, train, None, progress=False)
-    fit_config(learn, cfg)
+    fit_learner(learn, cfg)
     return learn, time.perf_counter() - t0
 
 
 def protocol(label: str, dataset: str, split: str, data_dir: str) -> None:
     data = load_dataset(dataset, data_dir=data_dir)
-    cfg = TrainConfig(dataset=dataset, data_dir=data_dir, split=split, seed=0)
+    cfg = RatingConfig(dataset=dataset, data_dir=data_dir, split=split, seed=0)
     sp = split_dataset(data, split, seed=0, data_dir=data_dir)
     learn, secs = _run(cfg, sp.train, sp.test)
     _print(f"{label} ({learn.model.registry_name}, defaults)", _both(learn, sp.test), secs)
@@ -115,14 +115,14 @@ def cold(dataset: str, data_dir: str, families: list[str]) -> None:
     data = load_dataset(dataset, data_dir=data_dir)
     train, test = cold_split(data)
     for name in families:
-        cfg = TrainConfig(dataset=dataset, data_dir=data_dir, seed=0, **COLD_FAMILIES[name])
+        cfg = RatingConfig(dataset=dataset, data_dir=data_dir, seed=0, **COLD_FAMILIES[name])
         learn, secs = _run(cfg, train, test)
         _print(f"cold {dataset} {name} [{learn.model.registry_name}]", _both(learn, test), secs)
     if dataset == "ml-100k":  # ratings as classes: the expected rating falls back too
-        from recfit.train.classification import fit_classifier
+        from recfit.tasks.classification import train_classifier
 
         t0 = time.perf_counter()
-        fit = fit_classifier(train, None, epochs=5, progress=False, seed=0)
+        fit = train_classifier(train, None, epochs=5, progress=False, seed=0)
         assert isinstance(fit.learner.model, RatingClassifier)
         _print(f"cold {dataset} classifier (expected rating)", _both(fit.learner, test),
                time.perf_counter() - t0)  # fmt: skip

@@ -26,10 +26,11 @@ import time
 
 import torch
 
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data.synthetic import synthetic
 from recfit.models import DotBias
-from recfit.runs import batch_and_lr, resolve_config
+from recfit.tasks.common import batch_and_lr
+from recfit.tasks.rating import resolve_config
 from recfit.train import Learner
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     t = time.perf_counter()
     data = synthetic(args.ratings, 162_541, 59_047, seed=0, with_timestamps=False)
     gen_s = time.perf_counter() - t
-    cfg = TrainConfig(dataset="synthetic", n_factors=64, bs=args.bs)
+    cfg = RatingConfig(dataset="synthetic", n_factors=64, bs=args.bs)
     if args.opt != "auto":
         cfg = cfg.replace(opt=args.opt)
     cfg = resolve_config(cfg, data)  # opt, lr, wd, reg as recfit train would use them

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from recfit.data import movielens
-from recfit.train.retrieval import (
+from recfit.tasks.retrieval import (
     evaluate_popularity,
     evaluate_retrieval,
     t2_config,

@@ -24,7 +24,7 @@ from recfit.recommender import (
 from recfit.recommender import core as core_mod
 from recfit.retrieval import ItemSets
 from recfit.train.learner import Learner
-from recfit.train.retrieval import RescaledMSELoss
+from recfit.models.retrieval_losses import RescaledMSELoss
 
 # Model families under test. Other families (classifier, two-tower) plug in here: add a
 # factory building a small model for ``train`` and the shared tests run on it.
@@ -393,10 +393,10 @@ def test_recommend_for_ratings_paths_and_validation(data: Interactions) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "floor"), [("dot", 0.6), ("svdpp", 0.6), ("nn", 0.6)])
 def test_fold_in_recovers_trained_users_on_ml100k(data_dir: Path, name: str, floor: float) -> None:
-    from recfit.config import TrainConfig
+    from recfit.config import RatingConfig
     from recfit.runs import recommender_of, train_run
 
-    cfg = TrainConfig(dataset="ml-100k", data_dir=str(data_dir), model=name, epochs=5, seed=42)
+    cfg = RatingConfig(dataset="ml-100k", data_dir=str(data_dir), model=name, epochs=5, seed=42)
     res = train_run(cfg, progress=False)
     rec = recommender_of(res)
     train = res.split.train

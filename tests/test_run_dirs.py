@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.errors import EvaluationOverlapError, RunDirectoryError
 from recfit.recommender import Recommender
 from recfit.runs import (
-    count_overlap,
     evaluate_run,
     run_config,
     run_lock,
@@ -27,12 +26,13 @@ from recfit.runs import (
     train_run,
     write_run,
 )
+from recfit.tasks.common import count_overlap
 from recfit.train.callbacks import Callback
 
 
-def _cfg(csv: Path, **kw: Any) -> TrainConfig:
+def _cfg(csv: Path, **kw: Any) -> RatingConfig:
     base: dict[str, Any] = dict(dataset=str(csv), epochs=1, bs=32, n_factors=4, seed=1)
-    return TrainConfig(**{**base, **kw})
+    return RatingConfig(**{**base, **kw})
 
 
 @pytest.fixture
@@ -304,12 +304,12 @@ def test_symlinked_checkpoint_is_refused(tmp_path: Path) -> None:
 def test_test_file_overlap_ignores_weight_zero_rows(tmp_path: Path) -> None:
     """A --train/--test pair that is in both files only with weight 0 on one side is not
     a training row (as count_overlap counts); a weighted one still is refused."""
-    from recfit.runs import load_split
+    from recfit.tasks.common import load_split
 
     tr, te = tmp_path / "train.csv", tmp_path / "test.csv"
     tr.write_text("user,item,rating,w\n1,10,4,0\n1,11,3,1\n2,10,5,1\n2,11,2,1\n")
     te.write_text("user,item,rating,w\n1,10,5,1\n2,11,1,0\n")
-    cfg = TrainConfig(dataset=str(tr), test_file=str(te), split="file", weight_col="w")
+    cfg = RatingConfig(dataset=str(tr), test_file=str(te), split="file", weight_col="w")
     sp = load_split(cfg)
     assert len(sp.test) == 2
     te.write_text("user,item,rating,w\n1,11,5,1\n")

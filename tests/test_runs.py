@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig as TrainConfig
 from recfit.data import Interactions
 from recfit.data.synthetic import synthetic
 from recfit.errors import BundleError
@@ -80,7 +80,8 @@ def test_load_run_errors(tmp_path: Path) -> None:
 
 def test_auto_optimiser_is_row_wise_adagrad_for_large_tables(ratings_csv: Path) -> None:
     """``opt="auto"`` picks row-wise Adagrad and its defaults when the tables are large."""
-    from recfit.runs import batch_and_lr, build_learner, fit_config, resolve_config
+    from recfit.tasks.common import batch_and_lr
+    from recfit.tasks.rating import build_learner, fit_learner, resolve_config
     from recfit.train.sparse import RowAdagrad
 
     big = synthetic(3000, 2500, 2500, seed=0)  # (2500 + 2500) * 51 >= SPARSE_MIN_PARAMS
@@ -90,12 +91,13 @@ def test_auto_optimiser_is_row_wise_adagrad_for_large_tables(ratings_csv: Path) 
     given = resolve_config(TrainConfig(dataset="x", lr=0.01, reg=0.1), big)
     assert (given.opt, given.lr, given.reg) == ("adagrad", 0.01, 0.1)  # given values win
     assert resolve_config(TrainConfig(dataset="x", opt="adam"), big).opt == "adam"
-    assert resolve_config(TrainConfig(dataset="x", trainer="als", model="mf"), big).opt == "adam"
+    # ALS reads no optimiser: its opt stays auto (RatingConfig.resolve_opt)
+    assert resolve_config(TrainConfig(dataset="x", trainer="als", model="mf"), big).opt == "auto"
     res = train_run(cfg, data=big, progress=False)
     assert res.config.opt == "adagrad" and isinstance(res.learner.opt, RowAdagrad)
-    assert res.learner._compiled == kernels.available()
-    # build_learner + fit_config with the unresolved config: the picked optimiser's lr
+    assert res.learner.compiled == kernels.available()
+    # build_learner + fit_learner with the unresolved config: the picked optimiser's lr
     const = TrainConfig(dataset="x", epochs=1, schedule="constant")
-    learn = fit_config(build_learner(const, big, None, progress=False), const)
+    learn = fit_learner(build_learner(const, big, None, progress=False), const)
     assert isinstance(learn.opt, RowAdagrad)
     assert learn.lr == batch_and_lr(resolve_config(const, big), len(big))[1]

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import recfit.train.retrieval as retrieval_mod
+import recfit.tasks.retrieval.evaluation as retrieval_mod
 from recfit.cli import app
 from recfit.config import validate_config
 from recfit.data import Interactions
 from recfit.errors import ConfigError
-from recfit.runs import inner_validation, load_split, run_config, train_run
+from recfit.runs import run_config, train_run
+from recfit.tasks.common import inner_validation, load_split
 from recfit.train.callbacks import Callback
 from recfit.train.learner import Learner
 

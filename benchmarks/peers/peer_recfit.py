@@ -1,9 +1,9 @@
 """recfit on every shared protocol (R1, R2, R3, R5, T1, T2), on the shared split rows.
 
-Rating protocols train through ``recfit.runs.build_learner`` / ``fit_config`` with a
-:class:`~recfit.config.TrainConfig` on a :class:`~recfit.data.split.Split` built from
+Rating protocols train through ``recfit.tasks.rating.build_learner`` / ``fit_learner``
+with a :class:`~recfit.config.RatingConfig` on a :class:`~recfit.data.split.Split` built from
 the shared row files; metrics are recfit's own ``Learner.evaluate`` (MSE, RMSE, MAE on
-1-5 stars). Retrieval protocols train through ``recfit.train.retrieval.train_retrieval``
+1-5 stars). Retrieval protocols train through ``recfit.tasks.retrieval.train_retrieval``
 with the T1 / T2 presets, and are scored with ``common.ranking_metrics`` /
 ``common.topk_accuracy`` (the functions that score the peers) from the towers' vectors;
 recfit's own report is kept beside them as a cross-check. Runs in the project venv.
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 import recfit
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data import movielens
 from recfit.data.split import Split
-from recfit.runs import build_learner, fit_config, resolve_config
+from recfit.tasks.rating import build_learner, fit_learner, resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
@@ -46,7 +46,7 @@ _FASTAI = {"model": "dot", "n_factors": 50, "y_range": (0.0, 5.5), "epochs": 5, 
 _BEST = {**_FASTAI, "wd": 0.05, "reg": 0.05}
 _DEFAULT = ("recfit train's default (model auto = SVD++ 50, one-cycle 6 x 5e-3, bs 64)", {})
 
-#: protocol -> {name: (description, TrainConfig fields)}
+#: protocol -> {name: (description, RatingConfig fields)}
 RATING: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "R1": {
         "fastai": ("DotBias 50, fastai's config (wd 0.1, one-cycle 5 x 5e-3, bs 64)", _FASTAI),
@@ -84,10 +84,10 @@ def rating_runs(protocol: str, args: Any) -> None:
             train_rows, test_rows = load_split(protocol, part)
             seed = int(part.removeprefix("seed")) if part.startswith("seed") else 0
             split = Split(data, train_rows, test_rows, f"{protocol}:{part}")
-            cfg = resolve_config(TrainConfig(seed=seed, device="cpu", **fields), split.train)
+            cfg = resolve_config(RatingConfig(seed=seed, device="cpu", **fields), split.train)
             learn = build_learner(cfg, split.train, split.test, progress=False)
             t0 = time.perf_counter()
-            fit_config(learn, cfg)
+            fit_learner(learn, cfg)
             fit = time.perf_counter() - t0
             m = learn.evaluate(split.test)
             emit(
@@ -98,7 +98,7 @@ def rating_runs(protocol: str, args: Any) -> None:
 
 
 def retrieval_runs(protocol: str, args: Any) -> None:
-    from recfit.train.retrieval import t1_config, t2_config, train_retrieval
+    from recfit.tasks.retrieval import t1_config, t2_config, train_retrieval
 
     data = movielens(PROTOCOLS[protocol][0], data_dir=data_dir(), download=False)
     for part in selected(args, protocol):

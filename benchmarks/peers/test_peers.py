@@ -17,7 +17,7 @@ import run
 import splits
 
 from recfit.data import Interactions
-from recfit.train.retrieval import evaluate_vectors
+from recfit.tasks.retrieval import evaluate_vectors
 
 
 def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray, Interactions, Interactions]:

@@ -77,7 +77,7 @@ def _train(name: str, d: Any) -> Any:
     from recfit.models import TwoTower, create_model
     from recfit.recommender import Recommender
     from recfit.train.learner import Learner
-    from recfit.train.retrieval import RescaledMSELoss
+    from recfit.models.retrieval_losses import RescaledMSELoss
 
     loss: Any = None
     if name == "two_tower":

@@ -1,6 +1,8 @@
 """Training runs: a :class:`~recfit.config.TrainConfig` in, a run directory out.
 
-A run directory holds::
+:func:`train_run` loads and splits the data, then calls the steps of the task the config
+names (:mod:`recfit.tasks`: prepare, build, fit, evaluate, figures, artefacts); this
+module owns the run directory. A run directory holds::
 
     config.json        the resolved config (re-run with ``recfit train --config``)
     metrics.json       validation metrics by name (mse, rmse, mae, ...), loss, reg_loss,
@@ -33,9 +35,8 @@ so a reader sees the unfinished run or the finished one, never parts of two runs
 are created with the permissions the umask allows (as ``open`` would).
 
 Example:
-    >>> from recfit.config import TrainConfig
-    >>> model_kwargs(TrainConfig(model="mf", n_factors=8))["n_factors"]
-    8
+    >>> run_state("no/such/run")
+    'absent'
 """
 
 from __future__ import annotations
@@ -49,62 +50,35 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from recfit._fs import atomic_write, default_dir_mode, publish_dir, read_plain_file
 from recfit.config import TrainConfig, validate_config
-from recfit.data.interactions import Interactions, encode_time
-from recfit.data.sources import load_dataset, split_dataset
+from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.data.vocab import Vocabulary
-from recfit.errors import (
-    BundleError,
-    ConfigError,
-    EvaluationOverlapError,
-    RunDirectoryError,
-)
-from recfit.metrics.registry import metric_info
-from recfit.models import RatingModel, create_model
+from recfit.errors import BundleError, ConfigError, EvaluationOverlapError, RunDirectoryError
+from recfit.models import RatingModel
 from recfit.recommender import Recommender
 from recfit.report import build_report
+from recfit.tasks import common, get_task
 from recfit.train import checkpoint as ckpt
-from recfit.train import retrieval as retrieval_task
-from recfit.train.als import fit_als_learner
-from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
+from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.checkpoint import resume_config
-from recfit.train.classification import fit_classifier_config, write_classification_report
 from recfit.train.distributed import current
 from recfit.train.learner import Learner
-from recfit.train.retrieval import (
-    RetrievalConfig,
-    plot_metric_by_epoch,
-    train_retrieval,
-)
-from recfit.train.schedules import Cosine, Cyclic
-from recfit.train.sparse import SPARSE_MIN_PARAMS, auto_batch_size, scaled_lr
 
 __all__ = [
     "RunEvaluation",
     "RunResult",
     "atomic_write",
-    "batch_and_lr",
-    "build_learner",
     "config_runner",
-    "count_overlap",
-    "early_stopping",
     "evaluate_run",
-    "fit_config",
-    "inner_validation",
     "load_run",
-    "load_split",
-    "model_kwargs",
     "read_run_json",
     "recommender_of",
-    "resolve_config",
     "run_config",
     "run_lock",
     "run_state",
@@ -143,196 +117,6 @@ class RunResult:
     out: Path | None = None
     details: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
-
-
-def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """Model constructor arguments for ``cfg.model`` (sizes come from the data)."""
-    y_range = None if cfg.y_range is None else tuple(cfg.y_range)
-    if cfg.model in ("dot", "svdpp"):
-        return {"n_factors": cfg.n_factors, "y_range": y_range, "seed": cfg.seed}
-    if cfg.model == "mf":
-        return {"n_factors": cfg.n_factors, "seed": cfg.seed}
-    if cfg.model == "nn":
-        return {
-            "layers": tuple(cfg.layers),
-            "dropout": cfg.dropout,
-            "batch_norm": cfg.batch_norm,
-            "y_range": y_range,
-            "seed": cfg.seed,
-        }
-    raise ConfigError(f"expected model dot, mf, svdpp or nn, received {cfg.model!r}")
-
-
-def build_learner(
-    cfg: TrainConfig,
-    train: Interactions,
-    valid: Interactions | None,
-    *,
-    callbacks: Sequence[Callback] = (),
-    progress: bool | None = None,
-) -> Learner:
-    """A fresh model sized for ``train`` inside a Learner configured by ``cfg``.
-
-    ``cfg.bs == 0`` picks the batch size from ``len(train)`` (:func:`batch_and_lr`);
-    ``trainer="als"`` builds the model with a linear output (no ``y_range``).
-    """
-    cfg = resolve_config(cfg, train)
-    kwargs = model_kwargs(cfg)
-    if cfg.trainer == "als" and "y_range" in kwargs:
-        kwargs["y_range"] = None
-    model = create_model(cfg.model, train, **kwargs)
-    cbs: list[Callback] = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
-    return Learner(
-        model,
-        train,
-        valid,
-        loss=cfg.loss,
-        opt=cfg.opt,
-        bs=batch_and_lr(cfg, len(train))[0],
-        wd=cfg.wd,
-        reg=cfg.reg,
-        device=cfg.device,
-        seed=cfg.seed,
-        callbacks=cbs,
-        progress=progress,
-    )
-
-
-def early_stopping(cfg: TrainConfig) -> list[Callback]:
-    """The early-stopping callback ``cfg.patience`` asks for (every task), else none.
-
-    It watches ``cfg.monitor`` on the validation rows the Learner is given, in the
-    direction :mod:`recfit.metrics.registry` gives, and restores the best epoch's
-    weights; :func:`train_run` gives it the inner validation cut of the training part
-    (:func:`inner_validation`), never the held-out part it reports.
-
-    Example:
-        >>> [type(c).__name__ for c in early_stopping(TrainConfig(patience=2))]
-        ['EarlyStopping']
-    """
-    if cfg.patience is None:
-        return []
-    return [EarlyStopping(monitor=cfg.monitor, patience=cfg.patience, restore_best=True)]
-
-
-def inner_validation(cfg: TrainConfig, split: Split) -> Split | None:
-    """The inner validation cut early stopping watches (``cfg.patience``), else ``None``.
-
-    A share ``cfg.inner_valid`` of the training rows of ``split`` (retrieval: of its
-    training positives, ``cfg.positive_min_rating``), drawn at random by ``cfg.seed``, is
-    the returned split's test part; the other training rows are its training part. Both
-    parts are rows of ``split.data``, so users and items keep the indices (and the
-    vocabularies) of the whole training part. No held-out row of ``split`` is in either.
-
-    Raises:
-        ConfigError: the training part is too small to leave a row on each side.
-
-    Example:
-        >>> import numpy as np
-        >>> d = Interactions.from_arrays(list(range(20)), [0] * 20, [4.0] * 20)
-        >>> sp = Split(d, np.arange(10), np.arange(10, 20), "demo")
-        >>> inner = inner_validation(TrainConfig(patience=1, inner_valid=0.2), sp)
-        >>> len(inner.train_idx), len(inner.test_idx), set(inner.test_idx) <= set(range(10))
-        (8, 2, True)
-    """
-
-    if cfg.patience is None:
-        return None
-    rows = np.asarray(split.train_idx, dtype=np.int64)
-    eligible = rows
-    if cfg.task == "retrieval" and cfg.positive_min_rating is not None:
-        eligible = rows[split.data.rating[rows] >= cfg.positive_min_rating]
-    n_inner = round(cfg.inner_valid * len(eligible))
-    if n_inner < 1 or n_inner >= len(eligible):
-        raise ConfigError(
-            f"expected enough training rows for an inner validation cut of inner_valid "
-            f"{cfg.inner_valid} (patience), received {len(eligible)} "
-            f"training {'positives' if cfg.task == 'retrieval' else 'rows'}"
-        )
-    rng = np.random.default_rng([cfg.seed, 0x1AA1])  # a stream apart from the split's
-    inner = np.sort(rng.choice(eligible, size=n_inner, replace=False))
-    rest = np.setdiff1d(rows, inner, assume_unique=True)
-    return Split(split.data, rest, inner, f"inner:{cfg.inner_valid:g} of {split.name}")
-
-
-def _early_stopping_details(cfg: TrainConfig, learner: Learner, inner: Split) -> dict[str, Any]:
-    """How the epoch was chosen, for ``metrics.json`` (``details.early_stopping``)."""
-    stop = next((c for c in learner.cbs if isinstance(c, EarlyStopping)), None)
-    what = "positives" if cfg.task == "retrieval" else "rows"
-    best = None if stop is None or stop.best_epoch < 0 else int(stop.best_epoch)
-    return {
-        "monitor": cfg.monitor,
-        "monitored_on": f"inner validation, {cfg.inner_valid:.0%} of training {what}",
-        "inner_valid": cfg.inner_valid,
-        "inner_rows": len(inner.test_idx),
-        "fit_rows": len(inner.train_idx),
-        "best_epoch": best,
-        "best_value": None if stop is None or best is None else float(stop.best),
-        "stopped_epoch": None if stop is None else stop.stopped_epoch,
-        "epochs_trained": len(learner.history),
-        "epoch_numbering": "from 0, as in history.csv",
-        "held_out": "evaluated once, after training, with the restored best weights",
-    }
-
-
-def resolve_config(cfg: TrainConfig, train: Interactions, distributed: bool = False) -> TrainConfig:
-    """``cfg`` with ``model="auto"`` and ``opt="auto"`` made concrete for ``train``.
-
-    ``auto`` is ``dot`` when a DotBias of ``cfg.n_factors`` would have at least
-    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters (or with ALS), else
-    ``svdpp`` (:meth:`recfit.config.TrainConfig.resolve_model`). The row-wise path (and so
-    row-wise Adagrad) is taken by a ``dot`` or ``mf`` model of at least
-    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD in one
-    process (:meth:`recfit.config.TrainConfig.resolve_opt`).
-    """
-    big = (train.n_users + train.n_items) * (cfg.n_factors + 1) >= SPARSE_MIN_PARAMS
-    cfg = cfg.resolve_model(big)
-    row_wise = (
-        cfg.task == "rating"
-        and cfg.trainer == "sgd"
-        and cfg.model in ("dot", "mf")
-        and not distributed
-        and big
-    )
-    return cfg.resolve_opt(row_wise)
-
-
-def batch_and_lr(cfg: TrainConfig, n_train: int) -> tuple[int, float]:
-    """The batch size and (peak) learning rate a run with ``n_train`` ratings uses.
-
-    ``cfg.bs`` and ``cfg.lr`` as given, except ``cfg.bs == 0``: then
-    :func:`~recfit.train.sparse.auto_batch_size` and
-    :func:`~recfit.train.sparse.scaled_lr` (64 and ``lr`` on ml-100k).
-
-    Example:
-        >>> batch_and_lr(TrainConfig(), 80_000), batch_and_lr(TrainConfig(bs=32), 10**6)
-        ((64, 0.005), (32, 0.005))
-    """
-    if cfg.bs:
-        return cfg.bs, cfg.lr
-    bs = auto_batch_size(n_train)
-    return bs, scaled_lr(cfg.lr, bs)
-
-
-def fit_config(learner: Learner, cfg: TrainConfig) -> Learner:
-    """Train ``learner`` for ``cfg.epochs`` along ``cfg.schedule`` (or by ALS).
-
-    ``cfg`` is resolved for ``learner.train`` as :func:`build_learner` resolved it, so
-    ``opt="auto"`` trains with the learning rate of the optimiser it picked.
-    """
-    cfg = resolve_config(cfg, learner.train, distributed=learner.dist is not None)
-    if cfg.trainer == "als":
-        return fit_als_learner(learner, cfg.epochs, reg=cfg.reg, reg_exponent=cfg.reg_exponent)
-    lr = batch_and_lr(cfg, len(learner.train))[1]
-    total = max(1, cfg.epochs * learner.steps_per_epoch)
-    if cfg.schedule == "one_cycle":
-        return learner.fit_one_cycle(cfg.epochs, lr, pct_start=cfg.pct_start)
-    if cfg.schedule == "cosine":
-        return learner.fit(cfg.epochs, schedule=Cosine(lr, total))
-    if cfg.schedule == "cyclic":
-        half = max(1, learner.steps_per_epoch // 2)
-        return learner.fit(cfg.epochs, schedule=Cyclic(lr / 10, lr, step_size=half))
-    return learner.fit(cfg.epochs, lr)
 
 
 def train_run(
@@ -403,53 +187,42 @@ def _train(
     writer: bool,
 ) -> RunResult:
     ctx = current()
-    if (resume or ctx is not None) and cfg.task != "rating":
+    task = get_task(cfg.task)
+    if (resume or ctx is not None) and not task.checkpointed(cfg):
         raise ConfigError(
-            f"expected task 'rating' for --resume or distributed training, received {cfg.task!r}"
+            "expected a run that trains with checkpoints (the Learner's loop) for --resume or "
+            f"distributed training, received task {cfg.task!r} with trainer {cfg.trainer!r}"
         )
-    split = load_split(cfg, data)
-    data = split.data
-    if cfg.task == "retrieval":
-        return _retrieval_run(cfg, split, out if writer else None, progress=progress,
-                              callbacks=callbacks)  # fmt: skip
+    split = common.load_split(cfg, data)
     if on_split is not None:
         on_split(split)
-    cfg = resolve_config(cfg, split.train, distributed=ctx is not None)
+    cfg = task.prepare(cfg, split, distributed=ctx is not None)
     if writer and out is not None:  # the resolved config, before training starts
         atomic_write(Path(out) / CONFIG_FILE, _config_json(cfg))
     # early stopping chooses the epoch on an inner cut of the training rows; the held-out
     # part is evaluated once, after training (without patience it is only a curve)
-    inner = inner_validation(cfg, split)
-    fit_rows, watched = (split.train, split.test) if inner is None else (inner.train, inner.test)
+    inner = common.inner_validation(cfg, split)
+    main = ctx is None or ctx.is_main
     t0 = time.perf_counter()
-    if cfg.task == "classification":  # ratings as classes, with an imbalance strategy
-        learner = fit_classifier_config(
-            cfg, fit_rows, watched,
-            callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)], progress=progress,
-        ).learner  # fmt: skip
-    else:
-        main = ctx is None or ctx.is_main
-        learner = build_learner(
-            cfg if ctx is None else cfg.replace(device=str(ctx.device)),
-            fit_rows, watched, callbacks=callbacks, progress=progress if main else False,
-        )  # fmt: skip
-        if cfg.trainer == "als" and (resume or ctx is not None):
-            raise ConfigError(
-                "expected trainer 'sgd' for --resume or distributed training (ALS runs in "
-                "one process without checkpoints), received 'als'"
-            )
-        if cfg.trainer != "als":
-            ckpt.setup_run(learner, cfg, out, resume=resume, ctx=ctx)
-        fit_config(learner, cfg)
+    learner = task.build(
+        cfg if ctx is None else cfg.replace(device=str(ctx.device)),
+        split if inner is None else inner,
+        callbacks=callbacks,
+        progress=progress if main else False,
+    )
+    if task.checkpointed(cfg):
+        ckpt.setup_run(learner, cfg, out, resume=resume, ctx=ctx)
+    learner = task.fit(learner, cfg)
     # compiling the kernels before a fit is not training: reported apart
-    compile_seconds = float(getattr(learner, "compile_seconds", 0.0))
+    compile_seconds = float(learner.compile_seconds)
     fit_seconds = time.perf_counter() - t0 - compile_seconds
-    metrics = learner.evaluate(split.test)
+    metrics, details = task.evaluate(learner, cfg, split)
     metrics["fit_seconds"] = fit_seconds
-    result = RunResult(cfg, learner, split, metrics)
+    result = RunResult(cfg, learner, split, metrics, details=details)
+    result.figures.update(task.figures(learner, cfg))
     result.details["compile_seconds"] = compile_seconds
     if inner is not None:
-        result.details["early_stopping"] = _early_stopping_details(cfg, learner, inner)
+        result.details["early_stopping"] = common.early_stopping_details(cfg, learner, inner)
     if writer and out is not None:
         result.out = _publish_run(result, Path(out))
     return result
@@ -457,119 +230,6 @@ def _train(
 
 def _config_json(cfg: TrainConfig) -> str:
     return cfg.model_dump_json(indent=2) + "\n"
-
-
-# ------------------------------------------------------------------ data and splits
-def load_split(
-    cfg: TrainConfig,
-    data: Interactions | None = None,
-    *,
-    split: str | None = None,
-    seed: int | None = None,
-    data_dir: str | Path | None = None,
-) -> Split:
-    """The split a run trains and evaluates on: ``cfg.dataset`` split by ``cfg.split``,
-    or, with ``cfg.test_file``, the rating file ``cfg.dataset`` as training part and the
-    test file as held-out part (its ids mapped through the training vocabulary).
-
-    Args:
-        cfg: the run's config (dataset, columns, split, seed).
-        data: the interactions to use instead of loading ``cfg.dataset``.
-        split, seed, data_dir: override ``cfg.split``, ``cfg.seed`` and ``cfg.data_dir``.
-
-    Test rows whose user or item is not in the training file cannot be predicted from
-    training: they are dropped and counted in ``data.meta["test_file"]`` (and in the run's
-    ``metrics.json``).
-
-    Raises:
-        DataError: a file cannot be read.
-        EvaluationOverlapError: a (user, item) pair of the test file is also in the
-            training file.
-    """
-    ddir = cfg.data_dir if data_dir is None else str(data_dir)
-    if data is None:
-        data = _load(cfg.dataset, cfg, ddir)
-    if cfg.test_file is not None and split is None:
-        return _file_split(data, cfg, ddir)
-    return split_dataset(
-        data, split or cfg.split, seed=cfg.seed if seed is None else seed, data_dir=ddir
-    )
-
-
-def _load(dataset: str, cfg: TrainConfig, data_dir: str | None) -> Interactions:
-    return load_dataset(
-        dataset,
-        data_dir=data_dir,
-        user=cfg.user_col,
-        item=cfg.item_col,
-        rating=cfg.rating_col,
-        timestamp=cfg.timestamp_col,
-        weight=cfg.weight_col,
-    )
-
-
-def _file_split(train: Interactions, cfg: TrainConfig, data_dir: str | None) -> Split:
-
-    assert cfg.test_file is not None
-    test = _load(cfg.test_file, cfg, data_dir)
-    tu = train.users.index(test.users.id(test.user), unknown="sentinel")
-    ti = train.items.index(test.items.id(test.item), unknown="sentinel")
-    known = (tu >= 0) & (ti >= 0)
-    n_tr, n_te = len(train), int(known.sum())
-    user = np.concatenate([train.user, tu[known]]).astype(np.int32)
-    item = np.concatenate([train.item, ti[known]]).astype(np.int32)
-    # rows of weight 0 do not exist (as in count_overlap): only weighted pairs overlap
-    tr = train.weights() > 0
-    te = test.weights()[known] > 0
-    tr_keys = train.user[tr].astype(np.int64) * train.n_items + train.item[tr]
-    te_keys = user[n_tr:][te].astype(np.int64) * train.n_items + item[n_tr:][te]
-    both = int(np.isin(te_keys, tr_keys).sum())
-    if both:
-        raise EvaluationOverlapError(
-            f"expected a test file with no (user, item) pair of the training file "
-            f"{cfg.dataset!r}, received {both} of {int(te.sum())} test rows of "
-            f"{cfg.test_file!r} that are training rows (remove them from one of the files)",
-            n_overlap=both,
-            n_rows=int(te.sum()),
-        )
-    weight = None
-    if train.weight is not None or test.weight is not None:
-        weight = np.concatenate([train.weights(), test.weights()[known]]).astype(np.float32)
-    offset, origin = None, 0
-    if train.timestamp is not None and test.timestamp is not None:
-        offset, origin = encode_time(np.concatenate([train.timestamp, test.timestamp[known]]))
-    scale = train.rating_scale
-    if scale is not None and test.rating_scale is not None:
-        scale = (min(scale[0], test.rating_scale[0]), max(scale[1], test.rating_scale[1]))
-    dropped = int((~known).sum())
-    meta = {
-        **train.meta,
-        "test_file": {
-            "path": cfg.test_file,
-            "rows": len(test),
-            "dropped_unknown_rows": dropped,
-            "dropped_unknown_users": len(np.unique(test.user[tu < 0])),
-            "dropped_unknown_items": len(np.unique(test.item[ti < 0])),
-        },
-    }
-
-    data = replace(
-        train,
-        user=user,
-        item=item,
-        rating=np.concatenate([train.rating, test.rating[known]]).astype(np.float32),
-        weight=weight,
-        time_offset=offset,
-        time_origin=origin,
-        rating_scale=scale,
-        meta=meta,
-    )
-    return Split(
-        data,
-        np.arange(n_tr, dtype=np.int64),
-        np.arange(n_tr, n_tr + n_te, dtype=np.int64),
-        f"file:{Path(cfg.test_file).name}",
-    )
 
 
 # ------------------------------------------------------------------ run directories
@@ -592,11 +252,6 @@ def run_state(out: str | Path) -> RunState:
     return "other"
 
 
-def _lock_path(out: Path) -> Path:
-    out = Path(os.path.abspath(out))
-    return out.parent / f".{out.name}.lock"
-
-
 @contextmanager
 def run_lock(out: str | Path) -> Iterator[Path]:
     """Hold the exclusive lock of the run directory ``out`` (``flock`` on the sibling
@@ -605,7 +260,8 @@ def run_lock(out: str | Path) -> Iterator[Path]:
     Raises:
         RunDirectoryError: another process holds it.
     """
-    lock = _lock_path(Path(out))
+    path = Path(os.path.abspath(out))
+    lock = path.parent / f".{path.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
@@ -712,26 +368,6 @@ class RunEvaluation:
     n_overlap: int
 
 
-def count_overlap(seen: Any, rows: Interactions) -> int:
-    """How many rows of ``rows`` (weight > 0) are (user, item) pairs in ``seen``, the
-    :class:`~recfit.index.ItemSets` of each user's training items (user index = row).
-
-    Example:
-        >>> from recfit.retrieval import ItemSets
-        >>> seen = ItemSets.from_pairs([0, 1], [1, 0], n_queries=2)
-        >>> count_overlap(seen, Interactions.from_arrays([0, 1, 1], [1, 1, 0], [3.0, 4.0, 5.0]))
-        2
-    """
-
-    n_items = max(int(seen.indices.max()) + 1 if len(seen.indices) else 0, rows.n_items, 1)
-    lengths = np.diff(seen.indptr)
-    seen_users = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    seen_keys = seen_users * n_items + seen.indices.astype(np.int64)
-    keep = rows.weights() > 0
-    keys = rows.user[keep].astype(np.int64) * n_items + rows.item[keep]
-    return int(np.isin(keys, seen_keys).sum())
-
-
 def evaluate_run(
     run: str | Path,
     split: str | None = None,
@@ -763,7 +399,7 @@ def evaluate_run(
         raise ConfigError(f"expected part 'test' or 'train', received {part!r}")
     cfg = _read_config(Path(run))
     rec = Recommender.load(run)
-    sp = load_split(cfg, split=split, seed=seed, data_dir=data_dir)
+    sp = common.load_split(cfg, split=split, seed=seed, data_dir=data_dir)
     data = sp.data
     if data.users != rec.users or data.items != rec.items:
         raise ConfigError(
@@ -772,7 +408,7 @@ def evaluate_run(
         )
     target = sp.test if part == "test" else sp.train
     n_rows = int((target.weights() > 0).sum())
-    overlap = count_overlap(rec.seen, target)
+    overlap = common.count_overlap(rec.seen, target)
     if part == "test" and overlap and not allow_overlap:
         raise EvaluationOverlapError(
             f"expected test rows the run {str(run)!r} did not train on, received {overlap:,} of "
@@ -782,98 +418,11 @@ def evaluate_run(
             n_overlap=overlap,
             n_rows=n_rows,
         )
+    loss = getattr(cfg, "loss", None)  # a task without one: the model's default
     learn = Learner(
-        rec.model, sp.train, None, loss=cfg.loss, reg=cfg.reg, device=cfg.device, progress=False
+        rec.model, sp.train, None, loss=loss, reg=cfg.reg, device=cfg.device, progress=False
     )
     return RunEvaluation(learn.evaluate(target), sp.name, part, n_rows, overlap)
-
-
-def retrieval_config(cfg: TrainConfig) -> Any:
-    """The :class:`~recfit.train.retrieval.RetrievalConfig` a ``task="retrieval"`` config
-    describes (``n_factors`` is the embedding width, ``layers`` the towers' dense layers)."""
-    if cfg.schedule not in ("constant", "one_cycle"):
-        raise ConfigError(
-            f"expected schedule 'constant' or 'one_cycle' for retrieval, received {cfg.schedule!r}"
-        )
-    if cfg.opt not in ("adagrad", "adam"):
-        raise ConfigError(f"expected opt 'adagrad' or 'adam' for retrieval, received {cfg.opt!r}")
-    if cfg.patience is not None:  # early stopping reads the ranking metrics of eval_every
-        ks = RetrievalConfig().eval_ks
-        if cfg.eval_every < 1 or metric_info(cfg.monitor).k not in ks:
-            raise ConfigError(
-                f"expected eval_every >= 1 and a monitor at a cutoff in {ks} for patience in "
-                f"retrieval, received eval_every {cfg.eval_every} and {cfg.monitor!r}"
-            )
-    return RetrievalConfig(
-        objective=cfg.objective,
-        embedding_dim=cfg.n_factors,
-        layer_sizes=tuple(cfg.layers),
-        positive_min_rating=cfg.positive_min_rating,
-        temperature=cfg.temperature,
-        logq=cfg.logq,
-        num_hard_negatives=cfg.num_hard_negatives,
-        num_negatives=cfg.num_negatives,
-        opt=cfg.opt,  # type: ignore[arg-type]
-        lr=cfg.lr,
-        epochs=cfg.epochs,
-        bs=cfg.bs,
-        wd=cfg.wd,
-        reg=cfg.reg,
-        schedule=cfg.schedule,  # type: ignore[arg-type]
-        relevant_min_rating=cfg.relevant_min_rating,
-        exclude_seen=cfg.exclude_seen,
-        eval_every=cfg.eval_every,
-        seed=cfg.seed,
-        device=cfg.device,
-    )
-
-
-def _retrieval_run(
-    cfg: TrainConfig,
-    split: Split,
-    out: str | Path | None,
-    *,
-    progress: bool | None,
-    callbacks: Sequence[Callback],
-) -> RunResult:
-    """Two-tower training and full-catalogue ranking evaluation (``task="retrieval"``)."""
-    rcfg = retrieval_config(cfg)
-    inner = inner_validation(cfg, split)  # early stopping ranks the inner cut, not the test
-    res = train_retrieval(
-        rcfg,
-        split.data,
-        split if inner is None else inner,
-        callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)],
-        progress=progress,
-    )
-    metrics, report = dict(res.metrics), res.report
-    if inner is not None:  # the held-out part, ranked once after training
-        metrics, report = retrieval_task.retrieval_metrics(
-            rcfg,
-            res.model,
-            split.test,
-            split.train,  # the inner cut included: each user's seen items
-            res.metrics["fit_seconds"],
-            filter_positives=True,
-        )
-    details = {k: v for k, v in report.items() if k not in metrics}
-    result = RunResult(cfg, res.learner, split, metrics, details=details)
-    if inner is not None:
-        result.details["early_stopping"] = _early_stopping_details(cfg, res.learner, inner)
-    if res.epoch_metrics:
-        label = "two_tower" if inner is None else "two_tower, inner validation"
-        result.figures["metric_vs_epoch.png"] = _metric_vs_epoch(res, cfg.monitor, label)
-    if out is not None:
-        result.out = _publish_run(result, Path(out))
-    return result
-
-
-def _metric_vs_epoch(res: Any, metric: str, label: str = "two_tower") -> Any:
-    return plot_metric_by_epoch({label: res.epoch_metrics}, metric)
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n"
 
 
 def recommender_of(result: RunResult, **kwargs: Any) -> Recommender:
@@ -918,19 +467,18 @@ def _write_files(result: RunResult, out: Path) -> None:
     split = result.split.summary()
     if "test_file" in data.meta:
         split["test_file"] = data.meta["test_file"]
+    sizes = {"ratings": len(data), "users": data.n_users, "items": data.n_items}
     report = {
         "metrics": metrics,
         "split": split,
-        "data": {
-            "name": data.name,
-            "ratings": len(data),
-            "users": data.n_users,
-            "items": data.n_items,
-        },
+        "data": {"name": data.name, **sizes},
         "seed": result.config.seed,
     }
     atomic_write(out / CONFIG_FILE, _config_json(result.config))
-    atomic_write(out / METRICS_FILE, _json({**metrics, "details": {**report, **result.details}}))
+    details = {**metrics, "details": {**report, **result.details}}
+    atomic_write(
+        out / METRICS_FILE, json.dumps(details, indent=2, sort_keys=True, default=float) + "\n"
+    )
     atomic_write(out / "history.csv", learn.history_frame().to_csv(index=False))
     recommender_of(result).save(out / BUNDLE_DIR)
     figures = {"losses.png": plot_losses(learn.history) if learn.history else None}
@@ -941,8 +489,7 @@ def _write_files(result: RunResult, out: Path) -> None:
         if fig is not None:
             fig.savefig(out / f".{name}.tmp.png", dpi=110, bbox_inches="tight")
             os.replace(out / f".{name}.tmp.png", out / name)
-    if result.config.task == "classification":
-        write_classification_report(learn, result.split.test, out)
+    get_task(result.config.task).artefacts(learn, result.config, result.split, out)
     build_report(out)
 
 
@@ -1044,15 +591,7 @@ def config_runner(
             key = (cfg.dataset, cfg.data_dir, cfg.user_col, cfg.item_col, cfg.rating_col,
                    cfg.timestamp_col, cfg.weight_col)  # fmt: skip
             if key not in cache:
-                cache[key] = load_dataset(
-                    cfg.dataset,
-                    data_dir=cfg.data_dir,
-                    user=cfg.user_col,
-                    item=cfg.item_col,
-                    rating=cfg.rating_col,
-                    timestamp=cfg.timestamp_col,
-                    weight=cfg.weight_col,
-                )
+                cache[key] = common.load_data(cfg)
             d = cache[key]
         result = train_run(cfg, data=d, progress=False)
         return {k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)}

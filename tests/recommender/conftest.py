@@ -18,7 +18,7 @@ from recfit.data.synthetic import synthetic
 from recfit.models import TwoTower, create_model
 from recfit.recommender import Recommender
 from recfit.train.learner import Learner
-from recfit.train.retrieval import RescaledMSELoss
+from recfit.models.retrieval_losses import RescaledMSELoss
 
 FAMILIES = ("dot", "mf", "svdpp", "nn", "classifier", "two_tower")
 HUGE = 50_000_000

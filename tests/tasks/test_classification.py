@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from recfit.config import TrainConfig, validate_config
+from recfit.config import ClassificationConfig, validate_config
 from recfit.data import Interactions
 from recfit.data.sources import split_dataset
 from recfit.errors import ConfigError
 from recfit.runs import config_runner
-from recfit.train import classification as clf
-from recfit.train.classification import (
+from recfit.tasks import classification as clf
+from recfit.tasks.classification import (
     STRATEGIES,
     SyntheticRows,
-    fit_classifier,
+    train_classifier,
     write_classification_report,
 )
 
@@ -43,7 +43,7 @@ def _parts(d: Interactions) -> tuple[Interactions, Interactions]:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_each_strategy_end_to_end(strategy: Any, skewed: Interactions) -> None:
     train, valid = _parts(skewed)
-    fit = fit_classifier(
+    fit = train_classifier(
         train, valid, strategy=strategy, epochs=2, bs=64, layers=(8,), seed=0, smote_epochs=1
     )
     res = fit.learner.evaluate()
@@ -64,7 +64,7 @@ def test_each_strategy_end_to_end(strategy: Any, skewed: Interactions) -> None:
 def test_strategies_change_the_model(skewed: Interactions) -> None:
     train, valid = _parts(skewed)
     p = {
-        s: fit_classifier(
+        s: train_classifier(
             train, valid, strategy=s, epochs=2, bs=64, layers=(8,), seed=0
         ).learner.predict_proba(valid)
         for s in ("none", "class_weights")
@@ -94,7 +94,7 @@ def test_validation_rows_are_never_resampled_or_synthesised(
     monkeypatch.setattr(clf, "resample", spy)
     for strategy in STRATEGIES:
         seen.clear()
-        fit = fit_classifier(
+        fit = train_classifier(
             train, valid, strategy=strategy, epochs=1, bs=64, layers=(8,), seed=3, smote_epochs=1
         )
         for data, vectors in seen:
@@ -121,8 +121,8 @@ def test_validation_rows_are_never_resampled_or_synthesised(
 
 def test_synthetic_rows_train_only_the_head(skewed: Interactions) -> None:
     train, valid = _parts(skewed)
-    base = fit_classifier(train, valid, strategy="none", epochs=2, bs=64, layers=(8,), seed=0)
-    smote = fit_classifier(
+    base = train_classifier(train, valid, strategy="none", epochs=2, bs=64, layers=(8,), seed=0)
+    smote = train_classifier(
         train, valid, strategy="smote", epochs=2, bs=64, layers=(8,), seed=0, smote_epochs=1
     )
     mb, ms = base.learner.model, smote.learner.model
@@ -170,7 +170,7 @@ def test_synthetic_rows_objective(skewed: Interactions) -> None:
 def test_train_run_classification_writes_report(skewed: Interactions, tmp_path: Path) -> None:
     from recfit.runs import train_run
 
-    cfg = TrainConfig(task="classification", split="random:0.2", epochs=1, layers=(8,), bs=64)
+    cfg = ClassificationConfig(split="random:0.2", epochs=1, layers=(8,), bs=64)
     res = train_run(cfg, tmp_path / "run", data=skewed, progress=False)
     assert res.learner.model.config()["name"] == "classifier"
     assert {"accuracy", "mse_expected", "mse_argmax", "loss"} <= set(res.metrics)
@@ -222,7 +222,9 @@ def test_r1_classifier_targets(data_dir: Path) -> None:
 
     d = load_dataset("ml-100k", data_dir=str(data_dir))
     sp = split_dataset(d, "random:0.2", seed=42)
-    fit = fit_classifier(sp.train, sp.test, epochs=5, lr=5e-3, bs=256, wd=0.3, n_factors=32, seed=0)
+    fit = train_classifier(
+        sp.train, sp.test, epochs=5, lr=5e-3, bs=256, wd=0.3, n_factors=32, seed=0
+    )
     res = fit.learner.evaluate()
     assert res["accuracy"] >= 0.45
     assert res["mse_expected"] <= 0.83

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from recfit.config import TrainConfig, validate_config
+from recfit.config import RatingConfig, validate_config
 from recfit.data import Interactions
 from recfit.errors import ConfigError, TrainingDivergedError
 from recfit.models import BiasedMF, DotBias, EmbeddingNN
@@ -109,16 +109,17 @@ def test_config_y_range_must_be_finite() -> None:
 
 
 def test_classification_stops() -> None:
-    from recfit.train.classification import fit_classifier
+    from recfit.tasks.classification import train_classifier
 
     d = _data()
     with pytest.raises(TrainingDivergedError) as err:
-        fit_classifier(d, d, epochs=2, lr=1e30, wd=0.0, device="cpu")
+        train_classifier(d, d, epochs=2, lr=1e30, wd=0.0, device="cpu")
     _check(err)
 
 
 def test_retrieval_stops() -> None:
-    from recfit.train.retrieval import RetrievalConfig, train_retrieval
+    from recfit.config import RetrievalConfig
+    from recfit.tasks.retrieval import train_retrieval
 
     d = _data()
     cfg = RetrievalConfig(
@@ -160,7 +161,7 @@ def test_train_run_writes_no_bundle_from_a_diverged_fit(tmp_path: Path) -> None:
     from recfit.runs import train_run
 
     d = _data()
-    cfg = TrainConfig(model="dot", n_factors=4, epochs=2, lr=1e9, bs=64, opt="sgd", wd=0.0)
+    cfg = RatingConfig(model="dot", n_factors=4, epochs=2, lr=1e9, bs=64, opt="sgd", wd=0.0)
     out = tmp_path / "run"
     with pytest.raises(TrainingDivergedError):
         train_run(cfg, out, data=d, progress=False)

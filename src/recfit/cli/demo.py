@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from recfit.cli.common import errors
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data import load_dataset, split_dataset
-from recfit.runs import recommender_of, resolve_config, train_run
+from recfit.runs import recommender_of, train_run
+from recfit.tasks.rating import resolve_config
 
 __all__ = ["R1_REFERENCE", "demo"]
 
@@ -40,7 +41,7 @@ def demo(
     """Load MovieLens 100K, split it, train the default model, print metrics next to the
     published reference, and show recommendations."""
     with errors():
-        cfg = TrainConfig(
+        cfg = RatingConfig(
             dataset="ml-100k", data_dir=None if data_dir is None else str(data_dir)
         ).replace(epochs=epochs)
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir)

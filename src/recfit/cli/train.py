@@ -20,7 +20,9 @@ from recfit.config import (
 )
 from recfit.data.sources import load_dataset, split_dataset
 from recfit.errors import ConfigError, TrainingInterrupted
-from recfit.runs import build_learner, evaluate_run, run_config, train_run
+from recfit.models.registry import TRAINERS, families
+from recfit.runs import evaluate_run, run_config, train_run
+from recfit.tasks.rating import build_learner
 from recfit.train import distributed
 
 __all__ = ["evaluate", "lr_find", "train"]

@@ -323,7 +323,10 @@ def _fit(
             seed=seed + 1,
             device=str(learner.device),
             # the first learner's callbacks (its progress bar included), then the rows
-            callbacks=[*learner.cbs, SyntheticRows(rs.synthetic_vectors, rs.synthetic_levels, seed)],
+            callbacks=[
+                *learner.cbs,
+                SyntheticRows(rs.synthetic_vectors, rs.synthetic_levels, seed),
+            ],
             progress=False,
         )
         head_learner.fit_one_cycle(smote_epochs, lr / 5, pct_start=pct_start)
@@ -487,7 +490,9 @@ class ClassificationTask:
     def figures(self, learner: Learner, cfg: ClassificationConfig) -> dict[str, Figure]:
         return {}
 
-    def artefacts(self, learner: Learner, cfg: ClassificationConfig, split: Split, out: Path) -> None:
+    def artefacts(
+        self, learner: Learner, cfg: ClassificationConfig, split: Split, out: Path
+    ) -> None:
         write_classification_report(learner, split.test, out)
 
 

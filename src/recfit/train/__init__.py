@@ -30,15 +30,6 @@ from recfit.train.imbalance import (
 )
 from recfit.train.learner import OPTIMIZERS, Learner, resolve_device
 from recfit.train.lr_finder import LRFinder, LRFinderResult, lr_find, suggest
-from recfit.train.retrieval import (
-    InBatchSoftmaxLoss,
-    RankingMetrics,
-    RescaledMSELoss,
-    RetrievalConfig,
-    compare_depths,
-    evaluate_retrieval,
-    train_retrieval,
-)
 from recfit.train.schedules import (
     CombinedCos,
     Constant,
@@ -65,16 +56,12 @@ __all__ = [
     "EarlyStopping",
     "Exponential",
     "ImbalanceStrategy",
-    "InBatchSoftmaxLoss",
     "LRFinder",
     "LRFinderResult",
     "Learner",
     "OneCycle",
     "ProgressBar",
-    "RankingMetrics",
     "Resampled",
-    "RescaledMSELoss",
-    "RetrievalConfig",
     "RowAdamW",
     "Schedule",
     "ScheduleRecorder",
@@ -84,8 +71,6 @@ __all__ = [
     "TrainingInterrupted",
     "auto_batch_size",
     "class_weights",
-    "compare_depths",
-    "evaluate_retrieval",
     "fit_als",
     "lr_find",
     "n_batches",
@@ -100,5 +85,4 @@ __all__ = [
     "scaled_lr",
     "smote",
     "suggest",
-    "train_retrieval",
 ]

@@ -1,0 +1,154 @@
+"""The rating task: predict each rating (regression), measured by MSE, RMSE and MAE.
+
+A model family of the rating task (``dot``, ``mf``, ``svdpp``, ``nn``) is built from the
+config and the training data, put in a :class:`~recfit.train.learner.Learner` and trained
+by SGD along ``cfg.schedule`` (dense, fused or row-wise) or by alternating least squares.
+
+Example:
+    >>> from recfit.config import RatingConfig
+    >>> model_settings(RatingConfig(model="mf", n_factors=8))
+    {'n_factors': 8, 'seed': 42}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recfit.config import RatingConfig
+from recfit.data.interactions import Interactions
+from recfit.data.split import Split
+from recfit.models.registry import family
+from recfit.tasks.common import batch_and_lr, early_stopping, register_task
+from recfit.train.callbacks import Callback, ScheduleRecorder
+from recfit.train.learner import Learner
+from recfit.train.sparse import SPARSE_MIN_PARAMS
+from recfit.train.trainers import FitSpec, trainer_for
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["RatingTask", "build_learner", "fit_learner", "model_settings", "resolve_config"]
+
+
+def model_settings(cfg: RatingConfig) -> dict[str, Any]:
+    """What the family ``cfg.model`` is built from: the config fields it reads
+    (:attr:`recfit.models.registry.Family.reads`; sizes come from the data), with a
+    linear output (no ``y_range``) for ``trainer="als"``."""
+    settings = family(cfg.model).settings(cfg)
+    if cfg.trainer == "als" and "y_range" in settings:
+        settings["y_range"] = None
+    return settings
+
+
+def resolve_config(
+    cfg: RatingConfig, train: Interactions, distributed: bool = False
+) -> RatingConfig:
+    """``cfg`` with ``model="auto"`` and ``opt="auto"`` made concrete for ``train``.
+
+    ``auto`` is ``dot`` when a DotBias of ``cfg.n_factors`` would have at least
+    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters (or with ALS), else
+    ``svdpp`` (:meth:`recfit.config.RatingConfig.resolve_model`). The row-wise path (and
+    so row-wise Adagrad) is taken by a model of a family that has one
+    (:attr:`recfit.models.registry.Family.row_wise`: ``dot``, ``mf``) of at least
+    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD in one
+    process (:meth:`recfit.config.RatingConfig.resolve_opt`).
+    """
+    big = (train.n_users + train.n_items) * (cfg.n_factors + 1) >= SPARSE_MIN_PARAMS
+    cfg = cfg.resolve_model(big)
+    row_wise = family(cfg.model).row_wise and cfg.trainer == "sgd" and not distributed and big
+    return cfg.resolve_opt(row_wise)
+
+
+def build_learner(
+    cfg: RatingConfig,
+    train: Interactions,
+    valid: Interactions | None,
+    *,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+) -> Learner:
+    """A fresh model of the family ``cfg.model``, sized for ``train``, inside a Learner
+    configured by ``cfg``.
+
+    ``cfg`` is resolved for ``train`` first (:func:`resolve_config`); ``cfg.bs == 0``
+    picks the batch size from ``len(train)`` (:func:`~recfit.tasks.common.batch_and_lr`).
+    """
+    cfg = resolve_config(cfg, train)
+    model = family(cfg.model).build(model_settings(cfg), train)
+    cbs: list[Callback] = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
+    return Learner(
+        model,
+        train,
+        valid,
+        loss=cfg.loss,
+        opt=cfg.opt,
+        bs=batch_and_lr(cfg, len(train))[0],
+        wd=cfg.wd,
+        reg=cfg.reg,
+        device=cfg.device,
+        seed=cfg.seed,
+        callbacks=cbs,
+        progress=progress,
+    )
+
+
+def fit_learner(learner: Learner, cfg: RatingConfig) -> Learner:
+    """Train ``learner`` in place as ``cfg`` says: by the trainer ``cfg.trainer``
+    (:func:`recfit.train.trainers.trainer_for`: SGD for ``cfg.epochs`` along
+    ``cfg.schedule``, or ALS sweeps).
+
+    ``cfg`` is resolved for ``learner.train`` as :func:`build_learner` resolved it, so
+    ``opt="auto"`` trains with the learning rate of the optimiser it picked.
+    """
+    cfg = resolve_config(cfg, learner.train, distributed=learner.dist is not None)
+    lr = batch_and_lr(cfg, len(learner.train))[1]
+    return trainer_for(cfg.trainer).fit(learner, FitSpec.from_config(cfg, lr=lr))
+
+
+class RatingTask:
+    """The rating task's steps (:class:`~recfit.tasks.common.Task`)."""
+
+    name = "rating"
+    unit = "rows"
+
+    def checkpointed(self, cfg: RatingConfig) -> bool:
+        return cfg.trainer == "sgd"
+
+    def prepare(
+        self, cfg: RatingConfig, split: Split, *, distributed: bool = False
+    ) -> RatingConfig:
+        return resolve_config(cfg, split.train, distributed=distributed)
+
+    def inner_rows(self, cfg: RatingConfig, split: Split) -> np.ndarray:
+        return np.asarray(split.train_idx, dtype=np.int64)
+
+    def build(
+        self,
+        cfg: RatingConfig,
+        fit: Split,
+        *,
+        callbacks: Sequence[Callback] = (),
+        progress: bool | None = None,
+    ) -> Learner:
+        return build_learner(cfg, fit.train, fit.test, callbacks=callbacks, progress=progress)
+
+    def fit(self, learner: Learner, cfg: RatingConfig) -> Learner:
+        return fit_learner(learner, cfg)
+
+    def evaluate(
+        self, learner: Learner, cfg: RatingConfig, split: Split
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        return learner.evaluate(split.test), {}
+
+    def figures(self, learner: Learner, cfg: RatingConfig) -> dict[str, Figure]:
+        return {}
+
+    def artefacts(self, learner: Learner, cfg: RatingConfig, split: Split, out: Path) -> None:
+        return None
+
+
+register_task(RatingTask())
