@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 
 from recfit.data.checks import check_ratings, check_weights, fail_at, to_float32
-from recfit.data.vocab import Vocabulary
+from recfit.data.vocab import UsersAndItems, Vocabulary
 from recfit.errors import ConfigError, DataError
 
 __all__ = ["Interactions"]
 
 
 @dataclass(frozen=True, eq=False)
-class Interactions:
+class Interactions(UsersAndItems):
     """Ratings of users for items, one row per (user, item) pair.
 
     Arrays are aligned and compact: ``user`` and ``item`` are ``int32`` indices into
@@ -179,16 +179,6 @@ class Interactions:
             f"Interactions(name={self.name!r}, ratings={len(self)}, users={self.n_users}, "
             f"items={self.n_items})"
         )
-
-    @property
-    def n_users(self) -> int:
-        """Size of the user vocabulary."""
-        return len(self.users)
-
-    @property
-    def n_items(self) -> int:
-        """Size of the item vocabulary."""
-        return len(self.items)
 
     @property
     def timestamp(self) -> np.ndarray | None:

@@ -516,28 +516,27 @@ def _users_100k(folder: Path) -> MetaTable:
     return table
 
 
+def _code(value: str, codes: dict[int, str], path: Path, lineno: int, column: str) -> int:
+    """An integer code that ``codes`` names (ml-1m's age groups and occupations)."""
+    code = _int(value, path, lineno, column)
+    if code not in codes:
+        raise DataError(
+            f"expected {column} code in {sorted(codes)}, received {code}",
+            file=str(path),
+            line=lineno,
+            column=column,
+        )
+    return code
+
+
 def _users_1m(folder: Path) -> MetaTable:
     path = folder / "users.dat"
     table = MetaTable(path, ("age", "age_group", "gender", "occupation", "occupation_code", "zip"))
     for lineno, (uid, gender, age, occ, zipc) in _fields(
         path, "latin-1", "::", ("user", "gender", "age", "occupation", "zip")
     ):
-        age_code = _int(age, path, lineno, "age")
-        occ_code = _int(occ, path, lineno, "occupation")
-        if age_code not in ML1M_AGE_GROUPS:
-            raise DataError(
-                f"expected an age code in {sorted(ML1M_AGE_GROUPS)}, received {age_code}",
-                file=str(path),
-                line=lineno,
-                column="age",
-            )
-        if occ_code not in ML1M_OCCUPATIONS:
-            raise DataError(
-                f"expected an occupation code in 0..20, received {occ_code}",
-                file=str(path),
-                line=lineno,
-                column="occupation",
-            )
+        age_code = _code(age, ML1M_AGE_GROUPS, path, lineno, "age")
+        occ_code = _code(occ, ML1M_OCCUPATIONS, path, lineno, "occupation")
         table.add(
             _int(uid, path, lineno, "user"),
             lineno,

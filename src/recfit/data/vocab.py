@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import numpy as np
@@ -17,7 +17,7 @@ import pandas as pd
 
 from recfit.errors import ConfigError, DataError, UnknownIdError
 
-__all__ = ["UnknownPolicy", "Vocabulary"]
+__all__ = ["UnknownPolicy", "UsersAndItems", "Vocabulary"]
 
 UnknownPolicy = Literal["error", "sentinel"]
 
@@ -240,6 +240,32 @@ class Vocabulary:
         return cls.from_dict(d)
 
 
+class UsersAndItems:
+    """What holds a user and an item :class:`Vocabulary` (ratings, a recommender) gets
+    their sizes from them.
+
+    Example:
+        >>> class Pair(UsersAndItems):
+        ...     def __init__(self) -> None:
+        ...         self.users, self.items = Vocabulary(["a"]), Vocabulary([1, 2])
+        >>> Pair().n_users, Pair().n_items
+        (1, 2)
+    """
+
+    users: Vocabulary
+    items: Vocabulary
+
+    @property
+    def n_users(self) -> int:
+        """The number of users in the vocabulary."""
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        """The number of items in the vocabulary."""
+        return len(self.items)
+
+
 def _to_array(values: Any) -> np.ndarray:
     """An array of ``values``; Python sequences go through ``object`` so strings keep every
     character (NumPy's fixed-width strings would drop trailing NULs)."""
@@ -360,15 +386,9 @@ def _int_queries(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ok = raw <= np.uint64(_INT64_MAX)
         return np.where(ok, raw, 0).astype(np.int64), np.asarray(ok, dtype=bool)
     keys = np.zeros(len(raw), dtype=np.int64)
-    ok = np.zeros(len(raw), dtype=bool)
     if raw.dtype.kind not in "OUS":  # floats, booleans, datetimes: never an id
-        return keys, ok
-    for i, v in enumerate(raw.tolist()):
-        x = _exact_int(v)
-        if x is not None:
-            keys[i] = x
-            ok[i] = True
-    return keys, ok
+        return keys, np.zeros(len(raw), dtype=bool)
+    return _convert_each(raw, _exact_int, keys)
 
 
 def _exact_str(v: Any) -> str | None:
@@ -383,12 +403,19 @@ def _exact_str(v: Any) -> str | None:
 def _str_queries(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(object keys, which keys are valid) of query ids against a string vocabulary."""
     keys = np.empty(len(raw), dtype=object)
-    ok = np.zeros(len(raw), dtype=bool)
     if raw.dtype.kind not in "iuOUS":
-        return keys, ok
+        return keys, np.zeros(len(raw), dtype=bool)
+    return _convert_each(raw, _exact_str, keys)
+
+
+def _convert_each(
+    raw: np.ndarray, convert: Callable[[Any], Any], keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``keys[i] = convert(raw[i])`` where that is not ``None``; (keys, which were)."""
+    ok = np.zeros(len(raw), dtype=bool)
     for i, v in enumerate(raw.tolist()):
-        s = _exact_str(v)
-        if s is not None:
-            keys[i] = s
+        x = convert(v)
+        if x is not None:
+            keys[i] = x
             ok[i] = True
     return keys, ok

@@ -9,17 +9,9 @@ from typing import Any, Literal
 import numpy as np
 
 from recfit.errors import ConfigError, DataError
+from recfit.index import inputs
 from recfit.index.exact import ExactIndex
-from recfit.index.inputs import (
-    IdMap,
-    Metric,
-    as_matrix,
-    check_finite,
-    check_ids,
-    check_metric,
-    check_positive,
-    exclusion_positions,
-)
+from recfit.index.inputs import Metric
 from recfit.index.itemsets import as_itemsets
 
 __all__ = ["ApproximateIndex"]
@@ -38,8 +30,8 @@ def _import_faiss() -> Any:
 
 
 def _to_numpy32(x: Any, name: str) -> np.ndarray:
-    t = as_matrix(x, name)
-    check_finite(t, name)
+    t = inputs.as_matrix(x, name)
+    inputs.check_finite(t, name)
     return np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32)
 
 
@@ -89,7 +81,7 @@ class ApproximateIndex:
         query_chunk_size: int = 4096,
         seed: int = 0,
     ) -> None:
-        check_metric(metric)
+        inputs.check_metric(metric)
         if kind not in ("hnsw", "ivf"):
             raise ConfigError(f"expected kind in ('hnsw', 'ivf'), received {kind!r}")
         for name, value in (
@@ -99,9 +91,9 @@ class ApproximateIndex:
             ("nprobe", nprobe),
             ("query_chunk_size", query_chunk_size),
         ):
-            check_positive(name, value)
+            inputs.check_positive(name, value)
         if nlist is not None:
-            check_positive("nlist", nlist)
+            inputs.check_positive("nlist", nlist)
         self._faiss = _import_faiss()
         self.metric: Metric = metric
         self.kind = kind
@@ -113,7 +105,7 @@ class ApproximateIndex:
         self.query_chunk_size = query_chunk_size
         self.seed = seed
         self.index_: Any = None
-        self._idmap: IdMap | None = None
+        self._idmap: inputs.IdMap | None = None
 
     @property
     def n_candidates(self) -> int:
@@ -146,7 +138,7 @@ class ApproximateIndex:
         if n:
             index.add(e)
         self.index_ = index
-        self._idmap = IdMap(check_ids(ids, n), n)
+        self._idmap = inputs.IdMap(inputs.check_ids(ids, n), n)
 
     def __call__(self, queries: Any, k: int, exclude: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top ``k`` of each query; see :meth:`ExactIndex.__call__`."""
@@ -154,7 +146,7 @@ class ApproximateIndex:
             raise ConfigError(
                 "expected candidates set by update_candidates() before querying, received none"
             )
-        check_positive("k", k)
+        inputs.check_positive("k", k)
         q_all = _to_numpy32(queries, "queries")
         if q_all.shape[1] != self.index_.d:
             raise DataError(
@@ -166,7 +158,7 @@ class ApproximateIndex:
             self._faiss.normalize_L2(q_all)
         nq, n = q_all.shape[0], self._idmap.n
         sets = as_itemsets(exclude, nq)
-        excl = None if sets is None else exclusion_positions(sets, self._idmap)
+        excl = None if sets is None else inputs.exclusion_positions(sets, self._idmap)
         out_s = np.full((nq, k), -np.inf, dtype=np.float32)
         out_p = np.full((nq, k), -1, dtype=np.int64)
         if n == 0:
