@@ -119,8 +119,10 @@ class ModelAdapter:
         ctx: sizes, trained users, rating scale and side features.
     """
 
-    supports_similarity: ClassVar[bool] = True
-    supports_fold_in: ClassVar[bool] = True
+    supports_similarity: bool = True
+    """Whether :meth:`item_vectors` and :meth:`user_vectors` answer (an adapter may say
+    no for one model, e.g. a dot model without factors)."""
+    supports_fold_in: bool = True
     keys: ClassVar[tuple[str, ...]] = ()
     """The adapter keys it is registered under (:func:`register_adapter`)."""
     any_family: ClassVar[bool] = False

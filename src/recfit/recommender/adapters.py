@@ -139,7 +139,11 @@ class DotAdapter(ModelAdapter):
 
     A user row is ``[p_u, b_u]`` (factors then bias); the score of item ``i`` is
     ``link(mu + b_u + b_i + p_u · q_i)`` where ``link`` is the identity, or
-    ``lo + (hi - lo) * sigmoid(x)`` with a ``y_range``.
+    ``lo + (hi - lo) * sigmoid(x)`` with a ``y_range``. Any family whose model is a
+    DotBias may use it (key ``"dot"``); a model without factors (biases only) answers
+    predictions, rankings and fold-in (the user's bias alone), but no similarity
+    (``supports_similarity`` is false and the vectors raise
+    :class:`~recfit.errors.ConfigError`).
 
     **Fold-in.** With item factors and biases fixed, the new row ``w = [p, b]`` minimises
 
@@ -167,6 +171,7 @@ class DotAdapter(ModelAdapter):
         self.mu = float(model.global_mean)
         self.y_range: tuple[float, float] | None = model.y_range
         self.d = p.shape[1]
+        self.supports_similarity = self.d > 0  # no factors (biases only): nothing to compare
 
     def _check_stored(self, model: DotBias) -> None:
         """Check what the model stores besides its tables before any of it is read."""
@@ -192,10 +197,19 @@ class DotAdapter(ModelAdapter):
         return queries, cands, finish
 
     def item_vectors(self) -> Tensor:
+        self._need_factors("item")
         return self.item_factors
 
     def user_vectors(self) -> Tensor:
+        self._need_factors("user")
         return self.rows_[:, : self.d]
+
+    def _need_factors(self, side: str) -> None:
+        if not self.d:
+            raise ConfigError(
+                f"expected a model with factors for {side} representations, received "
+                f"family {self.family!r} with 0 factors (biases only)"
+            )
 
     def fold_in(
         self, item_idx: Tensor, ratings: Tensor, weights: Tensor, *, reg: float = 1.0
