@@ -28,14 +28,15 @@ import numpy as np
 from recfit.data import Interactions
 from recfit.models import BiasedMF
 from recfit.train import Learner
+from recfit.train.execution import Execution
 rng = np.random.default_rng(0)
 n = 20_000
 d = Interactions.from_arrays(
     rng.integers(0, 500, n), rng.integers(0, 300, n), rng.integers(1, 6, n).astype(float)
 )
 learn = Learner(
-    BiasedMF(500, 300, 16, global_mean=3.0), d, bs=256, sparse=True, compiled=True,
-    progress=False,
+    BiasedMF(500, 300, 16, global_mean=3.0), d, bs=256, progress=False,
+    execution=Execution(row_wise=True, compiled=True),
 )
 t = time.perf_counter()
 learn.fit_one_cycle(2, 0.02)

@@ -32,6 +32,7 @@ from recfit.models import DotBias
 from recfit.tasks.common import batch_and_lr
 from recfit.tasks.rating import resolve_config
 from recfit.train import Learner
+from recfit.train.execution import Execution
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     model = DotBias(data.n_users, data.n_items, n_factors=64, seed=0)
     learn = Learner(
         model, data, None, bs=bs, wd=cfg.wd, reg=cfg.reg, opt=cfg.opt, seed=0, progress=False,
-        num_threads=threads, sparse=False if args.dense else "auto",
+        execution=Execution(num_threads=threads, row_wise=False if args.dense else "auto"),
     )  # fmt: skip
     print(
         f"data: {len(data):,} ratings, {data.n_users:,} users, {data.n_items:,} items "

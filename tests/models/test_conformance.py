@@ -30,6 +30,7 @@ from recfit.models import (
     save_model,
 )
 from recfit.train import Learner
+from recfit.train.execution import Execution
 
 Factory = Callable[[Interactions], RatingModel]
 
@@ -155,7 +156,7 @@ def test_indices_beyond_the_model_are_a_typed_error(case: str, tiny: Interaction
 
 
 def test_gradients_reach_every_parameter(case: str, tiny: Interactions) -> None:
-    learn = _learner(case, tiny, reg=0.01, fused=False)
+    learn = _learner(case, tiny, reg=0.01, execution=Execution(fused=False))
     model = learn.model
     model.train()
     batch = next(learn._train_td.epoch(len(tiny), None))

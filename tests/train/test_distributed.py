@@ -119,6 +119,7 @@ import torch.distributed as dist
 from recfit.data import Interactions
 from recfit.models import DotBias, EmbeddingNN
 from recfit.train import distributed as D
+from recfit.train.execution import Execution
 from recfit.train.learner import Learner
 
 out = sys.argv[1]
@@ -139,7 +140,8 @@ with D.session("cpu") as ctx:
             elif model is None:
                 model = EmbeddingNN(d.n_users, d.n_items, (6, 5), layers=(12,), batch_norm=False,
                                     seed=1)
-            return Learner(model, train, valid, bs=64, reg=0.02, metrics=metrics, fused=fused,
+            return Learner(model, train, valid, bs=64, reg=0.02, metrics=metrics,
+                           execution=Execution(fused=fused),
                            progress=False)
         dl = D.attach(make(), ctx)
         dl.fit_one_cycle(2, 1e-2)

@@ -18,6 +18,7 @@ from recfit.data import Interactions
 from recfit.errors import ConfigError, TrainingDivergedError
 from recfit.models import BiasedMF, DotBias, EmbeddingNN
 from recfit.train import Learner, kernels
+from recfit.train.execution import Execution
 
 
 def _data(n_users: int = 40, n_items: int = 30, seed: int = 0) -> Interactions:
@@ -59,12 +60,12 @@ def test_row_wise_paths_stop(compiled: bool) -> None:
         pytest.skip("numba is not installed")
     d = _data()
     learn = Learner(
-        BiasedMF(d.n_users, d.n_items, 8, seed=0), d, bs=64, sparse=True, compiled=compiled,
-        opt="adam", progress=False,
+        BiasedMF(d.n_users, d.n_items, 8, seed=0), d, bs=64, opt="adam", progress=False,
+        execution=Execution(row_wise=True, compiled=compiled),
     )  # fmt: skip
     with pytest.raises(TrainingDivergedError) as err:
         learn.fit(2, 1e30)
-    assert learn.sparse and learn._compiled == compiled
+    assert learn.sparse and learn.compiled == compiled
     _check(err)
 
 
@@ -244,7 +245,7 @@ def test_deferred_check_names_the_same_step(monkeypatch: pytest.MonkeyPatch) -> 
         return err.value
 
     now = diverge()
-    monkeypatch.setattr(Learner, "_check_now", property(lambda self: False))
+    monkeypatch.setattr(Learner, "check_each_step", property(lambda self: False))
     later = diverge()
     assert (later.epoch, later.step, later.what) == (now.epoch, now.step, "loss")
     assert now.step > 0  # a later step, not the first one
@@ -267,7 +268,7 @@ def test_a_fit_cancelled_mid_epoch_is_still_checked(
                 raise CancelFitException("enough")
 
     if deferred:
-        monkeypatch.setattr(Learner, "_check_now", property(lambda self: False))
+        monkeypatch.setattr(Learner, "check_each_step", property(lambda self: False))
     d = _data()
     learn = Learner(DotBias(d.n_users, d.n_items, 8, seed=0), d, bs=16, progress=False)
     learn.cbs.append(Poison())

@@ -11,6 +11,7 @@ from recfit.errors import ConfigError
 from recfit.models import BiasedMF, DotBias, HuberLoss
 from recfit.train import Learner, kernels
 from recfit.train.batches import PARALLEL_SHUFFLE_MIN, TensorData, shuffled
+from recfit.train.execution import Execution
 from recfit.train.sparse import RowAdagrad, RowAdamW, RowOptimizer
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
@@ -104,20 +105,25 @@ def test_learner_uses_the_compiled_step_on_cpu_with_mse() -> None:
     for compiled in (True, False):
         learn = Learner(
             BiasedMF(40, 30, 8, global_mean=3.0), d, d, bs=64, wd=0.05, reg=0.05,
-            sparse=True, compiled=compiled, progress=False,
+            execution=Execution(row_wise=True, compiled=compiled), progress=False,
         )  # fmt: skip
         learn.fit_one_cycle(2, 0.02)
-        assert learn._compiled is compiled
+        assert learn.compiled is compiled
         results[compiled] = (learn.history[-1], learn.evaluate(d))
     (h1, e1), (h2, e2) = results[True], results[False]
     for key in ("train_loss", "reg_loss"):
         assert h1[key] == pytest.approx(h2[key], rel=1e-4)
     assert e1["mse"] == pytest.approx(e2["mse"], rel=1e-4)
     with pytest.raises(ConfigError, match="compiled=True"):
-        Learner(DotBias(40, 30, 8), d, loss=HuberLoss(), sparse=True, compiled=True,
-                progress=False).fit(1)  # fmt: skip
+        Learner(DotBias(40, 30, 8), d, loss=HuberLoss(), progress=False,
+                execution=Execution(row_wise=True, compiled=True)).fit(1)  # fmt: skip
     with pytest.raises(ConfigError, match="compiled"):
-        Learner(DotBias(40, 30, 8), d, compiled="yes", progress=False)
+        Learner(
+            DotBias(40, 30, 8),
+            d,
+            execution=Execution(compiled="yes"),  # type: ignore[arg-type]
+            progress=False,
+        )
 
 
 def test_adagrad_option_trains_row_wise() -> None:
@@ -126,7 +132,9 @@ def test_adagrad_option_trains_row_wise() -> None:
         rng.integers(0, 40, 800), rng.integers(0, 30, 800), rng.integers(1, 6, 800).astype(float)
     )
     m = DotBias(40, 30, 8, y_range=(0.0, 5.5))
-    learn = Learner(m, d, d, bs=64, opt="adagrad", sparse=True, progress=False)
+    learn = Learner(
+        m, d, d, bs=64, opt="adagrad", progress=False, execution=Execution(row_wise=True)
+    )
     learn.fit(3, 0.05)
     assert isinstance(learn.opt, RowAdagrad)
     losses = [h["train_loss"] for h in learn.history]

@@ -11,6 +11,7 @@ from recfit.errors import ConfigError, DataError
 from recfit.metrics import mse
 from recfit.models import BiasedMF, DotBias, EmbeddingNN, create_model
 from recfit.train import Cyclic, Learner, ScheduleRecorder
+from recfit.train.execution import Execution
 
 
 def _synthetic(n_users: int = 40, n_items: int = 30, k: int = 3, seed: int = 0) -> Interactions:
@@ -68,7 +69,16 @@ def test_fused_and_autograd_paths_agree(tiny: Interactions, name: str) -> None:
         runs = []
         for fused in (True, False):
             model = create_model(name, d, n_factors=6, y_range=(0.5, 5.5), seed=2)
-            learn = Learner(model, d, d, bs=16, wd=0.05, reg=reg, fused=fused, progress=False)
+            learn = Learner(
+                model,
+                d,
+                d,
+                bs=16,
+                wd=0.05,
+                reg=reg,
+                execution=Execution(fused=fused),
+                progress=False,
+            )
             learn.fit_one_cycle(2, 1e-2)
             runs.append(learn)
         assert runs[0].fused and not runs[1].fused
@@ -84,7 +94,12 @@ def test_fused_is_auto_only_where_available(tiny: Interactions) -> None:
     nn_ = Learner(EmbeddingNN(tiny.n_users, tiny.n_items), tiny, progress=False)
     assert dot.fused and not nn_.fused
     with pytest.raises(ConfigError, match="fused"):
-        Learner(EmbeddingNN(tiny.n_users, tiny.n_items), tiny, fused=True, progress=False)
+        Learner(
+            EmbeddingNN(tiny.n_users, tiny.n_items),
+            tiny,
+            execution=Execution(fused=True),
+            progress=False,
+        )
 
 
 def test_history_records(tiny: Interactions) -> None:

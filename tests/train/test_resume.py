@@ -24,8 +24,10 @@ from recfit.data import Interactions
 from recfit.errors import BundleError, CheckpointError, ConfigError, TrainingDivergedError
 from recfit.models import DotBias, EmbeddingNN
 from recfit.train import checkpoint as ckpt
+from recfit.train import checkpoint_file as ckpt_file
 from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder
 from recfit.train.checkpoint import TrainCheckpoint, read_checkpoint
+from recfit.train.execution import Execution
 from recfit.train.learner import Learner
 
 runner = CliRunner()
@@ -62,7 +64,14 @@ def _learner(
     cbs = [ScheduleRecorder(), EarlyStopping("mse", patience=10), *cbs]
     sparse = kind == "dot-rows"  # the row-wise (lazy) AdamW of recfit.train.sparse
     return Learner(
-        model, train, valid, bs=64, opt=opt, progress=False, callbacks=cbs, sparse=sparse
+        model,
+        train,
+        valid,
+        bs=64,
+        opt=opt,
+        progress=False,
+        callbacks=cbs,
+        execution=Execution(row_wise=sparse),
     )
 
 
@@ -141,7 +150,10 @@ def test_read_checkpoint_errors(tmp_path: Path) -> None:
     tensors, meta = ckpt.capture(learn, epoch_end=True)
     meta["version"] = 99
     ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, tensors, meta)
-    with pytest.raises(BundleError, match=r"version 2, received 'recfit\.checkpoint' version 99"):
+    with pytest.raises(
+        BundleError,
+        match=rf"version {ckpt.CHECKPOINT_VERSION}, received 'recfit\.checkpoint' version 99",
+    ):
         read_checkpoint(tmp_path)
 
 
@@ -194,8 +206,8 @@ def _same(a: Any, b: Any) -> bool:
 @given(_tree)
 def test_state_encoding_round_trips_through_json(tree: Any) -> None:
     tensors: dict[str, torch.Tensor] = {}
-    text = json.dumps(ckpt._encode(tree, "opt", tensors))
-    assert _same(ckpt._decode(json.loads(text), tensors), tree)
+    text = json.dumps(ckpt_file.encode_state(tree, "opt", tensors))
+    assert _same(ckpt_file.decode_state(json.loads(text), tensors), tree)
 
 
 def test_cli_resume_rejects_config_flags_and_missing_checkpoint(tmp_path: Path) -> None:

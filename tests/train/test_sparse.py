@@ -12,6 +12,7 @@ from recfit.data import Interactions
 from recfit.errors import ConfigError
 from recfit.models import BiasedMF, DotBias, EmbeddingNN
 from recfit.train import Learner
+from recfit.train.execution import Execution
 from recfit.train.optim import AdamW
 from recfit.train.sparse import (
     SPARSE_MIN_PARAMS,
@@ -158,7 +159,9 @@ def test_default_path_is_row_wise_for_large_tables() -> None:
     assert big.user_factors.grad is None  # no dense gradient of the 250k-row table
     small = Learner(DotBias(40, 30, 8), d, bs=64, progress=False).fit(1, 1e-2)
     assert not small.sparse and isinstance(small.opt, AdamW)  # fastai's exact semantics
-    forced = Learner(DotBias(40, 30, 8), d, bs=64, progress=False, sparse=True).fit(1, 1e-2)
+    forced = Learner(
+        DotBias(40, 30, 8), d, bs=64, progress=False, execution=Execution(row_wise=True)
+    ).fit(1, 1e-2)
     assert forced.sparse
 
 
@@ -170,7 +173,16 @@ def test_learner_full_batch_sparse_equals_dense() -> None:
     runs = []
     for sparse in (True, False):
         m = DotBias(12, 9, 4, y_range=(0.0, 5.5), seed=0)
-        learn = Learner(m, d, d, bs=len(d), wd=0.1, reg=0.05, sparse=sparse, progress=False)
+        learn = Learner(
+            m,
+            d,
+            d,
+            bs=len(d),
+            wd=0.1,
+            reg=0.05,
+            execution=Execution(row_wise=sparse),
+            progress=False,
+        )
         learn.fit_one_cycle(3, 5e-2)
         assert learn.sparse == sparse
         runs.append(learn.evaluate(d))
@@ -181,9 +193,9 @@ def test_learner_full_batch_sparse_equals_dense() -> None:
 def test_sparse_true_needs_a_dot_model_and_rejects_bad_values() -> None:
     d = _data(40, 30)
     with pytest.raises(ConfigError, match="DotBias-family"):
-        Learner(EmbeddingNN(40, 30), d, sparse=True, progress=False).fit(1)
-    with pytest.raises(ConfigError, match="sparse"):
-        Learner(DotBias(40, 30), d, sparse="yes", progress=False)
+        Learner(EmbeddingNN(40, 30), d, execution=Execution(row_wise=True), progress=False).fit(1)
+    with pytest.raises(ConfigError, match="row_wise"):
+        Learner(DotBias(40, 30), d, execution=Execution(row_wise="yes"), progress=False)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="DotBias-family"):
         RowAdamW(EmbeddingNN(40, 30))  # type: ignore[arg-type]
     assert supports_rows(BiasedMF(3, 3, 2)) and not supports_rows(EmbeddingNN(3, 3))

@@ -28,6 +28,7 @@ from recfit.train.imbalance import (
     row_vectors,
     smote,
 )
+from recfit.train.execution import Execution
 from recfit.train.learner import OPTIMIZERS, Learner, resolve_device
 from recfit.train.lr_finder import LRFinder, LRFinderResult, lr_find, suggest
 from recfit.train.schedules import (
@@ -54,6 +55,7 @@ __all__ = [
     "Cosine",
     "Cyclic",
     "EarlyStopping",
+    "Execution",
     "Exponential",
     "ImbalanceStrategy",
     "LRFinder",

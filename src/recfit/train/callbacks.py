@@ -20,6 +20,11 @@ still runs), :class:`~recfit.errors.CancelEpochException` the rest of the epoch
 (``after_epoch`` still runs) and :class:`~recfit.errors.CancelFitException` the rest of
 the fit (``after_fit`` still runs). Callbacks run in increasing ``order``.
 
+A callback that keeps state across epochs (a best value, recorded steps...) returns it
+from :meth:`Callback.state_dict` (tensors, numbers, strings, lists and dicts) and takes
+it back in :meth:`Callback.load_state_dict`; checkpoints save and restore it that way,
+whatever the callback's type (the default: no state).
+
 In the fused training path ``learn.loss`` is a tensor without autograd history;
 callbacks that need autograd (e.g. to change the loss) should use ``fused=False``.
 
@@ -42,6 +47,8 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+import torch
 
 from recfit.errors import CancelFitException, ConfigError, UnknownMetricError
 from recfit.metrics.registry import metric_direction
@@ -132,6 +139,14 @@ class Callback:
     def after_fit(self) -> None:
         """End of ``fit`` (also after a cancelled fit)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """The state a resumed fit needs (tensors, numbers, strings, lists, dicts);
+        ``{}`` when there is none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned (called after ``before_fit``)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -183,6 +198,12 @@ class _Monitor(Callback):
     def before_fit(self) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
 
 
 class EarlyStopping(_Monitor):
@@ -240,6 +261,18 @@ class EarlyStopping(_Monitor):
                 f"{self.monitor} did not improve for {self.patience} epochs "
                 f"(best {self.best:.6g} at epoch {self.best_epoch})"
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {**super().state_dict(), "wait": self.wait, "stopped_epoch": self.stopped_epoch}
+        if self.best_state is not None:
+            state["best_state"] = dict(self.best_state)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.wait, self.stopped_epoch = int(state["wait"]), state["stopped_epoch"]
+        best = state.get("best_state")
+        self.best_state = None if best is None else dict(best)
 
     def after_fit(self) -> None:
         if self.restore_best and self.best_state is not None:
@@ -368,6 +401,7 @@ class ScheduleRecorder(Callback):
     """
 
     order = 10
+    _LISTS = ("lrs", "moms", "losses")
 
     def __init__(self, record_loss: bool = True) -> None:
         self.record_loss = record_loss
@@ -383,6 +417,13 @@ class ScheduleRecorder(Callback):
         self.moms.append(self.learn.mom)
         if self.record_loss and self.learn.loss is not None:
             self.losses.append(float(self.learn.loss.detach()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: torch.tensor(getattr(self, k), dtype=torch.float64) for k in self._LISTS}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in self._LISTS:
+            setattr(self, k, [float(v) for v in state[k].tolist()])
 
     def plot(self) -> Any:
         """Figure of the recorded learning rate and momentum per step."""
@@ -406,6 +447,7 @@ class ProgressBar(Callback):
         self._epochs: Any = None
         self._batches: Any = None
         self._t0 = 0.0
+        self._done = 0  # epochs shown as done
 
     def _active(self) -> bool:
         if self.quiet is None:
@@ -413,6 +455,7 @@ class ProgressBar(Callback):
         return not self.quiet
 
     def before_fit(self) -> None:
+        self._done = 0
         if not self._active():
             return
         from tqdm.auto import tqdm
@@ -440,6 +483,7 @@ class ProgressBar(Callback):
             self._batches = None
 
     def after_epoch(self) -> None:
+        self._done += 1
         if self._epochs is None:
             return
         rec = self.learn.history[-1]
@@ -450,6 +494,15 @@ class ProgressBar(Callback):
         }
         self._epochs.set_postfix(shown, refresh=False)
         self._epochs.update(1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs_done": self._done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        done = int(state["epochs_done"])
+        if self._epochs is not None:  # a resumed fit: the bar continues where it stopped
+            self._epochs.update(done - self._done)
+        self._done = done
 
     def after_fit(self) -> None:
         if self._batches is not None:

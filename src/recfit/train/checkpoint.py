@@ -4,31 +4,31 @@ A run directory written by ``recfit train --out RUN`` holds ``checkpoint.safeten
 rewritten (to a temporary name, fsynced, then renamed over the old one) at every epoch
 end, every ``checkpoint_every`` optimiser steps when asked, when Ctrl-C (SIGINT) or
 SIGTERM stops the run, and once more at the end of the fit. It is one safetensors file
-(no pickle anywhere): the tensors are
+(no pickle anywhere, :mod:`recfit.train.checkpoint_file`) holding the state of each
+component, asked for by its ``state_dict`` and put back by its ``load_state_dict``:
 
 * ``model.*``: the model's ``state_dict``;
-* ``opt.*``: every tensor of the optimiser's state (moments, step counters, momentum
-  buffers...), serialised by walking its ``state_dict``;
-* ``rng.batch_order``: the state of the Learner's ``torch.Generator`` at the start of
-  the current epoch (the epoch's permutation is drawn again from it and the batches
-  already done are skipped); ``rng.torch`` / ``rng.cuda``: the global RNG that dropout
-  uses; ``rng.numpy``: NumPy's legacy global RNG (the training loop does not use NumPy's
-  RNG; it is saved so user callbacks that do resume too);
-* ``cb.*``: tensors of callbacks (ScheduleRecorder's per-step records, EarlyStopping's
-  best weights);
+* ``optimizer``: the optimiser's ``state_dict`` (moments, step counters, momentum
+  buffers...) and its type;
+* ``learner``: :meth:`Learner.state_dict <recfit.train.learner.Learner.state_dict>`: the
+  position (epoch, batches done in it, global step = scheduler position, epochs and
+  steps of the fit; kept at the top of the metadata as ``position``), the epoch's running
+  loss sums, learning rate and momentum, the history so far, the batch-order RNG at the
+  start of the current epoch (the epoch's permutation is drawn again from it and the
+  batches already done are skipped) and a fingerprint of the training data;
+* ``callbacks``: each callback's :meth:`~recfit.train.callbacks.Callback.state_dict`
+  (whatever its type; a callback without state saves nothing);
+* ``rng``: the global RNGs (PyTorch's, CUDA's, NumPy's legacy one).
 
-and the file's metadata key ``recfit.checkpoint`` holds JSON with the format version,
-the run's :class:`~recfit.config.TrainConfig`, the position (epoch, batches done in it,
-global step = scheduler position, epochs and steps of the fit), the epoch's running
-loss sums, the history so far, the optimiser's non-tensor state, callback state and a
-fingerprint of the training data. The metadata key ``recfit.sha256`` is the SHA-256 of
-that JSON and of every tensor (name, dtype, shape and bytes, in name order).
+Schedules hold no state: their value at a step depends on the step alone.
 
 Reading a checkpoint checks it before anything is restored, and any failure is a
 :class:`~recfit.errors.CheckpointError`: the checksum must match (a flipped bit anywhere
 is caught), every floating-point tensor must be finite, and the position must be
 consistent (``0 <= epoch <= n_epochs``, ``0 <= batches_done <= steps_per_epoch``, the
-global step at most ``epoch × steps_per_epoch + batches_done``, finite loss sums). A checkpoint is never written from weights
+global step at most ``epoch × steps_per_epoch + batches_done``, finite loss sums); a file
+of another format version (also an older recfit's) is refused, never misread. A
+checkpoint is never written from weights
 that are not finite (:class:`~recfit.errors.TrainingDivergedError` instead).
 
 ``recfit train --resume RUN`` rebuilds the Learner from the stored config (same data,
@@ -55,36 +55,38 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import os
 import signal
 import sys
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor
 
-from recfit._fs import atomic_write, read_plain_file
 from recfit.config import validate_config
 from recfit.errors import BundleError, CheckpointError, ConfigError, TrainingInterrupted
-from recfit.train.callbacks import Callback, EarlyStopping, ScheduleRecorder, _Monitor
+from recfit.train.callbacks import Callback
+from recfit.train.checkpoint_file import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_VERSION,
+    checksum,
+    decode_state,
+    encode_state,
+    load_rng_state,
+    read_file,
+    rng_state,
+    write_checkpoint,
+)
 from recfit.train.distributed import attach, enable_bf16
 
 if TYPE_CHECKING:
     from recfit.config import TrainConfig
     from recfit.train.distributed import DistContext
-    from recfit.train.learner import Learner
+    from recfit.train.learner import Learner, StateAt
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -100,142 +102,23 @@ __all__ = [
     "write_checkpoint",
 ]
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-"""The checkpoint's file name inside a run directory."""
-CHECKPOINT_VERSION = 2
-_META_KEY = "recfit.checkpoint"
-_SHA_KEY = "recfit.sha256"
-
-
-def _tensor_bytes(t: Tensor) -> bytes:
-    flat = t.detach().to("cpu").contiguous().reshape(-1)
-    if flat.numel() == 0:
-        return b""
-    if flat.dtype == torch.bool:
-        flat = flat.to(torch.uint8)
-    return bytes(flat.view(torch.uint8).numpy().tobytes())
-
-
-def checksum(text: str, tensors: dict[str, Tensor]) -> str:
-    """SHA-256 of a checkpoint's metadata JSON and its tensors (name, dtype, shape, bytes).
-
-    Example:
-        >>> a = checksum("{}", {"x": torch.zeros(2)})
-        >>> a == checksum("{}", {"x": torch.zeros(2)}), a == checksum("{}", {"x": torch.ones(2)})
-        (True, False)
-    """
-    h = hashlib.sha256(text.encode("utf-8"))
-    for k in sorted(tensors):
-        t = tensors[k]
-        h.update(f"\0{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------ tree <-> (json, tensors)
-def _encode(obj: Any, key: str, tensors: dict[str, Tensor]) -> Any:
-    if isinstance(obj, Tensor):
-        tensors[key] = obj.detach().to("cpu", copy=True).contiguous()
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        items = [(k, _encode(v, f"{key}.{k}", tensors)) for k, v in obj.items()]
-        if all(isinstance(k, str) and not k.startswith("__") for k, _ in items):
-            return dict(items)
-        return {
-            "__dict__": [[_encode(k, f"{key}.k{i}", tensors), v] for i, (k, v) in enumerate(items)]
-        }
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    raise ConfigError(
-        f"expected optimiser/callback state made of tensors, numbers, strings, lists and "
-        f"dicts, received {type(obj).__name__} at {key!r}"
-    )
-
-
-def _decode(obj: Any, tensors: dict[str, Tensor]) -> Any:
-    if isinstance(obj, list):
-        return [_decode(v, tensors) for v in obj]
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__tuple__" in obj:
-            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
-        if "__dict__" in obj:
-            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
-        return {k: _decode(v, tensors) for k, v in obj.items()}
-    return obj
-
-
-def _float_list(values: list[float]) -> Tensor:
-    return torch.tensor(values, dtype=torch.float64)
-
 
 # ------------------------------------------------------------------ callbacks' state
-def _callback_state(learn: Learner, tensors: dict[str, Tensor]) -> dict[str, Any]:
+def _cb_key(i: int, cb: Callback) -> str:
+    return f"{i}.{type(cb).__name__}"
+
+
+def _callback_states(learn: Learner, tensors: dict[str, Tensor]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, cb in enumerate(learn.cbs):
-        key = f"{i}.{type(cb).__name__}"
-        pre = f"cb.{key}"
-        if callable(getattr(cb, "state_dict", None)) and callable(
-            getattr(cb, "load_state_dict", None)
-        ):
-            state = cb.state_dict()  # type: ignore[attr-defined]
-            out[key] = {"state": _encode(state, pre, tensors)}
-        elif isinstance(cb, ScheduleRecorder):
-            for name in ("lrs", "moms", "losses"):
-                tensors[f"{pre}.{name}"] = _float_list(getattr(cb, name))
-            out[key] = {"recorder": True}
-        elif isinstance(cb, _Monitor):
-            st: dict[str, Any] = {"best": cb.best, "best_epoch": cb.best_epoch}
-            if isinstance(cb, EarlyStopping):
-                st.update(wait=cb.wait, stopped_epoch=cb.stopped_epoch)
-                if cb.best_state is not None:
-                    st["best_state"] = _encode(dict(cb.best_state), f"{pre}.best", tensors)
-            out[key] = {"monitor": st}
+        state = cb.state_dict()
+        if state:
+            key = _cb_key(i, cb)
+            out[key] = encode_state(state, f"cb.{key}", tensors)
     return out
 
 
-def _restore_callbacks(learn: Learner, saved: dict[str, Any], tensors: dict[str, Tensor]) -> None:
-    for i, cb in enumerate(learn.cbs):
-        key = f"{i}.{type(cb).__name__}"
-        st = saved.get(key)
-        if st is None:
-            continue
-        pre = f"cb.{key}"
-        if "state" in st:
-            cb.load_state_dict(_decode(st["state"], tensors))  # type: ignore[attr-defined]
-        elif "recorder" in st and isinstance(cb, ScheduleRecorder):
-            for name in ("lrs", "moms", "losses"):
-                setattr(cb, name, tensors[f"{pre}.{name}"].tolist())
-        elif "monitor" in st and isinstance(cb, _Monitor):
-            m = st["monitor"]
-            cb.best, cb.best_epoch = float(m["best"]), int(m["best_epoch"])
-            if isinstance(cb, EarlyStopping):
-                cb.wait, cb.stopped_epoch = int(m["wait"]), m["stopped_epoch"]
-                best = m.get("best_state")
-                cb.best_state = None if best is None else _decode(best, tensors)
-
-
 # ------------------------------------------------------------------ capture / apply
-def _fingerprint(learn: Learner) -> dict[str, Any]:
-    cached = getattr(learn, "_ckpt_fingerprint", None)
-    if cached is not None:
-        return dict(cached)
-    cols = learn._train_td.columns
-    crc = 0
-    for k in ("user", "item", "rating", "weight"):
-        crc = zlib.crc32(cols[k].cpu().numpy().tobytes(), crc)
-    fp = {"rows": len(learn._train_td), "crc32": crc, "model": type(learn.model).__name__}
-    learn._ckpt_fingerprint = fp  # type: ignore[attr-defined]
-    return dict(fp)
-
-
 def capture(
     learn: Learner, *, epoch_end: bool, config: TrainConfig | None = None, complete: bool = False
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -253,61 +136,22 @@ def capture(
     tensors: dict[str, Tensor] = {}
     for k, v in learn.model.state_dict().items():
         tensors[f"model.{k}"] = v.detach().to("cpu", copy=True).contiguous()
-    opt_state = None if learn.opt is None else _encode(learn.opt.state_dict(), "opt", tensors)
-    if epoch_end or complete:
-        epoch, done = learn.epoch + 1, 0
-        gen_state = learn._gen.get_state()
-        acc = [0.0, 0.0, 0.0]
-    else:
-        epoch, done = learn.epoch, learn.iter + 1
-        assert learn.epoch_gen_state is not None
-        gen_state = learn.epoch_gen_state
-        acc_t = torch.stack([a.detach() for a in learn._acc])
-        if learn.dist is not None:
-            acc_t = learn.dist.all_reduce_(acc_t.clone())
-        acc = [float(a) for a in acc_t]
-    if complete:
-        epoch = learn.n_epochs
-    tensors["rng.batch_order"] = gen_state.clone()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if learn.device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(learn.device)
-    np_state = np.random.get_state(legacy=True)  # noqa: NPY002 - the global RNG itself
-    assert isinstance(np_state, tuple)
-    tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
+    opt_state = None if learn.opt is None else encode_state(learn.opt.state_dict(), "opt", tensors)
+    at: StateAt = "end" if complete else "epoch" if epoch_end else "batch"
+    own = learn.state_dict(at)
+    position = own.pop("position")
     meta: dict[str, Any] = {
         "format": "recfit.checkpoint",
         "version": CHECKPOINT_VERSION,
         "config": None if config is None else config.model_dump(mode="json"),
-        "position": {
-            "epoch": epoch,
-            "batches_done": done,
-            "train_iter": learn.train_iter,
-            "n_epochs": learn.n_epochs,
-            "steps_per_epoch": learn.n_iter,
-            "complete": complete,
-            "world": 1 if learn.dist is None else learn.dist.world,
-        },
-        "acc": acc,
-        "lr": learn.lr,
-        "mom": learn.mom,
-        "history": learn.history,
+        "position": position,
+        "learner": encode_state(own, "learner", tensors),
         "optimizer": {"type": type(learn.opt).__name__, "state": opt_state},
-        "callbacks": _callback_state(learn, tensors),
-        "numpy_rng": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "data": _fingerprint(learn),
+        "callbacks": _callback_states(learn, tensors),
+        "rng": encode_state(rng_state(learn.device), "rng", tensors),
         "saved_at": time.time(),
     }
     return tensors, meta
-
-
-def write_checkpoint(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
-    """Write one checkpoint file atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    text = json.dumps(meta, allow_nan=True, default=float)
-    digest = checksum(text, tensors)
-    atomic_write(path, st_save(tensors, metadata={_META_KEY: text, _SHA_KEY: digest}))
-    return path
 
 
 @dataclass
@@ -335,56 +179,38 @@ class ResumeState:
         return validate_config(cfg, source=str(self.path))
 
     def apply(self, learn: Learner) -> int:
-        """Restore model, optimiser, RNGs, position, history and callbacks; the epoch to
-        continue from. Called by the Learner's fit after ``before_fit`` (the optimiser
-        exists by then)."""
-        pos = self.meta["position"]
-        if (pos["n_epochs"], pos["steps_per_epoch"]) != (learn.n_epochs, learn.n_iter):
-            raise ConfigError(
-                f"expected a fit of {pos['n_epochs']} epochs of {pos['steps_per_epoch']} steps "
-                f"to resume {str(self.path)!r}, received {learn.n_epochs} epochs of "
-                f"{learn.n_iter} steps (different config or data)"
-            )
-        fp = self.meta.get("data")
-        if fp is not None and fp != _fingerprint(learn):
-            raise ConfigError(
-                f"expected the training data of the checkpoint ({fp['rows']} rows, crc32 "
-                f"{fp['crc32']}), received {_fingerprint(learn)} in {str(self.path)!r}"
-            )
-        t = self.tensors
+        """Put back each component's state (Learner, model, optimiser, global RNGs,
+        callbacks); the epoch to continue from. Called by the Learner's fit after
+        ``before_fit`` (the optimiser exists by then)."""
+        t, where = self.tensors, repr(str(self.path))
+        own = {**decode_state(self.meta["learner"], t), "position": self.meta["position"]}
+        try:
+            learn.load_state_dict(own)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (checkpoint {where})") from exc
         state = {k[len("model.") :]: v for k, v in t.items() if k.startswith("model.")}
         try:
             learn.model.load_state_dict(state)
         except RuntimeError as exc:
             raise CheckpointError(
                 f"expected model tensors matching {type(learn.model).__name__}, received "
-                f"others in {str(self.path)!r}: {exc}"
+                f"others in {where}: {exc}"
             ) from exc
         opt = self.meta["optimizer"]
         if opt["state"] is not None and learn.opt is not None:
             if opt["type"] != type(learn.opt).__name__:
                 raise ConfigError(
-                    f"expected optimiser {opt['type']} as in {str(self.path)!r}, received "
+                    f"expected optimiser {opt['type']} as in {where}, received "
                     f"{type(learn.opt).__name__}"
                 )
-            learn.opt.load_state_dict(_decode(opt["state"], t))
-        learn._gen.set_state(t["rng.batch_order"])
-        torch.set_rng_state(t["rng.torch"])
-        if "rng.cuda" in t and learn.device.type == "cuda":
-            torch.cuda.set_rng_state(t["rng.cuda"], learn.device)
-        name, npos, has_gauss, gauss = self.meta["numpy_rng"]
-        keys = t["rng.numpy"].numpy().astype(np.uint32)
-        np.random.set_state((name, keys, int(npos), int(has_gauss), float(gauss)))  # noqa: NPY002
-        learn.train_iter = int(pos["train_iter"])
-        learn.history[:] = [dict(r) for r in self.meta["history"]]
-        learn.lr, learn.mom = float(self.meta["lr"]), float(self.meta["mom"])
-        learn._skip = int(pos["batches_done"])
-        main = learn.dist is None or learn.dist.is_main
-        acc = self.meta["acc"] if main else [0.0, 0.0, 0.0]
-        learn._acc_init = (float(acc[0]), float(acc[1]), float(acc[2]))
-        _restore_callbacks(learn, self.meta["callbacks"], t)
-        learn._ckpt_resumed = self  # type: ignore[attr-defined]
-        return int(pos["epoch"])
+            learn.opt.load_state_dict(decode_state(opt["state"], t))
+        load_rng_state(decode_state(self.meta["rng"], t), learn.device)
+        saved = self.meta["callbacks"]
+        for i, cb in enumerate(learn.cbs):
+            key = _cb_key(i, cb)
+            if key in saved:
+                cb.load_state_dict(decode_state(saved[key], t))
+        return int(self.meta["position"]["epoch"])
 
 
 def read_checkpoint(run: str | Path) -> ResumeState:
@@ -394,109 +220,7 @@ def read_checkpoint(run: str | Path) -> ResumeState:
         CheckpointError: no checkpoint, a damaged one (checksum, non-finite tensor,
             inconsistent position), or one of another format version.
     """
-    p = Path(run)
-    if p.is_dir():
-        p = p / CHECKPOINT_FILE
-    if not os.path.lexists(p):
-        raise CheckpointError(
-            f"expected a checkpoint at {str(p)!r}, received no such file (the run stopped "
-            "before its first checkpoint, or was not written with --out)"
-        )
-    data = read_plain_file(p.parent, p.name, error=CheckpointError)  # no link followed
-    try:
-        tensors: dict[str, Tensor] = st_load(data)
-        n_header = int.from_bytes(data[:8], "little")
-        meta_all = json.loads(data[8 : 8 + n_header]).get("__metadata__") or {}
-        text = meta_all[_META_KEY]
-        meta = json.loads(text)
-    except Exception as exc:  # safetensors raises its own SafetensorError too
-        raise CheckpointError(
-            f"expected a readable recfit checkpoint, received {str(p)!r}: {exc}"
-        ) from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"expected checkpoint metadata as a JSON object, received {type(meta).__name__} "
-            f"in {str(p)!r}"
-        )
-    if meta.get("format") != "recfit.checkpoint" or meta.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"expected checkpoint format version {CHECKPOINT_VERSION}, received "
-            f"{meta.get('format')!r} version {meta.get('version')!r} in {str(p)!r}"
-        )
-    stored = meta_all.get(_SHA_KEY)
-    actual = checksum(text, tensors)
-    if stored != actual:
-        raise CheckpointError(
-            f"expected the checkpoint's sha256 {stored!r}, received {actual!r} for the "
-            f"contents of {str(p)!r} (the file was changed or damaged after it was written)"
-        )
-    _validate(meta, tensors, p)
-    return ResumeState(tensors, meta, p)
-
-
-def _validate(meta: dict[str, Any], tensors: dict[str, Tensor], p: Path) -> None:
-    """Finite tensors and a consistent position (see the module docs)."""
-    where = f"in {str(p)!r}"
-    for k, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(
-                f"expected finite values in tensor {k!r}, received NaN or inf {where}"
-            )
-    if not any(k.startswith("model.") for k in tensors):
-        raise CheckpointError(f"expected model tensors (model.*), received none {where}")
-    pos = meta.get("position")
-    names = ("epoch", "batches_done", "train_iter", "n_epochs", "steps_per_epoch", "world")
-    if not isinstance(pos, dict) or not all(
-        isinstance(pos.get(n), int) and not isinstance(pos.get(n), bool) for n in names
-    ):
-        raise CheckpointError(
-            f"expected position fields {list(names)} as integers, received {pos!r} {where}"
-        )
-    ep, done, it = pos["epoch"], pos["batches_done"], pos["train_iter"]
-    n_ep, steps = pos["n_epochs"], pos["steps_per_epoch"]
-    if n_ep < 0 or steps < 1 or pos["world"] < 1:
-        raise CheckpointError(
-            f"expected n_epochs >= 0, steps_per_epoch >= 1 and world >= 1, received {pos!r} {where}"
-        )
-    if not 0 <= ep <= n_ep:
-        raise CheckpointError(f"expected epoch in [0, {n_ep}], received {ep} {where}")
-    if not 0 <= done <= steps or (done and ep >= n_ep):
-        raise CheckpointError(
-            f"expected batches_done in [0, {steps}] inside an epoch, received {done} at "
-            f"epoch {ep} {where}"
-        )
-    expected = ep * steps + done  # fewer when a callback cancelled batches or epochs
-    if not 0 <= it <= expected:
-        raise CheckpointError(
-            f"expected train_iter in [0, {expected}] (epoch {ep} × {steps} steps + {done}), "
-            f"received {it} {where}"
-        )
-    acc = meta.get("acc")
-    if not (
-        isinstance(acc, list)
-        and len(acc) == 3
-        and all(isinstance(a, int | float) and math.isfinite(a) for a in acc)
-        and acc[0] >= 0
-    ):
-        raise CheckpointError(f"expected three finite loss sums in acc, received {acc!r} {where}")
-    for name in ("lr", "mom"):
-        v = meta.get(name)
-        if not (isinstance(v, int | float) and math.isfinite(v)):
-            raise CheckpointError(f"expected a finite {name}, received {v!r} {where}")
-    hist = meta.get("history")
-    if not isinstance(hist, list) or not all(isinstance(r, dict) for r in hist):
-        raise CheckpointError(
-            f"expected the history as a list of records, received {type(hist).__name__} {where}"
-        )
-    if not isinstance(meta.get("optimizer"), dict) or not isinstance(meta.get("callbacks"), dict):
-        raise CheckpointError(f"expected optimizer and callbacks state objects {where}")
-    if not (isinstance(meta.get("numpy_rng"), list) and len(meta["numpy_rng"]) == 4):
-        raise CheckpointError(
-            f"expected numpy_rng as 4 values, received {meta.get('numpy_rng')!r} {where}"
-        )
-    for k in ("rng.batch_order", "rng.torch", "rng.numpy"):
-        if k not in tensors:
-            raise CheckpointError(f"expected the tensor {k!r}, received none {where}")
+    return ResumeState(*read_file(run))
 
 
 def resume_config(run: str | Path) -> TrainConfig:
@@ -563,7 +287,7 @@ class TrainCheckpoint(Callback):
         Raises:
             TrainingDivergedError: a weight is not finite (nothing is written).
         """
-        self.learn._check_weights()  # identical on every rank: never save NaN weights
+        self.learn.check_finite()  # identical on every rank: never save NaN weights
         tensors, meta = capture(
             self.learn, epoch_end=epoch_end, config=self.config, complete=complete
         )

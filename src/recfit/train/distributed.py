@@ -63,6 +63,7 @@ from torch import Tensor
 from recfit.errors import ConfigError
 from recfit.metrics.levels import is_level_metric
 from recfit.metrics.rating import r2_from_sums
+from recfit.train.evaluation import outputs
 
 if TYPE_CHECKING:
     from recfit.data.interactions import Interactions
@@ -322,7 +323,7 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
     """
     ctx: DistContext = learn.dist
     part = _shard_of(ctx, data)
-    pred, per_row, pen = learn._outputs(part, with_loss=True)
+    pred, per_row, pen = outputs(learn, part, with_loss=True)
     assert per_row is not None
     w = part.weights().astype(np.float64)
     keep = w > 0
@@ -352,7 +353,7 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
     out: dict[str, float] = {"loss": data_loss + reg_loss, "reg_loss": reg_loss}
     if learn.model.has_record:  # rows answered by the baseline, as Learner.evaluate says
         out["n_fallback"] = s_fb
-    names = list(learn._metric_fns)
+    names = list(learn.metric_fns)
     ss_tot = ss_raw = math.nan
     if "r2" in names:
         mean = s_t / total if ok else 0.0
@@ -369,7 +370,7 @@ def evaluate(learn: Learner, data: Interactions) -> dict[str, float]:
         elif name == "r2":
             out[name] = r2_from_sums(s_se, ss_tot, ss_raw) if ok else math.nan
         else:  # metrics without a sum form: gather the predictions, then the function
-            fn = learn._metric_fns[name]
+            fn = learn.metric_fns[name]
             if is_level_metric(name):
                 if "proba" not in gathered:
                     gathered["proba"] = _gather(ctx, learn.predict_proba(part), len(data))

@@ -20,18 +20,22 @@ weight 0 are removed before training and before any sum: they change nothing.
 
 Speed
 -----
-Columns are tensors built once (:mod:`recfit.train.batches`). Models that provide a fused
-step (``supports_fused``: :class:`~recfit.models.DotBias`, :class:`~recfit.models.BiasedMF`)
-are trained with a hand-written gradient on the looked-up rows instead of autograd, when
-the loss has a known derivative; both paths give the same numbers. The default optimiser
-is AdamW with fastai's Adam defaults (betas 0.9/0.99, eps 1e-5, decoupled ``wd``) using
-PyTorch's fused kernel (:mod:`recfit.train.optim`). On CPU small models run on one thread (faster for tiny steps).
-DotBias-family models of at least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS`
-parameters use a row-wise optimiser of :mod:`recfit.train.sparse` instead (``sparse``;
-``opt="adam"``: row-wise AdamW, ``opt="adagrad"``: row-wise Adagrad): a step updates
-only the rows in the batch (lazy state, exact decoupled ``wd``), so its cost does not
-grow with the tables; weights are flushed before each validation. On CPU with the MSE
-loss that step is one compiled kernel (``compiled``, :mod:`recfit.train.kernels`).
+Columns are tensors built once (:mod:`recfit.train.batches`). How a step runs is set by
+the Learner's :class:`~recfit.train.execution.Execution` options, resolved in
+:mod:`recfit.train.execution`: the dot models' fused step (a hand-written gradient on the
+looked-up rows instead of autograd; both give the same numbers), the row-wise optimiser
+of :mod:`recfit.train.sparse` for large DotBias-family models (a step updates only the
+rows in the batch; weights are flushed before each validation) and, on CPU with the MSE
+loss, that step as one compiled kernel (:mod:`recfit.train.kernels`). The default
+optimiser is AdamW with fastai's Adam defaults (betas 0.9/0.99, eps 1e-5, decoupled
+``wd``, :mod:`recfit.train.optim`). On CPU small models run on one thread.
+
+State
+-----
+:meth:`Learner.state_dict` is the training loop's own state (position, running loss sums,
+learning rate and momentum, history, the batch-order RNG, a fingerprint of the training
+data); the model, the optimiser and each callback keep theirs
+(:mod:`recfit.train.checkpoint` asks each of them).
 
 Example:
     >>> import numpy as np
@@ -49,12 +53,13 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+import zlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -63,59 +68,36 @@ from torch import Tensor
 
 from recfit.data.interactions import Interactions
 from recfit.errors import (
-    CancelBatchException,
-    CancelEpochException,
     CancelFitException,
     ConfigError,
     DataError,
-    TrainingDivergedError,
 )
 from recfit.metrics.levels import LEVEL_METRICS, get_metric, is_level_metric
 from recfit.models.base import RatingModel
 from recfit.models.classifier import LevelModel
-from recfit.models.losses import Loss, MSELoss, get_loss
-from recfit.train import kernels
+from recfit.models.losses import Loss, get_loss
+from recfit.train import evaluation, kernels
 from recfit.train.batches import PARALLEL_SHUFFLE_MIN, TensorData, n_batches
 from recfit.train.callbacks import EVENTS, Callback, ProgressBar
 from recfit.train.distributed import evaluate as dist_evaluate
-from recfit.train.lr_finder import lr_find
-from recfit.train.optim import AdamW
-from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
-from recfit.train.sparse import (
-    SPARSE_MIN_PARAMS,
-    RowAdagrad,
-    RowAdamW,
-    RowOptimizer,
-    supports_rows,
+from recfit.train.execution import (
+    OPTIMIZERS,
+    Execution,
+    OptSpec,
+    Path,
+    build_optimizer,
+    resolve_device,
+    thread_count,
+    threads,
 )
+from recfit.train.guard import DivergenceGuard
+from recfit.train.loop import TrainingLoop
+from recfit.train.lr_finder import lr_find
+from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
 
-__all__ = ["OPTIMIZERS", "Learner", "resolve_device"]
+__all__ = ["OPTIMIZERS", "Execution", "Learner", "resolve_device"]
 
-OPTIMIZERS = ("adam", "sgd", "momentum", "adagrad")
-"""Optimiser names understood by the Learner."""
-
-ADAM_BETA2 = 0.99
-ADAM_EPS = 1e-5
-SMALL_BATCH = 512
-"""Batches from this size up use every CPU thread even for a small model."""
-SMALL_MODEL = 2_000_000  # parameters; below this (and SMALL_BATCH), CPU training uses one thread
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; other values as ``torch.device``.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(
-            f"expected a device like 'auto', 'cpu', 'cuda', received {device!r}"
-        ) from e
+StateAt = Literal["batch", "epoch", "end"]
 
 
 def _check_hyper(
@@ -135,7 +117,7 @@ def _check_hyper(
         raise ConfigError(f"expected {name} a finite number {rel} {low:g}, received {value!r}")
 
 
-class Learner:
+class Learner(TrainingLoop):
     """Trains ``model`` on ``train`` and evaluates it on ``valid``.
 
     Args:
@@ -159,25 +141,12 @@ class Learner:
         seed: seeds batch order, dropout and the LR finder; same seed → same numbers.
         callbacks: :class:`~recfit.train.callbacks.Callback` objects.
         eval_bs: batch size of ``predict`` / ``evaluate``.
-        fused: ``"auto"`` uses the model's fused step when it has one; ``False`` forces
-            autograd; ``True`` requires the fused step.
-        num_threads: CPU threads while training/predicting; ``None`` picks 1 for a small
-            model with small batches (under ``SMALL_MODEL`` parameters and ``SMALL_BATCH``
-            rows) and leaves PyTorch's setting otherwise.
         progress: add a :class:`~recfit.train.callbacks.ProgressBar` (``None``: only on a
             terminal).
         drop_last: drop the last incomplete training batch.
-        sparse: row-wise optimiser (:class:`~recfit.train.sparse.RowAdamW`: only the rows
-            in the batch are updated, lazy moments, exact decoupled ``wd``). ``"auto"``
-            uses it with ``opt="adam"`` on the fused path of a DotBias-family model of at
-            least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters in a single
-            process (so fastai's R1 configuration on ml-100k keeps dense AdamW, exactly
-            fastai's semantics); ``True`` requires it; ``False`` keeps dense AdamW.
-        compiled: run the row-wise step as one compiled CPU kernel
-            (:mod:`recfit.train.kernels`: forward, MSE loss, gradient and update without
-            intermediate tensors). ``"auto"`` does so whenever the row-wise optimiser runs
-            on CPU with the MSE loss; ``True`` requires it; ``False`` keeps the PyTorch
-            operations (same semantics, used on CUDA).
+        execution: the execution switches (fused step, row-wise optimiser, compiled
+            kernel, CPU threads), :class:`~recfit.train.execution.Execution`; default:
+            every switch ``"auto"``.
     """
 
     def __init__(
@@ -188,7 +157,7 @@ class Learner:
         *,
         loss: str | Loss | None = None,
         metrics: Sequence[str] | None = None,
-        opt: str | Callable[..., torch.optim.Optimizer] = "adam",
+        opt: OptSpec = "adam",
         bs: int = 64,
         wd: float = 0.01,
         reg: float = 0.0,
@@ -196,12 +165,9 @@ class Learner:
         seed: int = 0,
         callbacks: Sequence[Callback] = (),
         eval_bs: int = 65536,
-        fused: bool | str = "auto",
-        num_threads: int | None = None,
         progress: bool | None = None,
         drop_last: bool = False,
-        sparse: bool | str = "auto",
-        compiled: bool | str = "auto",
+        execution: Execution | None = None,
     ) -> None:
         if not isinstance(model, RatingModel):
             raise ConfigError(f"expected a RatingModel, received {type(model).__name__}")
@@ -213,10 +179,11 @@ class Learner:
         for name, f in (("wd", wd), ("reg", reg)):
             if not (isinstance(f, int | float) and f >= 0 and math.isfinite(f)):
                 raise ConfigError(f"expected {name} >= 0, received {f!r}")
-        if sparse not in ("auto", True, False):
-            raise ConfigError(f"expected sparse 'auto', True or False, received {sparse!r}")
-        if fused not in ("auto", True, False):
-            raise ConfigError(f"expected fused 'auto', True or False, received {fused!r}")
+        if execution is not None and not isinstance(execution, Execution):
+            raise ConfigError(
+                f"expected execution an Execution, received {type(execution).__name__}"
+            )
+        self.execution = Execution() if execution is None else execution
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         if loss is None:
@@ -233,24 +200,19 @@ class Learner:
                     f"expected metrics of predicted ratings for {type(model).__name__} (it has "
                     f"no rating levels), received the level metric {m!r}"
                 )
-        self._metric_fns = {m: get_metric(m) for m in self.metrics}
+        self.metric_fns = {m: get_metric(m) for m in self.metrics}
         self.opt_name = opt
         self.bs, self.eval_bs, self.wd, self.reg = bs, eval_bs, float(wd), float(reg)
-        self.seed, self.num_threads, self.drop_last = seed, num_threads, drop_last
-        self.fused = self._resolve_fused(fused)
-        self.sparse_mode: bool | str = sparse
-        self.sparse = False  # resolved when the optimiser is created (first fit)
-        if compiled not in ("auto", True, False):
-            raise ConfigError(f"expected compiled 'auto', True or False, received {compiled!r}")
-        self.compiled: bool | str = compiled
+        self.seed, self.drop_last = seed, drop_last
+        self.fused = self.execution.resolve_fused(self.model, self.loss_func)
+        self.path: Path | None = None  # resolved when the optimiser is built (first fit)
         # load numba now, not in the middle of the first fit: loading it changes the last
         # bits of some PyTorch results, and a fit must give the same numbers every time
         kernels.available()
-        self._compiled = False  # resolved with ``sparse``
         self.train, self.valid = train, valid
-        self._check_data(train, "train")
+        self.check_data(train, "train")
         if valid is not None:
-            self._check_data(valid, "valid")
+            self.check_data(valid, "valid")
         if hasattr(model, "train_user_count") and not model.has_record:
             # which users and items get trained (the others are answered by the baseline)
             model.record_training(train.user, train.item, train.rating, train.weights())
@@ -283,22 +245,16 @@ class Learner:
         self.stop_requested = False  # set on Ctrl-C; the checkpoint callback stops the fit
         self.epoch_gen_state: Tensor | None = None  # batch-order RNG at the epoch's start
         self.resume_state: Any = None  # a checkpoint.ResumeState applied by the next fit
-        self._skip: int = 0  # batches of the current epoch already done (resume)
+        self.guard = DivergenceGuard()
+        self._skip = 0  # batches of the current epoch already done (resume)
+        self._first_epoch = 0  # the epoch the next fit starts at (resume)
+        self._acc: list[Tensor] = []  # this epoch's running sums Σw, Σw·loss, Σw·reg_loss
         self._acc_init: tuple[float, float, float] | None = None
-        self._loss_buf: Tensor | None = None  # this epoch's step losses (checked at its end)
-        self._epoch_first = (0, 0)  # (first batch, its step) of the current epoch
+        self._fingerprint: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ set-up
-    def _resolve_fused(self, fused: bool | str) -> bool:
-        can = type(self.model).supports_fused and type(self.loss_func).grad is not Loss.grad
-        if fused is True and not can:
-            raise ConfigError(
-                f"expected a model with a fused step and a loss with a gradient for fused=True, "
-                f"received {type(self.model).__name__} with {self.loss_func!r}"
-            )
-        return bool(can) if fused == "auto" else bool(fused)
-
-    def _check_data(self, data: Interactions, where: str) -> None:
+    def check_data(self, data: Interactions, where: str) -> None:
+        """A :class:`~recfit.errors.DataError` when ``data`` has indices the model lacks."""
         for side, size in (("user", "n_users"), ("item", "n_items")):
             limit = getattr(self.model, size, None)
             idx = getattr(data, side)
@@ -309,103 +265,33 @@ class Learner:
                     column=side,
                 )
 
+    def tensor_data(self, data: Interactions) -> TensorData:
+        """``data`` as device tensors (the validation set's are built once)."""
+        if data is self.valid:
+            if self._valid_td is None:
+                self._valid_td = TensorData.from_interactions(data, self.device, False)
+            return self._valid_td
+        self.check_data(data, "given")
+        return TensorData.from_interactions(data, self.device, drop_zero_weight=False)
+
     @property
     def steps_per_epoch(self) -> int:
         """Optimiser steps in one training epoch."""
         return n_batches(len(self._train_td), self.bs, self.drop_last)
 
-    @contextlib.contextmanager
-    def _threads(self) -> Iterator[None]:
-        n = self.num_threads
-        small = self.model.n_parameters() < SMALL_MODEL and self.bs < SMALL_BATCH
-        if n is None and self.device.type == "cpu" and small:
-            n = 1  # tiny steps: thread hand-offs cost more than they save
-        if n is None:
-            yield
-            return
-        old = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+    def threads(self) -> AbstractContextManager[None]:
+        """A context with the CPU threads this Learner trains and predicts with
+        (:func:`recfit.train.execution.thread_count`); PyTorch's setting is restored."""
+        return threads(thread_count(self.execution, self.model, self.bs, self.device))
 
     def create_opt(self) -> Any:
-        """Build the optimiser (done at the first fit; kept across fits like fastai)."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        name = self.opt_name
-        if callable(name):
-            return name(params)
-        if name in ("adam", "adagrad") and self._use_sparse():
-            self.sparse = True
-            opt: RowOptimizer
-            if name == "adam":
-                opt = RowAdamW(
-                    self.model,  # type: ignore[arg-type]
-                    lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd,
-                )  # fmt: skip
-            else:
-                opt = RowAdagrad(self.model, lr=1e-2, weight_decay=self.wd)  # type: ignore[arg-type]
-            self._compiled = (
-                self.compiled is not False
-                and opt.compiled()
-                and type(self.loss_func) is MSELoss
-                and not self.bf16
-            )
-            if self.compiled is True and not self._compiled:
-                raise ConfigError(
-                    "expected a CPU model, numba and the MSE loss for compiled=True, received "
-                    f"device {self.device}, loss {self.loss_func!r}"
-                )
-            return opt
-        if name == "adam":
-            return AdamW(
-                params, lr=1e-3, betas=(0.9, ADAM_BETA2), eps=ADAM_EPS, weight_decay=self.wd
-            )
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=1e-3)
-        if name == "momentum":
-            return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-        return torch.optim.Adagrad(params, lr=1e-2)
-
-    def _use_sparse(self) -> bool:
-        can = self.fused and supports_rows(self.model) and self.dist is None
-        if self.sparse_mode is True and not can:
-            raise ConfigError(
-                f"expected a DotBias-family model on the fused path in one process for "
-                f"sparse=True, received {type(self.model).__name__} (fused={self.fused})"
-            )
-        if self.sparse_mode == "auto":
-            return bool(can) and self.model.n_parameters() >= SPARSE_MIN_PARAMS
-        return bool(self.sparse_mode) and bool(can)
-
-    def _flush(self) -> None:
-        """Apply the row-wise optimiser's owed weight decay (exact weights)."""
-        if self.sparse and self.opt is not None:
-            self.opt.flush()
-
-    def _set_hyper(self, lr: float, mom: float | None, wd: float) -> None:
-        self.lr = lr
-        assert self.opt is not None
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-            if self.opt_name == "adam" or self.sparse:
-                g["weight_decay"] = wd
-                if mom is not None:
-                    g["betas"] = (mom, ADAM_BETA2)
-            elif self.opt_name == "momentum" and mom is not None:
-                g["momentum"] = mom
-        if mom is not None:
-            self.mom = mom
-
-    def _opt_step(self, wd: float) -> None:
-        assert self.opt is not None
-        if wd and isinstance(self.opt_name, str) and self.opt_name != "adam":
-            with torch.no_grad():
-                for g in self.opt.param_groups:
-                    for p in g["params"]:
-                        p.mul_(1.0 - self.lr * wd)
-        self.opt.step()
+        """Resolve the execution path and build the optimiser (done at the first fit;
+        kept across fits like fastai)."""
+        self.path = self.execution.resolve(
+            self.model, self.loss_func, self.opt_name, device=self.device,
+            distributed=self.dist is not None, bf16=self.bf16,
+        )  # fmt: skip
+        return build_optimizer(self.opt_name, self.model, self.wd, self.path.row_wise)
 
     # ------------------------------------------------------------------ events
     def add_cb(self, cb: Callback) -> Learner:
@@ -509,19 +395,20 @@ class Learner:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         td = self._train_td  # compile before the timer: compiling is not training
         shuffle = self.device.type == "cpu" and len(td) >= PARALLEL_SHUFFLE_MIN
-        if self._compiled or shuffle:
-            warm = (lambda: self.opt.warm_up(td.columns)) if self._compiled else None
+        if self.compiled or shuffle:
+            warm = (lambda: self.opt.warm_up(td.columns)) if self.compiled else None
             self.compile_seconds += kernels.ensure_compiled(warm, td.columns, shuffle)
         t_fit = time.perf_counter()
-        with self._threads(), torch.random.fork_rng(devices=devices):
+        with self.threads(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._gen)))
             cancelled = False
             try:
                 self._event("before_fit")
-                first = 0
-                if self.resume_state is not None:
-                    first, self.resume_state = self.resume_state.apply(self), None
-                for epoch in range(first, epochs):
+                self._first_epoch = 0
+                if self.resume_state is not None:  # puts back every component's state
+                    self.resume_state, resume = None, self.resume_state
+                    resume.apply(self)
+                for epoch in range(self._first_epoch, epochs):
                     self.epoch = epoch
                     self._do_epoch(sched, mom_sched, wd, validate)
             except CancelFitException:  # mid-epoch too: the epoch's checks still apply
@@ -532,279 +419,117 @@ class Learner:
                 self.model.eval()
             if cancelled:  # the losses so far are each rank's own: checked alone
                 if self.dist is None:
-                    self._check_losses()
-                self._check_weights()  # identical on every rank
-                self._loss_buf = None
+                    self.guard.check_losses(self.iter, self.epoch, self.lr)
+                self.guard.discard()
+                self.check_finite()  # identical on every rank
             self.fit_seconds = time.perf_counter() - t_fit
             self._event("after_fit")
         return self
 
-    def _do_epoch(
-        self, sched: Schedule, mom_sched: Schedule | None, wd: float, validate: bool
-    ) -> None:
-        t0 = time.perf_counter()
-        acc = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in range(3)]
-        if self._acc_init is not None:  # resumed mid-epoch: the sums so far
-            for a, v in zip(acc, self._acc_init, strict=True):
-                a.fill_(v)
-        skip, self._skip, self._acc_init = self._skip, 0, None
-        self.valid_metrics = {}
-        try:
-            self._event("before_epoch")
-            self.training = True
-            self.model.train()
-            self._event("before_train")
-            self._acc = acc
-            self._epoch_first = (skip, self.train_iter)
-            self._loss_buf = (
-                None
-                if self._check_now
-                else torch.zeros(max(1, self.n_iter - skip), device=self.device)
-            )
-            self.epoch_gen_state = self._gen.get_state()
-            shard = None if self.dist is None else self.dist.shard
-            batches = self._train_td.epoch(
-                self.bs, self._gen, self.drop_last, skip=skip, shard=shard
-            )
-            for it, batch in enumerate(batches, start=skip):
-                self.iter = it
-                self._set_hyper(
-                    sched.lr_at(self.train_iter),
-                    None if mom_sched is None else mom_sched.lr_at(self.train_iter),
-                    wd,
-                )
-                self.batch = batch
-                try:
-                    self._event("before_batch")
-                    self._do_batch(batch)
-                except CancelBatchException:
-                    pass
-                self.train_iter += 1
-                self._event("after_batch")
-            self._flush()
-            self.training = False
-            self._event("after_train")
-            if validate and self.valid is not None:
-                self._event("before_validate")
-                self.valid_metrics = self.evaluate(self.valid)
-                self._event("after_validate")
-        except CancelEpochException:
-            pass
-        finally:
-            self.training = False
-        if self.dist is not None:  # exact sums over the ranks
-            acc = list(self.dist.all_reduce_(torch.stack(acc)).unbind())
-        w_sum, l_sum, r_sum = (float(a) for a in acc)
-        self._check_epoch(l_sum)
-        rec: dict[str, Any] = {
-            "epoch": self.epoch,
-            "train_loss": l_sum / w_sum if w_sum > 0 else math.nan,
-            "reg_loss": r_sum / w_sum if w_sum > 0 else math.nan,
-            "valid_loss": self.valid_metrics.get("loss", math.nan),
-            "valid_reg_loss": self.valid_metrics.get("reg_loss", math.nan),
+    # ------------------------------------------------------------------ state
+    def fingerprint(self) -> dict[str, Any]:
+        """Rows and CRC-32 of the training columns, and the model's class (a resume
+        refuses other training data)."""
+        if self._fingerprint is None:
+            cols = self._train_td.columns
+            crc = 0
+            for k in ("user", "item", "rating", "weight"):
+                crc = zlib.crc32(cols[k].cpu().numpy().tobytes(), crc)
+            model = type(self.model).__name__
+            self._fingerprint = {"rows": len(self._train_td), "crc32": crc, "model": model}
+        return dict(self._fingerprint)
+
+    def state_dict(self, at: StateAt = "epoch") -> dict[str, Any]:
+        """The training loop's own state (the model, optimiser and callbacks keep theirs).
+
+        Args:
+            at: ``"batch"``: after batch ``iter`` of the current epoch (inside a fit);
+                ``"epoch"``: after the current epoch; ``"end"``: the fit is complete.
+
+        Returns:
+            ``position`` (``epoch`` to continue from, ``batches_done`` in it,
+            ``train_iter``, ``n_epochs``, ``steps_per_epoch``, ``complete``, ``world``),
+            ``acc`` (the epoch's running sums Σw, Σw·loss, Σw·reg_loss), ``lr``, ``mom``,
+            ``history``, ``batch_order`` (the batch-order RNG state the epoch's
+            permutation is drawn from) and ``data`` (:meth:`fingerprint`).
+        """
+        if at == "batch":
+            epoch, done = self.epoch, self.iter + 1
+            gen = self.epoch_gen_state
+            assert gen is not None, "state_dict('batch') inside a fit"
+            acc_t = torch.stack([a.detach() for a in self._acc])
+            if self.dist is not None:
+                acc_t = self.dist.all_reduce_(acc_t.clone())
+            acc = [float(a) for a in acc_t]
+        else:
+            epoch, done = self.epoch + 1, 0
+            gen, acc = self._gen.get_state(), [0.0, 0.0, 0.0]
+        if at == "end":
+            epoch = self.n_epochs
+        return {
+            "position": {
+                "epoch": epoch,
+                "batches_done": done,
+                "train_iter": self.train_iter,
+                "n_epochs": self.n_epochs,
+                "steps_per_epoch": self.n_iter,
+                "complete": at == "end",
+                "world": 1 if self.dist is None else self.dist.world,
+            },
+            "acc": acc,
+            "lr": self.lr,
+            "mom": self.mom,
+            "history": copy.deepcopy(self.history),
+            "batch_order": gen.clone(),
+            "data": self.fingerprint(),
         }
-        for m in self.metrics:
-            rec[m] = self.valid_metrics.get(m, math.nan)
-        rec["lr"] = self.lr
-        rec["time"] = time.perf_counter() - t0
-        if validate:
-            self.history.append(rec)
-        self._event("after_epoch")
 
-    def _do_batch(self, batch: dict[str, Tensor]) -> None:
-        w = batch["weight"]
-        w_sum = w.sum()
-        w_tot = w_sum if self.dist is None else self.dist.global_weight(self, w_sum)
-        scale = w / w_tot
-        use_pen = self.reg > 0
-        if self._compiled:  # one compiled kernel: forward, loss, gradient, update
-            self._compiled_batch(batch, w_sum, w_tot)
-            return
-        if self.fused:
-            out, pen, saved = self.model.fused_forward(batch, use_pen)
-        else:
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-                out = (self.model if self.ddp is None else self.ddp)(batch)
-                pen = self.model.penalty(batch) if use_pen else None
-            if self.bf16:
-                out, pen = out.float(), None if pen is None else pen.float()
-        self.pred = out
-        self._event("after_pred")
-        data_loss = (self.loss_func(out, batch) * scale).sum()
-        reg_loss = None if pen is None else self.reg * (pen * scale).sum()
-        self.loss = data_loss if reg_loss is None else data_loss + reg_loss
-        self._event("after_loss")
-        self._event("before_backward")
-        assert self.opt is not None
-        if self.sparse:  # row-wise step: gradient and update of the looked-up rows only
-            g = self.loss_func.grad(out, batch)
-            assert g is not None
-            self.opt.fused_step(batch, saved, g * scale, None if pen is None else self.reg * scale)
-            self._event("after_backward")
-            self._event("after_step")
-            self._accumulate(w_sum, w_tot, reg_loss)
-            return
-        if self.fused:
-            g = self.loss_func.grad(out, batch)
-            assert g is not None
-            self.model.fused_backward(
-                batch, saved, g * scale, None if pen is None else self.reg * scale
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what :meth:`state_dict` returned; the next epoch of the running fit
+        is ``state["position"]["epoch"]`` (its first ``batches_done`` batches skipped).
+
+        Raises:
+            ConfigError: the state is of a fit of other length or of other training data.
+        """
+        pos = state["position"]
+        if (pos["n_epochs"], pos["steps_per_epoch"]) != (self.n_epochs, self.n_iter):
+            raise ConfigError(
+                f"expected a fit of {pos['n_epochs']} epochs of {pos['steps_per_epoch']} steps "
+                f"to resume, received {self.n_epochs} epochs of {self.n_iter} steps "
+                "(different config or data)"
             )
-        else:
-            self.opt.zero_grad(set_to_none=True)
-            self.loss.backward()  # type: ignore[no-untyped-call]
-        if self.fused and self.dist is not None:
-            self.dist.sync_grads(list(self.model.parameters()))
-        self._event("after_backward")
-        self._opt_step(self._wd)
-        self._event("after_step")
-        self._accumulate(w_sum, w_tot, reg_loss)
-
-    def _compiled_batch(self, batch: dict[str, Tensor], w_sum: Tensor, w_tot: Tensor) -> None:
-        """The row-wise step in :mod:`recfit.train.kernels` (same events, same sums)."""
-        assert isinstance(self.opt, RowOptimizer)
-        threads = self.num_threads or torch.get_num_threads()  # PyTorch's setting rules
-        out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, threads)
-        self.pred = out
-        self._event("after_pred")
-        reg_loss = torch.tensor(pen, dtype=torch.float32) if self.reg > 0 else None
-        self.loss = torch.tensor(loss + pen, dtype=torch.float32)
-        self._event("after_loss")
-        self._event("before_backward")
-        self._event("after_backward")
-        self._event("after_step")
-        self._accumulate(w_sum, w_tot, reg_loss)
-
-    def _accumulate(self, w_sum: Tensor, w_tot: Tensor, reg_loss: Tensor | None) -> None:
-        assert self.loss is not None
-        if self._check_now:  # one CPU scalar read per step: stop at the step that diverged
-            if not math.isfinite(float(self.loss.detach())):
-                raise self._diverged("loss", self.train_iter)
-        elif self._loss_buf is not None:  # no device sync: checked at the epoch's end
-            self._loss_buf[self.iter - self._epoch_first[0]] = self.loss.detach()
-        acc = self._acc
-        acc[0].add_(w_sum)
-        acc[1].add_(self.loss.detach() * w_tot)
-        if reg_loss is not None:
-            acc[2].add_(reg_loss.detach() * w_tot)
-
-    # ------------------------------------------------------------------ divergence
-    @property
-    def _check_now(self) -> bool:
-        """Check each step's loss as it comes (CPU, one process); else at the epoch's end."""
-        return self.device.type == "cpu" and self.dist is None
-
-    def _diverged(self, what: str, step: int) -> TrainingDivergedError:
-        where = "loss" if what == "loss" else f"parameter {what!r}"
-        return TrainingDivergedError(
-            f"expected finite values during training, received a non-finite {where} at "
-            f"epoch {self.epoch}, step {step} (lr {self.lr:.3g}); lower the learning rate "
-            "or check the data",
-            epoch=self.epoch,
-            step=step,
-            what=what,
-        )
-
-    def _check_losses(self) -> None:
-        buf = getattr(self, "_loss_buf", None)
-        if buf is None:
-            return
-        done = self.iter - self._epoch_first[0] + 1
-        bad = torch.nonzero(~torch.isfinite(buf[: max(0, done)]))
-        if len(bad):
-            raise self._diverged("loss", self._epoch_first[1] + int(bad[0]))
-
-    def _check_weights(self) -> None:
-        params = list(self.model.named_parameters())
-        if not params:
-            return
-        ok = torch.stack([torch.isfinite(p.detach()).all() for _, p in params])
-        if not bool(ok.all()):
-            name = params[int(torch.nonzero(~ok)[0])][0]
-            raise self._diverged(name, max(0, self.train_iter - 1))
-
-    def _check_epoch(self, l_sum: float) -> None:
-        """End of an epoch: the losses (when not checked per step) and every weight."""
-        self._check_losses()
-        if not math.isfinite(l_sum):  # e.g. another rank's loss
-            raise self._diverged("loss", max(0, self.train_iter - 1))
-        self._check_weights()
-        self._loss_buf = None
+        fp = state.get("data")
+        if fp is not None and fp != self.fingerprint():
+            raise ConfigError(
+                f"expected the training data of the saved state ({fp['rows']} rows, crc32 "
+                f"{fp['crc32']}), received {self.fingerprint()}"
+            )
+        self._gen.set_state(state["batch_order"])
+        self.train_iter = int(pos["train_iter"])
+        self.history[:] = [dict(r) for r in state["history"]]
+        self.lr, self.mom = float(state["lr"]), float(state["mom"])
+        self._first_epoch, self._skip = int(pos["epoch"]), int(pos["batches_done"])
+        main = self.dist is None or self.dist.is_main
+        acc = state["acc"] if main else [0.0, 0.0, 0.0]  # the sums count once
+        self._acc_init = (float(acc[0]), float(acc[1]), float(acc[2]))
 
     # ------------------------------------------------------------------ inference
-    def _tensor_data(self, data: Interactions) -> TensorData:
-        if data is self.valid:
-            if self._valid_td is None:
-                self._valid_td = TensorData.from_interactions(data, self.device, False)
-            return self._valid_td
-        self._check_data(data, "given")
-        return TensorData.from_interactions(data, self.device, drop_zero_weight=False)
-
-    def _outputs(
-        self, data: Interactions, with_loss: bool
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Predicted ratings (float32), and per-row loss and penalty (float64) if asked."""
-        td = self._tensor_data(data)
-        preds, losses, pens = [], [], []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self._threads(), torch.inference_mode():
-                for b in td.epoch(self.eval_bs, None):
-                    out = self.model(b)
-                    shown = self.model.apply_fallback(b, out)[0]  # unknown pairs: baseline
-                    preds.append(self.model.to_rating(shown).float().cpu())
-                    if with_loss:  # per-row loss in float64, like the metrics
-                        b64 = {**b, "rating": b["rating"].double()}
-                        losses.append(self.loss_func(out.double(), b64).cpu())
-                        if self.reg > 0:
-                            pen = self.model.penalty(b)
-                            if pen is not None:
-                                pens.append(pen.double().cpu())
-        finally:
-            self.model.train(was_training)
-        cat = (lambda xs: torch.cat(xs).numpy()) if len(data) else (lambda xs: np.zeros(0))
-        pred = cat(preds).astype(np.float32, copy=False)
-        if not with_loss:
-            return pred, None, None
-        return pred, cat(losses), (cat(pens) if pens else None)
-
     def predict(self, data: Interactions) -> np.ndarray:
         """Predicted ratings for every row of ``data`` (weight-0 rows included), float32,
         in the original rating units. A row whose user or item had no training row of
         positive weight gets the model's baseline (:meth:`fallback` says which)."""
-        return self._outputs(data, with_loss=False)[0]
+        return evaluation.predict(self, data)
 
     def fallback(self, data: Interactions) -> np.ndarray:
         """``bool`` per row of ``data``: the prediction is the baseline (global mean plus
         the known side's bias) because the user or the item was never trained."""
-        self._check_data(data, "given")
-        u = torch.from_numpy(np.asarray(data.user, dtype=np.int64))
-        i = torch.from_numpy(np.asarray(data.item, dtype=np.int64))
-        return self.model.unknown(u.to(self.device), i.to(self.device)).cpu().numpy()
+        return evaluation.fallback(self, data)
 
     def predict_proba(self, data: Interactions) -> np.ndarray:
         """The predicted distribution over the rating levels for every row of ``data``,
         shape ``(n, K)`` float64 (models with levels only, e.g. a classifier; level ``k``
         is rating ``model.levels[k]``)."""
-        if not isinstance(self.model, LevelModel):
-            raise ConfigError(
-                f"expected a model with rating levels for predict_proba, received "
-                f"{type(self.model).__name__}"
-            )
-        td = self._tensor_data(data)
-        k = len(self.model.levels)
-        parts: list[Tensor] = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self._threads(), torch.inference_mode():
-                for b in td.epoch(self.eval_bs, None):
-                    out = self.model.apply_fallback(b, self.model(b))[0]
-                    parts.append(self.model.to_proba(out).double().cpu())
-        finally:
-            self.model.train(was_training)
-        return torch.cat(parts).numpy() if parts else np.zeros((0, k))
+        return evaluation.predict_proba(self, data)
 
     def evaluate(self, data: Interactions | None = None) -> dict[str, float]:
         """``loss``, ``reg_loss`` and every metric on ``data`` (default: the validation set).
@@ -822,30 +547,7 @@ class Learner:
             data = self.valid
         if self.dist is not None:  # each rank evaluates its part; exact sums
             return dist_evaluate(self, data)
-        pred, per_row, pen = self._outputs(data, with_loss=True)
-        w = data.weights().astype(np.float64)
-        keep = w > 0
-        assert per_row is not None
-        w_k = w[keep]
-        total = w_k.sum()
-        data_loss = float((w_k * per_row[keep]).sum() / total) if total > 0 else math.nan
-        reg_loss = 0.0
-        if pen is not None:
-            reg_loss = self.reg * float((w_k * pen[keep]).sum() / total) if total > 0 else math.nan
-        out: dict[str, float] = {"loss": data_loss + reg_loss, "reg_loss": reg_loss}
-        if self.model.has_record:  # rows (of positive weight) answered by the baseline
-            out["n_fallback"] = float(self.fallback(data)[keep].sum())
-        weight = data.weight
-        proba = None
-        for name, fn in self._metric_fns.items():
-            if is_level_metric(name):
-                if proba is None:
-                    proba = self.predict_proba(data)
-                levels = self.model.levels  # type: ignore[attr-defined]
-                out[name] = fn(proba, levels, data.rating, weight)  # type: ignore[call-arg]
-            else:
-                out[name] = fn(pred, data.rating, weight)  # type: ignore[call-arg]
-        return out
+        return evaluation.evaluate(self, data)
 
     # ------------------------------------------------------------------ reports
     def history_frame(self) -> pd.DataFrame:

@@ -1,0 +1,299 @@
+"""The training loop of a Learner: one epoch, one batch, one optimiser step.
+
+:class:`TrainingLoop` is the part of :class:`~recfit.train.learner.Learner` that runs an
+epoch (batches in the seeded order, hyper-parameters from the schedules, callbacks'
+events, validation, the history row) and a batch on the path the execution options
+resolved (:mod:`recfit.train.execution`): autograd, the fused step, the row-wise
+optimiser or its compiled kernel. The sums of each epoch are exact weighted sums
+(``Σw·loss / Σw`` over the epoch, never a mean of batch means) and every step's loss
+goes through the divergence guard (:mod:`recfit.train.guard`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recfit.data.interactions import Interactions
+from recfit.errors import CancelBatchException, CancelEpochException
+from recfit.models.base import RatingModel
+from recfit.models.losses import Loss
+from recfit.train.batches import TensorData
+from recfit.train.execution import ADAM_BETA2, Execution, OptSpec, Path
+from recfit.train.guard import DivergenceGuard, diverged, first_non_finite
+from recfit.train.schedules import Schedule
+from recfit.train.sparse import RowOptimizer
+
+__all__ = ["TrainingLoop"]
+
+
+class TrainingLoop:
+    """Epochs and batches of a fit (the Learner's base; see the module docs)."""
+
+    model: RatingModel
+    loss_func: Loss
+    opt: Any
+    opt_name: OptSpec
+    execution: Execution
+    path: Path | None
+    fused: bool
+    device: torch.device
+    dist: Any
+    ddp: Any
+    bf16: bool
+    guard: DivergenceGuard
+    bs: int
+    reg: float
+    metrics: list[str]
+    drop_last: bool
+    valid: Interactions | None
+    history: list[dict[str, Any]]
+    valid_metrics: dict[str, float]
+    training: bool
+    epoch: int
+    iter: int
+    n_iter: int
+    train_iter: int
+    batch: dict[str, Tensor]
+    pred: Tensor | None
+    loss: Tensor | None
+    lr: float
+    mom: float
+    epoch_gen_state: Tensor | None
+    _train_td: TensorData
+    _gen: torch.Generator
+    _wd: float
+    _skip: int
+    _acc: list[Tensor]
+    _acc_init: tuple[float, float, float] | None
+
+    def _event(self, name: str) -> None:
+        raise NotImplementedError
+
+    def evaluate(self, data: Interactions | None = None) -> dict[str, float]:
+        raise NotImplementedError
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the row-wise optimiser trains (known after the first fit starts)."""
+        return self.path is not None and self.path.row_wise
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the row-wise step runs as one compiled kernel (after the first fit)."""
+        return self.path is not None and self.path.compiled
+
+    @property
+    def check_each_step(self) -> bool:
+        """Check each step's loss as it comes (CPU, one process); else at the epoch's end
+        (:mod:`recfit.train.guard`)."""
+        return self.device.type == "cpu" and self.dist is None
+
+    def _flush(self) -> None:
+        """Apply the row-wise optimiser's owed weight decay (exact weights)."""
+        if self.sparse and self.opt is not None:
+            self.opt.flush()
+
+    def _set_hyper(self, lr: float, mom: float | None, wd: float) -> None:
+        self.lr = lr
+        assert self.opt is not None
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+            if self.opt_name == "adam" or self.sparse:
+                g["weight_decay"] = wd
+                if mom is not None:
+                    g["betas"] = (mom, ADAM_BETA2)
+            elif self.opt_name == "momentum" and mom is not None:
+                g["momentum"] = mom
+        if mom is not None:
+            self.mom = mom
+
+    def _opt_step(self, wd: float) -> None:
+        assert self.opt is not None
+        if wd and isinstance(self.opt_name, str) and self.opt_name != "adam":
+            with torch.no_grad():
+                for g in self.opt.param_groups:
+                    for p in g["params"]:
+                        p.mul_(1.0 - self.lr * wd)
+        self.opt.step()
+
+    def _do_epoch(
+        self, sched: Schedule, mom_sched: Schedule | None, wd: float, validate: bool
+    ) -> None:
+        t0 = time.perf_counter()
+        acc = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in range(3)]
+        if self._acc_init is not None:  # resumed mid-epoch: the sums so far
+            for a, v in zip(acc, self._acc_init, strict=True):
+                a.fill_(v)
+        skip, self._skip, self._acc_init = self._skip, 0, None
+        self.valid_metrics = {}
+        try:
+            self._event("before_epoch")
+            self.training = True
+            self.model.train()
+            self._event("before_train")
+            self._acc = acc
+            self.guard.start_epoch(
+                per_step=self.check_each_step,
+                n_steps=self.n_iter, first_batch=skip, first_step=self.train_iter,
+                device=self.device,
+            )  # fmt: skip
+            self.epoch_gen_state = self._gen.get_state()
+            shard = None if self.dist is None else self.dist.shard
+            batches = self._train_td.epoch(
+                self.bs, self._gen, self.drop_last, skip=skip, shard=shard
+            )
+            for it, batch in enumerate(batches, start=skip):
+                self.iter = it
+                self._set_hyper(
+                    sched.lr_at(self.train_iter),
+                    None if mom_sched is None else mom_sched.lr_at(self.train_iter),
+                    wd,
+                )
+                self.batch = batch
+                try:
+                    self._event("before_batch")
+                    self._do_batch(batch)
+                except CancelBatchException:
+                    pass
+                self.train_iter += 1
+                self._event("after_batch")
+            self._flush()
+            self.training = False
+            self._event("after_train")
+            if validate and self.valid is not None:
+                self._event("before_validate")
+                self.valid_metrics = self.evaluate(self.valid)
+                self._event("after_validate")
+        except CancelEpochException:
+            pass
+        finally:
+            self.training = False
+        if self.dist is not None:  # exact sums over the ranks
+            acc = list(self.dist.all_reduce_(torch.stack(acc)).unbind())
+        w_sum, l_sum, r_sum = (float(a) for a in acc)
+        self.guard.check_losses(self.iter, self.epoch, self.lr)
+        if not math.isfinite(l_sum):  # e.g. another rank's loss
+            raise diverged("loss", self.epoch, max(0, self.train_iter - 1), self.lr)
+        self.check_finite()
+        if validate:
+            self.history.append(
+                self.epoch_record(
+                    l_sum / w_sum if w_sum > 0 else math.nan,
+                    r_sum / w_sum if w_sum > 0 else math.nan,
+                    time.perf_counter() - t0,
+                )
+            )
+        self._event("after_epoch")
+
+    def _do_batch(self, batch: dict[str, Tensor]) -> None:
+        w = batch["weight"]
+        w_sum = w.sum()
+        w_tot = w_sum if self.dist is None else self.dist.global_weight(self, w_sum)
+        scale = w / w_tot
+        use_pen = self.reg > 0
+        if self.compiled:  # one compiled kernel: forward, loss, gradient, update
+            self._compiled_batch(batch, w_sum, w_tot)
+            return
+        if self.fused:
+            out, pen, saved = self.model.fused_forward(batch, use_pen)
+        else:
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+                out = (self.model if self.ddp is None else self.ddp)(batch)
+                pen = self.model.penalty(batch) if use_pen else None
+            if self.bf16:
+                out, pen = out.float(), None if pen is None else pen.float()
+        self.pred = out
+        self._event("after_pred")
+        data_loss = (self.loss_func(out, batch) * scale).sum()
+        reg_loss = None if pen is None else self.reg * (pen * scale).sum()
+        self.loss = data_loss if reg_loss is None else data_loss + reg_loss
+        self._event("after_loss")
+        self._event("before_backward")
+        assert self.opt is not None
+        if self.sparse:  # row-wise step: gradient and update of the looked-up rows only
+            g = self.loss_func.grad(out, batch)
+            assert g is not None
+            self.opt.fused_step(batch, saved, g * scale, None if pen is None else self.reg * scale)
+            self._event("after_backward")
+            self._event("after_step")
+            self._accumulate(w_sum, w_tot, reg_loss)
+            return
+        if self.fused:
+            g = self.loss_func.grad(out, batch)
+            assert g is not None
+            self.model.fused_backward(
+                batch, saved, g * scale, None if pen is None else self.reg * scale
+            )
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            self.loss.backward()  # type: ignore[no-untyped-call]
+        if self.fused and self.dist is not None:
+            self.dist.sync_grads(list(self.model.parameters()))
+        self._event("after_backward")
+        self._opt_step(self._wd)
+        self._event("after_step")
+        self._accumulate(w_sum, w_tot, reg_loss)
+
+    def _compiled_batch(self, batch: dict[str, Tensor], w_sum: Tensor, w_tot: Tensor) -> None:
+        """The row-wise step in :mod:`recfit.train.kernels` (same events, same sums)."""
+        assert isinstance(self.opt, RowOptimizer)
+        n_threads = self.execution.num_threads or torch.get_num_threads()  # PyTorch's rules
+        out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, n_threads)
+        self.pred = out
+        self._event("after_pred")
+        reg_loss = torch.tensor(pen, dtype=torch.float32) if self.reg > 0 else None
+        self.loss = torch.tensor(loss + pen, dtype=torch.float32)
+        self._event("after_loss")
+        self._event("before_backward")
+        self._event("after_backward")
+        self._event("after_step")
+        self._accumulate(w_sum, w_tot, reg_loss)
+
+    def _accumulate(self, w_sum: Tensor, w_tot: Tensor, reg_loss: Tensor | None) -> None:
+        assert self.loss is not None
+        self.guard.record(
+            self.loss, batch=self.iter, step=self.train_iter, epoch=self.epoch, lr=self.lr
+        )
+        acc = self._acc
+        acc[0].add_(w_sum)
+        acc[1].add_(self.loss.detach() * w_tot)
+        if reg_loss is not None:
+            acc[2].add_(reg_loss.detach() * w_tot)
+
+    # ------------------------------------------------------------------ records
+    def check_finite(self, loss: float | None = None) -> None:
+        """A :class:`~recfit.errors.TrainingDivergedError` when ``loss`` (if given) or a
+        weight of the model is not finite (at the current epoch and last step)."""
+        step = max(0, self.train_iter - 1)
+        if loss is not None and not math.isfinite(loss):
+            raise diverged("loss", self.epoch, step, self.lr)
+        name = first_non_finite(self.model)
+        if name is not None:
+            raise diverged(name, self.epoch, step, self.lr)
+
+    def epoch_record(self, train_loss: float, reg_loss: float, seconds: float) -> dict[str, Any]:
+        """The history row of the current epoch: training loss sums and the validation
+        results in ``valid_metrics``."""
+        rec: dict[str, Any] = {
+            "epoch": self.epoch,
+            "train_loss": train_loss,
+            "reg_loss": reg_loss,
+            "valid_loss": self.valid_metrics.get("loss", math.nan),
+            "valid_reg_loss": self.valid_metrics.get("reg_loss", math.nan),
+        }
+        for m in self.metrics:
+            rec[m] = self.valid_metrics.get(m, math.nan)
+        rec["lr"] = self.lr
+        rec["time"] = seconds
+        return rec
+
+    def record_epoch(self, train_loss: float, reg_loss: float, *, seconds: float) -> None:
+        """Evaluate the validation set and append the current epoch's history row (for
+        trainers without batches: ALS sweeps, a closed-form solve)."""
+        self.valid_metrics = self.evaluate(self.valid) if self.valid is not None else {}
+        self.history.append(self.epoch_record(train_loss, reg_loss, seconds))

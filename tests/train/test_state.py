@@ -1,0 +1,217 @@
+"""Components own their state: state_dict / load_state_dict round trips, and checkpoints
+that ask each component (a callback's type is never looked at)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from recfit.data import Interactions
+from recfit.errors import CheckpointError, ConfigError
+from recfit.models import DotBias
+from recfit.train import checkpoint as ckpt
+from recfit.train import checkpoint_file as ckpt_file
+from recfit.train.callbacks import (
+    Callback,
+    Checkpoint,
+    CSVLogger,
+    EarlyStopping,
+    ProgressBar,
+    ScheduleRecorder,
+)
+from recfit.train.checkpoint import TrainCheckpoint, read_checkpoint
+from recfit.train.learner import Learner
+
+
+def _data(n: int = 1200, seed: int = 0) -> tuple[Interactions, Interactions]:
+    rng = np.random.default_rng(seed)
+    d = Interactions.from_arrays(
+        rng.integers(0, 30, n), rng.integers(0, 40, n), rng.integers(1, 6, n).astype(float)
+    )
+    cut = n * 4 // 5
+    return d.take(np.arange(cut)), d.take(np.arange(cut, n))
+
+
+def _json_round_trip(state: dict[str, Any]) -> dict[str, Any]:
+    """Through the checkpoint's encoding, as a file would carry it."""
+    tensors: dict[str, torch.Tensor] = {}
+    text = json.dumps(ckpt_file.encode_state(state, "x", tensors))
+    return ckpt_file.decode_state(json.loads(text), tensors)  # type: ignore[no-any-return]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, float) and np.isnan(a):
+        return isinstance(b, float) and np.isnan(b)
+    return bool(a == b)
+
+
+class Snapshot(Callback):
+    """Captures the Learner's state in the middle of epoch 1."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.state: dict[str, Any] | None = None
+
+    def after_batch(self) -> None:
+        if self.learn.train_iter == self.at:
+            self.state = self.learn.state_dict("batch")
+
+
+def test_learner_state_dict_round_trips() -> None:
+    train, valid = _data()
+    snap = Snapshot(20)
+    a = Learner(DotBias(train.n_users, train.n_items, 4), train, valid, bs=64,
+                progress=False, callbacks=[snap])  # fmt: skip
+    a.fit(3, 1e-2)
+    assert snap.state is not None
+    pos = snap.state["position"]
+    assert (pos["epoch"], pos["train_iter"], pos["complete"]) == (1, 20, False)
+    assert pos["batches_done"] == 20 - a.steps_per_epoch
+    state = _json_round_trip(snap.state)
+    assert _same(state, snap.state)
+    # a second Learner fitting the same data takes it back mid-fit
+    b = Learner(DotBias(train.n_users, train.n_items, 4), train, valid, bs=64, progress=False)
+    b.n_epochs, b.n_iter = 3, b.steps_per_epoch
+    b.load_state_dict(state)
+    assert b.train_iter == 20 and b.history == snap.state["history"]
+    assert torch.equal(b._gen.get_state(), snap.state["batch_order"])
+    end = a.state_dict("end")
+    assert end["position"]["epoch"] == 3 and end["position"]["complete"]
+    assert end["history"] == a.history and end["data"] == b.fingerprint()
+
+
+def test_learner_state_of_another_fit_or_data_is_refused() -> None:
+    train, _ = _data()
+    a = Learner(DotBias(train.n_users, train.n_items, 4), train, bs=64, progress=False)
+    a.fit(2, 1e-2)
+    state = a.state_dict("epoch")
+    b = Learner(DotBias(train.n_users, train.n_items, 4), train, bs=64, progress=False)
+    b.n_epochs, b.n_iter = 3, b.steps_per_epoch
+    with pytest.raises(ConfigError, match="expected a fit of 2 epochs"):
+        b.load_state_dict(state)
+    other = train.take(np.arange(1, len(train)))  # one row fewer: other data
+    c = Learner(DotBias(train.n_users, train.n_items, 4), other, bs=64, progress=False)
+    c.n_epochs, c.n_iter = 2, a.steps_per_epoch
+    with pytest.raises(ConfigError, match="training data"):
+        c.load_state_dict(state)
+
+
+def _fitted(cb: Callback, epochs: int = 3) -> Callback:
+    train, valid = _data()
+    Learner(DotBias(train.n_users, train.n_items, 4), train, valid, bs=64, progress=False,
+            callbacks=[cb]).fit(epochs, 1e-2)  # fmt: skip
+    return cb
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: EarlyStopping("mse", patience=1),
+        lambda: EarlyStopping("mse", patience=10, restore_best=True),
+        lambda: ScheduleRecorder(),
+        lambda: ProgressBar(quiet=True),
+    ],
+    ids=["early-stopping-stopped", "early-stopping-best-weights", "recorder", "progress"],
+)
+def test_callback_state_dict_round_trips(make: Any) -> None:
+    cb = _fitted(make())
+    state = cb.state_dict()
+    assert state  # each of these has state
+    fresh = make()
+    fresh.load_state_dict(_json_round_trip(state))
+    assert _same(fresh.state_dict(), state)
+
+
+def test_best_checkpoint_state_round_trips(tmp_path: Path) -> None:
+    cb = _fitted(Checkpoint(tmp_path, monitor="mse"))
+    assert cb.state_dict()["best_epoch"] >= 0
+    fresh = Checkpoint(tmp_path, monitor="mse")
+    fresh.load_state_dict(_json_round_trip(cb.state_dict()))
+    assert (fresh.best, fresh.best_epoch) == (cb.best, cb.best_epoch)
+
+
+def test_stateless_callbacks_save_nothing(tmp_path: Path) -> None:
+    assert Callback().state_dict() == {}
+    assert CSVLogger(tmp_path / "h.csv").state_dict() == {}
+
+
+class Counter(Callback):
+    """A user's callback with state of its own: checkpoint.py knows nothing of it."""
+
+    def __init__(self) -> None:
+        self.steps, self.seen = 0, torch.zeros(3, dtype=torch.float64)
+
+    def before_fit(self) -> None:
+        self.steps, self.seen = 0, torch.zeros(3, dtype=torch.float64)
+
+    def after_batch(self) -> None:
+        self.steps += 1
+        self.seen[self.steps % 3] += float(self.learn.loss or 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "seen": self.seen.clone(), "tag": ("counter", 1)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert state["tag"] == ("counter", 1)
+        self.steps, self.seen = int(state["steps"]), state["seen"].clone()
+
+
+class _Crash(Callback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_batch(self) -> None:
+        if self.learn.train_iter == self.at:
+            raise RuntimeError("crash")
+
+
+def test_checkpoint_asks_each_component_and_resumes_a_custom_callback(tmp_path: Path) -> None:
+    train, valid = _data()
+
+    def learner(*cbs: Callback) -> Learner:
+        return Learner(DotBias(train.n_users, train.n_items, 4), train, valid, bs=64,
+                       progress=False, callbacks=[Counter(), *cbs])  # fmt: skip
+
+    ref = learner().fit_one_cycle(3, 1e-2)
+    crashed = learner(TrainCheckpoint(tmp_path, every=4), _Crash(21))
+    with pytest.raises(RuntimeError, match="crash"):
+        crashed.fit_one_cycle(3, 1e-2)
+    state = read_checkpoint(tmp_path)
+    assert state.meta["version"] == ckpt.CHECKPOINT_VERSION
+    assert state.meta["callbacks"]["0.Counter"]["steps"] == 20
+    assert "cb.0.Counter.seen" in state.tensors
+    resumed = learner(TrainCheckpoint(tmp_path, every=4))
+    resumed.resume_state = state
+    resumed.fit_one_cycle(3, 1e-2)
+    a, b = resumed.cbs[0], ref.cbs[0]
+    assert isinstance(a, Counter) and isinstance(b, Counter)
+    assert a.steps == b.steps and torch.equal(a.seen, b.seen)
+    for pa, pb in zip(resumed.model.parameters(), ref.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_a_checkpoint_of_the_previous_format_is_refused(tmp_path: Path) -> None:
+    """Files written before each component kept its state (format 2) are refused with a
+    CheckpointError naming the versions, never misread."""
+    train, _ = _data()
+    learn = Learner(DotBias(train.n_users, train.n_items, 4), train, bs=64, progress=False)
+    learn.fit(1, 1e-2)
+    tensors, meta = ckpt.capture(learn, epoch_end=True)
+    old = {k: v for k, v in meta.items() if k not in ("learner", "rng")}
+    old.update(version=2, acc=[0.0, 0.0, 0.0], lr=0.01, mom=0.9, history=[], numpy_rng=[])
+    ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, tensors, old)
+    with pytest.raises(
+        CheckpointError, match=r"version 3, received 'recfit\.checkpoint' version 2"
+    ):
+        read_checkpoint(tmp_path)
