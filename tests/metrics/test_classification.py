@@ -21,14 +21,6 @@ from recfit.metrics.classification import (
     format_classification_report,
     precision_recall_f1_support,
 )
-from recfit.metrics.decoding import (
-    decode_argmax,
-    decode_expected,
-    decoding_mse,
-    levels_for_scale,
-    ratings_to_levels,
-)
-from recfit.plots import plot_confusion_matrix
 
 # A hand-worked example: 3 levels, 6 rows.
 #   target: 0 0 1 1 2 2 ; pred: 0 1 1 1 2 0 ; weights 1 2 1 1 3 1
@@ -230,94 +222,3 @@ def test_weight_scale_invariance(case: tuple[list[int], list[int], list[int]], c
     a = _all_metrics(p, t, w.astype(float))[:4]
     b = _all_metrics(p, t, (c * w).astype(float))[:4]
     assert a == pytest.approx(b, nan_ok=True)
-
-
-# ----------------------------------------------------------------- rating levels
-def test_levels_for_scale() -> None:
-    assert levels_for_scale().tolist() == [1, 2, 3, 4, 5]
-    half = levels_for_scale((0.5, 5.0), step=0.5)
-    assert half.tolist() == [0.5 * i for i in range(1, 11)]
-    assert levels_for_scale((0, 10), 2.5).tolist() == [0, 2.5, 5, 7.5, 10]
-    with pytest.raises(ConfigError, match="multiple of step"):
-        levels_for_scale((1, 5), 1.5)
-    with pytest.raises(ConfigError, match="low < high"):
-        levels_for_scale((5, 1))
-    with pytest.raises(ConfigError, match="step > 0"):
-        levels_for_scale((1, 5), 0.0)
-
-
-def test_ratings_to_levels() -> None:
-    half = levels_for_scale((0.5, 5.0), 0.5)
-    r = np.array([0.5, 5.0, 3.5, 1.0], dtype=np.float32)
-    assert ratings_to_levels(r, half).tolist() == [0, 9, 6, 1]
-    assert half[ratings_to_levels(r, half)].tolist() == r.tolist()
-    with pytest.raises(DataError, match="on the grid") as e:
-        ratings_to_levels([1.0, 2.0, 3.5], levels_for_scale())
-    assert e.value.row == 2 and e.value.column == "rating"
-    with pytest.raises(DataError) as e:
-        ratings_to_levels([1.0, 6.0], levels_for_scale())
-    assert e.value.row == 1
-    with pytest.raises(DataError):
-        ratings_to_levels([float("nan")], levels_for_scale())
-    with pytest.raises(ConfigError, match="increasing"):
-        ratings_to_levels([1.0], [2.0, 1.0])
-
-
-@given(st.lists(st.integers(0, 9), min_size=1, max_size=50))
-def test_ratings_to_levels_round_trip(idx: list[int]) -> None:
-    half = levels_for_scale((0.5, 5.0), 0.5)
-    r = half[np.array(idx)].astype(np.float32)
-    assert ratings_to_levels(r, half).tolist() == idx
-
-
-def test_decoding() -> None:
-    lv = levels_for_scale()
-    probs = np.array([[0.1, 0.1, 0.2, 0.5, 0.1], [0.0, 0.0, 0.0, 0.0, 1.0]])
-    assert decode_argmax(probs, lv).tolist() == [4.0, 5.0]
-    assert decode_expected(probs, lv) == pytest.approx([0.1 + 0.2 + 0.6 + 2.0 + 0.5, 5.0])
-    m = decoding_mse(probs, lv, [3.0, 5.0], weight=[1.0, 1.0])
-    assert m["mse_argmax"] == pytest.approx(0.5)
-    assert m["mse_expected"] == pytest.approx((3.4 - 3.0) ** 2 / 2)
-    assert m["rmse_expected"] == pytest.approx(math.sqrt(m["mse_expected"]))
-    # weight 0 removes the wrong row
-    m0 = decoding_mse(probs, lv, [3.0, 5.0], weight=[0.0, 1.0])
-    assert m0["mse_argmax"] == 0.0
-    with pytest.raises(DataError, match="summing to 1") as e:
-        decode_expected(np.array([[0.2, 0.2, 0.2, 0.2, 0.2], [1.0, 2.0, 0.0, 0.0, 0.0]]), lv)
-    assert e.value.row == 1
-    with pytest.raises(DataError, match=r"shape \(n, 5\)"):
-        decode_argmax(np.ones((2, 4)) / 4, lv)
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**31 - 1))
-def test_expected_decoding_minimises_mse_of_its_distribution(seed: int) -> None:
-    # under the model's own distribution, the mean has the lowest expected squared error
-    rng = np.random.default_rng(seed)
-    lv = levels_for_scale()
-    probs = rng.dirichlet(np.ones(5), size=1)[0]
-    exp = float(probs @ lv)
-    arg = float(lv[np.argmax(probs)])
-    risk = lambda x: float((probs * (lv - x) ** 2).sum())  # noqa: E731
-    assert risk(exp) <= risk(arg) + 1e-12
-    assert decode_expected(probs[None], lv)[0] == pytest.approx(exp)
-
-
-def test_plot_confusion_matrix(tmp_path: object) -> None:
-    from pathlib import Path
-
-    cm = confusion_matrix(P, T, W)
-    fig = plot_confusion_matrix(cm, ["1", "2", "3"], normalize="true", title="cm")
-    ax = fig.axes[0]
-    assert [x.get_text() for x in ax.get_xticklabels()] == ["1", "2", "3"]
-    texts = [x.get_text() for x in ax.texts]
-    assert texts[:3] == ["0.33", "0.67", "0.00"]
-    out = Path(str(tmp_path)) / "cm.png"
-    fig.savefig(out)
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    counts = plot_confusion_matrix(cm, None)
-    assert [x.get_text() for x in counts.axes[0].texts][:3] == ["1", "2", "0"]
-    with pytest.raises(ConfigError, match="expected 3 labels"):
-        plot_confusion_matrix(cm, ["a"])
-    with pytest.raises(DataError, match="square"):
-        plot_confusion_matrix(np.ones((2, 3)), None)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from recfit.data.interactions import Interactions
 
 __all__ = ["Exclusions", "ItemSets", "as_itemsets", "is_int"]
 
