@@ -5,7 +5,7 @@ Each configuration runs through :func:`recfit.runs.train_run` (exactly what
 the median training seconds (``fit_seconds``: fitting only, data loading and
 validation excluded) and the load average. Configurations:
 
-* ``sgd (defaults)``: ``recfit train`` with no tuning flag (the TrainConfig defaults:
+* ``sgd (defaults)``: ``recfit train`` with no tuning flag (the RatingConfig defaults:
   row-wise Adagrad on ml-1m, AdamW on ml-100k);
 * ``sgd mf``: the same for the linear biased MF (``--model mf``; with ``--opt adam``);
 * ``als``: ``recfit train --trainer als --model mf --n-factors 32 --reg-exponent 0.75
@@ -28,12 +28,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data.sources import load_dataset
 from recfit.runs import train_run
 
 _ALS = {"trainer": "als", "model": "mf", "n_factors": 32, "epochs": 15, "reg_exponent": 0.75}
-#: protocol -> {name: TrainConfig fields}; ALS's ridge is tuned per data size (reg 0.3 on
+#: protocol -> {name: RatingConfig fields}; ALS's ridge is tuned per data size (reg 0.3 on
 #: ml-1m, 0.4 on ml-100k), like SGD's defaults differ between AdamW and row-wise Adagrad
 CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     "r4": {
@@ -61,7 +61,7 @@ def bench(part: str, dataset: str, split: str, seeds: list[int], data_dir: str, 
     for name, extra in CONFIGS[part].items():
         rmses, secs, loads = [], [], []
         for seed in seeds:
-            cfg = TrainConfig(dataset=dataset, data_dir=data_dir, split=split, seed=seed, **extra)
+            cfg = RatingConfig(dataset=dataset, data_dir=data_dir, split=split, seed=seed, **extra)
             loads.append(os.getloadavg()[0])
             res = train_run(cfg, data=data, progress=False)
             rmses.append(res.metrics["rmse"])

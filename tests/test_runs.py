@@ -91,8 +91,7 @@ def test_auto_optimiser_is_row_wise_adagrad_for_large_tables(ratings_csv: Path) 
     given = resolve_config(TrainConfig(dataset="x", lr=0.01, reg=0.1), big)
     assert (given.opt, given.lr, given.reg) == ("adagrad", 0.01, 0.1)  # given values win
     assert resolve_config(TrainConfig(dataset="x", opt="adam"), big).opt == "adam"
-    # ALS reads no optimiser: its opt stays auto (RatingConfig.resolve_opt)
-    assert resolve_config(TrainConfig(dataset="x", trainer="als", model="mf"), big).opt == "auto"
+    assert resolve_config(TrainConfig(dataset="x", trainer="als", model="mf"), big).opt == "adam"
     res = train_run(cfg, data=big, progress=False)
     assert res.config.opt == "adagrad" and isinstance(res.learner.opt, RowAdagrad)
     assert res.learner.compiled == kernels.available()

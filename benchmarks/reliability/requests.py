@@ -65,7 +65,7 @@ def _train(work: Path) -> Path:
     and 2**53 + 1 (same order, so the indices stay valid)."""
     import numpy as np
 
-    from recfit.config import TrainConfig
+    from recfit.config import RatingConfig
     from recfit.data import Vocabulary
     from recfit.data.synthetic import synthetic
     from recfit.runs import train_run
@@ -77,7 +77,7 @@ def _train(work: Path) -> Path:
     ids = data.users.ids.astype(np.int64).copy()
     ids[-2:] = [BIG, BIG + 1]
     data = dataclasses.replace(data, users=Vocabulary(ids, name="user"), user_features=None)
-    cfg = TrainConfig(model="dot", epochs=2, n_factors=8, bs=256, lr=1e-2, seed=0)
+    cfg = RatingConfig(model="dot", epochs=2, n_factors=8, bs=256, lr=1e-2, seed=0)
     train_run(cfg, out, data=data, progress=False)
     return out
 

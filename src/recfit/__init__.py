@@ -1,7 +1,13 @@
 """recfit: train, evaluate and serve recommender models on rating data."""
 
 from recfit._version import __version__
-from recfit.config import TrainConfig
+from recfit.config import (
+    ClassificationConfig,
+    RatingConfig,
+    RetrievalConfig,
+    TrainConfig,
+    validate_config,
+)
 from recfit.data import Interactions, Split, Vocabulary, load_dataset, make_split, movielens
 from recfit.errors import (
     BundleError,
@@ -32,6 +38,7 @@ __all__ = [
     "BiasedMF",
     "BundleError",
     "Callback",
+    "ClassificationConfig",
     "ConfigError",
     "DataError",
     "DotBias",
@@ -43,8 +50,10 @@ __all__ = [
     "ItemNotFoundError",
     "ItemSets",
     "Learner",
+    "RatingConfig",
     "RecfitError",
     "Recommender",
+    "RetrievalConfig",
     "RunResult",
     "SVDpp",
     "Split",
@@ -62,4 +71,5 @@ __all__ = [
     "save_model",
     "seeds_for",
     "train_run",
+    "validate_config",
 ]

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recfit.cli import app
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig, RetrievalConfig
 from recfit.data import Interactions
 from recfit.recommender import Recommender
 from recfit.runs import train_run
@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     titles[0], titles[1], titles[2] = "Star Wars (1977)", "Same (1990)", "Same (1990)"
     d = dataclasses.replace(d, item_features=pd.DataFrame({"title": titles}))
     out = tmp_path_factory.mktemp("q") / "run"
-    cfg = TrainConfig(dataset="synthetic", epochs=2, bs=32, n_factors=4, seed=0)
+    cfg = RatingConfig(dataset="synthetic", epochs=2, bs=32, n_factors=4, seed=0)
     train_run(cfg, out, data=d, progress=False)
     return out
 
@@ -139,8 +139,8 @@ def test_predict_says_score_for_a_retrieval_run(tmp_path: Path) -> None:
     r = rng.integers(1, 6, size=int(keep.sum())).astype(float)
     d = Interactions.from_arrays(u[keep] + 100, i[keep] + 1000, r, rating_scale=(1, 5))
     out = tmp_path / "t"
-    cfg = TrainConfig(
-        dataset="synthetic", task="retrieval", epochs=1, bs=32, n_factors=4, layers=[4], seed=0
+    cfg = RetrievalConfig(
+        dataset="synthetic", epochs=1, bs=32, n_factors=4, layers=[4], seed=0
     )
     train_run(cfg, out, data=d, progress=False)
     rec = Recommender.load(out)

@@ -117,11 +117,11 @@ def test_out_onto_a_finished_run_needs_force(tmp_path: Path, ratings_csv: Path) 
 def test_resume_before_the_first_checkpoint_uses_config_json(
     tmp_path: Path, ratings_csv: Path
 ) -> None:
-    from recfit.config import TrainConfig
+    from recfit.config import RatingConfig
 
     out = tmp_path / "run"  # what a kill before the first checkpoint leaves
     out.mkdir()
-    cfg = TrainConfig(dataset=str(ratings_csv), epochs=1, bs=32, n_factors=4, seed=4)
+    cfg = RatingConfig(dataset=str(ratings_csv), epochs=1, bs=32, n_factors=4, seed=4)
     (out / "config.json").write_text(cfg.model_dump_json())
     res = runner.invoke(app, ["train", "--resume", str(out), "-q"])
     assert res.exit_code == 0, res.output

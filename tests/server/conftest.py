@@ -15,7 +15,7 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data.synthetic import synthetic
 from recfit.recommender import Recommender
 from recfit.report import build_report
@@ -52,7 +52,7 @@ def ml_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory of a 1-epoch DotBias on ml-100k, with its report.html."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("server") / "run"
-    cfg = TrainConfig(dataset="ml-100k", data_dir=str(data_dir), epochs=1, n_factors=32, seed=0)
+    cfg = RatingConfig(dataset="ml-100k", data_dir=str(data_dir), epochs=1, n_factors=32, seed=0)
     train_run(cfg, out, progress=False)
     build_report(out)
     return out
@@ -76,7 +76,7 @@ def live_url(ml_rec: Recommender, ml_run: Path) -> Iterator[str]:
 def synth_rec() -> Recommender:
     """A small synthetic recommender with titles, trained for a few epochs (no real data)."""
     data = synthetic(4000, 80, 60, with_features=True, seed=3)
-    cfg = TrainConfig(model="dot", epochs=3, n_factors=8, bs=128, lr=1e-2, seed=0)
+    cfg = RatingConfig(model="dot", epochs=3, n_factors=8, bs=128, lr=1e-2, seed=0)
     return recommender_of(train_run(cfg, data=data, progress=False))
 
 

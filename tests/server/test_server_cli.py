@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from recfit.cli import app
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data.synthetic import synthetic
 from recfit.errors import ConfigError
 from recfit.runs import train_run
@@ -28,7 +28,7 @@ runner = CliRunner()
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
     data = synthetic(3000, 60, 50, with_features=True, seed=4)
-    train_run(TrainConfig(epochs=1, n_factors=4, seed=0), out, data=data, progress=False)
+    train_run(RatingConfig(epochs=1, n_factors=4, seed=0), out, data=data, progress=False)
     return out
 
 

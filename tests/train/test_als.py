@@ -149,12 +149,12 @@ def test_rejects_sigmoid_models_bad_reg_and_bad_indices() -> None:
 
 
 def test_train_run_dispatches_to_als_and_keeps_the_model_class() -> None:
-    from recfit.config import TrainConfig, validate_config
+    from recfit.config import RatingConfig, validate_config
     from recfit.errors import ConfigError as CfgError
     from recfit.runs import train_run
 
     d = _data(seed=5, n=600)
-    cfg = TrainConfig(trainer="als", model="dot", n_factors=3, epochs=3, reg=0.1, seed=0)
+    cfg = RatingConfig(trainer="als", model="dot", n_factors=3, epochs=3, reg=0.1, seed=0)
     res = train_run(cfg, data=d, progress=False)
     model = res.learner.model
     assert type(model) is DotBias and model.y_range is None  # linear output for ALS

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from recfit.cli import app
-from recfit.config import TrainConfig
+from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.errors import ConfigError
 from recfit.runs import train_run
@@ -203,7 +203,7 @@ def test_torchrun_two_gloo_ranks_match_one_process_on_ml100k(
     assert res.stdout.count("run directory:") == 1  # only rank 0 reports and writes
     assert "2 ranks (gloo)" in " ".join(res.stdout.split())  # rich may wrap the line
     got = json.loads((run / "metrics.json").read_text())
-    cfg = TrainConfig(dataset="ml-100k", data_dir=str(data_dir), epochs=3, bs=256, lr=0.01,
+    cfg = RatingConfig(dataset="ml-100k", data_dir=str(data_dir), epochs=3, bs=256, lr=0.01,
                       n_factors=32, device="cpu", seed=7)  # fmt: skip
     single = train_run(cfg, progress=False).metrics
     assert abs(got["mse"] - single["mse"]) < 0.01

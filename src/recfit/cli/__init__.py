@@ -8,6 +8,7 @@ import typer
 
 from recfit._version import __version__
 from recfit.cli import compare as _compare
+from recfit.cli import config as _config
 from recfit.cli import query as _query
 from recfit.cli import serve as _serve
 from recfit.cli import train as _train
@@ -48,6 +49,7 @@ app.add_typer(data_app, name="data")
 app.command("train")(_train.train)
 app.command("evaluate")(_train.evaluate)
 app.command("lr-find")(_train.lr_find)
+app.add_typer(_config.app, name="config")
 app.command("compare")(_compare.compare)
 app.command("recommend")(_query.recommend)
 app.command("similar")(_query.similar)

@@ -1,7 +1,15 @@
-"""``recfit train``, ``recfit evaluate`` and ``recfit lr-find``."""
+"""``recfit train``, ``recfit evaluate`` and ``recfit lr-find``.
+
+``recfit train`` has one flag per config field, generated from the task configs'
+schema (:mod:`recfit.config.schema`): its type, its choices (the models of the family
+registry) and its default per task in ``--help``. A flag given overrides the value of the
+``--config`` file.
+"""
 
 from __future__ import annotations
 
+import enum
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,13 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from recfit.cli.common import errors
-from recfit.config import (
-    MODEL_DEFAULTS,
-    ROW_WISE_DEFAULTS,
-    TASK_DEFAULTS,
-    TrainConfig,
-    load_config,
-)
+from recfit.config import RatingConfig, TrainConfig, load_config, validate_config
+from recfit.config.schema import FieldSpec, field_specs, parse_flag, shown_default
 from recfit.data.sources import load_dataset, split_dataset
 from recfit.errors import ConfigError, TrainingInterrupted
 from recfit.models.registry import TRAINERS, families
@@ -43,61 +46,102 @@ DataDirOpt = Annotated[
     typer.Option("--data-dir", envvar="RECFIT_DATA_DIR", help="Folder holding MovieLens releases."),
 ]
 
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, tuple | list):
-        return ",".join(_fmt(x) for x in v)
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def shown_default(name: str) -> str:
-    """The default of config field ``name`` as ``--help`` shows it, with the values the
-    task, the resolved model or the row-wise optimiser bring instead.
-
-    Example:
-        >>> shown_default("epochs")
-        '5 (svdpp: 6; retrieval: 30)'
-    """
-    text = _fmt(TrainConfig.model_fields[name].default)
-    extra = [f"{m}: {_fmt(d[name])}" for m, d in MODEL_DEFAULTS.items() if name in d]
-    extra += [f"{t}: {_fmt(d[name])}" for t, d in TASK_DEFAULTS.items() if name in d]
-    if name in ROW_WISE_DEFAULTS:
-        extra.append(f"row-wise adagrad: {_fmt(ROW_WISE_DEFAULTS[name])}")
-    if name == "bs":
-        text = "0 (auto: from the number of ratings)"
-    return text + (f" ({'; '.join(extra)})" if extra else "")
+#: flag names that are not ``--field-name`` (the first is the one shown)
+_DECLS: dict[str, tuple[str, ...]] = {
+    "dataset": ("--dataset", "-d"),
+    "timestamp_col": ("--time-col", "--timestamp-col"),
+    "test_file": ("--test",),
+    "exclude_seen": ("--exclude-seen/--include-seen",),
+}
+_HELP: dict[str, str] = {
+    "dataset": "MovieLens name (ml-100k, ml-1m, ...) or a CSV/Parquet path.",
+    "data_dir": "Folder holding MovieLens releases.",
+    "test_file": "Held-out ratings (CSV/Parquet) for --train/--dataset FILE; ids are mapped "
+    "through the training file's, unknown ones dropped and counted.",
+}
+_PANELS = {"rating": "Rating", "classification": "Classification", "retrieval": "Retrieval"}
 
 
-def _opt(name: str, help: str, *decls: str) -> Any:
-    """A ``typer.Option`` for config field ``name`` (default ``None``: the config's value
-    wins), showing the config's default in ``--help``."""
-    return typer.Option(*decls, help=help, show_default=shown_default(name))
+def _model_help() -> str:
+    by_task: dict[str, list[str]] = {}
+    for f in families():
+        by_task.setdefault(f.task, []).append(f.name)
+    by_task["rating"] = ["auto", *by_task.get("rating", [])]
+    return "The model family: " + "; ".join(f"{t}: {', '.join(n)}" for t, n in by_task.items())
+
+
+def _trainer_help() -> str:
+    parts = []
+    for t in TRAINERS:
+        names = [f.name for f in families() if t in f.trainers]
+        if names:
+            parts.append(f"{t} ({', '.join(names)})")
+    return "How the model trains (default: the family's first): " + ", ".join(parts) + "."
+
+
+def _flag(spec: FieldSpec) -> Any:
+    """The annotation of the ``train`` parameter of config field ``spec`` (default
+    ``None``: the config's value wins)."""
+    help = {"model": _model_help(), "trainer": _trainer_help()}.get(spec.name)
+    help = help or _HELP.get(spec.name) or spec.help
+    if len(spec.tasks) < len(_PANELS):
+        panel = " and ".join(_PANELS[t] for t in spec.tasks)
+    else:
+        panel = "Data and split" if spec.name in _DATA_FIELDS else "Every task"
+    kw: dict[str, Any] = {
+        "help": help,
+        "show_default": shown_default(spec.name),
+        "rich_help_panel": panel,
+    }
+    decls = _DECLS.get(spec.name, ("--" + spec.name.replace("_", "-"),))
+    if spec.kind == "bool":
+        if "/" not in decls[0]:
+            decls = (f"{decls[0]}/--no-{decls[0][2:]}",)
+        return Annotated[bool | None, typer.Option(*decls, **kw)]
+    if spec.name == "data_dir":
+        return Annotated[Path | None, typer.Option(*decls, envvar="RECFIT_DATA_DIR", **kw)]
+    if spec.name == "test_file":
+        return Annotated[Path | None, typer.Option(*decls, **kw)]
+    typ: Any = {"int": int, "float": float}.get(spec.kind, str)
+    if spec.kind == "choice":  # typer turns an Enum into click's choice
+        typ = _choices(spec)
+    return Annotated[typ | None, typer.Option(*decls, **kw)]
+
+
+def _choices(spec: FieldSpec) -> type[enum.Enum]:
+    """An Enum of the values of a choice field (typer's way to a click choice)."""
+    made: type[enum.Enum] = enum.Enum(  # type: ignore[assignment,misc]
+        f"{spec.name}_choice", {c: c for c in spec.choices}, type=str
+    )
+    return made
+
+
+_DATA_FIELDS = frozenset(
+    {"dataset", "data_dir", "user_col", "item_col", "rating_col", "timestamp_col",
+     "weight_col", "split", "test_file", "seed", "task", "device"}
+)  # fmt: skip
 
 
 def _config(config: Path | None, **flags: Any) -> TrainConfig:
-    base = load_config(config) if config is not None else TrainConfig()
-    if flags.get("data_dir") is not None:
-        flags["data_dir"] = str(flags["data_dir"])
-    if flags.get("y_range") is not None:
-        flags["y_range"] = _parse_range(flags["y_range"])
-    if flags.get("layers") is not None:
-        flags["layers"] = tuple(int(x) for x in str(flags["layers"]).split(",") if x.strip())
-    return base.replace(**flags)
-
-
-def _parse_range(text: str) -> tuple[float, float] | None:
-    if text.lower() in ("none", "off", ""):
-        return None
-    parts = text.replace(":", ",").split(",")
-    try:
-        lo, hi = (float(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"expected --y-range LOW,HIGH or none, received {text!r}") from None
-    return (lo, hi)
+    """The ``--config`` file's config (or the defaults) with the flags given (not
+    ``None``) over it; flags of the text kinds (``64,32``, ``none``...) are parsed here."""
+    base = load_config(config) if config is not None else None
+    data: dict[str, Any] = {}
+    if base is not None:
+        data = {"task": base.task, **base.model_dump(exclude_unset=True)}
+    specs = {s.name: s for s in field_specs()}
+    for name, v in flags.items():
+        if v is None:
+            continue
+        if isinstance(v, enum.Enum):
+            v = v.value
+        elif isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, str) and specs[name].kind in ("ints", "names", "range", "weights"):
+            v = parse_flag(name, v)
+        data[name] = v
+    source = "the command line" + ("" if config is None else f" over {str(config)!r}")
+    return validate_config(data, source=source)
 
 
 def metrics_table(metrics: dict[str, float], title: str, reference: str | None = None) -> Table:
@@ -113,10 +157,9 @@ def metrics_table(metrics: dict[str, float], title: str, reference: str | None =
     return table
 
 
-def train(
+def _train(
     cli_ctx: typer.Context,
     config: ConfigOpt = None,
-    dataset: DatasetOpt = None,
     train_file: Annotated[
         Path | None,
         typer.Option(
@@ -124,15 +167,6 @@ def train(
             help="Training ratings (CSV/Parquet) of your own split; use with --test.",
         ),
     ] = None,
-    test_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--test",
-            help="Held-out ratings (CSV/Parquet) for --train/--dataset FILE; ids are mapped "
-            "through the training file's, unknown ones dropped and counted.",
-        ),
-    ] = None,
-    data_dir: DataDirOpt = None,
     columns: Annotated[
         str | None,
         typer.Option(
@@ -141,106 +175,6 @@ def train(
             "time=timestamp,weight=w (or the --*-col flags).",
         ),
     ] = None,
-    user_col: Annotated[
-        str | None, _opt("user_col", "Column of user ids in a rating file.", "--user-col")
-    ] = None,
-    item_col: Annotated[
-        str | None, _opt("item_col", "Column of item ids in a rating file.", "--item-col")
-    ] = None,
-    rating_col: Annotated[
-        str | None, _opt("rating_col", "Column of ratings in a rating file.", "--rating-col")
-    ] = None,
-    time_col: Annotated[
-        str | None,
-        _opt("timestamp_col", "Column of timestamps in a rating file.", "--time-col"),
-    ] = None,
-    weight_col: Annotated[
-        str | None, _opt("weight_col", "Column of row weights in a rating file.", "--weight-col")
-    ] = None,
-    task: Annotated[
-        str | None,
-        _opt("task", "rating, classification or retrieval (each has its own defaults)."),
-    ] = None,
-    model: Annotated[
-        str | None,
-        _opt("model", "auto, dot, mf, svdpp or nn (rating); classifier; two_tower."),
-    ] = None,
-    split: Annotated[
-        str | None,
-        _opt("split", "random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, u1.."),
-    ] = None,
-    seed: Annotated[int | None, _opt("seed", "Seed of split, init and batch order.")] = None,
-    epochs: Annotated[int | None, _opt("epochs", "Passes over the training data.")] = None,
-    lr: Annotated[float | None, _opt("lr", "(Peak) learning rate.")] = None,
-    wd: Annotated[float | None, _opt("wd", "Decoupled weight decay (fastai wd).")] = None,
-    reg: Annotated[float | None, _opt("reg", "L2 penalty on the rows in each batch.")] = None,
-    reg_exponent: Annotated[
-        float | None,
-        _opt("reg_exponent", "ALS: a row's ridge is reg * (its ratings) ** this."),
-    ] = None,
-    bs: Annotated[int | None, _opt("bs", "Batch size.")] = None,
-    n_factors: Annotated[int | None, _opt("n_factors", "Embedding size.", "--n-factors")] = None,
-    y_range: Annotated[str | None, _opt("y_range", "LOW,HIGH or none.", "--y-range")] = None,
-    layers: Annotated[str | None, _opt("layers", "MLP sizes for nn, e.g. 100,50.")] = None,
-    schedule: Annotated[
-        str | None, _opt("schedule", "one_cycle, constant, cosine or cyclic.")
-    ] = None,
-    trainer: Annotated[
-        str | None, _opt("trainer", "sgd (Learner) or als (alternating least squares).")
-    ] = None,
-    opt: Annotated[
-        str | None,
-        _opt(
-            "opt",
-            "auto (row-wise Adagrad for large dot/mf tables, else AdamW), adam, sgd, "
-            "momentum or adagrad.",
-        ),
-    ] = None,
-    patience: Annotated[int | None, _opt("patience", "Early stopping patience (epochs).")] = None,
-    inner_valid: Annotated[
-        float | None,
-        _opt(
-            "inner_valid",
-            "With --patience: share of training rows early stopping watches; the "
-            "held-out part is evaluated once, after training.",
-            "--inner-valid",
-        ),
-    ] = None,
-    imbalance: Annotated[
-        str | None,
-        _opt("imbalance", "classification: none, class_weights, undersample, oversample, smote."),
-    ] = None,
-    head: Annotated[str | None, _opt("head", "classification: softmax or ordinal.")] = None,
-    objective: Annotated[str | None, _opt("objective", "retrieval: softmax or mse.")] = None,
-    positive_min_rating: Annotated[
-        float | None,
-        _opt(
-            "positive_min_rating",
-            "retrieval: ratings >= this are positives.",
-            "--positive-min-rating",
-        ),
-    ] = None,
-    relevant_min_rating: Annotated[
-        float | None,
-        _opt(
-            "relevant_min_rating",
-            "retrieval: test ratings >= this count.",
-            "--relevant-min-rating",
-        ),
-    ] = None,
-    exclude_seen: Annotated[
-        bool | None,
-        _opt(
-            "exclude_seen",
-            "retrieval: exclude each user's training items when ranking.",
-            "--exclude-seen/--include-seen",
-        ),
-    ] = None,
-    eval_every: Annotated[
-        int | None,
-        _opt("eval_every", "retrieval: ranking metrics every N epochs.", "--eval-every"),
-    ] = None,
-    device: Annotated[str | None, _opt("device", "auto, cpu or cuda.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to write.")] = None,
     force: Annotated[
         bool,
@@ -253,46 +187,35 @@ def train(
         Path | None,
         typer.Option("--resume", help="Continue the run in this directory from its checkpoint."),
     ] = None,
-    checkpoint_every: Annotated[
-        int | None,
-        _opt(
-            "checkpoint_every", "With --out: also checkpoint every N steps.", "--checkpoint-every"
-        ),
-    ] = None,
-    bf16: Annotated[
-        bool, typer.Option("--bf16", help="bfloat16 autocast on CUDA (error without CUDA).")
-    ] = False,
     nproc: Annotated[
         int | None,
         typer.Option("--nproc", help="Train with N processes (launches torchrun, DDP)."),
     ] = None,
+    **fields: Any,
 ) -> None:
     """Train a model and write a run directory (config, metrics, history, plots, bundle, report).
 
-    With --out the run directory is locked while training, config.json is written first,
-    the full training state is checkpointed (epoch ends, every --checkpoint-every steps,
-    on Ctrl-C), and the finished run replaces the directory as one unit. An existing run
-    in --out is refused unless --force; --resume RUN continues an interrupted run. Under
-    torchrun (or with --nproc N) each process trains one shard with DDP.
+    Every config field has a flag (defaults per task and model in brackets); flags
+    override the --config file. With --out the run directory is locked while training,
+    config.json is written first, the full training state is checkpointed (epoch ends,
+    every --checkpoint-every steps, on Ctrl-C), and the finished run replaces the
+    directory as one unit. An existing run in --out is refused unless --force; --resume
+    RUN continues an interrupted run. Under torchrun (or with --nproc N) each process
+    trains one shard with DDP. `recfit config show --task T` prints a task's defaults as
+    a --config file.
     """
     if nproc is not None and nproc > 1 and distributed.env_world_size() == 1:
         with errors():
             code = distributed.launch(nproc, _forwarded_args(cli_ctx, {"nproc"}))
         raise typer.Exit(code)
-    flags: dict[str, Any] = dict(
-        dataset=dataset, task=task, model=model, split=split, seed=seed, epochs=epochs, lr=lr,
-        wd=wd, reg=reg, reg_exponent=reg_exponent, bs=bs, n_factors=n_factors, y_range=y_range, layers=layers,
-        schedule=schedule, trainer=trainer, opt=opt, patience=patience, inner_valid=inner_valid, imbalance=imbalance,
-        head=head, objective=objective, positive_min_rating=positive_min_rating,
-        relevant_min_rating=relevant_min_rating, exclude_seen=exclude_seen,
-        eval_every=eval_every, device=device, checkpoint_every=checkpoint_every,
-    )  # fmt: skip
+    flags: dict[str, Any] = {k: v for k, v in fields.items() if k != "test_file"}
     with errors():
-        flags.update(_column_flags(columns, user_col, item_col, rating_col, time_col, weight_col))
-        flags.update(_file_flags(dataset, train_file, test_file))
+        cols = ("user_col", "item_col", "rating_col", "timestamp_col", "weight_col")
+        flags.update(_column_flags(columns, *(fields.get(c) for c in cols)))
+        flags.update(_file_flags(fields.get("dataset"), train_file, fields.get("test_file")))
         if resume is not None:
             given = sorted(k for k, v in {**flags, "config": config}.items() if v is not None)
-            given += ["bf16"] * bf16 + ["force"] * force
+            given += ["force"] * force
             if given:
                 raise ConfigError(
                     "expected no config flags with --resume (the run's stored config is "
@@ -302,7 +225,7 @@ def train(
                 raise ConfigError(f"expected --out to be the --resume run, received {out}")
             cfg, out = run_config(resume), resume
         else:
-            cfg = _config(config, data_dir=data_dir, bf16=bf16 or None, **flags)
+            cfg = _config(config, **flags)
         with distributed.session(cfg.device) as ctx:
             main = ctx is None or ctx.is_main
             if main:
@@ -349,6 +272,29 @@ def train(
                 _console.print(metrics_table(result.metrics, "validation"))
                 if result.out is not None:
                     _console.print(f"run directory: {result.out}")
+
+
+def _command(impl: Any) -> Any:
+    """``impl`` with one keyword parameter per config field (its flag: :func:`_flag`)
+    in place of ``**fields``, as typer reads a command's signature."""
+    sig = inspect.signature(impl, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    params += [
+        inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_flag(s))
+        for s in field_specs()
+    ]
+
+    def command(**kwargs: Any) -> None:
+        impl(**kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = impl.__doc__
+    command.__name__ = command.__qualname__ = impl.__name__.lstrip("_")
+    return command
+
+
+train = _command(_train)
 
 
 _COLUMN_KEYS = {
@@ -491,6 +437,8 @@ def lr_find(
     with errors():
         cfg = _config(config, dataset=dataset, data_dir=data_dir, model=model, split=split,
                       seed=seed, wd=wd, bs=bs)  # fmt: skip
+        if not isinstance(cfg, RatingConfig):
+            raise ConfigError(f"expected task 'rating' for lr-find, received {cfg.task!r}")
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, user=cfg.user_col, item=cfg.item_col,
                             rating=cfg.rating_col, timestamp=cfg.timestamp_col, weight=cfg.weight_col)  # fmt: skip
         sp = split_dataset(data, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)

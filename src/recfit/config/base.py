@@ -185,7 +185,6 @@ class BaseTrainConfig(BaseModel):
         if "trainer" not in self.model_fields_set:  # the family's default trainer
             object.__setattr__(self, "trainer", self.candidate_families()[0].trainers[0])
         self._check_trainer()
-        self._check()
         self._check_fields_apply()
         kind = metric_info(self.monitor).kind  # an unknown name is an error
         if kind not in self.MONITOR_KINDS:
@@ -193,12 +192,11 @@ class BaseTrainConfig(BaseModel):
                 f"expected a monitor of kind {' or '.join(self.MONITOR_KINDS)} for task "
                 f"{self.task!r}, received {self.monitor!r} ({kind})"
             )
+        self._check()
         return self
 
     def _check_trainer(self) -> None:
-        supporting = sorted(
-            {f.name for f in families(self.task) if self.trainer in f.trainers}
-        )
+        supporting = sorted({f.name for f in families(self.task) if self.trainer in f.trainers})
         if self.trainer not in {t for f in self.candidate_families() for t in f.trainers}:
             if not supporting:
                 raise ValueError(
@@ -271,7 +269,8 @@ class BaseTrainConfig(BaseModel):
         ):
             return False
         if name in _TRAINER_FIELDS and name not in TRAINER_READS.get(self.trainer, ()):
-            return False
+            # the Learner holding an ALS model still gets auto's optimiser (resolve_opt)
+            return name == "opt" and self.opt in ("auto", "adam")
         if name in TRAINER_OVERRIDES.get(self.trainer, ()):
             return False
         return self._condition(name)
@@ -311,8 +310,7 @@ class BaseTrainConfig(BaseModel):
 
         ``row_wise``: the model will train on the row-wise path. Then ``auto`` becomes
         ``adagrad`` with :data:`ROW_WISE_DEFAULTS` for ``lr``, ``wd`` and ``reg`` unless
-        they were given; otherwise ``adam`` with everything as is. A trainer that reads
-        no optimiser (ALS) keeps ``auto``.
+        they were given; otherwise ``adam`` with everything as is.
 
         Example:
             >>> from recfit.config import RatingConfig
@@ -323,7 +321,7 @@ class BaseTrainConfig(BaseModel):
             >>> cfg.resolve_opt(row_wise=False).opt
             'adam'
         """
-        if self.opt != "auto" or not self.applies("opt"):
+        if self.opt != "auto":
             return self
         if not row_wise:
             return self.replace(opt="adam")

@@ -29,7 +29,6 @@ class ClassificationConfig(BaseTrainConfig):
     MONITOR_KINDS: ClassVar[tuple[str, ...]] = ("rating", "levels", "loss")
 
     task: Literal["classification"] = "classification"
-    """The task (the union's discriminator)."""
     model: str = "classifier"
     """classifier (RatingClassifier) or another registered classification family."""
     n_factors: int = Field(default=32, ge=1)

@@ -81,8 +81,6 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
         ):
             continue
         out[k] = v
-    if out.get("trainer") == "als" and out.get("opt") == "adam":  # version 1 resolved it
-        out["opt"] = "auto"
     return out
 
 
@@ -189,7 +187,11 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, Mapping):
-        return "{" + ", ".join(f"{_toml_string(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{_toml_string(str(k))} = {_toml_value(x)}" for k, x in v.items())
+            + "}"
+        )
     raise ConfigError(f"expected a value TOML can hold, received {type(v).__name__}")
 
 

@@ -48,7 +48,6 @@ class RatingConfig(BaseTrainConfig):
     """
 
     task: Literal["rating"] = "rating"
-    """The task (the union's discriminator)."""
     model: str = "auto"
     """auto (svdpp on the dense path, dot on the row-wise path or with ALS), dot (DotBias),
     mf (biased MF, Surprise semantics), svdpp (DotBias plus SVD++'s implicit term), nn

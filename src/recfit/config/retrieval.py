@@ -55,7 +55,6 @@ class RetrievalConfig(BaseTrainConfig):
     MONITOR_KINDS: ClassVar[tuple[str, ...]] = ("ranking",)
 
     task: Literal["retrieval"] = "retrieval"
-    """The task (the union's discriminator)."""
     model: str = "two_tower"
     """two_tower (TwoTower with side features) or another registered retrieval family."""
     n_factors: int = Field(default=32, ge=1)

@@ -162,9 +162,7 @@ def shown_default(name: str) -> str:
     tasks = list(spec.defaults)
     first = spec.defaults[tasks[0]]
     text = "0 (auto: from the number of ratings)" if name == "bs" else _fmt(first)
-    extra = [
-        f"{f.name}: {_fmt(f.defaults[name])}" for f in families() if name in f.defaults
-    ]
+    extra = [f"{f.name}: {_fmt(f.defaults[name])}" for f in families() if name in f.defaults]
     if name != "task":
         extra += [f"{t}: {_fmt(v)}" for t, v in spec.defaults.items() if v != first]
     if name in ROW_WISE_DEFAULTS:

@@ -1,23 +1,27 @@
-"""Every TrainConfig field reaches the code of the tasks it applies to, or is refused.
+"""Every field of every task's config reaches the code of the runs it applies to, or is
+refused.
 
-For each field and each task where it applies (``TrainConfig.applies``), changing it from
-its default must change something observable in the run: the model, its weights, the
-Learner's settings, its callbacks, the history or the metrics. Where it does not apply,
-setting it is a ConfigError. ``patience`` was read only on the rating path before.
+For each task's class and each of its fields, where it applies (``applies``), changing it
+from its default must change something observable in the run: the model, its weights,
+the Learner's settings, its callbacks, the history, the metrics or the report. Where it
+does not apply, setting it is a ConfigError. ``patience`` was read only on the rating
+path before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from recfit.config import TrainConfig, validate_config
+from recfit.config import TASK_CONFIGS, validate_config
 from recfit.data import Interactions
 from recfit.errors import ConfigError, RecfitError
 from recfit.runs import RunResult, train_run
@@ -36,6 +40,27 @@ EXEMPT = {
     "test_file": "read by load_split instead of splitting (tests/test_run_dirs.py)",
     "device": "every value trains on the CPU of a machine without CUDA",
 }
+
+#: (task, field): why a field of one task has no value that changes its runs
+TASK_EXEMPT = {
+    ("classification", "opt"): "auto is adam there (one optimiser; a resolved config says it)",
+}
+
+
+def _single_valued(task: str, field: str) -> bool:
+    """A field with one possible value for the task (nothing to change): the task itself,
+    its only model family or trainer, a Literal of one value."""
+    cls = TASK_CONFIGS[task]
+    if field == "task":
+        return True  # the discriminator: another value is another class (rating -> classification below)
+    if field in ("model", "trainer"):
+        cfg = cls()
+        if field == "model":
+            return len(cfg.model_choices()) == 1
+        return len({t for f in cfg.candidate_families() for t in f.trainers}) == 1
+    ann = cls.model_fields[field].annotation
+    return get_origin(ann) is Literal and len(get_args(ann)) == 1
+
 
 BASE: dict[str, dict[str, Any]] = {
     "rating": {"epochs": 2, "bs": 32, "n_factors": 4},
@@ -106,7 +131,16 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("retrieval", "schedule", "one_cycle", {}),
     ("retrieval", "monitor", "recall@20", {"eval_every": 1}),
     ("retrieval", "inner_valid", 0.3, {"patience": 1, "eval_every": 1}),
-]
+    ("retrieval", "user_features", (), {}),
+    ("retrieval", "item_features", (), {}),
+    ("retrieval", "use_ids", False, {}),
+    ("retrieval", "remove_accidental_hits", False, {}),
+    ("retrieval", "negative_sampling", "popularity", {"num_negatives": 5}),
+    ("retrieval", "popularity_alpha", 0.2,
+     {"num_negatives": 5, "negative_sampling": "popularity"}),
+    ("retrieval", "eval_ks", (5, 10), {}),
+    ("retrieval", "n_bootstrap", 20, {}),
+]  # fmt: skip
 # patience in retrieval watches the ranking metrics computed every eval_every epochs
 CHANGES = [
     (t, f, v, {"eval_every": 1} if (t, f) == ("retrieval", "patience") else x)
@@ -114,7 +148,7 @@ CHANGES = [
 ]
 
 
-def _data() -> Interactions:
+def _data(features: bool = False) -> Interactions:
     rng = np.random.default_rng(0)
     n_users, n_items = 30, 25
     u, i = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
@@ -122,7 +156,12 @@ def _data() -> Interactions:
     u, i = u[keep], i[keep]
     pu, qi = rng.normal(size=(n_users, 2)), rng.normal(size=(n_items, 2))
     r = np.clip(np.round(3 + (pu[u] * qi[i]).sum(1)), 1, 5)
-    return Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
+    d = Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
+    if not features:
+        return d
+    users = pd.DataFrame({"job": rng.integers(0, 3, d.n_users)})  # for the feature fields
+    items = pd.DataFrame({"kind": rng.integers(0, 4, d.n_items)})
+    return dataclasses.replace(d, user_features=users, item_features=items)
 
 
 def _simple(v: Any) -> bool:
@@ -145,6 +184,7 @@ def _observe(res: RunResult) -> str:
     for row in learn.history:
         parts.append(sorted((k, repr(v)) for k, v in row.items() if k != "time"))
     parts.append(sorted((k, repr(v)) for k, v in res.metrics.items() if "seconds" not in k))
+    parts.append(sorted((k, repr(v)) for k, v in res.details.items() if "seconds" not in k))
     for name, fig in sorted(res.figures.items()):  # e.g. retrieval's metric_vs_epoch.png
         parts.append((name, [(ax.get_title(), ax.get_ylabel()) for ax in fig.axes]))
     h.update(repr(parts).encode())
@@ -159,9 +199,12 @@ def _run(settings: dict[str, Any], tmp: Path, data: Interactions) -> str:
     return _observe(train_run(cfg, out, data=data, progress=False))
 
 
-def test_every_field_is_covered() -> None:
-    covered = {f for _, f, _, _ in CHANGES} | set(EXEMPT)
-    assert covered == set(TrainConfig.model_fields), set(TrainConfig.model_fields) ^ covered
+@pytest.mark.parametrize("task", list(TASK_CONFIGS))
+def test_every_field_of_every_task_is_covered(task: str) -> None:
+    fields = set(TASK_CONFIGS[task].model_fields)
+    covered = {f for t, f, _, _ in CHANGES if t == task} | set(EXEMPT)
+    covered |= {f for f in fields if _single_valued(task, f) or (task, f) in TASK_EXEMPT}
+    assert covered == fields, fields ^ covered
 
 
 @pytest.mark.parametrize(
@@ -170,7 +213,7 @@ def test_every_field_is_covered() -> None:
 def test_a_changed_field_changes_the_run(
     task: str, field: str, value: Any, extra: dict[str, Any], tmp_path: Path
 ) -> None:
-    data = _data()
+    data = _data(features=task == "retrieval")
     base = {**BASE[task], **extra}
     changed = {**base, field: value}
     if field == "bf16" and not torch.cuda.is_available():
@@ -210,6 +253,10 @@ NOT_APPLYING: list[tuple[dict[str, Any], str, Any]] = [
     ({"task": "retrieval"}, "pct_start", 0.5),
     ({"task": "retrieval", "objective": "mse"}, "temperature", 0.5),
     ({"task": "retrieval"}, "bf16", True),
+    ({"task": "retrieval"}, "negative_sampling", "popularity"),  # no sampled negatives
+    ({"task": "retrieval", "num_negatives": 3}, "popularity_alpha", 0.5),
+    ({"task": "retrieval", "objective": "mse"}, "remove_accidental_hits", False),
+    ({"trainer": "als", "model": "mf"}, "schedule", "cosine"),
 ]
 
 
@@ -258,6 +305,5 @@ def test_patience_stops_classification_and_retrieval() -> None:
 
 
 def test_retrieval_patience_needs_eval_every() -> None:
-    cfg = validate_config({**BASE["retrieval"], "patience": 1, "device": "cpu"})
     with pytest.raises(ConfigError, match="eval_every"):
-        train_run(cfg, data=_data(), progress=False)
+        validate_config({**BASE["retrieval"], "patience": 1, "device": "cpu"})
