@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+from recfit.data import Interactions
+from recfit.models import DotBias
 from recfit.train import optim
+from recfit.train.learner import Learner
 from recfit.train.optim import AdamW
 
 _FUSED = getattr(torch, "_fused_adamw_", None)
@@ -117,3 +121,28 @@ def test_the_fused_path_equals_torch_fused_adamw_exactly() -> None:
     ours = _run(lambda ps: AdamW(ps, lr=0.05, weight_decay=0.2))
     for a, b in zip(ours, _run(lambda ps: _torch_adamw(ps, fused=True)), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_learner_without_the_private_kernel_trains_on_the_plain_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback, forced, through the Learner's default optimiser: same history as
+    the fused kernel up to float rounding (any PyTorch without a working kernel)."""
+    rng = np.random.default_rng(0)
+    d = Interactions.from_arrays(
+        rng.integers(0, 30, 800), rng.integers(0, 40, 800), rng.integers(1, 6, 800).astype(float)
+    )
+
+    def fit() -> Learner:
+        learn = Learner(DotBias(30, 40, 8, y_range=(0.0, 5.5)), d, d, bs=64, wd=0.1,
+                        progress=False)  # fmt: skip
+        return learn.fit_one_cycle(2, 5e-3)
+
+    fused = fit()
+    monkeypatch.setattr(optim, "_FUSED_OP", None)
+    plain = fit()
+    assert isinstance(plain.opt, AdamW) and plain.opt.fused is False
+    assert isinstance(fused.opt, AdamW) and fused.opt.fused is (_FUSED is not None)
+    for a, b in zip(plain.history, fused.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["mse"] == pytest.approx(b["mse"], rel=1e-5)
