@@ -53,7 +53,7 @@ def test_each_task_builds_fits_evaluates_and_writes_artefacts(name: str, tmp_pat
     split = load_split(cfg, data)
     cfg = task.prepare(cfg, split)
     assert task.inner_rows(cfg, split).size > 0
-    learner = task.build(cfg, split, progress=False)
+    learner = task.build(cfg, split, callbacks=(), progress=False)
     assert isinstance(learner, Learner) and learner.history == []
     learner = task.fit(learner, cfg)
     assert len(learner.history) == 1  # one epoch

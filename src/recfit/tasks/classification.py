@@ -64,15 +64,14 @@ from recfit.metrics.classification import (
 )
 from recfit.metrics.decoding import ratings_to_levels
 from recfit.models.classifier import LevelModel, RatingClassifier, levels_for_data
-from recfit.tasks.common import early_stopping, register_task
+from recfit.models.registry import family
+from recfit.tasks.common import Callbacks, Task, early_stopping, register_task
 from recfit.train.batches import TensorData
 from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.imbalance import ClassWeightMode, ImbalanceStrategy, Resampled, resample
 from recfit.train.learner import Learner
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from recfit.data.split import Split
 
 __all__ = [
@@ -418,77 +417,37 @@ def write_classification_report(learner: Learner, data: Interactions, out: str |
     os.replace(tmp, out / "confusion_matrix.png")
 
 
-class ClassificationTask:
+class ClassificationTask(Task[ClassificationConfig]):
     """The classification task's steps (:class:`~recfit.tasks.common.Task`): ratings as
     levels, with ``cfg.imbalance`` applied to the training rows only."""
 
     name = "classification"
-    unit = "rows"
-
-    def checkpointed(self, cfg: ClassificationConfig) -> bool:
-        return False
 
     def prepare(
         self, cfg: ClassificationConfig, split: Split, *, distributed: bool = False
     ) -> ClassificationConfig:
         return cfg.resolve_opt(row_wise=False)  # the classifier never trains row-wise
 
-    def inner_rows(self, cfg: ClassificationConfig, split: Split) -> np.ndarray:
-        return np.asarray(split.train_idx, dtype=np.int64)
-
     def build(
-        self,
-        cfg: ClassificationConfig,
-        fit: Split,
-        *,
-        callbacks: Sequence[Callback] = (),
-        progress: bool | None = None,
+        self, cfg: ClassificationConfig, fit: Split, callbacks: Callbacks, progress: bool | None
     ) -> Learner:
         cw: Any = cfg.class_weight
         if isinstance(cw, Mapping):
             cw = {float(k): float(v) for k, v in cw.items()}
+        settings = family(cfg.model).settings(cfg)  # the model's own fields, seed included
+        cbs = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
         learner, _ = _build(
-            fit.train,
-            fit.test,
-            strategy=cfg.imbalance,
-            levels=None,
-            class_weight=cw,
-            bs=cfg.bs,
-            wd=cfg.wd,
-            reg=cfg.reg,
-            seed=cfg.seed,
-            device=cfg.device,
-            progress=progress,
-            callbacks=[ScheduleRecorder(), *callbacks, *early_stopping(cfg)],
-            layers=tuple(cfg.layers),
-            dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm,
-            head=cfg.head,
-            decode=cfg.decode,
-            biases=cfg.biases,
-            n_factors=cfg.n_factors,
-        )
+            fit.train, fit.test, strategy=cfg.imbalance, levels=None, class_weight=cw,
+            bs=cfg.bs, wd=cfg.wd, reg=cfg.reg, device=cfg.device, progress=progress,
+            callbacks=cbs, **settings,
+        )  # fmt: skip
         return learner
 
     def fit(self, learner: Learner, cfg: ClassificationConfig) -> Learner:
-        return _fit(
-            learner,
-            strategy=cfg.imbalance,
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            pct_start=cfg.pct_start,
-            smote_epochs=cfg.smote_epochs,
-            smote_k=cfg.smote_k,
-            seed=cfg.seed,
-        )[0]
-
-    def evaluate(
-        self, learner: Learner, cfg: ClassificationConfig, split: Split
-    ) -> tuple[dict[str, float], dict[str, Any]]:
-        return learner.evaluate(split.test), {}
-
-    def figures(self, learner: Learner, cfg: ClassificationConfig) -> dict[str, Figure]:
-        return {}
+        spec = {
+            k: getattr(cfg, k) for k in ("epochs", "lr", "pct_start", "smote_epochs", "smote_k")
+        }
+        return _fit(learner, strategy=cfg.imbalance, seed=cfg.seed, **spec)[0]
 
     def artefacts(
         self, learner: Learner, cfg: ClassificationConfig, split: Split, out: Path

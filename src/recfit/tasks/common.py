@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from recfit.data.sources import load_dataset, split_dataset
 from recfit.data.split import Split
 from recfit.errors import ConfigError, EvaluationOverlapError
 from recfit.index import ItemSets
+from recfit.models.base import RatingModel
 from recfit.train.callbacks import Callback, EarlyStopping
 from recfit.train.learner import Learner
 from recfit.train.sparse import auto_batch_size, scaled_lr
@@ -41,16 +42,21 @@ __all__ = [
     "inner_validation",
     "load_data",
     "load_split",
+    "make_learner",
     "register_task",
 ]
 
 
 C = TypeVar("C", bound=BaseTrainConfig)
+Callbacks = Sequence[Callback]
+Metrics = tuple[dict[str, float], dict[str, Any]]
 
 
-class Task(Protocol[C]):
+class Task(Generic[C]):
     """What a task does for a training run, in the order :func:`recfit.runs.train_run`
-    calls it.
+    calls it. A task subclasses this, sets ``name`` (and ``unit``), implements
+    :meth:`build` and :meth:`fit`, and overrides the other steps where it differs from
+    these defaults.
 
     Attributes:
         name: the config's ``task`` value.
@@ -58,54 +64,44 @@ class Task(Protocol[C]):
             ``"positives"``), as said in messages and ``metrics.json``.
     """
 
-    name: str
-    unit: str
+    name: str = ""
+    unit: str = "rows"
 
     def checkpointed(self, cfg: C) -> bool:
         """Whether runs of ``cfg`` train through the Learner's loop with full-state
         checkpoints: the condition of ``--resume`` and of distributed training."""
-        ...
+        return False
 
     def prepare(self, cfg: C, split: Split, *, distributed: bool = False) -> C:
-        """``cfg`` made concrete for ``split``'s training part (``auto`` values chosen),
-        or a :class:`~recfit.errors.ConfigError` for settings this task cannot run."""
-        ...
+        """``cfg`` made concrete for ``split``'s training part (``auto`` values chosen)."""
+        return cfg
 
     def inner_rows(self, cfg: C, split: Split) -> np.ndarray:
         """The rows of ``split.data`` an inner validation cut is drawn from (a subset of
-        ``split.train_idx``)."""
-        ...
+        ``split.train_idx``; here all of them)."""
+        return np.asarray(split.train_idx, dtype=np.int64)
 
-    def build(
-        self,
-        cfg: C,
-        fit: Split,
-        *,
-        callbacks: Sequence[Callback] = (),
-        progress: bool | None = None,
-    ) -> Learner:
+    def build(self, cfg: C, fit: Split, callbacks: Callbacks, progress: bool | None) -> Learner:
         """A fresh model sized for ``fit.train`` inside a Learner that trains on
         ``fit.train`` and watches ``fit.test`` (``callbacks`` added)."""
-        ...
+        raise NotImplementedError
 
     def fit(self, learner: Learner, cfg: C) -> Learner:
         """Train ``learner`` as ``cfg`` says; the Learner holding the trained model."""
-        ...
+        raise NotImplementedError
 
-    def evaluate(
-        self, learner: Learner, cfg: C, split: Split
-    ) -> tuple[dict[str, float], dict[str, Any]]:
-        """The metrics of the trained model on ``split``'s held-out part, and more about
-        them (written under ``details`` in ``metrics.json``)."""
-        ...
+    def evaluate(self, learner: Learner, cfg: C, split: Split) -> Metrics:
+        """The metrics of the trained model on ``split``'s held-out part (here
+        ``learner.evaluate``), and more about them (``details`` in ``metrics.json``)."""
+        return learner.evaluate(split.test), {}
 
     def figures(self, learner: Learner, cfg: C) -> dict[str, Figure]:
-        """The task's own figures of the training, by file name."""
-        ...
+        """The task's own figures of the training, by file name (here none)."""
+        return {}
 
     def artefacts(self, learner: Learner, cfg: C, split: Split, out: Path) -> None:
-        """Write the task's own reports and files into the run folder ``out``."""
-        ...
+        """Write the task's own reports and files into the run folder ``out`` (here
+        none)."""
 
 
 TASKS: dict[str, Task[Any]] = {}
@@ -352,6 +348,23 @@ def early_stopping_details(cfg: BaseTrainConfig, learner: Learner, inner: Split)
 
 
 # ------------------------------------------------------------------ optimisation
+def make_learner(
+    cfg: BaseTrainConfig,
+    model: RatingModel,
+    train: Interactions,
+    valid: Interactions | None,
+    *,
+    callbacks: Callbacks,
+    progress: bool | None,
+    **options: Any,
+) -> Learner:
+    """A Learner of ``model`` on ``train`` (watching ``valid``) with ``cfg``'s ``wd``,
+    ``reg``, ``device`` and ``seed``; ``options`` (``loss``, ``opt``, ``bs``,
+    ``metrics``...) go to :class:`~recfit.train.learner.Learner` as they are."""
+    run: dict[str, Any] = {"wd": cfg.wd, "reg": cfg.reg, "device": cfg.device, "seed": cfg.seed}
+    return Learner(model, train, valid, callbacks=callbacks, progress=progress, **run, **options)
+
+
 def batch_and_lr(cfg: BaseTrainConfig, n_train: int) -> tuple[int, float]:
     """The batch size and (peak) learning rate a run with ``n_train`` ratings uses.
 

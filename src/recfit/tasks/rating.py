@@ -13,23 +13,27 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from recfit.config import RatingConfig
 from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.models.registry import family
-from recfit.tasks.common import batch_and_lr, early_stopping, register_task
+from recfit.tasks.common import (
+    Callbacks,
+    Task,
+    batch_and_lr,
+    early_stopping,
+    make_learner,
+    register_task,
+)
 from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.learner import Learner
 from recfit.train.sparse import SPARSE_MIN_PARAMS
 from recfit.train.trainers import FitSpec, trainer_for
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 __all__ = ["RatingTask", "build_learner", "fit_learner", "model_settings", "resolve_config"]
 
@@ -79,20 +83,18 @@ def build_learner(
     """
     cfg = resolve_config(cfg, train)
     model = family(cfg.model).build(model_settings(cfg), train)
-    cbs: list[Callback] = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
-    return Learner(
+    cbs = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
+    bs = batch_and_lr(cfg, len(train))[0]
+    return make_learner(
+        cfg,
         model,
         train,
         valid,
-        loss=cfg.loss,
-        opt=cfg.opt,
-        bs=batch_and_lr(cfg, len(train))[0],
-        wd=cfg.wd,
-        reg=cfg.reg,
-        device=cfg.device,
-        seed=cfg.seed,
         callbacks=cbs,
         progress=progress,
+        loss=cfg.loss,
+        opt=cfg.opt,
+        bs=bs,
     )
 
 
@@ -109,11 +111,10 @@ def fit_learner(learner: Learner, cfg: RatingConfig) -> Learner:
     return trainer_for(cfg.trainer).fit(learner, FitSpec.from_config(cfg, lr=lr))
 
 
-class RatingTask:
+class RatingTask(Task[RatingConfig]):
     """The rating task's steps (:class:`~recfit.tasks.common.Task`)."""
 
     name = "rating"
-    unit = "rows"
 
     def checkpointed(self, cfg: RatingConfig) -> bool:
         return cfg.trainer == "sgd"
@@ -123,32 +124,13 @@ class RatingTask:
     ) -> RatingConfig:
         return resolve_config(cfg, split.train, distributed=distributed)
 
-    def inner_rows(self, cfg: RatingConfig, split: Split) -> np.ndarray:
-        return np.asarray(split.train_idx, dtype=np.int64)
-
     def build(
-        self,
-        cfg: RatingConfig,
-        fit: Split,
-        *,
-        callbacks: Sequence[Callback] = (),
-        progress: bool | None = None,
+        self, cfg: RatingConfig, fit: Split, callbacks: Callbacks, progress: bool | None
     ) -> Learner:
         return build_learner(cfg, fit.train, fit.test, callbacks=callbacks, progress=progress)
 
     def fit(self, learner: Learner, cfg: RatingConfig) -> Learner:
         return fit_learner(learner, cfg)
-
-    def evaluate(
-        self, learner: Learner, cfg: RatingConfig, split: Split
-    ) -> tuple[dict[str, float], dict[str, Any]]:
-        return learner.evaluate(split.test), {}
-
-    def figures(self, learner: Learner, cfg: RatingConfig) -> dict[str, Figure]:
-        return {}
-
-    def artefacts(self, learner: Learner, cfg: RatingConfig, split: Split, out: Path) -> None:
-        return None
 
 
 register_task(RatingTask())

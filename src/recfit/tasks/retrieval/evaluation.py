@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -27,10 +27,12 @@ from recfit.train.callbacks import Callback
 
 __all__ = [
     "RankingMetrics",
+    "RankingOptions",
     "evaluate_popularity",
     "evaluate_retrieval",
     "evaluate_vectors",
     "filter_positives",
+    "ranking_options",
     "retrieval_metrics",
 ]
 
@@ -129,19 +131,27 @@ def evaluate_vectors(
     return report
 
 
+class RankingOptions(TypedDict, total=False):
+    """How :func:`evaluate_vectors` ranks and scores (``exclude_seen`` required): what
+    :func:`evaluate_retrieval` and :func:`evaluate_popularity` pass on."""
+
+    exclude_seen: Required[bool]
+    ks: Sequence[int]
+    relevant_min_rating: float | None
+    n_bootstrap: int
+    ci: float
+    seed: int
+
+
 def evaluate_retrieval(
     model: TwoTower,
     test: Interactions,
     *,
     train: Interactions | None = None,
-    exclude_seen: bool,
-    ks: Sequence[int] = (10, 20, 100),
-    relevant_min_rating: float | None = None,
-    n_bootstrap: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
+    **options: Unpack[RankingOptions],
 ) -> dict[str, Any]:
-    """:func:`evaluate_vectors` with the model's ``user_vectors()`` and ``item_vectors()``.
+    """:func:`evaluate_vectors` with the model's ``user_vectors()`` and ``item_vectors()``
+    (``options`` as there).
 
     Example:
         >>> from recfit.models.two_tower import CandidateTower, QueryTower
@@ -151,34 +161,17 @@ def evaluate_retrieval(
         1.0
     """
     t0 = time.perf_counter()
-    report = evaluate_vectors(
-        model.user_vectors().cpu(),
-        model.item_vectors().cpu(),
-        test,
-        train=train,
-        exclude_seen=exclude_seen,
-        ks=ks,
-        relevant_min_rating=relevant_min_rating,
-        n_bootstrap=n_bootstrap,
-        ci=ci,
-        seed=seed,
-    )
+    vectors = model.user_vectors().cpu(), model.item_vectors().cpu()
+    report = evaluate_vectors(*vectors, test, train=train, **options)
     report["eval_seconds"] = time.perf_counter() - t0
     return report
 
 
 def evaluate_popularity(
-    train: Interactions,
-    test: Interactions,
-    *,
-    exclude_seen: bool,
-    ks: Sequence[int] = (10, 20, 100),
-    relevant_min_rating: float | None = None,
-    n_bootstrap: int = 1000,
-    ci: float = 0.95,
-    seed: int = 0,
+    train: Interactions, test: Interactions, **options: Unpack[RankingOptions]
 ) -> dict[str, Any]:
-    """The popularity baseline: every user gets the items with most training rows.
+    """The popularity baseline: every user gets the items with most training rows
+    (``options`` as in :func:`evaluate_vectors`).
 
     Ties are broken by item index (lower first), like every ExactIndex ranking.
 
@@ -188,19 +181,9 @@ def evaluate_popularity(
         >>> evaluate_popularity(tr, te, exclude_seen=True, ks=(1,), n_bootstrap=0)["recall@1"]
         1.0
     """
+    users = np.ones((train.n_users, 1), dtype=np.float32)
     counts = item_counts(train).astype(np.float32)
-    return evaluate_vectors(
-        np.ones((train.n_users, 1), dtype=np.float32),
-        counts[:, None],
-        test,
-        train=train,
-        exclude_seen=exclude_seen,
-        ks=ks,
-        relevant_min_rating=relevant_min_rating,
-        n_bootstrap=n_bootstrap,
-        ci=ci,
-        seed=seed,
-    )
+    return evaluate_vectors(users, counts[:, None], test, train=train, **options)
 
 
 class RankingMetrics(Callback):
@@ -214,10 +197,9 @@ class RankingMetrics(Callback):
     Args:
         valid: the validation interactions.
         train: the training interactions (for ``exclude_seen``).
-        exclude_seen: drop each user's training items from its ranking.
-        ks: the cutoffs.
-        relevant_min_rating: the smallest relevant rating (``None``: every row).
         every: evaluate after every ``every`` epochs (and after the last one).
+        options: how to rank, as in :func:`evaluate_vectors` (``exclude_seen``, the
+            cutoffs ``ks``, ``relevant_min_rating``; never a bootstrap).
 
     Example:
         >>> cb = RankingMetrics(Interactions.from_arrays([0], [0], [5.0]), exclude_seen=False)
@@ -232,19 +214,20 @@ class RankingMetrics(Callback):
         valid: Interactions,
         train: Interactions | None = None,
         *,
-        exclude_seen: bool,
-        ks: Sequence[int] = (10, 20, 100),
-        relevant_min_rating: float | None = None,
         every: int = 1,
+        **options: Unpack[RankingOptions],
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ConfigError(f"expected every an integer >= 1, received {every!r}")
-        if exclude_seen and train is None:
+        if options["exclude_seen"] and train is None:
             raise ConfigError(
                 "expected the training interactions with exclude_seen=True, received None"
             )
-        self.valid, self.train, self.exclude_seen = valid, train, exclude_seen
-        self.ks, self.relevant_min_rating, self.every = tuple(ks), relevant_min_rating, every
+        self.valid, self.train, self.every = valid, train, every
+        self.options: RankingOptions = {**options, "n_bootstrap": 0}
+        self.exclude_seen = options["exclude_seen"]
+        self.ks = tuple(options.get("ks", (10, 20, 100)))
+        self.relevant_min_rating = options.get("relevant_min_rating")
         self.records: list[dict[str, float]] = []
         self._names = [
             f"top_{k}_accuracy" if name == "top_k_accuracy" else f"{name}@{k}"
@@ -264,15 +247,7 @@ class RankingMetrics(Callback):
             model = learn.model
             if not isinstance(model, TwoTower):
                 raise ConfigError(f"expected a TwoTower model, received {type(model).__name__}")
-            rep = evaluate_retrieval(
-                model,
-                self.valid,
-                train=self.train,
-                exclude_seen=self.exclude_seen,
-                ks=self.ks,
-                relevant_min_rating=self.relevant_min_rating,
-                n_bootstrap=0,
-            )
+            rep = evaluate_retrieval(model, self.valid, train=self.train, **self.options)
             values = {k: float(rep[k]) for k in self._names}
             self.records.append({"epoch": float(epoch), **values})
         if learn.history and learn.history[-1].get("epoch") == learn.epoch:
@@ -301,6 +276,22 @@ def filter_positives(data: Interactions, threshold: float | None) -> Interaction
     return data.take(np.flatnonzero(data.rating >= threshold))
 
 
+def ranking_options(cfg: RetrievalConfig) -> RankingOptions:
+    """The :class:`RankingOptions` of a retrieval config (its cutoffs are ``eval_ks``).
+
+    Example:
+        >>> ranking_options(RetrievalConfig(exclude_seen=True))["ks"]
+        (10, 20, 100)
+    """
+    return {
+        "exclude_seen": cfg.exclude_seen,
+        "ks": cfg.eval_ks,
+        "relevant_min_rating": cfg.relevant_min_rating,
+        "n_bootstrap": cfg.n_bootstrap,
+        "seed": cfg.seed,
+    }
+
+
 def retrieval_metrics(
     cfg: RetrievalConfig,
     model: TwoTower,
@@ -311,16 +302,7 @@ def retrieval_metrics(
     """Rank ``test`` once with ``cfg``'s evaluation settings (``train``'s items as each
     user's seen items): the metrics (plus ``fit_seconds`` and ``eval_seconds``) and the
     full report."""
-    report = evaluate_retrieval(
-        model,
-        test,
-        train=train,
-        exclude_seen=cfg.exclude_seen,
-        ks=cfg.eval_ks,
-        relevant_min_rating=cfg.relevant_min_rating,
-        n_bootstrap=cfg.n_bootstrap,
-        seed=cfg.seed,
-    )
+    report = evaluate_retrieval(model, test, train=train, **ranking_options(cfg))
     metrics = {k: float(v) for k, v in report.items() if _is_metric(k)}
     metrics["fit_seconds"] = fit_seconds
     metrics["eval_seconds"] = float(report["eval_seconds"])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -38,8 +37,20 @@ from recfit.models.losses import Loss
 from recfit.models.registry import family
 from recfit.models.retrieval_losses import InBatchSoftmaxLoss, RescaledMSELoss, item_counts
 from recfit.models.two_tower import TwoTower
-from recfit.tasks.common import early_stopping, register_task
-from recfit.tasks.retrieval.evaluation import RankingMetrics, filter_positives, retrieval_metrics
+from recfit.tasks.common import (
+    Callbacks,
+    Metrics,
+    Task,
+    early_stopping,
+    make_learner,
+    register_task,
+)
+from recfit.tasks.retrieval.evaluation import (
+    RankingMetrics,
+    filter_positives,
+    ranking_options,
+    retrieval_metrics,
+)
 from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.learner import Learner
 from recfit.train.schedules import Constant
@@ -204,31 +215,12 @@ def _build(
         )
     cbs: list[Callback] = list(callbacks)
     if cfg.eval_every > 0:
-        tracker = RankingMetrics(
-            test,
-            train,
-            exclude_seen=cfg.exclude_seen,
-            ks=cfg.eval_ks,
-            relevant_min_rating=cfg.relevant_min_rating,
-            every=cfg.eval_every,
-        )
-        cbs.insert(0, tracker)
+        cbs.insert(0, RankingMetrics(test, train, every=cfg.eval_every, **ranking_options(cfg)))
     opt: Any = _keras_adagrad(cfg.lr) if cfg.opt == "adagrad" else "adam"
-    return Learner(
-        model,
-        train,
-        None,
-        loss=loss,
-        metrics=(),
-        opt=opt,
+    return make_learner(
+        cfg, model, train, None, callbacks=cbs, progress=progress, loss=loss, metrics=(), opt=opt,
         bs=cfg.bs,
-        wd=cfg.wd,
-        reg=cfg.reg,
-        device=cfg.device,
-        seed=cfg.seed,
-        callbacks=cbs,
-        progress=progress,
-    )
+    )  # fmt: skip
 
 
 def _fit(learner: Learner, cfg: RetrievalConfig) -> Learner:
@@ -342,20 +334,12 @@ def compare_depths(
 
 
 # ----------------------------------------------------------------------------- the task
-class RetrievalTask:
+class RetrievalTask(Task[RetrievalConfig]):
     """The retrieval task's steps (:class:`~recfit.tasks.common.Task`): a two-tower model
     trained on the positives, measured by full-catalogue ranking of the held-out part."""
 
     name = "retrieval"
     unit = "positives"
-
-    def checkpointed(self, cfg: RetrievalConfig) -> bool:
-        return False
-
-    def prepare(
-        self, cfg: RetrievalConfig, split: Split, *, distributed: bool = False
-    ) -> RetrievalConfig:
-        return cfg  # the config's own validation covers what this task cannot run
 
     def inner_rows(self, cfg: RetrievalConfig, split: Split) -> np.ndarray:
         rows = np.asarray(split.train_idx, dtype=np.int64)
@@ -364,12 +348,7 @@ class RetrievalTask:
         return rows[split.data.rating[rows] >= cfg.positive_min_rating]
 
     def build(
-        self,
-        cfg: RetrievalConfig,
-        fit: Split,
-        *,
-        callbacks: Sequence[Callback] = (),
-        progress: bool | None = None,
+        self, cfg: RetrievalConfig, fit: Split, callbacks: Callbacks, progress: bool | None
     ) -> Learner:
         train = filter_positives(fit.train, cfg.positive_min_rating)
         test = filter_positives(fit.test, cfg.positive_min_rating)
@@ -379,14 +358,11 @@ class RetrievalTask:
     def fit(self, learner: Learner, cfg: RetrievalConfig) -> Learner:
         return _fit(learner, cfg)
 
-    def evaluate(
-        self, learner: Learner, cfg: RetrievalConfig, split: Split
-    ) -> tuple[dict[str, float], dict[str, Any]]:
+    def evaluate(self, learner: Learner, cfg: RetrievalConfig, split: Split) -> Metrics:
         test = filter_positives(split.test, cfg.positive_min_rating)
         train = filter_positives(split.train, cfg.positive_min_rating)  # each user's seen items
-        metrics, report = retrieval_metrics(
-            cfg, _two_tower(learner), test, train, learner.fit_seconds
-        )
+        model, seconds = _two_tower(learner), learner.fit_seconds
+        metrics, report = retrieval_metrics(cfg, model, test, train, seconds)
         return metrics, {k: v for k, v in report.items() if k not in metrics}
 
     def figures(self, learner: Learner, cfg: RetrievalConfig) -> dict[str, Figure]:
@@ -398,9 +374,6 @@ class RetrievalTask:
         label = "two_tower" if cfg.patience is None else "two_tower, inner validation"
         fig = plot_metric_by_epoch({label: tracker.records}, cfg.monitor)
         return {"metric_vs_epoch.png": fig}
-
-    def artefacts(self, learner: Learner, cfg: RetrievalConfig, split: Split, out: Path) -> None:
-        return None
 
 
 register_task(RetrievalTask())
