@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -50,7 +50,8 @@ def sched_cos(start: float, end: float, pos: float) -> float:
 
 
 class Schedule:
-    """Base class: ``lr_at(step)``; ``values(n)`` for plotting."""
+    """Base class: ``lr_at(step)``; ``values(n)`` for plotting
+    (:func:`recfit.plots.plot_schedule` draws any schedule from its values)."""
 
     total_steps: int | None = None
 
@@ -67,12 +68,6 @@ class Schedule:
         if n is None:
             raise ConfigError("expected n (this schedule has no total_steps), received None")
         return np.array([self.lr_at(k) for k in range(n)], dtype=np.float64)
-
-    def plot(self, n: int | None = None) -> Any:
-        """A matplotlib Figure of the schedule (see :func:`recfit.plots.plot_schedule`)."""
-        from recfit.plots import plot_schedule  # matplotlib is heavy: only when plotting
-
-        return plot_schedule(self, n)
 
     def _pos(self, step: int) -> float:
         if self.total_steps is None:
