@@ -21,7 +21,7 @@ from recfit.recommender import (
     Recommender,
     normalise_title,
 )
-from recfit.recommender import core as core_mod
+from recfit.recommender import bundle_write
 from recfit.retrieval import ItemSets
 from recfit.train.learner import Learner
 from recfit.models.retrieval_losses import RescaledMSELoss
@@ -234,7 +234,7 @@ def test_crash_during_save_keeps_the_old_bundle(
     def boom(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(core_mod, "save_model", boom)
+    monkeypatch.setattr(bundle_write, "save_model", boom)
     with pytest.raises(OSError, match="simulated"):
         new.save(path)
     monkeypatch.undo()
@@ -536,7 +536,7 @@ def test_cached_top_lists_answer_like_fresh_ones(data: Interactions) -> None:
             pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)
     rec.cache_users = 3
     rec.recommend(users, n=2)
-    assert len(rec._top_lru) == 3  # least recently used lists are dropped
+    assert len(rec.ranker._lru) == 3  # least recently used lists are dropped
 
 
 # ------------------------------------------------------------------ what a prediction means
