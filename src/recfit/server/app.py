@@ -53,12 +53,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from recfit._fs import read_plain_file
+from recfit._version import __version__
 from recfit.errors import ConfigError, RecfitError
 from recfit.recommender import Recommender
 from recfit.server.errors import _install_error_handlers
@@ -225,7 +227,6 @@ def create_app(
     rec = recommender
     report = None if report_path is None else Path(report_path)
     pool = WorkPool(rec, work_threads, work_queue, request_budget_s, processes=work_processes)
-    from recfit._version import __version__
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -387,8 +388,6 @@ def app_from_env() -> FastAPI:
     Raises:
         ConfigError: ``RECFIT_SERVE_RUN`` is not set.
     """
-    import torch
-
     run = os.environ.get("RECFIT_SERVE_RUN")
     if not run:
         raise ConfigError("expected RECFIT_SERVE_RUN (a run directory or bundle), received none")

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+import torch
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,12 +64,10 @@ class WorkPool:
         *,
         processes: bool = False,
     ) -> None:
-        if processes:
-            import torch
-
-            if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]  # not across a fork
-                log.warning("CUDA is in use: heavy work runs in threads, not processes")
-                processes = False
+        if processes and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            # CUDA does not survive a fork
+            log.warning("CUDA is in use: heavy work runs in threads, not processes")
+            processes = False
         self.rec = recommender
         self.threads = int(threads)
         self.capacity = int(threads) + int(queue)
@@ -193,17 +195,10 @@ class Admission:
 def _child_init() -> None:
     """A forked worker: the parent handles signals, the worker ends when the parent does
     (Linux: the kernel sends it SIGTERM); torch runs on one thread."""
-    import signal
-    import sys
-
-    import torch
-
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
-        import ctypes
-
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     torch.set_num_threads(1)
