@@ -7,12 +7,11 @@ imports it from :mod:`recfit.index`; this module keeps the public path working.
 
 from __future__ import annotations
 
-from recfit.index import ApproximateIndex, ExactIndex, Exclusions, ItemSets, Metric
+from recfit import index
+from recfit.index import ApproximateIndex as ApproximateIndex
+from recfit.index import ExactIndex as ExactIndex
+from recfit.index import Exclusions as Exclusions
+from recfit.index import ItemSets as ItemSets
+from recfit.index import Metric as Metric
 
-__all__ = [
-    "ApproximateIndex",
-    "ExactIndex",
-    "Exclusions",
-    "ItemSets",
-    "Metric",
-]
+__all__ = index.__all__

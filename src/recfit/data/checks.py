@@ -4,12 +4,14 @@ first bad row, naming the value, the file, the row and the column."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
 from recfit.errors import ConfigError, DataError
+
+T = TypeVar("T")
 
 __all__ = [
     "as_python",
@@ -18,6 +20,7 @@ __all__ = [
     "check_weights",
     "fail_at",
     "first_row",
+    "one_of",
     "row_weights",
     "to_float32",
 ]
@@ -178,3 +181,18 @@ def to_float32(
         column=column if column is not None else what,
     )
     return out
+
+
+def one_of(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``; an unknown name is a :class:`ConfigError` listing the known ones.
+
+    Example:
+        >>> one_of({"ml-100k": 1}, "ml-7m", "a MovieLens name")
+        Traceback (most recent call last):
+        ...
+        recfit.errors.ConfigError: expected a MovieLens name in ['ml-100k'], received 'ml-7m'
+    """
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"expected {what} in {list(table)}, received {name!r}") from None

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import pandas as pd
@@ -27,24 +28,71 @@ from recfit.data.checks import (
     first_row,
     to_float32,
 )
-from recfit.data.duplicates import check_policy, merge_duplicates
+from recfit.data.duplicates import DuplicatePolicy, check_policy, merge_duplicates
 from recfit.data.interactions import Interactions
 from recfit.data.vocab import Vocabulary
 from recfit.errors import ConfigError, DataError
 
-__all__ = ["column_mapping", "from_columns", "require_columns", "source_stem"]
+__all__ = [
+    "ReadOptions",
+    "column_mapping",
+    "from_columns",
+    "read_options",
+    "require_columns",
+    "source_stem",
+]
 
 _FLOAT_EXACT = float(2**53)  # every integer up to this is held exactly by a float64
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 # ---------------------------------------------------------------------- column names
-def column_mapping(
-    user: str, item: str, rating: str | None, timestamp: str | None, weight: str | None
-) -> dict[str, str]:
+class ReadOptions(TypedDict, total=False):
+    """The column and value options every reader takes (see :func:`recfit.data.io.from_frame`).
+
+    ``user``, ``item`` (default ``"user"``, ``"item"``), ``rating`` (default ``"rating"``;
+    ``None`` for implicit data), ``timestamp``, ``weight`` (default ``None``),
+    ``duplicates`` (default ``"error"``) and ``rating_scale`` (default ``None``).
+    """
+
+    user: str
+    item: str
+    rating: str | None
+    timestamp: str | None
+    weight: str | None
+    duplicates: DuplicatePolicy
+    rating_scale: tuple[float, float] | None
+
+
+def read_options(options: Mapping[str, Any], reader: str) -> ReadOptions:
+    """``options`` checked to be :class:`ReadOptions` (a misspelt keyword is an error).
+
+    Example:
+        >>> read_options({"users": "u"}, "read_csv")
+        Traceback (most recent call last):
+        ...
+        recfit.errors.ConfigError: expected keyword arguments of read_csv() among ['duplicates', 'item', 'rating', 'rating_scale', 'timestamp', 'user', 'weight'], received 'users'; did you mean 'user'?
+    """
+    known = sorted(ReadOptions.__optional_keys__)
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"expected keyword arguments of {reader}() among {known}, received {key!r}{hint}"
+            )
+    return cast(ReadOptions, options)
+
+
+def column_mapping(options: ReadOptions) -> dict[str, str]:
     """``{role: column name}`` for the roles given; names checked."""
+    user, item = options.get("user", "user"), options.get("item", "item")
     m = {"user": user, "item": item}
-    for role, col in (("rating", rating), ("timestamp", timestamp), ("weight", weight)):
+    for role, col in (
+        ("rating", options.get("rating", "rating")),
+        ("timestamp", options.get("timestamp")),
+        ("weight", options.get("weight")),
+    ):
         if col is not None:
             m[role] = col
     for role, col in m.items():
@@ -314,21 +362,22 @@ def _timestamps(values: np.ndarray, col: str, source: str | None) -> np.ndarray:
 def from_columns(
     cols: dict[str, np.ndarray],
     mapping: dict[str, str],
+    options: ReadOptions,
     *,
-    duplicates: str,
-    rating_scale: Any,
     name: str,
     source: str | None,
 ) -> Interactions:
-    """The :class:`Interactions` of raw columns by role (``mapping``: role → column name).
+    """The :class:`Interactions` of raw columns by role (``mapping``: role → column name),
+    with ``options``' duplicate policy and rating scale.
 
     Raises:
         DataError: a missing or invalid value, a repeated pair under
             ``duplicates="error"``; the message names the source, row and column.
         ConfigError: ``duplicates`` or ``rating_scale`` is not valid.
     """
+    duplicates = options.get("duplicates", "error")
     check_policy(duplicates)
-    scale = check_rating_scale(rating_scale)
+    scale = check_rating_scale(options.get("rating_scale"))
     n = len(cols["user"])
     if n == 0:
         raise DataError("expected at least one rating row, received none", file=source)

@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from recfit.data.checks import one_of
 from recfit.errors import ChecksumError, ConfigError, DownloadError, RecfitError
 
 __all__ = [
@@ -145,12 +146,7 @@ def is_complete(folder: str | Path) -> bool:
 
 
 def _archive(name: str) -> Archive:
-    try:
-        return ARCHIVES[name]
-    except KeyError:
-        raise ConfigError(
-            f"expected a MovieLens dataset name in {sorted(ARCHIVES)}, received {name!r}"
-        ) from None
+    return one_of(ARCHIVES, name, "a MovieLens dataset name")
 
 
 def _parse_checksum(value: str, where: str) -> tuple[str, str]:

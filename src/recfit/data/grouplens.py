@@ -39,6 +39,7 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
+from recfit.data.checks import one_of
 from recfit.data.download import fetch, is_complete
 from recfit.data.duplicates import DuplicatePolicy, merge_duplicates
 from recfit.data.interactions import Interactions
@@ -137,12 +138,7 @@ def data_home(data_dir: str | Path | None = None) -> Path:
 
 
 def _release(name: str) -> _Release:
-    try:
-        return _RELEASES[name]
-    except KeyError:
-        raise ConfigError(
-            f"expected a MovieLens name in {list(DATASETS)}, received {name!r}"
-        ) from None
+    return one_of(_RELEASES, name, "a MovieLens name")
 
 
 def dataset_folder(name: str, data_dir: str | Path | None = None) -> Path:

@@ -41,12 +41,19 @@ import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
 
-from recfit.data.columns import column_mapping, from_columns, require_columns, source_stem
+from recfit.data.columns import (
+    ReadOptions,
+    column_mapping,
+    from_columns,
+    read_options,
+    require_columns,
+    source_stem,
+)
 from recfit.data.duplicates import DuplicatePolicy
 from recfit.data.interactions import Interactions
 from recfit.data.parquet import read_parquet, write_parquet
@@ -68,15 +75,9 @@ _INT_TEXT = re.compile(r"\s*([+-]?\d{1,40})(?:\.0*)?\s*")
 def from_frame(
     df: pd.DataFrame,
     *,
-    user: str = "user",
-    item: str = "item",
-    rating: str | None = "rating",
-    timestamp: str | None = None,
-    weight: str | None = None,
-    duplicates: DuplicatePolicy = "error",
-    rating_scale: tuple[float, float] | None = None,
     name: str = "ratings",
     source: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> Interactions:
     """Ratings from a DataFrame, one row per rating.
 
@@ -92,6 +93,9 @@ def from_frame(
         rating_scale: ``(low, high)``; ratings outside it are an error.
         name: the data's name.
         source: where the frame came from, used in error messages.
+
+    The column and value options (``user`` ... ``rating_scale``) are the same for every
+    reader (:class:`~recfit.data.columns.ReadOptions`); a misspelt one is a ConfigError.
 
     Returns:
         The ratings, with vocabularies built from the ids.
@@ -111,29 +115,22 @@ def from_frame(
     """
     if not isinstance(df, pd.DataFrame):
         raise ConfigError(f"expected a pandas DataFrame, received {type(df).__name__}")
-    mapping = column_mapping(user, item, rating, timestamp, weight)
+    opts = read_options(options, "from_frame")
+    mapping = column_mapping(opts)
     require_columns([str(c) for c in df.columns], mapping, source)
     cols = {role: _frame_column(df, col, source) for role, col in mapping.items()}
-    return from_columns(
-        cols, mapping, duplicates=duplicates, rating_scale=rating_scale, name=name, source=source
-    )
+    return from_columns(cols, mapping, opts, name=name, source=source)
 
 
 def read_csv(
     path: str | Path,
     *,
-    user: str = "user",
-    item: str = "item",
-    rating: str | None = "rating",
-    timestamp: str | None = None,
-    weight: str | None = None,
-    duplicates: DuplicatePolicy = "error",
-    rating_scale: tuple[float, float] | None = None,
     name: str | None = None,
     sep: str = ",",
     names: Sequence[str] | None = None,
     encoding: str = "utf-8",
     comment: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> Interactions:
     """Ratings from a delimited text file (CSV, TSV, ...; compression by suffix).
 
@@ -176,7 +173,7 @@ def read_csv(
         return _parse_csv(p, src, sep, names, encoding, comment, usecols, as_text)
 
     df = parse()
-    mapping = column_mapping(user, item, rating, timestamp, weight)
+    mapping = column_mapping(read_options(options, "read_csv"))
     for role in ("user", "item"):
         col = mapping[role]
         if (
@@ -188,36 +185,20 @@ def read_csv(
             # never the rounding of what the file says
             text = parse([col], as_text=True)[col]
             df[col] = _float_text_ids(text.to_numpy(dtype=object), role, col, src)
-    return from_frame(
-        df,
-        user=user,
-        item=item,
-        rating=rating,
-        timestamp=timestamp,
-        weight=weight,
-        duplicates=duplicates,
-        rating_scale=rating_scale,
-        name=name if name is not None else source_stem(p),
-        source=src,
-    )
+    return from_frame(df, name=name if name is not None else source_stem(p), source=src, **options)
 
 
 def load(
     source: str | Path | pd.DataFrame,
     *,
-    user: str = "user",
-    item: str = "item",
-    rating: str | None = "rating",
-    timestamp: str | None = None,
-    weight: str | None = None,
-    duplicates: DuplicatePolicy = "error",
-    rating_scale: tuple[float, float] | None = None,
     name: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> Interactions:
     """Ratings from a DataFrame or a file chosen by its suffix.
 
     ``.csv`` (comma), ``.tsv`` (tab) — optionally compressed (``.gz``, ``.bz2``,
-    ``.zip``, ``.xz``, ``.zst``) — and ``.parquet`` / ``.pq``.
+    ``.zip``, ``.xz``, ``.zst``) — and ``.parquet`` / ``.pq``. ``options`` as for
+    :func:`from_frame`.
 
     Raises:
         DataError: the suffix is not one of those, or reading fails.
@@ -226,28 +207,20 @@ def load(
         >>> load(pd.DataFrame({"user": [1], "item": [2], "rating": [3.0]})).n_items
         1
     """
-    kw: dict[str, Any] = {
-        "user": user,
-        "item": item,
-        "rating": rating,
-        "timestamp": timestamp,
-        "weight": weight,
-        "duplicates": duplicates,
-        "rating_scale": rating_scale,
-    }
+    read_options(options, "load")
     if isinstance(source, pd.DataFrame):
-        return from_frame(source, name=name or "ratings", **kw)
+        return from_frame(source, name=name or "ratings", **options)
     p = Path(source)
     suffixes = [s.lower() for s in p.suffixes]
     if suffixes and suffixes[-1] in (".gz", ".bz2", ".zip", ".xz", ".zst"):
         suffixes = suffixes[:-1]
     kind = suffixes[-1] if suffixes else ""
     if kind == ".csv":
-        return read_csv(p, sep=",", name=name, **kw)
+        return read_csv(p, sep=",", name=name, **options)
     if kind == ".tsv":
-        return read_csv(p, sep="\t", name=name, **kw)
+        return read_csv(p, sep="\t", name=name, **options)
     if kind in (".parquet", ".pq"):
-        return read_parquet(p, name=name, **kw)
+        return read_parquet(p, name=name, **options)
     raise DataError(
         f"expected a .csv, .tsv, .parquet or .pq file, received suffix {kind or '(none)'!r}",
         file=str(source),

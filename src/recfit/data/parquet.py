@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recfit.data.columns import column_mapping, from_columns, require_columns, source_stem
-from recfit.data.duplicates import DuplicatePolicy
+from recfit.data import columns
+from recfit.data.columns import ReadOptions
 from recfit.data.interactions import Interactions
 from recfit.errors import DataError
 
@@ -30,14 +30,8 @@ _FORMAT = 1
 def read_parquet(
     path: str | Path,
     *,
-    user: str = "user",
-    item: str = "item",
-    rating: str | None = "rating",
-    timestamp: str | None = None,
-    weight: str | None = None,
-    duplicates: DuplicatePolicy = "error",
-    rating_scale: tuple[float, float] | None = None,
     name: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> Interactions:
     """Ratings from a Parquet file (read with pyarrow, converted straight to numpy).
 
@@ -47,9 +41,8 @@ def read_parquet(
 
     Args:
         path: the file.
-        user, item, rating, timestamp, weight, duplicates, rating_scale: as in
-            :func:`from_frame`.
         name: the data's name (default: the stored name, else the file name).
+        options: the column and value options of :func:`recfit.data.io.from_frame`.
 
     Raises:
         DataError: the file is missing or not Parquet, or a value is invalid.
@@ -76,15 +69,16 @@ def read_parquet(
     if schema.metadata and _META_KEY in schema.metadata:
         stored = _stored_meta(schema.metadata[_META_KEY], src)
     found = [str(c) for c in schema.names]
+    opts = columns.read_options(options, "read_parquet")  # this call's own dict: ours to fill in
     if stored:
-        if timestamp is None and "timestamp" in found:
-            timestamp = "timestamp"
-        if weight is None and "weight" in found:
-            weight = "weight"
-        if rating_scale is None and stored.get("rating_scale") is not None:
-            rating_scale = stored["rating_scale"]
-    mapping = column_mapping(user, item, rating, timestamp, weight)
-    require_columns(found, mapping, src)
+        if opts.get("timestamp") is None and "timestamp" in found:
+            opts["timestamp"] = "timestamp"
+        if opts.get("weight") is None and "weight" in found:
+            opts["weight"] = "weight"
+        if opts.get("rating_scale") is None:
+            opts["rating_scale"] = stored.get("rating_scale")
+    mapping = columns.column_mapping(opts)
+    columns.require_columns(found, mapping, src)
     # one column at a time, so Arrow and numpy copies of all columns never coexist
     arrays: dict[str, np.ndarray] = {}
     for col in dict.fromkeys(mapping.values()):
@@ -100,10 +94,8 @@ def read_parquet(
         del table
     cols = {role: arrays[col] for role, col in mapping.items()}
     if name is None:
-        name = stored.get("name") or source_stem(Path(path))
-    return from_columns(
-        cols, mapping, duplicates=duplicates, rating_scale=rating_scale, name=name, source=src
-    )
+        name = stored.get("name") or columns.source_stem(Path(path))
+    return columns.from_columns(cols, mapping, opts, name=name, source=src)
 
 
 def write_parquet(data: Interactions, path: str | Path, *, compression: str = "snappy") -> None:

@@ -4,8 +4,9 @@ and its split (a spec, or one of ml-100k's predefined splits)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
-from recfit.data.duplicates import DuplicatePolicy
+from recfit.data.columns import ReadOptions, read_options
 from recfit.data.grouplens import (
     DATASETS,
     PREDEFINED_SPLITS,
@@ -28,17 +29,13 @@ def load_dataset(
     dataset: str | Path,
     *,
     data_dir: str | Path | None = None,
-    user: str = "user",
-    item: str = "item",
-    rating: str = "rating",
-    timestamp: str | None = None,
-    weight: str | None = None,
-    duplicates: DuplicatePolicy = "error",
+    **options: Unpack[ReadOptions],
 ) -> Interactions:
     """A MovieLens release by name, a rating file by path (CSV, TSV, Parquet), or a folder.
 
     A folder is read as the extracted MovieLens release it is (or holds), else as the one
-    rating file it holds. ``duplicates`` applies to every source, releases included.
+    rating file it holds. ``options`` are those of :func:`recfit.data.io.from_frame`;
+    only ``duplicates`` applies to a MovieLens release.
 
     Raises:
         DataError: the file cannot be read or holds invalid values.
@@ -51,6 +48,7 @@ def load_dataset(
         ...
         recfit.errors.ConfigError: expected a file path or a MovieLens name (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-32m, ml-latest-small, ml-latest), received 'ml-7m'
     """
+    duplicates = read_options(options, "load_dataset").get("duplicates", "error")
     p = Path(dataset)
     if str(dataset) not in DATASETS and (p.exists() or p.suffix.lower() in _FILE_SUFFIXES):
         if p.is_dir():
@@ -58,15 +56,7 @@ def load_dataset(
             if found is not None:
                 return movielens_folder(found[1], duplicates=duplicates)
             p = _only_rating_file(p)
-        return load(
-            p,
-            user=user,
-            item=item,
-            rating=rating,
-            timestamp=timestamp,
-            weight=weight,
-            duplicates=duplicates,
-        )
+        return load(p, **options)
     if str(dataset) not in DATASETS:
         raise ConfigError(
             f"expected a file path or a MovieLens name ({', '.join(DATASETS)}), "

@@ -54,12 +54,20 @@ Example:
     0.05
 """
 
-from recfit.experiments.records import Runner, RunRecord, seeds_for
-from recfit.experiments.results import ExperimentResults, Interval, PairedComparison, t_multiplier
+from recfit.experiments.records import RUNS_FILE, Runner, RunRecord, seeds_for
+from recfit.experiments.results import (
+    CONFIDENCE,
+    ExperimentResults,
+    Interval,
+    PairedComparison,
+    t_multiplier,
+)
 from recfit.experiments.running import load_results, run_experiments
 from recfit.experiments.spec import CompareSpec, load_compare_config
 
 __all__ = [
+    "CONFIDENCE",
+    "RUNS_FILE",
     "CompareSpec",
     "ExperimentResults",
     "Interval",
