@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from recfit.errors import ConfigError
 from recfit.models.base import Batch, RatingModel, squash
-from recfit.models.registry import Family, register_family, sized_build, weighted_mean
+from recfit.models.registry import Family, mean_rating, register_family, sized_build
 
 __all__ = ["BiasedMF", "DotBias"]
 
@@ -241,10 +241,6 @@ class BiasedMF(DotBias):
                 self.item_factors.normal_(0.0, init_std, generator=g)
 
 
-def _global_mean(kw: dict[str, Any], train: Any) -> None:
-    kw.setdefault("global_mean", weighted_mean(train))
-
-
 register_family(Family(
     name="dot", task="rating", model_class=DotBias, output="rating",
     reads=frozenset({"n_factors", "y_range", "seed"}),
@@ -256,6 +252,6 @@ register_family(Family(
     name="mf", task="rating", model_class=BiasedMF, output="rating",
     reads=frozenset({"n_factors", "seed"}),
     trainers=("sgd", "als"), adapter="dot", row_wise=True,
-    defaults={}, build=sized_build(BiasedMF, prepare=_global_mean),
+    defaults={}, build=sized_build(BiasedMF, prepare=mean_rating),
     summary="biased matrix factorisation with Surprise SVD's semantics (mu: the mean rating)",
 ))  # fmt: skip

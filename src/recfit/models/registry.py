@@ -52,6 +52,7 @@ __all__ = [
     "family",
     "family_of",
     "find_family",
+    "mean_rating",
     "register_family",
     "sized_build",
     "unregister_family",
@@ -310,6 +311,12 @@ def weighted_mean(train: Interactions) -> float:
     """The mean training rating weighted by the rows' weights (0 without weight)."""
     w = train.weights()
     return float(np.average(train.rating, weights=w)) if w.sum() > 0 else 0.0
+
+
+def mean_rating(kwargs: dict[str, Any], train: Interactions) -> None:
+    """A ``prepare`` for :func:`sized_build`: ``global_mean`` defaults to the weighted
+    mean training rating."""
+    kwargs.setdefault("global_mean", weighted_mean(train))
 
 
 def build_model(config: Mapping[str, Any]) -> RatingModel:
