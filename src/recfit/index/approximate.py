@@ -84,16 +84,10 @@ class ApproximateIndex:
         inputs.check_metric(metric)
         if kind not in ("hnsw", "ivf"):
             raise ConfigError(f"expected kind in ('hnsw', 'ivf'), received {kind!r}")
-        for name, value in (
-            ("m", m),
-            ("ef_construction", ef_construction),
-            ("ef_search", ef_search),
-            ("nprobe", nprobe),
-            ("query_chunk_size", query_chunk_size),
-        ):
-            inputs.check_positive(name, value)
-        if nlist is not None:
-            inputs.check_positive("nlist", nlist)
+        inputs.check_positive(
+            m=m, ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe,
+            query_chunk_size=query_chunk_size, nlist=nlist,
+        )  # fmt: skip
         self._faiss = _import_faiss()
         self.metric: Metric = metric
         self.kind = kind
@@ -146,7 +140,7 @@ class ApproximateIndex:
             raise ConfigError(
                 "expected candidates set by update_candidates() before querying, received none"
             )
-        inputs.check_positive("k", k)
+        inputs.check_positive(k=k)
         q_all = _to_numpy32(queries, "queries")
         if q_all.shape[1] != self.index_.d:
             raise DataError(

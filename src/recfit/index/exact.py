@@ -97,8 +97,7 @@ class ExactIndex:
         device: str | torch.device | None = None,
     ) -> None:
         check_metric(metric)
-        check_positive("chunk_size", chunk_size)
-        check_positive("query_chunk_size", query_chunk_size)
+        check_positive(chunk_size=chunk_size, query_chunk_size=query_chunk_size)
         self.metric: Metric = metric
         self.chunk_size = int(chunk_size)
         self.query_chunk_size = int(query_chunk_size)
@@ -162,7 +161,7 @@ class ExactIndex:
             raise ConfigError(
                 "expected candidates set by update_candidates() before querying, received none"
             )
-        check_positive("k", k)
+        check_positive(k=k)
         cand = self.embeddings_
         dev = cand.device
         q_all = as_matrix(queries, "queries")

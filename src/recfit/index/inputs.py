@@ -32,9 +32,21 @@ def check_metric(metric: str) -> None:
         raise ConfigError(f"expected metric in {_METRICS}, received {metric!r}")
 
 
-def check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ConfigError(f"expected {name} as an integer >= 1, received {value!r}")
+def check_positive(**values: int | None) -> None:
+    """Each named value is an integer >= 1 (``None``: not given, not checked).
+
+    Example:
+        >>> check_positive(k=10, nlist=None)
+        >>> check_positive(k=0)
+        Traceback (most recent call last):
+        ...
+        recfit.errors.ConfigError: expected k as an integer >= 1, received 0
+    """
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ConfigError(f"expected {name} as an integer >= 1, received {value!r}")
 
 
 def as_matrix(x: Any, name: str, device: torch.device | None = None) -> torch.Tensor:
