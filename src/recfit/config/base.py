@@ -293,7 +293,7 @@ class BaseTrainConfig(BaseModel):
         given and that apply (other values: unchanged).
 
         ``big``: a DotBias of this size would train on the row-wise path
-        (:func:`recfit.runs.resolve_config`).
+        (:func:`recfit.tasks.rating.resolve_config`).
         """
         model = self._auto_model(big)
         cfg = self if model == self.model else self.replace(model=model)

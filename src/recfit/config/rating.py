@@ -114,7 +114,7 @@ class RatingConfig(BaseTrainConfig):
         filling the fields that were not given (other values: unchanged).
 
         ``big``: a DotBias of this size would train on the row-wise path
-        (:func:`recfit.runs.resolve_config`). Then, or with ``trainer="als"``, ``auto`` is
+        (:func:`recfit.tasks.rating.resolve_config`). Then, or with ``trainer="als"``, ``auto`` is
         ``dot``; otherwise ``svdpp``, which is more accurate but has no row-wise or ALS
         form.
 
