@@ -14,17 +14,11 @@ import torch
 from recfit.data import Interactions
 from recfit.errors import CheckpointError, ConfigError
 from recfit.models import DotBias
+from recfit.train import callbacks as cbs
 from recfit.train import checkpoint as ckpt
 from recfit.train import checkpoint_file as ckpt_file
-from recfit.train.callbacks import (
-    Callback,
-    Checkpoint,
-    CSVLogger,
-    EarlyStopping,
-    ProgressBar,
-    ScheduleRecorder,
-)
-from recfit.train.checkpoint import TrainCheckpoint, read_checkpoint
+from recfit.train.callbacks import Callback
+from recfit.train.checkpoint import read_checkpoint
 from recfit.train.learner import Learner
 
 
@@ -37,23 +31,23 @@ def _data(n: int = 1200, seed: int = 0) -> tuple[Interactions, Interactions]:
     return d.take(np.arange(cut)), d.take(np.arange(cut, n))
 
 
+def _encoded(state: dict[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
+    """The checkpoint's encoding of ``state``: JSON text and the tensors it names."""
+    tensors: dict[str, torch.Tensor] = {}
+    return json.dumps(ckpt_file.encode_state(state, "x", tensors)), tensors
+
+
 def _json_round_trip(state: dict[str, Any]) -> dict[str, Any]:
     """Through the checkpoint's encoding, as a file would carry it."""
-    tensors: dict[str, torch.Tensor] = {}
-    text = json.dumps(ckpt_file.encode_state(state, "x", tensors))
+    text, tensors = _encoded(state)
     return ckpt_file.decode_state(json.loads(text), tensors)  # type: ignore[no-any-return]
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(map(_same, a, b))
-    if isinstance(a, float) and np.isnan(a):
-        return isinstance(b, float) and np.isnan(b)
-    return bool(a == b)
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    (text_a, ta), (text_b, tb) = _encoded(a), _encoded(b)
+    return (
+        text_a == text_b and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    )
 
 
 class Snapshot(Callback):
@@ -117,10 +111,10 @@ def _fitted(cb: Callback, epochs: int = 3) -> Callback:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: EarlyStopping("mse", patience=1),
-        lambda: EarlyStopping("mse", patience=10, restore_best=True),
-        lambda: ScheduleRecorder(),
-        lambda: ProgressBar(quiet=True),
+        lambda: cbs.EarlyStopping("mse", patience=1),
+        lambda: cbs.EarlyStopping("mse", patience=10, restore_best=True),
+        lambda: cbs.ScheduleRecorder(),
+        lambda: cbs.ProgressBar(quiet=True),
     ],
     ids=["early-stopping-stopped", "early-stopping-best-weights", "recorder", "progress"],
 )
@@ -134,16 +128,16 @@ def test_callback_state_dict_round_trips(make: Any) -> None:
 
 
 def test_best_checkpoint_state_round_trips(tmp_path: Path) -> None:
-    cb = _fitted(Checkpoint(tmp_path, monitor="mse"))
+    cb = _fitted(cbs.Checkpoint(tmp_path, monitor="mse"))
     assert cb.state_dict()["best_epoch"] >= 0
-    fresh = Checkpoint(tmp_path, monitor="mse")
+    fresh = cbs.Checkpoint(tmp_path, monitor="mse")
     fresh.load_state_dict(_json_round_trip(cb.state_dict()))
     assert (fresh.best, fresh.best_epoch) == (cb.best, cb.best_epoch)
 
 
 def test_stateless_callbacks_save_nothing(tmp_path: Path) -> None:
     assert Callback().state_dict() == {}
-    assert CSVLogger(tmp_path / "h.csv").state_dict() == {}
+    assert cbs.CSVLogger(tmp_path / "h.csv").state_dict() == {}
 
 
 class Counter(Callback):
@@ -167,31 +161,33 @@ class Counter(Callback):
         self.steps, self.seen = int(state["steps"]), state["seen"].clone()
 
 
-class _Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
+class SaveAt(Callback):
+    """Writes a checkpoint after global step ``at`` and lets the fit go on."""
+
+    order = 55  # after the callbacks whose state it saves
+
+    def __init__(self, path: Path, at: int) -> None:
+        self.path, self.at = path, at
 
     def after_batch(self) -> None:
         if self.learn.train_iter == self.at:
-            raise RuntimeError("crash")
+            ckpt.write_checkpoint(self.path, *ckpt.capture(self.learn, epoch_end=False))
 
 
 def test_checkpoint_asks_each_component_and_resumes_a_custom_callback(tmp_path: Path) -> None:
     train, valid = _data()
 
-    def learner(*cbs: Callback) -> Learner:
+    def learner(*extra: Callback) -> Learner:
         return Learner(DotBias(train.n_users, train.n_items, 4), train, valid, bs=64,
-                       progress=False, callbacks=[Counter(), *cbs])  # fmt: skip
+                       progress=False, callbacks=[Counter(), *extra])  # fmt: skip
 
-    ref = learner().fit_one_cycle(3, 1e-2)
-    crashed = learner(TrainCheckpoint(tmp_path, every=4), _Crash(21))
-    with pytest.raises(RuntimeError, match="crash"):
-        crashed.fit_one_cycle(3, 1e-2)
+    path = tmp_path / ckpt.CHECKPOINT_FILE
+    ref = learner(SaveAt(path, 20)).fit_one_cycle(3, 1e-2)  # saved mid-epoch, went on
     state = read_checkpoint(tmp_path)
     assert state.meta["version"] == ckpt.CHECKPOINT_VERSION
     assert state.meta["callbacks"]["0.Counter"]["steps"] == 20
     assert "cb.0.Counter.seen" in state.tensors
-    resumed = learner(TrainCheckpoint(tmp_path, every=4))
+    resumed = learner()
     resumed.resume_state = state
     resumed.fit_one_cycle(3, 1e-2)
     a, b = resumed.cbs[0], ref.cbs[0]

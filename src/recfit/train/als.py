@@ -19,12 +19,9 @@ matrices and right-hand sides come from one ``bmm`` per chunk, and the ``(k+1)×
 systems are solved together with a batched Cholesky factorisation.
 
 Example:
-    >>> import numpy as np
-    >>> from recfit.data import Interactions
+    >>> from recfit.data.synthetic import synthetic
     >>> from recfit.models import BiasedMF
-    >>> rng = np.random.default_rng(0)
-    >>> d = Interactions.from_arrays(rng.integers(0, 30, 600), rng.integers(0, 40, 600),
-    ...                              rng.integers(1, 6, 600).astype(float))
+    >>> d = synthetic(600, 30, 40, seed=0)
     >>> m = BiasedMF(d.n_users, d.n_items, n_factors=4)
     >>> res = fit_als(m, d, epochs=3, reg=0.1)
     >>> bool(res.history[0]["objective"] >= res.history[-1]["objective"])
@@ -349,13 +346,10 @@ def fit_als_learner(
             is the objective ALS minimises).
 
     Example:
-        >>> import numpy as np
-        >>> from recfit.data import Interactions
+        >>> from recfit.data.synthetic import synthetic
         >>> from recfit.models import BiasedMF
         >>> from recfit.train import Learner
-        >>> rng = np.random.default_rng(0)
-        >>> d = Interactions.from_arrays(rng.integers(0, 30, 500), rng.integers(0, 40, 500),
-        ...                              rng.integers(1, 6, 500).astype(float))
+        >>> d = synthetic(500, 30, 40, seed=0)
         >>> learn = Learner(BiasedMF(d.n_users, d.n_items, 4), d, d, reg=0.1, progress=False)
         >>> len(fit_als_learner(learn, 3).history)
         3
@@ -379,8 +373,8 @@ def fit_als_learner(
     t0 = time.perf_counter()
     with learner.threads():
         fit_als(
-            model, learner.train, epochs=epochs, reg=lam, reg_exponent=reg_exponent,
-            callback=record,
+            cast(DotBias, model), learner.train, epochs=epochs, reg=lam,
+            reg_exponent=reg_exponent, callback=record,
         )  # fmt: skip
     learner.fit_seconds = time.perf_counter() - t0 - spent[0]  # ALS alone, not validation
     learner.model.eval()

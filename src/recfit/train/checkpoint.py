@@ -38,13 +38,11 @@ one with the same seed (same metrics, same history; only wall-clock fields diffe
 CUDA it is identical up to the non-determinism of the GPU kernels themselves.
 
 Example:
-    >>> import numpy as np, tempfile
-    >>> from recfit.data import Interactions
+    >>> import tempfile
+    >>> from recfit.data.synthetic import synthetic
     >>> from recfit.models import DotBias
     >>> from recfit.train.learner import Learner
-    >>> rng = np.random.default_rng(0)
-    >>> d = Interactions.from_arrays(rng.integers(0, 20, 300), rng.integers(0, 30, 300),
-    ...                              rng.integers(1, 6, 300).astype(float))
+    >>> d = synthetic(300, 20, 30, seed=0)
     >>> run = tempfile.mkdtemp()
     >>> learn = Learner(DotBias(d.n_users, d.n_items, 4), d, bs=32, progress=False,
     ...                 callbacks=[TrainCheckpoint(run, every=3)])

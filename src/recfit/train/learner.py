@@ -38,12 +38,9 @@ data); the model, the optimiser and each callback keep theirs
 (:mod:`recfit.train.checkpoint` asks each of them).
 
 Example:
-    >>> import numpy as np
-    >>> from recfit.data import Interactions
+    >>> from recfit.data.synthetic import synthetic
     >>> from recfit.models import DotBias
-    >>> rng = np.random.default_rng(0)
-    >>> d = Interactions.from_arrays(rng.integers(0, 20, 400), rng.integers(0, 30, 400),
-    ...                              rng.integers(1, 6, 400).astype(float))
+    >>> d = synthetic(400, 20, 30, seed=0)
     >>> learn = Learner(DotBias(d.n_users, d.n_items, 8, y_range=(0, 5.5)), d, bs=32,
     ...                 progress=False)
     >>> learn = learn.fit_one_cycle(2, 1e-2)

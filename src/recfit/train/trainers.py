@@ -18,13 +18,10 @@ trains the model in place and returns the Learner, whose ``history``, ``fit_seco
 known ones); :data:`TRAINERS` maps every name to its trainer.
 
 Example:
-    >>> import numpy as np
-    >>> from recfit.data import Interactions
+    >>> from recfit.data.synthetic import synthetic
     >>> from recfit.models import DotBias
     >>> from recfit.train.learner import Learner
-    >>> rng = np.random.default_rng(0)
-    >>> d = Interactions.from_arrays(rng.integers(0, 20, 400), rng.integers(0, 30, 400),
-    ...                              rng.integers(1, 6, 400).astype(float))
+    >>> d = synthetic(400, 20, 30, seed=0)
     >>> learn = Learner(DotBias(d.n_users, d.n_items, 8), d, d, bs=32, progress=False)
     >>> trainer_for("sgd").fit(learn, FitSpec(epochs=2, lr=1e-2)) is learn
     True
