@@ -80,7 +80,7 @@ def main() -> None:
         f"median epoch {med:.2f} s; {len(data) / med:,.0f} ratings/s; "
         f"{len(data) / med / threads:,.0f} ratings/s per thread (memory-bound SGD limit "
         f"10-20 M/s/core); optimiser {type(learn.opt).__name__}"
-        f"{' (compiled step)' if learn._compiled else ''}; "
+        f"{' (compiled step)' if learn.compiled else ''}; "
         f"peak RSS {rss_gb:.2f} GB; load average {os.getloadavg()[0]:.2f}"
     )
 
