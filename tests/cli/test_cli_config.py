@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -127,3 +128,23 @@ def test_a_flag_overrides_the_config_file_of_another_task(tmp_path: Path) -> Non
     assert res.exit_code == 2 and "temperature" in res.output  # validated: > 0
     res = runner.invoke(app, ["train", "--config", str(cfg), "--head", "ordinal"])
     assert res.exit_code == 2 and "unknown key 'head'" in res.output
+
+
+def test_nproc_forwards_generated_flags_as_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recfit.train import distributed
+
+    seen: dict[str, Any] = {}
+
+    def fake_launch(nproc: int, args: list[str]) -> int:
+        seen.update(args=args)
+        return 0
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    res = runner.invoke(app, ["train", "--nproc", "2", "--model", "dot", "--opt", "sgd",
+                              "--layers", "8,4", "--no-bf16"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    args = seen["args"]
+    for flag, value in (("--model", "dot"), ("--opt", "sgd"), ("--layers", "8,4")):
+        assert args[args.index(flag) + 1] == value
+    assert "--no-bf16" in args

@@ -239,3 +239,8 @@ def test_a_version_1_config_is_read_as_its_tasks_class(tmp_path: Path) -> None:
         validate_config({**_V1_RATING, "temperature": 0.5})
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
         validate_config({"version": 1, "epoch": 3})
+
+
+def test_a_config_of_a_newer_format_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"version: .*received 3"):
+        validate_config({"version": 3})

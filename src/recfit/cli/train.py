@@ -376,7 +376,7 @@ def _forwarded_args(ctx: typer.Context, exclude: set[str]) -> list[str]:
             elif p.secondary_opts:  # e.g. --include-seen, the "off" side of a pair
                 args.append(p.secondary_opts[0])
         elif v is not None:
-            args += [p.opts[0], str(v)]
+            args += [p.opts[0], str(v.value if isinstance(v, enum.Enum) else v)]
     return args
 
 

@@ -100,8 +100,8 @@ class BaseTrainConfig(BaseModel):
     MONITOR_KINDS: ClassVar[tuple[str, ...]] = ("rating", "loss")
     """The metric kinds ``monitor`` may be (:func:`recfit.metrics.registry.metric_info`)."""
 
-    version: int = CONFIG_VERSION
-    """The config format version."""
+    version: int = Field(default=CONFIG_VERSION, ge=1, le=CONFIG_VERSION)
+    """The config format version (a file of a newer recfit is refused, not misread)."""
     dataset: str = "ml-100k"
     """A MovieLens release name (ml-100k, ml-1m...) or a CSV / Parquet path."""
     data_dir: str | None = None
