@@ -1,4 +1,11 @@
-"""recfit: train, evaluate and serve recommender models on rating data."""
+"""recfit: train, evaluate and serve recommender models on rating data.
+
+A trained model is kept and handed over as a bundle folder: :func:`save_model` (or
+:meth:`Recommender.save`) writes it, :func:`load_model` and :meth:`Recommender.load` read
+it, and ``recfit serve`` / ``recfit recommend`` answer from it. Training checkpoints
+(``RUN/checkpoint.safetensors``, for ``recfit train --resume``) are not models to hand
+over.
+"""
 
 from recfit._version import __version__
 from recfit.config import (
@@ -6,6 +13,7 @@ from recfit.config import (
     RatingConfig,
     RetrievalConfig,
     TrainConfig,
+    load_config,
     validate_config,
 )
 from recfit.data import Interactions, Split, Vocabulary, load_dataset, make_split, movielens
@@ -20,16 +28,8 @@ from recfit.errors import (
 )
 from recfit.experiments import ExperimentResults, load_compare_config, run_experiments, seeds_for
 from recfit.index import ApproximateIndex, ExactIndex, ItemSets
-from recfit.models import (
-    BiasedMF,
-    DotBias,
-    EmbeddingNN,
-    SVDpp,
-    build_model,
-    load_model,
-    save_model,
-)
-from recfit.recommender import Recommender
+from recfit.models import BiasedMF, DotBias, EmbeddingNN, SVDpp, build_model, families, family
+from recfit.recommender import Recommender, load_model, save_model
 from recfit.runs import RunResult, train_run
 from recfit.train import Callback, Learner
 
@@ -62,7 +62,10 @@ __all__ = [
     "Vocabulary",
     "__version__",
     "build_model",
+    "families",
+    "family",
     "load_compare_config",
+    "load_config",
     "load_dataset",
     "load_model",
     "make_split",

@@ -4,6 +4,11 @@ The config (``model.config()``, with the family's name) is stored as JSON in the
 metadata with a format version; :func:`load_model` rebuilds the model through the family
 registry (:func:`recfit.models.registry.build_model`) without running code from the file.
 
+This file is a part, not a deliverable: a bundle's ``model.safetensors`` and the
+``Checkpoint`` callback's snapshots. A model to keep, serve or hand over is saved with
+:func:`recfit.save_model`, which writes a bundle (vocabularies, seen items, titles and
+checksums with it) that ``Recommender.load``, ``recfit serve`` and ``recfit recommend`` read.
+
 Example:
     >>> MODEL_FORMAT_VERSION
     1

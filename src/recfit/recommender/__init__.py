@@ -5,7 +5,10 @@
   ``resolve_item`` (titles), ``recommend_all`` (Parquet, streamed), ``save`` / ``load``.
 * :mod:`~recfit.recommender.results` — the typed answers (``to_frame`` / ``to_dict``).
 * :mod:`~recfit.recommender.adapters` — one adapter per model family; how to add one.
-* :mod:`~recfit.recommender.bundle` — the on-disk format, checksums and atomic saving.
+* :func:`save_model` / :func:`load_model` — a model saved as a bundle (the one
+  user-facing model file) and read back.
+* :mod:`~recfit.recommender.bundle` — the on-disk format, checksums and atomic saving
+  (:mod:`~recfit.recommender.bundle_write`, :mod:`~recfit.recommender.bundle_read`).
 
 Example:
     >>> from recfit.data import Interactions
@@ -36,6 +39,7 @@ from recfit.recommender.results import (
     ScoredId,
     SimilarResult,
 )
+from recfit.recommender.saving import load_model, save_model
 from recfit.recommender.titles import ItemNotFoundError, TitleIndex, normalise_title
 
 __all__ = [
@@ -59,6 +63,8 @@ __all__ = [
     "TitleIndex",
     "adapter_for",
     "bundle_path",
+    "load_model",
     "normalise_title",
     "register_adapter",
+    "save_model",
 ]
