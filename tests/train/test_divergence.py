@@ -18,6 +18,8 @@ from recfit.data import Interactions
 from recfit.errors import ConfigError, TrainingDivergedError
 from recfit.models import BiasedMF, DotBias, EmbeddingNN
 from recfit.train import Learner, kernels
+from recfit.train.callbacks import Callback
+from recfit.train.checkpoint import CHECKPOINT_FILE, TrainCheckpoint
 from recfit.train.execution import Execution
 
 
@@ -258,7 +260,6 @@ def test_a_fit_cancelled_mid_epoch_is_still_checked(
     """A callback that ends the fit in the middle of an epoch (CancelFitException) does
     not skip the epoch-end checks of the losses so far and of the weights."""
     from recfit.errors import CancelFitException
-    from recfit.train.callbacks import Callback
 
     class Poison(Callback):
         def after_batch(self) -> None:
@@ -275,3 +276,24 @@ def test_a_fit_cancelled_mid_epoch_is_still_checked(
     with pytest.raises(TrainingDivergedError) as err:
         learn.fit(2, 1e-3)
     assert err.value.epoch == 0 and err.value.what != "loss"
+
+
+def test_a_mid_epoch_checkpoint_checks_the_deferred_losses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where losses are checked at the epoch's end (CUDA), a checkpoint saved in the
+    middle of the epoch first checks the losses so far: no checkpoint holds a diverged
+    step, and the error names that step."""
+    class NaNLoss(Callback):
+        def after_loss(self) -> None:
+            if self.learn.train_iter == 1:
+                self.learn.loss = torch.tensor(math.nan)
+
+    monkeypatch.setattr(Learner, "check_each_step", property(lambda self: False))
+    d = _data()
+    learn = Learner(DotBias(d.n_users, d.n_items, 8, seed=0), d, bs=16, progress=False,
+                    callbacks=[NaNLoss(), TrainCheckpoint(tmp_path, every=3)])  # fmt: skip
+    with pytest.raises(TrainingDivergedError) as err:
+        learn.fit(1, 1e-3)
+    assert (err.value.step, err.value.what) == (1, "loss")
+    assert not (tmp_path / CHECKPOINT_FILE).exists()

@@ -79,14 +79,22 @@ class DivergenceGuard:
         elif self._buf is not None:  # no device sync: checked at the epoch's end
             self._buf[batch - self._first[0]] = loss.detach()
 
-    def check_losses(self, last_batch: int, epoch: int, lr: float) -> None:
-        """The buffered losses up to batch ``last_batch``; then the buffer is done."""
-        buf, self._buf = self._buf, None
+    def check_pending(self, last_batch: int, epoch: int, lr: float) -> None:
+        """The buffered losses up to batch ``last_batch`` (e.g. before a checkpoint is
+        saved in the middle of an epoch: one device sync); the buffer stays."""
+        buf = self._buf
         if buf is None:
             return
         bad = torch.nonzero(~torch.isfinite(buf[: max(0, last_batch - self._first[0] + 1)]))
         if len(bad):
             raise diverged("loss", epoch, self._first[1] + int(bad[0]), lr)
+
+    def check_losses(self, last_batch: int, epoch: int, lr: float) -> None:
+        """The buffered losses up to batch ``last_batch``; then the buffer is done."""
+        try:
+            self.check_pending(last_batch, epoch, lr)
+        finally:
+            self._buf = None
 
     def discard(self) -> None:
         """Forget the buffered losses (another rank's check covers them)."""

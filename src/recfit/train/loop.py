@@ -267,8 +267,11 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ records
     def check_finite(self, loss: float | None = None) -> None:
-        """A :class:`~recfit.errors.TrainingDivergedError` when ``loss`` (if given) or a
-        weight of the model is not finite (at the current epoch and last step)."""
+        """A :class:`~recfit.errors.TrainingDivergedError` when ``loss`` (if given), a
+        loss the divergence guard holds unchecked (one process) or a weight of the model
+        is not finite (at the current epoch and last step)."""
+        if self.dist is None:  # each rank's own losses: their sums are checked together
+            self.guard.check_pending(self.iter, self.epoch, self.lr)
         step = max(0, self.train_iter - 1)
         if loss is not None and not math.isfinite(loss):
             raise diverged("loss", self.epoch, step, self.lr)
