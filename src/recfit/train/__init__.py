@@ -1,4 +1,4 @@
-"""Training: the Learner, batches, callbacks, schedules and the LR finder."""
+"""Training: the trainers, the Learner, batches, callbacks, schedules and the LR finder."""
 
 from recfit.train.als import ALSResult, fit_als
 from recfit.train.batches import TensorData, n_batches
@@ -18,6 +18,7 @@ from recfit.train.checkpoint import (
     read_checkpoint,
     resume_config,
 )
+from recfit.train.execution import Execution
 from recfit.train.imbalance import (
     ImbalanceStrategy,
     Resampled,
@@ -28,7 +29,6 @@ from recfit.train.imbalance import (
     row_vectors,
     smote,
 )
-from recfit.train.execution import Execution
 from recfit.train.learner import OPTIMIZERS, Learner, resolve_device
 from recfit.train.lr_finder import LRFinder, LRFinderResult, lr_find, suggest
 from recfit.train.schedules import (
@@ -42,10 +42,12 @@ from recfit.train.schedules import (
     one_cycle_momentum,
 )
 from recfit.train.sparse import RowAdamW, auto_batch_size, scaled_lr
+from recfit.train.trainers import TRAINERS, FitSpec, Trainer, trainer_for
 
 __all__ = [
     "EVENTS",
     "OPTIMIZERS",
+    "TRAINERS",
     "ALSResult",
     "CSVLogger",
     "Callback",
@@ -57,6 +59,7 @@ __all__ = [
     "EarlyStopping",
     "Execution",
     "Exponential",
+    "FitSpec",
     "ImbalanceStrategy",
     "LRFinder",
     "LRFinderResult",
@@ -70,6 +73,7 @@ __all__ = [
     "TensorBoardLogger",
     "TensorData",
     "TrainCheckpoint",
+    "Trainer",
     "TrainingInterrupted",
     "auto_batch_size",
     "class_weights",
@@ -87,4 +91,5 @@ __all__ = [
     "scaled_lr",
     "smote",
     "suggest",
+    "trainer_for",
 ]
