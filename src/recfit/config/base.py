@@ -79,6 +79,9 @@ def config_error(exc: ValidationError, source: str, tag: str | None = None) -> C
             problems.append(
                 f"expected task one of {ctx.get('expected_tags')}, received {ctx.get('tag')!r}"
             )
+        elif err["type"] == "value_error":  # recfit's own rules name what they received
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(msg if loc == "(root)" else f"{loc}: {msg}")
         else:
             problems.append(f"{loc}: {err['msg']} (received {err.get('input')!r})")
     return ConfigError(f"expected a valid training config in {source}: " + "; ".join(problems))
