@@ -19,7 +19,7 @@ from recfit.config import RatingConfig
 from recfit.data.synthetic import synthetic
 from recfit.errors import ConfigError
 from recfit.runs import train_run
-from recfit.server.app import app_from_env
+from recfit.server.app import ENV_SETTINGS, app_from_env, env_for
 
 runner = CliRunner()
 
@@ -107,3 +107,31 @@ def test_app_from_env(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             c.post("/recommend", json={"ratings": [{"item": 1, "rating": 3}] * 9}).status_code
             == 413
         )
+
+
+def test_env_for_round_trips_through_app_from_env(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``recfit serve --workers N`` writes is what each worker's factory reads."""
+    settings = {
+        "report_path": None,
+        "max_body_bytes": 2048,
+        "body_timeout_s": 4.5,
+        "work_threads": 3,
+        "work_queue": 0,
+        "request_budget_s": 7.0,
+        "work_processes": False,
+    }
+    env = env_for(run_dir, 1, **settings)
+    assert env["RECFIT_SERVE_RUN"] == str(run_dir.resolve())
+    assert "RECFIT_SERVE_REPORT" not in env
+    for var in [*env, *(v for v, _ in ENV_SETTINGS.values())]:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    served = app_from_env()
+    pool = served.state.pool
+    assert (pool.threads, pool.capacity, pool.budget_s, pool.processes) == (3, 3, 7.0, False)
+    assert served.state.report_path is None
+    with pytest.raises(ConfigError, match="expected a setting"):
+        env_for(run_dir, nonsense=1)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recfit.cli.common import errors
+from recfit.cli.common import Flag, errors, with_flags
 from recfit.data.interactions import Interactions
 from recfit.data.io import write_parquet
 from recfit.data.sources import load_dataset, split_dataset
@@ -32,17 +32,21 @@ __all__ = ["app"]
 app = typer.Typer(help="Inspect, split and synthesise rating data.", no_args_is_help=True)
 
 
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", help="Folder holding the MovieLens releases.")
+SOURCE_FLAGS = (
+    Flag("data_dir", Path | None, None, "Folder holding the MovieLens releases."),
+    Flag("user", str, "user", "User id column (files)."),
+    Flag("item", str, "item", "Item id column (files)."),
+    Flag("rating", str, "rating", "Rating column (files)."),
+    Flag("timestamp", str | None, None, "Timestamp column (files)."),
+    Flag("weight", str | None, None, "Weight column (files)."),
+    Flag("duplicates", str, "error", "Repeated (user, item) pairs: error, last or mean."),
+)
+"""Where the ratings come from and how a file's columns are read (``load_dataset``'s
+keyword arguments), shared by every command."""
+DatasetArg = Annotated[
+    str, typer.Argument(help="MovieLens name, rating file, or a folder holding either.")
 ]
-UserOpt = Annotated[str, typer.Option("--user", help="User id column (files).")]
-ItemOpt = Annotated[str, typer.Option("--item", help="Item id column (files).")]
-RatingOpt = Annotated[str, typer.Option("--rating", help="Rating column (files).")]
-TimeOpt = Annotated[str | None, typer.Option("--timestamp", help="Timestamp column (files).")]
-WeightOpt = Annotated[str | None, typer.Option("--weight", help="Weight column (files).")]
-DupOpt = Annotated[
-    str, typer.Option("--duplicates", help="Repeated (user, item) pairs: error, last or mean.")
-]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
 
 @app.callback()
@@ -63,38 +67,30 @@ def _info_summary(data: Interactions) -> dict[str, Any]:
     return s
 
 
+def _two_columns(title: str) -> Table:
+    """A table of names (bold) and values (right-aligned), without a header."""
+    t = Table(title=title, show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("", justify="right")
+    return t
+
+
 def _iso(t: int) -> str:
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d")
 
 
 @app.command()
-def info(
-    dataset: Annotated[
-        str, typer.Argument(help="MovieLens name, rating file, or a folder holding either.")
-    ],
-    data_dir: DataDirOpt = None,
-    user: UserOpt = "user",
-    item: ItemOpt = "item",
-    rating: RatingOpt = "rating",
-    timestamp: TimeOpt = None,
-    weight: WeightOpt = None,
-    duplicates: DupOpt = "error",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-) -> None:
+@with_flags(SOURCE_FLAGS, into="source")
+def info(dataset: DatasetArg, as_json: JsonOpt = False, *, source: dict[str, Any]) -> None:
     """Counts, sparsity, rating histogram, activity quantiles and features of a dataset."""
     with errors():
-        data = load_dataset(
-            dataset, data_dir=data_dir, user=user, item=item, rating=rating,
-            timestamp=timestamp, weight=weight, duplicates=duplicates,  # type: ignore[arg-type]
-        )  # fmt: skip
+        data = load_dataset(dataset, **source)
         s = _info_summary(data)
     if as_json:
         typer.echo(json.dumps(s, indent=2, default=str))
         return
     console = Console()
-    t = Table(title=f"{s['name']}", show_header=False)
-    t.add_column("", style="bold")
-    t.add_column("", justify="right")
+    t = _two_columns(f"{s['name']}")
     t.add_row("ratings", f"{s['ratings']:,}")
     t.add_row("users", f"{s['users']:,} ({s['users_with_ratings']:,} with ratings)")
     t.add_row("items", f"{s['items']:,} ({s['items_with_ratings']:,} with ratings)")
@@ -137,10 +133,9 @@ def info(
 
 
 @app.command()
+@with_flags(SOURCE_FLAGS, into="source")
 def split(
-    dataset: Annotated[
-        str, typer.Argument(help="MovieLens name, rating file, or a folder holding either.")
-    ],
+    dataset: DatasetArg,
     spec: Annotated[
         str,
         typer.Option(
@@ -155,24 +150,16 @@ def split(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write train.parquet and test.parquet here.")
     ] = None,
-    data_dir: DataDirOpt = None,
-    user: UserOpt = "user",
-    item: ItemOpt = "item",
-    rating: RatingOpt = "rating",
-    timestamp: TimeOpt = None,
-    weight: WeightOpt = None,
-    duplicates: DupOpt = "error",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    as_json: JsonOpt = False,
+    *,
+    source: dict[str, Any],
 ) -> None:
     """Split a dataset and print the summary; with --out, write the two parts as Parquet."""
     with errors():
         if cold not in ("keep", "drop"):
             raise ConfigError(f"expected --cold keep or drop, received {cold!r}")
-        data = load_dataset(
-            dataset, data_dir=data_dir, user=user, item=item, rating=rating,
-            timestamp=timestamp, weight=weight, duplicates=duplicates,  # type: ignore[arg-type]
-        )  # fmt: skip
-        sp = split_dataset(data, spec, seed=seed, cold=cold, data_dir=data_dir)  # type: ignore[arg-type]
+        data = load_dataset(dataset, **source)
+        sp = split_dataset(data, spec, seed=seed, cold=cold, data_dir=source["data_dir"])  # type: ignore[arg-type]
         summary: dict[str, Any] = dict(sp.summary())
         summary["seed"] = seed
         written: list[str] = []
@@ -187,9 +174,7 @@ def split(
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
     console = Console()
-    t = Table(title=f"split {summary.get('split', spec)} of {dataset}", show_header=False)
-    t.add_column("", style="bold")
-    t.add_column("", justify="right")
+    t = _two_columns(f"split {summary.get('split', spec)} of {dataset}")
     for key, value in summary.items():
         if key == "written":
             continue

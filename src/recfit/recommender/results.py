@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,26 @@ in from given ratings (``fold_in``), or the most popular training items (``popul
 ScoreKind = Literal["rating", "score", "popularity"]
 """What a list's scores are: predicted ratings, model scores (e.g. two-tower logits, not
 ratings), or training-rating counts (the ``popular`` path)."""
+
+
+T = TypeVar("T")
+
+
+class _Answers(Generic[T]):
+    """A sequence of answers (length, iteration, indexing) over the tuple ``_rows``."""
+
+    @property
+    def _rows(self) -> tuple[T, ...]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._rows)
+
+    def __getitem__(self, i: int) -> T:
+        return self._rows[i]
 
 
 def jsonable_id(raw: Any) -> int | str:
@@ -150,7 +170,7 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
-class RecommendResult:
+class RecommendResult(_Answers[Recommendation]):
     """The answer of :meth:`Recommender.recommend`: one :class:`Recommendation` per user.
 
     Attributes:
@@ -163,14 +183,9 @@ class RecommendResult:
     n: int
     exclude_seen: bool
 
-    def __len__(self) -> int:
-        return len(self.recommendations)
-
-    def __iter__(self) -> Iterator[Recommendation]:
-        return iter(self.recommendations)
-
-    def __getitem__(self, i: int) -> Recommendation:
-        return self.recommendations[i]
+    @property
+    def _rows(self) -> tuple[Recommendation, ...]:
+        return self.recommendations
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"n", "exclude_seen", "recommendations": [...]}``."""
@@ -292,7 +307,7 @@ class Neighbours:
 
 
 @dataclass(frozen=True)
-class SimilarResult:
+class SimilarResult(_Answers[Neighbours]):
     """The answer of ``similar_items`` / ``similar_users``: one :class:`Neighbours` per query.
 
     Attributes:
@@ -303,14 +318,9 @@ class SimilarResult:
     kind: Literal["item", "user"]
     results: tuple[Neighbours, ...]
 
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __iter__(self) -> Iterator[Neighbours]:
-        return iter(self.results)
-
-    def __getitem__(self, i: int) -> Neighbours:
-        return self.results[i]
+    @property
+    def _rows(self) -> tuple[Neighbours, ...]:
+        return self.results
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"kind", "results": [...]}``."""

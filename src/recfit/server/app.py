@@ -49,7 +49,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -100,6 +100,7 @@ __all__ = [
     "DEFAULT_REQUEST_BUDGET_S",
     "DEFAULT_WORK_QUEUE",
     "DEFAULT_WORK_THREADS",
+    "ENV_SETTINGS",
     "HEAVY_ROUTES",
     "STATIC_DIR",
     "Admission",
@@ -109,6 +110,7 @@ __all__ = [
     "WorkPool",
     "app_from_env",
     "create_app",
+    "env_for",
 ]
 
 log = logging.getLogger("recfit.server")
@@ -155,6 +157,44 @@ def _with_request_schemas(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _text(description: str) -> Any:
+    """A required text query parameter (an id or a title)."""
+    return Query(min_length=1, max_length=MAX_QUERY_CHARS, description=description)
+
+
+def _n(description: str) -> Any:
+    """A list length query parameter."""
+    return Query(ge=1, le=MAX_N, description=description)
+
+
+_FOLD_IN_DOC = """The top-n items for a new user described by a few ratings (fold-in, no
+retraining). Items may be given by id or title. No ratings: popular items."""
+_PREDICT_DOC = """Predicted ratings (original scale, clipped) or, for a retrieval model, scores
+(never clipped) for (user, item) pairs; ``fallback`` marks baseline answers. Exact ids
+are looked up first, then titles; with ``on_unknown: "null"`` an unmatched title
+gets a null prediction without a close-match search."""
+
+
+def _post_work(
+    app: FastAPI, pool: WorkPool, path: str, kind: str, request_model: type[BaseModel],
+    response_model: type[BaseModel], name: str, doc: str,
+) -> None:  # fmt: skip
+    """A POST endpoint whose JSON body is parsed and answered in the work pool."""
+
+    async def endpoint(request: Request) -> Response:
+        return await pool.run(kind, await request.body(), request.headers.get("content-type"))
+
+    endpoint.__name__ = endpoint.__qualname__ = name
+    endpoint.__doc__ = doc
+    app.post(
+        path,
+        response_model=response_model,
+        tags=["queries"],
+        openapi_extra=_json_body(request_model),
+        name=name,
+    )(endpoint)
 
 
 def _warm_up(rec: Recommender) -> None:
@@ -278,10 +318,8 @@ def create_app(
 
     @app.get("/recommend", response_model=RecommendResponse, tags=["queries"])
     async def recommend(
-        user: Annotated[
-            str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Raw user id.")
-        ],
-        n: Annotated[int, Query(ge=1, le=MAX_N, description="List length.")] = 10,
+        user: Annotated[str, _text("Raw user id.")],
+        n: Annotated[int, _n("List length.")] = 10,
         exclude_seen: Annotated[
             bool, Query(description="Leave out the user's training items.")
         ] = True,
@@ -300,54 +338,26 @@ def create_app(
         res = rec.recommend(user, n=n, exclude_seen=exclude_seen, on_unknown=on_unknown)
         return _recommend_out(res[0], n, exclude_seen)
 
-    @app.post(
-        "/recommend",
-        response_model=RecommendResponse,
-        tags=["queries"],
-        openapi_extra=_json_body(RecommendRequest),
-    )
-    async def recommend_new_user(request: Request) -> Response:
-        """The top-n items for a new user described by a few ratings (fold-in, no
-        retraining). Items may be given by id or title. No ratings: popular items."""
-
-        return await pool.run("fold_in", await request.body(), request.headers.get("content-type"))
+    _post_work(app, pool, "/recommend", "fold_in", RecommendRequest, RecommendResponse,
+               "recommend_new_user", _FOLD_IN_DOC)  # fmt: skip
 
     @app.get("/similar", response_model=SimilarResponse, tags=["queries"])
     async def similar(
-        item: Annotated[
-            str,
-            Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Item id or title."),
-        ],
-        n: Annotated[int, Query(ge=1, le=MAX_N, description="Number of neighbours.")] = 10,
+        item: Annotated[str, _text("Item id or title.")],
+        n: Annotated[int, _n("Number of neighbours.")] = 10,
     ) -> Response:
         """The items most similar to an item (cosine over item representations)."""
-
         return await pool.run("similar", item, n)
 
-    @app.post(
-        "/predict",
-        response_model=PredictResponse,
-        tags=["queries"],
-        openapi_extra=_json_body(PredictRequest),
-    )
-    async def predict(request: Request) -> Response:
-        """Predicted ratings (original scale, clipped) or, for a retrieval model, scores
-        (never clipped) for (user, item) pairs; ``fallback`` marks baseline answers. Exact ids
-        are looked up first, then titles; with ``on_unknown: "null"`` an unmatched title
-        gets a null prediction without a close-match search."""
-
-        return await pool.run("predict", await request.body(), request.headers.get("content-type"))
+    _post_work(app, pool, "/predict", "predict", PredictRequest, PredictResponse, "predict",
+               _PREDICT_DOC)  # fmt: skip
 
     @app.get("/items", response_model=ItemsResponse, tags=["queries"])
     async def items(
-        query: Annotated[
-            str,
-            Query(min_length=1, max_length=MAX_QUERY_CHARS, description="A title or an id."),
-        ],
-        n: Annotated[int, Query(ge=1, le=MAX_N, description="Most results.")] = 10,
+        query: Annotated[str, _text("A title or an id.")],
+        n: Annotated[int, _n("Most results.")] = 10,
     ) -> Response:
         """Items whose title matches the query (or whose id is it), best first."""
-
         return await pool.run("items", query, n)
 
     @app.get("/report", include_in_schema=False)
@@ -374,16 +384,54 @@ def create_app(
     return app
 
 
+def _flag(value: str) -> bool:
+    return value == "1"
+
+
+#: ``create_app`` keyword → (environment variable, parser), for :func:`app_from_env`.
+ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "report_path": ("RECFIT_SERVE_REPORT", str),
+    "max_body_bytes": ("RECFIT_SERVE_MAX_BODY", int),
+    "body_timeout_s": ("RECFIT_SERVE_BODY_TIMEOUT", float),
+    "work_threads": ("RECFIT_SERVE_WORK_THREADS", int),
+    "work_queue": ("RECFIT_SERVE_WORK_QUEUE", int),
+    "request_budget_s": ("RECFIT_SERVE_REQUEST_BUDGET", float),
+    "work_processes": ("RECFIT_SERVE_WORK_PROCESSES", _flag),
+}
+
+
+def env_for(run: str | Path, torch_threads: int | None = None, **settings: Any) -> dict[str, str]:
+    """The environment that makes :func:`app_from_env` build ``create_app(Recommender.load(
+    run), **settings)`` (``None`` settings are left out).
+
+    Example:
+        >>> env_for("runs/r1", work_threads=4, report_path=None)["RECFIT_SERVE_WORK_THREADS"]
+        '4'
+    """
+    env = {"RECFIT_SERVE_RUN": str(Path(run).resolve())}
+    if torch_threads is not None:
+        env["RECFIT_SERVE_TORCH_THREADS"] = str(int(torch_threads))
+    for key, value in settings.items():
+        if key not in ENV_SETTINGS:
+            raise ConfigError(f"expected a setting among {sorted(ENV_SETTINGS)}, received {key!r}")
+        if value is not None:
+            env[ENV_SETTINGS[key][0]] = (
+                ("1" if value else "0") if isinstance(value, bool) else str(value)
+            )
+    return env
+
+
 def app_from_env() -> FastAPI:
     """The app of ``RECFIT_SERVE_RUN`` (a run directory or bundle), for uvicorn workers.
 
     ``recfit serve --workers N`` starts N processes that each call this factory
-    (``uvicorn.run("recfit.server.app:app_from_env", factory=True, workers=N)``).
-    Optional: ``RECFIT_SERVE_REPORT`` (report.html path), ``RECFIT_SERVE_MAX_BODY``
-    (bytes), ``RECFIT_SERVE_TORCH_THREADS``, ``RECFIT_SERVE_BODY_TIMEOUT`` (seconds),
-    ``RECFIT_SERVE_WORK_THREADS``, ``RECFIT_SERVE_WORK_QUEUE``,
-    ``RECFIT_SERVE_REQUEST_BUDGET`` (seconds), ``RECFIT_SERVE_WORK_PROCESSES`` (``1``:
-    heavy work in forked processes).
+    (``uvicorn.run("recfit.server.app:app_from_env", factory=True, workers=N)``) with the
+    environment of :func:`env_for`. Optional: ``RECFIT_SERVE_TORCH_THREADS`` and the
+    variables of :data:`ENV_SETTINGS` (``RECFIT_SERVE_REPORT``: report.html path,
+    ``RECFIT_SERVE_MAX_BODY``: bytes, ``RECFIT_SERVE_BODY_TIMEOUT`` and
+    ``RECFIT_SERVE_REQUEST_BUDGET``: seconds, ``RECFIT_SERVE_WORK_THREADS``,
+    ``RECFIT_SERVE_WORK_QUEUE``, ``RECFIT_SERVE_WORK_PROCESSES``: ``1`` for heavy work
+    in forked processes, where the platform can fork).
 
     Raises:
         ConfigError: ``RECFIT_SERVE_RUN`` is not set.
@@ -394,16 +442,11 @@ def app_from_env() -> FastAPI:
     threads = os.environ.get("RECFIT_SERVE_TORCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
-    return create_app(
-        Recommender.load(run),
-        report_path=os.environ.get("RECFIT_SERVE_REPORT") or None,
-        max_body_bytes=int(os.environ.get("RECFIT_SERVE_MAX_BODY", DEFAULT_MAX_BODY_BYTES)),
-        body_timeout_s=float(os.environ.get("RECFIT_SERVE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S)),
-        work_threads=int(os.environ.get("RECFIT_SERVE_WORK_THREADS", DEFAULT_WORK_THREADS)),
-        work_queue=int(os.environ.get("RECFIT_SERVE_WORK_QUEUE", DEFAULT_WORK_QUEUE)),
-        request_budget_s=float(
-            os.environ.get("RECFIT_SERVE_REQUEST_BUDGET", DEFAULT_REQUEST_BUDGET_S)
-        ),
-        work_processes=os.environ.get("RECFIT_SERVE_WORK_PROCESSES") == "1"
-        and "fork" in multiprocessing.get_all_start_methods(),
-    )
+    settings = {
+        key: parse(os.environ[var])
+        for key, (var, parse) in ENV_SETTINGS.items()
+        if os.environ.get(var)
+    }
+    if "fork" not in multiprocessing.get_all_start_methods():
+        settings["work_processes"] = False
+    return create_app(Recommender.load(run), **settings)
