@@ -194,7 +194,7 @@ def _observe(res: RunResult) -> str:
 
 
 def _run(settings: dict[str, Any], tmp: Path, data: Interactions) -> str:
-    cfg = validate_config({**settings, "device": "cpu"})
+    cfg = validate_config({"device": "cpu", **settings})
     out = tmp / f"run{len(list(tmp.iterdir()))}" if "checkpoint_every" in settings else None
     return _observe(train_run(cfg, out, data=data, progress=False))
 
@@ -222,6 +222,8 @@ def test_a_changed_field_changes_the_run(
         return
     if field == "checkpoint_every":
         base = {**base, "checkpoint_every": 1000}
+    if field == "bf16":  # a GPU option: compared on the GPU
+        base, changed = {**base, "device": "cuda"}, {**changed, "device": "cuda"}
     try:
         before = _run(base, tmp_path, data)
     except RecfitError as e:  # pragma: no cover - the base must train
