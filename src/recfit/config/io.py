@@ -90,9 +90,7 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def validate_config(
-    data: Mapping[str, Any], *, source: str = "config"
-) -> RatingConfig | ClassificationConfig | RetrievalConfig:
+def validate_config(data: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
     """Validate a dict into the config class of its ``task`` (``rating`` when absent).
 
     Raises:
@@ -115,7 +113,7 @@ def validate_config(
         raise config_error(exc, source, tag) from None
 
 
-def load_config(path: str | Path) -> RatingConfig | ClassificationConfig | RetrievalConfig:
+def load_config(path: str | Path) -> TrainConfig:
     """Read a config from a TOML or JSON file.
 
     A TOML file may hold the keys at the top level or under a ``[train]`` table.
@@ -139,9 +137,7 @@ def load_config(path: str | Path) -> RatingConfig | ClassificationConfig | Retri
     return load_toml_text(text, source=str(p))
 
 
-def load_toml_text(
-    text: str, *, source: str = "TOML"
-) -> RatingConfig | ClassificationConfig | RetrievalConfig:
+def load_toml_text(text: str, *, source: str = "TOML") -> TrainConfig:
     """A config from TOML text (keys at the top level or under ``[train]``).
 
     Raises:
