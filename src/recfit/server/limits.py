@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 import urllib.parse
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,8 +19,28 @@ DEFAULT_MAX_BODY_BYTES = 256 * 1024
 DEFAULT_BODY_TIMEOUT_S = 15.0
 
 
-class _BodyTooLarge(Exception):
-    """Raised inside ``receive`` when a streamed body passes the limit."""
+class _BodyCut(Exception):
+    """Raised inside ``receive`` when a middleware stops reading a request body."""
+
+
+async def _app_until_cut(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, was_cut: Callable[[], bool]
+) -> bool:
+    """Run ``app`` with a ``receive`` that may raise :class:`_BodyCut`; once the body was
+    cut the app's own answer (to a partial body) is dropped. True when the body was cut
+    before the app started to answer: the caller answers then."""
+    started = False
+
+    async def guarded_send(message: Message) -> None:
+        nonlocal started
+        if was_cut():  # the app answered its own error to the cut body: ours wins
+            return
+        started = True
+        await send(message)
+
+    with contextlib.suppress(_BodyCut):
+        await app(scope, receive, guarded_send)
+    return was_cut() and not started
 
 
 class BodySizeLimit:
@@ -64,7 +85,6 @@ class BodySizeLimit:
             return
         seen = 0
         too_large = False
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal seen, too_large
@@ -73,24 +93,11 @@ class BodySizeLimit:
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     too_large = True
-                    raise _BodyTooLarge
+                    raise _BodyCut
             return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if too_large:  # the app answered its own error to the cut body: ours wins
-                return
-            started = True
-            await send(message)
-
-        with contextlib.suppress(_BodyTooLarge):
-            await self.app(scope, limited_receive, guarded_send)
-        if too_large and not started:
+        if await _app_until_cut(self.app, scope, limited_receive, send, lambda: too_large):
             await self._refuse(send, seen)
-
-
-class _BodyLate(Exception):
-    """Raised inside ``receive`` when the body has not arrived by its deadline."""
 
 
 class BodyTimeout:
@@ -114,7 +121,6 @@ class BodyTimeout:
         complete = False
         late = False
         received = 0
-        started = False
 
         async def timed_receive() -> Message:
             nonlocal complete, late, received
@@ -124,7 +130,7 @@ class BodyTimeout:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 late = True
-                raise _BodyLate from None
+                raise _BodyCut from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
@@ -132,16 +138,7 @@ class BodyTimeout:
                 complete = True
             return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if late:
-                return
-            started = True
-            await send(message)
-
-        with contextlib.suppress(_BodyLate):
-            await self.app(scope, timed_receive, guarded_send)
-        if late and not started:
+        if await _app_until_cut(self.app, scope, timed_receive, send, lambda: late):
             await _send_error(
                 send,
                 408,
