@@ -164,27 +164,16 @@ class Recommender(UsersAndItems):
         untrained = np.zeros(n_items, dtype=bool)
         if output_kind(m) == "rating" and m.has_record:  # never trained: scored by the baseline
             untrained = np.asarray(m.train_item_count.cpu().numpy() <= 0)
-        self.ranker = Ranker(self.adapter, self.seen, self.popularity, untrained)
+        self.cache_n = 100
+        """Length of the cached top lists (a longer ``n`` computes and caches longer ones)."""
+        self.cache_users = 200_000
+        """Most users whose default top list stays cached (least recently used go first)."""
+        self.ranker = Ranker(
+            self.adapter, self.seen, self.popularity, untrained,
+            cache_sizes=lambda: (self.cache_n, self.cache_users),
+        )  # fmt: skip
         """The top-n machinery (:class:`~recfit.recommender.ranking.Ranker`)."""
         self._titles: TitleIndex | None = None
-
-    @property
-    def cache_n(self) -> int:
-        """Length of the cached top lists (a longer ``n`` computes and caches longer ones)."""
-        return self.ranker.cache_n
-
-    @cache_n.setter
-    def cache_n(self, value: int) -> None:
-        self.ranker.cache_n = int(value)
-
-    @property
-    def cache_users(self) -> int:
-        """Most users whose default top list stays cached (least recently used go first)."""
-        return self.ranker.cache_users
-
-    @cache_users.setter
-    def cache_users(self, value: int) -> None:
-        self.ranker.cache_users = int(value)
 
     # ------------------------------------------------------------------ basics
     @property

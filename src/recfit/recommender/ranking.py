@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,22 +32,23 @@ class Ranker:
         popularity: a score per item index (the popular list's order).
         untrained: items a rating model never trained on: they score the baseline that
             ``predict`` answers, not their untrained weights.
-
-    Attributes:
-        cache_n: length of the cached top lists (a longer ``n`` computes and caches
-            longer ones).
-        cache_users: most users whose default top list stays cached (least recently
-            used go first).
+        cache_sizes: the current ``(length of the cached top lists, most users whose
+            default list stays cached)``; a longer ``n`` computes and caches longer lists,
+            least recently used users go first.
     """
 
     def __init__(
-        self, adapter: ModelAdapter, seen: ItemSets, popularity: np.ndarray, untrained: np.ndarray
+        self,
+        adapter: ModelAdapter,
+        seen: ItemSets,
+        popularity: np.ndarray,
+        untrained: np.ndarray,
+        cache_sizes: Callable[[], tuple[int, int]] = lambda: (100, 200_000),
     ) -> None:
         self.adapter, self.seen, self.popularity = adapter, seen, popularity
         self.untrained = untrained
         self.n_items = len(popularity)
-        self.cache_n = 100
-        self.cache_users = 200_000
+        self.cache_sizes = cache_sizes
         self._lru: OrderedDict[tuple[int, bool], TopN] = OrderedDict()
         self._lock = threading.Lock()
         self._indexes: dict[tuple[str, bytes], ExactIndex] = {}
@@ -119,7 +121,8 @@ class Ranker:
         The top ``n`` of a longer top list is the top ``n`` (ties are broken by item
         position either way), so a cached list answers every ``n`` up to its length.
         """
-        k = max(n, self.cache_n)
+        cache_n, cache_users = self.cache_sizes()
+        k = max(n, cache_n)
         scores = np.empty((len(uu), n), dtype=np.float32)
         idx = np.empty((len(uu), n), dtype=np.int64)
         missing: list[int] = []
@@ -138,14 +141,14 @@ class Ranker:
                 for j, row in enumerate(missing):
                     self._lru[(int(uu[row]), exclude_seen)] = (s_new[j], i_new[j])
         with self._lock:
-            while len(self._lru) > max(0, self.cache_users):
+            while len(self._lru) > max(0, cache_users):
                 self._lru.popitem(last=False)
         return scores, idx
 
     def warm(self, allowed: np.ndarray, *, exclude_seen: bool, chunk_size: int) -> int:
         """Fill the cache for every user with training ratings (up to ``cache_users``);
         returns how many lists were computed."""
-        trained = np.flatnonzero(self.seen.lengths() > 0)[: self.cache_users]
+        trained = np.flatnonzero(self.seen.lengths() > 0)[: self.cache_sizes()[1]]
         for c0 in range(0, len(trained), chunk_size):
             self.top_cached(trained[c0 : c0 + chunk_size], 1, exclude_seen, allowed)
         return len(trained)
