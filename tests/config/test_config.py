@@ -244,3 +244,20 @@ def test_a_version_1_config_is_read_as_its_tasks_class(tmp_path: Path) -> None:
 def test_a_config_of_a_newer_format_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"version: .*received 3"):
         validate_config({"version": 3})
+
+
+def test_a_closed_form_family_reads_none_of_the_training_settings() -> None:
+    from recfit.models.registry import families
+
+    if "baseline" not in [f.name for f in families("rating")]:
+        pytest.skip("no closed-form family registered")
+    cfg = validate_config({"model": "baseline"})
+    assert cfg.trainer == "closed_form" and "trainer" not in cfg.model_fields_set
+    for field, value in (("reg", 0.1), ("epochs", 3), ("lr", 0.1), ("patience", 2),
+                         ("n_factors", 8), ("y_range", (1.0, 5.0))):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"received {field}="):
+            validate_config({"model": "baseline", field: value})
+    with pytest.raises(ConfigError, match="for trainer 'sgd'"):
+        validate_config({"model": "baseline", "trainer": "sgd"})
+    # the family's trainer follows the model when it changes
+    assert RatingConfig(model="baseline").replace(model="mf").trainer == "sgd"

@@ -42,13 +42,26 @@ CONFIG_VERSION = 2
 
 TRAINER_READS: dict[str, frozenset[str]] = {
     "sgd": frozenset(
-        {"epochs", "opt", "lr", "bs", "wd", "schedule", "pct_start", "checkpoint_every", "bf16"}
+        {
+            "epochs",
+            "patience",
+            "opt",
+            "lr",
+            "bs",
+            "wd",
+            "reg",
+            "schedule",
+            "pct_start",
+            "checkpoint_every",
+            "bf16",
+        }
     ),
-    "als": frozenset({"epochs", "reg_exponent"}),
+    "als": frozenset({"epochs", "patience", "reg", "reg_exponent"}),
     "closed_form": frozenset(),
 }
 """The fields each trainer reads; a field some trainer reads applies only with those that
-read it (``reg`` is read by every trainer: the L2 penalty or the ridge)."""
+read it (``reg``: SGD's L2 penalty or ALS's ridge; a closed form reads its family's own
+settings)."""
 
 TRAINER_OVERRIDES: dict[str, frozenset[str]] = {"als": frozenset({"y_range"})}
 """Model fields a trainer fixes: ALS solves for a linear output, so ``y_range`` is not read."""
