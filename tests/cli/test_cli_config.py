@@ -148,3 +148,18 @@ def test_nproc_forwards_generated_flags_as_typed(monkeypatch: pytest.MonkeyPatch
     for flag, value in (("--model", "dot"), ("--opt", "sgd"), ("--layers", "8,4")):
         assert args[args.index(flag) + 1] == value
     assert "--no-bf16" in args
+
+
+def test_a_closed_form_model_trains_from_the_command_line(
+    tmp_path: Path, ratings_csv: Path
+) -> None:
+    from recfit.models.registry import families
+
+    if "baseline" not in [f.name for f in families("rating")]:
+        pytest.skip("no closed-form family registered")
+    res = runner.invoke(app, ["train", "-d", str(ratings_csv), "--model", "baseline", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "trainer closed_form" in res.output and "epochs" not in res.output
+    res = runner.invoke(app, ["train", "-d", str(ratings_csv), "--model", "baseline",
+                              "--epochs", "3"])  # fmt: skip
+    assert res.exit_code == 2 and "epochs=3" in res.output

@@ -233,16 +233,7 @@ def _train(
                 _console.print(
                     f"{'resuming' if resume else 'training'} "
                     f"[bold]{'model auto' if cfg.model == 'auto' else cfg.model}[/bold] on "
-                    f"[bold]{cfg.dataset}[/bold] (split {cfg.split}"
-                    + (f" {cfg.test_file}" if cfg.test_file else "")
-                    + f", seed {cfg.seed}, "
-                    + (
-                        "epochs by model, "
-                        if cfg.model == "auto" and "epochs" not in cfg.model_fields_set
-                        else f"{cfg.epochs} epochs, "
-                    )
-                    + ("opt auto" if cfg.opt == "auto" else f"lr {cfg.lr:g}, wd {cfg.wd:g}")
-                    + f", bs {cfg.bs or 'auto'}{ranks})"
+                    f"[bold]{cfg.dataset}[/bold] ({_summary(cfg)}{ranks})"
                 )
             try:
                 result = train_run(
@@ -261,7 +252,8 @@ def _train(
             if main:
                 rc = result.config
                 _console.print(
-                    f"model {rc.model}, {rc.epochs} epochs"
+                    f"model {rc.model}, "
+                    + (f"{rc.epochs} epochs" if rc.applies("epochs") else f"trainer {rc.trainer}")
                     + (" (model auto)" if cfg.model == "auto" else "")
                 )
                 if rc.trainer == "sgd":
@@ -272,6 +264,22 @@ def _train(
                 _console.print(metrics_table(result.metrics, "validation"))
                 if result.out is not None:
                     _console.print(f"run directory: {result.out}")
+
+
+def _summary(cfg: TrainConfig) -> str:
+    """The split and the training settings that apply, as the start line shows them."""
+    parts = [f"split {cfg.split}" + (f" {cfg.test_file}" if cfg.test_file else ""),
+             f"seed {cfg.seed}"]  # fmt: skip
+    if cfg.applies("epochs"):
+        auto = cfg.model == "auto" and "epochs" not in cfg.model_fields_set
+        parts.append("epochs by model" if auto else f"{cfg.epochs} epochs")
+    if cfg.applies("lr"):
+        parts.append("opt auto" if cfg.opt == "auto" else f"lr {cfg.lr:g}, wd {cfg.wd:g}")
+    if cfg.applies("bs"):
+        parts.append(f"bs {cfg.bs or 'auto'}")
+    if not cfg.applies("epochs"):
+        parts.append(f"trainer {cfg.trainer}")
+    return ", ".join(parts)
 
 
 def _command(impl: Any) -> Any:
