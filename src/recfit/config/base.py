@@ -213,15 +213,17 @@ class BaseTrainConfig(BaseModel):
 
     def _check_trainer(self) -> None:
         supporting = sorted({f.name for f in families(self.task) if self.trainer in f.trainers})
-        if self.trainer not in {t for f in self.candidate_families() for t in f.trainers}:
+        allowed = sorted({t for f in self.candidate_families() for t in f.trainers})
+        if self.trainer not in allowed:
             if not supporting:
                 raise ValueError(
-                    f"expected trainer one of {sorted(TRAINER_READS)} for task {self.task!r}, "
-                    f"received {self.trainer!r}"
+                    f"expected trainer one of {allowed} for model {self.model!r} (task "
+                    f"{self.task!r}), received {self.trainer!r}"
                 )
             raise ValueError(
                 f"expected model {' or '.join(map(repr, supporting))} for trainer "
-                f"{self.trainer!r}, received task {self.task!r} with model {self.model!r}"
+                f"{self.trainer!r}, received task {self.task!r} with model {self.model!r} "
+                f"(it trains with {' or '.join(map(repr, allowed))})"
             )
         if self.trainer == "als" and self.reg <= 0:
             raise ValueError(f"expected reg > 0 for trainer 'als', received {self.reg!r}")
