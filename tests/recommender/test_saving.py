@@ -74,6 +74,11 @@ def test_a_single_file_model_is_refused_with_how_to_resave(
     old = save_single_file(model, tmp_path / "old.safetensors")
     with pytest.raises(BundleError, match=r"single-file model .*re-save it as a bundle"):
         Recommender.load(old)
+    # a folder holding one (an older run directory) gets the same answer
+    (tmp_path / "oldrun").mkdir()
+    save_single_file(model, tmp_path / "oldrun" / "model.safetensors")
+    with pytest.raises(BundleError, match=r"single-file model .*oldrun.*re-save it"):
+        Recommender.load(tmp_path / "oldrun")
     res = runner.invoke(app, ["recommend", str(old), "--user", "1"])
     flat = " ".join(res.output.split())
     assert res.exit_code == 2 and "single-file model" in flat and "re-save it" in flat

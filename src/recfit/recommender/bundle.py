@@ -138,12 +138,13 @@ def bundle_path(path: str | Path) -> Path:
         return sub
     if not p.exists():
         raise BundleError(f"expected a bundle or run directory, received missing path {str(p)!r}")
-    kind = single_file_kind(p)
+    single = p if p.is_file() else p / "model.safetensors"  # an older run directory's
+    kind = single_file_kind(single)
     if kind == "model":
         raise BundleError(
             f"expected a bundle (a folder with {MANIFEST}), received the single-file model "
-            f"{str(p)!r}, which holds no vocabularies; re-save it as a bundle with "
-            f"recfit.save_model(recfit.load_model({str(p)!r}), FOLDER, TRAINING_DATA)"
+            f"{str(single)!r}, which holds no vocabularies; re-save it as a bundle with "
+            f"recfit.save_model(recfit.load_model({str(single)!r}), FOLDER, TRAINING_DATA)"
         )
     if kind == "checkpoint":
         raise BundleError(
