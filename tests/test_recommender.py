@@ -16,15 +16,15 @@ from recfit.data import Interactions
 from recfit.errors import BundleError, ConfigError, DataError, UnknownIdError
 from recfit.models import DotBias, Family, RatingModel, TwoTower, create_model, register_family
 from recfit.models.registry import sized_build, unregister_family
+from recfit.models.retrieval_losses import RescaledMSELoss
 from recfit.recommender import (
     ItemNotFoundError,
     Recommender,
+    bundle_write,
     normalise_title,
 )
-from recfit.recommender import bundle_write
 from recfit.retrieval import ItemSets
 from recfit.train.learner import Learner
-from recfit.models.retrieval_losses import RescaledMSELoss
 
 # Model families under test. Other families (classifier, two-tower) plug in here: add a
 # factory building a small model for ``train`` and the shared tests run on it.

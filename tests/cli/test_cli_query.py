@@ -139,9 +139,7 @@ def test_predict_says_score_for_a_retrieval_run(tmp_path: Path) -> None:
     r = rng.integers(1, 6, size=int(keep.sum())).astype(float)
     d = Interactions.from_arrays(u[keep] + 100, i[keep] + 1000, r, rating_scale=(1, 5))
     out = tmp_path / "t"
-    cfg = RetrievalConfig(
-        dataset="synthetic", epochs=1, bs=32, n_factors=4, layers=[4], seed=0
-    )
+    cfg = RetrievalConfig(dataset="synthetic", epochs=1, bs=32, n_factors=4, layers=[4], seed=0)
     train_run(cfg, out, data=d, progress=False)
     rec = Recommender.load(out)
     raw = rec.predict(100, [1000, 1001, 1002])

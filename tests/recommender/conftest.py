@@ -16,9 +16,9 @@ import torch
 from recfit.data import Interactions
 from recfit.data.synthetic import synthetic
 from recfit.models import TwoTower, create_model
+from recfit.models.retrieval_losses import RescaledMSELoss
 from recfit.recommender import Recommender
 from recfit.train.learner import Learner
-from recfit.models.retrieval_losses import RescaledMSELoss
 
 FAMILIES = ("dot", "mf", "svdpp", "nn", "classifier", "two_tower")
 HUGE = 50_000_000
