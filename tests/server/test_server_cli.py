@@ -20,6 +20,7 @@ from recfit.data.synthetic import synthetic
 from recfit.errors import ConfigError
 from recfit.runs import train_run
 from recfit.server.app import ENV_SETTINGS, app_from_env, env_for
+from recfit.server.transport import HEADER_TIMEOUT_ENV
 
 runner = CliRunner()
 
@@ -122,8 +123,9 @@ def test_env_for_round_trips_through_app_from_env(
         "request_budget_s": 7.0,
         "work_processes": False,
     }
-    env = env_for(run_dir, 1, **settings)
+    env = env_for(run_dir, 1, 3.5, **settings)
     assert env["RECFIT_SERVE_RUN"] == str(run_dir.resolve())
+    assert env[HEADER_TIMEOUT_ENV] == "3.5"  # read by each worker's GuardedH11Protocol
     assert "RECFIT_SERVE_REPORT" not in env
     for var in [*env, *(v for v, _ in ENV_SETTINGS.values())]:
         monkeypatch.delenv(var, raising=False)

@@ -106,7 +106,7 @@ def serve(run: RunArg, opts: dict[str, Any]) -> None:
             uvicorn.Server(config).run()
             return
         # several processes: each loads the run and builds the app from the environment
-        os.environ.update(env_for(run, opts["torch_threads"], **settings))
+        os.environ.update(env_for(run, opts["torch_threads"], opts["header_timeout"], **settings))
         del rec
         uvicorn.run(
             "recfit.server.app:app_from_env",

@@ -92,6 +92,7 @@ from recfit.server.schemas import (
     RecommendResponse,
     SimilarResponse,
 )
+from recfit.server.transport import HEADER_TIMEOUT_ENV
 from recfit.server.work import _recommend_out
 
 __all__ = [
@@ -400,9 +401,15 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
-def env_for(run: str | Path, torch_threads: int | None = None, **settings: Any) -> dict[str, str]:
+def env_for(
+    run: str | Path,
+    torch_threads: int | None = None,
+    header_timeout_s: float | None = None,
+    **settings: Any,
+) -> dict[str, str]:
     """The environment that makes :func:`app_from_env` build ``create_app(Recommender.load(
-    run), **settings)`` (``None`` settings are left out).
+    run), **settings)`` with ``torch_threads`` threads, and the workers' connections close
+    after ``header_timeout_s`` without a request head (``None`` values are left out).
 
     Example:
         >>> env_for("runs/r1", work_threads=4, report_path=None)["RECFIT_SERVE_WORK_THREADS"]
@@ -411,6 +418,8 @@ def env_for(run: str | Path, torch_threads: int | None = None, **settings: Any) 
     env = {"RECFIT_SERVE_RUN": str(Path(run).resolve())}
     if torch_threads is not None:
         env["RECFIT_SERVE_TORCH_THREADS"] = str(int(torch_threads))
+    if header_timeout_s is not None:
+        env[HEADER_TIMEOUT_ENV] = str(float(header_timeout_s))
     for key, value in settings.items():
         if key not in ENV_SETTINGS:
             raise ConfigError(f"expected a setting among {sorted(ENV_SETTINGS)}, received {key!r}")

@@ -28,6 +28,7 @@ from recfit.errors import ConfigError
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_KEEP_ALIVE_S",
+    "HEADER_TIMEOUT_ENV",
     "GuardedH11Protocol",
     "serve_config",
 ]
@@ -36,7 +37,8 @@ __all__ = [
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 #: Seconds an idle keep-alive connection stays open.
 DEFAULT_KEEP_ALIVE_S = 5
-_ENV = "RECFIT_SERVE_HEADER_TIMEOUT"
+#: The environment variable worker processes read their header timeout from.
+HEADER_TIMEOUT_ENV = "RECFIT_SERVE_HEADER_TIMEOUT"
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -52,7 +54,7 @@ class GuardedH11Protocol(H11Protocol):
         config = kwargs.get("config", args[0] if args else None)
         value = getattr(config, "header_timeout_s", None)
         if value is None:
-            value = os.environ.get(_ENV) or DEFAULT_HEADER_TIMEOUT_S
+            value = os.environ.get(HEADER_TIMEOUT_ENV) or DEFAULT_HEADER_TIMEOUT_S
         self.header_timeout_s = float(value)
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_cycle: Any = None
