@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -211,3 +212,26 @@ def test_a_checkpoint_of_the_previous_format_is_refused(tmp_path: Path) -> None:
         CheckpointError, match=r"version 3, received 'recfit\.checkpoint' version 2"
     ):
         read_checkpoint(tmp_path)
+
+
+def test_a_resumed_fit_writes_the_same_history_csv(tmp_path: Path) -> None:
+    train, valid = _data()
+
+    def learner(csv: Path, *extra: Callback) -> Learner:
+        return Learner(DotBias(train.n_users, train.n_items, 4), train, valid, bs=64,
+                       progress=False, callbacks=[cbs.CSVLogger(csv), *extra])  # fmt: skip
+
+    path = tmp_path / ckpt.CHECKPOINT_FILE
+    learner(tmp_path / "ref.csv", SaveAt(path, 2 * 15 + 3)).fit(3, 1e-2)  # 15 steps an epoch
+    state = read_checkpoint(path)
+    assert state.meta["callbacks"]["0.CSVLogger"] == {
+        "fields": list(pd.read_csv(tmp_path / "ref.csv"))
+    }
+    resumed = learner(tmp_path / "resumed.csv")
+    resumed.resume_state = state
+    resumed.fit(3, 1e-2)
+    ref, again = (
+        pd.read_csv(tmp_path / f).drop(columns="time") for f in ("ref.csv", "resumed.csv")
+    )
+    pd.testing.assert_frame_equal(again, ref)
+    assert len(ref) == 3

@@ -326,6 +326,9 @@ class Checkpoint(_Monitor):
 class CSVLogger(Callback):
     """Append each epoch's record to a CSV file (header from the first record).
 
+    Its state is the header; a resumed fit (``append=False``) writes the file again from
+    the restored history, so it ends as an uninterrupted fit's would.
+
     Example:
         >>> CSVLogger("history.csv").path.name
         'history.csv'
@@ -348,11 +351,23 @@ class CSVLogger(Callback):
         new = not self.path.exists()
         if self._fields is None:
             self._fields = list(rec)
+        self._write([rec], header=new)
+
+    def _write(self, rows: list[dict[str, Any]], header: bool) -> None:
+        assert self._fields is not None
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
-            if new:
+            if header:
                 w.writeheader()
-            w.writerow(rec)
+            w.writerows(rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self._fields is None else {"fields": list(self._fields)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._fields = list(state["fields"])
+        if not self.append:  # before_fit emptied the file: the epochs before the resume
+            self._write(self.learn.history, header=True)
 
 
 class TensorBoardLogger(Callback):
