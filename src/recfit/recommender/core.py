@@ -7,12 +7,13 @@ item popularity, titles, the rating scale and the run's config. It answers
 in raw ids, one or many at once, and it saves to / loads from a bundle folder (see
 :mod:`recfit.recommender.bundle`).
 
-The work lives beside it, one concern per module: :mod:`~recfit.recommender.ranking`
-(top-n lists and their cache), :mod:`~recfit.recommender.predictions` (pairs),
-:mod:`~recfit.recommender.inputs` (checked arguments, a new user's ratings),
-:mod:`~recfit.recommender.items` (titles, years, genres), :mod:`~recfit.recommender.export`
-(every user at once), :mod:`~recfit.recommender.bundle_write` and
-:mod:`~recfit.recommender.bundle_read`.
+The work lives beside it, one concern per module: :mod:`~recfit.recommender.queries`
+(known users' lists), :mod:`~recfit.recommender.ranking` (top-n lists, their cache and
+indexes), :mod:`~recfit.recommender.predictions` (pairs),
+:mod:`~recfit.recommender.newusers` (fold-in), :mod:`~recfit.recommender.similarity`,
+:mod:`~recfit.recommender.export` (every user at once), :mod:`~recfit.recommender.inputs`
+(checked arguments), :mod:`~recfit.recommender.items` (titles, years, genres),
+:mod:`~recfit.recommender.bundle_write` and :mod:`~recfit.recommender.bundle_read`.
 
 Unknown ids always get a documented answer: ``recommend`` sends an id absent
 from the vocabulary to the ``popular`` path with the reason (or raises
