@@ -44,7 +44,9 @@ def _train(data_dir: str | None, epochs: int, out: Path) -> Path:
     from recfit.config import RatingConfig
     from recfit.runs import train_run
 
-    cfg = RatingConfig(dataset="ml-1m", data_dir=data_dir, split="random:0.1", epochs=epochs, seed=0)
+    cfg = RatingConfig(
+        dataset="ml-1m", data_dir=data_dir, split="random:0.1", epochs=epochs, seed=0
+    )
     t0 = time.perf_counter()
     res = train_run(cfg, out, progress=False)
     print(

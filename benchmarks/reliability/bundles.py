@@ -75,9 +75,9 @@ Expect = Literal["refuse", "same", "any"]
 # ------------------------------------------------------------------ pristine bundles
 def _train(name: str, d: Any) -> Any:
     from recfit.models import TwoTower, create_model
+    from recfit.models.retrieval_losses import RescaledMSELoss
     from recfit.recommender import Recommender
     from recfit.train.learner import Learner
-    from recfit.models.retrieval_losses import RescaledMSELoss
 
     loss: Any = None
     if name == "two_tower":

@@ -284,6 +284,7 @@ def test_a_mid_epoch_checkpoint_checks_the_deferred_losses(
     """Where losses are checked at the epoch's end (CUDA), a checkpoint saved in the
     middle of the epoch first checks the losses so far: no checkpoint holds a diverged
     step, and the error names that step."""
+
     class NaNLoss(Callback):
         def after_loss(self) -> None:
             if self.learn.train_iter == 1:

@@ -214,7 +214,14 @@ def _train(
         flags.update(_column_flags(columns, *(fields.get(c) for c in cols)))
         flags.update(_file_flags(fields.get("dataset"), train_file, fields.get("test_file")))
         if resume is not None:
-            given = sorted(k for k, v in {**flags, "config": config}.items() if v is not None)
+            from_env = {  # RECFIT_DATA_DIR in the environment is not a flag given
+                k for k in flags if _source(cli_ctx, k) == "ENVIRONMENT"
+            }
+            given = sorted(
+                k
+                for k, v in {**flags, "config": config}.items()
+                if v is not None and k not in from_env
+            )
             given += ["force"] * force
             if given:
                 raise ConfigError(
@@ -367,6 +374,13 @@ def _print_dropped(split: Any) -> None:
             f"rows dropped: {info['dropped_unknown_users']:,} users and "
             f"{info['dropped_unknown_items']:,} items are not in the training file"
         )
+
+
+def _source(ctx: typer.Context, name: str) -> str | None:
+    """Where click took parameter ``name`` from (``COMMANDLINE``, ``ENVIRONMENT``...), by
+    name: typer may hand over a ParameterSource of its own click copy."""
+    source = ctx.get_parameter_source(name)
+    return None if source is None else source.name
 
 
 def _forwarded_args(ctx: typer.Context, exclude: set[str]) -> list[str]:
