@@ -17,7 +17,14 @@ also takes ml-100k's predefined ``u1`` … ``u5``, ``ua``, ``ub``):
 ``temporal:0.2``      the latest 20% of ratings by timestamp (global cut)
 ``last:1``            each user's last ``k`` ratings by time (leave-last-k)
 ``kfold:5:0``         fold 0 of a 5-fold partition of the ratings
+``users:0.1:0.8``     strong generalisation: 10% of the users held out; 80% of each
+                      one's rows given for fold-in, the other 20% ranked
 ====================  ==========================================================
+
+Strong generalisation (:func:`strong_generalisation`) makes three parts: the training
+rows (no held-out user in them), the held-out users' given rows (``fold_in_idx``, read
+as :attr:`Split.fold_in`; a model scores those users from these items only) and their
+rows to rank (``test_idx``). :attr:`Split.fold_in_users` names the folded-in users.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ __all__ = [
     "random_split",
     "split_by_spec",
     "split_from_pairs",
+    "strong_generalisation",
     "temporal_split",
 ]
 
@@ -48,14 +56,17 @@ ColdPolicy = Literal["keep", "drop"]
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Two disjoint parts of one :class:`Interactions`, as row positions.
+    """Disjoint parts of one :class:`Interactions`, as row positions.
 
     Attributes:
-        data: the parent data; both parts share its vocabularies.
+        data: the parent data; every part shares its vocabularies.
         train_idx: sorted ``int64`` row positions of the training part.
         test_idx: sorted ``int64`` row positions of the test part.
         name: the spec that made the split.
-        dropped_idx: rows removed by ``cold="drop"`` (in neither part).
+        dropped_idx: rows removed by ``cold="drop"`` (in no part).
+        cold: the cold policy applied.
+        fold_in_idx: sorted ``int64`` row positions given for fold-in (strong
+            generalisation: the held-out users' known rows; empty otherwise).
     """
 
     data: Interactions
@@ -64,6 +75,7 @@ class Split:
     name: str
     dropped_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     cold: ColdPolicy = "keep"
+    fold_in_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @cached_property
     def train(self) -> Interactions:
@@ -75,14 +87,25 @@ class Split:
         """The test rows."""
         return self.data.take(self.test_idx)
 
+    @cached_property
+    def fold_in(self) -> Interactions:
+        """The rows given for fold-in (strong generalisation; empty otherwise)."""
+        return self.data.take(self.fold_in_idx)
+
+    @property
+    def fold_in_users(self) -> np.ndarray:
+        """Sorted ``int64`` indices of the users scored from their fold-in rows only."""
+        return np.unique(self.data.user[self.fold_in_idx]).astype(np.int64)
+
     def with_cold(self, cold: ColdPolicy) -> Split:
         """The same split with the cold policy ``cold`` applied (dropped rows restored first)."""
         test = np.concatenate([self.test_idx, self.dropped_idx])
-        return _finish(self.data, self.train_idx, test, self.name, cold)
+        return _finish(self.data, self.train_idx, test, self.name, cold, self.fold_in_idx)
 
     def cold_counts(self) -> dict[str, int]:
-        """Test users/items absent from training, and the test rows they hold."""
-        cold_u, cold_i = _cold_masks(self.data, self.train_idx, self.test_idx)
+        """Test users/items absent from training, and the test rows they hold (a user
+        with fold-in rows is not cold)."""
+        cold_u, cold_i = _cold_masks(self.data, self.train_idx, self.test_idx, self.fold_in_idx)
         return {
             "cold_users": len(np.unique(self.data.user[self.test_idx][cold_u])),
             "cold_items": len(np.unique(self.data.item[self.test_idx][cold_i])),
@@ -104,16 +127,24 @@ class Split:
             "cold_policy": self.cold,
             "dropped_cold_rows": len(self.dropped_idx),
         }
+        if len(self.fold_in_idx):
+            out["fold_in"] = len(self.fold_in_idx)
+            out["fold_in_users"] = len(self.fold_in_users)
         out.update(self.cold_counts())
         return out
 
 
 def _cold_masks(
-    data: Interactions, train_idx: np.ndarray, test_idx: np.ndarray
+    data: Interactions,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    fold_in_idx: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     seen_u = np.zeros(data.n_users, dtype=bool)
     seen_i = np.zeros(data.n_items, dtype=bool)
     seen_u[data.user[train_idx]] = True
+    if fold_in_idx is not None:
+        seen_u[data.user[fold_in_idx]] = True
     seen_i[data.item[train_idx]] = True
     return ~seen_u[data.user[test_idx]], ~seen_i[data.item[test_idx]]
 
@@ -124,18 +155,20 @@ def _finish(
     test_idx: np.ndarray,
     name: str,
     cold: ColdPolicy,
+    fold_in_idx: np.ndarray | None = None,
 ) -> Split:
     if cold not in ("keep", "drop"):
         raise ConfigError(f"expected cold='keep' or 'drop', received {cold!r}")
     train_idx = np.sort(np.asarray(train_idx, dtype=np.int64))
     test_idx = np.sort(np.asarray(test_idx, dtype=np.int64))
+    fold_in = np.sort(np.asarray([] if fold_in_idx is None else fold_in_idx, dtype=np.int64))
     dropped = np.zeros(0, dtype=np.int64)
     if cold == "drop" and len(test_idx):
-        cold_u, cold_i = _cold_masks(data, train_idx, test_idx)
+        cold_u, cold_i = _cold_masks(data, train_idx, test_idx, fold_in)
         is_cold = cold_u | cold_i
         dropped = test_idx[is_cold]
         test_idx = test_idx[~is_cold]
-    return Split(data, train_idx, test_idx, name, dropped, cold)
+    return Split(data, train_idx, test_idx, name, dropped, cold, fold_in)
 
 
 def _check_frac(frac: float, param: str = "test_frac") -> float:
@@ -229,20 +262,76 @@ def temporal_split(
 def leave_last_k(data: Interactions, k: int = 1, *, cold: ColdPolicy = "keep") -> Split:
     """Hold out each user's last ``k`` ratings by time; users with ``<= k`` keep all in train.
 
+    Ties in time are broken by row order, as in :func:`temporal_split`: of two rows with
+    the same timestamp, the later row is the later rating.
+
     Example:
         >>> d = Interactions.from_arrays([1, 1, 1, 2], [1, 2, 3, 1], [1, 2, 3, 4],
         ...                              timestamp=[3, 1, 2, 5])
         >>> leave_last_k(d, 1).test_idx.tolist()
         [0]
+        >>> tied = Interactions.from_arrays([1, 1, 1], [1, 2, 3], [1, 2, 3], timestamp=[7, 7, 1])
+        >>> leave_last_k(tied, 1).test_idx.tolist()
+        [1]
     """
-    if k < 1:
-        raise ConfigError(f"expected k >= 1, received {k}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ConfigError(f"expected k as an integer >= 1, received {k!r}")
     ts = _require_time(data, "leave-last-k")
     if not len(data):
         return _finish(data, np.zeros(0), np.zeros(0), f"last:{k}", cold)
-    order, rank, size = _group_order(data.user, -ts)
+    # each row's place in time (ties by row position), then newest first within a user
+    when = np.empty(len(data), dtype=np.int64)
+    when[np.argsort(ts, kind="stable")] = np.arange(len(data))
+    order, rank, size = _group_order(data.user, -when)
     is_test = (rank < k) & (size > k)
     return _finish(data, order[~is_test], order[is_test], f"last:{k}", cold)
+
+
+def strong_generalisation(
+    data: Interactions,
+    user_frac: float = 0.1,
+    given_frac: float = 0.8,
+    *,
+    seed: int = 0,
+    cold: ColdPolicy = "keep",
+) -> Split:
+    """Hold out ``user_frac`` of the users; give ``given_frac`` of each one's rows for
+    fold-in and rank the rest (strong generalisation).
+
+    The held-out users are drawn at random (by ``seed``) among the users with rows, and
+    none of their rows is in the training part. Each held-out user's rows are cut at
+    random: ``round(size * (1 - given_frac))`` to rank (``test_idx``), at least one and
+    at most ``size - 1`` when the user has two rows or more, and the rest given
+    (``fold_in_idx``); a held-out user with a single row only gives it. Cold items (in
+    the test part but not in training) follow ``cold``.
+
+    Example:
+        >>> d = Interactions.from_arrays(np.repeat(np.arange(10), 5), np.tile(np.arange(5), 10),
+        ...                              np.ones(50))
+        >>> s = strong_generalisation(d, 0.2, 0.8, seed=0)
+        >>> len(s.fold_in_users), len(s.fold_in_idx), len(s.test_idx), len(s.train_idx)
+        (2, 8, 2, 40)
+        >>> bool(np.isin(d.user[s.train_idx], s.fold_in_users).any())
+        False
+    """
+    uf = _check_frac(user_frac, "user_frac")
+    gf = _check_frac(given_frac, "given_frac")
+    name = f"users:{uf:g}:{gf:g}"
+    rng = np.random.default_rng(seed)
+    present = np.unique(data.user)
+    held = np.zeros(data.n_users, dtype=bool)
+    held[rng.permutation(present)[: round(len(present) * uf)]] = True
+    is_held = held[data.user]
+    rows = np.flatnonzero(is_held)
+    key = rng.random(len(rows))
+    order, rank, size = _group_order(data.user[rows], key) if len(rows) else (rows, rows, rows)
+    n_test = np.round(size * (1.0 - gf)).astype(np.int64)
+    n_test = np.clip(n_test, np.minimum(size - 1, 1), np.maximum(size - 1, 0))
+    is_test = rank < n_test
+    held_rows = rows[order]
+    return _finish(
+        data, np.flatnonzero(~is_held), held_rows[is_test], name, cold, held_rows[~is_test]
+    )
 
 
 def kfold(
@@ -335,6 +424,8 @@ def split_by_spec(
                 f"expected a split spec like 'random:0.2', received {spec!r}"
             ) from None
     frac = numbers[0] if numbers else 0.2
+    if kind in ("last", "kfold") and any(not x.is_integer() for x in numbers):
+        raise ConfigError(f"expected whole numbers in a {kind} split spec, received {spec!r}")
     if kind == "random" and len(numbers) <= 1:
         return random_split(data, frac, seed=seed, cold=cold)
     if kind == "user" and len(numbers) <= 1:
@@ -343,6 +434,11 @@ def split_by_spec(
         return temporal_split(data, frac, cold=cold)
     if kind == "last" and len(numbers) <= 1:
         return leave_last_k(data, int(numbers[0]) if numbers else 1, cold=cold)
+    if kind == "users" and len(numbers) <= 2:
+        given = numbers[1] if len(numbers) > 1 else 0.8
+        return strong_generalisation(
+            data, numbers[0] if numbers else 0.1, given, seed=seed, cold=cold
+        )
     if kind == "kfold" and len(numbers) <= 2:
         k = int(numbers[0]) if numbers else 5
         j = int(numbers[1]) if len(numbers) > 1 else 0
@@ -350,6 +446,6 @@ def split_by_spec(
             raise ConfigError(f"expected a fold in [0, {k - 1}], received {j} in {spec!r}")
         return kfold(data, k, seed=seed, cold=cold)[j]
     raise ConfigError(
-        "expected a split spec random:F, user:F, temporal:F, last:K or kfold:K:J "
+        "expected a split spec random:F, user:F, temporal:F, last:K, kfold:K:J or users:F:G "
         f"(or ml-100k's u1..u5, ua, ub through recfit.data.make_split), received {spec!r}"
     )
