@@ -234,7 +234,7 @@ def test_crash_during_save_keeps_the_old_bundle(
     def boom(*args: Any, **kwargs: Any) -> None:
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(bundle_write, "save_model", boom)
+    monkeypatch.setattr(bundle_write, "write_model_file", boom)
     with pytest.raises(OSError, match="simulated"):
         new.save(path)
     monkeypatch.undo()

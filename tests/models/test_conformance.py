@@ -32,8 +32,8 @@ from recfit.models import (
     create_model,
     families,
     family_of,
-    load_model,
-    save_model,
+    read_model_file,
+    write_model_file,
 )
 from recfit.models.registry import Family
 from recfit.train import Learner
@@ -119,8 +119,8 @@ def test_predict_shape_and_units(case: str, tiny: Interactions) -> None:
 
 def test_config_and_weights_round_trip(case: str, tiny: Interactions, tmp_path: Path) -> None:
     learn = _fit(_learner(case, tiny), 1, 1e-2)
-    path = save_model(learn.model, tmp_path / "m.safetensors")
-    model2 = load_model(path)
+    path = write_model_file(learn.model, tmp_path / "m.safetensors")
+    model2 = read_model_file(path)
     assert model2.config() == learn.model.config()
     learn2 = Learner(model2, tiny, progress=False)
     np.testing.assert_array_equal(learn2.predict(tiny), learn.predict(tiny))
@@ -262,7 +262,7 @@ def test_never_trained_users_and_items_get_the_baseline(
     assert res["n_fallback"] == cold.sum()
     assert learn.evaluate(train)["n_fallback"] == 0
     # the record survives save / load: a Learner on other data keeps it
-    back = load_model(save_model(model, tmp_path / "m.safetensors"))
+    back = read_model_file(write_model_file(model, tmp_path / "m.safetensors"))
     again = Learner(back, tiny, progress=False)
     np.testing.assert_array_equal(again.fallback(tiny), cold)
     np.testing.assert_array_equal(again.predict(tiny), pred)

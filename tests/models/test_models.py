@@ -20,8 +20,8 @@ from recfit.models import (
     create_model,
     emb_sz_rule,
     get_loss,
-    load_model,
-    save_model,
+    read_model_file,
+    write_model_file,
 )
 from recfit.models.losses import HuberLoss, L1Loss, MSELoss
 
@@ -73,8 +73,8 @@ def test_svdpp_lists_come_from_positive_weight_rows_and_persist(tmp_path: Path) 
              for u in range(3)]  # fmt: skip
     assert lists == [[int(d.items.index([7])[0])], sorted(d.items.index([7, 9]).tolist()),
                      [int(d.items.index([9])[0])]]  # fmt: skip
-    path = save_model(m, tmp_path / "m.safetensors")
-    back = load_model(path)
+    path = write_model_file(m, tmp_path / "m.safetensors")
+    back = read_model_file(path)
     assert isinstance(back, SVDpp)
     assert torch.equal(back.implicit_items, m.implicit_items)
     b = {"user": torch.tensor([0, 1, 2]), "item": torch.tensor([0, 1, 2])}
@@ -183,13 +183,13 @@ def test_create_model_uses_vocabularies_and_mean() -> None:
 
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="missing"):
-        load_model(tmp_path / "none.safetensors")
+        read_model_file(tmp_path / "none.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(BundleError):
-        load_model(bad)
+        read_model_file(bad)
     m = DotBias(3, 4, 2)
-    p = save_model(m, tmp_path / "m.safetensors", metadata={"note": "x"})
+    p = write_model_file(m, tmp_path / "m.safetensors", metadata={"note": "x"})
     from safetensors.torch import load_file, save_file
 
     save_file(
@@ -198,28 +198,28 @@ def test_load_errors(tmp_path: Path) -> None:
         metadata={"recfit.format_version": "0"},
     )
     with pytest.raises(BundleError, match="format version"):
-        load_model(tmp_path / "old.safetensors")
+        read_model_file(tmp_path / "old.safetensors")
     np.testing.assert_array_equal(
-        load_model(p).user_factors.detach().numpy(), m.user_factors.detach().numpy()
+        read_model_file(p).user_factors.detach().numpy(), m.user_factors.detach().numpy()
     )
 
 
 def test_model_files_without_a_training_record_still_load(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from recfit.models import read_metadata
+    from recfit.models import read_model_metadata
     from recfit.models.base import RECORD_BUFFERS, RatingModel
 
     m = DotBias(4, 3, n_factors=2)
     m.record_training([0, 1, 1], [0, 0, 2], [4.0, 2.0, 5.0])
     assert m.has_record and m.train_item_count.tolist() == [2, 0, 1]
-    path = save_model(m, tmp_path / "m.safetensors")
-    assert load_model(path).train_item_count.tolist() == [2, 0, 1]
+    path = write_model_file(m, tmp_path / "m.safetensors")
+    assert read_model_file(path).train_item_count.tolist() == [2, 0, 1]
     # a file written before the record existed: it loads, and nothing falls back
     tensors = {k: v for k, v in load_file(str(path)).items() if k not in RECORD_BUFFERS}
     old = tmp_path / "old.safetensors"
-    save_file(tensors, str(old), metadata=read_metadata(path))
-    back = load_model(old)
+    save_file(tensors, str(old), metadata=read_model_metadata(path))
+    back = read_model_file(old)
     assert isinstance(back, RatingModel) and not back.has_record
     batch = {"user": torch.tensor([0, 3]), "item": torch.tensor([1, 1])}
     out, mask = back.apply_fallback(batch, back(batch))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from recfit.data import Interactions
 from recfit.data.features import FeatureSpace, IntCategorical, MultiCategorical
 from recfit.errors import ConfigError, DataError
-from recfit.models import build_model, load_model, save_model
+from recfit.models import build_model, read_model_file, write_model_file
 from recfit.models.two_tower import (
     CandidateTower,
     QueryTower,
@@ -158,8 +158,8 @@ def test_same_seed_same_model_and_other_seed_differs() -> None:
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
     m = _model()
-    path = save_model(m, tmp_path / "tt.safetensors")
-    m2 = load_model(path)
+    path = write_model_file(m, tmp_path / "tt.safetensors")
+    m2 = read_model_file(path)
     assert isinstance(m2, TwoTower)
     assert m2.config() == m.config()
     torch.testing.assert_close(m2(_batch()), m(_batch()))
@@ -220,7 +220,7 @@ def test_from_data_fits_spaces_on_training_rows_and_round_trips(tmp_path: Path) 
     assert m.query_tower.inputs == inputs_from_space(m.user_space)
     expected = m.user_space.transform(d.user_features)["job"]
     np.testing.assert_array_equal(m.query_tower.f_job.numpy(), expected)
-    m2 = load_model(save_model(m, tmp_path / "m.safetensors"))
+    m2 = read_model_file(write_model_file(m, tmp_path / "m.safetensors"))
     assert isinstance(m2, TwoTower) and m2.user_space == m.user_space
     torch.testing.assert_close(m2.user_vectors(), m.user_vectors())
 

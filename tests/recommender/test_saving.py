@@ -19,7 +19,7 @@ from recfit.cli import app
 from recfit.data import Interactions
 from recfit.errors import BundleError, ConfigError
 from recfit.models import create_model
-from recfit.models.persist import save_model as save_single_file
+from recfit.models.persist import read_model_metadata, write_model_file
 from recfit.recommender import Recommender, load_model, save_model
 
 runner = CliRunner()
@@ -71,12 +71,12 @@ def test_a_single_file_model_is_refused_with_how_to_resave(
     data: Interactions, tmp_path: Path
 ) -> None:
     model = create_model("mf", data, n_factors=2, seed=0)
-    old = save_single_file(model, tmp_path / "old.safetensors")
+    old = write_model_file(model, tmp_path / "old.safetensors")
     with pytest.raises(BundleError, match=r"single-file model .*re-save it as a bundle"):
         Recommender.load(old)
     # a folder holding one (an older run directory) gets the same answer
     (tmp_path / "oldrun").mkdir()
-    save_single_file(model, tmp_path / "oldrun" / "model.safetensors")
+    write_model_file(model, tmp_path / "oldrun" / "model.safetensors")
     with pytest.raises(BundleError, match=r"single-file model .*oldrun.*re-save it"):
         Recommender.load(tmp_path / "oldrun")
     res = runner.invoke(app, ["recommend", str(old), "--user", "1"])
@@ -92,19 +92,18 @@ def test_a_single_file_model_is_refused_with_how_to_resave(
 
 def test_a_single_file_model_is_read_through_the_checks(data: Interactions, tmp_path: Path) -> None:
     model = create_model("mf", data, n_factors=2, seed=0)
-    good = save_single_file(model, tmp_path / "good.safetensors")
+    good = write_model_file(model, tmp_path / "good.safetensors")
     # the config declares more users than the tensors hold: refused before any weight
     tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
     cfg = {**model.config(), "n_users": 10**9}
-    from recfit.models.persist import read_metadata
 
-    meta = {**read_metadata(good), "recfit.config": json.dumps(cfg)}
+    meta = {**read_model_metadata(good), "recfit.config": json.dumps(cfg)}
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=meta)
     with pytest.raises(BundleError, match=r"n_users|user_factors|tensor"):
         load_model(tmp_path / "bad.safetensors")
     # NaN weights are refused too
     tensors["user_factors"] = torch.full_like(tensors["user_factors"], float("nan"))
-    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=read_metadata(good))
+    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=read_model_metadata(good))
     with pytest.raises(BundleError, match="finite"):
         load_model(tmp_path / "nan.safetensors")
 

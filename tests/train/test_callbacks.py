@@ -15,7 +15,7 @@ from recfit.errors import (
     CancelFitException,
     ConfigError,
 )
-from recfit.models import DotBias, load_model
+from recfit.models import DotBias, read_model_file
 from recfit.train import (
     EVENTS,
     Callback,
@@ -156,7 +156,7 @@ def test_checkpoint_and_csv(tiny: Interactions, tmp_path: Path) -> None:
     learn = _learner(tiny, ck, log, bs=32)
     learn.fit(3, 1e-2)
     assert ck.last_path.exists() and ck.best_path.exists()
-    last = load_model(ck.last_path)
+    last = read_model_file(ck.last_path)
     for k, v in learn.model.state_dict().items():
         assert last.state_dict()[k].equal(v)
     with open(tmp_path / "history.csv") as f:

@@ -36,7 +36,12 @@ from recfit.models.losses import (
     get_loss,
 )
 from recfit.models.mlp import EmbeddingNN, emb_sz_rule
-from recfit.models.persist import MODEL_FORMAT_VERSION, load_model, read_metadata, save_model
+from recfit.models.persist import (
+    MODEL_FORMAT_VERSION,
+    read_model_file,
+    read_model_metadata,
+    write_model_file,
+)
 from recfit.models.registry import (
     Family,
     build_model,
@@ -79,11 +84,11 @@ __all__ = [
     "fit_baseline",
     "get_loss",
     "levels_for_data",
-    "load_model",
     "output_kind",
-    "read_metadata",
+    "read_model_file",
+    "read_model_metadata",
     "register_family",
-    "save_model",
+    "write_model_file",
 ]
 
 

@@ -1,7 +1,7 @@
 """Saving and loading a model: its config and weights in one safetensors file.
 
 The config (``model.config()``, with the family's name) is stored as JSON in the file's
-metadata with a format version; :func:`load_model` rebuilds the model through the family
+metadata with a format version; :func:`read_model_file` rebuilds the model through the family
 registry (:func:`recfit.models.registry.build_model`) without running code from the file.
 
 This file is a part, not a deliverable: a bundle's ``model.safetensors`` and the
@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from recfit.errors import BundleError
 from recfit.models.base import RECORD_BUFFERS, RatingModel
 from recfit.models.registry import build_model
 
-__all__ = ["MODEL_FORMAT_VERSION", "load_model", "read_metadata", "save_model"]
+__all__ = ["MODEL_FORMAT_VERSION", "read_model_file", "read_model_metadata", "write_model_file"]
 
 MODEL_FORMAT_VERSION = 1
 """Version of the model file format (a file of another version is refused)."""
@@ -43,20 +44,20 @@ def _jsonable(config: Mapping[str, Any]) -> str:
     return json.dumps({k: conv(v) for k, v in config.items()}, sort_keys=True)
 
 
-def save_model(
+def write_model_file(
     model: RatingModel, path: str | Path, metadata: Mapping[str, str] | None = None
 ) -> Path:
     """Write the model's config and weights to one safetensors file.
 
     The config is stored as JSON in the file's metadata (key ``recfit.config``) with the
-    format version; :func:`load_model` rebuilds the model from it without running code.
+    format version; :func:`read_model_file` rebuilds the model from it without running code.
 
     Example:
         >>> import tempfile, os
         >>> from recfit.models import DotBias
         >>> m = DotBias(3, 4, n_factors=2)
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     m2 = load_model(save_model(m, os.path.join(d, "m.safetensors")))
+        ...     m2 = read_model_file(write_model_file(m, os.path.join(d, "m.safetensors")))
         >>> bool(torch.equal(m2.user_factors, m.user_factors))
         True
     """
@@ -73,16 +74,14 @@ def save_model(
     return path
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a safetensors file written by :func:`save_model`."""
-    from safetensors import safe_open
-
+def read_model_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file written by :func:`write_model_file`."""
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> RatingModel:
-    """Rebuild a model saved by :func:`save_model` (config + weights).
+def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> RatingModel:
+    """Rebuild a model saved by :func:`write_model_file` (config + weights).
 
     Raises:
         BundleError: the file is missing, not a recfit model, or from another format version.
@@ -91,7 +90,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> RatingMo
     if not path.exists():
         raise BundleError(f"expected a model file, received missing path {str(path)!r}")
     try:
-        meta = read_metadata(path)
+        meta = read_model_metadata(path)
         tensors = load_file(str(path), device=str(device))
     except Exception as e:
         raise BundleError(f"expected a safetensors model file, received {str(path)!r}: {e}") from e

@@ -8,7 +8,7 @@ Layout (format version :data:`BUNDLE_FORMAT_VERSION`)::
     users.json           user vocabulary (raw id ↔ index)
     items.json           item vocabulary
     item_info.json       title / year / genres per item index (columns present only)
-    model.safetensors    weights + model config in the metadata (recfit.models.save_model)
+    model.safetensors    weights + model config in the metadata (recfit.models.write_model_file)
     arrays.safetensors   seen items (CSR: seen_indptr int64, seen_indices int32),
                          popularity float64, and side-feature arrays
                          ("features/<side>/<name>")
@@ -34,7 +34,7 @@ untrusted JSON are in :mod:`~recfit.recommender.untrusted`, the schemas in
 :mod:`~recfit.recommender.schemas`, the safetensors checks in
 :mod:`~recfit.recommender.tensors`, and a Recommender's own files are written by
 :mod:`~recfit.recommender.bundle_write` and read by :mod:`~recfit.recommender.bundle_read`.
-A single-file model (a bare ``model.safetensors``, what ``recfit.models.save_model``
+A single-file model (a bare ``model.safetensors``, what ``recfit.models.write_model_file``
 writes) is not a bundle: :func:`bundle_path` refuses it and says how to re-save it.
 
 Saving writes every file into a fresh hidden sibling folder (``.NAME.tmp-XXXX``), fsyncs
@@ -160,7 +160,7 @@ def bundle_path(path: str | Path) -> Path:
 
 SINGLE_FILE_KEYS = {"recfit.checkpoint": "checkpoint", "recfit.config": "model"}
 """Safetensors metadata keys that mark recfit's other files: a single-file model
-(``recfit.models.save_model``) and a training checkpoint (looked for in this order)."""
+(``recfit.models.write_model_file``) and a training checkpoint (looked for in this order)."""
 
 
 def single_file_kind(path: Path) -> str | None:
@@ -169,9 +169,9 @@ def single_file_kind(path: Path) -> str | None:
 
     Example:
         >>> import tempfile
-        >>> from recfit.models import DotBias, save_model
+        >>> from recfit.models import DotBias, write_model_file
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     single_file_kind(save_model(DotBias(2, 2, 1), Path(d) / "m.safetensors"))
+        ...     single_file_kind(write_model_file(DotBias(2, 2, 1), Path(d) / "m.safetensors"))
         'model'
     """
     if path.is_symlink() or not path.is_file():

@@ -15,7 +15,7 @@ from safetensors.numpy import save_file
 
 from recfit._version import __version__
 from recfit.errors import BundleError
-from recfit.models.persist import save_model
+from recfit.models.persist import write_model_file
 from recfit.recommender.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, write_bundle_dir
 from recfit.recommender.items import item_info_doc
 
@@ -81,7 +81,7 @@ def write_bundle(rec: Recommender, path: str | Path) -> Path:
     arrays = _arrays(rec)
 
     def write(d: Path) -> None:
-        save_model(rec.model, d / "model.safetensors")
+        write_model_file(rec.model, d / "model.safetensors")
         (d / "users.json").write_text(rec.users.to_json(), "utf-8")
         (d / "items.json").write_text(rec.items.to_json(), "utf-8")
         (d / "item_info.json").write_text(json.dumps(item_info_doc(rec.item_info)), "utf-8")

@@ -158,7 +158,7 @@ def load_model_bytes(
     data: bytes, where: str, sizes: Mapping[str, int] | None = None
 ) -> RatingModel:
     """Rebuild a model from the bytes of a file written by
-    :func:`~recfit.models.save_model`, checking every declared size first.
+    :func:`~recfit.models.write_model_file`, checking every declared size first.
 
     The header is checked (:func:`read_safetensors_header`), the model is built from its
     config on PyTorch's ``meta`` device (no memory), and its parameter and buffer names,

@@ -52,7 +52,7 @@ import torch
 
 from recfit.errors import CancelFitException, ConfigError, UnknownMetricError
 from recfit.metrics.registry import metric_direction
-from recfit.models.persist import save_model
+from recfit.models.persist import write_model_file
 
 if TYPE_CHECKING:
     from recfit.train.learner import Learner
@@ -282,7 +282,7 @@ class EarlyStopping(_Monitor):
 class Checkpoint(_Monitor):
     """Save ``last.safetensors`` every epoch and ``best.safetensors`` on improvement.
 
-    Files are written with :func:`recfit.models.save_model` (config + weights).
+    Files are written with :func:`recfit.models.write_model_file` (config + weights).
 
     Example:
         >>> Checkpoint("/tmp/ckpt").mode
@@ -315,12 +315,14 @@ class Checkpoint(_Monitor):
     def after_epoch(self) -> None:
         meta = {"epoch": str(self.learn.epoch)}
         if self.save_last:
-            save_model(self.learn.model, self.last_path, meta)
+            write_model_file(self.learn.model, self.last_path, meta)
         if self.save_best:
             value = self._current()
             if self._improved(value):
                 self.best, self.best_epoch = value, self.learn.epoch
-                save_model(self.learn.model, self.best_path, {**meta, self.monitor: repr(value)})
+                write_model_file(
+                    self.learn.model, self.best_path, {**meta, self.monitor: repr(value)}
+                )
 
 
 class CSVLogger(Callback):
