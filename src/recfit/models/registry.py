@@ -58,7 +58,7 @@ __all__ = [
     "unregister_family",
 ]
 
-TaskName = Literal["rating", "classification", "retrieval"]
+TaskName = Literal["rating", "classification", "retrieval", "topn"]
 """The tasks a family can serve."""
 TASKS: tuple[str, ...] = get_args(TaskName)
 

@@ -1,0 +1,210 @@
+"""The base of the top-N families: models that rank items for users from positives.
+
+A top-N model learns from the ``users x items`` matrix ``X`` of positives
+(:func:`recfit.data.positives.positives_matrix`: clicks, plays, purchases, ratings at or
+above a threshold) and scores every item for a user from that user's row of ``X``. Its
+predictions are ranking scores (``output_kind`` ``"score"``), never ratings.
+
+:class:`TopNModel` is the contract every top-N family follows:
+
+* ``fit_positives(X, seed=0)`` trains in place: it checks ``X``, stores it as the
+  model's training rows (buffers ``pos_indptr``, ``pos_items``, ``pos_values``: a CSR
+  matrix, so a saved model scores its training users by itself) and calls the family's
+  :meth:`TopNModel.fit_weights`;
+* ``score_users(users, X_rows)`` scores training users (indices) given exactly their
+  training rows (``(len(users), n_items)`` float32);
+* ``score_history(X_rows)`` scores new users from their items alone (fold-in);
+* ``item_similarity(items)`` (optional) the similarity of each given item to every item
+  (a column of EASE's ``B`` or of the item-item ``S``), or ``None``;
+* ``forward(batch)`` scores aligned (user, item) pairs from the stored rows, so the
+  generic machinery (bundles, the registry's checks) works as for any model.
+
+:func:`fit_topn` is the families' ``closed_form``: it builds ``X`` from the training
+interactions with the model's ``confidence`` and calls ``fit_positives``.
+
+Example:
+    >>> from recfit.data import Interactions
+    >>> from recfit.models.popularity import Popularity
+    >>> d = Interactions.from_arrays([1, 1, 2, 3], [7, 8, 7, 7], [1.0, 1.0, 1.0, 1.0])
+    >>> m = Popularity(d.n_users, d.n_items)
+    >>> fit_topn(m, d)
+    >>> m.score_history(m.positives()[:1]).tolist()
+    [[3.0, 1.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, cast
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recfit.data.interactions import Interactions
+from recfit.data.positives import positives_matrix
+from recfit.errors import ConfigError, DataError
+from recfit.models.base import Batch, OutputKind, RatingModel
+
+__all__ = ["TOPN_READS", "Confidence", "TopNModel", "fit_topn"]
+
+Confidence = Literal["binary", "value"]
+
+TOPN_READS = frozenset({"confidence", "seed"})
+"""Config fields every top-N model reads (a family adds its own)."""
+
+
+class TopNModel(RatingModel):
+    """Base class of the top-N families (see the module documentation).
+
+    Args:
+        n_users: number of user indices.
+        n_items: number of item indices.
+        confidence: how :func:`fit_topn` builds ``X``: ``"binary"`` (1 per positive
+            pair) or ``"value"`` (the summed values: counts, durations).
+        seed: seed of anything random in the fit (inner validation cuts, initial
+            factors).
+        n_positives: length of the stored training rows (set by the fit; a saved
+            model's config carries it so the buffers are sized before loading).
+    """
+
+    output_kind: ClassVar[OutputKind] = "score"
+    block_users: ClassVar[int] = 1024
+    """Users scored at once by :meth:`forward`."""
+
+    pos_indptr: Tensor
+    pos_items: Tensor
+    pos_values: Tensor
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        confidence: Confidence = "binary",
+        seed: int = 0,
+        n_positives: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, v in (("n_users", n_users), ("n_items", n_items), ("n_positives", n_positives)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+                raise ConfigError(f"expected {name} an integer >= 0, received {v!r}")
+        if confidence not in ("binary", "value"):
+            raise ConfigError(f"expected confidence 'binary' or 'value', received {confidence!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise ConfigError(f"expected seed an integer, received {seed!r}")
+        self.n_users, self.n_items = int(n_users), int(n_items)
+        self.confidence: Confidence = confidence
+        self.seed = int(seed)
+        self.fit_info: dict[str, Any] = {}
+        """What the last fit found (e.g. the chosen ridge and its inner scores); not saved."""
+        self.register_buffer("pos_indptr", torch.zeros(self.n_users + 1, dtype=torch.long))
+        self.register_buffer("pos_items", torch.zeros(int(n_positives), dtype=torch.int32))
+        self.register_buffer("pos_values", torch.zeros(int(n_positives), dtype=torch.float32))
+
+    # ------------------------------------------------------------------ contract
+    def config(self) -> dict[str, Any]:
+        return self._config(
+            confidence=self.confidence,
+            seed=self.seed,
+            n_positives=int(self.pos_items.numel()),
+            **self.family_config(),
+        )
+
+    def family_config(self) -> dict[str, Any]:
+        """The family's own constructor arguments (for :meth:`config`)."""
+        return {}
+
+    def fit_positives(self, X: sp.csr_matrix, *, seed: int = 0) -> None:
+        """Train in place on the positives ``X`` (``n_users x n_items``): store ``X`` as
+        the training rows, then :meth:`fit_weights`.
+
+        Raises:
+            DataError: ``X`` is not a matrix of this model's shape with finite
+                non-negative values.
+        """
+        x = self.check_rows(X, rows=self.n_users, where="fit_positives")
+        self.pos_indptr = torch.from_numpy(x.indptr.astype(np.int64))
+        self.pos_items = torch.from_numpy(x.indices.astype(np.int32))
+        self.pos_values = torch.from_numpy(x.data.astype(np.float32))
+        self.fit_info = {}
+        with torch.no_grad():
+            self.fit_weights(x, seed=int(seed))
+
+    def fit_weights(self, X: sp.csr_matrix, *, seed: int) -> None:  # pragma: no cover
+        """The family's fit on the checked positives ``X`` (float32 CSR, sorted indices)."""
+        raise NotImplementedError
+
+    def score_users(self, users: np.ndarray, X_rows: sp.csr_matrix) -> np.ndarray:
+        """``(len(users), n_items)`` float32 scores of training users (indices) given
+        exactly their training rows (the default: :meth:`score_history` of the rows)."""
+        x = self.check_rows(X_rows, rows=len(users), where="score_users")
+        return self.score_history(x)
+
+    def score_history(self, X_rows: sp.csr_matrix) -> np.ndarray:  # pragma: no cover
+        """``(n_rows, n_items)`` float32 scores of users known only by their rows of
+        positives (fold-in)."""
+        raise NotImplementedError
+
+    def item_similarity(self, items: np.ndarray) -> np.ndarray | None:
+        """``(len(items), n_items)`` similarity of each item to every item, or ``None``
+        when the family defines none (the default)."""
+        return None
+
+    # ------------------------------------------------------------------ helpers
+    def positives(self, users: np.ndarray | None = None) -> sp.csr_matrix:
+        """The stored training rows (of ``users``, in that order; all by default)."""
+        x = sp.csr_matrix(
+            (self.pos_values.numpy(), self.pos_items.numpy(), self.pos_indptr.numpy()),
+            shape=(self.n_users, self.n_items),
+        )
+        return x if users is None else cast(sp.csr_matrix, x[np.asarray(users, dtype=np.int64)])
+
+    def check_rows(self, X: Any, *, rows: int, where: str) -> sp.csr_matrix:
+        """``X`` as a float32 CSR matrix with sorted indices, checked: ``rows`` rows,
+        ``n_items`` columns, finite non-negative values."""
+        if not sp.issparse(X):
+            raise DataError(f"expected a scipy sparse matrix for {where}, received {type(X)}")
+        if X.shape != (rows, self.n_items):
+            raise DataError(
+                f"expected a matrix of shape ({rows}, {self.n_items}) for {where}, "
+                f"received {X.shape}"
+            )
+        x = sp.csr_matrix(X, dtype=np.float32)
+        if x.nnz and (not np.isfinite(x.data).all() or float(x.data.min()) < 0):
+            raise DataError(f"expected finite non-negative values in {where}'s matrix")
+        if not x.has_sorted_indices:
+            x = x.sorted_indices()
+        return x
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Scores of aligned (user, item) pairs, from the stored training rows."""
+        user, item = batch["user"].long().cpu(), batch["item"].long().cpu()
+        for name, idx, n in (("user", user, self.n_users), ("item", item, self.n_items)):
+            if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+                raise DataError(
+                    f"expected {name} indices in [0, {n}), received "
+                    f"{int(idx.min())}..{int(idx.max())}"
+                )
+        out = torch.zeros(len(user), dtype=torch.float32)
+        uniq, inv = torch.unique(user, return_inverse=True)
+        for b0 in range(0, len(uniq), self.block_users):
+            us = uniq[b0 : b0 + self.block_users].numpy()
+            rows = (inv >= b0) & (inv < b0 + len(us))
+            scores = torch.from_numpy(self.score_users(us, self.positives(us)))
+            out[rows] = scores[inv[rows] - b0, item[rows]]
+        return out.to(batch["user"].device)
+
+
+def fit_topn(model: RatingModel, train: Interactions) -> None:
+    """The top-N families' ``closed_form``: ``X = positives_matrix(train)`` with the
+    model's ``confidence`` and sizes, then ``model.fit_positives(X, seed=model.seed)``.
+
+    Raises:
+        ConfigError: ``model`` is not a top-N model.
+    """
+    if not isinstance(model, TopNModel):
+        raise ConfigError(f"expected a top-N model, received {type(model).__name__}")
+    x = positives_matrix(
+        train, n_users=model.n_users, n_items=model.n_items, confidence=model.confidence
+    )
+    model.fit_positives(x, seed=model.seed)
