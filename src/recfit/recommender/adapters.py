@@ -9,6 +9,7 @@ key             families and what a user row is
 ``nn``          ``nn`` (:class:`NNAdapter`): the user's embedding
 ``two_tower``   ``two_tower`` (:class:`TwoTowerAdapter`): the user's query vector
 ``generic``     ``classifier`` (:class:`GenericAdapter`): the user's index
+``topn``        every top-N family (:class:`TopNAdapter`): the user's scores
 ==============  ==================================================================
 
 Example:
@@ -26,6 +27,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from recfit.models.dot import DotBias
     from recfit.models.mlp import EmbeddingNN
     from recfit.models.svdpp import SVDpp
+    from recfit.models.topn import TopNModel
     from recfit.models.two_tower import TwoTower
 
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "NNAdapter",
     "RetrievalForm",
     "SVDppAdapter",
+    "TopNAdapter",
     "TwoTowerAdapter",
     "adapter_for",
     "check_implicit_lists",
@@ -431,3 +436,58 @@ class TwoTowerAdapter(ModelAdapter):
         lhs = a.T @ (w.unsqueeze(1) * a) + torch.diag(prec)
         rhs = a.T @ (w * r) + prec * torch.cat([m, torch.zeros(1, dtype=torch.float64)])
         return solve(lhs, rhs)[:-1].float()
+
+
+@register_adapter("topn")
+class TopNAdapter(ModelAdapter):
+    """Every top-N family (:class:`~recfit.models.topn.TopNModel`): a user row is the
+    user's scores of every item, ``[n_items]``.
+
+    Known users are scored by ``score_users`` from the training positives the model
+    stored at its fit (the rows it learned from, with their confidence values); a new
+    user by ``score_history`` from the items given (fold-in): each item of positive
+    weight is one positive (1, or rating × weight when the model's confidence is
+    ``"value"``); ``reg`` is not used. Similar items come from the model's
+    ``item_similarity`` (a column of EASE's ``B``, of the item-item ``S``); a family
+    without one (popularity) has no similarity. There are no user vectors.
+    """
+
+    def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
+        super().__init__(model, ctx)
+        self.topn = cast("TopNModel", model)
+        self.supports_similarity = self.topn.item_similarity(np.zeros(0, np.int64)) is not None
+
+    def user_rows(self, user_idx: Tensor) -> Tensor:
+        users = user_idx.long().cpu().numpy()
+        scores = self.topn.score_users(users, self.topn.positives(users))
+        return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+
+    def score_all(self, rows: Tensor) -> Tensor:
+        return rows
+
+    def item_similarity(self, item_idx: Tensor) -> Tensor:
+        """``[len(item_idx), n_items]`` similarity of each item to every item."""
+        sim = self.topn.item_similarity(item_idx.long().cpu().numpy())
+        if sim is None:
+            raise ConfigError(
+                f"expected a top-N family with item similarities, received {self.family!r}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32))
+
+    def fold_in(
+        self, item_idx: Tensor, ratings: Tensor, weights: Tensor, *, reg: float = 1.0
+    ) -> Tensor:
+        w = weights.double().cpu().numpy()
+        keep = w > 0
+        items = item_idx.long().cpu().numpy()[keep]
+        if self.topn.confidence == "value":
+            values = ratings.double().cpu().numpy()[keep] * w[keep]
+        else:
+            values = np.ones(len(items))
+        x = sp.csr_matrix(
+            (values.astype(np.float32), (np.zeros(len(items), np.int64), items)),
+            shape=(1, self.ctx.n_items),
+        )
+        if self.topn.confidence == "binary":
+            x.data[:] = 1.0  # an item given twice is one positive
+        return torch.from_numpy(np.ascontiguousarray(self.topn.score_history(x)[0], np.float32))
