@@ -10,8 +10,9 @@ import pytest
 from recfit.data import Interactions
 from recfit.errors import ConfigError
 from recfit.models import DotBias
-from recfit.train import Learner
+from recfit.train import Callback, Learner
 from recfit.train.lr_finder import minimum, steep, suggest, valley
+from recfit.train.schedules import Constant
 
 
 def _bias_only() -> tuple[Interactions, DotBias]:
@@ -65,6 +66,36 @@ def test_lr_find_before_any_fit_leaves_no_optimizer(tiny: Interactions) -> None:
         learn.lr_find(1.0, 0.1)
     with pytest.raises(ConfigError):
         learn.lr_find(num_it=1)
+
+
+def test_trial_undoes_training_even_when_it_raises(tiny: Interactions) -> None:
+    learn = Learner(DotBias(tiny.n_users, tiny.n_items, 4, seed=1), tiny, progress=False)
+    learn.fit(1, 1e-2)
+    state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    steps = learn.opt.state_dict()["step_count"]
+    with pytest.raises(RuntimeError, match="stop"), learn.trial():
+        learn.fit(2, 1e-2)
+        assert len(learn.history) == 3
+        raise RuntimeError("stop")
+    assert all(v.equal(state[k]) for k, v in learn.model.state_dict().items())
+    assert learn.opt.state_dict()["step_count"] == steps and len(learn.history) == 1
+
+
+def test_fit_schedule_keeps_momentum_and_takes_callbacks_for_one_fit(tiny: Interactions) -> None:
+    class Count(Callback):
+        n = 0
+
+        def after_batch(self) -> None:
+            self.n += 1
+
+    learn = Learner(DotBias(tiny.n_users, tiny.n_items, 4), tiny, tiny, progress=False)
+    learn.fit_one_cycle(1, 1e-2)  # ends near the cycle's final momentum, 0.95
+    mom, count = learn.mom, Count()
+    learn.fit_schedule(1, Constant(1e-3), cbs=[count], validate=False)
+    assert count.n == learn.steps_per_epoch and count not in learn.cbs
+    assert learn.mom == mom > 0.93 and len(learn.history) == 1  # no validation, no row
+    learn.fit(1, 1e-3)  # fit's default momentum
+    assert learn.mom == pytest.approx(0.9) and count.n == learn.steps_per_epoch
 
 
 def test_suggestion_functions() -> None:

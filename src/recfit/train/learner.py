@@ -54,8 +54,8 @@ import copy
 import math
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -73,7 +73,7 @@ from recfit.metrics.levels import LEVEL_METRICS, get_metric, is_level_metric
 from recfit.models.base import RatingModel
 from recfit.models.classifier import LevelModel
 from recfit.models.losses import Loss, get_loss
-from recfit.train import evaluation, kernels
+from recfit.train import evaluation, kernels, lr_finder
 from recfit.train.batches import PARALLEL_SHUFFLE_MIN, TensorData, n_batches
 from recfit.train.callbacks import EVENTS, Callback, ProgressBar
 from recfit.train.distributed import evaluate as dist_evaluate
@@ -89,7 +89,6 @@ from recfit.train.execution import (
 )
 from recfit.train.guard import DivergenceGuard
 from recfit.train.loop import TrainingLoop
-from recfit.train.lr_finder import lr_find
 from recfit.train.schedules import Constant, OneCycle, Schedule, one_cycle_momentum
 
 __all__ = ["OPTIMIZERS", "Execution", "Learner", "resolve_device"]
@@ -344,7 +343,7 @@ class Learner(TrainingLoop):
             _check_hyper("mom", mom, low=0.0, optional=True)
         sched = schedule if schedule is not None else Constant(lr)
         mom_s = mom if isinstance(mom, Schedule) else Constant(0.9 if mom is None else mom)
-        return self._fit(epochs, sched, mom_s, self.wd if wd is None else wd)
+        return self.fit_schedule(epochs, sched, mom_s, wd)
 
     def fit_one_cycle(
         self,
@@ -371,23 +370,38 @@ class Learner(TrainingLoop):
         total = max(1, epochs * self.steps_per_epoch)
         sched = OneCycle(lr_max, total, pct_start=pct_start, div=div, div_final=div_final)
         mom_s = one_cycle_momentum(total, pct_start, moms)
-        return self._fit(epochs, sched, mom_s, self.wd if wd is None else wd)
+        return self.fit_schedule(epochs, sched, mom_s, wd)
 
-    def _fit(
+    def fit_schedule(
         self,
         epochs: int,
-        sched: Schedule,
-        mom_sched: Schedule | None,
-        wd: float,
-        extra_cbs: Sequence[Callback] = (),
+        schedule: Schedule,
+        mom: Schedule | None = None,
+        wd: float | None = None,
+        *,
+        cbs: Sequence[Callback] = (),
         validate: bool = True,
     ) -> Learner:
+        """The training loop that :meth:`fit` and :meth:`fit_one_cycle` run.
+
+        Args:
+            epochs: passes over the training data.
+            schedule: the LR schedule; its ``lr_at`` gets the step counted from this fit's
+                start.
+            mom: the momentum (Adam's beta1) schedule; ``None`` leaves the
+                optimiser's momentum as it is.
+            wd: decoupled weight decay for this fit (default: the Learner's ``wd``).
+            cbs: callbacks for this fit only, besides the Learner's own.
+            validate: whether each epoch ends with a validation (when there is a
+                validation set).
+        """
         if not isinstance(epochs, int) or epochs < 0:
             raise ConfigError(f"expected epochs an integer >= 0, received {epochs!r}")
         if self.opt is None:
             self.opt = self.create_opt()
-        self._prepare_events([*self.cbs, *extra_cbs])
+        self._prepare_events([*self.cbs, *cbs])
         self.n_epochs, self.n_iter, self.train_iter = epochs, self.steps_per_epoch, 0
+        wd = self.wd if wd is None else wd
         self._wd = wd
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         td = self._train_td  # compile before the timer: compiling is not training
@@ -407,7 +421,7 @@ class Learner(TrainingLoop):
                     resume.apply(self)
                 for epoch in range(self._first_epoch, epochs):
                     self.epoch = epoch
-                    self._do_epoch(sched, mom_sched, wd, validate)
+                    self._do_epoch(schedule, mom, wd, validate)
             except CancelFitException:  # mid-epoch too: the epoch's checks still apply
                 cancelled = True
             finally:
@@ -551,37 +565,30 @@ class Learner(TrainingLoop):
         """``history`` as a DataFrame, one row per epoch."""
         return pd.DataFrame(self.history)
 
-    def lr_find(
-        self,
-        start_lr: float = 1e-7,
-        end_lr: float = 10.0,
-        num_it: int = 100,
-        stop_div: bool = True,
-    ) -> Any:
-        """LR range test (fastai's ``lr_find``); model, optimiser and RNG are restored after.
+    lr_find = lr_finder.lr_find
 
-        Returns:
-            a :class:`recfit.train.lr_finder.LRFinderResult` (``valley``, ``steep``,
-            ``minimum``, ``lrs``, ``losses``, ``plot()``).
+    @contextmanager
+    def trial(self) -> Iterator[Learner]:
+        """A context whose training is undone on exit: the model's weights, the
+        optimiser's state, the batch-order RNG and the history are put back as they were
+        (:meth:`lr_find` runs its range test in one).
+
+        Example:
+            >>> # with learn.trial(): learn.fit(1, 1e-2); learn.evaluate()  # then as before
         """
-        return lr_find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div)
-
-    def _snapshot(self) -> dict[str, Any]:
-        return {
-            "model": copy.deepcopy(self.model.state_dict()),
-            "opt": None if self.opt is None else copy.deepcopy(self.opt.state_dict()),
-            "gen": self._gen.get_state(),
-            "history": len(self.history),
-        }
-
-    def _restore(self, snap: dict[str, Any]) -> None:
-        self.model.load_state_dict(snap["model"])
-        if snap["opt"] is None:
-            self.opt = None
-        else:
-            assert self.opt is not None
-            self.opt.load_state_dict(snap["opt"])
-        for p in self.model.parameters():
-            p.grad = None
-        self._gen.set_state(snap["gen"])
-        del self.history[snap["history"] :]
+        model = copy.deepcopy(self.model.state_dict())
+        opt = None if self.opt is None else copy.deepcopy(self.opt.state_dict())
+        gen, n_history = self._gen.get_state(), len(self.history)
+        try:
+            yield self
+        finally:
+            self.model.load_state_dict(model)
+            if opt is None:
+                self.opt = None
+            else:
+                assert self.opt is not None
+                self.opt.load_state_dict(opt)
+            for p in self.model.parameters():
+                p.grad = None
+            self._gen.set_state(gen)
+            del self.history[n_history:]

@@ -238,7 +238,13 @@ def lr_find(
     num_it: int = 100,
     stop_div: bool = True,
 ) -> LRFinderResult:
-    """Run the range test on ``learn`` and restore its state afterwards.
+    """LR range test (fastai's ``lr_find``), also ``Learner.lr_find``: run on ``learn``
+    inside :meth:`Learner.trial <recfit.train.learner.Learner.trial>`, so its model,
+    optimiser, batch-order RNG and history are as before afterwards.
+
+    Returns:
+        a :class:`LRFinderResult` (``valley``, ``steep``, ``minimum``, ``lrs``,
+        ``losses``, ``plot()``).
 
     Example:
         >>> # res = learn.lr_find(); res.valley; res.plot().savefig("lr.png")
@@ -247,22 +253,15 @@ def lr_find(
         raise ConfigError(f"expected 0 < start_lr < end_lr, received {start_lr!r}, {end_lr!r}")
     if not isinstance(num_it, int) or num_it < 2:
         raise ConfigError(f"expected num_it an integer >= 2, received {num_it!r}")
-    snap = learn._snapshot()
     finder = LRFinder(num_it, stop_div)
     epochs = math.ceil(num_it / max(1, learn.steps_per_epoch))
-    try:
-        learn._fit(
-            epochs,
-            Exponential(start_lr, end_lr, num_it),
-            None,
-            learn.wd,
-            extra_cbs=[finder],
-            validate=False,
-        )
-    except TrainingDivergedError:  # a non-finite loss or weight ends the test
-        finder.diverged = True
-    finally:
-        learn._restore(snap)
+    with learn.trial():
+        try:
+            learn.fit_schedule(
+                epochs, Exponential(start_lr, end_lr, num_it), cbs=[finder], validate=False
+            )
+        except TrainingDivergedError:  # a non-finite loss or weight ends the test
+            finder.diverged = True
     lrs, losses = np.array(finder.lrs), np.array(finder.losses)
     return LRFinderResult(
         lrs,
