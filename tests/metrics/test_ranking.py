@@ -241,6 +241,7 @@ def brute_force(ret: np.ndarray, rel: list[list[int]], k: int) -> dict[str, floa
             seen.add(int(x))
         n_hit = sum(hits)
         vals["recall"].append(n_hit / len(rset))
+        vals["capped_recall"].append(n_hit / min(k, len(rset)))
         vals["precision"].append(n_hit / k)
         vals["hit_rate"].append(float(n_hit > 0))
         dcg = sum(h / math.log2(j + 2) for j, h in enumerate(hits))

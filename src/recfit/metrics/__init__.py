@@ -5,9 +5,11 @@
 - :mod:`recfit.metrics.decoding`: rating grids, ratings as levels, level probabilities
   decoded back to ratings.
 - :mod:`recfit.metrics.levels`: metrics of predicted level distributions; any metric by name.
-- :mod:`recfit.metrics.ranking`: top-k accuracy, recall/precision/NDCG/MAP@k, MRR, hit rate.
+- :mod:`recfit.metrics.ranking`: top-k accuracy, recall (and capped recall)/precision/
+  NDCG/MAP@k, MRR, hit rate.
+- :mod:`recfit.metrics.lists`: catalogue coverage and mean popularity of top-k lists.
 - :mod:`recfit.metrics.registry`: every metric's direction (higher or lower is better) and
-  kind (rating, levels, ranking, loss, cost), read by every consumer.
+  kind (rating, levels, ranking, loss, cost, list), read by every consumer.
 """
 
 from recfit.metrics.classification import (
@@ -33,8 +35,16 @@ from recfit.metrics.levels import (
     get_metric,
     is_level_metric,
 )
+from recfit.metrics.lists import (
+    LIST_METRICS,
+    catalogue_coverage_at_k,
+    item_popularity,
+    list_report,
+    mean_popularity_at_k,
+)
 from recfit.metrics.ranking import (
     RANKING_METRICS,
+    capped_recall_at_k,
     hit_rate_at_k,
     map_at_k,
     mrr,
@@ -62,12 +72,15 @@ from recfit.metrics.registry import (
 
 __all__ = [
     "LEVEL_METRICS",
+    "LIST_METRICS",
     "METRICS",
     "PRFS",
     "RANKING_METRICS",
     "MetricInfo",
     "accuracy",
     "balanced_accuracy",
+    "capped_recall_at_k",
+    "catalogue_coverage_at_k",
     "classification_report",
     "confusion_matrix",
     "decode_argmax",
@@ -80,9 +93,12 @@ __all__ = [
     "hit_rate_at_k",
     "is_better",
     "is_level_metric",
+    "item_popularity",
     "levels_for_scale",
+    "list_report",
     "mae",
     "map_at_k",
+    "mean_popularity_at_k",
     "metric_direction",
     "metric_info",
     "mrr",

@@ -14,6 +14,15 @@ Every function takes the same two inputs:
 Notation for one query ``q`` at cutoff ``k``: ``R`` is its set of relevant items,
 ``h_j = 1`` when the item at rank ``j`` (1-based) is in ``R``, ``hits = Σ_{j≤k} h_j``.
 
+Two recalls, named apart: ``recall@k`` is ``hits / |R|`` (protocol T2, the peer harness
+and implicit's evaluation: below 1 whenever ``|R| > k``); ``capped_recall@k`` is
+``hits / min(k, |R|)`` (the "Recall@k" of the Mult-VAE / EASE papers and of protocol
+T3: 1 for a perfect list).
+
+Ranking metrics are per query (per user): each query is one unit of the average, of
+the bootstrap and of ``weights`` (a user weight), whatever its number of relevant items;
+only :func:`top_k_accuracy` is a micro average over (query, item) pairs.
+
 Edge cases, the same for every metric:
 
 * **No relevant items.** A query with ``R`` empty is skipped: it is left out of every
@@ -41,6 +50,7 @@ from recfit.index import ItemSets
 
 __all__ = [
     "RANKING_METRICS",
+    "capped_recall_at_k",
     "hit_rate_at_k",
     "map_at_k",
     "mrr",
@@ -55,7 +65,16 @@ __all__ = [
 Gain = Literal["linear", "exponential"]
 
 #: The metric names of :func:`per_query_metrics` and :func:`ranking_report`.
-RANKING_METRICS = ("recall", "precision", "ndcg", "map", "mrr", "hit_rate", "top_k_accuracy")
+RANKING_METRICS = (
+    "recall",
+    "capped_recall",
+    "precision",
+    "ndcg",
+    "map",
+    "mrr",
+    "hit_rate",
+    "top_k_accuracy",
+)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -181,19 +200,21 @@ class _Ranked:
         one = ok.astype(np.float64)
         hits = hit.sum(1).astype(np.float64)
         safe_rel = np.maximum(n_rel, 1)
+        capped = np.minimum(safe_rel, k)
         disc = self.discount[:k]
         dcg = (self.gains[:, :k] * disc).sum(1)
         idcg = (self.ideal[:, :k] * disc).sum(1)
         ndcg = np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
         cum = np.cumsum(hit, axis=1)
         prec_j = cum / np.arange(1, k + 1)
-        ap = (prec_j * hit).sum(1) / np.minimum(safe_rel, k)
+        ap = (prec_j * hit).sum(1) / capped
         any_hit = hit.any(1)
         first = np.argmax(hit, axis=1)
         rr = np.where(any_hit, 1.0 / (first + 1), 0.0)
         z = np.where(ok, 1.0, 0.0)
         return {
             "recall": (z * hits / safe_rel, one),
+            "capped_recall": (z * hits / capped, one),
             "precision": (z * hits / k, one),
             "ndcg": (z * ndcg, one),
             "map": (z * ap, one),
@@ -234,13 +255,28 @@ def recall_at_k(retrieved: Any, relevant: Any, k: int, *, weights: Any = None) -
     ``Recall@k(q) = hits@k(q) / |R_q|`` (as in protocol T2: hits over *all* the user's
     relevant items, so it is below 1 whenever ``|R_q| > k``), averaged over queries with
     ``R_q`` non-empty, weighted by ``weights``. Some libraries divide by ``min(k, |R_q|)``
-    instead, which reaches 1 for a perfect list; that is not this function.
+    instead, which reaches 1 for a perfect list: that is :func:`capped_recall_at_k`.
 
     Example:
         >>> recall_at_k([[1, 2, 3], [4, 5, 6]], [[2, 9], [7]], k=2)
         0.25
     """
     return _one("recall", retrieved, relevant, k, weights)
+
+
+def capped_recall_at_k(retrieved: Any, relevant: Any, k: int, *, weights: Any = None) -> float:
+    """Capped Recall@k: hits over ``min(k, |R_q|)``, so a perfect list scores 1.
+
+    ``CappedRecall@k(q) = hits@k(q) / min(k, |R_q|)``, averaged over queries with ``R_q``
+    non-empty, weighted by ``weights``. This is the "Recall@k" of Liang et al. (Mult-VAE)
+    and Steck (EASE), protocol T3's; it equals :func:`recall_at_k` for queries with at
+    most ``k`` relevant items.
+
+    Example:
+        >>> capped_recall_at_k([[1, 2, 3]], [[1, 2, 3, 4, 5]], k=2)  # recall@2 is 0.4
+        1.0
+    """
+    return _one("capped_recall", retrieved, relevant, k, weights)
 
 
 def precision_at_k(retrieved: Any, relevant: Any, k: int, *, weights: Any = None) -> float:

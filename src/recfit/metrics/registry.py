@@ -12,7 +12,10 @@ Kinds:
 - ``ranking``: of a ranked list at a cutoff (``recall@20``, ``ndcg@10``,
   ``top_100_accuracy``...);
 - ``loss``: an objective (``loss``, ``train_loss``, ``valid_loss``, ``reg_loss``...);
-- ``cost``: resources spent (``fit_seconds``).
+- ``cost``: resources spent (``fit_seconds``);
+- ``list``: what the recommended lists are, not how well they rank (``coverage@20``,
+  higher: more of the catalogue reached; ``mean_popularity@20``, lower: less
+  concentrated on popular items). Report them; do not stop or select on them alone.
 
 Example:
     >>> metric_info("recall@20").direction, metric_info("recall@20").kind
@@ -45,7 +48,7 @@ __all__ = [
 Direction = Literal["min", "max"]
 """``min``: lower is better; ``max``: higher is better."""
 
-Kind = Literal["rating", "levels", "ranking", "loss", "cost"]
+Kind = Literal["rating", "levels", "ranking", "loss", "cost", "list"]
 """What a metric measures (see the module docs)."""
 
 
@@ -99,16 +102,21 @@ _EXACT: dict[str, tuple[Direction, Kind]] = {
     "fit_seconds": ("min", "cost"),
 }
 
-_RANKING_HIGHER = ("recall", "precision", "ndcg", "map", "mrr", "hit_rate")
+_RANKING_HIGHER = ("recall", "capped_recall", "precision", "ndcg", "map", "mrr", "hit_rate")
 _AT_K = re.compile(r"^(" + "|".join(_RANKING_HIGHER) + r")@([1-9][0-9]{0,8})$")
+#: list metrics at a cutoff (recfit.metrics.lists): name -> direction
+_LIST: dict[str, Direction] = {"coverage": "max", "mean_popularity": "min"}
+_LIST_AT_K = re.compile(r"^(" + "|".join(_LIST) + r")@([1-9][0-9]{0,8})$")
 _TOP_K = re.compile(r"^top_([1-9][0-9]{0,8})_accuracy$")
 
 
 def metric_info(name: str) -> MetricInfo:
     """The direction and kind of the metric ``name``.
 
-    Ranking metrics carry their cutoff: ``recall@20``, ``precision@k``, ``ndcg@k``,
-    ``map@k``, ``mrr@k``, ``hit_rate@k`` and ``top_k_accuracy`` as ``top_100_accuracy``.
+    Ranking metrics carry their cutoff: ``recall@20``, ``capped_recall@k``,
+    ``precision@k``, ``ndcg@k``, ``map@k``, ``mrr@k``, ``hit_rate@k`` and
+    ``top_k_accuracy`` as ``top_100_accuracy``; so do the list metrics ``coverage@k``
+    (max) and ``mean_popularity@k`` (min), kind ``list``.
 
     Raises:
         UnknownMetricError: ``name`` is not a metric recfit reports.
@@ -128,9 +136,13 @@ def metric_info(name: str) -> MetricInfo:
     m = _TOP_K.match(name)
     if m is not None:
         return MetricInfo(name, "max", "ranking", int(m.group(1)))
+    m = _LIST_AT_K.match(name)
+    if m is not None:
+        return MetricInfo(name, _LIST[m.group(1)], "list", int(m.group(2)))
     raise UnknownMetricError(
         f"expected a metric name among {sorted(_EXACT)} or a ranking metric at a cutoff "
-        f"({', '.join(f'{r}@K' for r in _RANKING_HIGHER)}, top_K_accuracy), received {name!r}"
+        f"({', '.join(f'{r}@K' for r in _RANKING_HIGHER)}, top_K_accuracy) or a list metric "
+        f"({', '.join(f'{r}@K' for r in _LIST)}), received {name!r}"
     )
 
 
