@@ -193,7 +193,7 @@ def _train(
             "expected a run that trains with checkpoints (the Learner's loop) for --resume or "
             f"distributed training, received task {cfg.task!r} with trainer {cfg.trainer!r}"
         )
-    split = common.load_split(cfg, data)
+    split = task.load_split(cfg, data)
     if on_split is not None:
         on_split(split)
     cfg = task.prepare(cfg, split, distributed=ctx is not None)

@@ -46,6 +46,31 @@ TASK_EXEMPT = {
     ("classification", "opt"): "auto is adam there (one optimiser; a resolved config says it)",
 }
 
+#: top-N fields that no top-N family reads: refused (test_topn_refuses_what_nothing_reads)
+TOPN_NEVER_READ = ("wd", "schedule", "patience", "inner_valid", "monitor")
+TASK_EXEMPT.update({("topn", f): "never read by a top-N run: refused" for f in TOPN_NEVER_READ})
+
+#: a top-N family setting: a value that changes the run of a family that reads it
+TOPN_FAMILY_VALUES: dict[str, Any] = {
+    "ease_lambda": 50.0, "knn_k": 3, "shrinkage": 5.0, "n_factors": 3, "alpha": 5.0,
+    "unobserved_weight": 0.3, "epochs": 2, "lr": 0.1, "reg": 0.3, "bs": 16, "opt": "adam",
+}  # fmt: skip
+
+
+def _topn_changes() -> list[tuple[str, str, Any, dict[str, Any]]]:
+    """A family setting changes the run of a family that reads it; one that no
+    registered family reads is refused (test_topn_refuses_what_nothing_reads)."""
+    from recfit.models.registry import families
+
+    out = []
+    for name, value in TOPN_FAMILY_VALUES.items():
+        readers = [f.name for f in families("topn") if name in f.reads]
+        if readers:
+            out.append(("topn", name, value, {"model": readers[0]}))
+        else:
+            TASK_EXEMPT[("topn", name)] = "no registered top-N family reads it: refused"
+    return out
+
 
 def _single_valued(task: str, field: str) -> bool:
     """A field with one possible value for the task (nothing to change): the task itself,
@@ -67,6 +92,7 @@ BASE: dict[str, dict[str, Any]] = {
     "classification": {"task": "classification", "epochs": 2, "bs": 32, "n_factors": 4,
                        "layers": (8,)},
     "retrieval": {"task": "retrieval", "epochs": 2, "bs": 64, "n_factors": 4, "layers": (4,)},
+    "topn": {"task": "topn", "model": "popularity", "n_bootstrap": 20},
 }  # fmt: skip
 
 #: (task, field, new value, extra settings that make the field apply)
@@ -140,6 +166,20 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
      {"num_negatives": 5, "negative_sampling": "popularity"}),
     ("retrieval", "eval_ks", (5, 10), {}),
     ("retrieval", "n_bootstrap", 20, {}),
+    *[
+        ("topn", f, v, {})
+        for f, v in (
+            ("seed", 7),
+            ("split", "random:0.3"),
+            ("model", "auto"),
+            ("positive_min_rating", 3.0),
+            ("confidence", "value"),
+            ("eval_ks", (5, 10)),
+            ("exclude_seen", False),
+            ("n_bootstrap", 50),
+        )
+    ],
+    *_topn_changes(),
 ]  # fmt: skip
 # patience in retrieval watches the ranking metrics computed every eval_every epochs
 CHANGES = [
@@ -270,6 +310,20 @@ def test_a_field_that_does_not_apply_is_refused(
         validate_config({**base, field: value})
     if field != "opt":  # opt applies to classification only as 'auto' or 'adam'
         assert not validate_config(base).applies(field)
+
+
+@pytest.mark.parametrize("field", [*TOPN_NEVER_READ, *TOPN_FAMILY_VALUES])
+def test_topn_refuses_what_nothing_reads(field: str) -> None:
+    """A top-N setting that the chosen family does not read is an error."""
+    from recfit.models.registry import families
+
+    value = TOPN_FAMILY_VALUES.get(field, {"wd": 0.3, "schedule": "constant", "patience": 2,
+                                           "inner_valid": 0.3, "monitor": "recall@10"}.get(field))  # fmt: skip
+    for fam in families("topn"):
+        if field in fam.reads:
+            continue
+        with pytest.raises(ConfigError, match=field):
+            validate_config({"task": "topn", "model": fam.name, field: value})
 
 
 @pytest.mark.parametrize("task", list(BASE))

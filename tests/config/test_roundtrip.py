@@ -66,6 +66,17 @@ OWN: dict[str, dict[str, Any]] = {
         "opt": st.sampled_from(["adagrad", "adam"]),
         "bs": st.integers(1, 10**6),
     },
+    "topn": {
+        "model": st.sampled_from(["auto", "popularity"]),
+        "positive_min_rating": st.none() | st.floats(-10, 10),
+        "confidence": st.sampled_from(["binary", "value"]),
+        "eval_ks": sizes,
+        "exclude_seen": st.booleans(),
+        "n_bootstrap": st.integers(0, 10**4),
+        "ease_lambda": pos,
+        "knn_k": st.integers(1, 10**4),
+        "n_factors": st.integers(1, 1000),
+    },
 }
 
 

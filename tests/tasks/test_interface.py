@@ -16,7 +16,7 @@ from recfit.config import validate_config
 from recfit.data import Interactions
 from recfit.runs import train_run
 from recfit.tasks import TASKS, get_task
-from recfit.tasks.common import Task, load_split
+from recfit.tasks.common import Task
 from recfit.tasks.rating import RatingTask
 from recfit.train.learner import Learner
 
@@ -24,7 +24,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "rating": {"model": "mf", "n_factors": 4, "bs": 32},
     "classification": {"n_factors": 4, "layers": (8,), "bs": 32},
     "retrieval": {"n_factors": 4, "layers": (4,), "bs": 64, "eval_every": 1, "n_bootstrap": 0},
+    "topn": {"model": "popularity", "n_bootstrap": 0},
 }
+EPOCHS = {"topn": {}}  # a closed-form family reads no epochs
 
 
 def _data() -> Interactions:
@@ -37,11 +39,12 @@ def _data() -> Interactions:
 
 
 def _cfg(task: str) -> Any:
-    return validate_config({"task": task, "epochs": 1, "device": "cpu", **SETTINGS[task]})
+    epochs = EPOCHS.get(task, {"epochs": 1})
+    return validate_config({"task": task, **epochs, "device": "cpu", **SETTINGS[task]})
 
 
 def test_every_task_is_registered_and_has_settings_here() -> None:
-    assert sorted(TASKS) == sorted(SETTINGS) == ["classification", "rating", "retrieval"]
+    assert sorted(TASKS) == sorted(SETTINGS) == ["classification", "rating", "retrieval", "topn"]
     assert all(get_task(name).name == name for name in TASKS)
 
 
@@ -50,7 +53,7 @@ def test_each_task_builds_fits_evaluates_and_writes_artefacts(name: str, tmp_pat
     task: Task[Any] = TASKS[name]
     data = _data()
     cfg = _cfg(name)
-    split = load_split(cfg, data)
+    split = task.load_split(cfg, data)
     cfg = task.prepare(cfg, split)
     assert task.inner_rows(cfg, split).size > 0
     learner = task.build(cfg, split, callbacks=(), progress=False)
@@ -106,7 +109,7 @@ def test_a_run_calls_the_task_it_looks_up(tmp_path: Path, monkeypatch: pytest.Mo
     out = tmp_path / "run"
     res = train_run(_cfg("rating"), out, data=_data(), progress=False)
     steps = [c for c in spy.calls if c != "checkpointed"]
-    assert steps == ["prepare", "build", "fit", "evaluate", "figures", "artefacts"]
+    assert steps == ["load_split", "prepare", "build", "fit", "evaluate", "figures", "artefacts"]
     assert res.metrics["spied"] == 1.0 and (out / "spied.txt").exists()
 
 

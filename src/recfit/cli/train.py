@@ -59,7 +59,12 @@ _HELP: dict[str, str] = {
     "test_file": "Held-out ratings (CSV/Parquet) for --train/--dataset FILE; ids are mapped "
     "through the training file's, unknown ones dropped and counted.",
 }
-_PANELS = {"rating": "Rating", "classification": "Classification", "retrieval": "Retrieval"}
+_PANELS = {
+    "rating": "Rating",
+    "classification": "Classification",
+    "retrieval": "Retrieval",
+    "topn": "Top-N",
+}
 
 
 def _model_help() -> str:

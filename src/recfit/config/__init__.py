@@ -1,7 +1,8 @@
 """Run configurations, one class per task: frozen, validated, rejecting unknown keys.
 
 A config describes one training run completely (data, split, model, optimisation):
-:class:`RatingConfig`, :class:`ClassificationConfig` or :class:`RetrievalConfig`, sharing
+:class:`RatingConfig`, :class:`ClassificationConfig`, :class:`RetrievalConfig` or
+:class:`TopNConfig`, sharing
 :class:`~recfit.config.base.BaseTrainConfig`. :data:`TrainConfig` is their union,
 discriminated by ``task``; :func:`validate_config` makes the right one from a dict. A run
 directory stores its config as ``config.json`` and can be re-run from it; configs load
@@ -36,6 +37,7 @@ from recfit.config.io import (
 from recfit.config.rating import AUTO_MODELS, RatingConfig
 from recfit.config.retrieval import RetrievalConfig
 from recfit.config.schema import show_config
+from recfit.config.topn import TopNConfig
 
 __all__ = [
     "AUTO_MODELS",
@@ -47,6 +49,7 @@ __all__ = [
     "ClassificationConfig",
     "RatingConfig",
     "RetrievalConfig",
+    "TopNConfig",
     "TrainConfig",
     "load_config",
     "load_toml_text",

@@ -23,6 +23,7 @@ from recfit.config.base import CONFIG_VERSION, BaseTrainConfig, config_error
 from recfit.config.classification import ClassificationConfig
 from recfit.config.rating import RatingConfig
 from recfit.config.retrieval import RetrievalConfig
+from recfit.config.topn import TopNConfig
 from recfit.errors import ConfigError
 
 __all__ = [
@@ -35,20 +36,22 @@ __all__ = [
 ]
 
 TrainConfig = Annotated[
-    RatingConfig | ClassificationConfig | RetrievalConfig, Field(discriminator="task")
+    RatingConfig | ClassificationConfig | RetrievalConfig | TopNConfig,
+    Field(discriminator="task"),
 ]
 """One training run's config: the task's class, chosen by ``task`` (default ``rating``)."""
 
-TASK_CONFIGS: dict[str, type[RatingConfig | ClassificationConfig | RetrievalConfig]] = {
+AnyConfig = RatingConfig | ClassificationConfig | RetrievalConfig | TopNConfig
+
+TASK_CONFIGS: dict[str, type[AnyConfig]] = {
     "rating": RatingConfig,
     "classification": ClassificationConfig,
     "retrieval": RetrievalConfig,
+    "topn": TopNConfig,
 }
 """The config class of each task."""
 
-_ADAPTER: TypeAdapter[RatingConfig | ClassificationConfig | RetrievalConfig] = TypeAdapter(
-    TrainConfig
-)
+_ADAPTER: TypeAdapter[AnyConfig] = TypeAdapter(TrainConfig)
 
 # Version 1 stored one flat class for every task, with every field. Its fields that a
 # task's class no longer has were unread there, so a valid file holds their defaults:

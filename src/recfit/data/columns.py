@@ -38,6 +38,7 @@ __all__ = [
     "column_mapping",
     "from_columns",
     "read_options",
+    "implicit_mapping",
     "require_columns",
     "source_stem",
 ]
@@ -52,7 +53,9 @@ class ReadOptions(TypedDict, total=False):
 
     ``user``, ``item`` (default ``"user"``, ``"item"``), ``rating`` (default ``"rating"``;
     ``None`` for implicit data), ``timestamp``, ``weight`` (default ``None``),
-    ``duplicates`` (default ``"error"``) and ``rating_scale`` (default ``None``).
+    ``duplicates`` (default ``"error"``), ``rating_scale`` (default ``None``) and
+    ``implicit_if_missing`` (default ``False``: a missing rating column is an error;
+    ``True``: the data is implicit, every row a positive of value 1).
     """
 
     user: str
@@ -62,6 +65,7 @@ class ReadOptions(TypedDict, total=False):
     weight: str | None
     duplicates: DuplicatePolicy
     rating_scale: tuple[float, float] | None
+    implicit_if_missing: bool
 
 
 def read_options(options: Mapping[str, Any], reader: str) -> ReadOptions:
@@ -71,7 +75,7 @@ def read_options(options: Mapping[str, Any], reader: str) -> ReadOptions:
         >>> read_options({"users": "u"}, "read_csv")
         Traceback (most recent call last):
         ...
-        recfit.errors.ConfigError: expected keyword arguments of read_csv() among ['duplicates', 'item', 'rating', 'rating_scale', 'timestamp', 'user', 'weight'], received 'users'; did you mean 'user'?
+        recfit.errors.ConfigError: expected keyword arguments of read_csv() among ['duplicates', 'implicit_if_missing', 'item', 'rating', 'rating_scale', 'timestamp', 'user', 'weight'], received 'users'; did you mean 'user'?
     """
     known = sorted(ReadOptions.__optional_keys__)
     for key in options:
@@ -127,6 +131,23 @@ def require_columns(found: list[str], mapping: dict[str, str], source: str | Non
             file=source,
             column=col,
         )
+
+
+def implicit_mapping(
+    found: list[str], mapping: dict[str, str], options: ReadOptions
+) -> dict[str, str]:
+    """``mapping`` without its rating column when the data has none and
+    ``options["implicit_if_missing"]`` allows implicit data (each row a positive of
+    value 1); otherwise ``mapping`` as it is (a missing column stays an error).
+
+    Example:
+        >>> implicit_mapping(["u", "i"], {"user": "u", "item": "i", "rating": "rating"},
+        ...                  {"implicit_if_missing": True})
+        {'user': 'u', 'item': 'i'}
+    """
+    if options.get("implicit_if_missing", False) and mapping.get("rating") not in found:
+        return {role: col for role, col in mapping.items() if role != "rating"}
+    return mapping
 
 
 def source_stem(p: Path) -> str:
@@ -390,7 +411,7 @@ def from_columns(
         check_ratings(r64, scale, file=source, column=mapping["rating"])
         r = to_float32(r64, "rating", file=source, column=mapping["rating"])
         del r64
-    else:
+    else:  # implicit data: every row is a positive of value 1
         r = np.ones(n, dtype=np.float32)
 
     w: np.ndarray | None = None
@@ -419,6 +440,8 @@ def from_columns(
         stacklevel=4,
     )  # fmt: skip
     meta: dict[str, Any] = {"duplicates_merged": n_dup} if n_dup else {}
+    if "rating" not in cols:
+        meta["implicit"] = True
     if source is not None:
         meta["source"] = source
     return Interactions.from_indices(

@@ -3,7 +3,9 @@
 * ``"error"`` (default): raise, with the number of duplicate rows and the first few;
 * ``"last"``: keep the last row of each pair, in file order;
 * ``"mean"``: keep one row per pair (at the position of its last row, with that row's
-  timestamp) whose rating, and weight if any, is the mean over the pair's rows.
+  timestamp) whose rating, and weight if any, is the mean over the pair's rows;
+* ``"sum"``: as ``"mean"``, but the rating is the sum over the pair's rows (implicit
+  data: clicks or plays of one item add up; the weight stays the mean).
 
 Merging emits a :class:`~recfit.errors.DataWarning` with the count.
 """
@@ -20,15 +22,17 @@ from recfit.errors import ConfigError, DataError, DataWarning
 
 __all__ = ["DuplicatePolicy", "check_policy", "merge_duplicates"]
 
-DuplicatePolicy = Literal["error", "last", "mean"]
+DuplicatePolicy = Literal["error", "last", "mean", "sum"]
 
 _SHOWN = 5
 
 
 def check_policy(duplicates: str) -> None:
     """Raise :class:`ConfigError` unless ``duplicates`` is a :data:`DuplicatePolicy`."""
-    if duplicates not in ("error", "last", "mean"):
-        raise ConfigError(f"expected duplicates='error', 'last' or 'mean', received {duplicates!r}")
+    if duplicates not in ("error", "last", "mean", "sum"):
+        raise ConfigError(
+            f"expected duplicates='error', 'last', 'mean' or 'sum', received {duplicates!r}"
+        )
 
 
 def merge_duplicates(
@@ -101,7 +105,8 @@ def _resolve_duplicates(
     source: str | None,
     line_offset: int | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None], int, int]:
-    """Rows to keep (and merged ratings/weights for "mean"), duplicate and pair counts."""
+    """Rows to keep (and merged ratings/weights for "mean" and "sum"), duplicate and pair
+    counts."""
     order = np.argsort(key, kind="stable")
     sk = key[order]
     repeat = np.empty(len(sk), dtype=bool)  # this sorted position repeats the previous one
@@ -137,12 +142,12 @@ def _resolve_duplicates(
     last_rows = order[is_last]
     if policy == "last":
         return (np.sort(last_rows), r, w), n_dup, n_pairs
-    # mean: one value per group, placed at the group's last row
+    # mean (sum): one value per group, placed at the group's last row
     gid = np.cumsum(is_start) - 1
     cnt = np.bincount(gid).astype(np.float64)
-    mean_r = np.bincount(gid, weights=r[order].astype(np.float64)) / cnt
+    sum_r = np.bincount(gid, weights=r[order].astype(np.float64))
     r2 = r.copy()
-    r2[last_rows] = mean_r.astype(np.float32)
+    r2[last_rows] = (sum_r if policy == "sum" else sum_r / cnt).astype(np.float32)
     w2 = None
     if w is not None:
         mean_w = np.bincount(gid, weights=w[order].astype(np.float64)) / cnt

@@ -50,6 +50,7 @@ from recfit.data.columns import (
     ReadOptions,
     column_mapping,
     from_columns,
+    implicit_mapping,
     read_options,
     require_columns,
     source_stem,
@@ -85,12 +86,15 @@ def from_frame(
         df: the table.
         user: column of raw user ids (strings or integers).
         item: column of raw item ids (strings or integers).
-        rating: column of numeric ratings; ``None`` for implicit data (every rating 1).
+        rating: column of numeric ratings (or counts, plays, durations); ``None`` for
+            implicit data (every row a positive of value 1).
         timestamp: optional column of integer epoch seconds, or ``datetime64`` values
             (converted to seconds), or ISO-8601 strings.
         weight: optional column of finite non-negative row weights.
         duplicates: what to do with repeated (user, item) pairs (see the module docs).
         rating_scale: ``(low, high)``; ratings outside it are an error.
+        implicit_if_missing: a frame without the ``rating`` column is implicit data
+            (every row a positive of value 1, ``meta["implicit"]``) instead of an error.
         name: the data's name.
         source: where the frame came from, used in error messages.
 
@@ -116,8 +120,9 @@ def from_frame(
     if not isinstance(df, pd.DataFrame):
         raise ConfigError(f"expected a pandas DataFrame, received {type(df).__name__}")
     opts = read_options(options, "from_frame")
-    mapping = column_mapping(opts)
-    require_columns([str(c) for c in df.columns], mapping, source)
+    found = [str(c) for c in df.columns]
+    mapping = implicit_mapping(found, column_mapping(opts), opts)
+    require_columns(found, mapping, source)
     cols = {role: _frame_column(df, col, source) for role, col in mapping.items()}
     return from_columns(cols, mapping, opts, name=name, source=source)
 

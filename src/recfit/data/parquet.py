@@ -77,7 +77,7 @@ def read_parquet(
             opts["weight"] = "weight"
         if opts.get("rating_scale") is None:
             opts["rating_scale"] = stored.get("rating_scale")
-    mapping = columns.column_mapping(opts)
+    mapping = columns.implicit_mapping(found, columns.column_mapping(opts), opts)
     columns.require_columns(found, mapping, src)
     # one column at a time, so Arrow and numpy copies of all columns never coexist
     arrays: dict[str, np.ndarray] = {}

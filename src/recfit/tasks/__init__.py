@@ -1,6 +1,6 @@
 """Tasks: what a training run does for each kind of problem, behind one interface.
 
-Each task (``rating``, ``classification``, ``retrieval``) is one module that registers a
+Each task (``rating``, ``classification``, ``retrieval``, ``topn``) is one module that registers a
 :class:`~recfit.tasks.common.Task` in :data:`TASKS`: it makes a config concrete for the
 data (``prepare``), builds the model inside a :class:`~recfit.train.learner.Learner`
 (``build``), trains it (``fit``), measures it on the held-out part (``evaluate``) and
@@ -20,10 +20,19 @@ Verbs, across the public API:
 
 Example:
     >>> sorted(TASKS)
-    ['classification', 'rating', 'retrieval']
+    ['classification', 'rating', 'retrieval', 'topn']
 """
 
-from recfit.tasks import classification, rating, retrieval
+from recfit.tasks import classification, rating, retrieval, topn
 from recfit.tasks.common import TASKS, Task, get_task, register_task
 
-__all__ = ["TASKS", "Task", "classification", "get_task", "rating", "register_task", "retrieval"]
+__all__ = [
+    "TASKS",
+    "Task",
+    "classification",
+    "get_task",
+    "rating",
+    "register_task",
+    "retrieval",
+    "topn",
+]

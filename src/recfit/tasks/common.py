@@ -38,6 +38,7 @@ __all__ = [
     "count_overlap",
     "early_stopping",
     "early_stopping_details",
+    "file_split",
     "get_task",
     "inner_validation",
     "load_data",
@@ -71,6 +72,11 @@ class Task(Generic[C]):
         """Whether runs of ``cfg`` train through the Learner's loop with full-state
         checkpoints: the condition of ``--resume`` and of distributed training."""
         return False
+
+    def load_split(self, cfg: C, data: Interactions | None = None) -> Split:
+        """The split a run of ``cfg`` trains and evaluates on (here
+        :func:`load_split`: the data split by ``cfg.split``, or the test file)."""
+        return load_split(cfg, data)
 
     def prepare(self, cfg: C, split: Split, *, distributed: bool = False) -> C:
         """``cfg`` made concrete for ``split``'s training part (``auto`` values chosen)."""
@@ -185,7 +191,17 @@ def load_split(
 
 def _file_split(train: Interactions, cfg: BaseTrainConfig, data_dir: str | None) -> Split:
     assert cfg.test_file is not None
-    test = load_data(cfg, cfg.test_file, data_dir)
+    return file_split(train, load_data(cfg, cfg.test_file, data_dir), cfg)
+
+
+def file_split(train: Interactions, test: Interactions, cfg: BaseTrainConfig) -> Split:
+    """``train`` as the training part and ``test`` (``cfg.test_file``'s rows) as the
+    held-out part of one split: ``test``'s ids mapped through ``train``'s vocabularies,
+    rows of unknown users or items dropped and counted in ``data.meta["test_file"]``.
+
+    Raises:
+        EvaluationOverlapError: a (user, item) pair of ``test`` is also in ``train``.
+    """
     tu = train.users.index(test.users.id(test.user), unknown="sentinel")
     ti = train.items.index(test.items.id(test.item), unknown="sentinel")
     known = (tu >= 0) & (ti >= 0)

@@ -1,0 +1,393 @@
+"""The top-N task: rank items for users from positives, measured by full-catalogue ranking.
+
+Positives are clicks, plays or purchases (a file with no rating column: each row is a
+positive of value 1; a count column as ``rating_col`` with ``confidence="value"``), or
+ratings at or above ``positive_min_rating``. They are chosen *before* splitting, so every
+split protocol holds out positives: ``random:0.2`` (a random share), ``last:1`` (each
+user's latest by time), ``users:0.1:0.8`` (strong generalisation: held-out users scored
+from the positives they are given), or ``--train``/``--test`` files.
+
+A top-N family (``popularity``, ``itemknn``, ``ease``, ``ials``, ``bpr``: task ``topn`` in
+the registry) is built from the config and the training positives, trained by its trainer
+(:func:`recfit.train.trainers.trainer_for`, ``closed_form`` for all of them) and ranked
+against every item the user has not seen in training. ``model="auto"`` picks the family
+by an inner validation cut of the training positives (:func:`choose_family`): never by
+held-out rows.
+
+Example:
+    >>> from recfit.config import TopNConfig
+    >>> from recfit.data.synthetic import synthetic
+    >>> d = synthetic(2000, 60, 40, seed=0)
+    >>> sp = TOPN.load_split(TopNConfig(model="popularity", seed=0), d)
+    >>> round(len(sp.test_idx) / len(sp.data), 1)
+    0.2
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recfit.config import TopNConfig
+from recfit.data.columns import ReadOptions
+from recfit.data.interactions import Interactions
+from recfit.data.positives import positives_matrix, select_positives
+from recfit.data.sources import load_dataset, split_dataset
+from recfit.data.split import Split
+from recfit.errors import ConfigError, DataError
+from recfit.metrics.ranking import ranking_report
+from recfit.models.base import RatingModel
+from recfit.models.registry import family
+from recfit.tasks.common import Callbacks, Metrics, Task, file_split, make_learner, register_task
+from recfit.train.learner import Learner
+from recfit.train.trainers import FitSpec, trainer_for
+
+__all__ = [
+    "TOPN",
+    "TopNTask",
+    "build_topn",
+    "choose_family",
+    "load_positives",
+    "rank_topn",
+    "score_topn",
+    "topn_report",
+    "topn_split",
+]
+
+AUTO_METRIC = "ndcg@20"
+"""What ``model="auto"`` compares the families by on the inner validation cut."""
+AUTO_INNER = 0.1
+"""The share of training positives ``model="auto"`` holds out to compare families."""
+_BLOCK = 1024  # users scored at once
+
+
+# ------------------------------------------------------------------ data
+def _read_options(cfg: TopNConfig) -> ReadOptions:
+    """The column options of a top-N run: a file without the rating column is implicit
+    data unless ``rating_col`` was given; repeated pairs add up, except under a rating
+    threshold (a sum of ratings is no rating)."""
+    return {
+        "user": cfg.user_col,
+        "item": cfg.item_col,
+        "rating": cfg.rating_col,
+        "timestamp": cfg.timestamp_col,
+        "weight": cfg.weight_col,
+        "implicit_if_missing": "rating_col" not in cfg.model_fields_set,
+        "duplicates": "error" if cfg.positive_min_rating is not None else "sum",
+    }
+
+
+def load_positives(
+    cfg: TopNConfig, dataset: str | None = None, data: Interactions | None = None
+) -> Interactions:
+    """The positives of ``dataset`` (default ``cfg.dataset``; or of ``data``): rows of
+    weight > 0 rated at least ``cfg.positive_min_rating`` (every row when it is none).
+
+    Raises:
+        DataError: the file cannot be read; values that cannot be confidences
+            (``confidence="value"``: negative or NaN values, naming file, row and
+            column); implicit data under a rating threshold; no positive left.
+    """
+    if data is None:
+        data = load_dataset(
+            cfg.dataset if dataset is None else dataset,
+            data_dir=cfg.data_dir,
+            **_read_options(cfg),
+        )
+    source = data.meta.get("source", data.name)
+    if data.meta.get("implicit") and cfg.positive_min_rating is not None:
+        raise DataError(
+            f"expected a rating column {cfg.rating_col!r} for positive_min_rating "
+            f"{cfg.positive_min_rating:g}, received implicit data (no rating column)",
+            file=str(source),
+            column=cfg.rating_col,
+        )
+    if cfg.confidence == "value":
+        bad = data.rating < 0
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(
+                f"expected non-negative values as confidence, received {float(data.rating[row])!r}",
+                file=str(source),
+                row=row,
+                column=cfg.rating_col,
+            )
+    pos = select_positives(data, cfg.positive_min_rating)
+    if not len(pos):
+        raise DataError(
+            f"expected positives (ratings >= {cfg.positive_min_rating}), received none of "
+            f"{len(data)} rows",
+            file=str(source),
+        )
+    meta = {**pos.meta, "positives": {"rows": len(data), "positives": len(pos),
+                                      "min_rating": cfg.positive_min_rating,
+                                      "implicit": bool(data.meta.get("implicit", False))}}  # fmt: skip
+    return replace(pos, meta=meta)
+
+
+def topn_split(cfg: TopNConfig, data: Interactions | None = None) -> Split:
+    """The split a top-N run trains and evaluates on: the positives split by ``cfg.split``,
+    or the training file's positives against the test file's (ids mapped through the
+    training vocabularies; test rows of unknown users or items dropped and counted)."""
+    train = load_positives(cfg, data=data)
+    if cfg.test_file is not None:
+        test = load_positives(cfg, dataset=cfg.test_file)
+        return file_split(train, test, cfg)
+    return split_dataset(train, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
+
+
+# ------------------------------------------------------------------ scoring and ranking
+def score_topn(
+    model: RatingModel, users: np.ndarray, rows: sp.csr_matrix, *, fold_in: bool = False
+) -> np.ndarray:
+    """``(len(users), n_items)`` scores: ``score_users`` of training users given their
+    rows, or (``fold_in``) ``score_history`` of users known by these rows only."""
+    scorer: Any = model
+    if fold_in:
+        return np.asarray(scorer.score_history(rows), dtype=np.float32)
+    return np.asarray(scorer.score_users(users, rows), dtype=np.float32)
+
+
+def rank_topn(
+    model: RatingModel,
+    train: Interactions,
+    test: Interactions,
+    *,
+    ks: tuple[int, ...] = (10, 20, 50),
+    exclude_seen: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    fold_in: Interactions | None = None,
+    confidence: str = "binary",
+) -> dict[str, Any]:
+    """Full-catalogue ranking of ``test``'s positives for each user who has some.
+
+    Users are scored from their training rows (``train``), or, for users with rows in
+    ``fold_in`` (strong generalisation), from those rows only. With ``exclude_seen``, the
+    items a user was scored from are never ranked. Returns
+    :func:`~recfit.metrics.ranking.ranking_report`'s keys (``recall@k``, ``ndcg@k``,
+    ``map@k``, ``hit_rate@k``... with ``_ci`` intervals) plus ``coverage@k`` (share of
+    the catalogue in some list) and ``mean_popularity@k`` (mean training count of the
+    listed items).
+    """
+    n_users, n_items = train.n_users, train.n_items
+    conf: Any = confidence
+    x_train = positives_matrix(train, n_users=n_users, n_items=n_items, confidence=conf)
+    x_fold = None
+    fold_users = np.zeros(0, dtype=np.int64)
+    if fold_in is not None and len(fold_in):
+        x_fold = positives_matrix(fold_in, n_users=n_users, n_items=n_items, confidence=conf)
+        fold_users = np.unique(fold_in.user).astype(np.int64)
+    live = test.weights() > 0
+    users = np.unique(test.user[live]).astype(np.int64)
+    if not len(users):
+        raise DataError("expected held-out positives to rank, received none")
+    k_max = min(max(ks), n_items)
+    retrieved = np.full((len(users), max(ks)), -1, dtype=np.int64)
+    is_fold = np.isin(users, fold_users)
+    for flag, x in ((False, x_train), (True, x_fold)):
+        idx = np.flatnonzero(is_fold == flag)
+        if x is None or not len(idx):
+            continue
+        for b0 in range(0, len(idx), _BLOCK):
+            pos = idx[b0 : b0 + _BLOCK]
+            rows = x[users[pos]]
+            scores = score_topn(model, users[pos], rows, fold_in=flag)
+            if exclude_seen:
+                r, c = rows.nonzero()
+                scores[r, c] = -np.inf
+            top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
+            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            retrieved[pos, :k_max] = np.where(np.isfinite(top_scores), top, -1)
+    by_user = np.searchsorted(users, test.user[live])
+    relevant = np.split(
+        test.item[live][np.argsort(by_user, kind="stable")],
+        np.cumsum(np.bincount(by_user, minlength=len(users)))[:-1],
+    )
+    report = ranking_report(
+        retrieved, relevant, ks, exclude_seen=exclude_seen, n_bootstrap=n_bootstrap, seed=seed
+    )
+    counts = np.asarray(x_train.astype(bool).sum(axis=0)).ravel()
+    for k in ks:
+        listed = retrieved[:, :k]
+        listed = listed[listed >= 0]
+        report[f"coverage@{k}"] = float(len(np.unique(listed)) / max(1, n_items))
+        report[f"mean_popularity@{k}"] = float(counts[listed].mean()) if len(listed) else 0.0
+    report["n_fold_in_users"] = int(is_fold.sum())
+    return report
+
+
+# ------------------------------------------------------------------ build, fit, choose
+def build_topn(cfg: TopNConfig, train: Interactions) -> RatingModel:
+    """A fresh model of the family ``cfg.model`` (not ``auto``) sized for ``train``."""
+    fam = family(cfg.model)
+    return fam.build(fam.settings(cfg), train)
+
+
+def _fit(cfg: TopNConfig, train: Interactions) -> RatingModel:
+    model = build_topn(cfg, train)
+    learner = make_learner(cfg, model, train, None, callbacks=(), progress=False, metrics=())
+    trainer_for(cfg.trainer).fit(learner, FitSpec.from_config(cfg))
+    return learner.model
+
+
+def choose_family(cfg: TopNConfig, train: Interactions) -> tuple[TopNConfig, dict[str, Any]]:
+    """``cfg`` with ``model="auto"`` made concrete: each candidate family
+    (:meth:`TopNConfig.candidate_families`) is fitted on 90 % of the training positives
+    (cut at random by ``cfg.seed``) and ranks the other 10 %; the best by
+    :data:`AUTO_METRIC` wins (ties: the first candidate). Returns the resolved config and
+    what was compared (for ``metrics.json``).
+
+    Raises:
+        ConfigError: too few training positives for the cut.
+    """
+    if cfg.model != "auto":
+        return cfg.resolve_model(big=False), {}
+    rng = np.random.default_rng([cfg.seed, 0x70B])
+    n_inner = round(AUTO_INNER * len(train))
+    if n_inner < 1 or n_inner >= len(train):
+        raise ConfigError(
+            f"expected enough training positives for model 'auto' to compare families on "
+            f"an inner cut of {AUTO_INNER:.0%}, received {len(train)}"
+        )
+    inner = np.zeros(len(train), dtype=bool)
+    inner[rng.choice(len(train), size=n_inner, replace=False)] = True
+    fit_part, inner_part = train.take(~inner), train.take(inner)
+    k = int(AUTO_METRIC.split("@")[1])
+    scores: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    best: TopNConfig | None = None
+    for fam in cfg.candidate_families():
+        cand = cfg.replace(model=fam.name).resolve_model(big=False)
+        t0 = time.perf_counter()
+        model = _fit(cand, fit_part)
+        rep = rank_topn(model, fit_part, inner_part, ks=(k,), n_bootstrap=0,
+                        confidence=cand.confidence)  # fmt: skip
+        seconds[fam.name] = time.perf_counter() - t0
+        scores[fam.name] = rep[AUTO_METRIC]
+        if best is None or scores[fam.name] > scores[best.model]:
+            best = cand
+    assert best is not None  # candidate_families is never empty
+    info = {
+        "chosen": best.model,
+        "by": f"{AUTO_METRIC} on an inner cut of {AUTO_INNER:.0%} of the training positives "
+        f"(seed {cfg.seed})",
+        "inner_scores": scores,
+        "inner_seconds": seconds,
+    }
+    return best, info
+
+
+# ------------------------------------------------------------------ the task
+class TopNTask(Task[TopNConfig]):
+    """The top-N task's steps (:class:`~recfit.tasks.common.Task`)."""
+
+    name = "topn"
+    unit = "positives"
+
+    def __init__(self) -> None:
+        self._auto: dict[TopNConfig, dict[str, Any]] = {}
+
+    def load_split(self, cfg: TopNConfig, data: Interactions | None = None) -> Split:
+        return topn_split(cfg, data)
+
+    def prepare(self, cfg: TopNConfig, split: Split, *, distributed: bool = False) -> TopNConfig:
+        resolved, info = choose_family(cfg, split.train)
+        if info:
+            self._auto[resolved] = info
+        return resolved
+
+    def build(
+        self, cfg: TopNConfig, fit: Split, callbacks: Callbacks, progress: bool | None
+    ) -> Learner:
+        model = build_topn(cfg, fit.train)
+        return make_learner(
+            cfg, model, fit.train, None, callbacks=callbacks, progress=progress, metrics=()
+        )
+
+    def fit(self, learner: Learner, cfg: TopNConfig) -> Learner:
+        return trainer_for(cfg.trainer).fit(learner, FitSpec.from_config(cfg))
+
+    def evaluate(self, learner: Learner, cfg: TopNConfig, split: Split) -> Metrics:
+        fold_in = getattr(split, "fold_in", None)
+        report = rank_topn(
+            learner.model, split.train, split.test, ks=tuple(cfg.eval_ks),
+            exclude_seen=cfg.exclude_seen, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
+            fold_in=fold_in, confidence=cfg.confidence,
+        )  # fmt: skip
+        metrics = {
+            k: float(v)
+            for k, v in report.items()
+            if "@" in k and not k.endswith("_ci") and isinstance(v, float)
+        }
+        details = {k: v for k, v in report.items() if k not in metrics}
+        details["positives"] = split.data.meta.get("positives", {})
+        auto = self._auto.pop(cfg, None)
+        if auto:
+            details["model_auto"] = auto
+        fit_info = getattr(learner.model, "fit_info", None)
+        if fit_info:
+            details["fit_info"] = fit_info
+        return metrics, details
+
+    def artefacts(self, learner: Learner, cfg: TopNConfig, split: Split, out: Path) -> None:
+        """``topn.md``: the protocol and each metric with its interval (from the run's
+        ``metrics.json``; evaluated here when there is none)."""
+        path = out / "metrics.json"
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            metrics, details = self.evaluate(learner, cfg, split)
+            data = {**metrics, "details": details}
+        (out / "topn.md").write_text(topn_report(cfg, data), encoding="utf-8")
+
+
+def topn_report(cfg: TopNConfig, metrics: dict[str, Any]) -> str:
+    """A short Markdown report of a top-N run's ``metrics.json`` content."""
+    details = metrics.get("details", {})
+    pos = details.get("positives", {})
+    what = (
+        "every row (implicit data)"
+        if pos.get("implicit")
+        else "every row"
+        if cfg.positive_min_rating is None
+        else f"ratings >= {cfg.positive_min_rating:g}"
+    )
+    lines = [
+        f"# Top-N run: {cfg.model} on {cfg.dataset}",
+        "",
+        f"- positives: {what}; {pos.get('positives', '?')} of {pos.get('rows', '?')} rows; "
+        f"confidence {cfg.confidence}",
+        f"- split: {cfg.split}"
+        + (f" ({cfg.test_file})" if cfg.test_file else "")
+        + f", seed {cfg.seed}; users evaluated: {details.get('n_queries', '?')}",
+        f"- ranked against the whole catalogue, training items "
+        f"{'excluded' if cfg.exclude_seen else 'included'}; intervals: 95 % bootstrap over "
+        f"users ({cfg.n_bootstrap} resamples)",
+    ]
+    auto = details.get("model_auto")
+    if auto:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in auto["inner_scores"].items())
+        lines.append(f"- model auto chose {auto['chosen']} by {auto['by']}: {scores}")
+    lines += ["", "| metric | value | 95 % interval |", "|---|---|---|"]
+    for k in cfg.eval_ks:
+        for name in ("recall", "ndcg", "map", "hit_rate", "coverage", "mean_popularity"):
+            key = f"{name}@{k}"
+            if key not in metrics:
+                continue
+            ci = details.get(f"{key}_ci")
+            shown = f"{ci[0]:.4f} to {ci[1]:.4f}" if ci else ""
+            lines.append(f"| {key} | {metrics[key]:.4f} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+TOPN = TopNTask()
+register_task(TOPN)
