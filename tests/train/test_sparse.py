@@ -16,6 +16,7 @@ from recfit.train.execution import Execution
 from recfit.train.optim import AdamW
 from recfit.train.sparse import (
     SPARSE_MIN_PARAMS,
+    RowAdagrad,
     RowAdamW,
     auto_batch_size,
     scaled_lr,
@@ -199,6 +200,13 @@ def test_sparse_true_needs_a_dot_model_and_rejects_bad_values() -> None:
     with pytest.raises(ConfigError, match="DotBias-family"):
         RowAdamW(EmbeddingNN(40, 30))  # type: ignore[arg-type]
     assert supports_rows(BiasedMF(3, 3, 2)) and not supports_rows(EmbeddingNN(3, 3))
+
+
+def test_each_rule_has_its_own_default_lr_and_eps() -> None:
+    groups = [opt(_model()).param_groups[0] for opt in (RowAdamW, RowAdagrad)]
+    assert [(g["lr"], g["eps"]) for g in groups] == [(1e-3, 1e-5), (1e-2, 1e-10)]
+    given = RowAdagrad(_model(), lr=0.5, eps=1e-3).param_groups[0]
+    assert (given["lr"], given["eps"], given["betas"]) == (0.5, 1e-3, (0.9, 0.99))
 
 
 def test_batch_size_rule_and_lr_scaling() -> None:

@@ -206,6 +206,10 @@ class DotBias(RatingModel):
             p.grad.index_add_(0, idx, g)
 
 
+_SURPRISE_INIT = {"init_std": 0.1, "bias_init_std": 0.0}
+"""BiasedMF's defaults that differ from DotBias's (Surprise SVD's initialisation)."""
+
+
 class BiasedMF(DotBias):
     """Biased matrix factorisation with Surprise SVD's semantics (no sigmoid).
 
@@ -214,31 +218,24 @@ class BiasedMF(DotBias):
     it with the Learner's ``reg`` (an L2 penalty on the rows in each batch, Surprise's
     ``reg_all``) rather than, or as well as, decoupled ``wd``.
 
+    Args:
+        n_users, n_items, n_factors: as for :class:`DotBias` (100 factors by default).
+        **dot: the other :class:`DotBias` arguments, with Surprise's defaults:
+            ``init_std`` 0.1, ``bias_init_std`` 0, no ``y_range``.
+
     Example:
         >>> m = BiasedMF(5, 6, n_factors=4, global_mean=3.5)
-        >>> float(m.user_bias.detach().abs().sum())
-        0.0
+        >>> float(m.user_bias.detach().abs().sum()), m.init_std
+        (0.0, 0.1)
     """
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        n_factors: int = 100,
-        global_mean: float = 0.0,
-        init_std: float = 0.1,
-        seed: int = 0,
-        y_range: tuple[float, float] | None = None,
-        bias_init_std: float = 0.0,
-    ) -> None:
-        super().__init__(
-            n_users, n_items, n_factors, y_range, global_mean, init_std, bias_init_std, seed
-        )
-        if init_std > 0:  # Surprise uses a plain (untruncated) normal
-            g = torch.Generator().manual_seed(seed)
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 100, **dot: Any) -> None:
+        super().__init__(n_users, n_items, n_factors, **{**_SURPRISE_INIT, **dot})
+        if self.init_std > 0:  # Surprise uses a plain (untruncated) normal
+            g = torch.Generator().manual_seed(self.seed)
             with torch.no_grad():
-                self.user_factors.normal_(0.0, init_std, generator=g)
-                self.item_factors.normal_(0.0, init_std, generator=g)
+                self.user_factors.normal_(0.0, self.init_std, generator=g)
+                self.item_factors.normal_(0.0, self.init_std, generator=g)
 
 
 register_family(Family(

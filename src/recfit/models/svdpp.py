@@ -183,8 +183,7 @@ register_family(Family(
     name="svdpp", task="rating", model_class=SVDpp, output="rating",
     reads=frozenset({"n_factors", "y_range", "seed"}),
     trainers=("sgd",), adapter="svdpp",
-    # chosen on R1 with split seeds 10-14, apart from the seeds 0-4 BENCHMARKS.md
-    # reports (median MSE 0.7917 against 0.7964 for 5 epochs at 0.25)
+    # how these were chosen: docs/defaults.md
     defaults={"epochs": 6, "pct_start": 0.3}, build=sized_build(SVDpp, finish=_implicit_lists),
     summary="DotBias plus SVD++'s implicit term over each user's rated items",
 ))  # fmt: skip

@@ -31,9 +31,7 @@ Batch size and learning rate for large data
 (``64`` up to 200,000 ratings, the fastai configuration; then about ``n / 500``
 rounded to the nearest power of two, between 256 and 16,384: about 500 steps per
 epoch) and :func:`scaled_lr` scales the learning rate by ``(bs / 64) ** 0.4`` (capped
-at 8×) when the batch is larger than 64. Both were chosen on protocol R4 (ml-1m,
-bs 2048: ``lr`` 0.02 gave RMSE 0.8425, the square-root rule's 0.028 gave 0.845, bs 1024
-at 0.02 gave 0.847).
+at 8×) when the batch is larger than 64.
 
 Example:
     >>> import torch
@@ -135,18 +133,24 @@ class RowOptimizer:
     received), the step count and ``param_groups[0]`` (``lr``, ``betas``, ``eps``,
     ``weight_decay``, changed between steps by the Learner's schedules). Subclasses give
     the per-row rule twice: :meth:`_update` in PyTorch operations (any device) and
-    :meth:`_consts` for the compiled CPU kernel of :mod:`recfit.train.kernels`.
+    :meth:`_consts` for the compiled CPU kernel of :mod:`recfit.train.kernels`, and
+    allocate its state in :meth:`_init_state`; ``lr`` and ``eps`` default to the rule's
+    :attr:`default_lr` and :attr:`default_eps`.
     """
 
     state_names: tuple[str, ...] = ("row_decay",)
     rule = -1
+    default_lr = 1e-3
+    """``lr`` when none is given."""
+    default_eps = 1e-5
+    """``eps`` when none is given."""
 
     def __init__(
         self,
         model: DotBias,
-        lr: float = 1e-3,
+        lr: float | None = None,
         betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-5,
+        eps: float | None = None,
         weight_decay: float = 0.0,
     ) -> None:
         if not supports_rows(model):
@@ -156,6 +160,8 @@ class RowOptimizer:
             )
         self.model = model
         self.params = [model.user_factors, model.user_bias, model.item_factors, model.item_bias]
+        lr = self.default_lr if lr is None else lr
+        eps = self.default_eps if eps is None else eps
         self.param_groups: list[dict[str, Any]] = [
             {"params": self.params, "lr": lr, "betas": betas, "eps": eps,
              "weight_decay": weight_decay}
@@ -174,6 +180,7 @@ class RowOptimizer:
         self.log_decay = 0.0
         self.step_count = 0
         self._buffers: kernels.RowStepBuffers | None = None
+        self._init_state()
 
     def _zeros(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor:
         """A zeroed state tensor (in huge pages on CPU, see :func:`kernels.huge_zeros`)."""
@@ -183,6 +190,10 @@ class RowOptimizer:
         return torch.zeros(shape, dtype=dtype, device=self._dev)
 
     # ------------------------------------------------------------------ rule
+    def _init_state(self) -> None:
+        """Allocate the rule's per-row state (zeros, see :meth:`_zeros`)."""
+        raise NotImplementedError
+
     def _state(self, side: int) -> tuple[Tensor, Tensor]:
         """The per-row state tensors of ``side`` (0 users, 1 items) given to the kernel."""
         raise NotImplementedError
@@ -377,22 +388,15 @@ class RowAdamW(RowOptimizer):
 
     Args:
         model: a DotBias or BiasedMF.
-        lr, betas, eps, weight_decay: AdamW's hyper-parameters (fastai defaults in the
-            Learner: betas (0.9, 0.99), eps 1e-5).
+        lr, betas, eps, weight_decay: AdamW's hyper-parameters (default lr 1e-3; fastai's
+            Adam defaults: betas (0.9, 0.99), eps 1e-5).
     """
 
     state_names = ("exp_avg", "exp_avg_sq", "row_decay")
     rule = 0
 
-    def __init__(
-        self,
-        model: DotBias,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-5,
-        weight_decay: float = 0.0,
-    ) -> None:
-        super().__init__(model, lr, betas, eps, weight_decay)
+    def _init_state(self) -> None:
+        model = self.model
         k = model.n_factors
         sizes = (model.n_users, model.n_items)
         self.exp_avg = [self._zeros((n, k + 1)) for n in sizes]
@@ -430,7 +434,8 @@ class RowAdagrad(RowOptimizer):
     accumulator (its gradient is on another scale). Decoupled weight decay is lazy and
     exact as in :class:`RowAdamW`. The state is two floats per row instead of AdamW's two
     rows, so a step moves about a third of the bytes. ``betas`` is kept in
-    ``param_groups`` only for the Learner's momentum schedule and is not used.
+    ``param_groups`` only for the Learner's momentum schedule and is not used; ``lr``
+    defaults to 1e-2 and ``eps`` to 1e-10.
 
     Example:
         >>> import torch
@@ -445,16 +450,11 @@ class RowAdagrad(RowOptimizer):
 
     state_names = ("sum_sq", "row_decay")
     rule = 1
+    default_lr = 1e-2
+    default_eps = 1e-10
 
-    def __init__(
-        self,
-        model: DotBias,
-        lr: float = 1e-2,
-        betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-10,
-        weight_decay: float = 0.0,
-    ) -> None:
-        super().__init__(model, lr, betas, eps, weight_decay)
+    def _init_state(self) -> None:
+        model = self.model
         self.sum_sq = [self._zeros((n, 2)) for n in (model.n_users, model.n_items)]
         self._unused = torch.zeros(1, model.n_factors + 1, device=self._dev)
 
