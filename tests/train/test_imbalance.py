@@ -16,8 +16,7 @@ from recfit.metrics.decoding import levels_for_scale
 from recfit.train.imbalance import (
     Resampled,
     class_weights,
-    random_oversample,
-    random_undersample,
+    random_sample,
     resample,
     row_vectors,
     smote,
@@ -109,7 +108,7 @@ def test_class_weights_weighted_mean_is_one(labels: list[int], mode: str) -> Non
 # ----------------------------------------------------------------- samplers
 def test_undersample_balances_with_a_subset() -> None:
     d = skewed()
-    out = random_undersample(d, seed=3)
+    out = random_sample(d, "under", seed=3)
     counts = Counter(out.rating.tolist())
     minority = min(Counter(d.rating.tolist()).values())
     assert set(counts.values()) == {minority}
@@ -119,14 +118,14 @@ def test_undersample_balances_with_a_subset() -> None:
     assert len(set(got)) == len(got)
     assert set(got) <= set(rows_of(d))
     # deterministic per seed, different across seeds
-    assert rows_of(random_undersample(d, seed=3)) == got
-    assert rows_of(random_undersample(d, seed=4)) != got
+    assert rows_of(random_sample(d, "under", seed=3)) == got
+    assert rows_of(random_sample(d, "under", seed=4)) != got
     assert out.meta["resample"]["strategy"] == "undersample"
 
 
 def test_oversample_balances_with_repeats_of_train_rows() -> None:
     d = skewed()
-    out = random_oversample(d, seed=1)
+    out = random_sample(d, "over", seed=1)
     counts = Counter(out.rating.tolist())
     majority = max(Counter(d.rating.tolist()).values())
     assert set(counts.values()) == {majority}
@@ -141,14 +140,14 @@ def test_oversample_balances_with_repeats_of_train_rows() -> None:
 
 def test_dict_strategy_uses_rating_keys() -> None:
     d = skewed()
-    out = random_undersample(d, seed=0, strategy={4.0: 30, 5.0: 20})
+    out = random_sample(d, "under", seed=0, strategy={4.0: 30, 5.0: 20})
     c = Counter(out.rating.tolist())
     assert c[4.0] == 30 and c[5.0] == 20
     assert c[1.0] == (d.rating == 1.0).sum()
     with pytest.raises(ConfigError, match="keys among the ratings"):
-        random_undersample(d, seed=0, strategy={4.5: 3})
+        random_sample(d, "under", seed=0, strategy={4.5: 3})
     with pytest.raises(ConfigError, match="imbalanced-learn"):
-        random_undersample(d, seed=0, strategy={4.0: 10_000})
+        random_sample(d, "under", seed=0, strategy={4.0: 10_000})
 
 
 def test_zero_weight_rows_are_never_resampled() -> None:
@@ -158,13 +157,13 @@ def test_zero_weight_rows_are_never_resampled() -> None:
     d = skewed(n, weight=w)
     zero_rows = {r for r in rows_of(d) if r[3] == 0.0}
     assert zero_rows
-    for fn in (random_undersample, random_oversample):
-        out = fn(d, seed=0)
+    for kind in ("under", "over"):
+        out = random_sample(d, kind, seed=0)  # type: ignore[arg-type]
         assert not (set(rows_of(out)) & zero_rows)
         assert (out.weights() > 0).all()
     # counts are taken over the rows of positive weight
     pos = Counter(d.rating[w > 0].tolist())
-    assert set(Counter(random_oversample(d, seed=0).rating.tolist()).values()) == {
+    assert set(Counter(random_sample(d, "over", seed=0).rating.tolist()).values()) == {
         max(pos.values())
     }
 
@@ -175,10 +174,12 @@ def test_samplers_reject_a_split_and_single_level() -> None:
     with pytest.raises(ConfigError, match=r"split\.train"):
         resample(split, "oversample")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"split\.train"):
-        random_undersample(split, seed=0)  # type: ignore[arg-type]
+        random_sample(split, "under", seed=0)  # type: ignore[arg-type]
     one = Interactions.from_arrays([1, 2], [1, 2], [3.0, 3.0])
     with pytest.raises(ConfigError, match="at least 2 rating levels"):
-        random_oversample(one, seed=0)
+        random_sample(one, "over", seed=0)
+    with pytest.raises(ConfigError, match="kind 'under' or 'over'"):
+        random_sample(d, "sideways", seed=0)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------- SMOTE

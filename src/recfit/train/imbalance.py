@@ -62,8 +62,7 @@ __all__ = [
     "Resampled",
     "SamplingStrategy",
     "class_weights",
-    "random_oversample",
-    "random_undersample",
+    "random_sample",
     "resample",
     "row_vectors",
     "smote",
@@ -221,16 +220,45 @@ def _fit_sampler(sampler: Any, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
         raise ConfigError(f"expected a sampling setup imbalanced-learn accepts: {exc}") from exc
 
 
-def _sample_rows(
+def random_sample(
     train: Interactions,
     kind: Literal["under", "over"],
     seed: int,
-    strategy: SamplingStrategy,
-    levels: Any,
+    strategy: SamplingStrategy = "auto",
+    *,
+    levels: Any = None,
 ) -> Interactions:
+    """Randomly drop rows of the majority levels (``kind="under"``, imbalanced-learn's
+    ``RandomUnderSampler``) or repeat rows of the minority levels (``"over"``,
+    ``RandomOverSampler``).
+
+    Args:
+        train: the training rows only.
+        kind: ``"under"`` or ``"over"``.
+        seed: random seed; the same seed gives the same rows.
+        strategy: imbalanced-learn's ``sampling_strategy`` (default ``"auto"``: every
+            level down to the rarest level's count, or up to the most common level's),
+            or ``{rating: rows wanted}``.
+        levels: the rating grid (default: the distinct ratings in ``train``).
+
+    Returns:
+        Under: a subset of the rows of positive weight, in their original order. Over:
+        the rows of positive weight followed by the repeated rows (a multiset of the
+        training rows; repeats keep their weight).
+
+    Example:
+        >>> from recfit.data import Interactions
+        >>> d = Interactions.from_arrays(range(4), range(4), [1, 2, 2, 2])
+        >>> sorted(random_sample(d, "under", seed=0).rating.tolist())
+        [1.0, 2.0]
+        >>> random_sample(d, "over", seed=0).rating.tolist()
+        [1.0, 2.0, 2.0, 2.0, 1.0, 1.0]
+    """
     from imblearn.over_sampling import RandomOverSampler
     from imblearn.under_sampling import RandomUnderSampler
 
+    if kind not in ("under", "over"):
+        raise ConfigError(f"expected kind 'under' or 'over', received {kind!r}")
     train = _require_train(train)
     grid, codes = _classes(train, levels)
     rows = _positive_rows(train)
@@ -250,63 +278,6 @@ def _sample_rows(
     meta = dict(out.meta)
     meta["resample"] = {"strategy": f"{kind}sample", "seed": seed, "rows_in": len(train)}
     return replace(out, meta=meta)
-
-
-def random_undersample(
-    train: Interactions,
-    seed: int,
-    strategy: SamplingStrategy = "auto",
-    *,
-    levels: Any = None,
-) -> Interactions:
-    """Randomly drop rows of the majority levels (imbalanced-learn ``RandomUnderSampler``).
-
-    Args:
-        train: the training rows only.
-        seed: random seed; the same seed gives the same rows.
-        strategy: imbalanced-learn's ``sampling_strategy`` (default ``"auto"``: every
-            level down to the rarest level's count), or ``{rating: rows wanted}``.
-        levels: the rating grid (default: the distinct ratings in ``train``).
-
-    Returns:
-        A subset of the rows of positive weight, in their original order.
-
-    Example:
-        >>> from recfit.data import Interactions
-        >>> d = Interactions.from_arrays(range(5), range(5), [1, 2, 2, 2, 2])
-        >>> sorted(random_undersample(d, seed=0).rating.tolist())
-        [1.0, 2.0]
-    """
-    return _sample_rows(train, "under", seed, strategy, levels)
-
-
-def random_oversample(
-    train: Interactions,
-    seed: int,
-    strategy: SamplingStrategy = "auto",
-    *,
-    levels: Any = None,
-) -> Interactions:
-    """Randomly repeat rows of the minority levels (imbalanced-learn ``RandomOverSampler``).
-
-    Args:
-        train: the training rows only.
-        seed: random seed.
-        strategy: imbalanced-learn's ``sampling_strategy`` (default ``"auto"``: every
-            level up to the most common level's count), or ``{rating: rows wanted}``.
-        levels: the rating grid (default: the distinct ratings in ``train``).
-
-    Returns:
-        The rows of positive weight followed by the repeated rows (a multiset of the
-        training rows; repeats keep their weight).
-
-    Example:
-        >>> from recfit.data import Interactions
-        >>> d = Interactions.from_arrays(range(4), range(4), [1, 2, 2, 2])
-        >>> random_oversample(d, seed=0).rating.tolist()
-        [1.0, 2.0, 2.0, 2.0, 1.0, 1.0]
-    """
-    return _sample_rows(train, "over", seed, strategy, levels)
 
 
 def smote(
@@ -528,9 +499,9 @@ def resample(
         cw = class_weights(grid[codes], class_weight, weight=w)
         return done(train.with_weights((w * cw).astype(np.float32)))
     if strategy == "undersample":
-        return done(random_undersample(train, seed, sampling_strategy, levels=grid))
+        return done(random_sample(train, "under", seed, sampling_strategy, levels=grid))
     if strategy == "oversample":
-        return done(random_oversample(train, seed, sampling_strategy, levels=grid))
+        return done(random_sample(train, "over", seed, sampling_strategy, levels=grid))
     # smote
     if vectors is None:
         raise ConfigError(
