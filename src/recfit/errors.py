@@ -117,18 +117,9 @@ class ChecksumError(DownloadError):
         received: the checksum of what arrived.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        url: str | None = None,
-        expected: str | None = None,
-        received: str | None = None,
-    ) -> None:
-        self.url = url
-        self.expected = expected
-        self.received = received
+    def __init__(self, message: str, *, url: str, expected: str, received: str) -> None:
         super().__init__(message)
+        self.url, self.expected, self.received = url, expected, received
 
 
 class BundleError(RecfitError):
