@@ -22,7 +22,7 @@ Conventions shared by both indexes:
 """
 
 from recfit.index.approximate import ApproximateIndex
-from recfit.index.exact import ExactIndex
+from recfit.index.exact import ExactIndex, top_k_of_scores
 from recfit.index.inputs import Metric
 from recfit.index.itemsets import Exclusions, ItemSets
 
@@ -32,4 +32,5 @@ __all__ = [
     "Exclusions",
     "ItemSets",
     "Metric",
+    "top_k_of_scores",
 ]

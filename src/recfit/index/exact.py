@@ -22,7 +22,7 @@ from recfit.index.inputs import (
 )
 from recfit.index.itemsets import as_itemsets
 
-__all__ = ["ExactIndex"]
+__all__ = ["ExactIndex", "top_k_of_scores"]
 
 
 def _canonical(s: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,6 +59,44 @@ def _chunk_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         v_b, i_b = _canonical(sb, sel.nonzero()[:, 1].view(len(rows), kk))
         vals[rows], idx[rows] = v_b, i_b
     return vals, idx
+
+
+def top_k_of_scores(scores: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` columns of each row of a score matrix, as :class:`ExactIndex` ranks.
+
+    Ordered by score (descending), ties by column (ascending), exactly; a score of
+    ``-inf`` (an excluded item) is never returned: such places, and the columns beyond
+    the matrix's width, are padding (score ``-inf``, column ``-1``).
+
+    Args:
+        scores: ``(n_rows, n_columns)`` array or tensor, no NaN.
+        k: the number of columns per row.
+
+    Returns:
+        ``(scores, columns)``: float32 and int64 arrays of shape ``(n_rows, k)``.
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([[0.5, 2.0, 2.0, -np.inf]], dtype=np.float32)
+        >>> top_k_of_scores(s, 4)[1].tolist()
+        [[1, 2, 0, -1]]
+    """
+    check_positive(k=k)
+    s = torch.as_tensor(scores).float()
+    if s.ndim != 2:
+        raise DataError(f"expected a 2-d score matrix, received shape {tuple(s.shape)}")
+    if bool(torch.isnan(s).any()):
+        raise DataError("expected scores without NaN, received NaN", column="scores")
+    n = s.shape[0]
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    out_p = np.full((n, k), -1, dtype=np.int64)
+    if s.shape[1]:
+        with torch.inference_mode():
+            v, p = _chunk_topk(s, k)
+        out_s[:, : v.shape[1]] = v.cpu().numpy()
+        out_p[:, : p.shape[1]] = p.cpu().numpy()
+    out_p[np.isneginf(out_s)] = -1
+    return out_s, out_p
 
 
 # --------------------------------------------------------------------------- exact index
