@@ -372,6 +372,20 @@ def _file_flags(
 
 
 def _print_dropped(split: Any) -> None:
+    pos = split.data.meta.get("positives")
+    if pos:
+        what = (
+            "implicit data (no rating column): each row is a positive of value 1"
+            if pos["implicit"]
+            else "every row"
+            if pos["min_rating"] is None
+            else f"ratings >= {pos['min_rating']:g}"
+        )
+        merged = split.data.meta.get("duplicates_merged", 0)
+        _console.print(
+            f"positives: {pos['positives']:,} of {pos['rows']:,} rows, {what}"
+            + (f"; {merged:,} repeated (user, item) rows summed" if merged else "")
+        )
     info = split.data.meta.get("test_file")
     if info and info["dropped_unknown_rows"]:
         _console.print(

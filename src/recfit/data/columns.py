@@ -410,6 +410,16 @@ def from_columns(
         r64 = _numbers(cols["rating"], "rating", mapping["rating"], source)
         check_ratings(r64, scale, file=source, column=mapping["rating"])
         r = to_float32(r64, "rating", file=source, column=mapping["rating"])
+        if duplicates == "sum":  # values that add up: counts, plays, durations
+            fail_at(
+                r64 < 0,
+                lambda row: (
+                    f"expected non-negative values to sum (duplicates='sum'), received "
+                    f"{float(r64[row])!r}"
+                ),
+                file=source,
+                column=mapping["rating"],
+            )
         del r64
     else:  # implicit data: every row is a positive of value 1
         r = np.ones(n, dtype=np.float32)

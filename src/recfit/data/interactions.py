@@ -291,6 +291,8 @@ class Interactions(UsersAndItems):
             "weighted": self.has_weights,
             "bytes_per_rating": self.nbytes / max(1, n),
         }
+        if self.meta.get("implicit"):
+            out["implicit"] = "no rating column: each row is a positive of value 1"
         if ts is not None and n:
             out["time_min"] = int(ts.min())
             out["time_max"] = int(ts.max())
