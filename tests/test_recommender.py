@@ -365,7 +365,7 @@ def _score_rows(rec: Recommender, rows: torch.Tensor, items: torch.Tensor) -> to
         x = rows[:, :d] @ a.item_factors[items].T + rows[:, d:] + a.mu + a.item_bias[items]  # type: ignore[attr-defined]
         return a._link(x)[0]  # type: ignore[attr-defined,no-any-return]
     if rec.family == "two_tower":
-        return (rows @ a.cands_[items].T)[0]  # type: ignore[attr-defined,no-any-return]
+        return (rows @ a.items_[items].T)[0]  # type: ignore[attr-defined,no-any-return]
     return a._head(a.item_part[items] + rows @ a.w_user.T)  # type: ignore[attr-defined,no-any-return]
 
 

@@ -283,8 +283,25 @@ class SVDppAdapter(DotAdapter):
         return m, v
 
 
+class _StoredVectors(ModelAdapter):
+    """An adapter whose user rows are its stored user vectors ``users_`` and whose item
+    vectors are ``items_`` (float32 tables, one row per index)."""
+
+    users_: Tensor
+    items_: Tensor
+
+    def user_rows(self, user_idx: Tensor) -> Tensor:
+        return self.users_.index_select(0, user_idx.long())
+
+    def item_vectors(self) -> Tensor:
+        return self.items_
+
+    def user_vectors(self) -> Tensor:
+        return self.users_
+
+
 @register_adapter("nn")
-class NNAdapter(ModelAdapter):
+class NNAdapter(_StoredVectors):
     """:class:`~recfit.models.EmbeddingNN`: a user row is the user's embedding.
 
     ``score_all`` splits the MLP's first linear layer into its user and item halves,
@@ -308,12 +325,12 @@ class NNAdapter(ModelAdapter):
         first = model.mlp[0]
         if not isinstance(first, nn.Linear):  # pragma: no cover - EmbeddingNN always has one
             raise ConfigError(f"expected the MLP to start with a Linear layer, received {first}")
-        self.user_emb = model.user_emb.detach().float()
-        self.item_emb = model.item_emb.detach().float()
-        du = self.user_emb.shape[1]
+        self.users_ = model.user_emb.detach().float()
+        self.items_ = model.item_emb.detach().float()
+        du = self.users_.shape[1]
         self.w_user = first.weight.detach()[:, :du]
         with torch.inference_mode():
-            item_part = self.item_emb @ first.weight.detach()[:, du:].T
+            item_part = self.items_ @ first.weight.detach()[:, du:].T
             if first.bias is not None:
                 item_part = item_part + first.bias.detach()
         self.item_part = item_part.clone()
@@ -322,9 +339,6 @@ class NNAdapter(ModelAdapter):
 
     def _head(self, h: Tensor) -> Tensor:
         return squash(self.rest(h).squeeze(-1), self.y_range)
-
-    def user_rows(self, user_idx: Tensor) -> Tensor:
-        return self.user_emb.index_select(0, user_idx.long())
 
     def score_all(self, rows: Tensor) -> Tensor:
         n_items, hidden = self.item_part.shape
@@ -338,16 +352,10 @@ class NNAdapter(ModelAdapter):
                 out.append(self._head(h).reshape(up.shape[0], n_items))
         return torch.cat(out) if out else torch.zeros(0, n_items)
 
-    def item_vectors(self) -> Tensor:
-        return self.item_emb
-
-    def user_vectors(self) -> Tensor:
-        return self.user_emb
-
     def fold_in(
         self, item_idx: Tensor, ratings: Tensor, weights: Tensor, *, reg: float = 1.0
     ) -> Tensor:
-        m, v = self._prior(self.user_emb)
+        m, v = self._prior(self.users_)
         m, sd = m.float(), v.sqrt().float()
         items = self.item_part.index_select(0, item_idx.long())
         r, w = ratings.float(), weights.float()
@@ -383,7 +391,7 @@ class NNAdapter(ModelAdapter):
 
 
 @register_adapter("two_tower")
-class TwoTowerAdapter(ModelAdapter):
+class TwoTowerAdapter(_StoredVectors):
     """:class:`~recfit.models.TwoTower`: a user row is the user's query vector.
 
     Scores are the model's dot products ``q_u · c_i`` (not ratings: a softmax-trained
@@ -406,31 +414,22 @@ class TwoTowerAdapter(ModelAdapter):
         check_tower_inputs(tt.query_tower, "query_tower")
         check_tower_inputs(tt.candidate_tower, "candidate_tower")
         with torch.inference_mode():
-            self.queries_: Tensor = tt.user_vectors().float()
-            self.cands_: Tensor = tt.item_vectors().float()
-
-    def user_rows(self, user_idx: Tensor) -> Tensor:
-        return self.queries_.index_select(0, user_idx.long())
+            self.users_ = tt.user_vectors().float()
+            self.items_ = tt.item_vectors().float()
 
     def score_all(self, rows: Tensor) -> Tensor:
-        return rows @ self.cands_.T
+        return rows @ self.items_.T
 
     def retrieval(self, rows: Tensor) -> RetrievalForm:
-        return rows, self.cands_, lambda _r, dots: dots
-
-    def item_vectors(self) -> Tensor:
-        return self.cands_
-
-    def user_vectors(self) -> Tensor:
-        return self.queries_
+        return rows, self.items_, lambda _r, dots: dots
 
     def fold_in(
         self, item_idx: Tensor, ratings: Tensor, weights: Tensor, *, reg: float = 1.0
     ) -> Tensor:
-        c = self.cands_.index_select(0, item_idx.long()).double()
+        c = self.items_.index_select(0, item_idx.long()).double()
         a = torch.cat([c, torch.ones(len(c), 1, dtype=torch.float64)], 1)
         w, r = weights.double(), ratings.double()
-        m, v = self._prior(self.queries_)
+        m, v = self._prior(self.users_)
         prec = torch.cat([reg / v, torch.zeros(1, dtype=torch.float64)])  # intercept is free
         prec[-1] = 1e-8
         lhs = a.T @ (w.unsqueeze(1) * a) + torch.diag(prec)
