@@ -64,7 +64,8 @@ def test_counts_as_values(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="duplicate"):
         pos = load_positives(cfg)
     assert "implicit" not in pos.meta
-    got = dict(zip(zip(pos.users.id(pos.user), pos.items.id(pos.item)), pos.rating.tolist()))
+    pairs = zip(pos.users.id(pos.user), pos.items.id(pos.item), strict=True)
+    got = dict(zip(pairs, pos.rating.tolist(), strict=True))
     assert got == {("a", 1): 7.0, ("a", 2): 1.0, ("b", 1): 5.0, ("c", 3): 2.0}
 
 
@@ -115,5 +116,5 @@ def test_duplicates_sum_policy() -> None:
     r = np.array([2.0, 1.0, 3.0, 4.0], np.float32)
     ts = np.array([10, 11, 12, 13])
     with pytest.warns(UserWarning, match="duplicates='sum'"):
-        u2, i2, r2, _, t2, n = merge_duplicates(u, i, r, None, ts, users, items, duplicates="sum")
+        _, _, r2, _, t2, n = merge_duplicates(u, i, r, None, ts, users, items, duplicates="sum")
     assert n == 1 and r2.tolist() == [1.0, 3.0, 6.0] and t2.tolist() == [11, 12, 13]

@@ -24,7 +24,7 @@ from recfit.data import Interactions
 from recfit.models.registry import Family, register_family, sized_build, unregister_family
 from recfit.models.topn import TOPN_READS, TopNModel, fit_topn
 from recfit.runs import train_run
-from recfit.tasks.topn import TOPN, rank_topn
+from recfit.tasks.topn import TOPN
 
 runner = CliRunner()
 
@@ -167,24 +167,6 @@ def test_auto_records_its_choice_and_inner_scores(tmp_path: Path) -> None:
     assert auto["chosen"] == max(auto["inner_scores"], key=auto["inner_scores"].get)
     stored = json.loads((tmp_path / "R" / "config.json").read_text())
     assert stored["model"] == auto["chosen"]
-
-
-def test_rank_topn_excludes_seen_and_folds_in() -> None:
-    """Seen items never ranked; users of fold_in are scored from those rows only."""
-    d = Interactions.from_arrays([0, 0, 1, 1, 2, 2], [0, 1, 0, 2, 1, 2], np.ones(6))
-    from recfit.models.popularity import Popularity
-
-    m = Popularity(d.n_users, d.n_items)
-    train = d.take(np.array([0, 2, 4]))
-    fit_topn(m, train)
-    test = d.take(np.array([1, 3, 5]))
-    rep = rank_topn(m, train, test, ks=(1, 2), n_bootstrap=0)
-    assert rep["hit_rate@2"] == 1.0 and rep["exclude_seen"] is True
-    rep = rank_topn(m, train, test, ks=(1,), n_bootstrap=0, exclude_seen=False)
-    assert rep["exclude_seen"] is False
-    fold = rank_topn(m, train.take(np.array([0, 1])), test, ks=(2,), n_bootstrap=0,
-                     fold_in=train.take(np.array([2])))  # fmt: skip
-    assert fold["n_fold_in_users"] == 1
 
 
 def test_strong_generalisation_scores_held_out_users_from_their_given_items() -> None:

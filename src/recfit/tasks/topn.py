@@ -32,19 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from recfit.config import TopNConfig
 from recfit.data.columns import ReadOptions
 from recfit.data.interactions import Interactions
-from recfit.data.positives import positives_matrix, select_positives
+from recfit.data.positives import select_positives
 from recfit.data.sources import load_dataset, split_dataset
 from recfit.data.split import Split
 from recfit.errors import ConfigError, DataError
-from recfit.metrics.ranking import ranking_report
 from recfit.models.base import RatingModel
 from recfit.models.registry import family
+from recfit.models.topn import TopNModel
 from recfit.tasks.common import Callbacks, Metrics, Task, file_split, make_learner, register_task
+from recfit.tasks.topn_eval import evaluate_topn
 from recfit.train.learner import Learner
 from recfit.train.trainers import FitSpec, trainer_for
 
@@ -54,8 +54,6 @@ __all__ = [
     "build_topn",
     "choose_family",
     "load_positives",
-    "rank_topn",
-    "score_topn",
     "topn_report",
     "topn_split",
 ]
@@ -64,7 +62,6 @@ AUTO_METRIC = "ndcg@20"
 """What ``model="auto"`` compares the families by on the inner validation cut."""
 AUTO_INNER = 0.1
 """The share of training positives ``model="auto"`` holds out to compare families."""
-_BLOCK = 1024  # users scored at once
 
 
 # ------------------------------------------------------------------ data
@@ -142,90 +139,13 @@ def topn_split(cfg: TopNConfig, data: Interactions | None = None) -> Split:
     return split_dataset(train, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
 
 
-# ------------------------------------------------------------------ scoring and ranking
-def score_topn(
-    model: RatingModel, users: np.ndarray, rows: sp.csr_matrix, *, fold_in: bool = False
-) -> np.ndarray:
-    """``(len(users), n_items)`` scores: ``score_users`` of training users given their
-    rows, or (``fold_in``) ``score_history`` of users known by these rows only."""
-    scorer: Any = model
-    if fold_in:
-        return np.asarray(scorer.score_history(rows), dtype=np.float32)
-    return np.asarray(scorer.score_users(users, rows), dtype=np.float32)
-
-
-def rank_topn(
-    model: RatingModel,
-    train: Interactions,
-    test: Interactions,
-    *,
-    ks: tuple[int, ...] = (10, 20, 50),
-    exclude_seen: bool = True,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    fold_in: Interactions | None = None,
-    confidence: str = "binary",
-) -> dict[str, Any]:
-    """Full-catalogue ranking of ``test``'s positives for each user who has some.
-
-    Users are scored from their training rows (``train``), or, for users with rows in
-    ``fold_in`` (strong generalisation), from those rows only. With ``exclude_seen``, the
-    items a user was scored from are never ranked. Returns
-    :func:`~recfit.metrics.ranking.ranking_report`'s keys (``recall@k``, ``ndcg@k``,
-    ``map@k``, ``hit_rate@k``... with ``_ci`` intervals) plus ``coverage@k`` (share of
-    the catalogue in some list) and ``mean_popularity@k`` (mean training count of the
-    listed items).
-    """
-    n_users, n_items = train.n_users, train.n_items
-    conf: Any = confidence
-    x_train = positives_matrix(train, n_users=n_users, n_items=n_items, confidence=conf)
-    x_fold = None
-    fold_users = np.zeros(0, dtype=np.int64)
-    if fold_in is not None and len(fold_in):
-        x_fold = positives_matrix(fold_in, n_users=n_users, n_items=n_items, confidence=conf)
-        fold_users = np.unique(fold_in.user).astype(np.int64)
-    live = test.weights() > 0
-    users = np.unique(test.user[live]).astype(np.int64)
-    if not len(users):
-        raise DataError("expected held-out positives to rank, received none")
-    k_max = min(max(ks), n_items)
-    retrieved = np.full((len(users), max(ks)), -1, dtype=np.int64)
-    is_fold = np.isin(users, fold_users)
-    for flag, x in ((False, x_train), (True, x_fold)):
-        idx = np.flatnonzero(is_fold == flag)
-        if x is None or not len(idx):
-            continue
-        for b0 in range(0, len(idx), _BLOCK):
-            pos = idx[b0 : b0 + _BLOCK]
-            rows = x[users[pos]]
-            scores = score_topn(model, users[pos], rows, fold_in=flag)
-            if exclude_seen:
-                r, c = rows.nonzero()
-                scores[r, c] = -np.inf
-            top = np.argpartition(-scores, k_max - 1, axis=1)[:, :k_max]
-            order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            retrieved[pos, :k_max] = np.where(np.isfinite(top_scores), top, -1)
-    by_user = np.searchsorted(users, test.user[live])
-    relevant = np.split(
-        test.item[live][np.argsort(by_user, kind="stable")],
-        np.cumsum(np.bincount(by_user, minlength=len(users)))[:-1],
-    )
-    report = ranking_report(
-        retrieved, relevant, ks, exclude_seen=exclude_seen, n_bootstrap=n_bootstrap, seed=seed
-    )
-    counts = np.asarray(x_train.astype(bool).sum(axis=0)).ravel()
-    for k in ks:
-        listed = retrieved[:, :k]
-        listed = listed[listed >= 0]
-        report[f"coverage@{k}"] = float(len(np.unique(listed)) / max(1, n_items))
-        report[f"mean_popularity@{k}"] = float(counts[listed].mean()) if len(listed) else 0.0
-    report["n_fold_in_users"] = int(is_fold.sum())
-    return report
-
-
 # ------------------------------------------------------------------ build, fit, choose
+def _topn_model(model: RatingModel) -> TopNModel:
+    if not isinstance(model, TopNModel):  # the registry's topn families are TopNModels
+        raise ConfigError(f"expected a top-N model, received {type(model).__name__}")
+    return model
+
+
 def build_topn(cfg: TopNConfig, train: Interactions) -> RatingModel:
     """A fresh model of the family ``cfg.model`` (not ``auto``) sized for ``train``."""
     fam = family(cfg.model)
@@ -269,8 +189,7 @@ def choose_family(cfg: TopNConfig, train: Interactions) -> tuple[TopNConfig, dic
         cand = cfg.replace(model=fam.name).resolve_model(big=False)
         t0 = time.perf_counter()
         model = _fit(cand, fit_part)
-        rep = rank_topn(model, fit_part, inner_part, ks=(k,), n_bootstrap=0,
-                        confidence=cand.confidence)  # fmt: skip
+        rep = evaluate_topn(_topn_model(model), fit_part, inner_part, ks=(k,), n_bootstrap=0)
         seconds[fam.name] = time.perf_counter() - t0
         scores[fam.name] = rep[AUTO_METRIC]
         if best is None or scores[fam.name] > scores[best.model]:
@@ -318,10 +237,10 @@ class TopNTask(Task[TopNConfig]):
 
     def evaluate(self, learner: Learner, cfg: TopNConfig, split: Split) -> Metrics:
         fold_in = getattr(split, "fold_in", None)
-        report = rank_topn(
-            learner.model, split.train, split.test, ks=tuple(cfg.eval_ks),
+        report = evaluate_topn(
+            _topn_model(learner.model), split.train, split.test, ks=tuple(cfg.eval_ks),
             exclude_seen=cfg.exclude_seen, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
-            fold_in=fold_in, confidence=cfg.confidence,
+            fold_in=fold_in if fold_in is not None and len(fold_in) else None,
         )  # fmt: skip
         metrics = {
             k: float(v)
