@@ -5,6 +5,8 @@
   and served reports are read: their files are untrusted.
 * :func:`atomic_write` and :func:`publish_dir` replace a file or a folder as one unit.
 * New files and folders get the modes ``open`` and ``mkdir`` would give them.
+* :func:`numba_cache_dir` is where the compiled kernels are cached (below every layer
+  that compiles some).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import stat
 import sys
 import tempfile
 import threading
+import warnings
+from functools import cache
 from pathlib import Path
 
-from recfit.errors import BundleError, RecfitError
+from recfit.errors import BundleError, RecfitError, RecfitWarning
 
 __all__ = [
     "atomic_write",
@@ -29,6 +33,7 @@ __all__ = [
     "default_dir_mode",
     "default_file_mode",
     "fsync_dir",
+    "numba_cache_dir",
     "open_plain",
     "publish_dir",
     "read_plain_file",
@@ -270,3 +275,38 @@ def publish_dir(stage: Path, dest: Path) -> None:
         os.rename(stage, dest)
         shutil.rmtree(old, ignore_errors=True)
     fsync_dir(dest.parent)
+
+
+def _cache_root() -> Path:
+    """Where the compiled kernels should be cached (see :func:`numba_cache_dir`)."""
+    if os.environ.get("RECFIT_CACHE_DIR"):
+        return Path(os.environ["RECFIT_CACHE_DIR"]).expanduser() / "numba"
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"]).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("recfit")) / "numba"
+
+
+@cache
+def numba_cache_dir() -> Path | None:
+    """The folder numba caches the compiled kernels in, or ``None`` (no caching).
+
+    ``$RECFIT_CACHE_DIR/numba`` when set, else numba's own ``NUMBA_CACHE_DIR`` when the
+    user set it, else ``platformdirs.user_cache_dir("recfit")/numba``. A folder that cannot
+    be created or written gives one :class:`~recfit.errors.RecfitWarning` and ``None``:
+    the kernels are then compiled in every process, and nothing is written anywhere.
+    """
+    path = _cache_root()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        warnings.warn(
+            f"expected a writable cache folder for the compiled kernels, received {str(path)!r} "
+            f"({exc.strerror or exc}); compiling without a cache (set RECFIT_CACHE_DIR)",
+            RecfitWarning,
+            stacklevel=2,
+        )
+        return None
+    return path

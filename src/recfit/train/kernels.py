@@ -21,16 +21,14 @@ them ahead of a fit so that the compile time is not counted as training time.
 from __future__ import annotations
 
 import mmap
-import os
 import sys
-import tempfile
 import time
-import warnings
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recfit._fs import numba_cache_dir
 
 HUGE_PAGE = 2 << 20
 """Size of a transparent huge page on x86-64 and arm64 Linux."""
@@ -60,43 +58,6 @@ def available() -> bool:
     except ImportError:  # pragma: no cover - numba is a dependency
         return False
     return True
-
-
-def _cache_root() -> Path:
-    """Where the compiled kernels should be cached (see :func:`numba_cache_dir`)."""
-    if os.environ.get("RECFIT_CACHE_DIR"):
-        return Path(os.environ["RECFIT_CACHE_DIR"]).expanduser() / "numba"
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        return Path(os.environ["NUMBA_CACHE_DIR"]).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("recfit")) / "numba"
-
-
-@cache
-def numba_cache_dir() -> Path | None:
-    """The folder numba caches the compiled kernels in, or ``None`` (no caching).
-
-    ``$RECFIT_CACHE_DIR/numba`` when set, else numba's own ``NUMBA_CACHE_DIR`` when the
-    user set it, else ``platformdirs.user_cache_dir("recfit")/numba``. A folder that cannot
-    be created or written gives one :class:`~recfit.errors.RecfitWarning` and ``None``:
-    the kernels are then compiled in every process, and nothing is written anywhere.
-    """
-    from recfit.errors import RecfitWarning
-
-    path = _cache_root()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as exc:
-        warnings.warn(
-            f"expected a writable cache folder for the compiled kernels, received {str(path)!r} "
-            f"({exc.strerror or exc}); compiling without a cache (set RECFIT_CACHE_DIR)",
-            RecfitWarning,
-            stacklevel=2,
-        )
-        return None
-    return path
 
 
 @cache
