@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 
 from recfit.errors import CancelFitException, ConfigError, UnknownMetricError
 from recfit.metrics.registry import metric_direction
@@ -475,16 +476,12 @@ class ProgressBar(Callback):
         self._done = 0
         if not self._active():
             return
-        from tqdm.auto import tqdm
-
         self._epochs = tqdm(total=self.learn.n_epochs, desc="epochs", unit="ep", leave=True)
         self._t0 = time.perf_counter()
 
     def before_train(self) -> None:
         if self._epochs is None:
             return
-        from tqdm.auto import tqdm
-
         self._batches = tqdm(total=self.learn.n_iter, desc="train", leave=False, unit="b")
 
     def after_batch(self) -> None:

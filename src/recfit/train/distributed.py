@@ -59,6 +59,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from recfit.errors import ConfigError
 from recfit.metrics.levels import is_level_metric
@@ -262,8 +263,6 @@ def attach(learn: Learner, ctx: DistContext) -> Learner:
         for t in [*learn.model.parameters(), *learn.model.buffers()]:
             dist.broadcast(t.data, src=0)
     if not learn.fused:
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         ddp = DistributedDataParallel(learn.model, device_ids=ids)
         ddp.register_comm_hook(None, _sum_hook)
