@@ -24,6 +24,8 @@ import warnings
 from functools import cache
 from pathlib import Path
 
+from platformdirs import user_cache_dir
+
 from recfit.errors import BundleError, RecfitError, RecfitWarning
 
 __all__ = [
@@ -283,8 +285,6 @@ def _cache_root() -> Path:
         return Path(os.environ["RECFIT_CACHE_DIR"]).expanduser() / "numba"
     if os.environ.get("NUMBA_CACHE_DIR"):
         return Path(os.environ["NUMBA_CACHE_DIR"]).expanduser()
-    from platformdirs import user_cache_dir
-
     return Path(user_cache_dir("recfit")) / "numba"
 
 

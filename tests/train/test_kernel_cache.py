@@ -99,15 +99,12 @@ def test_an_unwritable_cache_folder_warns_once_and_compiles_without_cache(
 
 def test_the_cache_folder_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """RECFIT_CACHE_DIR, else the user's NUMBA_CACHE_DIR, else the user cache folder."""
-    from platformdirs import user_cache_dir
-
     try:
         monkeypatch.delenv("RECFIT_CACHE_DIR", raising=False)
         monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-        monkeypatch.setattr("platformdirs.user_cache_dir", lambda name: str(tmp_path / name))
+        monkeypatch.setattr("recfit._fs.user_cache_dir", lambda name: str(tmp_path / name))
         kernels.numba_cache_dir.cache_clear()
         assert kernels.numba_cache_dir() == tmp_path / "recfit" / "numba"
-        assert user_cache_dir is not None
         monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "nb"))
         kernels.numba_cache_dir.cache_clear()
         assert kernels.numba_cache_dir() == tmp_path / "nb"
