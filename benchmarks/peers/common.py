@@ -39,6 +39,7 @@ __all__ = [
     "peak_mb",
     "ranking_metrics",
     "rmse",
+    "synthetic_positives",
     "topk",
     "topk_accuracy",
 ]
@@ -55,7 +56,15 @@ PROTOCOLS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "R5": ("ml-1m", tuple(f"fold{i}" for i in range(5)), "5-fold cross-validation"),
     "T1": ("ml-100k", ("seed0",), "random 80/20 of all ratings"),
     "T2": ("ml-1m", ("seed0",), "ratings >= 4, random 80/20 of the positives"),
+    "S-T": (
+        "synthetic (ml-25m shape)",
+        ("sweep",),
+        "speed: seconds per ALS sweep on synthetic positives of ml-25m's shape",
+    ),
 }
+
+#: S-T's shape: ml-25m's users and items, about its number of ratings >= 4
+ST_SHAPE = (162_541, 59_047, 12_500_000)
 
 
 def parts(protocol: str, quick: bool) -> tuple[str, ...]:
@@ -186,6 +195,35 @@ def ranking_metrics(
     }
 
 
+def synthetic_positives(
+    scale: float = 1.0, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``(user, item, n_users, n_items)``: synthetic positives of ml-25m's shape (S-T).
+
+    ``scale`` shrinks users, items and positives alike (1.0: 162,541 x 59,047, about
+    12.5 M distinct pairs before duplicates are removed). Item popularity is Zipf-like
+    (``1 / (rank + 10)``), user activity log-normal, both from ``seed``. Written once
+    to ``benchmarks/results/splits/ST_<scale>.npz`` so every library reads the same
+    pairs, whatever its NumPy.
+    """
+    path = SPLITS / f"ST_{scale:g}_{seed}.npz"
+    n_users, n_items, nnz = (max(2, round(x * scale)) for x in ST_SHAPE)
+    if path.exists():
+        with np.load(path) as z:
+            return z["user"], z["item"], n_users, n_items
+    rng = np.random.default_rng(seed)
+    activity = rng.lognormal(0.0, 1.0, n_users)
+    per_user = np.maximum(1, np.round(activity / activity.sum() * nnz)).astype(np.int64)
+    user = np.repeat(np.arange(n_users, dtype=np.int64), per_user)
+    pop = 1.0 / (np.arange(n_items) + 10.0)
+    item = rng.permutation(n_items)[rng.choice(n_items, size=len(user), p=pop / pop.sum())]
+    key = np.unique(user * n_items + item)
+    user, item = (key // n_items).astype(np.int32), (key % n_items).astype(np.int32)
+    SPLITS.mkdir(parents=True, exist_ok=True)
+    np.savez(path, user=user, item=item)
+    return user, item, n_users, n_items
+
+
 # ----------------------------------------------------------------------------- output
 def peak_mb() -> float:
     """Peak resident memory of this process so far, in MiB (``ru_maxrss``)."""
@@ -237,6 +275,10 @@ def common_args(argv: list[str] | None = None) -> Any:
     ap.add_argument("--quick", action="store_true", help="first seed / fold only")
     ap.add_argument("--parts", default=None, help="comma-separated parts (seed42,fold0...)")
     ap.add_argument("--models", default=None, help="comma-separated model names")
+    ap.add_argument("--scale", type=float, default=float(os.environ.get("BENCH_ST_SCALE", "1")),
+                    help="S-T: share of ml-25m's shape (users, items, positives)")  # fmt: skip
+    ap.add_argument("--sweeps", type=int, default=int(os.environ.get("BENCH_ST_SWEEPS", "3")),
+                    help="S-T: ALS sweeps timed")  # fmt: skip
     return ap.parse_args(argv)
 
 

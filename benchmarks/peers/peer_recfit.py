@@ -1,4 +1,4 @@
-"""recfit on every shared protocol (R1, R2, R3, R5, T1, T2), on the shared split rows.
+"""recfit on every shared protocol (R1, R2, R3, R5, T1, T2, S-T), on the shared split rows.
 
 Rating protocols train through ``recfit.tasks.rating.build_learner`` / ``fit_learner``
 with a :class:`~recfit.config.RatingConfig` on a :class:`~recfit.data.split.Split` built from
@@ -6,7 +6,13 @@ the shared row files; metrics are recfit's own ``Learner.evaluate`` (MSE, RMSE, 
 1-5 stars). Retrieval protocols train through ``recfit.tasks.retrieval.train_retrieval``
 with the T1 / T2 presets, and are scored with ``common.ranking_metrics`` /
 ``common.topk_accuracy`` (the functions that score the peers) from the towers' vectors;
-recfit's own report is kept beside them as a cross-check. Runs in the project venv.
+recfit's own report is kept beside them as a cross-check. On T2 the top-N families
+(``popularity``, ``itemknn``, ``ease``, ``ials``, ``bpr`` and ``model="auto"``, those the
+registry has) train through ``recfit.runs.train_run`` with a
+:class:`~recfit.config.TopNConfig` (ml-1m, ratings >= 4, ``random:0.2``, seed 0: the
+shared T2 rows, checked pair by pair) and are scored by ``common.ranking_metrics`` from
+the model's own ``score_users``. S-T times recfit's iALS sweeps on the synthetic
+positives of ml-25m's shape that implicit's ALS is timed on. Runs in the project venv.
 
 Usage: ``python benchmarks/peers/peer_recfit.py R3 [--quick] [--models best,fastai]``
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +41,11 @@ from common import (
     common_args,
     data_dir,
     emit,
+    load_ratings,
     load_split,
     ranking_metrics,
     selected,
+    synthetic_positives,
     topk_accuracy,
     wanted,
 )
@@ -153,6 +162,96 @@ def popularity(data: Any, split: Split, part: str) -> None:
          variant="popularity")  # fmt: skip
 
 
+#: T2's top-N runs: name -> (description, TopNConfig fields)
+TOPN: dict[str, tuple[str, dict[str, Any]]] = {
+    "topn-popularity": ("popularity (top-N family)", {"model": "popularity"}),
+    "topn-itemknn": ("item-kNN (top-N family, defaults)", {"model": "itemknn"}),
+    "topn-ease": ("EASE (top-N family, defaults)", {"model": "ease"}),
+    "topn-ials": ("iALS (top-N family, defaults)", {"model": "ials"}),
+    "topn-bpr": ("BPR (top-N family, defaults)", {"model": "bpr"}),
+    "topn-auto": ("recfit train --task topn's default (model auto)", {"model": "auto"}),
+}
+
+
+def _pairs(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    return np.sort(users.astype(np.int64) * 1_000_000 + items.astype(np.int64))
+
+
+def check_shared_rows(split: Split, part: str) -> None:
+    """Stop unless ``split`` holds exactly the shared T2 rows of ``part``."""
+    raw = load_ratings("ml-1m")
+    for name, rows, data in (("train", load_split("T2", part)[0], split.train),
+                             ("test", load_split("T2", part)[1], split.test)):  # fmt: skip
+        want = _pairs(raw["user"][rows], raw["item"][rows])
+        got = _pairs(
+            data.users.id(data.user).astype(np.int64), data.items.id(data.item).astype(np.int64)
+        )
+        if not np.array_equal(want, got):
+            raise SystemExit(f"recfit's T2 {name} part differs from the shared split rows")
+
+
+def topn_runs(args: Any) -> None:
+    from recfit.config import TopNConfig
+    from recfit.models.registry import families
+    from recfit.runs import train_run
+
+    known = {f.name for f in families("topn")}
+    for part in selected(args, "T2"):
+        for name, (desc, fields) in TOPN.items():
+            if not wanted(args, name):
+                continue
+            if fields["model"] != "auto" and fields["model"] not in known:
+                print(f"{name}: no top-N family {fields['model']!r} registered", file=sys.stderr)
+                continue
+            cfg = TopNConfig(
+                dataset="ml-1m", data_dir=str(data_dir()), positive_min_rating=4.0,
+                split="random:0.2", seed=0, n_bootstrap=0, device="cpu", **fields,
+            )  # fmt: skip
+            res = train_run(cfg, progress=False, on_split=partial(check_shared_rows, part=part))
+            model: Any = res.learner.model
+            train, test = res.split.train, res.split.test
+            t1 = time.perf_counter()
+            users = np.arange(model.n_users)
+            scores = model.score_users(users, model.positives(users))
+            m = ranking_metrics(scores, test.user, test.item, train.user, train.item)
+            own = {k: res.metrics[k] for k in m if k in res.metrics}
+            emit(
+                "recfit", recfit.__version__, "T2", part, f"{name}: {desc}", m,
+                res.metrics["fit_seconds"], variant=name, recfit_own_metrics=own,
+                eval_seconds=time.perf_counter() - t1, model_chosen=res.config.model,
+                config=res.config.model_dump(mode="json"),
+            )  # fmt: skip
+
+
+def speed_runs(args: Any) -> None:
+    """S-T: recfit's iALS (64 factors) sweeps on the synthetic ml-25m-shape positives."""
+    import scipy.sparse as sp
+
+    try:
+        from recfit.models.ials import IALS
+    except ImportError as exc:
+        raise SystemExit(f"recfit has no iALS family yet: {exc}") from None
+    user, item, n_users, n_items = synthetic_positives(args.scale)
+    x = sp.csr_matrix(
+        (np.ones(len(user), dtype=np.float32), (user, item)), shape=(n_users, n_items)
+    )
+    sweeps = max(1, int(args.sweeps))
+    model = IALS(n_users, n_items, n_factors=64, epochs=sweeps)
+    t0 = time.perf_counter()
+    model.fit_positives(x)
+    total = time.perf_counter() - t0
+    info = model.fit_info
+    times = [float(t) for t in info["sweep_seconds"]]
+    per = float(np.median(times[1:])) if len(times) > 1 else times[0]
+    emit(
+        "recfit", recfit.__version__, "S-T", "sweep", "iALS (64 factors, CG 3 steps)",
+        {"seconds_per_sweep": per, "first_sweep_seconds": times[0]}, total,
+        sweeps=times, compile_seconds=float(info["compile_seconds"]),
+        threads=int(info["threads"]), scale=args.scale, shape=[n_users, n_items, len(user)],
+        variant="ials",
+    )  # fmt: skip
+
+
 def main() -> None:
     protocol = sys.argv[1]
     args = common_args(sys.argv[2:])
@@ -161,8 +260,12 @@ def main() -> None:
         rating_runs(protocol, args)
     elif protocol in ("T1", "T2"):
         retrieval_runs(protocol, args)
+        if protocol == "T2":
+            topn_runs(args)
+    elif protocol == "S-T":
+        speed_runs(args)
     else:
-        raise SystemExit(f"expected one of R1 R2 R3 R5 T1 T2, received {protocol}")
+        raise SystemExit(f"expected one of R1 R2 R3 R5 T1 T2 S-T, received {protocol}")
 
 
 if __name__ == "__main__":

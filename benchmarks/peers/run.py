@@ -49,8 +49,11 @@ METRIC = {
     "R5": ("rmse", False, "RMSE (mean of folds)"),
     "T1": ("top_100_accuracy", True, "top-100 accuracy"),
     "T2": ("recall@20", True, "Recall@20"),
+    "S-T": ("seconds_per_sweep", False, "seconds per ALS sweep"),
 }
-EXTRA = {"T2": ("ndcg@20", "hit_rate@20")}
+EXTRA = {"T2": ("ndcg@20", "hit_rate@20"), "S-T": ("first_sweep_seconds",)}
+PROTOCOL_ORDER = ("R1", "R2", "R3", "R5", "T1", "T2", "S-T")
+TOPN_MODELS = "topn-popularity,topn-itemknn,topn-ease,topn-ials,topn-bpr,topn-auto"
 
 
 @dataclass
@@ -71,8 +74,11 @@ class Job:
 
 def jobs() -> list[Job]:
     j: list[Job] = []
-    for p in ("R1", "R2", "R3", "R5", "T1", "T2"):
+    for p in ("R1", "R2", "R3", "R5", "T1"):
         j.append(Job("recfit", p, None, "", "peer_recfit.py"))
+    j.append(Job("recfit", "T2", "softmax,popularity", "", "peer_recfit.py"))
+    j.append(Job("recfit", "T2", TOPN_MODELS, "", "peer_recfit.py"))
+    j.append(Job("recfit", "S-T", None, "", "peer_recfit.py"))
     j.append(Job("fastai", "R1", "dot", "fastai", "peer_fastai.py"))
     j.append(Job("fastai", "R1", "nn", "fastai", "peer_fastai.py", quick=False))
     for p in ("R1", "R2", "R3", "R5"):
@@ -97,7 +103,10 @@ def jobs() -> list[Job]:
             "5-fold on ml-1m at about 3 hours on one core (published RMSE 0.862)",
         )
     )  # fmt: skip
-    j.append(Job("implicit", "T2", None, "implicit", "peer_implicit.py"))
+    j.append(Job("implicit", "T2", "ALS", "implicit", "peer_implicit.py"))
+    j.append(Job("implicit", "T2", "BPR", "implicit", "peer_implicit.py"))
+    j.append(Job("implicit", "S-T", None, "implicit", "peer_implicit.py"))
+    j.append(Job("numpy-ease", "T2", None, "", "peer_ease_numpy.py"))
     j.append(Job("keras-rs", "T1", "1", "keras", "peer_keras_rs.py"))
     for depth in ("2", "3"):
         j.append(Job("keras-rs", "T1", depth, "keras", "peer_keras_rs.py", quick=False))
@@ -144,6 +153,8 @@ def run_job(job: Job, quick: bool, timeout: float) -> tuple[list[dict[str, Any]]
         cmd += ["--parts", job.parts]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("BENCH_THREADS", "1")
+    if quick and job.protocol == "S-T":  # a tenth of ml-25m's shape (BENCH_ST_SCALE overrides)
+        env.setdefault("BENCH_ST_SCALE", "0.1")
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
@@ -270,7 +281,7 @@ def markdown(report: dict[str, Any]) -> str:
         "recfit − peer in the protocol's metric.",
         "",
     ]
-    for proto in ("R1", "R2", "R3", "R5", "T1", "T2"):
+    for proto in PROTOCOL_ORDER:
         rows = summary.get(proto, [])
         key, higher, label = METRIC[proto]
         not_run = [n for n in report["not_run"] if n["protocol"] == proto]
@@ -333,7 +344,7 @@ def chart(summary: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    protos = [p for p in ("R1", "R2", "R3", "R5", "T1", "T2") if p in summary]
+    protos = [p for p in PROTOCOL_ORDER if p in summary]
     if not protos:
         return
     fig, axes = plt.subplots(2, len(protos), figsize=(3.4 * len(protos), 7), squeeze=False)
@@ -407,7 +418,7 @@ def write_report(report: dict[str, Any], stem: Path = RESULTS / "peers") -> None
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="", help="protocols, comma-separated (R1,R2,R3,R5,T1,T2)")
+    ap.add_argument("--only", default="", help="protocols, comma-separated (R1,R2,R3,R5,T1,T2,S-T)")
     ap.add_argument("--libs", default="", help="libraries, comma-separated")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per job")
     ap.add_argument("--report-only", action="store_true")

@@ -108,3 +108,62 @@ def test_markdown_lists_not_run() -> None:
     report["targets"] = run.targets(report["summary"])
     md = run.markdown(report)
     assert "not run: because" in md and "10.0x faster" in md and "+0.2000" in md
+
+
+def test_numpy_ease_is_the_closed_form() -> None:
+    import peer_ease_numpy as pe
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 12)) < 0.3).astype(np.float32)
+    lam = 5.0
+    b = pe.ease(x, lam).astype(np.float64)
+    assert np.allclose(np.diag(b), 0.0)
+    # (XᵀX + λI)(I − B) is diagonal: the stationarity condition with diag(B) = 0
+    m = (x.T @ x + lam * np.eye(12)) @ (np.eye(12) - b)
+    assert np.allclose(m - np.diag(np.diag(m)), 0.0, atol=1e-4)
+
+
+def test_shared_metrics_agree_with_evaluate_topn() -> None:
+    """common.ranking_metrics (every library's scorer) and recfit's evaluate_topn give the
+    same Recall@20, NDCG@20 and HitRate@20 on the same scores."""
+    import scipy.sparse as sp
+
+    from recfit.models.topn import TopNModel, fit_topn
+    from recfit.tasks.topn_eval import evaluate_topn
+
+    uv, iv, train, test = _random_case(3)
+    table = (uv @ iv.T).astype(np.float32)
+
+    class Table(TopNModel):
+        def fit_weights(self, X: sp.csr_matrix, *, seed: int) -> None:
+            pass
+
+        def score_users(self, users: np.ndarray, X_rows: sp.csr_matrix) -> np.ndarray:
+            return table[users]
+
+    model = Table(train.n_users, train.n_items)
+    fit_topn(model, train)
+    ours = evaluate_topn(model, train, test, ks=(20,), n_bootstrap=0)
+    theirs = common.ranking_metrics(table, test.user, test.item, train.user, train.item)
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value), key
+
+
+def test_synthetic_positives_are_shared_and_shaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(common, "SPLITS", tmp_path)
+    u, i, n_users, n_items = common.synthetic_positives(0.001)
+    assert (n_users, n_items) == (163, 59)
+    assert len(np.unique(u.astype(np.int64) * n_items + i)) == len(u)
+    assert u.max() < n_users and i.max() < n_items
+    again = common.synthetic_positives(0.001)  # read back from the file
+    assert np.array_equal(again[0], u) and np.array_equal(again[1], i)
+
+
+def test_jobs_cover_the_topn_peers() -> None:
+    names = {(j.library, j.protocol, j.model) for j in run.jobs()}
+    assert ("implicit", "T2", "BPR") in names and ("implicit", "T2", "ALS") in names
+    assert ("numpy-ease", "T2", None) in names
+    assert ("implicit", "S-T", None) in names and ("recfit", "S-T", None) in names
+    assert run.METRIC["S-T"][1] is False  # seconds: lower is better

@@ -80,9 +80,14 @@ def item_popularity(items: Any, users: Any, n_items: int) -> np.ndarray:
         raise DataError(f"expected {len(i)} users, one per item, received {len(u)}", column="users")
     if not len(u):
         return np.zeros(n_items)
-    pairs = np.unique(np.stack([u, i], axis=1), axis=0)
-    counts = np.bincount(pairs[:, 1], minlength=n_items)[:n_items].astype(np.float64)
-    out: np.ndarray = counts / len(np.unique(u))
+    if u.min() < 0 or i.min() < 0:
+        raise DataError("expected user and item indices >= 0, received negative ones")
+    width = max(int(i.max()) + 1, n_items)
+    pairs = np.sort(u * width + i)
+    pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # distinct pairs
+    counts = np.bincount(pairs % width, minlength=n_items)[:n_items].astype(np.float64)
+    n_users = int(np.count_nonzero(np.bincount(u)))
+    out: np.ndarray = counts / n_users
     return out
 
 
