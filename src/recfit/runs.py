@@ -399,7 +399,8 @@ def evaluate_run(
         raise ConfigError(f"expected part 'test' or 'train', received {part!r}")
     cfg = _read_config(Path(run))
     rec = Recommender.load(run)
-    sp = common.load_split(cfg, split=split, seed=seed, data_dir=data_dir)
+    task = get_task(cfg.task)
+    sp = task.load_split(cfg, split=split, seed=seed, data_dir=data_dir)
     data = sp.data
     if data.users != rec.users or data.items != rec.items:
         raise ConfigError(
@@ -418,11 +419,7 @@ def evaluate_run(
             n_overlap=overlap,
             n_rows=n_rows,
         )
-    loss = getattr(cfg, "loss", None)  # a task without one: the model's default
-    learn = Learner(
-        rec.model, sp.train, None, loss=loss, reg=cfg.reg, device=cfg.device, progress=False
-    )
-    return RunEvaluation(learn.evaluate(target), sp.name, part, n_rows, overlap)
+    return RunEvaluation(task.measure(rec.model, cfg, sp, part), sp.name, part, n_rows, overlap)
 
 
 def recommender_of(result: RunResult, **kwargs: Any) -> Recommender:

@@ -23,6 +23,7 @@ from recfit.config import validate_config
 from recfit.data import Interactions
 from recfit.models.registry import Family, register_family, sized_build, unregister_family
 from recfit.models.topn import TOPN_READS, TopNModel, fit_topn
+from recfit.recommender import Recommender
 from recfit.runs import train_run
 from recfit.tasks.topn import TOPN
 
@@ -38,8 +39,11 @@ def _clicks_frame(n: int = 1500, seed: int = 0) -> pd.DataFrame:
                          "time": rng.integers(1_600_000_000, 1_700_000_000, n)})  # fmt: skip
 
 
-def _seen(frame: pd.DataFrame, user: str) -> set[str]:
-    return set(frame.loc[frame.user == user, "item"])
+def _seen(run: Path, user: str) -> set[str]:
+    """The user's training items, as the run's bundle holds them."""
+    rec = Recommender.load(run)
+    u = int(rec.users.index([user])[0])
+    return set(rec.items.id(rec.seen.indices[rec.seen.indptr[u] : rec.seen.indptr[u + 1]]))
 
 
 def test_three_commands_train_recommend_serve(tmp_path: Path) -> None:
@@ -61,7 +65,7 @@ def test_three_commands_train_recommend_serve(tmp_path: Path) -> None:
     res = runner.invoke(app, ["recommend", str(run), "--user", "u1"])
     assert res.exit_code == 0, res.output
     listed = {w for w in res.output.split() if w.startswith("i") and w[1:].isdigit()}
-    assert listed and not listed & _seen(frame, "u1")
+    assert listed and not listed & _seen(run, "u1")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,7 +87,7 @@ def test_three_commands_train_recommend_serve(tmp_path: Path) -> None:
         got = httpx.get(url + "/recommend", params={"user": "u1", "n": 5}, timeout=30)
         assert got.status_code == 200, got.text
         items = [x["id"] for x in got.json()["items"]]
-        assert len(items) == 5 and not set(items) & _seen(frame, "u1")
+        assert len(items) == 5 and not set(items) & _seen(run, "u1")
     finally:
         proc.terminate()
         proc.wait(15)
@@ -183,3 +187,33 @@ def test_strong_generalisation_scores_held_out_users_from_their_given_items() ->
     held = np.unique(split.data.user[split.test_idx])
     assert not np.isin(split.data.user[split.train_idx], held).any()
     assert res.details["n_fold_in_users"] == len(held) > 0
+
+
+def test_recfit_evaluate_measures_a_topn_run_by_ranking(tmp_path: Path) -> None:
+    """``evaluate_run`` of a top-N run ranks (no MSE of scores), on its own split."""
+    from recfit.runs import evaluate_run
+
+    frame = _clicks_frame()[["user", "item"]].drop_duplicates()
+    csv = tmp_path / "clicks.csv"
+    frame.to_csv(csv, index=False)
+    cfg = validate_config({"task": "topn", "model": "popularity", "dataset": str(csv),
+                           "device": "cpu", "n_bootstrap": 0})  # fmt: skip
+    res = train_run(cfg, tmp_path / "R", progress=False)
+    ev = evaluate_run(tmp_path / "R")
+    assert ev.n_overlap == 0 and "mse" not in ev.metrics
+    assert ev.metrics["recall@20"] == pytest.approx(res.metrics["recall@20"])
+
+
+def test_a_clicks_run_stores_implicit_data_in_its_config(tmp_path: Path) -> None:
+    """config.json says the data had no rating column, so a re-run reads it the same way."""
+    frame = _clicks_frame()[["user", "item"]].drop_duplicates()
+    csv = tmp_path / "clicks.csv"
+    frame.to_csv(csv, index=False)
+    cfg = validate_config({"task": "topn", "model": "popularity", "dataset": str(csv),
+                           "device": "cpu", "n_bootstrap": 0})  # fmt: skip
+    first = train_run(cfg, tmp_path / "R", progress=False)
+    stored = json.loads((tmp_path / "R" / "config.json").read_text())
+    assert stored["rating_col"] is None
+    again = train_run(validate_config(stored), progress=False)
+    same = [k for k in first.metrics if "seconds" not in k]
+    assert {k: again.metrics[k] for k in same} == {k: first.metrics[k] for k in same}

@@ -16,9 +16,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recfit.config.base import BaseTrainConfig
 from recfit.models.registry import Family, families, family
@@ -57,6 +57,10 @@ class TopNConfig(BaseTrainConfig):
     MONITOR_KINDS: ClassVar[tuple[str, ...]] = ("ranking",)
 
     task: Literal["topn"] = "topn"
+    rating_col: str | None = "rating"  # type: ignore[assignment]  # None: implicit data
+    """Column of ratings, counts or durations in a data file; none: implicit data (each
+    row a positive of value 1). Left at its default, a file without this column is
+    implicit data; named, the column must be there."""
     model: str = "auto"
     """auto (the best of ease, ials, itemknn, popularity on an inner validation cut of the
     training positives), or a registered top-N family (popularity, itemknn, ease, ials,
@@ -87,6 +91,13 @@ class TopNConfig(BaseTrainConfig):
     """ials: the weight of the unobserved (zero) entries."""
     monitor: str = "ndcg@20"
     """Not read by the top-N families (no early stopping)."""
+
+    @field_validator("rating_col", mode="before")
+    @classmethod
+    def _none_column(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "none":
+            return None  # how TOML and the command line say "no rating column"
+        return v
 
     @classmethod
     def model_choices(cls) -> list[str]:

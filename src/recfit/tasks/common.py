@@ -73,10 +73,28 @@ class Task(Generic[C]):
         checkpoints: the condition of ``--resume`` and of distributed training."""
         return False
 
-    def load_split(self, cfg: C, data: Interactions | None = None) -> Split:
-        """The split a run of ``cfg`` trains and evaluates on (here
-        :func:`load_split`: the data split by ``cfg.split``, or the test file)."""
-        return load_split(cfg, data)
+    def load_split(
+        self,
+        cfg: C,
+        data: Interactions | None = None,
+        *,
+        split: str | None = None,
+        seed: int | None = None,
+        data_dir: str | Path | None = None,
+    ) -> Split:
+        """The split a run of ``cfg`` trains and evaluates on (here :func:`load_split`:
+        the data split by ``cfg.split``, or the test file); ``split``, ``seed`` and
+        ``data_dir`` override the config's (``recfit evaluate``)."""
+        return load_split(cfg, data, split=split, seed=seed, data_dir=data_dir)
+
+    def measure(self, model: RatingModel, cfg: C, split: Split, part: str) -> dict[str, float]:
+        """The metrics of a trained ``model`` on ``split``'s ``part`` (``"test"`` or
+        ``"train"``) for :func:`recfit.runs.evaluate_run` (here the Learner's)."""
+        loss = getattr(cfg, "loss", None)  # a task without one: the model's default
+        learn = Learner(
+            model, split.train, None, loss=loss, reg=cfg.reg, device=cfg.device, progress=False
+        )
+        return learn.evaluate(split.test if part == "test" else split.train)
 
     def prepare(self, cfg: C, split: Split, *, distributed: bool = False) -> C:
         """``cfg`` made concrete for ``split``'s training part (``auto`` values chosen)."""
@@ -258,7 +276,7 @@ def file_split(train: Interactions, test: Interactions, cfg: BaseTrainConfig) ->
         data,
         np.arange(n_tr, dtype=np.int64),
         np.arange(n_tr, n_tr + n_te, dtype=np.int64),
-        f"file:{Path(cfg.test_file).name}",
+        f"file:{Path(cfg.test_file or 'test').name}",
     )
 
 

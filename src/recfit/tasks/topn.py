@@ -128,18 +128,40 @@ def load_positives(
     return replace(pos, meta=meta)
 
 
-def topn_split(cfg: TopNConfig, data: Interactions | None = None) -> Split:
+def topn_split(
+    cfg: TopNConfig,
+    data: Interactions | None = None,
+    *,
+    split: str | None = None,
+    seed: int | None = None,
+    data_dir: str | Path | None = None,
+) -> Split:
     """The split a top-N run trains and evaluates on: the positives split by ``cfg.split``,
     or the training file's positives against the test file's (ids mapped through the
-    training vocabularies; test rows of unknown users or items dropped and counted)."""
+    training vocabularies; test rows of unknown users or items dropped and counted).
+    ``split``, ``seed`` and ``data_dir`` override the config's."""
+    if data_dir is not None:
+        cfg = cfg.replace(data_dir=str(data_dir))
     train = load_positives(cfg, data=data)
-    if cfg.test_file is not None:
+    if cfg.test_file is not None and split is None:
         test = load_positives(cfg, dataset=cfg.test_file)
         return file_split(train, test, cfg)
-    return split_dataset(train, cfg.split, seed=cfg.seed, data_dir=cfg.data_dir)
+    return split_dataset(
+        train, split or cfg.split, seed=cfg.seed if seed is None else seed, data_dir=cfg.data_dir
+    )
 
 
 # ------------------------------------------------------------------ build, fit, choose
+def _floats(report: dict[str, Any]) -> dict[str, float]:
+    """The metrics of an :func:`evaluate_topn` report (``name@k`` values; the intervals
+    and the protocol stay in the details)."""
+    return {
+        k: float(v)
+        for k, v in report.items()
+        if "@" in k and not k.endswith("_ci") and isinstance(v, float)
+    }
+
+
 def _topn_model(model: RatingModel) -> TopNModel:
     if not isinstance(model, TopNModel):  # the registry's topn families are TopNModels
         raise ConfigError(f"expected a top-N model, received {type(model).__name__}")
@@ -215,10 +237,39 @@ class TopNTask(Task[TopNConfig]):
     def __init__(self) -> None:
         self._auto: dict[TopNConfig, dict[str, Any]] = {}
 
-    def load_split(self, cfg: TopNConfig, data: Interactions | None = None) -> Split:
-        return topn_split(cfg, data)
+    def load_split(
+        self,
+        cfg: TopNConfig,
+        data: Interactions | None = None,
+        *,
+        split: str | None = None,
+        seed: int | None = None,
+        data_dir: str | Path | None = None,
+    ) -> Split:
+        return topn_split(cfg, data, split=split, seed=seed, data_dir=data_dir)
+
+    def measure(
+        self, model: RatingModel, cfg: TopNConfig, split: Split, part: str
+    ) -> dict[str, float]:
+        """Ranking metrics of ``part`` (on the training part, nothing is excluded)."""
+        report = self._report(model, cfg, split, part)
+        return _floats(report)
+
+    def _report(
+        self, model: RatingModel, cfg: TopNConfig, split: Split, part: str
+    ) -> dict[str, Any]:
+        fold_in = getattr(split, "fold_in", None)
+        test = split.test if part == "test" else split.train
+        return evaluate_topn(
+            _topn_model(model), split.train, test, ks=tuple(cfg.eval_ks),
+            exclude_seen=cfg.exclude_seen and part == "test", n_bootstrap=cfg.n_bootstrap,
+            seed=cfg.seed, fold_in=fold_in if fold_in is not None and len(fold_in) else None,
+        )  # fmt: skip
 
     def prepare(self, cfg: TopNConfig, split: Split, *, distributed: bool = False) -> TopNConfig:
+        if split.data.meta.get("positives", {}).get("implicit") and cfg.rating_col is not None:
+            # the data had no rating column: a stored config says so (re-runs read it so)
+            cfg = TopNConfig.validated({**cfg.model_dump(exclude_unset=True), "rating_col": None})
         resolved, info = choose_family(cfg, split.train)
         if info:
             self._auto[resolved] = info
@@ -236,17 +287,8 @@ class TopNTask(Task[TopNConfig]):
         return trainer_for(cfg.trainer).fit(learner, FitSpec.from_config(cfg))
 
     def evaluate(self, learner: Learner, cfg: TopNConfig, split: Split) -> Metrics:
-        fold_in = getattr(split, "fold_in", None)
-        report = evaluate_topn(
-            _topn_model(learner.model), split.train, split.test, ks=tuple(cfg.eval_ks),
-            exclude_seen=cfg.exclude_seen, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
-            fold_in=fold_in if fold_in is not None and len(fold_in) else None,
-        )  # fmt: skip
-        metrics = {
-            k: float(v)
-            for k, v in report.items()
-            if "@" in k and not k.endswith("_ci") and isinstance(v, float)
-        }
+        report = self._report(learner.model, cfg, split, "test")
+        metrics = _floats(report)
         details = {k: v for k, v in report.items() if k not in metrics}
         details["positives"] = split.data.meta.get("positives", {})
         auto = self._auto.pop(cfg, None)
