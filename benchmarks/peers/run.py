@@ -423,6 +423,10 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per job")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument(
+        "--out", default=str(RESULTS / "peers"),
+        help="stem of the .json/.md/.png written (a partial run: e.g. benchmarks/results/tmp/t2)",
+    )  # fmt: skip
+    ap.add_argument(
         "--json", default=str(RESULTS / "peers.json"), help="--report-only's input (and stem)"
     )
     args = ap.parse_args()
@@ -434,6 +438,8 @@ def main() -> int:
         return 0
     split_py = python_for(Job("recfit", "R1", None, "", ""))
     subprocess.run([str(split_py), str(HERE / "splits.py")], check=True, cwd=ROOT)
+    stem = Path(args.out)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     only = {p for p in args.only.split(",") if p}
     libs = {p for p in args.libs.split(",") if p}
     report: dict[str, Any] = {
@@ -471,13 +477,11 @@ def main() -> int:
         print(f"{wall:.0f} s wall; {key}/fit: {vals}" + (f"; {err}" if err else ""), flush=True)
         report["wall_seconds"] = time.perf_counter() - t0
         report["load_after"] = list(os.getloadavg())
-        write_report(report)  # keep partial results
+        write_report(report, stem)  # keep partial results
     report["wall_seconds"] = time.perf_counter() - t0
     report["load_after"] = list(os.getloadavg())
-    write_report(report)
-    print(
-        f"\nwrote {RESULTS / 'peers.json'}, peers.md, peers.png in {report['wall_seconds']:.0f} s"
-    )
+    write_report(report, stem)
+    print(f"\nwrote {stem}.json, .md, .png in {report['wall_seconds']:.0f} s")
     return 0
 
 
