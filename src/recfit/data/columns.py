@@ -37,8 +37,8 @@ __all__ = [
     "ReadOptions",
     "column_mapping",
     "from_columns",
-    "read_options",
     "implicit_mapping",
+    "read_options",
     "require_columns",
     "source_stem",
 ]
