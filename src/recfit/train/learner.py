@@ -566,6 +566,7 @@ class Learner(TrainingLoop):
         return pd.DataFrame(self.history)
 
     lr_find = lr_finder.lr_find
+    """LR range test (fastai's ``lr_find``): :func:`recfit.train.lr_finder.lr_find` itself."""
 
     @contextmanager
     def trial(self) -> Iterator[Learner]:
