@@ -23,6 +23,7 @@ __all__ = [
     "DownloadError",
     "EvaluationOverlapError",
     "ItemNotFoundError",
+    "ModelTooLargeError",
     "RecfitError",
     "RecfitWarning",
     "RunDirectoryError",
@@ -98,6 +99,21 @@ class ItemNotFoundError(UnknownIdError):
 
 class ConfigError(RecfitError, ValueError):
     """A parameter or configuration value is out of its allowed range or unknown."""
+
+
+class ModelTooLargeError(ConfigError):
+    """A model would need more memory than allowed (e.g. a dense item-item matrix for a
+    large catalogue).
+
+    Attributes:
+        needed: bytes the model would need.
+        limit: bytes allowed.
+    """
+
+    def __init__(self, message: str, *, needed: int, limit: int) -> None:
+        self.needed = needed
+        self.limit = limit
+        super().__init__(message)
 
 
 class UnknownMetricError(ConfigError):

@@ -15,7 +15,16 @@ from typing import Any
 from recfit.data.interactions import Interactions
 
 # The registry line: every family module, each registering its families when imported.
-from recfit.models import baseline, classifier, dot, mlp, popularity, svdpp, two_tower  # noqa: F401
+from recfit.models import (  # noqa: F401
+    baseline,
+    classifier,
+    dot,
+    ease,
+    mlp,
+    popularity,
+    svdpp,
+    two_tower,
+)
 from recfit.models.base import (
     OUTPUT_TITLES,
     Batch,

@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
@@ -44,9 +45,18 @@ from torch import Tensor
 from recfit.data.interactions import Interactions
 from recfit.data.positives import positives_matrix
 from recfit.errors import ConfigError, DataError
+from recfit.metrics.ranking import ndcg_at_k, recall_at_k
 from recfit.models.base import Batch, OutputKind, RatingModel
 
-__all__ = ["TOPN_READS", "Confidence", "TopNModel", "fit_topn"]
+__all__ = [
+    "TOPN_READS",
+    "Confidence",
+    "TopNModel",
+    "fit_topn",
+    "inner_split",
+    "rank_scores",
+    "validate_scores",
+]
 
 Confidence = Literal["binary", "value"]
 
@@ -208,3 +218,84 @@ def fit_topn(model: RatingModel, train: Interactions) -> None:
         train, n_users=model.n_users, n_items=model.n_items, confidence=model.confidence
     )
     model.fit_positives(x, seed=model.seed)
+
+
+def inner_split(
+    X: sp.csr_matrix, frac: float = 0.1, *, seed: int = 0
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """An inner validation cut of the training positives: ``frac`` of ``X``'s non-zeros
+    drawn at random by ``seed`` go to the validation matrix, the rest to the fit matrix
+    (both of ``X``'s shape, disjoint, summing to ``X``).
+
+    Example:
+        >>> x = sp.csr_matrix(np.ones((4, 5), np.float32))
+        >>> a, b = inner_split(x, 0.25, seed=1)
+        >>> a.nnz, b.nnz, (a + b != x).nnz
+        (15, 5, 0)
+    """
+    if not 0 < frac < 1:
+        raise ConfigError(f"expected an inner validation share in (0, 1), received {frac!r}")
+    coo = sp.coo_matrix(X)
+    n = coo.nnz
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = round(n * frac)
+
+    def part(rows: np.ndarray) -> sp.csr_matrix:
+        rows = np.sort(rows)
+        m = sp.csr_matrix(
+            (coo.data[rows], (coo.row[rows], coo.col[rows])), shape=X.shape, dtype=np.float32
+        )
+        m.sort_indices()
+        return m
+
+    return part(perm[n_val:]), part(perm[:n_val])
+
+
+def rank_scores(scores: np.ndarray, exclude: sp.csr_matrix, k: int) -> np.ndarray:
+    """The ``k`` best item indices of each row of ``scores`` (best first, ties by index),
+    the non-zeros of ``exclude`` (same rows) left out; ``scores`` is overwritten."""
+    counts = np.diff(exclude.indptr)
+    scores[np.repeat(np.arange(len(counts)), counts), exclude.indices] = -np.inf
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    val = np.take_along_axis(scores, top, 1)
+    order = np.lexsort((top, -val), axis=1)
+    return np.take_along_axis(top, order, 1)
+
+
+def validate_scores(
+    score: Callable[[np.ndarray, sp.csr_matrix], np.ndarray],
+    X_fit: sp.csr_matrix,
+    X_val: sp.csr_matrix,
+    *,
+    k: int = 20,
+    max_users: int = 3000,
+    seed: int = 0,
+    block: int = 1024,
+) -> dict[str, float]:
+    """Recall@k and NDCG@k on the validation positives ``X_val`` of the scores
+    ``score(users, X_fit[users])``, each user's ``X_fit`` items excluded (the full
+    catalogue ranked, as the top-N evaluation does). At most ``max_users`` of the users
+    with validation positives are scored (drawn by ``seed``).
+
+    Returns:
+        ``{"recall": ..., "ndcg": ..., "users": n}``.
+    """
+    users = np.flatnonzero(np.diff(X_val.indptr) > 0)
+    if len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    tops = []
+    for b0 in range(0, len(users), block):
+        u = users[b0 : b0 + block]
+        rows = cast(sp.csr_matrix, X_fit[u])
+        s = np.array(score(u, rows), dtype=np.float32)
+        tops.append(rank_scores(s, rows, k))
+    if not tops:
+        return {"recall": float("nan"), "ndcg": float("nan"), "users": 0}
+    top = np.concatenate(tops)
+    rel = [X_val.indices[X_val.indptr[u] : X_val.indptr[u + 1]] for u in users]
+    return {
+        "recall": recall_at_k(top, rel, k),
+        "ndcg": ndcg_at_k(top, rel, k),
+        "users": len(users),
+    }
