@@ -55,7 +55,6 @@ __all__ = [
     "choose_family",
     "load_positives",
     "topn_report",
-    "topn_split",
 ]
 
 AUTO_METRIC = "ndcg@20"
@@ -126,29 +125,6 @@ def load_positives(
                                       "min_rating": cfg.positive_min_rating,
                                       "implicit": bool(data.meta.get("implicit", False))}}  # fmt: skip
     return replace(pos, meta=meta)
-
-
-def topn_split(
-    cfg: TopNConfig,
-    data: Interactions | None = None,
-    *,
-    split: str | None = None,
-    seed: int | None = None,
-    data_dir: str | Path | None = None,
-) -> Split:
-    """The split a top-N run trains and evaluates on: the positives split by ``cfg.split``,
-    or the training file's positives against the test file's (ids mapped through the
-    training vocabularies; test rows of unknown users or items dropped and counted).
-    ``split``, ``seed`` and ``data_dir`` override the config's."""
-    if data_dir is not None:
-        cfg = cfg.replace(data_dir=str(data_dir))
-    train = load_positives(cfg, data=data)
-    if cfg.test_file is not None and split is None:
-        test = load_positives(cfg, dataset=cfg.test_file)
-        return file_split(train, test, cfg)
-    return split_dataset(
-        train, split or cfg.split, seed=cfg.seed if seed is None else seed, data_dir=cfg.data_dir
-    )
 
 
 # ------------------------------------------------------------------ build, fit, choose
@@ -246,7 +222,22 @@ class TopNTask(Task[TopNConfig]):
         seed: int | None = None,
         data_dir: str | Path | None = None,
     ) -> Split:
-        return topn_split(cfg, data, split=split, seed=seed, data_dir=data_dir)
+        """The positives split by ``cfg.split``, or the training file's positives against
+        the test file's (ids mapped through the training vocabularies; test rows of
+        unknown users or items dropped and counted). ``split``, ``seed`` and ``data_dir``
+        override the config's."""
+        if data_dir is not None:
+            cfg = cfg.replace(data_dir=str(data_dir))
+        train = load_positives(cfg, data=data)
+        if cfg.test_file is not None and split is None:
+            test = load_positives(cfg, dataset=cfg.test_file)
+            return file_split(train, test, cfg)
+        return split_dataset(
+            train,
+            split or cfg.split,
+            seed=cfg.seed if seed is None else seed,
+            data_dir=cfg.data_dir,
+        )
 
     def measure(
         self, model: RatingModel, cfg: TopNConfig, split: Split, part: str
