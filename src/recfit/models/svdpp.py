@@ -7,9 +7,8 @@ A user is described by their factors *and* by which items they rated in training
 with ``N(u)`` the items the user rated (with a positive weight) in the training data and
 ``y_j`` a second table of item factors. With ``y_range`` the sum goes through the same
 scaled sigmoid as :class:`~recfit.models.DotBias`. The implicit part lets a user with few
-ratings borrow from what the items they chose say about them. On protocol R1 (split seeds
-0-4) ``recfit train``'s default, this model, has a median validation MSE of 0.7995 against
-0.8040 for DotBias (``benchmarks/bench_r1.py``; BENCHMARKS.md).
+ratings borrow from what the items they chose say about them. It is ``recfit train``'s
+default rating model on the dense path (docs/defaults.md says how that was chosen).
 
 ``N(u)`` is stored in the model as a CSR pair of buffers (``implicit_indptr``,
 ``implicit_items``), filled from the training interactions by :meth:`SVDpp.set_implicit`
@@ -55,8 +54,8 @@ class SVDpp(DotBias):
             :meth:`set_implicit` sets it. A fresh model has empty lists (no implicit
             term) until then.
         alpha: the normalisation exponent: the implicit term is ``|N(u)|^-alpha`` times
-            the sum of ``y_j`` (Koren: 0.5; 1, the mean, is more accurate under the
-            sigmoid on R1).
+            the sum of ``y_j`` (Koren: 0.5; the default 1 is the mean, see
+            docs/defaults.md).
         implicit_init_std: std of the ``y`` init (0: zeros, so the model starts as DotBias).
         **dot: the other :class:`~recfit.models.DotBias` arguments (``y_range``,
             ``global_mean``, ``init_std``, ``bias_init_std``, ``seed``).
