@@ -133,8 +133,9 @@ class BaseTrainConfig(BaseModel):
     weight_col: str | None = None
     """Column of row weights in a rating file."""
     split: str = "random:0.2"
-    """A split spec: random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, u1.. (ml-100k),
-    or file with test_file."""
+    """A split spec: random:0.2, user:0.2, temporal:0.2, last:1, kfold:5:0, users:0.1:0.8
+    (held-out users folded in from 80 % of their rows), u1.. (ml-100k), or file with
+    test_file."""
     test_file: str | None = None
     """Held-out ratings (CSV / Parquet) for a dataset file: the dataset is then the whole
     training part, this file's ids mapped through its vocabularies (split file)."""

@@ -93,8 +93,8 @@ def make_split(
     data_dir: str | Path | None = None,
 ) -> Split:
     """Split ``data`` by ``spec``: ``random:F``, ``user:F``, ``temporal:F``, ``last:K``,
-    ``kfold:K:J`` (see :mod:`recfit.data.split`), or ml-100k's own ``u1`` … ``u5``,
-    ``ua``, ``ub``.
+    ``kfold:K:J``, ``users:F:G`` (see :mod:`recfit.data.split`), or ml-100k's own ``u1``
+    … ``u5``, ``ua``, ``ub``.
 
     A predefined split reads ``<spec>.base`` and ``<spec>.test`` from the folder the
     data was loaded from (``data.meta["folder"]``), else from ``data_dir`` as for
