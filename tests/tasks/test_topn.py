@@ -217,3 +217,23 @@ def test_a_clicks_run_stores_implicit_data_in_its_config(tmp_path: Path) -> None
     again = train_run(validate_config(stored), progress=False)
     same = [k for k in first.metrics if "seconds" not in k]
     assert {k: again.metrics[k] for k in same} == {k: first.metrics[k] for k in same}
+
+
+def test_auto_passes_each_candidate_only_its_own_settings() -> None:
+    """A family setting given with model auto goes to the candidates that read it; the
+    others are compared without it (not refused)."""
+    from recfit.config.topn import FAMILY_SETTINGS
+    from recfit.tasks.topn import _as_family
+
+    cfg = validate_config({"task": "topn", "device": "cpu"})
+    cands = cfg.candidate_families()
+    own = sorted({f for fam in cands for f in fam.reads} & (FAMILY_SETTINGS - {"opt"}))
+    if not own or len(cands) < 2:  # pragma: no cover - depends on the families registered
+        pytest.skip("no candidate of model auto reads a family setting")
+    field = own[0]
+    value = 3 if isinstance(getattr(cfg, field), int) else 0.5
+    cfg = validate_config({"task": "topn", "device": "cpu", field: value})
+    for fam in cands:
+        one = _as_family(cfg, fam.name)
+        assert one.model == fam.name
+        assert (field in one.model_fields_set) == (field in fam.reads)

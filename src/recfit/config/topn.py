@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from recfit.config.base import BaseTrainConfig
 from recfit.models.registry import Family, families, family
 
-__all__ = ["AUTO_TOPN", "TOPN_FAMILY_FIELDS", "TopNConfig"]
+__all__ = ["AUTO_TOPN", "FAMILY_SETTINGS", "TOPN_FAMILY_FIELDS", "TopNConfig"]
 
 PositiveInts = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)]
 
@@ -38,7 +38,8 @@ TOPN_FAMILY_FIELDS = frozenset(
 """Fields of this class that only a family reads: each applies only when a family that
 may be trained reads it (no family reading it: it is refused)."""
 
-_FAMILY_READABLE = TOPN_FAMILY_FIELDS | {"epochs", "lr", "reg", "bs"}
+FAMILY_SETTINGS = TOPN_FAMILY_FIELDS | {"epochs", "lr", "reg", "bs", "opt"}
+"""Every field that applies only when a family that may be trained reads it."""
 
 
 class TopNConfig(BaseTrainConfig):
@@ -117,11 +118,9 @@ class TopNConfig(BaseTrainConfig):
 
     def applies(self, name: str) -> bool:
         """As :meth:`BaseTrainConfig.applies`, except that a family setting (one of
-        :data:`TOPN_FAMILY_FIELDS`, or ``epochs``, ``lr``, ``reg``, ``bs`` that a family
-        trained by its own fit reads) applies exactly when a family that may be trained
-        reads it."""
-        if name in _FAMILY_READABLE:
+        :data:`FAMILY_SETTINGS`: the family fields, and ``epochs``, ``lr``, ``reg``,
+        ``bs``, ``opt`` that a family trained by its own fit reads) applies exactly when a
+        family that may be trained reads it."""
+        if name in FAMILY_SETTINGS:
             return any(name in f.reads for f in self.candidate_families())
-        if name == "opt":
-            return any("opt" in f.reads for f in self.candidate_families())
         return super().applies(name)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from recfit.config import TopNConfig
+from recfit.config.topn import FAMILY_SETTINGS
 from recfit.data.columns import ReadOptions
 from recfit.data.interactions import Interactions
 from recfit.data.positives import select_positives
@@ -61,6 +62,9 @@ AUTO_METRIC = "ndcg@20"
 """What ``model="auto"`` compares the families by on the inner validation cut."""
 AUTO_INNER = 0.1
 """The share of training positives ``model="auto"`` holds out to compare families."""
+AUTO_MAX_ITEMS: dict[str, int] = {"ease": 20_000}
+"""Catalogue sizes above which ``model="auto"`` leaves a family out (EASE holds and
+inverts a dense items x items matrix: 1.6 GB of float32 at 20,000 items)."""
 
 
 # ------------------------------------------------------------------ data
@@ -183,8 +187,13 @@ def choose_family(cfg: TopNConfig, train: Interactions) -> tuple[TopNConfig, dic
     scores: dict[str, float] = {}
     seconds: dict[str, float] = {}
     best: TopNConfig | None = None
+    skipped: dict[str, str] = {}
     for fam in cfg.candidate_families():
-        cand = cfg.replace(model=fam.name).resolve_model(big=False)
+        cap = AUTO_MAX_ITEMS.get(fam.name)
+        if cap is not None and train.n_items > cap:
+            skipped[fam.name] = f"{train.n_items} items > {cap}"
+            continue
+        cand = _as_family(cfg, fam.name)
         t0 = time.perf_counter()
         model = _fit(cand, fit_part)
         rep = evaluate_topn(_topn_model(model), fit_part, inner_part, ks=(k,), n_bootstrap=0)
@@ -192,15 +201,32 @@ def choose_family(cfg: TopNConfig, train: Interactions) -> tuple[TopNConfig, dic
         scores[fam.name] = rep[AUTO_METRIC]
         if best is None or scores[fam.name] > scores[best.model]:
             best = cand
-    assert best is not None  # candidate_families is never empty
+    if best is None:
+        raise ConfigError(
+            f"expected a top-N family model 'auto' can train on {train.n_items} items, "
+            f"received only {skipped}; name a model"
+        )
     info = {
         "chosen": best.model,
         "by": f"{AUTO_METRIC} on an inner cut of {AUTO_INNER:.0%} of the training positives "
         f"(seed {cfg.seed})",
         "inner_scores": scores,
         "inner_seconds": seconds,
+        **({"skipped": skipped} if skipped else {}),
     }
     return best, info
+
+
+def _as_family(cfg: TopNConfig, name: str) -> TopNConfig:
+    """``cfg`` (of model ``auto``) for the family ``name``: the family settings given for
+    other candidates dropped, the family's defaults filled in."""
+    reads = family(name).reads
+    data = {
+        k: v
+        for k, v in cfg.model_dump(exclude_unset=True).items()
+        if k not in FAMILY_SETTINGS or k in reads
+    }
+    return TopNConfig.validated({**data, "model": name}).resolve_model(big=False)
 
 
 # ------------------------------------------------------------------ the task
