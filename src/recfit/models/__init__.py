@@ -20,6 +20,7 @@ from recfit.models import (  # noqa: F401
     classifier,
     dot,
     ease,
+    itemknn,
     mlp,
     popularity,
     svdpp,
