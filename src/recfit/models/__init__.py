@@ -17,9 +17,11 @@ from recfit.data.interactions import Interactions
 # The registry line: every family module, each registering its families when imported.
 from recfit.models import (  # noqa: F401
     baseline,
+    bpr,
     classifier,
     dot,
     ease,
+    ials,
     itemknn,
     mlp,
     popularity,

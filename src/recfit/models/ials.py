@@ -1,0 +1,333 @@
+"""iALS: implicit alternating least squares (Hu, Koren, Volinsky 2008) as revisited by
+Rendle et al. 2021 ("Revisiting the Performance of iALS on Item Recommendation
+Benchmarks"), solved by conjugate gradient (Takács et al. 2011).
+
+With ``X`` the positives, ``x_u`` and ``y_i`` the user and item vectors and
+``ŷ = x_u·y_i``, the fit minimises
+
+    Σ_(u,i)∈X c_ui (ŷ − 1)²  +  α0 Σ_u Σ_i ŷ²
+        + λ Σ_u (|I_u| + α0·n_items)^ν |x_u|²  +  λ Σ_i (|U_i| + α0·n_users)^ν |y_i|²
+
+with the observed confidence ``c_ui = 1 + alpha·value`` (``value`` 1 for binary
+positives), the unobserved weight ``α0`` (``unobserved_weight``) on *every* pair, and the
+ridge scaled by each row's frequency (``reg_exponent`` ν, 1 as in the paper). The
+unobserved term costs one Gramian per half-sweep (``YᵀY``); each row then takes
+``cg_steps`` conjugate-gradient steps on its normal equations, warm-started from its
+current vector, in a compiled kernel parallel over rows (the CPU threads are PyTorch's
+setting, which :func:`recfit.train.execution.threads` sets for a fit). Compiling the
+kernels (or loading them from the user's cache folder) is timed apart:
+``fit_info["compile_seconds"]`` against ``fit_info["fit_seconds"]``.
+
+Fold-in: a new user's vector is the exact solution of the same row problem with the items
+fixed (:meth:`IALS.score_history`).
+
+Example:
+    >>> import scipy.sparse as sp
+    >>> x = sp.random(40, 30, density=0.2, format="csr", random_state=0)
+    >>> m = IALS(40, 30, n_factors=4, epochs=3)
+    >>> m.fit_positives(x)
+    >>> m.score_history(x[:2]).shape, m.user_factors.shape
+    ((2, 30), torch.Size([40, 4]))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import cache
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from recfit.errors import ConfigError, TrainingDivergedError
+from recfit.models.registry import Family, register_family, sized_build
+from recfit.models.topn import TOPN_READS, Confidence, TopNModel, fit_topn
+
+__all__ = ["IALS", "FactorTopN", "check_positive", "ials_objective", "load_kernels"]
+
+CHUNK_ROWS = 32
+"""Rows a thread takes at a time in a half-sweep (dynamic scheduling: a thread slowed by
+another process on the machine does not hold the sweep back)."""
+
+
+@cache
+def _numba_kernels() -> Any:
+    """The kernel module, each kernel compiled (or loaded from the cache) for the types a
+    fit passes, by one call on tiny arrays."""
+    from recfit.models import _kernels_implicit as kern
+
+    f32, i64 = np.float32, np.int64
+    ptr, idx, val = np.array([0, 1], i64), np.zeros(1, i64), np.ones(1, f32)
+    x, y = np.zeros((1, 2), f32), np.zeros((1, 2), f32)
+    gram = np.zeros((2, 2), np.float64)
+    kern.gramian(y, gram)
+    kern.ials_half(ptr, idx, val, y, gram, x, 0.1, 0.1, 1.0, 1, 1)
+    mask = np.zeros((1, 1), np.uint8)
+    kern.bit_mask(ptr, idx, 1, mask)
+    for m in (mask, mask[:0]):
+        for fixed in (False, True):
+            kern.bpr_epoch(idx, idx, ptr, idx, m, x, y, np.zeros(1, f32), 0.0, 0.0, 0, 1, fixed)
+    return kern
+
+
+def load_kernels() -> tuple[Any, float, int]:
+    """The compiled kernels of the factor families, the seconds it took to get them
+    (compiling them, or loading them from the cache; about 0 once loaded in this
+    process) and the CPU threads they run on: PyTorch's setting (at most numba's), which
+    :func:`recfit.train.execution.threads` sets for a fit.
+
+    Starting numba's thread pool may reset PyTorch's count; it is put back.
+    """
+    n = torch.get_num_threads()
+    t0 = time.perf_counter()
+    mod = _numba_kernels()
+    seconds = time.perf_counter() - t0
+    import numba
+
+    config: Any = numba.config  # numba's config module has no stubs
+    n = max(1, min(n, int(config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return mod, seconds, n
+
+
+def check_positive(name: str, v: Any, *, integer: bool = False, zero: bool = False) -> None:
+    """Refuse a setting that is not a finite number > 0 (``>= 0`` with ``zero``; an
+    integer with ``integer``) with a :class:`~recfit.errors.ConfigError` naming it."""
+    ok = isinstance(v, int | np.integer) and not isinstance(v, bool) if integer else True
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        ok = False
+        f = math.nan
+    if not ok or not math.isfinite(f) or f < 0 or (f == 0 and not zero):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"expected {name} {kind} {'>=' if zero else '>'} 0, received {v!r}")
+
+
+class FactorTopN(TopNModel):
+    """A top-N model scoring ``x_u · y_i + b_i`` from user and item vectors (buffers
+    ``user_factors``, ``item_factors``, ``item_bias``), the base of ``ials`` and ``bpr``.
+
+    Known users are scored from their stored vectors; :meth:`item_similarity` is the
+    cosine of the item vectors. A family supplies ``fit_weights`` and ``fold_in``.
+    """
+
+    user_factors: Tensor
+    item_factors: Tensor
+    item_bias: Tensor
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int,
+        confidence: Confidence = "binary",
+        seed: int = 0,
+        n_positives: int = 0,
+    ) -> None:
+        super().__init__(n_users, n_items, confidence, seed, n_positives)
+        check_positive("n_factors", n_factors, integer=True)
+        self.n_factors = int(n_factors)
+        k = self.n_factors
+        self.register_buffer("user_factors", torch.zeros(self.n_users, k, dtype=torch.float32))
+        self.register_buffer("item_factors", torch.zeros(self.n_items, k, dtype=torch.float32))
+        self.register_buffer("item_bias", torch.zeros(self.n_items, dtype=torch.float32))
+
+    def _init_factors(self, seed: int, std: float) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh random vectors ``N(0, std²/k)`` from ``seed`` (float32, C order)."""
+        rng = np.random.default_rng(seed)
+        scale = std / math.sqrt(self.n_factors)
+        u = (rng.standard_normal((self.n_users, self.n_factors)) * scale).astype(np.float32)
+        v = (rng.standard_normal((self.n_items, self.n_factors)) * scale).astype(np.float32)
+        return u, v
+
+    def _store(self, u: np.ndarray, v: np.ndarray, bias: np.ndarray | None = None) -> None:
+        for name, a in (("user_factors", u), ("item_factors", v), ("item_bias", bias)):
+            if a is not None and not np.isfinite(a).all():
+                raise TrainingDivergedError(
+                    f"expected finite {name} after the fit of {type(self).__name__}, "
+                    f"received NaN or infinite values (lower the learning rate or raise reg)",
+                    epoch=int(self.fit_info.get("epochs", 0)), step=0, what=name,
+                )  # fmt: skip
+        self.user_factors.copy_(torch.from_numpy(u))
+        self.item_factors.copy_(torch.from_numpy(v))
+        if bias is not None:
+            self.item_bias.copy_(torch.from_numpy(bias))
+
+    def score_users(self, users: np.ndarray, X_rows: sp.csr_matrix) -> np.ndarray:
+        self.check_rows(X_rows, rows=len(users), where="score_users")
+        u = self.user_factors.numpy()[np.asarray(users, dtype=np.int64)]
+        return self._scores(u)
+
+    def score_history(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        x = self.check_rows(X_rows, rows=X_rows.shape[0], where="score_history")
+        return self._scores(self.fold_in(x))
+
+    def _scores(self, u: np.ndarray) -> np.ndarray:
+        out: np.ndarray = u @ self.item_factors.numpy().T
+        out += self.item_bias.numpy()
+        return out.astype(np.float32, copy=False)
+
+    def fold_in(self, X_rows: sp.csr_matrix) -> np.ndarray:  # pragma: no cover - abstract
+        """The vectors of users known only by their rows of positives."""
+        raise NotImplementedError
+
+    def item_similarity(self, items: np.ndarray) -> np.ndarray:
+        v = self.item_factors.numpy()
+        norms = np.linalg.norm(v, axis=1)
+        norms[norms == 0] = 1.0
+        q = v[np.asarray(items, dtype=np.int64)] / norms[np.asarray(items, dtype=np.int64), None]
+        out: np.ndarray = (q @ (v / norms[:, None]).T).astype(np.float32)
+        return out
+
+
+class IALS(FactorTopN):
+    """iALS with the unobserved weight on every pair and frequency-scaled ridge (see the
+    module documentation).
+
+    Args:
+        n_users: number of user indices.
+        n_items: number of item indices.
+        n_factors: width of the user and item vectors.
+        reg: the ridge ``λ`` (scaled per row by ``(n_row + α0·n_other)^reg_exponent``).
+        alpha: confidence of a positive: ``1 + alpha·value``.
+        unobserved_weight: ``α0``, the weight of every (user, item) pair's ``ŷ²``.
+        epochs: sweeps (users, then items).
+        cg_steps: conjugate-gradient steps per row and half-sweep.
+        reg_exponent: ``ν``, the exponent of the frequency scaling (0: a plain ridge).
+        init_std: the initial vectors are ``N(0, init_std²/n_factors)``.
+        confidence: ``"binary"`` or ``"value"`` (how ``X`` is built from the data).
+        seed: seed of the initial vectors.
+        n_positives: length of the stored training rows (set by the fit).
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int = 64,
+        reg: float = 2e-3,
+        alpha: float = 1.0,
+        unobserved_weight: float = 0.1,
+        epochs: int = 15,
+        cg_steps: int = 3,
+        reg_exponent: float = 1.0,
+        init_std: float = 0.1,
+        confidence: Confidence = "binary",
+        seed: int = 0,
+        n_positives: int = 0,
+    ) -> None:
+        super().__init__(n_users, n_items, n_factors, confidence, seed, n_positives)
+        check_positive("reg", reg, zero=True)
+        check_positive("alpha", alpha, zero=True)
+        check_positive("unobserved_weight", unobserved_weight, zero=True)
+        check_positive("epochs", epochs, integer=True, zero=True)
+        check_positive("cg_steps", cg_steps, integer=True)
+        check_positive("reg_exponent", reg_exponent, zero=True)
+        check_positive("init_std", init_std, zero=True)
+        self.reg, self.alpha = float(reg), float(alpha)
+        self.unobserved_weight, self.reg_exponent = float(unobserved_weight), float(reg_exponent)
+        self.epochs, self.cg_steps, self.init_std = int(epochs), int(cg_steps), float(init_std)
+
+    def family_config(self) -> dict[str, Any]:
+        return {
+            "n_factors": self.n_factors, "reg": self.reg, "alpha": self.alpha,
+            "unobserved_weight": self.unobserved_weight, "epochs": self.epochs,
+            "cg_steps": self.cg_steps, "reg_exponent": self.reg_exponent,
+            "init_std": self.init_std,
+        }  # fmt: skip
+
+    def confidences(self, X: sp.csr_matrix) -> sp.csr_matrix:
+        """``X`` with each positive's value ``v`` replaced by ``1 + alpha·v``."""
+        c = X.copy()
+        c.data = (1.0 + self.alpha * c.data).astype(np.float32)
+        return c
+
+    def fit_weights(self, X: sp.csr_matrix, *, seed: int) -> None:
+        kern, compile_s, threads = load_kernels()
+        t0 = time.perf_counter()
+        cu = self.confidences(X)
+        ci = cu.T.tocsr()
+        ci.sort_indices()
+        u, v = self._init_factors(seed, self.init_std)
+        sides = [
+            (c.indptr.astype(np.int64), c.indices.astype(np.int64), c.data, rows, other)
+            for c, rows, other in ((cu, u, v), (ci, v, u))
+        ]
+        gram = np.empty((self.n_factors, self.n_factors), np.float64)
+        sweeps = []
+        old_chunk = kern.numba.set_parallel_chunksize(CHUNK_ROWS)  # rows taken as they free up
+        for _ in range(self.epochs):
+            ts = time.perf_counter()
+            for indptr, indices, conf, rows, other in sides:
+                kern.gramian(other, gram)
+                kern.ials_half(
+                    indptr, indices, conf, other, gram, rows, self.reg, self.unobserved_weight,
+                    self.reg_exponent, other.shape[0], self.cg_steps,
+                )  # fmt: skip
+            sweeps.append(time.perf_counter() - ts)
+        kern.numba.set_parallel_chunksize(old_chunk)
+        self.fit_info.update(
+            compile_seconds=compile_s, fit_seconds=time.perf_counter() - t0,
+            sweep_seconds=sweeps, threads=threads, epochs=self.epochs,
+        )  # fmt: skip
+        self._store(u, v)
+
+    def fold_in(self, X_rows: sp.csr_matrix) -> np.ndarray:
+        """Each row's vector by the exact solve of its ridge problem with the items fixed:
+        ``(α0·YᵀY + λ_u I + Σ_i c_i y_i y_iᵀ) x = Σ_i c_i y_i``."""
+        c = self.confidences(X_rows)
+        v = self.item_factors.numpy().astype(np.float64)
+        base = self.unobserved_weight * (v.T @ v)
+        k = self.n_factors
+        out = np.zeros((c.shape[0], k), np.float32)
+        for r in range(c.shape[0]):
+            lo, hi = c.indptr[r], c.indptr[r + 1]
+            idx, w = c.indices[lo:hi], c.data[lo:hi].astype(np.float64)
+            lam = self.reg * (hi - lo + self.unobserved_weight * self.n_items) ** self.reg_exponent
+            y = v[idx]
+            a = base + (y.T * w) @ y + (lam + 1e-12) * np.eye(k)
+            out[r] = np.linalg.solve(a, y.T @ w)
+        return out
+
+
+def ials_objective(model: IALS, X: sp.csr_matrix) -> float:
+    """The objective an :class:`IALS` fit minimises, at the model's vectors, over ``X``
+    (the positives it was fitted on).
+
+    Example:
+        >>> m = IALS(3, 2, n_factors=2, epochs=0)
+        >>> round(ials_objective(m, sp.csr_matrix(np.eye(3, 2, dtype=np.float32))), 3)
+        4.0
+    """
+    c = model.confidences(model.check_rows(X, rows=model.n_users, where="ials_objective"))
+    u = model.user_factors.numpy().astype(np.float64)
+    v = model.item_factors.numpy().astype(np.float64)
+    coo = c.tocoo()
+    pred = np.einsum("ij,ij->i", u[coo.row], v[coo.col])
+    observed = float(np.sum(coo.data * (pred - 1.0) ** 2))
+    a0, nu = model.unobserved_weight, model.reg_exponent
+    unobserved = a0 * float(np.sum((u.T @ u) * (v.T @ v)))
+    n_u = np.diff(c.indptr)
+    n_i = np.bincount(c.indices, minlength=model.n_items)
+    lam_u = model.reg * (n_u + a0 * model.n_items) ** nu
+    lam_i = model.reg * (n_i + a0 * model.n_users) ** nu
+    ridge = float(lam_u @ (u * u).sum(1) + lam_i @ (v * v).sum(1))
+    return observed + unobserved + ridge
+
+
+IALS_READS = TOPN_READS | {"n_factors", "reg", "alpha", "unobserved_weight", "epochs"}
+
+register_family(Family(
+    name="ials", task="topn", model_class=IALS, output="score", reads=IALS_READS,
+    trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
+    defaults={"n_factors": 64, "reg": 2e-3, "alpha": 1.0, "unobserved_weight": 0.1, "epochs": 15},
+    build=sized_build(IALS),
+    summary="iALS (Hu et al. 2008; Rendle et al. 2021): weighted least squares on the "
+    "positives with an unobserved weight on every pair, by conjugate gradient",
+))  # fmt: skip
