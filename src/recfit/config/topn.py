@@ -78,8 +78,9 @@ class TopNConfig(BaseTrainConfig):
     """Exclude each user's training positives when ranking (stated in every report)."""
     n_bootstrap: int = Field(default=1000, ge=0)
     """Bootstrap resamples of the users for the metrics' 95 % intervals (0: none)."""
-    ease_lambda: float = Field(default=500.0, gt=0.0)
-    """EASE: the ridge on the item-item weights."""
+    ease_lambda: float | None = Field(default=None, gt=0.0)
+    """EASE: the ridge on the item-item weights (none: chosen on an inner validation cut
+    of the training positives)."""
     knn_k: int = Field(default=100, ge=1)
     """itemknn: neighbours kept per item."""
     shrinkage: float = Field(default=0.0, ge=0.0)
