@@ -18,6 +18,9 @@ known users come from :meth:`ModelAdapter.user_rows`; rows of new users from
 ``user_rows(u)``       the rows of known users (by index)
 ``fold_in(i, r, w)``   a row for a new user from rated items, ratings and weights
 ``item_vectors()``     ``[n_items, d]`` item representations (cosine similarity)
+``item_similarity(i)`` optional: ``[len(i), n_items]`` item-item similarities of a
+                       family that has them directly (top-N item models); ``None``
+                       otherwise
 ``user_vectors()``     ``[n_users, d]`` user representations (cosine similarity)
 ``retrieval(rows)``    optional: ``(queries, candidates, finish)`` when scores are a
                        monotone function of a dot product (exact chunked top-k through
@@ -123,6 +126,9 @@ class ModelAdapter:
     """Whether :meth:`item_vectors` and :meth:`user_vectors` answer (an adapter may say
     no for one model, e.g. a dot model without factors)."""
     supports_fold_in: bool = True
+    direct_item_similarity: bool = False
+    """Whether similar items come from :meth:`item_similarity` (an item-item model)
+    instead of the cosine of :meth:`item_vectors`."""
     keys: ClassVar[tuple[str, ...]] = ()
     """The adapter keys it is registered under (:func:`register_adapter`)."""
     any_family: ClassVar[bool] = False
@@ -184,6 +190,12 @@ class ModelAdapter:
             f"expected a model family with item representations, received {self.family!r} "
             "(register a ModelAdapter that implements item_vectors)"
         )
+
+    def item_similarity(self, item_idx: Tensor) -> Tensor | None:
+        """``[len(item_idx), n_items]`` similarity of each item to every item where the
+        family defines one directly (an item-item model), else ``None`` (the default:
+        similar items compare :meth:`item_vectors` by cosine)."""
+        return None
 
     def user_vectors(self) -> Tensor:
         """``[n_users, d]`` user representations compared by cosine similarity."""

@@ -454,7 +454,8 @@ class TopNAdapter(ModelAdapter):
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         super().__init__(model, ctx)
         self.topn = cast("TopNModel", model)
-        self.supports_similarity = self.topn.item_similarity(np.zeros(0, np.int64)) is not None
+        has = self.topn.item_similarity(np.zeros(0, np.int64)) is not None
+        self.supports_similarity = self.direct_item_similarity = has
 
     def user_rows(self, user_idx: Tensor) -> Tensor:
         users = user_idx.long().cpu().numpy()
@@ -464,14 +465,9 @@ class TopNAdapter(ModelAdapter):
     def score_all(self, rows: Tensor) -> Tensor:
         return rows
 
-    def item_similarity(self, item_idx: Tensor) -> Tensor:
-        """``[len(item_idx), n_items]`` similarity of each item to every item."""
+    def item_similarity(self, item_idx: Tensor) -> Tensor | None:
         sim = self.topn.item_similarity(item_idx.long().cpu().numpy())
-        if sim is None:
-            raise ConfigError(
-                f"expected a top-N family with item similarities, received {self.family!r}"
-            )
-        return torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32))
+        return None if sim is None else torch.from_numpy(np.ascontiguousarray(sim, np.float32))
 
     def fold_in(
         self, item_idx: Tensor, ratings: Tensor, weights: Tensor, *, reg: float = 1.0
