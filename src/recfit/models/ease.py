@@ -68,7 +68,6 @@ from recfit.errors import ConfigError, ModelTooLargeError
 from recfit.models.registry import Family, register_family, sized_build
 from recfit.models.topn import (
     TOPN_READS,
-    Confidence,
     TopNModel,
     fit_topn,
     inner_split,
@@ -210,14 +209,13 @@ class EASE(TopNModel):
     Args:
         n_users: number of user indices.
         n_items: number of item indices.
-        confidence: how ``X`` is built (``"binary"`` or ``"value"``).
-        seed: seed of the inner validation cut.
-        n_positives: length of the stored training rows (set by the fit).
         ease_lambda: the ridge ``λ`` (> 0); ``None``: chosen on the inner cut.
         ease_dropout: the emphasised-denoising dropout ``p`` in ``[0, 1)`` (0: plain EASE).
         memory_limit_gb: the most memory the dense fit may take (``None``: what is
             available when the fit starts).
         threads: BLAS threads of the solve (``None``: the free cores).
+        common: :class:`~recfit.models.topn.TopNModel`'s other arguments
+            (``confidence``, ``seed``: of the inner validation cut, ``n_positives``).
     """
 
     weights: Tensor
@@ -227,17 +225,15 @@ class EASE(TopNModel):
         self,
         n_users: int,
         n_items: int,
-        confidence: Confidence = "binary",
-        seed: int = 0,
-        n_positives: int = 0,
+        *,
         ease_lambda: float | None = None,
         ease_dropout: float = 0.3,
         user_exponent: float = 0.5,
         popularity_exponent: float = 0.15,
         memory_limit_gb: float | None = None,
         threads: int | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__(n_users, n_items, confidence, seed, n_positives)
         if ease_lambda is not None and not float(ease_lambda) > 0:
             raise ConfigError(f"expected ease_lambda > 0 or None, received {ease_lambda!r}")
         if not 0 <= float(ease_dropout) < 1:
@@ -258,7 +254,10 @@ class EASE(TopNModel):
         self.popularity_exponent = float(popularity_exponent)
         self.memory_limit_gb = None if memory_limit_gb is None else float(memory_limit_gb)
         self.threads = threads
-        check_dense_size(self.n_items, self.memory_limit_gb)
+        check_dense_size(int(n_items), self.memory_limit_gb)
+        super().__init__(n_users, n_items, **common)
+
+    def init_weights(self) -> None:
         self.register_buffer("weights", torch.zeros(self.n_items, self.n_items))
         self.register_buffer("fitted_lambda", torch.zeros(1))
 
@@ -320,23 +319,12 @@ class EASE(TopNModel):
         gram = self.gram(x_fit)
         mean_count = float(np.diagonal(gram).mean()) if self.n_items else 1.0
         start = 2.0 ** round(math.log2(max(4.0 * mean_count, 1.0)))
-        scores: dict[float, dict[str, float]] = {}
 
-        def score(lam: float) -> float:
-            if lam not in scores:
-                b = self.solve(x_fit, lam, threads=threads, gram=gram)
-                scores[lam] = validate_scores(lambda _u, rows: rows @ b, x_fit, x_val, seed=seed)
-            return scores[lam]["recall"]
+        def evaluate(lam: float) -> dict[str, float]:
+            b = self.solve(x_fit, lam, threads=threads, gram=gram)
+            return validate_scores(lambda _u, rows: rows @ b, x_fit, x_val, seed=seed)
 
-        best = start
-        for step in (2.0, 0.5):  # upwards first; downwards when upwards did not help
-            while len(scores) < 8 and score(best * step) > score(best):
-                best *= step
-            if best != start:
-                break
-        self.fit_info["inner"] = {f"{v:g}": s for v, s in sorted(scores.items())}
-        self.fit_info["inner_metric"] = "recall@20"
-        return best
+        return self.search(evaluate, start, most=8)
 
     def score_history(self, X_rows: sp.csr_matrix) -> np.ndarray:
         x = self.check_rows(X_rows, rows=X_rows.shape[0], where="score_history")

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from recfit.errors import ConfigError
 from recfit.models.registry import Family, register_family, sized_build
-from recfit.models.topn import TOPN_READS, Confidence, TopNModel, fit_topn
+from recfit.models.topn import TOPN_READS, TopNModel, fit_topn
 
 __all__ = ["ITEMKNN_READS", "ItemKNN"]
 
@@ -52,11 +52,10 @@ class ItemKNN(TopNModel):
     Args:
         n_users: number of user indices.
         n_items: number of item indices.
-        confidence: how ``X`` is built (``"binary"`` or ``"value"``).
-        seed: unused (nothing random).
-        n_positives: length of the stored training rows (set by the fit).
         knn_k: neighbours kept per item (at most ``n_items - 1`` are stored).
         shrinkage: added to the cosine's denominator (>= 0).
+        common: :class:`~recfit.models.topn.TopNModel`'s other arguments
+            (``confidence``, ``seed``: unused, nothing is random; ``n_positives``).
     """
 
     neighbour_items: Tensor
@@ -66,18 +65,19 @@ class ItemKNN(TopNModel):
         self,
         n_users: int,
         n_items: int,
-        confidence: Confidence = "binary",
-        seed: int = 0,
-        n_positives: int = 0,
+        *,
         knn_k: int = 100,
         shrinkage: float = 0.0,
+        **common: Any,
     ) -> None:
-        super().__init__(n_users, n_items, confidence, seed, n_positives)
         if isinstance(knn_k, bool) or not isinstance(knn_k, int | np.integer) or knn_k < 1:
             raise ConfigError(f"expected knn_k an integer >= 1, received {knn_k!r}")
         if not float(shrinkage) >= 0:
             raise ConfigError(f"expected shrinkage >= 0, received {shrinkage!r}")
         self.knn_k, self.shrinkage = int(knn_k), float(shrinkage)
+        super().__init__(n_users, n_items, **common)
+
+    def init_weights(self) -> None:
         k = min(self.knn_k, max(self.n_items - 1, 0))
         self.register_buffer(
             "neighbour_items", torch.full((self.n_items, k), -1, dtype=torch.int32)

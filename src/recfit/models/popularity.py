@@ -20,33 +20,18 @@ import torch
 from torch import Tensor
 
 from recfit.models.registry import Family, register_family, sized_build
-from recfit.models.topn import TOPN_READS, Confidence, TopNModel, fit_topn
+from recfit.models.topn import TOPN_READS, TopNModel, fit_topn
 
 __all__ = ["Popularity"]
 
 
 class Popularity(TopNModel):
-    """Scores every item by its training popularity (see the module documentation).
-
-    Args:
-        n_users: number of user indices.
-        n_items: number of item indices.
-        confidence: ``"binary"`` (count users) or ``"value"`` (sum values).
-        seed: unused (nothing random).
-        n_positives: length of the stored training rows (set by the fit).
-    """
+    """Scores every item by its training popularity (see the module documentation; the
+    arguments are :class:`~recfit.models.topn.TopNModel`'s)."""
 
     item_score: Tensor
 
-    def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        confidence: Confidence = "binary",
-        seed: int = 0,
-        n_positives: int = 0,
-    ) -> None:
-        super().__init__(n_users, n_items, confidence, seed, n_positives)
+    def init_weights(self) -> None:
         self.register_buffer("item_score", torch.zeros(self.n_items, dtype=torch.float32))
 
     def fit_weights(self, X: sp.csr_matrix, *, seed: int) -> None:

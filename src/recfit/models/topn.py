@@ -110,6 +110,11 @@ class TopNModel(RatingModel):
         self.register_buffer("pos_indptr", torch.zeros(self.n_users + 1, dtype=torch.long))
         self.register_buffer("pos_items", torch.zeros(int(n_positives), dtype=torch.int32))
         self.register_buffer("pos_values", torch.zeros(int(n_positives), dtype=torch.float32))
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Register the family's own buffers, sized from the settings (called last by
+        the constructor; the default: none)."""
 
     # ------------------------------------------------------------------ contract
     def config(self) -> dict[str, Any]:
@@ -139,6 +144,30 @@ class TopNModel(RatingModel):
         self.fit_info = {}
         with torch.no_grad():
             self.fit_weights(x, seed=int(seed))
+
+    def search(
+        self, evaluate: Callable[[float], dict[str, float]], start: float, *, most: int
+    ) -> float:
+        """The setting with the best inner Recall@20 on a factor-2 grid: from ``start``
+        upwards while it rises, else downwards while it rises (at most ``most``
+        evaluations of ``evaluate(value) -> {"recall": ...}``). Every score is recorded
+        in :attr:`fit_info` (``inner``: value → scores)."""
+        scores: dict[float, dict[str, float]] = {}
+
+        def recall(v: float) -> float:
+            if v not in scores:
+                scores[v] = evaluate(v)
+            return scores[v]["recall"]
+
+        best = start
+        for step in (2.0, 0.5):  # upwards first; downwards when upwards did not help
+            while len(scores) < most and recall(best * step) > recall(best):
+                best *= step
+            if best != start:
+                break
+        self.fit_info["inner"] = {f"{v:g}": sc for v, sc in sorted(scores.items())}
+        self.fit_info["inner_metric"] = "recall@20"
+        return best
 
     def fit_weights(self, X: sp.csr_matrix, *, seed: int) -> None:  # pragma: no cover
         """The family's fit on the checked positives ``X`` (float32 CSR, sorted indices)."""
