@@ -44,7 +44,7 @@ from recfit.errors import ConfigError, DataError
 from recfit.models.base import RatingModel
 from recfit.models.registry import family
 from recfit.models.topn import TopNModel
-from recfit.tasks.common import Callbacks, Metrics, Task, file_split, make_learner, register_task
+from recfit.tasks.common import Callbacks, Metrics, Task, file_split, register_task
 from recfit.tasks.topn_eval import evaluate_topn
 from recfit.train.learner import Learner
 from recfit.train.trainers import FitSpec, trainer_for
@@ -55,6 +55,7 @@ __all__ = [
     "build_topn",
     "choose_family",
     "load_positives",
+    "topn_learner",
     "topn_report",
 ]
 
@@ -154,9 +155,22 @@ def build_topn(cfg: TopNConfig, train: Interactions) -> RatingModel:
     return fam.build(fam.settings(cfg), train)
 
 
-def _fit(cfg: TopNConfig, train: Interactions) -> RatingModel:
+def topn_learner(
+    cfg: TopNConfig, train: Interactions, callbacks: Callbacks = (), progress: bool | None = False
+) -> Learner:
+    """A fresh model of ``cfg.model`` for ``train`` in a Learner (the trainers' common
+    ground: history, timing, checks). A top-N family trains by its own fit, so the
+    Learner's SGD penalties are not read (``wd`` and ``reg`` 0 there; ``reg`` is a family
+    setting)."""
     model = build_topn(cfg, train)
-    learner = make_learner(cfg, model, train, None, callbacks=(), progress=False, metrics=())
+    return Learner(
+        model, train, None, wd=0.0, reg=0.0, device=cfg.device, seed=cfg.seed,
+        callbacks=callbacks, progress=progress, metrics=(),
+    )  # fmt: skip
+
+
+def _fit(cfg: TopNConfig, train: Interactions) -> RatingModel:
+    learner = topn_learner(cfg, train)
     trainer_for(cfg.trainer).fit(learner, FitSpec.from_config(cfg))
     return learner.model
 
@@ -295,10 +309,7 @@ class TopNTask(Task[TopNConfig]):
     def build(
         self, cfg: TopNConfig, fit: Split, callbacks: Callbacks, progress: bool | None
     ) -> Learner:
-        model = build_topn(cfg, fit.train)
-        return make_learner(
-            cfg, model, fit.train, None, callbacks=callbacks, progress=progress, metrics=()
-        )
+        return topn_learner(cfg, fit.train, callbacks, progress)
 
     def fit(self, learner: Learner, cfg: TopNConfig) -> Learner:
         return trainer_for(cfg.trainer).fit(learner, FitSpec.from_config(cfg))
