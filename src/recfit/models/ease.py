@@ -84,7 +84,7 @@ __all__ = [
     "free_cores",
 ]
 
-EASE_READS = TOPN_READS | {"ease_lambda"}
+EASE_READS = TOPN_READS | {"ease_lambda", "memory_limit_gb"}
 """Config fields the EASE family reads."""
 
 DENSE_COPIES = 3
