@@ -104,7 +104,7 @@ def test_same_seed_same_weights_for_any_thread_count() -> None:
         m = IALS(*x.shape, n_factors=8, epochs=3)
         with threads(n):
             m.fit_positives(x, seed=7)
-            assert m.fit_info["threads"] == min(n, torch.get_num_threads())
+            assert 1 <= m.fit_info["threads"] <= n
         weights.append((m.user_factors.clone(), m.item_factors.clone()))
     for w in weights[1:]:
         assert torch.equal(w[0], weights[0][0]) and torch.equal(w[1], weights[0][1])

@@ -89,8 +89,11 @@ class TopNConfig(BaseTrainConfig):
     """Factor models (ials, bpr): the width of the user and item vectors."""
     alpha: float = Field(default=1.0, gt=0.0)
     """ials: the confidence of a positive is 1 + alpha * value."""
-    unobserved_weight: float = Field(default=1.0, gt=0.0)
-    """ials: the weight of the unobserved (zero) entries."""
+    unobserved_weight: float = Field(default=0.3, gt=0.0)
+    """ials: the weight of the unobserved (zero) entries (every pair's squared score)."""
+    reg: float | None = Field(default=None, ge=0.0)  # type: ignore[assignment]  # none: chosen
+    """ials: the ridge, scaled by each row's frequency (none: chosen on an inner validation
+    cut of the training positives); bpr: the L2 penalty per step (none: 0.01)."""
     monitor: str = "ndcg@20"
     """Not read by the top-N families (no early stopping)."""
 

@@ -37,6 +37,8 @@ from recfit.models.topn import TOPN_READS, Confidence, fit_topn
 
 __all__ = ["BPR"]
 
+REG = 0.01
+"""The default L2 penalty per step."""
 MAX_TRIES = 16
 """Draws of a negative before the last one is kept (a user with nearly every item)."""
 MASK_BYTES = 64 << 20
@@ -53,7 +55,7 @@ class BPR(FactorTopN):
         n_items: number of item indices.
         n_factors: width of the user and item vectors.
         lr: the learning rate of the SGD steps.
-        reg: the L2 penalty per step on the rows it touches.
+        reg: the L2 penalty per step on the rows it touches (``None``: :data:`REG`).
         epochs: passes over the positives.
         fold_in_epochs: passes over a new user's positives in :meth:`fold_in`.
         init_std: the initial vectors are ``N(0, init_std²/n_factors)``.
@@ -68,7 +70,7 @@ class BPR(FactorTopN):
         n_items: int,
         n_factors: int = 64,
         lr: float = 0.05,
-        reg: float = 0.01,
+        reg: float | None = None,
         epochs: int = 50,
         fold_in_epochs: int = 50,
         init_std: float = 0.1,
@@ -78,6 +80,7 @@ class BPR(FactorTopN):
     ) -> None:
         super().__init__(n_users, n_items, n_factors, confidence, seed, n_positives)
         check_positive("lr", lr)
+        reg = REG if reg is None else reg
         check_positive("reg", reg, zero=True)
         check_positive("epochs", epochs, integer=True, zero=True)
         check_positive("fold_in_epochs", fold_in_epochs, integer=True, zero=True)
@@ -154,7 +157,7 @@ BPR_READS = TOPN_READS | {"n_factors", "lr", "reg", "epochs"}
 register_family(Family(
     name="bpr", task="topn", model_class=BPR, output="score", reads=BPR_READS,
     trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
-    defaults={"n_factors": 64, "lr": 0.05, "reg": 0.01, "epochs": 50},
+    defaults={"n_factors": 64, "lr": 0.05, "epochs": 50},
     build=sized_build(BPR),
     summary="BPR (Rendle et al. 2009): pairwise ranking loss on a factor model, SGD with "
     "uniform negative sampling",
