@@ -140,7 +140,8 @@ def similar(
             table.add_column(res.kind, justify="right")
             if res.kind == "item":
                 table.add_column("title")
-            table.add_column("cosine", justify="right")
+            direct = res.kind == "item" and rec.adapter.direct_item_similarity
+            table.add_column("similarity" if direct else "cosine", justify="right")
             for k, s in enumerate(r.neighbours, 1):
                 cells = [str(k), str(s.id)] + ([s.title or ""] if res.kind == "item" else [])
                 table.add_row(*cells, f"{s.score:.3f}")
