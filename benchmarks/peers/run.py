@@ -297,9 +297,9 @@ def markdown(report: dict[str, Any]) -> str:
         for r in order:
             m = r["metrics"]
             if mine is not None and r["library"] != "recfit":
-                # a baseline's "fit" is a count: a time ratio against it means nothing
+                # a baseline's "fit" is a count, and S-T's metric is itself a time
                 ratio = (
-                    "—" if r["library"] == "baseline"
+                    "—" if r["library"] == "baseline" or proto == "S-T"
                     else speedup(r["fit_seconds"], mine["fit_seconds"])
                 )  # fmt: skip
                 diff = f"{mine['metrics'][key] - m[key]:+.4f}"
