@@ -238,10 +238,18 @@ def test_ease_lambda_is_chosen_on_an_inner_cut_of_the_training_positives() -> No
 
 
 def test_a_catalogue_too_large_for_dense_ease_is_a_typed_error() -> None:
-    with pytest.raises(ModelTooLargeError, match=r"30\.00 GB") as info:
-        EASE(10, 50_000, memory_limit_gb=1.0)
-    assert info.value.needed == 3 * 4 * 50_000**2 and info.value.limit == 10**9
+    with pytest.raises(
+        ModelTooLargeError, match=r"fit in 1 GB \(memory_limit_gb\).*needing 10 GB"
+    ) as info:
+        EASE(10, 50_000, memory_limit_gb=1.0)  # its B alone: refused before allocating
+    assert info.value.needed == 4 * 50_000**2 and info.value.limit == 10**9
     assert "memory_limit_gb" in str(info.value) and isinstance(info.value, ConfigError)
+    m = EASE(10, 600, memory_limit_gb=0.002, ease_lambda=1.0)  # B fits, the fit does not
+    with pytest.raises(
+        ModelTooLargeError, match=r"fit in 0\.002 GB.*600 items needing 0\.00432 GB"
+    ) as fit:
+        m.fit_positives(sp.csr_matrix((10, 600), dtype=np.float32))
+    assert fit.value.needed == 3 * 4 * 600**2 and fit.value.limit == 2 * 10**6
     assert check_dense_size(100, None) == 120_000
     with pytest.raises(ModelTooLargeError, match="memory available"):
         check_dense_size(10**7, None)

@@ -36,9 +36,10 @@ The chosen λ and every inner score are in
 weights (``fitted_lambda``).
 
 **Size.** ``B`` is dense ``n_items²`` float32 and the fit holds about three such
-matrices: a catalogue whose ``12 · n_items²`` bytes exceed ``memory_limit_gb`` (default:
-the memory available) is refused with a :class:`~recfit.errors.ModelTooLargeError`
-saying what it would need, before anything is allocated.
+matrices: a fit whose ``12 · n_items²`` bytes exceed ``memory_limit_gb`` (default: the
+memory available), or a model whose ``B`` alone would, is refused with a
+:class:`~recfit.errors.ModelTooLargeError` saying what it would need, before anything
+is allocated.
 
 Example:
     >>> import scipy.sparse as sp
@@ -110,22 +111,24 @@ def available_memory() -> int:
         return 1 << 34
 
 
-def check_dense_size(n_items: int, limit_gb: float | None, *, what: str = "EASE") -> int:
-    """The bytes a dense item-item fit of ``n_items`` needs (``DENSE_COPIES`` float32
-    matrices); returns them.
+def check_dense_size(
+    n_items: int, limit_gb: float | None, *, copies: int = DENSE_COPIES, what: str = "EASE"
+) -> int:
+    """The bytes ``copies`` dense ``n_items x n_items`` float32 matrices take (a fit
+    holds ``DENSE_COPIES``, a fitted model one); returns them.
 
     Raises:
         ModelTooLargeError: more than ``limit_gb`` gigabytes (``None``: the memory
             available now), naming both.
     """
-    needed = DENSE_COPIES * 4 * int(n_items) ** 2
+    needed = copies * 4 * int(n_items) ** 2
     limit = available_memory() if limit_gb is None else int(float(limit_gb) * 1e9)
     if needed > limit:
         source = "the memory available" if limit_gb is None else "memory_limit_gb"
         raise ModelTooLargeError(
-            f"expected a catalogue whose dense item-item matrices fit in {limit / 1e9:.2f} GB "
+            f"expected a catalogue whose dense item-item matrices fit in {limit / 1e9:.3g} GB "
             f"({source}) for {what}, received {n_items} items needing "
-            f"{needed / 1e9:.2f} GB ({DENSE_COPIES} x n_items² float32); use itemknn or "
+            f"{needed / 1e9:.3g} GB ({copies} x n_items² float32); use itemknn or "
             "ials, or raise memory_limit_gb",
             needed=needed,
             limit=limit,
@@ -254,7 +257,7 @@ class EASE(TopNModel):
         self.popularity_exponent = float(popularity_exponent)
         self.memory_limit_gb = None if memory_limit_gb is None else float(memory_limit_gb)
         self.threads = threads
-        check_dense_size(int(n_items), self.memory_limit_gb)
+        check_dense_size(int(n_items), self.memory_limit_gb, copies=1)  # its weights
         super().__init__(n_users, n_items, **common)
 
     def init_weights(self) -> None:
