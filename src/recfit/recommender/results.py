@@ -280,7 +280,8 @@ class Predictions:
 
 @dataclass(frozen=True)
 class Neighbours:
-    """The ``n`` nearest neighbours of one item or user by cosine similarity.
+    """The ``n`` nearest neighbours of one item or user by cosine similarity (an
+    item-item model's own similarity for its items).
 
     Attributes:
         query: the raw id asked about.
