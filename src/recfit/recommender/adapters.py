@@ -465,6 +465,12 @@ class TopNAdapter(ModelAdapter):
     def score_all(self, rows: Tensor) -> Tensor:
         return rows
 
+    def item_vectors(self) -> Tensor:
+        raise ConfigError(
+            f"expected a model family with item representations, received {self.family!r} "
+            "(a top-N family without item-item similarities)"
+        )
+
     def item_similarity(self, item_idx: Tensor) -> Tensor | None:
         sim = self.topn.item_similarity(item_idx.long().cpu().numpy())
         return None if sim is None else torch.from_numpy(np.ascontiguousarray(sim, np.float32))
