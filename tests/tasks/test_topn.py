@@ -237,3 +237,20 @@ def test_auto_passes_each_candidate_only_its_own_settings() -> None:
         one = _as_family(cfg, fam.name)
         assert one.model == fam.name
         assert (field in one.model_fields_set) == (field in fam.reads)
+
+
+def test_config_show_and_flags_of_the_topn_task(tmp_path: Path) -> None:
+    """`recfit config show --task topn` writes a file `recfit train --config` reads back;
+    the task's fields are flags of `recfit train`."""
+    from recfit.config import load_toml_text
+
+    res = runner.invoke(app, ["config", "show", "--task", "topn"])
+    assert res.exit_code == 0, res.output
+    cfg = load_toml_text(res.output)
+    assert cfg.task == "topn" and cfg.model == "auto"
+    res = runner.invoke(app, ["train", "--help"])
+    for flag in ("--confidence", "--positive-min-rating", "--ease-lambda", "--knn-k"):
+        assert flag in res.output
+    res = runner.invoke(app, ["train", "--task", "topn", "--model", "popularity",
+                              "--knn-k", "5", "-d", "x.csv"])  # fmt: skip
+    assert res.exit_code != 0 and "knn_k" in res.output  # a setting nothing would read
