@@ -57,7 +57,7 @@ def test_every_field_has_a_spec_with_its_defaults_per_task() -> None:
 
 
 def test_shown_defaults_say_what_each_task_family_and_path_brings() -> None:
-    assert shown_default("epochs") == "5 (ials: 15; bpr: 50; svdpp: 6; retrieval: 30)"
+    assert shown_default("epochs") == "5 (ials: 15; bpr: 100; svdpp: 6; retrieval: 30)"
     assert shown_default("lr") == "0.005 (bpr: 0.05; retrieval: 0.05; row-wise adagrad: 0.03)"
     assert shown_default("temperature") == "0.1 (retrieval only)"
     assert shown_default("task") == "rating"

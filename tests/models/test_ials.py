@@ -169,3 +169,21 @@ def test_registry_entry() -> None:
     assert {"n_factors", "reg", "alpha", "unobserved_weight", "epochs"} <= fam.reads
     m = IALS(3, 4, n_factors=2, reg=0.5)
     assert m.config()["reg"] == 0.5 and m.config()["name"] == "ials"
+
+
+def test_reg_is_chosen_on_an_inner_cut_and_saved_with_the_weights() -> None:
+    """With no ``reg`` the ridge comes from the factor-2 walk on an inner cut of the
+    training positives; the value used is a buffer, so a reloaded model folds in alike."""
+    from recfit.models.registry import build_model
+
+    x, _ = clustered(n_users=200, n_items=80, seed=5)
+    m = IALS(*x.shape, n_factors=8, epochs=4)
+    m.fit_positives(x, seed=2)
+    inner = m.fit_info["inner"]
+    assert len(inner) >= 2 and m.fit_info["inner_metric"] == "recall@20"
+    assert f"{m.fit_info['reg']:g}" in inner
+    assert float(m.fitted_reg) == m.fit_info["reg"] and m.config()["reg"] is None
+    again = build_model(m.config())
+    again.load_state_dict(m.state_dict())
+    assert isinstance(again, IALS) and float(again.fitted_reg) == m.fit_info["reg"]
+    np.testing.assert_array_equal(again.score_history(x[:5]), m.score_history(x[:5]))

@@ -71,7 +71,7 @@ class BPR(FactorTopN):
         n_factors: int = 64,
         lr: float = 0.05,
         reg: float | None = None,
-        epochs: int = 50,
+        epochs: int = 100,
         fold_in_epochs: int = 50,
         init_std: float = 0.1,
         confidence: Confidence = "binary",
@@ -157,7 +157,7 @@ BPR_READS = TOPN_READS | {"n_factors", "lr", "reg", "epochs"}
 register_family(Family(
     name="bpr", task="topn", model_class=BPR, output="score", reads=BPR_READS,
     trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
-    defaults={"n_factors": 64, "lr": 0.05, "epochs": 50},
+    defaults={"n_factors": 64, "lr": 0.05, "epochs": 100},
     build=sized_build(BPR),
     summary="BPR (Rendle et al. 2009): pairwise ranking loss on a factor model, SGD with "
     "uniform negative sampling",

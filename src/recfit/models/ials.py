@@ -318,30 +318,17 @@ class IALS(FactorTopN):
 
     def choose_reg(self, X: sp.csr_matrix, *, seed: int) -> float:
         """``reg`` by Recall@20 on an inner cut of ``X`` (:data:`INNER_FRACTION` of the
-        positives by ``seed``): a factor-2 walk from :data:`REG_START`, upwards first,
-        downwards when upwards did not help, until Recall@20 stops rising (at most 5
-        fits of :data:`INNER_EPOCHS` sweeps). The scores are in ``fit_info["inner"]``."""
+        positives by ``seed``): :meth:`~recfit.models.topn.TopNModel.search`'s factor-2
+        walk from :data:`REG_START` (at most 5 fits of :data:`INNER_EPOCHS` sweeps); the
+        scores are in ``fit_info["inner"]``."""
         kern = load_kernels()[0]
         x_fit, x_val = inner_split(X, INNER_FRACTION, seed=seed)
-        scores: dict[float, dict[str, float]] = {}
 
-        def score(reg: float) -> float:
-            if reg not in scores:
-                u, v, _ = self._sweeps(kern, x_fit, reg, min(self.epochs, INNER_EPOCHS), seed)
-                scores[reg] = validate_scores(
-                    lambda us, _rows: u[us] @ v.T, x_fit, x_val, seed=seed
-                )
-            return scores[reg]["recall"]
+        def evaluate(reg: float) -> dict[str, float]:
+            u, v, _ = self._sweeps(kern, x_fit, reg, min(self.epochs, INNER_EPOCHS), seed)
+            return validate_scores(lambda us, _rows: u[us] @ v.T, x_fit, x_val, seed=seed)
 
-        best = REG_START
-        for step in (2.0, 0.5):
-            while len(scores) < 5 and score(best * step) > score(best):
-                best *= step
-            if best != REG_START:
-                break
-        self.fit_info["inner"] = {f"{r:g}": sc for r, sc in sorted(scores.items())}
-        self.fit_info["inner_metric"] = "recall@20"
-        return best
+        return self.search(evaluate, REG_START, most=5)
 
     def fold_in(self, X_rows: sp.csr_matrix) -> np.ndarray:
         """Each row's vector by the exact solve of its ridge problem with the items fixed:
