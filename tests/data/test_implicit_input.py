@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recfit.config import validate_config
 from recfit.data.duplicates import merge_duplicates
+from recfit.data.interactions import Interactions
 from recfit.data.io import from_frame, load
+from recfit.data.positives import positives_matrix
 from recfit.data.vocab import Vocabulary
 from recfit.errors import DataError
 from recfit.tasks.topn import load_positives
@@ -118,3 +122,37 @@ def test_duplicates_sum_policy() -> None:
     with pytest.warns(UserWarning, match="duplicates='sum'"):
         _, _, r2, _, t2, n = merge_duplicates(u, i, r, None, ts, users, items, duplicates="sum")
     assert n == 1 and r2.tolist() == [1.0, 3.0, 6.0] and t2.tolist() == [11, 12, 13]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcd"), st.integers(0, 5), st.integers(0, 9)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_summed_clicks_and_counts_match_a_dense_count(rows: list[tuple[str, int, int]]) -> None:
+    """Any frame of clicks (repeats allowed): the positives matrix of the loaded data is
+    the dense matrix of click counts (value) or of pairs (binary)."""
+    df = pd.DataFrame(rows, columns=["user", "item", "plays"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        clicks = from_frame(df[["user", "item"]], implicit_if_missing=True, duplicates="sum")
+        plays = from_frame(df, rating="plays", duplicates="sum")
+    users, items = sorted(set(df.user)), sorted(set(df.item))
+    count = np.zeros((len(users), len(items)), np.float32)
+    total = np.zeros_like(count)
+    for u, i, p in rows:
+        count[users.index(u), items.index(i)] += 1
+        total[users.index(u), items.index(i)] += p
+
+    def dense(d: Interactions, confidence: str) -> np.ndarray:
+        x = positives_matrix(d, confidence=confidence).toarray()  # type: ignore[arg-type]
+        order_u = [list(d.users.id(np.arange(d.n_users))).index(u) for u in users]
+        order_i = [list(d.items.id(np.arange(d.n_items))).index(i) for i in items]
+        return x[np.ix_(order_u, order_i)]
+
+    assert np.array_equal(dense(clicks, "value"), count)
+    assert np.array_equal(dense(clicks, "binary"), (count > 0).astype(np.float32))
+    assert np.array_equal(dense(plays, "value"), total)
