@@ -71,15 +71,22 @@ def gramian(y, out):
 
 
 @njit(cache=CACHE, nogil=True, inline="always", fastmath=_FAST)
-def _apply(gram, lam, indptr, indices, conf, y, u, v, out):
-    """``out = (gram + lam·I + Σ_j (c_j)·y_j y_jᵀ) v`` over row ``u``'s entries."""
+def _ridge_gram(gram, lam, v, out, sign):
+    """``out = sign · (gram + lam·I) v``."""
     k = v.shape[0]
     for a in range(k):
         s = lam * v[a]
         g = gram[a]
         for b in range(k):
             s += g[b] * v[b]
-        out[a] = s
+        out[a] = sign * s
+
+
+@njit(cache=CACHE, nogil=True, inline="always", fastmath=_FAST)
+def _apply(gram, lam, indptr, indices, conf, y, u, v, out):
+    """``out = (gram + lam·I + Σ_j (c_j)·y_j y_jᵀ) v`` over row ``u``'s entries."""
+    k = v.shape[0]
+    _ridge_gram(gram, lam, v, out, np.float32(1.0))
     for t in range(indptr[u], indptr[u + 1]):
         yi = y[indices[t]]
         d = np.float32(0.0)
@@ -96,12 +103,7 @@ def _solve_row(gram, lam, indptr, indices, conf, y, u, x, r, p, ap, cg_steps):
     ``x`` (updated in place); returns the number of steps taken."""
     k = x.shape[0]
     # r = b - A x in one pass over the row: b_j = c_j (target 1)
-    for a in range(k):
-        s = lam * x[a]
-        g = gram[a]
-        for b in range(k):
-            s += g[b] * x[b]
-        r[a] = -s
+    _ridge_gram(gram, lam, x, r, np.float32(-1.0))
     for t in range(indptr[u], indptr[u + 1]):
         yi = y[indices[t]]
         d = np.float32(0.0)

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from recfit.models.ials import FactorTopN, check_positive, load_kernels
 from recfit.models.registry import Family, register_family, sized_build
-from recfit.models.topn import TOPN_READS, Confidence, fit_topn
+from recfit.models.topn import TOPN_READS, fit_topn
 
 __all__ = ["BPR"]
 
@@ -59,9 +59,9 @@ class BPR(FactorTopN):
         epochs: passes over the positives.
         fold_in_epochs: passes over a new user's positives in :meth:`fold_in`.
         init_std: the initial vectors are ``N(0, init_std²/n_factors)``.
-        confidence: how ``X`` is built (BPR reads only which pairs are positive).
-        seed: seed of the initial vectors, the order and the negatives.
-        n_positives: length of the stored training rows (set by the fit).
+        **common: :class:`~recfit.models.topn.TopNModel`'s ``confidence`` (BPR reads
+            only which pairs are positive), ``seed`` (of the initial vectors, the order
+            and the negatives) and ``n_positives``.
     """
 
     def __init__(
@@ -69,23 +69,21 @@ class BPR(FactorTopN):
         n_users: int,
         n_items: int,
         n_factors: int = 64,
+        *,
         lr: float = 0.05,
         reg: float | None = None,
         epochs: int = 100,
         fold_in_epochs: int = 50,
         init_std: float = 0.1,
-        confidence: Confidence = "binary",
-        seed: int = 0,
-        n_positives: int = 0,
+        **common: Any,
     ) -> None:
-        super().__init__(n_users, n_items, n_factors, confidence, seed, n_positives)
-        check_positive("lr", lr)
+        super().__init__(n_users, n_items, n_factors, init_std, **common)
         reg = REG if reg is None else reg
-        check_positive("reg", reg, zero=True)
-        check_positive("epochs", epochs, integer=True, zero=True)
-        check_positive("fold_in_epochs", fold_in_epochs, integer=True, zero=True)
-        check_positive("init_std", init_std, zero=True)
-        self.lr, self.reg, self.init_std = float(lr), float(reg), float(init_std)
+        for name, v in (("lr", lr), ("reg", reg)):
+            check_positive(name, v, zero=name == "reg")
+        for name, n in (("epochs", epochs), ("fold_in_epochs", fold_in_epochs)):
+            check_positive(name, n, integer=True, zero=True)
+        self.lr, self.reg = float(lr), float(reg)
         self.epochs, self.fold_in_epochs = int(epochs), int(fold_in_epochs)
 
     def family_config(self) -> dict[str, Any]:

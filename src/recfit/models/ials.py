@@ -47,7 +47,6 @@ from recfit.models.ease import free_cores
 from recfit.models.registry import Family, register_family, sized_build
 from recfit.models.topn import (
     TOPN_READS,
-    Confidence,
     TopNModel,
     fit_topn,
     inner_split,
@@ -138,17 +137,12 @@ class FactorTopN(TopNModel):
     item_bias: Tensor
 
     def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        n_factors: int,
-        confidence: Confidence = "binary",
-        seed: int = 0,
-        n_positives: int = 0,
+        self, n_users: int, n_items: int, n_factors: int, init_std: float, **common: Any
     ) -> None:
-        super().__init__(n_users, n_items, confidence, seed, n_positives)
+        super().__init__(n_users, n_items, **common)
         check_positive("n_factors", n_factors, integer=True)
-        self.n_factors = int(n_factors)
+        check_positive("init_std", init_std, zero=True)
+        self.n_factors, self.init_std = int(n_factors), float(init_std)
         k = self.n_factors
         self.register_buffer("user_factors", torch.zeros(self.n_users, k, dtype=torch.float32))
         self.register_buffer("item_factors", torch.zeros(self.n_items, k, dtype=torch.float32))
@@ -219,9 +213,9 @@ class IALS(FactorTopN):
         cg_steps: conjugate-gradient steps per row and half-sweep.
         reg_exponent: ``ν``, the exponent of the frequency scaling (0: a plain ridge).
         init_std: the initial vectors are ``N(0, init_std²/n_factors)``.
-        confidence: ``"binary"`` or ``"value"`` (how ``X`` is built from the data).
-        seed: seed of the initial vectors and of the inner cut.
-        n_positives: length of the stored training rows (set by the fit).
+        **common: :class:`~recfit.models.topn.TopNModel`'s ``confidence`` (how ``X`` is
+            built from the data), ``seed`` (of the initial vectors and of the inner cut)
+            and ``n_positives``.
     """
 
     fitted_reg: Tensor
@@ -231,6 +225,7 @@ class IALS(FactorTopN):
         n_users: int,
         n_items: int,
         n_factors: int = 64,
+        *,
         reg: float | None = None,
         alpha: float = 1.0,
         unobserved_weight: float = 0.3,
@@ -238,11 +233,9 @@ class IALS(FactorTopN):
         cg_steps: int = 3,
         reg_exponent: float = 1.0,
         init_std: float = 0.1,
-        confidence: Confidence = "binary",
-        seed: int = 0,
-        n_positives: int = 0,
+        **common: Any,
     ) -> None:
-        super().__init__(n_users, n_items, n_factors, confidence, seed, n_positives)
+        super().__init__(n_users, n_items, n_factors, init_std, **common)
         if reg is not None:
             check_positive("reg", reg, zero=True)
         check_positive("alpha", alpha, zero=True)
@@ -250,7 +243,6 @@ class IALS(FactorTopN):
         check_positive("epochs", epochs, integer=True, zero=True)
         check_positive("cg_steps", cg_steps, integer=True)
         check_positive("reg_exponent", reg_exponent, zero=True)
-        check_positive("init_std", init_std, zero=True)
         self.reg = None if reg is None else float(reg)
         self.alpha = float(alpha)
         self.register_buffer(
@@ -258,7 +250,7 @@ class IALS(FactorTopN):
             torch.tensor(REG_START if reg is None else float(reg), dtype=torch.float64),
         )
         self.unobserved_weight, self.reg_exponent = float(unobserved_weight), float(reg_exponent)
-        self.epochs, self.cg_steps, self.init_std = int(epochs), int(cg_steps), float(init_std)
+        self.epochs, self.cg_steps = int(epochs), int(cg_steps)
 
     def family_config(self) -> dict[str, Any]:
         return {
