@@ -187,3 +187,22 @@ def test_reg_is_chosen_on_an_inner_cut_and_saved_with_the_weights() -> None:
     again.load_state_dict(m.state_dict())
     assert isinstance(again, IALS) and float(again.fitted_reg) == m.fit_info["reg"]
     np.testing.assert_array_equal(again.score_history(x[:5]), m.score_history(x[:5]))
+
+
+@pytest.mark.parametrize("name", ["ials", "bpr"])
+def test_a_run_reports_compile_seconds_apart_from_fit_seconds(name: str) -> None:
+    """Through the task and the closed-form trainer: the kernels' compile (or cache load)
+    seconds are the run's compile_seconds, not part of its fit_seconds."""
+    from recfit.config import validate_config
+    from recfit.data import Interactions
+    from recfit.runs import train_run
+
+    x, _ = clustered()
+    coo = x.tocoo()
+    data = Interactions.from_arrays(coo.row, coo.col, np.ones(coo.nnz))
+    cfg = validate_config({"task": "topn", "model": name, "device": "cpu", "n_bootstrap": 0,
+                           "epochs": 2, "n_factors": 4})  # fmt: skip
+    res = train_run(cfg, data=data, progress=False)
+    info = res.learner.model.fit_info  # type: ignore[union-attr]
+    assert res.details["compile_seconds"] == pytest.approx(info["compile_seconds"])
+    assert res.metrics["fit_seconds"] < res.details["compile_seconds"] + info["fit_seconds"] + 1.0
