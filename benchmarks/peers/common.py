@@ -164,12 +164,16 @@ def ranking_metrics(
     train_user: np.ndarray,
     train_item: np.ndarray,
     k: int = 20,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Recall, NDCG and hit rate at ``k`` with each user's training items excluded.
 
     Per user with test positives: recall = hits / all its test positives, NDCG with
     binary gains (ideal over ``min(k, |test|)``), hit rate = any hit; averaged over
-    those users.
+    those users. With ``n_bootstrap``, each also gets ``<key>_lo`` and ``<key>_hi``: the
+    95 % percentile interval of the mean over ``n_bootstrap`` resamples of the users
+    (``seed``), the same resamples for every library.
     """
     users, inv = np.unique(test_user, return_inverse=True)
     rel: list[set[int]] = [set() for _ in users]
@@ -188,11 +192,15 @@ def ranking_metrics(
         rec.append(hits.sum() / len(items))
         ndcg.append(float((hits * disc).sum() / disc[: min(k, len(items))].sum()))
         hit.append(float(hits.any()))
-    return {
-        f"recall@{k}": float(np.mean(rec)),
-        f"ndcg@{k}": float(np.mean(ndcg)),
-        f"hit_rate@{k}": float(np.mean(hit)),
-    }
+    out: dict[str, float] = {}
+    draws = np.random.default_rng(seed).integers(0, len(rec), size=(n_bootstrap, len(rec)))
+    for name, vals in (("recall", rec), ("ndcg", ndcg), ("hit_rate", hit)):
+        arr = np.asarray(vals, dtype=np.float64)
+        out[f"{name}@{k}"] = float(arr.mean())
+        if n_bootstrap > 0:
+            lo, hi = np.quantile(arr[draws].mean(axis=1), [0.025, 0.975])
+            out[f"{name}@{k}_lo"], out[f"{name}@{k}_hi"] = float(lo), float(hi)
+    return out
 
 
 def synthetic_positives(

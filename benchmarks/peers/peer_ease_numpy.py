@@ -59,7 +59,7 @@ def choose_lambda(
     scores: dict[float, float] = {}
     for lam in LAMBDAS:
         b = ease(x, lam, gram)
-        m = ranking_metrics(x @ b, u[cut], i[cut], u[~cut], i[~cut])
+        m = ranking_metrics(x @ b, u[cut], i[cut], u[~cut], i[~cut], n_bootstrap=0)
         scores[lam] = m["ndcg@20"]
     return max(scores, key=lambda k: scores[k]), scores
 

@@ -142,7 +142,7 @@ def retrieval_runs(protocol: str, args: Any) -> None:
                 own = {"top_100_accuracy": res.metrics["top_100_accuracy"]}
             else:
                 m = ranking_metrics(scores, test.user, test.item, train.user, train.item)
-                own = {k: res.metrics[k] for k in m}
+                own = {k: res.metrics[k] for k in m if k in res.metrics}
             emit(
                 "recfit", recfit.__version__, protocol, part, f"{name}: {desc}", m,
                 res.metrics["fit_seconds"], variant=name, recfit_own_metrics=own,

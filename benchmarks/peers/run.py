@@ -265,6 +265,14 @@ def targets(summary: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, st
     return out
 
 
+def _cell(m: dict[str, float], key: str) -> str:
+    """``m[key]`` with its 95 % interval when the run gave one (``<key>_lo``/``_hi``)."""
+    v = f"{m.get(key, float('nan')):.4f}"
+    if f"{key}_lo" in m and f"{key}_hi" in m:
+        v += f" [{m[f'{key}_lo']:.4f}, {m[f'{key}_hi']:.4f}]"
+    return v
+
+
 def markdown(report: dict[str, Any]) -> str:
     summary = report["summary"]
     lines = [
@@ -307,7 +315,7 @@ def markdown(report: dict[str, Any]) -> str:
                 ratio = diff = "—"
             cells = [
                 f"{r['library']} {r['version']}", r["model"], str(len(r["parts"])),
-                f"{m[key]:.4f}", *[f"{m.get(e, float('nan')):.4f}" for e in extra],
+                _cell(m, key), *[_cell(m, e) for e in extra],
                 f"{r['fit_seconds']:.2f}", f"{r['peak_mb']:.0f}", ratio, diff,
             ]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")

@@ -45,7 +45,9 @@ def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray, Interactions, Inter
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ranking_metrics_match_recfit(seed: int) -> None:
     uv, iv, train, test = _random_case(seed)
-    ours = common.ranking_metrics(uv @ iv.T, test.user, test.item, train.user, train.item, k=5)
+    ours = common.ranking_metrics(
+        uv @ iv.T, test.user, test.item, train.user, train.item, k=5, n_bootstrap=0
+    )
     rep = evaluate_vectors(uv, iv, test, train=train, exclude_seen=True, ks=(5,), n_bootstrap=0)
     for key in ("recall@5", "ndcg@5", "hit_rate@5"):
         assert ours[key] == pytest.approx(rep[key], abs=1e-9), key
@@ -144,7 +146,9 @@ def test_shared_metrics_agree_with_evaluate_topn() -> None:
     model = Table(train.n_users, train.n_items)
     fit_topn(model, train)
     ours = evaluate_topn(model, train, test, ks=(20,), n_bootstrap=0)
-    theirs = common.ranking_metrics(table, test.user, test.item, train.user, train.item)
+    theirs = common.ranking_metrics(
+        table, test.user, test.item, train.user, train.item, n_bootstrap=0
+    )
     for key, value in theirs.items():
         assert ours[key] == pytest.approx(value), key
 
@@ -167,3 +171,12 @@ def test_jobs_cover_the_topn_peers() -> None:
     assert ("numpy-ease", "T2", None) in names
     assert ("implicit", "S-T", None) in names and ("recfit", "S-T", None) in names
     assert run.METRIC["S-T"][1] is False  # seconds: lower is better
+
+
+def test_shared_metrics_bootstrap_intervals() -> None:
+    uv, iv, train, test = _random_case(4)
+    m = common.ranking_metrics(uv @ iv.T, test.user, test.item, train.user, train.item, k=5)
+    for key in ("recall@5", "ndcg@5", "hit_rate@5"):
+        assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
+    again = common.ranking_metrics(uv @ iv.T, test.user, test.item, train.user, train.item, k=5)
+    assert again == m
