@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from recfit.metrics.ranking import ranking_report
-from recfit.retrieval import ApproximateIndex, ExactIndex, ItemSets
+from recfit.index import ApproximateIndex, ExactIndex, ItemSets
 
 
 def peak_rss_mib() -> float:

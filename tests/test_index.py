@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from recfit.data import Interactions
 from recfit.errors import ConfigError, DataError
-from recfit.retrieval import ApproximateIndex, ExactIndex, Exclusions, ItemSets
+from recfit.index import ApproximateIndex, ExactIndex, Exclusions, ItemSets
 
 
 def reference_topk(

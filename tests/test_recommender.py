@@ -23,7 +23,7 @@ from recfit.recommender import (
     bundle_write,
     normalise_title,
 )
-from recfit.retrieval import ItemSets
+from recfit.index import ItemSets
 from recfit.train.learner import Learner
 
 # Model families under test. Other families (classifier, two-tower) plug in here: add a

@@ -234,7 +234,7 @@ def test_evaluating_another_split_refuses_training_rows(tmp_path: Path, csv: Pat
 
 
 def test_count_overlap_ignores_weight_zero_rows() -> None:
-    from recfit.retrieval import ItemSets
+    from recfit.index import ItemSets
 
     seen = ItemSets.from_pairs([0, 0, 1], [0, 1, 1], n_queries=2)
     rows = Interactions.from_arrays([0, 0, 1, 1], [0, 1, 0, 1], [1.0, 2.0, 3.0, 4.0],

@@ -22,7 +22,7 @@ from recfit.metrics.ranking import (
     recall_at_k,
     top_k_accuracy,
 )
-from recfit.retrieval import ExactIndex, ItemSets
+from recfit.index import ExactIndex, ItemSets
 
 # Two queries, hand-computed below.
 #   q0: retrieved [1, 2, 3, 4], relevant {2, 4, 9}: hits at ranks 2 and 4

@@ -63,6 +63,7 @@ import numpy as np
 import scipy.linalg as sl
 import scipy.sparse as sp
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from recfit.errors import ConfigError, ModelTooLargeError
@@ -152,13 +153,7 @@ def free_cores() -> int:
 
 @contextlib.contextmanager
 def _blas_threads(n: int) -> Iterator[None]:
-    """Limit the BLAS under scipy's LAPACK to ``n`` threads (where threadpoolctl is
-    installed; otherwise its own setting holds)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        yield
-        return
+    """Limit the BLAS under scipy's LAPACK to ``n`` threads."""
     with threadpool_limits(limits=n, user_api="blas"):
         yield
 

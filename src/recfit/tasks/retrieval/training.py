@@ -15,7 +15,7 @@ Example:
     >>> res = train_retrieval(RetrievalConfig(epochs=2, bs=64, eval_ks=(10,), n_bootstrap=0),
     ...                       d, "random:0.2")
     >>> sorted(k for k in res.metrics if k.endswith("@10"))[:3]
-    ['hit_rate@10', 'map@10', 'mrr@10']
+    ['capped_recall@10', 'hit_rate@10', 'map@10']
 """
 
 from __future__ import annotations
