@@ -32,8 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recfit.models.ials import FactorTopN, check_positive, load_kernels
-from recfit.models.registry import Family, register_family, sized_build
-from recfit.models.topn import TOPN_READS, fit_topn
+from recfit.models.topn import TOPN_READS, register_topn_family
 
 __all__ = ["BPR"]
 
@@ -152,11 +151,9 @@ class BPR(FactorTopN):
 
 BPR_READS = TOPN_READS | {"n_factors", "lr", "reg", "epochs"}
 
-register_family(Family(
-    name="bpr", task="topn", model_class=BPR, output="score", reads=BPR_READS,
-    trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
-    defaults={"n_factors": 64, "lr": 0.05, "epochs": 100},
-    build=sized_build(BPR),
-    summary="BPR (Rendle et al. 2009): pairwise ranking loss on a factor model, SGD with "
+register_topn_family(
+    "bpr", BPR, BPR_READS,
+    "BPR (Rendle et al. 2009): pairwise ranking loss on a factor model, SGD with "
     "uniform negative sampling",
-))  # fmt: skip
+    defaults={"n_factors": 64, "lr": 0.05, "epochs": 100},
+)  # fmt: skip

@@ -44,12 +44,11 @@ from torch import Tensor
 
 from recfit.errors import ConfigError, TrainingDivergedError
 from recfit.models.ease import free_cores
-from recfit.models.registry import Family, register_family, sized_build
 from recfit.models.topn import (
     TOPN_READS,
     TopNModel,
-    fit_topn,
     inner_split,
+    register_topn_family,
     validate_scores,
 )
 
@@ -369,11 +368,9 @@ def ials_objective(model: IALS, X: sp.csr_matrix) -> float:
 
 IALS_READS = TOPN_READS | {"n_factors", "reg", "alpha", "unobserved_weight", "epochs"}
 
-register_family(Family(
-    name="ials", task="topn", model_class=IALS, output="score", reads=IALS_READS,
-    trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
-    defaults={"n_factors": 64, "alpha": 1.0, "unobserved_weight": 0.3, "epochs": 15},
-    build=sized_build(IALS),
-    summary="iALS (Hu et al. 2008; Rendle et al. 2021): weighted least squares on the "
+register_topn_family(
+    "ials", IALS, IALS_READS,
+    "iALS (Hu et al. 2008; Rendle et al. 2021): weighted least squares on the "
     "positives with an unobserved weight on every pair, by conjugate gradient",
-))  # fmt: skip
+    defaults={"n_factors": 64, "alpha": 1.0, "unobserved_weight": 0.3, "epochs": 15},
+)  # fmt: skip

@@ -34,8 +34,7 @@ import torch
 from torch import Tensor
 
 from recfit.errors import ConfigError
-from recfit.models.registry import Family, register_family, sized_build
-from recfit.models.topn import TOPN_READS, TopNModel, fit_topn
+from recfit.models.topn import TOPN_READS, TopNModel, register_topn_family
 
 __all__ = ["ITEMKNN_READS", "ItemKNN"]
 
@@ -132,9 +131,7 @@ class ItemKNN(TopNModel):
         return np.asarray(s.todense(), dtype=np.float32)
 
 
-register_family(Family(
-    name="itemknn", task="topn", model_class=ItemKNN, output="score",
-    reads=ITEMKNN_READS, trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
-    defaults={}, build=sized_build(ItemKNN),
-    summary="item-based nearest neighbours: cosine with shrinkage, top-k per item",
-))  # fmt: skip
+register_topn_family(
+    "itemknn", ItemKNN, ITEMKNN_READS,
+    "item-based nearest neighbours: cosine with shrinkage, top-k per item",
+)  # fmt: skip

@@ -19,8 +19,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from recfit.models.registry import Family, register_family, sized_build
-from recfit.models.topn import TOPN_READS, TopNModel, fit_topn
+from recfit.models.topn import TOPN_READS, TopNModel, register_topn_family
 
 __all__ = ["Popularity"]
 
@@ -43,9 +42,7 @@ class Popularity(TopNModel):
         return np.broadcast_to(self.item_score.numpy(), (n, self.n_items)).copy()
 
 
-register_family(Family(
-    name="popularity", task="topn", model_class=Popularity, output="score",
-    reads=TOPN_READS, trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
-    defaults={}, build=sized_build(Popularity),
-    summary="the most popular training items for everyone (count of positives per item)",
-))  # fmt: skip
+register_topn_family(
+    "popularity", Popularity, TOPN_READS,
+    "the most popular training items for everyone (count of positives per item)",
+)  # fmt: skip

@@ -47,6 +47,7 @@ from recfit.data.positives import positives_matrix
 from recfit.errors import ConfigError, DataError
 from recfit.metrics.ranking import ndcg_at_k, recall_at_k
 from recfit.models.base import Batch, OutputKind, RatingModel
+from recfit.models.registry import Family, register_family, sized_build
 
 __all__ = [
     "TOPN_READS",
@@ -55,6 +56,7 @@ __all__ = [
     "fit_topn",
     "inner_split",
     "rank_scores",
+    "register_topn_family",
     "validate_scores",
 ]
 
@@ -247,6 +249,23 @@ def fit_topn(model: RatingModel, train: Interactions) -> None:
         train, n_users=model.n_users, n_items=model.n_items, confidence=model.confidence
     )
     model.fit_positives(x, seed=model.seed)
+
+
+def register_topn_family(
+    name: str,
+    model_class: type[TopNModel],
+    reads: frozenset[str],
+    summary: str,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Register a top-N family: a ``score`` model of task ``topn`` built as
+    ``model_class(n_users, n_items, **settings)``, trained by :func:`fit_topn` (trainer
+    ``closed_form``) and served by the ``topn`` recommender adapter."""
+    register_family(Family(
+        name=name, task="topn", model_class=model_class, output="score", reads=reads,
+        trainers=("closed_form",), adapter="topn", closed_form=fit_topn,
+        defaults=defaults or {}, build=sized_build(model_class), summary=summary,
+    ))  # fmt: skip
 
 
 def inner_split(
