@@ -204,6 +204,8 @@ def test_ease_is_steck_closed_form_in_float32() -> None:
     np.testing.assert_allclose(m.score_history(x[:3]), x[:3].toarray() @ b, rtol=1e-5)
     np.testing.assert_allclose(cooccurrence(x), (x.T @ x).toarray())
     assert float(m.fitted_lambda) == 5.0 and "inner" not in m.fit_info
+    # loading (or compiling) the kernels is reported apart from the fit
+    assert m.fit_info["compile_seconds"] >= 0 and m.fit_info["fit_seconds"] > 0
 
 
 def test_ease_defaults_are_the_weighted_denoising_variant() -> None:
