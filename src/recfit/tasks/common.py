@@ -10,10 +10,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack
 
 import numpy as np
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TASKS",
+    "SplitOverrides",
     "Task",
     "batch_and_lr",
     "count_overlap",
@@ -51,6 +52,15 @@ __all__ = [
 C = TypeVar("C", bound=BaseTrainConfig)
 Callbacks = Sequence[Callback]
 Metrics = tuple[dict[str, float], dict[str, Any]]
+
+
+class SplitOverrides(TypedDict, total=False):
+    """What a caller of :func:`load_split` may set instead of the config's ``split``,
+    ``seed`` and ``data_dir`` (``recfit evaluate``); ``None`` keeps the config's."""
+
+    split: str | None
+    seed: int | None
+    data_dir: str | Path | None
 
 
 class Task(Generic[C]):
@@ -74,18 +84,21 @@ class Task(Generic[C]):
         return False
 
     def load_split(
-        self,
-        cfg: C,
-        data: Interactions | None = None,
-        *,
-        split: str | None = None,
-        seed: int | None = None,
-        data_dir: str | Path | None = None,
+        self, cfg: C, data: Interactions | None = None, **overrides: Unpack[SplitOverrides]
     ) -> Split:
-        """The split a run of ``cfg`` trains and evaluates on (here :func:`load_split`:
-        the data split by ``cfg.split``, or the test file); ``split``, ``seed`` and
-        ``data_dir`` override the config's (``recfit evaluate``)."""
-        return load_split(cfg, data, split=split, seed=seed, data_dir=data_dir)
+        """The split a run of ``cfg`` trains and evaluates on: :func:`load_split` of
+        the interactions as :meth:`read_data` gives them (the data split by ``cfg.split``,
+        or the test file); ``overrides`` are the config's ``split``, ``seed`` and
+        ``data_dir`` to use instead (``recfit evaluate``)."""
+        return load_split(cfg, data, read=self.read_data, **overrides)
+
+    def read_data(
+        self, cfg: C, data: Interactions | None, dataset: str | None, data_dir: str | None
+    ) -> Interactions:
+        """The interactions of ``dataset`` (``None``: ``cfg.dataset``) that this task
+        trains or evaluates on, or those of ``data`` (here :func:`load_data`'s, read with
+        ``cfg``'s columns from ``data_dir`` or ``cfg.data_dir``; ``data`` as it is)."""
+        return _read_data(cfg, data, dataset, data_dir)
 
     def measure(self, model: RatingModel, cfg: C, split: Split, part: str) -> dict[str, float]:
         """The metrics of a trained ``model`` on ``split``'s ``part`` (``"test"`` or
@@ -172,12 +185,13 @@ def load_data(
 
 
 def load_split(
-    cfg: BaseTrainConfig,
+    cfg: C,
     data: Interactions | None = None,
     *,
     split: str | None = None,
     seed: int | None = None,
     data_dir: str | Path | None = None,
+    read: Callable[[C, Interactions | None, str | None, str | None], Interactions] | None = None,
 ) -> Split:
     """The split a run trains and evaluates on: ``cfg.dataset`` split by ``cfg.split``,
     or, with ``cfg.test_file``, the rating file ``cfg.dataset`` as training part and the
@@ -187,6 +201,9 @@ def load_split(
         cfg: the run's config (dataset, columns, split, seed).
         data: the interactions to use instead of loading ``cfg.dataset``.
         split, seed, data_dir: override ``cfg.split``, ``cfg.seed`` and ``cfg.data_dir``.
+        read: ``read(cfg, data, dataset, data_dir)``, the interactions of ``data`` or of
+            ``dataset`` (``None``: ``cfg.dataset``) to split (a task's
+            :meth:`Task.read_data`; default: ``data``, else :func:`load_data`'s).
 
     Test rows whose user or item is not in the training file cannot be predicted from
     training: they are dropped and counted in ``data.meta["test_file"]`` (and in the run's
@@ -197,19 +214,24 @@ def load_split(
         EvaluationOverlapError: a (user, item) pair of the test file is also in the
             training file.
     """
-    ddir = cfg.data_dir if data_dir is None else str(data_dir)
-    if data is None:
-        data = load_data(cfg, data_dir=ddir)
+    ddir = None if data_dir is None else str(data_dir)
+    if read is None:
+        read = _read_data
+    train = read(cfg, data, None, ddir)
     if cfg.test_file is not None and split is None:
-        return _file_split(data, cfg, ddir)
+        return file_split(train, read(cfg, None, cfg.test_file, ddir), cfg)
     return split_dataset(
-        data, split or cfg.split, seed=cfg.seed if seed is None else seed, data_dir=ddir
+        train,
+        split or cfg.split,
+        seed=cfg.seed if seed is None else seed,
+        data_dir=cfg.data_dir if ddir is None else ddir,
     )
 
 
-def _file_split(train: Interactions, cfg: BaseTrainConfig, data_dir: str | None) -> Split:
-    assert cfg.test_file is not None
-    return file_split(train, load_data(cfg, cfg.test_file, data_dir), cfg)
+def _read_data(
+    cfg: BaseTrainConfig, data: Interactions | None, dataset: str | None, data_dir: str | None
+) -> Interactions:
+    return load_data(cfg, dataset, data_dir) if data is None else data
 
 
 def file_split(train: Interactions, test: Interactions, cfg: BaseTrainConfig) -> Split:

@@ -38,13 +38,13 @@ from recfit.config.topn import FAMILY_SETTINGS
 from recfit.data.columns import ReadOptions
 from recfit.data.interactions import Interactions
 from recfit.data.positives import select_positives
-from recfit.data.sources import load_dataset, split_dataset
+from recfit.data.sources import load_dataset
 from recfit.data.split import Split
 from recfit.errors import ConfigError, DataError
 from recfit.models.base import RatingModel
 from recfit.models.registry import family
 from recfit.models.topn import TopNModel
-from recfit.tasks.common import Callbacks, Metrics, Task, file_split, register_task
+from recfit.tasks.common import Callbacks, Metrics, Task, register_task
 from recfit.tasks.topn_eval import evaluate_topn
 from recfit.train.learner import Learner
 from recfit.train.trainers import FitSpec, trainer_for
@@ -253,31 +253,15 @@ class TopNTask(Task[TopNConfig]):
     def __init__(self) -> None:
         self._auto: dict[TopNConfig, dict[str, Any]] = {}
 
-    def load_split(
-        self,
-        cfg: TopNConfig,
-        data: Interactions | None = None,
-        *,
-        split: str | None = None,
-        seed: int | None = None,
-        data_dir: str | Path | None = None,
-    ) -> Split:
-        """The positives split by ``cfg.split``, or the training file's positives against
-        the test file's (ids mapped through the training vocabularies; test rows of
-        unknown users or items dropped and counted). ``split``, ``seed`` and ``data_dir``
-        override the config's."""
+    def read_data(
+        self, cfg: TopNConfig, data: Interactions | None, dataset: str | None, data_dir: str | None
+    ) -> Interactions:
+        """The positives of ``data`` or ``dataset`` (:func:`load_positives`): the top-N
+        task splits the positives (by ``cfg.split``, or the training file's against the
+        test file's, test rows of unknown users or items dropped and counted)."""
         if data_dir is not None:
-            cfg = cfg.replace(data_dir=str(data_dir))
-        train = load_positives(cfg, data=data)
-        if cfg.test_file is not None and split is None:
-            test = load_positives(cfg, dataset=cfg.test_file)
-            return file_split(train, test, cfg)
-        return split_dataset(
-            train,
-            split or cfg.split,
-            seed=cfg.seed if seed is None else seed,
-            data_dir=cfg.data_dir,
-        )
+            cfg = cfg.replace(data_dir=data_dir)
+        return load_positives(cfg, dataset, data)
 
     def measure(
         self, model: RatingModel, cfg: TopNConfig, split: Split, part: str
