@@ -134,6 +134,9 @@ class ModelAdapter:
     any_family: ClassVar[bool] = False
     """Whether it answers for a model of any family (else only for families naming one
     of its ``keys`` as their ``adapter``)."""
+    no_item_vectors: ClassVar[str] = "register a ModelAdapter that implements item_vectors"
+    """Why :meth:`item_vectors` does not answer, said in its error (an adapter that
+    never has item vectors says which families it serves)."""
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         fam = family_of(model)
@@ -188,7 +191,7 @@ class ModelAdapter:
         """``[n_items, d]`` item representations compared by cosine similarity."""
         raise ConfigError(
             f"expected a model family with item representations, received {self.family!r} "
-            "(register a ModelAdapter that implements item_vectors)"
+            f"({self.no_item_vectors})"
         )
 
     def item_similarity(self, item_idx: Tensor) -> Tensor | None:

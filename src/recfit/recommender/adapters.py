@@ -451,6 +451,8 @@ class TopNAdapter(ModelAdapter):
     without one (popularity) has no similarity. There are no user vectors.
     """
 
+    no_item_vectors = "a top-N family without item-item similarities"
+
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         super().__init__(model, ctx)
         self.topn = cast("TopNModel", model)
@@ -464,12 +466,6 @@ class TopNAdapter(ModelAdapter):
 
     def score_all(self, rows: Tensor) -> Tensor:
         return rows
-
-    def item_vectors(self) -> Tensor:
-        raise ConfigError(
-            f"expected a model family with item representations, received {self.family!r} "
-            "(a top-N family without item-item similarities)"
-        )
 
     def item_similarity(self, item_idx: Tensor) -> Tensor | None:
         sim = self.topn.item_similarity(item_idx.long().cpu().numpy())
