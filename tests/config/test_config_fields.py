@@ -52,7 +52,8 @@ TASK_EXEMPT.update({("topn", f): "never read by a top-N run: refused" for f in T
 
 #: a top-N family setting: a value that changes the run of a family that reads it
 TOPN_FAMILY_VALUES: dict[str, Any] = {
-    "ease_lambda": 50.0, "knn_k": 3, "shrinkage": 5.0, "n_factors": 3, "alpha": 5.0,
+    "ease_lambda": 50.0, "ease_dropout": 0.0, "user_exponent": 0.0,
+    "popularity_exponent": 0.5, "knn_k": 3, "shrinkage": 5.0, "n_factors": 3, "alpha": 5.0,
     "unobserved_weight": 0.5, "epochs": 2, "lr": 0.1, "reg": 0.3, "bs": 16, "opt": "adam",
 }  # fmt: skip
 

@@ -33,7 +33,17 @@ preference on a tie: the best of them on an inner validation cut of the training
 positives (:mod:`recfit.tasks.topn`)."""
 
 TOPN_FAMILY_FIELDS = frozenset(
-    {"ease_lambda", "knn_k", "shrinkage", "n_factors", "alpha", "unobserved_weight"}
+    {
+        "ease_lambda",
+        "ease_dropout",
+        "user_exponent",
+        "popularity_exponent",
+        "knn_k",
+        "shrinkage",
+        "n_factors",
+        "alpha",
+        "unobserved_weight",
+    }
 )
 """Fields of this class that only a family reads: each applies only when a family that
 may be trained reads it (no family reading it: it is refused)."""
@@ -81,6 +91,13 @@ class TopNConfig(BaseTrainConfig):
     ease_lambda: float | None = Field(default=None, gt=0.0)
     """EASE: the ridge on the item-item weights (none: chosen on an inner validation cut
     of the training positives)."""
+    ease_dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
+    """EASE: the emphasised-denoising dropout (each item's ridge also gets p/(1-p) times its
+    count); 0 with the two exponents below at 0 is Steck's plain EASE."""
+    user_exponent: float = Field(default=0.5, ge=0.0)
+    """EASE: each user's row weighs |u|^-a in the loss (0: every user alike)."""
+    popularity_exponent: float = Field(default=0.15, ge=0.0)
+    """EASE: column j of the weights is divided by (count_j + 1)^c (0: unscaled)."""
     knn_k: int = Field(default=100, ge=1)
     """itemknn: neighbours kept per item."""
     shrinkage: float = Field(default=0.0, ge=0.0)

@@ -86,7 +86,13 @@ __all__ = [
     "free_cores",
 ]
 
-EASE_READS = TOPN_READS | {"ease_lambda", "memory_limit_gb"}
+EASE_READS = TOPN_READS | {
+    "ease_lambda",
+    "ease_dropout",
+    "user_exponent",
+    "popularity_exponent",
+    "memory_limit_gb",
+}
 """Config fields the EASE family reads."""
 
 DENSE_COPIES = 3
@@ -272,16 +278,6 @@ class EASE(TopNModel):
     def init_weights(self) -> None:
         self.register_buffer("weights", torch.zeros(self.n_items, self.n_items))
         self.register_buffer("fitted_lambda", torch.zeros(1))
-
-    def family_config(self) -> dict[str, Any]:
-        return {
-            "ease_lambda": self.ease_lambda,
-            "ease_dropout": self.ease_dropout,
-            "user_exponent": self.user_exponent,
-            "popularity_exponent": self.popularity_exponent,
-            "memory_limit_gb": self.memory_limit_gb,
-            "threads": self.threads,
-        }
 
     def ridge(self, gram: np.ndarray, lam: float) -> np.ndarray:
         """The per-item ridge: ``λ + p/(1−p) · diag(G)``."""
