@@ -63,6 +63,8 @@ class BPR(FactorTopN):
             and the negatives) and ``n_positives``.
     """
 
+    family_settings = ("n_factors", "lr", "reg", "epochs", "fold_in_epochs", "init_std")
+
     def __init__(
         self,
         n_users: int,
@@ -84,12 +86,6 @@ class BPR(FactorTopN):
             check_positive(name, n, integer=True, zero=True)
         self.lr, self.reg = float(lr), float(reg)
         self.epochs, self.fold_in_epochs = int(epochs), int(fold_in_epochs)
-
-    def family_config(self) -> dict[str, Any]:
-        return {
-            "n_factors": self.n_factors, "lr": self.lr, "reg": self.reg, "epochs": self.epochs,
-            "fold_in_epochs": self.fold_in_epochs, "init_std": self.init_std,
-        }  # fmt: skip
 
     def _epochs(
         self,

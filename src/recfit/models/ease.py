@@ -239,6 +239,11 @@ class EASE(TopNModel):
     weights: Tensor
     fitted_lambda: Tensor
 
+    family_settings = (
+        "ease_lambda", "ease_dropout", "user_exponent", "popularity_exponent",
+        "memory_limit_gb", "threads",
+    )  # fmt: skip
+
     def __init__(
         self,
         n_users: int,

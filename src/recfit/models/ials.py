@@ -219,6 +219,11 @@ class IALS(FactorTopN):
 
     fitted_reg: Tensor
 
+    family_settings = (
+        "n_factors", "reg", "alpha", "unobserved_weight", "epochs", "cg_steps", "reg_exponent",
+        "init_std",
+    )  # fmt: skip
+
     def __init__(
         self,
         n_users: int,
@@ -250,14 +255,6 @@ class IALS(FactorTopN):
         )
         self.unobserved_weight, self.reg_exponent = float(unobserved_weight), float(reg_exponent)
         self.epochs, self.cg_steps = int(epochs), int(cg_steps)
-
-    def family_config(self) -> dict[str, Any]:
-        return {
-            "n_factors": self.n_factors, "reg": self.reg, "alpha": self.alpha,
-            "unobserved_weight": self.unobserved_weight, "epochs": self.epochs,
-            "cg_steps": self.cg_steps, "reg_exponent": self.reg_exponent,
-            "init_std": self.init_std,
-        }  # fmt: skip
 
     def confidences(self, X: sp.csr_matrix) -> sp.csr_matrix:
         """``X`` with each positive's value ``v`` replaced by ``1 + alpha·v``."""

@@ -60,6 +60,8 @@ class ItemKNN(TopNModel):
     neighbour_items: Tensor
     neighbour_sims: Tensor
 
+    family_settings = ("knn_k", "shrinkage")
+
     def __init__(
         self,
         n_users: int,
@@ -82,9 +84,6 @@ class ItemKNN(TopNModel):
             "neighbour_items", torch.full((self.n_items, k), -1, dtype=torch.int32)
         )
         self.register_buffer("neighbour_sims", torch.zeros(self.n_items, k))
-
-    def family_config(self) -> dict[str, Any]:
-        return {"knn_k": self.knn_k, "shrinkage": self.shrinkage}
 
     def fit_weights(self, X: sp.csr_matrix, *, seed: int) -> None:
         n, k = self.n_items, self.neighbour_items.shape[1]

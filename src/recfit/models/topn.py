@@ -83,6 +83,9 @@ class TopNModel(RatingModel):
     output_kind: ClassVar[OutputKind] = "score"
     block_users: ClassVar[int] = 1024
     """Users scored at once by :meth:`forward`."""
+    family_settings: ClassVar[tuple[str, ...]] = ()
+    """The family's own constructor arguments, each stored as the attribute of its name
+    (what :meth:`family_config` reports)."""
 
     pos_indptr: Tensor
     pos_items: Tensor
@@ -128,8 +131,9 @@ class TopNModel(RatingModel):
         )
 
     def family_config(self) -> dict[str, Any]:
-        """The family's own constructor arguments (for :meth:`config`)."""
-        return {}
+        """The family's own constructor arguments (for :meth:`config`): here each of
+        :attr:`family_settings` with the value of the attribute of that name."""
+        return {name: getattr(self, name) for name in self.family_settings}
 
     def fit_positives(self, X: sp.csr_matrix, *, seed: int = 0) -> None:
         """Train in place on the positives ``X`` (``n_users x n_items``): store ``X`` as
