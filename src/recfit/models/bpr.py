@@ -50,35 +50,30 @@ class BPR(FactorTopN):
     documentation).
 
     Args:
-        n_users: number of user indices.
-        n_items: number of item indices.
-        n_factors: width of the user and item vectors.
+        *sizes: ``n_users``, ``n_items`` and ``n_factors`` of
+            :class:`~recfit.models.ials.FactorTopN` (or given by name).
         lr: the learning rate of the SGD steps.
         reg: the L2 penalty per step on the rows it touches (``None``: :data:`REG`).
         epochs: passes over the positives.
         fold_in_epochs: passes over a new user's positives in :meth:`fold_in`.
-        init_std: the initial vectors are ``N(0, init_std²/n_factors)``.
-        **common: :class:`~recfit.models.topn.TopNModel`'s ``confidence`` (BPR reads
-            only which pairs are positive), ``seed`` (of the initial vectors, the order
-            and the negatives) and ``n_positives``.
+        **factors: :class:`~recfit.models.ials.FactorTopN`'s ``init_std`` and
+            :class:`~recfit.models.topn.TopNModel`'s ``confidence`` (BPR reads only which
+            pairs are positive), ``seed`` (of the initial vectors, the order and the
+            negatives) and ``n_positives``.
     """
 
     family_settings = ("n_factors", "lr", "reg", "epochs", "fold_in_epochs", "init_std")
 
     def __init__(
         self,
-        n_users: int,
-        n_items: int,
-        n_factors: int = 64,
-        *,
+        *sizes: int,
         lr: float = 0.05,
         reg: float | None = None,
         epochs: int = 100,
         fold_in_epochs: int = 50,
-        init_std: float = 0.1,
-        **common: Any,
+        **factors: Any,
     ) -> None:
-        super().__init__(n_users, n_items, n_factors, init_std, **common)
+        super().__init__(*sizes, **factors)
         reg = REG if reg is None else reg
         for name, v in (("lr", lr), ("reg", reg)):
             check_positive(name, v, zero=name == "reg")

@@ -129,6 +129,13 @@ class FactorTopN(TopNModel):
 
     Known users are scored from their stored vectors; :meth:`item_similarity` is the
     cosine of the item vectors. A family supplies ``fit_weights`` and ``fold_in``.
+
+    Args:
+        n_users: number of user indices.
+        n_items: number of item indices.
+        n_factors: width of the user and item vectors.
+        init_std: the initial vectors are ``N(0, init_std²/n_factors)``.
+        **common: :class:`~recfit.models.topn.TopNModel`'s other arguments.
     """
 
     user_factors: Tensor
@@ -136,7 +143,7 @@ class FactorTopN(TopNModel):
     item_bias: Tensor
 
     def __init__(
-        self, n_users: int, n_items: int, n_factors: int, init_std: float, **common: Any
+        self, n_users: int, n_items: int, n_factors: int = 64, init_std: float = 0.1, **common: Any
     ) -> None:
         super().__init__(n_users, n_items, **common)
         check_positive("n_factors", n_factors, integer=True)
@@ -200,9 +207,8 @@ class IALS(FactorTopN):
     module documentation).
 
     Args:
-        n_users: number of user indices.
-        n_items: number of item indices.
-        n_factors: width of the user and item vectors.
+        *sizes: ``n_users``, ``n_items`` and ``n_factors`` of :class:`FactorTopN`
+            (or given by name).
         reg: the ridge ``λ`` (scaled per row by ``(n_row + α0·n_other)^reg_exponent``);
             ``None``: chosen on an inner cut of the training positives
             (:meth:`choose_reg`; the value used is saved as ``fitted_reg``).
@@ -211,10 +217,10 @@ class IALS(FactorTopN):
         epochs: sweeps (users, then items).
         cg_steps: conjugate-gradient steps per row and half-sweep.
         reg_exponent: ``ν``, the exponent of the frequency scaling (0: a plain ridge).
-        init_std: the initial vectors are ``N(0, init_std²/n_factors)``.
-        **common: :class:`~recfit.models.topn.TopNModel`'s ``confidence`` (how ``X`` is
-            built from the data), ``seed`` (of the initial vectors and of the inner cut)
-            and ``n_positives``.
+        **factors: :class:`FactorTopN`'s ``init_std`` and
+            :class:`~recfit.models.topn.TopNModel`'s ``confidence`` (how ``X`` is built
+            from the data), ``seed`` (of the initial vectors and of the inner cut) and
+            ``n_positives``.
     """
 
     fitted_reg: Tensor
@@ -226,20 +232,16 @@ class IALS(FactorTopN):
 
     def __init__(
         self,
-        n_users: int,
-        n_items: int,
-        n_factors: int = 64,
-        *,
+        *sizes: int,
         reg: float | None = None,
         alpha: float = 1.0,
         unobserved_weight: float = 0.3,
         epochs: int = 15,
         cg_steps: int = 3,
         reg_exponent: float = 1.0,
-        init_std: float = 0.1,
-        **common: Any,
+        **factors: Any,
     ) -> None:
-        super().__init__(n_users, n_items, n_factors, init_std, **common)
+        super().__init__(*sizes, **factors)
         if reg is not None:
             check_positive("reg", reg, zero=True)
         check_positive("alpha", alpha, zero=True)
