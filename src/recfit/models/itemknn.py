@@ -49,11 +49,11 @@ class ItemKNN(TopNModel):
     """Cosine item-item neighbours (see the module documentation).
 
     Args:
-        n_users: number of user indices.
-        n_items: number of item indices.
+        *sizes: ``n_users`` and ``n_items`` of :class:`~recfit.models.topn.TopNModel`
+            (or given by name).
         knn_k: neighbours kept per item (at most ``n_items - 1`` are stored).
         shrinkage: added to the cosine's denominator (>= 0).
-        common: :class:`~recfit.models.topn.TopNModel`'s other arguments
+        **common: :class:`~recfit.models.topn.TopNModel`'s other arguments
             (``confidence``, ``seed``: unused, nothing is random; ``n_positives``).
     """
 
@@ -63,20 +63,14 @@ class ItemKNN(TopNModel):
     family_settings = ("knn_k", "shrinkage")
 
     def __init__(
-        self,
-        n_users: int,
-        n_items: int,
-        *,
-        knn_k: int = 100,
-        shrinkage: float = 0.0,
-        **common: Any,
+        self, *sizes: Any, knn_k: int = 100, shrinkage: float = 0.0, **common: Any
     ) -> None:
         if isinstance(knn_k, bool) or not isinstance(knn_k, int | np.integer) or knn_k < 1:
             raise ConfigError(f"expected knn_k an integer >= 1, received {knn_k!r}")
         if not float(shrinkage) >= 0:
             raise ConfigError(f"expected shrinkage >= 0, received {shrinkage!r}")
         self.knn_k, self.shrinkage = int(knn_k), float(shrinkage)
-        super().__init__(n_users, n_items, **common)
+        super().__init__(*sizes, **common)
 
     def init_weights(self) -> None:
         k = min(self.knn_k, max(self.n_items - 1, 0))

@@ -30,7 +30,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from functools import cache
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
+from recfit.models.base import Batch
 from recfit.models.dot import DotBias, _trunc_normal
 from recfit.models.registry import Family, register_family, sized_build
 
@@ -49,7 +52,8 @@ class SVDpp(DotBias):
     """DotBias plus an implicit-feedback term over each user's rated items (SVD++).
 
     Args:
-        n_users, n_items, n_factors: as for :class:`~recfit.models.DotBias`.
+        *sizes: ``n_users``, ``n_items`` and ``n_factors`` of
+            :class:`~recfit.models.DotBias` (or given by name).
         n_implicit: length of the stored ``N(u)`` lists (the number of training pairs);
             :meth:`set_implicit` sets it. A fresh model has empty lists (no implicit
             term) until then.
@@ -66,16 +70,13 @@ class SVDpp(DotBias):
 
     def __init__(
         self,
-        n_users: int,
-        n_items: int,
-        n_factors: int = 50,
-        *,
+        *sizes: Any,
         n_implicit: int = 0,
         alpha: float = 1.0,
         implicit_init_std: float = 0.0,
         **dot: Any,
     ) -> None:
-        super().__init__(n_users, n_items, n_factors, **dot)
+        super().__init__(*sizes, **dot)
         if n_implicit < 0 or not alpha >= 0:
             raise ConfigError(
                 f"expected n_implicit >= 0 and alpha >= 0, received {n_implicit!r}, {alpha!r}"
@@ -83,10 +84,13 @@ class SVDpp(DotBias):
         self.alpha, self.implicit_init_std = float(alpha), float(implicit_init_std)
         g = torch.Generator().manual_seed(self.seed + 1)
         self.implicit_factors = nn.Parameter(
-            _trunc_normal((n_items, n_factors), implicit_init_std, g)
+            _trunc_normal((self.n_items, self.n_factors), implicit_init_std, g)
         )
-        self.register_buffer("implicit_indptr", torch.zeros(n_users + 1, dtype=torch.long))
+        self.register_buffer("implicit_indptr", torch.zeros(self.n_users + 1, dtype=torch.long))
         self.register_buffer("implicit_items", torch.zeros(n_implicit, dtype=torch.long))
+        self.fused_kernel = True
+        """Whether the fused step runs as the compiled kernels (:mod:`numba`) where it can
+        (CPU float32); ``False`` keeps the PyTorch step (the reference)."""
 
     def config(self) -> dict[str, Any]:
         return {
@@ -161,12 +165,116 @@ class SVDpp(DotBias):
         pu = self.user_factors.index_select(0, u)
         return pu, pu + imp, extra
 
+    # compiled fused step ---------------------------------------------------------
+    def _tables(self) -> tuple[nn.Parameter, ...]:
+        """``p, q, b_u, b_i, y``: the tables the fused step writes gradients to."""
+        return (
+            self.user_factors,
+            self.item_factors,
+            self.user_bias,
+            self.item_bias,
+            self.implicit_factors,
+        )
+
+    def _kernel_tables(self) -> list[np.ndarray] | None:
+        """NumPy views of the five tables (``p, q, b_u, b_i, y``) when the compiled step
+        can run on them (CPU float32, numba importable, :attr:`fused_kernel` on)."""
+        tables = self._tables()
+        if not self.fused_kernel or any(
+            t.device.type != "cpu" or t.dtype != torch.float32 for t in tables
+        ):
+            return None
+        if _svdpp_kernels() is None:
+            return None
+        return [t.detach().numpy() for t in tables]
+
+    def compile_kernels(self) -> float:
+        """Compile (or load from numba's cache) the compiled fused step; the seconds it
+        took (0 when it does not run: no numba, not CPU float32)."""
+        t0 = time.perf_counter()
+        if self._kernel_tables() is None:
+            return 0.0
+        batch = {"user": torch.zeros(1, dtype=torch.long), "item": torch.zeros(1, dtype=torch.long)}
+        grads = [None if p.grad is None else p.grad.clone() for p in self.parameters()]
+        for pen in (False, True):
+            _, _, saved = self.fused_forward(batch, pen)
+            zero = torch.zeros(1)
+            self.fused_backward(batch, saved, zero, zero if pen else None)
+        for p, g in zip(self.parameters(), grads, strict=True):
+            p.grad = g
+        return time.perf_counter() - t0
+
+    @torch.no_grad()
+    def fused_forward(self, batch: Batch, with_penalty: bool) -> tuple[Tensor, Tensor | None, Any]:
+        tables = self._kernel_tables()
+        if tables is None:
+            return super().fused_forward(batch, with_penalty)
+        kern = _svdpp_kernels()
+        lo, hi = self.y_range if self.y_range is not None else (0.0, 1.0)
+        users, items = _index_array(batch["user"]), _index_array(batch["item"])
+        out, pen, *saved = kern.forward(
+            users, items, self.implicit_indptr.numpy(), self.implicit_items.numpy(),
+            *tables, self.alpha, self.global_mean, lo, hi, self.y_range is not None,
+        )  # fmt: skip
+        pen_t = torch.from_numpy(pen) if with_penalty else None
+        return torch.from_numpy(out), pen_t, _KernelSaved(users, items, tables, saved)
+
+    @torch.no_grad()
+    def fused_backward(
+        self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
+    ) -> None:
+        if not isinstance(saved, _KernelSaved):
+            super().fused_backward(batch, saved, d_output, d_penalty)
+            return
+        grads = []
+        for t in self._tables():
+            if t.grad is None:
+                t.grad = torch.zeros_like(t)
+            grads.append(t.grad.numpy())
+        lo, hi = self.y_range if self.y_range is not None else (0.0, 1.0)
+        d_out = _value_array(d_output)
+        d_pen = d_out if d_penalty is None else _value_array(d_penalty)
+        _svdpp_kernels().backward(
+            saved.users, saved.items, self.implicit_indptr.numpy(), self.implicit_items.numpy(),
+            *saved.tables[:4], d_out, d_pen, d_penalty is not None, *saved.saved,
+            lo, hi, self.y_range is not None, *grads,
+        )  # fmt: skip
+
     def _extra_grads(self, extra: Any, d_eff: Tensor) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
         # d/dy_j = |N(u)|^-alpha · Σ over the batch rows of user u of d_eff, for j in N(u)
         inv, items, weights, lens = extra
         d_user = d_eff.new_zeros(len(lens), d_eff.shape[1]).index_add_(0, inv, d_eff)
         d_y = torch.repeat_interleave(d_user, lens, dim=0, output_size=len(items))
         return [(self.implicit_factors, items, d_y.mul_(weights.unsqueeze(1)))]
+
+
+class _KernelSaved(NamedTuple):
+    """What the compiled forward hands its backward: the batch's index arrays, the
+    tables' NumPy views and the kernel's own results (see :mod:`._kernels_svdpp`)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    tables: list[np.ndarray]
+    saved: list[np.ndarray]
+
+
+@cache
+def _svdpp_kernels() -> Any:
+    """The compiled kernels' module (numba's cache under the user's cache folder), or
+    ``None`` without numba."""
+    try:
+        from recfit.models import _kernels_svdpp
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return None
+    return _kernels_svdpp
+
+
+def _index_array(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().numpy(), dtype=np.int64)
+
+
+def _value_array(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
 
 
 def _implicit_lists(model: SVDpp, train: Interactions) -> None:
