@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recfit.metrics.ranking import ranking_report
 from recfit.index import ApproximateIndex, ExactIndex, ItemSets
+from recfit.metrics.ranking import ranking_report
 
 
 def peak_rss_mib() -> float:

@@ -14,6 +14,7 @@ import torch
 
 from recfit.data import Interactions
 from recfit.errors import BundleError, ConfigError, DataError, UnknownIdError
+from recfit.index import ItemSets
 from recfit.models import DotBias, Family, RatingModel, TwoTower, create_model, register_family
 from recfit.models.registry import sized_build, unregister_family
 from recfit.models.retrieval_losses import RescaledMSELoss
@@ -23,7 +24,6 @@ from recfit.recommender import (
     bundle_write,
     normalise_title,
 )
-from recfit.index import ItemSets
 from recfit.train.learner import Learner
 
 # Model families under test. Other families (classifier, two-tower) plug in here: add a

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recfit.errors import ConfigError, DataError
+from recfit.index import ExactIndex, ItemSets
 from recfit.metrics.ranking import (
     RANKING_METRICS,
     hit_rate_at_k,
@@ -22,7 +23,6 @@ from recfit.metrics.ranking import (
     recall_at_k,
     top_k_accuracy,
 )
-from recfit.index import ExactIndex, ItemSets
 
 # Two queries, hand-computed below.
 #   q0: retrieved [1, 2, 3, 4], relevant {2, 4, 9}: hits at ranks 2 and 4
