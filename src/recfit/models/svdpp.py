@@ -67,6 +67,10 @@ class SVDpp(DotBias):
 
     implicit_indptr: Tensor
     implicit_items: Tensor
+    fused_kernel: bool = True
+    """Whether the fused step runs as the compiled kernels (numba) where it can (CPU,
+    float32); ``False`` (on an instance or the class) keeps the PyTorch step, the
+    reference the kernels are tested against."""
 
     def __init__(
         self,
@@ -88,9 +92,6 @@ class SVDpp(DotBias):
         )
         self.register_buffer("implicit_indptr", torch.zeros(self.n_users + 1, dtype=torch.long))
         self.register_buffer("implicit_items", torch.zeros(n_implicit, dtype=torch.long))
-        self.fused_kernel = True
-        """Whether the fused step runs as the compiled kernels (:mod:`numba`) where it can
-        (CPU float32); ``False`` keeps the PyTorch step (the reference)."""
 
     def config(self) -> dict[str, Any]:
         return {
@@ -168,13 +169,14 @@ class SVDpp(DotBias):
     # compiled fused step ---------------------------------------------------------
     def _tables(self) -> tuple[nn.Parameter, ...]:
         """``p, q, b_u, b_i, y``: the tables the fused step writes gradients to."""
+        p = self._parameters  # not through nn.Module.__getattr__: this runs twice a step
         return (
-            self.user_factors,
-            self.item_factors,
-            self.user_bias,
-            self.item_bias,
-            self.implicit_factors,
-        )
+            p["user_factors"],
+            p["item_factors"],
+            p["user_bias"],
+            p["item_bias"],
+            p["implicit_factors"],
+        )  # type: ignore[return-value]
 
     def _kernel_tables(self) -> list[np.ndarray] | None:
         """NumPy views of the five tables (``p, q, b_u, b_i, y``) when the compiled step
