@@ -85,7 +85,6 @@ from recfit.train.execution import (
     build_optimizer,
     resolve_device,
     thread_count,
-    thread_split,
     threads,
 )
 from recfit.train.guard import DivergenceGuard
@@ -278,10 +277,8 @@ class Learner(TrainingLoop):
 
     def threads(self) -> AbstractContextManager[None]:
         """A context with the CPU threads this Learner trains and predicts with
-        (:func:`recfit.train.execution.thread_count`, asked again at each call, shared as
-        :func:`~recfit.train.execution.thread_split` says); the previous counts are restored."""
-        n = thread_count(self.execution, self.model, self.bs, self.device)
-        return threads(thread_split(n, self.compiled))
+        (:func:`recfit.train.execution.thread_count`); PyTorch's setting is restored."""
+        return threads(thread_count(self.execution, self.model, self.bs, self.device))
 
     def create_opt(self) -> Any:
         """Resolve the execution path and build the optimiser (done at the first fit;
@@ -410,7 +407,7 @@ class Learner(TrainingLoop):
         td = self._train_td  # compile before the timer: compiling is not training
         shuffle = self.device.type == "cpu" and len(td) >= PARALLEL_SHUFFLE_MIN
         if self.compiled or shuffle:
-            warm = self._warm_kernels if self.compiled else None
+            warm = (lambda: self.opt.warm_up(td.columns)) if self.compiled else None
             self.compile_seconds += kernels.ensure_compiled(warm, td.columns, shuffle)
         if self.fused and not self.sparse:
             self.compile_seconds += self.model.compile_kernels()
