@@ -31,6 +31,8 @@ Example:
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any, NamedTuple
 
@@ -179,16 +181,14 @@ class SVDpp(DotBias):
         )  # type: ignore[return-value]
 
     def _kernel_tables(self) -> list[np.ndarray] | None:
-        """NumPy views of the five tables (``p, q, b_u, b_i, y``) when the compiled step
-        can run on them (CPU float32, numba importable, :attr:`fused_kernel` on)."""
-        tables = self._tables()
-        if not self.fused_kernel or any(
-            t.device.type != "cpu" or t.dtype != torch.float32 for t in tables
-        ):
+        """NumPy views of ``p, q, b_u, b_i, y`` and of the ``N(u)`` lists when the
+        compiled step can run on them (CPU float32, numba importable, :attr:`fused_kernel`
+        on); kept while the tensors' memory stays the same."""
+        if not self.fused_kernel:
             return None
-        if _svdpp_kernels() is None:
-            return None
-        return [t.detach().numpy() for t in tables]
+        buf = self._buffers
+        tensors = (*self._tables(), buf["implicit_indptr"], buf["implicit_items"])
+        return _numpy_views(self, "tables", tensors, _kernel_ready)  # type: ignore[arg-type]
 
     def compile_kernels(self) -> float:
         """Compile (or load from numba's cache) the compiled fused step; the seconds it
@@ -215,8 +215,7 @@ class SVDpp(DotBias):
         lo, hi = self.y_range if self.y_range is not None else (0.0, 1.0)
         users, items = _index_array(batch["user"]), _index_array(batch["item"])
         out, pen, *saved = kern.forward(
-            users, items, self.implicit_indptr.numpy(), self.implicit_items.numpy(),
-            *tables, self.alpha, self.global_mean, lo, hi, self.y_range is not None,
+            users, items, tables[5], tables[6], *tables[:5], self.alpha, self.global_mean, lo, hi, self.y_range is not None,
         )  # fmt: skip
         pen_t = torch.from_numpy(pen) if with_penalty else None
         return torch.from_numpy(out), pen_t, _KernelSaved(users, items, tables, saved)
@@ -232,14 +231,17 @@ class SVDpp(DotBias):
         for t in self._tables():
             if t.grad is None:
                 t.grad = torch.zeros_like(t)
-            grads.append(t.grad.numpy())
+            grads.append(t.grad)
+        views = _numpy_views(self, "grads", grads, lambda ts: True)
+        assert views is not None
         lo, hi = self.y_range if self.y_range is not None else (0.0, 1.0)
         d_out = _value_array(d_output)
         d_pen = d_out if d_penalty is None else _value_array(d_penalty)
+        tables = saved.tables
         _svdpp_kernels().backward(
-            saved.users, saved.items, self.implicit_indptr.numpy(), self.implicit_items.numpy(),
-            *saved.tables[:4], d_out, d_pen, d_penalty is not None, *saved.saved,
-            lo, hi, self.y_range is not None, *grads,
+            saved.users, saved.items, tables[5], tables[6], *tables[:4],
+            d_out, d_pen, d_penalty is not None, *saved.saved,
+            lo, hi, self.y_range is not None, *views,
         )  # fmt: skip
 
     def _extra_grads(self, extra: Any, d_eff: Tensor) -> list[tuple[nn.Parameter, Tensor, Tensor]]:
@@ -269,6 +271,36 @@ def _svdpp_kernels() -> Any:
     except ImportError:  # pragma: no cover - numba is a dependency
         return None
     return _kernels_svdpp
+
+
+_VIEWS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+"""Per model: the NumPy views of its tables and gradients, keyed by their memory."""
+
+
+def _numpy_views(
+    owner: nn.Module,
+    name: str,
+    tensors: Sequence[Tensor],
+    ready: Callable[[Sequence[Tensor]], bool],
+) -> list[np.ndarray] | None:
+    """NumPy views of ``tensors`` (``None`` where ``ready`` refuses them), made again only
+    when one of them has moved (a view holds its memory, so an address is never reused
+    while it is cached)."""
+    key = tuple(t.data_ptr() for t in tensors)
+    cache = _VIEWS.setdefault(owner, {})
+    hit = cache.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]  # type: ignore[no-any-return]
+    views = [t.detach().numpy() for t in tensors] if ready(tensors) else None
+    cache[name] = (key, views)
+    return views
+
+
+def _kernel_ready(tensors: Sequence[Tensor]) -> bool:
+    """Whether the kernels run on these tables (CPU float32) and numba imports."""
+    cpu = all(t.device.type == "cpu" for t in tensors)
+    f32 = all(t.dtype == torch.float32 for t in tensors[:5])
+    return cpu and f32 and _svdpp_kernels() is not None
 
 
 def _index_array(t: Tensor) -> np.ndarray:
