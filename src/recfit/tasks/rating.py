@@ -58,12 +58,13 @@ def resolve_config(
     ``svdpp`` (:meth:`recfit.config.RatingConfig.resolve_model`). The row-wise path (and
     so row-wise Adagrad) is taken by a model of a family that has one
     (:attr:`recfit.models.registry.Family.row_wise`: ``dot``, ``mf``) of at least
-    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD in one
-    process (:meth:`recfit.config.RatingConfig.resolve_opt`).
+    :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters trained by SGD, in one
+    process or distributed alike (``distributed`` changes nothing;
+    :meth:`recfit.config.RatingConfig.resolve_opt`).
     """
     big = (train.n_users + train.n_items) * (cfg.n_factors + 1) >= SPARSE_MIN_PARAMS
     cfg = cfg.resolve_model(big)
-    row_wise = family(cfg.model).row_wise and cfg.trainer == "sgd" and not distributed and big
+    row_wise = family(cfg.model).row_wise and cfg.trainer == "sgd" and big
     return cfg.resolve_opt(row_wise)
 
 

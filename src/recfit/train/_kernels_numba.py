@@ -24,7 +24,7 @@ from numba.extending import intrinsic
 
 from recfit.train.kernels import numba_cache_dir
 
-__all__ = ["step"]
+__all__ = ["apply", "grads", "step"]
 
 _CACHE_DIR = numba_cache_dir()
 CACHE = _CACHE_DIR is not None
@@ -183,18 +183,79 @@ def add_penalty(g, p, b, coef):  # type: ignore[no-untyped-def]
     return sq
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def user_grad(r, lo_t, hi_t, ou, items, ratings, weights, inv_tot, uf, ub, itf, ib, mu32,  # type: ignore[no-untyped-def]
+              lo32, span32, squash, reg, two_reg, out, dx, keep_row, g):  # fmt: skip
+    """Forward pass of user ``r``'s ratings ``ou[lo_t:hi_t]`` (batch order), their loss,
+    ``dx`` and the row's gradient with its penalty into ``g``; the row is copied to
+    ``keep_row``. Returns the row's ``(Σ loss, Σ penalty)``."""
+    k = uf.shape[1]
+    one = np.float32(1.0)
+    pu = uf[r]
+    for f in range(k):
+        keep_row[f] = pu[f]
+        g[f] = 0.0
+    bu = ub[r]
+    keep_row[k] = bu
+    w_row = np.float32(0.0)
+    d_sum = np.float32(0.0)
+    loss = 0.0
+    for t in range(lo_t, hi_t):
+        j = ou[t]
+        qi = itf[items[j]]
+        x = mu32 + bu + ib[items[j]]
+        for f in range(k):
+            x += pu[f] * qi[f]
+        if squash:
+            sg = one / (one + np.exp(-x))
+            o = lo32 + span32 * sg
+            dsig = span32 * sg * (one - sg)
+        else:
+            o = x
+            dsig = one
+        out[j] = o
+        scale = weights[j] * inv_tot
+        e = o - ratings[j]
+        loss += e * e * scale
+        d = np.float32(2.0) * e * scale * dsig
+        dx[j] = d
+        w_row += scale
+        d_sum += d
+        for f in range(k):
+            g[f] += d * qi[f]
+    g[k] = d_sum
+    return loss, reg * w_row * add_penalty(g, pu, bu, two_reg * w_row)
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def item_grad(qi, bi, lo_t, hi_t, oi, dx, weights, inv_tot, saved, slot_u, reg, two_reg, g):  # type: ignore[no-untyped-def]
+    """Item row ``qi`` (bias ``bi``): its gradient from the users' rows kept in ``saved``
+    and the ratings ``oi[lo_t:hi_t]``, with its penalty, into ``g``; returns the penalty."""
+    k = qi.shape[0]
+    for f in range(k + 1):
+        g[f] = 0.0
+    w_row = np.float32(0.0)
+    for t in range(lo_t, hi_t):
+        j = oi[t]
+        d = dx[j]
+        pu = saved[slot_u[j]]
+        for f in range(k):
+            g[f] += d * pu[f]
+        g[k] += d
+        w_row += weights[j] * inv_tot
+    return reg * w_row * add_penalty(g, qi, bi, two_reg * w_row)
+
+
 @njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
 def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, squash,  # type: ignore[no-untyped-def]
          reg, mom_u, vel_u, rd_u, mom_i, vel_i, rd_i, consts, before, after,
          out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, saved, grad):  # fmt: skip
-    k = uf.shape[1]
     group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, counts)
     mu32 = np.float32(mu)
     lo32 = np.float32(lo)
     span32 = np.float32(span)
     inv_tot = np.float32(1.0 / w_tot)
     two_reg = np.float32(2.0 * reg)
-    one = np.float32(1.0)
     loss = 0.0
     pen = 0.0
     # users: forward of their ratings, their gradient, their update; the old rows
@@ -209,42 +270,13 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
                 prefetch_row(itf, items[ou[t]])
                 _prefetch(ib, items[ou[t]], 0)
         r = uu[s]
-        pu = uf[r]
-        keep_row = saved[s]
         g = grad[s]
-        for f in range(k):
-            keep_row[f] = pu[f]
-            g[f] = 0.0
-        bu = ub[r]
-        keep_row[k] = bu
-        w_row = np.float32(0.0)
-        d_sum = np.float32(0.0)
-        for t in range(su[s], su[s + 1]):
-            j = ou[t]
-            qi = itf[items[j]]
-            x = mu32 + bu + ib[items[j]]
-            for f in range(k):
-                x += pu[f] * qi[f]
-            if squash:
-                sg = one / (one + np.exp(-x))
-                o = lo32 + span32 * sg
-                dsig = span32 * sg * (one - sg)
-            else:
-                o = x
-                dsig = one
-            out[j] = o
-            scale = weights[j] * inv_tot
-            e = o - ratings[j]
-            loss += e * e * scale
-            d = np.float32(2.0) * e * scale * dsig
-            dx[j] = d
-            w_row += scale
-            d_sum += d
-            for f in range(k):
-                g[f] += d * qi[f]
-        g[k] = d_sum
-        pen += reg * w_row * add_penalty(g, pu, bu, two_reg * w_row)
-        update_row(pu, ub, r, g, mom_u, vel_u, rd_u, consts, before, after)
+        ls, ps = user_grad(r, su[s], su[s + 1], ou, items, ratings, weights, inv_tot, uf, ub,
+                           itf, ib, mu32, lo32, span32, squash, reg, two_reg, out, dx,
+                           saved[s], g)  # fmt: skip
+        loss += ls
+        pen += ps
+        update_row(uf[r], ub, r, g, mom_u, vel_u, rd_u, consts, before, after)
     # items: gradient from the users' old rows, then the update
     ui, si, oi, slot_u = uniq[1], start[1], order[1], row_slot[0]
     n_i = counts[1]
@@ -255,22 +287,85 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
             for t in range(si[a], si[a + 1]):
                 prefetch_row(saved, slot_u[oi[t]])
         r = ui[s]
-        qi = itf[r]
         g = grad[counts[0] + s]
-        for f in range(k + 1):
-            g[f] = 0.0
-        w_row = np.float32(0.0)
-        for t in range(si[s], si[s + 1]):
-            j = oi[t]
-            d = dx[j]
-            pu = saved[slot_u[j]]
-            for f in range(k):
-                g[f] += d * pu[f]
-            g[k] += d
-            w_row += weights[j] * inv_tot
-        pen += reg * w_row * add_penalty(g, qi, ib[r], two_reg * w_row)
-        update_row(qi, ib, r, g, mom_i, vel_i, rd_i, consts, before, after)
+        pen += item_grad(itf[r], ib[r], si[s], si[s + 1], oi, dx, weights, inv_tot, saved,
+                         slot_u, reg, two_reg, g)  # fmt: skip
+        update_row(itf[r], ib, r, g, mom_i, vel_i, rd_i, consts, before, after)
     return loss, pen
+
+
+@njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
+def grads(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, squash,  # type: ignore[no-untyped-def]
+          reg, out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, saved, grad):  # fmt: skip
+    """:func:`step` without the update: the gradient of every looked-up row (users'
+    rows ``uniq[0, :counts[0]]`` in ``grad[:counts[0]]``, then the items'), the
+    predictions, and the batch's ``(Σ loss, Σ penalty)``; no table or state changes."""
+    group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, counts)
+    mu32 = np.float32(mu)
+    lo32 = np.float32(lo)
+    span32 = np.float32(span)
+    inv_tot = np.float32(1.0 / w_tot)
+    two_reg = np.float32(2.0 * reg)
+    loss = 0.0
+    pen = 0.0
+    uu, su, ou = uniq[0], start[0], order[0]
+    n_u = counts[0]
+    for s in prange(n_u):
+        a = s + AHEAD
+        if a < n_u:
+            prefetch_row(uf, uu[a])
+            for t in range(su[a], su[a + 1]):
+                prefetch_row(itf, items[ou[t]])
+        ls, ps = user_grad(uu[s], su[s], su[s + 1], ou, items, ratings, weights, inv_tot, uf,
+                           ub, itf, ib, mu32, lo32, span32, squash, reg, two_reg, out, dx,
+                           saved[s], grad[s])  # fmt: skip
+        loss += ls
+        pen += ps
+    ui, si, oi, slot_u = uniq[1], start[1], order[1], row_slot[0]
+    n_i = counts[1]
+    for s in prange(n_i):
+        a = s + AHEAD
+        if a < n_i:
+            prefetch_row(itf, ui[a])
+        r = ui[s]
+        pen += item_grad(itf[r], ib[r], si[s], si[s + 1], oi, dx, weights, inv_tot, saved,
+                         slot_u, reg, two_reg, grad[counts[0] + s])  # fmt: skip
+    return loss, pen
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def sum_update(n, uniq, start, order, rows_g, fac, bias, mom, vel, rdecay, consts, before,  # type: ignore[no-untyped-def]
+               after, gsum):  # fmt: skip
+    """For each of the ``n`` unique rows: sum its gradients ``rows_g[order[...]]`` (in
+    order of appearance) into ``gsum``, then update it (:func:`update_row`)."""
+    kp = rows_g.shape[1]
+    for s in prange(n):
+        a = s + AHEAD
+        if a < n:
+            prefetch_state(uniq[a], fac, bias, mom, vel, rdecay, consts[6])
+        g = gsum[s]
+        for f in range(kp):
+            g[f] = 0.0
+        for t in range(start[s], start[s + 1]):
+            gr = rows_g[order[t]]
+            for f in range(kp):
+                g[f] += gr[f]
+        r = uniq[s]
+        update_row(fac[r], bias, r, g, mom, vel, rdecay, consts, before, after)
+
+
+@njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
+def apply(rows_u, g_u, rows_i, g_i, uf, ub, itf, ib, mom_u, vel_u, rd_u, mom_i, vel_i, rd_i,  # type: ignore[no-untyped-def]
+          consts, before, after, slots_u, slots_i, uniq, start, order, row_slot, counts, gsum):  # fmt: skip
+    """Update the rows ``rows_u`` of the users' tables from their gradients ``g_u`` (one
+    row each, ``k + 1`` columns; a repeated row's gradients are summed in order) and the
+    items' ``rows_i`` from ``g_i``: the second half of :func:`step`."""
+    group_both(rows_u, rows_i, slots_u, slots_i, uniq, start, order, row_slot, counts)
+    n_u = counts[0]
+    sum_update(n_u, uniq[0], start[0], order[0], g_u, uf, ub, mom_u, vel_u, rd_u, consts,
+               before, after, gsum[:n_u])  # fmt: skip
+    sum_update(counts[1], uniq[1], start[1], order[1], g_i, itf, ib, mom_i, vel_i, rd_i, consts,
+               before, after, gsum[n_u:])  # fmt: skip
 
 
 @njit(cache=CACHE, nogil=True, inline="always")

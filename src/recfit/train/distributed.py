@@ -25,6 +25,11 @@ What every rank does:
   :class:`~torch.nn.parallel.DistributedDataParallel` with a summing communication hook;
   the fused (hand-written gradient) path of the dot models writes its gradient itself and
   all-reduces it in one flattened buffer per step (no autograd fallback is needed).
+* The row-wise path (row-wise AdamW / Adagrad, compiled on CPU) exchanges only the rows
+  each step touches: every rank sends the ``(row, gradient)`` pairs of its shard, every
+  rank sums all of them and applies the same update, so weights and optimiser state stay
+  identical without a weight all-reduce (:mod:`recfit.train.sparse_dist`; the counts so
+  far are in :attr:`DistContext.exchanged`).
 * Validation metrics are **exact**: each rank evaluates its contiguous part of the
   evaluation rows and the sums Σw, Σw·loss, Σw·penalty, Σw·(p-t)², Σw·|p-t| (and for
   ``r2`` Σw·t then Σw·(t-t̄)²) are all-reduced in float64, never a mean of means; metrics
@@ -65,6 +70,7 @@ from recfit.errors import ConfigError
 from recfit.metrics.levels import is_level_metric
 from recfit.metrics.rating import r2_from_sums
 from recfit.train.evaluation import outputs
+from recfit.train.sparse_dist import Exchanged
 
 if TYPE_CHECKING:
     from recfit.data.interactions import Interactions
@@ -124,6 +130,7 @@ class DistContext:
         local_rank: rank on this machine (selects the GPU under NCCL).
         backend: ``"gloo"`` or ``"nccl"``.
         device: the device this rank trains on.
+        exchanged: what the row-wise path's exchanges have moved so far.
     """
 
     rank: int
@@ -132,6 +139,7 @@ class DistContext:
     backend: str
     device: torch.device
     stop_agreed: bool = False
+    exchanged: Exchanged = field(default_factory=Exchanged)
     _eval_cache: dict[int, tuple[Any, Interactions]] = field(default_factory=dict, repr=False)
 
     @property

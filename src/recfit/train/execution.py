@@ -9,9 +9,10 @@ model, loss, optimiser and device:
 * ``row_wise``: the row-wise optimiser of :mod:`recfit.train.sparse` (only the rows in the
   batch are updated, lazy state, exact decoupled ``wd``), for ``opt="adam"`` (row-wise
   AdamW) or ``"adagrad"``. ``auto`` uses it on the fused path of a family that trains
-  row-wise, of at least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters, in a
-  single process (so fastai's R1 configuration on ml-100k keeps dense AdamW, exactly
-  fastai's semantics).
+  row-wise, of at least :data:`~recfit.train.sparse.SPARSE_MIN_PARAMS` parameters (so
+  fastai's R1 configuration on ml-100k keeps dense AdamW, exactly fastai's semantics);
+  under distributed training the ranks exchange only the touched rows' gradients
+  (:mod:`recfit.train.sparse_dist`).
 * ``compiled``: the row-wise step as one compiled CPU kernel (:mod:`recfit.train.kernels`:
   forward, MSE loss, gradient and update without intermediate tensors); ``auto`` does so
   whenever the row-wise optimiser runs on CPU with the MSE loss.
@@ -159,7 +160,8 @@ class Execution:
         bf16: bool = False,
     ) -> Path:
         """The path a fit takes (known when the optimiser is built: distributed training
-        and bf16 are attached after the Learner is built)."""
+        and bf16 are attached after the Learner is built). Every path runs distributed
+        too; ``distributed`` is kept for the callers' sake and changes nothing."""
         fused = self.resolve_fused(model, loss)
         if opt not in ("adam", "adagrad"):  # the row-wise rules: AdamW and Adagrad
             if self.compiled is True:
@@ -167,10 +169,10 @@ class Execution:
                     f"expected opt 'adam' or 'adagrad' for compiled=True, received {opt!r}"
                 )
             return Path(fused=fused)
-        can_rows = fused and supports_rows(model) and not distributed
+        can_rows = fused and supports_rows(model)
         if self.row_wise is True and not can_rows:
             raise ConfigError(
-                f"expected a DotBias-family model on the fused path in one process for "
+                f"expected a DotBias-family model on the fused path for "
                 f"row_wise=True, received {type(model).__name__} (fused={fused})"
             )
         if self.row_wise == "auto":

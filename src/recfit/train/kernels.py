@@ -40,6 +40,8 @@ __all__ = [
     "huge_zeros",
     "numba_cache_dir",
     "permutation",
+    "row_apply",
+    "row_grads",
     "row_step",
     "take",
 ]
@@ -70,6 +72,8 @@ def _kernels() -> dict[str, Any]:
 
     return {
         "step": _kernels_numba.step,
+        "grads": _kernels_numba.grads,
+        "apply": _kernels_numba.apply,
         "permutation": _kernels_numba.permutation,
         "take": _kernels_numba.take,
         "set_threads": numba.set_num_threads,
@@ -234,8 +238,7 @@ def row_step(
     penalty); the gradient is that of their sum.
     """
     kern = _kernels()
-    if threads is not None:
-        kern["set_threads"](max(1, min(int(threads), kern["max_threads"])))
+    _set_threads(kern, threads)
     users, items = batch["user"], batch["item"]
     buf.ensure(users.shape[0])
     (uf, ub), (itf, ib) = tables
@@ -248,3 +251,73 @@ def row_step(
         buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts, buf.saved, buf.grad,
     )  # fmt: skip
     return float(loss), float(pen)
+
+
+def _set_threads(kern: dict[str, Any], threads: int | None) -> None:
+    if threads is not None:
+        kern["set_threads"](max(1, min(int(threads), kern["max_threads"])))
+
+
+def row_grads(
+    batch: dict[str, np.ndarray],
+    w_tot: float,
+    tables: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    model: tuple[float, float, float, bool],
+    reg: float,
+    out: np.ndarray,
+    buf: RowStepBuffers,
+    threads: int | None = None,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], float, float]:
+    """:func:`row_step` without the update (distributed training sums the gradients of
+    the ranks first): ``((users, g_users), (items, g_items), Σ loss, Σ penalty)``.
+
+    ``users``/``items`` are the batch's distinct rows (order of first appearance) and
+    ``g_*`` their summed gradients (``n_factors`` columns then the bias), views into
+    ``buf`` valid until its next use. The tables are only read.
+    """
+    kern = _kernels()
+    _set_threads(kern, threads)
+    users, items = batch["user"], batch["item"]
+    buf.ensure(users.shape[0])
+    (uf, ub), (itf, ib) = tables
+    mu, lo, span, squash = model
+    loss, pen = kern["grads"](
+        users, items, batch["rating"], batch["weight"], float(w_tot), uf, ub, itf, ib,
+        float(mu), float(lo), float(span), bool(squash), float(reg), out, buf.dx,
+        buf.slots[0], buf.slots[1], buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts,
+        buf.saved, buf.grad,
+    )  # fmt: skip
+    n_u, n_i = int(buf.counts[0]), int(buf.counts[1])
+    return (
+        (buf.uniq[0, :n_u], buf.grad[:n_u]),
+        (buf.uniq[1, :n_i], buf.grad[n_u : n_u + n_i]),
+        float(loss),
+        float(pen),
+    )
+
+
+def row_apply(
+    rows: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    tables: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    state: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    row_decay: tuple[np.ndarray, np.ndarray],
+    consts: np.ndarray,
+    decay: tuple[float, float],
+    buf: RowStepBuffers,
+    threads: int | None = None,
+) -> None:
+    """The update half of :func:`row_step`: ``rows = ((users, g_users), (items, g_items))``
+    (int64 rows, float32 gradients of ``n_factors + 1`` columns; a repeated row's
+    gradients are summed in order of appearance) update ``tables`` and ``state`` in place.
+    The other arguments are those of :func:`row_step`."""
+    kern = _kernels()
+    _set_threads(kern, threads)
+    (ru, gu), (ri, gi) = rows
+    buf.ensure(max(ru.shape[0], ri.shape[0]))
+    (uf, ub), (itf, ib) = tables
+    kern["apply"](
+        ru, gu, ri, gi, uf, ub, itf, ib, state[0][0], state[0][1], row_decay[0],
+        state[1][0], state[1][1], row_decay[1], consts, float(decay[0]), float(decay[1]),
+        buf.slots[0], buf.slots[1], buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts,
+        buf.grad,
+    )  # fmt: skip

@@ -407,7 +407,7 @@ class Learner(TrainingLoop):
         td = self._train_td  # compile before the timer: compiling is not training
         shuffle = self.device.type == "cpu" and len(td) >= PARALLEL_SHUFFLE_MIN
         if self.compiled or shuffle:
-            warm = (lambda: self.opt.warm_up(td.columns)) if self.compiled else None
+            warm = self._warm_kernels if self.compiled else None
             self.compile_seconds += kernels.ensure_compiled(warm, td.columns, shuffle)
         if self.fused and not self.sparse:
             self.compile_seconds += self.model.compile_kernels()

@@ -22,6 +22,7 @@ from recfit.data.interactions import Interactions
 from recfit.errors import CancelBatchException, CancelEpochException
 from recfit.models.base import RatingModel
 from recfit.models.losses import Loss
+from recfit.train import sparse_dist
 from recfit.train.batches import TensorData
 from recfit.train.execution import ADAM_BETA2, Execution, OptSpec, Path
 from recfit.train.guard import DivergenceGuard, diverged, first_non_finite
@@ -218,7 +219,11 @@ class TrainingLoop:
         if self.sparse:  # row-wise step: gradient and update of the looked-up rows only
             g = self.loss_func.grad(out, batch)
             assert g is not None
-            self.opt.fused_step(batch, saved, g * scale, None if pen is None else self.reg * scale)
+            d_pen = None if pen is None else self.reg * scale
+            if self.dist is None:
+                self.opt.fused_step(batch, saved, g * scale, d_pen)
+            else:  # the touched rows' gradients summed over the ranks, then the update
+                sparse_dist.fused_step(self.opt, self.dist, batch, saved, g * scale, d_pen)
             self._event("after_backward")
             self._event("after_step")
             self._accumulate(w_sum, w_tot, reg_loss)
@@ -243,7 +248,12 @@ class TrainingLoop:
         """The row-wise step in :mod:`recfit.train.kernels` (same events, same sums)."""
         assert isinstance(self.opt, RowOptimizer)
         n_threads = self.execution.num_threads or torch.get_num_threads()  # PyTorch's rules
-        out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, n_threads)
+        if self.dist is None:
+            out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, n_threads)
+        else:  # gradients of this rank's shard, exchanged, then the same update everywhere
+            out, loss, pen = sparse_dist.compiled_step(
+                self.opt, self.dist, batch, float(w_tot), self.reg, n_threads
+            )
         self.pred = out
         self._event("after_pred")
         reg_loss = torch.tensor(pen, dtype=torch.float32) if self.reg > 0 else None
@@ -253,6 +263,14 @@ class TrainingLoop:
         self._event("after_backward")
         self._event("after_step")
         self._accumulate(w_sum, w_tot, reg_loss)
+
+    def _warm_kernels(self) -> None:
+        """Compile (or load) the kernels the compiled step will run, on an empty batch."""
+        cols = self._train_td.columns
+        if self.dist is None:
+            self.opt.warm_up(cols)
+        else:
+            sparse_dist.warm_up(self.opt, cols)
 
     def _accumulate(self, w_sum: Tensor, w_tot: Tensor, reg_loss: Tensor | None) -> None:
         assert self.loss is not None

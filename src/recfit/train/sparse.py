@@ -234,11 +234,15 @@ class RowOptimizer:
         predictions, its loss ``Σ w·(out - r)² / w_tot`` and penalty
         ``reg · Σ w·|rows|² / w_tot``.
         """
+        consts, before = self._next_consts()
+        return self._run_kernel(batch, w_tot, reg, consts, before, threads)
+
+    def _next_consts(self) -> tuple[np.ndarray, float]:
+        """Count a step; the kernel's constants and the global log decay before it."""
         grp = self.param_groups[0]
         lr, wd = grp["lr"], grp["weight_decay"]
         before = self._advance(lr, wd)
-        consts = np.array([1.0 - lr * wd, *self._consts(lr), self.rule], dtype=np.float32)
-        return self._run_kernel(batch, w_tot, reg, consts, before, threads)
+        return np.array([1.0 - lr * wd, *self._consts(lr), self.rule], dtype=np.float32), before
 
     @torch.no_grad()
     def warm_up(self, batch: dict[str, Tensor]) -> None:
@@ -257,31 +261,75 @@ class RowOptimizer:
         before: float,
         threads: int | None,
     ) -> tuple[Tensor, float, float]:
-        m = self.model
-        if self._buffers is None:
-            self._buffers = kernels.RowStepBuffers(m.n_users, m.n_items, m.n_factors)
-        lo, hi = m.y_range if m.y_range is not None else (0.0, 1.0)
-        arrays = {k: batch[k].numpy() for k in ("user", "item", "rating", "weight")}
-        out = torch.empty(arrays["user"].shape[0], dtype=m.user_factors.dtype)
-        st = [tuple(t.numpy() for t in self._state(side)) for side in (0, 1)]
+        arrays, out = self._kernel_batch(batch)
         loss, pen = kernels.row_step(
             arrays,
             w_tot,
-            (
-                (m.user_factors.detach().numpy(), m.user_bias.detach().numpy()),
-                (m.item_factors.detach().numpy(), m.item_bias.detach().numpy()),
-            ),
-            (st[0], st[1]),  # type: ignore[arg-type]
+            self._tables(),
+            self._kernel_state(),
             (self.row_decay[0].numpy(), self.row_decay[1].numpy()),
-            (m.global_mean, lo, hi - lo, m.y_range is not None),
+            self._model_consts(),
             reg,
             consts,
             (before, self.log_decay),
             out.numpy(),
-            self._buffers,
+            self._kernel_buffers(),
             threads,
         )
         return out, loss, pen
+
+    def _kernel_buffers(self) -> kernels.RowStepBuffers:
+        if self._buffers is None:
+            m = self.model
+            self._buffers = kernels.RowStepBuffers(m.n_users, m.n_items, m.n_factors)
+        return self._buffers
+
+    def _kernel_batch(self, batch: dict[str, Tensor]) -> tuple[dict[str, np.ndarray], Tensor]:
+        arrays = {k: batch[k].numpy() for k in ("user", "item", "rating", "weight")}
+        out = torch.empty(arrays["user"].shape[0], dtype=self.model.user_factors.dtype)
+        return arrays, out
+
+    def _tables(self) -> Any:
+        m = self.model
+        return (
+            (m.user_factors.detach().numpy(), m.user_bias.detach().numpy()),
+            (m.item_factors.detach().numpy(), m.item_bias.detach().numpy()),
+        )
+
+    def _kernel_state(self) -> Any:
+        return tuple(tuple(t.numpy() for t in self._state(side)) for side in (0, 1))
+
+    def _model_consts(self) -> tuple[float, float, float, bool]:
+        m = self.model
+        lo, hi = m.y_range if m.y_range is not None else (0.0, 1.0)
+        return (m.global_mean, lo, hi - lo, m.y_range is not None)
+
+    @torch.no_grad()
+    def compiled_grads(
+        self, batch: dict[str, Tensor], w_tot: float, reg: float, threads: int | None = None
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], Tensor, float, float]:
+        """The first half of :meth:`compiled_step`: the summed gradient of every row the
+        batch looks up, ``[(users, g), (items, g)]`` (views into scratch buffers, valid
+        until the next kernel call), the predictions, loss and penalty; no update."""
+        arrays, out = self._kernel_batch(batch)
+        users, items, loss, pen = kernels.row_grads(
+            arrays, w_tot, self._tables(), self._model_consts(), reg, out.numpy(),
+            self._kernel_buffers(), threads,
+        )  # fmt: skip
+        return [users, items], out, loss, pen
+
+    @torch.no_grad()
+    def compiled_apply(
+        self, rows: list[tuple[np.ndarray, np.ndarray]], threads: int | None = None
+    ) -> None:
+        """The second half of :meth:`compiled_step`: one optimiser step from the rows'
+        gradients ``[(users, g), (items, g)]`` (repeated rows summed in order)."""
+        consts, before = self._next_consts()
+        kernels.row_apply(
+            (rows[0], rows[1]), self._tables(), self._kernel_state(),
+            (self.row_decay[0].numpy(), self.row_decay[1].numpy()), consts,
+            (before, self.log_decay), self._kernel_buffers(), threads,
+        )  # fmt: skip
 
     @torch.no_grad()
     def fused_step(
@@ -292,6 +340,13 @@ class RowOptimizer:
         ``d_penalty`` is the weight of each row's penalty ``|p_u|² + |q_i|² + b_u² + b_i²``
         in the objective (``reg · w / Σw``), or ``None``.
         """
+        self.apply_rows(self.row_grads(batch, saved, d_output, d_penalty))
+
+    def row_grads(
+        self, batch: dict[str, Tensor], saved: Any, d_output: Tensor, d_penalty: Tensor | None
+    ) -> list[tuple[Tensor, Tensor]]:
+        """The gradient of each looked-up row, one per rating (:meth:`fused_step`'s
+        arguments): ``[(batch users, g), (batch items, g)]`` as :meth:`apply_rows` takes."""
         m = self.model
         pu, qi, bu, bi, s = saved[:5]  # row-wise families: the user vectors are p_u
         if s is None:
@@ -311,9 +366,7 @@ class RowOptimizer:
                 g[:, :k].addcmul_(rows, two.unsqueeze(1))
                 torch.addcmul(dx, two, bias, out=g[:, k])
             grads.append(g)
-        self.apply_rows(
-            [(batch["user"], grads[0]), (batch["item"], grads[1])],
-        )
+        return [(batch["user"], grads[0]), (batch["item"], grads[1])]
 
     @torch.no_grad()
     def apply_rows(self, rows: list[tuple[Tensor, Tensor]]) -> None:
