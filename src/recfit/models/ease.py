@@ -52,21 +52,19 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import scipy.linalg as sl
 import scipy.sparse as sp
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from recfit._cpu import free_cores, limit_threads
 from recfit.errors import ConfigError, ModelTooLargeError
 from recfit.models.topn import (
     TOPN_READS,
@@ -83,7 +81,6 @@ __all__ = [
     "check_dense_size",
     "cooccurrence",
     "ease_weights",
-    "free_cores",
 ]
 
 EASE_READS = TOPN_READS | {
@@ -143,27 +140,6 @@ def check_dense_size(
     return needed
 
 
-def free_cores() -> int:
-    """Cores not busy with other processes now: the usable cores minus the one-minute
-    load beyond this process, at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    try:
-        busy = max(0.0, os.getloadavg()[0] - 1.0)
-    except OSError:  # pragma: no cover
-        busy = 0.0
-    return max(1, min(cores, math.floor(cores - busy + 0.5)))
-
-
-@contextlib.contextmanager
-def _blas_threads(n: int) -> Iterator[None]:
-    """Limit the BLAS under scipy's LAPACK to ``n`` threads."""
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
 @functools.cache
 def _kernels() -> Any:
     """The kernel module, each kernel compiled (or loaded from numba's cache) by one call
@@ -207,7 +183,7 @@ def ease_weights(gram: np.ndarray, ridge: np.ndarray | float, *, threads: int = 
     """
     a = np.array(gram, dtype=np.float32, copy=True).T  # Fortran order: LAPACK works in place
     a[np.diag_indices_from(a)] += np.asarray(ridge, dtype=np.float32)
-    with _blas_threads(threads):
+    with limit_threads(threads):  # LAPACK's BLAS (and every other pool) on `threads`
         c, info = sl.lapack.spotrf(a, lower=0, clean=0, overwrite_a=1)
         if info == 0:
             c, info = sl.lapack.spotri(c, lower=0, overwrite_c=1)

@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import torch
 
+from recfit._cpu import Threads, cpu_cores, free_cores, limit_threads
 from recfit.errors import ConfigError
 from recfit.models.base import RatingModel
 from recfit.models.losses import Loss, MSELoss
@@ -56,6 +57,7 @@ __all__ = [
     "build_optimizer",
     "resolve_device",
     "thread_count",
+    "thread_split",
     "threads",
 ]
 
@@ -122,7 +124,8 @@ class Execution:
         compiled: the row-wise step as one compiled CPU kernel.
         num_threads: CPU threads while training/predicting; ``None`` picks 1 for a small
             model with small batches (under :data:`SMALL_MODEL` parameters and
-            :data:`SMALL_BATCH` rows) and leaves PyTorch's setting otherwise.
+            :data:`SMALL_BATCH` rows) and the cores free at the fit's start otherwise
+            (:func:`thread_count`).
     """
 
     fused: Switch = "auto"
@@ -195,29 +198,40 @@ class Execution:
         return Path(fused=fused, row_wise=rows, compiled=compiled)
 
 
-def thread_count(
-    execution: Execution, model: RatingModel, bs: int, device: torch.device
-) -> int | None:
-    """The CPU threads a Learner sets while it works (``None``: PyTorch's setting)."""
+def thread_count(execution: Execution, model: RatingModel, bs: int, device: torch.device) -> int:
+    """The CPU threads a Learner works with, asked again at each fit: ``num_threads`` when
+    set, else 1 for a small model with small batches (thread hand-offs cost more than they
+    save), else the cores free now (:func:`recfit._cpu.free_cores`); never more than the
+    cores this process may use."""
     n = execution.num_threads
     small = model.n_parameters() < SMALL_MODEL and bs < SMALL_BATCH
-    if n is None and device.type == "cpu" and small:
-        n = 1  # tiny steps: thread hand-offs cost more than they save
-    return n
+    if n is None:
+        n = 1 if device.type == "cpu" and small else free_cores()
+    return max(1, min(int(n), cpu_cores()))
+
+
+def thread_split(n: int, compiled: bool) -> Threads:
+    """Who gets the ``n`` threads: on the compiled path numba's kernel does the work and
+    PyTorch's small tensor operations between two kernels run on one thread; elsewhere
+    PyTorch and the BLAS (numba only shuffles once an epoch). Only one runtime computes at a
+    time, so the threads in use never exceed ``n``.
+
+    Example:
+        >>> thread_split(2, compiled=True)
+        Threads(torch=1, numba=2, blas=1)
+    """
+    return Threads(1, n, 1) if compiled else Threads.all(n)
 
 
 @contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` PyTorch CPU threads (``None``: unchanged), then restore."""
+def threads(n: int | Threads | None) -> Iterator[None]:
+    """Run the block with ``n`` CPU threads (PyTorch, numba and the BLAS, see
+    :func:`recfit._cpu.limit_threads`; ``None``: unchanged), then restore."""
     if n is None:
         yield
         return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with limit_threads(n):
         yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def build_optimizer(opt: OptSpec, model: RatingModel, wd: float, row_wise: bool) -> Any:

@@ -20,8 +20,10 @@ them ahead of a fit so that the compile time is not counted as training time.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import sys
+import threading
 import time
 from functools import cache
 from typing import Any
@@ -36,6 +38,7 @@ HUGE_PAGE = 2 << 20
 __all__ = [
     "RowStepBuffers",
     "available",
+    "compile_ahead",
     "ensure_compiled",
     "huge_zeros",
     "numba_cache_dir",
@@ -99,6 +102,8 @@ def ensure_compiled(
     t0 = time.perf_counter()
     if not available():
         return 0.0
+    for t in _AHEAD:  # compile_ahead's work: waited for, counted as compile time
+        t.join()
     kern = _kernels()
     if warm_step is not None:
         warm_step()
@@ -109,6 +114,49 @@ def ensure_compiled(
             a = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
             kern["take"](a[:1], ix, np.empty(1, a.dtype))
     return time.perf_counter() - t0
+
+
+_AHEAD: list[threading.Thread] = []
+_AHEAD_LOCK = threading.Lock()
+
+
+def _compile_step() -> None:
+    """Compile (or load) the row-wise step for the arrays every fit passes (int64 rows,
+    float32 ratings, weights, tables and state, float64 decay logs), without running it."""
+    import numba
+
+    typeof: Any = numba.typeof  # numba has no stubs
+
+    f32, f64, i64 = np.float32, np.float64, np.int64
+    v32, v64, vi = np.empty(1, f32), np.empty(1, f64), np.empty(1, i64)
+    m32, mi = np.empty((1, 2), f32), np.empty((1, 1), i64)
+    args = (
+        vi, vi, v32, v32, 1.0, m32, v32, m32, v32, 1.0, 1.0, 1.0, True, 1.0,
+        m32, m32, v64, m32, m32, v64, v32, 1.0, 1.0, v32, v32, vi, vi,
+        mi, mi, mi, mi, vi, m32, m32,
+    )  # fmt: skip
+    with contextlib.suppress(Exception):  # a head start only: the fit compiles what it needs
+        _kernels()["step"].compile(tuple(typeof(a) for a in args))
+
+
+def compile_ahead() -> threading.Thread | None:
+    """Start compiling (or loading from the cache) the row-wise step in a background thread,
+    so that it overlaps the data loading before a fit; :func:`ensure_compiled` waits for it.
+    Compiles the very specialisation a fit uses, so the results are the same. ``None``
+    without numba; a second call returns the first thread.
+
+    Example:
+        >>> compile_ahead() is compile_ahead()
+        True
+    """
+    if not available():
+        return None
+    with _AHEAD_LOCK:
+        if not _AHEAD:
+            t = threading.Thread(target=_compile_step, name="recfit-compile", daemon=True)
+            t.start()
+            _AHEAD.append(t)
+        return _AHEAD[0]
 
 
 def huge_zeros(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:

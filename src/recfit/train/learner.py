@@ -85,6 +85,7 @@ from recfit.train.execution import (
     build_optimizer,
     resolve_device,
     thread_count,
+    thread_split,
     threads,
 )
 from recfit.train.guard import DivergenceGuard
@@ -277,8 +278,10 @@ class Learner(TrainingLoop):
 
     def threads(self) -> AbstractContextManager[None]:
         """A context with the CPU threads this Learner trains and predicts with
-        (:func:`recfit.train.execution.thread_count`); PyTorch's setting is restored."""
-        return threads(thread_count(self.execution, self.model, self.bs, self.device))
+        (:func:`recfit.train.execution.thread_count`, asked again at each call, shared as
+        :func:`~recfit.train.execution.thread_split` says); the previous counts are restored."""
+        n = thread_count(self.execution, self.model, self.bs, self.device)
+        return threads(thread_split(n, self.compiled))
 
     def create_opt(self) -> Any:
         """Resolve the execution path and build the optimiser (done at the first fit;

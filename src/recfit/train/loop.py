@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from recfit._cpu import active as active_threads
 from recfit.data.interactions import Interactions
 from recfit.errors import CancelBatchException, CancelEpochException
 from recfit.models.base import RatingModel
@@ -247,7 +248,8 @@ class TrainingLoop:
     def _compiled_batch(self, batch: dict[str, Tensor], w_sum: Tensor, w_tot: Tensor) -> None:
         """The row-wise step in :mod:`recfit.train.kernels` (same events, same sums)."""
         assert isinstance(self.opt, RowOptimizer)
-        n_threads = self.execution.num_threads or torch.get_num_threads()  # PyTorch's rules
+        policy = active_threads()  # the fit's thread policy (Learner.threads)
+        n_threads = policy.numba if policy is not None else self.execution.num_threads
         if self.dist is None:
             out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, n_threads)
         else:  # gradients of this rank's shard, exchanged, then the same update everywhere
