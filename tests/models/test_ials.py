@@ -119,7 +119,9 @@ def test_fit_reports_compile_time_apart_from_fit_time() -> None:
     m.fit_positives(x)
     info = m.fit_info
     assert info["compile_seconds"] >= 0 and info["fit_seconds"] > 0
-    assert len(info["sweep_seconds"]) == 2 and info["threads"] >= 1
+    assert info["threads"] >= 1 and info["epochs"] == 2
+    # the ridge's inner walk gave the final fit its first sweep
+    assert info["inner_epochs"] == 1 and len(info["sweep_seconds"]) == 1
 
 
 def test_fold_in_solves_the_users_row_with_the_items_fixed() -> None:
@@ -206,3 +208,43 @@ def test_a_run_reports_compile_seconds_apart_from_fit_seconds(name: str) -> None
     info = res.learner.model.fit_info  # type: ignore[union-attr]
     assert res.details["compile_seconds"] == pytest.approx(info["compile_seconds"])
     assert res.metrics["fit_seconds"] < res.details["compile_seconds"] + info["fit_seconds"] + 1.0
+
+
+def test_the_default_ridge_walk_is_short_and_the_chosen_fit_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no ``reg`` each candidate ridge costs INNER_EPOCHS sweeps on the inner cut and
+    the final fit continues from the chosen candidate's vectors with the remaining sweeps
+    on all the positives: the same weights as replaying that path by hand."""
+    from recfit.models.ials import INNER_EPOCHS, INNER_FRACTION
+    from recfit.models.topn import inner_split
+
+    x, _ = clustered(n_users=200, n_items=80, seed=5)
+    calls: list[tuple[int, float, int]] = []
+    sweeps = IALS._sweeps
+
+    def counting(
+        self: IALS, kern: object, halves: list, reg: float, epochs: int, *uv: np.ndarray
+    ) -> list[float]:
+        calls.append((int(halves[0][2].size), reg, epochs))
+        return sweeps(self, kern, halves, reg, epochs, *uv)
+
+    monkeypatch.setattr(IALS, "_sweeps", counting)
+    m = IALS(*x.shape, n_factors=8, epochs=10)
+    m.fit_positives(x, seed=3)
+    reg = m.fit_info["reg"]
+    *inner, final = calls
+    assert len(inner) == len(m.fit_info["inner"]) <= 5
+    assert all(n < x.nnz and e == INNER_EPOCHS for n, _, e in inner)
+    assert final == (x.nnz, reg, 10 - INNER_EPOCHS) and m.fit_info["inner_epochs"] == INNER_EPOCHS
+    assert len(m.fit_info["sweep_seconds"]) == 10 - INNER_EPOCHS
+
+    monkeypatch.setattr(IALS, "_sweeps", sweeps)
+    kern = load_kernels()[0]
+    by_hand = IALS(*x.shape, n_factors=8, epochs=10, reg=reg)
+    u, v = by_hand._init_factors(3, by_hand.init_std)
+    x_fit, _ = inner_split(x, INNER_FRACTION, seed=3)
+    by_hand._sweeps(kern, by_hand._halves(x_fit), reg, INNER_EPOCHS, u, v)
+    by_hand._sweeps(kern, by_hand._halves(x), reg, 10 - INNER_EPOCHS, u, v)
+    np.testing.assert_array_equal(m.user_factors.numpy(), u)
+    np.testing.assert_array_equal(m.item_factors.numpy(), v)
