@@ -196,18 +196,19 @@ def main() -> None:
     steps25 = ML25M // BS
     grad8 = per["grads"] * 2 / 8  # the gradient kernel's work is split over the ranks
     apply8 = per["apply"] * total8 / total2  # the update reads every rank's pairs
-    buf8 = width8 * row_b  # one rank's padded buffer
+    cap8 = 2 * (BS // 8)  # sparse_dist.capacity: each side's rows of the largest shard
+    buf8 = (cap8 + 1) * row_b  # one rank's buffer: header row, then cap8 rows
     wire8 = 7 * buf8 / LINK_BYTES_PER_S * 1e3  # ring all-gather: 7/8 of 8 buffers
-    lat8 = 2 * 7 * HOP_LATENCY_S * 1e3  # 2 all-gathers (counts, pairs), 7 hops each
+    lat8 = 7 * HOP_LATENCY_S * 1e3  # one all-gather, 7 hops
     step8 = grad8 + apply8 + wire8 + lat8
     print("expected ml-25m epoch on 8 machines (1 rank each, 10 Gbit/s links):")
     print(
         f"  touched rows per rank-shard of {BS // 8} ratings (this data, max rank, mean "
-        f"step): {width8:,.0f} -> buffer {width8:,.0f} x {row_b} B = {buf8 / 1e6:.3f} MB"
+        f"step): {width8:,.0f}; buffer (1 + {cap8:,}) x {row_b} B = {buf8 / 1e6:.3f} MB"
     )
     print(
         f"  wire: ring all-gather moves 7 x {buf8 / 1e6:.3f} MB per rank = "
-        f"{7 * buf8 / 1e6:.2f} MB / 1.25 GB/s = {wire8:.2f} ms; latency 2 x 7 hops x "
+        f"{7 * buf8 / 1e6:.2f} MB / 1.25 GB/s = {wire8:.2f} ms; latency 7 hops x "
         f"{HOP_LATENCY_S * 1e6:.0f} us = {lat8:.2f} ms"
     )
     print(

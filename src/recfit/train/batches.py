@@ -135,7 +135,8 @@ class TensorData:
         disjoint rows that together make the same global batches (possibly empty parts);
         each sharded batch also holds ``weight_total``, the global batch's Σw (a 0-d
         tensor summed in the same order as one process would), so no communication is
-        needed to normalise the loss.
+        needed to normalise the loss, and ``rows_total``, the global batch's row count (a
+        0-d int64 tensor).
         """
         if bs < 1:
             raise ConfigError(f"expected bs >= 1, received {bs!r} (parameter 'bs')")
@@ -177,5 +178,6 @@ class TensorData:
             batch = {k: v[start:stop] for k, v in cols.items()}
             if w_epoch is not None:
                 batch["weight_total"] = w_epoch[bounds[0][b] : bounds[1][b]].sum()
+                batch["rows_total"] = torch.tensor(bounds[1][b] - bounds[0][b])
             yield batch
             start = stop

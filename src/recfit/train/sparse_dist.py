@@ -7,10 +7,11 @@ step here is:
 1. every rank computes the summed gradient of each row its shard looks up (the compiled
    :func:`recfit.train.kernels.row_grads` on CPU, else :meth:`RowOptimizer.row_grads`
    summed per row), from the weights every rank shares;
-2. the ranks exchange these ``(row, gradient)`` pairs: an all-gather of the pair counts,
-   then an all-gather of one packed buffer per rank (each row's ``n_factors + 1``
-   float32 gradient columns and its index as int32 bits; padded to the largest rank's
-   count, since gloo gathers equal sizes);
+2. the ranks exchange these ``(row, gradient)`` pairs in one all-gather of one packed
+   int32 buffer per rank: a header row with its two counts, then each pair's
+   ``n_factors + 1`` float32 gradient columns (as bits) and its row index, padded with
+   zeros to the most pairs a shard can touch (:func:`capacity`: gloo gathers equal
+   sizes, and the fixed size spares a second round trip for the counts);
 3. every rank applies the same optimiser step to the same concatenation (rank order; a
    row touched by several ranks gets its gradients summed in that order), so the weights
    and the optimiser state stay bit-identical on every rank without exchanging weights.
@@ -18,7 +19,7 @@ step here is:
 The gradient of the weighted loss is a sum over ratings and each row's penalty weight is
 a sum over its ratings, so the summed gradients are those of the global batch: the run
 follows the single-process trajectory up to float rounding (the order of the sums).
-Bytes per step: ``world × max_rank(rows) × (n_factors + 2) × 4`` received by each rank.
+Bytes per step: ``world × (capacity + 1) × (n_factors + 2) × 4`` received by each rank.
 
 Example:
     >>> ex = Exchanged()
@@ -36,12 +37,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from recfit.errors import RecfitError
 from recfit.train.sparse import RowOptimizer
 
 if TYPE_CHECKING:
     from recfit.train.distributed import DistContext
 
-__all__ = ["Exchanged", "compiled_step", "exchange", "fused_step", "warm_up"]
+__all__ = ["Exchanged", "capacity", "compiled_step", "exchange", "fused_step", "warm_up"]
 
 Rows = list[tuple[Tensor, Tensor]]
 
@@ -63,43 +65,43 @@ class Exchanged:
     bytes_received: int = 0
 
 
-def _pack(rows: Rows, k1: int, width: int) -> Tensor:
-    """One int32 buffer of ``width`` rows: each pair's ``k1`` gradient columns (float32
-    bits), then its row index; zeros after the pairs."""
-    dev = rows[0][1].device
-    buf = torch.empty((width, k1 + 1), dtype=torch.int32, device=dev)
-    at = 0
-    for idx, g in rows:
-        m = int(idx.shape[0])
-        buf[at : at + m, :k1] = g.to(torch.float32).view(torch.int32)
-        buf[at : at + m, k1] = idx.to(torch.int32)
-        at += m
-    buf[at:] = 0
-    return buf
+def capacity(ctx: DistContext, batch: dict[str, Tensor], n_users: int, n_items: int) -> int:
+    """The most ``(row, gradient)`` pairs any rank can send for ``batch`` (the same on every
+    rank): each side's distinct rows in the largest shard of the global batch."""
+    total = batch.get("rows_total")
+    n = int(batch["user"].shape[0]) * ctx.world if total is None else int(total)
+    per = -(-n // ctx.world)
+    return min(per, n_users) + min(per, n_items)
 
 
-def exchange(ctx: DistContext, rows: Rows) -> Rows:
+def exchange(ctx: DistContext, rows: Rows, cap: int) -> Rows:
     """Every rank's ``[(users, g), (items, g)]`` concatenated in rank order (see the module
-    docs); each rank passes its own, and every rank gets the same result."""
-    (iu, gu), (ii, _) = rows
+    docs); each rank passes its own and ``cap`` (:func:`capacity`, the same on every rank),
+    and every rank gets the same result. One all-gather: each rank's buffer is a header
+    row (its two counts) then ``cap`` rows, its pairs and zeros."""
+    (iu, gu), (ii, gi) = rows
     k1 = int(gu.shape[1])
-    dev = gu.device
-    counts = torch.tensor([int(iu.shape[0]), int(ii.shape[0])], dtype=torch.int64, device=dev)
-    all_counts = torch.empty((ctx.world, 2), dtype=torch.int64, device=dev)
-    dist.all_gather(list(all_counts.unbind()), counts)
-    per_rank = all_counts.sum(1).tolist()
-    width = max(per_rank)
-    send = _pack(rows, k1, width)
-    recv = torch.empty((ctx.world, width, k1 + 1), dtype=torch.int32, device=dev)
+    n_u, n_i = int(iu.shape[0]), int(ii.shape[0])
+    if n_u + n_i > cap:
+        raise RecfitError(
+            f"expected at most {cap} touched rows on rank {ctx.rank}, received {n_u + n_i}"
+        )
+    send = torch.zeros((cap + 1, k1 + 1), dtype=torch.int32, device=gu.device)
+    send[0, 0], send[0, 1] = n_u, n_i
+    send[1 : n_u + 1, :k1] = gu.to(torch.float32).view(torch.int32)
+    send[1 : n_u + 1, k1] = iu.to(torch.int32)
+    send[n_u + 1 : n_u + n_i + 1, :k1] = gi.to(torch.float32).view(torch.int32)
+    send[n_u + 1 : n_u + n_i + 1, k1] = ii.to(torch.int32)
+    recv = torch.empty((ctx.world, cap + 1, k1 + 1), dtype=torch.int32, device=gu.device)
     dist.all_gather(list(recv.unbind()), send)
+    counts = recv[:, 0, :2].tolist()
     ex = ctx.exchanged
     ex.steps += 1
-    ex.rows_sent += per_rank[ctx.rank]
+    ex.rows_sent += n_u + n_i
     ex.bytes_sent += send.numel() * 4
     ex.bytes_received += recv.numel() * 4
-    nu = all_counts[:, 0].tolist()
-    users = torch.cat([recv[r, : nu[r]] for r in range(ctx.world)])
-    items = torch.cat([recv[r, nu[r] : per_rank[r]] for r in range(ctx.world)])
+    users = torch.cat([recv[r, 1 : c[0] + 1] for r, c in enumerate(counts)])
+    items = torch.cat([recv[r, c[0] + 1 : c[0] + c[1] + 1] for r, c in enumerate(counts)])
     return [(p[:, k1].long(), p[:, :k1].contiguous().view(torch.float32)) for p in (users, items)]
 
 
@@ -123,7 +125,8 @@ def fused_step(
     """:meth:`RowOptimizer.fused_step` for one rank's shard: gradients summed over the
     ranks, then the same update on every rank (PyTorch operations, any device)."""
     local = [_summed(i, g) for i, g in opt.row_grads(batch, saved, d_output, d_penalty)]
-    opt.apply_rows(exchange(ctx, local))
+    m = opt.model
+    opt.apply_rows(exchange(ctx, local, capacity(ctx, batch, m.n_users, m.n_items)))
 
 
 @torch.no_grad()
@@ -140,7 +143,8 @@ def compiled_step(
     part of the loss and penalty (``Σ`` over its rows ``/ w_tot``)."""
     rows, out, loss, pen = opt.compiled_grads(batch, w_tot, reg, threads)
     local = [(torch.from_numpy(i), torch.from_numpy(g)) for i, g in rows]
-    every = exchange(ctx, local)  # copies the scratch views before they are reused
+    cap = capacity(ctx, batch, opt.model.n_users, opt.model.n_items)
+    every = exchange(ctx, local, cap)  # copies the scratch views before they are reused
     opt.compiled_apply([(i.numpy(), g.numpy()) for i, g in every], threads)
     return out, loss, pen
 
