@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import recfit
 from recfit.data import Interactions
 from recfit.models import SVDpp
 from recfit.models.svdpp import _KernelSaved
@@ -136,3 +143,46 @@ def test_learner_fit_with_the_kernel_matches_the_pytorch_step(tiny: Interactions
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
     for (name, a), b in zip(ref.model.named_parameters(), ker.model.parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+
+
+FIT = """
+import json
+import numpy as np
+import torch
+from recfit.data import Interactions
+from recfit.models import SVDpp
+from recfit.train import Callback, Learner
+
+class Seen(Callback):
+    def before_fit(self):
+        from recfit.models import _kernels_svdpp as k
+        self.ready = bool(k.forward.signatures) and bool(k.backward.signatures)
+
+rng = np.random.default_rng(0)
+d = Interactions.from_arrays(rng.integers(0, 30, 300), rng.integers(0, 20, 300),
+                             rng.integers(1, 6, 300).astype(float))
+m = SVDpp(30, 20, 4, y_range=(0.0, 5.5))
+m.set_implicit(torch.from_numpy(np.asarray(d.user)), torch.from_numpy(np.asarray(d.item)))
+seen = Seen()
+learn = Learner(m, d, bs=64, reg=0.05, progress=False, callbacks=[seen])
+learn.fit_one_cycle(1, 0.02)
+from recfit.models import _kernels_svdpp as k
+print(json.dumps({"compile": learn.compile_seconds, "ready": seen.ready, "cache": k.CACHE}))
+"""
+
+
+def test_kernels_compile_into_the_cache_folder_before_the_fit(tmp_path: Path) -> None:
+    """A fresh cache: the kernels compile into ``$RECFIT_CACHE_DIR/numba`` (nothing under
+    the package) before the fit's timer, as ``compile_seconds``."""
+    package = Path(recfit.__file__).parent
+    before = sorted(package.rglob("*.nb[ic]"))
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
+    env["RECFIT_CACHE_DIR"] = str(tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["cache"] is True and out["ready"] is True and out["compile"] > 0.0
+    assert any("svdpp" in p.name for p in (tmp_path / "numba").rglob("*.nbi"))
+    assert sorted(package.rglob("*.nb[ic]")) == before

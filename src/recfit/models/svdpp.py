@@ -16,7 +16,10 @@ default rating model on the dense path (docs/defaults.md says how that was chose
 Training uses DotBias's fused step (hand-written gradient, no autograd) plus the gradient
 of the ``y`` rows in the batch users' lists; ``reg`` penalises the looked-up ``p_u``,
 ``q_i``, ``b_u`` and ``b_i`` rows as in DotBias, while the ``y`` table is regularised by the
-decoupled weight decay ``wd``.
+decoupled weight decay ``wd``. On CPU float32 tables that step runs as two numba kernels
+(:mod:`recfit.models._kernels_svdpp`: each distinct batch user's sum once, every touched
+row's gradient written in place, the same order as the PyTorch step); the optimiser step
+is unchanged. ``SVDpp.fused_kernel = False`` keeps the PyTorch step, the reference.
 
 Example:
     >>> import torch
