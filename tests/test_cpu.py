@@ -11,7 +11,7 @@ import torch
 from threadpoolctl import threadpool_info
 
 from recfit import _cpu
-from recfit._cpu import Threads, active, free_cores, limit_threads, running_now, wait_policy_env
+from recfit._cpu import Threads, active, free_cores, limit_threads, running_now
 
 
 @pytest.mark.parametrize(
@@ -64,11 +64,3 @@ def test_limit_threads_sets_every_runtime_and_puts_them_back() -> None:
         assert all(n == 1 for n in blas)
     assert (torch.get_num_threads(), numba.get_num_threads()) == before
     assert active() is None
-
-
-def test_wait_policy_keeps_what_the_user_set() -> None:
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert wait_policy_env(env) == {"KMP_BLOCKTIME": "0"}
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "0"}
-    spin = {"RECFIT_OMP_SPIN": "1"}
-    assert wait_policy_env(spin) == {} and spin == {"RECFIT_OMP_SPIN": "1"}

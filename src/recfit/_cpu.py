@@ -12,11 +12,11 @@ never more threads than that, and let one runtime's threads at a time do the par
   fallback where the instantaneous count cannot be read. It is asked again at each fit.
 * :func:`limit_threads` sets PyTorch's, numba's and the BLAS/OpenMP libraries' thread
   counts for a block (threadpoolctl for the BLAS) and puts them back after it.
-* :func:`wait_policy_env` is set before PyTorch and numba start their OpenMP pools (at
-  ``import recfit``, only where the user has set nothing): OpenMP threads that have
-  finished a parallel region then sleep instead of spinning for a while, which on a busy
-  machine steals the cores from the threads that still have work (a parallel region waits
-  for its slowest thread). An explicit setting in the environment is kept.
+* OpenMP's wait policy (``OMP_WAIT_POLICY``) is read once, when PyTorch loads its OpenMP
+  runtime at ``import torch``; after that only the thread counts can be changed. With one
+  thread PyTorch runs no parallel region at all, so on a busy machine (one free core) no
+  OpenMP thread is left spinning; numba's OpenMP pool is a separate runtime, used only by
+  the compiled kernels (PyTorch has one thread meanwhile).
 
 Why it matters: a parallel region with more threads than free cores waits, at every
 barrier, for a thread the scheduler has parked behind other work; with spinning waiters the
@@ -52,7 +52,6 @@ __all__ = [
     "free_cores",
     "limit_threads",
     "running_now",
-    "wait_policy_env",
 ]
 
 LOADAVG = "/proc/loadavg"
@@ -60,27 +59,6 @@ SAMPLES = 5
 """Readings of the runnable count that :func:`running_now` takes (their median)."""
 SAMPLE_INTERVAL = 0.002
 """Seconds between two readings."""
-
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
-"""OpenMP settings (GNU and Intel runtimes) that make idle pool threads sleep."""
-
-
-def wait_policy_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Put :data:`WAIT_POLICY` into ``environ`` (default ``os.environ``) where unset, unless
-    ``RECFIT_OMP_SPIN=1``; returns what it set. Must run before an OpenMP runtime loads
-    (PyTorch's at ``import torch``, numba's at its first parallel kernel) to act on it.
-
-    Example:
-        >>> env = {"KMP_BLOCKTIME": "5"}
-        >>> wait_policy_env(env), env["KMP_BLOCKTIME"]
-        ({'OMP_WAIT_POLICY': 'PASSIVE'}, '5')
-    """
-    env: Any = os.environ if environ is None else environ
-    if env.get("RECFIT_OMP_SPIN") == "1":
-        return {}
-    added = {k: v for k, v in WAIT_POLICY.items() if k not in env}
-    env.update(added)
-    return added
 
 
 def cpu_cores() -> int:
