@@ -100,6 +100,41 @@ def test_kernel_step_is_deterministic_and_overwrites_old_gradients() -> None:
         torch.testing.assert_close(first[name], ref[name], rtol=1e-5, atol=1e-6)
 
 
+def test_kernel_zeroes_only_the_last_rows_unless_the_gradients_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Steps in a row zero only the rows the last one wrote; a gradient changed in place
+    by PyTorch in between (or a new one) is zeroed whole."""
+    from recfit.models import _kernels_svdpp
+
+    whole: list[bool] = []
+    backward = _kernels_svdpp.backward
+
+    def spy(*args: object) -> None:
+        whole.append(args[-2] is None)
+        backward(*args)
+
+    monkeypatch.setattr(_kernels_svdpp, "backward", spy)
+    ker_m = _model(20, 30, 8, 5, y_range=(0.0, 5.5))
+    ref_m = _model(20, 30, 8, 5, y_range=(0.0, 5.5))
+    g = torch.Generator().manual_seed(2)
+    for k in range(5):
+        batch = {"user": torch.randint(0, 20, (16,), generator=g),
+                 "item": torch.randint(0, 30, (16,), generator=g)}  # fmt: skip
+        d_out, d_pen = torch.randn(16, generator=g), torch.rand(16, generator=g)
+        for m in (ker_m, ref_m):
+            if k == 2:
+                m.user_factors.grad[19] += 5.0  # type: ignore[index]
+                m.item_bias.grad.add_(1.0)  # type: ignore[union-attr]
+            if k == 3:
+                m.item_factors.grad = torch.full_like(m.item_factors, 3.0)
+        ker = _step(ker_m, batch, d_out, d_pen, kernel=True)[2]
+        ref = _step(ref_m, batch, d_out, d_pen, kernel=False)[2]
+        for name in TABLES:
+            torch.testing.assert_close(ker[name], ref[name], rtol=1e-5, atol=1e-6)
+    assert whole == [True, False, True, True, False]
+
+
 def test_kernel_runs_without_lists_and_falls_back_off_float32() -> None:
     fresh = SVDpp(4, 5, 3, seed=0, y_range=(0.0, 5.5))  # no N(u) yet
     batch = {"user": torch.tensor([0, 3, 3]), "item": torch.tensor([4, 0, 4])}

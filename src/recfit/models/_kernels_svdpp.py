@@ -100,13 +100,29 @@ def forward(users, items, indptr, implicit, p, q, bu, bi, y, alpha, mean, lo, hi
 def backward(
     users, items, indptr, implicit, p, q, bu, bi, d_out, d_pen, with_pen,
     eff, s, uniq, inv, scale, lo, hi, squash, gp, gq, gbu, gbi, gy,
+    nonzero_users, nonzero_items,
 ):  # fmt: skip
     """Write the gradient tables ``gp, gq, gbu, gbi, gy`` (zeroed first) of a batch from
-    d(objective)/d(output) ``d_out`` and, with ``with_pen``, d/d(penalty) ``d_pen``."""
-    gp[:] = 0.0
-    gq[:] = 0.0
-    gbu[:] = 0.0
-    gbi[:] = 0.0
+    d(objective)/d(output) ``d_out`` and, with ``with_pen``, d/d(penalty) ``d_pen``.
+
+    ``nonzero_users`` / ``nonzero_items``: the only rows of ``gp, gbu`` / ``gq, gbi`` that
+    may be non-zero (the previous batch's, when nothing else wrote the tables since), so
+    only they are zeroed; ``None``: zero the whole tables. ``gy`` is always zeroed whole
+    (a batch's lists touch more rows than the table has)."""
+    if nonzero_users is None:
+        gp[:] = 0.0
+        gbu[:] = 0.0
+    else:
+        for u in nonzero_users:
+            gp[u] = 0.0
+            gbu[u] = 0.0
+    if nonzero_items is None:
+        gq[:] = 0.0
+        gbi[:] = 0.0
+    else:
+        for i in nonzero_items:
+            gq[i] = 0.0
+            gbi[i] = 0.0
     gy[:] = 0.0
     n, k = users.shape[0], p.shape[1]
     d_user = np.zeros((uniq.shape[0], k), np.float32)
