@@ -96,6 +96,18 @@ def forward(users, items, indptr, implicit, p, q, bu, bi, y, alpha, mean, lo, hi
     return out, pen, eff, s, uniq, inv, scale
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def _zero_rows(factors, bias, rows):
+    """Zero ``rows`` of a factor table and its bias (``None``: all of them)."""
+    if rows is None:
+        factors[:] = 0.0
+        bias[:] = 0.0
+    else:
+        for r in rows:
+            factors[r] = 0.0
+            bias[r] = 0.0
+
+
 @njit(cache=CACHE, nogil=True, fastmath=_FAST)
 def backward(
     users, items, indptr, implicit, p, q, bu, bi, d_out, d_pen, with_pen,
@@ -109,20 +121,8 @@ def backward(
     may be non-zero (the previous batch's, when nothing else wrote the tables since), so
     only they are zeroed; ``None``: zero the whole tables. ``gy`` is always zeroed whole
     (a batch's lists touch more rows than the table has)."""
-    if nonzero_users is None:
-        gp[:] = 0.0
-        gbu[:] = 0.0
-    else:
-        for u in nonzero_users:
-            gp[u] = 0.0
-            gbu[u] = 0.0
-    if nonzero_items is None:
-        gq[:] = 0.0
-        gbi[:] = 0.0
-    else:
-        for i in nonzero_items:
-            gq[i] = 0.0
-            gbi[i] = 0.0
+    _zero_rows(gp, gbu, nonzero_users)
+    _zero_rows(gq, gbi, nonzero_items)
     gy[:] = 0.0
     n, k = users.shape[0], p.shape[1]
     d_user = np.zeros((uniq.shape[0], k), np.float32)
