@@ -62,6 +62,7 @@ def test_sharded_epoch_rebuilds_the_global_batches(
         assert torch.equal(got, want["user"])  # same rows, same order
         for p in parts:  # every rank knows the global Σw, bit-exactly
             assert torch.equal(p[b]["weight_total"], want["weight"].sum())
+            assert int(p[b]["rows_total"]) == len(want["user"])  # the global batch's rows
 
 
 def test_launch_command_and_free_port() -> None:

@@ -24,7 +24,7 @@ from numba.extending import intrinsic
 
 from recfit.train.kernels import numba_cache_dir
 
-__all__ = ["apply", "grads", "step"]
+__all__ = ["apply", "step"]
 
 _CACHE_DIR = numba_cache_dir()
 CACHE = _CACHE_DIR is not None
@@ -249,7 +249,12 @@ def item_grad(qi, bi, lo_t, hi_t, oi, dx, weights, inv_tot, saved, slot_u, reg, 
 @njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
 def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, squash,  # type: ignore[no-untyped-def]
          reg, mom_u, vel_u, rd_u, mom_i, vel_i, rd_i, consts, before, after,
-         out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, saved, grad):  # fmt: skip
+         out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, saved, grad, update):  # fmt: skip
+    """One batch's forward pass, loss, gradient of every looked-up row and (``update``)
+    the rows' optimiser step. Without ``update`` (distributed training sums the ranks'
+    gradients first) the optimiser state is not read and the tables are not changed:
+    users' gradients are in ``grad[:counts[0]]`` for the rows ``uniq[0, :counts[0]]``,
+    then the items'."""
     group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, counts)
     mu32 = np.float32(mu)
     lo32 = np.float32(lo)
@@ -265,7 +270,10 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
     for s in prange(n_u):
         a = s + AHEAD
         if a < n_u:
-            prefetch_state(uu[a], uf, ub, mom_u, vel_u, rd_u, consts[6])
+            if update:
+                prefetch_state(uu[a], uf, ub, mom_u, vel_u, rd_u, consts[6])
+            else:
+                prefetch_row(uf, uu[a])
             for t in range(su[a], su[a + 1]):
                 prefetch_row(itf, items[ou[t]])
                 _prefetch(ib, items[ou[t]], 0)
@@ -276,60 +284,26 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
                            saved[s], g)  # fmt: skip
         loss += ls
         pen += ps
-        update_row(uf[r], ub, r, g, mom_u, vel_u, rd_u, consts, before, after)
+        if update:
+            update_row(uf[r], ub, r, g, mom_u, vel_u, rd_u, consts, before, after)
     # items: gradient from the users' old rows, then the update
     ui, si, oi, slot_u = uniq[1], start[1], order[1], row_slot[0]
     n_i = counts[1]
     for s in prange(n_i):
         a = s + AHEAD
         if a < n_i:
-            prefetch_state(ui[a], itf, ib, mom_i, vel_i, rd_i, consts[6])
+            if update:
+                prefetch_state(ui[a], itf, ib, mom_i, vel_i, rd_i, consts[6])
+            else:
+                prefetch_row(itf, ui[a])
             for t in range(si[a], si[a + 1]):
                 prefetch_row(saved, slot_u[oi[t]])
         r = ui[s]
         g = grad[counts[0] + s]
         pen += item_grad(itf[r], ib[r], si[s], si[s + 1], oi, dx, weights, inv_tot, saved,
                          slot_u, reg, two_reg, g)  # fmt: skip
-        update_row(itf[r], ib, r, g, mom_i, vel_i, rd_i, consts, before, after)
-    return loss, pen
-
-
-@njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
-def grads(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, squash,  # type: ignore[no-untyped-def]
-          reg, out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, saved, grad):  # fmt: skip
-    """:func:`step` without the update: the gradient of every looked-up row (users'
-    rows ``uniq[0, :counts[0]]`` in ``grad[:counts[0]]``, then the items'), the
-    predictions, and the batch's ``(Σ loss, Σ penalty)``; no table or state changes."""
-    group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, counts)
-    mu32 = np.float32(mu)
-    lo32 = np.float32(lo)
-    span32 = np.float32(span)
-    inv_tot = np.float32(1.0 / w_tot)
-    two_reg = np.float32(2.0 * reg)
-    loss = 0.0
-    pen = 0.0
-    uu, su, ou = uniq[0], start[0], order[0]
-    n_u = counts[0]
-    for s in prange(n_u):
-        a = s + AHEAD
-        if a < n_u:
-            prefetch_row(uf, uu[a])
-            for t in range(su[a], su[a + 1]):
-                prefetch_row(itf, items[ou[t]])
-        ls, ps = user_grad(uu[s], su[s], su[s + 1], ou, items, ratings, weights, inv_tot, uf,
-                           ub, itf, ib, mu32, lo32, span32, squash, reg, two_reg, out, dx,
-                           saved[s], grad[s])  # fmt: skip
-        loss += ls
-        pen += ps
-    ui, si, oi, slot_u = uniq[1], start[1], order[1], row_slot[0]
-    n_i = counts[1]
-    for s in prange(n_i):
-        a = s + AHEAD
-        if a < n_i:
-            prefetch_row(itf, ui[a])
-        r = ui[s]
-        pen += item_grad(itf[r], ib[r], si[s], si[s + 1], oi, dx, weights, inv_tot, saved,
-                         slot_u, reg, two_reg, grad[counts[0] + s])  # fmt: skip
+        if update:
+            update_row(itf[r], ib, r, g, mom_i, vel_i, rd_i, consts, before, after)
     return loss, pen
 
 

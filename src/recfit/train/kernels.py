@@ -75,7 +75,6 @@ def _kernels() -> dict[str, Any]:
 
     return {
         "step": _kernels_numba.step,
-        "grads": _kernels_numba.grads,
         "apply": _kernels_numba.apply,
         "permutation": _kernels_numba.permutation,
         "take": _kernels_numba.take,
@@ -260,6 +259,8 @@ def row_step(
     out: np.ndarray,
     buf: RowStepBuffers,
     threads: int | None = None,
+    *,
+    update: bool = True,
 ) -> tuple[float, float]:
     """One fused row-wise step on a batch; returns ``(Σ loss, Σ penalty)``.
 
@@ -281,6 +282,8 @@ def row_step(
         out: receives the batch's predictions.
         buf: scratch arrays of this optimiser.
         threads: CPU threads (``None``: all numba threads).
+        update: ``False`` computes the gradients only (:func:`row_grads`): tables,
+            ``state`` and ``row_decay`` are neither read nor written.
 
     Both sums are weighted by ``w / w_tot`` (so they are the batch's mean loss and mean
     penalty); the gradient is that of their sum.
@@ -296,7 +299,7 @@ def row_step(
         float(mu), float(lo), float(span), bool(squash), float(reg),
         state[0][0], state[0][1], row_decay[0], state[1][0], state[1][1], row_decay[1],
         consts, float(decay[0]), float(decay[1]), out, buf.dx, buf.slots[0], buf.slots[1],
-        buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts, buf.saved, buf.grad,
+        buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts, buf.saved, buf.grad, update,
     )  # fmt: skip
     return float(loss), float(pen)
 
@@ -323,24 +326,17 @@ def row_grads(
     ``g_*`` their summed gradients (``n_factors`` columns then the bias), views into
     ``buf`` valid until its next use. The tables are only read.
     """
-    kern = _kernels()
-    _set_threads(kern, threads)
-    users, items = batch["user"], batch["item"]
-    buf.ensure(users.shape[0])
-    (uf, ub), (itf, ib) = tables
-    mu, lo, span, squash = model
-    loss, pen = kern["grads"](
-        users, items, batch["rating"], batch["weight"], float(w_tot), uf, ub, itf, ib,
-        float(mu), float(lo), float(span), bool(squash), float(reg), out, buf.dx,
-        buf.slots[0], buf.slots[1], buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts,
-        buf.saved, buf.grad,
-    )  # fmt: skip
+    k = tables[0][0].shape[1]
+    st = (np.zeros((1, k + 1), np.float32), np.zeros((1, 2), np.float32))  # never read
+    rd = np.zeros(1, np.float64)
+    loss, pen = row_step(batch, w_tot, tables, (st, st), (rd, rd), model, reg,
+                         np.ones(7, np.float32), (0.0, 0.0), out, buf, threads, update=False)  # fmt: skip
     n_u, n_i = int(buf.counts[0]), int(buf.counts[1])
     return (
         (buf.uniq[0, :n_u], buf.grad[:n_u]),
         (buf.uniq[1, :n_i], buf.grad[n_u : n_u + n_i]),
-        float(loss),
-        float(pen),
+        loss,
+        pen,
     )
 
 
