@@ -69,6 +69,7 @@ from recfit.train import kernels
 from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.checkpoint import resume_config
 from recfit.train.distributed import current
+from recfit.train.execution import resolve_device
 from recfit.train.learner import Learner
 
 __all__ = [
@@ -238,7 +239,7 @@ def _may_compile(cfg: TrainConfig) -> bool:
     rows = model == "auto" or any(f.name == model and f.row_wise for f in families())
     return (
         rows and cfg.trainer == "sgd" and opt in ("auto", "adam", "adagrad")
-        and getattr(cfg, "loss", "mse") == "mse" and cfg.device != "cuda"
+        and getattr(cfg, "loss", "mse") == "mse" and resolve_device(cfg.device).type == "cpu"
     )  # fmt: skip
 
 
