@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from recfit._cpu import cpu_cores
 from recfit.models import DotBias
 from recfit.models.losses import MSELoss
 from recfit.train import kernels
@@ -131,7 +132,7 @@ with D.session("cpu") as ctx:
         diff = max(float((a - b).detach().abs().max()) for a, b in
                    zip(dl.model.parameters(), single.model.parameters()))
         ex = ctx.exchanged
-        res[name] = {"path": dl.path.name, "rmse": dl.evaluate(valid)["rmse"],
+        res[name] = {"path": dl.path.name, "threads": dl.execution.num_threads, "rmse": dl.evaluate(valid)["rmse"],
                      "single_rmse": single.evaluate(valid)["rmse"], "param_diff": diff,
                      "hash": h.hexdigest(), "steps": ex.steps, "rows": ex.rows_sent,
                      "train_loss": [x["train_loss"] for x in dl.history],
@@ -153,6 +154,7 @@ def test_four_gloo_ranks_train_row_wise_like_one_process(tmp_path: Path) -> None
                             ("torch_adam", "row-wise")):  # fmt: skip
         r0 = ranks[0][name]
         assert r0["path"] == (want_path if kernels.available() else "row-wise"), name
+        assert r0["threads"] == max(1, cpu_cores() // 4)  # 4 ranks share the cores
         assert len({r[name]["hash"] for r in ranks}) == 1, name  # identical weights
         assert r0["param_diff"] < 1e-4, name  # the single-process trajectory
         assert abs(r0["rmse"] - r0["single_rmse"]) < 0.002, name

@@ -51,6 +51,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import socket
@@ -66,6 +67,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from recfit._cpu import cpu_cores
 from recfit.errors import ConfigError
 from recfit.metrics.levels import is_level_metric
 from recfit.metrics.rating import r2_from_sums
@@ -264,9 +266,15 @@ def attach(learn: Learner, ctx: DistContext) -> Learner:
 
     Parameters and buffers are broadcast from rank 0; the autograd path gets a
     :class:`~torch.nn.parallel.DistributedDataParallel` wrapper (summing hook); the
-    fused path all-reduces its gradients itself.
+    fused path all-reduces its gradients itself. On CPU, a Learner without
+    ``num_threads`` gets its share of this machine's cores (``LOCAL_WORLD_SIZE`` ranks
+    share them), so the ranks do not oversubscribe the cores.
     """
     learn.dist = ctx
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if ctx.device.type == "cpu" and learn.execution.num_threads is None:
+        share = max(1, cpu_cores() // max(1, local_world))
+        learn.execution = dataclasses.replace(learn.execution, num_threads=share)
     with torch.no_grad():
         for t in [*learn.model.parameters(), *learn.model.buffers()]:
             dist.broadcast(t.data, src=0)
