@@ -17,6 +17,12 @@ Workloads:
 
 Targets: each ratio at most 3.
 
+Linux's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) shares the CPU
+between sessions first: a hog started in the fit's own session (``--hog-session same``,
+the default) takes two thirds of that session's share from a one-thread fit, which alone
+makes the ratio about 3 on a machine whose other sessions are busy; ``--hog-session new``
+starts it in a session of its own, as another user's work would be.
+
 Usage::
 
     python benchmarks/bench_contention.py [--reps 3] [--workloads ml-1m,t1] [--t1-epochs 5]
@@ -71,8 +77,11 @@ print(json.dumps({"fit": fit, "compile": comp, "metric": metric, **before,
 """
 
 
-def start_hog(n: int) -> list[subprocess.Popen[bytes]]:
-    procs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(n)]
+def start_hog(n: int, new_session: bool) -> list[subprocess.Popen[bytes]]:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", HOG], start_new_session=new_session)
+        for _ in range(n)
+    ]
     time.sleep(1.0)  # let the hog reach the run queue
     return procs
 
@@ -85,7 +94,7 @@ def stop_hog(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_child(workload: str, args: argparse.Namespace, hog: int) -> dict[str, object]:
-    procs = start_hog(hog) if hog else []
+    procs = start_hog(hog, args.hog_session == "new") if hog else []
     try:
         out = subprocess.run(
             [sys.executable, "-c", CHILD, workload, str(args.t1_epochs), str(args.threads)],
@@ -104,10 +113,16 @@ def main() -> int:
     ap.add_argument("--t1-epochs", type=int, default=5)
     ap.add_argument("--hog", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--threads", type=int, default=0, help="force this thread count")
+    ap.add_argument(
+        "--hog-session", choices=("same", "new"), default="same",
+        help="the hog in this session (Linux autogroup: it shares the fit's CPU share) or "
+        "in a new one (like another user's work)",
+    )  # fmt: skip
     args = ap.parse_args()
     a, b, c = os.getloadavg()
     print(f"load average {a:.2f} {b:.2f} {c:.2f}, {len(os.sched_getaffinity(0))} cores, "
-          f"hog {args.hog} processes, threads {args.threads or 'policy'}")  # fmt: skip
+          f"hog {args.hog} processes ({args.hog_session} session), "
+          f"threads {args.threads or 'policy'}")  # fmt: skip
     works = [w.strip() for w in args.workloads.split(",") if w.strip()]
     fits: dict[tuple[str, str], list[float]] = {}
     for rep in range(args.reps):

@@ -19,10 +19,11 @@ never more threads than that, and let one runtime's threads at a time do the par
   the compiled kernels (PyTorch has one thread meanwhile).
 
 Why it matters: a parallel region with more threads than free cores waits, at every
-barrier, for a thread the scheduler has parked behind other work; with spinning waiters the
-parked thread's core is also burnt by the waiting ones. On a 2-core machine with two other
-busy processes, the ml-1m fit took 7-30× its quiet time with two threads and about 2.5×
-with the policy's one thread.
+barrier, for a thread the scheduler has parked behind other work, and spinning waiters
+burn the cores the parked thread needs. On the shared 2-core machine (other work: a load
+average of about 7), the default ml-1m fit forced to two threads took 26.0 s, and 142.8 s
+with two spinning processes added (5.5×); with this policy (one thread there) 5.2 s and
+8.1 s (``benchmarks/bench_contention.py``).
 
 Example:
     >>> free_cores(cores=4, running=1.0)
