@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recfit.config import RetrievalConfig
 from recfit.data import Interactions
 from recfit.data.sources import make_split
 from recfit.errors import ConfigError
-from recfit.models.retrieval_losses import InBatchSoftmaxLoss, RescaledMSELoss, item_counts
+from recfit.models.retrieval_losses import (
+    InBatchSoftmaxLoss,
+    RescaledMSELoss,
+    _SoftmaxCE,
+    item_counts,
+)
 from recfit.models.two_tower import CandidateTower, QueryTower, TwoTower
 from recfit.tasks.retrieval import (
     PRESET_BASE,
@@ -198,6 +205,60 @@ def test_fused_path_matches_autograd_reference() -> None:
     torch.testing.assert_close(fused, ref)
     torch.testing.assert_close(gq, q.grad)
     torch.testing.assert_close(gc, c.grad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.lists(st.integers(0, 6), min_size=1, max_size=12),
+    negatives=st.lists(st.integers(0, 6), max_size=5),
+    zero=st.lists(st.booleans(), min_size=12, max_size=12),
+)
+def test_dropped_logits_are_the_dense_mask(
+    items: list[int], negatives: list[int], zero: list[bool]
+) -> None:
+    """The (row, column) pairs dropped from the softmax, found by a sort, are exactly the
+    dense mask: accidental hits and absent (weight 0) columns, never the diagonal."""
+    loss, _ = _loss(n_items=7, temperature=1.0, logq=False)
+    b = len(items)
+    it, neg = torch.tensor(items), torch.tensor(negatives, dtype=torch.int64)
+    weight = torch.tensor([0.0 if z else 1.0 for z in zero[:b]])
+    cols = torch.cat([it, neg])
+    expect = it.unsqueeze(1) == cols.unsqueeze(0)
+    expect[:, :b] |= (weight == 0).unsqueeze(0)
+    expect[torch.arange(b), torch.arange(b)] = False
+    _, _, dropped = loss._operands(torch.zeros(b, 2), torch.zeros(b, 2), it, weight, neg)
+    got = torch.zeros_like(expect)
+    if dropped is not None:
+        got[dropped] = True
+    assert torch.equal(got, expect)
+
+
+def test_softmax_gradients_with_extra_negatives_match_autograd() -> None:
+    """The fused backward (no elementwise pass over the matrix) equals autograd through
+    the masked logits, with extra negatives and log-Q."""
+    counts = np.array([6, 3, 1, 2, 4])
+    loss, m = _loss(temperature=0.2, item_counts=counts)
+    rng = np.random.default_rng(1)
+    q = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
+    c = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
+    items, neg = torch.tensor([0, 1, 0, 4, 2, 1]), torch.tensor([1, 3, 0])
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 1.0])
+    qs, cs, dropped = loss._operands(q, c, items, weight, neg)
+    assert dropped is not None
+    g = torch.tensor([0.5, 1.0, 2.0, 0.0, 1.0, 0.3])
+    fused = _SoftmaxCE.apply(qs, cs, *dropped)
+    (fused * g).sum().backward()
+    w = m.candidate_tower.dense[0].weight
+    gq, gc, gw = q.grad.clone(), c.grad.clone(), w.grad.clone()  # type: ignore[union-attr]
+    q.grad = c.grad = w.grad = None
+    ref = torch.nn.functional.cross_entropy(
+        loss.logits(q, c, items, weight, neg), torch.arange(6), reduction="none"
+    )
+    (ref * g).sum().backward()
+    torch.testing.assert_close(fused, ref)
+    torch.testing.assert_close(gq, q.grad)
+    torch.testing.assert_close(gc, c.grad)
+    torch.testing.assert_close(gw, w.grad)
 
 
 def test_loss_recomputes_when_the_cache_is_stale() -> None:

@@ -212,12 +212,13 @@ class InBatchSoftmaxLoss(Loss):
 
     def _operands(
         self, q: Tensor, c: Tensor, items: Tensor, weight: Tensor | None, negatives: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(qs, cs, mask)`` with ``qs @ cs.T`` the logits before masking.
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """``(qs, cs, dropped)`` with ``qs @ cs.T`` the logits before masking.
 
         The temperature and the log-Q correction are folded into the operands
         (``[q / T, 1] · [c, -log Q]ᵀ``), so no elementwise pass over the matrix is spent
-        on them. ``mask`` (or ``None``) marks the logits to drop (never the diagonal).
+        on them. ``dropped`` (or ``None``) holds the ``(rows, columns)`` of the logits to
+        drop (never the diagonal; repeats possible), found without a ``B × N`` mask.
         """
         b = q.shape[0]
         cols = items
@@ -232,27 +233,30 @@ class InBatchSoftmaxLoss(Loss):
             corr = -torch.log(expected.clamp_min(1e-30)).to(q.dtype)
             qs = torch.cat([qs, torch.ones_like(qs[:, :1])], dim=1)
             c = torch.cat([c, corr.unsqueeze(1)], dim=1)
-        mask: Tensor | None = None
+        parts: list[tuple[Tensor, Tensor]] = []
         if self.remove_accidental_hits:
-            mask = items.unsqueeze(1) == cols.unsqueeze(0)
+            parts.append(_equal_pairs(items, cols))
         if weight is not None and bool((weight == 0).any()):
-            absent = torch.zeros(len(cols), dtype=torch.bool, device=q.device)
-            absent[:b] = weight == 0
-            wide = absent.unsqueeze(0).expand(b, len(cols))
-            mask = wide.clone() if mask is None else mask | wide
-        if mask is not None:
-            diag = torch.arange(b, device=q.device)
-            mask[diag, diag] = False
-        return qs, c, mask
+            absent = torch.nonzero(weight == 0).squeeze(1)
+            rows = torch.arange(b, device=q.device).repeat_interleave(len(absent))
+            parts.append((rows, absent.repeat(b)))
+        if not parts:
+            return qs, c, None
+        rows = torch.cat([r for r, _ in parts])
+        where = torch.cat([k for _, k in parts])
+        off = rows != where  # never the diagonal
+        return qs, c, (rows[off], where[off])
 
     def logits(
         self, q: Tensor, c: Tensor, items: Tensor, weight: Tensor | None, negatives: Tensor | None
     ) -> Tensor:
         """The ``(B, B + M)`` logit matrix with corrections and masks (−inf) applied;
         the positive of row ``i`` is column ``i``."""
-        qs, cs, mask = self._operands(q, c, items, weight, negatives)
+        qs, cs, dropped = self._operands(q, c, items, weight, negatives)
         s = qs @ cs.T
-        return s if mask is None else s.masked_fill(mask, -math.inf)
+        if dropped is not None:
+            s.index_put_(dropped, torch.tensor(-math.inf, dtype=s.dtype, device=s.device))
+        return s
 
     def __call__(self, output: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
         q, c = self._vectors(batch)
@@ -260,8 +264,8 @@ class InBatchSoftmaxLoss(Loss):
         negatives = self.sample_negatives(q.device) if self.num_negatives > 0 else None
         items, weight = batch["item"], batch.get("weight")
         if self.num_hard_negatives is None:
-            qs, cs, mask = self._operands(q, c, items, weight, negatives)
-            rows, cols = (None, None) if mask is None else mask.nonzero(as_tuple=True)
+            qs, cs, dropped = self._operands(q, c, items, weight, negatives)
+            rows, cols = (None, None) if dropped is None else dropped
             out: Tensor = _SoftmaxCE.apply(qs, cs, rows, cols)  # type: ignore[no-untyped-call]
             return out
         s = self.logits(q, c, items, weight, negatives)
@@ -276,12 +280,32 @@ class InBatchSoftmaxLoss(Loss):
         return torch.logsumexp(torch.cat([pos.unsqueeze(1), top], dim=1), dim=1) - pos
 
 
+def _equal_pairs(items: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+    """Every ``(i, j)`` with ``items[i] == cols[j]`` (the diagonal included), by a sort
+    of ``cols`` and a binary search per row: ``O((B + N) log N)``, no ``B × N`` mask.
+
+    Example:
+        >>> r, c = _equal_pairs(torch.tensor([3, 5, 3]), torch.tensor([3, 5, 3, 3]))
+        >>> sorted(zip(r.tolist(), c.tolist()))
+        [(0, 0), (0, 2), (0, 3), (1, 1), (2, 0), (2, 2), (2, 3)]
+    """
+    ordered, order = torch.sort(cols)
+    lo = torch.searchsorted(ordered, items, right=False)
+    n = torch.searchsorted(ordered, items, right=True) - lo
+    rows = torch.arange(len(items), device=items.device).repeat_interleave(n)
+    start = torch.cumsum(n, 0) - n
+    within = torch.arange(len(rows), device=items.device) - start.repeat_interleave(n)
+    return rows, order[lo.repeat_interleave(n) + within]
+
+
 class _SoftmaxCE(torch.autograd.Function):
-    """Row-wise ``logsumexp(qs @ cs.T) - diag`` with dropped entries, in one fused pass.
+    """Row-wise ``logsumexp(qs @ cs.T) - diag`` with dropped entries, in few passes.
 
     Same numbers as ``cross_entropy(masked_fill(qs @ cs.T), arange(B))`` with fewer
-    passes over the ``B × N`` matrix: it is exponentiated in place and kept as the
-    softmax for the backward pass (``dS = (P - I) · g``).
+    passes over the ``B × N`` matrix: one fused ``log_softmax``, one ``exp`` kept as the
+    softmax ``P`` for the backward pass, which never touches the matrix elementwise:
+    with ``dS = diag(g) (P - I)``, ``dS @ cs = g · (P @ cs - cs[:B])`` and
+    ``dS.T @ qs = P.T @ (g · qs)`` minus ``g · qs`` on the first ``B`` rows.
     """
 
     @staticmethod
@@ -290,22 +314,23 @@ class _SoftmaxCE(torch.autograd.Function):
     ) -> Tensor:
         b = qs.shape[0]
         s = qs @ cs.T
-        diag = torch.arange(b, device=s.device)
-        pos = s[diag, diag].clone()
         if rows is not None and cols is not None and len(rows):
-            s[rows, cols] = -math.inf
-        m = s.max(1, keepdim=True).values
-        torch.exp(s.sub_(m), out=s)
-        z = s.sum(1, keepdim=True)
-        s.div_(z)
-        ctx.save_for_backward(qs, cs, s)
-        return (m + z.log()).squeeze(1) - pos
+            s.index_put_((rows, cols), torch.tensor(-math.inf, dtype=s.dtype, device=s.device))
+        logp = torch.log_softmax(s, 1)
+        del s
+        diag = torch.arange(b, device=logp.device)
+        out = -logp[diag, diag]
+        p = logp.exp_()
+        ctx.save_for_backward(qs, cs, p)
+        return out
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:  # type: ignore[override]
         qs, cs, p = ctx.saved_tensors
         b = qs.shape[0]
-        d = p * g.unsqueeze(1)
-        diag = torch.arange(b, device=p.device)
-        d[diag, diag] -= g
-        return d @ cs, d.T @ qs, None, None
+        gc = g.unsqueeze(1)
+        gq = qs * gc
+        d_qs = (p @ cs - cs[:b]) * gc
+        d_cs = p.T @ gq
+        d_cs[:b] -= gq
+        return d_qs, d_cs, None, None

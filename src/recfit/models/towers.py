@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from recfit.data.features import FeatureSpace
 from recfit.errors import ConfigError, DataError
@@ -319,8 +320,10 @@ class Tower(nn.Module):
                 parts.append(self.embeddings[name](x))
             else:
                 m = features[name + "_mask"].to(torch.float32)
-                e = self.embeddings[name](x) * m.unsqueeze(2)
-                parts.append(e.sum(1) / m.sum(1, keepdim=True).clamp_min(1.0))
+                w = m / m.sum(1, keepdim=True).clamp_min(1.0)  # the masked mean, one fused bag
+                emb = self.embeddings[name]
+                assert isinstance(emb, nn.Embedding)
+                parts.append(F.embedding_bag(x, emb.weight, per_sample_weights=w, mode="sum"))
         if self.id_embedding is not None and idx is None:
             dev = self.id_embedding.weight.device
             parts.insert(0, torch.zeros(n, self.embedding_dim, device=dev))
