@@ -6,11 +6,13 @@ matrix, 64 factors, 15 sweeps / iterations. recfit runs three ways: ``default`` 
 ``reg``: the ridge is chosen on an inner cut of the training positives, as
 ``recfit train --task topn --model ials`` does), ``fixed`` (the ridge the default chose,
 given: the sweeps alone) and implicit's ``AlternatingLeastSquares`` (its defaults, CG
-solver) in the interpreter ``--implicit-python``. Each fits ``--reps`` times per thread
-count in its own process (recfit's kernels compiled or loaded from the cache first and
-timed apart); the table gives the median wall seconds of the fit, the ratio to implicit
-measured in the same run, Recall@20 / NDCG@20 on T2's test rows (``common.ranking_metrics``,
-training items excluded) and the load average before and after. recfit's threads are at
+solver) in the interpreter ``--implicit-python``. Per thread count, ``--reps`` rounds run
+the three in turn, each in a fresh process that fits twice: the first fit in the process
+(recfit's kernels compiled or loaded from the cache before, timed apart) and a second,
+warm one. The table gives the median wall seconds of each over the rounds, the ratios to
+implicit's (the same rounds), Recall@20 / NDCG@20 on T2's test rows
+(``common.ranking_metrics``, training items excluded) and the load average before and
+after. recfit's threads are at
 most the requested ones and only the cores not busy with other processes (reported).
 
 Usage::
@@ -56,7 +58,7 @@ def t2_matrix() -> tuple[Any, tuple[Any, Any, Any, Any]]:
     return x, (u[test], i[test], u[train], i[train])
 
 
-def worker(lib: str, n_threads: int, reps: int) -> dict[str, Any]:
+def worker(lib: str, n_threads: int) -> dict[str, Any]:
     import numpy as np
 
     x, (tu, ti, ru, ri) = t2_matrix()
@@ -64,7 +66,7 @@ def worker(lib: str, n_threads: int, reps: int) -> dict[str, Any]:
 
     times: list[float] = []
     out: dict[str, Any] = {"lib": lib}
-    for _ in range(reps):
+    for _ in range(2):  # the first fit in the process, then a warm one
         if lib == "implicit":
             from implicit.als import AlternatingLeastSquares
 
@@ -93,14 +95,14 @@ def worker(lib: str, n_threads: int, reps: int) -> dict[str, Any]:
             inner = model.fit_info.get("inner", {})
             out["inner"] = {k: round(v["recall"], 4) for k, v in inner.items()}
     m = ranking_metrics(uf @ vf.T, tu, ti, ru, ri, n_bootstrap=0)
-    out.update(seconds=times, median=statistics.median(times), **m)
+    out.update(first=times[0], warm=times[1], **m)
     return out
 
 
-def run_worker(python: str, lib: str, n_threads: int, reps: int, reg: float) -> dict[str, Any]:
+def run_worker(python: str, lib: str, n_threads: int, reg: float) -> dict[str, Any]:
     env = dict(os.environ, BENCH_REG=str(reg), OPENBLAS_NUM_THREADS="1")
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [python, __file__, "--worker", lib, "--threads", str(n_threads), "--reps", str(reps)]
+    cmd = [python, __file__, "--worker", lib, "--threads", str(n_threads)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if res.returncode:
         raise SystemExit(f"{lib} worker failed:\n{res.stderr[-3000:]}")
@@ -115,27 +117,37 @@ def main() -> None:
     ap.add_argument("--worker", choices=["default", "fixed", "implicit"])
     a = ap.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.worker, int(a.threads), a.reps)))
+        print(json.dumps(worker(a.worker, int(a.threads))))
         return
     print(f"load average before: {os.getloadavg()}")
     rows = []
     for n in (int(t) for t in a.threads.split(",")):
-        d = run_worker(sys.executable, "default", n, a.reps, 0.0)
-        f = run_worker(sys.executable, "fixed", n, a.reps, d["reg"])
-        i = run_worker(a.implicit_python, "implicit", n, a.reps, 0.0)
-        for r in (d, f, i):
-            rows.append((n, r, r["median"] / i["median"]))
+        runs: dict[str, list[dict[str, Any]]] = {"default": [], "fixed": [], "implicit": []}
+        for _ in range(a.reps):
+            d = run_worker(sys.executable, "default", n, 0.0)
+            runs["default"].append(d)
+            runs["fixed"].append(run_worker(sys.executable, "fixed", n, d["reg"]))
+            runs["implicit"].append(run_worker(a.implicit_python, "implicit", n, 0.0))
         print(f"  {n} thread(s) done, load average {os.getloadavg()}", flush=True)
-    print("| threads asked (used) | fit | median s (runs) | / implicit | Recall@20 | NDCG@20 |")
+        ref = {w: statistics.median(r[w] for r in runs["implicit"]) for w in ("first", "warm")}
+        for lib, rs in runs.items():
+            med = {w: statistics.median(r[w] for r in rs) for w in ("first", "warm")}
+            rows.append((n, lib, rs, med, {w: med[w] / ref[w] for w in med}))
+    print("| threads asked (used) | fit | first fit: median s (runs), / implicit "
+          "| warm fit: median s (runs), / implicit | Recall@20 | NDCG@20 |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    for n, r, ratio in rows:
+    for n, lib, rs, med, ratio in rows:
+        r = rs[-1]
         name = {"default": f"recfit ials default (reg chosen: {r.get('reg', '')})",
                 "fixed": f"recfit ials reg={r.get('reg', '')} given",
-                "implicit": "implicit 0.7.3 ALS"}[r["lib"]]  # fmt: skip
-        runs = ", ".join(f"{s:.2f}" for s in r["seconds"])
-        print(f"| {n} ({r['threads']}) | {name} | {r['median']:.3f} ({runs}) | {ratio:.2f} "
+                "implicit": "implicit 0.7.3 ALS"}[lib]  # fmt: skip
+        cells = [
+            f"{med[w]:.3f} ({', '.join(f'{x[w]:.2f}' for x in rs)}), {ratio[w]:.2f}"
+            for w in ("first", "warm")
+        ]
+        print(f"| {n} ({r['threads']}) | {name} | {cells[0]} | {cells[1]} "
               f"| {r['recall@20']:.4f} | {r['ndcg@20']:.4f} |")  # fmt: skip
-    print(f"inner Recall@20 of the default's walk: {rows[0][1].get('inner')}")
+    print(f"inner Recall@20 of the default's walk: {rows[0][2][-1].get('inner')}")
     print(f"load average after: {os.getloadavg()}")
 
 
