@@ -15,12 +15,19 @@
    median of ``--eval-runs`` runs. Targets: best Recall@20 >= 0.30 and NDCG@20 >= 0.34,
    fit <= 3 s.
 
+4. Speed of the two-tower training step (``--only step``): the T2 preset's step (towers,
+   in-batch softmax with log-Q and accidental hits removed, backward, Adam) with recfit's
+   fused softmax against the reference (autograd through the dense masked logit matrix,
+   ``cross_entropy``), in the same run, medians of ``--step-runs`` blocks of 20 steps,
+   at 1 thread and at PyTorch's setting; then ``--fit-runs`` whole T2 fits (median).
+
 Reference (docs/protocols.md): implicit ALS (64 factors, 15 iterations) Recall@20 0.238,
 NDCG@20 0.267 on one such split. The machine's load average is printed (it is shared).
 
 Usage:
     python benchmarks/bench_t2.py [--data-dir DIR] [--seed 0] [--epochs N] [--eval-runs 5]
-                                  [--only two-tower|topn] [--families ease,ials]
+                                  [--only two-tower|topn|step] [--families ease,ials]
+                                  [--step-runs 3] [--fit-runs 0]
 """
 
 from __future__ import annotations
@@ -28,16 +35,22 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from recfit.data import movielens
+from recfit.data.sources import make_split
 from recfit.tasks.retrieval import (
     evaluate_popularity,
     evaluate_retrieval,
+    filter_positives,
     t2_config,
     train_retrieval,
 )
+from recfit.tasks.retrieval.training import _build
 
 KEYS = ("recall@20", "ndcg@20", "hit_rate@20")
 
@@ -104,11 +117,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="override the T2 preset")
     ap.add_argument("--eval-runs", type=int, default=5)
-    ap.add_argument("--only", choices=("two-tower", "topn"), default=None)
+    ap.add_argument("--only", choices=("two-tower", "topn", "step"), default=None)
+    ap.add_argument("--step-runs", type=int, default=3)
+    ap.add_argument("--fit-runs", type=int, default=0)
     ap.add_argument("--families", default=None, help="top-N families, comma-separated")
     args = ap.parse_args()
     data_dir = find_data_dir(args.data_dir)
     print(f"T2 on ml-1m (positives: rating >= 4), {load()}")
+    if args.only == "step":
+        step_speed(data_dir, args)
+        print(f"\nafter: {load()}")
+        return
     if args.only != "topn":
         two_tower(data_dir, args)
     if args.only != "two-tower":
@@ -147,6 +166,63 @@ def two_tower(data_dir: Path, args: Any) -> None:
         times.append(rep["eval_seconds"])
     med = statistics.median(times)
     print(f"  median {med:.3f} s over {len(times)} runs [{'PASS' if med < 5 else 'FAIL'} < 5 s]")
+
+
+def _reference_loss(loss: Any) -> Any:
+    """The in-batch softmax through autograd over the dense masked logit matrix."""
+
+    def ref(output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        q, c = loss._vectors(batch)
+        s = loss.logits(q, c, batch["item"], batch.get("weight"), None)
+        return torch.nn.functional.cross_entropy(s, torch.arange(len(s)), reduction="none")
+
+    return ref
+
+
+def step_speed(data_dir: Path, args: Any) -> None:
+    """Section 4: milliseconds per T2 training step, fused softmax against the reference."""
+    data = movielens("ml-1m", data_dir=data_dir, download=False)
+    cfg = t2_config(seed=args.seed, n_bootstrap=0)
+    split = make_split(filter_positives(data, 4.0), "random:0.2", seed=args.seed)
+    learner = _build(cfg, split.train, split.test, [], False)
+    model, fused = learner.model, learner.loss_func
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    n_steps = 5 * -(-len(split.train) // cfg.bs)
+    user = torch.as_tensor(split.train.user).long()
+    item = torch.as_tensor(split.train.item).long()
+    print(f"\n4. T2 training step (batch {cfg.bs}; {n_steps} steps in a 5-epoch fit), {load()}")
+    for n_threads in (1, torch.get_num_threads()):
+        torch.set_num_threads(n_threads)
+        per: dict[str, float] = {}
+        for name, loss in (("reference", _reference_loss(fused)), ("fused", fused)):
+            model.load_state_dict(start)
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+            gen = torch.Generator().manual_seed(args.seed)
+            times = []
+            for r in range(args.step_runs + 1):  # the first block warms up
+                t0 = time.perf_counter()
+                for _ in range(20):
+                    idx = torch.randint(0, len(user), (cfg.bs,), generator=gen)
+                    b = {"user": user[idx], "item": item[idx], "weight": torch.ones(cfg.bs)}
+                    out = model(b)
+                    value = loss(out, b).mean()
+                    opt.zero_grad(set_to_none=True)
+                    value.backward()
+                    opt.step()
+                if r:
+                    times.append((time.perf_counter() - t0) / 20 * 1000)
+            per[name] = statistics.median(times)
+            print(f"  {n_threads} thread(s) {name:<9}: median {per[name]:.1f} ms/step "
+                  f"(~{per[name] * n_steps / 1000:.0f} s per fit)  {load()}")  # fmt: skip
+        print(f"  {n_threads} thread(s): reference / fused = {per['reference'] / per['fused']:.2f}")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    fits = []
+    for _ in range(args.fit_runs):
+        res = train_retrieval(cfg, data, split)
+        fits.append(res.metrics["fit_seconds"])
+        print(f"  T2 fit {fits[-1]:.1f} s, recall@20 {res.metrics['recall@20']:.4f}  {load()}")
+    if fits:
+        print(f"  T2 fit median {statistics.median(fits):.1f} s over {len(fits)}")
 
 
 if __name__ == "__main__":

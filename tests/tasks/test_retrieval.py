@@ -394,7 +394,7 @@ def test_presets_keep_their_values() -> None:
     )  # fmt: skip
     t2 = t2_config()
     assert (t2.objective, t2.opt, t2.lr, t2.bs, t2.epochs, t2.positive_min_rating) == (
-        "softmax", "adam", 0.005, 1024, 5, 4.0,
+        "softmax", "adam", 0.005, 1024, 4, 4.0,
     )  # fmt: skip
     assert (t2.exclude_seen, t2.relevant_min_rating, t2.seed, t2.device) == (True, None, 0, "cpu")
     assert (t2.temperature, t2.logq, t2.n_factors, t2.layers, t2.user_features) == (
