@@ -187,10 +187,12 @@ def step_speed(data_dir: Path, args: Any) -> None:
     learner = _build(cfg, split.train, split.test, [], False)
     model, fused = learner.model, learner.loss_func
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    n_steps = 5 * -(-len(split.train) // cfg.bs)
+    n_steps = cfg.epochs * -(-len(split.train) // cfg.bs)
     user = torch.as_tensor(split.train.user).long()
     item = torch.as_tensor(split.train.item).long()
-    print(f"\n4. T2 training step (batch {cfg.bs}; {n_steps} steps in a 5-epoch fit), {load()}")
+    print(
+        f"\n4. T2 training step (batch {cfg.bs}; {n_steps} steps in a {cfg.epochs}-epoch fit), {load()}"
+    )
     for n_threads in (1, torch.get_num_threads()):
         torch.set_num_threads(n_threads)
         per: dict[str, float] = {}
