@@ -60,16 +60,14 @@ from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.data.vocab import Vocabulary
 from recfit.errors import BundleError, ConfigError, EvaluationOverlapError, RunDirectoryError
-from recfit.models import RatingModel, families
+from recfit.models import RatingModel
 from recfit.recommender import Recommender
 from recfit.report import build_report
 from recfit.tasks import common, get_task
 from recfit.train import checkpoint as ckpt
-from recfit.train import kernels
 from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.checkpoint import resume_config
 from recfit.train.distributed import current
-from recfit.train.execution import resolve_device
 from recfit.train.learner import Learner
 
 __all__ = [
@@ -195,8 +193,7 @@ def _train(
             "expected a run that trains with checkpoints (the Learner's loop) for --resume or "
             f"distributed training, received task {cfg.task!r} with trainer {cfg.trainer!r}"
         )
-    if _may_compile(cfg):
-        kernels.compile_ahead()  # the row-wise kernel compiles (or loads) while data loads
+    task.warm_up(cfg)  # e.g. compiled kernels compile (or load) while the data loads
     split = task.load_split(cfg, data)
     if on_split is not None:
         on_split(split)
@@ -230,17 +227,6 @@ def _train(
     if writer and out is not None:
         result.out = _publish_run(result, Path(out))
     return result
-
-
-def _may_compile(cfg: TrainConfig) -> bool:
-    """Whether the fit may take the compiled row-wise step (an SGD fit on the CPU of a
-    family with a row-wise path, by row-wise AdamW or Adagrad, with the MSE loss)."""
-    model, opt = getattr(cfg, "model", ""), getattr(cfg, "opt", "")
-    rows = model == "auto" or any(f.name == model and f.row_wise for f in families())
-    return (
-        rows and cfg.trainer == "sgd" and opt in ("auto", "adam", "adagrad")
-        and getattr(cfg, "loss", "mse") == "mse" and resolve_device(cfg.device).type == "cpu"
-    )  # fmt: skip
 
 
 def _config_json(cfg: TrainConfig) -> str:

@@ -78,6 +78,10 @@ class Task(Generic[C]):
     name: str = ""
     unit: str = "rows"
 
+    def warm_up(self, cfg: C) -> None:
+        """Start, in the background, work a run of ``cfg`` will need before it loads its
+        data (e.g. compiling kernels). Default: nothing."""
+
     def checkpointed(self, cfg: C) -> bool:
         """Whether runs of ``cfg`` train through the Learner's loop with full-state
         checkpoints: the condition of ``--resume`` and of distributed training."""

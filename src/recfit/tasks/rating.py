@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from recfit.config import RatingConfig
 from recfit.data.interactions import Interactions
 from recfit.data.split import Split
-from recfit.models.registry import family
+from recfit.models.registry import families, family
 from recfit.tasks.common import (
     Callbacks,
     Task,
@@ -27,7 +27,9 @@ from recfit.tasks.common import (
     make_learner,
     register_task,
 )
+from recfit.train import kernels
 from recfit.train.callbacks import Callback, ScheduleRecorder
+from recfit.train.execution import resolve_device
 from recfit.train.learner import Learner
 from recfit.train.sparse import SPARSE_MIN_PARAMS
 from recfit.train.trainers import FitSpec, trainer_for
@@ -116,6 +118,17 @@ class RatingTask(Task[RatingConfig]):
     """The rating task's steps (:class:`~recfit.tasks.common.Task`)."""
 
     name = "rating"
+
+    def warm_up(self, cfg: RatingConfig) -> None:
+        """Compile (or load) the row-wise kernel in the background while the data loads,
+        when the fit may take the compiled row-wise step: an SGD fit on the CPU of a
+        family with a row-wise path, by row-wise AdamW or Adagrad, with the MSE loss."""
+        rows = cfg.model == "auto" or any(f.name == cfg.model and f.row_wise for f in families())
+        if (
+            rows and cfg.trainer == "sgd" and cfg.opt in ("auto", "adam", "adagrad")
+            and cfg.loss == "mse" and resolve_device(cfg.device).type == "cpu"
+        ):  # fmt: skip
+            kernels.compile_ahead()
 
     def checkpointed(self, cfg: RatingConfig) -> bool:
         return cfg.trainer == "sgd"
