@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import numba
 import numpy as np
@@ -17,7 +18,6 @@ from recfit._cpu import Threads, cpu_cores
 from recfit.config import validate_config
 from recfit.data import Interactions
 from recfit.models import BiasedMF
-from recfit.runs import _may_compile
 from recfit.train import Callback, Learner, execution, kernels
 from recfit.train.execution import SMALL_BATCH, Execution, thread_count, thread_split
 
@@ -138,8 +138,20 @@ def test_compiled_ahead_gives_the_same_weights(tmp_path: object) -> None:
     assert out[0]["n_sigs"] == out[1]["n_sigs"] == 1
 
 
-def test_runs_compile_ahead_only_for_a_fit_that_may_run_the_kernel() -> None:
-    assert _may_compile(validate_config({"dataset": "ml-100k"}))
-    assert _may_compile(validate_config({"dataset": "ml-100k", "model": "mf", "opt": "adam"}))
-    assert not _may_compile(validate_config({"dataset": "ml-100k", "model": "nn"}))
-    assert not _may_compile(validate_config({"dataset": "ml-100k", "opt": "sgd"}))
+def test_the_rating_task_compiles_ahead_only_for_a_fit_that_may_run_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from recfit.tasks.rating import RatingTask
+
+    started: list[int] = []
+    monkeypatch.setattr(kernels, "compile_ahead", lambda: started.append(1))
+
+    def warms(**cfg: Any) -> bool:
+        started.clear()
+        RatingTask().warm_up(validate_config({"dataset": "ml-100k", "device": "cpu", **cfg}))
+        return bool(started)
+
+    assert warms()
+    assert warms(model="mf", opt="adam")
+    assert not warms(model="nn")
+    assert not warms(opt="sgd")
