@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from recfit._cpu import Threads, cpu_cores
-from recfit.config import validate_config
+from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.models import BiasedMF
 from recfit.train import Callback, Learner, execution, kernels
@@ -148,7 +148,7 @@ def test_the_rating_task_compiles_ahead_only_for_a_fit_that_may_run_the_kernel(
 
     def warms(**cfg: Any) -> bool:
         started.clear()
-        RatingTask().warm_up(validate_config({"dataset": "ml-100k", "device": "cpu", **cfg}))
+        RatingTask().warm_up(RatingConfig(dataset="ml-100k", device="cpu", **cfg))
         return bool(started)
 
     assert warms()
