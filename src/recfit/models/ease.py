@@ -22,7 +22,7 @@ the inner validation cut of ml-1m and of ml-100k (never the test rows):
 ``ease_dropout=0, user_exponent=0, popularity_exponent=0`` is plain EASE.
 
 **The fit** is one float32 Cholesky factorisation and inversion (LAPACK ``potrf`` +
-``potri``, on as many threads as there are free cores); on ml-1m's positives float32
+``potri``, on every core the process may use, so that a seed gives the same weights); on ml-1m's positives float32
 gives the same Recall@20 and NDCG@20 as float64 to four decimals, in a third of the
 time. The Gram matrix comes from a compiled kernel.
 
@@ -64,7 +64,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from recfit._cpu import free_cores, limit_threads
+from recfit._cpu import cpu_cores, limit_threads
 from recfit.errors import ConfigError, ModelTooLargeError
 from recfit.models.topn import (
     TOPN_READS,
@@ -207,7 +207,8 @@ class EASE(TopNModel):
         ease_dropout: the emphasised-denoising dropout ``p`` in ``[0, 1)`` (0: plain EASE).
         memory_limit_gb: the most memory the dense fit may take (``None``: what is
             available when the fit starts).
-        threads: BLAS threads of the solve (``None``: the free cores).
+        threads: BLAS threads of the solve (``None``: the cores this process may use; a
+            fixed count, so that a seed gives the same weights however busy the machine).
         common: :class:`~recfit.models.topn.TopNModel`'s other arguments
             (``confidence``, ``seed``: of the inner validation cut, ``n_positives``).
     """
@@ -287,7 +288,9 @@ class EASE(TopNModel):
 
     def fit_weights(self, X: sp.csr_matrix, *, seed: int) -> None:
         check_dense_size(self.n_items, self.memory_limit_gb)
-        threads = self.threads or free_cores()
+        # every core the process may use, not the load-dependent count: LAPACK's sums
+        # follow the thread count, and the same data and seed must give the same weights
+        threads = self.threads or cpu_cores()
         compile_s = load_kernels()  # compiling is not fitting
         t0 = time.perf_counter()
         lam = self.ease_lambda
