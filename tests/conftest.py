@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -44,3 +52,36 @@ def tiny() -> Interactions:
     r = np.clip(np.round(3 + (pu[u] * qi[i]).sum(1)), 1, 5)
     ts = 1_000_000 + rng.integers(0, 10_000, size=len(u))
     return Interactions.from_arrays(u + 100, i + 1000, r, timestamp=ts, rating_scale=(1, 5))
+
+
+@contextlib.contextmanager
+def _serve_process(run: Path, timeout: float = 90.0) -> Iterator[str]:
+    """``recfit serve RUN`` in a subprocess on a free loopback port; yields its URL once
+    /health answers, and stops it on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "recfit", "serve", str(run), "--port", str(port),
+           "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                httpx.get(url + "/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "recfit serve did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@pytest.fixture
+def serve_process() -> Callable[..., AbstractContextManager[str]]:
+    """Start ``recfit serve`` on a run in a real process: ``with serve_process(run) as url``."""
+    return _serve_process

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,30 +63,12 @@ def test_serve_missing_run(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "expected a bundle" in res.output
 
 
-def test_serve_subprocess_builds_report(run_dir: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "recfit", "serve", str(run_dir), "--port", str(port),
-           "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                health = httpx.get(url + "/health", timeout=2).json()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "recfit serve did not start"
-                time.sleep(0.2)
+def test_serve_subprocess_builds_report(run_dir: Path, serve_process: Any) -> None:
+    with serve_process(run_dir, timeout=60) as url:
+        health = httpx.get(url + "/health", timeout=2).json()
         assert health["report"] is True and (run_dir / "report.html").is_file()
         assert httpx.get(url + "/report").status_code == 200
         assert httpx.get(url + "/recommend", params={"user": 1, "n": 3}).status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def test_app_from_env(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

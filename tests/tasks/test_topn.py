@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,7 +42,7 @@ def _seen(run: Path, user: str) -> set[str]:
     return set(rec.items.id(rec.seen.indices[rec.seen.indptr[u] : rec.seen.indptr[u + 1]]))
 
 
-def test_three_commands_train_recommend_serve(tmp_path: Path) -> None:
+def test_three_commands_train_recommend_serve(tmp_path: Path, serve_process: Any) -> None:
     """The README's sequence: a plain CSV of clicks, then train, recommend and serve."""
     frame = _clicks_frame()
     csv = tmp_path / "clicks.csv"
@@ -67,30 +63,11 @@ def test_three_commands_train_recommend_serve(tmp_path: Path) -> None:
     listed = {w for w in res.output.split() if w.startswith("i") and w[1:].isdigit()}
     assert listed and not listed & _seen(run, "u1")
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "recfit", "serve", str(run), "--port", str(port),
-           "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                httpx.get(url + "/health", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "recfit serve did not start"
-                time.sleep(0.2)
+    with serve_process(run) as url:
         got = httpx.get(url + "/recommend", params={"user": "u1", "n": 5}, timeout=30)
         assert got.status_code == 200, got.text
         items = [x["id"] for x in got.json()["items"]]
         assert len(items) == 5 and not set(items) & _seen(run, "u1")
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def test_train_and_test_files_with_unknown_ids(tmp_path: Path) -> None:
