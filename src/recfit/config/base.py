@@ -287,6 +287,10 @@ class BaseTrainConfig(BaseModel):
             name in f.reads for f in self.candidate_families()
         ):
             return False
+        if name in _TRAINER_FIELDS and self.trainer == "closed_form":
+            # a family trained by its own fit reads the trainer fields it lists (epochs, lr...)
+            reads = any(name in f.reads for f in self.candidate_families())
+            return reads and self._condition(name)
         if name in _TRAINER_FIELDS and name not in TRAINER_READS.get(self.trainer, ()):
             # the Learner holding an ALS model still gets auto's optimiser (resolve_opt)
             return name == "opt" and self.opt in ("auto", "adam")

@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -40,6 +40,7 @@ import numpy as np
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
 from recfit.models.base import OutputKind, RatingModel
+from recfit.models.search import Param
 
 __all__ = [
     "TASKS",
@@ -93,6 +94,9 @@ class Family:
         closed_form: for trainer ``closed_form``: ``closed_form(model, train)`` fits
             the model in place.
         summary: one line saying what the family is (for listings and docs).
+        search: the config fields worth tuning and their ranges
+            (:class:`~recfit.models.search.Param`), read by ``recfit tune`` and
+            ``model="auto"``; empty: nothing to tune.
     """
 
     name: str
@@ -107,6 +111,7 @@ class Family:
     row_wise: bool = False
     closed_form: ClosedForm | None = None
     summary: str = ""
+    search: Mapping[str, Param] = field(default_factory=dict)
 
     @property
     def fused(self) -> bool:
@@ -171,6 +176,12 @@ def register_family(f: Family) -> Family:
             f"expected a closed_form callable exactly when trainer 'closed_form' is listed "
             f"for {where}, received trainers {list(f.trainers)} and closed_form "
             f"{f.closed_form!r}"
+        )
+    wrong = sorted(k for k, v in f.search.items() if not isinstance(v, Param))
+    if wrong:
+        raise ConfigError(
+            f"expected a recfit.models.search.Param for each search entry of {where}, "
+            f"received {', '.join(f'{k}={f.search[k]!r}' for k in wrong)}"
         )
     old = _FAMILIES.get(f.name)
     if old is not None and old.model_class.__qualname__ != f.model_class.__qualname__:
