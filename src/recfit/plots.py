@@ -36,6 +36,7 @@ __all__ = [
     "plot_lr_find",
     "plot_metric_by_epoch",
     "plot_schedule",
+    "plot_trials",
 ]
 
 
@@ -173,6 +174,67 @@ def plot_metric_by_epoch(
     if curves:
         ax.legend()
     return fig
+
+
+def plot_trials(trials: Sequence[Mapping[str, Any]], metric: str, mode: str = "min") -> Figure:
+    """A hyper-parameter search: each trial's score by its number (pruned and timed-out
+    trials at their last value, hollow), the best so far, the default trial circled; and
+    each trial's inner metric by epoch.
+
+    Args:
+        trials: records with ``number``, ``state``, ``score``, ``curve`` and ``default``
+            (as :class:`recfit.tasks.tuning.Trial` gives them).
+        metric: the metric scored.
+        mode: ``"min"`` or ``"max"``, its direction.
+
+    Example:
+        >>> fig = plot_trials([{"number": 0, "state": "complete", "score": 0.9,
+        ...                     "curve": [1.0, 0.9], "default": True}], "rmse")
+        >>> [ax.get_xlabel() for ax in fig.axes]
+        ['trial', 'epoch']
+    """
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    done = [t for t in trials if t["state"] == "complete" and t["score"] is not None]
+    stopped = [t for t in trials if t["state"] in ("pruned", "timeout") and t["curve"]]
+    left.scatter([t["number"] for t in done], [t["score"] for t in done], s=18, label="complete")
+    if stopped:
+        left.scatter([t["number"] for t in stopped], [t["curve"][-1] for t in stopped], s=18,
+                     facecolors="none", edgecolors="grey", label="pruned (last epoch)")  # fmt: skip
+    if done:
+        pick = min if mode == "min" else max
+        xs = [t["number"] for t in done]
+        ys = list(np.asarray([t["score"] for t in done], dtype=float))
+        best = [pick(ys[: k + 1]) for k in range(len(ys))]
+        left.step(xs, best, where="post", color="C3", label="best so far")
+        left.set_ylim(*_score_limits(ys, mode))
+    for t in trials:
+        if t.get("default") and t["state"] == "complete":
+            left.scatter([t["number"]], [t["score"]], s=90, facecolors="none",
+                         edgecolors="C2", label="default")  # fmt: skip
+        if t["curve"]:
+            right.plot(range(len(t["curve"])), t["curve"], lw=0.8, alpha=0.6,
+                       color="C0" if t["state"] == "complete" else "grey")  # fmt: skip
+    if done:
+        right.set_ylim(*_score_limits(ys, mode))
+    left.set_xlabel("trial")
+    left.set_ylabel(f"inner {metric}")
+    left.legend(fontsize=8)
+    right.set_xlabel("epoch")
+    right.set_ylabel(f"inner {metric}")
+    right.set_title("by epoch (grey: stopped)", fontsize=10)
+    return fig
+
+
+def _score_limits(ys: Sequence[float], mode: str) -> tuple[float, float]:
+    """Axis limits that show the good scores rather than the worst outliers."""
+    if mode == "min":
+        lo, hi = float(np.min(ys)), float(np.quantile(ys, 0.9))
+    else:
+        lo, hi = float(np.quantile(ys, 0.1)), float(np.max(ys))
+    pad = max(hi - lo, 1e-3) * 0.15
+    return lo - pad, hi + pad
 
 
 def _figure_axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:

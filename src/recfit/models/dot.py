@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from recfit.errors import ConfigError
 from recfit.models.base import Batch, RatingModel, squash
 from recfit.models.registry import Family, mean_rating, register_family, sized_build
+from recfit.models.search import SGD_SEARCH, Param
 
 __all__ = ["BiasedMF", "DotBias"]
 
@@ -206,6 +207,9 @@ class DotBias(RatingModel):
             p.grad.index_add_(0, idx, g)
 
 
+DOT_SEARCH = {"n_factors": Param(8, 256, integer=True, log=True), **SGD_SEARCH}
+"""What ``recfit tune`` searches for the dot-product families (dot, mf, svdpp)."""
+
 _SURPRISE_INIT = {"init_std": 0.1, "bias_init_std": 0.0}
 """BiasedMF's defaults that differ from DotBias's (Surprise SVD's initialisation)."""
 
@@ -242,13 +246,13 @@ register_family(Family(
     name="dot", task="rating", model_class=DotBias, output="rating",
     reads=frozenset({"n_factors", "y_range", "seed"}),
     trainers=("sgd", "als"), adapter="dot", row_wise=True,
-    defaults={}, build=sized_build(DotBias),
+    defaults={}, build=sized_build(DotBias), search=DOT_SEARCH,
     summary="fastai's EmbeddingDotBias: mu + b_u + b_i + p_u · q_i, optional y_range",
 ))  # fmt: skip
 register_family(Family(
     name="mf", task="rating", model_class=BiasedMF, output="rating",
     reads=frozenset({"n_factors", "seed"}),
     trainers=("sgd", "als"), adapter="dot", row_wise=True,
-    defaults={}, build=sized_build(BiasedMF, prepare=mean_rating),
+    defaults={}, build=sized_build(BiasedMF, prepare=mean_rating), search=DOT_SEARCH,
     summary="biased matrix factorisation with Surprise SVD's semantics (mu: the mean rating)",
 ))  # fmt: skip

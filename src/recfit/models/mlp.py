@@ -25,6 +25,7 @@ from recfit.errors import ConfigError
 from recfit.models.base import Batch, RatingModel, squash
 from recfit.models.dot import _check_range, _trunc_normal
 from recfit.models.registry import Family, register_family, sized_build
+from recfit.models.search import SGD_SEARCH, Param
 
 __all__ = [
     "EmbeddingBody",
@@ -215,5 +216,10 @@ register_family(Family(
     reads=frozenset({"layers", "dropout", "batch_norm", "y_range", "seed"}),
     trainers=("sgd",), adapter="nn",
     defaults={}, build=sized_build(EmbeddingNN),
+    search={
+        "layers": Param(choices=((100,), (200,), (200, 100), (64, 32))),
+        "dropout": Param(0.0, 0.5),
+        **SGD_SEARCH,
+    },
     summary="fastai's collab EmbeddingNN: concatenated embeddings through an MLP",
 ))  # fmt: skip

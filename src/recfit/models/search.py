@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from recfit.errors import ConfigError
 
-__all__ = ["Param", "SearchSpace"]
+__all__ = ["SGD_SEARCH", "Param", "SearchSpace"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,13 @@ class Param:
 
 SearchSpace = dict[str, Param]
 """Config field name → its :class:`Param`."""
+
+SGD_SEARCH: SearchSpace = {
+    "epochs": Param(2, 40, integer=True, log=True),
+    "lr": Param(1e-3, 0.3, log=True),
+    "wd": Param(0.0, 0.3),
+    "reg": Param(1e-3, 1.0, log=True),
+}
+"""The trainer fields worth tuning for a family trained by the Learner (or ALS, which
+reads ``epochs`` and ``reg``); a family adds its own fields to these. The ranges hold
+every default of the rating task (AdamW's and row-wise Adagrad's, ALS's ridges)."""

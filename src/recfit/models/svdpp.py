@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
 from recfit.models.base import Batch
-from recfit.models.dot import DotBias, _trunc_normal
+from recfit.models.dot import DOT_SEARCH, DotBias, _trunc_normal
 from recfit.models.registry import Family, register_family, sized_build
 
 __all__ = ["SVDpp"]
@@ -343,5 +343,6 @@ register_family(Family(
     trainers=("sgd",), adapter="svdpp",
     # how these were chosen: docs/defaults.md
     defaults={"epochs": 6, "pct_start": 0.3}, build=sized_build(SVDpp, finish=_implicit_lists),
+    search=DOT_SEARCH,
     summary="DotBias plus SVD++'s implicit term over each user's rated items",
 ))  # fmt: skip

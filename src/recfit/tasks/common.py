@@ -41,6 +41,7 @@ __all__ = [
     "early_stopping_details",
     "file_split",
     "get_task",
+    "inner_cut",
     "inner_validation",
     "load_data",
     "load_split",
@@ -371,6 +372,16 @@ def inner_validation(cfg: BaseTrainConfig, split: Split) -> Split | None:
     """
     if cfg.patience is None:
         return None
+    return inner_cut(cfg, split)
+
+
+def inner_cut(cfg: BaseTrainConfig, split: Split) -> Split:
+    """The inner validation cut of :func:`inner_validation`, whatever ``cfg.patience``
+    (``recfit tune`` scores its trials on it).
+
+    Raises:
+        ConfigError: the training part is too small to leave a row on each side.
+    """
     task = get_task(cfg.task)
     rows = np.asarray(split.train_idx, dtype=np.int64)
     eligible = task.inner_rows(cfg, split)
