@@ -18,7 +18,6 @@ from recfit.errors import ConfigError
 from recfit.models.retrieval_losses import (
     InBatchSoftmaxLoss,
     RescaledMSELoss,
-    _SoftmaxCE,
     item_counts,
 )
 from recfit.models.two_tower import CandidateTower, QueryTower, TwoTower
@@ -106,12 +105,14 @@ def test_softmax_log_q_by_hand() -> None:
 
 def test_softmax_removes_accidental_hits() -> None:
     loss, m = _loss(temperature=1.0, logq=False)
-    got = _call(loss, m, [0, 1, 0]).numpy()  # rows 0 and 2 share item 0
-    logits = Q @ C.T
+    c = C[[0, 1, 0]]  # rows 0 and 2 share item 0 (and so its vector)
+    got = _call(loss, m, [0, 1, 0], c=c).numpy()
+    logits = Q @ c.T
     logits[0, 2] = logits[2, 0] = -np.inf
     np.testing.assert_allclose(got, _softmax_ce(logits), rtol=1e-5)
     kept, m2 = _loss(temperature=1.0, logq=False, remove_accidental_hits=False)
-    np.testing.assert_allclose(_call(kept, m2, [0, 1, 0]).numpy(), _softmax_ce(Q @ C.T), rtol=1e-5)
+    got = _call(kept, m2, [0, 1, 0], c=c).numpy()
+    np.testing.assert_allclose(got, _softmax_ce(Q @ c.T), rtol=1e-5)
 
 
 def test_softmax_hard_negatives_by_hand() -> None:
@@ -129,10 +130,9 @@ def test_softmax_extra_negatives_with_mixed_log_q() -> None:
     counts = np.array([6, 3, 1, 2, 0])
     loss, m = _loss(temperature=1.0, item_counts=counts, num_negatives=2)
     loss.sample_negatives = lambda device: torch.tensor([3, 1])  # type: ignore[method-assign]
-    neg_vec = m.candidate_tower(torch.tensor([3, 1])).detach().numpy()
-    got = _call(loss, m, [0, 1, 2]).numpy()
+    c_all = m.candidate_tower(torch.tensor([0, 1, 2, 3, 1])).detach().numpy()
+    got = _call(loss, m, [0, 1, 2], c=c_all[:3]).numpy()  # the model's own vectors
     cols = [0, 1, 2, 3, 1]
-    c_all = np.concatenate([C, neg_vec])
     p = counts / counts.sum()
     expected_count = 3 * p[cols] + 2 * (1 / 5)
     logits = Q @ c_all.T - np.log(expected_count)[None, :]
@@ -188,23 +188,26 @@ def test_fused_path_matches_autograd_reference() -> None:
     loss, m = _loss(temperature=0.3, item_counts=counts)
     rng = np.random.default_rng(0)
     q = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
-    c = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
+    table = torch.tensor(rng.normal(size=(5, 2)), dtype=torch.float32, requires_grad=True)
     items = torch.tensor([0, 1, 0, 4, 2, 1])
     weight = torch.tensor([1.0, 1.0, 0.0, 2.0, 1.0, 1.0])
     b = {"user": torch.arange(6), "item": items, "weight": weight}
-    m.last_ = (b["user"], items, q, c)
-    g = torch.tensor([0.5, 1.0, 0.0, 2.0, 1.0, 0.3])
-    fused = loss(torch.zeros(6), b)
-    (fused * g).sum().backward()
-    gq, gc = q.grad.clone(), c.grad.clone()  # type: ignore[union-attr]
-    q.grad = c.grad = None
-    ref = torch.nn.functional.cross_entropy(
-        loss.logits(q, c, items, weight, None), torch.arange(6), reduction="none"
-    )
-    (ref * g).sum().backward()
-    torch.testing.assert_close(fused, ref)
-    torch.testing.assert_close(gq, q.grad)
-    torch.testing.assert_close(gc, c.grad)
+    for remove in (True, False):
+        loss.remove_accidental_hits = remove
+        m.last_ = (b["user"], items, q, table[items])  # one vector per item, as the tower gives
+        g = torch.tensor([0.5, 1.0, 0.0, 2.0, 1.0, 0.3])
+        fused = loss(torch.zeros(6), b)
+        (fused * g).sum().backward()
+        gq, gt = q.grad.clone(), table.grad.clone()  # type: ignore[union-attr]
+        q.grad = table.grad = None
+        ref = torch.nn.functional.cross_entropy(
+            loss.logits(q, table[items], items, weight, None), torch.arange(6), reduction="none"
+        )
+        (ref * g).sum().backward()
+        torch.testing.assert_close(fused, ref)
+        torch.testing.assert_close(gq, q.grad)
+        torch.testing.assert_close(gt, table.grad)
+        q.grad = table.grad = None
 
 
 @settings(max_examples=60, deadline=None)
@@ -240,24 +243,22 @@ def test_softmax_gradients_with_extra_negatives_match_autograd() -> None:
     loss, m = _loss(temperature=0.2, item_counts=counts)
     rng = np.random.default_rng(1)
     q = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
-    c = torch.tensor(rng.normal(size=(6, 2)), dtype=torch.float32, requires_grad=True)
     items, neg = torch.tensor([0, 1, 0, 4, 2, 1]), torch.tensor([1, 3, 0])
     weight = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 1.0])
-    qs, cs, dropped = loss._operands(q, c, items, weight, neg)
-    assert dropped is not None
     g = torch.tensor([0.5, 1.0, 2.0, 0.0, 1.0, 0.3])
-    fused = _SoftmaxCE.apply(qs, cs, *dropped)
+    fused = loss.fused(q, m.candidate_tower(items), items, weight, neg)
     (fused * g).sum().backward()
     w = m.candidate_tower.dense[0].weight
-    gq, gc, gw = q.grad.clone(), c.grad.clone(), w.grad.clone()  # type: ignore[union-attr]
-    q.grad = c.grad = w.grad = None
+    gq, gw = q.grad.clone(), w.grad.clone()  # type: ignore[union-attr]
+    q.grad = w.grad = None
     ref = torch.nn.functional.cross_entropy(
-        loss.logits(q, c, items, weight, neg), torch.arange(6), reduction="none"
+        loss.logits(q, m.candidate_tower(items), items, weight, neg),
+        torch.arange(6),
+        reduction="none",
     )
     (ref * g).sum().backward()
     torch.testing.assert_close(fused, ref)
     torch.testing.assert_close(gq, q.grad)
-    torch.testing.assert_close(gc, c.grad)
     torch.testing.assert_close(gw, w.grad)
 
 

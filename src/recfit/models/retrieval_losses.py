@@ -264,10 +264,7 @@ class InBatchSoftmaxLoss(Loss):
         negatives = self.sample_negatives(q.device) if self.num_negatives > 0 else None
         items, weight = batch["item"], batch.get("weight")
         if self.num_hard_negatives is None:
-            qs, cs, dropped = self._operands(q, c, items, weight, negatives)
-            rows, cols = (None, None) if dropped is None else dropped
-            out: Tensor = _SoftmaxCE.apply(qs, cs, rows, cols)  # type: ignore[no-untyped-call]
-            return out
+            return self.fused(q, c, items, weight, negatives)
         s = self.logits(q, c, items, weight, negatives)
         b = s.shape[0]
         diag = torch.arange(b, device=s.device)
@@ -278,6 +275,53 @@ class InBatchSoftmaxLoss(Loss):
         k = min(self.num_hard_negatives, s.shape[1] - 1)
         top = torch.topk(neg, k, dim=1).values
         return torch.logsumexp(torch.cat([pos.unsqueeze(1), top], dim=1), dim=1) - pos
+
+    def fused(
+        self, q: Tensor, c: Tensor, items: Tensor, weight: Tensor | None, negatives: Tensor | None
+    ) -> Tensor:
+        """The per-row losses over the batch's **distinct** candidates, each column weighted
+        by its multiplicity: the same softmax as :meth:`logits`' ``B × (B + M)`` matrix
+        (a candidate that fills ``k`` columns adds ``k·exp(l)`` to a row's sum, so its
+        column gets ``+ log k``), on a ``B × U`` matrix, ``U`` the distinct items.
+
+        A row's own item counts once (the other columns holding it are accidental hits;
+        without their removal it counts as often as it appears, the row's own column
+        included); the columns of weight-0 rows count for no other row.
+        """
+        b = q.shape[0]
+        cols, cvec = items, c
+        if negatives is not None and len(negatives):
+            cvec = torch.cat([c, self.model.candidate_tower(negatives)])
+            cols = torch.cat([items, negatives])
+        n_cols, dev = len(cols), q.device
+        uniq, inv = torch.unique(cols, return_inverse=True)
+        present = torch.ones(n_cols, dtype=q.dtype, device=dev)
+        absent = None if weight is None else weight[:b] == 0
+        if absent is not None:
+            present[:b] = (~absent).to(q.dtype)
+        count = torch.zeros(len(uniq), dtype=q.dtype, device=dev).index_add_(0, inv, present)
+        first = torch.full((len(uniq),), n_cols, dtype=torch.int64, device=dev)
+        first.scatter_reduce_(0, inv, torch.arange(n_cols, device=dev), "amin")
+        cu = cvec.index_select(0, first)  # each distinct candidate's vector, once
+        pos = inv[:b]
+        bias = torch.log(count)  # -inf: held only by weight-0 rows
+        pos_bias = torch.zeros(b, dtype=q.dtype, device=dev)
+        if self.logq and self._p_pos is not None:
+            p_pos = self._p_pos.to(dev)[uniq]
+            m = n_cols - b
+            expected = b * p_pos + m * self._p_neg.to(dev)[uniq] if m else p_pos
+            corr = -torch.log(expected.clamp_min(1e-30)).to(q.dtype)
+            bias = bias + corr
+            pos_bias = corr[pos]
+        if self.remove_accidental_hits:
+            log_m = torch.zeros(b, dtype=q.dtype, device=dev)
+        else:
+            own = count[pos] if absent is None else count[pos] + absent.to(q.dtype)
+            log_m = torch.log(own)
+        out: Tensor = _SoftmaxCE.apply(  # type: ignore[no-untyped-call]
+            q / self.temperature, cu, bias, pos, pos_bias + log_m, log_m
+        )
+        return out
 
 
 def _equal_pairs(items: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
@@ -299,38 +343,56 @@ def _equal_pairs(items: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class _SoftmaxCE(torch.autograd.Function):
-    """Row-wise ``logsumexp(qs @ cs.T) - diag`` with dropped entries, in few passes.
+    """Row-wise softmax cross-entropy over distinct candidates, in few passes.
 
-    Same numbers as ``cross_entropy(masked_fill(qs @ cs.T), arange(B))`` with fewer
-    passes over the ``B × N`` matrix: one fused ``log_softmax``, one ``exp`` kept as the
-    softmax ``P`` for the backward pass, which never touches the matrix elementwise:
-    with ``dS = diag(g) (P - I)``, ``dS @ cs = g · (P @ cs - cs[:B])`` and
-    ``dS.T @ qs = P.T @ (g · qs)`` minus ``g · qs`` on the first ``B`` rows.
+    ``S = qs @ cu.T + bias`` (``bias``: each column's log multiplicity and log-Q
+    correction), with row ``i``'s positive entry ``S[i, pos[i]]`` set to
+    ``qs[i]·cu[pos[i]] + pos_bias[i]``; the loss is ``logsumexp(S[i]) - S[i, pos[i]] +
+    log_m[i]`` (``log_m``: the log multiplicity inside ``pos_bias``, which belongs to the
+    sum, not to the positive). One softmax pass ``P`` over the matrix, kept for the
+    backward pass, which never touches the matrix elementwise: with
+    ``dS = diag(g) (P - E)`` (``E`` the one-hot positives), ``dS @ cu = g · (P @ cu -
+    cu[pos])`` and ``dS.T @ qs = P.T @ (g · qs)`` minus ``g · qs`` scattered to ``pos``.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, qs: Tensor, cs: Tensor, rows: Tensor | None, cols: Tensor | None
+        ctx: Any,
+        qs: Tensor,
+        cu: Tensor,
+        bias: Tensor,
+        pos: Tensor,
+        pos_bias: Tensor,
+        log_m: Tensor,
     ) -> Tensor:
         b = qs.shape[0]
-        s = qs @ cs.T
-        if rows is not None and cols is not None and len(rows):
-            s.index_put_((rows, cols), torch.tensor(-math.inf, dtype=s.dtype, device=s.device))
-        logp = torch.log_softmax(s, 1)
+        rows = torch.arange(b, device=qs.device)
+        c_pos = cu.index_select(0, pos)
+        s_pos = (qs * c_pos).sum(1) + pos_bias
+        s = torch.addmm(bias, qs, cu.T)
+        s.index_put_((rows, pos), s_pos)
+        p = torch.softmax(s, 1)
+        out = log_m - torch.log(p[rows, pos])
+        low = p[rows, pos] < _P_LOW  # -log(p) loses precision (or is inf): the long way
+        if bool(low.any()):
+            k = torch.nonzero(low).squeeze(1)
+            out[k] = torch.logsumexp(s[k], 1) - s_pos[k] + log_m[k]
         del s
-        diag = torch.arange(b, device=logp.device)
-        out = -logp[diag, diag]
-        p = logp.exp_()
-        ctx.save_for_backward(qs, cs, p)
+        ctx.save_for_backward(qs, cu, p, pos, c_pos)
         return out
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:  # type: ignore[override]
-        qs, cs, p = ctx.saved_tensors
-        b = qs.shape[0]
+    def backward(  # type: ignore[override]
+        ctx: Any, g: Tensor
+    ) -> tuple[Tensor, Tensor, None, None, None, None]:
+        qs, cu, p, pos, c_pos = ctx.saved_tensors
         gc = g.unsqueeze(1)
         gq = qs * gc
-        d_qs = (p @ cs - cs[:b]) * gc
-        d_cs = p.T @ gq
-        d_cs[:b] -= gq
-        return d_qs, d_cs, None, None
+        d_qs = torch.mm(p, cu).sub_(c_pos).mul_(gc)
+        d_cu = torch.mm(gq.T, p).T  # (U, D) as a view: MKL's faster layout for P.T @ gq
+        d_cu.index_add_(0, pos, gq, alpha=-1)
+        return d_qs, d_cu, None, None, None, None
+
+
+_P_LOW = 1e-30
+"""Below this softmax probability of a positive its loss is taken from ``logsumexp``."""

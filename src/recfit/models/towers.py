@@ -319,11 +319,9 @@ class Tower(nn.Module):
             elif spec["kind"] == "index":
                 parts.append(self.embeddings[name](x))
             else:
-                m = features[name + "_mask"].to(torch.float32)
-                w = m / m.sum(1, keepdim=True).clamp_min(1.0)  # the masked mean, one fused bag
                 emb = self.embeddings[name]
                 assert isinstance(emb, nn.Embedding)
-                parts.append(F.embedding_bag(x, emb.weight, per_sample_weights=w, mode="sum"))
+                parts.append(_masked_mean(x, features[name + "_mask"], emb.weight))
         if self.id_embedding is not None and idx is None:
             dev = self.id_embedding.weight.device
             parts.insert(0, torch.zeros(n, self.embedding_dim, device=dev))
@@ -336,8 +334,17 @@ class Tower(nn.Module):
         return h
 
     def forward(self, idx: Tensor) -> Tensor:
-        """Output vectors ``(len(idx), output_dim)`` of the ids ``idx`` (stored features)."""
-        return self.encode_features(self.features_at(idx), idx)
+        """Output vectors ``(len(idx), output_dim)`` of the ids ``idx`` (stored features).
+
+        An id that occurs several times is encoded once (rows are independent: the
+        same vectors, and the same gradients summed over its rows)."""
+        if len(idx) < 2:
+            return self.encode_features(self.features_at(idx), idx)
+        ids, inv = torch.unique(idx, return_inverse=True)
+        if len(ids) == len(idx):
+            return self.encode_features(self.features_at(idx), idx)
+        # index_select: its backward sums the rows in order (indexing's does not on 2+ threads)
+        return self.encode_features(self.features_at(ids), ids).index_select(0, inv)
 
     def id_penalty(self, idx: Tensor) -> Tensor:
         """Per-row sum of squares of the id embedding rows (zeros without an id table)."""
@@ -345,6 +352,16 @@ class Tower(nn.Module):
             return torch.zeros(idx.shape[0], device=idx.device)
         e: Tensor = self.id_embedding(idx)
         return (e * e).sum(1)
+
+
+def _masked_mean(x: Tensor, mask: Tensor, weight: Tensor) -> Tensor:
+    """The mean of the rows of ``weight`` at the tokens ``x[i][mask[i]]`` of each row
+    ``i`` (zeros for a row without tokens), as one bag per row over the kept tokens only
+    (padding costs nothing forward or backward)."""
+    keep = mask.to(torch.bool)
+    n = keep.sum(1)
+    offsets = torch.cumsum(n, 0) - n
+    return F.embedding_bag(x[keep], weight, offsets, mode="mean")
 
 
 class QueryTower(Tower):
