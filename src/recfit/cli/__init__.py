@@ -12,6 +12,7 @@ from recfit.cli import config as _config
 from recfit.cli import query as _query
 from recfit.cli import serve as _serve
 from recfit.cli import train as _train
+from recfit.cli import tune as _tune
 from recfit.cli.data import app as data_app
 from recfit.cli.demo import demo
 
@@ -49,6 +50,7 @@ app.add_typer(data_app, name="data")
 app.command("train")(_train.train)
 app.command("evaluate")(_train.evaluate)
 app.command("lr-find")(_train.lr_find)
+app.command("tune")(_tune.tune_command)
 app.add_typer(_config.app, name="config")
 app.command("compare")(_compare.compare)
 app.command("recommend")(_query.recommend)

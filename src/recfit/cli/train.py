@@ -294,14 +294,16 @@ def _summary(cfg: TrainConfig) -> str:
     return ", ".join(parts)
 
 
-def _command(impl: Any) -> Any:
-    """``impl`` with one keyword parameter per config field (its flag: :func:`_flag`)
-    in place of ``**fields``, as typer reads a command's signature."""
+def _command(impl: Any, exclude: frozenset[str] = frozenset()) -> Any:
+    """``impl`` with one keyword parameter per config field (its flag: :func:`_flag`;
+    not those in ``exclude``) in place of ``**fields``, as typer reads a command's
+    signature."""
     sig = inspect.signature(impl, eval_str=True)
     params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     params += [
         inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_flag(s))
         for s in field_specs()
+        if s.name not in exclude
     ]
 
     def command(**kwargs: Any) -> None:

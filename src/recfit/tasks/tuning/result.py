@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import pandas as pd
 
@@ -27,6 +27,8 @@ from recfit.config import BaseTrainConfig
 from recfit.config.io import to_toml
 
 __all__ = ["TRIAL_STATES", "Trial", "TrialState", "TuneResult"]
+
+C = TypeVar("C", bound=BaseTrainConfig)
 
 TrialState = Literal["complete", "pruned", "failed", "timeout"]
 """How a trial ended: trained to the end and scored, stopped early by the pruning rule,
@@ -67,7 +69,7 @@ class Trial:
 
 
 @dataclass
-class TuneResult:
+class TuneResult(Generic[C]):
     """The outcome of a search.
 
     Attributes:
@@ -85,7 +87,7 @@ class TuneResult:
         pruned_by: the pruning rule (empty: none).
     """
 
-    best_config: BaseTrainConfig
+    best_config: C
     best_score: float
     trials: list[Trial]
     metric: str

@@ -69,7 +69,7 @@ def tune(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     space: Mapping[str, Param] | None = None,
-) -> TuneResult:
+) -> TuneResult[C]:
     """Search the hyper-parameters of ``cfg``'s model (or of ``families``) on an inner
     validation cut of ``train``.
 
@@ -181,7 +181,7 @@ def tune(
             f"expected at least one trial to complete within budget_s {budget_s:g}, "
             f"received trials: {states}"
         )
-    result = TuneResult(
+    result: TuneResult[C] = TuneResult(
         best_config=cfg,
         best_score=math.nan,
         trials=trials,
