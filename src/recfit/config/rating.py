@@ -75,6 +75,14 @@ class RatingConfig(BaseTrainConfig):
     reg_exponent: float = Field(default=1.0, gt=0.0, le=1.0)
     """ALS: a row's ridge is reg * n ** reg_exponent for n the total weight of its ratings
     (1: the Learner's objective)."""
+    time_bins: int = Field(default=30, ge=1)
+    """timesvdpp: periods of the training time span, each item with its own bias in each."""
+    time_reg: float = Field(default=0.1, ge=0.0)
+    """timesvdpp: L2 penalty of the time biases (user-day and item-period)."""
+    gibbs_samples: int = Field(default=100, ge=1)
+    """bmf: Gibbs sweeps after the burn-in, whose predictions are averaged."""
+    gibbs_burn_in: int = Field(default=20, ge=0)
+    """bmf: Gibbs sweeps before the samples that are averaged."""
     checkpoint_every: int | None = Field(default=None, ge=1)
     """With a run directory, also save the full training state every this many optimiser
     steps (it is always saved at epoch ends)."""

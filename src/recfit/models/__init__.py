@@ -17,6 +17,7 @@ from recfit.data.interactions import Interactions
 # The registry line: every family module, each registering its families when imported.
 from recfit.models import (  # noqa: F401
     baseline,
+    bmf,
     bpr,
     classifier,
     dot,
@@ -26,6 +27,7 @@ from recfit.models import (  # noqa: F401
     mlp,
     popularity,
     svdpp,
+    timesvdpp,
     two_tower,
 )
 from recfit.models.base import (

@@ -144,6 +144,9 @@ class RatingModel(nn.Module):
     ``fused_backward``)."""
     output_kind: ClassVar[OutputKind] = "rating"
     """``"rating"`` (the data's units) or ``"score"`` (a ranking score, never clipped)."""
+    trains_on_timestamp: ClassVar[bool] = False
+    """Whether the Learner's training batches carry the ``timestamp`` column (prediction
+    batches carry it whenever the data has timestamps)."""
 
     n_users: int
     n_items: int

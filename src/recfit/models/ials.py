@@ -99,10 +99,17 @@ def load_kernels() -> tuple[Any, float, int]:
 
     Starting numba's thread pool may reset PyTorch's count; it is put back.
     """
-    n = before = torch.get_num_threads()
     t0 = time.perf_counter()
     mod = _numba_kernels()
     seconds = time.perf_counter() - t0
+    return mod, seconds, numba_threads()
+
+
+def numba_threads() -> int:
+    """Set numba's thread count for a compiled fit: the cores not busy with other
+    processes (:func:`recfit._cpu.free_cores`), at most PyTorch's setting and numba's;
+    returns it. Starting numba's thread pool may reset PyTorch's count; it is put back."""
+    n = before = torch.get_num_threads()
     import numba
 
     config: Any = numba.config  # numba's config module has no stubs
@@ -110,7 +117,7 @@ def load_kernels() -> tuple[Any, float, int]:
     numba.set_num_threads(n)
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
-    return mod, seconds, n
+    return n
 
 
 def check_positive(name: str, v: Any, *, integer: bool = False, zero: bool = False) -> None:

@@ -87,16 +87,31 @@ def take_rows(cols: dict[str, Tensor], idx: Tensor) -> dict[str, Tensor]:
 
 @dataclass
 class TensorData:
-    """Columns as tensors: ``user``, ``item`` (int64), ``rating``, ``weight`` (float32)."""
+    """Columns as tensors: ``user``, ``item`` (int64), ``rating``, ``weight`` (float32) and,
+    when the data has timestamps and they are asked for, ``timestamp`` (int64 seconds)."""
 
     columns: dict[str, Tensor]
     rows: np.ndarray  # positions in the source Interactions of the kept rows
 
     @classmethod
     def from_interactions(
-        cls, data: Interactions, device: str | torch.device = "cpu", drop_zero_weight: bool = True
+        cls,
+        data: Interactions,
+        device: str | torch.device = "cpu",
+        drop_zero_weight: bool = True,
+        *,
+        timestamp: bool = True,
     ) -> TensorData:
-        """Build the tensors once; ``drop_zero_weight`` removes weight-0 rows."""
+        """Build the tensors once; ``drop_zero_weight`` removes weight-0 rows; ``timestamp``:
+        a ``timestamp`` column (int64 seconds) when ``data`` has timestamps.
+
+        Example:
+            >>> d = Interactions.from_arrays([1, 2], [1, 1], [3.0, 4.0], timestamp=[10, 20])
+            >>> sorted(TensorData.from_interactions(d).columns)
+            ['item', 'rating', 'timestamp', 'user', 'weight']
+            >>> "timestamp" in TensorData.from_interactions(d, timestamp=False).columns
+            False
+        """
         rows = np.arange(len(data))
         if drop_zero_weight and data.weight is not None:
             rows = np.flatnonzero(data.weight > 0)
@@ -112,6 +127,9 @@ class TensorData:
             "rating": torch.from_numpy(np.ascontiguousarray(take(data.rating))),
             "weight": torch.from_numpy(np.ascontiguousarray(take(w))),
         }
+        ts = data.timestamp if timestamp else None
+        if ts is not None:
+            cols["timestamp"] = torch.from_numpy(np.ascontiguousarray(take(ts)))
         return cls({k: v.to(device) for k, v in cols.items()}, rows)
 
     def __len__(self) -> int:

@@ -213,7 +213,9 @@ class Learner(TrainingLoop):
         if hasattr(model, "train_user_count") and not model.has_record:
             # which users and items get trained (the others are answered by the baseline)
             model.record_training(train.user, train.item, train.rating, train.weights())
-        self._train_td = TensorData.from_interactions(train, self.device)
+        self._train_td = TensorData.from_interactions(
+            train, self.device, timestamp=bool(getattr(model, "trains_on_timestamp", False))
+        )
         if len(self._train_td) == 0:
             raise DataError("expected training rows with weight > 0, received none")
         self._valid_td: TensorData | None = None
