@@ -438,3 +438,103 @@ def test_t1_softmax_reduced_budget(data_dir: Path) -> None:
     assert res.report["exclude_seen"] is False
     assert res.report["relevant_min_rating"] == 5.0
     assert res.metrics["top_100_accuracy"] >= 0.38  # 0.425 measured; keras-rs MSE: 0.31
+
+
+# ----------------------------------------------------------------------------- speed paths
+@settings(max_examples=60, deadline=None)
+@given(
+    items=st.lists(st.integers(0, 5), min_size=1, max_size=10),
+    negatives=st.lists(st.integers(0, 5), max_size=4),
+    zero=st.lists(st.booleans(), min_size=10, max_size=10),
+    remove=st.booleans(),
+    logq=st.booleans(),
+)
+def test_distinct_candidates_give_the_dense_softmax(
+    items: list[int], negatives: list[int], zero: list[bool], remove: bool, logq: bool
+) -> None:
+    """The softmax over distinct candidates (one column per item, its multiplicity as a
+    bias) gives the losses and gradients of the dense masked ``B x (B + M)`` softmax."""
+    counts = np.array([6, 3, 1, 2, 4, 1])
+    loss, m = _loss(
+        n_items=6, temperature=0.3, item_counts=counts, logq=logq, remove_accidental_hits=remove
+    )
+    b = len(items)
+    rng = np.random.default_rng(b)
+    q = torch.tensor(rng.normal(size=(b, 2)), dtype=torch.float32, requires_grad=True)
+    it, neg = torch.tensor(items), torch.tensor(negatives, dtype=torch.int64)
+    weight = torch.tensor([0.0 if z else 1.0 for z in zero[:b]])
+    if not bool((weight > 0).any()):
+        weight[0] = 1.0
+    g = weight * torch.tensor(rng.uniform(0.5, 2.0, size=b), dtype=torch.float32)
+    fused = loss.fused(q, m.candidate_tower(it), it, weight, neg)
+    (fused * g).sum().backward()
+    params = [q, *m.candidate_tower.parameters()]
+    got = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    for p in params:
+        p.grad = None
+    s = loss.logits(q, m.candidate_tower(it), it, weight, neg)
+    ref = torch.nn.functional.cross_entropy(s, torch.arange(b), reduction="none")
+    (ref * g).sum().backward()
+    live = weight > 0
+    torch.testing.assert_close(fused[live], ref[live], rtol=1e-5, atol=1e-5)
+    for p, want in zip(params, got, strict=True):
+        expect = p.grad if p.grad is not None else torch.zeros_like(p)
+        torch.testing.assert_close(want, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_a_positive_far_below_the_rest_keeps_an_exact_finite_loss() -> None:
+    """A positive whose softmax probability underflows float32 still gets its loss
+    (``logsumexp - logit``), not inf."""
+    loss, m = _loss(temperature=1.0, logq=False)
+    q = np.array([[1.0, 0.0], [0.0, 1.0]])
+    c = np.array([[-100.0, 0.0], [0.0, 1.0]])  # row 0: its own item at -100, the other at 0
+    got = _call(loss, m, [0, 1], q=q, c=c).numpy()
+    expect = _softmax_ce(q @ c.T)
+    assert np.isfinite(got).all() and got[0] > 99
+    np.testing.assert_allclose(got, expect, rtol=1e-6)
+
+
+def _big_batch_config(**changes: object) -> RetrievalConfig:
+    # batches of 512 rows or more follow the thread policy (not one thread); tensors of
+    # 1024 x 64 are above PyTorch's grain size, so two threads really split the work
+    return SMALL.replace(epochs=2, bs=1024, layers=(64,), n_bootstrap=0, **changes)
+
+
+def test_retrieval_fit_follows_the_thread_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recfit._cpu import cpu_cores
+    from recfit.train import execution
+    from recfit.train.callbacks import Callback
+
+    seen: set[int] = set()
+
+    class Spy(Callback):
+        def after_batch(self) -> None:
+            seen.add(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    d = clustered(n_users=400)
+    for free in (1, min(2, cpu_cores())):
+        monkeypatch.setattr(execution, "free_cores", lambda free=free: free)
+        seen.clear()
+        train_retrieval(_big_batch_config(), d, "user:0.3", callbacks=[Spy()])
+        assert seen == {free}
+    assert torch.get_num_threads() == before
+
+
+def test_retrieval_weights_do_not_depend_on_the_thread_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same seed gives the same weights however many cores are free at the fit's
+    start (the thread count follows them)."""
+    from recfit.train import execution
+
+    d = clustered(n_users=400)
+    cfg = _big_batch_config(num_negatives=20)
+    states = []
+    for free in (1, 2):
+        monkeypatch.setattr(execution, "cpu_cores", lambda: 2)
+        monkeypatch.setattr(execution, "free_cores", lambda free=free: free)
+        res = train_retrieval(cfg, d, "user:0.3")
+        states.append(res.model.state_dict())
+    for name, value in states[0].items():
+        assert torch.equal(value, states[1][name]), name

@@ -52,7 +52,6 @@ from recfit.tasks.retrieval.evaluation import (
     retrieval_metrics,
 )
 from recfit.train.callbacks import Callback, ScheduleRecorder
-from recfit.train.execution import Execution
 from recfit.train.learner import Learner
 from recfit.train.schedules import Constant
 
@@ -61,7 +60,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRESET_BASE",
-    "RETRIEVAL_THREADS",
     "RetrievalResult",
     "RetrievalTask",
     "compare_depths",
@@ -132,12 +130,6 @@ def t2_config(**changes: Any) -> RetrievalConfig:
 
 
 # ----------------------------------------------------------------------------- training
-RETRIEVAL_THREADS = 1
-"""CPU threads of a two-tower fit. Its steps are small (a B x B logit matrix of a few MB):
-on a shared 2-core machine two OpenMP threads spent 87-205 ms a T2 step against 9 ms
-with one, waiting on each other (benchmarks/bench_t2.py --only step)."""
-
-
 @dataclass
 class RetrievalResult:
     """What :func:`train_retrieval` produced.
@@ -228,7 +220,7 @@ def _build(
     opt: Any = _keras_adagrad(cfg.lr) if cfg.opt == "adagrad" else "adam"
     return make_learner(
         cfg, model, train, None, callbacks=cbs, progress=progress, loss=loss, metrics=(), opt=opt,
-        bs=cfg.bs, execution=Execution(num_threads=RETRIEVAL_THREADS),
+        bs=cfg.bs,
     )  # fmt: skip
 
 
@@ -290,7 +282,8 @@ def train_retrieval(
     _fit(learner, cfg)
     fit_seconds = time.perf_counter() - t0
     model = _two_tower(learner)
-    metrics, report = retrieval_metrics(cfg, model, test, train, fit_seconds)
+    with learner.threads():  # the thread policy again: the cores free now
+        metrics, report = retrieval_metrics(cfg, model, test, train, fit_seconds)
     tracker = _tracker(learner)
     records = [] if tracker is None else list(tracker.records)
     return RetrievalResult(cfg, model, learner, the_split, metrics, report, records)
@@ -371,7 +364,8 @@ class RetrievalTask(Task[RetrievalConfig]):
         test = filter_positives(split.test, cfg.positive_min_rating)
         train = filter_positives(split.train, cfg.positive_min_rating)  # each user's seen items
         model, seconds = _two_tower(learner), learner.fit_seconds
-        metrics, report = retrieval_metrics(cfg, model, test, train, seconds)
+        with learner.threads():
+            metrics, report = retrieval_metrics(cfg, model, test, train, seconds)
         return metrics, {k: v for k, v in report.items() if k not in metrics}
 
     def figures(self, learner: Learner, cfg: RetrievalConfig) -> dict[str, Figure]:
