@@ -91,7 +91,7 @@ SearchSpace = dict[str, Param]
 SGD_SEARCH: SearchSpace = {
     "epochs": Param(2, 40, integer=True, log=True),
     "lr": Param(1e-3, 0.3, log=True),
-    "wd": Param(0.0, 0.3),
+    "wd": Param(0.0, 0.1),
     "reg": Param(1e-3, 1.0, log=True),
 }
 """The trainer fields worth tuning for a family trained by the Learner (or ALS, which

@@ -19,6 +19,7 @@ import math
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -159,7 +160,7 @@ def tune(
     with _quiet(optuna):
         study = optuna.create_study(
             direction="minimize" if mode == "min" else "maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
+            sampler=_sampler(optuna, seed),
             pruner=optuna.pruners.NopPruner(),  # the rule is ours (should_prune)
         )
         for name, base in bases.items():
@@ -423,6 +424,14 @@ def _line(t: Trial, metric: str) -> str:
                        for k, v in t.params.items())  # fmt: skip
     extra = f" ({t.note})" if t.note and t.state != "complete" else ""
     return f"trial {t.number} {t.family}: {what} in {t.seconds:.1f} s [{params}]{extra}"
+
+
+def _sampler(optuna: Any, seed: int) -> Any:
+    """TPE modelling the searched fields jointly (``multivariate``; ``group``: each
+    family's fields apart), seeded."""
+    with warnings.catch_warnings():  # both options are marked experimental by Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 @contextmanager
