@@ -129,6 +129,9 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("rating", "inner_valid", 0.3, {"patience": 1}),
     ("rating", "checkpoint_every", 3, {}),
     ("rating", "bf16", True, {}),
+    ("rating", "budget", 5.0, {}),
+    ("rating", "blend_members", ("baseline", "dot"),
+     {"model": "blend", "epochs": 5, "bs": 0, "n_factors": 50}),  # the blend reads none
     ("classification", "n_factors", 6, {}),
     ("classification", "layers", (6,), {}),
     ("classification", "dropout", 0.3, {}),

@@ -344,8 +344,8 @@ class BaseTrainConfig(BaseModel):
             >>> cfg.resolve_opt(row_wise=False).opt
             'adam'
         """
-        if self.opt != "auto":
-            return self
+        if self.opt != "auto" or not self.applies("opt"):
+            return self  # a family trained by its own fit reads no optimiser
         if not row_wise:
             return self.replace(opt="adam")
         given = self.model_fields_set

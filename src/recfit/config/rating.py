@@ -15,13 +15,31 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from recfit.config.base import BaseTrainConfig
-from recfit.models.registry import Family, family
+from recfit.models.registry import Family, families, family
 
-__all__ = ["AUTO_MODELS", "RatingConfig"]
+__all__ = ["AUTO_MODELS", "RatingConfig", "searched_families"]
 
 AUTO_MODELS: tuple[str, ...] = ("svdpp", "dot")
 """What ``model="auto"`` resolves to: the first on the dense path, the second on the
 row-wise path or with ALS (:meth:`RatingConfig.resolve_model`)."""
+
+
+def searched_families(trainer: str | None = None) -> list[Family]:
+    """The families ``model="auto"`` with a ``budget`` may try: every registered rating
+    family whose predictions are ratings, except ``blend`` (auto builds its own blend),
+    and, with ``trainer``, those that train by it; :data:`AUTO_MODELS` first.
+
+    Example:
+        >>> [f.name for f in searched_families()][:3]
+        ['svdpp', 'dot', 'baseline']
+    """
+    out = [family(name) for name in AUTO_MODELS]
+    out += [
+        f
+        for f in families("rating")
+        if f.output == "rating" and f.name != "blend" and f.name not in AUTO_MODELS
+    ]
+    return [f for f in out if trainer is None or trainer in f.trainers]
 
 
 class RatingConfig(BaseTrainConfig):
@@ -88,6 +106,12 @@ class RatingConfig(BaseTrainConfig):
     steps (it is always saved at epoch ends)."""
     bf16: bool = False
     """bfloat16 autocast of the forward pass on CUDA (an error without CUDA)."""
+    budget: float = Field(default=0.0, ge=0.0)
+    """model auto: seconds for choosing the model by inner validation (every rating family
+    that fits, tuning, a blend); 0 picks svdpp or dot by size without a search."""
+    blend_members: tuple[str, ...] = ("svdpp", "dot")
+    """model blend: its members, each a family name or a JSON object of config fields
+    ('{"model": "svdpp", "n_factors": 100}')."""
 
     @field_validator("y_range", mode="before")
     @classmethod
@@ -109,8 +133,16 @@ class RatingConfig(BaseTrainConfig):
 
     def candidate_families(self) -> list[Family]:
         if self.model == "auto":
-            return [family(name) for name in AUTO_MODELS]
+            if self.budget <= 0:
+                return [family(name) for name in AUTO_MODELS]
+            given = "trainer" in self.model_fields_set
+            return searched_families(self.trainer if given else None)
         return [family(self.model)]
+
+    def _condition(self, name: str) -> bool:
+        if name == "budget":
+            return self.model == "auto"
+        return super()._condition(name)
 
     def _auto_model(self, big: bool) -> str:
         if self.model != "auto":

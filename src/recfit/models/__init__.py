@@ -17,6 +17,7 @@ from recfit.data.interactions import Interactions
 # The registry line: every family module, each registering its families when imported.
 from recfit.models import (  # noqa: F401
     baseline,
+    blend,
     bmf,
     bpr,
     classifier,

@@ -18,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 from recfit.config import RatingConfig
 from recfit.data.interactions import Interactions
 from recfit.data.split import Split
+from recfit.models.blend import Blend
 from recfit.models.registry import families, family
+from recfit.tasks import auto
 from recfit.tasks.common import (
     Callbacks,
+    Metrics,
     Task,
     batch_and_lr,
     early_stopping,
@@ -96,7 +99,7 @@ def build_learner(
         callbacks=cbs,
         progress=progress,
         loss=cfg.loss,
-        opt=cfg.opt,
+        opt="adam" if cfg.opt == "auto" else cfg.opt,  # auto stays only where none is used
         bs=bs,
     )
 
@@ -133,10 +136,30 @@ class RatingTask(Task[RatingConfig]):
     def checkpointed(self, cfg: RatingConfig) -> bool:
         return cfg.trainer == "sgd"
 
+    def __init__(self) -> None:
+        self._auto: dict[RatingConfig, dict[str, Any]] = {}
+        self._weights: dict[RatingConfig, tuple[list[float], float]] = {}
+
     def prepare(
         self, cfg: RatingConfig, split: Split, *, distributed: bool = False
     ) -> RatingConfig:
-        return resolve_config(cfg, split.train, distributed=distributed)
+        """``cfg`` made concrete for ``split``'s training part: ``model="auto"`` with a
+        ``budget`` chosen by inner validation (:func:`recfit.tasks.auto.choose_model`),
+        else as :func:`resolve_config` says; a blend keeps its members' own settings."""
+        report: dict[str, Any] | None = None
+        weights = None
+        if cfg.model == "auto" and cfg.budget > 0:
+            cfg, found, weights = auto.choose_model(cfg, split)
+            report = found.as_dict()
+        if cfg.model == "blend":  # each member resolves its own settings when it trains
+            cfg = cfg.resolve_model(big=False)
+        else:
+            cfg = resolve_config(cfg, split.train, distributed=distributed)
+        if report is not None:
+            self._auto[cfg] = report
+        if weights is not None:
+            self._weights[cfg] = weights
+        return cfg
 
     def build(
         self, cfg: RatingConfig, fit: Split, callbacks: Callbacks, progress: bool | None
@@ -144,7 +167,21 @@ class RatingTask(Task[RatingConfig]):
         return build_learner(cfg, fit.train, fit.test, callbacks=callbacks, progress=progress)
 
     def fit(self, learner: Learner, cfg: RatingConfig) -> Learner:
+        if cfg.model == "blend":  # members by their trainers, weights on an inner cut
+            return auto.fit_blend(learner, cfg, self._weights.pop(cfg, None))
         return fit_learner(learner, cfg)
+
+    def evaluate(self, learner: Learner, cfg: RatingConfig, split: Split) -> Metrics:
+        """The held-out metrics; ``details.model_auto``: what ``model="auto"`` tried (each
+        candidate's inner RMSE and seconds) and chose; ``details.blend``: a blend's members
+        and weights."""
+        metrics, details = learner.evaluate(split.test), {}
+        found = self._auto.pop(cfg, None)
+        if found:
+            details["model_auto"] = found
+        if isinstance(learner.model, Blend):
+            details["blend"] = learner.model.summary()
+        return metrics, details
 
 
 register_task(RatingTask())

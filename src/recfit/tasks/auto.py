@@ -1,0 +1,446 @@
+"""``model="auto"`` with a time budget, and the ``blend`` family's training (rating task).
+
+With ``budget`` > 0 seconds, :func:`choose_model` chooses the model by inner validation on
+the training part only (never a held-out row):
+
+1. *cut*: :data:`AUTO_INNER` of the training rows, drawn by the seed, is the inner
+   validation part; every candidate trains on the other rows and is scored on it (RMSE);
+2. *defaults*: each family that fits the data and the trainer
+   (:func:`recfit.config.rating.searched_families`: every registered rating family but
+   ``blend``) is trained with its defaults, cheapest first, while the search's share of
+   the budget lasts (a fit still running at the stage's deadline is cut and not scored);
+3. *tuning*: the best families that declare a search space
+   (:attr:`recfit.models.registry.Family.search`) are tuned by
+   :func:`recfit.tasks.tuning.tune` on the same cut, in what the budget leaves after
+   saving time for the final fit; a tuned configuration that beats the defaults joins
+   the candidates;
+4. *blend*: candidates are added greedily to a ridge blend of their inner predictions
+   (:func:`recfit.models.blend.ridge_blend`) while the blend's two-fold cross-fitted RMSE
+   on the inner part falls and the final fit of the members fits in the budget;
+5. the best single candidate or the blend, whichever scores lower, is the resolved
+   config (a blend: ``model="blend"`` with its members' configs, the weights fitted on
+   the inner part kept); the run then trains it on the whole training part.
+
+Everything tried, with its inner score and seconds, is in :class:`AutoReport` (the run's
+``details.model_auto``). The budget is an upper bound: small data finishes early.
+
+A blend (:func:`fit_blend`) trains its members on an inner cut, fits the weights on the
+cut's other rows, then trains the members on the whole training part.
+
+Example:
+    >>> AUTO_INNER, TUNE_TOP
+    (0.1, 2)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recfit.config import RatingConfig
+from recfit.config.rating import searched_families
+from recfit.data.interactions import Interactions
+from recfit.data.split import Split
+from recfit.errors import CancelFitException, ConfigError, RecfitError
+from recfit.metrics.rating import rmse
+from recfit.models.blend import Blend, member_settings, ridge_blend
+from recfit.models.registry import family
+from recfit.tasks import tuning
+from recfit.tasks.common import get_task
+from recfit.train.callbacks import Callback
+from recfit.train.learner import Learner
+from recfit.train.trainers import FitSpec, trainer_for
+
+__all__ = [
+    "AUTO_INNER",
+    "AutoReport",
+    "Candidate",
+    "choose_model",
+    "fit_blend",
+    "inner_cut",
+    "member_config",
+]
+
+AUTO_INNER = 0.1
+"""The share of the training rows auto (and a blend) holds out to compare and weigh."""
+TUNE_TOP = 2
+"""How many of the best families (by their defaults' inner RMSE) auto tunes."""
+TUNE_TRIALS = 20
+"""At most this many trials per tuned family (small data finishes before the budget)."""
+DEFAULTS_SHARE = 0.5
+"""The share of the budget the defaults stage may use."""
+REFIT_FACTOR = 1.25
+"""The final fit on the whole training part is estimated at this many times a
+candidate's inner fit (it has 1 / (1 - AUTO_INNER) as many rows, plus margin)."""
+MIN_GAIN = 1e-4
+"""A blend member must lower the blend's inner RMSE by at least this much."""
+MAX_BLEND = 6
+"""At most this many blend members."""
+RUN_FIELDS = (
+    "version", "dataset", "data_dir", "user_col", "item_col", "rating_col",
+    "timestamp_col", "weight_col", "split", "test_file", "seed", "device",
+)  # fmt: skip
+"""The fields a blend's members take from the blend's config (data, split, seed, device)."""
+
+
+@dataclass
+class Candidate:
+    """One configuration auto tried.
+
+    Attributes:
+        label: its name in the report (``"svdpp"``, ``"dot (tuned)"``).
+        spec: its config fields (those set; ``model`` the family).
+        stage: ``"defaults"`` or ``"tuned"``.
+        state: ``"ok"``, ``"skipped"``, ``"timeout"`` or ``"failed"``.
+        rmse: its inner RMSE (``None`` unless ``ok``).
+        seconds: wall seconds of its fit and prediction (tuning: of the whole search).
+        note: why it was skipped or failed; a tuned one: its trials.
+    """
+
+    label: str
+    spec: dict[str, Any]
+    stage: str
+    state: str = "ok"
+    rmse: float | None = None
+    seconds: float = 0.0
+    note: str = ""
+    pred: np.ndarray | None = field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        """The candidate as a JSON-ready dict (no predictions)."""
+        out = {k: v for k, v in asdict(self).items() if k != "pred"}
+        return {k: v for k, v in out.items() if v not in ("", None)}
+
+
+@dataclass
+class AutoReport:
+    """What auto tried and chose (``details.model_auto`` of the run)."""
+
+    budget: float
+    by: str
+    candidates: list[Candidate] = field(default_factory=list)
+    chosen: str = ""
+    chosen_rmse: float | None = None
+    blend: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    estimated_refit_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, with ``inner_scores`` and ``inner_seconds`` by label (as the top-N
+        task's auto reports them)."""
+        ok = [c for c in self.candidates if c.state == "ok" and c.rmse is not None]
+        out: dict[str, Any] = {
+            "chosen": self.chosen,
+            "by": self.by,
+            "budget_seconds": self.budget,
+            "search_seconds": round(self.seconds, 3),
+            "estimated_refit_seconds": round(self.estimated_refit_seconds, 3),
+            "chosen_inner_rmse": self.chosen_rmse,
+            "inner_scores": {c.label: c.rmse for c in ok},
+            "inner_seconds": {c.label: round(c.seconds, 3) for c in self.candidates},
+            "candidates": [c.row() for c in self.candidates],
+        }
+        if self.blend:
+            out["blend"] = self.blend
+        return out
+
+
+class Deadline(Callback):
+    """Cancels a fit once the clock passes ``at`` (``time.perf_counter()`` seconds)."""
+
+    order = -50
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.hit = False
+
+    def _check(self) -> None:
+        if time.perf_counter() > self.at:
+            self.hit = True
+            raise CancelFitException("auto's time budget is spent")
+
+    def after_batch(self) -> None:
+        self._check()
+
+    def after_epoch(self) -> None:
+        self._check()
+
+
+# ------------------------------------------------------------------ cuts and members
+def inner_cut(data: Interactions, rows: np.ndarray, seed: int) -> Split:
+    """``rows`` of ``data`` cut at random by ``seed``: :data:`AUTO_INNER` of them the test
+    part, the others the training part (both rows of ``data``: the vocabularies stay).
+
+    Raises:
+        ConfigError: too few rows to leave one on each side.
+
+    Example:
+        >>> d = Interactions.from_arrays(list(range(30)), [0] * 30, [4.0] * 30)
+        >>> cut = inner_cut(d, np.arange(30), seed=0)
+        >>> len(cut.train_idx), len(cut.test_idx)
+        (27, 3)
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    n_inner = round(AUTO_INNER * len(rows))
+    if n_inner < 1 or n_inner >= len(rows):
+        raise ConfigError(
+            f"expected enough training rows for an inner cut of {AUTO_INNER:.0%} (model auto "
+            f"or blend), received {len(rows)}"
+        )
+    rng = np.random.default_rng([seed, 0xA070])
+    inner = np.sort(rng.choice(rows, size=n_inner, replace=False))
+    rest = np.setdiff1d(rows, inner, assume_unique=True)
+    return Split(data, rest, inner, f"auto-inner:{AUTO_INNER:g}")
+
+
+def member_config(cfg: RatingConfig, spec: str | dict[str, Any]) -> RatingConfig:
+    """The config of one member (or candidate) ``spec`` of ``cfg``: ``cfg``'s data, split,
+    seed and device (:data:`RUN_FIELDS`, those set) with the spec's fields.
+
+    Example:
+        >>> member_config(RatingConfig(seed=3), '{"model": "dot", "n_factors": 8}').n_factors
+        8
+    """
+    base = {k: v for k, v in cfg.model_dump(exclude_unset=True).items() if k in RUN_FIELDS}
+    return RatingConfig.validated({**base, **member_settings(spec)}, source="blend member")
+
+
+def _fit_on(cfg: RatingConfig, cut: Split, callbacks: list[Callback]) -> Learner:
+    task = get_task("rating")
+    cfg = task.prepare(cfg, cut)
+    learner = task.build(cfg, cut, callbacks=callbacks, progress=False)
+    return task.fit(learner, cfg)
+
+
+def _spec_json(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+# ------------------------------------------------------------------ the blend family
+def fit_blend(
+    learner: Learner, cfg: RatingConfig, weights: tuple[list[float], float] | None
+) -> Learner:
+    """Train the :class:`~recfit.models.blend.Blend` in ``learner`` (``cfg.model ==
+    "blend"``): without ``weights`` (``(w, b)``), each member trains on an inner cut of
+    ``learner.train`` and the weights are fitted on the cut's other rows; then each member
+    trains on all of ``learner.train``. Recorded as one closed-form epoch."""
+
+    def solve(model: Any, train: Interactions) -> None:
+        if not isinstance(model, Blend):
+            raise ConfigError(
+                f"expected a Blend for model 'blend', received {type(model).__name__}"
+            )
+        specs = [member_config(cfg, s) for s in cfg.blend_members]
+        w = weights
+        if w is None:
+            cut = inner_cut(train, np.arange(len(train)), cfg.seed)
+            preds = np.stack([_fit_on(m, cut, []).predict(cut.test) for m in specs], axis=1)
+            c, b = ridge_blend(preds, cut.test.rating, cut.test.weights())
+            w = (c.tolist(), b)
+        whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
+        for k, m in enumerate(specs):
+            model.members[k] = _fit_on(m, whole, []).model
+        model.set_weights(w[0], w[1])
+
+    return trainer_for("closed_form").fit(learner, FitSpec(solve=solve))
+
+
+# ------------------------------------------------------------------ auto
+def _candidate_specs(cfg: RatingConfig, train: Interactions) -> list[tuple[str, dict[str, Any]]]:
+    """(family name, spec) of every family auto tries with its defaults: ``cfg``'s set
+    fields that the family reads or that every run reads, ``model`` the family."""
+    given = cfg.model_dump(exclude_unset=True)
+    given.pop("budget", None)
+    trainer = given.get("trainer")
+    out = []
+    for fam in searched_families(trainer):
+        probe = member_config(cfg, {"model": fam.name, **({"trainer": trainer} if trainer else {})})
+        spec = {"model": fam.name}
+        spec.update(
+            {k: v for k, v in given.items() if k not in (*RUN_FIELDS, "model") and probe.applies(k)}
+        )
+        out.append((fam.name, spec))
+    return out
+
+
+def _try(
+    cfg: RatingConfig, label: str, spec: dict[str, Any], stage: str, cut: Split, until: float
+) -> Candidate:
+    cand = Candidate(label, spec, stage)
+    t0 = time.perf_counter()
+    if t0 >= until:
+        cand.state, cand.note = "skipped", "budget spent"
+        return cand
+    try:
+        mcfg = member_config(cfg, dict(spec))
+    except RecfitError as e:  # a given field this family does not read, say
+        cand.state, cand.note = "skipped", str(e)
+        return cand
+    stop = Deadline(until)
+    try:
+        learner = _fit_on(mcfg, cut, [stop])
+        if stop.hit:
+            cand.state, cand.note = "timeout", "cut at the stage's deadline"
+        else:
+            cand.pred = learner.predict(cut.test).astype(np.float64)
+            cand.rmse = rmse(cand.pred, cut.test.rating, cut.test.weights())
+            if not np.isfinite(cand.rmse):
+                cand.state, cand.note, cand.rmse = "failed", "non-finite predictions", None
+    except RecfitError as e:  # a family that does not fit these data (or diverged)
+        cand.state, cand.note = "failed", f"{type(e).__name__}: {e}"
+    cand.seconds = time.perf_counter() - t0
+    return cand
+
+
+def _cv_rmse(preds: np.ndarray, rating: np.ndarray, weight: np.ndarray, seed: int) -> float:
+    """Two-fold cross-fitted RMSE of a ridge blend of ``preds`` ``[n, k]``: weights fitted
+    on one half of the rows score the other half, and back."""
+    n = len(rating)
+    half = np.random.default_rng([seed, 0xB1E]).permutation(n) < n // 2
+    err = np.zeros(n)
+    for a in (half, ~half):
+        c, b = ridge_blend(preds[a], rating[a], weight[a])
+        err[~a] = preds[~a] @ c + b - rating[~a]
+    w = weight.astype(np.float64)
+    return float(np.sqrt((w * err**2).sum() / w.sum()))
+
+
+def _blend(
+    ok: list[Candidate], cut: Split, seed: int, time_left: float
+) -> tuple[list[Candidate], float, list[float], float]:
+    """Greedy forward selection of blend members among ``ok`` (best first): the blend's
+    cross-fitted RMSE, its weights and intercept (fitted on the whole inner part)."""
+    test = cut.test
+    r, w = test.rating.astype(np.float64), test.weights().astype(np.float64)
+    chosen = [ok[0]]
+    best = _cv_rmse(np.stack([ok[0].pred], 1), r, w, seed)  # type: ignore[list-item]
+    cost = ok[0].seconds * REFIT_FACTOR
+    while len(chosen) < MAX_BLEND:
+        trial: tuple[float, Candidate] | None = None
+        for c in ok:
+            if c in chosen or cost + c.seconds * REFIT_FACTOR > time_left:
+                continue
+            preds = np.stack([m.pred for m in [*chosen, c]], 1)  # type: ignore[misc]
+            score = _cv_rmse(preds, r, w, seed)
+            if trial is None or score < trial[0]:
+                trial = (score, c)
+        if trial is None or trial[0] > best - MIN_GAIN:
+            break
+        best = trial[0]
+        chosen.append(trial[1])
+        cost += trial[1].seconds * REFIT_FACTOR
+    preds = np.stack([m.pred for m in chosen], 1)  # type: ignore[misc]
+    weights, intercept = ridge_blend(preds, r, w)
+    return chosen, best, weights.tolist(), intercept
+
+
+def _tune_stage(
+    cfg: RatingConfig, ok: list[Candidate], cut: Split, until: float
+) -> list[Candidate]:
+    """Tune the best :data:`TUNE_TOP` families with a search space, each in an equal
+    share of the time to ``until``; each tuned best that beats its defaults is refitted on
+    the cut (its inner predictions, for the blend) and returned."""
+    out: list[Candidate] = []
+    names: list[str] = []
+    for c in ok:
+        fam = family(c.spec["model"])
+        if fam.search and fam.name not in names:
+            names.append(fam.name)
+    names = names[:TUNE_TOP]
+    for k, name in enumerate(names):
+        share = (until - time.perf_counter()) / (len(names) - k)
+        base = next(c for c in ok if c.spec["model"] == name)
+        # a trial costs about a default fit: tune only with room for a few
+        if share < 3 * base.seconds:
+            continue
+        t0 = time.perf_counter()
+        label = f"{name} (tuned)"
+        try:
+            res = tuning.tune(
+                member_config(cfg, dict(base.spec)), cut.train, valid=cut.test, budget_s=share,
+                seed=cfg.seed, families=[name], prune=True, progress=False, n_trials=TUNE_TRIALS,
+            )  # fmt: skip
+        except RecfitError as e:  # no trial completed in its share, say
+            out.append(Candidate(label, base.spec, "tuned", "failed",
+                                 seconds=time.perf_counter() - t0, note=str(e)))  # fmt: skip
+            continue
+        spent = time.perf_counter() - t0
+        trials = f"{len(res.trials)} trials, best {res.best_trial.params}"
+        if not res.best_score < (base.rmse or np.inf):
+            out.append(Candidate(label, base.spec, "tuned", "skipped", seconds=spent,
+                                 note=f"{trials}: none beat the defaults"))  # fmt: skip
+            continue
+        spec = {**base.spec, **res.best_config.model_dump(exclude_unset=True)}
+        spec = {k: v for k, v in spec.items() if k not in RUN_FIELDS}
+        cand = _try(cfg, label, spec, "tuned", cut, until + base.seconds * 2)
+        cand.note = trials if cand.state == "ok" else cand.note
+        cand.seconds += spent
+        out.append(cand)
+    return out
+
+
+def choose_model(
+    cfg: RatingConfig, split: Split
+) -> tuple[RatingConfig, AutoReport, tuple[list[float], float] | None]:
+    """``cfg`` (``model="auto"``, ``budget`` > 0) made concrete for ``split``'s training
+    part by the search of the module documentation: the resolved config, the report,
+    and the blend's weights (``(w, b)``) when a blend won (else ``None``).
+
+    A budget too small for any candidate to finish leaves ``model="auto"`` to the size
+    rule (``budget`` 0: svdpp or dot), as the report says.
+
+    Raises:
+        ConfigError: too few training rows for the inner cut.
+    """
+    start = time.perf_counter()
+    budget = float(cfg.budget)
+    end = start + budget
+    cut = inner_cut(split.data, split.train_idx, cfg.seed)
+    report = AutoReport(
+        budget=budget,
+        by=f"RMSE on an inner cut of {AUTO_INNER:.0%} of the training rows (seed {cfg.seed})",
+    )
+    # 2. every family with its defaults, within the stage's share
+    until = start + DEFAULTS_SHARE * budget
+    for name, spec in _candidate_specs(cfg, split.train):
+        report.candidates.append(_try(cfg, name, spec, "defaults", cut, until))
+    ok = sorted(
+        (c for c in report.candidates if c.state == "ok"), key=lambda c: float(c.rmse or 0.0)
+    )
+    if not ok:  # a budget too small for any fit: the size rule, said so
+        report.seconds = time.perf_counter() - start
+        resolved = cfg.replace(budget=0.0)
+        report.chosen = "the size rule (no candidate finished in the budget)"
+        return resolved, report, None
+    # 3. tuning, leaving room for the final fit of the best candidate's family and more
+    reserve = sum(c.seconds for c in ok[:3]) * REFIT_FACTOR
+    tune_until = end - reserve
+    if tune_until - time.perf_counter() > 0:
+        report.candidates += _tune_stage(cfg, ok, cut, tune_until)
+        ok = sorted(
+            (c for c in report.candidates if c.state == "ok"), key=lambda c: float(c.rmse or 0.0)
+        )
+    # 4. the blend, within what the final fit may take
+    left = max(end - time.perf_counter(), ok[0].seconds * REFIT_FACTOR)
+    members, blend_rmse, weights, intercept = _blend(ok, cut, cfg.seed, left)
+    best = ok[0]
+    report.seconds = time.perf_counter() - start
+    if len(members) > 1 and blend_rmse < float(best.rmse or np.inf):
+        specs = tuple(_spec_json(m.spec) for m in members)
+        resolved = member_config(cfg, {"model": "blend", "blend_members": specs})
+        report.chosen, report.chosen_rmse = "blend", blend_rmse
+        report.blend = {
+            "members": [m.label for m in members],
+            "weights": [round(x, 6) for x in weights],
+            "intercept": round(intercept, 6),
+            "inner_rmse_cross_fitted": blend_rmse,
+        }
+        report.estimated_refit_seconds = sum(m.seconds for m in members) * REFIT_FACTOR
+        return resolved, report, (weights, intercept)
+    report.chosen, report.chosen_rmse = best.label, best.rmse
+    report.estimated_refit_seconds = best.seconds * REFIT_FACTOR
+    return member_config(cfg, dict(best.spec)), report, None

@@ -1,0 +1,149 @@
+"""model="auto" with a time budget (rating task), and the blend family's training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recfit.config import RatingConfig
+from recfit.data import Interactions
+from recfit.data.split import Split
+from recfit.data.synthetic import synthetic
+from recfit.errors import ConfigError
+from recfit.models.blend import Blend
+from recfit.recommender import Recommender
+from recfit.runs import train_run
+from recfit.tasks import auto
+from recfit.tasks.common import get_task
+
+
+@pytest.fixture(scope="module")
+def data() -> Interactions:
+    return synthetic(3000, 80, 60, seed=0)
+
+
+def _split(cfg: RatingConfig, data: Interactions) -> Split:
+    return get_task("rating").load_split(cfg, data)
+
+
+def test_budget_zero_keeps_the_size_rule() -> None:
+    cfg = RatingConfig()
+    assert cfg.budget == 0
+    assert [f.name for f in cfg.candidate_families()] == ["svdpp", "dot"]
+    assert cfg.resolve_model(big=False).model == "svdpp"
+
+
+def test_budget_applies_only_to_auto() -> None:
+    assert RatingConfig(budget=30).applies("budget")
+    with pytest.raises(ConfigError, match=r"budget=30\.0"):
+        RatingConfig.validated({"model": "dot", "budget": 30})
+
+
+def test_auto_with_a_budget_may_read_any_searched_family_setting() -> None:
+    cfg = RatingConfig(budget=30, layers=(8,))  # nn's field: auto may try nn
+    assert "nn" in [f.name for f in cfg.candidate_families()]
+    assert "blend" not in [f.name for f in cfg.candidate_families()]
+    # a trainer given: only the families that train by it
+    als = RatingConfig(budget=30, trainer="als")
+    assert {f.name for f in als.candidate_families()} == {"dot", "mf"}
+
+
+def test_inner_cut_is_inside_the_training_rows(data: Interactions) -> None:
+    sp = _split(RatingConfig(seed=1), data)
+    cut = auto.inner_cut(sp.data, sp.train_idx, seed=1)
+    assert set(cut.test_idx) <= set(sp.train_idx) and set(cut.train_idx) <= set(sp.train_idx)
+    assert not set(cut.test_idx) & set(cut.train_idx)
+    assert not set(cut.test_idx) & set(sp.test_idx)
+    assert len(cut.test_idx) == round(0.1 * len(sp.train_idx))
+
+
+@pytest.fixture
+def few_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuning of at most 2 trials per family and 1 family: the outcome depends on the
+    seed, not on how busy the machine is."""
+    monkeypatch.setattr(auto, "TUNE_TRIALS", 2)
+    monkeypatch.setattr(auto, "TUNE_TOP", 1)
+
+
+def test_auto_records_every_candidate_and_chooses_by_inner_rmse(
+    data: Interactions, tmp_path: Path, few_trials: None
+) -> None:
+    cfg = RatingConfig(seed=0, budget=600, epochs=2, gibbs_samples=20, gibbs_burn_in=5)
+    res = train_run(cfg, tmp_path / "run", data=data, progress=False)
+    info = json.loads((tmp_path / "run" / "metrics.json").read_text())["details"]["model_auto"]
+    labels = [c["label"] for c in info["candidates"]]
+    assert labels[:2] == ["svdpp", "dot"] and {"mf", "baseline", "nn"} <= set(labels)
+    assert sum(c["stage"] == "tuned" for c in info["candidates"]) == 1
+    for c in info["candidates"]:
+        assert c["seconds"] >= 0 and c["stage"] in ("defaults", "tuned")
+        if c["state"] == "ok":
+            assert 0 < c["rmse"] < 2 and c["label"] in info["inner_scores"]
+    best_single = min(info["inner_scores"].values())
+    assert info["chosen_inner_rmse"] <= best_single
+    assert info["search_seconds"] <= 600
+    if info["chosen"] == "blend":
+        assert res.config.model == "blend" and isinstance(res.learner.model, Blend)
+        assert len(info["blend"]["members"]) == len(res.config.blend_members) >= 2
+    else:
+        assert res.config.model == info["chosen"].removesuffix(" (tuned)")
+    # the resolved config is runnable as it is (no search again)
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["model"] == res.config.model and stored.get("budget", 0) == 0
+
+
+def test_test_rows_never_change_the_choice(data: Interactions, few_trials: None) -> None:
+    """Scrambling the held-out ratings changes nothing auto sees: the same candidates,
+    the same inner scores, the same choice."""
+    cfg = RatingConfig(seed=3, budget=600, epochs=1, gibbs_samples=10, gibbs_burn_in=2)
+    sp = _split(cfg, data)
+    rating = sp.data.rating.copy()
+    rng = np.random.default_rng(0)
+    rating[sp.test_idx] = rng.permutation(rating[sp.test_idx])[::-1]
+    scrambled = replace(sp, data=replace(sp.data, rating=rating))
+    a = auto.choose_model(cfg, sp)
+    b = auto.choose_model(cfg, scrambled)
+    assert a[0] == b[0]
+    assert a[1].as_dict()["inner_scores"] == b[1].as_dict()["inner_scores"]
+
+
+def test_a_budget_too_small_falls_back_to_the_size_rule(data: Interactions) -> None:
+    cfg = RatingConfig(seed=0, budget=1e-9)
+    sp = _split(cfg, data)
+    resolved, report, weights = auto.choose_model(cfg, sp)
+    assert weights is None and resolved.model == "auto" and resolved.budget == 0
+    assert "size rule" in report.chosen
+    assert all(c.state == "skipped" for c in report.candidates)
+    assert get_task("rating").prepare(cfg, sp).model == "svdpp"
+
+
+def test_blend_run_trains_members_on_the_whole_training_part_and_round_trips(
+    data: Interactions, tmp_path: Path
+) -> None:
+    cfg = RatingConfig(
+        model="blend", seed=0, blend_members=("baseline", '{"model": "dot", "epochs": 2}')
+    )
+    res = train_run(cfg, tmp_path / "run", data=data, progress=False)
+    model = res.learner.model
+    assert isinstance(model, Blend)
+    details = json.loads((tmp_path / "run" / "metrics.json").read_text())["details"]
+    assert details["blend"]["members"] == ["baseline", "dot"]
+    # members were trained on every training row (their records count all of them)
+    n_train = len(res.split.train_idx)
+    for m in model.member_models():
+        assert int(m.train_user_count.sum()) == n_train
+    assert np.isfinite(res.metrics["rmse"]) and res.metrics["rmse"] < 1.5
+    rec = Recommender.load(res.out / "bundle")
+    users = res.split.test.users.id(res.split.test.user[:20])
+    items = res.split.test.items.id(res.split.test.item[:20])
+    got = rec.predict(users, items)
+    np.testing.assert_allclose(got, res.learner.predict(res.split.test)[:20], rtol=1e-6)
+
+
+def test_blend_member_settings_must_be_read_by_the_member() -> None:
+    cfg = RatingConfig(model="blend", blend_members=('{"model": "baseline", "n_factors": 3}',))
+    with pytest.raises(ConfigError, match="blend member"):
+        auto.member_config(cfg, cfg.blend_members[0])
