@@ -11,6 +11,7 @@ import pytest
 from recfit.data import Interactions
 from recfit.errors import ConfigError
 from recfit.models import BiasedMF, DotBias, EmbeddingNN, RatingModel
+from recfit.train import kernels
 from recfit.train.execution import Execution, Path
 from recfit.train.learner import Learner
 from recfit.train.trainers import (
@@ -124,7 +125,9 @@ def test_execution_switches_resolve_in_one_place() -> None:
     learn = Learner(DotBias(d.n_users, d.n_items, 4), d, progress=False)
     assert learn.path is None and not learn.sparse  # resolved by the first fit
     learn.fit(1, 1e-2)
-    assert learn.path == Path(fused=True) and learn.path.name == "fused"
+    # fastai's configuration on CPU: dense AdamW epochs as one compiled kernel
+    assert learn.path == Path(fused=True, dense_epochs=kernels.available())
+    assert learn.path.name == ("dense-compiled" if kernels.available() else "fused")
     dense = Learner(DotBias(d.n_users, d.n_items, 4), d, progress=False,
                     execution=Execution(fused=False)).fit(1, 1e-2)  # fmt: skip
     assert dense.path is not None and dense.path.name == "dense"

@@ -15,7 +15,10 @@ model, loss, optimiser and device:
   (:mod:`recfit.train.sparse_dist`).
 * ``compiled``: the row-wise step as one compiled CPU kernel (:mod:`recfit.train.kernels`:
   forward, MSE loss, gradient and update without intermediate tensors); ``auto`` does so
-  whenever the row-wise optimiser runs on CPU with the MSE loss.
+  whenever the row-wise optimiser runs on CPU with the MSE loss. Where dense AdamW
+  trains a DotBias-family model on CPU with the MSE loss in one process (fastai's
+  configuration), each epoch as one compiled kernel instead
+  (:mod:`recfit.train.dense_epoch`: the same steps, every row decayed at every step).
 
 ``True`` requires a path (a :class:`~recfit.errors.ConfigError` says why it cannot run);
 ``False`` refuses it. The optimisers themselves are built by :func:`build_optimizer`.
@@ -42,7 +45,7 @@ from recfit._cpu import Threads, cpu_cores, free_cores, limit_threads
 from recfit.errors import ConfigError
 from recfit.models.base import RatingModel
 from recfit.models.losses import Loss, MSELoss
-from recfit.train import kernels
+from recfit.train import dense_epoch, kernels
 from recfit.train.optim import AdamW
 from recfit.train.sparse import SPARSE_MIN_PARAMS, RowAdagrad, RowAdamW, supports_rows
 
@@ -98,17 +101,21 @@ class Path:
     fused: bool
     row_wise: bool = False
     compiled: bool = False
+    dense_epochs: bool = False
+    """Dense AdamW epochs as one compiled kernel (:mod:`recfit.train.dense_epoch`)."""
 
     @property
     def name(self) -> str:
-        """``compiled``, ``row-wise``, ``fused`` or ``dense``.
+        """``compiled``, ``dense-compiled``, ``row-wise``, ``fused`` or ``dense``.
 
         Example:
-            >>> Path(fused=True, row_wise=True).name
-            'row-wise'
+            >>> Path(fused=True, row_wise=True).name, Path(True, dense_epochs=True).name
+            ('row-wise', 'dense-compiled')
         """
         if self.compiled:
             return "compiled"
+        if self.dense_epochs:
+            return "dense-compiled"
         if self.row_wise:
             return "row-wise"
         return "fused" if self.fused else "dense"
@@ -164,7 +171,7 @@ class Execution:
     ) -> Path:
         """The path a fit takes (known when the optimiser is built: distributed training
         and bf16 are attached after the Learner is built). Every path runs distributed
-        too; ``distributed`` is kept for the callers' sake and changes nothing."""
+        too, except the dense epochs' kernel (one process only)."""
         fused = self.resolve_fused(model, loss)
         if opt not in ("adam", "adagrad"):  # the row-wise rules: AdamW and Adagrad
             if self.compiled is True:
@@ -190,12 +197,20 @@ class Execution:
             and type(loss) is MSELoss
             and not bf16
         )
-        if self.compiled is True and not compiled:
+        dense = (
+            not rows
+            and opt == "adam"
+            and fused
+            and self.compiled is not False
+            and not distributed
+            and dense_epoch.supports(model, loss, device, bf16)
+        )
+        if self.compiled is True and not (compiled or dense):
             raise ConfigError(
                 "expected a CPU model, numba and the MSE loss for compiled=True, received "
                 f"device {device}, loss {loss!r}"
             )
-        return Path(fused=fused, row_wise=rows, compiled=compiled)
+        return Path(fused=fused, row_wise=rows, compiled=compiled, dense_epochs=dense)
 
 
 def thread_count(execution: Execution, model: RatingModel, bs: int, device: torch.device) -> int:

@@ -415,7 +415,7 @@ class Learner(TrainingLoop):
             warm = self._warm_kernels if self.compiled else None
             self.compile_seconds += kernels.ensure_compiled(warm, td.columns, shuffle)
         if self.fused and not self.sparse:
-            self.compile_seconds += self.model.compile_kernels()
+            self.compile_seconds += self.compile_dense()
         t_fit = time.perf_counter()
         with self.threads(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._gen)))

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,10 +25,11 @@ from recfit.data.interactions import Interactions
 from recfit.errors import CancelBatchException, CancelEpochException
 from recfit.models.base import RatingModel
 from recfit.models.losses import Loss
-from recfit.train import sparse_dist
-from recfit.train.batches import TensorData
+from recfit.train import dense_epoch, sparse_dist
+from recfit.train.batches import TensorData, shuffled, take_rows
 from recfit.train.execution import ADAM_BETA2, Execution, OptSpec, Path
 from recfit.train.guard import DivergenceGuard, diverged, first_non_finite
+from recfit.train.optim import AdamW
 from recfit.train.schedules import Schedule
 from recfit.train.sparse import RowOptimizer
 
@@ -72,6 +75,7 @@ class TrainingLoop:
     _skip: int
     _acc: list[Tensor]
     _acc_init: tuple[float, float, float] | None
+    _handlers: dict[str, list[Callable[[], None]]]
 
     def _event(self, name: str) -> None:
         raise NotImplementedError
@@ -88,6 +92,27 @@ class TrainingLoop:
     def compiled(self) -> bool:
         """Whether the row-wise step runs as one compiled kernel (after the first fit)."""
         return self.path is not None and self.path.compiled
+
+    def epoch_compiled(self, skip: int) -> bool:
+        """Whether the coming epoch runs as one compiled kernel
+        (:mod:`recfit.train.dense_epoch`): on that path, in one process, from its first
+        batch, with no callback handling a batch event."""
+        return (
+            self.path is not None
+            and self.path.dense_epochs
+            and skip == 0
+            and self.dist is None
+            and isinstance(self.opt, AdamW)
+            and not any(self._handlers[e] for e in dense_epoch.BATCH_EVENTS)
+        )
+
+    def compile_dense(self) -> float:
+        """Compile (or load) the kernels of the fused dense step and of the dense epochs
+        before a fit's timer starts; returns the seconds."""
+        seconds = self.model.compile_kernels()
+        if self.path is not None and self.path.dense_epochs:
+            seconds += dense_epoch.ensure_compiled()
+        return seconds
 
     @property
     def check_each_step(self) -> bool:
@@ -144,26 +169,10 @@ class TrainingLoop:
                 n_steps=self.n_iter, first_batch=skip, first_step=self.train_iter,
                 device=self.device,
             )  # fmt: skip
-            self.epoch_gen_state = self._gen.get_state()
-            shard = None if self.dist is None else self.dist.shard
-            batches = self._train_td.epoch(
-                self.bs, self._gen, self.drop_last, skip=skip, shard=shard
-            )
-            for it, batch in enumerate(batches, start=skip):
-                self.iter = it
-                self._set_hyper(
-                    sched.lr_at(self.train_iter),
-                    None if mom_sched is None else mom_sched.lr_at(self.train_iter),
-                    wd,
-                )
-                self.batch = batch
-                try:
-                    self._event("before_batch")
-                    self._do_batch(batch)
-                except CancelBatchException:
-                    pass
-                self.train_iter += 1
-                self._event("after_batch")
+            if self.epoch_compiled(skip):
+                self._compiled_epoch(sched, mom_sched, wd)
+            else:
+                self._run_batches(sched, mom_sched, wd, skip)
             self._flush()
             self.training = False
             self._event("after_train")
@@ -191,6 +200,59 @@ class TrainingLoop:
                 )
             )
         self._event("after_epoch")
+
+    def _compiled_epoch(self, sched: Schedule, mom_sched: Schedule | None, wd: float) -> None:
+        """The epoch as one kernel (:mod:`recfit.train.dense_epoch`): the same batches,
+        hyper-parameters, running sums and divergence check as :meth:`_run_batches`."""
+        runner = getattr(self, "_dense_epochs", None)
+        if runner is None or runner.opt is not self.opt:
+            runner = self._dense_epochs = dense_epoch.DenseEpochs(self.model, self.opt)
+        n, nb, first = len(self._train_td), self.n_iter, self.train_iter
+        self.epoch_gen_state = self._gen.get_state()
+        perm = shuffled(n, self._gen)
+        cols = {k: v.numpy() for k, v in take_rows(self._train_td.columns, perm).items()}
+        starts = np.minimum(np.arange(nb + 1, dtype=np.int64) * self.bs, n)
+        starts[-1] = starts[-1] if self.drop_last else n
+        steps = range(first, first + nb)
+        lr = np.array([sched.lr_at(t) for t in steps])
+        mom = self.opt.param_groups[0]["betas"][0]
+        beta1 = np.array([mom if mom_sched is None else mom_sched.lr_at(t) for t in steps])
+        losses, pens, done = dense_epoch.fit_epoch(runner, cols, starts, lr, beta1, wd, self.reg)
+        last = max(0, done - 1)
+        self.lr, self.iter, self.train_iter = float(lr[last]), last, first + done
+        if mom_sched is not None:
+            self.mom = float(beta1[last])
+        w = np.add.reduceat(cols["weight"][: starts[-1]].astype(np.float64), starts[:-1])[:done]
+        self._acc[0].add_(float(w.sum()))
+        self._acc[1].add_(float(((losses[:done] + pens[:done]) * w).sum()))
+        if self.reg > 0:
+            self._acc[2].add_(float((pens[:done] * w).sum()))
+        self.loss = torch.tensor(losses[last] + pens[last], dtype=torch.float32)
+        if done < nb or not math.isfinite(float(self.loss)):
+            raise diverged("loss", self.epoch, first + last, self.lr)
+
+    def _run_batches(
+        self, sched: Schedule, mom_sched: Schedule | None, wd: float, skip: int
+    ) -> None:
+        """The epoch's batches from batch ``skip`` on, one step each."""
+        self.epoch_gen_state = self._gen.get_state()
+        shard = None if self.dist is None else self.dist.shard
+        batches = self._train_td.epoch(self.bs, self._gen, self.drop_last, skip=skip, shard=shard)
+        for it, batch in enumerate(batches, start=skip):
+            self.iter = it
+            self._set_hyper(
+                sched.lr_at(self.train_iter),
+                None if mom_sched is None else mom_sched.lr_at(self.train_iter),
+                wd,
+            )
+            self.batch = batch
+            try:
+                self._event("before_batch")
+                self._do_batch(batch)
+            except CancelBatchException:
+                pass
+            self.train_iter += 1
+            self._event("after_batch")
 
     def _do_batch(self, batch: dict[str, Tensor]) -> None:
         w = batch["weight"]

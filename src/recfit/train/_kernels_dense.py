@@ -1,0 +1,224 @@
+"""The numba kernels behind :mod:`recfit.train.dense_epoch` (imported on first use).
+
+One call of :func:`epoch` trains the steps of one epoch of a dot model with dense AdamW
+(every row decays and moves by its moments at every step), the steps of the PyTorch path
+in another order of operations. A row no batch reads between its update at step ``s``
+and step ``τ`` follows the gradient-free AdamW update, whose moments are known in closed
+form (``m_τ = m_s·Π β1``, ``sqrt(v_τ) = sqrt(v_s)·sqrt(β2)^(τ-s)``), so a row's weights
+are brought up to date only when a batch reads it, every :data:`EVERY`-th step and at the
+epoch's end (one multiply-add and one division per weight and step, on rows in cache),
+and its moments only when a batch reads it and at the end.
+
+Each side (users, items) is ``(p, m, x, last, a, sb)``: the weights ``p`` (rows, kp),
+current through step ``last[row]``; ``m`` and ``x = sqrt(v)``, AdamW's moments as of the
+row's last gradient; ``a = Π β1`` and ``sb = sqrt(β2)^steps`` over the steps since then
+(so the moments now are ``m·a`` and ``(x·sb)²``).
+
+numba picks the cache folder when a function is decorated: as in
+:mod:`recfit.train._kernels_numba`, this module points it at the user's cache folder for
+its own import and puts the setting back at the end.
+"""
+
+# mypy: ignore-errors
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit
+
+from recfit.train.kernels import numba_cache_dir
+
+__all__ = ["EVERY", "GROUP", "catch_up", "epoch"]
+
+_CACHE_DIR = numba_cache_dir()
+CACHE = _CACHE_DIR is not None
+_SAVED_CACHE_DIR = numba.config.CACHE_DIR
+numba.config.CACHE_DIR = "" if _CACHE_DIR is None else str(_CACHE_DIR)  # restored at the end
+
+_FM = {"contract", "nsz"}
+"""Fused multiply-adds and sign-of-zero freedom; no reassociation (sums keep their order)
+and no approximate division or square root. With numpy's error model a division does not
+branch on zero, so the loops vectorise."""
+GROUP = 8
+"""Rows brought up to date together, step by step: a row's update at one step waits for
+its update at the step before, so several rows interleaved keep the divider busy."""
+EVERY = 32
+"""Every this many steps, every row is brought up to date: whole groups of rows with the
+same steps to do."""
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
+def catch_up(p, m, x, last, a, sb, rows, n, t, keep, beta1, ss, ibc2, eps, sqb2):  # type: ignore[no-untyped-def]
+    """Bring the weights of rows ``rows[:n]`` of one side through the gradient-free
+    steps up to ``t``: ``p ← p·keep - ss·m_τ / (sqrt(v_τ)·ibc2 + eps)`` at each step."""
+    kp = p.shape[1]
+    e = np.float32(eps)
+    for g0 in range(0, n, GROUP):
+        g1 = min(n, g0 + GROUP)
+        first = t
+        for g in range(g0, g1):
+            first = min(first, last[rows[g]])
+        for tau in range(first + 1, t + 1):
+            k = keep[tau]
+            b1 = beta1[tau]
+            st = ss[tau]
+            ib = ibc2[tau]
+            for g in range(g0, g1):
+                r = rows[g]
+                if last[r] < tau:
+                    a[r] *= b1
+                    sb[r] *= sqb2
+                    c = np.float32(st * a[r])
+                    b = np.float32(sb[r] * ib)
+                    for j in range(kp):
+                        p[r, j] = p[r, j] * k - (m[r, j] * c) / (x[r, j] * b + e)
+        for g in range(g0, g1):
+            last[rows[g]] = max(t, last[rows[g]])
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM | {"reassoc"}, error_model="numpy")
+def _dot(p, u, q, i, n):  # type: ignore[no-untyped-def]
+    """``p[u, :n] · q[i, :n]``, summed in vector lanes (as PyTorch's sum does, in another
+    order than one by one). Not inlined by numba: LLVM inlines it with its own flags."""
+    z = np.float32(0.0)
+    for f in range(n):
+        z += p[u, f] * q[i, f]
+    return z
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy", inline="always")
+def _distinct(ids, lo, n, slot, uniq):  # type: ignore[no-untyped-def]
+    """The distinct rows of ``ids[lo:lo+n]`` in order of first appearance (``slot[row]``:
+    the row's position among them; ``-1`` for rows not in the batch)."""
+    m = 0
+    for j in range(n):
+        r = ids[lo + j]
+        if slot[r] < 0:
+            slot[r] = m
+            uniq[m] = r
+            m += 1
+    return m
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
+def _adam_rows(p, m, x, last, a, sb, grads, uniq, n, slot, t, keep, c1, beta2, ss, ibc2, eps):  # type: ignore[no-untyped-def]
+    """AdamW at step ``t`` of the rows ``uniq[:n]`` (current through ``t-1``) with their
+    gradients ``grads[:n]``; their moments become those of step ``t``."""
+    kp = p.shape[1]
+    b2 = np.float32(beta2)
+    c2 = np.float32(1.0 - beta2)
+    for s in range(n):
+        r = uniq[s]
+        ar = np.float32(a[r])
+        sr = np.float32(sb[r])
+        for j in range(kp):
+            gj = grads[s, j]
+            mj = m[r, j] * ar
+            xj = x[r, j] * sr
+            mj = mj + c1 * (gj - mj)
+            vj = xj * xj * b2 + c2 * gj * gj
+            xj = math.sqrt(vj)
+            m[r, j] = mj
+            x[r, j] = xj
+            p[r, j] = p[r, j] * keep - ss * mj / (xj * ibc2 + eps)
+        a[r] = 1.0
+        sb[r] = 1.0
+        last[r] = t
+        slot[r] = -1
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
+def epoch(  # type: ignore[no-untyped-def]
+    users, items, ratings, weights, starts,
+    pu, mu_, xu, lu, au, bu, pi, mi_, xi, li, ai, bi,
+    n_factors, mu, lo, span, squash, reg,
+    keep, beta1, ss, ibc2, eps, beta2, out_loss, out_pen,
+    gu, gi, slot_u, slot_i, uniq_u, uniq_i, rows,
+):  # fmt: skip
+    """The steps of one epoch (step ``b``: rows ``starts[b]:starts[b+1]``).
+
+    The two sides as in the module docs, every row current through step ``-1``. Per step
+    ``b``: ``keep = 1 - lr·wd``, ``beta1``, ``ss = lr / (1 - β1^t)``,
+    ``ibc2 = 1 / sqrt(1 - β2^t)``; the model is ``mu + b_u + b_i + p_u·q_i``, squashed
+    into ``lo + span·sigmoid`` when ``squash``. Writes each step's mean loss and penalty
+    (``reg`` times the rows' sums of squares); returns the number of steps done (it stops
+    after the first step whose loss is not finite). Rows no batch read at the last steps
+    are left behind: :func:`catch_up` them to the last step done. ``rows`` is
+    ``0, 1, ...`` (one per row of the larger side).
+    """
+    k = n_factors
+    sqb2 = math.sqrt(beta2)
+    nb = starts.shape[0] - 1
+    for b in range(nb):
+        if b > 0 and b % EVERY == 0:
+            catch_up(pu, mu_, xu, lu, au, bu, rows, pu.shape[0], b - 1,
+                     keep, beta1, ss, ibc2, eps, sqb2)  # fmt: skip
+            catch_up(pi, mi_, xi, li, ai, bi, rows, pi.shape[0], b - 1,
+                     keep, beta1, ss, ibc2, eps, sqb2)  # fmt: skip
+        lo_r = starts[b]
+        n = starts[b + 1] - lo_r
+        nu = _distinct(users, lo_r, n, slot_u, uniq_u)
+        ni = _distinct(items, lo_r, n, slot_i, uniq_i)
+        catch_up(pu, mu_, xu, lu, au, bu, uniq_u, nu, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
+        catch_up(pi, mi_, xi, li, ai, bi, uniq_i, ni, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
+        gu[:nu] = 0.0
+        gi[:ni] = 0.0
+        # forward, loss and each row's gradient, summed in batch order
+        w_sum = np.float32(0.0)
+        for j in range(n):
+            w_sum += weights[lo_r + j]
+        loss = 0.0
+        pen = 0.0
+        for j in range(n):
+            u = users[lo_r + j]
+            it = items[lo_r + j]
+            z = _dot(pu, u, pi, it, k) + pu[u, k] + pi[it, k]
+            if mu != 0.0:
+                z = z + np.float32(mu)
+            scale = weights[lo_r + j] / w_sum
+            if squash:
+                sg = np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-z)))
+                out = sg * np.float32(span) + np.float32(lo)
+            else:
+                out = z
+            d = out - ratings[lo_r + j]
+            loss += d * d * scale
+            g = np.float32(2.0) * d * scale
+            if squash:
+                g = g * np.float32(span) * sg * (np.float32(1.0) - sg)
+            su_ = slot_u[u]
+            si_ = slot_i[it]
+            if reg > 0.0:
+                two = np.float32(2.0 * reg) * scale
+                sq = _dot(pu, u, pu, u, k + 1) + _dot(pi, it, pi, it, k + 1)
+                pen += reg * scale * sq
+                for f in range(k):
+                    gu[su_, f] += g * pi[it, f] + two * pu[u, f]
+                    gi[si_, f] += g * pu[u, f] + two * pi[it, f]
+                gu[su_, k] += g + two * pu[u, k]
+                gi[si_, k] += g + two * pi[it, k]
+            else:
+                for f in range(k):
+                    gu[su_, f] += g * pi[it, f]
+                    gi[si_, f] += g * pu[u, f]
+                gu[su_, k] += g
+                gi[si_, k] += g
+        out_loss[b] = loss
+        out_pen[b] = pen
+        # the AdamW step of the rows read, with their gradient
+        c1 = np.float32(1.0 - beta1[b])
+        st = np.float32(ss[b])
+        ib = np.float32(ibc2[b])
+        e = np.float32(eps)
+        _adam_rows(pu, mu_, xu, lu, au, bu, gu, uniq_u, nu, slot_u, b, keep[b], c1, beta2,
+                   st, ib, e)  # fmt: skip
+        _adam_rows(pi, mi_, xi, li, ai, bi, gi, uniq_i, ni, slot_i, b, keep[b], c1, beta2,
+                   st, ib, e)  # fmt: skip
+        if not math.isfinite(loss + pen):
+            return b + 1
+    return nb
+
+
+numba.config.CACHE_DIR = _SAVED_CACHE_DIR
