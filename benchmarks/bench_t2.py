@@ -17,24 +17,34 @@
 
 4. Speed of the two-tower training step (``--only step``): the T2 preset's step (towers,
    in-batch softmax with log-Q and accidental hits removed, backward, Adam) with recfit's
-   fused softmax against the reference (autograd through the dense masked logit matrix,
-   ``cross_entropy``), in the same run, medians of ``--step-runs`` blocks of 20 steps,
-   at 1 thread and at PyTorch's setting; then ``--fit-runs`` whole T2 fits (median).
+   fused softmax over the batch's distinct candidates against the reference (autograd
+   through the dense masked ``B x B`` logit matrix, ``cross_entropy``), in the same run,
+   medians of ``--step-runs`` blocks of 20 steps, at 1 thread and at PyTorch's setting.
+5. Speed of the whole T2 preset fit (``--only fit``): ``--fit-runs`` repetitions (default
+   3), each a fresh process fitting the preset (its threads from the thread policy),
+   then implicit's ALS (64 factors, 15 iterations) on the same split in its own venv
+   (``.bench/implicit``, see benchmarks/peers/README.md; skipped when absent) as the
+   reference of the same run. Printed per fit: wall and CPU seconds, the threads, the
+   runnable count and load average at its start, Recall@20; then the medians and the
+   ratio recfit / implicit. Target: the preset fit <= 10 s at Recall@20 0.2658.
 
 Reference (docs/protocols.md): implicit ALS (64 factors, 15 iterations) Recall@20 0.238,
 NDCG@20 0.267 on one such split. The machine's load average is printed (it is shared).
 
 Usage:
     python benchmarks/bench_t2.py [--data-dir DIR] [--seed 0] [--epochs N] [--eval-runs 5]
-                                  [--only two-tower|topn|step] [--families ease,ials]
-                                  [--step-runs 3] [--fit-runs 0]
+                                  [--only two-tower|topn|step|fit] [--families ease,ials]
+                                  [--step-runs 3] [--fit-runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -117,15 +127,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None, help="override the T2 preset")
     ap.add_argument("--eval-runs", type=int, default=5)
-    ap.add_argument("--only", choices=("two-tower", "topn", "step"), default=None)
+    ap.add_argument("--only", choices=("two-tower", "topn", "step", "fit"), default=None)
     ap.add_argument("--step-runs", type=int, default=3)
-    ap.add_argument("--fit-runs", type=int, default=0)
+    ap.add_argument("--fit-runs", type=int, default=3)
     ap.add_argument("--families", default=None, help="top-N families, comma-separated")
     args = ap.parse_args()
     data_dir = find_data_dir(args.data_dir)
     print(f"T2 on ml-1m (positives: rating >= 4), {load()}")
-    if args.only == "step":
-        step_speed(data_dir, args)
+    if args.only in ("step", "fit"):
+        (step_speed if args.only == "step" else fit_speed)(data_dir, args)
         print(f"\nafter: {load()}")
         return
     if args.only != "topn":
@@ -218,13 +228,81 @@ def step_speed(data_dir: Path, args: Any) -> None:
                   f"(~{per[name] * n_steps / 1000:.0f} s per fit)  {load()}")  # fmt: skip
         print(f"  {n_threads} thread(s): reference / fused = {per['reference'] / per['fused']:.2f}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    fits = []
-    for _ in range(args.fit_runs):
-        res = train_retrieval(cfg, data, split)
-        fits.append(res.metrics["fit_seconds"])
-        print(f"  T2 fit {fits[-1]:.1f} s, recall@20 {res.metrics['recall@20']:.4f}  {load()}")
-    if fits:
-        print(f"  T2 fit median {statistics.median(fits):.1f} s over {len(fits)}")
+
+
+FIT_CHILD = r"""
+import json, os, sys, time
+from recfit._cpu import running_now
+before = {"running": running_now(), "load": os.getloadavg()[0]}
+import torch
+from recfit.data import movielens
+from recfit.tasks.retrieval import t2_config, train_retrieval
+from recfit.train import Callback
+seen, cpu = set(), []
+
+class Spy(Callback):
+    def before_fit(self):
+        cpu.append(time.process_time())
+
+    def after_batch(self):
+        seen.add(torch.get_num_threads())
+
+    def after_fit(self):
+        cpu.append(time.process_time())
+
+data = movielens("ml-1m", data_dir=sys.argv[1], download=False)
+cfg = t2_config(seed=int(sys.argv[2]), n_bootstrap=0)
+if int(sys.argv[3]):
+    cfg = cfg.replace(epochs=int(sys.argv[3]))
+res = train_retrieval(cfg, data, "random:0.2", callbacks=[Spy()])
+print(json.dumps({"fit": res.metrics["fit_seconds"], "cpu": cpu[-1] - cpu[0], "threads": sorted(seen),
+                  "recall": res.metrics["recall@20"], **before}))
+"""
+
+IMPLICIT = Path(__file__).resolve().parent.parent / ".bench" / "implicit" / "bin" / "python"
+
+
+def _implicit_als(data_dir: Path) -> dict[str, Any] | None:
+    """implicit's ALS on T2's shared split, in its own venv (None when not installed)."""
+    if not IMPLICIT.exists():
+        return None
+    peer = Path(__file__).resolve().parent / "peers" / "peer_implicit.py"
+    out = subprocess.run(
+        [str(IMPLICIT), str(peer), "T2", "--quick", "--models", "ALS"],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "RECFIT_DATA_DIR": str(data_dir)},
+    )  # fmt: skip
+    rec: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return rec
+
+
+def fit_speed(data_dir: Path, args: Any) -> None:
+    """Section 5: whole T2 preset fits (fresh processes) against implicit's ALS, interleaved."""
+    print(f"\n5. T2 preset fit, {args.fit_runs} runs, each against implicit ALS, {load()}")
+    fits: list[float] = []
+    peers: list[float] = []
+    for r in range(args.fit_runs):
+        out = subprocess.run(
+            [sys.executable, "-c", FIT_CHILD, str(data_dir), str(args.seed), str(args.epochs or 0)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        rec = json.loads(out.strip().splitlines()[-1])
+        fits.append(rec["fit"])
+        print(f"  run {r} recfit T2 preset: fit {rec['fit']:.2f} s (CPU {rec['cpu']:.2f} s), "
+              f"threads {rec['threads']}, other runnable {rec['running']}, "
+              f"load {rec['load']:.2f}, recall@20 {rec['recall']:.4f}", flush=True)  # fmt: skip
+        peer = _implicit_als(data_dir)
+        if peer is not None:
+            peers.append(peer["fit_seconds"])
+            print(f"  run {r} implicit ALS:         fit {peer['fit_seconds']:.2f} s, recall@20 "
+                  f"{peer['metrics']['recall@20']:.4f}, {load()}", flush=True)  # fmt: skip
+    med = statistics.median(fits)
+    print(f"  recfit T2 preset fit: median {med:.2f} s over {len(fits)} "
+          f"[{'PASS' if med <= 10 else 'FAIL'} <= 10 s]")  # fmt: skip
+    if peers:
+        pm = statistics.median(peers)
+        ratio = statistics.median(a / b for a, b in zip(fits, peers, strict=True))
+        print(f"  implicit ALS fit: median {pm:.2f} s; recfit / implicit: median ratio {ratio:.2f}")
 
 
 if __name__ == "__main__":

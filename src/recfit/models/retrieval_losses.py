@@ -372,8 +372,9 @@ class _SoftmaxCE(torch.autograd.Function):
         s = torch.addmm(bias, qs, cu.T)
         s.index_put_((rows, pos), s_pos)
         p = torch.softmax(s, 1)
-        out = log_m - torch.log(p[rows, pos])
-        low = p[rows, pos] < _P_LOW  # -log(p) loses precision (or is inf): the long way
+        p_pos = p[rows, pos]
+        out = log_m - torch.log(p_pos)
+        low = p_pos < _P_LOW  # -log(p) loses precision (or is inf): the long way
         if bool(low.any()):
             k = torch.nonzero(low).squeeze(1)
             out[k] = torch.logsumexp(s[k], 1) - s_pos[k] + log_m[k]
