@@ -132,6 +132,10 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("rating", "budget", 5.0, {}),
     ("rating", "blend_members", ("baseline", "dot"),
      {"model": "blend", "epochs": 5, "bs": 0, "n_factors": 50}),  # the blend reads none
+    ("rating", "time_bins", 4, {"model": "timesvdpp", "bs": 0}),
+    ("rating", "time_reg", 0.9, {"model": "timesvdpp", "bs": 0}),
+    ("rating", "gibbs_samples", 3, {"model": "bmf", "epochs": 5, "bs": 0, "gibbs_burn_in": 1}),
+    ("rating", "gibbs_burn_in", 2, {"model": "bmf", "epochs": 5, "bs": 0, "gibbs_samples": 3}),
     ("classification", "n_factors", 6, {}),
     ("classification", "layers", (6,), {}),
     ("classification", "dropout", 0.3, {}),

@@ -95,7 +95,7 @@ class RatingConfig(BaseTrainConfig):
     (1: the Learner's objective)."""
     time_bins: int = Field(default=30, ge=1)
     """timesvdpp: periods of the training time span, each item with its own bias in each."""
-    time_reg: float = Field(default=0.1, ge=0.0)
+    time_reg: float = Field(default=0.3, ge=0.0)
     """timesvdpp: L2 penalty of the time biases (user-day and item-period)."""
     gibbs_samples: int = Field(default=100, ge=1)
     """bmf: Gibbs sweeps after the burn-in, whose predictions are averaged."""

@@ -13,7 +13,8 @@ bias is moved to the target, so ``r - mu - b_other = x · [z_factors, 1] + noise
 
 Rows are independent given the other side, so they run on every thread
 (``prange``); each row's sums run in a fixed order, so a seed gives the same samples
-whatever the thread count. The cache setting is as in :mod:`recfit.models._kernels_svdpp`.
+whatever the thread count. The kernels are cached under the user's cache folder
+(:func:`recfit.models._compiled.cached_njit`).
 """
 
 # mypy: ignore-errors
@@ -21,21 +22,15 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from recfit._fs import numba_cache_dir
+from recfit.models._compiled import cached_njit
 
 __all__ = ["sample_rows", "squared_error"]
 
-_CACHE_DIR = numba_cache_dir()
-CACHE = _CACHE_DIR is not None
-_SAVED_CACHE_DIR = numba.config.CACHE_DIR
-numba.config.CACHE_DIR = "" if _CACHE_DIR is None else str(_CACHE_DIR)  # restored at the end
 
-
-@njit(cache=CACHE, nogil=True, parallel=True)
+@cached_njit(parallel=True)
 def sample_rows(indptr, idx, ratings, weights, other, mu, tau, lam, lam_m, eps, out):
     """Draw ``out[r]`` for every row ``r`` (see the module documentation); ``other`` is
     the other side's ``[factors, bias]`` table, ``lam_m = Λ m``."""
@@ -90,7 +85,7 @@ def sample_rows(indptr, idx, ratings, weights, other, mu, tau, lam, lam_m, eps, 
             out[r, s] = b[s]
 
 
-@njit(cache=CACHE, nogil=True, parallel=True)
+@cached_njit(parallel=True)
 def squared_error(indptr, idx, ratings, weights, rows, other, mu):
     """``Σ w (r - mu - x_u · z_i)²`` with ``x``, ``z`` as ``[factors, bias]`` rows."""
     n_rows, d = rows.shape
@@ -107,6 +102,3 @@ def squared_error(indptr, idx, ratings, weights, rows, other, mu):
             acc += weights[p] * e * e
         part[r] = acc
     return part.sum()
-
-
-numba.config.CACHE_DIR = _SAVED_CACHE_DIR

@@ -8,31 +8,24 @@
 * :func:`implicit_sum`: every user's implicit term (what a fitted model stores in its
   user vectors).
 
-One thread, so a seed gives the same weights on every run. Like
-:mod:`recfit.models._kernels_svdpp`, this module points numba's cache at
-:func:`recfit._fs.numba_cache_dir` for its own import and puts the setting back at the end.
+One thread, so a seed gives the same weights on every run. The kernels are cached under
+the user's cache folder (:func:`recfit.models._compiled.cached_njit`).
 """
 
 # mypy: ignore-errors
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit
 
-from recfit._fs import numba_cache_dir
+from recfit.models._compiled import cached_njit
 
 __all__ = ["epoch", "implicit_sum"]
 
-_CACHE_DIR = numba_cache_dir()
-CACHE = _CACHE_DIR is not None
-_SAVED_CACHE_DIR = numba.config.CACHE_DIR
-numba.config.CACHE_DIR = "" if _CACHE_DIR is None else str(_CACHE_DIR)  # restored at the end
 
 _FAST = {"contract", "arcp", "afn", "nsz"}
 
 
-@njit(cache=CACHE, nogil=True)
+@cached_njit()
 def _xorshift(state):
     state ^= (state << np.uint64(13)) & np.uint64(0xFFFFFFFFFFFFFFFF)
     state ^= state >> np.uint64(7)
@@ -40,7 +33,7 @@ def _xorshift(state):
     return state
 
 
-@njit(cache=CACHE, nogil=True, fastmath=_FAST)
+@cached_njit(fastmath=_FAST)
 def implicit_sum(indptr, items, y, out):
     """``out[u] = |N(u)|^-1/2 · Σ_{j ∈ N(u)} y_j`` (zeros for an empty list)."""
     n_users, k = out.shape
@@ -59,7 +52,7 @@ def implicit_sum(indptr, items, y, out):
             out[u, c] *= norm
 
 
-@njit(cache=CACHE, nogil=True, fastmath=_FAST)
+@cached_njit(fastmath=_FAST)
 def epoch(
     order, seeds, indptr, items, ratings, weights, day_idx, dev, bins,
     imp_indptr, imp_items,
@@ -139,6 +132,3 @@ def epoch(
             for c in range(k):
                 y[j, c] = y[j, c] * decay + lr * norm * acc[c]
     return total
-
-
-numba.config.CACHE_DIR = _SAVED_CACHE_DIR

@@ -48,11 +48,11 @@ from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
+from recfit.models._fitted import FittedFactors, check_settings, rating_range, training_rows
 from recfit.models.base import Batch, RatingModel
-from recfit.models.ials import check_positive, numba_threads
+from recfit.models.ials import numba_threads
 from recfit.models.registry import Family, family, register_family, sized_build
 from recfit.models.search import Param
-from recfit.models.timesvdpp import rating_range, row_penalty, training_rows
 
 __all__ = ["BETA0", "BayesianMF", "create_bmf", "fit_bmf"]
 
@@ -60,7 +60,7 @@ BETA0 = 2.0
 """``beta_0`` of the Normal-Wishart hyperpriors (Salakhutdinov & Mnih)."""
 
 
-class BayesianMF(RatingModel):
+class BayesianMF(FittedFactors):
     """Bayesian MF with biases, trained by Gibbs sampling (see the module documentation).
 
     Args:
@@ -71,10 +71,10 @@ class BayesianMF(RatingModel):
         samples: Gibbs sweeps whose predictions are averaged.
         max_columns: the most factor columns stored (``S·k``); samples are thinned to fit.
         init_std: std of the initial factors.
-        seed: seeds every draw.
-        global_mean: ``mu`` (the weighted mean training rating).
         n_columns: the factor columns stored (the fit sets it).
-        rating_range: predictions are clipped into it (``None``: not clipped).
+        **common: :class:`~recfit.models._fitted.FittedFactors`'s ``seed`` (of every
+            draw), ``global_mean`` (``mu``, the weighted mean training rating) and
+            ``rating_range`` (predictions are clipped into it).
     """
 
     def __init__(
@@ -87,60 +87,29 @@ class BayesianMF(RatingModel):
         samples: int = 100,
         max_columns: int = 512,
         init_std: float = 0.1,
-        seed: int = 42,
-        global_mean: float = 0.0,
         n_columns: int = 0,
-        rating_range: tuple[float, float] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
-        for name, n in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors),
-                        ("samples", samples), ("max_columns", max_columns)):  # fmt: skip
-            check_positive(name, n, integer=True)
-        for name, n in (("burn_in", burn_in), ("n_columns", n_columns)):
-            check_positive(name, n, integer=True, zero=True)
-        check_positive("init_std", init_std, zero=True)
+        super().__init__(n_users, n_items, n_columns, **common)
+        check_settings(integer=True, n_factors=n_factors, samples=samples, max_columns=max_columns)
+        check_settings(integer=True, zero=True, burn_in=burn_in)
+        check_settings(zero=True, init_std=init_std)
         if n_factors > max_columns:
             raise ConfigError(
                 f"expected n_factors <= max_columns, received {n_factors!r} > {max_columns!r}"
             )
-        if rating_range is not None and not float(rating_range[0]) <= float(rating_range[1]):
-            raise ConfigError(f"expected rating_range (low, high), received {rating_range!r}")
-        self.n_users, self.n_items, self.n_factors = int(n_users), int(n_items), int(n_factors)
-        self.burn_in, self.samples, self.max_columns = int(burn_in), int(samples), int(max_columns)
-        self.init_std, self.seed, self.global_mean = float(init_std), int(seed), float(global_mean)
-        self.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))  # fmt: skip
-        self.user_factors = nn.Parameter(torch.zeros(self.n_users, int(n_columns)))
-        self.item_factors = nn.Parameter(torch.zeros(self.n_items, int(n_columns)))
-        self.user_bias = nn.Parameter(torch.zeros(self.n_users))
-        self.item_bias = nn.Parameter(torch.zeros(self.n_items))
-        self._register_record(self.n_users, self.n_items)
-        self.fit_info: dict[str, Any] = {}
+        self.n_factors, self.burn_in, self.samples = int(n_factors), int(burn_in), int(samples)
+        self.max_columns, self.init_std = int(max_columns), float(init_std)
 
     def config(self) -> dict[str, Any]:
-        return self._config(
+        return self._head() | dict(
             n_factors=self.n_factors, burn_in=self.burn_in, samples=self.samples,
-            max_columns=self.max_columns, init_std=self.init_std, seed=self.seed,
-            global_mean=self.global_mean, n_columns=int(self.user_factors.shape[1]),
-            rating_range=self.rating_range,
+            max_columns=self.max_columns, init_std=self.init_std,
+            n_columns=int(self.user_factors.shape[1]),
         )  # fmt: skip
 
     def forward(self, batch: Batch) -> Tensor:
-        u, i = batch["user"].clamp_min(0), batch["item"].clamp_min(0)
-        pu = self.user_factors.index_select(0, u)
-        qi = self.item_factors.index_select(0, i)
-        x = (
-            self.global_mean
-            + self.user_bias.index_select(0, u)
-            + self.item_bias.index_select(0, i)
-            + (pu * qi).sum(1)
-        )
-        if self.rating_range is not None:
-            x = x.clamp(*self.rating_range)
-        return x
-
-    def penalty(self, batch: Batch) -> Tensor:
-        """Per row: ``|p_u|² + |q_i|² + b_u² + b_i²`` of the stored (averaged) rows."""
-        return row_penalty(self, batch["user"].clamp_min(0), batch["item"].clamp_min(0))
+        return self.clip(self.base_terms(batch["user"].clamp_min(0), batch["item"].clamp_min(0)))
 
 
 @cache

@@ -54,12 +54,12 @@ from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
+from recfit.models._fitted import FittedFactors, check_settings, rating_range, training_rows
 from recfit.models.base import Batch, RatingModel
-from recfit.models.ials import check_positive
 from recfit.models.registry import Family, family, mean_rating, register_family, sized_build
 from recfit.models.search import Param
 
-__all__ = ["TimeSVDpp", "create_timesvdpp", "fit_timesvdpp", "rating_range", "row_penalty"]
+__all__ = ["TimeSVDpp", "create_timesvdpp", "fit_timesvdpp"]
 
 DAY = 86_400
 """Seconds in a day (the unit of ``t``)."""
@@ -67,7 +67,7 @@ _KEY_SHIFT = 32
 _DAY_OFFSET = 1 << 31
 
 
-class TimeSVDpp(RatingModel):
+class TimeSVDpp(FittedFactors):
     """timeSVD++ (see the module documentation).
 
     Args:
@@ -87,11 +87,12 @@ class TimeSVDpp(RatingModel):
         beta: exponent of ``dev_u(t)``.
         lr_decay: factor of every learning rate after each epoch.
         init_std: std of the initial factors.
-        seed: seeds the initial factors and the order of the steps.
-        global_mean: ``mu`` (the weighted mean training rating).
         first_day: the first training day (days since 1970-01-01).
         bin_days: the length of an item period in days.
-        rating_range: predictions are clipped into it (``None``: not clipped).
+        **common: :class:`~recfit.models._fitted.FittedFactors`'s ``seed`` (of the
+            initial factors and the order of the steps), ``global_mean`` (``mu``, the
+            weighted mean training rating) and ``rating_range`` (predictions are clipped
+            into it).
     """
 
     day_keys: Tensor
@@ -102,70 +103,51 @@ class TimeSVDpp(RatingModel):
         self,
         n_users: int,
         n_items: int,
-        n_factors: int = 50,
+        n_factors: int = 100,
         *,
         n_days: int = 0,
         n_bins: int = 30,
-        epochs: int = 20,
-        lr: float = 0.007,
-        reg: float = 0.015,
+        epochs: int = 30,
+        lr: float = 0.0105,
+        reg: float = 0.007,
         lr_bias: float = 0.007,
-        reg_bias: float = 0.005,
-        reg_time: float = 0.1,
+        reg_bias: float = 0.025,
+        reg_time: float = 0.3,
         lr_alpha: float = 1e-5,
         reg_alpha: float = 50.0,
         beta: float = 0.4,
-        lr_decay: float = 0.9,
-        init_std: float = 0.05,
-        seed: int = 42,
-        global_mean: float = 0.0,
+        lr_decay: float = 0.91,
+        init_std: float = 0.013,
         first_day: int = 0,
         bin_days: int = 1,
-        rating_range: tuple[float, float] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
-        for name, n in (("n_users", n_users), ("n_items", n_items), ("n_factors", n_factors),
-                        ("n_bins", n_bins), ("bin_days", bin_days)):  # fmt: skip
-            check_positive(name, n, integer=True)
-        for name, n in (("n_days", n_days), ("epochs", epochs)):
-            check_positive(name, n, integer=True, zero=True)
-        for name, v in (("lr", lr), ("lr_bias", lr_bias), ("lr_decay", lr_decay)):
-            check_positive(name, v)
-        for name, v in (("reg", reg), ("reg_bias", reg_bias), ("reg_time", reg_time),
-                        ("lr_alpha", lr_alpha), ("reg_alpha", reg_alpha), ("beta", beta),
-                        ("init_std", init_std)):  # fmt: skip
-            check_positive(name, v, zero=True)
-        if rating_range is not None and not float(rating_range[0]) <= float(rating_range[1]):
-            raise ConfigError(f"expected rating_range (low, high), received {rating_range!r}")
-        self.n_users, self.n_items, self.n_factors = int(n_users), int(n_items), int(n_factors)
-        self.n_bins, self.epochs, self.seed = int(n_bins), int(epochs), int(seed)
+        super().__init__(n_users, n_items, n_factors, **common)
+        check_settings(integer=True, n_factors=n_factors, n_bins=n_bins, bin_days=bin_days)
+        check_settings(integer=True, zero=True, n_days=n_days, epochs=epochs)
+        check_settings(lr=lr, lr_bias=lr_bias, lr_decay=lr_decay)
+        check_settings(zero=True, reg=reg, reg_bias=reg_bias, reg_time=reg_time,
+                       lr_alpha=lr_alpha, reg_alpha=reg_alpha, beta=beta, init_std=init_std)  # fmt: skip
+        self.n_factors, self.n_bins, self.epochs = int(n_factors), int(n_bins), int(epochs)
         self.lr, self.reg, self.lr_bias, self.reg_bias = float(lr), float(reg), float(lr_bias), float(reg_bias)  # fmt: skip
         self.reg_time, self.lr_alpha, self.reg_alpha = float(reg_time), float(lr_alpha), float(reg_alpha)  # fmt: skip
         self.beta, self.lr_decay, self.init_std = float(beta), float(lr_decay), float(init_std)
-        self.global_mean, self.first_day, self.bin_days = float(global_mean), int(first_day), int(bin_days)  # fmt: skip
-        self.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))  # fmt: skip
-        u, i, k = self.n_users, self.n_items, self.n_factors
-        self.user_factors = nn.Parameter(torch.zeros(u, k))
-        self.item_factors = nn.Parameter(torch.zeros(i, k))
-        self.user_bias = nn.Parameter(torch.zeros(u))
-        self.item_bias = nn.Parameter(torch.zeros(i))
+        self.first_day, self.bin_days = int(first_day), int(bin_days)
+        u, i = self.n_users, self.n_items
         self.item_bin_bias = nn.Parameter(torch.zeros(i, self.n_bins))
         self.user_alpha = nn.Parameter(torch.zeros(u))
         self.day_bias = nn.Parameter(torch.zeros(int(n_days)))
         self.register_buffer("day_keys", torch.zeros(int(n_days), dtype=torch.long))
         self.register_buffer("user_mean_day", torch.zeros(u, dtype=torch.float64))
         self.register_buffer("user_last_day", torch.full((u,), self.first_day, dtype=torch.long))
-        self._register_record(u, i)
-        self.fit_info: dict[str, Any] = {}
 
     def config(self) -> dict[str, Any]:
-        return self._config(
+        return self._head() | dict(
             n_factors=self.n_factors, n_days=int(self.day_keys.numel()), n_bins=self.n_bins,
             epochs=self.epochs, lr=self.lr, reg=self.reg, lr_bias=self.lr_bias,
             reg_bias=self.reg_bias, reg_time=self.reg_time, lr_alpha=self.lr_alpha,
             reg_alpha=self.reg_alpha, beta=self.beta, lr_decay=self.lr_decay,
-            init_std=self.init_std, seed=self.seed, global_mean=self.global_mean,
-            first_day=self.first_day, bin_days=self.bin_days, rating_range=self.rating_range,
+            init_std=self.init_std, first_day=self.first_day, bin_days=self.bin_days,
         )  # fmt: skip
 
     def days(self, batch: Batch) -> Tensor:
@@ -185,23 +167,12 @@ class TimeSVDpp(RatingModel):
         b = torch.div(day - self.first_day, self.bin_days, rounding_mode="floor")
         b = b.clamp(0, self.n_bins - 1)
         x = (
-            self.global_mean
-            + self.user_bias.index_select(0, u)
+            self.base_terms(u, i)
             + self.user_alpha.index_select(0, u) * dev
             + self._day_bias(u, day)
-            + self.item_bias.index_select(0, i)
             + self.item_bin_bias[i, b]
-            + (self.user_factors.index_select(0, u) * self.item_factors.index_select(0, i)).sum(1)
         )
-        if self.rating_range is not None:
-            x = x.clamp(*self.rating_range)
-        return x
-
-    def penalty(self, batch: Batch) -> Tensor:
-        """Per row: ``|p_u|² + |q_i|² + b_u² + b_i²`` (the stored user vector holds the
-        implicit term)."""
-        u, i = batch["user"].clamp_min(0), batch["item"].clamp_min(0)
-        return row_penalty(self, u, i)
+        return self.clip(x)
 
     def _day_bias(self, u: Tensor, day: Tensor) -> Tensor:
         """``b_{u,t}`` of each row (0 for a pair not seen in training)."""
@@ -212,17 +183,6 @@ class TimeSVDpp(RatingModel):
         pos = torch.searchsorted(keys, key).clamp_max(keys.numel() - 1)
         hit = keys.index_select(0, pos) == key
         return torch.where(hit, self.day_bias.index_select(0, pos), 0.0)
-
-
-def row_penalty(model: Any, u: Tensor, i: Tensor) -> Tensor:
-    """``|p_u|² + |q_i|² + b_u² + b_i²`` per row of a model with ``user_factors``,
-    ``item_factors``, ``user_bias`` and ``item_bias``."""
-    p = model.user_factors.index_select(0, u)
-    q = model.item_factors.index_select(0, i)
-    bu = model.user_bias.index_select(0, u)
-    bi = model.item_bias.index_select(0, i)
-    out: Tensor = (p * p).sum(1) + (q * q).sum(1) + bu * bu + bi * bi
-    return out
 
 
 def day_key(user: Any, day: Any) -> Any:
@@ -251,36 +211,6 @@ def load_kernels() -> tuple[Any, float]:
     t0 = time.perf_counter()
     kern = _kernels()
     return kern, time.perf_counter() - t0
-
-
-def training_rows(train: Interactions) -> tuple[np.ndarray, ...]:
-    """``(user, item, rating, weight)`` of the rows with a positive weight, sorted by user
-    (stable), and the user CSR ``indptr``."""
-    w = train.weights()
-    keep = np.flatnonzero(w > 0)
-    order = keep[np.argsort(np.asarray(train.user)[keep], kind="stable")]
-    u = np.asarray(train.user, dtype=np.int64)[order]
-    indptr = np.zeros(train.n_users + 1, np.int64)
-    np.cumsum(np.bincount(u, minlength=train.n_users), out=indptr[1:])
-    return (
-        order,
-        u,
-        np.asarray(train.item, dtype=np.int64)[order],
-        np.asarray(train.rating, dtype=np.float32)[order],
-        w[order].astype(np.float32),
-        indptr,
-    )
-
-
-def rating_range(train: Interactions) -> tuple[float, float] | None:
-    """The data's rating scale, else the smallest and largest rating of the rows with a
-    positive weight (``None`` without any)."""
-    if train.rating_scale is not None:
-        return (float(train.rating_scale[0]), float(train.rating_scale[1]))
-    r = np.asarray(train.rating)[train.weights() > 0]
-    if not len(r):
-        return None
-    return (float(r.min()), float(r.max()))
 
 
 @torch.no_grad()
@@ -380,7 +310,7 @@ register_family(Family(
     reads=frozenset({"n_factors", "epochs", "lr", "reg", "seed", "time_bins", "time_reg"}),
     trainers=("closed_form",), adapter="generic", closed_form=fit_timesvdpp,
     # how these were chosen: docs/families.md (inner cuts of the training rows)
-    defaults={"n_factors": 50, "epochs": 20, "lr": 0.007, "reg": 0.015},
+    defaults={"n_factors": 100, "epochs": 30, "lr": 0.0105, "reg": 0.007},
     build=sized_build(TimeSVDpp, prepare=_prepare),
     summary="timeSVD++ (Koren 2009): time-aware biases (user drift, user-day, item "
     "periods) plus SVD++'s implicit term; SGD in a compiled kernel",
