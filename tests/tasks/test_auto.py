@@ -147,3 +147,24 @@ def test_blend_member_settings_must_be_read_by_the_member() -> None:
     cfg = RatingConfig(model="blend", blend_members=('{"model": "baseline", "n_factors": 3}',))
     with pytest.raises(ConfigError, match="blend member"):
         auto.member_config(cfg, cfg.blend_members[0])
+
+
+def test_a_long_search_does_not_keep_a_tuned_candidate_out_of_the_blend() -> None:
+    """A tuned candidate's final fit costs one fit, not its whole search: the blend's
+    budget check reads ``fit_seconds``."""
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = rng.normal(3.5, 1.0, n)
+    pa = truth + rng.normal(0, 0.5, n)
+    pb = truth + rng.normal(0, 0.5, n)
+    d = Interactions.from_arrays(np.arange(n), np.zeros(n, dtype=int), truth)
+    cut = Split(d, np.zeros(0, dtype=np.int64), np.arange(n, dtype=np.int64), "inner")
+    a = auto.Candidate("a (tuned)", {"model": "dot"}, "tuned", seconds=500.0, fit_seconds=1.0)
+    b = auto.Candidate("b", {"model": "mf"}, "defaults", seconds=1.0, fit_seconds=1.0)
+    a.pred, b.pred = pa, pb
+    members, score, weights, _ = auto._blend([a, b], cut, seed=0, time_left=10.0)
+    assert [m.label for m in members] == ["a (tuned)", "b"]
+    assert score < min(float(np.sqrt(np.mean((p - truth) ** 2))) for p in (pa, pb))
+    assert weights == pytest.approx([0.5, 0.5], abs=0.1)
+    # no time for a second member's final fit: the best alone
+    assert len(auto._blend([a, b], cut, seed=0, time_left=1.5)[0]) == 1

@@ -97,7 +97,9 @@ class Candidate:
         stage: ``"defaults"`` or ``"tuned"``.
         state: ``"ok"``, ``"skipped"``, ``"timeout"`` or ``"failed"``.
         rmse: its inner RMSE (``None`` unless ``ok``).
-        seconds: wall seconds of its fit and prediction (tuning: of the whole search).
+        seconds: wall seconds of its fit and prediction (tuned: with the whole search).
+        fit_seconds: wall seconds of its one fit and prediction on the cut (what its
+            final fit is estimated from).
         note: why it was skipped or failed; a tuned one: its trials.
     """
 
@@ -107,6 +109,7 @@ class Candidate:
     state: str = "ok"
     rmse: float | None = None
     seconds: float = 0.0
+    fit_seconds: float = 0.0
     note: str = ""
     pred: np.ndarray | None = field(default=None, repr=False)
 
@@ -292,7 +295,7 @@ def _try(
                 cand.state, cand.note, cand.rmse = "failed", "non-finite predictions", None
     except RecfitError as e:  # a family that does not fit these data (or diverged)
         cand.state, cand.note = "failed", f"{type(e).__name__}: {e}"
-    cand.seconds = time.perf_counter() - t0
+    cand.seconds = cand.fit_seconds = time.perf_counter() - t0
     return cand
 
 
@@ -318,11 +321,11 @@ def _blend(
     r, w = test.rating.astype(np.float64), test.weights().astype(np.float64)
     chosen = [ok[0]]
     best = _cv_rmse(np.stack([ok[0].pred], 1), r, w, seed)  # type: ignore[list-item]
-    cost = ok[0].seconds * REFIT_FACTOR
+    cost = ok[0].fit_seconds * REFIT_FACTOR
     while len(chosen) < MAX_BLEND:
         trial: tuple[float, Candidate] | None = None
         for c in ok:
-            if c in chosen or cost + c.seconds * REFIT_FACTOR > time_left:
+            if c in chosen or cost + c.fit_seconds * REFIT_FACTOR > time_left:
                 continue
             preds = np.stack([m.pred for m in [*chosen, c]], 1)  # type: ignore[misc]
             score = _cv_rmse(preds, r, w, seed)
@@ -332,7 +335,7 @@ def _blend(
             break
         best = trial[0]
         chosen.append(trial[1])
-        cost += trial[1].seconds * REFIT_FACTOR
+        cost += trial[1].fit_seconds * REFIT_FACTOR
     preds = np.stack([m.pred for m in chosen], 1)  # type: ignore[misc]
     weights, intercept = ridge_blend(preds, r, w)
     return chosen, best, weights.tolist(), intercept
@@ -355,7 +358,7 @@ def _tune_stage(
         share = (until - time.perf_counter()) / (len(names) - k)
         base = next(c for c in ok if c.spec["model"] == name)
         # a trial costs about a default fit: tune only with room for a few
-        if share < 3 * base.seconds:
+        if share < 3 * base.fit_seconds:
             continue
         t0 = time.perf_counter()
         label = f"{name} (tuned)"
@@ -376,7 +379,7 @@ def _tune_stage(
             continue
         spec = {**base.spec, **res.best_config.model_dump(exclude_unset=True)}
         spec = {k: v for k, v in spec.items() if k not in RUN_FIELDS}
-        cand = _try(cfg, label, spec, "tuned", cut, until + base.seconds * 2)
+        cand = _try(cfg, label, spec, "tuned", cut, until + base.fit_seconds * 2)
         cand.note = trials if cand.state == "ok" else cand.note
         cand.seconds += spent
         out.append(cand)
@@ -417,7 +420,7 @@ def choose_model(
         report.chosen = "the size rule (no candidate finished in the budget)"
         return resolved, report, None
     # 3. tuning, leaving room for the final fit of the best candidate's family and more
-    reserve = sum(c.seconds for c in ok[:3]) * REFIT_FACTOR
+    reserve = sum(c.fit_seconds for c in ok[:3]) * REFIT_FACTOR
     tune_until = end - reserve
     if tune_until - time.perf_counter() > 0:
         report.candidates += _tune_stage(cfg, ok, cut, tune_until)
@@ -425,7 +428,7 @@ def choose_model(
             (c for c in report.candidates if c.state == "ok"), key=lambda c: float(c.rmse or 0.0)
         )
     # 4. the blend, within what the final fit may take
-    left = max(end - time.perf_counter(), ok[0].seconds * REFIT_FACTOR)
+    left = max(end - time.perf_counter(), ok[0].fit_seconds * REFIT_FACTOR)
     members, blend_rmse, weights, intercept = _blend(ok, cut, cfg.seed, left)
     best = ok[0]
     report.seconds = time.perf_counter() - start
@@ -439,8 +442,8 @@ def choose_model(
             "intercept": round(intercept, 6),
             "inner_rmse_cross_fitted": blend_rmse,
         }
-        report.estimated_refit_seconds = sum(m.seconds for m in members) * REFIT_FACTOR
+        report.estimated_refit_seconds = sum(m.fit_seconds for m in members) * REFIT_FACTOR
         return resolved, report, (weights, intercept)
     report.chosen, report.chosen_rmse = best.label, best.rmse
-    report.estimated_refit_seconds = best.seconds * REFIT_FACTOR
+    report.estimated_refit_seconds = best.fit_seconds * REFIT_FACTOR
     return member_config(cfg, dict(best.spec)), report, None
