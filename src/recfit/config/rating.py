@@ -110,8 +110,8 @@ class RatingConfig(BaseTrainConfig):
     """model auto: seconds for choosing the model by inner validation (every rating family
     that fits, tuning, a blend); 0 picks svdpp or dot by size without a search."""
     blend_members: tuple[str, ...] = ("svdpp", "dot")
-    """model blend: its members, each a family name or a JSON object of config fields
-    ('{"model": "svdpp", "n_factors": 100}')."""
+    """model blend: its members, each a family name (svdpp,dot) or, in a config file, a
+    JSON object of config fields ('{"model": "svdpp", "n_factors": 100}')."""
 
     @field_validator("y_range", mode="before")
     @classmethod
