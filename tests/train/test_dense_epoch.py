@@ -15,7 +15,7 @@ from recfit.data.synthetic import synthetic
 from recfit.errors import ConfigError, TrainingDivergedError
 from recfit.models import BiasedMF, DotBias, SVDpp
 from recfit.train import dense_epoch, kernels
-from recfit.train.callbacks import Callback
+from recfit.train.callbacks import Callback, ScheduleRecorder
 from recfit.train.execution import Execution, Path
 from recfit.train.learner import Learner
 from recfit.train.schedules import Constant
@@ -167,10 +167,8 @@ def test_divergence_stops_at_the_same_step() -> None:
 
 def test_paths_it_does_not_take() -> None:
     d = _data(500)
-    svdpp = Learner(SVDpp(d.n_users, d.n_items, 4), d, progress=False).fit(1, 1e-3)
-    assert svdpp.path is not None and not svdpp.path.dense_epochs
     with pytest.raises(ConfigError, match="compiled=True"):
-        Learner(SVDpp(d.n_users, d.n_items, 4), d, progress=False,
+        Learner(DotBias(d.n_users, d.n_items, 4), d, loss="mae", progress=False,
                 execution=Execution(compiled=True)).fit(1, 1e-3)  # fmt: skip
     mae = Learner(DotBias(d.n_users, d.n_items, 4), d, loss="mae", progress=False).fit(1, 1e-3)
     assert mae.path is not None and not mae.path.dense_epochs
@@ -181,6 +179,9 @@ def test_paths_it_does_not_take() -> None:
     assert off.path == Path(fused=True)
     cpu = torch.device("cpu")
     assert dense_epoch.supports(BiasedMF(3, 4, 2), off.loss_func, cpu)
+    reference = SVDpp(3, 4, 2)
+    reference.fused_kernel = False  # the PyTorch step, kept as the reference
+    assert not dense_epoch.supports(reference, off.loss_func, cpu)
     assert not dense_epoch.supports(DotBias(3, 4, 2), off.loss_func, cpu, bf16=True)
 
 
@@ -191,3 +192,34 @@ def test_hyper_arrays_are_pytorch_adamw_constants() -> None:
     np.testing.assert_allclose(h["ss"], lr / (1 - b1**t))
     np.testing.assert_allclose(h["ibc2"], 1 / np.sqrt(1 - 0.99**t))
     assert h["keep"].dtype == np.float32 and h["keep"][1] == np.float32(1 - 2e-3)
+
+
+def test_svdpp_follows_the_step_by_step_path() -> None:
+    """SVD++'s implicit term: a third table (y) brought up to date the same way."""
+    d = _data(2500, seed=2)
+
+    def model() -> SVDpp:
+        m = SVDpp(d.n_users, d.n_items, 9, y_range=(0.0, 5.5), implicit_init_std=0.01, seed=4)
+        m.set_implicit(torch.from_numpy(d.user.astype(np.int64)),
+                       torch.from_numpy(d.item.astype(np.int64)))  # fmt: skip
+        return m
+
+    ref = _learner(d, False, model(), reg=0.05, wd=0.05).fit_one_cycle(2, 5e-3)
+    ker = _learner(d, True, model(), reg=0.05, wd=0.05).fit_one_cycle(2, 5e-3)
+    assert ref.path == Path(fused=True) and ker.path is not None and ker.path.dense_epochs
+    _close(ref, ker)
+    ya, yb = ref.model.implicit_factors.detach(), ker.model.implicit_factors.detach()
+    assert torch.allclose(ya, yb, rtol=2e-5, atol=2e-5), float((ya - yb).abs().max())
+    assert ker.history[-1]["mse"] == pytest.approx(ref.history[-1]["mse"], rel=1e-5)
+
+
+def test_schedule_recorder_gets_every_step_of_a_kernel_epoch() -> None:
+    d = _data()
+    recs = []
+    for compiled in (False, True):
+        rec = ScheduleRecorder()
+        learn = _learner(d, compiled, callbacks=[rec]).fit_one_cycle(2, 5e-3)
+        assert learn.path is not None and learn.path.dense_epochs == compiled
+        recs.append(rec)
+    assert recs[1].lrs == recs[0].lrs and recs[1].moms == recs[0].moms
+    np.testing.assert_allclose(recs[1].losses, recs[0].losses, rtol=1e-4)

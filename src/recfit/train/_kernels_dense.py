@@ -30,7 +30,7 @@ from numba import njit
 
 from recfit.train.kernels import numba_cache_dir
 
-__all__ = ["EVERY", "GROUP", "catch_up", "epoch"]
+__all__ = ["EVERY", "GROUP", "catch_up", "epoch", "epoch_svdpp"]
 
 _CACHE_DIR = numba_cache_dir()
 CACHE = _CACHE_DIR is not None
@@ -216,6 +216,121 @@ def epoch(  # type: ignore[no-untyped-def]
                    st, ib, e)  # fmt: skip
         _adam_rows(pi, mi_, xi, li, ai, bi, gi, uniq_i, ni, slot_i, b, keep[b], c1, beta2,
                    st, ib, e)  # fmt: skip
+        if not math.isfinite(loss + pen):
+            return b + 1
+    return nb
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
+def epoch_svdpp(  # type: ignore[no-untyped-def]
+    users, items, ratings, weights, starts, indptr, implicit, alpha,
+    pu, mu_, xu, lu, au, bu, pi, mi_, xi, li, ai, bi, py, my, xy, ly, ay, by,
+    n_factors, mu, lo, span, squash, reg,
+    keep, beta1, ss, ibc2, eps, beta2, out_loss, out_pen,
+    gu, gi, gy, slot_u, slot_i, slot_y, uniq_u, uniq_i, uniq_y, imp, d_user, eff, rows,
+):  # fmt: skip
+    """:func:`epoch` for SVD++: the user vector is ``p_u + |N(u)|^-alpha · Σ_{j ∈ N(u)}
+    y_j`` (``N(u)``: ``implicit[indptr[u]:indptr[u+1]]``), a third side ``py...`` holds
+    the ``y`` table (no bias; its column ``n_factors`` stays zero) and the penalty reads
+    ``p_u``, ``q_i``, ``b_u``, ``b_i`` as :func:`epoch`'s does. ``imp``/``d_user`` (one row
+    per distinct user) and ``eff`` (one per batch row) are scratch."""
+    k = n_factors
+    sqb2 = math.sqrt(beta2)
+    nb = starts.shape[0] - 1
+    neg = np.float32(-alpha)
+    for b in range(nb):
+        if b > 0 and b % EVERY == 0:
+            t = b - 1
+            catch_up(
+                pu, mu_, xu, lu, au, bu, rows, pu.shape[0], t, keep, beta1, ss, ibc2, eps, sqb2
+            )
+            catch_up(
+                pi, mi_, xi, li, ai, bi, rows, pi.shape[0], t, keep, beta1, ss, ibc2, eps, sqb2
+            )
+            catch_up(py, my, xy, ly, ay, by, rows, py.shape[0], t, keep, beta1, ss, ibc2, eps, sqb2)
+        lo_r = starts[b]
+        n = starts[b + 1] - lo_r
+        nu = _distinct(users, lo_r, n, slot_u, uniq_u)
+        ni = _distinct(items, lo_r, n, slot_i, uniq_i)
+        ny = 0
+        for s in range(nu):
+            u = uniq_u[s]
+            for t in range(indptr[u], indptr[u + 1]):
+                j = implicit[t]
+                if slot_y[j] < 0:
+                    slot_y[j] = ny
+                    uniq_y[ny] = j
+                    ny += 1
+        catch_up(pu, mu_, xu, lu, au, bu, uniq_u, nu, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
+        catch_up(pi, mi_, xi, li, ai, bi, uniq_i, ni, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
+        catch_up(py, my, xy, ly, ay, by, uniq_y, ny, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
+        gu[:nu] = 0.0
+        gi[:ni] = 0.0
+        gy[:ny] = 0.0
+        d_user[:nu] = 0.0
+        # each distinct user's implicit term
+        for s in range(nu):
+            u = uniq_u[s]
+            w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
+            imp[s] = 0.0
+            for t in range(indptr[u], indptr[u + 1]):
+                j = implicit[t]
+                for f in range(k):
+                    imp[s, f] += w * py[j, f]
+        w_sum = np.float32(0.0)
+        for j in range(n):
+            w_sum += weights[lo_r + j]
+        loss = 0.0
+        pen = 0.0
+        for j in range(n):
+            u = users[lo_r + j]
+            it = items[lo_r + j]
+            su_ = slot_u[u]
+            si_ = slot_i[it]
+            for f in range(k):
+                eff[j, f] = pu[u, f] + imp[su_, f]
+            z = _dot(eff, j, pi, it, k) + pu[u, k] + pi[it, k]
+            if mu != 0.0:
+                z = z + np.float32(mu)
+            scale = weights[lo_r + j] / w_sum
+            if squash:
+                sg = np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-z)))
+                out = sg * np.float32(span) + np.float32(lo)
+            else:
+                out = z
+            d = out - ratings[lo_r + j]
+            loss += d * d * scale
+            g = np.float32(2.0) * d * scale
+            if squash:
+                g = g * np.float32(span) * sg * (np.float32(1.0) - sg)
+            two = np.float32(0.0)
+            if reg > 0.0:
+                two = np.float32(2.0 * reg) * scale
+                sq = _dot(pu, u, pu, u, k + 1) + _dot(pi, it, pi, it, k + 1)
+                pen += reg * scale * sq
+            for f in range(k):
+                d_user[su_, f] += g * pi[it, f]
+                gu[su_, f] += g * pi[it, f] + two * pu[u, f]
+                gi[si_, f] += g * eff[j, f] + two * pi[it, f]
+            gu[su_, k] += g + two * pu[u, k]
+            gi[si_, k] += g + two * pi[it, k]
+        for s in range(nu):
+            u = uniq_u[s]
+            w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
+            for t in range(indptr[u], indptr[u + 1]):
+                sy = slot_y[implicit[t]]
+                for f in range(k):
+                    gy[sy, f] += d_user[s, f] * w
+        out_loss[b] = loss
+        out_pen[b] = pen
+        c1 = np.float32(1.0 - beta1[b])
+        st = np.float32(ss[b])
+        ib = np.float32(ibc2[b])
+        e = np.float32(eps)
+        kb = keep[b]
+        _adam_rows(pu, mu_, xu, lu, au, bu, gu, uniq_u, nu, slot_u, b, kb, c1, beta2, st, ib, e)
+        _adam_rows(pi, mi_, xi, li, ai, bi, gi, uniq_i, ni, slot_i, b, kb, c1, beta2, st, ib, e)
+        _adam_rows(py, my, xy, ly, ay, by, gy, uniq_y, ny, slot_y, b, kb, c1, beta2, st, ib, e)
         if not math.isfinite(loss + pen):
             return b + 1
     return nb

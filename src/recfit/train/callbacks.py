@@ -45,6 +45,7 @@ import csv
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -139,6 +140,14 @@ class Callback:
 
     def after_fit(self) -> None:
         """End of ``fit`` (also after a cancelled fit)."""
+
+    def after_steps(
+        self, lrs: Sequence[float], moms: Sequence[float], losses: Sequence[float]
+    ) -> None:
+        """The steps of an epoch that ran as one compiled kernel, with no batch event
+        (:mod:`recfit.train.dense_epoch`): each step's learning rate, momentum and loss.
+        A callback that handles a batch event keeps its epochs step by step unless it
+        defines this method (then it gets this call instead of those events)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The state a resumed fit needs (tensors, numbers, strings, lists, dicts);
@@ -435,6 +444,14 @@ class ScheduleRecorder(Callback):
         self.moms.append(self.learn.mom)
         if self.record_loss and self.learn.loss is not None:
             self.losses.append(float(self.learn.loss.detach()))
+
+    def after_steps(
+        self, lrs: Sequence[float], moms: Sequence[float], losses: Sequence[float]
+    ) -> None:
+        self.lrs.extend(lrs)
+        self.moms.extend(moms)
+        if self.record_loss:
+            self.losses.extend(losses)
 
     def state_dict(self) -> dict[str, Any]:
         return {k: torch.tensor(getattr(self, k), dtype=torch.float64) for k in self._LISTS}

@@ -38,6 +38,7 @@ from recfit.errors import ConfigError
 from recfit.models.base import RatingModel
 from recfit.models.dot import DotBias
 from recfit.models.losses import Loss, MSELoss
+from recfit.models.svdpp import SVDpp
 from recfit.train import kernels
 from recfit.train.optim import AdamW
 from recfit.train.sparse import supports_rows
@@ -60,24 +61,31 @@ LANES = 16
 """Rows are padded to a multiple of this many float32 (one 512-bit vector)."""
 
 
+_DOT_TABLES = {"user_factors", "item_factors", "user_bias", "item_bias"}
+
+
 def supports(model: RatingModel, loss: Loss, device: torch.device, bf16: bool = False) -> bool:
-    """Whether :func:`run_epoch` can train ``model``: a DotBias-family model (its output
-    reads only the user's and item's rows) with exactly the four tables of
-    :class:`~recfit.models.DotBias`, on CPU, with the MSE loss, numba present.
+    """Whether the dense epochs' kernel can train ``model``: a DotBias-family model (its
+    output reads only the user's and item's rows) with exactly the four tables of
+    :class:`~recfit.models.DotBias`, or an :class:`~recfit.models.SVDpp` (whose
+    ``fused_kernel`` is on), on CPU, float32, with the MSE loss, numba present.
 
     Example:
-        >>> from recfit.models import DotBias, SVDpp
+        >>> from recfit.models import DotBias, EmbeddingNN
         >>> cpu = torch.device("cpu")
-        >>> supports(DotBias(3, 4, 2), MSELoss(), cpu), supports(SVDpp(3, 4, 2), MSELoss(), cpu)
+        >>> supports(DotBias(3, 4, 2), MSELoss(), cpu), supports(EmbeddingNN(3, 4), MSELoss(), cpu)
         (True, False)
     """
     names = {n for n, p in model.named_parameters() if p.requires_grad}
+    if type(model) is SVDpp:
+        fits = model.fused_kernel and names == _DOT_TABLES | {"implicit_factors"}
+    else:
+        fits = supports_rows(model) and names == _DOT_TABLES
     return (
-        device.type == "cpu"
+        fits
+        and device.type == "cpu"
         and not bf16
         and type(loss) is MSELoss
-        and supports_rows(model)
-        and names == {"user_factors", "item_factors", "user_bias", "item_bias"}
         and all(p.dtype == torch.float32 for p in model.parameters())
         and kernels.available()
     )
@@ -90,30 +98,37 @@ def _kernel() -> Any:
     return _kernels_dense
 
 
+_STATE = ("p", "m", "x", "last", "a", "sb")
+"""A side's arrays, in the kernels' order."""
+
+
 class DenseEpochs:
     """The padded tables, moments and scratch arrays of one model and its AdamW.
 
-    Each side (users, items) holds ``p``, ``m``, ``x``, ``last``, ``a``, ``sb`` as the
-    kernel module describes: ``(rows, kp)`` float32 tables with the factors, then the bias
-    in column ``n_factors``, then zeros up to ``kp`` (a multiple of :data:`LANES`).
+    Each side (users, items, and SVD++'s ``y``) holds ``p``, ``m``, ``x``, ``last``, ``a``,
+    ``sb`` as the kernel module describes: ``(rows, kp)`` float32 tables with the factors,
+    then the bias in column ``n_factors`` (zero for ``y``), then zeros up to ``kp`` (a
+    multiple of :data:`LANES`).
     """
 
     def __init__(self, model: Any, opt: AdamW) -> None:
         self.model, self.opt = model, opt
         self.k = int(model.n_factors)
         self.kp = -(-(self.k + 1) // LANES) * LANES
+        self.svdpp = type(model) is SVDpp
         where = {id(p): j for j, p in enumerate(opt.params)}
+        pairs = [(model.user_factors, model.user_bias), (model.item_factors, model.item_bias)]
+        if self.svdpp:
+            pairs.append((model.implicit_factors, None))
         self.sides: list[dict[str, Any]] = []
-        for fac, bias in (
-            (model.user_factors, model.user_bias),
-            (model.item_factors, model.item_bias),
-        ):
+        for fac, bias in pairs:
             n = fac.shape[0]
             side: dict[str, Any] = {k: np.zeros((n, self.kp), np.float32) for k in "pmx"}
             side.update(
-                params=(fac, bias), slots=(where[id(fac)], where[id(bias)]),
+                params=(fac, bias),
+                slots=(where[id(fac)], None if bias is None else where[id(bias)]),
                 last=np.full(n, -1, np.int64), a=np.ones(n), sb=np.ones(n),
-                slot=np.full(n, -1, np.int64),
+                slot=np.full(n, -1, np.int64), uniq=np.zeros(n, np.int64),
             )  # fmt: skip
             self.sides.append(side)
         self.rows = np.arange(max(s["p"].shape[0] for s in self.sides), dtype=np.int64)
@@ -123,26 +138,34 @@ class DenseEpochs:
     def _scratch(self, n: int) -> None:
         if n > self.cap:
             self.cap = n
-            self.grads = (np.zeros((n, self.kp), np.float32), np.zeros((n, self.kp), np.float32))
-            self.uniq = (np.zeros(n, np.int64), np.zeros(n, np.int64))
+            self.grads = [np.zeros((n, self.kp), np.float32) for _ in range(2)]
+            self.extra = [np.zeros((n, self.kp), np.float32) for _ in range(3)]
+            if self.svdpp:
+                self.grads.append(np.zeros((self.sides[2]["p"].shape[0], self.kp), np.float32))
+
+    def _tensors(self, side: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """``(key, factor tensor, bias tensor or None)`` of the weights and moments."""
+        (fac, bias), (jf, jb) = side["params"], side["slots"]
+        opt = self.opt
+        return [
+            ("p", fac, bias),
+            ("m", opt.exp_avg[jf], None if jb is None else opt.exp_avg[jb]),
+            ("x", opt.exp_avg_sq[jf], None if jb is None else opt.exp_avg_sq[jb]),
+        ]
 
     def steps_done(self) -> int | None:
         """The AdamW step count of every table (``None`` when they differ)."""
-        counts = {float(self.opt.steps[j]) for s in self.sides for j in s["slots"]}
+        counts = {float(self.opt.steps[j]) for s in self.sides for j in s["slots"] if j is not None}
         return int(counts.pop()) if len(counts) == 1 else None
 
     def load(self) -> None:
         """Copy the weights and moments in (every row current before step 0)."""
-        k, opt = self.k, self.opt
+        k = self.k
         for s in self.sides:
-            (fac, bias), (jf, jb) = s["params"], s["slots"]
-            for key, (f, b) in (
-                ("p", (fac, bias)),
-                ("m", (opt.exp_avg[jf], opt.exp_avg[jb])),
-                ("x", (opt.exp_avg_sq[jf], opt.exp_avg_sq[jb])),
-            ):
+            for key, f, b in self._tensors(s):
                 s[key][:, :k] = f.detach().numpy()
-                s[key][:, k] = b.detach().numpy()
+                if b is not None:
+                    s[key][:, k] = b.detach().numpy()
             np.sqrt(s["x"], out=s["x"])
             s["last"].fill(-1)
             s["a"].fill(1.0)
@@ -150,19 +173,15 @@ class DenseEpochs:
 
     def store(self) -> None:
         """Copy the weights and moments back (every row current)."""
-        k, opt = self.k, self.opt
+        k = self.k
         with torch.no_grad():
             for s in self.sides:
-                (fac, bias), (jf, jb) = s["params"], s["slots"]
-                m = s["m"] * s["a"].astype(np.float32)[:, None]
                 x = s["x"] * s["sb"].astype(np.float32)[:, None]
-                for src, (f, b) in (
-                    (s["p"], (fac, bias)),
-                    (m, (opt.exp_avg[jf], opt.exp_avg[jb])),
-                    (x * x, (opt.exp_avg_sq[jf], opt.exp_avg_sq[jb])),
-                ):
-                    f.copy_(torch.from_numpy(src[:, :k]))
-                    b.copy_(torch.from_numpy(np.ascontiguousarray(src[:, k])))
+                now = {"p": s["p"], "m": s["m"] * s["a"].astype(np.float32)[:, None], "x": x * x}
+                for key, f, b in self._tensors(s):
+                    f.copy_(torch.from_numpy(now[key][:, :k]))
+                    if b is not None:
+                        b.copy_(torch.from_numpy(np.ascontiguousarray(now[key][:, k])))
 
     def run(
         self, cols: dict[str, np.ndarray], starts: np.ndarray, hyper: dict[str, Any],
@@ -176,27 +195,31 @@ class DenseEpochs:
         nb = starts.shape[0] - 1
         self._scratch(int(np.diff(starts).max(initial=1)))
         losses, pens = np.zeros(nb), np.zeros(nb)
-        u, i = self.sides
         mu, lo, span, squash = model
         h = (
             hyper["keep"], hyper["beta1"], hyper["ss"], hyper["ibc2"], float(hyper["eps"]),
         )  # fmt: skip
+        spec = (self.k, float(mu), float(lo), float(span), bool(squash), float(reg))
+        tail = (*h, float(hyper["beta2"]), losses, pens)
+        batch = (cols["user"], cols["item"], cols["rating"], cols["weight"], starts)
+        state = [a for s in self.sides for a in (s[key] for key in _STATE)]
+        slots = [s["slot"] for s in self.sides] + [s["uniq"] for s in self.sides]
         done = 0
         try:
-            done = kern.epoch(
-                cols["user"], cols["item"], cols["rating"], cols["weight"], starts,
-                *(u[key] for key in ("p", "m", "x", "last", "a", "sb")),
-                *(i[key] for key in ("p", "m", "x", "last", "a", "sb")),
-                self.k, float(mu), float(lo), float(span), bool(squash), float(reg),
-                *h, float(hyper["beta2"]), losses, pens, self.grads[0], self.grads[1],
-                u["slot"], i["slot"], self.uniq[0], self.uniq[1], self.rows,
-            )  # fmt: skip
+            if self.svdpp:
+                m = self.model
+                lists = (m.implicit_indptr.numpy(), m.implicit_items.numpy(), float(m.alpha))
+                done = kern.epoch_svdpp(
+                    *batch, *lists, *state, *spec, *tail, *self.grads, *slots, *self.extra,
+                    self.rows,
+                )  # fmt: skip
+            else:
+                done = kern.epoch(*batch, *state, *spec, *tail, *self.grads, *slots, self.rows)
         finally:
             sqb2 = math.sqrt(float(hyper["beta2"]))
             for s in self.sides:
                 kern.catch_up(
-                    *(s[key] for key in ("p", "m", "x", "last", "a", "sb")), self.rows,
-                    s["p"].shape[0], done - 1, *h, sqb2,
+                    *(s[key] for key in _STATE), self.rows, s["p"].shape[0], done - 1, *h, sqb2
                 )  # fmt: skip
             self.store()
         return losses, pens, int(done)

@@ -27,6 +27,7 @@ from recfit.models.base import RatingModel
 from recfit.models.losses import Loss
 from recfit.train import dense_epoch, sparse_dist
 from recfit.train.batches import TensorData, shuffled, take_rows
+from recfit.train.callbacks import Callback
 from recfit.train.execution import ADAM_BETA2, Execution, OptSpec, Path
 from recfit.train.guard import DivergenceGuard, diverged, first_non_finite
 from recfit.train.optim import AdamW
@@ -103,7 +104,7 @@ class TrainingLoop:
             and skip == 0
             and self.dist is None
             and isinstance(self.opt, AdamW)
-            and not any(self._handlers[e] for e in dense_epoch.BATCH_EVENTS)
+            and all(_in_bulk(h) for e in dense_epoch.BATCH_EVENTS for h in self._handlers[e])
         )
 
     def compile_dense(self) -> float:
@@ -228,6 +229,11 @@ class TrainingLoop:
         if self.reg > 0:
             self._acc[2].add_(float((pens[:done] * w).sum()))
         self.loss = torch.tensor(losses[last] + pens[last], dtype=torch.float32)
+        moms = beta1[:done] if mom_sched is not None else np.full(done, self.mom)
+        owners = {id(o): o for hs in self._handlers.values() for o in map(_owner, hs)}
+        for cb in owners.values():
+            if cb is not None and type(cb).after_steps is not Callback.after_steps:
+                cb.after_steps(lr[:done].tolist(), moms.tolist(), (losses + pens)[:done].tolist())
         if done < nb or not math.isfinite(float(self.loss)):
             raise diverged("loss", self.epoch, first + last, self.lr)
 
@@ -382,3 +388,16 @@ class TrainingLoop:
         trainers without batches: ALS sweeps, a closed-form solve)."""
         self.valid_metrics = self.evaluate(self.valid) if self.valid is not None else {}
         self.history.append(self.epoch_record(train_loss, reg_loss, seconds))
+
+
+def _owner(handler: Callable[[], None]) -> Callback | None:
+    """The callback an event handler (a bound method) belongs to."""
+    owner = getattr(handler, "__self__", None)
+    return owner if isinstance(owner, Callback) else None
+
+
+def _in_bulk(handler: Callable[[], None]) -> bool:
+    """Whether the callback of a batch-event handler takes a kernel epoch's steps at once
+    (:meth:`~recfit.train.callbacks.Callback.after_steps`)."""
+    owner = _owner(handler)
+    return owner is not None and type(owner).after_steps is not Callback.after_steps
