@@ -40,7 +40,7 @@ def test_first_trial_is_the_config_and_the_best_is_the_best_complete(data: Inter
     assert len(r.trials) == 4 and [t.number for t in r.trials] == [0, 1, 2, 3]
     first = r.trials[0]
     assert first.default and not any(t.default for t in r.trials[1:])
-    assert first.params == {"n_factors": 4, "epochs": 2, "lr": 5e-3, "wd": 0.05, "reg": 0.05}
+    assert first.params == {"n_factors": 4, "epochs": 2, "lr": 5e-3, "reg": 0.05}
     done = [t for t in r.trials if t.state == "complete"]
     assert r.best_score == min(t.score for t in done if t.score is not None)
     best = r.best_trial
@@ -95,6 +95,18 @@ def test_an_invalid_setting_fails_its_trial_not_the_search(data: Interactions) -
     assert states == {2: "complete", -1: "failed"}
     failed = next(t for t in r.trials if t.state == "failed")
     assert "ConfigError" in failed.note and failed.score is None
+
+
+def test_ctrl_c_ends_the_search_and_keeps_what_completed(data: Interactions) -> None:
+    seen: list[str] = []
+
+    def log(line: str) -> None:
+        seen.append(line)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    r = tune(_cfg(), data, n_trials=5, seed=0, prune=False, log=log)
+    assert len(r.trials) == 2 and r.extra["interrupted"] and r.best_score < math.inf
 
 
 def test_bad_budget_or_trial_count(data: Interactions) -> None:

@@ -96,6 +96,8 @@ def _tune(
             families=fams, prune=prune, log=None if quiet else _log,
         )  # fmt: skip
         paths = result.write(out)
+        if result.extra.get("interrupted"):
+            _console.print("[yellow]interrupted:[/yellow] the search ended early on Ctrl-C")
         _console.print(_best_table(result))
         _console.print(
             f"{len(result.trials)} trials in {result.seconds:.0f} s "

@@ -47,6 +47,10 @@ __all__ = ["PRUNE_MIN_TRIALS", "search_space", "should_prune", "tune"]
 
 C = TypeVar("C", bound=BaseTrainConfig)
 
+_TRIAL_ERRORS = (RecfitError, RuntimeError, ValueError, MemoryError)
+"""What ends one trial as ``failed`` (an invalid or diverging setting, a model too big
+for memory) without ending the search."""
+
 PRUNE_MIN_TRIALS = 4
 """Complete trials needed before pruning starts (fewer: no median to compare with)."""
 PRUNE_WARMUP_EPOCHS = 1
@@ -94,7 +98,9 @@ def tune(
             ``search`` (fields a family does not read are left out).
 
     Returns:
-        the :class:`TuneResult`; ``best_config`` is a config of ``cfg``'s class.
+        the :class:`TuneResult`; ``best_config`` is a config of ``cfg``'s class. Ctrl-C
+        ends the search early and keeps the trials that completed
+        (``result.extra["interrupted"]``).
 
     Raises:
         ConfigError: an unknown family, ``valid`` of other vocabularies, a training part
@@ -148,8 +154,11 @@ def tune(
                 record(watch.stopped, note=watch.note)
                 raise optuna.TrialPruned(watch.note)
             value = float(task.evaluate(learner, tcfg, fit)[0][metric])
-        except RecfitError as exc:
+        except _TRIAL_ERRORS as exc:  # this setting fails; the search goes on
             record("failed", note=f"{type(exc).__name__}: {exc}")
+            raise
+        except KeyboardInterrupt:
+            record("failed", note="interrupted")
             raise
         if not math.isfinite(value):
             record("failed", note=f"{metric} is {value}")
@@ -157,6 +166,7 @@ def tune(
         record("complete", value)
         return value
 
+    interrupted = False
     with _quiet(optuna):
         study = optuna.create_study(
             direction="minimize" if mode == "min" else "maximize",
@@ -168,14 +178,19 @@ def tune(
             if multi:
                 start["family"] = name
             study.enqueue_trial(start, user_attrs={"default": True})
-        study.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout=max(0.0, deadline - time.monotonic()),
-            catch=(RecfitError,),
-            show_progress_bar=progress,
-        )
+        try:
+            study.optimize(
+                objective,
+                n_trials=n_trials,
+                timeout=max(0.0, deadline - time.monotonic()),
+                catch=_TRIAL_ERRORS,
+                show_progress_bar=progress,
+            )
+        except KeyboardInterrupt:  # Ctrl-C ends the search; what completed is kept
+            interrupted = True
     done = [t for t in trials if t.state == "complete"]
+    if not done and interrupted:
+        raise KeyboardInterrupt
     if not done:
         states = ", ".join(f"{t.number} {t.state} ({t.note})" for t in trials) or "none"
         raise ConfigError(
@@ -194,7 +209,11 @@ def tune(
         fit_rows=len(fit.train_idx),
         valid_rows=len(fit.test_idx),
         pruned_by=PRUNE_RULE if prune else "",
-        extra={"load_average": os.getloadavg()[0], "families": list(bases)},
+        extra={
+            "load_average": os.getloadavg()[0],
+            "families": list(bases),
+            "interrupted": interrupted,
+        },
     )
     best = result.best_trial
     result.best_config = bases[best.family].replace(**best.params)
