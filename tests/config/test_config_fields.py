@@ -136,6 +136,7 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("rating", "time_reg", 0.9, {"model": "timesvdpp", "bs": 0}),
     ("rating", "gibbs_samples", 3, {"model": "bmf", "epochs": 5, "bs": 0, "gibbs_burn_in": 1}),
     ("rating", "gibbs_burn_in", 2, {"model": "bmf", "epochs": 5, "bs": 0, "gibbs_samples": 3}),
+    ("rating", "autorec_hidden", 4, {"model": "autorec", "bs": 0, "n_factors": 50}),
     ("classification", "n_factors", 6, {}),
     ("classification", "layers", (6,), {}),
     ("classification", "dropout", 0.3, {}),

@@ -101,6 +101,8 @@ class RatingConfig(BaseTrainConfig):
     """bmf: Gibbs sweeps after the burn-in, whose predictions are averaged."""
     gibbs_burn_in: int = Field(default=20, ge=0)
     """bmf: Gibbs sweeps before the samples that are averaged."""
+    autorec_hidden: int = Field(default=500, ge=1)
+    """autorec: sigmoid units of the item code (the I-AutoRec paper: 500)."""
     checkpoint_every: int | None = Field(default=None, ge=1)
     """With a run directory, also save the full training state every this many optimiser
     steps (it is always saved at epoch ends)."""

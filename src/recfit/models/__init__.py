@@ -16,6 +16,7 @@ from recfit.data.interactions import Interactions
 
 # The registry line: every family module, each registering its families when imported.
 from recfit.models import (  # noqa: F401
+    autorec,
     baseline,
     blend,
     bmf,
@@ -23,6 +24,7 @@ from recfit.models import (  # noqa: F401
     classifier,
     dot,
     ease,
+    fm,
     ials,
     itemknn,
     mlp,

@@ -1,0 +1,128 @@
+"""I-AutoRec (``autorec``) and the factorization machine (``fm``) on R4 and R2.
+
+Protocols (docs/protocols.md): R4 is ml-1m random 90/10 by split seed, R2 ml-100k's
+``u1.base`` / ``u1.test``. Each configuration runs through :func:`recfit.runs.train_run`
+(what ``recfit train`` does) with the family's defaults (chosen on inner cuts of the
+training rows: docs/families.md); the test rows are evaluated once, after training. Each
+line prints the RMSEs, the median, the median fitting seconds (``fit_seconds``) and the
+load average; the reference (``recfit train`` with no model flag) runs in the same process
+on the same splits, so the ratio of fitting times holds under the machine's load.
+
+With ``--inner`` it scores settings on an inner cut instead (5% of R4's training rows of
+split seed 0 held out; the test rows are never read): how the defaults were chosen.
+
+Usage::
+
+    python benchmarks/bench_autorec_fm.py [--part r4|r2|all] [--seeds 0,1,2]
+        [--only autorec,fm,reference] [--inner autorec|fm]
+
+Published R4: I-AutoRec 0.831 (500 hidden units), BiasedMF 0.845, GC-MC 0.832.
+R2: GC-MC with side features 0.905, GLocal-K 0.8889.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recfit.config import RatingConfig
+from recfit.data.sources import load_dataset
+from recfit.data.split import split_by_spec
+from recfit.metrics import rmse
+from recfit.runs import train_run
+from recfit.tasks.rating import build_learner, fit_learner
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "reference": {},
+    "autorec": {"model": "autorec"},
+    "fm": {"model": "fm"},
+}
+LABELS = {
+    "reference": "recfit default (model auto)",
+    "autorec": "autorec (defaults)",
+    "fm": "fm (defaults)",
+}
+PARTS = {"r4": ("ml-1m", "random:0.1"), "r2": ("ml-100k", "u1")}
+#: settings scored with --inner (each beside the family's defaults)
+INNER: dict[str, list[dict[str, Any]]] = {
+    "autorec": [
+        {},
+        {"reg": 150.0},
+        {"reg": 1000.0},
+        {"lr": 1e-2},
+        {"epochs": 50},
+    ],
+    "fm": [{}, {"n_factors": 32}, {"reg": 0.1}, {"epochs": 20}],
+}
+
+
+def bench(part: str, seeds: list[int], data_dir: str, only: list[str]) -> None:
+    dataset, split = PARTS[part]
+    data = load_dataset(dataset, data_dir=data_dir)
+    for name in only:
+        rmses, secs, loads = [], [], []
+        for seed in seeds:
+            cfg = RatingConfig(
+                dataset=dataset, data_dir=data_dir, split=split, seed=seed, **CONFIGS[name]
+            )
+            loads.append(os.getloadavg()[0])
+            res = train_run(cfg, data=data, progress=False)
+            rmses.append(res.metrics["rmse"])
+            secs.append(res.metrics["fit_seconds"])
+        print(
+            f"{part.upper()} {LABELS[name]}: RMSE " + ", ".join(f"{r:.4f}" for r in rmses)
+            + f"; median {statistics.median(rmses):.4f} in {statistics.median(secs):.1f} s "
+            f"(load average {statistics.median(loads):.2f})",
+            flush=True,
+        )  # fmt: skip
+
+
+def inner(name: str, data_dir: str) -> None:
+    """Score :data:`INNER`'s settings of family ``name`` on an inner cut of R4's training
+    rows (split seed 0): 5% of them held out, the test rows never read."""
+    train = split_by_spec(load_dataset("ml-1m", data_dir=data_dir), "random:0.1", seed=0).train
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(train))
+    n_valid = len(train) // 20
+    fit, valid = train.take(np.sort(perm[n_valid:])), train.take(np.sort(perm[:n_valid]))
+    for extra in INNER[name]:
+        load = os.getloadavg()[0]
+        cfg = RatingConfig(model=name, seed=0, **extra)
+        learn = fit_learner(build_learner(cfg, fit, None, progress=False), cfg)
+        score = rmse(learn.predict(valid), valid.rating)
+        print(
+            f"inner R4 {name} {extra or 'defaults'}: RMSE {score:.4f} in "
+            f"{learn.fit_seconds:.1f} s (load average {load:.2f})",
+            flush=True,
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    default = os.environ.get("RECFIT_DATA_DIR") or str(
+        Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    )
+    ap.add_argument("--data-dir", default=default)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--part", default="all", choices=["r4", "r2", "all"])
+    ap.add_argument("--only", default="reference,autorec,fm")
+    ap.add_argument("--inner", default=None, choices=["autorec", "fm"])
+    args = ap.parse_args()
+    if args.inner:
+        inner(args.inner, args.data_dir)
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    only = args.only.split(",")
+    if args.part in ("r4", "all"):
+        bench("r4", seeds, args.data_dir, only)
+    if args.part in ("r2", "all"):
+        bench("r2", [seeds[0]], args.data_dir, only)
+
+
+if __name__ == "__main__":
+    main()
