@@ -19,7 +19,8 @@
    in-batch softmax with log-Q and accidental hits removed, backward, Adam) with recfit's
    fused softmax over the batch's distinct candidates against the reference (autograd
    through the dense masked ``B x B`` logit matrix, ``cross_entropy``), in the same run,
-   medians of ``--step-runs`` blocks of 20 steps, at 1 thread and at PyTorch's setting.
+   medians of ``--step-runs`` blocks of 20 steps (wall and CPU time: on a shared machine
+   the CPU time is the steadier figure), at 1 thread and at PyTorch's setting.
 5. Speed of the whole T2 preset fit (``--only fit``): ``--fit-runs`` repetitions (default
    3), each a fresh process fitting the preset (its threads from the thread policy),
    then implicit's ALS (64 factors, 15 iterations) on the same split in its own venv
@@ -210,9 +211,9 @@ def step_speed(data_dir: Path, args: Any) -> None:
             model.load_state_dict(start)
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
             gen = torch.Generator().manual_seed(args.seed)
-            times = []
+            times, cpu = [], []
             for r in range(args.step_runs + 1):  # the first block warms up
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(20):
                     idx = torch.randint(0, len(user), (cfg.bs,), generator=gen)
                     b = {"user": user[idx], "item": item[idx], "weight": torch.ones(cfg.bs)}
@@ -223,9 +224,11 @@ def step_speed(data_dir: Path, args: Any) -> None:
                     opt.step()
                 if r:
                     times.append((time.perf_counter() - t0) / 20 * 1000)
+                    cpu.append((time.process_time() - c0) / 20 * 1000)
             per[name] = statistics.median(times)
             print(f"  {n_threads} thread(s) {name:<9}: median {per[name]:.1f} ms/step "
-                  f"(~{per[name] * n_steps / 1000:.0f} s per fit)  {load()}")  # fmt: skip
+                  f"(CPU {statistics.median(cpu):.1f} ms/step; ~{per[name] * n_steps / 1000:.0f} s "
+                  f"per fit)  {load()}")  # fmt: skip
         print(f"  {n_threads} thread(s): reference / fused = {per['reference'] / per['fused']:.2f}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
