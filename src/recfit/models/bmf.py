@@ -12,9 +12,13 @@ given the items (a compiled kernel on every thread:
 :mod:`recfit.models._kernels_bmf`), the same for the items, then ``τ``. After
 ``burn_in`` sweeps, the next ``samples`` sweeps are averaged: a prediction is the mean of
 the samples' predictions, exactly ``mu + b̄_u + b̄_i + P_cat[u] · Q_cat[i]`` with the
-samples' factor tables side by side, each scaled by ``1 / sqrt(S)``; so the model stores
-``S·k`` columns (every ``thin``-th sample is kept so that ``S·k`` stays within
-``max_columns``; the biases average every sample). Predictions are clipped into the
+samples' factor tables side by side, each scaled by ``1 / sqrt(S)``. Beyond
+``max_columns`` columns the tables are compressed to the best approximation of rank
+``max_columns`` of the averaged ``P_cat Q_catᵀ`` (QR of each side, SVD of the small
+product, each time the columns reach twice ``max_columns`` and at the end; one BLAS
+thread, so the same numbers on every machine); the share of the average's squared
+singular values left out is ``fit_info["dropped_share"]`` (0 when nothing is left out, as
+when the average's rank is below ``max_columns``). Predictions are clipped into the
 training rating range. The draws come from one generator seeded by ``seed`` (the same
 seed gives the same model whatever the thread count). Compiling the kernels (or loading
 them from the cache) is timed apart (``fit_info["compile_seconds"]``).
@@ -44,6 +48,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
@@ -69,7 +74,8 @@ class BayesianMF(FittedFactors):
         n_factors: ``k``, the width of one sample's factor vectors.
         burn_in: Gibbs sweeps before the averaged ones.
         samples: Gibbs sweeps whose predictions are averaged.
-        max_columns: the most factor columns stored (``S·k``); samples are thinned to fit.
+        max_columns: the most factor columns stored; the average of more is compressed to
+            its best approximation of this rank.
         init_std: std of the initial factors.
         n_columns: the factor columns stored (the fit sets it).
         **common: :class:`~recfit.models._fitted.FittedFactors`'s ``seed`` (of every
@@ -81,7 +87,7 @@ class BayesianMF(FittedFactors):
         self,
         n_users: int,
         n_items: int,
-        n_factors: int = 10,
+        n_factors: int = 32,
         *,
         burn_in: int = 20,
         samples: int = 100,
@@ -151,6 +157,24 @@ def _hyper(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return lam, lam @ m
 
 
+def _compress(
+    a: np.ndarray, b: np.ndarray, rank: int, dropped: list[float]
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """``(a', b')`` of ``rank`` columns with ``a' b'ᵀ`` the best approximation of that
+    rank of ``a bᵀ`` (QR of each side, SVD of the small product), on one BLAS thread;
+    ``dropped`` becomes ``[Σ dropped s², Σ s²]``, the dropped part summed over the
+    compressions and the last product's total."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        qa, ra = np.linalg.qr(a)
+        qb, rb = np.linalg.qr(b)
+        u, sv, vt = np.linalg.svd(ra @ rb.T, full_matrices=False)
+    rank = min(rank, len(sv))
+    root = np.sqrt(sv[:rank])
+    lost = dropped[0] + float((sv[rank:] ** 2).sum())
+    total = float((sv**2).sum()) + dropped[0]
+    return qa @ (u[:, :rank] * root), qb @ (vt[:rank].T * root), [lost, total]
+
+
 @torch.no_grad()
 def fit_bmf(model: RatingModel, train: Interactions) -> None:
     """Fit a :class:`BayesianMF` on ``train`` in place (see the module documentation)."""
@@ -176,11 +200,9 @@ def fit_bmf(model: RatingModel, train: Interactions) -> None:
     mu = float(np.average(r, weights=w)) if len(r) else 0.0
     total_w = float(w.sum()) or 1.0
     tau = 1.0
-    thin = max(1, math.ceil(m.samples * k / m.max_columns))
-    kept = m.samples // thin
-    scale = 1.0 / math.sqrt(kept)
-    p_cat = np.zeros((m.n_users, kept * k), np.float32)
-    q_cat = np.zeros((m.n_items, kept * k), np.float32)
+    width = 2 * m.max_columns + k  # the samples' columns side by side, compressed when full
+    p_cat, q_cat = np.empty((m.n_users, width)), np.empty((m.n_items, width))
+    fill, dropped = 0, [0.0]
     bu, bi = np.zeros(m.n_users), np.zeros(m.n_items)
     taus, train_mse = [], []
     for sweep in range(m.burn_in + m.samples):
@@ -204,18 +226,24 @@ def fit_bmf(model: RatingModel, train: Interactions) -> None:
             continue
         bu += x[:, k]
         bi += z[:, k]
-        if s % thin == 0 and s // thin < kept:
-            cols = slice((s // thin) * k, (s // thin + 1) * k)
-            p_cat[:, cols] = x[:, :k] * scale
-            q_cat[:, cols] = z[:, :k] * scale
+        p_cat[:, fill : fill + k] = x[:, :k]
+        q_cat[:, fill : fill + k] = z[:, :k]
+        fill += k
+        if fill >= 2 * m.max_columns or (s == m.samples - 1 and fill > m.max_columns):
+            a, b, dropped = _compress(p_cat[:, :fill], q_cat[:, :fill], m.max_columns, dropped)
+            fill = a.shape[1]
+            p_cat[:, :fill], q_cat[:, :fill] = a, b
+    p_cat, q_cat = p_cat[:, :fill], q_cat[:, :fill]
+    scale = 1.0 / math.sqrt(m.samples)
     m.global_mean = mu
-    m.user_factors = nn.Parameter(torch.from_numpy(p_cat))
-    m.item_factors = nn.Parameter(torch.from_numpy(q_cat))
+    m.user_factors = nn.Parameter(torch.from_numpy((p_cat * scale).astype(np.float32)))
+    m.item_factors = nn.Parameter(torch.from_numpy((q_cat * scale).astype(np.float32)))
     m.user_bias.copy_(torch.from_numpy((bu / m.samples).astype(np.float32)))
     m.item_bias.copy_(torch.from_numpy((bi / m.samples).astype(np.float32)))
     m.fit_info = {
         "compile_seconds": compile_s, "fit_seconds": time.perf_counter() - t0,
-        "noise_precision": taus, "train_mse": train_mse, "kept_samples": kept, "thin": thin,
+        "noise_precision": taus, "train_mse": train_mse, "columns": p_cat.shape[1],
+        "dropped_share": dropped[0] / dropped[1] if len(dropped) > 1 and dropped[1] else 0.0,
         "threads": threads,
     }  # fmt: skip
 
@@ -238,13 +266,13 @@ register_family(Family(
     reads=frozenset({"n_factors", "seed", "gibbs_samples", "gibbs_burn_in"}),
     trainers=("closed_form",), adapter="generic", closed_form=fit_bmf,
     # how these were chosen: docs/families.md (inner cuts of the training rows)
-    defaults={"n_factors": 10},
+    defaults={"n_factors": 32},
     build=sized_build(BayesianMF, prepare=_prepare),
     summary="Bayesian MF with biases by Gibbs sampling (Normal-Wishart hyperpriors), "
     "predictions averaged over the samples; compiled kernels",
     search={
-        "n_factors": Param(4, 64, integer=True, log=True),
-        "gibbs_samples": Param(20, 400, integer=True, log=True),
-        "gibbs_burn_in": Param(5, 60, integer=True),
+        "n_factors": Param(4, 40, integer=True, log=True),
+        "gibbs_samples": Param(30, 200, integer=True, log=True),
+        "gibbs_burn_in": Param(5, 40, integer=True),
     },
 ))  # fmt: skip
