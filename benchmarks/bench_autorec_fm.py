@@ -9,12 +9,13 @@ load average; the reference (``recfit train`` with no model flag) runs in the sa
 on the same splits, so the ratio of fitting times holds under the machine's load.
 
 With ``--inner`` it scores settings on an inner cut instead (5% of R4's training rows of
-split seed 0 held out; the test rows are never read): how the defaults were chosen.
+split seed 0 held out, or 10% of R2's with ``--part r2``; the test rows are never read):
+how the defaults were chosen.
 
 Usage::
 
     python benchmarks/bench_autorec_fm.py [--part r4|r2|all] [--seeds 0,1,2]
-        [--only autorec,fm,reference] [--inner autorec|fm]
+        [--only autorec,fm,reference] [--inner autorec|fm [--part r2]]
 
 Published R4: I-AutoRec 0.831 (500 hidden units), BiasedMF 0.845, GC-MC 0.832.
 R2: GC-MC with side features 0.905, GLocal-K 0.8889.
@@ -31,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from recfit.config import RatingConfig
-from recfit.data.sources import load_dataset
-from recfit.data.split import split_by_spec
+from recfit.data.sources import load_dataset, make_split
 from recfit.metrics import rmse
 from recfit.runs import train_run
 from recfit.tasks.rating import build_learner, fit_learner
@@ -52,7 +52,7 @@ PARTS = {"r4": ("ml-1m", "random:0.1"), "r2": ("ml-100k", "u1")}
 INNER: dict[str, list[dict[str, Any]]] = {
     "autorec": [
         {},
-        {"reg": 150.0},
+        {"reg": 100.0},
         {"reg": 1000.0},
         {"lr": 1e-2},
         {"epochs": 50},
@@ -82,13 +82,16 @@ def bench(part: str, seeds: list[int], data_dir: str, only: list[str]) -> None:
         )  # fmt: skip
 
 
-def inner(name: str, data_dir: str) -> None:
-    """Score :data:`INNER`'s settings of family ``name`` on an inner cut of R4's training
-    rows (split seed 0): 5% of them held out, the test rows never read."""
-    train = split_by_spec(load_dataset("ml-1m", data_dir=data_dir), "random:0.1", seed=0).train
+def inner(name: str, data_dir: str, part: str = "r4") -> None:
+    """Score :data:`INNER`'s settings of family ``name`` on an inner cut of the training
+    rows of ``part`` (split seed 0): 5% of R4's (10% of R2's) held out, the test rows
+    never read."""
+    dataset, split = PARTS[part]
+    data = load_dataset(dataset, data_dir=data_dir)
+    train = make_split(data, split, seed=0, data_dir=data_dir).train
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(train))
-    n_valid = len(train) // 20
+    n_valid = len(train) // (20 if part == "r4" else 10)
     fit, valid = train.take(np.sort(perm[n_valid:])), train.take(np.sort(perm[:n_valid]))
     for extra in INNER[name]:
         load = os.getloadavg()[0]
@@ -96,7 +99,7 @@ def inner(name: str, data_dir: str) -> None:
         learn = fit_learner(build_learner(cfg, fit, None, progress=False), cfg)
         score = rmse(learn.predict(valid), valid.rating)
         print(
-            f"inner R4 {name} {extra or 'defaults'}: RMSE {score:.4f} in "
+            f"inner {part.upper()} {name} {extra or 'defaults'}: RMSE {score:.4f} in "
             f"{learn.fit_seconds:.1f} s (load average {load:.2f})",
             flush=True,
         )
@@ -114,7 +117,7 @@ def main() -> None:
     ap.add_argument("--inner", default=None, choices=["autorec", "fm"])
     args = ap.parse_args()
     if args.inner:
-        inner(args.inner, args.data_dir)
+        inner(args.inner, args.data_dir, "r2" if args.part == "r2" else "r4")
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     only = args.only.split(",")

@@ -17,7 +17,7 @@ import torch
 
 from recfit.config import RatingConfig, validate_config
 from recfit.data import Interactions
-from recfit.errors import ConfigError
+from recfit.errors import BundleError, ConfigError
 from recfit.models import build_model, create_model, family
 from recfit.models.autorec import IAutoRec, fit_autorec, rating_matrix
 from recfit.recommender import Recommender
@@ -164,3 +164,16 @@ def test_a_run_end_to_end_and_its_bundle(tmp_path: Path) -> None:
     again = build_model(model.config())  # the ratings the codes read travel with the weights
     again.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(_predict(again, d), _predict(model, d))  # type: ignore[arg-type]
+
+
+def test_a_hostile_rating_matrix_is_refused_on_load() -> None:
+    d = _low_rank()
+    m = create_model("autorec", d, autorec_hidden=4, epochs=1)
+    fit_autorec(m, d)
+    for name, bad in (("rated_user", lambda t: t.fill_(d.n_users)),
+                      ("rated_indptr", lambda t: t.flip(0))):  # fmt: skip
+        state = {k: v.clone() for k, v in m.state_dict().items()}
+        state[name] = bad(state[name])
+        fresh = build_model(m.config())
+        with pytest.raises(BundleError, match="rated_indptr"):
+            fresh.load_state_dict(state)

@@ -20,7 +20,7 @@ import torch
 
 from recfit.config import RatingConfig, validate_config
 from recfit.data import Interactions
-from recfit.errors import ConfigError
+from recfit.errors import BundleError, ConfigError
 from recfit.models import build_model, create_model, family
 from recfit.models.fm import FactorizationMachine, SideFields, side_fields
 from recfit.recommender import Recommender
@@ -185,3 +185,11 @@ def test_a_run_end_to_end_and_its_bundle(tmp_path: Path) -> None:
     again = build_model(model.config())  # the side fields travel with the weights
     again.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(_predict(again, d), _predict(model, d))  # type: ignore[arg-type]
+
+
+def test_hostile_field_indices_are_refused_on_load() -> None:
+    m = create_model("fm", _grouped(), n_factors=2)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    state["item_fields"][0, 0] = 10**6
+    with pytest.raises(BundleError, match="item_fields"):
+        build_model(m.config()).load_state_dict(state)

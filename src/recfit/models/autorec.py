@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
-from recfit.errors import ConfigError, TrainingDivergedError
+from recfit.errors import BundleError, ConfigError, TrainingDivergedError
 from recfit.models._fitted import rating_range
 from recfit.models.base import Batch, RatingModel
 from recfit.models.ials import check_positive
@@ -213,6 +213,25 @@ class IAutoRec(RatingModel):
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._codes = None
         super()._load_from_state_dict(*args, **kwargs)
+        self.check_ratings()
+
+    def check_ratings(self) -> None:
+        """Check the stored rating matrix (a file may be hostile).
+
+        Raises:
+            BundleError: ``rated_indptr`` is not a non-decreasing run from 0 to the number
+                of ratings, or a user index is outside ``[0, n_users)``.
+        """
+        ptr, users, n = self.rated_indptr, self.rated_user, len(self.rated_value)
+        ok = len(ptr) == self.n_items + 1 and len(users) == n and int(ptr[0]) == 0
+        ok = ok and int(ptr[-1]) == n and bool((ptr.diff() >= 0).all())
+        if not ok or (n and (int(users.min()) < 0 or int(users.max()) >= self.n_users)):
+            raise BundleError(
+                f"expected rated_indptr rising from 0 to {n} over {self.n_items} items and "
+                f"rated_user in [0, {self.n_users}), received indptr "
+                f"{ptr[:1].tolist()}..{ptr[-1:].tolist()} and users "
+                f"{users.min().item() if n else None}..{users.max().item() if n else None}"
+            )
 
     def forward(self, batch: Batch) -> Tensor:
         u, i = batch["user"].clamp_min(0), batch["item"].clamp_min(0)

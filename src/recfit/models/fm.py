@@ -54,7 +54,7 @@ from recfit.data.features import (
     space_for_table,
 )
 from recfit.data.interactions import Interactions
-from recfit.errors import ConfigError
+from recfit.errors import BundleError, ConfigError
 from recfit.models.base import Batch, RatingModel, squash
 from recfit.models.ials import check_positive
 from recfit.models.registry import Family, family, register_family, weighted_mean
@@ -246,6 +246,15 @@ class FactorizationMachine(RatingModel):
                 )
             fields[:, 1:] = torch.from_numpy(f.index) + start
             values[:, 1:] = torch.from_numpy(f.value)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        total = len(self.weights)
+        for name, t in (("user_fields", self.user_fields), ("item_fields", self.item_fields)):
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= total):
+                raise BundleError(
+                    f"expected {name} in [0, {total}), received {int(t.min())}..{int(t.max())}"
+                )
 
     def _rows(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Each row's field indices and values ``[B, F]``: the user's, then the item's."""
