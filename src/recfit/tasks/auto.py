@@ -73,7 +73,12 @@ TUNE_TRIALS = 20
 """At most this many trials per tuned family (small data finishes before the budget)."""
 DEFAULTS_SHARE = 0.5
 """The share of the budget the defaults stage may use."""
-REFIT_FACTOR = 1.25
+FIT_SHARE = 0.25
+"""The share of the budget one candidate's fit by the Learner may use (a slow family cut
+there leaves time for the others; a family trained by its own fit cannot be cut)."""
+REFIT_RESERVE = 4
+"""Tuning leaves time for the final fits of this many of the best candidates."""
+REFIT_FACTOR = 1.3
 """The final fit on the whole training part is estimated at this many times a
 candidate's inner fit (it has 1 / (1 - AUTO_INNER) as many rows, plus margin)."""
 MIN_GAIN = 1e-4
@@ -283,11 +288,11 @@ def _try(
     except RecfitError as e:  # a given field this family does not read, say
         cand.state, cand.note = "skipped", str(e)
         return cand
-    stop = Deadline(until)
+    stop = Deadline(min(until, t0 + FIT_SHARE * float(cfg.budget)))
     try:
         learner = _fit_on(mcfg, cut, [stop])
         if stop.hit:
-            cand.state, cand.note = "timeout", "cut at the stage's deadline"
+            cand.state, cand.note = "timeout", "cut at its share of the budget"
         else:
             cand.pred = learner.predict(cut.test).astype(np.float64)
             cand.rmse = rmse(cand.pred, cut.test.rating, cut.test.weights())
@@ -420,7 +425,7 @@ def choose_model(
         report.chosen = "the size rule (no candidate finished in the budget)"
         return resolved, report, None
     # 3. tuning, leaving room for the final fit of the best candidate's family and more
-    reserve = sum(c.fit_seconds for c in ok[:3]) * REFIT_FACTOR
+    reserve = sum(c.fit_seconds for c in ok[:REFIT_RESERVE]) * REFIT_FACTOR
     tune_until = end - reserve
     if tune_until - time.perf_counter() > 0:
         report.candidates += _tune_stage(cfg, ok, cut, tune_until)
