@@ -84,6 +84,21 @@ def test_without_timestamp_the_users_last_training_day() -> None:
     )
 
 
+def test_times_far_from_training_take_the_nearest_period() -> None:
+    d = _timed()
+    m = create_model("timesvdpp", d, n_factors=2, epochs=3, seed=0, lr_alpha=0.0)
+    fit_timesvdpp(m, d)
+    b = _batch(d, with_time=False)
+    n = len(b["user"])
+    with torch.no_grad():
+        far = [m({**b, "timestamp": torch.full((n,), t)}) for t in (2**62, -(2**62))]
+        late = m({**b, "timestamp": torch.full((n,), 1_600_000_000 + 10_000 * DAY)})
+        early = m({**b, "timestamp": torch.full((n,), 1_600_000_000 - 10_000 * DAY)})
+    # no user-day bias that far away, the last (first) item period; drift switched off
+    torch.testing.assert_close(far[0], late, rtol=0, atol=0)
+    torch.testing.assert_close(far[1], early, rtol=0, atol=0)
+
+
 def test_kernel_and_forward_compute_the_same_prediction() -> None:
     """With a negligible learning rate the weights stay at their start: the last epoch's
     training error (the kernel's predictions) equals the error of ``forward``."""

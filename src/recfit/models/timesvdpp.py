@@ -186,8 +186,14 @@ class TimeSVDpp(FittedFactors):
 
 
 def day_key(user: Any, day: Any) -> Any:
-    """One sortable integer per (user, day) pair (arrays or tensors of int64)."""
-    return (user << _KEY_SHIFT) | (day + _DAY_OFFSET)
+    """One sortable integer per (user, day) pair (arrays or tensors of int64; a day
+    beyond +-2**31, some six million years from 1970, counts as the last one).
+
+    Example:
+        >>> int(day_key(np.int64(1), np.int64(-1))) == (1 << 32) + 2**31 - 1
+        True
+    """
+    return (user << _KEY_SHIFT) | (day.clip(-_DAY_OFFSET, _DAY_OFFSET - 1) + _DAY_OFFSET)
 
 
 @cache
