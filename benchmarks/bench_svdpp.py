@@ -1,8 +1,10 @@
-"""SVD++'s fused step: the compiled kernels against the PyTorch step, on protocol R1.
+"""SVD++'s training: the compiled path against the PyTorch step, on protocol R1.
 
 Runs ``recfit train``'s default (SVD++ 50 on ml-100k, 6 epochs, bs 64, one-cycle, AdamW)
 for each split seed twice in the same process, alternating: with the PyTorch fused step
-(``SVDpp.fused_kernel = False``, the reference) and with the compiled kernels. Prints
+(``SVDpp.fused_kernel = False``, the reference) and with the compiled path (each epoch
+one kernel: :mod:`recfit.train.dense_epoch`; the per-step kernels of
+:mod:`recfit.models._kernels_svdpp` where an epoch runs step by step). Prints
 per seed the validation MSE of both (they must agree within 1e-4), the fit seconds
 (``Learner.fit_seconds``, wall) and the fit's CPU seconds (steadier on a shared machine),
 compile time apart, the ratio, and the load average; then the medians and the floor the
@@ -11,15 +13,24 @@ dense AdamW step sets alone (the same number of steps of
 same protocol takes about 12 s (benchmarks/peers; not run here). Usage::
 
     python benchmarks/bench_svdpp.py [--data-dir DIR] [--seeds 0 1 2 3 4] [--parts]
+    python benchmarks/bench_svdpp.py --peers [R2 R3]
 
 ``--parts`` instead splits one kernel fit's CPU seconds into its parts (the profile).
+``--peers`` instead runs recfit's default (SVD++, the Learner's default path) and
+Surprise's SVD++ (``benchmarks/peers/peer_surprise.py`` in its own virtual environment,
+``.bench/surprise``: ``make .bench/surprise/.installed``) side by side, part after part
+of the shared splits of R2 (u1) and R3 (five folds): test RMSE and fit seconds of each
+(recfit's compile time apart), the ratio, the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +40,16 @@ import torch
 from bench_r1 import load_ml100k
 from recfit.config import RatingConfig
 from recfit.data import Interactions
+from recfit.data.split import Split
 from recfit.models import SVDpp
 from recfit.runs import train_run
+from recfit.tasks.rating import build_learner, fit_learner, resolve_config
+from recfit.train import dense_epoch, evaluation
 from recfit.train.callbacks import Callback
 from recfit.train.optim import AdamW
 
+PEERS_DIR = Path(__file__).resolve().parent / "peers"
+SURPRISE_PY = Path(__file__).resolve().parents[1] / ".bench" / "surprise" / "bin" / "python"
 SURPRISE_SECONDS = 12.0
 """Surprise's SVD++ on R1 (benchmarks/peers), measured before; not rerun here."""
 
@@ -88,31 +104,77 @@ def adamw_floor(model: torch.nn.Module, steps: int) -> float:
 
 
 def parts(data: Interactions, seed: int) -> dict[str, float]:
-    """CPU seconds of one kernel fit, split into the two kernels, the optimiser step and
-    the rest (the loop, loss, events, the Python around the kernels, validation)."""
-    from recfit.models import _kernels_svdpp as kern
-
-    spent = {"forward kernel": 0.0, "backward kernel": 0.0, "AdamW step": 0.0}
-    saved = kern.forward, kern.backward, AdamW.step
+    """CPU seconds of one compiled fit, split into the epochs' kernel, the validations
+    and the rest (shuffles, copies in and out of the kernel, the loop, events)."""
+    spent = {"epoch kernel": 0.0, "validation": 0.0}
+    saved = dense_epoch.DenseEpochs.run, evaluation.evaluate
 
     def timed(name: str, f: Any) -> Any:
-        def run(*a: Any) -> Any:
+        def run(*a: Any, **kw: Any) -> Any:
             t0 = time.process_time()
             try:
-                return f(*a)
+                return f(*a, **kw)
             finally:
                 spent[name] += time.process_time() - t0
 
         return run
 
-    kern.forward = timed("forward kernel", kern.forward)
-    kern.backward = timed("backward kernel", kern.backward)
-    AdamW.step = timed("AdamW step", AdamW.step)  # type: ignore[method-assign]
+    dense_epoch.DenseEpochs.run = timed("epoch kernel", saved[0])  # type: ignore[method-assign]
+    evaluation.evaluate = timed("validation", saved[1])
     try:
         total = fit(data, seed, kernel=True)[2]
     finally:
-        kern.forward, kern.backward, AdamW.step = saved  # type: ignore[method-assign]
+        dense_epoch.DenseEpochs.run, evaluation.evaluate = saved  # type: ignore[method-assign]
     return {**spent, "rest": total - sum(spent.values()), "fit": total}
+
+
+def recfit_part(data: Interactions, protocol: str, part: str) -> tuple[float, float, float]:
+    """Test RMSE, fit seconds and compile seconds of recfit's default on a shared split."""
+    sys.path.insert(0, str(PEERS_DIR))
+    from common import load_split
+
+    train_rows, test_rows = load_split(protocol, part)
+    split = Split(data, train_rows, test_rows, f"{protocol}:{part}")
+    cfg = resolve_config(RatingConfig(seed=0, device="cpu"), split.train)
+    learn = build_learner(cfg, split.train, split.test, progress=False)
+    fit_learner(learn, cfg)
+    assert cfg.model == "svdpp" and learn.path is not None
+    return learn.evaluate(split.test)["rmse"], learn.fit_seconds, learn.compile_seconds
+
+
+def surprise_part(protocol: str, part: str) -> tuple[float, float] | None:
+    """Test RMSE and fit seconds of Surprise's SVD++ (its own venv), or ``None``."""
+    if not SURPRISE_PY.exists():
+        return None
+    cmd = [str(SURPRISE_PY), str(PEERS_DIR / "peer_surprise.py"), protocol,
+           "--models", "SVD++", "--parts", part]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rec = json.loads(out.strip().splitlines()[-1])
+    return rec["metrics"]["rmse"], rec["fit_seconds"]
+
+
+def peers(data: Interactions, protocols: list[str]) -> None:
+    parts = {"R2": ["u1"], "R3": [f"fold{i}" for i in range(5)]}
+    print(f"SVD++ side by side: recfit's default (Learner path) and Surprise's SVD++ (one "
+          f"thread each); load {os.getloadavg()[0]:.2f}")  # fmt: skip
+    for protocol in protocols:
+        rows = []
+        for part in parts[protocol]:
+            r_rmse, r_fit, r_comp = recfit_part(data, protocol, part)
+            sur = surprise_part(protocol, part)
+            if sur is None:
+                print("  Surprise is not installed (make .bench/surprise/.installed)")
+                return
+            rows.append((r_rmse, r_fit, sur[0], sur[1]))
+            print(f"  {protocol} {part}: recfit RMSE {r_rmse:.4f} fit {r_fit:.2f} s (compile "
+                  f"{r_comp:.2f} s apart); Surprise SVD++ RMSE {sur[0]:.4f} fit {sur[1]:.2f} s; "
+                  f"x{sur[1] / r_fit:.1f} faster; load {os.getloadavg()[0]:.2f}")  # fmt: skip
+        mean = statistics.fmean
+        r_rmse, r_fit = mean(r[0] for r in rows), sum(r[1] for r in rows)
+        s_rmse, s_fit = mean(r[2] for r in rows), sum(r[3] for r in rows)
+        print(f"  {protocol}: recfit RMSE {r_rmse:.4f} in {r_fit:.2f} s, Surprise SVD++ "
+              f"{s_rmse:.4f} in {s_fit:.2f} s: x{s_fit / r_fit:.1f} faster, RMSE "
+              f"{r_rmse - s_rmse:+.4f}")  # fmt: skip
 
 
 def main() -> None:
@@ -123,8 +185,13 @@ def main() -> None:
     ap.add_argument("--data-dir", default=default)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--parts", action="store_true", help="only split one kernel fit's CPU time")
+    ap.add_argument("--peers", nargs="*", choices=["R2", "R3"], default=None,
+                    help="only recfit against Surprise's SVD++ on R2 / R3 (default both)")  # fmt: skip
     args = ap.parse_args()
     data = load_ml100k(Path(args.data_dir))
+    if args.peers is not None:
+        peers(data, args.peers or ["R2", "R3"])
+        return
     if args.parts:
         split = parts(data, args.seeds[0])
         print(f"R1 default, seed {args.seeds[0]}, kernel fit: CPU seconds by part "

@@ -16,6 +16,7 @@ from recfit.errors import ConfigError, TrainingDivergedError
 from recfit.models import BiasedMF, DotBias, SVDpp
 from recfit.train import dense_epoch, kernels
 from recfit.train.callbacks import Callback, ScheduleRecorder
+from recfit.train.checkpoint import TrainCheckpoint
 from recfit.train.execution import Execution, Path
 from recfit.train.learner import Learner
 from recfit.train.schedules import Constant
@@ -223,3 +224,22 @@ def test_schedule_recorder_gets_every_step_of_a_kernel_epoch() -> None:
         recs.append(rec)
     assert recs[1].lrs == recs[0].lrs and recs[1].moms == recs[0].moms
     np.testing.assert_allclose(recs[1].losses, recs[0].losses, rtol=1e-4)
+
+
+def test_checkpoints_keep_the_kernel_unless_saved_every_n_steps(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    run = dense_epoch.fit_epoch
+
+    def counted(*a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return run(*a, **kw)
+
+    monkeypatch.setattr(dense_epoch, "fit_epoch", counted)
+    d = _data()
+    _learner(d, True, callbacks=[TrainCheckpoint(tmp_path / "a")]).fit(2, 1e-3)
+    assert len(calls) == 2 and (tmp_path / "a").is_dir()
+    calls.clear()
+    _learner(d, True, callbacks=[TrainCheckpoint(tmp_path / "b", every=10)]).fit(2, 1e-3)
+    assert calls == []

@@ -235,6 +235,7 @@ def epoch_svdpp(  # type: ignore[no-untyped-def]
     ``p_u``, ``q_i``, ``b_u``, ``b_i`` as :func:`epoch`'s does. ``imp``/``d_user`` (one row
     per distinct user) and ``eff`` (one per batch row) are scratch."""
     k = n_factors
+    kp = pu.shape[1]
     sqb2 = math.sqrt(beta2)
     nb = starts.shape[0] - 1
     neg = np.float32(-alpha)
@@ -275,7 +276,7 @@ def epoch_svdpp(  # type: ignore[no-untyped-def]
             imp[s] = 0.0
             for t in range(indptr[u], indptr[u + 1]):
                 j = implicit[t]
-                for f in range(k):
+                for f in range(kp):  # y's columns from n_factors on stay zero
                     imp[s, f] += w * py[j, f]
         w_sum = np.float32(0.0)
         for j in range(n):
@@ -319,7 +320,7 @@ def epoch_svdpp(  # type: ignore[no-untyped-def]
             w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
             for t in range(indptr[u], indptr[u + 1]):
                 sy = slot_y[implicit[t]]
-                for f in range(k):
+                for f in range(kp):  # d_user's columns from n_factors on are zero
                     gy[sy, f] += d_user[s, f] * w
         out_loss[b] = loss
         out_pen[b] = pen

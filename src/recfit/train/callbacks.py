@@ -149,6 +149,13 @@ class Callback:
         A callback that handles a batch event keeps its epochs step by step unless it
         defines this method (then it gets this call instead of those events)."""
 
+    @property
+    def steps_in_bulk(self) -> bool:
+        """Whether this callback takes an epoch's steps at once (:meth:`after_steps`)
+        instead of its batch events; a callback that handles a batch event and says no
+        keeps its epochs step by step. Default: whether it defines :meth:`after_steps`."""
+        return type(self).after_steps is not Callback.after_steps
+
     def state_dict(self) -> dict[str, Any]:
         """The state a resumed fit needs (tensors, numbers, strings, lists, dicts);
         ``{}`` when there is none."""

@@ -57,6 +57,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -356,6 +357,17 @@ class TrainCheckpoint(Callback):
             and learn.iter + 1 < learn.n_iter
         ):
             self.save(epoch_end=False)
+
+    @property
+    def steps_in_bulk(self) -> bool:
+        """Without ``every``, an epoch may run as one kernel (a stop request is then
+        honoured at its end)."""
+        return self.every is None
+
+    def after_steps(
+        self, lrs: Sequence[float], moms: Sequence[float], losses: Sequence[float]
+    ) -> None:
+        """Nothing to do: the epoch's end saves."""
 
     def after_epoch(self) -> None:
         self.save(epoch_end=True)

@@ -232,7 +232,7 @@ class TrainingLoop:
         moms = beta1[:done] if mom_sched is not None else np.full(done, self.mom)
         owners = {id(o): o for hs in self._handlers.values() for o in map(_owner, hs)}
         for cb in owners.values():
-            if cb is not None and type(cb).after_steps is not Callback.after_steps:
+            if cb is not None and cb.steps_in_bulk:
                 cb.after_steps(lr[:done].tolist(), moms.tolist(), (losses + pens)[:done].tolist())
         if done < nb or not math.isfinite(float(self.loss)):
             raise diverged("loss", self.epoch, first + last, self.lr)
@@ -400,4 +400,4 @@ def _in_bulk(handler: Callable[[], None]) -> bool:
     """Whether the callback of a batch-event handler takes a kernel epoch's steps at once
     (:meth:`~recfit.train.callbacks.Callback.after_steps`)."""
     owner = _owner(handler)
-    return owner is not None and type(owner).after_steps is not Callback.after_steps
+    return owner is not None and owner.steps_in_bulk
