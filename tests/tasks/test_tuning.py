@@ -67,11 +67,12 @@ def test_trials_train_and_score_on_training_rows_only(data: Interactions) -> Non
 
 
 def test_same_seed_same_trials(data: Interactions) -> None:
-    a = tune(_cfg(), data, n_trials=3, seed=3, prune=False)
-    b = tune(_cfg(), data, n_trials=3, seed=3, prune=False)
+    space = {"lr": Param(1e-3, 0.1, log=True), "n_factors": Param(2, 16, integer=True)}
+    a = tune(_cfg(), data, n_trials=3, seed=3, prune=False, space=space)
+    b = tune(_cfg(), data, n_trials=3, seed=3, prune=False, space=space)
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
     assert [t.score for t in a.trials] == pytest.approx([t.score for t in b.trials], rel=1e-5)
-    c = tune(_cfg(), data, n_trials=3, seed=4, prune=False)
+    c = tune(_cfg(), data, n_trials=3, seed=4, prune=False, space=space)
     assert [t.params for t in c.trials][1:] != [t.params for t in a.trials][1:]
 
 
@@ -132,12 +133,15 @@ def test_the_budget_stops_a_running_trial() -> None:
 
 
 def test_pruning_stops_trials_that_trail_the_median(data: Interactions) -> None:
-    r = tune(_cfg(epochs=4), data, n_trials=12, seed=0, prune=True)
+    # a learning rate that learns nothing trails every trial that learns
+    space = {"lr": Param(choices=(5e-3, 1e-7)), "reg": Param(0.01, 0.1)}
+    r = tune(_cfg(epochs=4), data, n_trials=10, seed=0, prune=True, space=space)
     pruned = [t for t in r.trials if t.state == "pruned"]
     assert pruned, r.markdown()
     for t in pruned:
-        assert 1 < len(t.curve) < (t.epochs or 0) and t.score is None
-    never = tune(_cfg(epochs=4), data, n_trials=12, seed=0, prune=False)
+        assert 1 < len(t.curve) < (t.epochs or 0) and t.score is None and t.params["lr"] == 1e-7
+    assert sum(t.state == "complete" for t in r.trials[: r.trials.index(pruned[0])]) >= 4
+    never = tune(_cfg(epochs=4), data, n_trials=10, seed=0, prune=False, space=space)
     assert not [t for t in never.trials if t.state == "pruned"]
 
 
@@ -195,7 +199,8 @@ def test_search_spaces_of_the_rating_families() -> None:
 
 
 def test_results_table_plot_and_files(tmp_path: Path, data: Interactions) -> None:
-    r = tune(_cfg(), data, n_trials=3, seed=0)
+    space = {"lr": Param(1e-3, 0.1, log=True), "n_factors": Param(2, 16, integer=True)}
+    r = tune(_cfg(), data, n_trials=3, seed=0, space=space)
     df = r.table()
     assert isinstance(df, pd.DataFrame) and len(df) == 3
     assert {"number", "family", "state", "score", "seconds", "lr", "n_factors"} <= set(df.columns)
