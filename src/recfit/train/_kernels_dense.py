@@ -30,7 +30,7 @@ from numba import njit
 
 from recfit.train.kernels import numba_cache_dir
 
-__all__ = ["EVERY", "GROUP", "catch_up", "epoch", "epoch_svdpp"]
+__all__ = ["EVERY", "GROUP", "catch_up", "epoch"]
 
 _CACHE_DIR = numba_cache_dir()
 CACHE = _CACHE_DIR is not None
@@ -131,109 +131,27 @@ def _adam_rows(p, m, x, last, a, sb, grads, uniq, n, slot, t, keep, c1, beta2, s
 
 @njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
 def epoch(  # type: ignore[no-untyped-def]
-    users, items, ratings, weights, starts,
-    pu, mu_, xu, lu, au, bu, pi, mi_, xi, li, ai, bi,
-    n_factors, mu, lo, span, squash, reg,
-    keep, beta1, ss, ibc2, eps, beta2, out_loss, out_pen,
-    gu, gi, slot_u, slot_i, uniq_u, uniq_i, rows,
-):  # fmt: skip
-    """The steps of one epoch (step ``b``: rows ``starts[b]:starts[b+1]``).
-
-    The two sides as in the module docs, every row current through step ``-1``. Per step
-    ``b``: ``keep = 1 - lr·wd``, ``beta1``, ``ss = lr / (1 - β1^t)``,
-    ``ibc2 = 1 / sqrt(1 - β2^t)``; the model is ``mu + b_u + b_i + p_u·q_i``, squashed
-    into ``lo + span·sigmoid`` when ``squash``. Writes each step's mean loss and penalty
-    (``reg`` times the rows' sums of squares); returns the number of steps done (it stops
-    after the first step whose loss is not finite). Rows no batch read at the last steps
-    are left behind: :func:`catch_up` them to the last step done. ``rows`` is
-    ``0, 1, ...`` (one per row of the larger side).
-    """
-    k = n_factors
-    sqb2 = math.sqrt(beta2)
-    nb = starts.shape[0] - 1
-    for b in range(nb):
-        if b > 0 and b % EVERY == 0:
-            catch_up(pu, mu_, xu, lu, au, bu, rows, pu.shape[0], b - 1,
-                     keep, beta1, ss, ibc2, eps, sqb2)  # fmt: skip
-            catch_up(pi, mi_, xi, li, ai, bi, rows, pi.shape[0], b - 1,
-                     keep, beta1, ss, ibc2, eps, sqb2)  # fmt: skip
-        lo_r = starts[b]
-        n = starts[b + 1] - lo_r
-        nu = _distinct(users, lo_r, n, slot_u, uniq_u)
-        ni = _distinct(items, lo_r, n, slot_i, uniq_i)
-        catch_up(pu, mu_, xu, lu, au, bu, uniq_u, nu, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
-        catch_up(pi, mi_, xi, li, ai, bi, uniq_i, ni, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
-        gu[:nu] = 0.0
-        gi[:ni] = 0.0
-        # forward, loss and each row's gradient, summed in batch order
-        w_sum = np.float32(0.0)
-        for j in range(n):
-            w_sum += weights[lo_r + j]
-        loss = 0.0
-        pen = 0.0
-        for j in range(n):
-            u = users[lo_r + j]
-            it = items[lo_r + j]
-            z = _dot(pu, u, pi, it, k) + pu[u, k] + pi[it, k]
-            if mu != 0.0:
-                z = z + np.float32(mu)
-            scale = weights[lo_r + j] / w_sum
-            if squash:
-                sg = np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-z)))
-                out = sg * np.float32(span) + np.float32(lo)
-            else:
-                out = z
-            d = out - ratings[lo_r + j]
-            loss += d * d * scale
-            g = np.float32(2.0) * d * scale
-            if squash:
-                g = g * np.float32(span) * sg * (np.float32(1.0) - sg)
-            su_ = slot_u[u]
-            si_ = slot_i[it]
-            if reg > 0.0:
-                two = np.float32(2.0 * reg) * scale
-                sq = _dot(pu, u, pu, u, k + 1) + _dot(pi, it, pi, it, k + 1)
-                pen += reg * scale * sq
-                for f in range(k):
-                    gu[su_, f] += g * pi[it, f] + two * pu[u, f]
-                    gi[si_, f] += g * pu[u, f] + two * pi[it, f]
-                gu[su_, k] += g + two * pu[u, k]
-                gi[si_, k] += g + two * pi[it, k]
-            else:
-                for f in range(k):
-                    gu[su_, f] += g * pi[it, f]
-                    gi[si_, f] += g * pu[u, f]
-                gu[su_, k] += g
-                gi[si_, k] += g
-        out_loss[b] = loss
-        out_pen[b] = pen
-        # the AdamW step of the rows read, with their gradient
-        c1 = np.float32(1.0 - beta1[b])
-        st = np.float32(ss[b])
-        ib = np.float32(ibc2[b])
-        e = np.float32(eps)
-        _adam_rows(pu, mu_, xu, lu, au, bu, gu, uniq_u, nu, slot_u, b, keep[b], c1, beta2,
-                   st, ib, e)  # fmt: skip
-        _adam_rows(pi, mi_, xi, li, ai, bi, gi, uniq_i, ni, slot_i, b, keep[b], c1, beta2,
-                   st, ib, e)  # fmt: skip
-        if not math.isfinite(loss + pen):
-            return b + 1
-    return nb
-
-
-@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
-def epoch_svdpp(  # type: ignore[no-untyped-def]
     users, items, ratings, weights, starts, indptr, implicit, alpha,
     pu, mu_, xu, lu, au, bu, pi, mi_, xi, li, ai, bi, py, my, xy, ly, ay, by,
     n_factors, mu, lo, span, squash, reg,
     keep, beta1, ss, ibc2, eps, beta2, out_loss, out_pen,
     gu, gi, gy, slot_u, slot_i, slot_y, uniq_u, uniq_i, uniq_y, imp, d_user, eff, rows,
 ):  # fmt: skip
-    """:func:`epoch` for SVD++: the user vector is ``p_u + |N(u)|^-alpha · Σ_{j ∈ N(u)}
-    y_j`` (``N(u)``: ``implicit[indptr[u]:indptr[u+1]]``), a third side ``py...`` holds
-    the ``y`` table (no bias; its column ``n_factors`` stays zero) and the penalty reads
-    ``p_u``, ``q_i``, ``b_u``, ``b_i`` as :func:`epoch`'s does. ``imp``/``d_user`` (one row
-    per distinct user) and ``eff`` (one per batch row) are scratch."""
+    """The steps of one epoch (step ``b``: rows ``starts[b]:starts[b+1]``).
+
+    Three sides as in the module docs (users, items, SVD++'s ``y`` table: no bias, its
+    column ``n_factors`` stays zero), every row current through step ``-1``. The user
+    vector is ``p_u + |N(u)|^-alpha · Σ_{j ∈ N(u)} y_j`` (``N(u)``:
+    ``implicit[indptr[u]:indptr[u+1]]``; every list empty for DotBias), the model
+    ``mu + b_u + b_i + q_i · (user vector)``, squashed into ``lo + span·sigmoid`` when
+    ``squash``. Per step ``b``: ``keep = 1 - lr·wd``, ``beta1``, ``ss = lr / (1 - β1^t)``,
+    ``ibc2 = 1 / sqrt(1 - β2^t)``. Writes each step's mean loss and penalty (``reg``
+    times ``|p_u|² + |q_i|² + b_u² + b_i²``); returns the number of steps done (it stops
+    after the first step whose loss is not finite). Rows no batch read at the last steps
+    are left behind: :func:`catch_up` them to the last step done. ``imp``/``d_user`` (a
+    row per distinct user) and ``eff`` (a row per batch row) are scratch; ``rows`` is
+    ``0, 1, ...`` (one per row of the largest side).
+    """
     k = n_factors
     kp = pu.shape[1]
     sqb2 = math.sqrt(beta2)

@@ -117,16 +117,18 @@ class DenseEpochs:
         self.kp = -(-(self.k + 1) // LANES) * LANES
         self.svdpp = type(model) is SVDpp
         where = {id(p): j for j, p in enumerate(opt.params)}
-        pairs = [(model.user_factors, model.user_bias), (model.item_factors, model.item_bias)]
-        if self.svdpp:
-            pairs.append((model.implicit_factors, None))
+        pairs: list[tuple[Any, Any]] = [
+            (model.user_factors, model.user_bias),
+            (model.item_factors, model.item_bias),
+            (model.implicit_factors if self.svdpp else None, None),  # DotBias: an empty y
+        ]
         self.sides: list[dict[str, Any]] = []
         for fac, bias in pairs:
-            n = fac.shape[0]
+            n = 1 if fac is None else fac.shape[0]
             side: dict[str, Any] = {k: np.zeros((n, self.kp), np.float32) for k in "pmx"}
             side.update(
                 params=(fac, bias),
-                slots=(where[id(fac)], None if bias is None else where[id(bias)]),
+                slots=tuple(None if t is None else where[id(t)] for t in (fac, bias)),
                 last=np.full(n, -1, np.int64), a=np.ones(n), sb=np.ones(n),
                 slot=np.full(n, -1, np.int64), uniq=np.zeros(n, np.int64),
             )  # fmt: skip
@@ -139,14 +141,15 @@ class DenseEpochs:
         if n > self.cap:
             self.cap = n
             self.grads = [np.zeros((n, self.kp), np.float32) for _ in range(2)]
+            self.grads.append(np.zeros((self.sides[2]["p"].shape[0], self.kp), np.float32))
             self.extra = [np.zeros((n, self.kp), np.float32) for _ in range(3)]
-            if self.svdpp:
-                self.grads.append(np.zeros((self.sides[2]["p"].shape[0], self.kp), np.float32))
 
     def _tensors(self, side: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """``(key, factor tensor, bias tensor or None)`` of the weights and moments."""
         (fac, bias), (jf, jb) = side["params"], side["slots"]
         opt = self.opt
+        if fac is None:
+            return []
         return [
             ("p", fac, bias),
             ("m", opt.exp_avg[jf], None if jb is None else opt.exp_avg[jb]),
@@ -205,16 +208,15 @@ class DenseEpochs:
         state = [a for s in self.sides for a in (s[key] for key in _STATE)]
         slots = [s["slot"] for s in self.sides] + [s["uniq"] for s in self.sides]
         done = 0
+        m = self.model
+        if self.svdpp:
+            lists = (m.implicit_indptr.numpy(), m.implicit_items.numpy(), float(m.alpha))
+        else:
+            lists = (np.zeros(m.n_users + 1, np.int64), np.zeros(0, np.int64), 1.0)
         try:
-            if self.svdpp:
-                m = self.model
-                lists = (m.implicit_indptr.numpy(), m.implicit_items.numpy(), float(m.alpha))
-                done = kern.epoch_svdpp(
-                    *batch, *lists, *state, *spec, *tail, *self.grads, *slots, *self.extra,
-                    self.rows,
-                )  # fmt: skip
-            else:
-                done = kern.epoch(*batch, *state, *spec, *tail, *self.grads, *slots, self.rows)
+            done = kern.epoch(
+                *batch, *lists, *state, *spec, *tail, *self.grads, *slots, *self.extra, self.rows
+            )  # fmt: skip
         finally:
             sqb2 = math.sqrt(float(hyper["beta2"]))
             for s in self.sides:
