@@ -27,7 +27,9 @@
    (``.bench/implicit``, see benchmarks/peers/README.md; skipped when absent) as the
    reference of the same run. Printed per fit: wall and CPU seconds, the threads, the
    runnable count and load average at its start, Recall@20; then the medians and the
-   ratio recfit / implicit. Target: the preset fit <= 10 s at Recall@20 0.2658.
+   ratio recfit / implicit. ``--against REV`` adds, in each repetition, the same fit by
+   the code of commit REV (``git archive``), and the ratios old / new of wall and CPU
+   time. Target: the preset fit <= 10 s at Recall@20 0.2658.
 
 Reference (docs/protocols.md): implicit ALS (64 factors, 15 iterations) Recall@20 0.238,
 NDCG@20 0.267 on one such split. The machine's load average is printed (it is shared).
@@ -35,7 +37,7 @@ NDCG@20 0.267 on one such split. The machine's load average is printed (it is sh
 Usage:
     python benchmarks/bench_t2.py [--data-dir DIR] [--seed 0] [--epochs N] [--eval-runs 5]
                                   [--only two-tower|topn|step|fit] [--families ease,ials]
-                                  [--step-runs 3] [--fit-runs 3]
+                                  [--step-runs 3] [--fit-runs 3] [--against REV]
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -131,6 +134,7 @@ def main() -> None:
     ap.add_argument("--only", choices=("two-tower", "topn", "step", "fit"), default=None)
     ap.add_argument("--step-runs", type=int, default=3)
     ap.add_argument("--fit-runs", type=int, default=3)
+    ap.add_argument("--against", default=None, help="fit: also the code of this commit")
     ap.add_argument("--families", default=None, help="top-N families, comma-separated")
     args = ap.parse_args()
     data_dir = find_data_dir(args.data_dir)
@@ -279,29 +283,67 @@ def _implicit_als(data_dir: Path) -> dict[str, Any] | None:
     return rec
 
 
+def _fit_child(data_dir: Path, args: Any, src: Path | None) -> dict[str, Any]:
+    """One T2 preset fit in a fresh process (``src``: the package tree to import)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    out = subprocess.run(
+        [sys.executable, "-c", FIT_CHILD, str(data_dir), str(args.seed), str(args.epochs or 0)],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout  # fmt: skip
+    rec: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return rec
+
+
+def _tree_at(rev: str, into: Path) -> Path:
+    """The ``src`` folder of the commit ``rev``, unpacked under ``into``."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
 def fit_speed(data_dir: Path, args: Any) -> None:
-    """Section 5: whole T2 preset fits (fresh processes) against implicit's ALS, interleaved."""
-    print(f"\n5. T2 preset fit, {args.fit_runs} runs, each against implicit ALS, {load()}")
+    """Section 5: whole T2 preset fits (fresh processes) against implicit's ALS and, with
+    ``--against REV``, the same fit by the code of commit REV, interleaved."""
+    print(f"\n5. T2 preset fit, {args.fit_runs} runs, each against implicit ALS"
+          f"{f' and commit {args.against}' if args.against else ''}, {load()}")  # fmt: skip
     fits: list[float] = []
+    cpus: list[float] = []
     peers: list[float] = []
-    for r in range(args.fit_runs):
-        out = subprocess.run(
-            [sys.executable, "-c", FIT_CHILD, str(data_dir), str(args.seed), str(args.epochs or 0)],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        rec = json.loads(out.strip().splitlines()[-1])
-        fits.append(rec["fit"])
-        print(f"  run {r} recfit T2 preset: fit {rec['fit']:.2f} s (CPU {rec['cpu']:.2f} s), "
-              f"threads {rec['threads']}, other runnable {rec['running']}, "
-              f"load {rec['load']:.2f}, recall@20 {rec['recall']:.4f}", flush=True)  # fmt: skip
-        peer = _implicit_als(data_dir)
-        if peer is not None:
-            peers.append(peer["fit_seconds"])
-            print(f"  run {r} implicit ALS:         fit {peer['fit_seconds']:.2f} s, recall@20 "
-                  f"{peer['metrics']['recall@20']:.4f}, {load()}", flush=True)  # fmt: skip
+    olds: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        old_src = _tree_at(args.against, Path(tmp)) if args.against else None
+        for r in range(args.fit_runs):
+            runs = [("recfit T2 preset", None)]
+            if old_src is not None:
+                runs.append((f"at {args.against}", old_src))
+            for label, src in runs:
+                rec = _fit_child(data_dir, args, src)
+                if src is None:
+                    fits.append(rec["fit"])
+                    cpus.append(rec["cpu"])
+                else:
+                    olds.append((rec["fit"], rec["cpu"]))
+                print(f"  run {r} {label}: fit {rec['fit']:.2f} s (CPU {rec['cpu']:.2f} s), "
+                      f"threads {rec['threads']}, other runnable {rec['running']}, "
+                      f"load {rec['load']:.2f}, recall@20 {rec['recall']:.4f}", flush=True)  # fmt: skip
+            peer = _implicit_als(data_dir)
+            if peer is not None:
+                peers.append(peer["fit_seconds"])
+                print(f"  run {r} implicit ALS: fit {peer['fit_seconds']:.2f} s, recall@20 "
+                      f"{peer['metrics']['recall@20']:.4f}, {load()}", flush=True)  # fmt: skip
     med = statistics.median(fits)
     print(f"  recfit T2 preset fit: median {med:.2f} s over {len(fits)} "
           f"[{'PASS' if med <= 10 else 'FAIL'} <= 10 s]")  # fmt: skip
+    if olds:
+        wall = statistics.median(o[0] / f for o, f in zip(olds, fits, strict=True))
+        cpu = statistics.median(o[1] / c for o, c in zip(olds, cpus, strict=True))
+        print(f"  at {args.against}: median {statistics.median(o[0] for o in olds):.2f} s; "
+              f"old / new: median ratio {wall:.2f} (wall), {cpu:.2f} (CPU)")  # fmt: skip
     if peers:
         pm = statistics.median(peers)
         ratio = statistics.median(a / b for a, b in zip(fits, peers, strict=True))
