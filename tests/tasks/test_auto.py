@@ -150,8 +150,8 @@ def test_blend_member_settings_must_be_read_by_the_member() -> None:
 
 
 def test_a_long_search_does_not_keep_a_tuned_candidate_out_of_the_blend() -> None:
-    """A tuned candidate's final fit costs one fit, not its whole search: the blend's
-    budget check reads ``fit_seconds``."""
+    """A tuned candidate's final fit costs one fit, not its whole search: the time checks
+    read ``fit_seconds``; members are blended by their inner predictions alone."""
     rng = np.random.default_rng(0)
     n = 400
     truth = rng.normal(3.5, 1.0, n)
@@ -160,11 +160,32 @@ def test_a_long_search_does_not_keep_a_tuned_candidate_out_of_the_blend() -> Non
     d = Interactions.from_arrays(np.arange(n), np.zeros(n, dtype=int), truth)
     cut = Split(d, np.zeros(0, dtype=np.int64), np.arange(n, dtype=np.int64), "inner")
     a = auto.Candidate("a (tuned)", {"model": "dot"}, "tuned", seconds=500.0, fit_seconds=1.0)
-    b = auto.Candidate("b", {"model": "mf"}, "defaults", seconds=1.0, fit_seconds=1.0)
+    b = auto.Candidate("b", {"model": "mf"}, "defaults", seconds=1.0, fit_seconds=3.0)
     a.pred, b.pred = pa, pb
-    members, score, weights, _ = auto._blend([a, b], cut, seed=0, time_left=10.0)
+    members, score, weights, _ = auto._blend([a, b], cut, seed=0)
     assert [m.label for m in members] == ["a (tuned)", "b"]
     assert score < min(float(np.sqrt(np.mean((p - truth) ** 2))) for p in (pa, pb))
     assert weights == pytest.approx([0.5, 0.5], abs=0.1)
-    # no time for a second member's final fit: the best alone
-    assert len(auto._blend([a, b], cut, seed=0, time_left=1.5)[0]) == 1
+    # the cheapest final fits first, while they fit in the time left
+    assert auto._refits([a, b], time_left=10.0) == [True, True]
+    assert auto._refits([a, b], time_left=2.0) == [True, False]
+    assert auto._refits([a, b], time_left=0.5) == [False, False]
+
+
+def test_members_without_time_to_train_again_keep_their_inner_cut_models(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch, few_trials: None
+) -> None:
+    """With no time left for final fits, the run's model is made of the candidates'
+    inner-cut models (trained on the cut's rows only), as the report says."""
+    monkeypatch.setattr(auto, "REFIT_FACTOR", 1e9)
+    cfg = RatingConfig(seed=0, budget=600, epochs=2, gibbs_samples=10, gibbs_burn_in=2)
+    res = train_run(cfg, data=data, progress=False)
+    info = res.details["model_auto"]
+    model = res.learner.model
+    assert res.config.model == "blend" and isinstance(model, Blend)
+    assert info["blend"]["trained_again_on_the_whole_training_part"] == []
+    assert len(info["blend"]["kept_from_the_inner_cut"]) == len(model.member_models())
+    cut = auto.inner_cut(res.split.data, res.split.train_idx, seed=0)
+    for m in model.member_models():
+        assert int(m.train_user_count.sum()) == len(cut.train_idx)
+    np.testing.assert_allclose(model.blend_weights.numpy(), info["blend"]["weights"], atol=1e-6)

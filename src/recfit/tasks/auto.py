@@ -7,19 +7,22 @@ the training part only (never a held-out row):
    validation part; every candidate trains on the other rows and is scored on it (RMSE);
 2. *defaults*: each family that fits the data and the trainer
    (:func:`recfit.config.rating.searched_families`: every registered rating family but
-   ``blend``) is trained with its defaults, cheapest first, while the search's share of
-   the budget lasts (a fit still running at the stage's deadline is cut and not scored);
+   ``blend``) is trained with its defaults while :data:`DEFAULTS_SHARE` of the budget
+   lasts (a Learner fit still running then, or after :data:`FIT_SHARE` of the budget, is
+   cut and not scored);
 3. *tuning*: the best families that declare a search space
    (:attr:`recfit.models.registry.Family.search`) are tuned by
    :func:`recfit.tasks.tuning.tune` on the same cut, in what the budget leaves after
-   saving time for the final fit; a tuned configuration that beats the defaults joins
+   saving time for the final fits; a tuned configuration that beats the defaults joins
    the candidates;
 4. *blend*: candidates are added greedily to a ridge blend of their inner predictions
    (:func:`recfit.models.blend.ridge_blend`) while the blend's two-fold cross-fitted RMSE
-   on the inner part falls and the final fit of the members fits in the budget;
+   on the inner part falls;
 5. the best single candidate or the blend, whichever scores lower, is the resolved
-   config (a blend: ``model="blend"`` with its members' configs, the weights fitted on
-   the inner part kept); the run then trains it on the whole training part.
+   config (a blend: ``model="blend"`` with its members' configs); the run then trains it
+   on the whole training part: a blend keeps the weights fitted on the inner part, and
+   each member trains again on the whole training part while the budget allows (the
+   cheapest first), else keeps its inner-cut model (:class:`BlendPlan`).
 
 Everything tried, with its inner score and seconds, is in :class:`AutoReport` (the run's
 ``details.model_auto``). The budget is an upper bound: small data finishes early.
@@ -47,6 +50,7 @@ from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.errors import CancelFitException, ConfigError, RecfitError
 from recfit.metrics.rating import rmse
+from recfit.models.base import RatingModel
 from recfit.models.blend import Blend, member_settings, ridge_blend
 from recfit.models.registry import family
 from recfit.tasks import tuning
@@ -58,6 +62,7 @@ from recfit.train.trainers import FitSpec, trainer_for
 __all__ = [
     "AUTO_INNER",
     "AutoReport",
+    "BlendPlan",
     "Candidate",
     "choose_model",
     "fit_blend",
@@ -71,12 +76,14 @@ TUNE_TOP = 2
 """How many of the best families (by their defaults' inner RMSE) auto tunes."""
 TUNE_TRIALS = 20
 """At most this many trials per tuned family (small data finishes before the budget)."""
-DEFAULTS_SHARE = 0.5
+DEFAULTS_SHARE = 0.7
 """The share of the budget the defaults stage may use."""
+MARGIN = 0.05
+"""The share of the budget kept free at the end (predictions, the blend, the bundle)."""
 FIT_SHARE = 0.25
 """The share of the budget one candidate's fit by the Learner may use (a slow family cut
 there leaves time for the others; a family trained by its own fit cannot be cut)."""
-REFIT_RESERVE = 4
+REFIT_RESERVE = 2
 """Tuning leaves time for the final fits of this many of the best candidates."""
 REFIT_FACTOR = 1.3
 """The final fit on the whole training part is estimated at this many times a
@@ -117,11 +124,23 @@ class Candidate:
     fit_seconds: float = 0.0
     note: str = ""
     pred: np.ndarray | None = field(default=None, repr=False)
+    model: RatingModel | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
-        """The candidate as a JSON-ready dict (no predictions)."""
-        out = {k: v for k, v in asdict(self).items() if k != "pred"}
+        """The candidate as a JSON-ready dict (no predictions, no model)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("pred", "model")}
         return {k: v for k, v in out.items() if v not in ("", None)}
+
+
+@dataclass
+class BlendPlan:
+    """How the run trains the blend auto chose: its weights and intercept (fitted on the
+    inner part) and, per member, the model trained on the inner cut's other rows to keep
+    as it is, or ``None``: train the member again on the whole training part."""
+
+    weights: list[float]
+    intercept: float
+    kept: list[RatingModel | None]
 
 
 @dataclass
@@ -229,13 +248,13 @@ def _spec_json(spec: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ the blend family
-def fit_blend(
-    learner: Learner, cfg: RatingConfig, weights: tuple[list[float], float] | None
-) -> Learner:
+def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None) -> Learner:
     """Train the :class:`~recfit.models.blend.Blend` in ``learner`` (``cfg.model ==
-    "blend"``): without ``weights`` (``(w, b)``), each member trains on an inner cut of
-    ``learner.train`` and the weights are fitted on the cut's other rows; then each member
-    trains on all of ``learner.train``. Recorded as one closed-form epoch."""
+    "blend"``). Without a ``plan``, each member trains on an inner cut of
+    ``learner.train``, the weights are fitted on the cut's other rows, then each member
+    trains on all of ``learner.train``. With auto's ``plan``: its weights, its kept
+    members as they are, the others trained on all of ``learner.train``. Recorded as one
+    closed-form epoch."""
 
     def solve(model: Any, train: Interactions) -> None:
         if not isinstance(model, Blend):
@@ -243,15 +262,21 @@ def fit_blend(
                 f"expected a Blend for model 'blend', received {type(model).__name__}"
             )
         specs = [member_config(cfg, s) for s in cfg.blend_members]
-        w = weights
-        if w is None:
+        kept: list[RatingModel | None] = [None] * len(specs)
+        if plan is None:
             cut = inner_cut(train, np.arange(len(train)), cfg.seed)
             preds = np.stack([_fit_on(m, cut, []).predict(cut.test) for m in specs], axis=1)
             c, b = ridge_blend(preds, cut.test.rating, cut.test.weights())
             w = (c.tolist(), b)
+        else:
+            w, kept = (plan.weights, plan.intercept), list(plan.kept)
         whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
+        device = model.blend_weights.device
         for k, m in enumerate(specs):
-            model.members[k] = _fit_on(m, whole, []).model
+            trained = kept[k]
+            if trained is None:
+                trained = _fit_on(m, whole, []).model
+            model.members[k] = trained.to(device)
         model.set_weights(w[0], w[1])
 
     return trainer_for("closed_form").fit(learner, FitSpec(solve=solve))
@@ -295,6 +320,7 @@ def _try(
             cand.state, cand.note = "timeout", "cut at its share of the budget"
         else:
             cand.pred = learner.predict(cut.test).astype(np.float64)
+            cand.model = learner.model
             cand.rmse = rmse(cand.pred, cut.test.rating, cut.test.weights())
             if not np.isfinite(cand.rmse):
                 cand.state, cand.note, cand.rmse = "failed", "non-finite predictions", None
@@ -318,7 +344,7 @@ def _cv_rmse(preds: np.ndarray, rating: np.ndarray, weight: np.ndarray, seed: in
 
 
 def _blend(
-    ok: list[Candidate], cut: Split, seed: int, time_left: float
+    ok: list[Candidate], cut: Split, seed: int
 ) -> tuple[list[Candidate], float, list[float], float]:
     """Greedy forward selection of blend members among ``ok`` (best first): the blend's
     cross-fitted RMSE, its weights and intercept (fitted on the whole inner part)."""
@@ -326,11 +352,10 @@ def _blend(
     r, w = test.rating.astype(np.float64), test.weights().astype(np.float64)
     chosen = [ok[0]]
     best = _cv_rmse(np.stack([ok[0].pred], 1), r, w, seed)  # type: ignore[list-item]
-    cost = ok[0].fit_seconds * REFIT_FACTOR
     while len(chosen) < MAX_BLEND:
         trial: tuple[float, Candidate] | None = None
         for c in ok:
-            if c in chosen or cost + c.fit_seconds * REFIT_FACTOR > time_left:
+            if c in chosen:
                 continue
             preds = np.stack([m.pred for m in [*chosen, c]], 1)  # type: ignore[misc]
             score = _cv_rmse(preds, r, w, seed)
@@ -340,10 +365,22 @@ def _blend(
             break
         best = trial[0]
         chosen.append(trial[1])
-        cost += trial[1].fit_seconds * REFIT_FACTOR
     preds = np.stack([m.pred for m in chosen], 1)  # type: ignore[misc]
     weights, intercept = ridge_blend(preds, r, w)
     return chosen, best, weights.tolist(), intercept
+
+
+def _refits(members: list[Candidate], time_left: float) -> list[bool]:
+    """Which members train again on the whole training part: the cheapest first while
+    their estimated final fits (:data:`REFIT_FACTOR` times their inner fit) fit in
+    ``time_left``; the others keep their inner-cut models."""
+    out = [False] * len(members)
+    spent = 0.0
+    for k in sorted(range(len(members)), key=lambda k: members[k].fit_seconds):
+        cost = members[k].fit_seconds * REFIT_FACTOR
+        if spent + cost <= time_left:
+            out[k], spent = True, spent + cost
+    return out
 
 
 def _tune_stage(
@@ -393,10 +430,10 @@ def _tune_stage(
 
 def choose_model(
     cfg: RatingConfig, split: Split
-) -> tuple[RatingConfig, AutoReport, tuple[list[float], float] | None]:
+) -> tuple[RatingConfig, AutoReport, BlendPlan | None]:
     """``cfg`` (``model="auto"``, ``budget`` > 0) made concrete for ``split``'s training
     part by the search of the module documentation: the resolved config, the report,
-    and the blend's weights (``(w, b)``) when a blend won (else ``None``).
+    and, when the result is a blend, how the run trains it (:class:`BlendPlan`).
 
     A budget too small for any candidate to finish leaves ``model="auto"`` to the size
     rule (``budget`` 0: svdpp or dot), as the report says.
@@ -406,7 +443,7 @@ def choose_model(
     """
     start = time.perf_counter()
     budget = float(cfg.budget)
-    end = start + budget
+    end = start + (1.0 - MARGIN) * budget
     cut = inner_cut(split.data, split.train_idx, cfg.seed)
     report = AutoReport(
         budget=budget,
@@ -416,39 +453,55 @@ def choose_model(
     until = start + DEFAULTS_SHARE * budget
     for name, spec in _candidate_specs(cfg, split.train):
         report.candidates.append(_try(cfg, name, spec, "defaults", cut, until))
-    ok = sorted(
-        (c for c in report.candidates if c.state == "ok"), key=lambda c: float(c.rmse or 0.0)
-    )
+    ok = _ranked(report)
     if not ok:  # a budget too small for any fit: the size rule, said so
         report.seconds = time.perf_counter() - start
         resolved = cfg.replace(budget=0.0)
         report.chosen = "the size rule (no candidate finished in the budget)"
         return resolved, report, None
-    # 3. tuning, leaving room for the final fit of the best candidate's family and more
+    # 3. tuning, leaving room for the final fits of the best candidates
     reserve = sum(c.fit_seconds for c in ok[:REFIT_RESERVE]) * REFIT_FACTOR
     tune_until = end - reserve
     if tune_until - time.perf_counter() > 0:
         report.candidates += _tune_stage(cfg, ok, cut, tune_until)
-        ok = sorted(
-            (c for c in report.candidates if c.state == "ok"), key=lambda c: float(c.rmse or 0.0)
-        )
-    # 4. the blend, within what the final fit may take
-    left = max(end - time.perf_counter(), ok[0].fit_seconds * REFIT_FACTOR)
-    members, blend_rmse, weights, intercept = _blend(ok, cut, cfg.seed, left)
+        ok = _ranked(report)
+    # 4. the blend; 5. what trains again on the whole training part in the time left
+    members, blend_rmse, weights, intercept = _blend(ok, cut, cfg.seed)
     best = ok[0]
+    left = end - time.perf_counter()
     report.seconds = time.perf_counter() - start
-    if len(members) > 1 and blend_rmse < float(best.rmse or np.inf):
-        specs = tuple(_spec_json(m.spec) for m in members)
-        resolved = member_config(cfg, {"model": "blend", "blend_members": specs})
+    if len(members) == 1 or not blend_rmse < float(best.rmse or np.inf):
+        report.chosen, report.chosen_rmse = best.label, best.rmse
+        if best.fit_seconds * REFIT_FACTOR <= left:  # the family itself, trained again
+            report.estimated_refit_seconds = best.fit_seconds * REFIT_FACTOR
+            return member_config(cfg, dict(best.spec)), report, None
+        members = [best]  # no time to train it again: its inner-cut model, calibrated
+        pred = np.asarray(best.pred, dtype=np.float64)[:, None]
+        c, intercept = ridge_blend(pred, cut.test.rating, cut.test.weights())
+        weights, blend_rmse = c.tolist(), float(best.rmse or np.nan)
+    else:
         report.chosen, report.chosen_rmse = "blend", blend_rmse
-        report.blend = {
-            "members": [m.label for m in members],
-            "weights": [round(x, 6) for x in weights],
-            "intercept": round(intercept, 6),
-            "inner_rmse_cross_fitted": blend_rmse,
-        }
-        report.estimated_refit_seconds = sum(m.fit_seconds for m in members) * REFIT_FACTOR
-        return resolved, report, (weights, intercept)
-    report.chosen, report.chosen_rmse = best.label, best.rmse
-    report.estimated_refit_seconds = best.fit_seconds * REFIT_FACTOR
-    return member_config(cfg, dict(best.spec)), report, None
+    refit = _refits(members, left)
+    specs = tuple(_spec_json(m.spec) for m in members)
+    resolved = member_config(cfg, {"model": "blend", "blend_members": specs})
+    report.blend = {
+        "members": [m.label for m in members],
+        "weights": [round(x, 6) for x in weights],
+        "intercept": round(intercept, 6),
+        "inner_rmse_cross_fitted": blend_rmse,
+        "trained_again_on_the_whole_training_part": [
+            m.label for m, r in zip(members, refit, strict=True) if r
+        ],
+        "kept_from_the_inner_cut": [m.label for m, r in zip(members, refit, strict=True) if not r],
+    }
+    report.estimated_refit_seconds = sum(
+        m.fit_seconds * REFIT_FACTOR for m, r in zip(members, refit, strict=True) if r
+    )
+    kept = [None if r else m.model for m, r in zip(members, refit, strict=True)]
+    return resolved, report, BlendPlan(weights, intercept, kept)
+
+
+def _ranked(report: AutoReport) -> list[Candidate]:
+    """The scored candidates, best (lowest inner RMSE) first."""
+    ok = [c for c in report.candidates if c.state == "ok" and c.rmse is not None]
+    return sorted(ok, key=lambda c: float(c.rmse or 0.0))

@@ -138,7 +138,7 @@ class RatingTask(Task[RatingConfig]):
 
     def __init__(self) -> None:
         self._auto: dict[RatingConfig, dict[str, Any]] = {}
-        self._weights: dict[RatingConfig, tuple[list[float], float]] = {}
+        self._plans: dict[RatingConfig, auto.BlendPlan] = {}
 
     def prepare(
         self, cfg: RatingConfig, split: Split, *, distributed: bool = False
@@ -147,9 +147,9 @@ class RatingTask(Task[RatingConfig]):
         ``budget`` chosen by inner validation (:func:`recfit.tasks.auto.choose_model`),
         else as :func:`resolve_config` says; a blend keeps its members' own settings."""
         report: dict[str, Any] | None = None
-        weights = None
+        plan = None
         if cfg.model == "auto" and cfg.budget > 0:
-            cfg, found, weights = auto.choose_model(cfg, split)
+            cfg, found, plan = auto.choose_model(cfg, split)
             report = found.as_dict()
         if cfg.model == "blend":  # each member resolves its own settings when it trains
             cfg = cfg.resolve_model(big=False)
@@ -157,8 +157,8 @@ class RatingTask(Task[RatingConfig]):
             cfg = resolve_config(cfg, split.train, distributed=distributed)
         if report is not None:
             self._auto[cfg] = report
-        if weights is not None:
-            self._weights[cfg] = weights
+        if plan is not None:
+            self._plans[cfg] = plan
         return cfg
 
     def build(
@@ -168,7 +168,7 @@ class RatingTask(Task[RatingConfig]):
 
     def fit(self, learner: Learner, cfg: RatingConfig) -> Learner:
         if cfg.model == "blend":  # members by their trainers, weights on an inner cut
-            return auto.fit_blend(learner, cfg, self._weights.pop(cfg, None))
+            return auto.fit_blend(learner, cfg, self._plans.pop(cfg, None))
         return fit_learner(learner, cfg)
 
     def evaluate(self, learner: Learner, cfg: RatingConfig, split: Split) -> Metrics:
