@@ -33,7 +33,7 @@ from recfit.train.execution import Execution
 class Seen(Callback):
     def before_fit(self):
         from recfit.train import _kernels_numba
-        self.compiled_before_fit = len(_kernels_numba.step.signatures) > 0
+        self.compiled_before_fit = len(_kernels_numba.step_part.signatures) > 0
 
 rng = np.random.default_rng(0)
 d = Interactions.from_arrays(rng.integers(0, 30, 300), rng.integers(0, 20, 300),
@@ -167,6 +167,34 @@ def test_a_run_reports_compile_seconds_apart(
     assert compile_s == res.learner.compile_seconds >= 0.0
     assert res.learner.compiled and compile_s > 0.0
     assert metrics["fit_seconds"] >= 0.0
+
+
+AHEAD = (
+    """
+import json, warnings
+from recfit.train import _kernels_numba, kernels
+kernels.compile_ahead().join()
+ahead = [str(s) for s in _kernels_numba.step_part.signatures]
+"""
+    + FIT.split("import json, warnings", 1)[1]
+    + """
+print(json.dumps({"ahead": ahead, "after": [str(s) for s in _kernels_numba.step_part.signatures]}))
+"""
+)
+
+
+def test_the_background_compile_compiles_what_the_fit_runs(tmp_path: Path) -> None:
+    """Fresh process, empty cache: ``compile_ahead`` alone compiles the row-wise kernel
+    (one specialisation), and the fit then runs that one, compiling nothing more."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
+    env["RECFIT_CACHE_DIR"] = str(tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-c", AHEAD], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(out["ahead"]) == 1
+    assert out["after"] == out["ahead"]
 
 
 def test_importing_the_kernel_module_directly_caches_in_the_given_folder(tmp_path: Path) -> None:

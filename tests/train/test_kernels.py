@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,53 @@ def test_huge_zeros_are_zero_and_writable() -> None:
     assert a.sum() == 1 << 20
     small = kernels.huge_zeros((4, 3), np.float64)
     assert small.dtype == np.float64 and not small.any()
+
+
+def test_parts_run_on_threads_and_a_failing_part_raises() -> None:
+    sync = np.zeros(2, np.int64)
+    assert kernels._WORKERS.run(lambda c, s, x: c + x, 3, sync, (10,)) == [10, 11, 12]
+
+    def fails(c: int, s: np.ndarray, x: int) -> int:
+        if c == 1:
+            raise RuntimeError("part 1 failed")
+        return c
+
+    with pytest.raises(RuntimeError, match="part 1 failed"):
+        kernels._WORKERS.run(fails, 2, sync, (0,))
+    assert sync[1] == 1  # the signal that stops the other parts at their next barrier
+
+
+def test_a_part_that_fails_stops_the_others_at_their_barrier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Part 1 never enters the kernel: part 0 leaves at its first barrier (no hang, no
+    half-grouped batch), the error is raised, and the next step runs normally."""
+    real = kernels._WORKERS.run
+
+    def run(fn: object, parts: int, sync: np.ndarray, args: tuple[object, ...]) -> list[object]:
+        def part(c: int, s: np.ndarray, *a: object) -> object:
+            if c == 1:
+                raise RuntimeError("part 1 failed")
+            return fn(c, s, *a)  # type: ignore[operator]
+
+        return real(part, parts, sync, args)
+
+    opt = RowAdamW(_model((0.0, 5.5)), lr=0.05, weight_decay=0.1)
+    batch = _batches(1)[0]
+    w = float(batch["weight"].sum())
+    monkeypatch.setattr(kernels._WORKERS, "run", run)
+    done: list[BaseException] = []
+    t = threading.Thread(target=lambda: done.append(_raises(opt, batch, w)), daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive() and isinstance(done[0], RuntimeError)
+    monkeypatch.undo()
+    assert np.isfinite(opt.compiled_step(batch, w, 0.1, 2)[1])
+
+
+def _raises(opt: RowOptimizer, batch: dict[str, torch.Tensor], w: float) -> BaseException:
+    try:
+        opt.compiled_step(batch, w, 0.1, 2)
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("expected the failing part's error")

@@ -6,8 +6,15 @@ puts the setting back at the end: whoever imports it (``kernels._kernels``, a do
 collector), the kernels are cached there and never beside the installed package.
 
 Module-level functions so that numba's on-disk cache finds them again in the next process;
-compiling them takes several seconds, loading them from the cache a fraction of a second.
-Without a writable cache folder they are compiled without a cache (``CACHE`` is false).
+loading them from the cache takes a fraction of a second. Without a writable cache folder
+they are compiled without a cache (``CACHE`` is false).
+
+The row-wise step (:func:`step_part`) and update (:func:`apply_part`) have no parallel
+loop: numba's typing and lowering of ``prange`` took most of their compile time (about
+8 s of the step's 8.4 s). Each is a plain function that ``n`` threads run at once, each on
+its own part (:class:`recfit.train.kernels._Workers` starts them), meeting at
+:func:`barrier`; the small helpers are inlined by LLVM (``forceinline``) rather than by
+numba, and are compiled without Python wrappers (:data:`INNER`).
 """
 
 # mypy: ignore-errors
@@ -24,7 +31,7 @@ from numba.extending import intrinsic
 
 from recfit.train.kernels import numba_cache_dir
 
-__all__ = ["apply", "step"]
+__all__ = ["apply_part", "permutation", "step_part", "take"]
 
 _CACHE_DIR = numba_cache_dir()
 CACHE = _CACHE_DIR is not None
@@ -32,8 +39,34 @@ CACHE = _CACHE_DIR is not None
 _SAVED_CACHE_DIR = numba.config.CACHE_DIR
 numba.config.CACHE_DIR = "" if _CACHE_DIR is None else str(_CACHE_DIR)  # restored at the end
 
+INNER = {
+    "cache": CACHE,
+    "nogil": True,
+    "no_cpython_wrapper": True,
+    "no_cfunc_wrapper": True,
+    "error_model": "numpy",
+}
+"""Options of the functions only compiled code calls: no wrappers for Python (a good part
+of each function's compile time) and no ``ZeroDivisionError`` checks."""
+
 AHEAD = 6
 """Rows prefetched this many slots ahead (the loops are bound by memory latency)."""
+
+
+def _noalias(dispatcher):
+    """Compile ``dispatcher`` with every array argument marked ``noalias`` (none of its
+    arrays shares memory with another), as numba does for the bodies of its parallel
+    loops: LLVM then keeps rows in registers and vectorises without overlap checks."""
+    compiler = dispatcher._compiler
+    customize = compiler._customize_flags
+
+    def flags_noalias(flags):
+        flags = customize(flags)
+        flags.noalias = True
+        return flags
+
+    compiler._customize_flags = flags_noalias
+    return dispatcher
 
 
 @intrinsic
@@ -64,7 +97,77 @@ def _prefetch(typingctx, arr, i, j):
     return sig, codegen
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
+def _int64_op(name, doc, emit):
+    """An intrinsic ``name(arr, i)`` on ``arr[i]`` (int64, 1-D): ``emit(builder, pointer)``."""
+
+    def op(typingctx, arr, i):
+        if not isinstance(arr, types.Array) or arr.dtype != types.int64 or arr.ndim != 1:
+            return None
+
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(
+                context, builder, aryty, ary, [args[1]], wraparound=False
+            )
+            return emit(builder, ptr)
+
+        return types.int64(arr, i), codegen
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    return intrinsic(op)
+
+
+_arrive = _int64_op(
+    "_arrive", "Atomically add one to ``arr[i]`` (sequentially consistent); the old value.",
+    lambda builder, ptr: builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "seq_cst"),
+)  # fmt: skip
+_load_acquire = _int64_op(
+    "_load_acquire", "Read ``arr[i]`` atomically, with acquire ordering.",
+    lambda builder, ptr: builder.load_atomic(ptr, "acquire", 8),
+)  # fmt: skip
+
+
+@intrinsic
+def _yield_cpu(typingctx):
+    """``sched_yield()``: let another runnable task have this core."""
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "sched_yield")
+        return builder.call(fn, [])
+
+    return types.int32(), codegen
+
+
+SPINS = 200
+"""Checks of a barrier before each further check yields the core (the machine may be busy)."""
+
+
+@njit(**INNER, forceinline=True)
+def barrier(sync, target):
+    """Arrive at a barrier of the threads running one kernel call (``sync[0]`` counts the
+    arrivals) and wait until ``target`` threads have arrived (``True``) or one gave up
+    (``sync[1]`` set: ``False``, the caller stops). Every write made before arriving is
+    seen by every thread after it."""
+    _arrive(sync, 0)
+    spins = 0
+    while _load_acquire(sync, 0) < target:
+        if _load_acquire(sync, 1) != 0:
+            return False
+        spins += 1
+        if spins > SPINS:
+            _yield_cpu()
+    return True
+
+
+FAST = {"contract", "arcp", "afn"}
+"""The step's fast-math flags: fused multiply-add, reciprocals and fast ``exp``/``sqrt``,
+never reassociation (every sum keeps its order)."""
+
+
+@njit(**INNER, forceinline=True)
 def prefetch_row(arr, r):
     """Prefetch every cache line of row ``r`` of a 2-D float32 array."""
     for f in range(0, arr.shape[1], 16):
@@ -72,7 +175,7 @@ def prefetch_row(arr, r):
     _prefetch(arr, r, arr.shape[1] - 1)
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
+@njit(**INNER, forceinline=True)
 def prefetch_state(r, fac, bias, mom, vel, rdecay, rule):
     """Prefetch what updating row ``r`` reads: factors, bias, optimiser state, decay log."""
     prefetch_row(fac, r)
@@ -85,10 +188,11 @@ def prefetch_state(r, fac, bias, mom, vel, rdecay, rule):
         _prefetch(vel, r, 0)
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(**INNER)
 def group(rows, slot, uniq, start, order, row_slot):  # type: ignore[no-untyped-def]
     # unique rows in order of first appearance; order[start[s]:start[s+1]] are the
-    # batch positions of row uniq[s], in batch order; row_slot[j] is the slot of j
+    # batch positions of row uniq[s], in batch order (start[m] = n); row_slot[j] is
+    # the slot of j
     n = rows.shape[0]
     m = 0
     for j in range(n):
@@ -115,16 +219,28 @@ def group(rows, slot, uniq, start, order, row_slot):  # type: ignore[no-untyped-
     return m
 
 
-@njit(parallel=True, cache=CACHE, nogil=True)
-def group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, counts):  # type: ignore[no-untyped-def]
-    for side in prange(2):
-        if side == 0:
-            counts[0] = group(users, slots_u, uniq[0], start[0], order[0], row_slot[0])
-        else:
-            counts[1] = group(items, slots_i, uniq[1], start[1], order[1], row_slot[1])
+@njit(**INNER)
+def split(start, n, bounds):
+    """Cut the slots ``0..n`` (grouped by :func:`group`) into ``len(bounds) - 1``
+    consecutive ranges ``bounds[c]:bounds[c + 1]`` of about equal work (a slot's ratings
+    plus one for its row's update)."""
+    parts = bounds.shape[0] - 1
+    total = start[n] + n
+    bounds[0] = 0
+    for c in range(1, parts):
+        target = total * c // parts
+        lo, hi = bounds[c - 1], n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if start[mid] + mid < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        bounds[c] = lo
+    bounds[parts] = n
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
+@njit(**INNER, fastmath=FAST, forceinline=True)
 def update_row(p, b, r, g, mom, vel, rdecay, c, before, after):  # type: ignore[no-untyped-def]
     """One row's update: factors ``p[:k]``, bias ``b[r]``, gradient ``g[:k+1]``.
 
@@ -171,7 +287,7 @@ def update_row(p, b, r, g, mom, vel, rdecay, c, before, after):  # type: ignore[
         b[r] = b[r] * owed - c[3] / (np.sqrt(acc_b) + c[5]) * g[k]
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
+@njit(**INNER, fastmath=FAST, forceinline=True)
 def add_penalty(g, p, b, coef):  # type: ignore[no-untyped-def]
     """Add the L2 penalty's gradient ``coef · [p, b]`` to ``g``; return ``|p|² + b²``."""
     k = p.shape[0]
@@ -183,95 +299,26 @@ def add_penalty(g, p, b, coef):  # type: ignore[no-untyped-def]
     return sq
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
-def user_grad(r, lo_t, hi_t, ou, items, ratings, weights, inv_tot, uf, ub, itf, ib, mu32,  # type: ignore[no-untyped-def]
-              lo32, span32, squash, reg, two_reg, out, dx, keep_row, g):  # fmt: skip
-    """Forward pass of user ``r``'s ratings ``ou[lo_t:hi_t]`` (batch order), their loss,
-    ``dx`` and the row's gradient with its penalty into ``g``; the row is copied to
-    ``keep_row``. Returns the row's ``(Σ loss, Σ penalty)``."""
+@_noalias
+@njit(**INNER, fastmath=FAST)
+def user_rows(lo_s, hi_s, n_u, uu, su, ou, items, ratings, weights, inv_tot, uf, ub, itf, ib,  # type: ignore[no-untyped-def]
+              model, reg, out, dx, saved, grad, mom, vel, rd, consts, before, after, update):  # fmt: skip
+    """Users ``uu[lo_s:hi_s]``: the forward pass of their ratings ``ou[su[s]:su[s+1]]``
+    (batch order), loss, ``dx``, each row's gradient with its penalty into ``grad[s]``,
+    the old row into ``saved[s]``, and (``update``) the row's update. ``model`` is
+    ``(mu, lo, span, squash)``. Returns the rows' ``(Σ loss, Σ penalty)``."""
     k = uf.shape[1]
     one = np.float32(1.0)
-    pu = uf[r]
-    for f in range(k):
-        keep_row[f] = pu[f]
-        g[f] = 0.0
-    bu = ub[r]
-    keep_row[k] = bu
-    w_row = np.float32(0.0)
-    d_sum = np.float32(0.0)
-    loss = 0.0
-    for t in range(lo_t, hi_t):
-        j = ou[t]
-        qi = itf[items[j]]
-        x = mu32 + bu + ib[items[j]]
-        for f in range(k):
-            x += pu[f] * qi[f]
-        if squash:
-            sg = one / (one + np.exp(-x))
-            o = lo32 + span32 * sg
-            dsig = span32 * sg * (one - sg)
-        else:
-            o = x
-            dsig = one
-        out[j] = o
-        scale = weights[j] * inv_tot
-        e = o - ratings[j]
-        loss += e * e * scale
-        d = np.float32(2.0) * e * scale * dsig
-        dx[j] = d
-        w_row += scale
-        d_sum += d
-        for f in range(k):
-            g[f] += d * qi[f]
-    g[k] = d_sum
-    return loss, reg * w_row * add_penalty(g, pu, bu, two_reg * w_row)
-
-
-@njit(cache=CACHE, nogil=True, inline="always")
-def item_grad(qi, bi, lo_t, hi_t, oi, dx, weights, inv_tot, saved, slot_u, reg, two_reg, g):  # type: ignore[no-untyped-def]
-    """Item row ``qi`` (bias ``bi``): its gradient from the users' rows kept in ``saved``
-    and the ratings ``oi[lo_t:hi_t]``, with its penalty, into ``g``; returns the penalty."""
-    k = qi.shape[0]
-    for f in range(k + 1):
-        g[f] = 0.0
-    w_row = np.float32(0.0)
-    for t in range(lo_t, hi_t):
-        j = oi[t]
-        d = dx[j]
-        pu = saved[slot_u[j]]
-        for f in range(k):
-            g[f] += d * pu[f]
-        g[k] += d
-        w_row += weights[j] * inv_tot
-    return reg * w_row * add_penalty(g, qi, bi, two_reg * w_row)
-
-
-@njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
-def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, squash,  # type: ignore[no-untyped-def]
-         reg, mom_u, vel_u, rd_u, mom_i, vel_i, rd_i, consts, before, after,
-         out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, saved, grad, update):  # fmt: skip
-    """One batch's forward pass, loss, gradient of every looked-up row and (``update``)
-    the rows' optimiser step. Without ``update`` (distributed training sums the ranks'
-    gradients first) the optimiser state is not read and the tables are not changed:
-    users' gradients are in ``grad[:counts[0]]`` for the rows ``uniq[0, :counts[0]]``,
-    then the items'."""
-    group_both(users, items, slots_u, slots_i, uniq, start, order, row_slot, counts)
-    mu32 = np.float32(mu)
-    lo32 = np.float32(lo)
-    span32 = np.float32(span)
-    inv_tot = np.float32(1.0 / w_tot)
+    mu32, lo32, span32 = np.float32(model[0]), np.float32(model[1]), np.float32(model[2])
+    squash = model[3] != 0.0
     two_reg = np.float32(2.0 * reg)
     loss = 0.0
     pen = 0.0
-    # users: forward of their ratings, their gradient, their update; the old rows
-    # are kept in ``saved`` for the items' gradient
-    uu, su, ou = uniq[0], start[0], order[0]
-    n_u = counts[0]
-    for s in prange(n_u):
+    for s in range(lo_s, hi_s):
         a = s + AHEAD
         if a < n_u:
             if update:
-                prefetch_state(uu[a], uf, ub, mom_u, vel_u, rd_u, consts[6])
+                prefetch_state(uu[a], uf, ub, mom, vel, rd, consts[6])
             else:
                 prefetch_row(uf, uu[a])
             for t in range(su[a], su[a + 1]):
@@ -279,41 +326,143 @@ def step(users, items, ratings, weights, w_tot, uf, ub, itf, ib, mu, lo, span, s
                 _prefetch(ib, items[ou[t]], 0)
         r = uu[s]
         g = grad[s]
-        ls, ps = user_grad(r, su[s], su[s + 1], ou, items, ratings, weights, inv_tot, uf, ub,
-                           itf, ib, mu32, lo32, span32, squash, reg, two_reg, out, dx,
-                           saved[s], g)  # fmt: skip
-        loss += ls
-        pen += ps
+        keep_row = saved[s]
+        pu = uf[r]
+        for f in range(k):
+            keep_row[f] = pu[f]
+            g[f] = 0.0
+        bu = ub[r]
+        keep_row[k] = bu
+        w_row = np.float32(0.0)
+        d_sum = np.float32(0.0)
+        for t in range(su[s], su[s + 1]):
+            j = ou[t]
+            qi = itf[items[j]]
+            x = mu32 + bu + ib[items[j]]
+            for f in range(k):
+                x += pu[f] * qi[f]
+            if squash:
+                sg = one / (one + np.exp(-x))
+                o = lo32 + span32 * sg
+                dsig = span32 * sg * (one - sg)
+            else:
+                o = x
+                dsig = one
+            out[j] = o
+            scale = weights[j] * inv_tot
+            e = o - ratings[j]
+            loss += e * e * scale
+            d = np.float32(2.0) * e * scale * dsig
+            dx[j] = d
+            w_row += scale
+            d_sum += d
+            for f in range(k):
+                g[f] += d * qi[f]
+        g[k] = d_sum
+        pen += reg * w_row * add_penalty(g, pu, bu, two_reg * w_row)
         if update:
-            update_row(uf[r], ub, r, g, mom_u, vel_u, rd_u, consts, before, after)
-    # items: gradient from the users' old rows, then the update
-    ui, si, oi, slot_u = uniq[1], start[1], order[1], row_slot[0]
-    n_i = counts[1]
-    for s in prange(n_i):
+            update_row(pu, ub, r, g, mom, vel, rd, consts, before, after)
+    return loss, pen
+
+
+@_noalias
+@njit(**INNER, fastmath=FAST)
+def item_rows(lo_s, hi_s, n_i, ui, si, oi, dx, weights, inv_tot, itf, ib, saved, slot_u, reg,  # type: ignore[no-untyped-def]
+              grad, mom, vel, rd, consts, before, after, update):  # fmt: skip
+    """Items ``ui[lo_s:hi_s]``: each row's gradient from the users' old rows in ``saved``
+    and the ratings ``oi[si[s]:si[s+1]]``, with its penalty, into ``grad[s]``, then
+    (``update``) the row's update. Returns the rows' Σ penalty."""
+    k = itf.shape[1]
+    two_reg = np.float32(2.0 * reg)
+    pen = 0.0
+    for s in range(lo_s, hi_s):
         a = s + AHEAD
         if a < n_i:
             if update:
-                prefetch_state(ui[a], itf, ib, mom_i, vel_i, rd_i, consts[6])
+                prefetch_state(ui[a], itf, ib, mom, vel, rd, consts[6])
             else:
                 prefetch_row(itf, ui[a])
             for t in range(si[a], si[a + 1]):
                 prefetch_row(saved, slot_u[oi[t]])
         r = ui[s]
-        g = grad[counts[0] + s]
-        pen += item_grad(itf[r], ib[r], si[s], si[s + 1], oi, dx, weights, inv_tot, saved,
-                         slot_u, reg, two_reg, g)  # fmt: skip
+        g = grad[s]
+        qi = itf[r]
+        for f in range(k + 1):
+            g[f] = 0.0
+        w_row = np.float32(0.0)
+        for t in range(si[s], si[s + 1]):
+            j = oi[t]
+            d = dx[j]
+            pu = saved[slot_u[j]]
+            for f in range(k):
+                g[f] += d * pu[f]
+            g[k] += d
+            w_row += weights[j] * inv_tot
+        pen += reg * w_row * add_penalty(g, qi, ib[r], two_reg * w_row)
         if update:
-            update_row(itf[r], ib, r, g, mom_i, vel_i, rd_i, consts, before, after)
+            update_row(qi, ib, r, g, mom, vel, rd, consts, before, after)
+    return pen
+
+
+@njit(**INNER, forceinline=True)
+def group_side(c, rows_u, rows_i, slots_u, slots_i, uniq, start, order, row_slot, counts,  # type: ignore[no-untyped-def]
+               bounds):  # fmt: skip
+    """Part ``c``'s share of the grouping: with one part both sides, else users in part 0
+    and items in part 1; each side's rows then cut into ``bounds.shape[1] - 1`` ranges."""
+    parts = bounds.shape[1] - 1
+    if c == 0:
+        counts[0] = group(rows_u, slots_u, uniq[0], start[0], order[0], row_slot[0])
+        split(start[0], counts[0], bounds[0])
+    if c == 1 or parts == 1:
+        counts[1] = group(rows_i, slots_i, uniq[1], start[1], order[1], row_slot[1])
+        split(start[1], counts[1], bounds[1])
+
+
+@njit(cache=CACHE, nogil=True)
+def step_part(c, sync, users, items, ratings, weights, w_tot, uf, ub, itf, ib, model, reg,  # type: ignore[no-untyped-def]
+              mom_u, vel_u, rd_u, mom_i, vel_i, rd_i, consts, before, after, out, dx, slots_u,
+              slots_i, uniq, start, order, row_slot, counts, bounds, saved, grad, update):  # fmt: skip
+    """Part ``c`` of one batch's step, run by one of ``bounds.shape[1] - 1`` threads at
+    once (each with its ``c``, the same arrays, ``sync`` zeroed before): the forward
+    pass, loss, gradient of every looked-up row and (``update``) the rows' optimiser
+    step. Without ``update`` (distributed training sums the ranks' gradients first) the
+    optimiser state is not read and the tables are not changed: users' gradients are in
+    ``grad[:counts[0]]`` for the rows ``uniq[0, :counts[0]]``, then the items'.
+
+    Group the batch by user and by item (:func:`group_side`); then this part's users
+    (:func:`user_rows`: the forward pass, their gradient and update, the old rows kept
+    in ``saved``); then its items (:func:`item_rows`), each phase after a
+    :func:`barrier`. Returns the part's ``(Σ loss, Σ penalty)``.
+    """
+    parts = bounds.shape[1] - 1
+    group_side(c, users, items, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds)
+    if not barrier(sync, parts):
+        return 0.0, 0.0
+    inv_tot = np.float32(1.0 / w_tot)
+    n_u, n_i = counts[0], counts[1]
+    loss, pen = user_rows(
+        bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], items, ratings,
+        weights, inv_tot, uf, ub, itf, ib, model, reg, out, dx, saved, grad, mom_u, vel_u,
+        rd_u, consts, before, after, update,
+    )  # fmt: skip
+    if not barrier(sync, 2 * parts):
+        return loss, pen
+    pen += item_rows(
+        bounds[1, c], bounds[1, c + 1], n_i, uniq[1], start[1], order[1], dx, weights,
+        inv_tot, itf, ib, saved, row_slot[0], reg, grad[n_u:], mom_i, vel_i, rd_i, consts,
+        before, after, update,
+    )  # fmt: skip
     return loss, pen
 
 
-@njit(cache=CACHE, nogil=True, inline="always")
-def sum_update(n, uniq, start, order, rows_g, fac, bias, mom, vel, rdecay, consts, before,  # type: ignore[no-untyped-def]
-               after, gsum):  # fmt: skip
-    """For each of the ``n`` unique rows: sum its gradients ``rows_g[order[...]]`` (in
-    order of appearance) into ``gsum``, then update it (:func:`update_row`)."""
+@njit(**INNER, fastmath=FAST, forceinline=True)
+def sum_update(lo_s, hi_s, n, uniq, start, order, rows_g, fac, bias, mom, vel, rdecay, consts,  # type: ignore[no-untyped-def]
+               before, after, gsum):  # fmt: skip
+    """For the unique rows ``lo_s:hi_s`` of ``n``: sum each one's gradients
+    ``rows_g[order[...]]`` (in order of appearance) into ``gsum``, then update it
+    (:func:`update_row`)."""
     kp = rows_g.shape[1]
-    for s in prange(n):
+    for s in range(lo_s, hi_s):
         a = s + AHEAD
         if a < n:
             prefetch_state(uniq[a], fac, bias, mom, vel, rdecay, consts[6])
@@ -328,18 +477,22 @@ def sum_update(n, uniq, start, order, rows_g, fac, bias, mom, vel, rdecay, const
         update_row(fac[r], bias, r, g, mom, vel, rdecay, consts, before, after)
 
 
-@njit(parallel=True, cache=CACHE, nogil=True, fastmath={"contract", "arcp", "afn"})
-def apply(rows_u, g_u, rows_i, g_i, uf, ub, itf, ib, mom_u, vel_u, rd_u, mom_i, vel_i, rd_i,  # type: ignore[no-untyped-def]
-          consts, before, after, slots_u, slots_i, uniq, start, order, row_slot, counts, gsum):  # fmt: skip
-    """Update the rows ``rows_u`` of the users' tables from their gradients ``g_u`` (one
-    row each, ``k + 1`` columns; a repeated row's gradients are summed in order) and the
-    items' ``rows_i`` from ``g_i``: the second half of :func:`step`."""
-    group_both(rows_u, rows_i, slots_u, slots_i, uniq, start, order, row_slot, counts)
-    n_u = counts[0]
-    sum_update(n_u, uniq[0], start[0], order[0], g_u, uf, ub, mom_u, vel_u, rd_u, consts,
-               before, after, gsum[:n_u])  # fmt: skip
-    sum_update(counts[1], uniq[1], start[1], order[1], g_i, itf, ib, mom_i, vel_i, rd_i, consts,
-               before, after, gsum[n_u:])  # fmt: skip
+@njit(cache=CACHE, nogil=True)
+def apply_part(c, sync, rows_u, g_u, rows_i, g_i, uf, ub, itf, ib, mom_u, vel_u, rd_u, mom_i,  # type: ignore[no-untyped-def]
+               vel_i, rd_i, consts, before, after, slots_u, slots_i, uniq, start, order,
+               row_slot, counts, bounds, gsum):  # fmt: skip
+    """Part ``c`` (as in :func:`step_part`) of updating the rows ``rows_u`` of the users'
+    tables from their gradients ``g_u`` (one row each, ``k + 1`` columns; a repeated
+    row's gradients are summed in order) and the items' ``rows_i`` from ``g_i``: the
+    second half of :func:`step_part`."""
+    group_side(c, rows_u, rows_i, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds)
+    if not barrier(sync, bounds.shape[1] - 1):
+        return
+    n_u, n_i = counts[0], counts[1]
+    sum_update(bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], g_u, uf, ub,
+               mom_u, vel_u, rd_u, consts, before, after, gsum)  # fmt: skip
+    sum_update(bounds[1, c], bounds[1, c + 1], n_i, uniq[1], start[1], order[1], g_i, itf, ib,
+               mom_i, vel_i, rd_i, consts, before, after, gsum[n_u:])  # fmt: skip
 
 
 @njit(cache=CACHE, nogil=True, inline="always")

@@ -8,6 +8,11 @@ the sum over repeated rows, and the row's update (AdamW or row-wise Adagrad) wit
 lazy decoupled weight decay. Each touched row is read and written once per side by one
 thread, with the rows a few slots ahead prefetched; no intermediate tensors.
 
+Threads: a call runs on ``n`` threads (the calling one and ``n - 1`` workers kept for
+the process), each on its share of the batch's distinct users, then of its items, with
+barriers in between; idle workers sleep, and a waiting thread yields its core after a
+short spin, so a busy machine costs little.
+
 Determinism: the sum of a row's gradient runs over the batch in batch order, and every
 row is owned by one thread, so the weights are the same for any thread count. Only the
 reported loss (a float64 reduction) may differ in its last bits between thread counts.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import queue
 import sys
 import threading
 import time
@@ -74,11 +80,12 @@ def _kernels() -> dict[str, Any]:
     from recfit.train import _kernels_numba
 
     return {
-        "step": _kernels_numba.step,
-        "apply": _kernels_numba.apply,
+        "step": _kernels_numba.step_part,
+        "apply": _kernels_numba.apply_part,
         "permutation": _kernels_numba.permutation,
         "take": _kernels_numba.take,
         "set_threads": numba.set_num_threads,
+        "get_threads": numba.get_num_threads,
         "max_threads": config.NUMBA_NUM_THREADS,
     }
 
@@ -130,9 +137,9 @@ def _compile_step() -> None:
     v32, v64, vi = np.empty(1, f32), np.empty(1, f64), np.empty(1, i64)
     m32, mi = np.empty((1, 2), f32), np.empty((1, 1), i64)
     args = (
-        vi, vi, v32, v32, 1.0, m32, v32, m32, v32, 1.0, 1.0, 1.0, True, 1.0,
+        0, vi, vi, vi, v32, v32, 1.0, m32, v32, m32, v32, (1.0, 1.0, 1.0, 1.0), 1.0,
         m32, m32, v64, m32, m32, v64, v32, 1.0, 1.0, v32, v32, vi, vi,
-        mi, mi, mi, mi, vi, m32, m32,
+        mi, mi, mi, mi, vi, mi, m32, m32, True,
     )  # fmt: skip
     with contextlib.suppress(Exception):  # a head start only: the fit compiles what it needs
         _kernels()["step"].compile(tuple(typeof(a) for a in args))
@@ -228,6 +235,9 @@ class RowStepBuffers:
         self.k = n_factors
         self.cap = 0
         self.counts = np.zeros(2, np.int64)
+        self.sync = np.zeros(2, np.int64)
+        self.bounds = np.zeros((2, 2), np.int64)
+        """Each side's distinct rows cut into one range per thread (``(2, threads + 1)``)."""
         self._alloc(1)
 
     def _alloc(self, n: int) -> None:
@@ -244,6 +254,11 @@ class RowStepBuffers:
         """Grow to hold a batch of ``n`` ratings."""
         if n > self.cap:
             self._alloc(n)
+
+    def cut(self, parts: int) -> None:
+        """Size ``bounds`` for ``parts`` threads."""
+        if self.bounds.shape[1] != parts + 1:
+            self.bounds = np.zeros((2, parts + 1), np.int64)
 
 
 def row_step(
@@ -289,24 +304,93 @@ def row_step(
     penalty); the gradient is that of their sum.
     """
     kern = _kernels()
-    _set_threads(kern, threads)
     users, items = batch["user"], batch["item"]
     buf.ensure(users.shape[0])
     (uf, ub), (itf, ib) = tables
     mu, lo, span, squash = model
-    loss, pen = kern["step"](
-        users, items, batch["rating"], batch["weight"], float(w_tot), uf, ub, itf, ib,
-        float(mu), float(lo), float(span), bool(squash), float(reg),
-        state[0][0], state[0][1], row_decay[0], state[1][0], state[1][1], row_decay[1],
-        consts, float(decay[0]), float(decay[1]), out, buf.dx, buf.slots[0], buf.slots[1],
-        buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts, buf.saved, buf.grad, update,
+    sums = _WORKERS.run(
+        kern["step"], _parts(kern, threads, buf), buf.sync,
+        (
+            users, items, batch["rating"], batch["weight"], float(w_tot), uf, ub, itf, ib,
+            (float(mu), float(lo), float(span), 1.0 if squash else 0.0), float(reg),
+            state[0][0], state[0][1], row_decay[0], state[1][0], state[1][1], row_decay[1],
+            consts, float(decay[0]), float(decay[1]), out, buf.dx, buf.slots[0], buf.slots[1],
+            buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts, buf.bounds, buf.saved,
+            buf.grad, update,
+        ),
     )  # fmt: skip
-    return float(loss), float(pen)
+    loss = pen = 0.0
+    for part_loss, part_pen in sums:  # in part order: the same sums for the same threads
+        loss += part_loss
+        pen += part_pen
+    return loss, pen
 
 
-def _set_threads(kern: dict[str, Any], threads: int | None) -> None:
+def _parts(kern: dict[str, Any], threads: int | None, buf: RowStepBuffers) -> int:
+    """The threads of one kernel call: ``threads``, else numba's count for this thread
+    (which the thread policy sets), at most numba's pool; sizes ``buf.bounds``."""
     if threads is not None:
         kern["set_threads"](max(1, min(int(threads), kern["max_threads"])))
+    parts = max(1, min(int(kern["get_threads"]()), int(kern["max_threads"])))
+    buf.cut(parts)
+    return parts
+
+
+class _Workers:
+    """Threads that run the other parts of a kernel call beside the calling thread.
+
+    A call's parts run at once, one per thread, and meet at barriers inside the kernel
+    (spinning briefly, then yielding the core), so the kernels are plain compiled
+    functions: no parallel region for numba to type and lower (seconds of compile time).
+    Idle workers block on their queue; one call at a time (a lock).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queues: list[queue.SimpleQueue[Any]] = []
+        self.done: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
+
+    def _work(self, jobs: queue.SimpleQueue[Any]) -> None:
+        while True:
+            fn, c, sync, args = jobs.get()
+            try:
+                self.done.put((c, True, fn(c, sync, *args)))
+            except BaseException as exc:
+                sync[1] = 1  # the other parts stop waiting at the barriers
+                self.done.put((c, False, exc))
+
+    def run(self, fn: Any, parts: int, sync: np.ndarray, args: tuple[Any, ...]) -> list[Any]:
+        """``[fn(c, sync, *args) for c in range(parts)]``, run at once on ``parts`` threads
+        (this one runs part 0)."""
+        sync[:] = 0
+        if parts == 1:
+            return [fn(0, sync, *args)]
+        with self.lock:
+            while len(self.queues) < parts - 1:
+                jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+                name = f"recfit-kernel-{len(self.queues) + 1}"
+                threading.Thread(target=self._work, args=(jobs,), name=name, daemon=True).start()
+                self.queues.append(jobs)
+            for c in range(1, parts):
+                self.queues[c - 1].put((fn, c, sync, args))
+            out: list[Any] = [None] * parts
+            error: BaseException | None = None
+            try:
+                out[0] = fn(0, sync, *args)
+            except BaseException as exc:
+                sync[1] = 1
+                error = exc
+            for _ in range(1, parts):
+                c, ok, res = self.done.get()
+                out[c] = res
+                if not ok and error is None:
+                    error = res
+            if error is not None:
+                raise error
+            return out
+
+
+_WORKERS = _Workers()
 
 
 def row_grads(
@@ -355,13 +439,15 @@ def row_apply(
     gradients are summed in order of appearance) update ``tables`` and ``state`` in place.
     The other arguments are those of :func:`row_step`."""
     kern = _kernels()
-    _set_threads(kern, threads)
     (ru, gu), (ri, gi) = rows
     buf.ensure(max(ru.shape[0], ri.shape[0]))
     (uf, ub), (itf, ib) = tables
-    kern["apply"](
-        ru, gu, ri, gi, uf, ub, itf, ib, state[0][0], state[0][1], row_decay[0],
-        state[1][0], state[1][1], row_decay[1], consts, float(decay[0]), float(decay[1]),
-        buf.slots[0], buf.slots[1], buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts,
-        buf.grad,
+    _WORKERS.run(
+        kern["apply"], _parts(kern, threads, buf), buf.sync,
+        (
+            ru, gu, ri, gi, uf, ub, itf, ib, state[0][0], state[0][1], row_decay[0],
+            state[1][0], state[1][1], row_decay[1], consts, float(decay[0]), float(decay[1]),
+            buf.slots[0], buf.slots[1], buf.uniq, buf.start, buf.order, buf.row_slot,
+            buf.counts, buf.bounds, buf.grad,
+        ),
     )  # fmt: skip
