@@ -126,6 +126,9 @@ def test_the_budget_stops_a_running_trial() -> None:
     with pytest.raises(CancelFitException):
         watch.after_batch()
     assert watch.stopped == "timeout" and "budget" in watch.note
+    assert watch.steps_in_bulk  # a fit whose epochs run as one kernel keeps that path
+    with pytest.raises(CancelFitException):
+        watch.after_steps([0.1], [0.9], [1.0])
     # a search whose budget is spent before its first trial ends says so
     d = synthetic(20_000, 300, 200, seed=0)
     with pytest.raises(ConfigError, match=r"timeout|none"):

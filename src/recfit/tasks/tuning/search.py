@@ -421,6 +421,13 @@ class _Watch(Callback):
     def after_batch(self) -> None:
         self._out_of_time()
 
+    def after_steps(
+        self, lrs: Sequence[float], moms: Sequence[float], losses: Sequence[float]
+    ) -> None:
+        """An epoch run as one compiled kernel (no batch events): the clock is checked
+        after it, and the fit keeps its fast path."""
+        self._out_of_time()
+
     def after_epoch(self) -> None:
         rec = self.learn.history[-1] if self.learn.history else {}
         value = float(rec.get(self.metric, math.nan))
