@@ -207,7 +207,7 @@ def test_importing_the_kernel_module_directly_caches_in_the_given_folder(tmp_pat
         "saved = numba.config.CACHE_DIR\n"
         "from recfit.train import _kernels_numba as k\n"
         "out = np.empty(3, dtype=np.int64)\n"
-        "k.take(np.arange(3, dtype=np.int64), np.array([2, 0, 1]), out)\n"
+        "k.take_part(0, np.zeros(2, np.int64), 1, np.arange(3), np.array([2, 0, 1]), out)\n"
         "assert out.tolist() == [2, 0, 1]\n"
         "assert numba.config.CACHE_DIR == saved\n"
     )

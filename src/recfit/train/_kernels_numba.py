@@ -25,13 +25,13 @@ import math
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from recfit.train.kernels import numba_cache_dir
 
-__all__ = ["apply_part", "permutation", "step_part", "take"]
+__all__ = ["apply_part", "permutation_part", "step_part", "take_part"]
 
 _CACHE_DIR = numba_cache_dir()
 CACHE = _CACHE_DIR is not None
@@ -510,36 +510,48 @@ def _below(x, n):
     return np.int64(((x >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
 
 
-@njit(parallel=True, cache=CACHE, nogil=True)
-def permutation(n, seed, n_buckets, n_chunks, out):
-    """A uniformly random permutation of ``0..n-1`` into ``out`` (Rao-Sandelius).
+@njit(cache=CACHE, nogil=True)
+def permutation_part(c, sync, parts, n, seed, counts, starts, out):  # type: ignore[no-untyped-def]
+    """Part ``c`` of ``parts`` (run at once, as :func:`step_part`) of a uniformly random
+    permutation of ``0..n-1`` into ``out`` (Rao-Sandelius).
 
-    Every position draws one of ``n_buckets`` buckets; the buckets are concatenated in
-    order and each is shuffled by Fisher-Yates. Random numbers come from a hash of
-    ``(seed, counter)``, so the result depends on ``seed`` only, never on the threads.
+    Every position draws one of ``n_buckets`` buckets (``counts`` is ``(n_chunks,
+    n_buckets)``, ``starts`` ``n_buckets + 1``); the buckets are concatenated in order and
+    each is shuffled by Fisher-Yates. Random numbers come from a hash of ``(seed,
+    counter)``, and the chunks and buckets are fixed by ``n``, so the result depends on
+    ``seed`` only, never on the threads.
     """
+    n_chunks, n_buckets = counts.shape
     key = _mix(np.uint64(seed))
     key2 = _mix(key ^ np.uint64(0x5851F42D4C957F2D))
-    counts = np.zeros((n_chunks, n_buckets), np.int64)
     size = (n + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        for i in range(c * size, min(n, (c + 1) * size)):
-            counts[c, _below(_mix(key ^ np.uint64(i)), n_buckets)] += 1
-    starts = np.empty(n_buckets + 1, np.int64)
-    pos = 0
-    for b in range(n_buckets):
-        starts[b] = pos
-        for c in range(n_chunks):
-            cnt = counts[c, b]
-            counts[c, b] = pos
-            pos += cnt
-    starts[n_buckets] = pos
-    for c in prange(n_chunks):
-        for i in range(c * size, min(n, (c + 1) * size)):
+    lo_c, hi_c = n_chunks * c // parts, n_chunks * (c + 1) // parts
+    for ch in range(lo_c, hi_c):
+        for b in range(n_buckets):
+            counts[ch, b] = 0
+        for i in range(ch * size, min(n, (ch + 1) * size)):
+            counts[ch, _below(_mix(key ^ np.uint64(i)), n_buckets)] += 1
+    if not barrier(sync, parts):
+        return
+    if c == 0:
+        pos = 0
+        for b in range(n_buckets):
+            starts[b] = pos
+            for ch in range(n_chunks):
+                cnt = counts[ch, b]
+                counts[ch, b] = pos
+                pos += cnt
+        starts[n_buckets] = pos
+    if not barrier(sync, 2 * parts):
+        return
+    for ch in range(lo_c, hi_c):
+        for i in range(ch * size, min(n, (ch + 1) * size)):
             b = _below(_mix(key ^ np.uint64(i)), n_buckets)
-            out[counts[c, b]] = i
-            counts[c, b] += 1
-    for b in prange(n_buckets):
+            out[counts[ch, b]] = i
+            counts[ch, b] += 1
+    if not barrier(sync, 3 * parts):
+        return
+    for b in range(n_buckets * c // parts, n_buckets * (c + 1) // parts):
         lo = starts[b]
         for i in range(starts[b + 1] - 1, lo, -1):
             j = lo + _below(_mix(key2 ^ np.uint64(i)), i - lo + 1)
@@ -548,10 +560,11 @@ def permutation(n, seed, n_buckets, n_chunks, out):
             out[j] = t
 
 
-@njit(parallel=True, cache=CACHE, nogil=True)
-def take(src, perm, out):
-    """``out[j] = src[perm[j]]`` on every thread."""
-    for j in prange(perm.shape[0]):
+@njit(cache=CACHE, nogil=True)
+def take_part(c, sync, parts, src, perm, out):  # type: ignore[no-untyped-def]
+    """Part ``c`` of ``parts`` of ``out[j] = src[perm[j]]``."""
+    n = perm.shape[0]
+    for j in range(n * c // parts, n * (c + 1) // parts):
         out[j] = src[perm[j]]
 
 

@@ -82,8 +82,8 @@ def _kernels() -> dict[str, Any]:
     return {
         "step": _kernels_numba.step_part,
         "apply": _kernels_numba.apply_part,
-        "permutation": _kernels_numba.permutation,
-        "take": _kernels_numba.take,
+        "permutation": _kernels_numba.permutation_part,
+        "take": _kernels_numba.take_part,
         "set_threads": numba.set_num_threads,
         "get_threads": numba.get_num_threads,
         "max_threads": config.NUMBA_NUM_THREADS,
@@ -110,15 +110,15 @@ def ensure_compiled(
         return 0.0
     for t in _AHEAD:  # compile_ahead's work: waited for, counted as compile time
         t.join()
-    kern = _kernels()
+    _kernels()
     if warm_step is not None:
         warm_step()
     if shuffle:
-        kern["permutation"](1, 0, 1, 1, np.empty(1, np.int64))
+        permutation(1, 0)
         ix = np.zeros(1, np.int64)
         for v in (columns or {}).values():
             a = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
-            kern["take"](a[:1], ix, np.empty(1, a.dtype))
+            take(a[:1], ix)
     return time.perf_counter() - t0
 
 
@@ -205,8 +205,12 @@ def permutation(n: int, seed: int) -> np.ndarray:
     """
     out = np.empty(n, np.int64)
     if n:
+        kern = _kernels()
         n_buckets = max(1, n // 8192)
-        _kernels()["permutation"](n, seed & (2**63 - 1), n_buckets, min(64, n_buckets), out)
+        counts = np.empty((min(64, n_buckets), n_buckets), np.int64)
+        args = (n, seed & (2**63 - 1), counts, np.empty(n_buckets + 1, np.int64), out)
+        parts = _threads(kern)
+        _WORKERS.run(kern["permutation"], parts, np.zeros(2, np.int64), (parts, *args))
     return out
 
 
@@ -219,7 +223,9 @@ def take(src: np.ndarray, perm: np.ndarray, out: np.ndarray | None = None) -> np
     """
     if out is None:
         out = np.empty(perm.shape[0], src.dtype)
-    _kernels()["take"](src, perm, out)
+    kern = _kernels()
+    parts = _threads(kern) if perm.shape[0] >= 1 << 16 else 1
+    _WORKERS.run(kern["take"], parts, np.zeros(2, np.int64), (parts, src, perm, out))
     return out
 
 
@@ -331,9 +337,14 @@ def _parts(kern: dict[str, Any], threads: int | None, buf: RowStepBuffers) -> in
     (which the thread policy sets), at most numba's pool; sizes ``buf.bounds``."""
     if threads is not None:
         kern["set_threads"](max(1, min(int(threads), kern["max_threads"])))
-    parts = max(1, min(int(kern["get_threads"]()), int(kern["max_threads"])))
+    parts = _threads(kern)
     buf.cut(parts)
     return parts
+
+
+def _threads(kern: dict[str, Any]) -> int:
+    """numba's thread count for this thread (the thread policy sets it), at most its pool."""
+    return max(1, min(int(kern["get_threads"]()), int(kern["max_threads"])))
 
 
 class _Workers:
