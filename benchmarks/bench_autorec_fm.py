@@ -24,6 +24,7 @@ R2: GC-MC with side features 0.905, GLocal-K 0.8889.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 from pathlib import Path
@@ -52,10 +53,13 @@ PARTS = {"r4": ("ml-1m", "random:0.1"), "r2": ("ml-100k", "u1")}
 INNER: dict[str, list[dict[str, Any]]] = {
     "autorec": [
         {},
-        {"reg": 100.0},
-        {"reg": 1000.0},
+        {"lr": 1.25e-3},
+        {"lr": 5e-3},
+        {"lr": 5e-3, "reg": 100.0},
+        {"lr": 5e-3, "reg": 150.0},
+        {"lr": 5e-3, "reg": 1000.0},
         {"lr": 1e-2},
-        {"epochs": 50},
+        {"lr": 5e-3, "epochs": 50},
     ],
     "fm": [{}, {"n_factors": 32}, {"reg": 0.1}, {"epochs": 20}],
 }
@@ -82,7 +86,9 @@ def bench(part: str, seeds: list[int], data_dir: str, only: list[str]) -> None:
         )  # fmt: skip
 
 
-def inner(name: str, data_dir: str, part: str = "r4") -> None:
+def inner(
+    name: str, data_dir: str, part: str = "r4", only: list[dict[str, Any]] | None = None
+) -> None:
     """Score :data:`INNER`'s settings of family ``name`` on an inner cut of the training
     rows of ``part`` (split seed 0): 5% of R4's (10% of R2's) held out, the test rows
     never read."""
@@ -93,7 +99,7 @@ def inner(name: str, data_dir: str, part: str = "r4") -> None:
     perm = rng.permutation(len(train))
     n_valid = len(train) // (20 if part == "r4" else 10)
     fit, valid = train.take(np.sort(perm[n_valid:])), train.take(np.sort(perm[:n_valid]))
-    for extra in INNER[name]:
+    for extra in INNER[name] if only is None else only:
         load = os.getloadavg()[0]
         cfg = RatingConfig(model=name, seed=0, **extra)
         learn = fit_learner(build_learner(cfg, fit, None, progress=False), cfg)
@@ -115,9 +121,11 @@ def main() -> None:
     ap.add_argument("--part", default="all", choices=["r4", "r2", "all"])
     ap.add_argument("--only", default="reference,autorec,fm")
     ap.add_argument("--inner", default=None, choices=["autorec", "fm"])
+    ap.add_argument("--settings", default=None, help="with --inner: one JSON object of settings")
     args = ap.parse_args()
     if args.inner:
-        inner(args.inner, args.data_dir, "r2" if args.part == "r2" else "r4")
+        only = None if args.settings is None else [json.loads(args.settings)]
+        inner(args.inner, args.data_dir, "r2" if args.part == "r2" else "r4", only)
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     only = args.only.split(",")

@@ -120,7 +120,7 @@ class IAutoRec(RatingModel):
         *,
         reg: float = 300.0,
         epochs: int = 30,
-        lr: float = 5e-3,
+        lr: float = 2.5e-3,
         batch_items: int = 256,
         init_std: float = 0.03,
         seed: int = 0,
@@ -329,7 +329,7 @@ register_family(Family(
     reads=frozenset({"autorec_hidden", "epochs", "lr", "reg", "seed"}),
     trainers=("closed_form",), adapter="generic", closed_form=fit_autorec,
     # chosen on an inner cut of R4's training rows: docs/families.md
-    defaults={"epochs": 30, "lr": 5e-3, "reg": 300.0},
+    defaults={"epochs": 30, "lr": 2.5e-3, "reg": 300.0},
     build=sized_build(IAutoRec, prepare=_prepare),
     summary="I-AutoRec (Sedhain et al. 2015): item-based autoencoder of the rating matrix, "
     "one sigmoid hidden layer, trained by Adam on batches of items",
