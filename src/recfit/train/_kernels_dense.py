@@ -148,6 +148,47 @@ def _adam_rows(p, m, x, last, a, sb, grads, uniq, n, slot, t, keep, c1, beta2, s
 
 
 @njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
+def _bag_sum(acc, s, y, items, start, end, w):  # type: ignore[no-untyped-def]
+    """``acc[s] += w·y[j]`` for ``j`` in ``items[start:end]``, in that order; four rows
+    per pass (the same multiply-adds in the same order, ``acc[s]`` read and written once
+    per four). Every column of ``y`` (its zero padding too)."""
+    kp = y.shape[1]
+    t = start
+    while t + 4 <= end:
+        j1, j2, j3, j4 = items[t], items[t + 1], items[t + 2], items[t + 3]
+        for f in range(kp):
+            acc[s, f] = (((acc[s, f] + w * y[j1, f]) + w * y[j2, f]) + w * y[j3, f]) + w * y[j4, f]
+        t += 4
+    while t < end:
+        j = items[t]
+        for f in range(kp):
+            acc[s, f] += w * y[j, f]
+        t += 1
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
+def _bag_scatter(g, slot, items, start, end, d, s):  # type: ignore[no-untyped-def]
+    """``g[slot[j]] += d[s]`` for ``j`` in ``items[start:end]`` (distinct rows), four
+    rows per pass."""
+    kp = g.shape[1]
+    t = start
+    while t + 4 <= end:
+        r1, r2, r3, r4 = slot[items[t]], slot[items[t + 1]], slot[items[t + 2]], slot[items[t + 3]]
+        for f in range(kp):
+            v = d[s, f]
+            g[r1, f] += v
+            g[r2, f] += v
+            g[r3, f] += v
+            g[r4, f] += v
+        t += 4
+    while t < end:
+        r = slot[items[t]]
+        for f in range(kp):
+            g[r, f] += d[s, f]
+        t += 1
+
+
+@njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
 def epoch(  # type: ignore[no-untyped-def]
     users, items, ratings, weights, starts, indptr, implicit, alpha,
     pu, mu_, xu, lu, au, bu, pi, mi_, xi, li, ai, bi, py, my, xy, ly, ay, by,
@@ -210,10 +251,7 @@ def epoch(  # type: ignore[no-untyped-def]
             u = uniq_u[s]
             w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
             imp[s] = 0.0
-            for t in range(indptr[u], indptr[u + 1]):
-                j = implicit[t]
-                for f in range(kp):  # y's columns from n_factors on stay zero
-                    imp[s, f] += w * py[j, f]
+            _bag_sum(imp, s, py, implicit, indptr[u], indptr[u + 1], w)
         w_sum = np.float32(0.0)
         for j in range(n):
             w_sum += weights[lo_r + j]
@@ -254,10 +292,9 @@ def epoch(  # type: ignore[no-untyped-def]
         for s in range(nu):
             u = uniq_u[s]
             w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
-            for t in range(indptr[u], indptr[u + 1]):
-                sy = slot_y[implicit[t]]
-                for f in range(kp):  # d_user's columns from n_factors on are zero
-                    gy[sy, f] += d_user[s, f] * w
+            for f in range(kp):  # d_user's columns from n_factors on are zero
+                d_user[s, f] *= w
+            _bag_scatter(gy, slot_y, implicit, indptr[u], indptr[u + 1], d_user, s)
         out_loss[b] = loss
         out_pen[b] = pen
         c1 = np.float32(1.0 - beta1[b])
