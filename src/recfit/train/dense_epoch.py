@@ -2,26 +2,31 @@
 
 fastai trains a dot model with dense gradients: decoupled weight decay over every row at
 every step, and rows the batch did not read still move by their Adam moments. The
-Learner's default AdamW does exactly that (:mod:`recfit.train.optim`); for a small
-DotBias-family model on CPU with the MSE loss (fastai's R1 configuration: DotBias 50 on
-ml-100k, batches of 64), one call of the kernel in :mod:`recfit.train._kernels_dense`
-runs a whole epoch of those steps: forward, MSE loss, hand-written gradient, AdamW. It
-gives the same weights as the step-by-step path up to float rounding (the same updates in
-another order of operations), about 5x faster.
+Learner's default AdamW does exactly that (:mod:`recfit.train.optim`); for a
+DotBias-family model or an SVD++ on CPU with the MSE loss and AdamW on the dense path
+(fastai's R1 configuration: DotBias 50 on ml-100k, batches of 64; ``recfit train``'s
+default SVD++), one call of the kernel in :mod:`recfit.train._kernels_dense` runs a whole
+epoch of those steps: forward, MSE loss, hand-written gradient, AdamW. It gives the same
+weights as the step-by-step path up to float rounding (the same updates, some sums in
+another order), about 5x faster than that path (R1: 0.25 against 1.2 CPU seconds).
 
 A row no batch reads between two steps follows the gradient-free AdamW update, whose
 moments are known in closed form, so the kernel brings a row up to date only when a
-batch reads it and at the epoch's end: the same number of updates as the dense step, but
-on a few rows in the L1 cache instead of every table at every step. The weights and the
-optimiser's moments are read from the model and the :class:`~recfit.train.optim.AdamW`
-at each epoch's start and written back at its end, so anything between two epochs
-(validation, callbacks, checkpoints, a later fit on another path) sees the usual state.
+batch reads it, every few steps and at the epoch's end: the same number of updates as the
+dense step (one division per weight and step), but on a few rows in the L1 cache instead
+of every table at every step. The weights and the optimiser's moments are read from the
+model and the :class:`~recfit.train.optim.AdamW` at each epoch's start and written back at
+its end, so anything between two epochs (validation, callbacks, checkpoints, a later fit
+on another path) sees the usual state.
 
 An epoch runs here when the Learner resolved this path (:class:`Execution`'s
-``compiled``), in one process, from its first batch, and when no callback handles a
-batch event (:data:`BATCH_EVENTS`, e.g. the LR finder's recorder); otherwise that epoch
-runs the fused step. The kernel is single-threaded (a step is a few microseconds of
-work; a hand-off between threads would cost as much).
+``compiled``), in one process, from its first batch, and when every callback that
+handles a batch event takes the epoch's steps at once instead
+(:attr:`~recfit.train.callbacks.Callback.steps_in_bulk`: the schedule recorder, a
+checkpoint without ``every``); otherwise (e.g. the LR finder's recorder, a checkpoint
+every N steps, a resumed epoch) that epoch runs the fused step. The kernel is
+single-threaded (a step is a few microseconds of work; a hand-off between threads would
+cost as much).
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ model, loss, optimiser and device:
 * ``compiled``: the row-wise step as one compiled CPU kernel (:mod:`recfit.train.kernels`:
   forward, MSE loss, gradient and update without intermediate tensors); ``auto`` does so
   whenever the row-wise optimiser runs on CPU with the MSE loss. Where dense AdamW
-  trains a DotBias-family model on CPU with the MSE loss in one process (fastai's
-  configuration), each epoch as one compiled kernel instead
-  (:mod:`recfit.train.dense_epoch`: the same steps, every row decayed at every step).
+  trains a DotBias-family model or an SVD++ on CPU with the MSE loss in one process
+  (fastai's configuration, ``recfit train``'s default), each epoch as one compiled kernel
+  instead (:mod:`recfit.train.dense_epoch`: the same steps, every row decayed at every
+  step).
 
 ``True`` requires a path (a :class:`~recfit.errors.ConfigError` says why it cannot run);
 ``False`` refuses it. The optimisers themselves are built by :func:`build_optimizer`.
@@ -128,7 +129,8 @@ class Execution:
     Attributes:
         fused: the model's fused step (hand-written gradient) instead of autograd.
         row_wise: the row-wise optimiser of :mod:`recfit.train.sparse`.
-        compiled: the row-wise step as one compiled CPU kernel.
+        compiled: the row-wise step as one compiled CPU kernel, or dense AdamW's
+            epochs as one (:mod:`recfit.train.dense_epoch`).
         num_threads: CPU threads while training/predicting; ``None`` picks 1 for a small
             model with small batches (under :data:`SMALL_MODEL` parameters and
             :data:`SMALL_BATCH` rows) and the cores free at the fit's start otherwise
