@@ -153,8 +153,12 @@ def test_should_prune_rule() -> None:
     assert should_prune([1.0, 0.95], 4, done)
     assert not should_prune([1.0, 0.9], 4, done)  # equal to the median: kept
     assert not should_prune([1.0, 0.95, 0.9, 0.9], 4, done)  # the last epoch: finished anyway
-    # 2 of 8 epochs is a quarter of the schedule: compared with epoch 1 of 4 (1.0)
-    assert not should_prune([1.0, 0.95], 8, done) and should_prune([1.1, 1.05], 8, done)
+    # 4 of 8 epochs is half the schedule: compared with epoch 2 of 4 (0.9)
+    assert not should_prune([1.0, 0.95, 0.9, 0.9], 8, done)
+    assert should_prune([1.0, 0.95, 0.92, 0.91], 8, done)
+    assert not should_prune([1.1, 1.05], 8, done)  # a quarter of the schedule: too early
+    assert not should_prune([1.1, 1.05], 8, done, min_share=0.5)
+    assert should_prune([1.1, 1.05], 8, done, min_share=0.25)  # against epoch 1 of 4 (1.0)
     assert not should_prune([1.0, 0.95], 4, done, mode="max")
     assert not should_prune([math.nan, math.nan], 4, done)
 
@@ -169,7 +173,7 @@ def test_should_prune_never_in_warmup_at_the_end_or_without_enough_trials(
     curve: list[float], epochs: int, finished: list[tuple[list[float], int]]
 ) -> None:
     got = should_prune(curve, epochs, finished)
-    if len(curve) <= 1 or len(curve) >= epochs or len(finished) < 4:
+    if len(curve) <= 1 or len(curve) >= epochs or len(curve) < epochs / 2 or len(finished) < 4:
         assert not got
     # a trial as good as or better than every finished value is never pruned
     best = [0.0] * len(curve)
