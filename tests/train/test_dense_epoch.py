@@ -15,7 +15,7 @@ from recfit.data.synthetic import synthetic
 from recfit.errors import ConfigError, TrainingDivergedError
 from recfit.models import BiasedMF, DotBias, SVDpp
 from recfit.train import dense_epoch, kernels
-from recfit.train.callbacks import Callback, ScheduleRecorder
+from recfit.train.callbacks import Callback, ProgressBar, ScheduleRecorder
 from recfit.train.checkpoint import TrainCheckpoint
 from recfit.train.execution import Execution, Path
 from recfit.train.learner import Learner
@@ -238,7 +238,9 @@ def test_checkpoints_keep_the_kernel_unless_saved_every_n_steps(
 
     monkeypatch.setattr(dense_epoch, "fit_epoch", counted)
     d = _data()
-    _learner(d, True, callbacks=[TrainCheckpoint(tmp_path / "a")]).fit(2, 1e-3)
+    # recfit train's callbacks: a checkpoint at each epoch's end, the schedule, progress
+    cbs = [TrainCheckpoint(tmp_path / "a"), ScheduleRecorder(), ProgressBar(quiet=True)]
+    _learner(d, True, callbacks=cbs).fit(2, 1e-3)
     assert len(calls) == 2 and (tmp_path / "a").is_dir()
     calls.clear()
     _learner(d, True, callbacks=[TrainCheckpoint(tmp_path / "b", every=10)]).fit(2, 1e-3)

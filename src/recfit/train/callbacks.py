@@ -515,6 +515,15 @@ class ProgressBar(Callback):
         if self.learn.iter % self.every == 0 and self.learn.loss is not None:
             self._batches.set_postfix(loss=f"{float(self.learn.loss):.4f}", refresh=False)
 
+    def after_steps(
+        self, lrs: Sequence[float], moms: Sequence[float], losses: Sequence[float]
+    ) -> None:
+        if self._batches is None:
+            return
+        self._batches.update(len(lrs))
+        if losses:
+            self._batches.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+
     def after_train(self) -> None:
         if self._batches is not None:
             self._batches.close()
