@@ -30,8 +30,9 @@ def searched_families(trainer: str | None = None) -> list[Family]:
     and, with ``trainer``, those that train by it; :data:`AUTO_MODELS` first.
 
     Example:
-        >>> [f.name for f in searched_families()][:3]
-        ['svdpp', 'dot', 'baseline']
+        >>> names = [f.name for f in searched_families()]
+        >>> names[:2], "baseline" in names, "blend" in names
+        (['svdpp', 'dot'], True, False)
     """
     out = [family(name) for name in AUTO_MODELS]
     out += [
