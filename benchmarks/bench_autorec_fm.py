@@ -60,6 +60,7 @@ INNER: dict[str, list[dict[str, Any]]] = {
         {"lr": 5e-3, "reg": 1000.0},
         {"lr": 1e-2},
         {"lr": 5e-3, "epochs": 50},
+        {"autorec_hidden": 1000},
     ],
     "fm": [{}, {"n_factors": 32}, {"reg": 0.1}, {"epochs": 20}],
 }
