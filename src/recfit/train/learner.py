@@ -203,8 +203,8 @@ class Learner(TrainingLoop):
         self.seed, self.drop_last = seed, drop_last
         self.fused = self.execution.resolve_fused(self.model, self.loss_func)
         self.path: Path | None = None  # resolved when the optimiser is built (first fit)
-        # load numba now, not in the middle of the first fit: loading it changes the last
-        # bits of some PyTorch results, and a fit must give the same numbers every time
+        # load numba now, not mid-fit: loading it changes the last bits of some PyTorch
+        # results, and a fit must give the same numbers every time
         kernels.available()
         self.train, self.valid = train, valid
         self.check_data(train, "train")
@@ -213,9 +213,8 @@ class Learner(TrainingLoop):
         if hasattr(model, "train_user_count") and not model.has_record:
             # which users and items get trained (the others are answered by the baseline)
             model.record_training(train.user, train.item, train.rating, train.weights())
-        self._train_td = TensorData.from_interactions(
-            train, self.device, timestamp=bool(getattr(model, "trains_on_timestamp", False))
-        )
+        stamps = bool(getattr(model, "trains_on_timestamp", False))  # timeSVD++ reads them
+        self._train_td = TensorData.from_interactions(train, self.device, timestamp=stamps)
         if len(self._train_td) == 0:
             raise DataError("expected training rows with weight > 0, received none")
         self._valid_td: TensorData | None = None
