@@ -26,9 +26,9 @@ the Learner's :class:`~recfit.train.execution.Execution` options, resolved in
 looked-up rows instead of autograd; both give the same numbers), the row-wise optimiser
 of :mod:`recfit.train.sparse` for large DotBias-family models (a step updates only the
 rows in the batch; weights are flushed before each validation) and, on CPU with the MSE
-loss, that step as one compiled kernel (:mod:`recfit.train.kernels`). The default
-optimiser is AdamW with fastai's Adam defaults (betas 0.9/0.99, eps 1e-5, decoupled
-``wd``, :mod:`recfit.train.optim`). On CPU small models run on one thread.
+loss, that step as one compiled kernel (:mod:`recfit.train.kernels`), or a whole dense
+AdamW epoch as one (:mod:`recfit.train.dense_epoch`). The default optimiser is AdamW with
+fastai's defaults (betas 0.9/0.99, eps 1e-5, decoupled ``wd``, :mod:`recfit.train.optim`).
 
 State
 -----
