@@ -34,8 +34,7 @@ State
 -----
 :meth:`Learner.state_dict` is the training loop's own state (position, running loss sums,
 learning rate and momentum, history, the batch-order RNG, a fingerprint of the training
-data); the model, the optimiser and each callback keep theirs
-(:mod:`recfit.train.checkpoint` asks each of them).
+data); the model, optimiser and callbacks keep theirs (:mod:`recfit.train.checkpoint`).
 
 Example:
     >>> from recfit.data.synthetic import synthetic
