@@ -85,3 +85,26 @@ def _serve_process(run: Path, timeout: float = 90.0) -> Iterator[str]:
 def serve_process() -> Callable[..., AbstractContextManager[str]]:
     """Start ``recfit serve`` on a run in a real process: ``with serve_process(run) as url``."""
     return _serve_process
+
+
+@pytest.fixture
+def low_rank() -> Interactions:
+    """40 users x 30 items, half the pairs rated: biases plus a rank-2 term plus noise,
+    clipped to 1-5 (seeded)."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 30
+    p, q = rng.normal(size=(n_users, 2)), rng.normal(size=(n_items, 2))
+    bu, bi = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_items)
+    users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
+    keep = rng.random(users.shape) < 0.5
+    u, i = users[keep], items[keep]
+    r = np.clip(3 + bu[u] + bi[i] + (p[u] * q[i]).sum(1) + rng.normal(0, 0.3, len(u)), 1, 5)
+    return Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
+
+
+@pytest.fixture
+def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
+    """``tiny`` written as a CSV with columns user, item, rating."""
+    p = tmp_path / "r.csv"
+    tiny.to_frame().to_csv(p, index=False)
+    return p

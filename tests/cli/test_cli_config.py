@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from recfit.cli import app
 from recfit.config import TASK_CONFIGS, load_config, validate_config
 from recfit.config.schema import field_specs, shown_default
-from recfit.data import Interactions
 from recfit.models.registry import family
 
 runner = CliRunner()
@@ -100,13 +99,6 @@ def test_every_task_field_is_settable_from_the_command_line() -> None:
     names = {s.name for s in field_specs()}
     for cls in TASK_CONFIGS.values():
         assert set(cls.model_fields) - {"version"} <= names
-
-
-@pytest.fixture
-def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
-    p = tmp_path / "r.csv"
-    tiny.to_frame().to_csv(p, index=False)
-    return p
 
 
 def test_new_flags_reach_the_config(tmp_path: Path, ratings_csv: Path) -> None:

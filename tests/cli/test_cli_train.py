@@ -15,13 +15,6 @@ from recfit.data import Interactions
 runner = CliRunner()
 
 
-@pytest.fixture
-def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
-    p = tmp_path / "r.csv"
-    tiny.to_frame().to_csv(p, index=False)
-    return p
-
-
 def test_train_evaluate_lr_find(tmp_path: Path, ratings_csv: Path) -> None:
     out = tmp_path / "run"
     res = runner.invoke(app, ["train", "--dataset", str(ratings_csv), "--epochs", "2", "--bs", "32",

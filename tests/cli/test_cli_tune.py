@@ -9,16 +9,8 @@ from typer.testing import CliRunner
 
 from recfit.cli import app
 from recfit.config import load_config
-from recfit.data import Interactions
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
-    p = tmp_path / "r.csv"
-    tiny.to_frame().to_csv(p, index=False)
-    return p
 
 
 def test_tune_writes_trials_and_a_runnable_best_config(tmp_path: Path, ratings_csv: Path) -> None:

@@ -25,17 +25,6 @@ from recfit.runs import train_run
 from recfit.train.batches import TensorData
 
 
-def _low_rank(n_users: int = 40, n_items: int = 30, seed: int = 0) -> Interactions:
-    rng = np.random.default_rng(seed)
-    p, q = rng.normal(size=(n_users, 2)), rng.normal(size=(n_items, 2))
-    bu, bi = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_items)
-    users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
-    keep = rng.random(users.shape) < 0.5
-    u, i = users[keep], items[keep]
-    r = np.clip(3 + bu[u] + bi[i] + (p[u] * q[i]).sum(1) + rng.normal(0, 0.3, len(u)), 1, 5)
-    return Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
-
-
 def _predict(m: IAutoRec, d: Interactions) -> np.ndarray:
     with torch.no_grad():
         return m(TensorData.from_interactions(d).columns).numpy()
@@ -53,8 +42,8 @@ def test_rating_matrix_keeps_positive_weights_and_merges_pairs() -> None:
     np.testing.assert_allclose(weight, [4.0, 1.0, 2.0])
 
 
-def test_fit_beats_the_baseline_and_lowers_the_training_error() -> None:
-    d = _low_rank()
+def test_fit_beats_the_baseline_and_lowers_the_training_error(low_rank: Interactions) -> None:
+    d = low_rank
     cut = np.random.default_rng(1).random(len(d)) < 0.8
     train, valid = d.take(np.flatnonzero(cut)), d.take(np.flatnonzero(~cut))
     m = create_model("autorec", train, autorec_hidden=20, epochs=60, lr=2e-2, reg=1.0)
@@ -69,8 +58,8 @@ def test_fit_beats_the_baseline_and_lowers_the_training_error() -> None:
     assert rmse < np.sqrt(np.mean((b - valid.rating) ** 2)) - 0.05
 
 
-def test_prediction_is_the_decoder_of_the_items_code() -> None:
-    d = _low_rank()
+def test_prediction_is_the_decoder_of_the_items_code(low_rank: Interactions) -> None:
+    d = low_rank
     m = create_model("autorec", d, autorec_hidden=6, epochs=2, rating_range=None)
     fit_autorec(m, d)
     x = np.zeros((d.n_items, d.n_users), np.float32)
@@ -89,8 +78,8 @@ def test_prediction_is_the_decoder_of_the_items_code() -> None:
     assert clipped.rating_range == (1.0, 5.0) and p.min() >= 1.0 and p.max() <= 5.0
 
 
-def test_codes_follow_the_weights_and_the_ratings() -> None:
-    d = _low_rank()
+def test_codes_follow_the_weights_and_the_ratings(low_rank: Interactions) -> None:
+    d = low_rank
     m = create_model("autorec", d, autorec_hidden=5, epochs=1, seed=0)
     fit_autorec(m, d)
     before = _predict(m, d)
@@ -104,8 +93,8 @@ def test_codes_follow_the_weights_and_the_ratings() -> None:
     assert not np.array_equal(_predict(m, d), _predict(other, d))
 
 
-def test_same_seed_same_model() -> None:
-    d = _low_rank()
+def test_same_seed_same_model(low_rank: Interactions) -> None:
+    d = low_rank
 
     def fit(seed: int) -> np.ndarray:
         m = create_model("autorec", d, autorec_hidden=8, epochs=3, seed=seed)
@@ -130,12 +119,12 @@ def test_bad_settings() -> None:
         IAutoRec(3, 4).set_ratings([0, 1], [0], [1.0])
 
 
-def test_config_fields_reach_the_model() -> None:
+def test_config_fields_reach_the_model(low_rank: Interactions) -> None:
     fam = family("autorec")
     assert fam.trainers == ("closed_form",) and fam.adapter == "generic"
     cfg = RatingConfig(model="autorec", autorec_hidden=7, lr=0.02).resolve_model(False)
     assert cfg.applies("reg") and cfg.applies("epochs") and not cfg.applies("n_factors")
-    m = fam.build(fam.settings(cfg), _low_rank())
+    m = fam.build(fam.settings(cfg), low_rank)
     assert isinstance(m, IAutoRec)
     assert (m.hidden, m.lr, m.reg, m.epochs) == (
         7,
@@ -148,8 +137,8 @@ def test_config_fields_reach_the_model() -> None:
         assert p.contains(getattr(RatingConfig(model="autorec").resolve_model(False), name))
 
 
-def test_a_run_end_to_end_and_its_bundle(tmp_path: Path) -> None:
-    d = _low_rank()
+def test_a_run_end_to_end_and_its_bundle(tmp_path: Path, low_rank: Interactions) -> None:
+    d = low_rank
     cfg = validate_config({"model": "autorec", "split": "random:0.2", "seed": 0,
                            "autorec_hidden": 12, "epochs": 5})  # fmt: skip
     assert cfg.trainer == "closed_form"
@@ -166,8 +155,8 @@ def test_a_run_end_to_end_and_its_bundle(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_predict(again, d), _predict(model, d))  # type: ignore[arg-type]
 
 
-def test_a_hostile_rating_matrix_is_refused_on_load() -> None:
-    d = _low_rank()
+def test_a_hostile_rating_matrix_is_refused_on_load(low_rank: Interactions) -> None:
+    d = low_rank
     m = create_model("autorec", d, autorec_hidden=4, epochs=1)
     fit_autorec(m, d)
     for name, bad in (("rated_user", lambda t: t.fill_(d.n_users)),

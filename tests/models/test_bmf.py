@@ -25,17 +25,6 @@ from recfit.runs import train_run
 from recfit.train.batches import TensorData
 
 
-def _low_rank(n_users: int = 40, n_items: int = 30, seed: int = 0) -> Interactions:
-    rng = np.random.default_rng(seed)
-    p, q = rng.normal(size=(n_users, 2)), rng.normal(size=(n_items, 2))
-    bu, bi = rng.normal(0, 0.5, n_users), rng.normal(0, 0.5, n_items)
-    users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
-    keep = rng.random(users.shape) < 0.5
-    u, i = users[keep], items[keep]
-    r = np.clip(3 + bu[u] + bi[i] + (p[u] * q[i]).sum(1) + rng.normal(0, 0.3, len(u)), 1, 5)
-    return Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
-
-
 def _predict(m: BayesianMF, d: Interactions) -> np.ndarray:
     with torch.no_grad():
         return m(TensorData.from_interactions(d).columns).numpy()
@@ -95,8 +84,8 @@ def test_hyperparameter_draw_centres_on_the_rows() -> None:
     np.testing.assert_allclose(np.linalg.inv(np.mean(lams, 0)), np.cov(x.T), rtol=0.1, atol=0.02)
 
 
-def test_fit_beats_the_baseline_and_averages_the_samples() -> None:
-    d = _low_rank()
+def test_fit_beats_the_baseline_and_averages_the_samples(low_rank: Interactions) -> None:
+    d = low_rank
     cut = np.random.default_rng(1).random(len(d)) < 0.8
     train, valid = d.take(np.flatnonzero(cut)), d.take(np.flatnonzero(~cut))
     m = create_model("bmf", train, n_factors=3, gibbs_burn_in=10, gibbs_samples=30, seed=0)
@@ -127,8 +116,8 @@ def test_fit_beats_the_baseline_and_averages_the_samples() -> None:
             assert 0 < diff < 0.5
 
 
-def test_one_sample_is_that_samples_prediction() -> None:
-    d = _low_rank()
+def test_one_sample_is_that_samples_prediction(low_rank: Interactions) -> None:
+    d = low_rank
     m = create_model("bmf", d, n_factors=2, burn_in=3, samples=1, seed=4, rating_range=None)
     fit_bmf(m, d)
     with torch.no_grad():
@@ -137,10 +126,10 @@ def test_one_sample_is_that_samples_prediction() -> None:
     assert m.fit_info["train_mse"][-1] == pytest.approx(np.mean((pred - d.rating) ** 2), rel=1e-5)
 
 
-def test_same_seed_same_model_whatever_the_threads() -> None:
+def test_same_seed_same_model_whatever_the_threads(low_rank: Interactions) -> None:
     import numba
 
-    d = _low_rank()
+    d = low_rank
 
     def fit(seed: int, threads: int) -> np.ndarray:
         before = numba.get_num_threads()
@@ -171,11 +160,11 @@ def test_bad_settings() -> None:
         validate_config({"model": "svdpp", "gibbs_burn_in": 5})  # a field svdpp does not read
 
 
-def test_config_fields_reach_the_model() -> None:
+def test_config_fields_reach_the_model(low_rank: Interactions) -> None:
     fam = family("bmf")
     assert fam.trainers == ("closed_form",) and fam.adapter == "generic"
     cfg = RatingConfig(model="bmf", gibbs_samples=7, gibbs_burn_in=3).resolve_model(False)
-    m = fam.build(fam.settings(cfg), _low_rank())
+    m = fam.build(fam.settings(cfg), low_rank)
     assert isinstance(m, BayesianMF)
     assert (m.samples, m.burn_in, m.n_factors) == (7, 3, fam.defaults["n_factors"])
     for name, p in fam.search.items():
@@ -183,8 +172,8 @@ def test_config_fields_reach_the_model() -> None:
         assert p.contains(getattr(RatingConfig(model="bmf").resolve_model(False), name))
 
 
-def test_a_run_end_to_end_and_its_bundle(tmp_path: Path) -> None:
-    d = _low_rank()
+def test_a_run_end_to_end_and_its_bundle(tmp_path: Path, low_rank: Interactions) -> None:
+    d = low_rank
     cfg = validate_config({"model": "bmf", "split": "random:0.2", "seed": 0,
                            "gibbs_samples": 10, "gibbs_burn_in": 5, "n_factors": 3})  # fmt: skip
     assert cfg.trainer == "closed_form"
