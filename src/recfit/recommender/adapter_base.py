@@ -134,7 +134,10 @@ class ModelAdapter:
     any_family: ClassVar[bool] = False
     """Whether it answers for a model of any family (else only for families naming one
     of its ``keys`` as their ``adapter``)."""
-    no_item_vectors: ClassVar[str] = "register a ModelAdapter that implements item_vectors"
+    no_item_vectors: ClassVar[str] = (
+        "it answers predictions and top-N lists only; similar items need a family with item "
+        "vectors, such as dot, mf or svdpp"
+    )
     """Why :meth:`item_vectors` does not answer, said in its error (an adapter that
     never has item vectors says which families it serves)."""
 
@@ -204,7 +207,7 @@ class ModelAdapter:
         """``[n_users, d]`` user representations compared by cosine similarity."""
         raise ConfigError(
             f"expected a model family with user representations, received {self.family!r} "
-            "(register a ModelAdapter that implements user_vectors)"
+            "(similar users need a family with user vectors, such as dot, mf or svdpp)"
         )
 
     def fold_in(
@@ -213,7 +216,8 @@ class ModelAdapter:
         """A row for a new user who gave ``ratings`` (original scale) to ``item_idx``."""
         raise ConfigError(
             f"expected a model family that supports fold-in, received {self.family!r} "
-            "(register a ModelAdapter that implements fold_in)"
+            "(a new user from a few ratings needs a family with fold-in, such as dot, mf or "
+            "svdpp; a top-N family folds in from items)"
         )
 
     # helpers shared by the factor adapters ------------------------------------
