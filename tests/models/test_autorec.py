@@ -132,9 +132,6 @@ def test_config_fields_reach_the_model(low_rank: Interactions) -> None:
         fam.defaults["reg"],
         fam.defaults["epochs"],
     )
-    for name, p in fam.search.items():
-        assert name in RatingConfig.model_fields and name in fam.reads
-        assert p.contains(getattr(RatingConfig(model="autorec").resolve_model(False), name))
 
 
 def test_a_run_end_to_end_and_its_bundle(tmp_path: Path, low_rank: Interactions) -> None:

@@ -167,9 +167,6 @@ def test_config_fields_reach_the_model(low_rank: Interactions) -> None:
     m = fam.build(fam.settings(cfg), low_rank)
     assert isinstance(m, BayesianMF)
     assert (m.samples, m.burn_in, m.n_factors) == (7, 3, fam.defaults["n_factors"])
-    for name, p in fam.search.items():
-        assert name in RatingConfig.model_fields and name in fam.reads
-        assert p.contains(getattr(RatingConfig(model="bmf").resolve_model(False), name))
 
 
 def test_a_run_end_to_end_and_its_bundle(tmp_path: Path, low_rank: Interactions) -> None:

@@ -165,9 +165,6 @@ def test_config_fields_reach_the_model() -> None:
     m = fam.build(fam.settings(cfg), _grouped())
     assert isinstance(m, FactorizationMachine)
     assert (m.n_factors, m.y_range, m.global_mean) == (7, (1.0, 5.0), 0.0)
-    for name, p in fam.search.items():
-        resolved = RatingConfig(model="fm").resolve_model(False)
-        assert resolved.applies(name) and p.contains(getattr(resolved, name)), name
 
 
 def test_a_run_end_to_end_and_its_bundle(tmp_path: Path) -> None:

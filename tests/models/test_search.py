@@ -70,3 +70,19 @@ def test_search_entries_must_be_params() -> None:
                 search={"lr": (0.1, 1.0)},  # type: ignore[dict-item]
             )
         )
+
+
+def test_every_declared_space_names_config_fields_around_their_defaults() -> None:
+    """For each registered family with a search space: every entry is a field of its task's
+    config that applies to the family, and the family's resolved default lies in range."""
+    from recfit.config import validate_config
+    from recfit.models.registry import families
+
+    searched = [f for f in families() if f.search]
+    assert searched
+    for fam in searched:
+        cfg = validate_config({"task": fam.task, "model": fam.name}).resolve_model(False)
+        for name, p in fam.search.items():
+            assert name in type(cfg).model_fields, (fam.name, name)
+            assert cfg.applies(name), (fam.name, name)
+            assert p.contains(getattr(cfg, name)), (fam.name, name, getattr(cfg, name))
