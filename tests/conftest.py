@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -108,3 +110,24 @@ def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
     p = tmp_path / "r.csv"
     tiny.to_frame().to_csv(p, index=False)
     return p
+
+
+def _run_fresh(code: str, env: dict[str, str]) -> Any:
+    """Run ``code`` in a fresh Python process whose cache settings are only those in ``env``
+    (``RECFIT_CACHE_DIR``, ``NUMBA_CACHE_DIR``; the rest of the environment is inherited);
+    it must succeed, and the JSON on its last output line is returned."""
+    keep = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
+    res = subprocess.run(
+        [sys.executable, "-c", code], env={**keep, **env}, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else None
+
+
+@pytest.fixture
+def run_fresh() -> Callable[[str, dict[str, str]], Any]:
+    """``run_fresh(code, env)``: ``code`` in a fresh process with only ``env``'s cache
+    settings; the JSON of its last output line (see :func:`_run_fresh`)."""
+    return _run_fresh

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -206,18 +204,14 @@ print(json.dumps({"compile": learn.compile_seconds, "ready": seen.ready, "cache"
 """
 
 
-def test_kernels_compile_into_the_cache_folder_before_the_fit(tmp_path: Path) -> None:
+def test_kernels_compile_into_the_cache_folder_before_the_fit(
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
+) -> None:
     """A fresh cache: the kernels compile into ``$RECFIT_CACHE_DIR/numba`` (nothing under
     the package) before the fit's timer, as ``compile_seconds``."""
     package = Path(recfit.__file__).parent
     before = sorted(package.rglob("*.nb[ic]"))
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
-    env["RECFIT_CACHE_DIR"] = str(tmp_path)
-    res = subprocess.run(
-        [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = run_fresh(FIT, {"RECFIT_CACHE_DIR": str(tmp_path)})
     assert out["cache"] is True and out["ready"] is True and out["compile"] > 0.0
     assert any("svdpp" in p.name for p in (tmp_path / "numba").rglob("*.nbi"))
     assert sorted(package.rglob("*.nb[ic]")) == before

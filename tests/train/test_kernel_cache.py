@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,27 +55,25 @@ def _package_files() -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in PACKAGE.rglob("*.nb[ic]") if p.is_file()}
 
 
-def _fit_in_subprocess(env_extra: dict[str, str]) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
-    env.update(env_extra)
-    res = subprocess.run(
-        [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert res.returncode == 0, res.stderr
-    out: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+def _fit_in_subprocess(
+    run_fresh: Callable[[str, dict[str, str]], Any], env_extra: dict[str, str]
+) -> dict[str, object]:
+    out: dict[str, object] = run_fresh(FIT, env_extra)
     return out
 
 
-def test_cache_lives_in_the_given_folder_and_compile_time_is_apart(tmp_path: Path) -> None:
+def test_cache_lives_in_the_given_folder_and_compile_time_is_apart(
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
+) -> None:
     """Empty cache: the kernels compile into ``$RECFIT_CACHE_DIR/numba`` (nothing written
     in the package), before the fit starts, and that time is ``compile_seconds``, not
     ``fit_seconds``; a second process loads them from the cache, faster."""
     before = _package_files()
-    cold = _fit_in_subprocess({"RECFIT_CACHE_DIR": str(tmp_path)})
+    cold = _fit_in_subprocess(run_fresh, {"RECFIT_CACHE_DIR": str(tmp_path)})
     assert cold["cache"] is True and cold["before_fit"] is True and cold["warnings"] == []
     assert sorted(p.suffix for p in (tmp_path / "numba").rglob("*.nbi"))  # index files
     assert _package_files() == before  # nothing new or rewritten under the package
-    warm = _fit_in_subprocess({"RECFIT_CACHE_DIR": str(tmp_path)})
+    warm = _fit_in_subprocess(run_fresh, {"RECFIT_CACHE_DIR": str(tmp_path)})
     assert warm["before_fit"] is True
     assert isinstance(cold["compile"], float) and isinstance(warm["compile"], float)
     assert isinstance(cold["fit"], float)
@@ -85,12 +82,12 @@ def test_cache_lives_in_the_given_folder_and_compile_time_is_apart(tmp_path: Pat
 
 
 def test_an_unwritable_cache_folder_warns_once_and_compiles_without_cache(
-    tmp_path: Path,
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     before = _package_files()
-    out = _fit_in_subprocess({"RECFIT_CACHE_DIR": str(blocker)})
+    out = _fit_in_subprocess(run_fresh, {"RECFIT_CACHE_DIR": str(blocker)})
     assert out["cache"] is False and out["before_fit"] is True
     warned = out["warnings"]
     assert isinstance(warned, list) and len(warned) == 1 and "writable" in warned[0]
@@ -183,21 +180,19 @@ print(json.dumps({"ahead": ahead, "after": [str(s) for s in _kernels_numba.step_
 )
 
 
-def test_the_background_compile_compiles_what_the_fit_runs(tmp_path: Path) -> None:
+def test_the_background_compile_compiles_what_the_fit_runs(
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
+) -> None:
     """Fresh process, empty cache: ``compile_ahead`` alone compiles the row-wise kernel
     (one specialisation), and the fit then runs that one, compiling nothing more."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
-    env["RECFIT_CACHE_DIR"] = str(tmp_path)
-    res = subprocess.run(
-        [sys.executable, "-c", AHEAD], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = run_fresh(AHEAD, {"RECFIT_CACHE_DIR": str(tmp_path)})
     assert len(out["ahead"]) == 1
     assert out["after"] == out["ahead"]
 
 
-def test_importing_the_kernel_module_directly_caches_in_the_given_folder(tmp_path: Path) -> None:
+def test_importing_the_kernel_module_directly_caches_in_the_given_folder(
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
+) -> None:
     """A direct import (as pytest's doctest collection does) still caches under
     ``$RECFIT_CACHE_DIR/numba``, never beside the package, and leaves numba's setting as
     it was."""
@@ -211,12 +206,7 @@ def test_importing_the_kernel_module_directly_caches_in_the_given_folder(tmp_pat
         "assert out.tolist() == [2, 0, 1]\n"
         "assert numba.config.CACHE_DIR == saved\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
-    env["RECFIT_CACHE_DIR"] = str(tmp_path)
-    res = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert res.returncode == 0, res.stderr
+    run_fresh(code, {"RECFIT_CACHE_DIR": str(tmp_path)})
     assert list((tmp_path / "numba").rglob("*take*.nbi"))
     assert _package_files() == before
 
@@ -234,16 +224,12 @@ print(json.dumps(calls))
 """
 
 
-def test_the_row_loops_do_no_reference_counting(tmp_path: Path) -> None:
+def test_the_row_loops_do_no_reference_counting(
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
+) -> None:
     """Fresh process, empty cache: the compiled user and item loops of the step (with the
     helpers LLVM inlines into them) call neither ``NRT_incref`` nor ``NRT_decref``; with
     them, every row view and helper call paid an atomic call pair, about a third of the
     step's time on ml-1m batches on one thread."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
-    env["RECFIT_CACHE_DIR"] = str(tmp_path)
-    res = subprocess.run(
-        [sys.executable, "-c", REFCOUNTS], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert res.returncode == 0, res.stderr
-    calls = json.loads(res.stdout.strip().splitlines()[-1])
+    calls = run_fresh(REFCOUNTS, {"RECFIT_CACHE_DIR": str(tmp_path)})
     assert calls == {"user_rows": [0, 0, 1], "item_rows": [0, 0, 1]}
