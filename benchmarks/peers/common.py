@@ -35,10 +35,12 @@ __all__ = [
     "load_ratings",
     "load_split",
     "mae",
+    "part_seed",
     "parts",
     "peak_mb",
     "ranking_metrics",
     "rmse",
+    "split_name",
     "synthetic_positives",
     "topk",
     "topk_accuracy",
@@ -51,8 +53,13 @@ SPLITS = RESULTS / "splits"
 #: protocol -> (dataset, parts of the full run, what the parts are)
 PROTOCOLS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "R1": ("ml-100k", ("seed42", "seed7", "seed1"), "random 20% validation, split seeds 42/7/1"),
-    "R2": ("ml-100k", ("u1",), "canonical u1.base / u1.test"),
+    "R2": (
+        "ml-100k",
+        ("u1-s0", "u1-s1", "u1-s2"),
+        "canonical u1.base / u1.test, training seeds 0/1/2",
+    ),
     "R3": ("ml-100k", tuple(f"fold{i}" for i in range(5)), "5-fold cross-validation"),
+    "R4": ("ml-1m", ("seed0", "seed1", "seed2"), "random 10% test, split seeds 0/1/2"),
     "R5": ("ml-1m", tuple(f"fold{i}" for i in range(5)), "5-fold cross-validation"),
     "T1": ("ml-100k", ("seed0",), "random 80/20 of all ratings"),
     "T2": ("ml-1m", ("seed0",), "ratings >= 4, random 80/20 of the positives"),
@@ -102,9 +109,34 @@ def load_ratings(dataset: str) -> dict[str, np.ndarray]:
     }
 
 
+def split_name(part: str) -> str:
+    """The split file a part reads: ``u1-s2`` (the u1 split, training seed 2) reads ``u1``.
+
+    Example:
+        >>> split_name("u1-s2"), split_name("seed42"), split_name("fold3")
+        ('u1', 'seed42', 'fold3')
+    """
+    head, sep, tail = part.rpartition("-s")
+    return head if sep and tail.isdigit() else part
+
+
+def part_seed(part: str) -> int:
+    """The training seed of a part: the split seed (``seed42``: 42), the training seed of
+    a fixed split (``u1-s2``: 2), else 0 (folds: the folds are the repetitions).
+
+    Example:
+        >>> part_seed("seed42"), part_seed("u1-s2"), part_seed("fold3"), part_seed("u1")
+        (42, 2, 0, 0)
+    """
+    if part.startswith("seed") and part[4:].isdigit():
+        return int(part[4:])
+    name = split_name(part)
+    return int(part[len(name) + 2 :]) if name != part else 0
+
+
 def load_split(protocol: str, part: str) -> tuple[np.ndarray, np.ndarray]:
     """``(train_rows, test_rows)``: int64 row positions into the ratings file."""
-    path = SPLITS / f"{protocol}_{part}.npz"
+    path = SPLITS / f"{protocol}_{split_name(part)}.npz"
     if not path.exists():
         raise SystemExit(f"missing split file {path}: run benchmarks/peers/splits.py first")
     with np.load(path) as z:

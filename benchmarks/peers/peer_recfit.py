@@ -1,4 +1,4 @@
-"""recfit on every shared protocol (R1, R2, R3, R5, T1, T2, S-T), on the shared split rows.
+"""recfit on every shared protocol (R1-R5, T1, T2, S-T), on the shared split rows.
 
 Rating protocols train through ``recfit.tasks.rating.build_learner`` / ``fit_learner``
 with a :class:`~recfit.config.RatingConfig` on a :class:`~recfit.data.split.Split` built from
@@ -12,9 +12,13 @@ registry has) train through ``recfit.runs.train_run`` with a
 :class:`~recfit.config.TopNConfig` (ml-1m, ratings >= 4, ``random:0.2``, seed 0: the
 shared T2 rows, checked pair by pair) and are scored by ``common.ranking_metrics`` from
 the model's own ``score_users``. S-T times recfit's iALS sweeps on the synthetic
-positives of ml-25m's shape that implicit's ALS is timed on. Runs in the project venv.
+positives of ml-25m's shape that implicit's ALS is timed on. The accuracy grid's rows
+(``grid.py``: ``auto`` at its default budget, ``family-<name>`` for each single rating
+family) run through the rating task's own steps on R1-R5 when ``--models`` names them.
+Runs in the project venv.
 
 Usage: ``python benchmarks/peers/peer_recfit.py R3 [--quick] [--models best,fastai]``
+(the grid: ``--models auto,family-svdpp --parts fold0``)
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from common import (
     emit,
     load_ratings,
     load_split,
+    part_seed,
     ranking_metrics,
     selected,
     synthetic_positives,
@@ -84,14 +89,91 @@ RATING: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
 }
 
 
-def rating_runs(protocol: str, args: Any) -> None:
+#: the accuracy grid's recfit rows: each single rating family with its defaults (the
+#: registry's rating families but ``blend``, which is auto's), and ``model="auto"`` at
+#: its default budget. Run only when ``--models`` names them (``family-svdpp,auto``).
+GRID_FAMILIES = ("svdpp", "dot", "mf", "nn", "baseline", "autorec", "timesvdpp", "bmf", "fm")
+GRID = ("auto", *(f"family-{f}" for f in GRID_FAMILIES))
+
+
+def by_size_budget(n_train: int) -> float:
+    """The default budget of ``model="auto"`` by the size of the training part:
+    ``clip(n_train / 1500, 120, 600)`` seconds (2 minutes for ml-100k's 80,000 training
+    ratings, 10 for ml-1m's 900,000).
+
+    Example:
+        >>> by_size_budget(80_000), by_size_budget(900_168), by_size_budget(300_000)
+        (120.0, 600.0, 200.0)
+    """
+    return float(min(max(n_train / 1500, 120.0), 600.0))
+
+
+def auto_budget(n_train: int) -> tuple[float, str]:
+    """``(seconds, where from)``: recfit's own default budget when its config has one,
+    else :func:`by_size_budget` passed explicitly."""
+    try:
+        from recfit.config.rating import default_budget  # type: ignore[attr-defined]
+    except ImportError:
+        return by_size_budget(n_train), "passed explicitly (by size; not recfit's default yet)"
+    return float(default_budget(n_train)), "recfit's default budget"
+
+
+def grid_runs(protocol: str, args: Any) -> None:
+    """The grid rows ``--models`` names, on the shared rows, through the rating task's
+    steps (what ``recfit train`` runs: auto's search, a blend's fit, each family's
+    trainer); one JSON line per part with the load at the start and the end."""
+    from recfit.tasks.common import get_task
+
+    names = [n for n in (args.models or "").split(",") if n in GRID]
+    if not names:
+        return
     data = movielens(PROTOCOLS[protocol][0], data_dir=data_dir(), download=False)
-    for name, (desc, fields) in RATING[protocol].items():
+    task = get_task("rating")
+    for name in names:
+        for part in selected(args, protocol):
+            train_rows, test_rows = load_split(protocol, part)
+            split = Split(data, train_rows, test_rows, f"{protocol}:{part}")
+            fields: dict[str, Any] = {"model": name.removeprefix("family-")}
+            desc = f"{fields['model']} (its defaults)"
+            if name == "auto":
+                fields["budget"], source = auto_budget(len(train_rows))
+                desc = f"recfit train's default: model auto, budget {fields['budget']:g} s"
+            cfg = RatingConfig(seed=part_seed(part), device="cpu", **fields)
+            load0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            cfg = task.prepare(cfg, split)
+            learn = task.fit(task.build(cfg, split, callbacks=[], progress=False), cfg)
+            wall = time.perf_counter() - t0
+            m, details = task.evaluate(learn, cfg, split)
+            found = details.get("model_auto", {})
+            extra: dict[str, Any] = {}
+            if name == "auto":
+                extra = {"budget": fields["budget"], "budget_source": source,
+                         "chosen": found.get("chosen"), "blend": details.get("blend"),
+                         "candidates": [{k: c.get(k) for k in ("label", "rmse", "seconds")}
+                                        for c in found.get("candidates", [])]}  # fmt: skip
+            emit(
+                "recfit", recfit.__version__, protocol, part, f"{name}: {desc}",
+                {k: m[k] for k in ("mse", "rmse", "mae")},
+                wall - float(learn.compile_seconds), variant=name, seed=cfg.seed,
+                resolved_model=cfg.model, compile_seconds=float(learn.compile_seconds),
+                wall_seconds=wall, load_start=round(load0, 2),
+                recfit_source=str(Path(recfit.__file__).parent), **extra,
+            )  # fmt: skip
+
+
+def rating_runs(protocol: str, args: Any) -> None:
+    grid_runs(protocol, args)
+    rating = RATING.get(protocol, {})
+    if args.models and not any(n in rating for n in args.models.split(",")):
+        return
+    data = movielens(PROTOCOLS[protocol][0], data_dir=data_dir(), download=False)
+    for name, (desc, fields) in rating.items():
         if not wanted(args, name):
             continue
         for part in selected(args, protocol):
             train_rows, test_rows = load_split(protocol, part)
-            seed = int(part.removeprefix("seed")) if part.startswith("seed") else 0
+            seed = part_seed(part)
             split = Split(data, train_rows, test_rows, f"{protocol}:{part}")
             cfg = resolve_config(RatingConfig(seed=seed, device="cpu", **fields), split.train)
             learn = build_learner(cfg, split.train, split.test, progress=False)
@@ -257,7 +339,7 @@ def main() -> None:
     protocol = sys.argv[1]
     args = common_args(sys.argv[2:])
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    if protocol in RATING:
+    if protocol in RATING or protocol == "R4":
         rating_runs(protocol, args)
     elif protocol in ("T1", "T2"):
         retrieval_runs(protocol, args)
@@ -266,7 +348,7 @@ def main() -> None:
     elif protocol == "S-T":
         speed_runs(args)
     else:
-        raise SystemExit(f"expected one of R1 R2 R3 R5 T1 T2 S-T, received {protocol}")
+        raise SystemExit(f"expected one of R1 R2 R3 R4 R5 T1 T2 S-T, received {protocol}")
 
 
 if __name__ == "__main__":

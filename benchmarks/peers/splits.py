@@ -8,6 +8,8 @@ identical rows. One ``.npz`` per protocol part under ``benchmarks/results/splits
 - R1: ml-100k, random 20% test, split seeds 42, 7 and 1 (NumPy ``default_rng(seed)``).
 - R2: ml-100k, the canonical ``u1.base`` / ``u1.test`` (mapped to ``u.data`` rows).
 - R3: ml-100k, 5 folds of one random permutation (seed 0).
+- R4: ml-1m, random 10% test, split seeds 0, 1 and 2 (the rows of recfit's
+  ``random:0.1`` split with those seeds: the same permutation of the file's rows).
 - R5: ml-1m, 5 folds of one random permutation (seed 0).
 - T1: ml-100k, random 80/20 of all ratings (seed 0).
 - T2: ml-1m, the ratings >= 4 only, random 80/20 of them (seed 0).
@@ -27,6 +29,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SPLITS, data_dir, load_ratings, ratings_file
+
+#: every split file :func:`all_splits` writes (without the ``.npz``)
+SPLIT_NAMES: tuple[str, ...] = (
+    *(f"R1_seed{s}" for s in (42, 7, 1)),
+    "R2_u1",
+    *(f"R3_fold{i}" for i in range(5)),
+    *(f"R4_seed{s}" for s in (0, 1, 2)),
+    *(f"R5_fold{i}" for i in range(5)),
+    "T1_seed0",
+    "T2_seed0",
+)
 
 
 def random_rows(n: int, test_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +82,8 @@ def all_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out["R2_u1"] = u1_rows(small)
     for i, pair in enumerate(kfold_rows(n_small, 5, 0)):
         out[f"R3_fold{i}"] = pair
+    for seed in (0, 1, 2):
+        out[f"R4_seed{seed}"] = random_rows(n_big, 0.1, seed)
     for i, pair in enumerate(kfold_rows(n_big, 5, 0)):
         out[f"R5_fold{i}"] = pair
     out["T1_seed0"] = random_rows(n_small, 0.2, 0)
@@ -87,8 +102,11 @@ def main() -> None:
     manifest_path = SPLITS / "manifest.json"
     if manifest_path.exists() and not args.force:
         old = json.loads(manifest_path.read_text())
-        if old.get("source_bytes") == sizes and all(
-            (SPLITS / f"{name}.npz").exists() for name in old.get("splits", {})
+        names = set(old.get("splits", {}))
+        if (
+            old.get("source_bytes") == sizes
+            and names >= set(SPLIT_NAMES)
+            and all((SPLITS / f"{name}.npz").exists() for name in names)
         ):
             print(f"splits up to date in {SPLITS}")
             return

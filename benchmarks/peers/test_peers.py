@@ -13,8 +13,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
+import grid
+import peer_recfit
 import run
 import splits
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recfit.data import Interactions
 from recfit.tasks.retrieval import evaluate_vectors
@@ -180,3 +184,132 @@ def test_shared_metrics_bootstrap_intervals() -> None:
         assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
     again = common.ranking_metrics(uv @ iv.T, test.user, test.item, train.user, train.item, k=5)
     assert again == m
+
+
+# ----------------------------------------------------------------------------- the grid
+def test_t_quantiles_match_scipy() -> None:
+    from scipy import stats
+
+    for df in range(1, 31):
+        assert grid.t_quantile(df) == pytest.approx(stats.t.ppf(0.975, df), abs=6e-4), df
+    assert grid.t_quantile(200) == 1.96
+    with pytest.raises(ValueError):
+        grid.t_quantile(0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.5, 1.5, allow_nan=False), min_size=2, max_size=12))
+def test_t_interval_matches_scipy(values: list[float]) -> None:
+    from scipy import stats
+
+    mean, lo, hi = grid.t_interval(values)
+    assert mean == pytest.approx(np.mean(values))
+    sem = stats.sem(values)
+    if sem == 0:
+        assert lo == pytest.approx(mean) and hi == pytest.approx(mean)
+        return
+    want = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sem)
+    assert lo == pytest.approx(want[0], abs=1e-3 * max(sem, 1e-9) + 1e-9)
+    assert hi == pytest.approx(want[1], abs=1e-3 * max(sem, 1e-9) + 1e-9)
+    assert lo <= mean <= hi
+
+
+def test_t_interval_of_one_value_has_no_width() -> None:
+    assert grid.t_interval([0.8]) == (0.8, 0.8, 0.8)
+    with pytest.raises(ValueError):
+        grid.t_interval([])
+
+
+def test_verdicts() -> None:
+    d = (0.80, 0.79, 0.81)
+    assert grid.verdict(d, [(0.85, 0.82, 0.88), (0.90, 0.85, 0.95)]) == "ahead, intervals apart"
+    # touching ends overlap: the default's high end must be strictly below
+    assert grid.verdict(d, [(0.85, 0.81, 0.89)]) == "ahead on the mean only"
+    assert grid.verdict(d, [(0.85, 0.82, 0.88), (0.805, 0.80, 0.81)]) == "ahead on the mean only"
+    assert grid.verdict(d, [(0.80, 0.79, 0.81)]) == "behind"  # a tie is not ahead
+    assert grid.verdict(d, [(0.85, 0.82, 0.88), (0.79, 0.70, 0.88)]) == "behind"
+
+
+def test_paired_uses_shared_parts_only() -> None:
+    a = {"s0": 0.80, "s1": 0.82, "s2": 0.81}
+    b = {"s0": 0.85, "s1": 0.86, "s3": 0.5}
+    mean, lo, hi = grid.paired(a, b)  # type: ignore[misc]
+    assert mean == pytest.approx(-0.045) and lo < mean < hi
+    assert grid.paired(a, {"s0": 0.9}) is None
+
+
+def _grid_rec(lib: str, row: str, proto: str, part: str, value: float) -> dict:
+    key = grid.METRIC[proto][0]
+    rec = {"library": lib, "model": row if lib != "recfit" else f"{row}: desc",
+           "protocol": proto, "part": part, "metrics": {key: value}, "fit_seconds": 1.0,
+           "load_avg": [2.0], "load_start": 1.5}  # fmt: skip
+    if lib == "recfit":
+        rec["variant"] = row
+    return rec
+
+
+def test_protocol_summary_verdict_on_the_defaults_parts() -> None:
+    recs = [
+        *(_grid_rec("recfit", "auto", "R1", p, v) for p, v in (("a", 0.77), ("b", 0.78), ("c", 0.775))),
+        *(_grid_rec("recfit", "family-bmf", "R1", p, v) for p, v in (("a", 0.80), ("b", 0.81), ("c", 0.805))),
+        # a part the default did not run does not enter the verdict
+        _grid_rec("surprise", "SVD", "R1", "a", 0.88), _grid_rec("surprise", "SVD", "R1", "z", 0.1),
+    ]  # fmt: skip
+    s = grid.protocol_summary(recs, "R1")
+    assert s["default"]["parts"] == ["a", "b", "c"]
+    assert s["verdict"] == "ahead, intervals apart"
+    assert s["best_other"]["row"] == "family-bmf"
+    assert s["paired_ahead"] == 1 and s["paired_total"] == 1  # SVD shares one part: no pair
+    assert s["rows"][0]["row"] == "SVD"  # its mean over a and z is lowest
+    recs.append(_grid_rec("recfit", "family-svdpp", "R1", "a", 0.70))
+    assert grid.protocol_summary(recs, "R1")["verdict"] == "behind"
+
+
+def test_grid_markdown_lists_rows_not_run_with_reasons() -> None:
+    recs = [_grid_rec("recfit", "family-dot", "R5", "fold0", 0.86),
+            _grid_rec("recfit", "family-dot", "R5", "fold1", 0.87)]  # fmt: skip
+    md = grid.markdown(recs, ("R5",))
+    assert "| R5 | not run | — | not measured |" in md
+    assert "0.8650 [" in md
+    assert "published (Surprise README, 5 folds in 41:06): RMSE 0.862" in md
+    assert "| recfit | auto | — | not run: 10 min budget a fold" in md
+    assert "| surprise | KNNWithZScore | — | not run: user-based k-NN" in md
+
+
+def test_grid_records_keep_the_last_run_of_a_part(tmp_path: Path) -> None:
+    path = tmp_path / "g.jsonl"
+    first = _grid_rec("surprise", "SVD", "R2", "u1-s0", 0.95)
+    again = _grid_rec("surprise", "SVD", "R2", "u1-s0", 0.94)
+    path.write_text("\n".join(common.json.dumps(r) for r in (first, again)) + "\nnoise\n")
+    recs = grid.load_records(path)
+    assert len(recs) == 1 and recs[0]["metrics"]["rmse"] == 0.94
+    assert grid.row_name(_grid_rec("recfit", "auto", "R2", "u1-s0", 0.9)) == "auto"
+
+
+def test_parts_name_their_split_file_and_seed() -> None:
+    assert [common.split_name(p) for p in common.PROTOCOLS["R2"][1]] == ["u1"] * 3
+    assert [common.part_seed(p) for p in common.PROTOCOLS["R2"][1]] == [0, 1, 2]
+    assert [common.part_seed(p) for p in common.PROTOCOLS["R4"][1]] == [0, 1, 2]
+    assert common.part_seed("fold4") == 0 and common.split_name("fold4") == "fold4"
+    assert "R4_seed2" in splits.SPLIT_NAMES and len(set(splits.SPLIT_NAMES)) == 19
+
+
+def test_r4_rows_are_recfits_random_split() -> None:
+    from recfit.data import Interactions
+    from recfit.data.split import random_split
+
+    n = 1000
+    d = Interactions.from_arrays(np.arange(n) % 37, np.arange(n) % 53, np.ones(n))
+    for seed in (0, 1, 2):
+        train, test = splits.random_rows(n, 0.1, seed)
+        s = random_split(d, 0.1, seed=seed)
+        assert np.array_equal(train, s.train_idx) and np.array_equal(test, s.test_idx)
+
+
+def test_auto_budget_by_size() -> None:
+    assert peer_recfit.by_size_budget(80_000) == 120.0
+    assert peer_recfit.by_size_budget(900_188) == 600.0
+    assert peer_recfit.by_size_budget(450_000) == 300.0
+    seconds, source = peer_recfit.auto_budget(80_000)
+    assert seconds == 120.0 and source
+    assert set(peer_recfit.GRID) == set(grid.RECFIT)
