@@ -9,6 +9,7 @@ a run end to end with its bundle.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from recfit.config import RatingConfig, validate_config
 from recfit.data import Interactions
 from recfit.errors import BundleError, ConfigError
 from recfit.models import build_model, create_model, family
+from recfit.models._budget import fit_until
 from recfit.models.autorec import IAutoRec, fit_autorec, rating_matrix
 from recfit.recommender import Recommender
 from recfit.runs import train_run
@@ -163,3 +165,21 @@ def test_a_hostile_rating_matrix_is_refused_on_load(low_rank: Interactions) -> N
         fresh = build_model(m.config())
         with pytest.raises(BundleError, match="rated_indptr"):
             fresh.load_state_dict(state)
+
+
+def test_a_deadline_keeps_the_epochs_that_end_by_it(low_rank: Interactions) -> None:
+    """auto's budget: a deadline already passed ends the fit after one epoch and the
+    model says so; a far deadline changes nothing."""
+    d = low_rank
+    m = create_model("autorec", d, autorec_hidden=8, epochs=5, seed=0)
+    with fit_until(time.perf_counter() - 1.0):
+        fit_autorec(m, d)
+    assert m.epochs == 1 and len(m.fit_info["train_mse"]) == 1
+    assert np.isfinite(_predict(m, d)).all()
+    free = create_model("autorec", d, autorec_hidden=8, epochs=5, seed=0)
+    fit_autorec(free, d)
+    far = create_model("autorec", d, autorec_hidden=8, epochs=5, seed=0)
+    with fit_until(time.perf_counter() + 1e6):
+        fit_autorec(far, d)
+    assert free.epochs == far.epochs == 5
+    np.testing.assert_array_equal(_predict(free, d), _predict(far, d))

@@ -9,6 +9,7 @@ errors, a run end to end with its bundle.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from recfit.config import RatingConfig, validate_config
 from recfit.data import Interactions
 from recfit.errors import ConfigError
 from recfit.models import build_model, create_model, family
+from recfit.models._budget import fit_until
 from recfit.models.bmf import BayesianMF, _hyper, _kernels, fit_bmf
 from recfit.recommender import Recommender
 from recfit.runs import train_run
@@ -185,3 +187,22 @@ def test_a_run_end_to_end_and_its_bundle(tmp_path: Path, low_rank: Interactions)
     again = build_model(model.config())
     again.load_state_dict(model.state_dict())
     np.testing.assert_array_equal(_predict(again, d), _predict(model, d))  # type: ignore[arg-type]
+
+
+def test_a_deadline_keeps_the_samples_that_end_by_it(low_rank: Interactions) -> None:
+    """auto's budget: a deadline already passed keeps the burn-in and one sample, and the
+    model says so; a far deadline changes nothing (the same numbers as without one)."""
+    d = low_rank
+    m = create_model("bmf", d, n_factors=2, gibbs_burn_in=3, gibbs_samples=20, seed=0)
+    with fit_until(time.perf_counter() - 1.0):
+        fit_bmf(m, d)
+    assert m.samples == 1 and m.config()["samples"] == 1
+    assert m.fit_info["samples_wanted"] == 20 and len(m.fit_info["train_mse"]) == 4
+    assert np.isfinite(_predict(m, d)).all()
+    free = create_model("bmf", d, n_factors=2, gibbs_burn_in=3, gibbs_samples=20, seed=0)
+    fit_bmf(free, d)
+    far = create_model("bmf", d, n_factors=2, gibbs_burn_in=3, gibbs_samples=20, seed=0)
+    with fit_until(time.perf_counter() + 1e6):
+        fit_bmf(far, d)
+    assert free.samples == far.samples == 20
+    np.testing.assert_array_equal(_predict(free, d), _predict(far, d))

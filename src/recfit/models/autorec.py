@@ -15,7 +15,10 @@ by Adam over random batches of items (each batch's dense rows, one matrix produc
 way), the penalty shared among the batches of an epoch in proportion to their items, the
 learning rate annealed to 0 along a cosine over ``epochs`` passes. Only rows of positive
 weight count; a pair rated twice is one entry (the weighted mean rating, the summed
-weight). The same seed gives the same weights.
+weight). The same seed gives the same weights. A deadline
+(:func:`recfit.models._budget.fit_until`, set by ``model="auto"`` within its budget)
+shortens the fit to the epochs that the pace says end by it (at least one), the cosine
+compressed to them; ``epochs`` (and the bundle's config) then says how many ran.
 
 The training ratings the prediction reads (``r_i`` for every item) are stored in the
 model as a CSR of buffers (``rated_indptr``, ``rated_user``, ``rated_value``), so a
@@ -47,6 +50,7 @@ from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
 from recfit.errors import BundleError, ConfigError, TrainingDivergedError
+from recfit.models._budget import steps_that_fit
 from recfit.models._fitted import rating_range
 from recfit.models.base import Batch, RatingModel
 from recfit.models.ials import check_positive
@@ -283,7 +287,8 @@ def _epochs(
     penalty)."""
     n_batches = math.ceil(m.n_items / m.batch_items)
     steps, step, losses = m.epochs * n_batches, 0, []
-    for epoch in range(m.epochs):
+    n_epochs, epoch, t0 = m.epochs, 0, time.perf_counter()
+    while epoch < n_epochs:
         order = torch.randperm(m.n_items, generator=g)
         sse = 0.0
         for s in range(0, m.n_items, m.batch_items):
@@ -309,6 +314,12 @@ def _epochs(
             sse += float(err.detach())
             step += 1
         losses.append(sse / total if total > 0 else 0.0)
+        epoch += 1
+        # a deadline (auto's budget): the epochs that end by it, the schedule shortened
+        now = time.perf_counter()
+        n_epochs = steps_that_fit(epoch, now - t0, now, n_epochs)
+        steps = n_epochs * n_batches
+    m.epochs = n_epochs
     return losses
 
 

@@ -23,6 +23,11 @@ training rating range. The draws come from one generator seeded by ``seed`` (the
 seed gives the same model whatever the thread count). Compiling the kernels (or loading
 them from the cache) is timed apart (``fit_info["compile_seconds"]``).
 
+A deadline (:func:`recfit.models._budget.fit_until`, set by ``model="auto"`` within its
+budget) ends the sampling after the sweep past which the pace says the next would not end
+by it, keeping the burn-in and at least one sample; ``samples`` (and the bundle's config)
+then says how many were averaged, ``fit_info["samples_wanted"]`` how many were asked for.
+
 The family ``bmf`` trains by this fit (trainer ``closed_form``): ``n_factors``,
 ``gibbs_burn_in`` and ``gibbs_samples`` are its settings. Users and items with no training
 row are answered by the baseline, as for every rating family.
@@ -53,6 +58,7 @@ from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
+from recfit.models._budget import steps_that_fit
 from recfit.models._fitted import FittedFactors, check_settings, rating_range, training_rows
 from recfit.models.base import Batch, RatingModel
 from recfit.models.ials import numba_threads
@@ -205,7 +211,9 @@ def fit_bmf(model: RatingModel, train: Interactions) -> None:
     fill, dropped = 0, [0.0]
     bu, bi = np.zeros(m.n_users), np.zeros(m.n_items)
     taus, train_mse = [], []
-    for sweep in range(m.burn_in + m.samples):
+    wanted = n_sweeps = m.burn_in + m.samples
+    sweep = 0
+    while sweep < n_sweeps:
         for rows, other, (ptr, idx, rr, ww), known in (
             (x, z, users, known_u), (z, x, items, known_i)
         ):  # fmt: skip
@@ -221,19 +229,28 @@ def fit_bmf(model: RatingModel, train: Interactions) -> None:
         tau = float(rng.gamma(1.0 + total_w / 2, 1.0 / (1.0 + sse / 2)))
         taus.append(tau)
         train_mse.append(sse / total_w)
-        s = sweep - m.burn_in
-        if s < 0:
+        sweep += 1
+        # a deadline (auto's budget) keeps the samples that end by it, at least one
+        n_sweeps = max(m.burn_in + 1, steps_that_fit(sweep, time.perf_counter() - t0,
+                                                     time.perf_counter(), wanted))  # fmt: skip
+        if sweep <= m.burn_in:
             continue
         bu += x[:, k]
         bi += z[:, k]
         p_cat[:, fill : fill + k] = x[:, :k]
         q_cat[:, fill : fill + k] = z[:, :k]
         fill += k
-        if fill >= 2 * m.max_columns or (s == m.samples - 1 and fill > m.max_columns):
+        if fill >= 2 * m.max_columns:
             a, b, dropped = _compress(p_cat[:, :fill], q_cat[:, :fill], m.max_columns, dropped)
             fill = a.shape[1]
             p_cat[:, :fill], q_cat[:, :fill] = a, b
+    if fill > m.max_columns:
+        a, b, dropped = _compress(p_cat[:, :fill], q_cat[:, :fill], m.max_columns, dropped)
+        fill = a.shape[1]
+        p_cat[:, :fill], q_cat[:, :fill] = a, b
     p_cat, q_cat = p_cat[:, :fill], q_cat[:, :fill]
+    if n_sweeps < wanted:  # the model says how many samples it averages
+        m.samples = n_sweeps - m.burn_in
     scale = 1.0 / math.sqrt(m.samples)
     m.global_mean = mu
     m.user_factors = nn.Parameter(torch.from_numpy((p_cat * scale).astype(np.float32)))
@@ -244,7 +261,7 @@ def fit_bmf(model: RatingModel, train: Interactions) -> None:
         "compile_seconds": compile_s, "fit_seconds": time.perf_counter() - t0,
         "noise_precision": taus, "train_mse": train_mse, "columns": p_cat.shape[1],
         "dropped_share": dropped[0] / dropped[1] if len(dropped) > 1 and dropped[1] else 0.0,
-        "threads": threads,
+        "threads": threads, "samples_wanted": wanted - m.burn_in,
     }  # fmt: skip
 
 
