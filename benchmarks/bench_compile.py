@@ -1,12 +1,23 @@
 """First fit with an empty kernel cache against a warm one: where compile time goes.
 
-``--workload ml-1m`` (the default): the default rating run of ``recfit train -d ml-1m``
-(``train_run``: the row-wise kernel is compiled ahead in a background thread while the data
-loads and splits), each in a fresh process. Per run: the process's wall time, the wall
-time from ``train_run``'s start to the fit's end (data, split, compile wait and fit),
-``compile_seconds`` (the fit's wait for the kernel) and ``fit_seconds``; then the ratios
-empty / warm (median of the warm runs). Target: the first run's fit (compile wait + fit)
-at most 2x a warm one's. ``--no-ahead`` measures without the background compile.
+``--workload ml-1m`` (the default): the ml-1m DotBias row-wise fit (``model="dot"``, what
+``auto`` without a search resolves to there), each run in a fresh process, alternating a run
+with an empty cache folder (a new ``RECFIT_CACHE_DIR``) and one with a warm folder (filled by
+one unreported run first), ``--runs`` of each; medians, and the ratios empty / warm. Two
+entry points, both in every run (``--entry``):
+
+* ``cli``: ``python -m recfit train -d ml-1m --model dot --out RUN``, as a user starts it;
+  the kernel compiles in a separate process from the first import on. Reported: the
+  process's wall time, and the fit's wall time = ``details.compile_seconds`` (the fit's
+  wait for the kernel) + ``fit_seconds`` from ``metrics.json``.
+* ``api``: ``train_run`` called from Python (the kernel compiles ahead from
+  ``train_run``'s start). Reported: the process's wall time, ``train_run``'s wall time
+  (data, split, compile wait and fit), and the fit's wall time as above.
+
+Target: the first run's fit wall time (compile wait + fit) at most 2x a warm one's.
+``--ahead thread`` compiles ahead in a thread of the process instead of a separate process
+(``RECFIT_COMPILE_AHEAD=0``), ``--ahead off`` not at all (as a fit called without
+``train_run``); ``--ahead child,thread`` alternates both in one run.
 
 ``--workload small``: the same small row-wise fit (BiasedMF, 20,000 synthetic ratings, 500 x 300, 16
 factors, 2 epochs, the compiled step) in fresh processes, first with an empty numba cache
@@ -17,7 +28,8 @@ done before the fit's timer starts), then the medians of the warm runs.
 
 Usage::
 
-    python benchmarks/bench_compile.py [--runs 4] [--workload ml-1m|small] [--no-ahead]
+    python benchmarks/bench_compile.py [--runs 3] [--entry cli,api] [--ahead child]
+    python benchmarks/bench_compile.py --workload small [--runs 4]
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 CHILD = """
 import json, time
@@ -53,62 +66,98 @@ print(json.dumps({"wall": time.perf_counter() - t, "fit": learn.fit_seconds,
                   "compile": learn.compile_seconds}))
 """
 
-ML1M = """
+API = """
 import json, sys, time
-t_proc = time.perf_counter()
 from recfit.config import validate_config
 from recfit.runs import train_run
 from recfit.train import kernels
-if sys.argv[1] == "0":
+if sys.argv[1] == "off":
     kernels.compile_ahead = lambda: None
-cfg = validate_config({"dataset": "ml-1m", "seed": 42})
+cfg = validate_config({"dataset": "ml-1m", "model": "dot", "seed": 42})
 t = time.perf_counter()
 res = train_run(cfg, progress=False)
 run_wall = time.perf_counter() - t
 print(json.dumps({"run": run_wall, "fit": res.metrics["fit_seconds"],
-                  "compile": res.details["compile_seconds"], "rmse": res.metrics["rmse"],
-                  "t_proc": t_proc}))
+                  "compile": res.details["compile_seconds"], "rmse": res.metrics["rmse"]}))
 """
+
+ENV_KEYS = ("RECFIT_CACHE_DIR", "NUMBA_CACHE_DIR", "RECFIT_COMPILE_AHEAD")
+
+
+def _one(entry: str, ahead: str, cache: str, scratch: str) -> dict[str, float]:
+    """One fresh process; its figures (seconds, rmse)."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env["RECFIT_CACHE_DIR"] = cache
+    if ahead != "child":
+        env["RECFIT_COMPILE_AHEAD"] = "0"
+    if entry == "api":
+        cmd = [sys.executable, "-c", API, ahead]
+    else:
+        out = tempfile.mkdtemp(dir=scratch)
+        cmd = [sys.executable, "-m", "recfit", "train", "-d", "ml-1m", "--model", "dot",
+               "--seed", "42", "-q", "--out", out, "--force"]  # fmt: skip
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    proc = time.perf_counter() - t0
+    if entry == "api":
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+    else:
+        m = json.loads((Path(out) / "metrics.json").read_text())
+        r = {"fit": m["fit_seconds"], "compile": m["details"]["compile_seconds"],
+             "rmse": m["rmse"]}  # fmt: skip
+    r["proc"] = proc
+    r["fit_wall"] = r["compile"] + r["fit"]
+    return r
+
+
+def _line(label: str, r: dict[str, float]) -> str:
+    run = f", train_run {r['run']:.2f} s" if "run" in r else ""
+    return (f"  {label}: process {r['proc']:.2f} s{run}, fit wall {r['fit_wall']:.2f} s = "
+            f"compile wait {r['compile']:.2f} + fit {r['fit']:.2f}, rmse {r['rmse']:.4f}, "
+            f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
 
 
 def ml1m(args: argparse.Namespace) -> int:
-    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, ml-1m default run,"
-          f" compile ahead {'off' if args.no_ahead else 'on'}")  # fmt: skip
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="recfit-cache-") as cache:
-        env = {**os.environ, "RECFIT_CACHE_DIR": cache}
-        env.pop("NUMBA_CACHE_DIR", None)
+    entries = args.entry.split(",")
+    aheads = args.ahead.split(",")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, ml-1m DotBias "
+          f"row-wise fit, entries {entries}, compile ahead {aheads}, {args.runs} runs each")  # fmt: skip
+    rows: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="recfit-bench-") as scratch:
+        warm = tempfile.mkdtemp(prefix="warm-", dir=scratch)
+        _one(entries[0], aheads[0], warm, scratch)  # fills the warm cache; not reported
         for i in range(args.runs):
-            t0 = time.perf_counter()
-            out = subprocess.run(
-                [sys.executable, "-c", ML1M, "0" if args.no_ahead else "1"], env=env,
-                check=True, capture_output=True, text=True,
-            ).stdout  # fmt: skip
-            r = json.loads(out.strip().splitlines()[-1])
-            r["proc"] = time.perf_counter() - t0
-            r["fit_wall"] = r["compile"] + r["fit"]
-            rows.append(r)
-            label = "empty cache" if i == 0 else "warm cache "
-            print(
-                f"{label}: process {r['proc']:.2f} s, train_run {r['run']:.2f} s, fit wall "
-                f"{r['fit_wall']:.2f} s = compile wait {r['compile']:.2f} + fit "
-                f"{r['fit']:.2f}, rmse {r['rmse']:.4f}, load {os.getloadavg()[0]:.2f}",
-                flush=True,
-            )
-    if len(rows) > 1:
-        first, warm = rows[0], rows[1:]
-        for key, what in (("fit_wall", "fit wall"), ("run", "train_run"), ("proc", "process")):
-            w = statistics.median(r[key] for r in warm)
-            print(f"{what}: empty {first[key]:.2f} s, warm median {w:.2f} s, ratio "
-                  f"{first[key] / w:.2f}")  # fmt: skip
+            for entry in entries:
+                for ahead in aheads:
+                    for state in ("empty", "warm"):
+                        cache = tempfile.mkdtemp(dir=scratch) if state == "empty" else warm
+                        r = _one(entry, ahead, cache, scratch)
+                        rows.setdefault((entry, ahead, state), []).append(r)
+                        print(_line(f"run {i + 1} {entry:3s} {ahead:6s} {state:5s}", r),
+                              flush=True)  # fmt: skip
+    print(f"medians (load now {os.getloadavg()[0]:.2f}):")
+    for entry in entries:
+        for ahead in aheads:
+            cold, hot = rows[(entry, ahead, "empty")], rows[(entry, ahead, "warm")]
+            for key, what in (("fit_wall", "compile wait + fit"), ("run", "train_run"),
+                              ("proc", "whole process")):  # fmt: skip
+                if key not in cold[0]:
+                    continue
+                c = statistics.median(r[key] for r in cold)
+                w = statistics.median(r[key] for r in hot)
+                print(f"  {entry} {ahead:6s} {what:18s}: empty {c:.2f} s, warm {w:.2f} s, "
+                      f"ratio {c / w:.2f}")  # fmt: skip
+            wait = statistics.median(r["compile"] for r in cold)
+            print(f"  {entry} {ahead:6s} {'compile wait':18s}: empty {wait:.2f} s")
     return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workload", choices=("ml-1m", "small"), default="ml-1m")
-    ap.add_argument("--no-ahead", action="store_true", help="no background compile")
+    ap.add_argument("--entry", default="cli,api", help="cli, api or both (comma-separated)")
+    ap.add_argument("--ahead", default="child", help="child, thread, off (comma-separated)")
     args = ap.parse_args()
     if args.workload == "ml-1m":
         return ml1m(args)

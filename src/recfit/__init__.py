@@ -7,6 +7,7 @@ it, and ``recfit serve`` / ``recfit recommend`` answer from it. Training checkpo
 over.
 """
 
+import recfit._startup  # noqa: F401 (first: `recfit train` starts its compile here)
 from recfit._version import __version__
 from recfit.config import (
     ClassificationConfig,

@@ -157,7 +157,7 @@ def test_a_run_reports_compile_seconds_apart(
 
     csv = tmp_path / "ratings.csv"
     tiny.to_frame().to_csv(csv, index=False)
-    cfg = RatingConfig(dataset=str(csv), epochs=1, bs=32, n_factors=4, seed=1)
+    cfg = RatingConfig(dataset=str(csv), epochs=1, bs=32, n_factors=4, seed=1, budget=0)
     res = train_run(cfg, tmp_path / "run", progress=False)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     compile_s = metrics["details"]["compile_seconds"]
@@ -233,3 +233,125 @@ def test_the_row_loops_do_no_reference_counting(
     step's time on ml-1m batches on one thread."""
     calls = run_fresh(REFCOUNTS, {"RECFIT_CACHE_DIR": str(tmp_path)})
     assert calls == {"user_rows": [0, 0, 1], "item_rows": [0, 0, 1]}
+
+
+# ------------------------------------------------ the compile in a separate process
+def test_only_recfit_train_starts_the_compile_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At ``import recfit``, the console script ``recfit train`` and ``python -m recfit
+    train`` start the child compile; no other command, help, a distributed launch or worker,
+    a script, ``-c`` code or another module does."""
+    from recfit import _compile_ahead
+
+    started: list[bool] = []
+    monkeypatch.setattr(_compile_ahead, "start", lambda: started.append(True))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    py = "/usr/bin/python3"
+    starts = [
+        (["/venv/bin/recfit", "train", "-d", "ml-1m"], [py, "/venv/bin/recfit", "train"]),
+        ([py], [py, "-m", "recfit", "train", "-d", "ml-1m"]),
+        ([py], [py, "-X", "importtime", "-W", "ignore", "-m", "recfit", "train"]),
+    ]
+    not_starts = [
+        (["/venv/bin/recfit", "serve", "run"], [py, "/venv/bin/recfit", "serve", "run"]),
+        (["/venv/bin/recfit", "train", "--help"], []),
+        (["/venv/bin/recfit", "train", "--nproc=2"], []),
+        (["/venv/bin/recfit"], []),
+        (["-c"], [py, "-c", "import recfit", "train"]),
+        (["script.py", "train"], [py, "script.py", "train"]),
+        (["-m"], [py, "-m", "pytest", "train"]),
+        (["-m"], [py, "-m", "recfit.cli", "train"]),
+    ]
+    for argv, orig in starts:
+        started.clear()
+        _compile_ahead.start_for_command_line(argv, orig)
+        assert started == [True], argv
+    for argv, orig in not_starts:
+        started.clear()
+        _compile_ahead.start_for_command_line(argv, orig)
+        assert started == [], (argv, orig)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    _compile_ahead.start_for_command_line(["/venv/bin/recfit", "train"], [])
+    assert started == []
+
+
+# a tiny row-wise fit whose kernel compiles ahead (the child as ``sys.argv[1]`` says: the
+# real one, a broken one, or none); prints what the tests check
+AHEAD_FIT = """
+import hashlib, json, os, subprocess, sys, time, warnings
+from recfit import _compile_ahead
+mode = sys.argv[1]
+if mode == "child":
+    child = _compile_ahead.start()
+elif mode == "broken":
+    child = _compile_ahead.start([sys.executable, "-c", "import sys; sys.exit('ValueError: broken on purpose')"])
+else:
+    child = None
+    os.environ["RECFIT_COMPILE_AHEAD"] = "0"  # the fit's thread compiles the kernel itself
+import numpy as np
+from recfit.data import Interactions
+from recfit.models import BiasedMF
+from recfit.train import Learner, _kernels_numba, kernels
+from recfit.train.execution import Execution
+if child is not None:
+    while child.poll() is None:  # the parent's own start-up work, as long as the compile
+        time.sleep(0.05)
+kernels.compile_ahead()
+rng = np.random.default_rng(0)
+d = Interactions.from_arrays(rng.integers(0, 30, 300), rng.integers(0, 20, 300),
+                             rng.integers(1, 6, 300).astype(float))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    learn = Learner(BiasedMF(30, 20, 4, global_mean=3.0), d, bs=64,
+                    execution=Execution(row_wise=True, compiled=True), progress=False)
+    learn.fit_one_cycle(2, 0.02)
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in learn.model.parameters()))
+folder = kernels.numba_cache_dir()
+mark = _compile_ahead.marker(folder)
+stats = _kernels_numba.step_part.stats
+print(json.dumps({
+    "wait": learn.compile_seconds, "digest": digest.hexdigest(),
+    "child": None if child is None else child.returncode,
+    "child_compile": json.loads(mark.read_text())["compile_seconds"] if mark.is_file() else None,
+    "hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values()),
+    "warnings": [str(w.message) for w in caught],
+}))
+"""
+
+
+def test_the_child_compiles_while_the_parent_works_and_the_results_are_the_same(
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
+) -> None:
+    """Fresh processes, empty caches. With the child started first, the parent compiles
+    nothing (it loads the kernel the child compiled into ``$RECFIT_CACHE_DIR/numba``, never
+    into the package) and waits less than the child compiled; its weights are bit-identical
+    to those of a fit that compiled the kernel itself. A warm cache starts no child."""
+    before = _package_files()
+    env = {"RECFIT_CACHE_DIR": str(tmp_path / "ahead")}
+    ahead = run_fresh(AHEAD_FIT.replace("sys.argv[1]", "'child'"), env)
+    alone = run_fresh(AHEAD_FIT.replace("sys.argv[1]", "'none'"),
+                      {"RECFIT_CACHE_DIR": str(tmp_path / "alone")})  # fmt: skip
+    assert ahead["child"] == 0 and ahead["warnings"] == []
+    assert (ahead["hits"], ahead["misses"]) == (1, 0)  # loaded, not compiled, by the parent
+    assert ahead["wait"] < ahead["child_compile"]
+    assert (alone["hits"], alone["misses"]) == (0, 1)
+    assert ahead["digest"] == alone["digest"]
+    assert list((tmp_path / "ahead" / "numba").rglob("*step_part*.nbi"))
+    assert _package_files() == before
+    again = run_fresh(AHEAD_FIT.replace("sys.argv[1]", "'child'"), env)
+    assert again["child"] is None and (again["hits"], again["misses"]) == (1, 0)
+
+
+def test_a_failed_child_compile_falls_back_to_the_fit_with_a_clear_warning(
+    tmp_path: Path, run_fresh: Callable[[str, dict[str, str]], Any]
+) -> None:
+    """A child that fails: one warning that says so and why, the kernel compiled in the
+    parent instead, and the same weights as a fit without any child."""
+    broken = run_fresh(AHEAD_FIT.replace("sys.argv[1]", "'broken'"),
+                       {"RECFIT_CACHE_DIR": str(tmp_path / "broken")})  # fmt: skip
+    alone = run_fresh(AHEAD_FIT.replace("sys.argv[1]", "'none'"),
+                      {"RECFIT_CACHE_DIR": str(tmp_path / "alone")})  # fmt: skip
+    assert broken["child"] == 1 and (broken["hits"], broken["misses"]) == (0, 1)
+    (message,) = broken["warnings"]
+    assert "separate process" in message and "broken on purpose" in message
+    assert "compiled it in this process" in message
+    assert broken["digest"] == alone["digest"]

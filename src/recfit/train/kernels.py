@@ -31,12 +31,15 @@ import queue
 import sys
 import threading
 import time
+import warnings
 from functools import cache
 from typing import Any
 
 import numpy as np
 
+from recfit import _compile_ahead
 from recfit._fs import numba_cache_dir
+from recfit.errors import RecfitWarning
 
 HUGE_PAGE = 2 << 20
 """Size of a transparent huge page on x86-64 and arm64 Linux."""
@@ -45,6 +48,7 @@ __all__ = [
     "RowStepBuffers",
     "available",
     "compile_ahead",
+    "compile_in_child",
     "ensure_compiled",
     "huge_zeros",
     "numba_cache_dir",
@@ -99,7 +103,8 @@ def ensure_compiled(
     once on an empty batch of the fit's own arrays (so the same specialisation, and no
     change to any weight or state); ``shuffle`` also warms :func:`permutation` and
     :func:`take` for the dtypes of ``columns`` (a large epoch's shuffle). Once compiled,
-    each call costs microseconds.
+    each call costs microseconds. Waits for :func:`compile_ahead`'s work first, and warns
+    (:class:`~recfit.errors.RecfitWarning`) when its separate process failed.
 
     Example:
         >>> ensure_compiled() >= 0.0
@@ -110,6 +115,13 @@ def ensure_compiled(
         return 0.0
     for t in _AHEAD:  # compile_ahead's work: waited for, counted as compile time
         t.join()
+    while _AHEAD_PROBLEMS:
+        warnings.warn(
+            "expected the row-wise kernel compiled in a separate process, received "
+            f"{_AHEAD_PROBLEMS.pop(0)}; compiled it in this process instead",
+            RecfitWarning,
+            stacklevel=2,
+        )
     _kernels()
     if warm_step is not None:
         warm_step()
@@ -124,11 +136,14 @@ def ensure_compiled(
 
 _AHEAD: list[threading.Thread] = []
 _AHEAD_LOCK = threading.Lock()
+_AHEAD_PROBLEMS: list[str] = []
 
 
-def _compile_step() -> None:
+def _compile_step(strict: bool = False) -> None:
     """Compile (or load) the row-wise step for the arrays every fit passes (int64 rows,
-    float32 ratings, weights, tables and state, float64 decay logs), without running it."""
+    float32 ratings, weights, tables and state, float64 decay logs), without running it.
+    A failure is swallowed (a head start only: the fit compiles what it needs) unless
+    ``strict``."""
     import numba
 
     typeof: Any = numba.typeof  # numba has no stubs
@@ -141,15 +156,52 @@ def _compile_step() -> None:
         m32, m32, v64, m32, m32, v64, v32, 1.0, 1.0, v32, v32, vi, vi,
         mi, mi, mi, mi, vi, mi, m32, m32, True,
     )  # fmt: skip
-    with contextlib.suppress(Exception):  # a head start only: the fit compiles what it needs
+    try:
         _kernels()["step"].compile(tuple(typeof(a) for a in args))
+    except Exception:
+        if strict:
+            raise
+
+
+def _load_after(child: Any) -> None:
+    """Import the kernels while ``child`` (a process from :mod:`recfit._compile_ahead`)
+    compiles the step, wait for it, then load the step from the cache it filled, or
+    compile it here when it failed (the reason goes to :func:`ensure_compiled`)."""
+    with contextlib.suppress(Exception):
+        _kernels()
+    problem = _compile_ahead.outcome(child)
+    if problem is not None:
+        _AHEAD_PROBLEMS.append(problem)
+    _compile_step()
+
+
+def compile_in_child() -> int:
+    """What the separate process of :mod:`recfit._compile_ahead` runs: compile the row-wise
+    step into the cache and leave the marker; the exit status (1 with the error on
+    stderr)."""
+    try:
+        t0 = time.perf_counter()
+        folder = numba_cache_dir()
+        if folder is None:
+            raise RuntimeError("no writable cache folder")
+        _compile_step(strict=True)
+        _compile_ahead.write_marker(folder, time.perf_counter() - t0)
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def compile_ahead() -> threading.Thread | None:
-    """Start compiling (or loading from the cache) the row-wise step in a background thread,
-    so that it overlaps the data loading before a fit; :func:`ensure_compiled` waits for it.
-    Compiles the very specialisation a fit uses, so the results are the same. ``None``
-    without numba; a second call returns the first thread.
+    """Start compiling (or loading from the cache) the row-wise step in the background, so
+    that it overlaps the data loading before a fit; :func:`ensure_compiled` waits for it.
+    Compiles the very specialisation a fit uses, so the results are the same.
+
+    The compile runs in a separate process (:mod:`recfit._compile_ahead`: no contention
+    for the GIL; ``recfit train`` starts it before its imports) while the cache is cold,
+    and a background thread of this process loads the kernel once it is done; where no
+    process can run, the thread compiles. ``None`` without numba; a second call returns
+    the first thread.
 
     Example:
         >>> compile_ahead() is compile_ahead()
@@ -159,7 +211,13 @@ def compile_ahead() -> threading.Thread | None:
         return None
     with _AHEAD_LOCK:
         if not _AHEAD:
-            t = threading.Thread(target=_compile_step, name="recfit-compile", daemon=True)
+            child = _compile_ahead.running() or _compile_ahead.start()
+            t = threading.Thread(
+                target=_compile_step if child is None else _load_after,
+                args=() if child is None else (child,),
+                name="recfit-compile",
+                daemon=True,
+            )
             t.start()
             _AHEAD.append(t)
         return _AHEAD[0]
