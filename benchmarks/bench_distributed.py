@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,6 @@ from recfit.tasks.rating import resolve_config
 from recfit.train import Learner, sparse_dist
 from recfit.train import distributed as D
 from recfit.train.execution import Execution
-from recfit.train.sparse import RowOptimizer
 
 N_FACTORS = 64
 BS = 16_384
@@ -58,7 +58,7 @@ def _data(path: Path) -> tuple[Interactions, Interactions]:
     return d.take(np.arange(cut)), d.take(np.arange(cut, len(d)))
 
 
-def _learner(train: Interactions, valid: Interactions, threads: int) -> Learner:
+def _learner(train: Interactions, valid: Interactions, threads: int | None) -> Learner:
     cfg = resolve_config(RatingConfig(dataset="synthetic", n_factors=N_FACTORS, bs=BS), train)
     model = DotBias(train.n_users, train.n_items, n_factors=N_FACTORS, seed=0)
     return Learner(
@@ -80,60 +80,82 @@ def _fit(learn: Learner, epochs: int) -> dict[str, Any]:
 
 
 def _timed(phases: dict[str, float]) -> None:
-    """Time the three phases of a distributed row-wise step (grads, exchange, update)."""
+    """Time the phases of a distributed compiled step: the whole step, its kernel
+    (this rank's ratings, its users' update, the items' pairs packed) and the items'
+    update; the rest of the step is the exchange (all-gather)."""
 
     def wrap(owner: Any, name: str, key: str) -> None:
         fn = getattr(owner, name)
+        calls = [0]
 
         def timed(*a: Any, **k: Any) -> Any:
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                phases[key] = phases.get(key, 0.0) + time.perf_counter() - t
+                calls[0] += 1
+                if calls[0] > 1 or key in ("step", "replicate"):  # not the compiling call
+                    phases[key] = phases.get(key, 0.0) + time.perf_counter() - t
 
         setattr(owner, name, timed)
 
-    wrap(RowOptimizer, "compiled_grads", "grads")
-    wrap(sparse_dist, "exchange", "exchange")
-    wrap(RowOptimizer, "compiled_apply", "apply")
+    wrap(sparse_dist, "compiled_step", "step")
+    wrap(sparse_dist.OwnedRows, "step", "kernel")
+    wrap(sparse_dist.OwnedRows, "apply", "apply")
+    wrap(sparse_dist, "replicate", "replicate")
 
 
 def worker(data: Path, out: Path, epochs: int) -> None:
     train, valid = _data(data)
     with D.session("cpu") as ctx:
         assert ctx is not None
-        learn = D.attach(_learner(train, valid, threads=1), ctx)
+        learn = D.attach(_learner(train, valid, threads=None), ctx)
         phases: dict[str, float] = {}
         _timed(phases)
         res = _fit(learn, epochs)
         ex = ctx.exchanged
         res.update(phases=phases, exchange_steps=ex.steps, rows_sent=ex.rows_sent,
-                   bytes_sent=ex.bytes_sent, bytes_received=ex.bytes_received)  # fmt: skip
+                   bytes_sent=ex.bytes_sent, bytes_received=ex.bytes_received,
+                   bytes_replicated=ex.bytes_replicated,
+                   threads=learn.execution.num_threads)  # fmt: skip
         (out / f"rank{ctx.rank}.json").write_text(json.dumps(res))
 
 
-def _shard_rows(train: Interactions, world: int, seed: int = 0) -> tuple[float, float]:
-    """Per step of one epoch at ``world`` ranks: the largest rank's touched rows (users +
-    items) and the total over the ranks (means over the steps)."""
+def _item_pairs(train: Interactions, world: int, seed: int = 0) -> tuple[float, float]:
+    """Per step of one epoch at ``world`` ranks owning the users ``user % world``: the
+    most distinct items of one rank's ratings (its buffer) and their sum over the ranks
+    (the pairs every rank's item update reads), means over the steps."""
     perm = np.random.default_rng(seed).permutation(len(train))
+    users, items = train.user[perm].astype(np.int64), train.item[perm].astype(np.int64)
     widths, totals = [], []
     for b in range(0, len(perm) - BS + 1, BS):
-        rows = perm[b : b + BS]
-        per = []
-        for r in range(world):
-            lo, hi = D.shard_range(BS, r, world)
-            part = rows[lo:hi]
-            per.append(len(np.unique(train.user[part])) + len(np.unique(train.item[part])))
-        widths.append(max(per))
-        totals.append(sum(per))
+        u, i = users[b : b + BS], items[b : b + BS]
+        key = np.unique((u % world) * train.n_items + i) // train.n_items
+        per = np.bincount(key, minlength=world)
+        widths.append(per.max())
+        totals.append(per.sum())
     return float(np.mean(widths)), float(np.mean(totals))
+
+
+def _ranks(data: Path, tmp: str, epochs: int) -> list[dict[str, Any]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
+           "--nproc-per-node=2", "--rdzv-backend=c10d",
+           f"--rdzv-endpoint=127.0.0.1:{D.free_port()}", __file__,
+           "--epochs", str(epochs), "--worker", str(data), tmp]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True)
+    return [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def _ms(xs: list[float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in xs)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ratings", type=int, default=3_000_000)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of the two runs")
     ap.add_argument("--worker", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -144,49 +166,52 @@ def main() -> None:
         d = synthetic(args.ratings, 162_541, 59_047, seed=0, with_timestamps=False)
         data = Path(tmp) / "data.npz"
         np.savez(data, user=d.user, item=d.item, rating=d.rating)
-        print(f"data: {len(d):,} ratings ({time.perf_counter() - t:.1f} s to generate)")
+        del d
+        print(f"data: {args.ratings:,} ratings ({time.perf_counter() - t:.1f} s to generate)")
         train, valid = _data(data)
-        load0 = os.getloadavg()
-        single = _fit(_learner(train, valid, threads=2), args.epochs)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
-               "--nproc-per-node=2", "--rdzv-backend=c10d",
-               f"--rdzv-endpoint=127.0.0.1:{D.free_port()}", __file__,
-               "--epochs", str(args.epochs), "--worker", str(data), tmp]  # fmt: skip
-        subprocess.run(cmd, env=env, check=True)
-        ranks = [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(2)]
-        load1 = os.getloadavg()
-        width8, total8 = _shard_rows(train, 8)
-        total2 = _shard_rows(train, 2)[1]
-    r0 = ranks[0]
-    s_ep, d_ep = min(single["epoch_s"]), max(min(r["epoch_s"]) for r in ranks)
+        singles: list[dict[str, Any]] = []
+        dists: list[list[dict[str, Any]]] = []
+        for rnd in range(args.rounds):  # alternate the two, same data, same machine
+            load = os.getloadavg()[0]
+            singles.append(_fit(_learner(train, valid, threads=2), args.epochs))
+            load_mid = os.getloadavg()[0]
+            dists.append(_ranks(data, tmp, args.epochs))
+            print(
+                f"round {rnd + 1}: load {load:.2f} / {load_mid:.2f} / {os.getloadavg()[0]:.2f}; "
+                f"1 process x 2 threads epochs {_ms(singles[-1]['epoch_s'])} s; 2 ranks x "
+                f"{dists[-1][0]['threads']} thread epochs {_ms(dists[-1][0]['epoch_s'])} s",
+                flush=True,
+            )
+        pairs2 = _item_pairs(train, 2)
+        pairs8 = _item_pairs(train, 8)
+    single = singles[-1]
+    r0 = dists[-1][0]
+    s_ep = statistics.median(e for run in singles for e in run["epoch_s"])
+    d_ep = statistics.median(max(r["epoch_s"][e] for r in run) for run in dists
+                             for e in range(args.epochs))  # fmt: skip
     steps = single["steps"]
-    print(f"load average before/after: {load0[0]:.2f} / {load1[0]:.2f} (2 cores on this box)")
     print(f"model: DotBias {N_FACTORS} factors, bs {BS}, {steps} steps per epoch, "
           f"{len(train):,} training ratings")  # fmt: skip
+    print(f"1 process x 2 threads ({single['path']}): RMSE {single['rmse']:.4f}")
+    for r, res in enumerate(dists[-1]):
+        print(f"rank {r} of 2 x {res['threads']} thread ({res['path']}): RMSE {res['rmse']:.4f}")
     print(
-        f"1 process x 2 threads ({single['path']}): epochs "
-        f"{', '.join(f'{s:.2f}' for s in single['epoch_s'])} s, RMSE {single['rmse']:.4f}"
-    )
-    for r, res in enumerate(ranks):
-        print(
-            f"rank {r} of 2 x 1 thread ({res['path']}): epochs "
-            f"{', '.join(f'{s:.2f}' for s in res['epoch_s'])} s, RMSE {res['rmse']:.4f}"
-        )
-    print(
-        f"epoch time, 2 ranks / 1 process (best epochs): {d_ep:.2f} / {s_ep:.2f} = "
-        f"{d_ep / s_ep:.2f}x;  RMSE difference {abs(r0['rmse'] - single['rmse']):.4f}"
+        f"median epoch, 2 ranks (slower rank) / 1 process, {args.rounds} rounds x "
+        f"{args.epochs} epochs: {d_ep:.2f} / {s_ep:.2f} s = {d_ep / s_ep:.2f}x;  RMSE "
+        f"difference {abs(r0['rmse'] - single['rmse']):.4f}"
     )
     n_steps = r0["exchange_steps"]
-    ph = r0["phases"]
-    per = {k: 1e3 * v / n_steps for k, v in ph.items()}
+    per = {k: 1e3 * v / n_steps for k, v in r0["phases"].items()}
+    wire = per["step"] - per["kernel"] - per["apply"]
     print(
-        f"rank 0 per step: gradient kernel {per['grads']:.2f} ms, exchange "
-        f"{per['exchange']:.2f} ms, update kernel {per['apply']:.2f} ms"
+        f"rank 0 per step: kernel (its ratings, its users' update, items packed) "
+        f"{per['kernel']:.2f} ms, exchange {wire:.2f} ms, items' update {per['apply']:.2f} "
+        f"ms; users' rows copied from their owners {per.get('replicate', 0) * n_steps:.0f} "
+        f"ms per fit ({r0['bytes_replicated'] / 1e6:.1f} MB received)"
     )
     row_b = (N_FACTORS + 2) * 4
     print(
-        f"exchanged per step and rank: {r0['rows_sent'] / n_steps:,.0f} (row, gradient) "
+        f"exchanged per step and rank: {r0['rows_sent'] / n_steps:,.0f} (item, gradient) "
         f"pairs, {r0['bytes_sent'] / n_steps / 1e6:.3f} MB sent, "
         f"{r0['bytes_received'] / n_steps / 1e6:.3f} MB received (own buffer included; "
         f"{row_b} B per pair). Dense gradient all-reduce would be "
@@ -194,17 +219,18 @@ def main() -> None:
     )
     # ---- 8 machines, ml-25m, 10 Gbit/s
     steps25 = ML25M // BS
-    grad8 = per["grads"] * 2 / 8  # the gradient kernel's work is split over the ranks
-    apply8 = per["apply"] * total8 / total2  # the update reads every rank's pairs
-    cap8 = 2 * (BS // 8)  # sparse_dist.capacity: each side's rows of the largest shard
-    buf8 = (cap8 + 1) * row_b  # one rank's buffer: header row, then cap8 rows
+    kern8 = per["kernel"] * 2 / 8  # each rank's kernel trains 1/world of the ratings
+    apply8 = per["apply"] * pairs8[1] / pairs2[1]  # the items' update reads every pair
+    buf8 = (pairs8[0] + 1) * row_b  # one rank's buffer: header row, then its pairs
     wire8 = 7 * buf8 / LINK_BYTES_PER_S * 1e3  # ring all-gather: 7/8 of 8 buffers
     lat8 = 7 * HOP_LATENCY_S * 1e3  # one all-gather, 7 hops
-    step8 = grad8 + apply8 + wire8 + lat8
+    step8 = kern8 + apply8 + wire8 + lat8
+    rep8 = r0["bytes_replicated"] / args.epochs * 7 / 8 / LINK_BYTES_PER_S  # s per epoch
     print("expected ml-25m epoch on 8 machines (1 rank each, 10 Gbit/s links):")
     print(
-        f"  touched rows per rank-shard of {BS // 8} ratings (this data, max rank, mean "
-        f"step): {width8:,.0f}; buffer (1 + {cap8:,}) x {row_b} B = {buf8 / 1e6:.3f} MB"
+        f"  item pairs per step (this data, mean step): {pairs8[0]:,.0f} from the busiest "
+        f"rank, {pairs8[1]:,.0f} over the 8 ranks (2 ranks: {pairs2[0]:,.0f} and "
+        f"{pairs2[1]:,.0f}); buffer (1 + {pairs8[0]:,.0f}) x {row_b} B = {buf8 / 1e6:.3f} MB"
     )
     print(
         f"  wire: ring all-gather moves 7 x {buf8 / 1e6:.3f} MB per rank = "
@@ -212,13 +238,13 @@ def main() -> None:
         f"{HOP_LATENCY_S * 1e6:.0f} us = {lat8:.2f} ms"
     )
     print(
-        f"  compute: gradient {per['grads']:.2f} ms x 2/8 = {grad8:.2f} ms; update "
-        f"{per['apply']:.2f} ms x {total8:,.0f}/{total2:,.0f} pairs = {apply8:.2f} ms"
+        f"  compute: kernel {per['kernel']:.2f} ms x 2/8 = {kern8:.2f} ms; items' update "
+        f"{per['apply']:.2f} ms x {pairs8[1]:,.0f}/{pairs2[1]:,.0f} pairs = {apply8:.2f} ms"
     )
     print(
         f"  step {step8:.2f} ms x {steps25:,} steps = {step8 * steps25 / 1e3:.1f} s per "
-        f"epoch (1 process x 2 threads here: {s_ep / steps * steps25:.1f} s, scaled by "
-        f"steps)"
+        f"epoch, + users' rows copied once per epoch {rep8:.2f} s (1 process x 2 threads "
+        f"here: {s_ep / steps * steps25:.1f} s, scaled by steps)"
     )
     print(f"  ({torch.__version__}; measured on this machine, not on 8 machines)")
 

@@ -68,6 +68,7 @@ from torch import Tensor
 
 from recfit.config import validate_config
 from recfit.errors import BundleError, CheckpointError, ConfigError, TrainingInterrupted
+from recfit.train import sparse_dist
 from recfit.train.callbacks import Callback
 from recfit.train.checkpoint_file import (
     CHECKPOINT_FILE,
@@ -132,6 +133,8 @@ def capture(
     Under distributed training every rank must call it at the same point (the running
     loss sums are all-reduced); only rank 0 needs to write the result.
     """
+    if learn.dist is not None and learn.compiled:  # users' rows from the ranks owning them
+        sparse_dist.replicate(learn.opt, learn.dist)
     tensors: dict[str, Tensor] = {}
     for k, v in learn.model.state_dict().items():
         tensors[f"model.{k}"] = v.detach().to("cpu", copy=True).contiguous()

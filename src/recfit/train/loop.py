@@ -125,6 +125,8 @@ class TrainingLoop:
         """Apply the row-wise optimiser's owed weight decay (exact weights)."""
         if self.sparse and self.opt is not None:
             self.opt.flush()
+            if self.dist is not None and self.compiled:  # users' rows from their owners
+                sparse_dist.replicate(self.opt, self.dist)
 
     def _set_hyper(self, lr: float, mom: float | None, wd: float) -> None:
         self.lr = lr
@@ -242,7 +244,7 @@ class TrainingLoop:
     ) -> None:
         """The epoch's batches from batch ``skip`` on, one step each."""
         self.epoch_gen_state = self._gen.get_state()
-        shard = None if self.dist is None else self.dist.shard
+        shard = None if self.dist is None else self.dist.batch_shard(self)
         batches = self._train_td.epoch(self.bs, self._gen, self.drop_last, skip=skip, shard=shard)
         for it, batch in enumerate(batches, start=skip):
             self.iter = it
@@ -320,10 +322,11 @@ class TrainingLoop:
         n_threads = policy.numba if policy is not None else self.execution.num_threads
         if self.dist is None:
             out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, n_threads)
-        else:  # gradients of this rank's shard, exchanged, then the same update everywhere
-            out, loss, pen = sparse_dist.compiled_step(
+        else:  # this rank's users' ratings of the batch; items' gradients exchanged
+            out, loss, pen, w_own = sparse_dist.compiled_step(
                 self.opt, self.dist, batch, float(w_tot), self.reg, n_threads
             )
+            w_sum = torch.tensor(w_own, dtype=w_sum.dtype)
         self.pred = out
         self._event("after_pred")
         reg_loss = torch.tensor(pen, dtype=torch.float32) if self.reg > 0 else None
@@ -340,7 +343,7 @@ class TrainingLoop:
         if self.dist is None:
             self.opt.warm_up(cols)
         else:
-            sparse_dist.warm_up(self.opt, cols)
+            sparse_dist.warm_up(self.opt, self.dist, cols)
 
     def _accumulate(self, w_sum: Tensor, w_tot: Tensor, reg_loss: Tensor | None) -> None:
         assert self.loss is not None

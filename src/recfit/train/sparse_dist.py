@@ -1,25 +1,38 @@
 """Row-wise optimisers across ranks: only the touched rows' gradients travel.
 
-Under distributed training each rank reads its shard of every global batch
-(:mod:`recfit.train.distributed`). On the row-wise path (:mod:`recfit.train.sparse`) a
-step here is:
+Two schemes, both following the single-process trajectory up to float rounding (the
+order of the sums): the gradient of the weighted loss is a sum over ratings and each
+row's penalty weight is a sum over its ratings, so summed per-rank gradients are those
+of the global batch, and every rank applies the optimiser step to the same sums.
 
-1. every rank computes the summed gradient of each row its shard looks up (the compiled
-   :func:`recfit.train.kernels.row_grads` on CPU, else :meth:`RowOptimizer.row_grads`
-   summed per row), from the weights every rank shares;
-2. the ranks exchange these ``(row, gradient)`` pairs in one all-gather of one packed
-   int32 buffer per rank: a header row with its two counts, then each pair's
-   ``n_factors + 1`` float32 gradient columns (as bits) and its row index, padded with
-   zeros to the most pairs a shard can touch (:func:`capacity`: gloo gathers equal
-   sizes, and the fixed size spares a second round trip for the counts);
-3. every rank applies the same optimiser step to the same concatenation (rank order; a
-   row touched by several ranks gets its gradients summed in that order), so the weights
-   and the optimiser state stay bit-identical on every rank without exchanging weights.
+**Compiled CPU kernel (users owned by ranks).** Every rank reads the whole global batch
+(the same permutation, :meth:`recfit.train.batches.TensorData.epoch` without a shard)
+and trains only the ratings of *its* users, those with ``user % world == rank``. A user
+row is then read and written by one rank only, so:
 
-The gradient of the weighted loss is a sum over ratings and each row's penalty weight is
-a sum over its ratings, so the summed gradients are those of the global batch: the run
-follows the single-process trajectory up to float rounding (the order of the sums).
-Bytes per step: ``world × (capacity + 1) × (n_factors + 2) × 4`` received by each rank.
+1. each rank runs the compiled row-wise step on its ratings (:mod:`recfit.train.
+   _kernels_dist`): forward pass, loss, every row's gradient, and the update of its
+   users' rows (their whole gradient is local; no exchange, no repeated work);
+2. the items' summed gradients travel in one all-gather of one packed int32 buffer per
+   rank: a header row (the pairs' count), then each ``(item, gradient)`` pair as
+   ``n_factors + 1`` float32 columns (as bits) and the item; the buffers are padded to
+   the most pairs any rank sends at this step, which every rank counts from the global
+   batch (no round trip for the counts);
+3. every rank sums each item's gradients in rank order and applies the same update, so
+   the item tables and their optimiser state stay bit-identical on every rank.
+
+A rank's copies of other ranks' user rows go stale during an epoch; :func:`replicate`
+copies every user row, its optimiser state and decay log from its owner (one
+all-gather per tensor) where the Learner reads the weights: after each epoch's
+:meth:`~recfit.train.sparse.RowOptimizer.flush` (before validation, at the end of a
+fit) and before a checkpoint is captured.
+Bytes per step: ``world × (pairs + 1) × (n_factors + 2) × 4`` received by each rank,
+``pairs`` the most distinct items of one rank's ratings at that step.
+
+**PyTorch operations (any device).** :func:`fused_step`: each rank reads its contiguous
+shard of every batch, and the ``(row, gradient)`` pairs of both sides travel in one
+all-gather (:func:`exchange`, buffers padded to :func:`capacity`); every rank applies the
+same update to the concatenation.
 
 Example:
     >>> ex = Exchanged()
@@ -29,6 +42,9 @@ Example:
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +54,25 @@ import torch.distributed as dist
 from torch import Tensor
 
 from recfit.errors import RecfitError
+from recfit.train import kernels
 from recfit.train.sparse import RowOptimizer
 
 if TYPE_CHECKING:
     from recfit.train.distributed import DistContext
 
-__all__ = ["Exchanged", "capacity", "compiled_step", "exchange", "fused_step", "warm_up"]
+__all__ = [
+    "SHARED_DIR",
+    "WAIT_SECONDS",
+    "Exchanged",
+    "OwnedRows",
+    "Shared",
+    "capacity",
+    "compiled_step",
+    "exchange",
+    "fused_step",
+    "replicate",
+    "warm_up",
+]
 
 Rows = list[tuple[Tensor, Tensor]]
 
@@ -57,12 +86,21 @@ class Exchanged:
         rows_sent: ``(row, gradient)`` pairs this rank sent.
         bytes_sent: bytes of this rank's buffers (padding included).
         bytes_received: bytes of every rank's buffers this rank received (its own included).
+        bytes_replicated: bytes this rank received from :func:`replicate` (not per step).
     """
 
     steps: int = 0
     rows_sent: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    bytes_replicated: int = 0
+
+    def count(self, pairs: int, sent: int, received: int) -> None:
+        """Count one exchange of ``pairs`` pairs (bytes sent and received)."""
+        self.steps += 1
+        self.rows_sent += pairs
+        self.bytes_sent += sent
+        self.bytes_received += received
 
 
 def capacity(ctx: DistContext, batch: dict[str, Tensor], n_users: int, n_items: int) -> int:
@@ -95,11 +133,7 @@ def exchange(ctx: DistContext, rows: Rows, cap: int) -> Rows:
     recv = torch.empty((ctx.world, cap + 1, k1 + 1), dtype=torch.int32, device=gu.device)
     dist.all_gather(list(recv.unbind()), send)
     counts = recv[:, 0, :2].tolist()
-    ex = ctx.exchanged
-    ex.steps += 1
-    ex.rows_sent += n_u + n_i
-    ex.bytes_sent += send.numel() * 4
-    ex.bytes_received += recv.numel() * 4
+    ctx.exchanged.count(n_u + n_i, send.numel() * 4, recv.numel() * 4)
     users = torch.cat([recv[r, 1 : c[0] + 1] for r, c in enumerate(counts)])
     items = torch.cat([recv[r, c[0] + 1 : c[0] + c[1] + 1] for r, c in enumerate(counts)])
     return [(p[:, k1].long(), p[:, :k1].contiguous().view(torch.float32)) for p in (users, items)]
@@ -129,6 +163,177 @@ def fused_step(
     opt.apply_rows(exchange(ctx, local, capacity(ctx, batch, m.n_users, m.n_items)))
 
 
+SHARED_DIR = "/dev/shm"
+"""Where ranks on one machine map their shared exchange buffers (Linux tmpfs)."""
+WAIT_SECONDS = 600.0
+"""How long a rank waits for the others at an exchange through shared memory."""
+
+
+class Shared:
+    """The pair buffers of every rank on this machine in one shared-memory file, in two
+    halves used at alternate steps, and an arrival counter: each rank's kernel writes
+    its pairs into its part of this step's half, arrives, waits for every rank, then
+    reads every part (no copy through sockets). A rank writes a half again only two
+    steps later, after every rank has arrived at the step in between, so no rank still
+    reads it.
+
+    Every rank calls :meth:`open` at the same point; ``None`` when this machine has no
+    shared-memory folder with room for it.
+    """
+
+    def __init__(self, mem: np.ndarray, world: int, rows: int, cols: int) -> None:
+        self.mem = mem
+        self.sync = mem[:64].view(np.int64)  # [arrivals, abort, ...]
+        self.data = mem[64:].view(np.int32).reshape(2, world, rows, cols)
+        self.world, self.rows, self.steps = world, rows, 0
+
+    @classmethod
+    def open(cls, ctx: DistContext, rows: int, cols: int) -> Shared | None:
+        size = 64 + 2 * ctx.world * rows * cols * 4
+        box: list[str | None] = [None]
+        if ctx.rank == 0 and os.path.isdir(SHARED_DIR):
+            st = os.statvfs(SHARED_DIR)
+            if st.f_bavail * st.f_frsize > 2 * size:
+                fd, box[0] = tempfile.mkstemp(prefix="recfit-dist-", dir=SHARED_DIR)
+                os.ftruncate(fd, size)
+                os.close(fd)
+        dist.broadcast_object_list(box, src=0)
+        name = box[0]
+        if name is None:
+            return None
+        mem = np.memmap(name, dtype=np.uint8, mode="r+", shape=(size,))
+        dist.barrier()  # every rank has it mapped: the name can go
+        if ctx.rank == 0:
+            os.unlink(name)
+        return cls(mem, ctx.world, rows, cols)
+
+    def half(self) -> np.ndarray:
+        """This step's half: ``(world, rows, cols)``."""
+        half: np.ndarray = self.data[self.steps % 2]
+        return half
+
+    def meet(self, rank: int) -> None:
+        """Arrive at this step's exchange and wait for every rank (then the next step
+        writes the other half)."""
+        kern = _compiled()
+        kern.arrive(self.sync)
+        self.steps += 1
+        target = self.world * self.steps
+        deadline = time.monotonic() + WAIT_SECONDS
+        while (state := kern.wait(self.sync, target, 100_000)) == 0:
+            if time.monotonic() > deadline:
+                self.sync[1] = 1
+                raise RecfitError(
+                    f"expected every rank at exchange {self.steps} within {WAIT_SECONDS:.0f} "
+                    f"s on rank {rank}, received {int(self.sync[0])} of {target} arrivals"
+                )
+        if state < 0:
+            raise RecfitError(
+                f"expected every rank at exchange {self.steps} on rank {rank}, received a "
+                "stop from another rank (it failed)"
+            )
+
+
+class OwnedRows:
+    """One rank's scratch for the compiled scheme (see the module docs), kept across
+    steps on :attr:`DistContext.owned`: the kernels' buffers and the pair buffers
+    (:class:`Shared` when every rank is on this machine, else a send buffer and a
+    receive buffer for the all-gather), sized for the largest batch so far."""
+
+    def __init__(self, opt: RowOptimizer, ctx: DistContext) -> None:
+        m = opt.model
+        self.opt, self.ctx, self.rank, self.world = opt, ctx, ctx.rank, ctx.world
+        self.k1 = m.n_factors + 1
+        self.n_items = m.n_items
+        self.buf = kernels.RowStepBuffers(m.n_users, m.n_items, m.n_factors)
+        self.buf.counts = np.zeros(3, np.int64)  # users, items, this rank's ratings
+        self.mark = np.full((m.n_items, ctx.world), -1, np.int64)
+        self.stamp = 0
+        self.ranks_items = np.zeros(ctx.world, np.int64)
+        self.cap = -1
+        self.shared: Shared | None = None
+        self.ensure(1, local=True)
+
+    def ensure(self, n: int, *, local: bool = False) -> None:
+        """Hold a global batch of ``n`` ratings (``local``: no shared buffers, no
+        communication)."""
+        self.buf.ensure(n)
+        if n <= self.cap:
+            return
+        self.cap = n
+        self.own = (np.empty(n, np.int64), np.empty(n, np.int64),
+                    np.empty(n, np.float32), np.empty(n, np.float32))  # fmt: skip
+        self.out = np.empty(n, np.float32)
+        self.rows, self.pos = np.empty(n, np.int64), np.empty(n, np.int64)
+        pairs = min(n, self.n_items)
+        self.send = np.zeros((pairs + 1, self.k1 + 1), np.int32)
+        self.recv = np.zeros((self.world * (pairs + 1), self.k1 + 1), np.int32)
+        if not local and self.ctx.shared_memory:
+            self.shared = Shared.open(self.ctx, pairs + 1, self.k1 + 1)
+
+    def step(
+        self, batch: dict[str, Tensor], w_tot: float, reg: float, threads: int | None
+    ) -> tuple[int, int, float, float, float]:
+        """The kernel half of a step: this rank's ratings trained, its users updated, its
+        items' pairs packed (into this step's shared half, else ``send``). Returns
+        ``(ratings, most pairs of a rank, Σ loss, Σ penalty, Σw)``."""
+        opt, buf = self.opt, self.buf
+        cols = [batch[k].numpy() for k in ("user", "item", "rating", "weight")]
+        n = cols[0].shape[0]
+        self.ensure(n, local=n == 0)
+        send = self.send if self.shared is None or n == 0 else self.shared.half()[self.rank]
+        consts, before = opt._next_consts()
+        self.consts, self.decay = consts, (before, opt.log_decay)
+        self.stamp += 1
+        (uf, ub), (itf, ib) = opt._tables()
+        (mom_u, vel_u), _ = opt._kernel_state()
+        mu, lo, span, squash = opt._model_consts()
+        kern = kernels._kernels()
+        self.parts = kernels._parts(kern, threads, buf)
+        sums = kernels._WORKERS.run(
+            _compiled().owned_part, self.parts, buf.sync,
+            (
+                self.world, self.rank, self.stamp, self.mark, self.ranks_items, *cols,
+                float(w_tot), uf, ub, itf, ib, (float(mu), float(lo), float(span), float(squash)),
+                float(reg), mom_u, vel_u, opt.row_decay[0].numpy(), consts, *self.decay,
+                *self.own, self.out, buf.dx, buf.slots[0], buf.slots[1], buf.uniq,
+                buf.start, buf.order, buf.row_slot, buf.counts, buf.bounds, buf.saved,
+                buf.grad, send.view(np.float32), send,
+            ),
+        )  # fmt: skip
+        loss = sum(x[0] for x in sums)
+        pen = sum(x[1] for x in sums)
+        return int(buf.counts[2]), int(self.ranks_items.max()), loss, pen, sums[0][2]
+
+    def apply(self, recv: np.ndarray, cap1: int) -> None:
+        """The items' update from every rank's ``cap1`` rows of ``recv``."""
+        opt, buf = self.opt, self.buf
+        _, (itf, ib) = opt._tables()
+        _, (mom_i, vel_i) = opt._kernel_state()
+        kernels._WORKERS.run(
+            _compiled().union_part, self.parts, buf.sync,
+            (
+                self.world, cap1, recv.view(np.float32), recv, itf, ib, mom_i, vel_i,
+                opt.row_decay[1].numpy(), self.consts, *self.decay, buf.slots[1],
+                self.rows, self.pos, buf.uniq, buf.start, buf.order, buf.row_slot,
+                buf.counts, buf.bounds, buf.grad,
+            ),
+        )  # fmt: skip
+
+
+def _compiled() -> Any:
+    from recfit.train import _kernels_dist  # numba, on first use
+
+    return _kernels_dist
+
+
+def _owned(opt: RowOptimizer, ctx: DistContext) -> OwnedRows:
+    if ctx.owned is None or ctx.owned.opt is not opt:
+        ctx.owned = OwnedRows(opt, ctx)
+    owned: OwnedRows = ctx.owned
+    return owned
+
+
 @torch.no_grad()
 def compiled_step(
     opt: RowOptimizer,
@@ -137,22 +342,72 @@ def compiled_step(
     w_tot: float,
     reg: float,
     threads: int | None = None,
-) -> tuple[Tensor, float, float]:
-    """:meth:`RowOptimizer.compiled_step` for one rank's shard: the compiled gradient
-    kernel, the exchange, the compiled update. Returns this shard's predictions and its
-    part of the loss and penalty (``Σ`` over its rows ``/ w_tot``)."""
-    rows, out, loss, pen = opt.compiled_grads(batch, w_tot, reg, threads)
-    local = [(torch.from_numpy(i), torch.from_numpy(g)) for i, g in rows]
-    cap = capacity(ctx, batch, opt.model.n_users, opt.model.n_items)
-    every = exchange(ctx, local, cap)  # copies the scratch views before they are reused
-    opt.compiled_apply([(i.numpy(), g.numpy()) for i, g in every], threads)
-    return out, loss, pen
+) -> tuple[Tensor, float, float, float]:
+    """:meth:`RowOptimizer.compiled_step` for one rank and the *global* batch: the
+    compiled step on this rank's users' ratings, the items' exchange, the items' update
+    (see the module docs). Returns this rank's predictions (its ratings in batch
+    order), its part of the loss and penalty (``Σ`` over its ratings ``/ w_tot``) and
+    its ratings' Σw."""
+    own = _owned(opt, ctx)
+    try:
+        n, pairs, loss, pen, w_own = own.step(batch, w_tot, reg, threads)
+        if own.shared is not None:
+            half = own.shared.half()
+            own.shared.meet(ctx.rank)
+    except BaseException:
+        if own.shared is not None:
+            own.shared.sync[1] = 1  # the other ranks stop waiting
+        raise
+    row_b = (own.k1 + 1) * 4
+    shared = own.shared
+    if shared is not None:
+        sizes = [int(c) + 1 for c in half[:, 0, 0]]
+        ctx.exchanged.count(sizes[ctx.rank] - 1, sizes[ctx.rank] * row_b, sum(sizes) * row_b)
+        own.apply(half.reshape(-1, own.k1 + 1), shared.rows)
+    else:
+        cap1 = pairs + 1
+        send = torch.from_numpy(own.send[:cap1])
+        recv = torch.from_numpy(own.recv[: ctx.world * cap1]).view(ctx.world, cap1, own.k1 + 1)
+        dist.all_gather(list(recv.unbind()), send)
+        ctx.exchanged.count(int(own.send[0, 0]), cap1 * row_b, ctx.world * cap1 * row_b)
+        own.apply(own.recv[: ctx.world * cap1], cap1)
+    ctx.replicas_stale = True
+    return torch.from_numpy(own.out[:n].copy()), loss, pen, w_own
 
 
-def warm_up(opt: RowOptimizer, batch: dict[str, Tensor]) -> None:
-    """Compile (or load) the gradient and update kernels on an empty batch (no change)."""
+@torch.no_grad()
+def replicate(opt: RowOptimizer, ctx: DistContext) -> None:
+    """Copy every user's row, optimiser state and decay log from the rank that owns it
+    (:func:`compiled_step`) to every other rank; nothing when no step ran since the last
+    copy. Every rank calls it at the same point."""
+    if not ctx.replicas_stale:
+        return
+    m = opt.model
+    n, world = m.n_users, ctx.world
+    size = -(-n // world)
+    tables = [m.user_factors.data, m.user_bias.data]
+    for t in [*tables, *(getattr(opt, name)[0] for name in opt.state_names)]:
+        rows = t.view(n, -1)
+        send = torch.zeros((size, rows.shape[1]), dtype=t.dtype)
+        mine = rows[ctx.rank :: world]
+        send[: mine.shape[0]] = mine
+        parts = [torch.empty_like(send) for _ in range(world)]
+        dist.all_gather(parts, send)
+        for r, part in enumerate(parts):
+            if r != ctx.rank:
+                theirs = rows[r::world]
+                theirs.copy_(part[: theirs.shape[0]])
+        ctx.exchanged.bytes_replicated += world * send.numel() * send.element_size()
+    ctx.replicas_stale = False
+
+
+def warm_up(opt: RowOptimizer, ctx: DistContext, batch: dict[str, Tensor]) -> None:
+    """Compile (or load) the kernels of :func:`compiled_step` on an empty batch (no
+    change, no communication)."""
+    own = _owned(opt, ctx)
     empty = {k: batch[k][:0] for k in ("user", "item", "rating", "weight")}
-    rows, _, _, _ = opt.compiled_grads(empty, 1.0, 0.0)
     step, log_decay = opt.step_count, opt.log_decay
-    opt.compiled_apply([(np.array(i), np.array(g)) for i, g in rows])
+    own.step(empty, 1.0, 0.0, None)
+    own.recv[:] = 0  # no pairs from any rank
+    own.apply(own.recv[: ctx.world], 1)
     opt.step_count, opt.log_decay = step, log_decay

@@ -1,0 +1,183 @@
+"""The numba kernels of the distributed row-wise step (:mod:`recfit.train.sparse_dist`).
+
+Imported on first use. Every rank reads the whole global batch; a user belongs to rank
+``user % world``, and a rank trains only the ratings of its own users:
+
+* :func:`owned_part` keeps those ratings (in batch order), counts the distinct items of
+  every rank's part (so the exchange buffers have the same size on every rank without a
+  round trip), then runs the row-wise step of :mod:`recfit.train._kernels_numba` on them:
+  the users' rows are updated in place (no other rank reads them), the items' summed
+  gradients are written into the send buffer, each row ``[g (k + 1 float32 as bits),
+  item]`` after a header row ``[n_items, ...]``;
+* :func:`union_part` reads every rank's buffer after the exchange (rank order), sums
+  each item's gradients in that order and applies the same update on every rank.
+
+Ranks on one machine exchange through shared memory: :func:`arrive` and :func:`wait`
+are the arrival counter they meet at.
+
+Both are run by ``n`` threads at once like :func:`recfit.train._kernels_numba.step_part`
+(each with its part ``c``, meeting at barriers); the rows are cached under the user's
+cache folder (:func:`recfit.models._compiled.cached_njit`).
+"""
+
+# mypy: ignore-errors
+from __future__ import annotations
+
+import numpy as np
+
+from recfit.models._compiled import cached_njit
+from recfit.train._kernels_numba import (
+    AHEAD,
+    FAST,
+    INNER,
+    SPINS,
+    _arrive,
+    _load_acquire,
+    _yield_cpu,
+    barrier,
+    group,
+    group_side,
+    item_rows,
+    prefetch_state,
+    split,
+    update_row,
+    user_rows,
+)
+
+__all__ = ["arrive", "owned_part", "union_part", "wait"]
+
+_HELPER = {k: v for k, v in INNER.items() if k not in ("cache", "nogil")}
+""":data:`recfit.train._kernels_numba.INNER` for :func:`cached_njit` (no reference
+counting in the row loops)."""
+
+
+@cached_njit()
+def owned_part(c, sync, world, rank, stamp, mark, ranks_items, users, items, ratings, weights,  # type: ignore[no-untyped-def]
+               w_tot, uf, ub, itf, ib, model, reg, mom_u, vel_u, rd_u, consts, before, after,
+               own_u, own_i, own_r, own_w, out, dx, slots_u, slots_i, uniq, start, order,
+               row_slot, counts, bounds, saved, grad, send_f, send_i):  # fmt: skip
+    """Part ``c`` of one rank's step on the global batch (see the module docs).
+
+    ``mark`` (``(n_items, world)`` int64) and ``stamp`` (a number new at every call) count
+    each rank's distinct items into ``ranks_items``; ``own_*`` receive this rank's
+    ratings (``counts[2]`` of them), ``out``/``dx`` are theirs. The users' rows are
+    updated (``consts``, ``before``, ``after`` as in ``step_part``); the items' gradients
+    go to ``send_f[1:]`` (their rows in the last column of ``send_i``, their number in
+    ``send_i[0, 0]``). Returns the part's ``(Σ loss, Σ penalty, Σ weight)`` of its
+    ratings (the weight in part 0 only)."""
+    parts = bounds.shape[1] - 1
+    w_own = 0.0
+    if c == 0:
+        for r in range(world):
+            ranks_items[r] = 0
+        m = 0
+        for j in range(users.shape[0]):
+            r = users[j] % world
+            it = items[j]
+            if mark[it, r] != stamp:
+                mark[it, r] = stamp
+                ranks_items[r] += 1
+            if r == rank:
+                own_u[m] = users[j]
+                own_i[m] = it
+                own_r[m] = ratings[j]
+                own_w[m] = weights[j]
+                w_own += weights[j]
+                m += 1
+        counts[2] = m
+    if not barrier(sync, parts):
+        return 0.0, 0.0, w_own
+    m = counts[2]
+    ou, oi = own_u[:m], own_i[:m]
+    group_side(c, ou, oi, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds)
+    if not barrier(sync, 2 * parts):
+        return 0.0, 0.0, w_own
+    n_u, n_i = counts[0], counts[1]
+    k1 = send_i.shape[1] - 1
+    if c == 0:
+        send_i[0, 0] = n_i
+    inv_tot = np.float32(1.0 / w_tot)
+    loss, pen = user_rows(
+        bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], oi, own_r[:m],
+        own_w[:m], inv_tot, uf, ub, itf, ib, model, reg, out, dx, saved, grad, mom_u, vel_u,
+        rd_u, consts, before, after, True,
+    )  # fmt: skip
+    if not barrier(sync, 3 * parts):
+        return loss, pen, w_own
+    lo, hi = bounds[1, c], bounds[1, c + 1]
+    pen += item_rows(
+        lo, hi, n_i, uniq[1], start[1], order[1], dx, own_w[:m], inv_tot, itf, ib, saved,
+        row_slot[0], reg, send_f[1:], mom_u, vel_u, rd_u, consts, before, after, False,
+    )  # fmt: skip
+    for s in range(lo, hi):
+        send_i[1 + s, k1] = uniq[1, s]
+    return loss, pen, w_own
+
+
+@cached_njit()
+def union_part(c, sync, world, cap1, recv_f, recv_i, itf, ib, mom, vel, rd, consts, before,  # type: ignore[no-untyped-def]
+               after, slots, rows, pos, uniq, start, order, row_slot, counts, bounds, gsum):  # fmt: skip
+    """Part ``c`` of the items' update from every rank's buffer (``world`` blocks of
+    ``cap1`` rows in ``recv_f``/``recv_i``, as :func:`owned_part` wrote them): group the
+    pairs by item (rank order), sum each item's gradients in that order, update the row.
+    ``rows``/``pos`` receive each pair's item and buffer row."""
+    parts = bounds.shape[1] - 1
+    k1 = recv_i.shape[1] - 1
+    if c == 0:
+        t = 0
+        for r in range(world):
+            base = r * cap1
+            for s in range(recv_i[base, 0]):
+                p = base + 1 + s
+                rows[t] = recv_i[p, k1]
+                pos[t] = p
+                t += 1
+        counts[1] = group(rows[:t], slots, uniq[1], start[1], order[1], row_slot[1])
+        split(start[1], counts[1], bounds[1])
+    if not barrier(sync, parts):
+        return
+    sum_update_at(bounds[1, c], bounds[1, c + 1], counts[1], uniq[1], start[1], order[1], pos,
+                  recv_f, itf, ib, mom, vel, rd, consts, before, after, gsum)  # fmt: skip
+
+
+@cached_njit(**_HELPER, fastmath=FAST, forceinline=True)
+def sum_update_at(lo_s, hi_s, n, uniq, start, order, pos, rows_g, fac, bias, mom, vel, rdecay,  # type: ignore[no-untyped-def]
+                  consts, before, after, gsum):  # fmt: skip
+    """``sum_update`` of :mod:`recfit.train._kernels_numba` with the gradients in the rows
+    ``pos[order[t]]`` of ``rows_g`` (their first ``k + 1`` columns)."""
+    k1 = fac.shape[1] + 1
+    for s in range(lo_s, hi_s):
+        a = s + AHEAD
+        if a < n:
+            prefetch_state(uniq[a], fac, bias, mom, vel, rdecay, consts[6])
+        g = gsum[s]
+        for f in range(k1):
+            g[f] = 0.0
+        for t in range(start[s], start[s + 1]):
+            gr = rows_g[pos[order[t]]]
+            for f in range(k1):
+                g[f] += gr[f]
+        r = uniq[s]
+        update_row(fac[r], bias, r, g, mom, vel, rdecay, consts, before, after)
+
+
+@cached_njit()
+def arrive(sync):  # type: ignore[no-untyped-def]
+    """Count this rank's arrival at the next step's exchange (``sync[0]``, atomic: every
+    write before it is seen by a rank that sees the count)."""
+    _arrive(sync, 0)
+
+
+@cached_njit()
+def wait(sync, target, tries):  # type: ignore[no-untyped-def]
+    """Wait until ``sync[0]`` reaches ``target`` (1), another rank gave up (``sync[1]``
+    set: -1) or ``tries`` checks passed (0); after a short spin each check yields the
+    core."""
+    for t in range(tries):
+        if _load_acquire(sync, 0) >= target:
+            return 1
+        if _load_acquire(sync, 1) != 0:
+            return -1
+        if t > SPINS:
+            _yield_cpu()
+    return 0
