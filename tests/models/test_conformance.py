@@ -58,6 +58,9 @@ VARIANTS: dict[str, Factory] = {
     "nn-dropout": lambda d: EmbeddingNN(
         d.n_users, d.n_items, layers=(16, 8), dropout=0.1, batch_norm=False, seed=1
     ),
+    "ordrec-implicit-shared": lambda d: create_model(
+        "ordrec", d, n_factors=8, implicit=True, user_thresholds=False, seed=1
+    ),
     "classifier-ordinal": lambda d: RatingClassifier(
         d.n_users,
         d.n_items,

@@ -67,7 +67,7 @@ def test_families_by_task_partition_the_registry() -> None:
     names = [f.name for part in parts for f in part]
     assert sorted(names) == sorted(FAMILIES) and len(set(names)) == len(names)
     assert {"dot", "mf", "svdpp", "nn"} <= {f.name for f in families("rating")}
-    assert [f.name for f in families("classification")] == ["classifier"]
+    assert [f.name for f in families("classification")] == ["classifier", "ordrec"]
     assert [f.name for f in families("retrieval")] == ["two_tower"]
     with pytest.raises(ConfigError, match="task"):
         families("ranking")  # type: ignore[arg-type]

@@ -30,9 +30,10 @@ class ClassificationConfig(BaseTrainConfig):
 
     task: Literal["classification"] = "classification"
     model: str = "classifier"
-    """classifier (RatingClassifier) or another registered classification family."""
+    """classifier (RatingClassifier: embeddings, MLP, softmax or ordinal head) or ordrec
+    (OrdRec: biased-MF score, ordinal head with per-user thresholds)."""
     n_factors: int = Field(default=32, ge=1)
-    """Width of the classifier's dot-product (GMF) branch."""
+    """Width of the classifier's dot-product (GMF) branch, or of OrdRec's factors."""
     layers: tuple[int, ...] = (100,)
     """Hidden layer sizes of the classifier's MLP."""
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -47,6 +48,10 @@ class ClassificationConfig(BaseTrainConfig):
     """What the predicted rating is: the expected level or the most likely one."""
     biases: bool = True
     """The classifier's user and item biases."""
+    user_thresholds: bool = True
+    """OrdRec's per-user threshold offsets (false: one threshold set for every user)."""
+    implicit: bool = False
+    """OrdRec's score with SVD++'s implicit term over each user's rated items."""
     imbalance: Literal["none", "class_weights", "undersample", "oversample", "smote"] = "none"
     """Class-imbalance strategy on the training rows: none, class_weights, undersample,
     oversample or smote."""

@@ -28,6 +28,7 @@ from recfit.models import (  # noqa: F401
     ials,
     itemknn,
     mlp,
+    ordrec,
     popularity,
     svdpp,
     timesvdpp,
@@ -53,6 +54,7 @@ from recfit.models.losses import (
     get_loss,
 )
 from recfit.models.mlp import EmbeddingNN, emb_sz_rule
+from recfit.models.ordrec import OrdRec
 from recfit.models.persist import (
     MODEL_FORMAT_VERSION,
     read_model_file,
@@ -86,6 +88,7 @@ __all__ = [
     "LevelModel",
     "Loss",
     "MSELoss",
+    "OrdRec",
     "OutputKind",
     "QueryTower",
     "RatingClassifier",

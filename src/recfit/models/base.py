@@ -62,6 +62,7 @@ __all__ = [
     "fit_baseline",
     "output_kind",
     "squash",
+    "unique_index",
 ]
 
 OutputKind = Literal["rating", "score"]
@@ -337,3 +338,23 @@ def output_kind(model: Any) -> OutputKind:
     """
     kind = getattr(type(model), "output_kind", "rating")
     return "score" if kind == "score" else "rating"
+
+
+def unique_index(idx: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """``torch.unique(idx, return_inverse=True)`` for indices in ``[0, n)``: by a mask
+    over the ``n`` rows instead of a sort when ``idx`` is long against ``n`` (a batch's
+    users, the items of its users' lists); the same sorted result either way.
+
+    Example:
+        >>> [t.tolist() for t in unique_index(torch.tensor([3, 1, 3]), 4)]
+        [[1, 3], [1, 0, 1]]
+    """
+    if len(idx) * 256 < n:
+        uniq, inv = torch.unique(idx, return_inverse=True)
+        return uniq, inv
+    seen = torch.zeros(n, dtype=torch.bool, device=idx.device)
+    seen[idx] = True
+    uniq = seen.nonzero().squeeze(1)
+    pos = torch.empty(n, dtype=torch.long, device=idx.device)
+    pos[uniq] = torch.arange(len(uniq), device=idx.device)
+    return uniq, pos[idx]

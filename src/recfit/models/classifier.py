@@ -49,7 +49,17 @@ from recfit.models.dot import _trunc_normal
 from recfit.models.mlp import EmbeddingBody
 from recfit.models.registry import Family, register_family, sized_build
 
-__all__ = ["Decode", "Head", "LevelModel", "RatingClassifier", "levels_for_data"]
+__all__ = [
+    "Decode",
+    "Head",
+    "LevelModel",
+    "RatingClassifier",
+    "check_levels",
+    "decode_levels",
+    "level_fallback",
+    "levels_for_data",
+    "prepare_levels",
+]
 
 Head = Literal["softmax", "ordinal"]
 Decode = Literal["expected", "argmax"]
@@ -72,7 +82,8 @@ class LevelModel(Protocol):
         ...
 
 
-def _check_levels(levels: Any) -> list[float]:
+def check_levels(levels: Any) -> list[float]:
+    """``levels`` as a list of at least 2 finite, strictly increasing floats."""
     try:
         grid = [float(v) for v in levels]
     except (TypeError, ValueError):
@@ -137,7 +148,7 @@ class RatingClassifier(EmbeddingBody):
             raise ConfigError(f"expected head 'softmax' or 'ordinal', received {head!r}")
         if decode not in ("expected", "argmax"):
             raise ConfigError(f"expected decode 'expected' or 'argmax', received {decode!r}")
-        grid = _check_levels(levels)
+        grid = check_levels(levels)
         if not isinstance(n_factors, int) or n_factors < 0:
             raise ConfigError(f"expected n_factors an integer >= 0, received {n_factors!r}")
         self.levels, self.n_levels, self.n_factors = grid, len(grid), n_factors
@@ -244,29 +255,47 @@ class RatingClassifier(EmbeddingBody):
 
     def to_rating(self, output: Tensor) -> Tensor:
         """Decode to ratings: the expected rating, or the rating of the most likely level."""
-        grid = self.level_values.to(output.device)
-        if self.decode == "argmax":
-            return grid[output.argmax(dim=1)]
-        return self.to_proba(output.float()) @ grid
+        return decode_levels(self.to_proba(output.float()), self.level_values, self.decode)
 
     def fallback_output(self, rating: Tensor) -> Tensor:
         """Level log-probabilities whose expected rating is ``rating`` (clamped into the
         levels): the mass is split between the two levels around it, so ``argmax``
         decodes to the nearer one. Used for pairs with an unknown user or item."""
-        grid = self.level_values.to(rating.device)
-        r = rating.float().clamp(grid[0], grid[-1])
-        hi = torch.searchsorted(grid, r).clamp(1, len(grid) - 1)
-        lo = hi - 1
-        frac = (r - grid[lo]) / (grid[hi] - grid[lo])
-        p = torch.zeros(len(r), len(grid), device=rating.device)
-        p.scatter_(1, lo.unsqueeze(1), (1 - frac).unsqueeze(1))
-        p.scatter_add_(1, hi.unsqueeze(1), frac.unsqueeze(1))
-        return torch.log(p.clamp_min(_PROB_FLOOR))
+        return level_fallback(rating, self.level_values)
 
     def penalty(self, batch: Batch) -> Tensor:
         """Sum of squares of the looked-up user and item embedding (and bias) rows."""
         x = self.features(batch)
         return (x * x).sum(1)
+
+
+def decode_levels(proba: Tensor, grid: Tensor, decode: Decode) -> Tensor:
+    """Ratings from level probabilities ``[B, K]`` on the levels ``grid``: the expected
+    rating (``decode="expected"``) or the rating of the most likely level (``"argmax"``).
+
+    Example:
+        >>> p = torch.tensor([[0.6, 0.0, 0.4]])
+        >>> decode_levels(p, torch.tensor([1.0, 2.0, 3.0]), "expected").tolist()
+        [1.7999999523162354]
+    """
+    grid = grid.to(proba.device)
+    if decode == "argmax":
+        return grid[proba.argmax(dim=1)]
+    return proba @ grid
+
+
+def level_fallback(rating: Tensor, grid: Tensor) -> Tensor:
+    """Level log-probabilities whose expected rating is ``rating`` (clamped into the
+    levels ``grid``): the mass is split between the two levels around it."""
+    grid = grid.to(rating.device)
+    r = rating.float().clamp(grid[0], grid[-1])
+    hi = torch.searchsorted(grid, r).clamp(1, len(grid) - 1)
+    lo = hi - 1
+    frac = (r - grid[lo]) / (grid[hi] - grid[lo])
+    p = torch.zeros(len(r), len(grid), device=rating.device)
+    p.scatter_(1, lo.unsqueeze(1), (1 - frac).unsqueeze(1))
+    p.scatter_add_(1, hi.unsqueeze(1), frac.unsqueeze(1))
+    return torch.log(p.clamp_min(_PROB_FLOOR))
 
 
 def levels_for_data(data: Any) -> list[float]:
@@ -293,7 +322,9 @@ def levels_for_data(data: Any) -> list[float]:
     return [float(v) for v in levels_for_scale((lo, hi), step)]
 
 
-def _levels(kw: dict[str, Any], train: Any) -> None:
+def prepare_levels(kw: dict[str, Any], train: Any) -> None:
+    """A ``prepare`` for :func:`~recfit.models.registry.sized_build`: ``levels`` defaults
+    to :func:`levels_for_data` of the training rows."""
     kw.setdefault("levels", levels_for_data(train))
 
 
@@ -303,6 +334,6 @@ register_family(Family(
         {"n_factors", "layers", "dropout", "batch_norm", "head", "decode", "biases", "seed"}
     ),
     trainers=("sgd",), adapter="generic",
-    defaults={}, build=sized_build(RatingClassifier, prepare=_levels),
+    defaults={}, build=sized_build(RatingClassifier, prepare=prepare_levels),
     summary="ratings as classes: embeddings, MLP, softmax or ordinal head over the levels",
 ))  # fmt: skip

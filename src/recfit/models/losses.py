@@ -169,6 +169,12 @@ class CrossEntropyLoss(Loss):
         idx = self.target(batch["rating"]).unsqueeze(1)
         return -torch.log_softmax(output, dim=1).gather(1, idx).squeeze(1)
 
+    def grad(self, output: Tensor, batch: Mapping[str, Tensor]) -> Tensor | None:
+        """``softmax(output) - onehot(level)``, shape ``[B, K]`` (one row per rating)."""
+        idx = self.target(batch["rating"]).unsqueeze(1)
+        g = torch.softmax(output.detach(), dim=1)
+        return g.scatter_add_(1, idx, torch.full_like(idx, -1, dtype=g.dtype))
+
     def __repr__(self) -> str:
         if self.levels is None:
             return "CrossEntropyLoss()"

@@ -50,10 +50,65 @@ from recfit.models.base import Batch
 from recfit.models.dot import DOT_SEARCH, DotBias, _trunc_normal
 from recfit.models.registry import Family, register_family, sized_build
 
-__all__ = ["SVDpp"]
+__all__ = ["ImplicitLists", "SVDpp", "implicit_lists"]
 
 
-class SVDpp(DotBias):
+class ImplicitLists:
+    """``N(u)`` as CSR buffers (``implicit_indptr``, ``implicit_items``) and the gathering
+    of the batch users' lists: the part of SVD++'s implicit term that other families with
+    one (OrdRec) share. The class using it registers the two buffers and holds
+    ``implicit_factors``, ``alpha``, ``n_users`` and ``n_items``."""
+
+    n_users: int
+    n_items: int
+    alpha: float
+    implicit_indptr: Tensor
+    implicit_items: Tensor
+    implicit_factors: nn.Parameter
+
+    @torch.no_grad()
+    def set_implicit(self, users: Tensor, items: Tensor) -> None:
+        """Store ``N(u)``: the items of each (user, item) pair given (duplicates count once)."""
+        u = torch.as_tensor(users, dtype=torch.long).cpu()
+        i = torch.as_tensor(items, dtype=torch.long).cpu()
+        if u.shape != i.shape or u.dim() != 1:
+            raise ConfigError(
+                f"expected two 1-D index arrays of one length, received shapes "
+                f"{tuple(u.shape)} and {tuple(i.shape)}"
+            )
+        if len(u) and (
+            int(u.min()) < 0
+            or int(u.max()) >= self.n_users
+            or int(i.min()) < 0
+            or int(i.max()) >= self.n_items
+        ):
+            raise ConfigError(
+                f"expected user indices in [0, {self.n_users}) and item indices in "
+                f"[0, {self.n_items}), received users in [{int(u.min())}, {int(u.max())}] "
+                f"and items in [{int(i.min())}, {int(i.max())}]"
+            )
+        pairs = torch.unique(u * self.n_items + i)  # sorted by user, then item
+        pu, pi = pairs // self.n_items, pairs % self.n_items
+        counts = torch.bincount(pu, minlength=self.n_users)
+        device = self.implicit_indptr.device
+        self.implicit_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device)
+        self.implicit_items = pi.to(device)
+
+    def _gather(self, users: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For distinct ``users``: the items of their lists, the bag offsets, the per-item
+        weights ``|N(u)|^-alpha`` and the list lengths."""
+        starts = self.implicit_indptr[users]
+        lens = self.implicit_indptr[users + 1] - starts
+        offsets = torch.cumsum(lens, 0) - lens
+        total = int(lens.sum())
+        pos = torch.repeat_interleave(starts - offsets, lens, output_size=total)
+        pos += torch.arange(total, device=users.device)
+        scale = lens.clamp_min(1).to(self.implicit_factors.dtype).pow(-self.alpha)
+        weights = torch.repeat_interleave(scale, lens, output_size=total)
+        return self.implicit_items[pos], offsets, weights, lens
+
+
+class SVDpp(ImplicitLists, DotBias):
     """DotBias plus an implicit-feedback term over each user's rated items (SVD++).
 
     Args:
@@ -105,47 +160,6 @@ class SVDpp(DotBias):
             "alpha": self.alpha,
             "implicit_init_std": self.implicit_init_std,
         }
-
-    @torch.no_grad()
-    def set_implicit(self, users: Tensor, items: Tensor) -> None:
-        """Store ``N(u)``: the items of each (user, item) pair given (duplicates count once)."""
-        u = torch.as_tensor(users, dtype=torch.long).cpu()
-        i = torch.as_tensor(items, dtype=torch.long).cpu()
-        if u.shape != i.shape or u.dim() != 1:
-            raise ConfigError(
-                f"expected two 1-D index arrays of one length, received shapes "
-                f"{tuple(u.shape)} and {tuple(i.shape)}"
-            )
-        if len(u) and (
-            int(u.min()) < 0
-            or int(u.max()) >= self.n_users
-            or int(i.min()) < 0
-            or int(i.max()) >= self.n_items
-        ):
-            raise ConfigError(
-                f"expected user indices in [0, {self.n_users}) and item indices in "
-                f"[0, {self.n_items}), received users in [{int(u.min())}, {int(u.max())}] "
-                f"and items in [{int(i.min())}, {int(i.max())}]"
-            )
-        pairs = torch.unique(u * self.n_items + i)  # sorted by user, then item
-        pu, pi = pairs // self.n_items, pairs % self.n_items
-        counts = torch.bincount(pu, minlength=self.n_users)
-        device = self.implicit_indptr.device
-        self.implicit_indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(device)
-        self.implicit_items = pi.to(device)
-
-    def _gather(self, users: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """For distinct ``users``: the items of their lists, the bag offsets, the per-item
-        weights ``|N(u)|^-alpha`` and the list lengths."""
-        starts = self.implicit_indptr[users]
-        lens = self.implicit_indptr[users + 1] - starts
-        offsets = torch.cumsum(lens, 0) - lens
-        total = int(lens.sum())
-        pos = torch.repeat_interleave(starts - offsets, lens, output_size=total)
-        pos += torch.arange(total, device=users.device)
-        scale = lens.clamp_min(1).to(self.implicit_factors.dtype).pow(-self.alpha)
-        weights = torch.repeat_interleave(scale, lens, output_size=total)
-        return self.implicit_items[pos], offsets, weights, lens
 
     def _implicit(self, users: Tensor) -> tuple[Tensor, Any]:
         """The implicit term of each user index, and the lists its gradient needs."""
@@ -328,7 +342,7 @@ def _value_array(t: Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
 
 
-def _implicit_lists(model: SVDpp, train: Interactions) -> None:
+def implicit_lists(model: ImplicitLists, train: Interactions) -> None:
     """``N(u)``: the items each user rated with a positive weight in ``train``."""
     keep = train.weights() > 0
     model.set_implicit(
@@ -342,7 +356,7 @@ register_family(Family(
     reads=frozenset({"n_factors", "y_range", "seed"}),
     trainers=("sgd",), adapter="svdpp",
     # how these were chosen: docs/defaults.md
-    defaults={"epochs": 6, "pct_start": 0.3}, build=sized_build(SVDpp, finish=_implicit_lists),
+    defaults={"epochs": 6, "pct_start": 0.3}, build=sized_build(SVDpp, finish=implicit_lists),
     search=DOT_SEARCH,
     summary="DotBias plus SVD++'s implicit term over each user's rated items",
 ))  # fmt: skip

@@ -68,6 +68,7 @@ from recfit.models.registry import family
 from recfit.tasks.common import Callbacks, Task, early_stopping, register_task
 from recfit.train.batches import TensorData
 from recfit.train.callbacks import Callback, ScheduleRecorder
+from recfit.train.execution import Execution
 from recfit.train.imbalance import ClassWeightMode, ImbalanceStrategy, Resampled, resample
 from recfit.train.learner import Learner
 
@@ -160,23 +161,21 @@ class ClassifierFit:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _model_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    allowed = {
-        "emb_sizes",
-        "layers",
-        "dropout",
-        "emb_dropout",
-        "batch_norm",
-        "head",
-        "decode",
-        "biases",
-        "n_factors",
-    }
+_MODEL_ARGS = {
+    "classifier": {"emb_sizes", "layers", "dropout", "emb_dropout", "batch_norm", "head",
+                   "decode", "biases", "n_factors"},
+    "ordrec": {"n_factors", "user_thresholds", "implicit", "alpha", "decode", "init_std"},
+}  # fmt: skip
+"""The constructor arguments :func:`train_classifier` passes on, by family."""
+
+
+def _model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    if model not in _MODEL_ARGS:
+        raise ConfigError(f"expected model among {sorted(_MODEL_ARGS)}, received {model!r}")
+    allowed = _MODEL_ARGS[model]
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise ConfigError(
-            f"expected classifier arguments among {sorted(allowed)}, received {unknown}"
-        )
+        raise ConfigError(f"expected {model} arguments among {sorted(allowed)}, received {unknown}")
     return dict(kwargs)
 
 
@@ -185,6 +184,7 @@ def train_classifier(
     valid: Interactions | None = None,
     *,
     strategy: ImbalanceStrategy = "none",
+    model: str = "classifier",
     levels: Sequence[float] | None = None,
     class_weight: ClassWeightMode | Mapping[float, float] = "inverse",
     epochs: int = 5,
@@ -207,6 +207,8 @@ def train_classifier(
         train: the training rows (the only rows any strategy touches).
         valid: validation rows, evaluated after each epoch, never resampled.
         strategy: ``none``, ``class_weights``, ``undersample``, ``oversample`` or ``smote``.
+        model: ``classifier`` (:class:`~recfit.models.RatingClassifier`) or ``ordrec``
+            (:class:`~recfit.models.OrdRec`, trained row-wise; no ``smote``).
         levels: the rating levels (default :func:`~recfit.models.levels_for_data` of ``train``).
         class_weight: for ``class_weights``: ``"inverse"``, ``"sqrt_inverse"`` or
             ``{rating: weight}``.
@@ -217,14 +219,15 @@ def train_classifier(
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: progress bars (``None``: on a terminal).
         callbacks: extra Learner callbacks.
-        **model_kwargs: :class:`~recfit.models.RatingClassifier` arguments (``layers``,
-            ``head``, ``decode``, ``n_factors``, ...).
+        **model_kwargs: the model's arguments (``layers``, ``head``, ``decode``,
+            ``n_factors``, ... of a classifier; ``n_factors``, ``user_thresholds``,
+            ``decode``, ``init_std`` of OrdRec).
 
     Returns:
         A :class:`ClassifierFit`.
     """
     learner, rs = _build(
-        train, valid, strategy=strategy, levels=levels, class_weight=class_weight, bs=bs,
+        train, valid, strategy=strategy, model=model, levels=levels, class_weight=class_weight, bs=bs,
         wd=wd, reg=reg, seed=seed, device=device, progress=progress, callbacks=callbacks,
         **model_kwargs,
     )  # fmt: skip
@@ -240,6 +243,7 @@ def _build(
     valid: Interactions | None,
     *,
     strategy: ImbalanceStrategy,
+    model: str = "classifier",
     levels: Sequence[float] | None,
     class_weight: ClassWeightMode | Mapping[float, float],
     bs: int,
@@ -252,16 +256,20 @@ def _build(
     **model_kwargs: Any,
 ) -> tuple[Learner, Resampled]:
     """The classifier in a Learner on the training rows after ``strategy`` (SMOTE: the
-    rows as they are; its synthetic rows come after a first fit, :func:`_fit`)."""
+    rows as they are; its synthetic rows come after a first fit, :func:`_fit`). A family
+    that trains row-wise (OrdRec) always does, whatever the size of its tables."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"expected strategy among {list(STRATEGIES)}, received {strategy!r}")
+    kwargs = _model_kwargs(model, model_kwargs)
+    fam = family(model)
+    if strategy == "smote" and fam.model_class is not RatingClassifier:
+        raise ConfigError(f"expected model 'classifier' for strategy 'smote', received {model!r}")
     grid = [float(v) for v in (levels if levels is not None else levels_for_data(train))]
-    kwargs = _model_kwargs(model_kwargs)
     first = "none" if strategy == "smote" else strategy
     rs = resample(train, first, seed=seed, levels=grid, class_weight=class_weight)
-    model = RatingClassifier(train.n_users, train.n_items, levels=grid, seed=seed, **kwargs)
+    net = fam.build({**kwargs, "levels": grid, "seed": seed}, train)
     learner = Learner(
-        model,
+        net,
         rs.train,
         valid,
         bs=bs,
@@ -271,6 +279,7 @@ def _build(
         device=device,
         callbacks=callbacks,
         progress=progress,
+        execution=Execution(row_wise=True) if fam.row_wise else None,
     )
     return learner, rs
 
@@ -437,7 +446,8 @@ class ClassificationTask(Task[ClassificationConfig]):
         settings = family(cfg.model).settings(cfg)  # the model's own fields, seed included
         cbs = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
         learner, _ = _build(
-            fit.train, fit.test, strategy=cfg.imbalance, levels=None, class_weight=cw,
+            fit.train, fit.test, strategy=cfg.imbalance, model=cfg.model, levels=None,
+            class_weight=cw,
             bs=cfg.bs, wd=cfg.wd, reg=cfg.reg, device=cfg.device, progress=progress,
             callbacks=cbs, **settings,
         )  # fmt: skip

@@ -291,6 +291,7 @@ class TrainingLoop:
             g = self.loss_func.grad(out, batch)
             assert g is not None
             d_pen = None if pen is None else self.reg * scale
+            scale = scale if g.ndim == 1 else scale.unsqueeze(1)  # [B, K] of a classifier
             if self.dist is None:
                 self.opt.fused_step(batch, saved, g * scale, d_pen)
             else:  # the touched rows' gradients summed over the ranks, then the update
@@ -302,9 +303,9 @@ class TrainingLoop:
         if self.fused:
             g = self.loss_func.grad(out, batch)
             assert g is not None
-            self.model.fused_backward(
-                batch, saved, g * scale, None if pen is None else self.reg * scale
-            )
+            d_pen = None if pen is None else self.reg * scale
+            scale = scale if g.ndim == 1 else scale.unsqueeze(1)  # [B, K] of a classifier
+            self.model.fused_backward(batch, saved, g * scale, d_pen)
         else:
             self.opt.zero_grad(set_to_none=True)
             self.loss.backward()  # type: ignore[no-untyped-call]

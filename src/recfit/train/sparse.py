@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from recfit.errors import ConfigError
+from recfit.models.base import unique_index
 from recfit.models.dot import DotBias
 from recfit.models.registry import find_family
 from recfit.train import kernels
@@ -112,6 +113,36 @@ def scaled_lr(lr: float, bs: int, base_bs: int = 64) -> float:
     return lr * min(8.0, max(1.0, float((bs / base_bs) ** 0.4)))
 
 
+def row_tables(model: Any) -> tuple[tuple[tuple[Tensor, ...], ...], tuple[Tensor, ...]]:
+    """The tables a row-wise optimiser updates, by the index that reads them (users'
+    tables, items' tables, ...), and the model's dense parameters: its ``row_tables()``
+    and ``row_dense()`` where it has them (e.g. :class:`~recfit.models.OrdRec`, whose
+    third side is SVD++'s ``y`` table read by the batch users' lists), else a DotBias's
+    four tables and none.
+
+    Example:
+        >>> from recfit.models import DotBias
+        >>> [[tuple(t.shape) for t in s] for s in row_tables(DotBias(3, 4, 2))[0]]
+        [[(3, 2), (3,)], [(4, 2), (4,)]]
+    """
+    own = getattr(model, "row_tables", None)
+    if callable(own):
+        dense = getattr(model, "row_dense", None)
+        return tuple(tuple(s) for s in own()), tuple(dense()) if callable(dense) else ()
+    m = model
+    return ((m.user_factors, m.user_bias), (m.item_factors, m.item_bias)), ()
+
+
+def _spans(tables: tuple[Tensor, ...]) -> list[tuple[int, int]]:
+    """The columns ``[a, b)`` each table takes in a side's gathered rows."""
+    out, col = [], 0
+    for t in tables:
+        w = 1 if t.ndim == 1 else t.shape[1]
+        out.append((col, col + w))
+        col += w
+    return out
+
+
 def supports_rows(model: Any) -> bool:
     """Whether the row-wise optimisers can train ``model``: its family says so
     (``row_wise`` in :mod:`recfit.models.registry`: a prediction reads only its user's and
@@ -159,14 +190,18 @@ class RowOptimizer:
                 f"{type(self).__name__}, received {type(model).__name__}"
             )
         self.model = model
-        self.params = [model.user_factors, model.user_bias, model.item_factors, model.item_bias]
+        self.tables, self.dense = row_tables(model)
+        self.widths = [sum(1 if t.ndim == 1 else t.shape[1] for t in side) for side in self.tables]
+        self.params = [*self.tables[0], *self.tables[1], *self.dense]
+        if self.dense:  # the shared parameters' own state
+            self.state_names = (*type(self).state_names, "dense_avg", "dense_avg_sq")
         lr = self.default_lr if lr is None else lr
         eps = self.default_eps if eps is None else eps
         self.param_groups: list[dict[str, Any]] = [
             {"params": self.params, "lr": lr, "betas": betas, "eps": eps,
              "weight_decay": weight_decay}
         ]  # fmt: skip
-        dev = model.user_factors.device
+        dev = self.params[0].device
         self._dev = dev
         if dev.type == "cpu":  # tables in huge pages: fewer TLB misses on random rows
             with torch.no_grad():
@@ -176,7 +211,7 @@ class RowOptimizer:
                         moved.copy_(p.data)
                         p.data = moved
         # log of the decay product each row has received, and of the global product
-        self.row_decay = [self._zeros((n,), torch.float64) for n in (model.n_users, model.n_items)]
+        self.row_decay = [self._zeros((len(side[0]),), torch.float64) for side in self.tables]
         self.log_decay = 0.0
         self.step_count = 0
         self._buffers: kernels.RowStepBuffers | None = None
@@ -205,6 +240,10 @@ class RowOptimizer:
     def _update(self, p: Tensor, g: Tensor, side: int, uniq: Tensor, lr: float, wd: float) -> None:
         """Update the gathered rows ``p`` (``(rows, k + 1)``) in place from their summed
         gradient ``g``; the per-row state of ``uniq`` is read and written here."""
+        raise NotImplementedError
+
+    def _update_dense(self, grads: list[Tensor], lr: float) -> None:
+        """Update the model's dense parameters (:func:`row_tables`), without weight decay."""
         raise NotImplementedError
 
     def compiled(self) -> bool:
@@ -340,6 +379,11 @@ class RowOptimizer:
         ``d_penalty`` is the weight of each row's penalty ``|p_u|² + |q_i|² + b_u² + b_i²``
         in the objective (``reg · w / Σw``), or ``None``.
         """
+        own = getattr(self.model, "row_grads", None)
+        if callable(own):  # a model that gives its rows' gradients (and its dense ones)
+            rows, dense = own(batch, saved, d_output, d_penalty)
+            self.apply_rows(rows, dense)
+            return
         self.apply_rows(self.row_grads(batch, saved, d_output, d_penalty))
 
     def row_grads(
@@ -347,6 +391,10 @@ class RowOptimizer:
     ) -> list[tuple[Tensor, Tensor]]:
         """The gradient of each looked-up row, one per rating (:meth:`fused_step`'s
         arguments): ``[(batch users, g), (batch items, g)]`` as :meth:`apply_rows` takes."""
+        own = getattr(self.model, "row_grads", None)
+        if callable(own):
+            given: list[tuple[Tensor, Tensor]] = own(batch, saved, d_output, d_penalty)[0]
+            return given
         m = self.model
         pu, qi, bu, bi, s = saved[:5]  # row-wise families: the user vectors are p_u
         if s is None:
@@ -369,25 +417,33 @@ class RowOptimizer:
         return [(batch["user"], grads[0]), (batch["item"], grads[1])]
 
     @torch.no_grad()
-    def apply_rows(self, rows: list[tuple[Tensor, Tensor]]) -> None:
-        """Update the users' rows ``rows[0] = (index, grad)`` and the items' ``rows[1]``.
+    def apply_rows(
+        self, rows: list[tuple[Tensor, Tensor]], dense: list[Tensor] | None = None
+    ) -> None:
+        """Update the users' rows ``rows[0] = (index, grad)`` and the items' ``rows[1]``,
+        then the dense parameters from their gradients ``dense`` (models with some).
 
-        ``grad`` has one row per index (``n_factors`` factor columns then the bias);
-        repeated indices are summed.
+        ``grad`` has one row per index: the columns of the side's tables side by side
+        (a DotBias: ``n_factors`` factor columns then the bias); repeated indices are
+        summed.
         """
         grp = self.param_groups[0]
         lr, wd = grp["lr"], grp["weight_decay"]
-        m = self.model
-        k = m.n_factors
+        if self.dense and dense is None:
+            name = type(self.model).__name__
+            raise ConfigError(f"expected the shared parameters' gradients of {name}, received none")
         before = self._advance(lr, wd)
-        tables = ((m.user_factors, m.user_bias), (m.item_factors, m.item_bias))
-        for side, ((idx, g), (fac, bias)) in enumerate(zip(rows, tables, strict=True)):
-            uniq, inv = torch.unique(idx, return_inverse=True)
-            gsum = torch.zeros(uniq.shape[0], k + 1, dtype=g.dtype, device=g.device)
+        for side, ((idx, g), tables) in enumerate(zip(rows, self.tables, strict=True)):
+            uniq, inv = unique_index(idx, len(tables[0]))
+            gsum = torch.zeros(uniq.shape[0], self.widths[side], dtype=g.dtype, device=g.device)
             gsum.index_add_(0, inv, g)
             p = torch.empty_like(gsum)
-            torch.index_select(fac, 0, uniq, out=p[:, :k])
-            p[:, k] = bias.index_select(0, uniq)
+            spans = _spans(tables)
+            for t, (a, b) in zip(tables, spans, strict=True):
+                if t.ndim == 1:
+                    p[:, a] = t.index_select(0, uniq)
+                else:
+                    torch.index_select(t, 0, uniq, out=p[:, a:b])
             rd = self.row_decay[side]
             last = rd.index_select(0, uniq)
             if before != 0.0:  # decay owed since the rows' last update (exact)
@@ -396,20 +452,20 @@ class RowOptimizer:
             if self.log_decay != 0.0:
                 rd.index_fill_(0, uniq, self.log_decay)
             self._update(p, gsum, side, uniq, lr, wd)
-            fac.index_copy_(0, uniq, p[:, :k])
-            bias.index_copy_(0, uniq, p[:, k])
+            for t, (a, b) in zip(tables, spans, strict=True):
+                t.index_copy_(0, uniq, p[:, a] if t.ndim == 1 else p[:, a:b])
+        if dense is not None and self.dense:
+            self._update_dense(dense, lr)
 
     @torch.no_grad()
     def flush(self) -> None:
         """Apply the weight decay every row is owed, so the weights are exact (O(table))."""
         if self.log_decay == 0.0:
             return
-        m = self.model
-        tables = ((m.user_factors, m.user_bias), (m.item_factors, m.item_bias))
-        for (fac, bias), rd in zip(tables, self.row_decay, strict=True):
-            owed = torch.exp(self.log_decay - rd).to(fac.dtype)
-            fac.mul_(owed.unsqueeze(1))
-            bias.mul_(owed)
+        for tables, rd in zip(self.tables, self.row_decay, strict=True):
+            owed = torch.exp(self.log_decay - rd).to(tables[0].dtype)
+            for t in tables:
+                t.mul_(owed if t.ndim == 1 else owed.unsqueeze(1))
             rd.fill_(self.log_decay)
 
     def step(self) -> None:
@@ -449,12 +505,12 @@ class RowAdamW(RowOptimizer):
     rule = 0
 
     def _init_state(self) -> None:
-        model = self.model
-        k = model.n_factors
-        sizes = (model.n_users, model.n_items)
-        self.exp_avg = [self._zeros((n, k + 1)) for n in sizes]
-        self.exp_avg_sq = [self._zeros((n, k + 1)) for n in sizes]
+        sizes = [(len(side[0]), w) for side, w in zip(self.tables, self.widths, strict=True)]
+        self.exp_avg = [self._zeros(s) for s in sizes]
+        self.exp_avg_sq = [self._zeros(s) for s in sizes]
         self._step_t = torch.zeros((), dtype=torch.float32, device=self._dev)
+        self.dense_avg = [torch.zeros_like(p.data) for p in self.dense]
+        self.dense_avg_sq = [torch.zeros_like(p.data) for p in self.dense]
 
     def _state(self, side: int) -> tuple[Tensor, Tensor]:
         return self.exp_avg[side], self.exp_avg_sq[side]
@@ -477,6 +533,15 @@ class RowAdamW(RowOptimizer):
         )  # fmt: skip
         self.exp_avg[side].index_copy_(0, uniq, mm)
         self.exp_avg_sq[side].index_copy_(0, uniq, vv)
+
+    def _update_dense(self, grads: list[Tensor], lr: float) -> None:
+        params = [p.data for p in self.dense]
+        steps = [self._step_t for _ in params]
+        adamw_(
+            params, [g.contiguous() for g in grads], self.dense_avg, self.dense_avg_sq, steps,
+            lr=lr, betas=self.param_groups[0]["betas"], eps=self.param_groups[0]["eps"],
+            weight_decay=0.0, fused=can_fuse(params),
+        )  # fmt: skip
 
 
 class RowAdagrad(RowOptimizer):
@@ -508,6 +573,10 @@ class RowAdagrad(RowOptimizer):
 
     def _init_state(self) -> None:
         model = self.model
+        k = model.n_factors
+        if self.dense or self.widths != [k + 1, k + 1]:
+            name = type(model).__name__
+            raise ConfigError(f"expected a DotBias's tables for RowAdagrad, received {name}")
         self.sum_sq = [self._zeros((n, 2)) for n in (model.n_users, model.n_items)]
         self._unused = torch.zeros(1, model.n_factors + 1, device=self._dev)
 

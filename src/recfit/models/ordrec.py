@@ -1,0 +1,306 @@
+"""OrdRec: a biased-MF score with an ordinal head and per-user thresholds.
+
+Koren & Sill's OrdRec ("OrdRec: an ordinal model for predicting personalized item rating
+distributions", RecSys 2011) keeps matrix factorisation's score and replaces the squared
+error by an ordinal likelihood:
+
+* the score of a pair is ``s = b_u + b_i + p_u · q_i`` (biased MF, no global mean: the
+  thresholds take its place);
+* each user has ``K - 1`` ordered thresholds ``t_u0 < t_u1 < … < t_u,K-2``:
+  ``t_u0 = θ_0 + a_u0`` and ``t_uj = t_u,j-1 + exp(γ_j + a_uj)``, where ``θ_0`` and the
+  log gaps ``γ`` are shared by every user and ``a_u`` is the user's own offset (kept
+  near 0 by the regularisation, so a user with few ratings uses the shared thresholds);
+  ``user_thresholds=False`` drops ``a_u`` (one threshold set for everyone);
+* ``P(y ≤ j | u, i) = σ(t_uj - s)``, so the probability of level ``j`` is
+  ``σ(t_uj - s) - σ(t_u,j-1 - s)``: a proper distribution over the ``K`` levels by
+  construction, trained by cross-entropy (the negative log-likelihood of the level).
+
+``forward`` returns the level log-probabilities ``[B, K]`` (the same output contract as
+:class:`~recfit.models.RatingClassifier`); ``to_rating`` decodes them to the expected
+rating (the MSE-optimal choice) or the most likely level.
+
+Training: the model supplies its gradient on the rows a batch reads (``fused_forward`` /
+``row_grads``: autograd over the gathered rows of the batch only, never over the tables),
+so the Learner trains it on the row-wise path of :mod:`recfit.train.sparse` (lazy AdamW
+on the looked-up rows: a step costs the same whatever the size of the catalogue) or the
+fused dense path. The tables a row-wise step updates are :meth:`OrdRec.row_tables`
+(users: ``p_u``, ``b_u``, ``a_u``; items: ``q_i``, ``b_i``); the shared thresholds are
+:meth:`OrdRec.row_dense` (updated at every step, without weight decay).
+
+Example:
+    >>> import torch
+    >>> m = OrdRec(3, 4, n_factors=2, levels=[1, 2, 3, 4, 5])
+    >>> out = m({"user": torch.tensor([0, 2]), "item": torch.tensor([1, 3])})
+    >>> out.shape, m.to_proba(out).sum(1).round(decimals=5).tolist()
+    (torch.Size([2, 5]), [1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from recfit.errors import ConfigError
+from recfit.models.base import Batch, RatingModel, unique_index
+from recfit.models.classifier import (
+    Decode,
+    check_levels,
+    decode_levels,
+    level_fallback,
+    prepare_levels,
+)
+from recfit.models.dot import _check_sizes, _trunc_normal
+from recfit.models.registry import Family, register_family, sized_build
+from recfit.models.svdpp import ImplicitLists, implicit_lists
+
+__all__ = ["OrdRec"]
+
+_PROB_FLOOR = 1e-12
+
+
+class OrdRec(ImplicitLists, RatingModel):
+    """Biased-MF score, ordinal head with per-user thresholds (see the module docs).
+
+    Args:
+        n_users: number of user indices.
+        n_items: number of item indices.
+        n_factors: width of ``p_u`` and ``q_i``.
+        levels: the rating of each level, increasing (10 for half stars 0.5..5).
+        user_thresholds: each user's own threshold offsets ``a_u`` (OrdRec); ``False``:
+            one threshold set shared by every user.
+        implicit: SVD++'s implicit term in the score: ``q_i · (p_u + |N(u)|^-alpha ·
+            Σ_{j ∈ N(u)} y_j)`` over the items ``N(u)`` the user rated in training
+            (stored in the model, :meth:`set_implicit`).
+        n_implicit: length of the stored ``N(u)`` lists (set by :meth:`set_implicit`).
+        alpha: the exponent of the implicit term's normalisation (SVD++'s default).
+        decode: what ``to_rating`` returns: the ``"expected"`` rating or the ``"argmax"``
+            level's rating.
+        init_std: std of the factors' init (biases and offsets start at 0).
+        seed: seed of the initialisation.
+
+    Example:
+        >>> m = OrdRec(3, 4, n_factors=2, levels=[1, 2, 3])
+        >>> [round(t, 3) for t in m.thresholds(torch.tensor([0]))[0].tolist()]
+        [-0.693, 0.693]
+    """
+
+    supports_fused: ClassVar[bool] = True
+    default_loss: ClassVar[str] = "cross_entropy"
+    level_values: Tensor
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int = 32,
+        levels: Sequence[float] = (1.0, 2.0, 3.0, 4.0, 5.0),
+        user_thresholds: bool = True,
+        implicit: bool = False,
+        n_implicit: int = 0,
+        alpha: float = 1.0,
+        decode: Decode = "expected",
+        init_std: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        _check_sizes(n_users, n_items, n_factors)
+        if decode not in ("expected", "argmax"):
+            raise ConfigError(f"expected decode 'expected' or 'argmax', received {decode!r}")
+        if not (isinstance(init_std, int | float) and np.isfinite(init_std) and init_std >= 0):
+            raise ConfigError(f"expected init_std >= 0, received {init_std!r}")
+        grid = check_levels(levels)
+        k = len(grid)
+        self.n_users, self.n_items, self.n_factors = n_users, n_items, n_factors
+        self.levels, self.n_levels = grid, k
+        self.user_thresholds, self.decode = bool(user_thresholds), decode
+        self.implicit, self.alpha = bool(implicit), float(alpha)
+        if not (isinstance(n_implicit, int) and n_implicit >= 0 and self.alpha >= 0):
+            raise ConfigError(
+                f"expected n_implicit >= 0 and alpha >= 0, received {n_implicit!r}, {alpha!r}"
+            )
+        self.init_std, self.seed = float(init_std), seed
+        self.register_buffer("level_values", torch.tensor(grid, dtype=torch.float32), False)
+        g = torch.Generator().manual_seed(seed)
+        self.user_factors = nn.Parameter(_trunc_normal((n_users, n_factors), init_std, g))
+        self.item_factors = nn.Parameter(_trunc_normal((n_items, n_factors), init_std, g))
+        self.user_bias = nn.Parameter(torch.zeros(n_users))
+        self.item_bias = nn.Parameter(torch.zeros(n_items))
+        if self.user_thresholds:
+            self.user_offsets = nn.Parameter(torch.zeros(n_users, k - 1))
+        if self.implicit:  # SVD++'s y table (starting at 0, like SVDpp's default)
+            self.implicit_factors = nn.Parameter(torch.zeros(n_items, n_factors))
+        self.register_buffer("implicit_indptr", torch.zeros(n_users + 1, dtype=torch.long))
+        self.register_buffer("implicit_items", torch.zeros(n_implicit, dtype=torch.long))
+        # shared thresholds at the logistic quantiles of a uniform distribution over levels
+        q = np.arange(1, k) / k
+        theta = np.log(q / (1 - q))
+        self.theta0 = nn.Parameter(torch.tensor([theta[0]], dtype=torch.float32))
+        self.log_gaps = nn.Parameter(torch.tensor(np.log(np.diff(theta)), dtype=torch.float32))
+        self._register_record(n_users, n_items)
+
+    # ------------------------------------------------------------------ contract
+    def config(self) -> dict[str, Any]:
+        return self._config(
+            n_factors=self.n_factors, levels=list(self.levels),
+            user_thresholds=self.user_thresholds, implicit=self.implicit,
+            n_implicit=int(self.implicit_items.numel()), alpha=self.alpha, decode=self.decode,
+            init_std=self.init_std, seed=self.seed,
+        )  # fmt: skip
+
+    def row_tables(self) -> tuple[tuple[Tensor, ...], ...]:
+        """The tables a row-wise step updates, by the index that reads them: the batch's
+        users, its items and (with ``implicit``) the items of its users' lists, in the
+        column order of :meth:`row_grads`."""
+        users: tuple[Tensor, ...] = (self.user_factors, self.user_bias)
+        if self.user_thresholds:
+            users = (*users, self.user_offsets)
+        items = (self.item_factors, self.item_bias)
+        return (users, items, (self.implicit_factors,)) if self.implicit else (users, items)
+
+    def row_dense(self) -> tuple[Tensor, ...]:
+        """The shared parameters every step updates (the shared thresholds)."""
+        return self.theta0, self.log_gaps
+
+    def _rows(self, batch: Batch) -> list[Tensor]:
+        u, i = batch["user"], batch["item"]
+        rows = [self.user_factors.index_select(0, u), self.user_bias.index_select(0, u)]
+        if self.user_thresholds:
+            rows.append(self.user_offsets.index_select(0, u))
+        return [*rows, self.item_factors.index_select(0, i), self.item_bias.index_select(0, i)]
+
+    def _thresholds(self, offsets: Tensor | None, n: int) -> Tensor:
+        """``[n, K - 1]`` ordered thresholds from the users' offsets (or the shared ones)."""
+        base = torch.cat([self.theta0, self.log_gaps]).unsqueeze(0).expand(n, -1)
+        x = base if offsets is None else base + offsets
+        if x.shape[1] == 1:
+            return x
+        return torch.cat([x[:, :1], x[:, :1] + torch.cumsum(torch.exp(x[:, 1:]), 1)], 1)
+
+    def thresholds(self, user: Tensor) -> Tensor:
+        """The ordered thresholds of each user in ``user``, shape ``[B, K - 1]``."""
+        off = self.user_offsets.index_select(0, user) if self.user_thresholds else None
+        return self._thresholds(off, len(user))
+
+    def _implicit_rows(self, users: Tensor, leaf: bool) -> tuple[Tensor, Any]:
+        """The implicit term of each batch row and, with ``leaf``, what its gradient
+        needs: the distinct users' terms (a leaf requiring a gradient), the list items,
+        their weights and the lists' lengths."""
+        uniq, inv = unique_index(users, self.n_users)
+        items, offsets, weights, lens = self._gather(uniq)
+        with torch.set_grad_enabled(not leaf):
+            z = F.embedding_bag(
+                items, self.implicit_factors, offsets, mode="sum", per_sample_weights=weights
+            )
+        if not leaf:
+            return z.index_select(0, inv), None
+        z = z.detach().requires_grad_()
+        return z.index_select(0, inv), (z, items, weights, lens)
+
+    def _log_proba(self, rows: Sequence[Tensor], z: Tensor | None) -> Tensor:
+        if self.user_thresholds:
+            pu, bu, au, qi, bi = rows
+        else:
+            (pu, bu, qi, bi), au = rows, None
+        s = bu + bi + ((pu if z is None else pu + z) * qi).sum(1)
+        below = torch.sigmoid(self._thresholds(au, len(s)) - s.unsqueeze(1))  # P(y <= j)
+        zeros, ones = torch.zeros_like(s).unsqueeze(1), torch.ones_like(s).unsqueeze(1)
+        p = torch.cat([below, ones], 1) - torch.cat([zeros, below], 1)
+        return torch.log(p.clamp_min(_PROB_FLOOR))
+
+    def forward(self, batch: Batch) -> Tensor:
+        z = self._implicit_rows(batch["user"], False)[0] if self.implicit else None
+        return self._log_proba(self._rows(batch), z)
+
+    def to_proba(self, output: Tensor) -> Tensor:
+        """The predicted distribution over the levels, shape ``[B, K]``."""
+        return torch.softmax(output, dim=1)
+
+    def to_rating(self, output: Tensor) -> Tensor:
+        """Decode to ratings: the expected rating, or the rating of the most likely level."""
+        return decode_levels(self.to_proba(output.float()), self.level_values, self.decode)
+
+    def fallback_output(self, rating: Tensor) -> Tensor:
+        """Level log-probabilities whose expected rating is ``rating`` (see
+        :meth:`RatingClassifier.fallback_output`)."""
+        return level_fallback(rating, self.level_values)
+
+    def penalty(self, batch: Batch) -> Tensor:
+        """Sum of squares of the looked-up rows (factors, biases, threshold offsets)."""
+        return _penalty(self._rows(batch))
+
+    # ------------------------------------------------------------------ gradient
+    def fused_forward(self, batch: Batch, with_penalty: bool) -> tuple[Tensor, Tensor | None, Any]:
+        """Output, penalty and ``saved``: the batch's gathered rows as autograd leaves
+        and the output's small graph (nothing table-sized)."""
+        with torch.enable_grad():
+            rows = [r.detach().requires_grad_() for r in self._rows(batch)]
+            z, lists = self._implicit_rows(batch["user"], True) if self.implicit else (None, None)
+            out = self._log_proba(rows, z)
+        pen = _penalty(rows).detach() if with_penalty else None
+        return out.detach(), pen, (rows, out, lists)
+
+    def row_grads(
+        self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[Tensor]]:
+        """The gradient of each looked-up row (one per rating, the columns of
+        :meth:`row_tables` side by side) and of :meth:`row_dense`:
+        ``([(users, g_u), (items, g_i), (list items, g_y)], [d θ_0, d γ])`` (the third
+        side with ``implicit`` only)."""
+        rows, out, lists = saved
+        dense = list(self.row_dense())
+        leaves = [*rows, *dense] if lists is None else [*rows, *dense, lists[0]]
+        grads = torch.autograd.grad(out, leaves, d_output)
+        g_rows = list(grads[: len(rows)])
+        if d_penalty is not None:
+            two = (2.0 * d_penalty).unsqueeze(1)
+            g_rows = [g + (two * r if r.ndim == 2 else two[:, 0] * r) for g, r in zip(
+                g_rows, rows, strict=True)]  # fmt: skip
+        n_user = len(self.row_tables()[0])
+        cols = [g if g.ndim == 2 else g.unsqueeze(1) for g in g_rows]
+        sides = [(batch["user"], torch.cat(cols[:n_user], 1)),
+                 (batch["item"], torch.cat(cols[n_user:], 1))]  # fmt: skip
+        if lists is not None:  # the y rows of the batch users' lists (the implicit term)
+            _, items, weights, lens = lists
+            g_y = torch.repeat_interleave(grads[-1], lens, dim=0, output_size=len(items))
+            sides.append((items, g_y.mul_(weights.unsqueeze(1))))
+        return sides, list(grads[len(rows) : len(rows) + len(dense)])
+
+    @torch.no_grad()
+    def fused_backward(
+        self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
+    ) -> None:
+        """Write every parameter's ``.grad`` from :meth:`row_grads` (dense path)."""
+        sides, dense = self.row_grads(batch, saved, d_output, d_penalty)
+        for (idx, g), tables in zip(sides, self.row_tables(), strict=True):
+            col = 0
+            for t in tables:
+                w = 1 if t.ndim == 1 else t.shape[1]
+                grad = torch.zeros_like(t)
+                grad.index_add_(0, idx, g[:, col : col + w].reshape(-1, *t.shape[1:]))
+                t.grad = grad if t.grad is None else t.grad + grad
+                col += w
+        for t, g in zip(self.row_dense(), dense, strict=True):
+            t.grad = g.clone() if t.grad is None else t.grad + g
+
+
+def _lists(model: OrdRec, train: Any) -> None:
+    if model.implicit:
+        implicit_lists(model, train)
+
+
+def _penalty(rows: Sequence[Tensor]) -> Tensor:
+    return torch.stack([(r * r).sum(1) if r.ndim == 2 else r * r for r in rows]).sum(0)
+
+
+register_family(Family(
+    name="ordrec", task="classification", model_class=OrdRec, output="rating",
+    reads=frozenset({"n_factors", "user_thresholds", "implicit", "decode", "seed"}),
+    trainers=("sgd",), adapter="generic", row_wise=True,
+    defaults={}, build=sized_build(OrdRec, prepare=prepare_levels, finish=_lists),
+    summary="OrdRec: biased-MF score, ordinal head with per-user thresholds over the levels",
+))  # fmt: skip

@@ -1,0 +1,222 @@
+"""OrdRec: proper distributions, its gradient, the row-wise path and the task around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recfit.config import ClassificationConfig
+from recfit.data import Interactions
+from recfit.errors import ConfigError
+from recfit.models import CrossEntropyLoss, OrdRec, create_model
+from recfit.train import Learner
+from recfit.train.execution import Execution
+from recfit.train.optim import AdamW
+from recfit.train.sparse import RowAdagrad, RowAdamW, row_tables
+
+HALF = [0.5 * k for k in range(1, 11)]
+
+
+@pytest.fixture
+def half_stars() -> Interactions:
+    """800 half-star ratings whose level follows a user and an item effect."""
+    rng = np.random.default_rng(3)
+    n, nu, ni = 800, 30, 60
+    u, i = rng.integers(0, nu, n), rng.integers(0, ni, n)
+    x = rng.normal(0, 1, nu)[u] + rng.normal(0, 1, ni)[i] + rng.normal(0, 0.5, n)
+    r = np.clip(np.round(2 * (2.75 + x)) / 2, 0.5, 5.0)
+    return Interactions.from_arrays(u, i, r, rating_scale=(0.5, 5))
+
+
+def _randomise(m: OrdRec, seed: int, scale: float = 1.0) -> OrdRec:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return m
+
+
+def _batch(n_users: int, n_items: int, levels: list[float], b: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lv = torch.tensor(levels, dtype=torch.float32)
+    return {
+        "user": torch.randint(0, n_users, (b,), generator=g),
+        "item": torch.randint(0, n_items, (b,), generator=g),
+        "rating": lv[torch.randint(0, len(levels), (b,), generator=g)],
+        "weight": torch.ones(b),
+    }
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    k=st.integers(2, 10),
+    seed=st.integers(0, 10_000),
+    scale=st.floats(0.01, 4.0),
+    per_user=st.booleans(),
+)
+def test_distribution_is_proper_and_cumulative_is_ordered(
+    k: int, seed: int, scale: float, per_user: bool
+) -> None:
+    levels = [float(v) for v in range(1, k + 1)]
+    m = _randomise(OrdRec(4, 5, n_factors=3, levels=levels, user_thresholds=per_user), seed, scale)
+    b = _batch(4, 5, levels, 16, seed)
+    p = m.to_proba(m(b))
+    assert p.shape == (16, k)
+    assert bool((p >= 0).all()) and torch.allclose(p.sum(1), torch.ones(16), atol=1e-5)
+    t = m.thresholds(b["user"])
+    assert bool((t[:, 1:] >= t[:, :-1]).all())  # ordered thresholds for every user
+    cum = torch.cumsum(p, 1)[:, :-1]  # P(y <= j) = sigmoid(t_uj - s): ordered in j
+    assert bool((cum[:, 1:] >= cum[:, :-1] - 1e-6).all())
+    expected = m.to_rating(m(b))
+    assert torch.allclose(expected, p @ torch.tensor(levels), atol=1e-5)
+    assert bool(((expected >= levels[0] - 1e-5) & (expected <= levels[-1] + 1e-5)).all())
+
+
+def test_argmax_decoding_and_fallback() -> None:
+    m = _randomise(OrdRec(3, 3, n_factors=2, levels=HALF, decode="argmax"), 0)
+    b = _batch(3, 3, HALF, 8, 0)
+    out = m(b)
+    assert torch.equal(m.to_rating(out), torch.tensor(HALF)[out.argmax(1)])
+    fb = m.fallback_output(torch.tensor([3.25]))
+    assert float(m.to_proba(fb) @ torch.tensor(HALF)) == pytest.approx(3.25, abs=1e-5)
+
+
+@pytest.mark.parametrize(("implicit", "per_user", "reg"), [
+    (False, True, 0.0), (True, True, 0.1), (True, False, 0.0), (False, False, 0.3),
+])  # fmt: skip
+def test_row_grads_match_autograd(implicit: bool, per_user: bool, reg: float) -> None:
+    m = OrdRec(6, 7, n_factors=3, levels=HALF, implicit=implicit, user_thresholds=per_user)
+    m.set_implicit(torch.tensor([0, 0, 1, 3, 5, 5, 5]), torch.tensor([1, 2, 3, 6, 0, 1, 4]))
+    _randomise(m, 1, 0.5)
+    b = _batch(6, 7, HALF, 12, 2)
+    ce = CrossEntropyLoss().bind(m)
+    w = torch.rand(12, generator=torch.Generator().manual_seed(0))
+    out, pen, saved = m.fused_forward(b, reg > 0)
+    assert torch.allclose(out, m(b), atol=1e-6)
+    assert (pen is None) == (reg == 0) and (pen is None or torch.allclose(pen, m.penalty(b)))
+    d_out = ce.grad(out, b) * w.unsqueeze(1)
+    sides, dense = m.row_grads(b, saved, d_out, reg * w if reg else None)
+    m.zero_grad()
+    objective = (ce(m(b), b) * w).sum() + (reg * (m.penalty(b) * w).sum() if reg else 0.0)
+    objective.backward()
+    for (idx, g), tables in zip(sides, m.row_tables(), strict=True):
+        col = 0
+        for t in tables:
+            width = 1 if t.ndim == 1 else t.shape[1]
+            got = torch.zeros(len(t), width).index_add_(0, idx, g[:, col : col + width])
+            assert t.grad is not None
+            assert torch.allclose(got.reshape(t.shape), t.grad, atol=1e-5)
+            col += width
+    for t, g in zip(m.row_dense(), dense, strict=True):
+        assert torch.allclose(g, t.grad, atol=1e-5)
+
+
+def test_row_wise_adamw_equals_dense_adamw_when_every_row_is_read() -> None:
+    """One batch reading every user and item: lazy row-wise AdamW is dense AdamW (no
+    weight decay, the shared thresholds decay in neither)."""
+    levels = [1.0, 2.0, 3.0, 4.0]
+    a = _randomise(OrdRec(3, 3, n_factors=2, levels=levels), 5, 0.3)
+    b = OrdRec(3, 3, n_factors=2, levels=levels)
+    b.load_state_dict(a.state_dict())
+    batch = {"user": torch.tensor([0, 1, 2, 0]), "item": torch.tensor([2, 1, 0, 1]),
+             "rating": torch.tensor([1.0, 4.0, 2.0, 3.0]), "weight": torch.ones(4)}  # fmt: skip
+    ce = CrossEntropyLoss().bind(a)
+    rows = RowAdamW(a, lr=0.05, weight_decay=0.0)
+    dense = AdamW(list(b.parameters()), lr=0.05, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.0)
+    for _ in range(3):
+        out, _, saved = a.fused_forward(batch, False)
+        rows.fused_step(batch, saved, ce.grad(out, batch) / 4, None)
+        dense.zero_grad()
+        (ce(b(batch), batch).sum() / 4).backward()
+        dense.step()
+    rows.flush()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        # each step moves a weight by about lr = 0.05; Adam divides tiny gradients by
+        # their own size, so float rounding of the two gradients shows at 1e-4
+        assert torch.allclose(pa, pb, atol=1e-3), name
+
+
+def test_row_wise_step_touches_only_the_batch_rows() -> None:
+    """The cost of a step does not grow with the catalogue: rows no batch reads keep
+    their weights and their optimiser state (zeros) exactly."""
+    m = _randomise(OrdRec(50, 400, n_factors=4, levels=HALF, implicit=True), 2, 0.1)
+    m.set_implicit(torch.tensor([0, 0, 1]), torch.tensor([5, 6, 7]))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = RowAdamW(m, lr=0.01, weight_decay=0.0)
+    batch = {"user": torch.tensor([0, 1]), "item": torch.tensor([3, 9]),
+             "rating": torch.tensor([1.0, 4.5]), "weight": torch.ones(2)}  # fmt: skip
+    out, _, saved = m.fused_forward(batch, False)
+    opt.fused_step(batch, saved, CrossEntropyLoss().bind(m).grad(out, batch), None)
+    touched = {"user": {0, 1}, "item": {3, 9}, "implicit": {5, 6, 7}}
+    for name, table in (("user_factors", "user"), ("user_offsets", "user"),
+                        ("item_factors", "item"), ("implicit_factors", "implicit")):  # fmt: skip
+        new, old = m.state_dict()[name], before[name]
+        changed = {int(r) for r in torch.nonzero((new != old).any(1)).flatten()}
+        assert changed == touched[table], name
+    sides = row_tables(m)[0]
+    assert [len(s[0]) for s in sides] == [50, 400, 400]
+    idle = [r for r in range(400) if r not in (3, 9)]
+    assert float(opt.exp_avg[1][idle].abs().sum()) == 0.0
+
+
+def test_shared_parameters_need_their_gradients_and_adagrad_refuses() -> None:
+    m = OrdRec(3, 3, n_factors=2, levels=[1, 2, 3])
+    opt = RowAdamW(m, lr=0.01)
+    g = [(torch.tensor([0]), torch.zeros(1, 5)), (torch.tensor([1]), torch.zeros(1, 3))]
+    with pytest.raises(ConfigError, match="shared parameters' gradients"):
+        opt.apply_rows(g)  # e.g. the distributed exchange, which carries only rows
+    with pytest.raises(ConfigError, match="for RowAdagrad"):
+        RowAdagrad(m)
+
+
+def test_learner_trains_ordrec_row_wise(half_stars: Interactions) -> None:
+    train, valid = half_stars.take(np.arange(640)), half_stars.take(np.arange(640, 800))
+    m = create_model("ordrec", train, n_factors=4, implicit=True, seed=0)
+    learn = Learner(m, train, valid, bs=64, wd=0.05, progress=False,
+                    execution=Execution(row_wise=True))  # fmt: skip
+    learn.fit_one_cycle(4, 0.02)
+    assert learn.path is not None and learn.path.name == "row-wise"
+    losses = [h["train_loss"] for h in learn.history]
+    assert losses[-1] < losses[0]
+    res = learn.evaluate()
+    assert res["mse"] == pytest.approx(res["mse_expected"], rel=1e-6)
+    assert np.isfinite(res["mse_argmax"]) and 0 <= res["accuracy"] <= 1
+
+
+def test_classification_task_trains_ordrec_and_bundle_round_trips(
+    half_stars: Interactions, tmp_path: Path
+) -> None:
+    from recfit.recommender import Recommender
+    from recfit.runs import train_run
+
+    cfg = ClassificationConfig(model="ordrec", implicit=True, epochs=2, n_factors=4,
+                               split="random:0.2", bs=64)  # fmt: skip
+    assert cfg.applies("implicit") and cfg.applies("user_thresholds")
+    assert not cfg.applies("layers") and not ClassificationConfig().applies("implicit")
+    res = train_run(cfg, tmp_path / "run", data=half_stars, progress=False)
+    model = res.learner.model
+    assert isinstance(model, OrdRec) and model.implicit and model.levels == HALF
+    assert res.learner.path is not None and res.learner.path.row_wise
+    assert {"mse_expected", "mse_argmax", "accuracy"} <= set(res.metrics)
+    rec = Recommender.load(tmp_path / "run" / "bundle")
+    test = res.split.test
+    got = rec.predict(test.users.id(test.user), test.items.id(test.item), on_unknown="baseline")
+    np.testing.assert_allclose(got, res.learner.predict(test), rtol=1e-5)
+    loaded = rec.model
+    assert isinstance(loaded, OrdRec) and loaded.config() == model.config()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_train_classifier_refuses_smote_and_unknown_arguments(half_stars: Interactions) -> None:
+    from recfit.tasks.classification import train_classifier
+
+    with pytest.raises(ConfigError, match="smote"):
+        train_classifier(half_stars, model="ordrec", strategy="smote", epochs=1)
+    with pytest.raises(ConfigError, match="ordrec arguments"):
+        train_classifier(half_stars, model="ordrec", layers=(8,), epochs=1)
