@@ -39,7 +39,7 @@ from recfit.runs import train_run
 from recfit.tasks.rating import build_learner, fit_learner
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "reference": {},
+    "reference": {"budget": 0},  # model auto by size (dot on R4, svdpp on R2), no search
     "autorec": {"model": "autorec"},
     "fm": {"model": "fm"},
 }

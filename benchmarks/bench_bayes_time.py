@@ -32,7 +32,7 @@ from recfit.data.sources import load_dataset
 from recfit.runs import train_run
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "recfit default (model auto)": {},
+    "recfit size rule (model auto, budget 0)": {"budget": 0},
     "timesvdpp (defaults)": {"model": "timesvdpp"},
     "bmf (defaults)": {"model": "bmf"},
 }

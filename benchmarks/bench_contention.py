@@ -69,7 +69,7 @@ if threads:
 if workload == "ml-1m":
     from recfit.config import validate_config
     from recfit.runs import train_run
-    cfg = validate_config({"dataset": "ml-1m", "seed": 42})
+    cfg = validate_config({"dataset": "ml-1m", "seed": 42, "budget": 0})  # auto by size: dot
     res = train_run(cfg, progress=False, callbacks=[Spy()])
     fit, comp, metric = res.metrics["fit_seconds"], res.learner.compile_seconds, res.metrics["rmse"]
 else:

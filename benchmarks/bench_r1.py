@@ -96,7 +96,7 @@ def load_ml100k(data_dir: Path) -> Interactions:
 
 def run(data: Interactions, cfg: Config, seed: int) -> tuple[float, float, int]:
     if cfg.build is None:
-        res = train_run(RatingConfig(seed=seed), data=data, progress=False)
+        res = train_run(RatingConfig(seed=seed, budget=0), data=data, progress=False)
         assert res.config.model == "svdpp" and res.config.epochs == cfg.epochs
         return res.metrics["mse"], res.learner.fit_seconds, len(res.split.train) * cfg.epochs
     split = make_split(data, "random:0.2", seed=seed)

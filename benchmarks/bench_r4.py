@@ -37,18 +37,18 @@ _ALS = {"trainer": "als", "model": "mf", "n_factors": 32, "epochs": 15, "reg_exp
 #: ml-1m, 0.4 on ml-100k), like SGD's defaults differ between AdamW and row-wise Adagrad
 CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     "r4": {
-        "sgd (defaults: model auto = dot here)": {},
+        "sgd (model auto by size, budget 0 = dot here)": {"budget": 0},
         "sgd mf (defaults)": {"model": "mf"},
         "sgd mf (adam)": {"model": "mf", "opt": "adam"},
         "als (mf 32, reg 0.3, exponent 0.75, 15 sweeps)": {**_ALS, "reg": 0.3},
     },
     "r2": {
-        "sgd (defaults: model auto = svdpp here)": {},
+        "sgd (model auto by size, budget 0 = svdpp here)": {"budget": 0},
         "sgd dot": {"model": "dot"},
         "als (mf 32, reg 0.4, exponent 0.75, 15 sweeps)": {**_ALS, "reg": 0.4},
     },
     "r1": {
-        "sgd (defaults: model auto = svdpp here)": {},
+        "sgd (model auto by size, budget 0 = svdpp here)": {"budget": 0},
         "sgd dot": {"model": "dot"},
         "sgd mf (defaults)": {"model": "mf"},
         "als (mf 32, reg 0.4, exponent 0.75, 15 sweeps)": {**_ALS, "reg": 0.4},

@@ -45,8 +45,8 @@ def _train(data_dir: str | None, epochs: int, out: Path) -> Path:
     from recfit.runs import train_run
 
     cfg = RatingConfig(
-        dataset="ml-1m", data_dir=data_dir, split="random:0.1", epochs=epochs, seed=0
-    )
+        dataset="ml-1m", data_dir=data_dir, split="random:0.1", epochs=epochs, seed=0, budget=0
+    )  # budget 0: model auto by size (dot here), no search
     t0 = time.perf_counter()
     res = train_run(cfg, out, progress=False)
     print(

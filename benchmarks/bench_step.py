@@ -44,7 +44,7 @@ def timed(batch, *args, **kw):
         calls.append(time.perf_counter() - t)
     return out
 kernels.row_step = timed
-res = train_run(validate_config({"dataset": "ml-1m", "seed": 42}), progress=False)
+res = train_run(validate_config({"dataset": "ml-1m", "seed": 42, "budget": 0}), progress=False)
 md5 = hashlib.md5()
 for p in res.learner.model.parameters():
     md5.update(p.detach().numpy().tobytes())

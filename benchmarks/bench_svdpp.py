@@ -72,7 +72,9 @@ def fit(data: Interactions, seed: int, kernel: bool) -> tuple[float, float, floa
     cpu = CpuTime()
     SVDpp.fused_kernel = kernel
     try:
-        res = train_run(RatingConfig(seed=seed), data=data, progress=False, callbacks=[cpu])
+        res = train_run(
+            RatingConfig(seed=seed, budget=0), data=data, progress=False, callbacks=[cpu]
+        )  # budget 0: model auto is svdpp here, no search
     finally:
         SVDpp.fused_kernel = True
     learn = res.learner

@@ -31,7 +31,7 @@ from recfit.train.callbacks import Callback
 
 
 def _cfg(csv: Path, **kw: Any) -> RatingConfig:
-    base: dict[str, Any] = dict(dataset=str(csv), epochs=1, bs=32, n_factors=4, seed=1)
+    base: dict[str, Any] = dict(dataset=str(csv), epochs=1, bs=32, n_factors=4, seed=1, budget=0)
     return RatingConfig(**{**base, **kw})
 
 

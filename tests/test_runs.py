@@ -28,7 +28,8 @@ def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
 
 def test_train_run_writes_a_complete_run_directory(tmp_path: Path, ratings_csv: Path) -> None:
     cfg = TrainConfig(dataset=str(ratings_csv), user_col="uid", item_col="iid", rating_col="stars",
-                      epochs=3, bs=32, n_factors=4, y_range=(0.5, 5.5), seed=1)  # fmt: skip
+                      epochs=3, bs=32, n_factors=4, y_range=(0.5, 5.5), seed=1,
+                      budget=0)  # fmt: skip
     out = tmp_path / "run"
     res = train_run(cfg, out, progress=False)
     names = {p.name for p in out.iterdir()}
@@ -55,7 +56,7 @@ def test_train_run_writes_a_complete_run_directory(tmp_path: Path, ratings_csv: 
 
 def test_same_seed_same_numbers(ratings_csv: Path) -> None:
     cfg = TrainConfig(dataset=str(ratings_csv), user_col="uid", item_col="iid", rating_col="stars",
-                      epochs=2, bs=32, n_factors=4)  # fmt: skip
+                      epochs=2, bs=32, n_factors=4, budget=0)  # fmt: skip
     a = train_run(cfg, progress=False).metrics
     b = train_run(cfg, progress=False).metrics
     a.pop("fit_seconds"), b.pop("fit_seconds")
@@ -85,7 +86,7 @@ def test_auto_optimiser_is_row_wise_adagrad_for_large_tables(ratings_csv: Path) 
     from recfit.train.sparse import RowAdagrad
 
     big = synthetic(3000, 2500, 2500, seed=0)  # (2500 + 2500) * 51 >= SPARSE_MIN_PARAMS
-    cfg = TrainConfig(dataset="x", split="random:0.2", epochs=1)
+    cfg = TrainConfig(dataset="x", split="random:0.2", epochs=1, budget=0)
     resolved = resolve_config(cfg, big)
     assert (resolved.opt, resolved.lr, resolved.wd, resolved.reg) == ("adagrad", 0.03, 0.0, 0.02)
     given = resolve_config(TrainConfig(dataset="x", lr=0.01, reg=0.1), big)

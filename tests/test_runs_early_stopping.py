@@ -22,7 +22,7 @@ from recfit.train.callbacks import Callback
 from recfit.train.learner import Learner
 
 BASE: dict[str, dict[str, Any]] = {
-    "rating": {"epochs": 4, "bs": 32, "n_factors": 4},
+    "rating": {"epochs": 4, "bs": 32, "n_factors": 4, "budget": 0},  # auto by size, no search
     "classification": {"task": "classification", "epochs": 4, "bs": 32, "n_factors": 4,
                        "layers": (8,)},
     "retrieval": {"task": "retrieval", "epochs": 4, "bs": 64, "n_factors": 4, "layers": (4,),

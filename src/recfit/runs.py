@@ -197,7 +197,10 @@ def _train(
     split = task.load_split(cfg, data)
     if on_split is not None:
         on_split(split)
-    cfg = task.prepare(cfg, split, distributed=ctx is not None)
+    settled = task.settle(cfg, split)  # auto's default budget, say: known before a search
+    if writer and out is not None and settled != cfg:
+        atomic_write(Path(out) / CONFIG_FILE, _config_json(settled))
+    cfg = task.prepare(settled, split, distributed=ctx is not None)
     if writer and out is not None:  # the resolved config, before training starts
         atomic_write(Path(out) / CONFIG_FILE, _config_json(cfg))
     # early stopping chooses the epoch on an inner cut of the training rows; the held-out

@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     titles[0], titles[1], titles[2] = "Star Wars (1977)", "Same (1990)", "Same (1990)"
     d = dataclasses.replace(d, item_features=pd.DataFrame({"title": titles}))
     out = tmp_path_factory.mktemp("q") / "run"
-    cfg = RatingConfig(dataset="synthetic", epochs=2, bs=32, n_factors=4, seed=0)
+    cfg = RatingConfig(dataset="synthetic", epochs=2, bs=32, n_factors=4, seed=0, budget=0)
     train_run(cfg, out, data=d, progress=False)
     return out
 

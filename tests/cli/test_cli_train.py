@@ -18,7 +18,7 @@ runner = CliRunner()
 def test_train_evaluate_lr_find(tmp_path: Path, ratings_csv: Path) -> None:
     out = tmp_path / "run"
     res = runner.invoke(app, ["train", "--dataset", str(ratings_csv), "--epochs", "2", "--bs", "32",
-                              "--n-factors", "4", "--out", str(out), "-q"])  # fmt: skip
+                              "--n-factors", "4", "--budget", "0", "--out", str(out), "-q"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "mse" in res.output and (out / "metrics.json").exists()
     assert "model svdpp, 2 epochs (model auto)" in res.output  # the resolved default model
@@ -91,7 +91,7 @@ def test_classification_task_uses_its_defaults(tmp_path: Path, ratings_csv: Path
 # ------------------------------------------------------------------ run directories
 def _train(*args: str) -> Any:
     return runner.invoke(app, ["train", "--epochs", "1", "--bs", "32", "--n-factors", "4", "-q",
-                               *args])  # fmt: skip
+                               "--budget", "0", *args])  # fmt: skip
 
 
 def test_out_onto_a_finished_run_needs_force(tmp_path: Path, ratings_csv: Path) -> None:
@@ -114,7 +114,7 @@ def test_resume_before_the_first_checkpoint_uses_config_json(
 
     out = tmp_path / "run"  # what a kill before the first checkpoint leaves
     out.mkdir()
-    cfg = RatingConfig(dataset=str(ratings_csv), epochs=1, bs=32, n_factors=4, seed=4)
+    cfg = RatingConfig(dataset=str(ratings_csv), epochs=1, bs=32, n_factors=4, seed=4, budget=0)
     (out / "config.json").write_text(cfg.model_dump_json())
     res = runner.invoke(app, ["train", "--resume", str(out), "-q"])
     assert res.exit_code == 0, res.output

@@ -52,7 +52,9 @@ def ml_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory of a 1-epoch DotBias on ml-100k, with its report.html."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("server") / "run"
-    cfg = RatingConfig(dataset="ml-100k", data_dir=str(data_dir), epochs=1, n_factors=32, seed=0)
+    cfg = RatingConfig(
+        dataset="ml-100k", data_dir=str(data_dir), epochs=1, n_factors=32, seed=0, budget=0
+    )  # budget 0: auto by size (svdpp here), no search
     train_run(cfg, out, progress=False)
     build_report(out)
     return out

@@ -26,7 +26,8 @@ runner = CliRunner()
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
     data = synthetic(3000, 60, 50, with_features=True, seed=4)
-    train_run(RatingConfig(epochs=1, n_factors=4, seed=0), out, data=data, progress=False)
+    cfg = RatingConfig(epochs=1, n_factors=4, seed=0, budget=0)  # auto by size, no search
+    train_run(cfg, out, data=data, progress=False)
     return out
 
 

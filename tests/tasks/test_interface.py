@@ -110,7 +110,8 @@ def test_a_run_calls_the_task_it_looks_up(tmp_path: Path, monkeypatch: pytest.Mo
     res = train_run(_cfg("rating"), out, data=_data(), progress=False)
     steps = [c for c in spy.calls if c != "checkpointed"]
     assert steps == [
-        "warm_up", "load_split", "prepare", "build", "fit", "evaluate", "figures", "artefacts"
+        "warm_up", "load_split", "settle", "prepare", "build", "fit", "evaluate", "figures",
+        "artefacts",
     ]  # fmt: skip
     assert res.metrics["spied"] == 1.0 and (out / "spied.txt").exists()
 

@@ -197,7 +197,8 @@ def test_torchrun_two_gloo_ranks_match_one_process_on_ml100k(
     tmp_path: Path, data_dir: Path
 ) -> None:
     flags = ["--dataset", "ml-100k", "--data-dir", str(data_dir), "--epochs", "3", "--bs", "256",
-             "--lr", "0.01", "--n-factors", "32", "--device", "cpu", "--seed", "7", "-q"]  # fmt: skip
+             "--lr", "0.01", "--n-factors", "32", "--device", "cpu", "--seed", "7", "-q",
+             "--budget", "0"]  # fmt: skip
     run = tmp_path / "run"
     res = _torchrun("-m", "recfit", "train", *flags, "--out", str(run), timeout=500)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -205,7 +206,7 @@ def test_torchrun_two_gloo_ranks_match_one_process_on_ml100k(
     assert "2 ranks (gloo)" in " ".join(res.stdout.split())  # rich may wrap the line
     got = json.loads((run / "metrics.json").read_text())
     cfg = RatingConfig(dataset="ml-100k", data_dir=str(data_dir), epochs=3, bs=256, lr=0.01,
-                      n_factors=32, device="cpu", seed=7)  # fmt: skip
+                      n_factors=32, device="cpu", seed=7, budget=0)  # fmt: skip
     single = train_run(cfg, progress=False).metrics
     assert abs(got["mse"] - single["mse"]) < 0.01
     assert (run / "checkpoint.safetensors").exists() and (run / "history.csv").exists()

@@ -226,7 +226,7 @@ def test_bf16_needs_cuda(tmp_path: Path, tiny: Interactions) -> None:
     csv = tmp_path / "r.csv"
     tiny.to_frame().to_csv(csv, index=False)
     res = runner.invoke(app, ["train", "-d", str(csv), "--epochs", "1", "--bf16", "-q",
-                              "--device", "cpu"])  # fmt: skip
+                              "--device", "cpu", "--budget", "0"])  # fmt: skip
     assert res.exit_code == 2 and "expected a CUDA device for bf16" in res.output
 
 
@@ -241,6 +241,8 @@ def _ratings_csv(path: Path, n: int = 24_000) -> Path:
 
 
 def _cmd(*args: str) -> list[str]:
+    if "--resume" not in args:  # model auto by size (svdpp here), no search
+        args = ("--budget", "0", *args)
     return [sys.executable, "-m", "recfit", "train", *args]
 
 
@@ -419,7 +421,7 @@ def test_cli_resume_of_a_damaged_checkpoint_fails(tmp_path: Path) -> None:
     run = tmp_path / "run"
     res = runner.invoke(
         app, ["train", "-d", str(csv), "--epochs", "1", "--bs", "64", "--n-factors", "4",
-              "--device", "cpu", "-q", "--out", str(run)],
+              "--device", "cpu", "-q", "--budget", "0", "--out", str(run)],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     path = run / ckpt.CHECKPOINT_FILE

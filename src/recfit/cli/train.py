@@ -268,6 +268,15 @@ def _train(
                     + (f"{rc.epochs} epochs" if rc.applies("epochs") else f"trainer {rc.trainer}")
                     + (" (model auto)" if cfg.model == "auto" else "")
                 )
+                found = result.details.get("model_auto")
+                if cfg.model == "auto" and isinstance(found, dict) and "budget_seconds" in found:
+                    spent = found.get("search_seconds")
+                    _console.print(
+                        f"model auto chose {found.get('chosen')} by {found.get('by')}"
+                        + ("" if spent is None else f", searching {spent:.0f} s")
+                        + f" of a {found['budget_seconds']:g} s budget",
+                        markup=False,
+                    )
                 if rc.trainer == "sgd":
                     _console.print(
                         f"optimiser {rc.opt}, lr {rc.lr:g}, wd {rc.wd:g}, reg {rc.reg:g}"
@@ -291,6 +300,9 @@ def _summary(cfg: TrainConfig) -> str:
         parts.append(f"bs {cfg.bs or 'auto'}")
     if not cfg.applies("epochs"):
         parts.append(f"trainer {cfg.trainer}")
+    if cfg.applies("budget"):  # model auto: how long it may search
+        budget = getattr(cfg, "budget", None)
+        parts.append("budget by size" if budget is None else f"budget {budget:g} s")
     return ", ".join(parts)
 
 

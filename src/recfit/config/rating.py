@@ -12,16 +12,47 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from recfit.config.base import BaseTrainConfig
 from recfit.models.registry import Family, families, family
 
-__all__ = ["AUTO_MODELS", "RatingConfig", "searched_families"]
+__all__ = [
+    "AUTO_MODELS",
+    "BUDGET_RULE",
+    "RatingConfig",
+    "default_budget",
+    "searched_families",
+]
 
 AUTO_MODELS: tuple[str, ...] = ("svdpp", "dot")
 """What ``model="auto"`` resolves to: the first on the dense path, the second on the
 row-wise path or with ALS (:meth:`RatingConfig.resolve_model`)."""
+
+
+BUDGET_PER_RATING = 1 / 1500
+"""Seconds of the default budget per training rating (:func:`default_budget`)."""
+BUDGET_RANGE = (120.0, 600.0)
+"""The default budget's bounds in seconds (:func:`default_budget`)."""
+_NONE_WORDS = {"budget": ("auto", "none", ""), "y_range": ("none", "off", "")}
+"""The words that mean ``None`` for a field, by field (TOML has no null)."""
+BUDGET_RULE = (
+    "by size: training ratings / 1500 seconds, within 120-600 (ml-100k 2 min, ml-1m 10 min)"
+)
+"""How the default budget is chosen, in words (help text, ``recfit config show``)."""
+
+
+def default_budget(n_train: int) -> float:
+    """The budget of ``model="auto"`` when none is given: ``n_train / 1500`` seconds,
+    clipped into :data:`BUDGET_RANGE` (2 minutes for ml-100k's 80,000 training ratings,
+    10 minutes for ml-1m's 900,000 and more). Computed from the training part.
+
+    Example:
+        >>> default_budget(80_000), default_budget(300_000), default_budget(900_000)
+        (120.0, 200.0, 600.0)
+    """
+    lo, hi = BUDGET_RANGE
+    return float(min(max(int(n_train) * BUDGET_PER_RATING, lo), hi))
 
 
 def searched_families(trainer: str | None = None) -> list[Family]:
@@ -109,18 +140,31 @@ class RatingConfig(BaseTrainConfig):
     steps (it is always saved at epoch ends)."""
     bf16: bool = False
     """bfloat16 autocast of the forward pass on CUDA (an error without CUDA)."""
-    budget: float = Field(default=0.0, ge=0.0)
+    budget: float | None = Field(default=None, ge=0.0)
     """model auto: seconds for choosing the model by inner validation (every rating family
-    that fits, tuning, a blend); 0 picks svdpp or dot by size without a search."""
+    that fits, tuning, a blend); auto (none, the default): by size, training ratings /
+    1500 seconds within 120-600 (recfit.config.rating.default_budget); 0: svdpp or dot by
+    size without a search."""
     blend_members: tuple[str, ...] = ("svdpp", "dot")
     """model blend: its members, each a family name (svdpp,dot) or, in a config file, a
     JSON object of config fields ('{"model": "svdpp", "n_factors": 100}')."""
 
-    @field_validator("y_range", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _none_range(cls, v: Any) -> Any:
-        if isinstance(v, str) and v.strip().lower() in ("none", "off", ""):
-            return None  # how TOML and the command line say "no range"
+    def _old_budget(cls, data: Any) -> Any:
+        # before the default budget was chosen by size, every config stored budget 0 (the
+        # then default) whatever the model: a resolved family's 0 still means "not given"
+        old = isinstance(data, dict) and data.get("model", "auto") != "auto"
+        if old and data.get("budget") in (0, 0.0):
+            data = {k: v for k, v in data.items() if k != "budget"}
+        return data
+
+    @field_validator("budget", "y_range", mode="before")
+    @classmethod
+    def _none_words(cls, v: Any, info: ValidationInfo) -> Any:
+        # how TOML and the command line say "by size" (budget) or "no range" (y_range)
+        if isinstance(v, str) and v.strip().lower() in _NONE_WORDS[str(info.field_name)]:
+            return None
         return v
 
     @field_validator("y_range")
@@ -136,7 +180,7 @@ class RatingConfig(BaseTrainConfig):
 
     def candidate_families(self) -> list[Family]:
         if self.model == "auto":
-            if self.budget <= 0:
+            if self.budget == 0:
                 return [family(name) for name in AUTO_MODELS]
             given = "trainer" in self.model_fields_set
             return searched_families(self.trainer if given else None)
@@ -152,6 +196,26 @@ class RatingConfig(BaseTrainConfig):
             return self.model
         return AUTO_MODELS[1] if big or self.trainer == "als" else AUTO_MODELS[0]
 
+    def resolve_budget(self, n_train: int) -> RatingConfig:
+        """This config with the budget of ``model="auto"`` made concrete for ``n_train``
+        training ratings: :func:`default_budget` when none was given (other values, and
+        other models: unchanged).
+
+        Example:
+            >>> RatingConfig().resolve_budget(80_000).budget
+            120.0
+            >>> RatingConfig(budget=0).resolve_budget(80_000).budget
+            0.0
+        """
+        if self.model != "auto" or self.budget is not None:
+            return self
+        return self.replace(budget=default_budget(n_train))
+
+    def searches(self) -> bool:
+        """Whether ``model="auto"`` chooses by inner validation (a budget above 0; none
+        given: the default budget, see :meth:`resolve_budget`)."""
+        return self.model == "auto" and self.budget != 0
+
     def resolve_model(self, big: bool) -> RatingConfig:
         """This config with ``model="auto"`` made concrete and the family's defaults
         filling the fields that were not given (other values: unchanged).
@@ -161,11 +225,22 @@ class RatingConfig(BaseTrainConfig):
         ``dot``; otherwise ``svdpp``, which is more accurate but has no row-wise or ALS
         form.
 
+        ``auto`` by size is what a budget of 0 runs; a run (:mod:`recfit.runs`) with a
+        budget above 0, or none given, chooses by inner validation before it gets here
+        (:func:`recfit.tasks.auto.choose_model`). The resolved family does not read
+        ``budget``: it is dropped.
+
         Example:
-            >>> small = RatingConfig().resolve_model(big=False)
-            >>> small.model, small.epochs, RatingConfig(epochs=3).resolve_model(False).epochs
-            ('svdpp', 6, 3)
+            >>> small = RatingConfig(budget=0).resolve_model(big=False)
+            >>> small.model, small.epochs, small.budget
+            ('svdpp', 6, None)
+            >>> RatingConfig(epochs=3).resolve_model(False).epochs
+            3
             >>> RatingConfig().resolve_model(big=True).model
             'dot'
         """
+        if self.model == "auto" and "budget" in self.model_fields_set:
+            data = self.model_dump(exclude_unset=True)
+            data.pop("budget")
+            return self.validated(data).resolve_model(big)
         return super().resolve_model(big)

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from recfit.config.base import ROW_WISE_DEFAULTS, BaseTrainConfig
 from recfit.config.io import TASK_CONFIGS, to_toml, validate_config
+from recfit.config.rating import BUDGET_RULE
 from recfit.errors import ConfigError
 from recfit.models.registry import TRAINERS, families
 
@@ -129,6 +130,8 @@ def field_spec(name: str) -> FieldSpec:
         choices = ["auto", *(f.name for f in families())]
     elif name == "trainer":
         kind, choices = "choice", list(TRAINERS)
+    elif name == "budget":  # seconds, or auto (by size): the config reads the text
+        kind = "str"
     if not help:
         help = _one_line(BaseTrainConfig.model_fields[name].description or "")
     defaults = {t: c.model_fields[name].default for t, c in owners.items()}
@@ -162,6 +165,8 @@ def shown_default(name: str) -> str:
     tasks = list(spec.defaults)
     first = spec.defaults[tasks[0]]
     text = "0 (auto: from the number of ratings)" if name == "bs" else _fmt(first)
+    if name == "budget":
+        text = f"auto ({BUDGET_RULE})"
     extra = [f"{f.name}: {_fmt(f.defaults[name])}" for f in families() if name in f.defaults]
     if name != "task":
         extra += [f"{t}: {_fmt(v)}" for t, v in spec.defaults.items() if v != first]
@@ -248,6 +253,8 @@ def show_config(task: str, model: str | None = None) -> str:
             for k, v in f.defaults.items():
                 note = f"model {cfg.model}: {_fmt(v)} with {f.name}"
                 pending[k] = f"{pending[k]}, {note}" if k in pending else note
+    if getattr(cfg, "budget", 0) is None and cfg.applies("budget"):
+        pending["budget"] = f"model auto: {BUDGET_RULE}; 0: no search"
     if cfg.opt == "auto" and cfg.applies("opt") and any(f.row_wise for f in cands):
         for k, v in ROW_WISE_DEFAULTS.items():
             note = f"opt auto: {_fmt(v)} on the row-wise path"

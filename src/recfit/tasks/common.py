@@ -114,6 +114,12 @@ class Task(Generic[C]):
         )
         return learn.evaluate(split.test if part == "test" else split.train)
 
+    def settle(self, cfg: C, split: Split) -> C:
+        """``cfg`` with the values fixed that depend only on the size of ``split``'s
+        training part (the rating task: auto's default budget), before :meth:`prepare`
+        searches; the run writes it to ``config.json``. Default: ``cfg``."""
+        return cfg
+
     def prepare(self, cfg: C, split: Split, *, distributed: bool = False) -> C:
         """``cfg`` made concrete for ``split``'s training part (``auto`` values chosen)."""
         return cfg

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from recfit.config import RatingConfig
+from recfit.config.rating import BUDGET_RULE, default_budget
 from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.models.blend import Blend
@@ -140,17 +141,43 @@ class RatingTask(Task[RatingConfig]):
         self._auto: dict[RatingConfig, dict[str, Any]] = {}
         self._plans: dict[RatingConfig, auto.BlendPlan] = {}
 
+    def settle(self, cfg: RatingConfig, split: Split) -> RatingConfig:
+        """``model="auto"`` without a budget gets the default for the size of ``split``'s
+        training part (:func:`recfit.config.rating.default_budget`)."""
+        return cfg.resolve_budget(len(split.train_idx))
+
     def prepare(
         self, cfg: RatingConfig, split: Split, *, distributed: bool = False
     ) -> RatingConfig:
         """``cfg`` made concrete for ``split``'s training part: ``model="auto"`` with a
-        ``budget`` chosen by inner validation (:func:`recfit.tasks.auto.choose_model`),
-        else as :func:`resolve_config` says; a blend keeps its members' own settings."""
+        ``budget`` above 0 (none given: the default by size, :meth:`settle`) chosen by
+        inner validation (:func:`recfit.tasks.auto.choose_model`), else as
+        :func:`resolve_config` says; a blend keeps its members' own settings.
+
+        Under distributed training the search is not run (each process would search on
+        its own and might choose another model): ``auto`` takes the size rule, and
+        ``details.model_auto`` says so."""
         report: dict[str, Any] | None = None
         plan = None
-        if cfg.model == "auto" and cfg.budget > 0:
-            cfg, found, plan = auto.choose_model(cfg, split)
-            report = found.as_dict()
+        if cfg.searches():
+            n_train = len(split.train_idx)
+            cfg = self.settle(cfg, split)
+            extra = {
+                "default_budget_seconds": default_budget(n_train),
+                "default_budget_rule": f"{BUDGET_RULE}; {n_train:,} training ratings",
+            }
+            if distributed:
+                report = {
+                    "chosen": "the size rule",
+                    "by": "no search under distributed training (each process would search "
+                    "on its own)",
+                    "budget_seconds": cfg.budget,
+                    **extra,
+                }
+                cfg = cfg.replace(budget=0.0)
+            else:
+                cfg, found, plan = auto.choose_model(cfg, split)
+                report = {**found.as_dict(), **extra}
         if cfg.model == "blend":  # each member resolves its own settings when it trains
             cfg = cfg.resolve_model(big=False)
         else:

@@ -281,6 +281,8 @@ def _base(task: Task[C], cfg: C, name: str, fit: Split) -> C:
         if given.get("trainer") in fam.trainers:
             keep["trainer"] = given["trainer"]
         cfg = cfg.validated({**keep, "model": name})
+    if name == "auto" and getattr(cfg, "budget", 0) is None:
+        cfg = cfg.replace(budget=0)  # one family is tuned: auto's by size, not auto's search
     return task.prepare(cfg, fit)
 
 
