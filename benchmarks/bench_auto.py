@@ -74,7 +74,7 @@ def bench(part: str, seeds: list[int], budget: float, data_dir: str, default: bo
         base = {"dataset": dataset, "data_dir": data_dir, "split": split, "seed": seed}
         row: dict[str, Any] = {"protocol": part, "seed": seed, "budget": budget}
         if default:
-            d = _one(RatingConfig(**base), data)
+            d = _one(RatingConfig(**base, budget=0), data)  # the size rule, no search
             row["default"] = d
             print(
                 f"{label} seed {seed} default ({d['model']}): RMSE {d['rmse']:.4f} "

@@ -127,17 +127,19 @@ def test_a_hostile_file_cannot_nest_blends(tiny: Interactions, tmp_path: Path) -
 
 def test_family_entry() -> None:
     fam = family("blend")
-    assert fam.trainers == ("closed_form",) and fam.adapter == "generic"
+    assert fam.trainers == ("closed_form",) and fam.adapter == "blend"  # answers via members
     assert fam.reads == frozenset({"blend_members", "seed"})
 
 
 def test_a_blend_answers_lists_and_says_why_it_has_no_similar_items(tiny: Interactions) -> None:
+    """Similar items come from a member with item vectors: a blend with none says so
+    (tests/recommender/test_blend_queries.py: a blend with one answers through it)."""
     from recfit.recommender import Recommender
 
-    m = create_model("blend", tiny, blend_members=("baseline", "mf"), seed=0)
+    m = create_model("blend", tiny, blend_members=("baseline",), seed=0)
     fit_closed_form(m, tiny)
     rec = Recommender(m, tiny.users, tiny.items, tiny, rating_scale=tiny.rating_scale)
     user, item = tiny.users.ids[0], tiny.items.ids[0]
     assert len(rec.recommend(user, n=3)[0].ids) == 3
-    with pytest.raises(ConfigError, match="similar items need a family with item vectors"):
+    with pytest.raises(ConfigError, match="a member that has item vectors"):
         rec.similar_items(item)

@@ -63,10 +63,30 @@ def recommend(
     strict: Annotated[
         bool, typer.Option("--strict", help="Unknown users are an error (default: popular).")
     ] = False,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate",
+            "-r",
+            help="A new user's rating ITEM=RATING, item by id or title (repeat): top-N by "
+            "fold-in, the rated items excluded.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Top-N items of users (seen items excluded), or of every user with --all-users."""
+    """Top-N items of users (seen items excluded), of every user with --all-users, or of a
+    new user described by a few ratings with --rate."""
     with errors():
+        if rate:
+            if user or all_users:
+                raise ConfigError("expected either --rate or --user/--all-users, received both")
+            rec = _load(run)
+            r = rec.recommend_for_ratings(_ratings(rec, rate), n=n, exclude_rated=not include_seen)
+            if as_json:
+                typer.echo(json.dumps(r.to_dict(), indent=2))
+                return
+            _show(r, f"top {n} for a new user ({len(rate)} ratings)", r.path)
+            return
         if all_users:
             if out is None:
                 raise ConfigError("expected --out FILE.parquet with --all-users, received none")
@@ -93,19 +113,39 @@ def recommend(
             typer.echo(json.dumps(res.to_dict(), indent=2))
             return
         for r in res:
-            note = f" [yellow]({r.path}: {r.reason})[/yellow]" if r.reason else ""
-            table = Table(
-                title=f"top {n} for user {r.user}{' (seen excluded)' if not include_seen else ''}"
-            )
-            table.add_column("#", justify="right")
-            table.add_column("item", justify="right")
-            table.add_column("title")
-            table.add_column(_title(r.kind), justify="right")
-            for k, s in enumerate(r.items, 1):
-                table.add_row(str(k), str(s.id), s.title or "", _fmt(s.score))
-            _console.print(table)
-            if note:
-                _console.print(note)
+            _show(r, f"top {n} for user {r.user}{' (seen excluded)' if not include_seen else ''}")
+
+
+def _ratings(rec: Recommender, given: list[str]) -> list[tuple[Any, float]]:
+    """``ITEM=RATING`` texts as (raw item id, rating) pairs (items by id or title)."""
+    out = []
+    for text in given:
+        item, sep, value = text.rpartition("=")
+        try:
+            rating = float(value)
+        except ValueError:
+            rating = float("nan")
+        if not sep or not item.strip() or rating != rating:
+            raise ConfigError(f"expected --rate ITEM=RATING (a number), received {text!r}")
+        out.append((rec.resolve_item(item.strip()), rating))
+    return out
+
+
+def _show(r: Any, title: str, path: str | None = None) -> None:
+    """One :class:`~recfit.recommender.Recommendation` as a table, with its path and
+    reason (``path``: shown even without a reason)."""
+    table = Table(title=title)
+    table.add_column("#", justify="right")
+    table.add_column("item", justify="right")
+    table.add_column("title")
+    table.add_column(_title(r.kind), justify="right")
+    for k, s in enumerate(r.items, 1):
+        table.add_row(str(k), str(s.id), s.title or "", _fmt(s.score))
+    _console.print(table)
+    if r.reason:
+        _console.print(f"({r.path}: {r.reason})", style="yellow", markup=False)
+    elif path is not None:
+        _console.print(f"({path})", markup=False)
 
 
 def similar(
@@ -145,6 +185,8 @@ def similar(
             for k, s in enumerate(r.neighbours, 1):
                 cells = [str(k), str(s.id)] + ([s.title or ""] if res.kind == "item" else [])
                 table.add_row(*cells, f"{s.score:.3f}")
+            if res.source:
+                table.caption = f"answered by {res.source}"
             _console.print(table)
 
 

@@ -319,7 +319,7 @@ def _build(settings: Mapping[str, Any], train: Interactions) -> RatingModel:
 
 register_family(Family(
     name="blend", task="rating", model_class=Blend, output="rating",
-    reads=frozenset({"blend_members", "seed"}), trainers=("closed_form",), adapter="generic",
+    reads=frozenset({"blend_members", "seed"}), trainers=("closed_form",), adapter="blend",
     closed_form=fit_closed_form, defaults={}, build=_build,
     summary="a ridge blend of other rating families' predictions, weights fitted on an inner cut",
 ))  # fmt: skip

@@ -4,7 +4,8 @@
   ``fold_in`` (new users), ``similar_items`` / ``similar_users``, ``find_items`` /
   ``resolve_item`` (titles), ``recommend_all`` (Parquet, streamed), ``save`` / ``load``.
 * :mod:`~recfit.recommender.results` — the typed answers (``to_frame`` / ``to_dict``).
-* :mod:`~recfit.recommender.adapters` — one adapter per model family; how to add one.
+* :mod:`~recfit.recommender.adapters` — one adapter per model family; how to add one
+  (a blend's: :mod:`~recfit.recommender.blend_adapter`).
 * :func:`save_model` / :func:`load_model` — a model saved as a bundle (the one
   user-facing model file) and read back.
 * :mod:`~recfit.recommender.bundle` — the on-disk format, checksums and atomic saving
@@ -29,6 +30,7 @@ from recfit.recommender.adapters import (
     adapter_for,
     register_adapter,
 )
+from recfit.recommender.blend_adapter import BlendAdapter
 from recfit.recommender.bundle import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, bundle_path
 from recfit.recommender.core import OnUnknown, Recommender
 from recfit.recommender.results import (
@@ -47,6 +49,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_FORMAT_VERSION",
     "AdapterContext",
+    "BlendAdapter",
     "DotAdapter",
     "GenericAdapter",
     "ItemMatch",

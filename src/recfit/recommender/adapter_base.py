@@ -22,6 +22,8 @@ known users come from :meth:`ModelAdapter.user_rows`; rows of new users from
                        family that has them directly (top-N item models); ``None``
                        otherwise
 ``user_vectors()``     ``[n_users, d]`` user representations (cosine similarity)
+``source(query)``      optional: which part of the model answers similar items or a
+                       fold-in when not the whole model (a blend's member), in words
 ``retrieval(rows)``    optional: ``(queries, candidates, finish)`` when scores are a
                        monotone function of a dot product (exact chunked top-k through
                        :class:`~recfit.index.ExactIndex`); ``None`` otherwise
@@ -53,7 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -162,6 +164,13 @@ class ModelAdapter:
         """What the family predicts: ``"rating"`` or ``"score"`` (see
         :func:`recfit.models.output_kind`)."""
         return output_kind(self.model)
+
+    def source(self, query: Literal["similar", "fold_in"]) -> str | None:
+        """Which part of the model answers ``query`` (similar items and users, or a new
+        user's predicted ratings), in words, when it is not the whole model (a blend's
+        member: :class:`~recfit.recommender.blend_adapter.BlendAdapter`); ``None`` (the
+        default): the model itself."""
+        return None
 
     def score(self, user_idx: Tensor, item_idx: Tensor) -> Tensor:
         """Predicted ratings of aligned (user index, item index) pairs, through ``forward``."""

@@ -10,6 +10,8 @@ key             families and what a user row is
 ``two_tower``   ``two_tower`` (:class:`TwoTowerAdapter`): the user's query vector
 ``generic``     ``classifier`` (:class:`GenericAdapter`): the user's index
 ``topn``        every top-N family (:class:`TopNAdapter`): the user's scores
+``blend``       ``blend`` (:class:`~recfit.recommender.blend_adapter.BlendAdapter`): the
+                user's index, or its members' fold-in rows
 ==============  ==================================================================
 
 Example:

@@ -121,4 +121,5 @@ def new_user_list(
     row = _row(rec, items, r, w, None).unsqueeze(0)
     excl = ItemSets.from_lists([items]) if exclude_rated else None
     scores, idx = rec.ranker.topk(row, n, excl, allowed)
-    return Recommendation(None, rec.scored(idx[0], scores[0]), "fold_in", kind=rec.output_kind)
+    found = rec.scored(idx[0], scores[0])
+    return Recommendation(None, found, "fold_in", rec.adapter.source("fold_in"), rec.output_kind)

@@ -126,7 +126,8 @@ class Recommendation:
         items: the recommended items, best first (fewer than ``n`` when the candidates
             run out).
         path: ``"model"``, ``"fold_in"`` or ``"popular"`` (see :data:`Path`).
-        reason: why the ``popular`` path was taken (``None`` otherwise).
+        reason: why the ``popular`` path was taken; on the ``fold_in`` path of a blend
+            whose members cannot all fold in, which member answered (``None`` otherwise).
         kind: what the scores are (:data:`ScoreKind`): ``"rating"``, ``"score"`` or
             ``"popularity"``.
     """
@@ -314,18 +315,26 @@ class SimilarResult(_Answers[Neighbours]):
     Attributes:
         kind: ``"item"`` or ``"user"``.
         results: in the order the queries were given.
+        source: which part of the model answered, when not the whole model (a blend's
+            member, :class:`~recfit.recommender.blend_adapter.BlendAdapter`); ``None``:
+            the model itself.
     """
 
     kind: Literal["item", "user"]
     results: tuple[Neighbours, ...]
+    source: str | None = None
 
     @property
     def _rows(self) -> tuple[Neighbours, ...]:
         return self.results
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"kind", "results": [...]}``."""
-        return {"kind": self.kind, "results": [r.to_dict() for r in self.results]}
+        """JSON-ready: ``{"kind", "source", "results": [...]}``."""
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "results": [r.to_dict() for r in self.results],
+        }
 
     def to_frame(self) -> pd.DataFrame:
         """Long format: query, rank (1-based), neighbour, score, title."""

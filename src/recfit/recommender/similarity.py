@@ -39,8 +39,10 @@ def neighbours(rec: Recommender, kind: Literal["item", "user"], ids: Any, n: Any
     else:
         vectors, vocab, allowed = rec.adapter.user_vectors(), rec.users, rec.seen.lengths() > 0
     q = vocab.index(as_list(ids), unknown="error").astype(np.int64)
+    source = rec.adapter.source("similar")
     if not allowed.any():
-        return SimilarResult(kind, tuple(Neighbours(jsonable_id(x), ()) for x in vocab.id(q)))
+        empty = tuple(Neighbours(jsonable_id(x), ()) for x in vocab.id(q))
+        return SimilarResult(kind, empty, source)
     k = max(1, min(n, int(allowed.sum())))
     if vectors is None:
         sim = rec.adapter.item_similarity(torch.from_numpy(q))
@@ -61,7 +63,7 @@ def neighbours(rec: Recommender, kind: Literal["item", "user"], ids: Any, n: Any
             )
             title = None
         res.append(Neighbours(jsonable_id(vocab.id([x])[0]), neigh, title))
-    return SimilarResult(kind, tuple(res))
+    return SimilarResult(kind, tuple(res), source)
 
 
 def _top_similar(

@@ -145,7 +145,11 @@ class RecommendResponse(BaseModel):
         description="How the list was made: the trained user's row, a fold-in of the "
         "given ratings, or popularity (see reason)."
     )
-    reason: str | None = Field(default=None, description="Why the popular path was taken.")
+    reason: str | None = Field(
+        default=None,
+        description="Why the popular path was taken; on the fold_in path of a blend whose "
+        "members cannot all fold in, which member answered.",
+    )
     kind: Literal["rating", "score", "popularity"] = Field(
         default="rating",
         description="What the item scores are: predicted ratings, model scores (not "
@@ -179,6 +183,11 @@ class SimilarResponse(BaseModel):
     query: RawId = Field(description="The resolved item id.")
     title: str | None = None
     n: int
+    source: str | None = Field(
+        default=None,
+        description="Which part of the model answered when not the whole model (a blend's "
+        "member with item vectors); null: the model itself.",
+    )
     neighbours: list[ScoredItem]
 
 

@@ -148,12 +148,15 @@ def _fold_in_work(
 def _similar_work(rec: Recommender, deadline: float, item: str, n: int) -> Response:
     item_id = rec.resolve_item(item)
     _check_deadline(deadline)
-    res = rec.similar_items([item_id], n=n)[0]
+    found = rec.similar_items([item_id], n=n)
+    res = found[0]
     neighbours = [
         ScoredItem(id=x.id, score=finite_or_none(x.score), title=x.title) for x in res.neighbours
     ]
     return _model_response(
-        SimilarResponse(query=res.query, title=res.title, n=n, neighbours=neighbours)
+        SimilarResponse(
+            query=res.query, title=res.title, n=n, source=found.source, neighbours=neighbours
+        )
     )
 
 

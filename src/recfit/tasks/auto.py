@@ -313,7 +313,7 @@ def _try(
     except RecfitError as e:  # a given field this family does not read, say
         cand.state, cand.note = "skipped", str(e)
         return cand
-    stop = Deadline(min(until, t0 + FIT_SHARE * float(cfg.budget)))
+    stop = Deadline(min(until, t0 + FIT_SHARE * float(cfg.budget or 0.0)))
     try:
         learner = _fit_on(mcfg, cut, [stop])
         if stop.hit:
@@ -442,7 +442,8 @@ def choose_model(
         ConfigError: too few training rows for the inner cut.
     """
     start = time.perf_counter()
-    budget = float(cfg.budget)
+    cfg = cfg.resolve_budget(len(split.train_idx))  # none given: the default by size
+    budget = float(cfg.budget or 0.0)
     end = start + (1.0 - MARGIN) * budget
     cut = inner_cut(split.data, split.train_idx, cfg.seed)
     report = AutoReport(
