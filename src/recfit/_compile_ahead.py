@@ -10,7 +10,9 @@ under the user's cache folder; the parent then loads it from there
 
 ``recfit train`` starts the child from the very beginning of the process, before torch is
 imported (:func:`start_for_command_line`, called first thing by ``import recfit``), so the
-compile overlaps the imports as well as the data loading. A child runs only while the cache
+compile overlaps the seconds of imports as well as the data loading. (A fit called from
+Python compiles in a thread of its own process instead: there only the data loading is
+left to overlap, too short to pay for a child's start-up.) A child runs only while the cache
 has not been filled for this kernel source, numba, Python and machine (the child leaves a
 marker file, :func:`marker`, after a successful compile), so a warm start costs nothing.
 ``RECFIT_COMPILE_AHEAD=0`` turns the child off (the kernel then compiles in process).

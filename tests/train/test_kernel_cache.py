@@ -285,8 +285,7 @@ if mode == "child":
 elif mode == "broken":
     child = _compile_ahead.start([sys.executable, "-c", "import sys; sys.exit('ValueError: broken on purpose')"])
 else:
-    child = None
-    os.environ["RECFIT_COMPILE_AHEAD"] = "0"  # the fit's thread compiles the kernel itself
+    child = None  # no child: the fit's thread compiles the kernel itself
 import numpy as np
 from recfit.data import Interactions
 from recfit.models import BiasedMF
@@ -355,3 +354,40 @@ def test_a_failed_child_compile_falls_back_to_the_fit_with_a_clear_warning(
     assert "separate process" in message and "broken on purpose" in message
     assert "compiled it in this process" in message
     assert broken["digest"] == alone["digest"]
+
+
+def test_recfit_train_compiles_in_a_separate_process_from_its_start(tmp_path: Path) -> None:
+    """``python -m recfit train`` with an empty cache: a child process (not the command's)
+    compiles the row-wise kernel into ``$RECFIT_CACHE_DIR/numba`` (never the package) and
+    the run reports its wait apart from ``fit_seconds``; with the cache warm no child runs."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    n = 12_000  # 4,000 users and 3,000 items: a DotBias big enough for the row-wise path
+    csv = tmp_path / "r.csv"
+    pairs = rng.choice(4000 * 3000, n, replace=False)  # distinct (user, item) pairs
+    Interactions.from_arrays(
+        pairs // 3000, pairs % 3000, rng.integers(1, 6, n).astype(float)
+    ).to_frame().to_csv(csv, index=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
+    env.pop("RECFIT_COMPILE_AHEAD", None)
+    env["RECFIT_CACHE_DIR"] = str(tmp_path / "cache")
+    before = _package_files()
+    marks = []
+    for run in ("cold", "warm"):
+        cmd = [sys.executable, "-m", "recfit", "train", "-d", str(csv), "--model", "dot",
+               "--epochs", "1", "-q", "--out", str(tmp_path / run)]  # fmt: skip
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        assert metrics["details"]["compile_seconds"] > 0.0 and metrics["fit_seconds"] > 0.0
+        (mark,) = (tmp_path / "cache" / "numba").glob("ahead-*.json")
+        marks.append((json.loads(mark.read_text()), proc.pid))
+    (child, cli), (again, _) = marks
+    assert child["pid"] != cli and child["compile_seconds"] > 0.0
+    assert again == child  # the warm run started no child
+    assert list((tmp_path / "cache" / "numba").rglob("*step_part*.nbi"))
+    assert _package_files() == before

@@ -197,11 +197,13 @@ def compile_ahead() -> threading.Thread | None:
     that it overlaps the data loading before a fit; :func:`ensure_compiled` waits for it.
     Compiles the very specialisation a fit uses, so the results are the same.
 
-    The compile runs in a separate process (:mod:`recfit._compile_ahead`: no contention
-    for the GIL; ``recfit train`` starts it before its imports) while the cache is cold,
-    and a background thread of this process loads the kernel once it is done; where no
-    process can run, the thread compiles. ``None`` without numba; a second call returns
-    the first thread.
+    When ``recfit train`` started the compile in a separate process before its imports
+    (:mod:`recfit._compile_ahead`: the cache was cold), the thread imports the kernels,
+    waits for that process and loads the kernel from the cache it filled (compiling it
+    when the process failed); otherwise the thread compiles (or loads) it. A child
+    started here would not pay off: its start-up and the load after it cost about as much
+    as the few tenths of a second of data loading it would overlap. ``None`` without
+    numba; a second call returns the first thread.
 
     Example:
         >>> compile_ahead() is compile_ahead()
@@ -211,7 +213,7 @@ def compile_ahead() -> threading.Thread | None:
         return None
     with _AHEAD_LOCK:
         if not _AHEAD:
-            child = _compile_ahead.running() or _compile_ahead.start()
+            child = _compile_ahead.running()
             t = threading.Thread(
                 target=_compile_step if child is None else _load_after,
                 args=() if child is None else (child,),
