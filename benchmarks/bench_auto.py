@@ -100,6 +100,16 @@ def bench(part: str, seeds: list[int], budget: float, data_dir: str, default: bo
             b = a["blend"]
             ws = ", ".join(f"{m} {w:.3f}" for m, w in zip(b["members"], b["weights"], strict=True))
             print(f"    blend: {ws}; intercept {b['intercept']:.3f}")
+            for m, s in zip(b["members"], b.get("member_settings", []), strict=False):
+                shown = {k: s[k] for k in ("samples", "burn_in", "epochs", "n_factors") if k in s}
+                print(f"      {m}: {shown}")
+            plan = info.get("blend", {})
+            print(
+                f"    trained again on the whole training part: "
+                f"{plan.get('trained_again_on_the_whole_training_part')}; kept from the "
+                f"inner cut: {plan.get('kept_from_the_inner_cut')}",
+                flush=True,
+            )
         rows.append(row)
     rm = [r["auto"]["rmse"] for r in rows]
     print(

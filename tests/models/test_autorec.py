@@ -175,6 +175,7 @@ def test_a_deadline_keeps_the_epochs_that_end_by_it(low_rank: Interactions) -> N
     with fit_until(time.perf_counter() - 1.0):
         fit_autorec(m, d)
     assert m.epochs == 1 and len(m.fit_info["train_mse"]) == 1
+    assert m.fit_info["epochs_wanted"] == 5
     assert np.isfinite(_predict(m, d)).all()
     free = create_model("autorec", d, autorec_hidden=8, epochs=5, seed=0)
     fit_autorec(free, d)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.data.split import Split
 from recfit.data.synthetic import synthetic
-from recfit.errors import ConfigError
+from recfit.errors import CancelFitException, ConfigError
+from recfit.models import create_model, family
+from recfit.models._budget import ended_early, fit_until
 from recfit.models.blend import Blend
 from recfit.recommender import Recommender
 from recfit.runs import train_run
@@ -189,3 +192,118 @@ def test_members_without_time_to_train_again_keep_their_inner_cut_models(
     for m in model.member_models():
         assert int(m.train_user_count.sum()) == len(cut.train_idx)
     np.testing.assert_allclose(model.blend_weights.numpy(), info["blend"]["weights"], atol=1e-6)
+
+
+class _Pace:
+    """What :class:`auto.Deadline` reads of a Learner: 10 epochs of 10 steps."""
+
+    n_epochs, n_iter, epoch, iter = 10, 10, 0, 0
+
+
+def test_a_fit_whose_pace_passes_its_deadline_is_cut_early() -> None:
+    """After 1 % of the steps no projection yet; after 5 % a pace that ends past the
+    deadline cuts the fit at once (``projected``), well before the deadline itself."""
+    stop = auto.Deadline(time.perf_counter() + 5.0)
+    stop.learn = _Pace()  # type: ignore[assignment]
+    stop.start = time.perf_counter() - 1.0  # 1 s for the steps done so far
+    stop.after_batch()  # 1 step of 100 done: too early to say
+    assert not stop.hit
+    stop.learn.iter = 4  # type: ignore[misc]  # 5 steps in 1 s: 100 steps end at +19 s
+    with pytest.raises(CancelFitException):
+        stop.after_batch()
+    assert stop.hit and stop.projected
+    quick = auto.Deadline(time.perf_counter() + 50.0)
+    quick.learn, quick.start = _Pace(), time.perf_counter() - 1.0  # type: ignore[assignment]
+    quick.learn.iter = 4  # type: ignore[misc]
+    quick.after_epoch()  # ends at +19 s, before +50 s: goes on
+    assert not quick.hit
+
+
+def test_anytime_members_share_what_the_other_final_fits_leave() -> None:
+    a = auto.Candidate("dot", {"model": "dot"}, "defaults", fit_seconds=1.0)
+    b = auto.Candidate("bmf", {"model": "bmf"}, "defaults", fit_seconds=10.0)
+    c = auto.Candidate("autorec", {"model": "autorec"}, "defaults", fit_seconds=20.0)
+    # dot: 1.3 s; bmf and autorec need at least half their 13 s and 26 s
+    assert auto._refits([a, b, c], time_left=100.0) == [True, True, True]
+    assert auto._refits([a, b, c], time_left=1.3 + 0.5 * 39 + 0.1) == [True, True, True]
+    assert auto._refits([a, b, c], time_left=1.3 + 0.5 * 39 - 0.1) == [True, True, False]
+    assert auto._refits([a, b, c], time_left=1.3 + 0.5 * 13 - 0.1) == [True, False, False]
+    assert auto._refits([a, b, c], time_left=1.0) == [False, False, False]
+
+
+def test_final_fits_of_anytime_members_end_by_the_plan_deadline(data: Interactions) -> None:
+    """A blend plan whose deadline has passed: the other members train in full, the
+    Bayesian MF member keeps its burn-in and one sample (its config says so)."""
+    cfg = RatingConfig(
+        model="blend", seed=0,
+        blend_members=('{"model": "dot", "epochs": 1}',
+                       '{"model": "bmf", "gibbs_samples": 30, "gibbs_burn_in": 2}'),
+    )  # fmt: skip
+    sp = _split(cfg, data)
+    task = get_task("rating")
+    plan = auto.BlendPlan([0.5, 0.5], 0.0, [None, None], time.perf_counter() - 1.0, [1.0, 1.0])
+    learner = task.build(cfg, sp, callbacks=[], progress=False)
+    auto.fit_blend(learner, cfg, plan)
+    model = learner.model
+    assert isinstance(model, Blend)
+    dot, bmf = model.member_models()
+    assert bmf.config()["samples"] == 1 and bmf.fit_info["samples_wanted"] == 30
+    assert int(dot.train_user_count.sum()) == len(sp.train_idx)
+    assert np.isfinite(learner.predict(sp.test)).all()
+
+
+def test_a_costly_member_must_gain_more_to_join_the_blend() -> None:
+    rng = np.random.default_rng(1)
+    n = 400
+    truth = rng.normal(3.5, 1.0, n)
+    d = Interactions.from_arrays(np.arange(n), np.zeros(n, dtype=int), truth)
+    cut = Split(d, np.zeros(0, dtype=np.int64), np.arange(n, dtype=np.int64), "inner")
+    a = auto.Candidate("a", {"model": "dot"}, "defaults", fit_seconds=1.0)
+    b = auto.Candidate("b", {"model": "mf"}, "defaults", fit_seconds=1e5)
+    a.pred, b.pred = truth + rng.normal(0, 0.5, n), truth + rng.normal(0, 0.5, n)
+    assert [m.label for m in auto._blend([a, b], cut, seed=0)[0]] == ["a", "b"]
+    assert [m.label for m in auto._blend([a, b], cut, seed=0, budget=600.0)[0]] == ["a"]
+    b.fit_seconds = 1.0  # cheap: it joins within the budget too
+    assert [m.label for m in auto._blend([a, b], cut, seed=0, budget=600.0)[0]] == ["a", "b"]
+
+
+def test_defaults_stage_order_and_shares_and_no_tuning_after_a_short_fit(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other families first (``nn`` after them) until the stage minus the anytime
+    share; then Bayesian MF and I-AutoRec share the rest; an anytime fit ended by its
+    deadline means no tuning (said in the report)."""
+    calls: list[tuple[str, float]] = []
+    rng = np.random.default_rng(0)
+
+    def fake_try(cfg, label, spec, stage, cut, until):  # type: ignore[no-untyped-def]
+        calls.append((label, until))
+        c = auto.Candidate(label, spec, stage, rmse=0.9 + rng.random() / 10, fit_seconds=1.0)
+        c.pred = cut.test.rating + rng.normal(0, 0.9, len(cut.test))
+        c.short = label == "bmf"
+        return c
+
+    def no_tuning(*args: object) -> list[auto.Candidate]:
+        raise AssertionError("tuned after a fit ended early")
+
+    monkeypatch.setattr(auto, "_try", fake_try)
+    monkeypatch.setattr(auto, "_tune_stage", no_tuning)
+    cfg = RatingConfig(seed=0, budget=1000)
+    t0 = time.perf_counter()
+    _, report, _ = auto.choose_model(cfg, _split(cfg, data))
+    names = [n for n, _ in calls]
+    assert names[-2:] == ["autorec", "bmf"] and names[-3] == "nn"
+    assert names[:2] == ["svdpp", "dot"]
+    others = [u for n, u in calls if n not in ("autorec", "bmf")]
+    stage = auto.DEFAULTS_SHARE - auto.ANYTIME_SHARE
+    assert all(abs(u - (t0 + stage * 1000)) < 5 for u in others)
+    assert all(u > t0 + stage * 1000 for n, u in calls if n in ("autorec", "bmf"))
+    assert "bmf" in report.as_dict()["tuning_skipped"]
+
+
+def test_ended_early_says_how_many_samples_or_epochs_ran(data: Interactions) -> None:
+    m = create_model("bmf", data, n_factors=2, gibbs_burn_in=1, gibbs_samples=9)
+    with fit_until(time.perf_counter() - 1.0):
+        family("bmf").closed_form(m, data)  # type: ignore[misc]
+    assert ended_early(m) == "ended by its deadline: 1 of 9 samples"
+    assert ended_early(create_model("baseline", data)) == ""

@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
-__all__ = ["deadline", "fit_until", "steps_that_fit"]
+__all__ = ["deadline", "ended_early", "fit_until", "steps_that_fit"]
 
 _DEADLINE: ContextVar[float | None] = ContextVar("recfit_fit_deadline", default=None)
 
@@ -57,3 +58,15 @@ def steps_that_fit(done: int, elapsed: float, now: float, wanted: int) -> int:
         return wanted
     more = int((at - now) / (elapsed / done))
     return max(done, min(wanted, done + max(more, 0)))
+
+
+def ended_early(model: Any) -> str:
+    """How many samples or epochs a fit ran when a deadline ended it early (its
+    ``fit_info``'s ``samples_wanted`` / ``epochs_wanted`` against the model's ``samples``
+    / ``epochs``), else ``""``."""
+    info = getattr(model, "fit_info", None) or {}
+    for key in ("samples", "epochs"):
+        wanted, ran = info.get(f"{key}_wanted"), getattr(model, key, None)
+        if isinstance(wanted, int) and isinstance(ran, int) and ran < wanted:
+            return f"ended by its deadline: {ran} of {wanted} {key}"
+    return ""

@@ -270,6 +270,7 @@ def fit_autorec(model: RatingModel, train: Interactions) -> None:
         total = float(wt.sum())
         mean = float((wt * m.rated_value).sum()) / total if total > 0 else 0.0
         m.decoder_bias.fill_(mean)
+    wanted = m.epochs
     params = [m.encoder_weight, m.encoder_bias, m.decoder_weight, m.decoder_bias]
     opt = torch.optim.Adam(params, lr=m.lr)
     m.train()
@@ -277,7 +278,9 @@ def fit_autorec(model: RatingModel, train: Interactions) -> None:
         losses = _epochs(m, opt, wt, g, total)
     m.eval()
     m._codes = None
-    m.fit_info = {"fit_seconds": time.perf_counter() - t0, "train_mse": losses}
+    m.fit_info = {
+        "fit_seconds": time.perf_counter() - t0, "train_mse": losses, "epochs_wanted": wanted,
+    }  # fmt: skip
 
 
 def _epochs(

@@ -51,6 +51,7 @@ from recfit.models.registry import (
 __all__ = [
     "BLEND_RIDGE",
     "Blend",
+    "cross_fitted_rmse",
     "fit_closed_form",
     "member_settings",
     "predict_rows",
@@ -206,9 +207,14 @@ class Blend(RatingModel):
         self.blend_intercept.fill_(float(intercept))
 
     def summary(self) -> dict[str, Any]:
-        """The members' families, the weights and the intercept (JSON-ready)."""
+        """The members' families, their settings (numbers, names: a fit ended early by a
+        deadline shows its samples or epochs), the weights and the intercept (JSON-ready)."""
         return {
             "members": [family_of(m).name for m in self.member_models()],
+            "member_settings": [
+                {k: v for k, v in m.config().items() if isinstance(v, int | float | str)}
+                for m in self.member_models()
+            ],
             "weights": [float(x) for x in self.blend_weights.tolist()],
             "intercept": float(self.blend_intercept.item()),
         }
@@ -254,6 +260,28 @@ def ridge_blend(
     rhs = (pc * w[:, None]).T @ (r - rm)
     c = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
     return c, rm - float(pm @ c)
+
+
+def cross_fitted_rmse(
+    preds: np.ndarray, rating: np.ndarray, weight: np.ndarray, seed: int
+) -> float:
+    """Two-fold cross-fitted RMSE of a ridge blend (:func:`ridge_blend`) of ``preds``
+    ``[n, k]``: weights fitted on one half of the rows (drawn by ``seed``) score the other
+    half, and back.
+
+    Example:
+        >>> p = np.array([[1.0], [2.0], [3.0], [4.0]])
+        >>> cross_fitted_rmse(p, p[:, 0], np.ones(4), seed=0) < 0.01  # ridge shrinks a bit
+        True
+    """
+    n = len(rating)
+    half = np.random.default_rng([seed, 0xB1E]).permutation(n) < n // 2
+    err = np.zeros(n)
+    for a in (half, ~half):
+        c, b = ridge_blend(preds[a], rating[a], weight[a])
+        err[~a] = preds[~a] @ c + b - rating[~a]
+    w = weight.astype(np.float64)
+    return float(np.sqrt((w * err**2).sum() / w.sum()))
 
 
 def batch_of(data: Interactions) -> dict[str, Tensor]:

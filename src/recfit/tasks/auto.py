@@ -8,12 +8,16 @@ the training part only (never a held-out row):
 2. *defaults*: each family that fits the data and the trainer
    (:func:`recfit.config.rating.searched_families`: every registered rating family but
    ``blend``) is trained with its defaults while :data:`DEFAULTS_SHARE` of the budget
-   lasts (a Learner fit still running then, or after :data:`FIT_SHARE` of the budget, is
-   cut and not scored);
+   lasts (a Learner fit still running then, or after :data:`FIT_SHARE` of the budget, or
+   whose pace says it would pass either, is cut and not scored); the :data:`ANYTIME`
+   families (Bayesian MF, I-AutoRec) come last and share what the stage has left, each
+   fit ending by its share with fewer samples or epochs when it must;
 3. *tuning*: the best families that declare a search space
    (:attr:`recfit.models.registry.Family.search`) are tuned by
    :func:`recfit.tasks.tuning.tune` on the same cut, in what the budget leaves after
-   saving time for the final fits; a tuned configuration that beats the defaults joins
+   saving time for the final fits of the best :data:`MAX_BLEND` (on ml-1m in 10
+   minutes, none: training the members again on all the rows is worth more); a tuned
+   configuration that beats the defaults joins
    the candidates;
 4. *blend*: candidates are added greedily to a ridge blend of their inner predictions
    (:func:`recfit.models.blend.ridge_blend`) while the blend's two-fold cross-fitted RMSE
@@ -22,7 +26,8 @@ the training part only (never a held-out row):
    config (a blend: ``model="blend"`` with its members' configs); the run then trains it
    on the whole training part: a blend keeps the weights fitted on the inner part, and
    each member trains again on the whole training part while the budget allows (the
-   cheapest first), else keeps its inner-cut model (:class:`BlendPlan`).
+   cheapest first, then the anytime members sharing what is left), else keeps its
+   inner-cut model (:class:`BlendPlan`).
 
 Everything tried, with its inner score and seconds, is in :class:`AutoReport` (the run's
 ``details.model_auto``). The budget is an upper bound: small data finishes early.
@@ -50,8 +55,9 @@ from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.errors import CancelFitException, ConfigError, RecfitError
 from recfit.metrics.rating import rmse
+from recfit.models._budget import ended_early, fit_until
 from recfit.models.base import RatingModel
-from recfit.models.blend import Blend, member_settings, ridge_blend
+from recfit.models.blend import Blend, cross_fitted_rmse, member_settings, ridge_blend
 from recfit.models.registry import family
 from recfit.tasks import tuning
 from recfit.tasks.common import get_task
@@ -76,22 +82,47 @@ TUNE_TOP = 2
 """How many of the best families (by their defaults' inner RMSE) auto tunes."""
 TUNE_TRIALS = 20
 """At most this many trials per tuned family (small data finishes before the budget)."""
-DEFAULTS_SHARE = 0.7
-"""The share of the budget the defaults stage may use."""
+DEFAULTS_SHARE = 0.5
+"""The share of the budget the defaults stage may use (the rest: tuning when there is
+time, and the chosen members' final fits on the whole training part, which on large data
+are worth more than more candidates: 90 % of the rows is clearly worse than all)."""
+ANYTIME = frozenset({"bmf", "autorec"})
+"""Families whose fit ends by a deadline with a valid model (fewer samples or epochs,
+:mod:`recfit.models._budget`): the defaults stage tries them last, sharing what the
+stage has left (at least :data:`ANYTIME_SHARE` of the budget), and their final fits
+share what the budget has left."""
+ANYTIME_SHARE = 0.25
+"""The share of the budget the defaults stage keeps for the :data:`ANYTIME` families (the
+others stop :data:`DEFAULTS_SHARE` minus this into the budget): on R4 under load 7, the
+other families had left them 66 s, too little for Bayesian MF to be worth a member."""
+TRY_LAST = ("nn",)
+"""Families the defaults stage tries after the others that are not :data:`ANYTIME` (on
+R4 the MLP took 75 s of the stage for an inner RMSE of 0.8816)."""
+ANYTIME_MIN = 0.5
+"""An anytime member trains again on the whole training part only with at least this
+share of its inner fit's time (scaled by :data:`REFIT_FACTOR`) left; else it keeps its
+inner-cut model."""
 MARGIN = 0.05
 """The share of the budget kept free at the end (predictions, the blend, the bundle)."""
-FIT_SHARE = 0.25
-"""The share of the budget one candidate's fit by the Learner may use (a slow family cut
-there leaves time for the others; a family trained by its own fit cannot be cut)."""
-REFIT_RESERVE = 2
-"""Tuning leaves time for the final fits of this many of the best candidates."""
+FIT_SHARE = 0.15
+"""The share of the budget one candidate's fit may use (a slow family cut there, or as
+soon as its pace says it would pass it, leaves time for the others; a family trained by
+its own fit ends by it only when it is :data:`ANYTIME`)."""
+PROJECT_AFTER = 0.05
+"""A Learner fit is projected from its pace once this share of its steps is done (a
+fit projected to end past its share of the budget is cut then)."""
 REFIT_FACTOR = 1.3
 """The final fit on the whole training part is estimated at this many times a
 candidate's inner fit (it has 1 / (1 - AUTO_INNER) as many rows, plus margin)."""
 MIN_GAIN = 1e-4
-"""A blend member must lower the blend's inner RMSE by at least this much."""
+"""A blend member must lower the blend's inner RMSE by at least this much (more when its
+final fit is costly: :data:`COST_WEIGHT`)."""
+COST_WEIGHT = 10.0
+"""A member whose final fit takes a share ``s`` of the budget must gain ``MIN_GAIN · (1 +
+COST_WEIGHT · s)`` (on ml-1m in 10 minutes: a 40 s member must gain 1.7e-4)."""
 MAX_BLEND = 6
-"""At most this many blend members."""
+"""At most this many blend members (tuning leaves time for the final fits of this many of
+the best candidates)."""
 RUN_FIELDS = (
     "version", "dataset", "data_dir", "user_col", "item_col", "rating_col",
     "timestamp_col", "weight_col", "split", "test_file", "seed", "device",
@@ -112,7 +143,9 @@ class Candidate:
         seconds: wall seconds of its fit and prediction (tuned: with the whole search).
         fit_seconds: wall seconds of its one fit and prediction on the cut (what its
             final fit is estimated from).
-        note: why it was skipped or failed; a tuned one: its trials.
+        note: why it was skipped or failed; a tuned one: its trials; an :data:`ANYTIME`
+            fit ended by its deadline: how many samples or epochs ran.
+        short: an :data:`ANYTIME` fit ended by its deadline with fewer samples or epochs.
     """
 
     label: str
@@ -123,6 +156,7 @@ class Candidate:
     seconds: float = 0.0
     fit_seconds: float = 0.0
     note: str = ""
+    short: bool = False
     pred: np.ndarray | None = field(default=None, repr=False)
     model: RatingModel | None = field(default=None, repr=False)
 
@@ -141,6 +175,11 @@ class BlendPlan:
     weights: list[float]
     intercept: float
     kept: list[RatingModel | None]
+    until: float | None = None
+    """When the final fits should end (``time.perf_counter()`` seconds; ``None``: no
+    limit): the :data:`ANYTIME` members train last and share the time to it."""
+    costs: list[float] = field(default_factory=list)
+    """Each member's estimated final fit (seconds): the anytime members' shares."""
 
 
 @dataclass
@@ -155,6 +194,7 @@ class AutoReport:
     blend: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     estimated_refit_seconds: float = 0.0
+    tuning_skipped: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``inner_scores`` and ``inner_seconds`` by label (as the top-N
@@ -173,22 +213,39 @@ class AutoReport:
         }
         if self.blend:
             out["blend"] = self.blend
+        if self.tuning_skipped:
+            out["tuning_skipped"] = self.tuning_skipped
         return out
 
 
 class Deadline(Callback):
-    """Cancels a fit once the clock passes ``at`` (``time.perf_counter()`` seconds)."""
+    """Cancels a fit once the clock passes ``at`` (``time.perf_counter()`` seconds), or,
+    once :data:`PROJECT_AFTER` of its steps are done, as soon as the pace so far says the
+    whole fit would end past ``at`` (``projected``: a slow family gives its time back
+    early instead of running to ``at`` and being cut)."""
 
     order = -50
 
     def __init__(self, at: float) -> None:
         self.at = at
-        self.hit = False
+        self.hit = self.projected = False
+        self.start = time.perf_counter()
+
+    def before_fit(self) -> None:
+        self.start = time.perf_counter()
 
     def _check(self) -> None:
-        if time.perf_counter() > self.at:
+        now = time.perf_counter()
+        if now > self.at:
             self.hit = True
             raise CancelFitException("auto's time budget is spent")
+        learn = self.learn
+        total = learn.n_epochs * learn.n_iter
+        done = learn.epoch * learn.n_iter + learn.iter + 1
+        pace_end = self.start + (now - self.start) * total / max(done, 1)
+        if total > 0 and done >= PROJECT_AFTER * total and pace_end > self.at:
+            self.hit = self.projected = True
+            raise CancelFitException("auto's time budget would be spent")
 
     def after_batch(self) -> None:
         self._check()
@@ -272,10 +329,19 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
             w, kept = (plan.weights, plan.intercept), list(plan.kept)
         whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
         device = model.blend_weights.device
-        for k, m in enumerate(specs):
+        # the anytime members last, each ending by its share of the time to plan.until
+        order = sorted(range(len(specs)), key=lambda k: specs[k].model in ANYTIME)
+        costs = plan.costs if plan is not None and plan.costs else [1.0] * len(specs)
+        for n, k in enumerate(order):
             trained = kept[k]
             if trained is None:
-                trained = _fit_on(m, whole, []).model
+                at = None
+                if plan is not None and plan.until is not None and specs[k].model in ANYTIME:
+                    rest = sum(costs[j] for j in order[n:] if kept[j] is None)
+                    now = time.perf_counter()
+                    at = now + max(plan.until - now, 0.0) * costs[k] / max(rest, 1e-9)
+                with fit_until(at):
+                    trained = _fit_on(specs[k], whole, []).model
             model.members[k] = trained.to(device)
         model.set_weights(w[0], w[1])
 
@@ -315,12 +381,19 @@ def _try(
         return cand
     stop = Deadline(min(until, t0 + FIT_SHARE * float(cfg.budget or 0.0)))
     try:
-        learner = _fit_on(mcfg, cut, [stop])
+        with fit_until(stop.at if mcfg.model in ANYTIME else None):
+            learner = _fit_on(mcfg, cut, [stop])
         if stop.hit:
-            cand.state, cand.note = "timeout", "cut at its share of the budget"
+            cand.state = "timeout"
+            cand.note = (
+                "projected past its share of the budget" if stop.projected
+                else "cut at its share of the budget"
+            )  # fmt: skip
         else:
             cand.pred = learner.predict(cut.test).astype(np.float64)
             cand.model = learner.model
+            cand.note = ended_early(learner.model)
+            cand.short = bool(cand.note)
             cand.rmse = rmse(cand.pred, cut.test.rating, cut.test.weights())
             if not np.isfinite(cand.rmse):
                 cand.state, cand.note, cand.rmse = "failed", "non-finite predictions", None
@@ -330,38 +403,33 @@ def _try(
     return cand
 
 
-def _cv_rmse(preds: np.ndarray, rating: np.ndarray, weight: np.ndarray, seed: int) -> float:
-    """Two-fold cross-fitted RMSE of a ridge blend of ``preds`` ``[n, k]``: weights fitted
-    on one half of the rows score the other half, and back."""
-    n = len(rating)
-    half = np.random.default_rng([seed, 0xB1E]).permutation(n) < n // 2
-    err = np.zeros(n)
-    for a in (half, ~half):
-        c, b = ridge_blend(preds[a], rating[a], weight[a])
-        err[~a] = preds[~a] @ c + b - rating[~a]
-    w = weight.astype(np.float64)
-    return float(np.sqrt((w * err**2).sum() / w.sum()))
-
-
 def _blend(
-    ok: list[Candidate], cut: Split, seed: int
+    ok: list[Candidate], cut: Split, seed: int, budget: float = 0.0
 ) -> tuple[list[Candidate], float, list[float], float]:
     """Greedy forward selection of blend members among ``ok`` (best first): the blend's
-    cross-fitted RMSE, its weights and intercept (fitted on the whole inner part)."""
+    cross-fitted RMSE, its weights and intercept (fitted on the whole inner part). With a
+    ``budget`` (seconds), a member must gain :data:`MIN_GAIN` times ``1 +``
+    :data:`COST_WEIGHT` times the share of the budget its final fit is estimated to take
+    (a costly member that barely helps leaves its time to the others' final fits)."""
     test = cut.test
     r, w = test.rating.astype(np.float64), test.weights().astype(np.float64)
     chosen = [ok[0]]
-    best = _cv_rmse(np.stack([ok[0].pred], 1), r, w, seed)  # type: ignore[list-item]
+    best = cross_fitted_rmse(np.stack([ok[0].pred], 1), r, w, seed)  # type: ignore[list-item]
+
+    def needed(c: Candidate) -> float:
+        share = c.fit_seconds * REFIT_FACTOR / budget if budget > 0 else 0.0
+        return MIN_GAIN * (1.0 + COST_WEIGHT * share)
+
     while len(chosen) < MAX_BLEND:
         trial: tuple[float, Candidate] | None = None
         for c in ok:
             if c in chosen:
                 continue
             preds = np.stack([m.pred for m in [*chosen, c]], 1)  # type: ignore[misc]
-            score = _cv_rmse(preds, r, w, seed)
-            if trial is None or score < trial[0]:
+            score = cross_fitted_rmse(preds, r, w, seed)
+            if score <= best - needed(c) and (trial is None or score < trial[0]):
                 trial = (score, c)
-        if trial is None or trial[0] > best - MIN_GAIN:
+        if trial is None:
             break
         best = trial[0]
         chosen.append(trial[1])
@@ -373,13 +441,23 @@ def _blend(
 def _refits(members: list[Candidate], time_left: float) -> list[bool]:
     """Which members train again on the whole training part: the cheapest first while
     their estimated final fits (:data:`REFIT_FACTOR` times their inner fit) fit in
-    ``time_left``; the others keep their inner-cut models."""
+    ``time_left``; then the :data:`ANYTIME` members (cheapest first) while what is left
+    gives each at least :data:`ANYTIME_MIN` of its estimate (they share it, ending by
+    the deadline); the others keep their inner-cut models."""
     out = [False] * len(members)
     spent = 0.0
-    for k in sorted(range(len(members)), key=lambda k: members[k].fit_seconds):
+    order = sorted(range(len(members)), key=lambda k: members[k].fit_seconds)
+    for k in order:
         cost = members[k].fit_seconds * REFIT_FACTOR
-        if spent + cost <= time_left:
+        if members[k].spec["model"] not in ANYTIME and spent + cost <= time_left:
             out[k], spent = True, spent + cost
+    wanted = 0.0
+    for k in order:
+        cost = members[k].fit_seconds * REFIT_FACTOR
+        if members[k].spec["model"] in ANYTIME and ANYTIME_MIN * (wanted + cost) <= (
+            time_left - spent
+        ):
+            out[k], wanted = True, wanted + cost
     return out
 
 
@@ -450,10 +528,20 @@ def choose_model(
         budget=budget,
         by=f"RMSE on an inner cut of {AUTO_INNER:.0%} of the training rows (seed {cfg.seed})",
     )
-    # 2. every family with its defaults, within the stage's share
+    # 2. every family with its defaults, within the stage's share (anytime ones last,
+    # sharing what the others left)
     until = start + DEFAULTS_SHARE * budget
-    for name, spec in _candidate_specs(cfg, split.train):
-        report.candidates.append(_try(cfg, name, spec, "defaults", cut, until))
+    tried = _candidate_specs(cfg, split.train)
+    anytime = [s for s in tried if s[0] in ANYTIME]
+    others = sorted((s for s in tried if s[0] not in ANYTIME), key=lambda s: s[0] in TRY_LAST)
+    for name, spec in others:
+        report.candidates.append(
+            _try(cfg, name, spec, "defaults", cut, until - ANYTIME_SHARE * budget)
+        )
+    for k, (name, spec) in enumerate(anytime):
+        now = time.perf_counter()
+        at = now + max(until - now, 0.0) / (len(anytime) - k)
+        report.candidates.append(_try(cfg, name, spec, "defaults", cut, at))
     ok = _ranked(report)
     if not ok:  # a budget too small for any fit: the size rule, said so
         report.seconds = time.perf_counter() - start
@@ -461,13 +549,16 @@ def choose_model(
         report.chosen = "the size rule (no candidate finished in the budget)"
         return resolved, report, None
     # 3. tuning, leaving room for the final fits of the best candidates
-    reserve = sum(c.fit_seconds for c in ok[:REFIT_RESERVE]) * REFIT_FACTOR
+    reserve = sum(c.fit_seconds for c in ok[:MAX_BLEND]) * REFIT_FACTOR
     tune_until = end - reserve
-    if tune_until - time.perf_counter() > 0:
+    short = [c.label for c in ok if c.short]
+    if short:  # a fit already ended early for want of time: none is left to tune
+        report.tuning_skipped = f"{', '.join(short)} ended by the budget"
+    elif tune_until - time.perf_counter() > 0:
         report.candidates += _tune_stage(cfg, ok, cut, tune_until)
         ok = _ranked(report)
     # 4. the blend; 5. what trains again on the whole training part in the time left
-    members, blend_rmse, weights, intercept = _blend(ok, cut, cfg.seed)
+    members, blend_rmse, weights, intercept = _blend(ok, cut, cfg.seed, budget)
     best = ok[0]
     left = end - time.perf_counter()
     report.seconds = time.perf_counter() - start
@@ -482,7 +573,7 @@ def choose_model(
         weights, blend_rmse = c.tolist(), float(best.rmse or np.nan)
     else:
         report.chosen, report.chosen_rmse = "blend", blend_rmse
-    refit = _refits(members, left)
+    refit = _refits(members, end - time.perf_counter())
     specs = tuple(_spec_json(m.spec) for m in members)
     resolved = member_config(cfg, {"model": "blend", "blend_members": specs})
     report.blend = {
@@ -499,7 +590,8 @@ def choose_model(
         m.fit_seconds * REFIT_FACTOR for m, r in zip(members, refit, strict=True) if r
     )
     kept = [None if r else m.model for m, r in zip(members, refit, strict=True)]
-    return resolved, report, BlendPlan(weights, intercept, kept)
+    costs = [m.fit_seconds * REFIT_FACTOR for m in members]
+    return resolved, report, BlendPlan(weights, intercept, kept, end, costs)
 
 
 def _ranked(report: AutoReport) -> list[Candidate]:
