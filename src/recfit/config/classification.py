@@ -50,7 +50,7 @@ class ClassificationConfig(BaseTrainConfig):
     """The classifier's user and item biases."""
     user_thresholds: bool = True
     """OrdRec's per-user threshold offsets (false: one threshold set for every user)."""
-    implicit: bool = False
+    implicit: bool = True
     """OrdRec's score with SVD++'s implicit term over each user's rated items."""
     imbalance: Literal["none", "class_weights", "undersample", "oversample", "smote"] = "none"
     """Class-imbalance strategy on the training rows: none, class_weights, undersample,

@@ -53,6 +53,7 @@ __all__ = [
     "Decode",
     "Head",
     "LevelModel",
+    "LevelOutput",
     "RatingClassifier",
     "check_levels",
     "decode_levels",
@@ -95,7 +96,32 @@ def check_levels(levels: Any) -> list[float]:
     return grid
 
 
-class RatingClassifier(EmbeddingBody):
+class LevelOutput:
+    """What the classification families share: the output is one log-probability (or
+    logit) per level, ``softmax(output)`` the distribution, decoded to a rating by
+    ``decode``; cross-entropy trains it. A model using it sets ``level_values`` (a
+    buffer of the levels' ratings) and ``decode``."""
+
+    default_loss: ClassVar[str] = "cross_entropy"
+    level_values: Tensor
+    decode: Decode
+
+    def to_proba(self, output: Tensor) -> Tensor:
+        """The predicted distribution over the levels: ``softmax(output)``, shape ``[B, K]``."""
+        return torch.softmax(output, dim=1)
+
+    def to_rating(self, output: Tensor) -> Tensor:
+        """Decode to ratings: the expected rating, or the rating of the most likely level."""
+        return decode_levels(self.to_proba(output.float()), self.level_values, self.decode)
+
+    def fallback_output(self, rating: Tensor) -> Tensor:
+        """Level log-probabilities whose expected rating is ``rating`` (clamped into the
+        levels): the mass is split between the two levels around it, so ``argmax``
+        decodes to the nearer one. Used for pairs with an unknown user or item."""
+        return level_fallback(rating, self.level_values)
+
+
+class RatingClassifier(LevelOutput, EmbeddingBody):
     """Embeddings → MLP → one output per rating level (softmax or ordinal head).
 
     Args:
@@ -123,9 +149,6 @@ class RatingClassifier(EmbeddingBody):
         >>> RatingClassifier(3, 4, levels=[1, 2, 3], head="ordinal").config()["head"]
         'ordinal'
     """
-
-    default_loss: ClassVar[str] = "cross_entropy"
-    level_values: Tensor
 
     def __init__(
         self,
@@ -248,20 +271,6 @@ class RatingClassifier(EmbeddingBody):
 
     def forward(self, batch: Batch) -> Tensor:
         return self.head(self.features(batch))
-
-    def to_proba(self, output: Tensor) -> Tensor:
-        """The predicted distribution over the levels: ``softmax(output)``, shape ``[B, K]``."""
-        return torch.softmax(output, dim=1)
-
-    def to_rating(self, output: Tensor) -> Tensor:
-        """Decode to ratings: the expected rating, or the rating of the most likely level."""
-        return decode_levels(self.to_proba(output.float()), self.level_values, self.decode)
-
-    def fallback_output(self, rating: Tensor) -> Tensor:
-        """Level log-probabilities whose expected rating is ``rating`` (clamped into the
-        levels): the mass is split between the two levels around it, so ``argmax``
-        decodes to the nearer one. Used for pairs with an unknown user or item."""
-        return level_fallback(rating, self.level_values)
 
     def penalty(self, batch: Batch) -> Tensor:
         """Sum of squares of the looked-up user and item embedding (and bias) rows."""

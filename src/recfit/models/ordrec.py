@@ -47,13 +47,7 @@ from torch.nn import functional as F
 
 from recfit.errors import ConfigError
 from recfit.models.base import Batch, RatingModel, unique_index
-from recfit.models.classifier import (
-    Decode,
-    check_levels,
-    decode_levels,
-    level_fallback,
-    prepare_levels,
-)
+from recfit.models.classifier import Decode, LevelOutput, check_levels, prepare_levels
 from recfit.models.dot import _check_sizes, _trunc_normal
 from recfit.models.registry import Family, register_family, sized_build
 from recfit.models.svdpp import ImplicitLists, implicit_lists
@@ -63,7 +57,7 @@ __all__ = ["OrdRec"]
 _PROB_FLOOR = 1e-12
 
 
-class OrdRec(ImplicitLists, RatingModel):
+class OrdRec(LevelOutput, ImplicitLists, RatingModel):
     """Biased-MF score, ordinal head with per-user thresholds (see the module docs).
 
     Args:
@@ -90,8 +84,6 @@ class OrdRec(ImplicitLists, RatingModel):
     """
 
     supports_fused: ClassVar[bool] = True
-    default_loss: ClassVar[str] = "cross_entropy"
-    level_values: Tensor
 
     def __init__(
         self,
@@ -216,19 +208,6 @@ class OrdRec(ImplicitLists, RatingModel):
         z = self._implicit_rows(batch["user"], False)[0] if self.implicit else None
         return self._log_proba(self._rows(batch), z)
 
-    def to_proba(self, output: Tensor) -> Tensor:
-        """The predicted distribution over the levels, shape ``[B, K]``."""
-        return torch.softmax(output, dim=1)
-
-    def to_rating(self, output: Tensor) -> Tensor:
-        """Decode to ratings: the expected rating, or the rating of the most likely level."""
-        return decode_levels(self.to_proba(output.float()), self.level_values, self.decode)
-
-    def fallback_output(self, rating: Tensor) -> Tensor:
-        """Level log-probabilities whose expected rating is ``rating`` (see
-        :meth:`RatingClassifier.fallback_output`)."""
-        return level_fallback(rating, self.level_values)
-
     def penalty(self, batch: Batch) -> Tensor:
         """Sum of squares of the looked-up rows (factors, biases, threshold offsets)."""
         return _penalty(self._rows(batch))
@@ -301,6 +280,8 @@ register_family(Family(
     name="ordrec", task="classification", model_class=OrdRec, output="rating",
     reads=frozenset({"n_factors", "user_thresholds", "implicit", "decode", "seed"}),
     trainers=("sgd",), adapter="generic", row_wise=True,
-    defaults={}, build=sized_build(OrdRec, prepare=prepare_levels, finish=_lists),
+    # how these were chosen: docs/classification.md
+    defaults={"epochs": 8, "lr": 0.01, "wd": 0.05, "reg": 0.01},
+    build=sized_build(OrdRec, prepare=prepare_levels, finish=_lists),
     summary="OrdRec: biased-MF score, ordinal head with per-user thresholds over the levels",
 ))  # fmt: skip

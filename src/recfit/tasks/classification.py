@@ -435,7 +435,9 @@ class ClassificationTask(Task[ClassificationConfig]):
     def prepare(
         self, cfg: ClassificationConfig, split: Split, *, distributed: bool = False
     ) -> ClassificationConfig:
-        return cfg.resolve_opt(row_wise=False)  # the classifier never trains row-wise
+        # the family's defaults (OrdRec's), then the optimiser: AdamW (row-wise for a
+        # family that trains row-wise, see _build)
+        return cfg.resolve_model(big=False).resolve_opt(row_wise=False)
 
     def build(
         self, cfg: ClassificationConfig, fit: Split, callbacks: Callbacks, progress: bool | None
