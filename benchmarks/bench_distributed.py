@@ -69,8 +69,10 @@ def _learner(train: Interactions, valid: Interactions, threads: int | None) -> L
 
 def _fit(learn: Learner, epochs: int) -> dict[str, Any]:
     cfg = resolve_config(RatingConfig(dataset="synthetic", n_factors=N_FACTORS), learn.train)
+    cpu = time.process_time()  # every thread of this process
     learn.fit_one_cycle(epochs, cfg.lr)
     return {
+        "cpu_s": time.process_time() - cpu - learn.compile_seconds,
         "path": learn.path.name if learn.path else "?",
         "epoch_s": [h["time"] for h in learn.history],
         "rmse": learn.history[-1]["rmse"],
@@ -89,13 +91,15 @@ def _timed(phases: dict[str, float]) -> None:
         calls = [0]
 
         def timed(*a: Any, **k: Any) -> Any:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             try:
                 return fn(*a, **k)
             finally:
                 calls[0] += 1
                 if calls[0] > 1 or key in ("step", "replicate"):  # not the compiling call
                     phases[key] = phases.get(key, 0.0) + time.perf_counter() - t
+                    cpu = f"{key}_cpu"
+                    phases[cpu] = phases.get(cpu, 0.0) + time.thread_time() - c
 
         setattr(owner, name, timed)
 
@@ -192,9 +196,13 @@ def main() -> None:
     steps = single["steps"]
     print(f"model: DotBias {N_FACTORS} factors, bs {BS}, {steps} steps per epoch, "
           f"{len(train):,} training ratings")  # fmt: skip
-    print(f"1 process x 2 threads ({single['path']}): RMSE {single['rmse']:.4f}")
+    cpu1 = statistics.median(run["cpu_s"] / args.epochs for run in singles)
+    cpu2 = statistics.median(sum(r["cpu_s"] for r in run) / args.epochs for run in dists)
+    print(f"1 process x 2 threads ({single['path']}): RMSE {single['rmse']:.4f}, CPU "
+          f"{cpu1:.2f} s per epoch (median)")  # fmt: skip
     for r, res in enumerate(dists[-1]):
         print(f"rank {r} of 2 x {res['threads']} thread ({res['path']}): RMSE {res['rmse']:.4f}")
+    print(f"2 ranks: CPU {cpu2:.2f} s per epoch, both ranks (median; {cpu2 / cpu1:.2f}x)")
     print(
         f"median epoch, 2 ranks (slower rank) / 1 process, {args.rounds} rounds x "
         f"{args.epochs} epochs: {d_ep:.2f} / {s_ep:.2f} s = {d_ep / s_ep:.2f}x;  RMSE "
@@ -203,11 +211,17 @@ def main() -> None:
     n_steps = r0["exchange_steps"]
     per = {k: 1e3 * v / n_steps for k, v in r0["phases"].items()}
     wire = per["step"] - per["kernel"] - per["apply"]
+    loop = 1e3 * statistics.median(r0["epoch_s"]) / steps - per["step"]
     print(
-        f"rank 0 per step: kernel (its ratings, its users' update, items packed) "
-        f"{per['kernel']:.2f} ms, exchange {wire:.2f} ms, items' update {per['apply']:.2f} "
-        f"ms; users' rows copied from their owners {per.get('replicate', 0) * n_steps:.0f} "
-        f"ms per fit ({r0['bytes_replicated'] / 1e6:.1f} MB received)"
+        f"rank 0 per step (wall): kernel (its ratings, its users' update, items packed) "
+        f"{per['kernel']:.2f} ms, exchange and wait {wire:.2f} ms, items' update "
+        f"{per['apply']:.2f} ms, rest of the step (batch, events, sums) {loop:.2f} ms; "
+        f"users' rows copied from their owners {per.get('replicate', 0) * n_steps:.0f} ms "
+        f"per fit ({r0['bytes_replicated'] / 1e6:.1f} MB received)"
+    )
+    print(
+        f"rank 0 per step (CPU of its thread): kernel {per['kernel_cpu']:.2f} ms, items' "
+        f"update {per['apply_cpu']:.2f} ms, whole step {per['step_cpu']:.2f} ms"
     )
     row_b = (N_FACTORS + 2) * 4
     print(
@@ -219,8 +233,9 @@ def main() -> None:
     )
     # ---- 8 machines, ml-25m, 10 Gbit/s
     steps25 = ML25M // BS
-    kern8 = per["kernel"] * 2 / 8  # each rank's kernel trains 1/world of the ratings
-    apply8 = per["apply"] * pairs8[1] / pairs2[1]  # the items' update reads every pair
+    # compute from CPU time (what the work costs, whatever the load of this machine)
+    kern8 = per["kernel_cpu"] * 2 / 8  # each rank's kernel trains 1/world of the ratings
+    apply8 = per["apply_cpu"] * pairs8[1] / pairs2[1]  # the items' update reads every pair
     buf8 = (pairs8[0] + 1) * row_b  # one rank's buffer: header row, then its pairs
     wire8 = 7 * buf8 / LINK_BYTES_PER_S * 1e3  # ring all-gather: 7/8 of 8 buffers
     lat8 = 7 * HOP_LATENCY_S * 1e3  # one all-gather, 7 hops
@@ -238,8 +253,9 @@ def main() -> None:
         f"{HOP_LATENCY_S * 1e6:.0f} us = {lat8:.2f} ms"
     )
     print(
-        f"  compute: kernel {per['kernel']:.2f} ms x 2/8 = {kern8:.2f} ms; items' update "
-        f"{per['apply']:.2f} ms x {pairs8[1]:,.0f}/{pairs2[1]:,.0f} pairs = {apply8:.2f} ms"
+        f"  compute (CPU time): kernel {per['kernel_cpu']:.2f} ms x 2/8 = {kern8:.2f} ms; "
+        f"items' update {per['apply_cpu']:.2f} ms x {pairs8[1]:,.0f}/{pairs2[1]:,.0f} pairs "
+        f"= {apply8:.2f} ms"
     )
     print(
         f"  step {step8:.2f} ms x {steps25:,} steps = {step8 * steps25 / 1e3:.1f} s per "

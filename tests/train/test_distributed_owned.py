@@ -12,11 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recfit.data import Interactions
 from recfit.models import DotBias
 from recfit.train import kernels
+from recfit.train.batches import TensorData
 from recfit.train.distributed import DistContext
 from recfit.train.sparse import RowAdagrad, RowAdamW, RowOptimizer
-from recfit.train.sparse_dist import SHARED_DIR, OwnedRows
+from recfit.train.sparse_dist import SHARED_DIR, OwnedRows, owned_batches
 
 from .test_distributed import _torchrun
 
@@ -35,9 +37,7 @@ def _batch(rng: np.random.Generator, nu: int, ni: int, n: int) -> dict[str, torc
 def _ranks_step(owned: list[OwnedRows], batch: dict[str, torch.Tensor], w: float, reg: float):
     """One step of every simulated rank: kernels, the all-gather by hand, the items' update."""
     steps = [o.step(batch, w, reg, 1) for o in owned]
-    pairs = {s[1] for s in steps}
-    assert len(pairs) == 1  # every rank counts the same buffer size from the global batch
-    cap1 = pairs.pop() + 1
+    cap1 = max(s[1] for s in steps) + 1  # every rank's buffer padded to the most pairs
     recv = np.concatenate([o.send[:cap1] for o in owned])
     for o in owned:
         o.apply(recv.copy(), cap1)
@@ -105,6 +105,44 @@ def test_ranks_owning_users_follow_the_single_process_step(
             assert torch.equal(a, b)
     for a, b in zip(models[0].parameters(), single.parameters(), strict=True):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-4, atol=2e-5)
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(2, 300),
+    bs=st.integers(1, 64),
+    world=st.integers(1, 4),
+    drop_last=st.booleans(),
+    skip=st.integers(0, 3),
+)
+def test_owned_batches_are_each_ranks_part_of_the_global_batches(
+    n: int, bs: int, world: int, drop_last: bool, skip: int
+) -> None:
+    rng = np.random.default_rng(n)
+    nu, ni = 13, 9
+    d = Interactions.from_arrays(rng.integers(0, nu, n), rng.integers(0, ni, n),
+                                 rng.integers(1, 6, n).astype(float),
+                                 weight=rng.choice([0.5, 1.0, 3.0], n).astype(np.float32))  # fmt: skip
+    td = TensorData.from_interactions(d)
+    full = list(td.epoch(bs, torch.Generator().manual_seed(3), drop_last))
+    skip = min(skip, len(full))
+    opt = RowAdagrad(DotBias(d.n_users, d.n_items, 2))
+    parts = [
+        list(owned_batches(opt, DistContext(r, world, r, "gloo", torch.device("cpu")), td, bs,
+                           torch.Generator().manual_seed(3), drop_last, skip=skip))
+        for r in range(world)
+    ]  # fmt: skip
+    assert all(len(p) == len(full) - skip for p in parts)
+    for b, want in enumerate(full[skip:]):
+        mine = [want["user"] % world == r for r in range(world)]
+        for r in range(world):
+            got = parts[r][b]
+            for k in ("user", "item", "rating", "weight"):
+                assert torch.equal(got[k], want[k][mine[r]]), k
+            assert float(got["weight_total"]) == pytest.approx(float(want["weight"].sum()))
+            assert int(got["rows_total"]) == len(want["user"])
+            assert int(got["pairs_cap"]) == min(max(int(m.sum()) for m in mine), ni)
 
 
 _WORKER = r"""

@@ -1,23 +1,23 @@
 """The numba kernels of the distributed row-wise step (:mod:`recfit.train.sparse_dist`).
 
-Imported on first use. Every rank reads the whole global batch; a user belongs to rank
-``user % world``, and a rank trains only the ratings of its own users:
+Imported on first use. A user belongs to rank ``user % world``, and a rank trains only
+the ratings of its own users:
 
-* :func:`owned_part` keeps those ratings (in batch order), counts the distinct items of
-  every rank's part (so the exchange buffers have the same size on every rank without a
-  round trip), then runs the row-wise step of :mod:`recfit.train._kernels_numba` on them:
-  the users' rows are updated in place (no other rank reads them), the items' summed
-  gradients are written into the send buffer, each row ``[g (k + 1 float32 as bits),
-  item]`` after a header row ``[n_items, ...]``;
+* :func:`owned_epoch` reads one epoch's global batches (the permutation every rank
+  draws) from one packed record per rating and keeps this rank's ratings, batch after
+  batch, with each batch's total weight and each rank's count of its ratings;
+* :func:`owned_part` runs the row-wise step of :mod:`recfit.train._kernels_numba` on
+  this rank's ratings of a batch: the users' rows are updated in place (no other rank
+  reads them), the items' summed gradients are written into the send buffer, each row
+  ``[g (k + 1 float32 as bits), item]`` after a header row ``[pairs, ...]``;
 * :func:`union_part` reads every rank's buffer after the exchange (rank order), sums
   each item's gradients in that order and applies the same update on every rank.
 
 Ranks on one machine exchange through shared memory: :func:`arrive` and :func:`wait`
-are the arrival counter they meet at.
-
-Both are run by ``n`` threads at once like :func:`recfit.train._kernels_numba.step_part`
-(each with its part ``c``, meeting at barriers); the rows are cached under the user's
-cache folder (:func:`recfit.models._compiled.cached_njit`).
+are the arrival counter they meet at. :func:`owned_part` and :func:`union_part` are run
+by ``n`` threads at once like :func:`recfit.train._kernels_numba.step_part` (each with
+its part ``c``, meeting at barriers). Everything is cached under the user's cache
+folder (:func:`recfit.models._compiled.cached_njit`).
 """
 
 # mypy: ignore-errors
@@ -33,6 +33,7 @@ from recfit.train._kernels_numba import (
     SPINS,
     _arrive,
     _load_acquire,
+    _prefetch,
     _yield_cpu,
     barrier,
     group,
@@ -44,7 +45,7 @@ from recfit.train._kernels_numba import (
     user_rows,
 )
 
-__all__ = ["arrive", "owned_part", "union_part", "wait"]
+__all__ = ["arrive", "owned_epoch", "owned_part", "union_part", "wait"]
 
 _HELPER = {k: v for k, v in INNER.items() if k not in ("cache", "nogil")}
 """:data:`recfit.train._kernels_numba.INNER` for :func:`cached_njit` (no reference
@@ -52,34 +53,27 @@ counting in the row loops)."""
 
 
 @cached_njit()
-def owned_part(c, sync, world, rank, stamp, mark, ranks_items, users, items, ratings, weights,  # type: ignore[no-untyped-def]
-               w_tot, uf, ub, itf, ib, model, reg, mom_u, vel_u, rd_u, consts, before, after,
-               own_u, own_i, own_r, own_w, out, dx, slots_u, slots_i, uniq, start, order,
-               row_slot, counts, bounds, saved, grad, send_f, send_i):  # fmt: skip
-    """Part ``c`` of one rank's step on the global batch (see the module docs).
+def owned_part(c, sync, world, rank, users, items, ratings, weights, w_tot, uf, ub, itf, ib,  # type: ignore[no-untyped-def]
+               model, reg, mom_u, vel_u, rd_u, consts, before, after, own_u, own_i, own_r,
+               own_w, out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds,
+               saved, grad, send_f, send_i):  # fmt: skip
+    """Part ``c`` of one rank's step on a batch (the global batch, or this rank's part
+    of it from :func:`owned_epoch`; see the module docs).
 
-    ``mark`` (``(n_items, world)`` int64) and ``stamp`` (a number new at every call) count
-    each rank's distinct items into ``ranks_items``; ``own_*`` receive this rank's
-    ratings (``counts[2]`` of them), ``out``/``dx`` are theirs. The users' rows are
-    updated (``consts``, ``before``, ``after`` as in ``step_part``); the items' gradients
-    go to ``send_f[1:]`` (their rows in the last column of ``send_i``, their number in
-    ``send_i[0, 0]``). Returns the part's ``(Σ loss, Σ penalty, Σ weight)`` of its
-    ratings (the weight in part 0 only)."""
+    ``own_*`` receive this rank's ratings (``counts[2]`` of them, batch order);
+    ``out``/``dx`` are theirs. The users' rows are updated (``consts``, ``before``,
+    ``after`` as in ``step_part``); the items' gradients go to ``send_f[1:]`` (their
+    rows in the last column of ``send_i``, their number in ``send_i[0, 0]``). Returns
+    the part's ``(Σ loss, Σ penalty, Σ weight)`` of its ratings (the weight in part 0
+    only)."""
     parts = bounds.shape[1] - 1
     w_own = 0.0
     if c == 0:
-        for r in range(world):
-            ranks_items[r] = 0
         m = 0
         for j in range(users.shape[0]):
-            r = users[j] % world
-            it = items[j]
-            if mark[it, r] != stamp:
-                mark[it, r] = stamp
-                ranks_items[r] += 1
-            if r == rank:
+            if users[j] % world == rank:
                 own_u[m] = users[j]
-                own_i[m] = it
+                own_i[m] = items[j]
                 own_r[m] = ratings[j]
                 own_w[m] = weights[j]
                 w_own += weights[j]
@@ -181,3 +175,37 @@ def wait(sync, target, tries):  # type: ignore[no-untyped-def]
         if t > SPINS:
             _yield_cpu()
     return 0
+
+
+@cached_njit()
+def owned_epoch(perm, packed, packed_f, bounds, world, rank, own_u, own_i, own_r, own_w,  # type: ignore[no-untyped-def]
+                own_start, per_rank, w_tot):  # fmt: skip
+    """This rank's ratings of one epoch, batch after batch: the rows ``perm[bounds[b]:
+    bounds[b + 1]]`` of batch ``b`` read from ``packed`` (``(n, 4)``: user, item, then
+    rating and weight as float32 bits, also seen as ``packed_f``), one record per row;
+    those of this rank's users go to ``own_*`` (batch ``b``'s from ``own_start[b]``),
+    ``per_rank[b, r]`` counts rank ``r``'s and ``w_tot[b]`` sums the batch's weights."""
+    m = 0
+    for b in range(bounds.shape[0] - 1):
+        own_start[b] = m
+        w = 0.0
+        for r in range(world):
+            per_rank[b, r] = 0
+        hi = bounds[b + 1]
+        for j in range(bounds[b], hi):
+            a = j + 4 * AHEAD
+            if a < hi:
+                _prefetch(packed, perm[a], 0)
+            p = perm[j]
+            u = packed[p, 0]
+            r = u % world
+            per_rank[b, r] += 1
+            w += packed_f[p, 3]
+            if r == rank:
+                own_u[m] = u
+                own_i[m] = packed[p, 1]
+                own_r[m] = packed_f[p, 2]
+                own_w[m] = packed_f[p, 3]
+                m += 1
+        w_tot[b] = w
+    own_start[bounds.shape[0] - 1] = m

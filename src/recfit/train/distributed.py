@@ -27,12 +27,12 @@ What every rank does:
   all-reduces it in one flattened buffer per step (no autograd fallback is needed).
 * The row-wise path (row-wise AdamW / Adagrad) exchanges only the rows each step
   touches (:mod:`recfit.train.sparse_dist`; the counts so far are in
-  :attr:`DistContext.exchanged`). With the compiled CPU kernel every rank reads the
-  whole batch and trains the ratings of the users it owns (``user % world == rank``):
-  users' rows never travel during an epoch, the items' ``(row, gradient)`` pairs go
-  to every rank, which all apply the same item update; users' rows are copied from
-  their owners before the weights are read. Otherwise every rank sends the pairs of
-  both sides of its shard and every rank applies the same update.
+  :attr:`DistContext.exchanged`). With the compiled CPU kernel a rank reads, of every
+  global batch, the ratings of the users it owns (``user % world == rank``) instead of
+  a contiguous shard: users' rows never travel during an epoch, the items' ``(row,
+  gradient)`` pairs go to every rank, which all apply the same item update; users'
+  rows are copied from their owners before the weights are read. Otherwise every rank
+  sends the pairs of both sides of its shard and every rank applies the same update.
 * Validation metrics are **exact**: each rank evaluates its contiguous part of the
   evaluation rows and the sums Σw, Σw·loss, Σw·penalty, Σw·(p-t)², Σw·|p-t| (and for
   ``r2`` Σw·t then Σw·(t-t̄)²) are all-reduced in float64, never a mean of means; metrics
@@ -179,8 +179,6 @@ class DistContext:
         """The global batch's Σw (from the batch, else all-reduced); every
         :data:`STOP_CHECK_EVERY` steps also agrees on :attr:`stop_agreed` (Ctrl-C)."""
         total = learn.batch.get("weight_total")
-        if total is None and not self.sharded(learn):
-            total = w_sum  # every rank reads the whole batch
         if learn.train_iter % STOP_CHECK_EVERY == 0 or total is None:
             flag = float(learn.stop_requested)
             t = torch.stack([w_sum.double(), w_sum.new_tensor(flag).double()])
@@ -189,16 +187,6 @@ class DistContext:
             if total is None:
                 return t[0].to(w_sum.dtype)
         return total
-
-    def sharded(self, learn: Learner) -> bool:
-        """Whether this rank reads its contiguous shard of every batch (else the whole
-        batch: the compiled row-wise step, where ranks own users, :mod:`recfit.train.
-        sparse_dist`)."""
-        return not learn.compiled
-
-    def batch_shard(self, learn: Learner) -> tuple[int, int] | None:
-        """What :meth:`TensorData.epoch` takes as ``shard`` for ``learn``'s batches."""
-        return self.shard if self.sharded(learn) else None
 
     def sync_grads(self, params: Sequence[Tensor]) -> None:
         """Sum the gradients of ``params`` over the ranks (one flattened all-reduce)."""

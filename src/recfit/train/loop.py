@@ -244,8 +244,15 @@ class TrainingLoop:
     ) -> None:
         """The epoch's batches from batch ``skip`` on, one step each."""
         self.epoch_gen_state = self._gen.get_state()
-        shard = None if self.dist is None else self.dist.batch_shard(self)
-        batches = self._train_td.epoch(self.bs, self._gen, self.drop_last, skip=skip, shard=shard)
+        if self.dist is not None and self.compiled:  # this rank's users' ratings
+            batches = sparse_dist.owned_batches(
+                self.opt, self.dist, self._train_td, self.bs, self._gen, self.drop_last, skip=skip
+            )
+        else:
+            shard = None if self.dist is None else self.dist.shard
+            batches = self._train_td.epoch(
+                self.bs, self._gen, self.drop_last, skip=skip, shard=shard
+            )
         for it, batch in enumerate(batches, start=skip):
             self.iter = it
             self._set_hyper(
@@ -324,10 +331,9 @@ class TrainingLoop:
         if self.dist is None:
             out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, n_threads)
         else:  # this rank's users' ratings of the batch; items' gradients exchanged
-            out, loss, pen, w_own = sparse_dist.compiled_step(
+            out, loss, pen, _ = sparse_dist.compiled_step(
                 self.opt, self.dist, batch, float(w_tot), self.reg, n_threads
             )
-            w_sum = torch.tensor(w_own, dtype=w_sum.dtype)
         self.pred = out
         self._event("after_pred")
         reg_loss = torch.tensor(pen, dtype=torch.float32) if self.reg > 0 else None

@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ from torch import Tensor
 
 from recfit.errors import RecfitError
 from recfit.train import kernels
+from recfit.train.batches import TensorData, n_batches, shuffled
 from recfit.train.sparse import RowOptimizer
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ __all__ = [
     "compiled_step",
     "exchange",
     "fused_step",
+    "owned_batches",
     "replicate",
     "warm_up",
 ]
@@ -247,9 +250,7 @@ class OwnedRows:
         self.n_items = m.n_items
         self.buf = kernels.RowStepBuffers(m.n_users, m.n_items, m.n_factors)
         self.buf.counts = np.zeros(3, np.int64)  # users, items, this rank's ratings
-        self.mark = np.full((m.n_items, ctx.world), -1, np.int64)
-        self.stamp = 0
-        self.ranks_items = np.zeros(ctx.world, np.int64)
+        self.epoch_rows: tuple[TensorData, np.ndarray, tuple[np.ndarray, ...]] | None = None
         self.cap = -1
         self.shared: Shared | None = None
         self.ensure(1, local=True)
@@ -276,15 +277,15 @@ class OwnedRows:
     ) -> tuple[int, int, float, float, float]:
         """The kernel half of a step: this rank's ratings trained, its users updated, its
         items' pairs packed (into this step's shared half, else ``send``). Returns
-        ``(ratings, most pairs of a rank, Σ loss, Σ penalty, Σw)``."""
+        ``(ratings, pairs, Σ loss, Σ penalty, Σw)`` of this rank."""
         opt, buf = self.opt, self.buf
         cols = [batch[k].numpy() for k in ("user", "item", "rating", "weight")]
         n = cols[0].shape[0]
-        self.ensure(n, local=n == 0)
+        total = batch.get("rows_total")  # the global batch (the same on every rank)
+        self.ensure(n if total is None else int(total), local=n == 0)
         send = self.send if self.shared is None or n == 0 else self.shared.half()[self.rank]
         consts, before = opt._next_consts()
         self.consts, self.decay = consts, (before, opt.log_decay)
-        self.stamp += 1
         (uf, ub), (itf, ib) = opt._tables()
         (mom_u, vel_u), _ = opt._kernel_state()
         mu, lo, span, squash = opt._model_consts()
@@ -293,7 +294,7 @@ class OwnedRows:
         sums = kernels._WORKERS.run(
             _compiled().owned_part, self.parts, buf.sync,
             (
-                self.world, self.rank, self.stamp, self.mark, self.ranks_items, *cols,
+                self.world, self.rank, *cols,
                 float(w_tot), uf, ub, itf, ib, (float(mu), float(lo), float(span), float(squash)),
                 float(reg), mom_u, vel_u, opt.row_decay[0].numpy(), consts, *self.decay,
                 *self.own, self.out, buf.dx, buf.slots[0], buf.slots[1], buf.uniq,
@@ -303,7 +304,7 @@ class OwnedRows:
         )  # fmt: skip
         loss = sum(x[0] for x in sums)
         pen = sum(x[1] for x in sums)
-        return int(buf.counts[2]), int(self.ranks_items.max()), loss, pen, sums[0][2]
+        return int(buf.counts[2]), int(send[0, 0]), loss, pen, sums[0][2]
 
     def apply(self, recv: np.ndarray, cap1: int) -> None:
         """The items' update from every rank's ``cap1`` rows of ``recv``."""
@@ -319,6 +320,57 @@ class OwnedRows:
                 buf.counts, buf.bounds, buf.grad,
             ),
         )  # fmt: skip
+
+
+def owned_batches(
+    opt: RowOptimizer,
+    ctx: DistContext,
+    data: TensorData,
+    bs: int,
+    generator: torch.Generator,
+    drop_last: bool = False,
+    *,
+    skip: int = 0,
+) -> Iterator[dict[str, Tensor]]:
+    """This rank's ratings of every global batch of one epoch (its users', in batch
+    order), as :meth:`TensorData.epoch` would cut the batches from ``generator`` (the
+    same permutation on every rank; the first ``skip`` batches left out). Each batch
+    also holds ``weight_total`` (the global batch's Σw), ``rows_total`` (its size) and
+    ``pairs_cap`` (the most ratings of one rank in it, at most the items: what bounds
+    a rank's pairs). The columns are read from one packed record per rating, made at
+    the first epoch (:func:`~recfit.train._kernels_dist.owned_epoch`)."""
+    own = _owned(opt, ctx)
+    n = len(data)
+    nb = n_batches(n, bs, drop_last)
+    perm = shuffled(n, generator).numpy()
+    if own.epoch_rows is None or own.epoch_rows[0] is not data:
+        packed = np.empty((n, 4), np.int32)
+        for c, k in enumerate(("user", "item")):
+            packed[:, c] = data.columns[k].numpy()
+        for c, k in ((2, "rating"), (3, "weight")):
+            packed[:, c] = data.columns[k].numpy().astype(np.float32).view(np.int32)
+        m = int(np.count_nonzero(packed[:, 0] % ctx.world == ctx.rank))  # this rank's
+        made = tuple(np.empty(m, t) for t in (np.int64, np.int64, np.float32, np.float32))
+        own.epoch_rows = (data, packed, made)
+    _, packed, cols = own.epoch_rows
+    bounds = np.minimum(np.arange(nb + 1, dtype=np.int64) * bs, n)
+    if not drop_last:
+        bounds[-1] = n
+    starts = np.empty(nb + 1, np.int64)
+    per_rank = np.empty((nb, ctx.world), np.int64)
+    w_tot = np.empty(nb, np.float64)
+    _compiled().owned_epoch(perm, packed, packed.view(np.float32), bounds, ctx.world,
+                            ctx.rank, *cols, starts, per_rank, w_tot)  # fmt: skip
+    tensors = [torch.from_numpy(c) for c in cols]
+    cap = np.minimum(per_rank.max(axis=1), own.n_items)
+    for b in range(skip, nb):
+        lo, hi = int(starts[b]), int(starts[b + 1])
+        batch = {k: t[lo:hi] for k, t in zip(("user", "item", "rating", "weight"), tensors,
+                                              strict=True)}  # fmt: skip
+        batch["weight_total"] = torch.tensor(w_tot[b], dtype=torch.float32)
+        batch["rows_total"] = torch.tensor(int(bounds[b + 1] - bounds[b]))
+        batch["pairs_cap"] = torch.tensor(int(cap[b]))
+        yield batch
 
 
 def _compiled() -> Any:
@@ -364,8 +416,13 @@ def compiled_step(
         sizes = [int(c) + 1 for c in half[:, 0, 0]]
         ctx.exchanged.count(sizes[ctx.rank] - 1, sizes[ctx.rank] * row_b, sum(sizes) * row_b)
         own.apply(half.reshape(-1, own.k1 + 1), shared.rows)
-    else:
-        cap1 = pairs + 1
+    else:  # every rank's buffer padded to the most pairs a rank can send
+        cap = batch.get("pairs_cap")
+        if cap is None:
+            most = torch.tensor([pairs])
+            dist.all_reduce(most, op=dist.ReduceOp.MAX)
+            cap = most
+        cap1 = int(cap) + 1
         send = torch.from_numpy(own.send[:cap1])
         recv = torch.from_numpy(own.recv[: ctx.world * cap1]).view(ctx.world, cap1, own.k1 + 1)
         dist.all_gather(list(recv.unbind()), send)
