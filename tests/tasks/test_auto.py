@@ -16,7 +16,7 @@ from recfit.data.split import Split
 from recfit.data.synthetic import synthetic
 from recfit.errors import CancelFitException, ConfigError
 from recfit.models import create_model, family
-from recfit.models._budget import ended_early, fit_until
+from recfit.models._budget import ended_early, fit_until, full_share
 from recfit.models.blend import Blend
 from recfit.recommender import Recommender
 from recfit.runs import train_run
@@ -223,12 +223,16 @@ def test_anytime_members_share_what_the_other_final_fits_leave() -> None:
     a = auto.Candidate("dot", {"model": "dot"}, "defaults", fit_seconds=1.0)
     b = auto.Candidate("bmf", {"model": "bmf"}, "defaults", fit_seconds=10.0)
     c = auto.Candidate("autorec", {"model": "autorec"}, "defaults", fit_seconds=20.0)
-    # dot: 1.3 s; bmf and autorec need at least half their 13 s and 26 s
+    # dot: 1.3 s; bmf and autorec need at least ANYTIME_MIN of their 13 s and 26 s
+    least = auto.ANYTIME_MIN
     assert auto._refits([a, b, c], time_left=100.0) == [True, True, True]
-    assert auto._refits([a, b, c], time_left=1.3 + 0.5 * 39 + 0.1) == [True, True, True]
-    assert auto._refits([a, b, c], time_left=1.3 + 0.5 * 39 - 0.1) == [True, True, False]
-    assert auto._refits([a, b, c], time_left=1.3 + 0.5 * 13 - 0.1) == [True, False, False]
+    assert auto._refits([a, b, c], time_left=1.3 + least * 39 + 0.1) == [True, True, True]
+    assert auto._refits([a, b, c], time_left=1.3 + least * 39 - 0.1) == [True, True, False]
+    assert auto._refits([a, b, c], time_left=1.3 + least * 13 - 0.1) == [True, False, False]
     assert auto._refits([a, b, c], time_left=1.0) == [False, False, False]
+    # an anytime fit ended early: its final fit is estimated at all its samples
+    b.full = 3.0
+    assert auto._refits([a, b, c], time_left=1.3 + least * 39 + 0.1) == [True, True, False]
 
 
 def test_final_fits_of_anytime_members_end_by_the_plan_deadline(data: Interactions) -> None:
@@ -305,5 +309,6 @@ def test_ended_early_says_how_many_samples_or_epochs_ran(data: Interactions) -> 
     m = create_model("bmf", data, n_factors=2, gibbs_burn_in=1, gibbs_samples=9)
     with fit_until(time.perf_counter() - 1.0):
         family("bmf").closed_form(m, data)  # type: ignore[misc]
-    assert ended_early(m) == "ended by its deadline: 1 of 9 samples"
-    assert ended_early(create_model("baseline", data)) == ""
+    assert ended_early(m) == "ended by its deadline: 1 of 9 samples" and full_share(m) == 9.0
+    base = create_model("baseline", data)
+    assert ended_early(base) == "" and full_share(base) == 1.0

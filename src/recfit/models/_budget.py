@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["deadline", "ended_early", "fit_until", "steps_that_fit"]
+__all__ = ["deadline", "ended_early", "fit_until", "full_share", "steps_that_fit"]
 
 _DEADLINE: ContextVar[float | None] = ContextVar("recfit_fit_deadline", default=None)
 
@@ -64,9 +64,21 @@ def ended_early(model: Any) -> str:
     """How many samples or epochs a fit ran when a deadline ended it early (its
     ``fit_info``'s ``samples_wanted`` / ``epochs_wanted`` against the model's ``samples``
     / ``epochs``), else ``""``."""
+    found = _ran(model)
+    return f"ended by its deadline: {found[1]} of {found[2]} {found[0]}" if found else ""
+
+
+def full_share(model: Any) -> float:
+    """How many times the fit's samples or epochs the configured fit would run (1.0 when
+    no deadline ended it early): its time scaled by this estimates the whole fit."""
+    found = _ran(model)
+    return found[2] / max(found[1], 1) if found else 1.0
+
+
+def _ran(model: Any) -> tuple[str, int, int] | None:
     info = getattr(model, "fit_info", None) or {}
     for key in ("samples", "epochs"):
         wanted, ran = info.get(f"{key}_wanted"), getattr(model, key, None)
         if isinstance(wanted, int) and isinstance(ran, int) and ran < wanted:
-            return f"ended by its deadline: {ran} of {wanted} {key}"
-    return ""
+            return key, ran, wanted
+    return None

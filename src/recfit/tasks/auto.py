@@ -55,7 +55,7 @@ from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.errors import CancelFitException, ConfigError, RecfitError
 from recfit.metrics.rating import rmse
-from recfit.models._budget import ended_early, fit_until
+from recfit.models._budget import ended_early, fit_until, full_share
 from recfit.models.base import RatingModel
 from recfit.models.blend import Blend, cross_fitted_rmse, member_settings, ridge_blend
 from recfit.models.registry import family
@@ -82,26 +82,22 @@ TUNE_TOP = 2
 """How many of the best families (by their defaults' inner RMSE) auto tunes."""
 TUNE_TRIALS = 20
 """At most this many trials per tuned family (small data finishes before the budget)."""
-DEFAULTS_SHARE = 0.5
+DEFAULTS_SHARE = 0.4
 """The share of the budget the defaults stage may use (the rest: tuning when there is
 time, and the chosen members' final fits on the whole training part, which on large data
 are worth more than more candidates: 90 % of the rows is clearly worse than all)."""
 ANYTIME = frozenset({"bmf", "autorec"})
 """Families whose fit ends by a deadline with a valid model (fewer samples or epochs,
-:mod:`recfit.models._budget`): the defaults stage tries them last, sharing what the
-stage has left (at least :data:`ANYTIME_SHARE` of the budget), and their final fits
-share what the budget has left."""
-ANYTIME_SHARE = 0.25
-"""The share of the budget the defaults stage keeps for the :data:`ANYTIME` families (the
-others stop :data:`DEFAULTS_SHARE` minus this into the budget): on R4 under load 7, the
-other families had left them 66 s, too little for Bayesian MF to be worth a member."""
+:mod:`recfit.models._budget`): tried last, sharing what the defaults stage has left (at
+least :data:`ANYTIME_SHARE`); their final fits share what the budget has left."""
+ANYTIME_SHARE = 0.2
+"""The share of the budget the defaults stage keeps for the :data:`ANYTIME` families (on
+R4 under load 7 the others had left them 66 s: too little for Bayesian MF to count)."""
 TRY_LAST = ("nn",)
-"""Families the defaults stage tries after the others that are not :data:`ANYTIME` (on
-R4 the MLP took 75 s of the stage for an inner RMSE of 0.8816)."""
-ANYTIME_MIN = 0.5
+"""Tried after the other families but the anytime ones (R4: nn took 75 s for 0.8816)."""
+ANYTIME_MIN = 0.3
 """An anytime member trains again on the whole training part only with at least this
-share of its inner fit's time (scaled by :data:`REFIT_FACTOR`) left; else it keeps its
-inner-cut model."""
+share of its estimated final fit left; else it keeps its inner-cut model."""
 MARGIN = 0.05
 """The share of the budget kept free at the end (predictions, the blend, the bundle)."""
 FIT_SHARE = 0.15
@@ -146,6 +142,8 @@ class Candidate:
         note: why it was skipped or failed; a tuned one: its trials; an :data:`ANYTIME`
             fit ended by its deadline: how many samples or epochs ran.
         short: an :data:`ANYTIME` fit ended by its deadline with fewer samples or epochs.
+        full: how many times its samples or epochs the configured fit runs (its final
+            fit is estimated from ``fit_seconds`` times this).
     """
 
     label: str
@@ -157,6 +155,7 @@ class Candidate:
     fit_seconds: float = 0.0
     note: str = ""
     short: bool = False
+    full: float = 1.0
     pred: np.ndarray | None = field(default=None, repr=False)
     model: RatingModel | None = field(default=None, repr=False)
 
@@ -393,7 +392,7 @@ def _try(
             cand.pred = learner.predict(cut.test).astype(np.float64)
             cand.model = learner.model
             cand.note = ended_early(learner.model)
-            cand.short = bool(cand.note)
+            cand.short, cand.full = bool(cand.note), full_share(learner.model)
             cand.rmse = rmse(cand.pred, cut.test.rating, cut.test.weights())
             if not np.isfinite(cand.rmse):
                 cand.state, cand.note, cand.rmse = "failed", "non-finite predictions", None
@@ -417,7 +416,7 @@ def _blend(
     best = cross_fitted_rmse(np.stack([ok[0].pred], 1), r, w, seed)  # type: ignore[list-item]
 
     def needed(c: Candidate) -> float:
-        share = c.fit_seconds * REFIT_FACTOR / budget if budget > 0 else 0.0
+        share = c.fit_seconds * c.full * REFIT_FACTOR / budget if budget > 0 else 0.0
         return MIN_GAIN * (1.0 + COST_WEIGHT * share)
 
     while len(chosen) < MAX_BLEND:
@@ -442,8 +441,9 @@ def _refits(members: list[Candidate], time_left: float) -> list[bool]:
     """Which members train again on the whole training part: the cheapest first while
     their estimated final fits (:data:`REFIT_FACTOR` times their inner fit) fit in
     ``time_left``; then the :data:`ANYTIME` members (cheapest first) while what is left
-    gives each at least :data:`ANYTIME_MIN` of its estimate (they share it, ending by
-    the deadline); the others keep their inner-cut models."""
+    gives each at least :data:`ANYTIME_MIN` of its estimate (their inner fit scaled to
+    all its samples or epochs; they share it, ending by the deadline); the others keep
+    their inner-cut models."""
     out = [False] * len(members)
     spent = 0.0
     order = sorted(range(len(members)), key=lambda k: members[k].fit_seconds)
@@ -453,7 +453,7 @@ def _refits(members: list[Candidate], time_left: float) -> list[bool]:
             out[k], spent = True, spent + cost
     wanted = 0.0
     for k in order:
-        cost = members[k].fit_seconds * REFIT_FACTOR
+        cost = members[k].fit_seconds * members[k].full * REFIT_FACTOR
         if members[k].spec["model"] in ANYTIME and ANYTIME_MIN * (wanted + cost) <= (
             time_left - spent
         ):
@@ -587,10 +587,10 @@ def choose_model(
         "kept_from_the_inner_cut": [m.label for m, r in zip(members, refit, strict=True) if not r],
     }
     report.estimated_refit_seconds = sum(
-        m.fit_seconds * REFIT_FACTOR for m, r in zip(members, refit, strict=True) if r
+        m.fit_seconds * m.full * REFIT_FACTOR for m, r in zip(members, refit, strict=True) if r
     )
     kept = [None if r else m.model for m, r in zip(members, refit, strict=True)]
-    costs = [m.fit_seconds * REFIT_FACTOR for m in members]
+    costs = [m.fit_seconds * m.full * REFIT_FACTOR for m in members]
     return resolved, report, BlendPlan(weights, intercept, kept, end, costs)
 
 
