@@ -24,6 +24,12 @@ same split. Speed: fit seconds per rating against integer ml-100k's in the same 
 (ratios), with the load average.
 
     python benchmarks/bench_halfstar.py --seeds 0 1 2
+    python benchmarks/bench_halfstar.py --speed-only --speed 3   # the speed part alone
+
+The speed part comes first: each classification model fits 2 epochs on each data set in
+turn, 3 rounds, and the ratio of its fit seconds per rating to int-100k's is taken within
+each round (the same load); the accuracy part then trains the full defaults per seed
+(its fit seconds are printed too, but they depend on the load of the moment).
 """
 
 from __future__ import annotations
@@ -146,6 +152,28 @@ def run_one(data: Interactions, kind: str, seed: int, extra: dict[str, Any]) -> 
     }  # fmt: skip
 
 
+def speed(data: dict[str, Interactions], models: list[str], reps: int, epochs: int) -> None:
+    """Fit seconds per rating and epoch of each classification model, alternating the
+    data sets within each round (same run, same load); medians of the ratios to int-100k."""
+    print(f"\nspeed: {epochs} epochs a fit, {reps} rounds, data sets alternated in each round")
+    for kind in [k for k in models if k != "regression"]:
+        ratios: dict[str, list[float]] = {n: [] for n in data if n != "int-100k"}
+        per: dict[str, list[float]] = {n: [] for n in data}
+        for rnd in range(reps):
+            for name, d in data.items():
+                r = run_one(d, kind, rnd, {"epochs": epochs})
+                per[name].append(r["fit"] / (r["n_train"] * epochs))
+            for name in ratios:
+                ratios[name].append(per[name][-1] / per["int-100k"][-1])
+        cells = "  ".join(f"{n} {1e6 * statistics.median(v):.2f} us" for n, v in per.items())
+        rel = "  ".join(
+            f"{n}/int-100k {statistics.median(v):.2f}x ({', '.join(f'{x:.2f}' for x in v)})"
+            for n, v in ratios.items()
+        )
+        print(f"{kind:11s} per rating-epoch: {cells}  |  {rel}  load {os.getloadavg()[0]:.2f}",
+              flush=True)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("RECFIT_DATA_DIR", "/work/shared/datasets"))
@@ -154,11 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--models", nargs="+", default=["classifier", "ordrec", "ordrec-mf", "regression"]
     )
+    p.add_argument("--speed", type=int, default=3, help="rounds of the speed part (0: none)")
+    p.add_argument("--speed-epochs", type=int, default=2)
+    p.add_argument("--speed-only", action="store_true", help="skip the accuracy part")
     args = p.parse_args(argv)
+    if "int-100k" not in args.data:
+        p.error("--data must include int-100k (the reference of the ratios)")
     data = datasets(Path(args.data_dir), args.data)
     for name, d in data.items():
         print(f"{name}: {len(d):,} ratings, {d.n_users:,} users, {d.n_items:,} items, "
               f"{len(np.unique(d.rating))} levels", flush=True)  # fmt: skip
+    if args.speed:
+        speed(data, args.models, args.speed, args.speed_epochs)
+    if args.speed_only:
+        return 0
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
         for name, d in data.items():  # alternate the data sets within each seed

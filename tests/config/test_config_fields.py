@@ -144,6 +144,9 @@ CHANGES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("classification", "head", "ordinal", {}),
     ("classification", "decode", "argmax", {}),
     ("classification", "biases", False, {}),
+    ("classification", "model", "ordrec", {"layers": None}),
+    ("classification", "implicit", False, {"model": "ordrec", "layers": None}),
+    ("classification", "user_thresholds", False, {"model": "ordrec", "layers": None}),
     ("classification", "imbalance", "oversample", {}),
     ("classification", "class_weight", "sqrt_inverse", {"imbalance": "class_weights"}),
     ("classification", "smote_epochs", 1, {"imbalance": "smote"}),
@@ -263,7 +266,7 @@ def test_a_changed_field_changes_the_run(
     task: str, field: str, value: Any, extra: dict[str, Any], tmp_path: Path
 ) -> None:
     data = _data(features=task == "retrieval")
-    base = {**BASE[task], **extra}
+    base = {k: v for k, v in {**BASE[task], **extra}.items() if v is not None}  # None: drop
     changed = {**base, field: value}
     if field == "task":  # another task's config has no budget
         changed.pop("budget", None)

@@ -59,10 +59,10 @@ def test_every_field_has_a_spec_with_its_defaults_per_task() -> None:
 def test_shown_defaults_say_what_each_task_family_and_path_brings() -> None:
     assert (
         shown_default("epochs")
-        == "5 (ials: 15; autorec: 30; bpr: 100; svdpp: 6; timesvdpp: 30; retrieval: 30)"
+        == "5 (ials: 15; autorec: 30; bpr: 100; svdpp: 6; ordrec: 8; timesvdpp: 30; retrieval: 30)"
     )
     assert shown_default("lr") == (
-        "0.005 (autorec: 0.0025; bpr: 0.05; timesvdpp: 0.0105; retrieval: 0.05; "
+        "0.005 (autorec: 0.0025; bpr: 0.05; ordrec: 0.01; timesvdpp: 0.0105; retrieval: 0.05; "
         "row-wise adagrad: 0.03)"
     )
     assert shown_default("temperature") == "0.1 (retrieval only)"

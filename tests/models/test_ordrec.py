@@ -220,3 +220,16 @@ def test_train_classifier_refuses_smote_and_unknown_arguments(half_stars: Intera
         train_classifier(half_stars, model="ordrec", strategy="smote", epochs=1)
     with pytest.raises(ConfigError, match="ordrec arguments"):
         train_classifier(half_stars, model="ordrec", layers=(8,), epochs=1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(2, 10), seed=st.integers(0, 10_000))
+def test_cross_entropy_gradient_is_autograds(k: int, seed: int) -> None:
+    levels = [float(v) for v in range(k)]
+    g = torch.Generator().manual_seed(seed)
+    out = torch.randn(9, k, generator=g, requires_grad=True)
+    batch = {"rating": torch.tensor(levels)[torch.randint(0, k, (9,), generator=g)]}
+    ce = CrossEntropyLoss(levels)
+    ce(out, batch).sum().backward()
+    grad = ce.grad(out, batch)
+    assert grad is not None and torch.allclose(grad, out.grad, atol=1e-6)
