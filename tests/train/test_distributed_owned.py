@@ -142,7 +142,7 @@ def test_owned_batches_are_each_ranks_part_of_the_global_batches(
                 assert torch.equal(got[k], want[k][mine[r]]), k
             assert float(got["weight_total"]) == pytest.approx(float(want["weight"].sum()))
             assert int(got["rows_total"]) == len(want["user"])
-            assert int(got["pairs_cap"]) == min(max(int(m.sum()) for m in mine), ni)
+            assert int(got["pairs_cap"]) == min(max(int(m.sum()) for m in mine), d.n_items)
 
 
 _WORKER = r"""

@@ -56,16 +56,18 @@ counting in the row loops)."""
 def owned_part(c, sync, world, rank, users, items, ratings, weights, w_tot, uf, ub, itf, ib,  # type: ignore[no-untyped-def]
                model, reg, mom_u, vel_u, rd_u, consts, before, after, own_u, own_i, own_r,
                own_w, out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds,
-               saved, grad, send_f, send_i):  # fmt: skip
+               saved, grad, send_f, send_i, owners, scratch_a, scratch_b):  # fmt: skip
     """Part ``c`` of one rank's step on a batch (the global batch, or this rank's part
     of it from :func:`owned_epoch`; see the module docs).
 
     ``own_*`` receive this rank's ratings (``counts[2]`` of them, batch order);
     ``out``/``dx`` are theirs. The users' rows are updated (``consts``, ``before``,
     ``after`` as in ``step_part``); the items' gradients go to ``send_f[1:]`` (their
-    rows in the last column of ``send_i``, their number in ``send_i[0, 0]``). Returns
-    the part's ``(Σ loss, Σ penalty, Σ weight)`` of its ratings (the weight in part 0
-    only)."""
+    rows in the last column of ``send_i``, their number in ``send_i[0, 0]``). With
+    ``owners > 1`` the items are written grouped by their owner ``item % owners``, owner
+    ``o``'s from row ``send_i[0, 1 + o]`` (:func:`by_owner`; ``scratch_*`` hold at least
+    the batch's ratings plus one). Returns the part's ``(Σ loss, Σ penalty, Σ weight)``
+    of its ratings (the weight in part 0 only)."""
     parts = bounds.shape[1] - 1
     w_own = 0.0
     if c == 0:
@@ -90,6 +92,10 @@ def owned_part(c, sync, world, rank, users, items, ratings, weights, w_tot, uf, 
     k1 = send_i.shape[1] - 1
     if c == 0:
         send_i[0, 0] = n_i
+        if owners > 1:
+            by_owner(n_i, owners, uniq[1], start[1], order[1], scratch_a, scratch_b,
+                     row_slot[1], send_i[0, 1 : owners + 2])  # fmt: skip
+            split(start[1], n_i, bounds[1])
     inv_tot = np.float32(1.0 / w_tot)
     loss, pen = user_rows(
         bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], oi, own_r[:m],
@@ -109,19 +115,24 @@ def owned_part(c, sync, world, rank, users, items, ratings, weights, w_tot, uf, 
 
 
 @cached_njit()
-def union_part(c, sync, world, cap1, recv_f, recv_i, itf, ib, mom, vel, rd, consts, before,  # type: ignore[no-untyped-def]
-               after, slots, rows, pos, uniq, start, order, row_slot, counts, bounds, gsum):  # fmt: skip
+def union_part(c, sync, world, cap1, owners, owner, recv_f, recv_i, itf, ib, mom, vel, rd,  # type: ignore[no-untyped-def]
+               consts, before, after, slots, rows, pos, uniq, start, order, row_slot, counts,
+               bounds, gsum):  # fmt: skip
     """Part ``c`` of the items' update from every rank's buffer (``world`` blocks of
     ``cap1`` rows in ``recv_f``/``recv_i``, as :func:`owned_part` wrote them): group the
-    pairs by item (rank order), sum each item's gradients in that order, update the row.
-    ``rows``/``pos`` receive each pair's item and buffer row."""
+    pairs by item (rank order; with ``owners > 1`` only the segment of the items of
+    ``owner``), sum each item's gradients in that order, update the row. ``rows``/``pos``
+    receive each pair's item and buffer row."""
     parts = bounds.shape[1] - 1
     k1 = recv_i.shape[1] - 1
     if c == 0:
         t = 0
         for r in range(world):
             base = r * cap1
-            for s in range(recv_i[base, 0]):
+            lo, hi = 0, recv_i[base, 0]
+            if owners > 1:  # this rank's items: a segment of each buffer
+                lo, hi = recv_i[base, 1 + owner], recv_i[base, 2 + owner]
+            for s in range(lo, hi):
                 p = base + 1 + s
                 rows[t] = recv_i[p, k1]
                 pos[t] = p
@@ -132,6 +143,35 @@ def union_part(c, sync, world, cap1, recv_f, recv_i, itf, ib, mom, vel, rd, cons
         return
     sum_update_at(bounds[1, c], bounds[1, c + 1], counts[1], uniq[1], start[1], order[1], pos,
                   recv_f, itf, ib, mom, vel, rd, consts, before, after, gsum)  # fmt: skip
+
+
+@cached_njit(**_HELPER)
+def by_owner(n, owners, uniq, start, order, new_uniq, new_start, new_order, seg):  # type: ignore[no-untyped-def]
+    """Reorder the ``n`` slots grouped by :func:`group` (``uniq``, ``start``, ``order``)
+    so that the rows of owner ``o`` (``row % owners``) come together, from slot
+    ``seg[o]`` (``seg[owners] = n``), each group in its first order; ``new_*`` are
+    scratch (``n + 1`` entries and the ratings)."""
+    t = 0
+    m = 0
+    new_start[0] = 0
+    for o in range(owners):
+        seg[o] = m
+        for s in range(n):
+            r = uniq[s]
+            if r % owners == o:
+                new_uniq[m] = r
+                for q in range(start[s], start[s + 1]):
+                    new_order[t] = order[q]
+                    t += 1
+                m += 1
+                new_start[m] = t
+    seg[owners] = m
+    for s in range(n):
+        uniq[s] = new_uniq[s]
+        start[s] = new_start[s]
+    start[n] = new_start[n]
+    for q in range(t):
+        order[q] = new_order[q]
 
 
 @cached_njit(**_HELPER, fastmath=FAST, forceinline=True)

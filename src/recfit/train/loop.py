@@ -124,9 +124,10 @@ class TrainingLoop:
     def _flush(self) -> None:
         """Apply the row-wise optimiser's owed weight decay (exact weights)."""
         if self.sparse and self.opt is not None:
-            self.opt.flush()
             if self.dist is not None and self.compiled:  # users' rows from their owners
-                sparse_dist.replicate(self.opt, self.dist)
+                sparse_dist.flush(self.opt, self.dist)
+            else:
+                self.opt.flush()
 
     def _set_hyper(self, lr: float, mom: float | None, wd: float) -> None:
         self.lr = lr

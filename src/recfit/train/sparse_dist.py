@@ -71,6 +71,7 @@ __all__ = [
     "capacity",
     "compiled_step",
     "exchange",
+    "flush",
     "fused_step",
     "owned_batches",
     "replicate",
@@ -172,6 +173,28 @@ WAIT_SECONDS = 600.0
 """How long a rank waits for the others at an exchange through shared memory."""
 
 
+def _shared_memory(ctx: DistContext, size: int) -> np.ndarray | None:
+    """``size`` zeroed bytes that every rank of ``ctx`` maps (all of them call it at the
+    same point), in a file of :data:`SHARED_DIR` removed as soon as every rank has it
+    mapped; ``None`` (on every rank) when there is no such folder with room for it."""
+    box: list[str | None] = [None]
+    if ctx.rank == 0 and os.path.isdir(SHARED_DIR):
+        st = os.statvfs(SHARED_DIR)
+        if st.f_bavail * st.f_frsize > 2 * size:
+            fd, box[0] = tempfile.mkstemp(prefix="recfit-dist-", dir=SHARED_DIR)
+            os.ftruncate(fd, size)
+            os.close(fd)
+    dist.broadcast_object_list(box, src=0)
+    name = box[0]
+    if name is None:
+        return None
+    mem = np.memmap(name, dtype=np.uint8, mode="r+", shape=(size,))
+    dist.barrier()  # every rank has it mapped: the name can go
+    if ctx.rank == 0:
+        os.unlink(name)
+    return mem
+
+
 class Shared:
     """The pair buffers of every rank on this machine in one shared-memory file, in two
     halves used at alternate steps, and an arrival counter: each rank's kernel writes
@@ -188,36 +211,20 @@ class Shared:
         self.mem = mem
         self.sync = mem[:64].view(np.int64)  # [arrivals, abort, ...]
         self.data = mem[64:].view(np.int32).reshape(2, world, rows, cols)
-        self.world, self.rows, self.steps = world, rows, 0
+        self.world, self.rows, self.steps, self.turn = world, rows, 0, 0
 
     @classmethod
     def open(cls, ctx: DistContext, rows: int, cols: int) -> Shared | None:
-        size = 64 + 2 * ctx.world * rows * cols * 4
-        box: list[str | None] = [None]
-        if ctx.rank == 0 and os.path.isdir(SHARED_DIR):
-            st = os.statvfs(SHARED_DIR)
-            if st.f_bavail * st.f_frsize > 2 * size:
-                fd, box[0] = tempfile.mkstemp(prefix="recfit-dist-", dir=SHARED_DIR)
-                os.ftruncate(fd, size)
-                os.close(fd)
-        dist.broadcast_object_list(box, src=0)
-        name = box[0]
-        if name is None:
-            return None
-        mem = np.memmap(name, dtype=np.uint8, mode="r+", shape=(size,))
-        dist.barrier()  # every rank has it mapped: the name can go
-        if ctx.rank == 0:
-            os.unlink(name)
-        return cls(mem, ctx.world, rows, cols)
+        mem = _shared_memory(ctx, 64 + 2 * ctx.world * rows * cols * 4)
+        return None if mem is None else cls(mem, ctx.world, rows, cols)
 
     def half(self) -> np.ndarray:
         """This step's half: ``(world, rows, cols)``."""
-        half: np.ndarray = self.data[self.steps % 2]
+        half: np.ndarray = self.data[self.turn]
         return half
 
     def meet(self, rank: int) -> None:
-        """Arrive at this step's exchange and wait for every rank (then the next step
-        writes the other half)."""
+        """Arrive at the next meeting point and wait for every rank."""
         kern = _compiled()
         kern.arrive(self.sync)
         self.steps += 1
@@ -253,6 +260,7 @@ class OwnedRows:
         self.epoch_rows: tuple[TensorData, np.ndarray, tuple[np.ndarray, ...]] | None = None
         self.cap = -1
         self.shared: Shared | None = None
+        self.items_shared = False
         self.ensure(1, local=True)
 
     def ensure(self, n: int, *, local: bool = False) -> None:
@@ -265,12 +273,41 @@ class OwnedRows:
         self.own = (np.empty(n, np.int64), np.empty(n, np.int64),
                     np.empty(n, np.float32), np.empty(n, np.float32))  # fmt: skip
         self.out = np.empty(n, np.float32)
-        self.rows, self.pos = np.empty(n, np.int64), np.empty(n, np.int64)
+        self.rows, self.pos = np.empty(n + 1, np.int64), np.empty(n + 1, np.int64)
         pairs = min(n, self.n_items)
         self.send = np.zeros((pairs + 1, self.k1 + 1), np.int32)
         self.recv = np.zeros((self.world * (pairs + 1), self.k1 + 1), np.int32)
         if not local and self.ctx.shared_memory:
             self.shared = Shared.open(self.ctx, pairs + 1, self.k1 + 1)
+            if self.shared is not None and not self.items_shared:
+                self._share_items()
+
+    def _share_items(self) -> None:
+        """Move the items' tables, optimiser state and decay logs into memory every rank
+        maps (rank 0's values, the same on every rank): then each rank updates only its
+        own items (``item % world == rank``), once for all."""
+        opt, m = self.opt, self.opt.model
+        names = list(opt.state_names)
+        now = [m.item_factors.data, m.item_bias.data, *(getattr(opt, n)[1] for n in names)]
+        sizes = [-(-t.numel() * t.element_size() // 64) * 64 for t in now]
+        if self.world + 2 > self.k1 + 1:  # owners' segments must fit in a header row
+            return
+        mem = _shared_memory(self.ctx, sum(sizes))
+        if mem is None:
+            return
+        views, off = [], 0
+        for t, size in zip(now, sizes, strict=True):
+            a = t.numpy()
+            v = mem[off : off + a.nbytes].view(a.dtype).reshape(a.shape)
+            if self.rank == 0:
+                v[...] = a
+            views.append(torch.from_numpy(v))
+            off += size
+        dist.barrier()  # rank 0 has written them
+        m.item_factors.data, m.item_bias.data = views[0], views[1]
+        for n, v in zip(names, views[2:], strict=True):
+            getattr(opt, n)[1] = v
+        self.items_shared = True
 
     def step(
         self, batch: dict[str, Tensor], w_tot: float, reg: float, threads: int | None
@@ -300,6 +337,7 @@ class OwnedRows:
                 *self.own, self.out, buf.dx, buf.slots[0], buf.slots[1], buf.uniq,
                 buf.start, buf.order, buf.row_slot, buf.counts, buf.bounds, buf.saved,
                 buf.grad, send.view(np.float32), send,
+                self.world if self.items_shared else 1, self.rows, self.pos,
             ),
         )  # fmt: skip
         loss = sum(x[0] for x in sums)
@@ -307,14 +345,16 @@ class OwnedRows:
         return int(buf.counts[2]), int(send[0, 0]), loss, pen, sums[0][2]
 
     def apply(self, recv: np.ndarray, cap1: int) -> None:
-        """The items' update from every rank's ``cap1`` rows of ``recv``."""
+        """The items' update from every rank's ``cap1`` rows of ``recv`` (only this rank's
+        items when the items' tables are shared)."""
         opt, buf = self.opt, self.buf
         _, (itf, ib) = opt._tables()
         _, (mom_i, vel_i) = opt._kernel_state()
         kernels._WORKERS.run(
             _compiled().union_part, self.parts, buf.sync,
             (
-                self.world, cap1, recv.view(np.float32), recv, itf, ib, mom_i, vel_i,
+                self.world, cap1, *((self.world, self.rank) if self.items_shared else (1, 0)),
+                recv.view(np.float32), recv, itf, ib, mom_i, vel_i,
                 opt.row_decay[1].numpy(), self.consts, *self.decay, buf.slots[1],
                 self.rows, self.pos, buf.uniq, buf.start, buf.order, buf.row_slot,
                 buf.counts, buf.bounds, buf.grad,
@@ -403,9 +443,6 @@ def compiled_step(
     own = _owned(opt, ctx)
     try:
         n, pairs, loss, pen, w_own = own.step(batch, w_tot, reg, threads)
-        if own.shared is not None:
-            half = own.shared.half()
-            own.shared.meet(ctx.rank)
     except BaseException:
         if own.shared is not None:
             own.shared.sync[1] = 1  # the other ranks stop waiting
@@ -413,9 +450,19 @@ def compiled_step(
     row_b = (own.k1 + 1) * 4
     shared = own.shared
     if shared is not None:
-        sizes = [int(c) + 1 for c in half[:, 0, 0]]
-        ctx.exchanged.count(sizes[ctx.rank] - 1, sizes[ctx.rank] * row_b, sum(sizes) * row_b)
-        own.apply(half.reshape(-1, own.k1 + 1), shared.rows)
+        try:
+            half = shared.half()
+            shared.meet(ctx.rank)  # every rank's pairs are written
+            sizes = [int(c) + 1 for c in half[:, 0, 0]]
+            sent = sizes[ctx.rank] * row_b
+            ctx.exchanged.count(sizes[ctx.rank] - 1, sent, sum(sizes) * row_b)
+            own.apply(half.reshape(-1, own.k1 + 1), shared.rows)
+            if own.items_shared:
+                shared.meet(ctx.rank)  # every item is updated before the next step reads
+            shared.turn ^= 1
+        except BaseException:
+            shared.sync[1] = 1  # the other ranks stop waiting
+            raise
     else:  # every rank's buffer padded to the most pairs a rank can send
         cap = batch.get("pairs_cap")
         if cap is None:
@@ -430,6 +477,27 @@ def compiled_step(
         own.apply(own.recv[: ctx.world * cap1], cap1)
     ctx.replicas_stale = True
     return torch.from_numpy(own.out[:n].copy()), loss, pen, w_own
+
+
+@torch.no_grad()
+def flush(opt: RowOptimizer, ctx: DistContext) -> None:
+    """:meth:`RowOptimizer.flush` under :func:`compiled_step`, then :func:`replicate`:
+    with shared item tables each rank flushes its own items only (once for all).
+    Every rank calls it at the same point."""
+    own = ctx.owned
+    if own is None or own.opt is not opt or not own.items_shared:
+        opt.flush()
+    elif opt.log_decay != 0.0:
+        m = opt.model
+        sides = ((m.user_factors, m.user_bias, opt.row_decay[0], slice(None)),
+                 (m.item_factors, m.item_bias, opt.row_decay[1], slice(ctx.rank, None, ctx.world)))  # fmt: skip
+        for fac, bias, rd, rows in sides:
+            owed = torch.exp(opt.log_decay - rd[rows]).to(fac.dtype)
+            fac.data[rows] *= owed.unsqueeze(1)
+            bias.data[rows] *= owed
+            rd[rows] = opt.log_decay
+        dist.barrier()  # every item is flushed before any rank reads it
+    replicate(opt, ctx)
 
 
 @torch.no_grad()
