@@ -28,7 +28,6 @@ import numpy as np
 from recfit.models._compiled import cached_njit
 from recfit.train._kernels_numba import (
     AHEAD,
-    FAST,
     INNER,
     SPINS,
     _arrive,
@@ -39,9 +38,8 @@ from recfit.train._kernels_numba import (
     group,
     group_side,
     item_rows,
-    prefetch_state,
     split,
-    update_row,
+    sum_update,
     user_rows,
 )
 
@@ -139,10 +137,12 @@ def union_part(c, sync, world, cap1, owners, owner, recv_f, recv_i, itf, ib, mom
                 t += 1
         counts[1] = group(rows[:t], slots, uniq[1], start[1], order[1], row_slot[1])
         split(start[1], counts[1], bounds[1])
+        for q in range(t):  # each pair's buffer row
+            order[1, q] = pos[order[1, q]]
     if not barrier(sync, parts):
         return
-    sum_update_at(bounds[1, c], bounds[1, c + 1], counts[1], uniq[1], start[1], order[1], pos,
-                  recv_f, itf, ib, mom, vel, rd, consts, before, after, gsum)  # fmt: skip
+    sum_update(bounds[1, c], bounds[1, c + 1], counts[1], uniq[1], start[1], order[1],
+               recv_f[:, :k1], itf, ib, mom, vel, rd, consts, before, after, gsum)  # fmt: skip
 
 
 @cached_njit(**_HELPER)
@@ -172,27 +172,6 @@ def by_owner(n, owners, uniq, start, order, new_uniq, new_start, new_order, seg)
     start[n] = new_start[n]
     for q in range(t):
         order[q] = new_order[q]
-
-
-@cached_njit(**_HELPER, fastmath=FAST, forceinline=True)
-def sum_update_at(lo_s, hi_s, n, uniq, start, order, pos, rows_g, fac, bias, mom, vel, rdecay,  # type: ignore[no-untyped-def]
-                  consts, before, after, gsum):  # fmt: skip
-    """``sum_update`` of :mod:`recfit.train._kernels_numba` with the gradients in the rows
-    ``pos[order[t]]`` of ``rows_g`` (their first ``k + 1`` columns)."""
-    k1 = fac.shape[1] + 1
-    for s in range(lo_s, hi_s):
-        a = s + AHEAD
-        if a < n:
-            prefetch_state(uniq[a], fac, bias, mom, vel, rdecay, consts[6])
-        g = gsum[s]
-        for f in range(k1):
-            g[f] = 0.0
-        for t in range(start[s], start[s + 1]):
-            gr = rows_g[pos[order[t]]]
-            for f in range(k1):
-                g[f] += gr[f]
-        r = uniq[s]
-        update_row(fac[r], bias, r, g, mom, vel, rdecay, consts, before, after)
 
 
 @cached_njit()

@@ -5,29 +5,33 @@ order of the sums): the gradient of the weighted loss is a sum over ratings and 
 row's penalty weight is a sum over its ratings, so summed per-rank gradients are those
 of the global batch, and every rank applies the optimiser step to the same sums.
 
-**Compiled CPU kernel (users owned by ranks).** Every rank reads the whole global batch
-(the same permutation, :meth:`recfit.train.batches.TensorData.epoch` without a shard)
-and trains only the ratings of *its* users, those with ``user % world == rank``. A user
-row is then read and written by one rank only, so:
+**Compiled CPU kernel (users owned by ranks).** Every rank draws the same permutation
+and reads, of every global batch, only the ratings of *its* users, those with ``user %
+world == rank`` (:func:`owned_batches`, with the global batch's Σw). A user row is then
+read and written by one rank only, so:
 
 1. each rank runs the compiled row-wise step on its ratings (:mod:`recfit.train.
    _kernels_dist`): forward pass, loss, every row's gradient, and the update of its
-   users' rows (their whole gradient is local; no exchange, no repeated work);
-2. the items' summed gradients travel in one all-gather of one packed int32 buffer per
-   rank: a header row (the pairs' count), then each ``(item, gradient)`` pair as
-   ``n_factors + 1`` float32 columns (as bits) and the item; the buffers are padded to
-   the most pairs any rank sends at this step, which every rank counts from the global
-   batch (no round trip for the counts);
-3. every rank sums each item's gradients in rank order and applies the same update, so
-   the item tables and their optimiser state stay bit-identical on every rank.
+   users' rows (their whole gradient is local: users never travel);
+2. each rank writes its items' summed gradients as one packed int32 buffer: a header
+   row (the pairs' count, then where each owner's items start), then each ``(item,
+   gradient)`` pair as ``n_factors + 1`` float32 columns (as bits) and the item;
+3. *ranks on one machine* (:attr:`DistContext.shared_memory`) write it into shared
+   memory (:class:`Shared`) and meet; the items' tables, optimiser state and decay logs
+   are shared too, and each rank updates its own items (``item % world == rank``),
+   summing their gradients over the ranks in rank order; the ranks meet again before
+   the next step reads the items. *Across machines* the buffers travel in one gloo
+   all-gather (padded to the most ratings of one rank, at most the items, which every
+   rank knows from the batch), and every rank applies the same update to every item,
+   so the item tables stay bit-identical on every rank.
 
 A rank's copies of other ranks' user rows go stale during an epoch; :func:`replicate`
 copies every user row, its optimiser state and decay log from its owner (one
 all-gather per tensor) where the Learner reads the weights: after each epoch's
-:meth:`~recfit.train.sparse.RowOptimizer.flush` (before validation, at the end of a
-fit) and before a checkpoint is captured.
-Bytes per step: ``world × (pairs + 1) × (n_factors + 2) × 4`` received by each rank,
-``pairs`` the most distinct items of one rank's ratings at that step.
+:func:`flush` (before validation, at the end of a fit) and before a checkpoint is
+captured. Bytes per step: each rank's ``(pairs + 1) × (n_factors + 2) × 4``, ``pairs``
+the distinct items of its ratings in the batch; every rank reads every rank's
+(:attr:`Exchanged.bytes_received`; the all-gather pads them).
 
 **PyTorch operations (any device).** :func:`fused_step`: each rank reads its contiguous
 shard of every batch, and the ``(row, gradient)`` pairs of both sides travel in one
