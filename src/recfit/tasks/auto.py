@@ -548,8 +548,8 @@ def choose_model(
         resolved = cfg.replace(budget=0.0)
         report.chosen = "the size rule (no candidate finished in the budget)"
         return resolved, report, None
-    # 3. tuning, leaving room for the final fits of the best candidates
-    reserve = sum(c.fit_seconds for c in ok[:MAX_BLEND]) * REFIT_FACTOR
+    # 3. tuning, leaving room for the final fits of the best (plus a margin: R1's took 1.7x)
+    reserve = sum(c.fit_seconds for c in ok[:MAX_BLEND]) * REFIT_FACTOR + MARGIN * budget
     tune_until = end - reserve
     short = [c.label for c in ok if c.short]
     if short:  # a fit already ended early for want of time: none is left to tune
