@@ -15,9 +15,11 @@ entry points, both in every run (``--entry``):
   (data, split, compile wait and fit), and the fit's wall time as above.
 
 Target: the first run's fit wall time (compile wait + fit) at most 2x a warm one's.
-``--ahead thread`` compiles ahead in a thread of the process instead of a separate process
-(``RECFIT_COMPILE_AHEAD=0``), ``--ahead off`` not at all (as a fit called without
-``train_run``); ``--ahead child,thread`` alternates both in one run.
+``--ahead child`` (the default here) starts ``recfit train``'s child whatever the load
+(``RECFIT_COMPILE_AHEAD=1``), ``auto`` as ``recfit train`` does by default (only with a core
+free for it), ``thread`` compiles ahead in a thread of the process instead
+(``RECFIT_COMPILE_AHEAD=0``: the behaviour before the child), ``off`` not at all (as a fit
+called without ``train_run``); ``--ahead child,thread`` alternates both in one run.
 
 ``--workload small``: the same small row-wise fit (BiasedMF, 20,000 synthetic ratings, 500 x 300, 16
 factors, 2 epochs, the compiled step) in fresh processes, first with an empty numba cache
@@ -88,8 +90,8 @@ def _one(entry: str, ahead: str, cache: str, scratch: str) -> dict[str, float]:
     """One fresh process; its figures (seconds, rmse)."""
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
     env["RECFIT_CACHE_DIR"] = cache
-    if ahead != "child":
-        env["RECFIT_COMPILE_AHEAD"] = "0"
+    if ahead != "auto":  # auto: the child only with a core free for it (the default)
+        env["RECFIT_COMPILE_AHEAD"] = "1" if ahead == "child" else "0"
     if entry == "api":
         cmd = [sys.executable, "-c", API, ahead]
     else:
@@ -161,7 +163,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workload", choices=("ml-1m", "small"), default="ml-1m")
     ap.add_argument("--entry", default="cli,api", help="cli, api or both (comma-separated)")
-    ap.add_argument("--ahead", default="child", help="child, thread, off (comma-separated)")
+    ap.add_argument("--ahead", default="child", help="child, auto, thread, off (comma-separated)")
     args = ap.parse_args()
     if args.workload == "ml-1m":
         return ml1m(args)

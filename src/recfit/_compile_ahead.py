@@ -15,7 +15,11 @@ Python compiles in a thread of its own process instead: there only the data load
 left to overlap, too short to pay for a child's start-up.) A child runs only while the cache
 has not been filled for this kernel source, numba, Python and machine (the child leaves a
 marker file, :func:`marker`, after a successful compile), so a warm start costs nothing.
-``RECFIT_COMPILE_AHEAD=0`` turns the child off (the kernel then compiles in process).
+The child only pays off with a core free for it: on a busy machine (:func:`recfit._cpu.free_cores`
+below 2) ``recfit train`` starts none, as the child's own start-up and the load after it
+would then cost the run more than the overlap gains, and the kernel compiles in a thread as
+in a fit called from Python. ``RECFIT_COMPILE_AHEAD=0`` turns the child off, ``=1`` starts it
+whatever the load.
 
 numba writes each cache file under a temporary name and renames it into place, data before
 index, so a reader sees a whole entry or none; the parent only reads after the child exits.
@@ -34,6 +38,7 @@ import time
 from importlib import metadata, util
 from pathlib import Path
 
+from recfit._cpu import free_cores
 from recfit._fs import atomic_write, numba_cache_dir
 
 __all__ = [
@@ -48,7 +53,8 @@ __all__ = [
 ]
 
 ENV = "RECFIT_COMPILE_AHEAD"
-"""``0`` turns the child compile off."""
+"""``0`` turns the child off, ``1`` starts it at ``recfit train`` whatever the load; unset,
+only with a core free for it."""
 
 WAIT_SECONDS = 600.0
 """How long the parent waits for the child before it compiles in process."""
@@ -165,7 +171,8 @@ def start_for_command_line(
     argv: list[str] | None = None, orig_argv: list[str] | None = None
 ) -> subprocess.Popen[bytes] | None:
     """Start the child when this process is ``recfit train`` (not its ``--help``, not a
-    distributed launch or worker, where each rank would compile); the child or ``None``.
+    distributed launch or worker, where each rank would compile) and a core is free for it
+    (or ``RECFIT_COMPILE_AHEAD=1``); the child or ``None``.
 
     Example:
         >>> start_for_command_line(["python", "-c"], ["python", "-c", "pass"]) is None
@@ -176,5 +183,8 @@ def start_for_command_line(
     if not args or args[0] not in COMMANDS:
         return None
     if {"--help", "--nproc"} & {a.split("=", 1)[0] for a in args} or "LOCAL_RANK" in os.environ:
+        return None
+    setting = os.environ.get(ENV)
+    if setting == "0" or (setting != "1" and free_cores() < 2):  # off, or no core for it
         return None
     return start()

@@ -244,7 +244,9 @@ def test_only_recfit_train_starts_the_compile_process(monkeypatch: pytest.Monkey
 
     started: list[bool] = []
     monkeypatch.setattr(_compile_ahead, "start", lambda: started.append(True))
+    monkeypatch.setattr(_compile_ahead, "free_cores", lambda: 2)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("RECFIT_COMPILE_AHEAD", raising=False)
     py = "/usr/bin/python3"
     starts = [
         (["/venv/bin/recfit", "train", "-d", "ml-1m"], [py, "/venv/bin/recfit", "train"]),
@@ -272,6 +274,27 @@ def test_only_recfit_train_starts_the_compile_process(monkeypatch: pytest.Monkey
     monkeypatch.setenv("LOCAL_RANK", "0")
     _compile_ahead.start_for_command_line(["/venv/bin/recfit", "train"], [])
     assert started == []
+
+
+def test_a_busy_machine_starts_no_compile_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a core free for the child, ``recfit train`` compiles in a thread of its own
+    (the child's start-up and load would cost more than the overlap gains), unless
+    ``RECFIT_COMPILE_AHEAD=1``; ``=0`` never starts it."""
+    from recfit import _compile_ahead
+
+    started: list[bool] = []
+    monkeypatch.setattr(_compile_ahead, "start", lambda: started.append(True))
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    cases = ((1, None, []), (2, None, [True]), (1, "1", [True]), (2, "0", []))
+    for free, env, expected in cases:
+        started.clear()
+        monkeypatch.setattr(_compile_ahead, "free_cores", lambda free=free: free)
+        if env is None:
+            monkeypatch.delenv("RECFIT_COMPILE_AHEAD", raising=False)
+        else:
+            monkeypatch.setenv("RECFIT_COMPILE_AHEAD", env)
+        _compile_ahead.start_for_command_line(["/venv/bin/recfit", "train"], [])
+        assert started == expected, (free, env)
 
 
 # a tiny row-wise fit whose kernel compiles ahead (the child as ``sys.argv[1]`` says: the
@@ -372,7 +395,7 @@ def test_recfit_train_compiles_in_a_separate_process_from_its_start(tmp_path: Pa
         pairs // 3000, pairs % 3000, rng.integers(1, 6, n).astype(float)
     ).to_frame().to_csv(csv, index=False)
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "RECFIT_CACHE_DIR")}
-    env.pop("RECFIT_COMPILE_AHEAD", None)
+    env["RECFIT_COMPILE_AHEAD"] = "1"  # whatever the load
     env["RECFIT_CACHE_DIR"] = str(tmp_path / "cache")
     before = _package_files()
     marks = []
