@@ -6,7 +6,7 @@ Example:
     >>> spec.kind, spec.tasks, parse_flag("layers", "64,32")
     ('ints', ('rating', 'classification', 'retrieval'), (64, 32))
     >>> shown_default("epochs")
-    '5 (ials: 15; autorec: 30; bpr: 100; svdpp: 6; timesvdpp: 30; retrieval: 30)'
+    '5 (ials: 15; autorec: 30; bpr: 100; svdpp: 6; ordrec: 8; timesvdpp: 30; retrieval: 30)'
 """
 
 from __future__ import annotations

@@ -71,12 +71,13 @@ class BlendAdapter(GenericAdapter):
 
     def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
         super().__init__(model, ctx)
-        if not isinstance(model, Blend):
+        if family_of(model).name != "blend":
             raise ConfigError(f"expected a Blend, received {type(model).__name__}")
-        self.members_ = model.member_models()
-        self.weights_ = model.blend_weights.detach().double().cpu()
-        self.intercept_ = float(model.blend_intercept.detach().item())
-        self.clip_ = model.clip
+        blend = cast(Blend, model)
+        self.members_ = blend.member_models()
+        self.weights_ = blend.blend_weights.detach().double().cpu()
+        self.intercept_ = float(blend.blend_intercept.detach().item())
+        self.clip_ = blend.clip
         self.adapters_: list[ModelAdapter] = [adapter_for(m, ctx) for m in self.members_]
         probe = torch.zeros(1, dtype=torch.long)
         rows = [a.user_rows(probe) for a in self.adapters_]
