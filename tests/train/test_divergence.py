@@ -187,8 +187,20 @@ def test_cli_rejects_lr_inf(tmp_path: Path) -> None:
     )
     out = tmp_path / "run"
     res = CliRunner().invoke(
-        app, ["train", "--dataset", str(csv), "--epochs", "1", "--lr", "inf", "--budget", "0",
-              "--out", str(out)]
+        app,
+        [
+            "train",
+            "--dataset",
+            str(csv),
+            "--epochs",
+            "1",
+            "--lr",
+            "inf",
+            "--budget",
+            "0",
+            "--out",
+            str(out),
+        ],
     )
     assert res.exit_code != 0 and "lr" in res.output
     assert not (out / "bundle").exists()
