@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _args import add_data_dir
 from recfit.config import RatingConfig
 from recfit.data.sources import load_dataset
 from recfit.runs import train_run
@@ -124,10 +125,7 @@ def bench(part: str, seeds: list[int], budget: float, data_dir: str, default: bo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default_dir = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default_dir)
+    add_data_dir(ap)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--budget", type=float, default=600.0)
     ap.add_argument("--part", default="all", choices=["r4", "r2", "r1", "all"])

@@ -27,11 +27,11 @@ import argparse
 import json
 import os
 import statistics
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from _args import add_data_dir
 from recfit.config import RatingConfig
 from recfit.data.sources import load_dataset, make_split
 from recfit.metrics import rmse
@@ -114,10 +114,7 @@ def inner(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--part", default="all", choices=["r4", "r2", "all"])
     ap.add_argument("--only", default="reference,autorec,fm")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _args import add_data_dir
 from recfit.data.grouplens import movielens, predefined_split
 
 
@@ -68,11 +69,8 @@ def _synthetic_release(root: Path, rows: int, seed: int = 0) -> None:
 
 
 def main() -> int:
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--synthetic-rows", type=int, default=0)
     args = ap.parse_args()

@@ -24,11 +24,11 @@ import argparse
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from _args import add_data_dir
 from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.data.sources import load_dataset, split_dataset
@@ -130,10 +130,7 @@ def cold(dataset: str, data_dir: str, families: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     parts = ["r1", "r2", "r4", "temporal", "cold", "cold-1m", "all"]
     ap.add_argument("--part", default="all", choices=parts)
     args = ap.parse_args()

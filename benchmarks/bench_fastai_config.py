@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from _args import add_data_dir
 from bench_r1 import load_ml100k
 from recfit.data import Interactions, make_split
 from recfit.models import DotBias
@@ -153,10 +154,7 @@ def fastai_recorded() -> tuple[float, float, str] | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1])
     ap.add_argument("--reps", type=int, default=1, help="runs of each per seed")
     args = ap.parse_args()

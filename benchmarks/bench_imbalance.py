@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _args import add_data_dir
 from recfit.experiments import load_compare_config
 from recfit.runs import config_runner
 
@@ -27,10 +28,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--config", type=Path, default=HERE / "compare_imbalance.toml")
-    ap.add_argument(
-        "--data-dir",
-        default=os.environ.get("RECFIT_DATA_DIR", str(HERE.parents[1] / "shared" / "datasets")),
-    )
+    add_data_dir(ap)
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-imbalance-"))
     spec = load_compare_config(args.config)

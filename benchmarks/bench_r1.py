@@ -12,7 +12,6 @@ The data directory defaults to $RECFIT_DATA_DIR or ../shared/datasets.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _args import add_data_dir
 from recfit.config import RatingConfig
 from recfit.data import Interactions, make_split
 from recfit.models import DotBias, EmbeddingNN, RatingModel
@@ -110,10 +110,7 @@ def run(data: Interactions, cfg: Config, seed: int) -> tuple[float, float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     ap.add_argument("--part", default="all", choices=[*CONFIGS, "all"])
     args = ap.parse_args()
     data = load_ml100k(Path(args.data_dir))

@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-from pathlib import Path
 from typing import Any
 
+from _args import add_data_dir
 from recfit.config import RatingConfig
 from recfit.data.sources import load_dataset
 from recfit.runs import train_run
@@ -78,10 +78,7 @@ def bench(part: str, dataset: str, split: str, seeds: list[int], data_dir: str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--part", default="all", choices=["r4", "r2", "r1", "all"])
     args = ap.parse_args()

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from _args import add_data_dir
 from bench_r1 import load_ml100k
 from recfit.config import RatingConfig
 from recfit.data import Interactions
@@ -181,10 +182,7 @@ def peers(data: Interactions, protocols: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--parts", action="store_true", help="only split one kernel fit's CPU time")
     ap.add_argument("--peers", nargs="*", choices=["R2", "R3"], default=None,

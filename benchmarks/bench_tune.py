@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _args import add_data_dir
 from recfit.config import RatingConfig
 from recfit.config.base import ROW_WISE_DEFAULTS
 from recfit.data.sources import load_dataset
@@ -110,10 +111,7 @@ def bench_defaults(budget: float, seeds: list[int], data_dir: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    default = os.environ.get("RECFIT_DATA_DIR") or str(
-        Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    )
-    ap.add_argument("--data-dir", default=default)
+    add_data_dir(ap)
     ap.add_argument("--part", default="r4", choices=["r4", "defaults"])
     ap.add_argument("--budget", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
