@@ -104,6 +104,25 @@ def low_rank() -> Interactions:
     return Interactions.from_arrays(u, i, r, rating_scale=(1, 5))
 
 
+def _baseline_rmse(train: Interactions, valid: Interactions) -> float:
+    import torch
+
+    from recfit.models import create_model, family
+    from recfit.train.batches import TensorData
+
+    base = create_model("baseline", train)
+    family("baseline").closed_form(base, train)  # type: ignore[misc]
+    with torch.no_grad():
+        pred = base(TensorData.from_interactions(valid).columns).numpy()
+    return float(np.sqrt(np.mean((pred - valid.rating) ** 2)))
+
+
+@pytest.fixture
+def baseline_rmse() -> Callable[[Interactions, Interactions], float]:
+    """The RMSE on ``valid`` of BaselineOnly fitted on ``train``: the bar a model must clear."""
+    return _baseline_rmse
+
+
 @pytest.fixture
 def ratings_csv(tmp_path: Path, tiny: Interactions) -> Path:
     """``tiny`` written as a CSV with columns user, item, rating."""
