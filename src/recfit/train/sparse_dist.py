@@ -314,17 +314,26 @@ class OwnedRows:
         self.items_shared = True
 
     def step(
-        self, batch: dict[str, Tensor], w_tot: float, reg: float, threads: int | None
+        self,
+        batch: dict[str, Tensor],
+        w_tot: float,
+        reg: float,
+        threads: int | None,
+        *,
+        warm: bool = False,
     ) -> tuple[int, int, float, float, float]:
         """The kernel half of a step: this rank's ratings trained, its users updated, its
         items' pairs packed (into this step's shared half, else ``send``). Returns
-        ``(ratings, pairs, Σ loss, Σ penalty, Σw)`` of this rank."""
+        ``(ratings, pairs, Σ loss, Σ penalty, Σw)`` of this rank. ``warm``: the compile
+        warm-up's empty batch (no shared buffers, no collective). A rank with no ratings
+        in a real batch still takes part: it opens the shared buffers with the others
+        and writes its empty header where they read it."""
         opt, buf = self.opt, self.buf
         cols = [batch[k].numpy() for k in ("user", "item", "rating", "weight")]
         n = cols[0].shape[0]
         total = batch.get("rows_total")  # the global batch (the same on every rank)
-        self.ensure(n if total is None else int(total), local=n == 0)
-        send = self.send if self.shared is None or n == 0 else self.shared.half()[self.rank]
+        self.ensure(n if total is None else int(total), local=warm)
+        send = self.send if self.shared is None or warm else self.shared.half()[self.rank]
         consts, before = opt._next_consts()
         self.consts, self.decay = consts, (before, opt.log_decay)
         (uf, ub), (itf, ib) = opt._tables()
@@ -536,7 +545,7 @@ def warm_up(opt: RowOptimizer, ctx: DistContext, batch: dict[str, Tensor]) -> No
     own = _owned(opt, ctx)
     empty = {k: batch[k][:0] for k in ("user", "item", "rating", "weight")}
     step, log_decay = opt.step_count, opt.log_decay
-    own.step(empty, 1.0, 0.0, None)
+    own.step(empty, 1.0, 0.0, None, warm=True)
     own.recv[:] = 0  # no pairs from any rank
     own.apply(own.recv[: ctx.world], 1)
     opt.step_count, opt.log_decay = step, log_decay
