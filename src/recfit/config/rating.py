@@ -37,7 +37,8 @@ BUDGET_RANGE = (120.0, 600.0)
 _NONE_WORDS = {"budget": ("auto", "none", ""), "y_range": ("none", "off", "")}
 """The words that mean ``None`` for a field, by field (TOML has no null)."""
 BUDGET_RULE = (
-    "by size: training ratings / 1500 seconds, within 120-600 (ml-100k 2 min, ml-1m 10 min)"
+    f"by size: training ratings / {round(1 / BUDGET_PER_RATING)} seconds, within "
+    f"{BUDGET_RANGE[0]:.0f}-{BUDGET_RANGE[1]:.0f} (ml-100k 2 min, ml-1m 10 min)"
 )
 """How the default budget is chosen, in words (help text, ``recfit config show``)."""
 
