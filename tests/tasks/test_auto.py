@@ -14,7 +14,7 @@ from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.data.split import Split
 from recfit.data.synthetic import synthetic
-from recfit.errors import CancelFitException, ConfigError
+from recfit.errors import ConfigError
 from recfit.models import create_model, family
 from recfit.models._budget import ended_early, fit_until, full_share
 from recfit.models.blend import Blend
@@ -192,31 +192,6 @@ def test_members_without_time_to_train_again_keep_their_inner_cut_models(
     for m in model.member_models():
         assert int(m.train_user_count.sum()) == len(cut.train_idx)
     np.testing.assert_allclose(model.blend_weights.numpy(), info["blend"]["weights"], atol=1e-6)
-
-
-class _Pace:
-    """What :class:`auto.Deadline` reads of a Learner: 10 epochs of 10 steps."""
-
-    n_epochs, n_iter, epoch, iter = 10, 10, 0, 0
-
-
-def test_a_fit_whose_pace_passes_its_deadline_is_cut_early() -> None:
-    """After 1 % of the steps no projection yet; after 5 % a pace that ends past the
-    deadline cuts the fit at once (``projected``), well before the deadline itself."""
-    stop = auto.Deadline(time.perf_counter() + 5.0)
-    stop.learn = _Pace()  # type: ignore[assignment]
-    stop.start = time.perf_counter() - 1.0  # 1 s for the steps done so far
-    stop.after_batch()  # 1 step of 100 done: too early to say
-    assert not stop.hit
-    stop.learn.iter = 4  # type: ignore[misc]  # 5 steps in 1 s: 100 steps end at +19 s
-    with pytest.raises(CancelFitException):
-        stop.after_batch()
-    assert stop.hit and stop.projected
-    quick = auto.Deadline(time.perf_counter() + 50.0)
-    quick.learn, quick.start = _Pace(), time.perf_counter() - 1.0  # type: ignore[assignment]
-    quick.learn.iter = 4  # type: ignore[misc]
-    quick.after_epoch()  # ends at +19 s, before +50 s: goes on
-    assert not quick.hit
 
 
 def test_anytime_members_share_what_the_other_final_fits_leave() -> None:

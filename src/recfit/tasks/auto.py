@@ -53,7 +53,7 @@ from recfit.config import RatingConfig
 from recfit.config.rating import searched_families
 from recfit.data.interactions import Interactions
 from recfit.data.split import Split
-from recfit.errors import CancelFitException, ConfigError, RecfitError
+from recfit.errors import ConfigError, RecfitError
 from recfit.metrics.rating import rmse
 from recfit.models._budget import ended_early, fit_until, full_share
 from recfit.models.base import RatingModel
@@ -61,6 +61,7 @@ from recfit.models.blend import Blend, cross_fitted_rmse, member_settings, ridge
 from recfit.models.registry import family
 from recfit.tasks import tuning
 from recfit.tasks.common import get_task
+from recfit.tasks.tuning.deadline import Deadline
 from recfit.train.callbacks import Callback
 from recfit.train.learner import Learner
 from recfit.train.trainers import FitSpec, trainer_for
@@ -104,9 +105,6 @@ FIT_SHARE = 0.15
 """The share of the budget one candidate's fit may use (a slow family cut there, or as
 soon as its pace says it would pass it, leaves time for the others; a family trained by
 its own fit ends by it only when it is :data:`ANYTIME`)."""
-PROJECT_AFTER = 0.05
-"""A Learner fit is projected from its pace once this share of its steps is done (a
-fit projected to end past its share of the budget is cut then)."""
 REFIT_FACTOR = 1.3
 """The final fit on the whole training part is estimated at this many times a
 candidate's inner fit (it has 1 / (1 - AUTO_INNER) as many rows, plus margin)."""
@@ -215,42 +213,6 @@ class AutoReport:
         if self.tuning_skipped:
             out["tuning_skipped"] = self.tuning_skipped
         return out
-
-
-class Deadline(Callback):
-    """Cancels a fit once the clock passes ``at`` (``time.perf_counter()`` seconds), or,
-    once :data:`PROJECT_AFTER` of its steps are done, as soon as the pace so far says the
-    whole fit would end past ``at`` (``projected``: a slow family gives its time back
-    early instead of running to ``at`` and being cut)."""
-
-    order = -50
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-        self.hit = self.projected = False
-        self.start = time.perf_counter()
-
-    def before_fit(self) -> None:
-        self.start = time.perf_counter()
-
-    def _check(self) -> None:
-        now = time.perf_counter()
-        if now > self.at:
-            self.hit = True
-            raise CancelFitException("auto's time budget is spent")
-        learn = self.learn
-        total = learn.n_epochs * learn.n_iter
-        done = learn.epoch * learn.n_iter + learn.iter + 1
-        pace_end = self.start + (now - self.start) * total / max(done, 1)
-        if total > 0 and done >= PROJECT_AFTER * total and pace_end > self.at:
-            self.hit = self.projected = True
-            raise CancelFitException("auto's time budget would be spent")
-
-    def after_batch(self) -> None:
-        self._check()
-
-    def after_epoch(self) -> None:
-        self._check()
 
 
 # ------------------------------------------------------------------ cuts and members
