@@ -120,6 +120,8 @@ def test_similar_and_predict(run_dir: Path) -> None:
         (["similar", "{run}"], "--item or --user"),
         (["predict", "{run}", "--user", "ghost", "--item", "1000"], "unknown"),
         (["recommend", "/nonexistent/run", "--user", "1"], "missing path"),
+        (["recommend", "{run}", "--user", "100", "--out", "x.parquet"], "--out only with"),
+        (["recommend", "{run}", "--rate", "1000=5", "--out", "x.parquet"], "with --rate"),
     ],
 )
 def test_errors_are_one_red_line_exit_2(run_dir: Path, args: list[str], message: str) -> None:
@@ -185,3 +187,25 @@ def test_predict_marks_the_baseline(tmp_path: Path) -> None:
     flat = " ".join(res.output.split())
     assert res.exit_code == 0 and "predicted ratings of user 100" in flat
     assert " *" in res.output and "* item 1000: item 1000 has no training ratings" in flat
+
+
+def test_recommend_rate_strict_refuses_the_popular_fallback(run_dir: Path, tmp_path: Path) -> None:
+    """``--rate`` with ``--strict``: a family that folds in answers as before; one that
+    cannot (fm) is an error instead of a popular list."""
+    args = ["recommend", str(run_dir), "--rate", "1000=5", "--rate", "1003=1", "--strict"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["path"] == "fold_in"
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    d = Interactions.from_arrays(rng.integers(0, 20, 300), rng.integers(0, 15, 300),
+                                 rng.integers(1, 6, 300).astype(float), rating_scale=(1, 5))  # fmt: skip
+    fm_run = tmp_path / "fm"
+    cfg = RatingConfig(dataset="synthetic", model="fm", epochs=1, bs=64, n_factors=2, seed=0)
+    train_run(cfg, fm_run, data=d, progress=False)
+    loose = runner.invoke(app, ["recommend", str(fm_run), "--rate", "3=5", "--json"])
+    assert loose.exit_code == 0 and json.loads(loose.output)["path"] == "popular"
+    res = runner.invoke(app, ["recommend", str(fm_run), "--rate", "3=5", "--strict"])
+    assert res.exit_code == 2 and "fold" in " ".join(res.output.split())
+    assert "Traceback" not in res.output

@@ -61,7 +61,12 @@ def recommend(
     ] = None,
     chunk_size: Annotated[int, typer.Option("--chunk-size", help="Users per chunk.")] = 1024,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Unknown users are an error (default: popular).")
+        bool,
+        typer.Option(
+            "--strict",
+            help="Unknown users, or --rate with a family that cannot fold in, are an error "
+            "(default: the popular list, saying why).",
+        ),
     ] = False,
     rate: Annotated[
         list[str] | None,
@@ -77,11 +82,21 @@ def recommend(
     """Top-N items of users (seen items excluded), of every user with --all-users, or of a
     new user described by a few ratings with --rate."""
     with errors():
+        if out is not None and not all_users:
+            raise ConfigError(
+                f"expected --out only with --all-users (every user's list as Parquet), "
+                f"received --out {out} with {'--rate' if rate else '--user'}"
+            )
         if rate:
             if user or all_users:
                 raise ConfigError("expected either --rate or --user/--all-users, received both")
             rec = _load(run)
             r = rec.recommend_for_ratings(_ratings(rec, rate), n=n, exclude_rated=not include_seen)
+            if strict and r.path != "fold_in":
+                raise ConfigError(
+                    f"expected a list folded in from the given ratings (--strict), received "
+                    f"the popular fallback: {r.reason}"
+                )
             if as_json:
                 typer.echo(json.dumps(r.to_dict(), indent=2))
                 return
