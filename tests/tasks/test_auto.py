@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from recfit.data.synthetic import synthetic
 from recfit.errors import ConfigError
 from recfit.models import create_model, family
 from recfit.models._budget import ended_early, fit_until, full_share
+from recfit.models.base import RatingModel
 from recfit.models.blend import Blend
 from recfit.recommender import Recommender
 from recfit.runs import train_run
@@ -287,3 +290,61 @@ def test_ended_early_says_how_many_samples_or_epochs_ran(data: Interactions) -> 
     assert ended_early(m) == "ended by its deadline: 1 of 9 samples" and full_share(m) == 9.0
     base = create_model("baseline", data)
     assert ended_early(base) == "" and full_share(base) == 1.0
+
+
+def test_the_tuned_best_is_not_trained_again(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch, few_trials: None
+) -> None:
+    """The tuned candidate is the search's best trial itself: its inner predictions and
+    model, that trial's seconds as its one fit (the final fit is estimated from it), and
+    the whole search as its seconds; no fit after the search."""
+    fits: list[str] = []
+    real_fit, real_tune = auto._fit_on, auto.tuning.tune
+    found: list[Any] = []
+
+    def fit_on(cfg: RatingConfig, *args: Any) -> Any:
+        fits.append(cfg.model)
+        return real_fit(cfg, *args)
+
+    def tune(*args: Any, **kw: Any) -> Any:
+        found.append(real_tune(*args, **kw))
+        return found[-1]
+
+    monkeypatch.setattr(auto, "_fit_on", fit_on)
+    monkeypatch.setattr(auto.tuning, "tune", tune)
+    cfg = RatingConfig(seed=0, budget=60)
+    sp = _split(cfg, data)
+    cut = auto.inner_cut(sp.data, sp.train_idx, seed=0)
+    base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=np.inf)
+    (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
+    (res,) = found
+    assert fits == [] and cand.state == "ok" and cand.stage == "tuned"
+    assert cand.rmse == pytest.approx(res.best_score, rel=1e-5)
+    assert cand.fit_seconds == res.best_trial.seconds and cand.seconds >= res.seconds
+    assert cand.model is res.kept[1] and cand.pred is res.kept[0]
+    assert int(cand.model.train_user_count.sum()) == len(cut.train_idx)
+    assert cand.spec["model"] == "dot" and "2 trials" in cand.note
+
+
+def _models_alive() -> int:
+    gc.collect()
+    return sum(RatingModel in getattr(type(o), "__mro__", ()) for o in gc.get_objects())
+
+
+def test_only_the_members_kept_from_the_inner_cut_keep_their_models(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch, few_trials: None
+) -> None:
+    """Once auto has chosen, the candidates' models go: what is left is the plan's kept
+    members (none when every member trains again)."""
+    cfg = RatingConfig(seed=0, budget=600, epochs=1, gibbs_samples=10, gibbs_burn_in=2)
+    sp = _split(cfg, data)
+    for factor in (1.3, 1e9):  # time for every final fit; none
+        monkeypatch.setattr(auto, "REFIT_FACTOR", factor)
+        before = _models_alive()
+        resolved, report, plan = auto.choose_model(cfg, sp)
+        kept = [] if plan is None else [m for m in plan.kept if m is not None]
+        assert len([c for c in report.candidates if c.state == "ok"]) > 3
+        assert all(c.model is None and c.pred is None for c in report.candidates)
+        assert _models_alive() - before == len(kept)
+        assert (len(kept) >= 1) if factor > 10 else (kept == [])
+        del resolved, report, plan, kept

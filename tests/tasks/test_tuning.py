@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import subprocess
+import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,9 +22,10 @@ from recfit.config import RatingConfig, load_config
 from recfit.config.base import ROW_WISE_DEFAULTS
 from recfit.data import Interactions
 from recfit.data.synthetic import synthetic
-from recfit.errors import CancelFitException, ConfigError
+from recfit.errors import CancelFitException, ConfigError, TrainingDivergedError
 from recfit.models.registry import families, family
 from recfit.models.search import Param
+from recfit.tasks.common import get_task
 from recfit.tasks.rating import resolve_config
 from recfit.tasks.tuning import Trial, TuneResult, search_space, should_prune, tune
 from recfit.tasks.tuning.search import _Watch
@@ -226,3 +232,87 @@ def test_result_with_a_maximised_metric() -> None:
     t = [Trial(0, "x", {}, 0.2, 1.0, "complete"), Trial(1, "x", {}, 0.3, 1.0, "complete")]
     r = TuneResult(_cfg(), 0.3, t, "ndcg@10", "max")
     assert r.best_trial.number == 1 and r.table()["best"].tolist() == [False, True]
+
+
+def test_keep_holds_what_the_best_trial_left_and_only_that(data: Interactions) -> None:
+    """``keep`` is called for each trial that beats the ones before it; the result keeps
+    its value for the best trial, and earlier bests are let go (memory of one model)."""
+    seen: list[tuple[float, Any]] = []
+
+    def keep(learner: Any, fit: Any) -> tuple[int, Any]:
+        seen.append((float(np.sqrt(np.mean((learner.predict(fit.test) - fit.test.rating) ** 2))),
+                     weakref.ref(learner.model)))  # fmt: skip
+        return len(seen) - 1, learner.model
+
+    r = tune(_cfg(), data, n_trials=5, seed=0, prune=False, keep=keep)
+    scores = [s for s, _ in seen]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores)
+    assert seen[-1][0] == pytest.approx(r.best_score, rel=1e-5)
+    assert r.kept[0] == len(seen) - 1 and r.kept[1] is seen[-1][1]()
+    gc.collect()
+    assert [ref() is not None for _, ref in seen] == [False] * (len(seen) - 1) + [True]
+    assert tune(_cfg(), data, n_trials=1, seed=0).kept is None
+
+
+def _failing_fit(monkeypatch: pytest.MonkeyPatch, exc: Exception) -> None:
+    """The rating task's fit raises ``exc`` from the second trial on."""
+    task = type(get_task("rating"))
+    real, calls = task.fit, []
+
+    def fit(self: Any, learner: Any, cfg: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise exc
+        return real(self, learner, cfg)
+
+    monkeypatch.setattr(task, "fit", fit)
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), RuntimeError("a bug"), KeyError("a bug")])
+def test_a_bug_in_a_trial_ends_the_search(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch, exc: Exception
+) -> None:
+    """Only what a bad setting can cause fails a trial; anything else is a bug, not hidden."""
+    _failing_fit(monkeypatch, exc)
+    with pytest.raises(type(exc), match="a bug") as info:
+        tune(_cfg(), data, n_trials=3, seed=0)
+    assert type(info.value) is type(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        MemoryError(),
+        TrainingDivergedError("diverged", epoch=0, step=3, what="loss"),
+    ],
+)
+def test_out_of_memory_or_divergence_fails_the_trial_not_the_search(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch, exc: Exception
+) -> None:
+    _failing_fit(monkeypatch, exc)
+    r = tune(_cfg(), data, n_trials=3, seed=0)
+    assert [t.state for t in r.trials] == ["complete", "failed", "failed"]
+    note = r.trials[1].note
+    assert ("out of memory" in note) == isinstance(exc, RuntimeError)
+
+
+def test_the_first_search_of_a_process_lets_its_callers_locals_go() -> None:
+    """Optuna keeps the traceback of an optional import it could not make (redis), which
+    holds every frame on the stack of its first import: imported with the module, not by
+    the first search, so a search's data and models (and its callers') are let go."""
+    code = (
+        "import gc, weakref\n"
+        "from recfit.config import RatingConfig\n"
+        "from recfit.data.synthetic import synthetic\n"
+        "from recfit.tasks.tuning import tune\n"
+        "class Big: pass\n"
+        "def run():\n"
+        "    big = Big()\n"
+        "    tune(RatingConfig(model='baseline'), synthetic(300, 20, 20, seed=0), n_trials=1)\n"
+        "    return weakref.ref(big)\n"
+        "ref = run(); gc.collect(); print(ref() is None)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "True", out.stderr[-2000:]

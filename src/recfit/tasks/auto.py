@@ -17,8 +17,8 @@ the training part only (never a held-out row):
    :func:`recfit.tasks.tuning.tune` on the same cut, in what the budget leaves after
    saving time for the final fits of the best :data:`MAX_BLEND` (on ml-1m in 10
    minutes, none: training the members again on all the rows is worth more); a tuned
-   configuration that beats the defaults joins
-   the candidates;
+   configuration that beats the defaults joins the candidates with its best trial's
+   inner predictions and model (not trained again);
 4. *blend*: candidates are added greedily to a ridge blend of their inner predictions
    (:func:`recfit.models.blend.ridge_blend`) while the blend's two-fold cross-fitted RMSE
    on the inner part falls;
@@ -142,6 +142,8 @@ class Candidate:
         short: an :data:`ANYTIME` fit ended by its deadline with fewer samples or epochs.
         full: how many times its samples or epochs the configured fit runs (its final
             fit is estimated from ``fit_seconds`` times this).
+        pred, model: its inner predictions and model (``ok`` only) while auto chooses;
+            released once it has chosen.
     """
 
     label: str
@@ -351,17 +353,23 @@ def _try(
                 else "cut at its share of the budget"
             )  # fmt: skip
         else:
-            cand.pred = learner.predict(cut.test).astype(np.float64)
-            cand.model = learner.model
-            cand.note = ended_early(learner.model)
-            cand.short, cand.full = bool(cand.note), full_share(learner.model)
-            cand.rmse = rmse(cand.pred, cut.test.rating, cut.test.weights())
-            if not np.isfinite(cand.rmse):
-                cand.state, cand.note, cand.rmse = "failed", "non-finite predictions", None
+            _score(cand, *_inner_fit(learner, cut), cut)
     except RecfitError as e:  # a family that does not fit these data (or diverged)
         cand.state, cand.note = "failed", f"{type(e).__name__}: {e}"
     cand.seconds = cand.fit_seconds = time.perf_counter() - t0
     return cand
+
+
+def _score(cand: Candidate, pred: np.ndarray, model: RatingModel, cut: Split) -> None:
+    """``cand`` scored by its inner predictions ``pred`` of ``model``: ``ok`` with its
+    RMSE, predictions and model, or ``failed`` (non-finite predictions: nothing kept)."""
+    cand.note = ended_early(model)
+    cand.short, cand.full = bool(cand.note), full_share(model)
+    score = rmse(pred, cut.test.rating, cut.test.weights())
+    if not np.isfinite(score):
+        cand.state, cand.note = "failed", "non-finite predictions"
+        return
+    cand.rmse, cand.pred, cand.model = score, pred, model
 
 
 def _blend(
@@ -427,8 +435,9 @@ def _tune_stage(
     cfg: RatingConfig, ok: list[Candidate], cut: Split, until: float
 ) -> list[Candidate]:
     """Tune the best :data:`TUNE_TOP` families with a search space, each in an equal
-    share of the time to ``until``; each tuned best that beats its defaults is refitted on
-    the cut (its inner predictions, for the blend) and returned."""
+    share of the time to ``until``; each tuned best that beats its defaults is returned
+    with its best trial's inner predictions and model (for the blend; not trained again)
+    and that trial's seconds as its ``fit_seconds``."""
     out: list[Candidate] = []
     names: list[str] = []
     for c in ok:
@@ -448,6 +457,7 @@ def _tune_stage(
             res = tuning.tune(
                 member_config(cfg, dict(base.spec)), cut.train, valid=cut.test, budget_s=share,
                 seed=cfg.seed, families=[name], prune=True, progress=False, n_trials=TUNE_TRIALS,
+                keep=_inner_fit,
             )  # fmt: skip
         except RecfitError as e:  # no trial completed in its share, say
             out.append(Candidate(label, base.spec, "tuned", "failed",
@@ -461,11 +471,17 @@ def _tune_stage(
             continue
         spec = {**base.spec, **res.best_config.model_dump(exclude_unset=True)}
         spec = {k: v for k, v in spec.items() if k not in RUN_FIELDS}
-        cand = _try(cfg, label, spec, "tuned", cut, until + base.fit_seconds * 2)
+        cand = Candidate(label, spec, "tuned", seconds=spent, fit_seconds=res.best_trial.seconds)
+        pred, model = res.kept  # the best trial's: not trained again
+        _score(cand, pred, model, cut)
         cand.note = trials if cand.state == "ok" else cand.note
-        cand.seconds += spent
         out.append(cand)
     return out
+
+
+def _inner_fit(learner: Learner, fit: Split) -> tuple[np.ndarray, RatingModel]:
+    """A tuning trial's inner predictions and model (what a candidate keeps)."""
+    return learner.predict(fit.test).astype(np.float64), learner.model
 
 
 def choose_model(
@@ -528,6 +544,7 @@ def choose_model(
         report.chosen, report.chosen_rmse = best.label, best.rmse
         if best.fit_seconds * REFIT_FACTOR <= left:  # the family itself, trained again
             report.estimated_refit_seconds = best.fit_seconds * REFIT_FACTOR
+            _release(report.candidates)
             return member_config(cfg, dict(best.spec)), report, None
         members = [best]  # no time to train it again: its inner-cut model, calibrated
         pred = np.asarray(best.pred, dtype=np.float64)[:, None]
@@ -553,6 +570,7 @@ def choose_model(
     )
     kept = [None if r else m.model for m, r in zip(members, refit, strict=True)]
     costs = [m.fit_seconds * m.full * REFIT_FACTOR for m in members]
+    _release(report.candidates)
     return resolved, report, BlendPlan(weights, intercept, kept, end, costs)
 
 
@@ -560,3 +578,10 @@ def _ranked(report: AutoReport) -> list[Candidate]:
     """The scored candidates, best (lowest inner RMSE) first."""
     ok = [c for c in report.candidates if c.state == "ok" and c.rmse is not None]
     return sorted(ok, key=lambda c: float(c.rmse or 0.0))
+
+
+def _release(candidates: list[Candidate]) -> None:
+    """The choice is made: the candidates' inner predictions and models go (the members
+    kept from the inner cut are held by the :class:`BlendPlan`)."""
+    for c in candidates:
+        c.pred = c.model = None

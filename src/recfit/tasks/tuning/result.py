@@ -85,6 +85,8 @@ class TuneResult(Generic[C]):
         seed: the sampler's seed.
         fit_rows, valid_rows: rows trials trained on and were scored on.
         pruned_by: the pruning rule (empty: none).
+        kept: what the search's ``keep`` returned for the best trial (``None``: no
+            ``keep``).
     """
 
     best_config: C
@@ -99,6 +101,7 @@ class TuneResult(Generic[C]):
     valid_rows: int = 0
     pruned_by: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    kept: Any = field(default=None, repr=False)
 
     @property
     def best_trial(self) -> Trial:

@@ -26,6 +26,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import optuna
+import torch
 
 from recfit.config import BaseTrainConfig
 from recfit.data.interactions import Interactions, encode_time
@@ -41,15 +43,17 @@ from recfit.train.callbacks import Callback
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    import optuna
+    from recfit.train.learner import Learner
 
 __all__ = ["PRUNE_MIN_TRIALS", "search_space", "should_prune", "tune"]
 
 C = TypeVar("C", bound=BaseTrainConfig)
 
-_TRIAL_ERRORS = (RecfitError, RuntimeError, ValueError, MemoryError)
-"""What ends one trial as ``failed`` (an invalid or diverging setting, a model too big
-for memory) without ending the search."""
+_TRIAL_ERRORS = (RecfitError, MemoryError)
+"""What ends one trial as ``failed`` without ending the search: an invalid or diverging
+setting (a :class:`~recfit.errors.RecfitError`), a model too big for memory (torch says so
+by a ``RuntimeError``: :func:`_out_of_memory`). Anything else is a bug and ends the
+search."""
 
 PRUNE_MIN_TRIALS = 4
 """Complete trials needed before pruning starts (fewer: no median to compare with)."""
@@ -80,6 +84,7 @@ def tune(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     space: Mapping[str, Param] | None = None,
+    keep: Callable[[Learner, Split], Any] | None = None,
 ) -> TuneResult[C]:
     """Search the hyper-parameters of ``cfg``'s model (or of ``families``) on an inner
     validation cut of ``train``.
@@ -102,6 +107,11 @@ def tune(
         log: called with one line per finished trial.
         space: the fields to search and their ranges instead of each family's
             ``search`` (fields a family does not read are left out).
+        keep: called with the trained Learner of each complete trial that scores better
+            than every trial before it, and the split trials train on (``train_idx``) and
+            are scored on (``test_idx``); what it returns for the best trial is
+            :attr:`TuneResult.kept` (only the best so far is held: its predictions and
+            model, say, without training the best configuration again).
 
     Returns:
         the :class:`TuneResult`; ``best_config`` is a config of ``cfg``'s class. Ctrl-C
@@ -112,8 +122,6 @@ def tune(
         ConfigError: an unknown family, ``valid`` of other vocabularies, a training part
             too small to cut, a bad budget, or no trial that completed.
     """
-    import optuna  # heavy: imported when a search runs
-
     if not budget_s > 0 or (n_trials is not None and n_trials < 1):
         raise ConfigError(
             f"expected budget_s > 0 and n_trials >= 1 (or None), received budget_s "
@@ -132,6 +140,7 @@ def tune(
     if not any(spaces.values()):  # nothing to search: each family's own values, once
         n_trials = min(n_trials or len(bases), len(bases))
     trials: list[Trial] = []
+    held: list[tuple[int, float, Any]] = []  # keep's value for the best trial so far
 
     def objective(trial: optuna.Trial) -> float:
         name = trial.suggest_categorical("family", list(bases)) if multi else next(iter(bases))
@@ -163,6 +172,11 @@ def tune(
         except _TRIAL_ERRORS as exc:  # this setting fails; the search goes on
             record("failed", note=f"{type(exc).__name__}: {exc}")
             raise
+        except RuntimeError as exc:
+            if not _out_of_memory(exc):
+                raise  # a bug: the search ends
+            record("failed", note=f"out of memory: {exc}")
+            raise MemoryError(str(exc)) from exc
         except KeyboardInterrupt:
             record("failed", note="interrupted")
             raise
@@ -170,6 +184,9 @@ def tune(
             record("failed", note=f"{metric} is {value}")
             raise ConfigError(f"expected a finite {metric}, received {value}")
         record("complete", value)
+        if keep is not None and (not held or _better(value, held[0][1], mode)):
+            held.clear()  # the previous best's predictions and model go first
+            held.append((trial.number, value, keep(learner, fit)))
         return value
 
     interrupted = False
@@ -224,7 +241,22 @@ def tune(
     best = result.best_trial
     result.best_config = bases[best.family].replace(**best.params)
     result.best_score = float(best.score or math.nan)
+    if held and held[0][0] == best.number:
+        result.kept = held[0][2]
     return result
+
+
+def _better(value: float, than: float, mode: str) -> bool:
+    return value < than if mode == "min" else value > than
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """Whether torch's ``RuntimeError`` says that memory ran out (CUDA's
+    ``OutOfMemoryError`` is one; the CPU allocator's is a plain ``RuntimeError``)."""
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or any(
+        w in text for w in ("out of memory", "not enough memory")
+    )
 
 
 # ------------------------------------------------------------------ the search space
