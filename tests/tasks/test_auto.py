@@ -21,6 +21,7 @@ from recfit.models import create_model, family
 from recfit.models._budget import ended_early, fit_until, full_share
 from recfit.models.base import RatingModel
 from recfit.models.blend import Blend
+from recfit.models.registry import families, register_family
 from recfit.recommender import Recommender
 from recfit.runs import train_run
 from recfit.tasks import auto
@@ -348,3 +349,36 @@ def test_only_the_members_kept_from_the_inner_cut_keep_their_models(
         assert _models_alive() - before == len(kept)
         assert (len(kept) >= 1) if factor > 10 else (kept == [])
         del resolved, report, plan, kept
+
+
+@pytest.fixture
+def baseline_anytime_mf_costly() -> Any:
+    """``baseline`` registered as anytime and ``mf`` as costly, as a new family would
+    declare itself; the registry is restored after."""
+    old = [family("baseline"), family("mf")]
+    register_family(replace(old[0], anytime=True))
+    register_family(replace(old[1], costly=True))
+    yield
+    for f in old:
+        register_family(f)
+
+
+def test_the_registry_says_which_families_are_anytime_or_costly(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch, baseline_anytime_mf_costly: None
+) -> None:
+    assert {f.name for f in families("rating") if f.anytime} == {"baseline", "bmf", "autorec"}
+    calls: list[str] = []
+
+    def fake_try(cfg, label, spec, stage, cut, until):  # type: ignore[no-untyped-def]
+        calls.append(label)
+        return auto.Candidate(label, spec, stage, state="failed")
+
+    monkeypatch.setattr(auto, "_try", fake_try)
+    cfg = RatingConfig(seed=0, budget=1000)
+    auto.choose_model(cfg, _split(cfg, data))
+    assert set(calls[-3:]) == {"baseline", "bmf", "autorec"} and set(calls[-5:-3]) == {"nn", "mf"}
+    a = auto.Candidate("dot", {"model": "dot"}, "defaults", fit_seconds=1.0)
+    b = auto.Candidate("baseline", {"model": "baseline"}, "defaults", fit_seconds=10.0)
+    # baseline shares what dot's final fit leaves, as an anytime member: 30 % of its 13 s
+    assert auto._refits([a, b], time_left=1.3 + auto.ANYTIME_MIN * 13 + 0.1) == [True, True]
+    assert auto._refits([a, b], time_left=1.3 + auto.ANYTIME_MIN * 13 - 0.1) == [True, False]

@@ -341,7 +341,7 @@ def create_autorec(train: Interactions, **settings: Any) -> IAutoRec:
 register_family(Family(
     name="autorec", task="rating", model_class=IAutoRec, output="rating",
     reads=frozenset({"autorec_hidden", "epochs", "lr", "reg", "seed"}),
-    trainers=("closed_form",), adapter="generic", closed_form=fit_autorec,
+    trainers=("closed_form",), adapter="generic", closed_form=fit_autorec, anytime=True,
     # chosen on an inner cut of R4's training rows: docs/families.md
     defaults={"epochs": 30, "lr": 2.5e-3, "reg": 300.0},
     build=sized_build(IAutoRec, prepare=_prepare),

@@ -214,7 +214,7 @@ class EmbeddingNN(EmbeddingBody):
 register_family(Family(
     name="nn", task="rating", model_class=EmbeddingNN, output="rating",
     reads=frozenset({"layers", "dropout", "batch_norm", "y_range", "seed"}),
-    trainers=("sgd",), adapter="nn",
+    trainers=("sgd",), adapter="nn", costly=True,
     defaults={}, build=sized_build(EmbeddingNN),
     search={
         "layers": Param(choices=((100,), (200,), (200, 100), (64, 32))),

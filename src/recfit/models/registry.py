@@ -97,6 +97,11 @@ class Family:
         search: the config fields worth tuning and their ranges
             (:class:`~recfit.models.search.Param`), read by ``recfit tune`` and
             ``model="auto"``; empty: nothing to tune.
+        anytime: its fit ends by a deadline with a valid model when it must (fewer
+            samples or epochs, :mod:`recfit.models._budget`) and records how much ran;
+            ``model="auto"`` tries it last, sharing what its budget has left.
+        costly: its default fit is slow for what it usually gains: ``model="auto"``
+            tries it after the other families (but before the ``anytime`` ones).
     """
 
     name: str
@@ -112,6 +117,8 @@ class Family:
     closed_form: ClosedForm | None = None
     summary: str = ""
     search: Mapping[str, Param] = field(default_factory=dict)
+    anytime: bool = False
+    costly: bool = False
 
     @property
     def fused(self) -> bool:

@@ -9,9 +9,11 @@ the training part only (never a held-out row):
    (:func:`recfit.config.rating.searched_families`: every registered rating family but
    ``blend``) is trained with its defaults while :data:`DEFAULTS_SHARE` of the budget
    lasts (a Learner fit still running then, or after :data:`FIT_SHARE` of the budget, or
-   whose pace says it would pass either, is cut and not scored); the :data:`ANYTIME`
-   families (Bayesian MF, I-AutoRec) come last and share what the stage has left, each
-   fit ending by its share with fewer samples or epochs when it must;
+   whose pace says it would pass either, is cut and not scored); the *costly* ones
+   (:attr:`~recfit.models.registry.Family.costly`: nn) after the others, and the
+   *anytime* ones (:attr:`~recfit.models.registry.Family.anytime`: Bayesian MF, I-AutoRec)
+   last, sharing what the stage has left, each fit ending by its share with fewer
+   samples or epochs when it must;
 3. *tuning*: the best families that declare a search space
    (:attr:`recfit.models.registry.Family.search`) are tuned by
    :func:`recfit.tasks.tuning.tune` on the same cut, in what the budget leaves after
@@ -87,15 +89,13 @@ DEFAULTS_SHARE = 0.4
 """The share of the budget the defaults stage may use (the rest: tuning when there is
 time, and the chosen members' final fits on the whole training part, which on large data
 are worth more than more candidates: 90 % of the rows is clearly worse than all)."""
-ANYTIME = frozenset({"bmf", "autorec"})
-"""Families whose fit ends by a deadline with a valid model (fewer samples or epochs,
-:mod:`recfit.models._budget`): tried last, sharing what the defaults stage has left (at
-least :data:`ANYTIME_SHARE`); their final fits share what the budget has left."""
 ANYTIME_SHARE = 0.2
-"""The share of the budget the defaults stage keeps for the :data:`ANYTIME` families (on
-R4 under load 7 the others had left them 66 s: too little for Bayesian MF to count)."""
-TRY_LAST = ("nn",)
-"""Tried after the other families but the anytime ones (R4: nn took 75 s for 0.8816)."""
+"""The share of the budget the defaults stage keeps for the anytime families
+(:attr:`~recfit.models.registry.Family.anytime`: their fits end by a deadline with a
+valid model; tried last, sharing what the stage has left, at least this share; their
+final fits share what the budget has left). On R4 under load 7 the others had left them
+66 s: too little for Bayesian MF to count. (A costly family, tried after the others but
+before the anytime ones: nn, which took 75 s on R4 for 0.8816.)"""
 ANYTIME_MIN = 0.3
 """An anytime member trains again on the whole training part only with at least this
 share of its estimated final fit left; else it keeps its inner-cut model."""
@@ -104,7 +104,7 @@ MARGIN = 0.05
 FIT_SHARE = 0.15
 """The share of the budget one candidate's fit may use (a slow family cut there, or as
 soon as its pace says it would pass it, leaves time for the others; a family trained by
-its own fit ends by it only when it is :data:`ANYTIME`)."""
+its own fit ends by it only when it is anytime)."""
 REFIT_FACTOR = 1.3
 """The final fit on the whole training part is estimated at this many times a
 candidate's inner fit (it has 1 / (1 - AUTO_INNER) as many rows, plus margin)."""
@@ -137,9 +137,9 @@ class Candidate:
         seconds: wall seconds of its fit and prediction (tuned: with the whole search).
         fit_seconds: wall seconds of its one fit and prediction on the cut (what its
             final fit is estimated from).
-        note: why it was skipped or failed; a tuned one: its trials; an :data:`ANYTIME`
-            fit ended by its deadline: how many samples or epochs ran.
-        short: an :data:`ANYTIME` fit ended by its deadline with fewer samples or epochs.
+        note: why it was skipped or failed; a tuned one: its trials; an anytime fit
+            ended by its deadline: how many samples or epochs ran.
+        short: an anytime fit ended by its deadline with fewer samples or epochs.
         full: how many times its samples or epochs the configured fit runs (its final
             fit is estimated from ``fit_seconds`` times this).
         pred, model: its inner predictions and model (``ok`` only) while auto chooses;
@@ -176,7 +176,7 @@ class BlendPlan:
     kept: list[RatingModel | None]
     until: float | None = None
     """When the final fits should end (``time.perf_counter()`` seconds; ``None``: no
-    limit): the :data:`ANYTIME` members train last and share the time to it."""
+    limit): the anytime members train last and share the time to it."""
     costs: list[float] = field(default_factory=list)
     """Each member's estimated final fit (seconds): the anytime members' shares."""
 
@@ -263,6 +263,11 @@ def _fit_on(cfg: RatingConfig, cut: Split, callbacks: list[Callback]) -> Learner
     return task.fit(learner, cfg)
 
 
+def _anytime(name: str) -> bool:
+    """Whether the family ``name``'s fit ends by a deadline with a valid model."""
+    return family(name).anytime
+
+
 def _spec_json(spec: dict[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True)
 
@@ -293,13 +298,13 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
         whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
         device = model.blend_weights.device
         # the anytime members last, each ending by its share of the time to plan.until
-        order = sorted(range(len(specs)), key=lambda k: specs[k].model in ANYTIME)
+        order = sorted(range(len(specs)), key=lambda k: _anytime(specs[k].model))
         costs = plan.costs if plan is not None and plan.costs else [1.0] * len(specs)
         for n, k in enumerate(order):
             trained = kept[k]
             if trained is None:
                 at = None
-                if plan is not None and plan.until is not None and specs[k].model in ANYTIME:
+                if plan is not None and plan.until is not None and _anytime(specs[k].model):
                     rest = sum(costs[j] for j in order[n:] if kept[j] is None)
                     now = time.perf_counter()
                     at = now + max(plan.until - now, 0.0) * costs[k] / max(rest, 1e-9)
@@ -344,7 +349,7 @@ def _try(
         return cand
     stop = Deadline(min(until, t0 + FIT_SHARE * float(cfg.budget or 0.0)))
     try:
-        with fit_until(stop.at if mcfg.model in ANYTIME else None):
+        with fit_until(stop.at if _anytime(mcfg.model) else None):
             learner = _fit_on(mcfg, cut, [stop])
         if stop.hit:
             cand.state = "timeout"
@@ -410,7 +415,7 @@ def _blend(
 def _refits(members: list[Candidate], time_left: float) -> list[bool]:
     """Which members train again on the whole training part: the cheapest first while
     their estimated final fits (:data:`REFIT_FACTOR` times their inner fit) fit in
-    ``time_left``; then the :data:`ANYTIME` members (cheapest first) while what is left
+    ``time_left``; then the anytime members (cheapest first) while what is left
     gives each at least :data:`ANYTIME_MIN` of its estimate (their inner fit scaled to
     all its samples or epochs; they share it, ending by the deadline); the others keep
     their inner-cut models."""
@@ -419,12 +424,12 @@ def _refits(members: list[Candidate], time_left: float) -> list[bool]:
     order = sorted(range(len(members)), key=lambda k: members[k].fit_seconds)
     for k in order:
         cost = members[k].fit_seconds * REFIT_FACTOR
-        if members[k].spec["model"] not in ANYTIME and spent + cost <= time_left:
+        if not _anytime(members[k].spec["model"]) and spent + cost <= time_left:
             out[k], spent = True, spent + cost
     wanted = 0.0
     for k in order:
         cost = members[k].fit_seconds * members[k].full * REFIT_FACTOR
-        if members[k].spec["model"] in ANYTIME and ANYTIME_MIN * (wanted + cost) <= (
+        if _anytime(members[k].spec["model"]) and ANYTIME_MIN * (wanted + cost) <= (
             time_left - spent
         ):
             out[k], wanted = True, wanted + cost
@@ -510,8 +515,8 @@ def choose_model(
     # sharing what the others left)
     until = start + DEFAULTS_SHARE * budget
     tried = _candidate_specs(cfg, split.train)
-    anytime = [s for s in tried if s[0] in ANYTIME]
-    others = sorted((s for s in tried if s[0] not in ANYTIME), key=lambda s: s[0] in TRY_LAST)
+    anytime = [s for s in tried if _anytime(s[0])]
+    others = sorted((s for s in tried if not _anytime(s[0])), key=lambda s: family(s[0]).costly)
     for name, spec in others:
         report.candidates.append(
             _try(cfg, name, spec, "defaults", cut, until - ANYTIME_SHARE * budget)
