@@ -190,26 +190,29 @@ def _bag_scatter(g, slot, items, start, end, d, s):  # type: ignore[no-untyped-d
 
 @njit(cache=CACHE, nogil=True, fastmath=_FM, error_model="numpy")
 def epoch(  # type: ignore[no-untyped-def]
-    users, items, ratings, weights, starts, indptr, implicit, alpha,
+    users, items, ratings, weights, starts, svdpp, indptr, implicit, alpha,
     pu, mu_, xu, lu, au, bu, pi, mi_, xi, li, ai, bi, py, my, xy, ly, ay, by,
     n_factors, mu, lo, span, squash, reg,
     keep, beta1, ss, ibc2, eps, beta2, out_loss, out_pen,
-    gu, gi, gy, slot_u, slot_i, slot_y, uniq_u, uniq_i, uniq_y, imp, d_user, eff, rows,
+    gu, gi, gy, slot_u, slot_i, slot_y, uniq_u, uniq_i, uniq_y, imp, d_user, eff, scale_u, rows,
 ):  # fmt: skip
     """The steps of one epoch (step ``b``: rows ``starts[b]:starts[b+1]``).
 
     Three sides as in the module docs (users, items, SVD++'s ``y`` table: no bias, its
     column ``n_factors`` stays zero), every row current through step ``-1``. The user
     vector is ``p_u + |N(u)|^-alpha · Σ_{j ∈ N(u)} y_j`` (``N(u)``:
-    ``implicit[indptr[u]:indptr[u+1]]``; every list empty for DotBias), the model
+    ``implicit[indptr[u]:indptr[u+1]]``) with ``svdpp``, else ``p_u`` (a DotBias:
+    ``indptr``, ``implicit``, the ``y`` side and the scratch of the implicit term are
+    not read), the model
     ``mu + b_u + b_i + q_i · (user vector)``, squashed into ``lo + span·sigmoid`` when
     ``squash``. Per step ``b``: ``keep = 1 - lr·wd``, ``beta1``, ``ss = lr / (1 - β1^t)``,
     ``ibc2 = 1 / sqrt(1 - β2^t)``. Writes each step's mean loss and penalty (``reg``
     times ``|p_u|² + |q_i|² + b_u² + b_i²``); returns the number of steps done (it stops
     after the first step whose loss is not finite). Rows no batch read at the last steps
     are left behind: :func:`catch_up` them to the last step done. ``imp``/``d_user`` (a
-    row per distinct user) and ``eff`` (a row per batch row) are scratch; ``rows`` is
-    ``0, 1, ...`` (one per row of the largest side).
+    row per distinct user), ``eff`` (a row per batch row) and ``scale_u`` (a value per
+    distinct user: ``|N(u)|^-alpha``) are scratch; ``rows`` is ``0, 1, ...`` (one per row
+    of the largest side).
     """
     k = n_factors
     kp = pu.shape[1]
@@ -225,33 +228,38 @@ def epoch(  # type: ignore[no-untyped-def]
             catch_up(
                 pi, mi_, xi, li, ai, bi, rows, pi.shape[0], t, keep, beta1, ss, ibc2, eps, sqb2
             )
-            catch_up(py, my, xy, ly, ay, by, rows, py.shape[0], t, keep, beta1, ss, ibc2, eps, sqb2)
+            if svdpp:
+                catch_up(
+                    py, my, xy, ly, ay, by, rows, py.shape[0], t, keep, beta1, ss, ibc2, eps, sqb2
+                )
         lo_r = starts[b]
         n = starts[b + 1] - lo_r
         nu = _distinct(users, lo_r, n, slot_u, uniq_u)
         ni = _distinct(items, lo_r, n, slot_i, uniq_i)
         ny = 0
-        for s in range(nu):
-            u = uniq_u[s]
-            for t in range(indptr[u], indptr[u + 1]):
-                j = implicit[t]
-                if slot_y[j] < 0:
-                    slot_y[j] = ny
-                    uniq_y[ny] = j
-                    ny += 1
+        if svdpp:
+            for s in range(nu):
+                u = uniq_u[s]
+                for t in range(indptr[u], indptr[u + 1]):
+                    j = implicit[t]
+                    if slot_y[j] < 0:
+                        slot_y[j] = ny
+                        uniq_y[ny] = j
+                        ny += 1
         catch_up(pu, mu_, xu, lu, au, bu, uniq_u, nu, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
         catch_up(pi, mi_, xi, li, ai, bi, uniq_i, ni, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
-        catch_up(py, my, xy, ly, ay, by, uniq_y, ny, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
         gu[:nu] = 0.0
         gi[:ni] = 0.0
-        gy[:ny] = 0.0
-        d_user[:nu] = 0.0
-        # each distinct user's implicit term
-        for s in range(nu):
-            u = uniq_u[s]
-            w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
-            imp[s] = 0.0
-            _bag_sum(imp, s, py, implicit, indptr[u], indptr[u + 1], w)
+        if svdpp:
+            catch_up(py, my, xy, ly, ay, by, uniq_y, ny, b - 1, keep, beta1, ss, ibc2, eps, sqb2)
+            gy[:ny] = 0.0
+            d_user[:nu] = 0.0
+            for s in range(nu):  # each distinct user's implicit term
+                u = uniq_u[s]
+                w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
+                scale_u[s] = w
+                imp[s] = 0.0
+                _bag_sum(imp, s, py, implicit, indptr[u], indptr[u + 1], w)
         w_sum = np.float32(0.0)
         for j in range(n):
             w_sum += weights[lo_r + j]
@@ -262,9 +270,12 @@ def epoch(  # type: ignore[no-untyped-def]
             it = items[lo_r + j]
             su_ = slot_u[u]
             si_ = slot_i[it]
-            for f in range(k):
-                eff[j, f] = pu[u, f] + imp[su_, f]
-            z = _dot(eff, j, pi, it, k) + pu[u, k] + pi[it, k]
+            if svdpp:
+                for f in range(k):
+                    eff[j, f] = pu[u, f] + imp[su_, f]
+                z = _dot(eff, j, pi, it, k) + pu[u, k] + pi[it, k]
+            else:
+                z = _dot(pu, u, pi, it, k) + pu[u, k] + pi[it, k]
             if mu != 0.0:
                 z = z + np.float32(mu)
             scale = weights[lo_r + j] / w_sum
@@ -283,18 +294,25 @@ def epoch(  # type: ignore[no-untyped-def]
                 two = np.float32(2.0 * reg) * scale
                 sq = _dot(pu, u, pu, u, k + 1) + _dot(pi, it, pi, it, k + 1)
                 pen += reg * scale * sq
-            for f in range(k):
-                d_user[su_, f] += g * pi[it, f]
-                gu[su_, f] += g * pi[it, f] + two * pu[u, f]
-                gi[si_, f] += g * eff[j, f] + two * pi[it, f]
+            if svdpp:
+                for f in range(k):
+                    d_user[su_, f] += g * pi[it, f]
+                    gu[su_, f] += g * pi[it, f] + two * pu[u, f]
+                    gi[si_, f] += g * eff[j, f] + two * pi[it, f]
+            else:  # the user vector is p_u (the sum's terms in the order that lets LLVM
+                # fuse the same multiply-add as above, where g·q_i has a second use)
+                for f in range(k):
+                    gu[su_, f] += two * pu[u, f] + g * pi[it, f]
+                    gi[si_, f] += g * pu[u, f] + two * pi[it, f]
             gu[su_, k] += g + two * pu[u, k]
             gi[si_, k] += g + two * pi[it, k]
-        for s in range(nu):
-            u = uniq_u[s]
-            w = np.float32(max(indptr[u + 1] - indptr[u], 1)) ** neg
-            for f in range(kp):  # d_user's columns from n_factors on are zero
-                d_user[s, f] *= w
-            _bag_scatter(gy, slot_y, implicit, indptr[u], indptr[u + 1], d_user, s)
+        if svdpp:
+            for s in range(nu):
+                u = uniq_u[s]
+                w = scale_u[s]
+                for f in range(kp):  # d_user's columns from n_factors on are zero
+                    d_user[s, f] *= w
+                _bag_scatter(gy, slot_y, implicit, indptr[u], indptr[u + 1], d_user, s)
         out_loss[b] = loss
         out_pen[b] = pen
         c1 = np.float32(1.0 - beta1[b])
@@ -304,7 +322,8 @@ def epoch(  # type: ignore[no-untyped-def]
         kb = keep[b]
         _adam_rows(pu, mu_, xu, lu, au, bu, gu, uniq_u, nu, slot_u, b, kb, c1, beta2, st, ib, e)
         _adam_rows(pi, mi_, xi, li, ai, bi, gi, uniq_i, ni, slot_i, b, kb, c1, beta2, st, ib, e)
-        _adam_rows(py, my, xy, ly, ay, by, gy, uniq_y, ny, slot_y, b, kb, c1, beta2, st, ib, e)
+        if svdpp:
+            _adam_rows(py, my, xy, ly, ay, by, gy, uniq_y, ny, slot_y, b, kb, c1, beta2, st, ib, e)
         if not math.isfinite(loss + pen):
             return b + 1
     return nb

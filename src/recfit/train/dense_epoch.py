@@ -139,6 +139,8 @@ class DenseEpochs:
             )  # fmt: skip
             self.sides.append(side)
         self.rows = np.arange(max(s["p"].shape[0] for s in self.sides), dtype=np.int64)
+        self.no_lists = (np.zeros(1, np.int64), np.zeros(0, np.int64), 1.0)
+        """A DotBias's implicit lists: none (the kernel does not read them)."""
         self.cap = 0
         self._scratch(1)
 
@@ -148,6 +150,7 @@ class DenseEpochs:
             self.grads = [np.zeros((n, self.kp), np.float32) for _ in range(2)]
             self.grads.append(np.zeros((self.sides[2]["p"].shape[0], self.kp), np.float32))
             self.extra = [np.zeros((n, self.kp), np.float32) for _ in range(3)]
+            self.scale_u = np.zeros(n, np.float32)
 
     def _tensors(self, side: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """``(key, factor tensor, bias tensor or None)`` of the weights and moments."""
@@ -217,10 +220,11 @@ class DenseEpochs:
         if self.svdpp:
             lists = (m.implicit_indptr.numpy(), m.implicit_items.numpy(), float(m.alpha))
         else:
-            lists = (np.zeros(m.n_users + 1, np.int64), np.zeros(0, np.int64), 1.0)
+            lists = self.no_lists
         try:
             done = kern.epoch(
-                *batch, *lists, *state, *spec, *tail, *self.grads, *slots, *self.extra, self.rows
+                *batch, self.svdpp, *lists, *state, *spec, *tail, *self.grads, *slots,
+                *self.extra, self.scale_u, self.rows,
             )  # fmt: skip
         finally:
             sqb2 = math.sqrt(float(hyper["beta2"]))
