@@ -34,10 +34,21 @@ def _batch(rng: np.random.Generator, nu: int, ni: int, n: int) -> dict[str, torc
     }
 
 
+def _rank_batches(batch: dict[str, torch.Tensor], world: int, n_items: int):
+    """Each rank's ratings of ``batch`` as :func:`owned_batches` cuts them."""
+    mine = [batch["user"] % world == r for r in range(world)]
+    cap = torch.tensor(min(max(int(m.sum()) for m in mine), n_items))
+    total = torch.tensor(len(batch["user"]))
+    return [{**{k: v[m] for k, v in batch.items()}, "pairs_cap": cap, "rows_total": total}
+            for m in mine]  # fmt: skip
+
+
 def _ranks_step(owned: list[OwnedRows], batch: dict[str, torch.Tensor], w: float, reg: float):
     """One step of every simulated rank: kernels, the all-gather by hand, the items' update."""
-    steps = [o.step(batch, w, reg, 1) for o in owned]
-    cap1 = max(s[1] for s in steps) + 1  # every rank's buffer padded to the most pairs
+    parts = _rank_batches(batch, len(owned), owned[0].n_items)
+    steps = [o.step(b, w, reg, 1) for o, b in zip(owned, parts, strict=True)]
+    cap1 = int(parts[0]["pairs_cap"]) + 1  # every rank's buffer padded to the most pairs
+    assert all(o.cap1 == cap1 and s[1] < cap1 for o, s in zip(owned, steps, strict=True))
     recv = np.concatenate([o.send[:cap1] for o in owned])
     for o in owned:
         o.apply(recv.copy(), cap1)
@@ -81,7 +92,6 @@ def test_ranks_owning_users_follow_the_single_process_step(
         res = _ranks_step(owned, batch, w, 0.05)
         assert sum(r[2] for r in res) == pytest.approx(loss, rel=1e-5, abs=1e-7)
         assert sum(r[3] for r in res) == pytest.approx(pen, rel=1e-5, abs=1e-7)
-        assert sum(r[4] for r in res) == pytest.approx(float(batch["weight"].sum()), rel=1e-6)
         users, items = batch["user"].numpy(), batch["item"].numpy()
         for r, o in enumerate(owned):
             mine = users % world == r
@@ -143,6 +153,47 @@ def test_owned_batches_are_each_ranks_part_of_the_global_batches(
             assert float(got["weight_total"]) == pytest.approx(float(want["weight"].sum()))
             assert int(got["rows_total"]) == len(want["user"])
             assert int(got["pairs_cap"]) == min(max(int(m.sum()) for m in mine), d.n_items)
+
+
+@needs_numba
+@settings(max_examples=10, deadline=None)
+@given(world=st.integers(2, 4), n=st.integers(1, 300), seed=st.integers(0, 10_000))
+def test_items_grouped_by_owner_keep_their_order_and_gradients(
+    world: int, n: int, seed: int
+) -> None:
+    nu, ni, k = 31, 47, 4
+    rng = np.random.default_rng(seed)
+    batch = _rank_batches(_batch(rng, nu, ni, n), world, ni)[0]  # rank 0's ratings
+    w = max(float(batch["weight"].sum()), 1e-3)
+    owned = [OwnedRows(RowAdamW(DotBias(nu, ni, k, seed=4), weight_decay=0.1),
+                       DistContext(0, world, 0, "gloo", torch.device("cpu"))) for _ in range(2)]  # fmt: skip
+    owned[1].items_shared = True  # its items written grouped by their owner item % world
+    plain, grouped = (o.step(batch, w, 0.05, 1)[1] for o in owned)
+    assert plain == grouped
+    a, b = owned[0].send[1 : 1 + plain], owned[1].send[1 : 1 + plain]
+    seg = owned[1].send[0, 1 : world + 2]
+    owner = a[:, -1] % world
+    assert seg.tolist() == [0, *np.cumsum(np.bincount(owner, minlength=world)).tolist()]
+    np.testing.assert_array_equal(b, a[np.argsort(owner, kind="stable")])  # first order kept
+
+
+@needs_numba
+def test_a_rank_s_buffers_hold_its_part_of_a_batch_not_the_global_batch() -> None:
+    world, nu, ni, n = 4, 40, 9, 400
+    rng = np.random.default_rng(1)
+    d = Interactions.from_arrays(rng.integers(0, nu, n), rng.integers(0, ni, n),
+                                 rng.integers(1, 6, n).astype(float))  # fmt: skip
+    td = TensorData.from_interactions(d)
+    for r in range(world):
+        ctx = DistContext(r, world, r, "gloo", torch.device("cpu"))
+        opt = RowAdagrad(DotBias(d.n_users, d.n_items, 3))
+        for batch in owned_batches(opt, ctx, td, n, torch.Generator().manual_seed(3)):
+            ctx.owned.step(batch, float(batch["weight_total"]), 0.05, 1)
+            mine = len(batch["user"])
+        own = ctx.owned
+        assert own.buf.cap <= max(mine, world * d.n_items) < n
+        assert own.out.shape[0] == mine and own.send.shape[0] <= d.n_items + 1
+        assert own.recv.shape[0] <= world * (d.n_items + 1)
 
 
 _WORKER = r"""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,74 +13,10 @@ from recfit.models import DotBias
 from recfit.models.losses import MSELoss
 from recfit.train import kernels
 from recfit.train.execution import Execution
-from recfit.train.sparse import RowAdagrad, RowAdamW, RowOptimizer
 
 from .test_distributed import _torchrun
 
 needs_numba = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
-
-
-def _batches(n_users: int, n_items: int, n: int, steps: int) -> list[dict[str, torch.Tensor]]:
-    rng = np.random.default_rng(5)
-    return [
-        {
-            "user": torch.from_numpy(rng.integers(0, n_users, n)),
-            "item": torch.from_numpy(rng.integers(0, n_items, n)),
-            "rating": torch.from_numpy(rng.integers(1, 6, n).astype(np.float32)),
-            "weight": torch.from_numpy(rng.choice([0.0, 0.5, 1.0, 2.0], n).astype(np.float32)),
-        }
-        for _ in range(steps)
-    ]
-
-
-def _params(m: DotBias) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in m.parameters()]
-
-
-@needs_numba
-@pytest.mark.parametrize("cls", [RowAdamW, RowAdagrad])
-@pytest.mark.parametrize("y_range", [(0.0, 5.5), None])
-def test_gradient_then_update_kernels_are_the_fused_step_bit_for_bit(
-    cls: type[RowOptimizer], y_range: tuple[float, float] | None
-) -> None:
-    a, b = (DotBias(60, 40, 5, y_range=y_range, seed=2) for _ in range(2))
-    oa, ob = cls(a, lr=0.02, weight_decay=0.1), cls(b, lr=0.02, weight_decay=0.1)
-    for batch in _batches(60, 40, 300, 6):
-        w = float(batch["weight"].sum())
-        out_a, loss_a, pen_a = oa.compiled_step(batch, w, 0.05)
-        rows, out_b, loss_b, pen_b = ob.compiled_grads(batch, w, 0.05)
-        ob.compiled_apply([(i.copy(), g.copy()) for i, g in rows])
-        assert torch.equal(out_a, out_b)
-        assert loss_a == pytest.approx(loss_b, rel=1e-12) and pen_a == pytest.approx(pen_b)
-    oa.flush()
-    ob.flush()
-    for pa, pb in zip(_params(a), _params(b), strict=True):
-        assert torch.equal(pa, pb)
-
-
-@needs_numba
-def test_split_gradients_summed_are_the_whole_batch_gradients() -> None:
-    m = DotBias(30, 20, 4, y_range=(0.0, 5.5), seed=3)
-    opt = RowAdamW(m)
-    batch = _batches(30, 20, 200, 1)[0]
-    w = float(batch["weight"].sum())
-
-    def dense(rows: list[tuple[np.ndarray, np.ndarray]], side: int, n: int) -> np.ndarray:
-        out = np.zeros((n, 5), np.float64)
-        np.add.at(out, rows[side][0], rows[side][1])
-        return out
-
-    whole = [(i.copy(), g.copy()) for i, g in opt.compiled_grads(batch, w, 0.1)[0]]
-    parts = [
-        [
-            (i.copy(), g.copy())
-            for i, g in opt.compiled_grads({k: v[lo:hi] for k, v in batch.items()}, w, 0.1)[0]
-        ]
-        for lo, hi in ((0, 70), (70, 200))
-    ]
-    for side, n in ((0, 30), (1, 20)):
-        summed = sum(dense(p, side, n) for p in parts)
-        np.testing.assert_allclose(summed, dense(whole, side, n), rtol=1e-5, atol=1e-7)
 
 
 def test_row_wise_path_is_allowed_under_distributed_training() -> None:

@@ -7,9 +7,10 @@ the ratings of its own users:
   draws) from one packed record per rating and keeps this rank's ratings, batch after
   batch, with each batch's total weight and each rank's count of its ratings;
 * :func:`owned_part` runs the row-wise step of :mod:`recfit.train._kernels_numba` on
-  this rank's ratings of a batch: the users' rows are updated in place (no other rank
-  reads them), the items' summed gradients are written into the send buffer, each row
-  ``[g (k + 1 float32 as bits), item]`` after a header row ``[pairs, ...]``;
+  this rank's ratings of a batch (as :func:`owned_epoch` cut them): the users' rows are
+  updated in place (no other rank reads them), the items' summed gradients are written
+  into the send buffer, each row ``[g (k + 1 float32 as bits), item]`` after a header
+  row ``[pairs, ...]``;
 * :func:`union_part` reads every rank's buffer after the exchange (rank order), sums
   each item's gradients in that order and applies the same update on every rank.
 
@@ -51,41 +52,23 @@ counting in the row loops)."""
 
 
 @cached_njit()
-def owned_part(c, sync, world, rank, users, items, ratings, weights, w_tot, uf, ub, itf, ib,  # type: ignore[no-untyped-def]
-               model, reg, mom_u, vel_u, rd_u, consts, before, after, own_u, own_i, own_r,
-               own_w, out, dx, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds,
-               saved, grad, send_f, send_i, owners, scratch_a, scratch_b):  # fmt: skip
-    """Part ``c`` of one rank's step on a batch (the global batch, or this rank's part
-    of it from :func:`owned_epoch`; see the module docs).
+def owned_part(c, sync, users, items, ratings, weights, w_tot, uf, ub, itf, ib, model, reg,  # type: ignore[no-untyped-def]
+               mom_u, vel_u, rd_u, consts, before, after, out, dx, slots_u, slots_i, uniq, start,
+               order, row_slot, counts, bounds, saved, grad, send_f, send_i, owners, scratch_a,
+               scratch_b):  # fmt: skip
+    """Part ``c`` of one rank's step on its ratings of a batch (those of its users, from
+    :func:`owned_epoch`; see the module docs).
 
-    ``own_*`` receive this rank's ratings (``counts[2]`` of them, batch order);
-    ``out``/``dx`` are theirs. The users' rows are updated (``consts``, ``before``,
-    ``after`` as in ``step_part``); the items' gradients go to ``send_f[1:]`` (their
-    rows in the last column of ``send_i``, their number in ``send_i[0, 0]``). With
-    ``owners > 1`` the items are written grouped by their owner ``item % owners``, owner
-    ``o``'s from row ``send_i[0, 1 + o]`` (:func:`by_owner`; ``scratch_*`` hold at least
-    the batch's ratings plus one). Returns the part's ``(Σ loss, Σ penalty, Σ weight)``
-    of its ratings (the weight in part 0 only)."""
+    ``out``/``dx`` are the ratings'. The users' rows are updated (``consts``,
+    ``before``, ``after`` as in ``step_part``); the items' gradients go to ``send_f[1:]``
+    (their rows in the last column of ``send_i``, their number in ``send_i[0, 0]``).
+    With ``owners > 1`` the items are written grouped by their owner ``item % owners``,
+    owner ``o``'s from row ``send_i[0, 1 + o]`` (:func:`by_owner`; ``scratch_*`` hold at
+    least the ratings plus one). Returns the part's ``(Σ loss, Σ penalty)``."""
     parts = bounds.shape[1] - 1
-    w_own = 0.0
-    if c == 0:
-        m = 0
-        for j in range(users.shape[0]):
-            if users[j] % world == rank:
-                own_u[m] = users[j]
-                own_i[m] = items[j]
-                own_r[m] = ratings[j]
-                own_w[m] = weights[j]
-                w_own += weights[j]
-                m += 1
-        counts[2] = m
+    group_side(c, users, items, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds)
     if not barrier(sync, parts):
-        return 0.0, 0.0, w_own
-    m = counts[2]
-    ou, oi = own_u[:m], own_i[:m]
-    group_side(c, ou, oi, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds)
-    if not barrier(sync, 2 * parts):
-        return 0.0, 0.0, w_own
+        return 0.0, 0.0
     n_u, n_i = counts[0], counts[1]
     k1 = send_i.shape[1] - 1
     if c == 0:
@@ -96,20 +79,20 @@ def owned_part(c, sync, world, rank, users, items, ratings, weights, w_tot, uf, 
             split(start[1], n_i, bounds[1])
     inv_tot = np.float32(1.0 / w_tot)
     loss, pen = user_rows(
-        bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], oi, own_r[:m],
-        own_w[:m], inv_tot, uf, ub, itf, ib, model, reg, out, dx, saved, grad, mom_u, vel_u,
+        bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], items, ratings,
+        weights, inv_tot, uf, ub, itf, ib, model, reg, out, dx, saved, grad, mom_u, vel_u,
         rd_u, consts, before, after, True,
     )  # fmt: skip
-    if not barrier(sync, 3 * parts):
-        return loss, pen, w_own
+    if not barrier(sync, 2 * parts):
+        return loss, pen
     lo, hi = bounds[1, c], bounds[1, c + 1]
     pen += item_rows(
-        lo, hi, n_i, uniq[1], start[1], order[1], dx, own_w[:m], inv_tot, itf, ib, saved,
+        lo, hi, n_i, uniq[1], start[1], order[1], dx, weights, inv_tot, itf, ib, saved,
         row_slot[0], reg, send_f[1:], mom_u, vel_u, rd_u, consts, before, after, False,
     )  # fmt: skip
     for s in range(lo, hi):
         send_i[1 + s, k1] = uniq[1, s]
-    return loss, pen, w_own
+    return loss, pen
 
 
 @cached_njit()
@@ -150,22 +133,30 @@ def by_owner(n, owners, uniq, start, order, new_uniq, new_start, new_order, seg)
     """Reorder the ``n`` slots grouped by :func:`group` (``uniq``, ``start``, ``order``)
     so that the rows of owner ``o`` (``row % owners``) come together, from slot
     ``seg[o]`` (``seg[owners] = n``), each group in its first order; ``new_*`` are
-    scratch (``n + 1`` entries and the ratings)."""
-    t = 0
-    m = 0
-    new_start[0] = 0
+    scratch (``n + 1`` entries and the ratings). One counting sort: O(n + ratings +
+    owners)."""
+    for o in range(owners + 1):
+        seg[o] = 0
+    for s in range(n):
+        seg[uniq[s] % owners + 1] += 1
     for o in range(owners):
-        seg[o] = m
-        for s in range(n):
-            r = uniq[s]
-            if r % owners == o:
-                new_uniq[m] = r
-                for q in range(start[s], start[s + 1]):
-                    new_order[t] = order[q]
-                    t += 1
-                m += 1
-                new_start[m] = t
-    seg[owners] = m
+        seg[o + 1] += seg[o]  # seg[o + 1]: the end of owner o's slots
+    for s in range(n - 1, -1, -1):  # backwards from each end: each group keeps its order
+        e = uniq[s] % owners + 1
+        seg[e] -= 1
+        new_uniq[seg[e]] = s  # the old slot, for now
+    for o in range(owners):  # seg[o + 1] is now the start of owner o's slots
+        seg[o] = seg[o + 1]
+    seg[owners] = n
+    t = 0
+    for m in range(n):
+        s = new_uniq[m]
+        new_start[m] = t
+        for q in range(start[s], start[s + 1]):
+            new_order[t] = order[q]
+            t += 1
+        new_uniq[m] = uniq[s]
+    new_start[n] = t
     for s in range(n):
         uniq[s] = new_uniq[s]
         start[s] = new_start[s]

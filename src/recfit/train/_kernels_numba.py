@@ -9,11 +9,11 @@ Module-level functions so that numba's on-disk cache finds them again in the nex
 loading them from the cache takes a fraction of a second. Without a writable cache folder
 they are compiled without a cache (``CACHE`` is false).
 
-The row-wise step (:func:`step_part`) and update (:func:`apply_part`) have no parallel
-loop: numba's typing and lowering of ``prange`` took most of their compile time (about
-8 s of the step's 8.4 s). Each is a plain function that ``n`` threads run at once, each on
-its own part (:class:`recfit.train.kernels._Workers` starts them), meeting at
-:func:`barrier`; the small helpers are inlined by LLVM (``forceinline``) rather than by
+The row-wise step (:func:`step_part`) has no parallel loop: numba's typing and lowering
+of ``prange`` took most of its compile time (about 8 s of the step's 8.4 s). It is a
+plain function that ``n`` threads run at once, each on its own part
+(:class:`recfit.train.kernels._Workers` starts them), meeting at :func:`barrier`; the
+small helpers are inlined by LLVM (``forceinline``) rather than by
 numba, and are compiled without Python wrappers (:data:`INNER`).
 """
 
@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 
 from recfit.train.kernels import numba_cache_dir
 
-__all__ = ["apply_part", "permutation_part", "step_part", "take_part"]
+__all__ = ["permutation_part", "step_part", "take_part"]
 
 _CACHE_DIR = numba_cache_dir()
 CACHE = _CACHE_DIR is not None
@@ -426,13 +426,10 @@ def group_side(c, rows_u, rows_i, slots_u, slots_i, uniq, start, order, row_slot
 @njit(cache=CACHE, nogil=True)
 def step_part(c, sync, users, items, ratings, weights, w_tot, uf, ub, itf, ib, model, reg,  # type: ignore[no-untyped-def]
               mom_u, vel_u, rd_u, mom_i, vel_i, rd_i, consts, before, after, out, dx, slots_u,
-              slots_i, uniq, start, order, row_slot, counts, bounds, saved, grad, update):  # fmt: skip
+              slots_i, uniq, start, order, row_slot, counts, bounds, saved, grad):  # fmt: skip
     """Part ``c`` of one batch's step, run by one of ``bounds.shape[1] - 1`` threads at
     once (each with its ``c``, the same arrays, ``sync`` zeroed before): the forward
-    pass, loss, gradient of every looked-up row and (``update``) the rows' optimiser
-    step. Without ``update`` (distributed training sums the ranks' gradients first) the
-    optimiser state is not read and the tables are not changed: users' gradients are in
-    ``grad[:counts[0]]`` for the rows ``uniq[0, :counts[0]]``, then the items'.
+    pass, loss, gradient of every looked-up row and the rows' optimiser step.
 
     Group the batch by user and by item (:func:`group_side`); then this part's users
     (:func:`user_rows`: the forward pass, their gradient and update, the old rows kept
@@ -448,14 +445,14 @@ def step_part(c, sync, users, items, ratings, weights, w_tot, uf, ub, itf, ib, m
     loss, pen = user_rows(
         bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], items, ratings,
         weights, inv_tot, uf, ub, itf, ib, model, reg, out, dx, saved, grad, mom_u, vel_u,
-        rd_u, consts, before, after, update,
+        rd_u, consts, before, after, True,
     )  # fmt: skip
     if not barrier(sync, 2 * parts):
         return loss, pen
     pen += item_rows(
         bounds[1, c], bounds[1, c + 1], n_i, uniq[1], start[1], order[1], dx, weights,
         inv_tot, itf, ib, saved, row_slot[0], reg, grad[n_u:], mom_i, vel_i, rd_i, consts,
-        before, after, update,
+        before, after, True,
     )  # fmt: skip
     return loss, pen
 
@@ -480,24 +477,6 @@ def sum_update(lo_s, hi_s, n, uniq, start, order, rows_g, fac, bias, mom, vel, r
                 g[f] += gr[f]
         r = uniq[s]
         update_row(fac[r], bias, r, g, mom, vel, rdecay, consts, before, after)
-
-
-@njit(cache=CACHE, nogil=True)
-def apply_part(c, sync, rows_u, g_u, rows_i, g_i, uf, ub, itf, ib, mom_u, vel_u, rd_u, mom_i,  # type: ignore[no-untyped-def]
-               vel_i, rd_i, consts, before, after, slots_u, slots_i, uniq, start, order,
-               row_slot, counts, bounds, gsum):  # fmt: skip
-    """Part ``c`` (as in :func:`step_part`) of updating the rows ``rows_u`` of the users'
-    tables from their gradients ``g_u`` (one row each, ``k + 1`` columns; a repeated
-    row's gradients are summed in order) and the items' ``rows_i`` from ``g_i``: the
-    second half of :func:`step_part`."""
-    group_side(c, rows_u, rows_i, slots_u, slots_i, uniq, start, order, row_slot, counts, bounds)
-    if not barrier(sync, bounds.shape[1] - 1):
-        return
-    n_u, n_i = counts[0], counts[1]
-    sum_update(bounds[0, c], bounds[0, c + 1], n_u, uniq[0], start[0], order[0], g_u, uf, ub,
-               mom_u, vel_u, rd_u, consts, before, after, gsum)  # fmt: skip
-    sum_update(bounds[1, c], bounds[1, c + 1], n_i, uniq[1], start[1], order[1], g_i, itf, ib,
-               mom_i, vel_i, rd_i, consts, before, after, gsum[n_u:])  # fmt: skip
 
 
 @njit(cache=CACHE, nogil=True, inline="always")

@@ -133,7 +133,7 @@ def capture(
     Under distributed training every rank must call it at the same point (the running
     loss sums are all-reduced); only rank 0 needs to write the result.
     """
-    if learn.dist is not None and learn.compiled:  # users' rows from the ranks owning them
+    if learn.owns_users:  # users' rows from the ranks owning them
         sparse_dist.replicate(learn.opt, learn.dist)
     tensors: dict[str, Tensor] = {}
     for k, v in learn.model.state_dict().items():

@@ -53,8 +53,6 @@ __all__ = [
     "huge_zeros",
     "numba_cache_dir",
     "permutation",
-    "row_apply",
-    "row_grads",
     "row_step",
     "take",
 ]
@@ -85,7 +83,6 @@ def _kernels() -> dict[str, Any]:
 
     return {
         "step": _kernels_numba.step_part,
-        "apply": _kernels_numba.apply_part,
         "permutation": _kernels_numba.permutation_part,
         "take": _kernels_numba.take_part,
         "set_threads": numba.set_num_threads,
@@ -154,7 +151,7 @@ def _compile_step(strict: bool = False) -> None:
     args = (
         0, vi, vi, vi, v32, v32, 1.0, m32, v32, m32, v32, (1.0, 1.0, 1.0, 1.0), 1.0,
         m32, m32, v64, m32, m32, v64, v32, 1.0, 1.0, v32, v32, vi, vi,
-        mi, mi, mi, mi, vi, mi, m32, m32, True,
+        mi, mi, mi, mi, vi, mi, m32, m32,
     )  # fmt: skip
     try:
         _kernels()["step"].compile(tuple(typeof(a) for a in args))
@@ -340,8 +337,6 @@ def row_step(
     out: np.ndarray,
     buf: RowStepBuffers,
     threads: int | None = None,
-    *,
-    update: bool = True,
 ) -> tuple[float, float]:
     """One fused row-wise step on a batch; returns ``(Σ loss, Σ penalty)``.
 
@@ -363,8 +358,6 @@ def row_step(
         out: receives the batch's predictions.
         buf: scratch arrays of this optimiser.
         threads: CPU threads (``None``: all numba threads).
-        update: ``False`` computes the gradients only (:func:`row_grads`): tables,
-            ``state`` and ``row_decay`` are neither read nor written.
 
     Both sums are weighted by ``w / w_tot`` (so they are the batch's mean loss and mean
     penalty); the gradient is that of their sum.
@@ -382,7 +375,7 @@ def row_step(
             state[0][0], state[0][1], row_decay[0], state[1][0], state[1][1], row_decay[1],
             consts, float(decay[0]), float(decay[1]), out, buf.dx, buf.slots[0], buf.slots[1],
             buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts, buf.bounds, buf.saved,
-            buf.grad, update,
+            buf.grad,
         ),
     )  # fmt: skip
     loss = pen = 0.0
@@ -462,63 +455,3 @@ class _Workers:
 
 
 _WORKERS = _Workers()
-
-
-def row_grads(
-    batch: dict[str, np.ndarray],
-    w_tot: float,
-    tables: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    model: tuple[float, float, float, bool],
-    reg: float,
-    out: np.ndarray,
-    buf: RowStepBuffers,
-    threads: int | None = None,
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], float, float]:
-    """:func:`row_step` without the update (distributed training sums the gradients of
-    the ranks first): ``((users, g_users), (items, g_items), Σ loss, Σ penalty)``.
-
-    ``users``/``items`` are the batch's distinct rows (order of first appearance) and
-    ``g_*`` their summed gradients (``n_factors`` columns then the bias), views into
-    ``buf`` valid until its next use. The tables are only read.
-    """
-    k = tables[0][0].shape[1]
-    st = (np.zeros((1, k + 1), np.float32), np.zeros((1, 2), np.float32))  # never read
-    rd = np.zeros(1, np.float64)
-    loss, pen = row_step(batch, w_tot, tables, (st, st), (rd, rd), model, reg,
-                         np.ones(7, np.float32), (0.0, 0.0), out, buf, threads, update=False)  # fmt: skip
-    n_u, n_i = int(buf.counts[0]), int(buf.counts[1])
-    return (
-        (buf.uniq[0, :n_u], buf.grad[:n_u]),
-        (buf.uniq[1, :n_i], buf.grad[n_u : n_u + n_i]),
-        loss,
-        pen,
-    )
-
-
-def row_apply(
-    rows: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    tables: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    state: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-    row_decay: tuple[np.ndarray, np.ndarray],
-    consts: np.ndarray,
-    decay: tuple[float, float],
-    buf: RowStepBuffers,
-    threads: int | None = None,
-) -> None:
-    """The update half of :func:`row_step`: ``rows = ((users, g_users), (items, g_items))``
-    (int64 rows, float32 gradients of ``n_factors + 1`` columns; a repeated row's
-    gradients are summed in order of appearance) update ``tables`` and ``state`` in place.
-    The other arguments are those of :func:`row_step`."""
-    kern = _kernels()
-    (ru, gu), (ri, gi) = rows
-    buf.ensure(max(ru.shape[0], ri.shape[0]))
-    (uf, ub), (itf, ib) = tables
-    _WORKERS.run(
-        kern["apply"], _parts(kern, threads, buf), buf.sync,
-        (
-            ru, gu, ri, gi, uf, ub, itf, ib, state[0][0], state[0][1], row_decay[0],
-            state[1][0], state[1][1], row_decay[1], consts, float(decay[0]), float(decay[1]),
-            buf.slots[0], buf.slots[1], buf.uniq, buf.start, buf.order, buf.row_slot,
-            buf.counts, buf.bounds, buf.grad,
-        ),
-    )  # fmt: skip

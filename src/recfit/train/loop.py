@@ -94,6 +94,13 @@ class TrainingLoop:
         """Whether the row-wise step runs as one compiled kernel (after the first fit)."""
         return self.path is not None and self.path.compiled
 
+    @property
+    def owns_users(self) -> bool:
+        """Whether each rank trains its own users' ratings (distributed, compiled row-wise
+        step: :mod:`recfit.train.sparse_dist`), so its copies of the others' user rows
+        go stale until :func:`~recfit.train.sparse_dist.replicate`."""
+        return self.dist is not None and self.compiled
+
     def epoch_compiled(self, skip: int) -> bool:
         """Whether the coming epoch runs as one compiled kernel
         (:mod:`recfit.train.dense_epoch`): on that path, in one process, from its first
@@ -124,7 +131,7 @@ class TrainingLoop:
     def _flush(self) -> None:
         """Apply the row-wise optimiser's owed weight decay (exact weights)."""
         if self.sparse and self.opt is not None:
-            if self.dist is not None and self.compiled:  # users' rows from their owners
+            if self.owns_users:  # users' rows from their owners
                 sparse_dist.flush(self.opt, self.dist)
             else:
                 self.opt.flush()
@@ -245,7 +252,7 @@ class TrainingLoop:
     ) -> None:
         """The epoch's batches from batch ``skip`` on, one step each."""
         self.epoch_gen_state = self._gen.get_state()
-        if self.dist is not None and self.compiled:  # this rank's users' ratings
+        if self.owns_users:  # this rank's users' ratings
             batches = sparse_dist.owned_batches(
                 self.opt, self.dist, self._train_td, self.bs, self._gen, self.drop_last, skip=skip
             )
@@ -332,7 +339,7 @@ class TrainingLoop:
         if self.dist is None:
             out, loss, pen = self.opt.compiled_step(batch, float(w_tot), self.reg, n_threads)
         else:  # this rank's users' ratings of the batch; items' gradients exchanged
-            out, loss, pen, _ = sparse_dist.compiled_step(
+            out, loss, pen = sparse_dist.compiled_step(
                 self.opt, self.dist, batch, float(w_tot), self.reg, n_threads
             )
         self.pred = out

@@ -344,33 +344,6 @@ class RowOptimizer:
         return (m.global_mean, lo, hi - lo, m.y_range is not None)
 
     @torch.no_grad()
-    def compiled_grads(
-        self, batch: dict[str, Tensor], w_tot: float, reg: float, threads: int | None = None
-    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], Tensor, float, float]:
-        """The first half of :meth:`compiled_step`: the summed gradient of every row the
-        batch looks up, ``[(users, g), (items, g)]`` (views into scratch buffers, valid
-        until the next kernel call), the predictions, loss and penalty; no update."""
-        arrays, out = self._kernel_batch(batch)
-        users, items, loss, pen = kernels.row_grads(
-            arrays, w_tot, self._tables(), self._model_consts(), reg, out.numpy(),
-            self._kernel_buffers(), threads,
-        )  # fmt: skip
-        return [users, items], out, loss, pen
-
-    @torch.no_grad()
-    def compiled_apply(
-        self, rows: list[tuple[np.ndarray, np.ndarray]], threads: int | None = None
-    ) -> None:
-        """The second half of :meth:`compiled_step`: one optimiser step from the rows'
-        gradients ``[(users, g), (items, g)]`` (repeated rows summed in order)."""
-        consts, before = self._next_consts()
-        kernels.row_apply(
-            (rows[0], rows[1]), self._tables(), self._kernel_state(),
-            (self.row_decay[0].numpy(), self.row_decay[1].numpy()), consts,
-            (before, self.log_decay), self._kernel_buffers(), threads,
-        )  # fmt: skip
-
-    @torch.no_grad()
     def fused_step(
         self, batch: dict[str, Tensor], saved: Any, d_output: Tensor, d_penalty: Tensor | None
     ) -> None:
@@ -458,15 +431,16 @@ class RowOptimizer:
             self._update_dense(dense, lr)
 
     @torch.no_grad()
-    def flush(self) -> None:
-        """Apply the weight decay every row is owed, so the weights are exact (O(table))."""
+    def flush(self, items: slice = slice(None)) -> None:
+        """Apply the weight decay every row is owed, so the weights are exact (O(table));
+        of the items, only the rows ``items`` (the others flushed by other processes)."""
         if self.log_decay == 0.0:
             return
-        for tables, rd in zip(self.tables, self.row_decay, strict=True):
-            owed = torch.exp(self.log_decay - rd).to(tables[0].dtype)
+        for tables, rd, rows in zip(self.tables, self.row_decay, (slice(None), items), strict=True):
+            owed = torch.exp(self.log_decay - rd[rows]).to(tables[0].dtype)
             for t in tables:
-                t.mul_(owed if t.ndim == 1 else owed.unsqueeze(1))
-            rd.fill_(self.log_decay)
+                t[rows].mul_(owed if t.ndim == 1 else owed.unsqueeze(1))
+            rd[rows].fill_(self.log_decay)
 
     def step(self) -> None:
         """Not used: :meth:`fused_step` does the work (the gradient never lives in ``.grad``)."""

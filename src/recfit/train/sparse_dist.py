@@ -252,7 +252,8 @@ class OwnedRows:
     """One rank's scratch for the compiled scheme (see the module docs), kept across
     steps on :attr:`DistContext.owned`: the kernels' buffers and the pair buffers
     (:class:`Shared` when every rank is on this machine, else a send buffer and a
-    receive buffer for the all-gather), sized for the largest batch so far."""
+    receive buffer for the all-gather), sized for what this rank can need: its own
+    ratings of a batch, the most pairs one rank can send in it, and every rank's pairs."""
 
     def __init__(self, opt: RowOptimizer, ctx: DistContext) -> None:
         m = opt.model
@@ -260,29 +261,30 @@ class OwnedRows:
         self.k1 = m.n_factors + 1
         self.n_items = m.n_items
         self.buf = kernels.RowStepBuffers(m.n_users, m.n_items, m.n_factors)
-        self.buf.counts = np.zeros(3, np.int64)  # users, items, this rank's ratings
         self.epoch_rows: tuple[TensorData, np.ndarray, tuple[np.ndarray, ...]] | None = None
-        self.cap = -1
+        self.n = self.every = self.pairs = self.shared_rows = self.cap1 = 0
         self.shared: Shared | None = None
         self.items_shared = False
-        self.ensure(1, local=True)
+        self.ensure(1, 1, local=True)
 
-    def ensure(self, n: int, *, local: bool = False) -> None:
-        """Hold a global batch of ``n`` ratings (``local``: no shared buffers, no
-        communication)."""
-        self.buf.ensure(n)
-        if n <= self.cap:
-            return
-        self.cap = n
-        self.own = (np.empty(n, np.int64), np.empty(n, np.int64),
-                    np.empty(n, np.float32), np.empty(n, np.float32))  # fmt: skip
-        self.out = np.empty(n, np.float32)
-        self.rows, self.pos = np.empty(n + 1, np.int64), np.empty(n + 1, np.int64)
-        pairs = min(n, self.n_items)
-        self.send = np.zeros((pairs + 1, self.k1 + 1), np.int32)
-        self.recv = np.zeros((self.world * (pairs + 1), self.k1 + 1), np.int32)
-        if not local and self.ctx.shared_memory:
-            self.shared = Shared.open(self.ctx, pairs + 1, self.k1 + 1)
+    def ensure(self, n: int, pairs: int, total: int | None = None, *, local: bool = False) -> None:
+        """Hold ``n`` of this rank's ratings, ``pairs`` pairs in each rank's buffer (the
+        same on every rank, as ``total``) and the pairs of every rank (at most ``total``,
+        the global batch's ratings). ``local``: no shared buffers, no communication."""
+        every = self.world * pairs if total is None else min(self.world * pairs, total)
+        if n > self.n or every > self.every:
+            self.n, self.every = max(n, self.n), max(every, self.every)
+            self.buf.ensure(max(self.n, self.every))  # every rank's pairs are grouped there
+            self.out = np.empty(self.n, np.float32)
+            size = max(self.n, self.every) + 1
+            self.rows, self.pos = np.empty(size, np.int64), np.empty(size, np.int64)
+        if pairs > self.pairs:  # an eighth more: fewer regrowths (the same on every rank)
+            self.pairs = max(pairs, min(self.pairs + self.pairs // 8, self.n_items))
+            self.send = np.zeros((self.pairs + 1, self.k1 + 1), np.int32)
+            self.recv = np.zeros((self.world * (self.pairs + 1), self.k1 + 1), np.int32)
+        if not local and self.ctx.shared_memory and self.pairs + 1 > self.shared_rows:
+            self.shared_rows = self.pairs + 1
+            self.shared = Shared.open(self.ctx, self.shared_rows, self.k1 + 1)
             if self.shared is not None and not self.items_shared:
                 self._share_items()
 
@@ -321,18 +323,21 @@ class OwnedRows:
         threads: int | None,
         *,
         warm: bool = False,
-    ) -> tuple[int, int, float, float, float]:
-        """The kernel half of a step: this rank's ratings trained, its users updated, its
-        items' pairs packed (into this step's shared half, else ``send``). Returns
-        ``(ratings, pairs, Σ loss, Σ penalty, Σw)`` of this rank. ``warm``: the compile
-        warm-up's empty batch (no shared buffers, no collective). A rank with no ratings
-        in a real batch still takes part: it opens the shared buffers with the others
-        and writes its empty header where they read it."""
+    ) -> tuple[int, int, float, float]:
+        """The kernel half of a step on this rank's ratings of a global batch (as
+        :func:`owned_batches` gives them): its users updated, its items' pairs packed
+        (into this step's shared half, else ``send``). Returns ``(ratings, pairs, Σ loss,
+        Σ penalty)`` of this rank. ``warm``: the compile warm-up's empty batch (no shared
+        buffers, no collective). A rank with no ratings in a real batch still takes part:
+        it opens the shared buffers with the others and writes its empty header where
+        they read it."""
         opt, buf = self.opt, self.buf
         cols = [batch[k].numpy() for k in ("user", "item", "rating", "weight")]
         n = cols[0].shape[0]
         total = batch.get("rows_total")  # the global batch (the same on every rank)
-        self.ensure(n if total is None else int(total), local=warm)
+        pairs = self._pairs_cap(batch, n, warm)
+        self.ensure(n, pairs, None if total is None else int(total), local=warm)
+        self.cap1 = pairs + 1
         send = self.send if self.shared is None or warm else self.shared.half()[self.rank]
         consts, before = opt._next_consts()
         self.consts, self.decay = consts, (before, opt.log_decay)
@@ -344,18 +349,31 @@ class OwnedRows:
         sums = kernels._WORKERS.run(
             _compiled().owned_part, self.parts, buf.sync,
             (
-                self.world, self.rank, *cols,
-                float(w_tot), uf, ub, itf, ib, (float(mu), float(lo), float(span), float(squash)),
-                float(reg), mom_u, vel_u, opt.row_decay[0].numpy(), consts, *self.decay,
-                *self.own, self.out, buf.dx, buf.slots[0], buf.slots[1], buf.uniq,
-                buf.start, buf.order, buf.row_slot, buf.counts, buf.bounds, buf.saved,
-                buf.grad, send.view(np.float32), send,
+                *cols, float(w_tot), uf, ub, itf, ib,
+                (float(mu), float(lo), float(span), float(squash)), float(reg), mom_u, vel_u,
+                opt.row_decay[0].numpy(), consts, *self.decay, self.out, buf.dx, buf.slots[0],
+                buf.slots[1], buf.uniq, buf.start, buf.order, buf.row_slot, buf.counts,
+                buf.bounds, buf.saved, buf.grad, send.view(np.float32), send,
                 self.world if self.items_shared else 1, self.rows, self.pos,
             ),
         )  # fmt: skip
         loss = sum(x[0] for x in sums)
         pen = sum(x[1] for x in sums)
-        return int(buf.counts[2]), int(send[0, 0]), loss, pen, sums[0][2]
+        return n, int(send[0, 0]), loss, pen
+
+    def _pairs_cap(self, batch: dict[str, Tensor], n: int, warm: bool) -> int:
+        """The most pairs a rank sends for ``batch`` (the same on every rank): the
+        batch's ``pairs_cap``, else this rank's bound agreed on (all-reduced) with the
+        others (only this rank's for ``warm``)."""
+        cap = batch.get("pairs_cap")
+        if cap is not None:
+            return int(cap)
+        mine = min(n, self.n_items)
+        if warm:
+            return mine
+        most = torch.tensor([mine])
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        return int(most)
 
     def apply(self, recv: np.ndarray, cap1: int) -> None:
         """The items' update from every rank's ``cap1`` rows of ``recv`` (only this rank's
@@ -416,6 +434,10 @@ def owned_batches(
                             ctx.rank, *cols, starts, per_rank, w_tot)  # fmt: skip
     tensors = [torch.from_numpy(c) for c in cols]
     cap = np.minimum(per_rank.max(axis=1), own.n_items)
+    if skip < nb:  # this epoch's largest batches at once (every rank at the same point)
+        rest = slice(skip, nb)
+        own.ensure(int(np.diff(starts)[rest].max()), int(cap[rest].max()),
+                   int(np.diff(bounds)[rest].max()))  # fmt: skip
     for b in range(skip, nb):
         lo, hi = int(starts[b]), int(starts[b + 1])
         batch = {k: t[lo:hi] for k, t in zip(("user", "item", "rating", "weight"), tensors,
@@ -447,15 +469,15 @@ def compiled_step(
     w_tot: float,
     reg: float,
     threads: int | None = None,
-) -> tuple[Tensor, float, float, float]:
-    """:meth:`RowOptimizer.compiled_step` for one rank and the *global* batch: the
-    compiled step on this rank's users' ratings, the items' exchange, the items' update
-    (see the module docs). Returns this rank's predictions (its ratings in batch
-    order), its part of the loss and penalty (``Σ`` over its ratings ``/ w_tot``) and
-    its ratings' Σw."""
+) -> tuple[Tensor, float, float]:
+    """:meth:`RowOptimizer.compiled_step` for one rank and its ratings of a global batch
+    (:func:`owned_batches`; ``w_tot`` the global batch's Σw): the compiled step on them,
+    the items' exchange, the items' update (see the module docs). Returns this rank's
+    predictions (its ratings in batch order) and its part of the loss and penalty
+    (``Σ`` over its ratings ``/ w_tot``)."""
     own = _owned(opt, ctx)
     try:
-        n, pairs, loss, pen, w_own = own.step(batch, w_tot, reg, threads)
+        n, _, loss, pen = own.step(batch, w_tot, reg, threads)
     except BaseException:
         if own.shared is not None:
             own.shared.sync[1] = 1  # the other ranks stop waiting
@@ -477,19 +499,14 @@ def compiled_step(
             shared.sync[1] = 1  # the other ranks stop waiting
             raise
     else:  # every rank's buffer padded to the most pairs a rank can send
-        cap = batch.get("pairs_cap")
-        if cap is None:
-            most = torch.tensor([pairs])
-            dist.all_reduce(most, op=dist.ReduceOp.MAX)
-            cap = most
-        cap1 = int(cap) + 1
+        cap1 = own.cap1
         send = torch.from_numpy(own.send[:cap1])
         recv = torch.from_numpy(own.recv[: ctx.world * cap1]).view(ctx.world, cap1, own.k1 + 1)
         dist.all_gather(list(recv.unbind()), send)
         ctx.exchanged.count(int(own.send[0, 0]), cap1 * row_b, ctx.world * cap1 * row_b)
         own.apply(own.recv[: ctx.world * cap1], cap1)
     ctx.replicas_stale = True
-    return torch.from_numpy(own.out[:n].copy()), loss, pen, w_own
+    return torch.from_numpy(own.out[:n].copy()), loss, pen
 
 
 @torch.no_grad()
@@ -501,14 +518,7 @@ def flush(opt: RowOptimizer, ctx: DistContext) -> None:
     if own is None or own.opt is not opt or not own.items_shared:
         opt.flush()
     elif opt.log_decay != 0.0:
-        m = opt.model
-        sides = ((m.user_factors, m.user_bias, opt.row_decay[0], slice(None)),
-                 (m.item_factors, m.item_bias, opt.row_decay[1], slice(ctx.rank, None, ctx.world)))  # fmt: skip
-        for fac, bias, rd, rows in sides:
-            owed = torch.exp(opt.log_decay - rd[rows]).to(fac.dtype)
-            fac.data[rows] *= owed.unsqueeze(1)
-            bias.data[rows] *= owed
-            rd[rows] = opt.log_decay
+        opt.flush(items=slice(ctx.rank, None, ctx.world))
         dist.barrier()  # every item is flushed before any rank reads it
     replicate(opt, ctx)
 
@@ -546,6 +556,6 @@ def warm_up(opt: RowOptimizer, ctx: DistContext, batch: dict[str, Tensor]) -> No
     empty = {k: batch[k][:0] for k in ("user", "item", "rating", "weight")}
     step, log_decay = opt.step_count, opt.log_decay
     own.step(empty, 1.0, 0.0, None, warm=True)
-    own.recv[:] = 0  # no pairs from any rank
-    own.apply(own.recv[: ctx.world], 1)
+    recv = np.zeros((ctx.world, own.k1 + 1), np.int32)  # no pairs from any rank
+    own.apply(recv, 1)
     opt.step_count, opt.log_decay = step, log_decay
