@@ -182,7 +182,20 @@ def pred_checks(pred: np.ndarray, y: np.ndarray, scale: tuple[float, float]) -> 
 
 def base_record(name: str, seed: int, row: str) -> dict[str, Any]:
     return {"data": name, "seed": seed, "row": row, "load_start": round(os.getloadavg()[0], 2),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "commit": HEAD}  # fmt: skip
+
+
+def _head() -> str:
+    """The checkout's commit when this process started (the tree may hold others' edits)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+HEAD = _head()
 
 
 # ----------------------------------------------------------------------------- running
