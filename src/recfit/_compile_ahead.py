@@ -10,7 +10,10 @@ under the user's cache folder; the parent then loads it from there
 
 ``recfit train`` starts the child from the very beginning of the process, before torch is
 imported (:func:`start_for_command_line`, called first thing by ``import recfit``), so the
-compile overlaps the seconds of imports as well as the data loading. (A fit called from
+compile overlaps the seconds of imports as well as the data loading, when the fit may run
+the row-wise kernel as far as the command line and its config file tell
+(:func:`may_run_row_kernel_cli`: the rating task's condition; none for a fit on the dense
+path, e.g. ``recfit train``'s default on ml-100k, or on the GPU). (A fit called from
 Python compiles in a thread of its own process instead: there only the data loading is
 left to overlap, too short to pay for a child's start-up.) A child runs only while the cache
 has not been filled for this kernel source, numba, Python and machine (the child leaves a
@@ -35,11 +38,13 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from importlib import metadata, util
 from pathlib import Path
 
 from recfit._cpu import free_cores
 from recfit._fs import atomic_write, numba_cache_dir
+from recfit._row_path import RELEASE_ROWS, may_run_row_kernel
 
 __all__ = [
     "ENV",
@@ -167,12 +172,91 @@ def _command(argv: list[str], orig_argv: list[str]) -> list[str] | None:
     return None
 
 
+_FLAGS = {
+    "--config": "config", "--task": "task", "--model": "model", "--trainer": "trainer",
+    "--opt": "opt", "--loss": "loss", "--device": "device", "--n-factors": "n_factors",
+    "--dataset": "dataset", "-d": "dataset",
+}  # fmt: skip
+"""The ``recfit train`` flags that decide whether the fit may run the row-wise kernel."""
+_DEFAULTS = {"task": "rating", "model": "auto", "trainer": "sgd", "opt": "auto",
+             "loss": "mse", "device": "auto", "n_factors": 50, "dataset": "ml-100k"}  # fmt: skip
+"""Their values when neither a flag nor the config file sets them (the config's defaults;
+a test keeps them the same)."""
+
+
+def train_settings(args: list[str]) -> dict[str, object]:
+    """The settings of :data:`_FLAGS` a ``recfit train`` command line gives: its flags
+    over its ``--config`` file (TOML or JSON, read as is: a file that cannot be read is
+    left to the command to report) over the defaults.
+
+    Example:
+        >>> s = train_settings(["train", "-d", "ml-1m", "--model=svdpp"])
+        >>> s["dataset"], s["model"], s["loss"]
+        ('ml-1m', 'svdpp', 'mse')
+    """
+    flags: dict[str, str] = {}
+    for i, a in enumerate(args):
+        name, eq, value = a.partition("=")
+        if name in _FLAGS and (eq or i + 1 < len(args)):
+            flags[_FLAGS[name]] = value if eq else args[i + 1]
+    settings: dict[str, object] = dict(_DEFAULTS)
+    if "config" in flags:
+        settings.update(_config_file(Path(flags.pop("config"))))
+    settings.update(flags)
+    return settings
+
+
+def _config_file(path: Path) -> dict[str, object]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+            data = data["train"] if isinstance(data.get("train"), dict) else data
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return {k: v for k, v in data.items() if k in _DEFAULTS} if isinstance(data, dict) else {}
+
+
+def may_run_row_kernel_cli(args: list[str]) -> bool:
+    """Whether ``recfit train`` with ``args`` may run the row-wise kernel
+    (:func:`recfit._row_path.may_run_row_kernel`, as the rating task's warm-up decides),
+    as far as its settings say before torch is imported: the family is one of the
+    row-wise families by name, the size is a MovieLens release's (a file may hold a big
+    enough model) and ``device="auto"`` counts as the GPU when an NVIDIA driver is loaded
+    (torch is not asked).
+
+    Example:
+        >>> may_run_row_kernel_cli(["train"]), may_run_row_kernel_cli(["train", "-d", "ml-1m"])
+        (False, True)
+    """
+    s = train_settings(args)
+    device = str(s["device"])
+    try:
+        n_factors = int(str(s["n_factors"]))
+    except ValueError:
+        return False  # the command refuses it
+    return s["task"] == "rating" and may_run_row_kernel(
+        model=str(s["model"]), trainer=str(s["trainer"]), opt=str(s["opt"]),
+        loss=str(s["loss"]), cpu=device == "cpu" or (device == "auto" and not _nvidia_driver()),
+        rows=RELEASE_ROWS.get(str(s["dataset"])), n_factors=n_factors,
+    )  # fmt: skip
+
+
+def _nvidia_driver() -> bool:
+    """Whether an NVIDIA driver is loaded (so ``device="auto"`` may pick CUDA)."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    return not hidden and os.path.exists("/proc/driver/nvidia/version")
+
+
 def start_for_command_line(
     argv: list[str] | None = None, orig_argv: list[str] | None = None
 ) -> subprocess.Popen[bytes] | None:
     """Start the child when this process is ``recfit train`` (not its ``--help``, not a
-    distributed launch or worker, where each rank would compile) and a core is free for it
-    (or ``RECFIT_COMPILE_AHEAD=1``); the child or ``None``.
+    distributed launch or worker, where each rank would compile) of a fit that may run
+    the row-wise kernel (:func:`may_run_row_kernel_cli`: not one on the dense path or the
+    GPU) and a core is free for it (or ``RECFIT_COMPILE_AHEAD=1``); the child or ``None``.
 
     Example:
         >>> start_for_command_line(["python", "-c"], ["python", "-c", "pass"]) is None
@@ -185,6 +269,8 @@ def start_for_command_line(
     if {"--help", "--nproc"} & {a.split("=", 1)[0] for a in args} or "LOCAL_RANK" in os.environ:
         return None
     setting = os.environ.get(ENV)
-    if setting == "0" or (setting != "1" and free_cores() < 2):  # off, or no core for it
+    if setting == "0" or not may_run_row_kernel_cli(args):  # off, or no row-wise kernel
+        return None
+    if setting != "1" and free_cores() < 2:  # no core for it
         return None
     return start()

@@ -193,7 +193,7 @@ def _train(
             "expected a run that trains with checkpoints (the Learner's loop) for --resume or "
             f"distributed training, received task {cfg.task!r} with trainer {cfg.trainer!r}"
         )
-    task.warm_up(cfg)  # e.g. compiled kernels compile (or load) while the data loads
+    task.warm_up(cfg, data)  # e.g. compiled kernels compile (or load) while the data loads
     split = task.load_split(cfg, data)
     if on_split is not None:
         on_split(split)

@@ -146,12 +146,18 @@ def test_the_rating_task_compiles_ahead_only_for_a_fit_that_may_run_the_kernel(
     started: list[int] = []
     monkeypatch.setattr(kernels, "compile_ahead", lambda: started.append(1))
 
-    def warms(**cfg: Any) -> bool:
+    def warms(data: Interactions | None = None, **cfg: Any) -> bool:
         started.clear()
-        RatingTask().warm_up(RatingConfig(dataset="ml-100k", device="cpu", **cfg))
+        RatingTask().warm_up(RatingConfig(**{"dataset": "ml-1m", "device": "cpu", **cfg}), data)
         return bool(started)
 
     assert warms()
     assert warms(model="mf", opt="adam")
     assert not warms(model="nn")
     assert not warms(opt="sgd")
+    # too small for the row-wise path: the dense path (svdpp or dot), no row-wise kernel
+    assert not warms(dataset="ml-100k") and not warms(dataset="ml-100k", model="dot")
+    assert warms(dataset="ml-100k", n_factors=100)  # 2,625 rows x 101 >= SPARSE_MIN_PARAMS
+    assert warms(dataset="ratings.csv")  # a file's size is known only once it is read
+    small = Interactions.from_arrays(np.arange(10), np.arange(10), np.ones(10))
+    assert not warms(small, dataset="ratings.csv") and warms(small, n_factors=20_000)

@@ -248,15 +248,15 @@ def test_only_recfit_train_starts_the_compile_process(monkeypatch: pytest.Monkey
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.delenv("RECFIT_COMPILE_AHEAD", raising=False)
     py = "/usr/bin/python3"
-    starts = [
+    starts = [  # a fit that may run the row-wise kernel (a big enough model: ml-1m)
         (["/venv/bin/recfit", "train", "-d", "ml-1m"], [py, "/venv/bin/recfit", "train"]),
         ([py], [py, "-m", "recfit", "train", "-d", "ml-1m"]),
-        ([py], [py, "-X", "importtime", "-W", "ignore", "-m", "recfit", "train"]),
+        ([py], [py, "-X", "importtime", "-W", "ignore", "-m", "recfit", "train", "-d", "ml-1m"]),
     ]
     not_starts = [
         (["/venv/bin/recfit", "serve", "run"], [py, "/venv/bin/recfit", "serve", "run"]),
         (["/venv/bin/recfit", "train", "--help"], []),
-        (["/venv/bin/recfit", "train", "--nproc=2"], []),
+        (["/venv/bin/recfit", "train", "-d", "ml-1m", "--nproc=2"], []),
         (["/venv/bin/recfit"], []),
         (["-c"], [py, "-c", "import recfit", "train"]),
         (["script.py", "train"], [py, "script.py", "train"]),
@@ -272,7 +272,7 @@ def test_only_recfit_train_starts_the_compile_process(monkeypatch: pytest.Monkey
         _compile_ahead.start_for_command_line(argv, orig)
         assert started == [], (argv, orig)
     monkeypatch.setenv("LOCAL_RANK", "0")
-    _compile_ahead.start_for_command_line(["/venv/bin/recfit", "train"], [])
+    _compile_ahead.start_for_command_line(["/venv/bin/recfit", "train", "-d", "ml-1m"], [])
     assert started == []
 
 
@@ -293,7 +293,7 @@ def test_a_busy_machine_starts_no_compile_process(monkeypatch: pytest.MonkeyPatc
             monkeypatch.delenv("RECFIT_COMPILE_AHEAD", raising=False)
         else:
             monkeypatch.setenv("RECFIT_COMPILE_AHEAD", env)
-        _compile_ahead.start_for_command_line(["/venv/bin/recfit", "train"], [])
+        _compile_ahead.start_for_command_line(["/venv/bin/recfit", "train", "-d", "ml-1m"], [])
         assert started == expected, (free, env)
 
 

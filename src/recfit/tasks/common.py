@@ -79,9 +79,9 @@ class Task(Generic[C]):
     name: str = ""
     unit: str = "rows"
 
-    def warm_up(self, cfg: C) -> None:
-        """Start, in the background, work a run of ``cfg`` will need before it loads its
-        data (e.g. compiling kernels). Default: nothing."""
+    def warm_up(self, cfg: C, data: Interactions | None = None) -> None:
+        """Start, in the background, work a run of ``cfg`` (on ``data`` when given) will
+        need before it loads its data (e.g. compiling kernels). Default: nothing."""
 
     def checkpointed(self, cfg: C) -> bool:
         """Whether runs of ``cfg`` train through the Learner's loop with full-state

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from recfit._row_path import RELEASE_ROWS, may_run_row_kernel
 from recfit.config import RatingConfig
 from recfit.config.rating import BUDGET_RULE, default_budget
 from recfit.data.interactions import Interactions
@@ -123,14 +124,19 @@ class RatingTask(Task[RatingConfig]):
 
     name = "rating"
 
-    def warm_up(self, cfg: RatingConfig) -> None:
+    def warm_up(self, cfg: RatingConfig, data: Interactions | None = None) -> None:
         """Compile (or load) the row-wise kernel in the background while the data loads,
-        when the fit may take the compiled row-wise step: an SGD fit on the CPU of a
-        family with a row-wise path, by row-wise AdamW or Adagrad, with the MSE loss."""
-        rows = cfg.model == "auto" or any(f.name == cfg.model and f.row_wise for f in families())
-        if (
-            rows and cfg.trainer == "sgd" and cfg.opt in ("auto", "adam", "adagrad")
-            and cfg.loss == "mse" and resolve_device(cfg.device).type == "cpu"
+        when the fit may take the compiled row-wise step (:func:`recfit._row_path.
+        may_run_row_kernel`, the condition ``recfit train`` starts its compile by): an SGD
+        fit on the CPU of a family with a row-wise path, by row-wise AdamW or Adagrad,
+        with the MSE loss, of a model that may be big enough (``data``'s size, else a
+        MovieLens release's, known before loading it)."""
+        if may_run_row_kernel(
+            model=cfg.model, trainer=cfg.trainer, opt=cfg.opt, loss=cfg.loss,
+            cpu=resolve_device(cfg.device).type == "cpu",
+            row_wise=any(f.name == cfg.model and f.row_wise for f in families()),
+            rows=RELEASE_ROWS.get(cfg.dataset) if data is None else data.n_users + data.n_items,
+            n_factors=cfg.n_factors,
         ):  # fmt: skip
             kernels.compile_ahead()
 

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recfit._row_path import SPARSE_MIN_PARAMS
 from recfit.errors import ConfigError
 from recfit.models.base import unique_index
 from recfit.models.dot import DotBias
@@ -74,8 +75,6 @@ __all__ = [
     "supports_rows",
 ]
 
-SPARSE_MIN_PARAMS = 250_000
-"""Models with at least this many parameters use :class:`RowAdamW` by default."""
 AUTO_BS_MIN_ROWS = 200_000
 """Up to this many training ratings, :func:`auto_batch_size` keeps fastai's 64."""
 AUTO_BS_MAX = 16_384
