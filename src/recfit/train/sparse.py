@@ -435,7 +435,8 @@ class RowOptimizer:
         of the items, only the rows ``items`` (the others flushed by other processes)."""
         if self.log_decay == 0.0:
             return
-        for tables, rd, rows in zip(self.tables, self.row_decay, (slice(None), items), strict=True):
+        sides = (slice(None), *[items] * (len(self.tables) - 1))  # OrdRec's y rows: items too
+        for tables, rd, rows in zip(self.tables, self.row_decay, sides, strict=True):
             owed = torch.exp(self.log_decay - rd[rows]).to(tables[0].dtype)
             for t in tables:
                 t[rows].mul_(owed if t.ndim == 1 else owed.unsqueeze(1))
