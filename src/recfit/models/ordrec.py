@@ -38,7 +38,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -47,14 +47,18 @@ from torch.nn import functional as F
 
 from recfit.errors import ConfigError
 from recfit.models.base import Batch, RatingModel, unique_index
-from recfit.models.classifier import Decode, LevelOutput, check_levels, prepare_levels
+from recfit.models.classifier import (
+    Decode,
+    LevelOutput,
+    check_levels,
+    ordinal_log_proba,
+    prepare_levels,
+)
 from recfit.models.dot import _check_sizes, _trunc_normal
 from recfit.models.registry import Family, register_family, sized_build
 from recfit.models.svdpp import ImplicitLists, implicit_lists
 
 __all__ = ["OrdRec"]
-
-_PROB_FLOOR = 1e-12
 
 
 class OrdRec(LevelOutput, ImplicitLists, RatingModel):
@@ -84,6 +88,10 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
     """
 
     supports_fused: ClassVar[bool] = True
+    fused_kernel: bool = True
+    """Whether the implicit term's forward and row-wise step run as the compiled kernels
+    (numba) where they can (CPU, float32); ``False`` (on an instance or the class) keeps
+    the PyTorch operations, the reference the kernels are tested against."""
 
     def __init__(
         self,
@@ -178,20 +186,58 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         off = self.user_offsets.index_select(0, user) if self.user_thresholds else None
         return self._thresholds(off, len(user))
 
-    def _implicit_rows(self, users: Tensor, leaf: bool) -> tuple[Tensor, Any]:
+    @torch.no_grad()
+    def item_vectors(self) -> Tensor:
+        """``[n_items, n_factors]`` item factors ``q_i`` (float32): what similar items compare."""
+        return self.item_factors.detach().float().clone()
+
+    @torch.no_grad()
+    def user_vectors(self) -> Tensor:
+        """``[n_users, n_factors]`` effective user factors ``p_u`` plus the implicit term
+        (float32): the vectors whose dot product with ``q_i`` is the score's interaction."""
+        p = self.user_factors.detach().float()
+        if not self.implicit:
+            return p.clone()
+        users = torch.arange(self.n_users, device=p.device)
+        return p + self._implicit_rows(users, False)[0].float()
+
+    def _implicit_rows(self, users: Tensor, leaf: bool) -> tuple[Tensor, _Lists | None]:
         """The implicit term of each batch row and, with ``leaf``, what its gradient
-        needs: the distinct users' terms (a leaf requiring a gradient), the list items,
-        their weights and the lists' lengths."""
+        needs (:class:`_Lists`: the distinct users' terms as a leaf requiring a gradient).
+        The compiled kernel computes the terms where it can (:meth:`_kernels`) and no
+        gradient flows through them; else ``embedding_bag`` over the gathered lists."""
         uniq, inv = unique_index(users, self.n_users)
-        items, offsets, weights, lens = self._gather(uniq)
-        with torch.set_grad_enabled(not leaf):
-            z = F.embedding_bag(
-                items, self.implicit_factors, offsets, mode="sum", per_sample_weights=weights
-            )
+        kern = self._kernels() if leaf or not torch.is_grad_enabled() else None
+        gathered: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+        if kern is not None:
+            z = torch.empty(len(uniq), self.n_factors)
+            scale = torch.empty(len(uniq))
+            kern.implicit_terms(uniq.numpy(), *self._list_arrays(), self.alpha, z.numpy(),
+                                scale.numpy())  # fmt: skip
+        else:
+            gathered = self._gather(uniq)
+            items, offsets, weights, _ = gathered
+            with torch.set_grad_enabled(not leaf):
+                z = F.embedding_bag(
+                    items, self.implicit_factors, offsets, mode="sum", per_sample_weights=weights
+                )
         if not leaf:
             return z.index_select(0, inv), None
         z = z.detach().requires_grad_()
-        return z.index_select(0, inv), (z, items, weights, lens)
+        return z.index_select(0, inv), _Lists(z, uniq, gathered)
+
+    def _kernels(self) -> Any:
+        """The compiled kernels' module when they can run on this model (implicit term,
+        CPU float32, :attr:`fused_kernel` on), else ``None``."""
+        y = self.implicit_factors if self.implicit else None
+        if not self.fused_kernel or y is None or y.device.type != "cpu":
+            return None
+        return _ordrec_kernels() if y.dtype == torch.float32 else None
+
+    def _list_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """NumPy views of ``N(u)`` (indptr, items) and of the ``y`` table."""
+        y = self.implicit_factors.detach()
+        return self.implicit_indptr.numpy(), self.implicit_items.numpy(), y.numpy()
 
     def _log_proba(self, rows: Sequence[Tensor], z: Tensor | None) -> Tensor:
         if self.user_thresholds:
@@ -199,10 +245,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         else:
             (pu, bu, qi, bi), au = rows, None
         s = bu + bi + ((pu if z is None else pu + z) * qi).sum(1)
-        below = torch.sigmoid(self._thresholds(au, len(s)) - s.unsqueeze(1))  # P(y <= j)
-        zeros, ones = torch.zeros_like(s).unsqueeze(1), torch.ones_like(s).unsqueeze(1)
-        p = torch.cat([below, ones], 1) - torch.cat([zeros, below], 1)
-        return torch.log(p.clamp_min(_PROB_FLOOR))
+        return ordinal_log_proba(torch.sigmoid(self._thresholds(au, len(s)) - s.unsqueeze(1)))
 
     def forward(self, batch: Batch) -> Tensor:
         z = self._implicit_rows(batch["user"], False)[0] if self.implicit else None
@@ -230,9 +273,39 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         :meth:`row_tables` side by side) and of :meth:`row_dense`:
         ``([(users, g_u), (items, g_i), (list items, g_y)], [d θ_0, d γ])`` (the third
         side with ``implicit`` only)."""
+        sides, dense, lists = self._sides(batch, saved, d_output, d_penalty)
+        if lists is not None:  # the y rows of the batch users' lists (the implicit term)
+            d_user, (_, uniq, gathered) = lists
+            items, _, weights, lens = self._gather(uniq) if gathered is None else gathered
+            g_y = torch.repeat_interleave(d_user, lens, dim=0, output_size=len(items))
+            sides.append((items, g_y.mul_(weights.unsqueeze(1))))
+        return sides, dense
+
+    def row_steps(
+        self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
+    ) -> tuple[list[tuple[Tensor, Any]], list[Tensor]]:
+        """:meth:`row_grads` for a row-wise optimiser: where the compiled kernels run
+        (:meth:`_kernels`), the implicit side is ``(distinct batch users, step)``, a
+        :class:`ListStep` that sums and applies the ``y`` rows' gradients itself (no
+        per-list-item tensors); else the same as :meth:`row_grads`."""
+        if self._kernels() is None or not self.implicit:
+            grads, dense = self.row_grads(batch, saved, d_output, d_penalty)
+            return list(grads), dense
+        rows, dense, lists = self._sides(batch, saved, d_output, d_penalty)
+        assert lists is not None
+        d_user, (_, uniq, _) = lists
+        sides: list[tuple[Tensor, Any]] = [*rows, (uniq, ListStep(self, uniq, d_user))]
+        return sides, dense
+
+    def _sides(
+        self, batch: Batch, saved: Any, d_output: Tensor, d_penalty: Tensor | None
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[Tensor], tuple[Tensor, _Lists] | None]:
+        """The users' and items' sides of :meth:`row_grads`, the dense gradients and,
+        with the implicit term, the gradient of each distinct user's term and its
+        :class:`_Lists`."""
         rows, out, lists = saved
         dense = list(self.row_dense())
-        leaves = [*rows, *dense] if lists is None else [*rows, *dense, lists[0]]
+        leaves = [*rows, *dense] if lists is None else [*rows, *dense, lists.terms]
         grads = torch.autograd.grad(out, leaves, d_output)
         g_rows = list(grads[: len(rows)])
         if d_penalty is not None:
@@ -243,11 +316,8 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         cols = [g if g.ndim == 2 else g.unsqueeze(1) for g in g_rows]
         sides = [(batch["user"], torch.cat(cols[:n_user], 1)),
                  (batch["item"], torch.cat(cols[n_user:], 1))]  # fmt: skip
-        if lists is not None:  # the y rows of the batch users' lists (the implicit term)
-            _, items, weights, lens = lists
-            g_y = torch.repeat_interleave(grads[-1], lens, dim=0, output_size=len(items))
-            sides.append((items, g_y.mul_(weights.unsqueeze(1))))
-        return sides, list(grads[len(rows) : len(rows) + len(dense)])
+        d_dense = list(grads[len(rows) : len(rows) + len(dense)])
+        return sides, d_dense, None if lists is None else (grads[-1], lists)
 
     @torch.no_grad()
     def fused_backward(
@@ -267,6 +337,71 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
             t.grad = g.clone() if t.grad is None else t.grad + g
 
 
+class _Lists(NamedTuple):
+    """What the implicit term's gradient needs: the distinct users' ``terms`` (a leaf),
+    the ``users`` and, from the PyTorch forward, their gathered lists
+    (:meth:`~recfit.models.svdpp.ImplicitLists._gather`; ``None`` from the kernel's)."""
+
+    terms: Tensor
+    users: Tensor
+    gathered: tuple[Tensor, Tensor, Tensor, Tensor] | None
+
+
+class ListStep:
+    """The row-wise AdamW step of the ``y`` rows a batch's users' lists read, by the
+    compiled kernel (:func:`recfit.models._kernels_ordrec.update_lists`): called by the
+    optimiser with the side's tables, its per-row state, decay log and constants.
+
+    Args:
+        model: the OrdRec whose ``y`` rows it updates.
+        users: the batch's distinct users (sorted).
+        d_user: the gradient of each one's implicit term, ``[len(users), n_factors]``.
+    """
+
+    def __init__(self, model: OrdRec, users: Tensor, d_user: Tensor) -> None:
+        self.model, self.users, self.d_user = model, users, d_user.contiguous()
+
+    def __call__(
+        self,
+        tables: Sequence[Tensor],
+        state: Sequence[Tensor],
+        row_decay: Tensor,
+        consts: np.ndarray,
+        before: float,
+        after: float,
+    ) -> int:
+        """Apply the step; ``consts`` as :class:`recfit.train.sparse.RowAdamW`'s kernel
+        takes them (rule 0, AdamW). Returns the number of ``y`` rows updated."""
+        if consts[6] != 0.0:
+            raise ConfigError(
+                f"expected AdamW's row rule (0) for OrdRec's y rows, received {consts[6]}"
+            )
+        m = self.model
+        n_items, k = tables[0].shape
+        scratch = m.__dict__.get("_list_scratch")
+        if scratch is None or scratch[0].shape != (n_items, k):
+            scratch = (np.zeros((n_items, k), np.float32), np.zeros(n_items, np.int8),
+                       np.empty(n_items, np.int64))  # fmt: skip
+            m.__dict__["_list_scratch"] = scratch
+        indptr, items, _ = m._list_arrays()
+        lens = m.implicit_indptr[self.users + 1] - m.implicit_indptr[self.users]
+        scale = lens.clamp_min(1).to(torch.float32).pow(-m.alpha)  # as _gather's weights
+        n: int = _ordrec_kernels().update_lists(
+            self.users.numpy(), scale.numpy(), self.d_user.numpy(), indptr, items,
+            tables[0].detach().numpy(), state[0].numpy(), state[1].numpy(), row_decay.numpy(),
+            consts, before, after, *scratch,
+        )  # fmt: skip
+        return n
+
+
+def _ordrec_kernels() -> Any:
+    """The compiled kernels' module (imported, and compiled or loaded from numba's cache,
+    on first use; numba is a dependency)."""
+    from recfit.models import _kernels_ordrec
+
+    return _kernels_ordrec
+
+
 def _lists(model: OrdRec, train: Any) -> None:
     if model.implicit:
         implicit_lists(model, train)
@@ -279,7 +414,7 @@ def _penalty(rows: Sequence[Tensor]) -> Tensor:
 register_family(Family(
     name="ordrec", task="classification", model_class=OrdRec, output="rating",
     reads=frozenset({"n_factors", "user_thresholds", "implicit", "decode", "seed"}),
-    trainers=("sgd",), adapter="generic", row_wise=True,
+    trainers=("sgd",), adapter="ordrec", row_wise=True,
     # how these were chosen: docs/classification.md
     defaults={"epochs": 8, "lr": 0.01, "wd": 0.05, "reg": 0.01},
     build=sized_build(OrdRec, prepare=prepare_levels, finish=_lists),

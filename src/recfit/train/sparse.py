@@ -351,7 +351,7 @@ class RowOptimizer:
         ``d_penalty`` is the weight of each row's penalty ``|p_u|² + |q_i|² + b_u² + b_i²``
         in the objective (``reg · w / Σw``), or ``None``.
         """
-        own = getattr(self.model, "row_grads", None)
+        own = getattr(self.model, "row_steps", getattr(self.model, "row_grads", None))
         if callable(own):  # a model that gives its rows' gradients (and its dense ones)
             rows, dense = own(batch, saved, d_output, d_penalty)
             self.apply_rows(rows, dense)
@@ -389,23 +389,24 @@ class RowOptimizer:
         return [(batch["user"], grads[0]), (batch["item"], grads[1])]
 
     @torch.no_grad()
-    def apply_rows(
-        self, rows: list[tuple[Tensor, Tensor]], dense: list[Tensor] | None = None
-    ) -> None:
+    def apply_rows(self, rows: list[tuple[Tensor, Any]], dense: list[Tensor] | None = None) -> None:
         """Update the users' rows ``rows[0] = (index, grad)`` and the items' ``rows[1]``,
         then the dense parameters from their gradients ``dense`` (models with some).
 
-        ``grad`` has one row per index: the columns of the side's tables side by side
-        (a DotBias: ``n_factors`` factor columns then the bias); repeated indices are
-        summed.
+        ``grad`` has one row per index: the columns of the side's tables side by side (a
+        DotBias: factors then bias; repeated indices summed), or a model's own update of the
+        side (OrdRec's ``y`` rows), called with its tables, state, decay log and constants.
         """
         grp = self.param_groups[0]
         lr, wd = grp["lr"], grp["weight_decay"]
         if self.dense and dense is None:
             name = type(self.model).__name__
             raise ConfigError(f"expected the shared parameters' gradients of {name}, received none")
-        before = self._advance(lr, wd)
+        consts, before = self._next_consts()
         for side, ((idx, g), tables) in enumerate(zip(rows, self.tables, strict=True)):
+            if not isinstance(g, Tensor):  # the side's own update, with this step's constants
+                g(tables, self._state(side), self.row_decay[side], consts, before, self.log_decay)
+                continue
             uniq, inv = unique_index(idx, len(tables[0]))
             gsum = torch.zeros(uniq.shape[0], self.widths[side], dtype=g.dtype, device=g.device)
             gsum.index_add_(0, inv, g)
