@@ -19,6 +19,7 @@ from recfit.config.rating import BUDGET_RANGE, default_budget
 from recfit.config.schema import show_config, shown_default
 from recfit.data import Interactions
 from recfit.data.split import Split
+from recfit.errors import ConfigError
 from recfit.runs import train_run
 from recfit.tasks import auto, tuning
 from recfit.tasks.common import get_task
@@ -165,25 +166,45 @@ def test_an_explicit_budget_is_the_search_budget(
     assert found["default_budget_seconds"] == default_budget(len(res.split.train_idx)) == 120.0
 
 
-def test_prepare_settles_the_budget_first(
+def test_settle_is_the_one_place_the_budget_is_settled(
     tiny: Interactions, monkeypatch: pytest.MonkeyPatch, tiny_default: float
 ) -> None:
+    """A run settles the budget once (``settle``, before ``prepare``); ``prepare`` and
+    the search take it as settled and refuse a budget that is not."""
     task = get_task("rating")
     cfg = RatingConfig(**SMALL)
     split = task.load_split(cfg, tiny)
     assert task.settle(cfg, split).budget == tiny_default
     assert task.settle(cfg.replace(budget=7), split).budget == 7
+    settled: list[float | None] = []
+    real = RatingConfig.resolve_budget
+
+    def resolve(self: RatingConfig, n_train: int) -> RatingConfig:
+        settled.append(self.budget)
+        return real(self, n_train)
+
+    monkeypatch.setattr(RatingConfig, "resolve_budget", resolve)
     calls = _spy(monkeypatch)
-    task.prepare(cfg, split)  # called with the unsettled config, it settles it
-    assert [c["budget"] for c in calls] == [tiny_default]
+    train_run(cfg, data=tiny, progress=False)
+    assert settled == [None] and [c["budget"] for c in calls] == [tiny_default]
+    with pytest.raises(ConfigError, match=r"budget.*settle"):
+        task.prepare(cfg, split)
 
 
 def test_tune_with_model_auto_tunes_the_size_rule_family(
     tiny: Interactions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The search is the tuner's: auto, with a budget given or not, takes its size rule
+    (the config says how: ``without_search``; the tuner names no model)."""
     _no_search(monkeypatch)
-    res = tuning.tune(RatingConfig(**SMALL), tiny, budget_s=60, n_trials=1, progress=False)
-    assert res.best_config.model == "svdpp"
+    for budget in (None, 30.0):
+        cfg = RatingConfig(**SMALL, budget=budget)
+        res = tuning.tune(cfg, tiny, budget_s=60, n_trials=1, progress=False)
+        assert res.best_config.model == "svdpp"
+        assert cfg.searches() and not cfg.without_search().searches()
+    assert RatingConfig(model="mf").without_search() == RatingConfig(model="mf")
+    assert "budget" in RatingConfig.AUTO_FIELDS and len(RatingConfig.AUTO_FIELDS) == 1
+    assert RatingConfig(budget=30).resolve_model(big=True).budget is None
 
 
 def test_cli_train_says_how_auto_chose(
@@ -212,7 +233,7 @@ def test_distributed_training_takes_the_size_rule_and_says_so(
     task = get_task("rating")
     cfg = RatingConfig(**SMALL)
     split = task.load_split(cfg, tiny)
-    resolved = task.prepare(cfg, split, distributed=True)
+    resolved = task.prepare(task.settle(cfg, split), split, distributed=True)
     assert resolved.model == "svdpp"
     learner = task.build(resolved, split, callbacks=(), progress=False)
     found = task.evaluate(learner, resolved, split)[1]["model_auto"]

@@ -115,6 +115,9 @@ class BaseTrainConfig(BaseModel):
 
     MONITOR_KINDS: ClassVar[tuple[str, ...]] = ("rating", "loss")
     """The metric kinds ``monitor`` may be (:func:`recfit.metrics.registry.metric_info`)."""
+    AUTO_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """Fields that say how ``model="auto"`` chooses (the rating task's ``budget``): read
+    only with ``auto``, and dropped when :meth:`resolve_model` makes it concrete."""
 
     version: int = Field(default=CONFIG_VERSION, ge=1, le=CONFIG_VERSION)
     """The config format version (a file of a newer recfit is refused, not misread)."""
@@ -304,6 +307,8 @@ class BaseTrainConfig(BaseModel):
             return getattr(self, "schedule", None) == "one_cycle"
         if name in ("monitor", "inner_valid"):
             return self.patience is not None
+        if name in self.AUTO_FIELDS:
+            return self.model == "auto"
         return True
 
     # ------------------------------------------------------------------ resolution
@@ -319,7 +324,11 @@ class BaseTrainConfig(BaseModel):
         (:func:`recfit.tasks.rating.resolve_config`).
         """
         model = self._auto_model(big)
-        cfg = self if model == self.model else self.replace(model=model)
+        cfg = self
+        if model != self.model:  # what said how auto chooses goes with it
+            data = self.model_dump(exclude_unset=True)
+            cfg = self.validated({k: v for k, v in data.items() if k not in self.AUTO_FIELDS}
+                                 | {"model": model})  # fmt: skip
         given = self.model_fields_set
         extra = {
             k: v
@@ -327,6 +336,17 @@ class BaseTrainConfig(BaseModel):
             if k not in given and k in type(self).model_fields and cfg.applies(k)
         }
         return cfg.replace(**extra) if extra else cfg
+
+    def searches(self) -> bool:
+        """Whether ``model="auto"`` chooses the model by a search with a time budget when
+        the task prepares the run (the rating task's ``budget``). Default: no."""
+        return False
+
+    def without_search(self) -> Self:
+        """This config with the search of :meth:`searches` turned off: ``auto`` then
+        resolves by its rule for the data's size (what a search of another kind, such as
+        ``recfit tune``'s, starts from). Default: itself."""
+        return self
 
     def resolve_opt(self, row_wise: bool) -> Self:
         """This config with ``opt="auto"`` made concrete (other values: unchanged).

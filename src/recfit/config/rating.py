@@ -96,8 +96,16 @@ class RatingConfig(BaseTrainConfig):
     Example:
         >>> RatingConfig(model="nn").applies("n_factors")
         False
+        >>> small = RatingConfig(budget=0).resolve_model(big=False)  # budget goes with auto
+        >>> small.model, small.epochs, small.budget
+        ('svdpp', 6, None)
+        >>> RatingConfig(epochs=3).resolve_model(False).epochs
+        3
+        >>> RatingConfig().resolve_model(big=True).model
+        'dot'
     """
 
+    AUTO_FIELDS = frozenset({"budget"})
     task: Literal["rating"] = "rating"
     model: str = "auto"
     """auto (svdpp on the dense path, dot on the row-wise path or with ALS), dot (DotBias),
@@ -187,12 +195,12 @@ class RatingConfig(BaseTrainConfig):
             return searched_families(self.trainer if given else None)
         return [family(self.model)]
 
-    def _condition(self, name: str) -> bool:
-        if name == "budget":
-            return self.model == "auto"
-        return super()._condition(name)
-
     def _auto_model(self, big: bool) -> str:
+        """``auto`` by size (what budget 0 runs; with a budget above 0, or none given, a
+        run chooses by inner validation first: :func:`recfit.tasks.auto.choose_model`):
+        ``dot`` when a DotBias of this size would train on the row-wise path (``big``:
+        :func:`recfit.tasks.rating.resolve_config`) or with ALS, else ``svdpp``, more
+        accurate but without a row-wise or ALS form."""
         if self.model != "auto":
             return self.model
         return AUTO_MODELS[1] if big or self.trainer == "als" else AUTO_MODELS[0]
@@ -217,31 +225,14 @@ class RatingConfig(BaseTrainConfig):
         given: the default budget, see :meth:`resolve_budget`)."""
         return self.model == "auto" and self.budget != 0
 
-    def resolve_model(self, big: bool) -> RatingConfig:
-        """This config with ``model="auto"`` made concrete and the family's defaults
-        filling the fields that were not given (other values: unchanged).
-
-        ``big``: a DotBias of this size would train on the row-wise path
-        (:func:`recfit.tasks.rating.resolve_config`). Then, or with ``trainer="als"``, ``auto`` is
-        ``dot``; otherwise ``svdpp``, which is more accurate but has no row-wise or ALS
-        form.
-
-        ``auto`` by size is what a budget of 0 runs; a run (:mod:`recfit.runs`) with a
-        budget above 0, or none given, chooses by inner validation before it gets here
-        (:func:`recfit.tasks.auto.choose_model`). The resolved family does not read
-        ``budget``: it is dropped.
+    def without_search(self) -> RatingConfig:
+        """Budget 0 for a ``model="auto"`` that would search: the size rule (svdpp or
+        dot), as :meth:`resolve_model` says.
 
         Example:
-            >>> small = RatingConfig(budget=0).resolve_model(big=False)
-            >>> small.model, small.epochs, small.budget
-            ('svdpp', 6, None)
-            >>> RatingConfig(epochs=3).resolve_model(False).epochs
-            3
-            >>> RatingConfig().resolve_model(big=True).model
-            'dot'
+            >>> RatingConfig().without_search().budget
+            0.0
+            >>> RatingConfig(model="mf").without_search() == RatingConfig(model="mf")
+            True
         """
-        if self.model == "auto" and "budget" in self.model_fields_set:
-            data = self.model_dump(exclude_unset=True)
-            data.pop("budget")
-            return self.validated(data).resolve_model(big)
-        return super().resolve_model(big)
+        return self.replace(budget=0.0) if self.searches() else self

@@ -321,7 +321,6 @@ def _candidate_specs(cfg: RatingConfig, train: Interactions) -> list[tuple[str, 
     """(family name, spec) of every family auto tries with its defaults: ``cfg``'s set
     fields that the family reads or that every run reads, ``model`` the family."""
     given = cfg.model_dump(exclude_unset=True)
-    given.pop("budget", None)
     trainer = given.get("trainer")
     out = []
     for fam in searched_families(trainer):
@@ -500,11 +499,14 @@ def choose_model(
     rule (``budget`` 0: svdpp or dot), as the report says.
 
     Raises:
-        ConfigError: too few training rows for the inner cut.
+        ConfigError: too few training rows for the inner cut, or no budget (the task
+            settles it before: :meth:`recfit.tasks.rating.RatingTask.settle`).
     """
     start = time.perf_counter()
-    cfg = cfg.resolve_budget(len(split.train_idx))  # none given: the default by size
-    budget = float(cfg.budget or 0.0)
+    if cfg.budget is None:
+        raise ConfigError("expected a number for budget in choose_model (settled by "
+                          "RatingTask.settle), received None")  # fmt: skip
+    budget = float(cfg.budget)
     end = start + (1.0 - MARGIN) * budget
     cut = inner_cut(split.data, split.train_idx, cfg.seed)
     report = AutoReport(
@@ -528,7 +530,7 @@ def choose_model(
     ok = _ranked(report)
     if not ok:  # a budget too small for any fit: the size rule, said so
         report.seconds = time.perf_counter() - start
-        resolved = cfg.replace(budget=0.0)
+        resolved = cfg.without_search()
         report.chosen = "the size rule (no candidate finished in the budget)"
         return resolved, report, None
     # 3. tuning, leaving room for the final fits of the best (plus a margin: R1's took 1.7x)

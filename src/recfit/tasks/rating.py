@@ -149,16 +149,17 @@ class RatingTask(Task[RatingConfig]):
 
     def settle(self, cfg: RatingConfig, split: Split) -> RatingConfig:
         """``model="auto"`` without a budget gets the default for the size of ``split``'s
-        training part (:func:`recfit.config.rating.default_budget`)."""
+        training part (:func:`recfit.config.rating.default_budget`): the one place the
+        budget is settled, before :meth:`prepare` (a run writes it to ``config.json``)."""
         return cfg.resolve_budget(len(split.train_idx))
 
     def prepare(
         self, cfg: RatingConfig, split: Split, *, distributed: bool = False
     ) -> RatingConfig:
         """``cfg`` made concrete for ``split``'s training part: ``model="auto"`` with a
-        ``budget`` above 0 (none given: the default by size, :meth:`settle`) chosen by
-        inner validation (:func:`recfit.tasks.auto.choose_model`), else as
-        :func:`resolve_config` says; a blend keeps its members' own settings.
+        ``budget`` above 0 (settled by :meth:`settle` first: none given, the default by
+        size) chosen by inner validation (:func:`recfit.tasks.auto.choose_model`), else
+        as :func:`resolve_config` says; a blend keeps its members' own settings.
 
         Under distributed training the search is not run (each process would search on
         its own and might choose another model): ``auto`` takes the size rule, and
@@ -167,7 +168,6 @@ class RatingTask(Task[RatingConfig]):
         plan = None
         if cfg.searches():
             n_train = len(split.train_idx)
-            cfg = self.settle(cfg, split)
             extra = {
                 "default_budget_seconds": default_budget(n_train),
                 "default_budget_rule": f"{BUDGET_RULE}; {n_train:,} training ratings",
@@ -180,7 +180,7 @@ class RatingTask(Task[RatingConfig]):
                     "budget_seconds": cfg.budget,
                     **extra,
                 }
-                cfg = cfg.replace(budget=0.0)
+                cfg = cfg.without_search()
             else:
                 cfg, found, plan = auto.choose_model(cfg, split)
                 report = {**found.as_dict(), **extra}

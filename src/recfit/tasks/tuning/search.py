@@ -101,7 +101,8 @@ def tune(
         seed: the sampler's seed (with ``n_trials`` and a budget that does not run out,
             the same seed gives the same trials).
         families: the families to search (``None``: ``cfg.model``; ``auto`` resolves as
-            a run would).
+            a run would, but by its rule without a search of its own:
+            :meth:`~recfit.config.base.BaseTrainConfig.without_search`).
         prune: stop unpromising trials at an epoch end (:func:`should_prune`).
         progress: show Optuna's progress bar.
         log: called with one line per finished trial.
@@ -300,7 +301,8 @@ def _widened(p: Param, value: Any) -> Param:
 
 def _base(task: Task[C], cfg: C, name: str, fit: Split) -> C:
     """``cfg`` for the family ``name`` (its settings that this family does not read
-    left out), made concrete for the trials' training rows (``auto`` values chosen)."""
+    left out), made concrete for the trials' training rows (``auto`` values chosen, the
+    model without a search of its own)."""
     if name != cfg.model:
         fam = family(name)  # an unknown name: ConfigError listing the known ones
         probe = cfg.validated({"model": name})
@@ -313,9 +315,8 @@ def _base(task: Task[C], cfg: C, name: str, fit: Split) -> C:
         if given.get("trainer") in fam.trainers:
             keep["trainer"] = given["trainer"]
         cfg = cfg.validated({**keep, "model": name})
-    if name == "auto" and getattr(cfg, "budget", 0) is None:
-        cfg = cfg.replace(budget=0)  # one family is tuned: auto's by size, not auto's search
-    return task.prepare(cfg, fit)
+    # the search is this one: an ``auto`` that would choose by its own takes its rule
+    return task.prepare(cfg.without_search(), fit)
 
 
 def _defaults(cfg: BaseTrainConfig, space: Mapping[str, Param], prefix: str) -> dict[str, Any]:
