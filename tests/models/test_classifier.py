@@ -183,3 +183,34 @@ def test_protocol_and_config_errors() -> None:
         RatingClassifier(2, 2, levels=[1.0, 1.0, 2.0])
     with pytest.raises(ConfigError, match="decode"):
         RatingClassifier(2, 2, decode="median")  # type: ignore[arg-type]
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.integers(2, 10), seed=st.integers(0, 10_000), scale=st.floats(0.01, 30.0))
+def test_one_ordinal_log_probability_for_both_ordinal_models(
+    k: int, seed: int, scale: float
+) -> None:
+    """The classifier's ordinal head and OrdRec share ``ordinal_log_proba``: a proper
+    distribution whose cumulative sums are the given ``P(y <= j)``, floored in the tails."""
+    from recfit.models import OrdRec
+    from recfit.models.classifier import ordinal_log_proba
+
+    g = torch.Generator().manual_seed(seed)
+    below = torch.sort(torch.sigmoid(torch.randn(16, k - 1, generator=g) * scale), 1).values
+    logp = ordinal_log_proba(below)
+    p = logp.exp()
+    assert logp.shape == (16, k) and bool((logp >= np.log(1e-12) - 1e-4).all())
+    np.testing.assert_allclose(torch.cumsum(p, 1)[:, :-1].numpy(), below.numpy(), atol=1e-5)
+    levels = list(range(1, k + 1))
+    m = RatingClassifier(5, 6, levels=levels, layers=(4,), head="ordinal", seed=seed).eval()
+    x = m.features(_batch(5, 6, 8, seed))
+    with torch.no_grad():
+        torch.testing.assert_close(m.head(x), ordinal_log_proba(1 - m.cumulative_proba(x)),
+                                   rtol=1e-4, atol=1e-4)  # fmt: skip
+    o = OrdRec(5, 6, n_factors=2, levels=levels, seed=seed)
+    b = _batch(5, 6, 8, seed)
+    with torch.no_grad():
+        s = (o.user_factors[b["user"]] * o.item_factors[b["item"]]).sum(1)
+        s = s + o.user_bias[b["user"]] + o.item_bias[b["item"]]
+        expected = ordinal_log_proba(torch.sigmoid(o.thresholds(b["user"]) - s.unsqueeze(1)))
+        torch.testing.assert_close(o(b), expected)

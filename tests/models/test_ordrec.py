@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,89 @@ def test_cross_entropy_gradient_is_autograds(k: int, seed: int) -> None:
     ce(out, batch).sum().backward()
     grad = ce.grad(out, batch)
     assert grad is not None and torch.allclose(grad, out.grad, atol=1e-6)
+
+
+def _fit_row_wise(data: Interactions, kernel: bool) -> tuple[OrdRec, list[float]]:
+    train, valid = data.take(np.arange(640)), data.take(np.arange(640, 800))
+    m = create_model("ordrec", train, n_factors=4, implicit=True, seed=0)
+    assert isinstance(m, OrdRec)
+    m.fused_kernel = kernel
+    learn = Learner(m, train, valid, bs=64, wd=0.05, reg=0.01, progress=False,
+                    execution=Execution(row_wise=True))  # fmt: skip
+    learn.fit_one_cycle(3, 0.02)
+    return m, [h[k] for h in learn.history for k in ("train_loss", "valid_loss")]
+
+
+def test_compiled_implicit_step_follows_the_pytorch_step(half_stars: Interactions) -> None:
+    """The kernels of the implicit term (forward terms, the y rows' summed gradient and
+    lazy AdamW update) give the PyTorch path's trajectory up to float rounding."""
+    ref, ref_losses = _fit_row_wise(half_stars, kernel=False)
+    got, losses = _fit_row_wise(half_stars, kernel=True)
+    assert "_list_scratch" in got.__dict__ and "_list_scratch" not in ref.__dict__  # it ran
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for (name, a), b in zip(got.state_dict().items(), ref.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    batch = _batch(30, 60, HALF, 40, 4)
+    ref.eval(), got.eval()
+    with torch.no_grad():  # the compiled forward without a gradient (predictions)
+        torch.testing.assert_close(got(batch), ref(batch), rtol=1e-5, atol=1e-5)
+
+
+def test_list_step_updates_only_list_rows_in_both_orders() -> None:
+    """Few rows touched (in first-seen order) and most rows touched (in table order):
+    the same update as the PyTorch step, and rows outside the lists unchanged."""
+    for n_items, lists in ((400, ([0, 0, 1], [5, 6, 7])), (8, ([0, 0, 1, 1], [1, 2, 3, 5]))):
+        models = []
+        for kernel in (False, True):
+            m = _randomise(OrdRec(3, n_items, n_factors=3, levels=HALF, implicit=True), 2, 0.1)
+            m.set_implicit(torch.tensor(lists[0]), torch.tensor(lists[1]))
+            m.fused_kernel = kernel
+            opt = RowAdamW(m, lr=0.01, weight_decay=0.1)
+            batch = {"user": torch.tensor([0, 1, 0]), "item": torch.tensor([3, 1, 2]),
+                     "rating": torch.tensor([1.0, 4.5, 3.0]), "weight": torch.ones(3)}  # fmt: skip
+            for _ in range(3):
+                out, _, saved = m.fused_forward(batch, True)
+                d_out = CrossEntropyLoss().bind(m).grad(out, batch)
+                opt.fused_step(batch, saved, d_out, torch.full((3,), 0.01))
+            opt.flush()
+            models.append(m)
+        y_ref, y = (m.implicit_factors.detach() for m in models)
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+        idle = sorted(set(range(n_items)) - set(lists[1]))
+        start = _randomise(OrdRec(3, n_items, n_factors=3, levels=HALF, implicit=True), 2, 0.1)
+        decay = (1 - 0.01 * 0.1) ** 3  # rows no list reads only decay
+        torch.testing.assert_close(y[idle], start.implicit_factors.detach()[idle] * decay)
+
+
+def test_similar_items_and_users_from_the_factors(half_stars: Interactions, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recfit.cli import app
+    from recfit.recommender import Recommender
+    from recfit.runs import train_run
+
+    cfg = ClassificationConfig(model="ordrec", epochs=2, n_factors=4, split="random:0.2", bs=64)
+    res = train_run(cfg, tmp_path / "run", data=half_stars, progress=False)
+    model = res.learner.model
+    assert isinstance(model, OrdRec)
+    rec = Recommender.load(tmp_path / "run" / "bundle")
+    assert rec.info()["supports_similarity"] and type(rec.adapter).__name__ == "OrdRecAdapter"
+    item = int(rec.items.id(np.array([0]))[0])
+    got = rec.similar_items(item, n=5)[0]
+    q = torch.nn.functional.normalize(model.item_factors.detach(), dim=1)
+    cos = (q @ q[0]).numpy()
+    cos[0] = -np.inf
+    assert got.ids == list(rec.items.id(np.argsort(-cos, kind="stable")[:5]))
+    users = rec.adapter.user_vectors()
+    with torch.no_grad():  # the effective user factors: the score is b_u + b_i + them · q_i
+        b = {"user": torch.tensor([1, 2]), "item": torch.tensor([3, 3])}
+        s = model.user_bias[b["user"]] + model.item_bias[3] + users[[1, 2]] @ model.item_factors[3]
+        t0 = model.theta0.detach()
+        expected = torch.sigmoid(t0 + model.user_offsets[b["user"], 0] - s)
+        torch.testing.assert_close(model.to_proba(model(b))[:, 0], expected, rtol=1e-4, atol=1e-6)
+    assert len(rec.similar_users(int(rec.users.id(np.array([1]))[0]), n=3)[0].ids) == 3
+    out = CliRunner().invoke(app, ["similar", str(tmp_path / "run"), "--item", str(item),
+                                   "-n", "3", "--json"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    answer = json.loads(out.output)["results"][0]["neighbours"]
+    assert [r["id"] for r in answer] == got.ids[:3]

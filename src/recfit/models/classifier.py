@@ -59,6 +59,7 @@ __all__ = [
     "decode_levels",
     "level_fallback",
     "levels_for_data",
+    "ordinal_log_proba",
     "prepare_levels",
 ]
 
@@ -263,11 +264,8 @@ class RatingClassifier(LevelOutput, EmbeddingBody):
         logits (softmax head) or level log-probabilities (ordinal head), shape ``[B, K]``."""
         if self.head_kind == "softmax":
             return self._score(x)
-        above = self.cumulative_proba(x)
-        ones = torch.ones_like(above[:, :1])
-        upper = torch.cat([ones, above], dim=1)  # P(y > k - 1)
-        lower = torch.cat([above, torch.zeros_like(ones)], dim=1)  # P(y > k)
-        return torch.log((upper - lower).clamp_min(_PROB_FLOOR))
+        # P(y <= k) = 1 - P(y > k), as σ(θ_k - g) (exact in the tails, unlike 1 - σ)
+        return ordinal_log_proba(torch.sigmoid(self.thresholds().unsqueeze(0) - self._score(x)))
 
     def forward(self, batch: Batch) -> Tensor:
         return self.head(self.features(batch))
@@ -292,6 +290,21 @@ def decode_levels(proba: Tensor, grid: Tensor, decode: Decode) -> Tensor:
     if decode == "argmax":
         return grid[proba.argmax(dim=1)]
     return proba @ grid
+
+
+def ordinal_log_proba(below: Tensor) -> Tensor:
+    """The level log-probabilities ``[B, K]`` of an ordinal (cumulative-link) head from
+    its cumulative probabilities ``below[:, k] = P(y <= k)``, ``k = 0..K-2``
+    (non-decreasing along ``k``): ``log(P(y <= k) - P(y <= k - 1))``, floored at
+    ``log 1e-12``.
+
+    Example:
+        >>> [round(v, 4) for v in ordinal_log_proba(torch.tensor([[0.25, 0.75]])).exp()[0].tolist()]
+        [0.25, 0.5, 0.25]
+    """
+    zeros = torch.zeros_like(below[:, :1])
+    p = torch.cat([below, zeros + 1.0], 1) - torch.cat([zeros, below], 1)
+    return torch.log(p.clamp_min(_PROB_FLOOR))
 
 
 def level_fallback(rating: Tensor, grid: Tensor) -> Tensor:

@@ -9,6 +9,8 @@ key             families and what a user row is
 ``nn``          ``nn`` (:class:`NNAdapter`): the user's embedding
 ``two_tower``   ``two_tower`` (:class:`TwoTowerAdapter`): the user's query vector
 ``generic``     ``classifier`` (:class:`GenericAdapter`): the user's index
+``ordrec``      ``ordrec`` (:class:`OrdRecAdapter`): the user's index; similar items and
+                users by its factors
 ``topn``        every top-N family (:class:`TopNAdapter`): the user's scores
 ``blend``       ``blend`` (:class:`~recfit.recommender.blend_adapter.BlendAdapter`): the
                 user's index, or its members' fold-in rows
@@ -50,6 +52,7 @@ from recfit.recommender.adapter_base import (
 if TYPE_CHECKING:
     from recfit.models.dot import DotBias
     from recfit.models.mlp import EmbeddingNN
+    from recfit.models.ordrec import OrdRec
     from recfit.models.svdpp import SVDpp
     from recfit.models.topn import TopNModel
     from recfit.models.two_tower import TwoTower
@@ -61,6 +64,7 @@ __all__ = [
     "GenericAdapter",
     "ModelAdapter",
     "NNAdapter",
+    "OrdRecAdapter",
     "RetrievalForm",
     "SVDppAdapter",
     "TopNAdapter",
@@ -437,6 +441,29 @@ class TwoTowerAdapter(_StoredVectors):
         lhs = a.T @ (w.unsqueeze(1) * a) + torch.diag(prec)
         rhs = a.T @ (w * r) + prec * torch.cat([m, torch.zeros(1, dtype=torch.float64)])
         return solve(lhs, rhs)[:-1].float()
+
+
+@register_adapter("ordrec")
+class OrdRecAdapter(GenericAdapter):
+    """:class:`~recfit.models.OrdRec`: predictions and rankings through ``forward`` (a
+    user row is the user's index, as :class:`GenericAdapter`); similar items compare the
+    item factors ``q_i`` and similar users the effective user factors (``p_u`` plus the
+    implicit term) by cosine: the vectors whose dot product is the score. No fold-in."""
+
+    supports_similarity = True
+    any_family = False
+
+    def __init__(self, model: RatingModel, ctx: AdapterContext) -> None:
+        super().__init__(model, ctx)
+        with torch.inference_mode():
+            vectors = cast("OrdRec", model)
+            self.items_, self.users_ = vectors.item_vectors(), vectors.user_vectors()
+
+    def item_vectors(self) -> Tensor:
+        return self.items_
+
+    def user_vectors(self) -> Tensor:
+        return self.users_
 
 
 @register_adapter("topn")
