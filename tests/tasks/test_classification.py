@@ -229,3 +229,51 @@ def test_r1_classifier_targets(data_dir: Path) -> None:
     assert res["accuracy"] >= 0.45
     assert res["mse_expected"] <= 0.83
     assert res["mse_argmax"] < 1.16
+
+
+def test_a_newly_registered_classification_family_trains(skewed: Interactions) -> None:
+    """train_classifier asks the registry which families and arguments there are."""
+    from recfit.models import RatingClassifier
+    from recfit.models.classifier import prepare_levels
+    from recfit.models.registry import Family, register_family, sized_build, unregister_family
+
+    class WideClassifier(RatingClassifier):
+        def __init__(self, n_users: int, n_items: int, width: int = 4, **kw: Any) -> None:
+            super().__init__(n_users, n_items, layers=(width,), **kw)
+
+    register_family(Family(
+        name="wide_clf", task="classification", model_class=WideClassifier, output="rating",
+        reads=frozenset({"n_factors", "seed"}), trainers=("sgd",), adapter="generic",
+        defaults={"epochs": 1}, build=sized_build(WideClassifier, prepare=prepare_levels),
+    ))  # fmt: skip
+    try:
+        train, valid = _parts(skewed)
+        fit = train_classifier(train, valid, model="wide_clf", width=6, bs=64)
+        net = fit.learner.model
+        assert type(net) is WideClassifier and net.body[0].out_features == 6
+        assert len(fit.learner.history) == 1  # the family's default epochs
+        with pytest.raises(ConfigError, match="wide_clf arguments"):
+            train_classifier(train, valid, model="wide_clf", layers=(4,))
+    finally:
+        unregister_family("wide_clf")
+    with pytest.raises(ConfigError, match="expected model among"):
+        train_classifier(train, valid, model="wide_clf")
+
+
+def test_train_classifier_takes_the_family_defaults_as_the_config_path(
+    skewed: Interactions,
+) -> None:
+    """One path: train_classifier(model="ordrec") trains what a classification run with
+    model ordrec trains (the family's epochs, lr, wd, reg; the config's implicit term)."""
+    cfg = ClassificationConfig(model="ordrec", n_factors=4, seed=3, split="random:0.2")
+    from recfit.runs import train_run
+
+    res = train_run(cfg, data=skewed, progress=False)
+    fit = train_classifier(res.split.train, res.split.test, model="ordrec", n_factors=4, seed=3)
+    learn, ref = fit.learner, res.learner
+    resolved = cfg.resolve_model(big=False)
+    assert (learn.wd, learn.reg, len(learn.history)) == (resolved.wd, resolved.reg, resolved.epochs)
+    assert (learn.wd, learn.reg, len(learn.history)) == (0.05, 0.01, 8)
+    assert learn.model.implicit and learn.model.config() == ref.model.config()
+    for k, v in ref.model.state_dict().items():
+        torch.testing.assert_close(learn.model.state_dict()[k], v, msg=k)

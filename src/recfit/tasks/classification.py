@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -64,7 +65,7 @@ from recfit.metrics.classification import (
 )
 from recfit.metrics.decoding import ratings_to_levels
 from recfit.models.classifier import LevelModel, RatingClassifier, levels_for_data
-from recfit.models.registry import family
+from recfit.models.registry import families, family
 from recfit.tasks.common import Callbacks, Task, early_stopping, register_task
 from recfit.train.batches import TensorData
 from recfit.train.callbacks import Callback, ScheduleRecorder
@@ -161,22 +162,60 @@ class ClassifierFit:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-_MODEL_ARGS = {
-    "classifier": {"emb_sizes", "layers", "dropout", "emb_dropout", "batch_norm", "head",
-                   "decode", "biases", "n_factors"},
-    "ordrec": {"n_factors", "user_thresholds", "implicit", "alpha", "decode", "init_std"},
-}  # fmt: skip
-"""The constructor arguments :func:`train_classifier` passes on, by family."""
+_SET_HERE = frozenset({"n_users", "n_items", "levels", "seed"})
+"""Constructor arguments :func:`train_classifier` sets itself (sizes, levels, seed)."""
 
 
 def _model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    if model not in _MODEL_ARGS:
-        raise ConfigError(f"expected model among {sorted(_MODEL_ARGS)}, received {model!r}")
-    allowed = _MODEL_ARGS[model]
+    """``kwargs`` checked against what the classification family ``model`` takes: the
+    config fields it reads and its model's other constructor arguments (registry)."""
+    names = sorted(f.name for f in families("classification"))
+    if model not in names:
+        raise ConfigError(f"expected model among {names}, received {model!r}")
+    fam = family(model)
+    params = inspect.signature(fam.model_class.__init__).parameters.values()
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    allowed = (fam.reads | named) - _SET_HERE - {"self"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise ConfigError(f"expected {model} arguments among {sorted(allowed)}, received {unknown}")
     return dict(kwargs)
+
+
+def _config(
+    model: str,
+    strategy: ImbalanceStrategy,
+    seed: int,
+    given: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+) -> ClassificationConfig:
+    """The run's config as the config path resolves it (the family's defaults filling
+    what was not given): training settings ``given`` (``None``: not given) and the model
+    arguments that are config fields."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"expected strategy among {list(STRATEGIES)}, received {strategy!r}")
+    fields = ClassificationConfig.model_fields
+    values = {k: v for k, v in given.items() if v is not None}
+    if strategy != "smote":  # read by SMOTE only (the config refuses what it would ignore)
+        values = {k: v for k, v in values.items() if not k.startswith("smote_")}
+    values.update({k: v for k, v in kwargs.items() if k in fields})
+    try:
+        cfg = ClassificationConfig(model=model, imbalance=strategy, seed=seed, **values)
+    except ValueError as err:  # pydantic's ValidationError
+        raise ConfigError(f"expected valid classifier settings, received {values}: {err}") from err
+    return cfg.resolve_model(big=False)
+
+
+def _settings(cfg: ClassificationConfig, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's arguments: the config fields its family reads, then ``kwargs``
+    (the seed apart: :func:`_build` takes it)."""
+    out = {**family(cfg.model).settings(cfg), **kwargs}
+    out.pop("seed", None)
+    return out
+
+
+def _fit_spec(cfg: ClassificationConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in ("epochs", "lr", "pct_start", "smote_epochs", "smote_k")}
 
 
 def train_classifier(
@@ -187,18 +226,18 @@ def train_classifier(
     model: str = "classifier",
     levels: Sequence[float] | None = None,
     class_weight: ClassWeightMode | Mapping[float, float] = "inverse",
-    epochs: int = 5,
-    lr: float = 5e-3,
-    bs: int = 256,
-    wd: float = 0.3,
-    reg: float = 0.0,
-    smote_epochs: int = 2,
-    smote_k: int = 5,
+    epochs: int | None = None,
+    lr: float | None = None,
+    bs: int | None = None,
+    wd: float | None = None,
+    reg: float | None = None,
+    smote_epochs: int | None = None,
+    smote_k: int | None = None,
     seed: int = 0,
     device: str = "auto",
     progress: bool | None = False,
     callbacks: Sequence[Callback] = (),
-    pct_start: float = 0.25,
+    pct_start: float | None = None,
     **model_kwargs: Any,
 ) -> ClassifierFit:
     """Train a :class:`~recfit.models.RatingClassifier` with one imbalance strategy.
@@ -207,33 +246,41 @@ def train_classifier(
         train: the training rows (the only rows any strategy touches).
         valid: validation rows, evaluated after each epoch, never resampled.
         strategy: ``none``, ``class_weights``, ``undersample``, ``oversample`` or ``smote``.
-        model: ``classifier`` (:class:`~recfit.models.RatingClassifier`) or ``ordrec``
-            (:class:`~recfit.models.OrdRec`, trained row-wise; no ``smote``).
+        model: a classification family: ``classifier``
+            (:class:`~recfit.models.RatingClassifier`), ``ordrec``
+            (:class:`~recfit.models.OrdRec`, trained row-wise; no ``smote``) or any other
+            registered one.
         levels: the rating levels (default :func:`~recfit.models.levels_for_data` of ``train``).
         class_weight: for ``class_weights``: ``"inverse"``, ``"sqrt_inverse"`` or
             ``{rating: weight}``.
         epochs, lr, bs, wd, reg, pct_start: one-cycle training of the whole model.
         smote_epochs: for ``smote``: epochs of head training on real + synthetic rows.
-        smote_k: SMOTE's neighbours.
+        smote_k: SMOTE's neighbours. These training settings and the model arguments
+            that are config fields default (``None``, left out) to what the config path
+            (:class:`~recfit.config.ClassificationConfig`, ``recfit train --task
+            classification``) uses: the family's defaults, then the config's.
         seed: seeds the model, the batch order and the samplers.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: progress bars (``None``: on a terminal).
         callbacks: extra Learner callbacks.
         **model_kwargs: the model's arguments (``layers``, ``head``, ``decode``,
             ``n_factors``, ... of a classifier; ``n_factors``, ``user_thresholds``,
-            ``decode``, ``init_std`` of OrdRec).
+            ``implicit``, ``decode``, ``init_std`` of OrdRec).
 
     Returns:
         A :class:`ClassifierFit`.
     """
+    kwargs = _model_kwargs(model, model_kwargs)
+    given = {"epochs": epochs, "lr": lr, "bs": bs, "wd": wd, "reg": reg, "pct_start": pct_start,
+             "smote_epochs": smote_epochs, "smote_k": smote_k}  # fmt: skip
+    cfg = _config(model, strategy, seed, given, kwargs)
     learner, rs = _build(
-        train, valid, strategy=strategy, model=model, levels=levels, class_weight=class_weight, bs=bs,
-        wd=wd, reg=reg, seed=seed, device=device, progress=progress, callbacks=callbacks,
-        **model_kwargs,
+        train, valid, strategy=cfg.imbalance, model=model, levels=levels,
+        class_weight=class_weight, bs=cfg.bs, wd=cfg.wd, reg=cfg.reg, device=device,
+        seed=seed, progress=progress, callbacks=callbacks, **_settings(cfg, kwargs),
     )  # fmt: skip
     learner, smote_rs, seconds = _fit(
-        learner, strategy=strategy, epochs=epochs, lr=lr, pct_start=pct_start,
-        smote_epochs=smote_epochs, smote_k=smote_k, seed=seed,
+        learner, strategy=cfg.imbalance, seed=seed, **_fit_spec(cfg)
     )  # fmt: skip
     return ClassifierFit(learner, rs if smote_rs is None else smote_rs, seconds)
 
@@ -445,21 +492,17 @@ class ClassificationTask(Task[ClassificationConfig]):
         cw: Any = cfg.class_weight
         if isinstance(cw, Mapping):
             cw = {float(k): float(v) for k, v in cw.items()}
-        settings = family(cfg.model).settings(cfg)  # the model's own fields, seed included
         cbs = [ScheduleRecorder(), *callbacks, *early_stopping(cfg)]
         learner, _ = _build(
             fit.train, fit.test, strategy=cfg.imbalance, model=cfg.model, levels=None,
             class_weight=cw,
-            bs=cfg.bs, wd=cfg.wd, reg=cfg.reg, device=cfg.device, progress=progress,
-            callbacks=cbs, **settings,
+            bs=cfg.bs, wd=cfg.wd, reg=cfg.reg, seed=cfg.seed, device=cfg.device,
+            progress=progress, callbacks=cbs, **_settings(cfg, {}),
         )  # fmt: skip
         return learner
 
     def fit(self, learner: Learner, cfg: ClassificationConfig) -> Learner:
-        spec = {
-            k: getattr(cfg, k) for k in ("epochs", "lr", "pct_start", "smote_epochs", "smote_k")
-        }
-        return _fit(learner, strategy=cfg.imbalance, seed=cfg.seed, **spec)[0]
+        return _fit(learner, strategy=cfg.imbalance, seed=cfg.seed, **_fit_spec(cfg))[0]
 
     def artefacts(
         self, learner: Learner, cfg: ClassificationConfig, split: Split, out: Path
