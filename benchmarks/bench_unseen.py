@@ -109,11 +109,12 @@ def build(name: str, data_dir: Path) -> Any:
     raise SystemExit(f"expected a data set among {', '.join(DATASETS)}, received {name!r}")
 
 
-def recfit_rows(has_time: bool) -> dict[str, dict[str, Any]]:
-    """Row name -> ``RatingConfig`` fields for recfit's rows (the default first)."""
+def recfit_rows(has_time: bool, auto_row: str = DEFAULT) -> dict[str, dict[str, Any]]:
+    """Row name -> ``RatingConfig`` fields for recfit's rows (the default first, named
+    ``auto_row``)."""
     from recfit.models.registry import families
 
-    rows: dict[str, dict[str, Any]] = {DEFAULT: {}}
+    rows: dict[str, dict[str, Any]] = {auto_row: {}}
     for f in families("rating"):
         if f.name != "blend" and (has_time or f.name != "timesvdpp"):
             rows[f"family-{f.name}"] = {"model": f.name}
@@ -336,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
                 print("stop time reached: no new runs", flush=True)
                 return 0
             data = build(name, Path(args.data_dir))
-            rows = {**recfit_rows(data.time_offset is not None),
+            rows = {**recfit_rows(data.time_offset is not None, args.auto_row),
                     **{f"surprise-{s}": {} for s in SURPRISE}}  # fmt: skip
             wanted = [(name, seed, r) for r in rows if only is None or r in only]
             left = [k[2] for k in todo(wanted, load_records(path), args.retry_errors)]
@@ -356,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- report
-def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], default_row: str = DEFAULT) -> dict[str, Any]:
     """Per data set and row: the seeds, the mean RMSE and its 95 % t-interval, the paired
     difference default - row over the seeds both ran, wall and load; failed rows apart.
 
@@ -379,7 +380,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
         d["rows"][r["row"]]["by_seed"][int(r["seed"])] = float(r["rmse"])
         d["rows"][r["row"]]["records"].append(r)
     for d in out.values():
-        default = d["rows"].get(DEFAULT, {}).get("by_seed", {})
+        default = d["rows"].get(default_row, {}).get("by_seed", {})
         for row in d["rows"].values():
             by = row.pop("by_seed")
             recs = row.pop("records")
@@ -398,14 +399,15 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
             row["pred_range"] = [min(x.get("pred_min", math.nan) for x in recs),
                                  max(x.get("pred_max", math.nan) for x in recs)]  # fmt: skip
             if any(x.get("auto") for x in recs):
-                row["auto"] = [{"seed": x["seed"], "rmse": x["rmse"], "wall": x["wall"],
+                row["auto"] = [{"row": x["row"], "seed": x["seed"], "rmse": x["rmse"],
+                                "wall": x["wall"], "commit": x.get("commit", ""),
                                 "load": [x["load_start"], x["load_end"]], **x["auto"]}
-                               for x in recs]  # fmt: skip
+                               for x in recs if x.get("auto")]  # fmt: skip
     return out
 
 
-def best_other(rows: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    others = [(n, r) for n, r in rows.items() if n != DEFAULT]
+def best_other(rows: dict[str, Any], default_row: str) -> tuple[str, dict[str, Any]] | None:
+    others = [(n, r) for n, r in rows.items() if n != default_row]
     return min(others, key=lambda nr: nr[1]["mean"]) if others else None
 
 
@@ -413,7 +415,8 @@ def fmt_ci(m: float, lo: float, hi: float) -> str:
     return f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
-def markdown(summary: dict[str, Any]) -> str:
+def markdown(summary: dict[str, Any], default_row: str = DEFAULT) -> str:
+    dr = default_row
     lines = [
         "# The default on data it was not tuned on (`bench_unseen.py`)",
         "",
@@ -428,17 +431,19 @@ def markdown(summary: dict[str, Any]) -> str:
     for name, d in summary.items():
         rows = d["rows"]
         lines += [f"## {name}", "", DATASETS.get(name, ""), ""]
-        if DEFAULT in rows and rows[DEFAULT].get("auto"):
-            for a in rows[DEFAULT]["auto"]:
-                blend = a.get("blend") or {}
-                members = ", ".join(blend.get("members", [])) if isinstance(blend, dict) else ""
-                lines.append(
-                    f"- auto seed {a['seed']}: RMSE {a['rmse']:.4f}, budget "
-                    f"{a['budget_seconds']:g} s (resolved by size), search "
-                    f"{a['search_seconds']:.0f} s, wall {a['wall']:.0f} s, load "
-                    f"{a['load'][0]} → {a['load'][1]}, chose {a['chosen']}"
-                    + (f" ({members})" if members else "")
-                )
+        autos = [a for r in rows.values() for a in r.get("auto", [])]
+        for a in autos:
+            blend = a.get("blend") or {}
+            members = ", ".join(blend.get("members", [])) if isinstance(blend, dict) else ""
+            lines.append(
+                f"- {a['row']} seed {a['seed']}: RMSE {a['rmse']:.4f}, budget "
+                f"{a['budget_seconds']:g} s (resolved by size), search "
+                f"{a['search_seconds']:.0f} s, wall {a['wall']:.0f} s, load "
+                f"{a['load'][0]} → {a['load'][1]}, chose {a['chosen']}"
+                + (f" ({members})" if members else "")
+                + (f", commit {a['commit']}" if a.get("commit") else "")
+            )
+        if autos:
             lines.append("")
         lines += [
             "| row | seeds | RMSE mean [95 % CI] | default − row [95 % CI] | wall s | load | pred | out | fb |",
@@ -446,23 +451,23 @@ def markdown(summary: dict[str, Any]) -> str:
         ]  # fmt: skip
         for rname, r in sorted(rows.items(), key=lambda nr: nr[1]["mean"]):
             p = r["paired"]
-            pcell = "—" if rname == DEFAULT or p is None else (
+            pcell = "—" if rname == dr or p is None else (
                 f"{p[0]:+.4f} [{p[1]:+.4f}, {p[2]:+.4f}]"
             )  # fmt: skip
-            label = f"**{rname}**" if rname == DEFAULT else rname
+            label = f"**{rname}**" if rname == dr else rname
             lines.append(
                 f"| {label} | {','.join(map(str, r['seeds']))} | "
                 f"{fmt_ci(r['mean'], r['low'], r['high'])} | {pcell} | {r['wall_mean']:.1f} | "
                 f"{r['load'][0]:.1f}–{r['load'][1]:.1f} | {r['pred_range'][0]:.2f}–"
                 f"{r['pred_range'][1]:.2f} | {r['n_outside']} | {r['n_fallback']} |"
             )
-        if DEFAULT in rows and len(rows) > 1:
-            bo = best_other(rows)
+        if dr in rows and len(rows) > 1:
+            bo = best_other(rows, dr)
             assert bo is not None
-            others = [(r["mean"], r["low"], r["high"]) for n, r in rows.items() if n != DEFAULT]
-            dflt = rows[DEFAULT]
+            others = [(r["mean"], r["low"], r["high"]) for n, r in rows.items() if n != dr]
+            dflt = rows[dr]
             v = verdict((dflt["mean"], dflt["low"], dflt["high"]), others)
-            two = [r for n, r in rows.items() if n != DEFAULT and len(r["paired_seeds"]) >= 2]
+            two = [r for n, r in rows.items() if n != dr and len(r["paired_seeds"]) >= 2]
             ahead = sum(1 for r in two if r["paired"][2] < 0)
             behind = sum(1 for r in two if r["paired"][1] > 0)
             lines += ["", f"Default: {v}; best other row {bo[0]} {bo[1]['mean']:.4f} "
@@ -475,7 +480,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summary: dict[str, Any], path: Path, default_row: str = DEFAULT) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -489,12 +494,15 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         means = np.array([r["mean"] for _, r in rows])
         err = np.array([[r["mean"] - r["low"] for _, r in rows],
                         [r["high"] - r["mean"] for _, r in rows]])  # fmt: skip
-        colors = ["tab:red" if n == DEFAULT else "tab:blue" if not n.startswith("surprise")
-                  else "tab:gray" for n, _ in rows]  # fmt: skip
+        colors = [
+            "tab:red" if n == default_row else "tab:orange" if n.startswith("auto")
+            else "tab:gray" if n.startswith("surprise") else "tab:blue"
+            for n, _ in rows
+        ]  # fmt: skip
         for k, c in enumerate(colors):
             ax.errorbar(means[k], y[k], xerr=err[:, k : k + 1], fmt="o", color=c, capsize=3)
-        if DEFAULT in summary[name]["rows"]:
-            ax.axvline(summary[name]["rows"][DEFAULT]["mean"], color="tab:red", ls=":", lw=1)
+        if default_row in summary[name]["rows"]:
+            ax.axvline(summary[name]["rows"][default_row]["mean"], color="tab:red", ls=":", lw=1)
         ax.set_yticks(y, [n for n, _ in rows], fontsize=8)
         ax.set_title(name)
         ax.set_xlabel("test RMSE (95 % t-interval over seeds)")
@@ -506,13 +514,15 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def report(args: argparse.Namespace) -> int:
     records = load_records(Path(args.jsonl))
-    summary = summarise(records)
-    doc = {"datasets": DATASETS, "default": DEFAULT, "summary": summary, "records": records}
-    (RESULTS / "unseen.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    (RESULTS / "unseen.md").write_text(markdown(summary))
+    summary = summarise(records, args.default)
+    doc = {"datasets": DATASETS, "default": args.default, "summary": summary,
+           "records": records}  # fmt: skip
+    out = Path(args.out)
+    (out.with_suffix(".json")).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (out.with_suffix(".md")).write_text(markdown(summary, args.default))
     if summary:
-        plot(summary, RESULTS / "unseen.png")
-    print(markdown(summary))
+        plot(summary, out.with_suffix(".png"), args.default)
+    print(markdown(summary, args.default))
     return 0
 
 
@@ -531,7 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--stop-at", type=float, default=math.inf,
                    help="a Unix time after which no new run starts")  # fmt: skip
     r.add_argument("--retry-errors", action="store_true")
+    r.add_argument("--auto-row", default=DEFAULT,
+                   help="the name of auto's row (e.g. auto@COMMIT: a rerun on newer code)")  # fmt: skip
     rep = sub.add_parser("report")
+    rep.add_argument("--default", default=DEFAULT, help="the row the others are paired with")
+    rep.add_argument("--out", default=str(RESULTS / "unseen"), help="report files' stem")
     for q in (r, rep):
         q.add_argument("--jsonl", default=str(JSONL), help="the records file")
     args = p.parse_args(argv)

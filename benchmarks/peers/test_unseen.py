@@ -90,3 +90,35 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
             for d in ("a", "b") for s in (0, 1) for r in ("auto", "x")]  # fmt: skip
     bu.plot(bu.summarise(recs), tmp_path / "u.png")
     assert (tmp_path / "u.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_resumes_and_names_auto_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Fake:
+        time_offset = None
+        n_users = n_items = 3
+
+        def __len__(self) -> int:
+            return 9
+
+    calls: list[tuple[str, int, str]] = []
+
+    def fake_run(data: object, name: str, seed: int, row: str, fields: dict) -> dict:
+        calls.append((name, seed, row))
+        return _rec(name, seed, row, 0.9, pred_min=1.0, pred_max=5.0, n_outside=0, n_fallback=0)
+
+    monkeypatch.setattr(bu, "build", lambda name, data_dir: Fake())
+    monkeypatch.setattr(bu, "recfit_rows", lambda has_time, auto_row: {auto_row: {}, "x": {}})
+    monkeypatch.setattr(bu, "SURPRISE", ())
+    monkeypatch.setattr(bu, "run_recfit", fake_run)
+    path = tmp_path / "u.jsonl"
+    argv = ["run", "--data", "a,b", "--seeds", "0,1", "--jsonl", str(path)]
+    assert bu.main(argv) == 0
+    assert len(calls) == 8 and calls[0] == ("a", 0, "auto")
+    assert bu.main(argv) == 0 and len(calls) == 8  # all finished: nothing runs again
+    assert bu.main([*argv, "--auto-row", "auto@new"]) == 0
+    assert calls[8:] == [("a", 0, "auto@new"), ("b", 0, "auto@new"), ("a", 1, "auto@new"),
+                         ("b", 1, "auto@new")]  # fmt: skip
+    s = bu.summarise(bu.load_records(path), "auto@new")["a"]["rows"]
+    assert s["auto"]["paired"] == pytest.approx([0.0, 0.0, 0.0])
+    assert bu.main([*argv, "--stop-at", "0", "--auto-row", "auto@later"]) == 0
+    assert len(calls) == 12  # past the stop time: nothing starts
