@@ -236,7 +236,8 @@ def run_recfit(data: Any, name: str, seed: int, row: str, fields: dict[str, Any]
     if found:
         rec["auto"] = {k: found.get(k) for k in ("chosen", "by", "budget_seconds",
                                                  "search_seconds", "chosen_inner_rmse",
-                                                 "inner_scores", "tuning_skipped")}  # fmt: skip
+                                                 "inner_scores", "tuning_skipped",
+                                                 "candidates")}  # fmt: skip
         rec["auto"]["blend"] = res.details.get("blend")
     return rec
 
