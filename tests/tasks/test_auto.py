@@ -24,7 +24,7 @@ from recfit.models.blend import Blend
 from recfit.models.registry import families, register_family
 from recfit.recommender import Recommender
 from recfit.runs import train_run
-from recfit.tasks import auto
+from recfit.tasks import auto, blend
 from recfit.tasks.common import get_task
 
 
@@ -61,7 +61,7 @@ def test_auto_with_a_budget_may_read_any_searched_family_setting() -> None:
 
 def test_inner_cut_is_inside_the_training_rows(data: Interactions) -> None:
     sp = _split(RatingConfig(seed=1), data)
-    cut = auto.inner_cut(sp.data, sp.train_idx, seed=1)
+    cut = blend.inner_cut(sp.data, sp.train_idx, seed=1)
     assert set(cut.test_idx) <= set(sp.train_idx) and set(cut.train_idx) <= set(sp.train_idx)
     assert not set(cut.test_idx) & set(cut.train_idx)
     assert not set(cut.test_idx) & set(sp.test_idx)
@@ -153,7 +153,7 @@ def test_blend_run_trains_members_on_the_whole_training_part_and_round_trips(
 def test_blend_member_settings_must_be_read_by_the_member() -> None:
     cfg = RatingConfig(model="blend", blend_members=('{"model": "baseline", "n_factors": 3}',))
     with pytest.raises(ConfigError, match="blend member"):
-        auto.member_config(cfg, cfg.blend_members[0])
+        blend.member_config(cfg, cfg.blend_members[0])
 
 
 def test_a_long_search_does_not_keep_a_tuned_candidate_out_of_the_blend() -> None:
@@ -192,7 +192,7 @@ def test_members_without_time_to_train_again_keep_their_inner_cut_models(
     assert res.config.model == "blend" and isinstance(model, Blend)
     assert info["blend"]["trained_again_on_the_whole_training_part"] == []
     assert len(info["blend"]["kept_from_the_inner_cut"]) == len(model.member_models())
-    cut = auto.inner_cut(res.split.data, res.split.train_idx, seed=0)
+    cut = blend.inner_cut(res.split.data, res.split.train_idx, seed=0)
     for m in model.member_models():
         assert int(m.train_user_count.sum()) == len(cut.train_idx)
     np.testing.assert_allclose(model.blend_weights.numpy(), info["blend"]["weights"], atol=1e-6)
@@ -224,9 +224,9 @@ def test_final_fits_of_anytime_members_end_by_the_plan_deadline(data: Interactio
     )  # fmt: skip
     sp = _split(cfg, data)
     task = get_task("rating")
-    plan = auto.BlendPlan([0.5, 0.5], 0.0, [None, None], time.perf_counter() - 1.0, [1.0, 1.0])
+    plan = blend.BlendPlan([0.5, 0.5], 0.0, [None, None], time.perf_counter() - 1.0, [1.0, 1.0])
     learner = task.build(cfg, sp, callbacks=[], progress=False)
-    auto.fit_blend(learner, cfg, plan)
+    blend.fit_blend(learner, cfg, plan)
     model = learner.model
     assert isinstance(model, Blend)
     dot, bmf = model.member_models()
@@ -300,7 +300,7 @@ def test_the_tuned_best_is_not_trained_again(
     model, that trial's seconds as its one fit (the final fit is estimated from it), and
     the whole search as its seconds; no fit after the search."""
     fits: list[str] = []
-    real_fit, real_tune = auto._fit_on, auto.tuning.tune
+    real_fit, real_tune = auto.train_on, auto.tuning.tune
     found: list[Any] = []
 
     def fit_on(cfg: RatingConfig, *args: Any) -> Any:
@@ -311,11 +311,11 @@ def test_the_tuned_best_is_not_trained_again(
         found.append(real_tune(*args, **kw))
         return found[-1]
 
-    monkeypatch.setattr(auto, "_fit_on", fit_on)
+    monkeypatch.setattr(auto, "train_on", fit_on)
     monkeypatch.setattr(auto.tuning, "tune", tune)
     cfg = RatingConfig(seed=0, budget=60)
     sp = _split(cfg, data)
-    cut = auto.inner_cut(sp.data, sp.train_idx, seed=0)
+    cut = blend.inner_cut(sp.data, sp.train_idx, seed=0)
     base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=np.inf)
     (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
     (res,) = found

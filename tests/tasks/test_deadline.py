@@ -11,7 +11,7 @@ from recfit.config import RatingConfig
 from recfit.data.split import random_split
 from recfit.data.synthetic import synthetic
 from recfit.errors import CancelFitException
-from recfit.tasks import auto
+from recfit.tasks import blend
 from recfit.tasks.tuning.deadline import Deadline
 from recfit.train import dense_epoch
 
@@ -57,13 +57,13 @@ def test_a_fit_under_the_deadline_keeps_its_compiled_epochs(
     monkeypatch.setattr(dense_epoch, "fit_epoch", counted)
     d = synthetic(4000, 80, 60, seed=0)
     split = random_split(d, 0.2, seed=0)
-    cut = auto.inner_cut(split.data, split.train_idx, seed=0)
+    cut = blend.inner_cut(split.data, split.train_idx, seed=0)
     cfg = RatingConfig(model="svdpp", epochs=3, budget=0.0)
     stop = Deadline(time.perf_counter() + 600.0)
-    learner = auto._fit_on(cfg, cut, [stop])
+    learner = blend.train_on(cfg, cut, [stop])
     assert learner.path is not None and learner.path.dense_epochs
     assert len(calls) == 3 and not stop.hit
     calls.clear()
     late = Deadline(time.perf_counter() - 1.0)
-    auto._fit_on(cfg, cut, [late])
+    blend.train_on(cfg, cut, [late])
     assert late.hit and len(calls) == 1

@@ -3,7 +3,7 @@
 With ``budget`` > 0 seconds, :func:`choose_model` chooses the model by inner validation on
 the training part only (never a held-out row):
 
-1. *cut*: :data:`AUTO_INNER` of the training rows, drawn by the seed, is the inner
+1. *cut*: :data:`~recfit.tasks.blend.AUTO_INNER` of the training rows, drawn by the seed, is the inner
    validation part; every candidate trains on the other rows and is scored on it (RMSE);
 2. *defaults*: each family that fits the data and the trainer
    (:func:`recfit.config.rating.searched_families`: every registered rating family but
@@ -29,13 +29,11 @@ the training part only (never a held-out row):
    on the whole training part: a blend keeps the weights fitted on the inner part, and
    each member trains again on the whole training part while the budget allows (the
    cheapest first, then the anytime members sharing what is left), else keeps its
-   inner-cut model (:class:`BlendPlan`).
+   inner-cut model (:class:`~recfit.tasks.blend.BlendPlan`, trained by
+   :func:`recfit.tasks.blend.fit_blend`).
 
 Everything tried, with its inner score and seconds, is in :class:`AutoReport` (the run's
 ``details.model_auto``). The budget is an upper bound: small data finishes early.
-
-A blend (:func:`fit_blend`) trains its members on an inner cut, fits the weights on the
-cut's other rows, then trains the members on the whole training part.
 
 Example:
     >>> AUTO_INNER, TUNE_TOP
@@ -59,28 +57,23 @@ from recfit.errors import ConfigError, RecfitError
 from recfit.metrics.rating import rmse
 from recfit.models._budget import ended_early, fit_until, full_share
 from recfit.models.base import RatingModel
-from recfit.models.blend import Blend, cross_fitted_rmse, member_settings, ridge_blend
+from recfit.models.blend import cross_fitted_rmse, ridge_blend
 from recfit.models.registry import family
 from recfit.tasks import tuning
-from recfit.tasks.common import get_task
+from recfit.tasks.blend import (
+    AUTO_INNER,
+    RUN_FIELDS,
+    BlendPlan,
+    inner_cut,
+    is_anytime,
+    member_config,
+    train_on,
+)
 from recfit.tasks.tuning.deadline import Deadline
-from recfit.train.callbacks import Callback
 from recfit.train.learner import Learner
-from recfit.train.trainers import FitSpec, trainer_for
 
-__all__ = [
-    "AUTO_INNER",
-    "AutoReport",
-    "BlendPlan",
-    "Candidate",
-    "choose_model",
-    "fit_blend",
-    "inner_cut",
-    "member_config",
-]
+__all__ = ["AutoReport", "Candidate", "choose_model"]
 
-AUTO_INNER = 0.1
-"""The share of the training rows auto (and a blend) holds out to compare and weigh."""
 TUNE_TOP = 2
 """How many of the best families (by their defaults' inner RMSE) auto tunes."""
 TUNE_TRIALS = 20
@@ -117,11 +110,6 @@ COST_WEIGHT · s)`` (on ml-1m in 10 minutes: a 40 s member must gain 1.7e-4)."""
 MAX_BLEND = 6
 """At most this many blend members (tuning leaves time for the final fits of this many of
 the best candidates)."""
-RUN_FIELDS = (
-    "version", "dataset", "data_dir", "user_col", "item_col", "rating_col",
-    "timestamp_col", "weight_col", "split", "test_file", "seed", "device",
-)  # fmt: skip
-"""The fields a blend's members take from the blend's config (data, split, seed, device)."""
 
 
 @dataclass
@@ -166,22 +154,6 @@ class Candidate:
 
 
 @dataclass
-class BlendPlan:
-    """How the run trains the blend auto chose: its weights and intercept (fitted on the
-    inner part) and, per member, the model trained on the inner cut's other rows to keep
-    as it is, or ``None``: train the member again on the whole training part."""
-
-    weights: list[float]
-    intercept: float
-    kept: list[RatingModel | None]
-    until: float | None = None
-    """When the final fits should end (``time.perf_counter()`` seconds; ``None``: no
-    limit): the anytime members train last and share the time to it."""
-    costs: list[float] = field(default_factory=list)
-    """Each member's estimated final fit (seconds): the anytime members' shares."""
-
-
-@dataclass
 class AutoReport:
     """What auto tried and chose (``details.model_auto`` of the run)."""
 
@@ -217,103 +189,8 @@ class AutoReport:
         return out
 
 
-# ------------------------------------------------------------------ cuts and members
-def inner_cut(data: Interactions, rows: np.ndarray, seed: int) -> Split:
-    """``rows`` of ``data`` cut at random by ``seed``: :data:`AUTO_INNER` of them the test
-    part, the others the training part (both rows of ``data``: the vocabularies stay).
-
-    Raises:
-        ConfigError: too few rows to leave one on each side.
-
-    Example:
-        >>> d = Interactions.from_arrays(list(range(30)), [0] * 30, [4.0] * 30)
-        >>> cut = inner_cut(d, np.arange(30), seed=0)
-        >>> len(cut.train_idx), len(cut.test_idx)
-        (27, 3)
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    n_inner = round(AUTO_INNER * len(rows))
-    if n_inner < 1 or n_inner >= len(rows):
-        raise ConfigError(
-            f"expected enough training rows for an inner cut of {AUTO_INNER:.0%} (model auto "
-            f"or blend), received {len(rows)}"
-        )
-    rng = np.random.default_rng([seed, 0xA070])
-    inner = np.sort(rng.choice(rows, size=n_inner, replace=False))
-    rest = np.setdiff1d(rows, inner, assume_unique=True)
-    return Split(data, rest, inner, f"auto-inner:{AUTO_INNER:g}")
-
-
-def member_config(cfg: RatingConfig, spec: str | dict[str, Any]) -> RatingConfig:
-    """The config of one member (or candidate) ``spec`` of ``cfg``: ``cfg``'s data, split,
-    seed and device (:data:`RUN_FIELDS`, those set) with the spec's fields.
-
-    Example:
-        >>> member_config(RatingConfig(seed=3), '{"model": "dot", "n_factors": 8}').n_factors
-        8
-    """
-    base = {k: v for k, v in cfg.model_dump(exclude_unset=True).items() if k in RUN_FIELDS}
-    return RatingConfig.validated({**base, **member_settings(spec)}, source="blend member")
-
-
-def _fit_on(cfg: RatingConfig, cut: Split, callbacks: list[Callback]) -> Learner:
-    task = get_task("rating")
-    cfg = task.prepare(cfg, cut)
-    learner = task.build(cfg, cut, callbacks=callbacks, progress=False)
-    return task.fit(learner, cfg)
-
-
-def _anytime(name: str) -> bool:
-    """Whether the family ``name``'s fit ends by a deadline with a valid model."""
-    return family(name).anytime
-
-
 def _spec_json(spec: dict[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True)
-
-
-# ------------------------------------------------------------------ the blend family
-def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None) -> Learner:
-    """Train the :class:`~recfit.models.blend.Blend` in ``learner`` (``cfg.model ==
-    "blend"``). Without a ``plan``, each member trains on an inner cut of
-    ``learner.train``, the weights are fitted on the cut's other rows, then each member
-    trains on all of ``learner.train``. With auto's ``plan``: its weights, its kept
-    members as they are, the others trained on all of ``learner.train``. Recorded as one
-    closed-form epoch."""
-
-    def solve(model: Any, train: Interactions) -> None:
-        if not isinstance(model, Blend):
-            raise ConfigError(
-                f"expected a Blend for model 'blend', received {type(model).__name__}"
-            )
-        specs = [member_config(cfg, s) for s in cfg.blend_members]
-        kept: list[RatingModel | None] = [None] * len(specs)
-        if plan is None:
-            cut = inner_cut(train, np.arange(len(train)), cfg.seed)
-            preds = np.stack([_fit_on(m, cut, []).predict(cut.test) for m in specs], axis=1)
-            c, b = ridge_blend(preds, cut.test.rating, cut.test.weights())
-            w = (c.tolist(), b)
-        else:
-            w, kept = (plan.weights, plan.intercept), list(plan.kept)
-        whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
-        device = model.blend_weights.device
-        # the anytime members last, each ending by its share of the time to plan.until
-        order = sorted(range(len(specs)), key=lambda k: _anytime(specs[k].model))
-        costs = plan.costs if plan is not None and plan.costs else [1.0] * len(specs)
-        for n, k in enumerate(order):
-            trained = kept[k]
-            if trained is None:
-                at = None
-                if plan is not None and plan.until is not None and _anytime(specs[k].model):
-                    rest = sum(costs[j] for j in order[n:] if kept[j] is None)
-                    now = time.perf_counter()
-                    at = now + max(plan.until - now, 0.0) * costs[k] / max(rest, 1e-9)
-                with fit_until(at):
-                    trained = _fit_on(specs[k], whole, []).model
-            model.members[k] = trained.to(device)
-        model.set_weights(w[0], w[1])
-
-    return trainer_for("closed_form").fit(learner, FitSpec(solve=solve))
 
 
 # ------------------------------------------------------------------ auto
@@ -348,8 +225,8 @@ def _try(
         return cand
     stop = Deadline(min(until, t0 + FIT_SHARE * float(cfg.budget or 0.0)))
     try:
-        with fit_until(stop.at if _anytime(mcfg.model) else None):
-            learner = _fit_on(mcfg, cut, [stop])
+        with fit_until(stop.at if is_anytime(mcfg.model) else None):
+            learner = train_on(mcfg, cut, [stop])
         if stop.hit:
             cand.state = "timeout"
             cand.note = (
@@ -423,12 +300,12 @@ def _refits(members: list[Candidate], time_left: float) -> list[bool]:
     order = sorted(range(len(members)), key=lambda k: members[k].fit_seconds)
     for k in order:
         cost = members[k].fit_seconds * REFIT_FACTOR
-        if not _anytime(members[k].spec["model"]) and spent + cost <= time_left:
+        if not is_anytime(members[k].spec["model"]) and spent + cost <= time_left:
             out[k], spent = True, spent + cost
     wanted = 0.0
     for k in order:
         cost = members[k].fit_seconds * members[k].full * REFIT_FACTOR
-        if _anytime(members[k].spec["model"]) and ANYTIME_MIN * (wanted + cost) <= (
+        if is_anytime(members[k].spec["model"]) and ANYTIME_MIN * (wanted + cost) <= (
             time_left - spent
         ):
             out[k], wanted = True, wanted + cost
@@ -517,8 +394,8 @@ def choose_model(
     # sharing what the others left)
     until = start + DEFAULTS_SHARE * budget
     tried = _candidate_specs(cfg, split.train)
-    anytime = [s for s in tried if _anytime(s[0])]
-    others = sorted((s for s in tried if not _anytime(s[0])), key=lambda s: family(s[0]).costly)
+    anytime = [s for s in tried if is_anytime(s[0])]
+    others = sorted((s for s in tried if not is_anytime(s[0])), key=lambda s: family(s[0]).costly)
     for name, spec in others:
         report.candidates.append(
             _try(cfg, name, spec, "defaults", cut, until - ANYTIME_SHARE * budget)

@@ -22,7 +22,7 @@ from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.models.blend import Blend
 from recfit.models.registry import families, family
-from recfit.tasks import auto
+from recfit.tasks import auto, blend
 from recfit.tasks.common import (
     Callbacks,
     Metrics,
@@ -145,7 +145,7 @@ class RatingTask(Task[RatingConfig]):
 
     def __init__(self) -> None:
         self._auto: dict[RatingConfig, dict[str, Any]] = {}
-        self._plans: dict[RatingConfig, auto.BlendPlan] = {}
+        self._plans: dict[RatingConfig, blend.BlendPlan] = {}
 
     def settle(self, cfg: RatingConfig, split: Split) -> RatingConfig:
         """``model="auto"`` without a budget gets the default for the size of ``split``'s
@@ -201,7 +201,7 @@ class RatingTask(Task[RatingConfig]):
 
     def fit(self, learner: Learner, cfg: RatingConfig) -> Learner:
         if cfg.model == "blend":  # members by their trainers, weights on an inner cut
-            return auto.fit_blend(learner, cfg, self._plans.pop(cfg, None))
+            return blend.fit_blend(learner, cfg, self._plans.pop(cfg, None))
         return fit_learner(learner, cfg)
 
     def evaluate(self, learner: Learner, cfg: RatingConfig, split: Split) -> Metrics:
