@@ -191,10 +191,10 @@ def tune(
         return value
 
     interrupted = False
-    with _quiet(optuna):
+    with _quiet():
         study = optuna.create_study(
             direction="minimize" if mode == "min" else "maximize",
-            sampler=_sampler(optuna, seed),
+            sampler=_sampler(seed),
             pruner=optuna.pruners.NopPruner(),  # the rule is ours (should_prune)
         )
         for name, base in bases.items():
@@ -496,7 +496,7 @@ def _line(t: Trial, metric: str) -> str:
     return f"trial {t.number} {t.family}: {what} in {t.seconds:.1f} s [{params}]{extra}"
 
 
-def _sampler(optuna: Any, seed: int) -> Any:
+def _sampler(seed: int) -> optuna.samplers.TPESampler:
     """TPE modelling the searched fields jointly (``multivariate``; ``group``: each
     family's fields apart), seeded."""
     with warnings.catch_warnings():  # both options are marked experimental by Optuna
@@ -505,7 +505,7 @@ def _sampler(optuna: Any, seed: int) -> Any:
 
 
 @contextmanager
-def _quiet(optuna: Any) -> Iterator[None]:
+def _quiet() -> Iterator[None]:
     """Optuna's own log at ERROR for the search (its per-trial INFO lines are ours)."""
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
