@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- report
-def summarise(records: list[dict[str, Any]], default_row: str = DEFAULT) -> dict[str, Any]:
+def summarise(records: list[dict[str, Any]], default_rows: str = DEFAULT) -> dict[str, Any]:
     """Per data set and row: the seeds, the mean RMSE and its 95 % t-interval, the paired
     difference default - row over the seeds both ran, wall and load; failed rows apart.
 
@@ -381,7 +381,9 @@ def summarise(records: list[dict[str, Any]], default_row: str = DEFAULT) -> dict
         d["rows"][r["row"]]["by_seed"][int(r["seed"])] = float(r["rmse"])
         d["rows"][r["row"]]["records"].append(r)
     for d in out.values():
-        default = d["rows"].get(default_row, {}).get("by_seed", {})
+        present = [n for n in default_rows.split(",") if n in d["rows"]]
+        d["default"] = present[0] if present else DEFAULT
+        default = d["rows"].get(d["default"], {}).get("by_seed", {})
         for row in d["rows"].values():
             by = row.pop("by_seed")
             recs = row.pop("records")
@@ -407,8 +409,13 @@ def summarise(records: list[dict[str, Any]], default_row: str = DEFAULT) -> dict
     return out
 
 
-def best_other(rows: dict[str, Any], default_row: str) -> tuple[str, dict[str, Any]] | None:
-    others = [(n, r) for n, r in rows.items() if n != default_row]
+def peers(rows: dict[str, Any]) -> dict[str, Any]:
+    """The rows the default is judged against: all but auto's (the default on other code)."""
+    return {n: r for n, r in rows.items() if not n.startswith(DEFAULT)}
+
+
+def best_other(rows: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    others = list(peers(rows).items())
     return min(others, key=lambda nr: nr[1]["mean"]) if others else None
 
 
@@ -416,8 +423,7 @@ def fmt_ci(m: float, lo: float, hi: float) -> str:
     return f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
-def markdown(summary: dict[str, Any], default_row: str = DEFAULT) -> str:
-    dr = default_row
+def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# The default on data it was not tuned on (`bench_unseen.py`)",
         "",
@@ -430,7 +436,7 @@ def markdown(summary: dict[str, Any], default_row: str = DEFAULT) -> str:
         "",
     ]
     for name, d in summary.items():
-        rows = d["rows"]
+        rows, dr = d["rows"], d["default"]
         lines += [f"## {name}", "", DATASETS.get(name, ""), ""]
         autos = [a for r in rows.values() for a in r.get("auto", [])]
         for a in autos:
@@ -462,26 +468,27 @@ def markdown(summary: dict[str, Any], default_row: str = DEFAULT) -> str:
                 f"{r['load'][0]:.1f}–{r['load'][1]:.1f} | {r['pred_range'][0]:.2f}–"
                 f"{r['pred_range'][1]:.2f} | {r['n_outside']} | {r['n_fallback']} |"
             )
-        if dr in rows and len(rows) > 1:
-            bo = best_other(rows, dr)
+        if dr in rows and peers(rows):
+            bo = best_other(rows)
             assert bo is not None
-            others = [(r["mean"], r["low"], r["high"]) for n, r in rows.items() if n != dr]
+            others = [(r["mean"], r["low"], r["high"]) for r in peers(rows).values()]
             dflt = rows[dr]
             v = verdict((dflt["mean"], dflt["low"], dflt["high"]), others)
-            two = [r for n, r in rows.items() if n != dr and len(r["paired_seeds"]) >= 2]
+            two = [r for r in peers(rows).values() if len(r["paired_seeds"]) >= 2]
             ahead = sum(1 for r in two if r["paired"][2] < 0)
             behind = sum(1 for r in two if r["paired"][1] > 0)
             lines += ["", f"Default: {v}; best other row {bo[0]} {bo[1]['mean']:.4f} "
                       f"(default − best {dflt['mean'] - bo[1]['mean']:+.4f}); paired interval "
                       f"below zero (default better) against {ahead} and above zero against "
-                      f"{behind} of the {len(two)} rows with two seeds or more in common."]  # fmt: skip
+                      f"{behind} of the {len(two)} other rows with two seeds or more in "
+                      "common (auto's other rows, the default on other code, left out)."]  # fmt: skip
         for e in d["errors"]:
             lines.append(f"- FAILED: {e['row']} seed {e['seed']}: {e['error']}")
         lines.append("")
     return "\n".join(lines)
 
 
-def plot(summary: dict[str, Any], path: Path, default_row: str = DEFAULT) -> None:
+def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -491,6 +498,7 @@ def plot(summary: dict[str, Any], path: Path, default_row: str = DEFAULT) -> Non
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         rows = sorted(summary[name]["rows"].items(), key=lambda nr: -nr[1]["mean"])
+        default_row = summary[name]["default"]
         y = np.arange(len(rows))
         means = np.array([r["mean"] for _, r in rows])
         err = np.array([[r["mean"] - r["low"] for _, r in rows],
@@ -520,10 +528,10 @@ def report(args: argparse.Namespace) -> int:
            "records": records}  # fmt: skip
     out = Path(args.out)
     (out.with_suffix(".json")).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    (out.with_suffix(".md")).write_text(markdown(summary, args.default))
+    (out.with_suffix(".md")).write_text(markdown(summary))
     if summary:
-        plot(summary, out.with_suffix(".png"), args.default)
-    print(markdown(summary, args.default))
+        plot(summary, out.with_suffix(".png"))
+    print(markdown(summary))
     return 0
 
 
@@ -545,7 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--auto-row", default=DEFAULT,
                    help="the name of auto's row (e.g. auto@COMMIT: a rerun on newer code)")  # fmt: skip
     rep = sub.add_parser("report")
-    rep.add_argument("--default", default=DEFAULT, help="the row the others are paired with")
+    rep.add_argument("--default", default=DEFAULT,
+                     help="the row the others are paired with (a comma list: the first a data "
+                          "set has)")  # fmt: skip
     rep.add_argument("--out", default=str(RESULTS / "unseen"), help="report files' stem")
     for q in (r, rep):
         q.add_argument("--jsonl", default=str(JSONL), help="the records file")

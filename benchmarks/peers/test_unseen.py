@@ -62,7 +62,8 @@ def test_summary_interval_and_paired_difference() -> None:
     md = bu.markdown(bu.summarise(recs))
     assert "| z | 0 | 0.7900 [0.7900, 0.7900] | +0.0100 [+0.0100, +0.0100] |" in md
     assert "best other row z 0.7900" in md and "FAILED: w seed 1: boom" in md
-    assert "below zero (default better) against 1 and above zero against 0 of the 1 rows" in md
+    assert "below zero (default better) against 1 and above zero against 0 of the 1 other" in md
+    assert bu.summarise(recs, "auto-new,auto")["d"]["default"] == "auto"  # the first present
 
 
 def test_prediction_checks_count_outside_and_clip() -> None:
@@ -118,7 +119,9 @@ def test_run_resumes_and_names_auto_row(tmp_path: Path, monkeypatch: pytest.Monk
     assert bu.main([*argv, "--auto-row", "auto@new"]) == 0
     assert calls[8:] == [("a", 0, "auto@new"), ("b", 0, "auto@new"), ("a", 1, "auto@new"),
                          ("b", 1, "auto@new")]  # fmt: skip
-    s = bu.summarise(bu.load_records(path), "auto@new")["a"]["rows"]
-    assert s["auto"]["paired"] == pytest.approx([0.0, 0.0, 0.0])
+    summary = bu.summarise(bu.load_records(path), "auto@new,auto")
+    assert summary["a"]["default"] == "auto@new"
+    assert summary["a"]["rows"]["auto"]["paired"] == pytest.approx([0.0, 0.0, 0.0])
+    assert "best other row x" in bu.markdown(summary)  # auto's other row is not a peer
     assert bu.main([*argv, "--stop-at", "0", "--auto-row", "auto@later"]) == 0
     assert len(calls) == 12  # past the stop time: nothing starts
