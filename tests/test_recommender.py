@@ -34,9 +34,10 @@ FAMILIES: dict[str, Callable[[Interactions], RatingModel]] = {
     "svdpp": lambda d: create_model("svdpp", d, n_factors=4, y_range=(0.5, 5.5), seed=1),
     "nn": lambda d: create_model("nn", d, layers=(8,), y_range=(0.5, 5.5), seed=1),
     "classifier": lambda d: create_model("classifier", d, layers=(8,), seed=1),
+    "ordrec": lambda d: create_model("ordrec", d, n_factors=4, implicit=True, seed=1),
     "two_tower": lambda d: TwoTower.from_data(d, embedding_dim=8, layer_sizes=(8,), seed=1),
 }
-SIMILARITY_FAMILIES = ("dot", "mf", "svdpp", "nn", "two_tower")
+SIMILARITY_FAMILIES = ("dot", "mf", "svdpp", "nn", "two_tower", "ordrec")
 
 
 def _titled(d: Interactions) -> Interactions:
