@@ -43,7 +43,13 @@ def implicit_terms(uniq, indptr, implicit, y, alpha, out, scale):
         scale[a] = w
         for c in range(k):
             out[a, c] = 0.0
-        for t in range(lo, hi):  # 2-D indexing: a row view per item would cost a refcount
+        t = lo
+        while t + 1 < hi:  # two rows at a time (their loads overlap), the same order of sums
+            j, i = implicit[t], implicit[t + 1]
+            for c in range(k):
+                out[a, c] = out[a, c] + w * y[j, c] + w * y[i, c]
+            t += 2
+        if t < hi:  # 2-D indexing: a row view per item would cost a refcount
             j = implicit[t]
             for c in range(k):
                 out[a, c] += w * y[j, c]
@@ -76,6 +82,8 @@ def update_lists(
                 mark[j] = 1
                 touched[n] = j
                 n += 1
+        for t in range(indptr[u], indptr[u + 1]):  # apart: the loads of rows overlap
+            j = implicit[t]
             for f in range(k):
                 acc[j, f] += g[f]
     one = np.float32(1.0)
