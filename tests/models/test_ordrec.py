@@ -145,7 +145,8 @@ def test_row_wise_adamw_equals_dense_adamw_when_every_row_is_read() -> None:
 def test_row_wise_step_touches_only_the_batch_rows() -> None:
     """The cost of a step does not grow with the catalogue: rows no batch reads keep
     their weights and their optimiser state (zeros) exactly."""
-    m = _randomise(OrdRec(50, 400, n_factors=4, levels=HALF, implicit=True), 2, 0.1)
+    m = OrdRec(50, 400, n_factors=4, levels=HALF, implicit=True, implicit_every=1)
+    m = _randomise(m, 2, 0.1)
     m.set_implicit(torch.tensor([0, 0, 1]), torch.tensor([5, 6, 7]))
     before = {k: v.clone() for k, v in m.state_dict().items()}
     opt = RowAdamW(m, lr=0.01, weight_decay=0.0)
@@ -238,7 +239,7 @@ def test_cross_entropy_gradient_is_autograds(k: int, seed: int) -> None:
 
 def _fit_row_wise(data: Interactions, kernel: bool) -> tuple[OrdRec, list[float]]:
     train, valid = data.take(np.arange(640)), data.take(np.arange(640, 800))
-    m = create_model("ordrec", train, n_factors=4, implicit=True, seed=0)
+    m = create_model("ordrec", train, n_factors=4, implicit=True, implicit_every=1, seed=0)
     assert isinstance(m, OrdRec)
     m.fused_kernel = kernel
     learn = Learner(m, train, valid, bs=64, wd=0.05, reg=0.01, progress=False,
@@ -268,7 +269,8 @@ def test_list_step_updates_only_list_rows_in_both_orders() -> None:
     for n_items, lists in ((400, ([0, 0, 1], [5, 6, 7])), (8, ([0, 0, 1, 1], [1, 2, 3, 5]))):
         models = []
         for kernel in (False, True):
-            m = _randomise(OrdRec(3, n_items, n_factors=3, levels=HALF, implicit=True), 2, 0.1)
+            m = OrdRec(3, n_items, n_factors=3, levels=HALF, implicit=True, implicit_every=1)
+            m = _randomise(m, 2, 0.1)
             m.set_implicit(torch.tensor(lists[0]), torch.tensor(lists[1]))
             m.fused_kernel = kernel
             opt = RowAdamW(m, lr=0.01, weight_decay=0.1)
@@ -320,3 +322,46 @@ def test_similar_items_and_users_from_the_factors(half_stars: Interactions, tmp_
     assert out.exit_code == 0, out.output
     answer = json.loads(out.output)["results"][0]["neighbours"]
     assert [r["id"] for r in answer] == got.ids[:3]
+
+
+def test_y_rows_step_every_implicit_every_steps_from_summed_gradients() -> None:
+    """implicit_every=3: the y rows stay as they are for two steps (the users' terms are
+    read from a cache), then take one step on the union of the lists of the users seen."""
+    m = _randomise(OrdRec(5, 9, n_factors=3, levels=HALF, implicit=True, implicit_every=3), 2, 0.3)
+    m.set_implicit(torch.tensor([0, 0, 1, 2, 3]), torch.tensor([1, 2, 3, 4, 5]))
+    opt = RowAdamW(m, lr=0.01, weight_decay=0.0)
+    y0 = m.implicit_factors.detach().clone()
+    terms0 = m._implicit_rows(torch.arange(5), False)[0]
+    ce = CrossEntropyLoss().bind(m)
+    for step, users in enumerate(([0, 1], [2, 0], [3, 4])):
+        batch = {"user": torch.tensor(users), "item": torch.tensor([1, 2]),
+                 "rating": torch.tensor([1.0, 4.5]), "weight": torch.ones(2)}  # fmt: skip
+        out, _, saved = m.fused_forward(batch, False)
+        torch.testing.assert_close(saved[2].terms, terms0[saved[2].users])  # the cache
+        opt.fused_step(batch, saved, ce.grad(out, batch), None)
+        y = m.implicit_factors.detach()
+        changed = {int(r) for r in torch.nonzero((y != y0).any(1)).flatten()}
+        assert changed == (set() if step < 2 else {1, 2, 3, 4, 5}), step
+    fresh = m._implicit_rows(torch.arange(5), False)[0]
+    assert not torch.equal(fresh, terms0)
+    out, _, saved = m.fused_forward(batch, False)  # the cache follows the step
+    torch.testing.assert_close(saved[2].terms, fresh[saved[2].users])
+    with pytest.raises(ConfigError, match="implicit_every"):
+        OrdRec(3, 3, implicit=True, implicit_every=0)
+
+
+def test_default_implicit_every_trains_as_well(half_stars: Interactions) -> None:
+    """The default (y steps every 8 steps) against every step and against no implicit
+    term, same data and seed: on 80 steps (10 y steps) the term still pays."""
+    train, valid = half_stars.take(np.arange(640)), half_stars.take(np.arange(640, 800))
+    mse = {}
+    for every in (0, 1, 8):
+        m = create_model("ordrec", train, n_factors=4, implicit=every > 0,
+                         implicit_every=max(every, 1))  # fmt: skip
+        assert isinstance(m, OrdRec)
+        learn = Learner(m, train, valid, bs=32, wd=0.05, reg=0.01, progress=False,
+                        execution=Execution(row_wise=True))  # fmt: skip
+        learn.fit_one_cycle(4, 0.02)
+        mse[every] = learn.evaluate()["mse"]
+    assert OrdRec(2, 2).implicit_every == 8
+    assert mse[1] < mse[8] < mse[0] - 0.1
