@@ -4,6 +4,8 @@ the thread counts set for a block and put back."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numba
 import pytest
@@ -64,3 +66,59 @@ def test_limit_threads_sets_every_runtime_and_puts_them_back() -> None:
         assert all(n == 1 for n in blas)
     assert (torch.get_num_threads(), numba.get_num_threads()) == before
     assert active() is None
+
+
+class _PoolStartsAtFirstCall:
+    """Stands in for numba: its first thread call starts the pool, and the start sets the
+    caller's OpenMP count, PyTorch's too (numba's OpenMP layer binds to PyTorch's runtime)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.threads = 2
+        self.config = type("config", (), {"NUMBA_NUM_THREADS": 2})
+
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            torch.set_num_threads(2)
+
+    def get_num_threads(self) -> int:
+        self._start()
+        return self.threads
+
+    def set_num_threads(self, n: int) -> None:
+        self._start()
+        self.threads = n
+
+
+def test_limit_threads_sets_pytorch_after_numba_starts_its_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = torch.get_num_threads()
+    fake = _PoolStartsAtFirstCall()
+    monkeypatch.setitem(sys.modules, "numba", fake)
+    try:
+        torch.set_num_threads(1)  # the process asked for one thread, as the policy does
+        with limit_threads(1):
+            assert (torch.get_num_threads(), fake.threads) == (1, 1)
+        assert (torch.get_num_threads(), fake.threads) == (1, 2)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_limit_threads_holds_in_a_process_that_starts_numbas_pool_in_it() -> None:
+    """The real runtimes, in a fresh process (numba's pool starts once per process)."""
+    code = (
+        "import torch, numba\n"
+        "torch.set_num_threads(1)\n"
+        "from recfit._cpu import limit_threads\n"
+        "with limit_threads(1):\n"
+        "    inside = torch.get_num_threads()\n"
+        "print(inside, torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]

@@ -15,8 +15,16 @@ never more threads than that, and let one runtime's threads at a time do the par
 * OpenMP's wait policy (``OMP_WAIT_POLICY``) is read once, when PyTorch loads its OpenMP
   runtime at ``import torch``; after that only the thread counts can be changed. With one
   thread PyTorch runs no parallel region at all, so on a busy machine (one free core) no
-  OpenMP thread is left spinning; numba's OpenMP pool is a separate runtime, used only by
-  the compiled kernels (PyTorch has one thread meanwhile).
+  OpenMP thread is left spinning; numba's OpenMP pool is used only by the compiled kernels
+  (PyTorch has one thread meanwhile).
+* numba's OpenMP layer binds to the OpenMP runtime PyTorch loaded (the same ``libgomp.so.1``),
+  and the start of numba's pool (its first thread call in a process) sets the calling
+  thread's OpenMP count, which is then PyTorch's count too, to numba's pool size.
+  :func:`limit_threads` therefore sets PyTorch's count after numba's, whenever it differs
+  then (not by the count read before): a process that had set one thread itself
+  (``torch.set_num_threads(1)``) otherwise ran its first fit on two whatever the policy said
+  (the accuracy grid's first part of a PyTorch-trained family: FM on ml-100k, 366 s against
+  10 s for the next part at a load of 6).
 
 Why it matters: a parallel region with more threads than free cores waits, at every
 barrier, for a thread the scheduler has parked behind other work, and spinning waiters
@@ -170,8 +178,8 @@ def limit_threads(threads: Threads | int) -> Iterator[Threads]:
 
     t = Threads.all(threads) if isinstance(threads, int) else threads
     old_torch = torch.get_num_threads()
-    old_numba = _numba_threads(t.numba)
-    if old_torch != t.torch:
+    old_numba = _numba_threads(t.numba)  # may start numba's pool, which sets PyTorch's count
+    if torch.get_num_threads() != t.torch:
         torch.set_num_threads(t.torch)
     _ACTIVE.append(t)
     try:
@@ -179,6 +187,6 @@ def limit_threads(threads: Threads | int) -> Iterator[Threads]:
             yield t
     finally:
         _ACTIVE.pop()
+        _numba_threads(old_numba)
         if torch.get_num_threads() != old_torch:
             torch.set_num_threads(old_torch)
-        _numba_threads(old_numba)
