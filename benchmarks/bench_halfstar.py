@@ -139,8 +139,8 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 """Classification models by name; ``regression`` is the regression default (SVD++).
 ``ordrec-torch`` is ``ordrec`` with the implicit term's rows updated by PyTorch
-operations instead of the compiled kernels (``OrdRec.fused_kernel = False``), the
-reference the kernels are timed against."""
+operations instead of the compiled kernels (``OrdRec.fused_kernel = False``; its ``y`` rows
+step at every step, ``implicit_every`` aside), the reference the kernels are timed against."""
 
 
 class FitCPU(Callback):
