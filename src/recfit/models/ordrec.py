@@ -59,7 +59,16 @@ from recfit.models.dot import _check_sizes, _trunc_normal
 from recfit.models.registry import Family, register_family, sized_build
 from recfit.models.svdpp import ImplicitLists, implicit_lists
 
-__all__ = ["OrdRec"]
+__all__ = ["IMPLICIT_EVERY", "IMPLICIT_MIN_STEPS", "OrdRec"]
+
+IMPLICIT_EVERY = 8
+"""``implicit_every`` a long enough fit uses when none is given."""
+IMPLICIT_MIN_STEPS = 64 * IMPLICIT_EVERY
+"""The fewest steps of a fit (64 deferred ``y`` steps) for which ``implicit_every=None``
+means :data:`IMPLICIT_EVERY`; below, every step (1). The half-star proxies' fits with
+their defaults run about 2,500 steps (8 epochs), 626 and 632 in the speed part of
+benchmarks/bench_halfstar.py (2 epochs): all keep 8; 80 steps (10 ``y`` steps) trained
+clearly worse than every step (docs/classification.md)."""
 
 
 class OrdRec(LevelOutput, ImplicitLists, RatingModel):
@@ -79,13 +88,16 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         alpha: the exponent of the implicit term's normalisation (SVD++'s default).
         implicit_every: on the compiled row-wise path, the ``y`` rows take one AdamW step
             every this many steps, from the users' term gradients summed since the last
-            one, with the learning rate times ``sqrt(implicit_every)``; the users' terms
-            are computed for every user after it and read from there until the next
-            (1: every step, the PyTorch path's rule, which the PyTorch path always
-            follows). 8 (chosen on inner cuts of both half-star proxies,
-            docs/classification.md): a step then costs about what it costs without the
-            implicit term, whatever the catalogue; what a fit leaves pending when it
-            ends (fewer than ``implicit_every`` steps) is dropped.
+            one, with the learning rate times ``sqrt`` of the steps it stands for; the
+            users' terms are computed for every user after it and read from there until
+            the next (1: every step, the PyTorch path's rule, which the PyTorch path
+            always follows). What is pending at an epoch's end (fewer steps) is applied
+            then. ``None`` (default): each fit decides when it starts (:meth:`plan_fit`):
+            :data:`IMPLICIT_EVERY` (8, chosen on inner cuts of both half-star proxies,
+            docs/classification.md: a step then costs about what it costs without the
+            implicit term) for a fit of at least :data:`IMPLICIT_MIN_STEPS` steps, else
+            1 (on small data the deferred rule trains worse); ``config()`` records the
+            value used (``None`` before any fit, when the rule is every step).
         decode: what ``to_rating`` returns: the ``"expected"`` rating or the ``"argmax"``
             level's rating.
         init_std: std of the factors' init (biases and offsets start at 0).
@@ -113,7 +125,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         implicit: bool = False,
         n_implicit: int = 0,
         alpha: float = 1.0,
-        implicit_every: int = 8,
+        implicit_every: int | None = None,
         decode: Decode = "expected",
         init_std: float = 0.01,
         seed: int = 0,
@@ -130,9 +142,11 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         self.levels, self.n_levels = grid, k
         self.user_thresholds, self.decode = bool(user_thresholds), decode
         self.implicit, self.alpha = bool(implicit), float(alpha)
-        if not (isinstance(implicit_every, int) and implicit_every >= 1):
-            raise ConfigError(f"expected implicit_every >= 1, received {implicit_every!r}")
-        self.implicit_every = implicit_every
+        if implicit_every is not None and not (
+            isinstance(implicit_every, int) and implicit_every >= 1
+        ):
+            raise ConfigError(f"expected implicit_every None or >= 1, received {implicit_every!r}")
+        self.implicit_every, self._every_auto = implicit_every, implicit_every is None
         if not (isinstance(n_implicit, int) and n_implicit >= 0 and self.alpha >= 0):
             raise ConfigError(
                 f"expected n_implicit >= 0 and alpha >= 0, received {n_implicit!r}, {alpha!r}"
@@ -166,6 +180,17 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
             implicit_every=self.implicit_every, decode=self.decode,
             init_std=self.init_std, seed=self.seed,
         )  # fmt: skip
+
+    @property
+    def every(self) -> int:
+        """The ``y`` rows' step interval in force (1 until a fit decides ``None``)."""
+        return self.implicit_every or 1
+
+    def plan_fit(self, n_steps: int) -> None:
+        """Called by the Learner when a fit of ``n_steps`` steps starts: with
+        ``implicit_every=None``, decide the interval from the fit's length."""
+        if self._every_auto:
+            self.implicit_every = IMPLICIT_EVERY if n_steps >= IMPLICIT_MIN_STEPS else 1
 
     def row_tables(self) -> tuple[tuple[Tensor, ...], ...]:
         """The tables a row-wise step updates, by the index that reads them: the batch's
@@ -224,7 +249,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         uniq, inv = unique_index(users, self.n_users)
         kern = self._kernels() if leaf or not torch.is_grad_enabled() else None
         gathered: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
-        if kern is not None and leaf and self.implicit_every > 1:  # the cached terms
+        if kern is not None and leaf and self.every > 1:  # the cached terms
             cache = self.__dict__.get("_terms")
             if cache is None or cache[1] != self.implicit_factors._version:
                 cache = self._all_terms(kern)  # y changed outside the kernel (decay, load)
@@ -248,7 +273,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
 
     def _all_terms(self, kern: Any) -> tuple[np.ndarray, int]:
         """Every user's implicit term (kept, with the ``y`` table's version, as the cache
-        the steps read while ``implicit_every > 1``)."""
+        the steps read while :attr:`every` > 1)."""
         users = np.arange(self.n_users, dtype=np.int64)
         z = np.empty((self.n_users, self.n_factors), np.float32)
         scale = np.empty(self.n_users, np.float32)
@@ -367,6 +392,53 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         for t, g in zip(self.row_dense(), dense, strict=True):
             t.grad = g.clone() if t.grad is None else t.grad + g
 
+    # ------------------------------------------------------------------ deferred y
+    def step_pending(
+        self, tables: Sequence[Tensor], state: Sequence[Tensor], row_decay: Tensor
+    ) -> int:
+        """Apply the pending ``y`` step (the users' term gradients summed since the last),
+        with the learning rate times ``sqrt`` of the steps it stands for; the optimiser's
+        ``y`` side: ``tables``, ``state`` and ``row_decay``. Called every :attr:`every`
+        steps and by :meth:`RowOptimizer.flush <recfit.train.sparse.RowOptimizer.flush>`
+        at an epoch's end. Returns the number of ``y`` rows updated."""
+        pend = self.__dict__.get("_pending")
+        if pend is None or pend.steps == 0 or pend.owner is not state[0]:
+            return 0
+        users = np.flatnonzero(pend.seen)
+        d_user = pend.grad[users]
+        pend.grad[users] = 0.0
+        pend.seen[:] = False
+        consts = pend.last[0].copy()
+        consts[3] *= math.sqrt(pend.steps)  # for the steps it stands for
+        pend.steps = 0
+        n = _update_lists(self, torch.from_numpy(users), torch.from_numpy(d_user), tables,
+                          state, row_decay, (consts, *pend.last[1:]))  # fmt: skip
+        self._all_terms(_ordrec_kernels())
+        return n
+
+    def pending_state(self) -> dict[str, Any] | None:
+        """The pending ``y`` step's sums, for the optimiser's ``state_dict`` (a checkpoint
+        between two ``y`` steps); ``None`` when nothing is pending."""
+        pend = self.__dict__.get("_pending")
+        if pend is None or pend.steps == 0:
+            return None
+        consts, before, after = pend.last
+        return {"grad": torch.from_numpy(pend.grad.copy()), "seen": torch.from_numpy(
+            pend.seen.copy()), "steps": pend.steps, "consts": torch.from_numpy(consts.copy()),
+            "before": before, "after": after}  # fmt: skip
+
+    def load_pending(self, saved: dict[str, Any] | None, owner: Tensor) -> None:
+        """Put back what :meth:`pending_state` returned, for the optimiser whose ``y``
+        state is ``owner`` (its first tensor)."""
+        self.__dict__.pop("_pending", None)
+        if saved is not None:
+            pend = _Pending(self.n_users, self.n_factors, owner)
+            pend.grad[:], pend.seen[:] = saved["grad"].numpy(), saved["seen"].numpy()
+            pend.steps = int(saved["steps"])
+            pend.last = (saved["consts"].numpy().copy(), float(saved["before"]),
+                         float(saved["after"]))  # fmt: skip
+            self.__dict__["_pending"] = pend
+
 
 class _Lists(NamedTuple):
     """What the implicit term's gradient needs: the distinct users' ``terms`` (a leaf),
@@ -382,8 +454,8 @@ class ListStep:
     """The row-wise AdamW step of the ``y`` rows a batch's users' lists read, by the
     compiled kernel (:func:`recfit.models._kernels_ordrec.update_lists`): called by the
     optimiser with the side's tables, its per-row state, decay log and constants. With
-    ``implicit_every > 1`` it sums the users' gradients and steps every that many calls
-    (see :class:`OrdRec`).
+    :attr:`OrdRec.every` > 1 it sums the users' gradients (:class:`_Pending`) and steps
+    every that many calls (see :class:`OrdRec`).
 
     Args:
         model: the OrdRec whose ``y`` rows it updates.
@@ -410,42 +482,60 @@ class ListStep:
                 f"expected AdamW's row rule (0) for OrdRec's y rows, received {consts[6]}"
             )
         m = self.model
-        n_items, k = tables[0].shape
-        scratch = m.__dict__.get("_list_scratch")
-        if scratch is None or scratch[0].shape != (n_items, k):
-            scratch = (np.zeros((n_items, k), np.float32), np.zeros(n_items, np.int8),
-                       np.empty(n_items, np.int64))  # fmt: skip
-            m.__dict__["_list_scratch"] = scratch
-        indptr, items, _ = m._list_arrays()
-        users, d_user = self.users, self.d_user
-        if m.implicit_every > 1:  # sum the users' gradients; a y step every implicit_every
-            pend = m.__dict__.get("_pending")
-            if pend is None or pend[3] is not state[0]:  # another optimiser: start again
-                pend = [np.zeros((m.n_users, k), np.float32), np.zeros(m.n_users, bool), 0,
-                        state[0]]  # fmt: skip
-                m.__dict__["_pending"] = pend
-            un = users.numpy()
-            pend[0][un] += d_user.numpy()
-            pend[1][un] = True
-            pend[2] += 1
-            if pend[2] % m.implicit_every:
-                return 0
-            users = torch.from_numpy(np.flatnonzero(pend[1]).astype(np.int64))
-            d_user = torch.from_numpy(pend[0][users.numpy()])
-            pend[0][users.numpy()] = 0.0
-            pend[1][:] = False
-            consts = consts.copy()
-            consts[3] *= math.sqrt(m.implicit_every)  # for the steps it stands for
-        lens = m.implicit_indptr[users + 1] - m.implicit_indptr[users]
-        scale = lens.clamp_min(1).to(torch.float32).pow(-m.alpha)  # as _gather's weights
-        n: int = _ordrec_kernels().update_lists(
-            users.numpy(), scale.numpy(), d_user.numpy(), indptr, items,
-            tables[0].detach().numpy(), state[0].numpy(), state[1].numpy(), row_decay.numpy(),
-            consts, before, after, *scratch,
-        )  # fmt: skip
-        if m.implicit_every > 1:
-            m._all_terms(_ordrec_kernels())
-        return n
+        if m.every == 1:
+            return _update_lists(m, self.users, self.d_user, tables, state, row_decay,
+                                 (consts, before, after))  # fmt: skip
+        pend = m.__dict__.get("_pending")
+        if pend is None or pend.owner is not state[0]:  # another optimiser: start again
+            pend = _Pending(m.n_users, m.n_factors, state[0])
+            m.__dict__["_pending"] = pend
+        un = self.users.numpy()
+        pend.grad[un] += self.d_user.numpy()
+        pend.seen[un] = True
+        pend.steps += 1
+        pend.last = (consts.copy(), before, after)
+        return m.step_pending(tables, state, row_decay) if pend.steps >= m.every else 0
+
+
+class _Pending:
+    """The deferred ``y`` step's state: each user's term gradient summed since the last
+    ``y`` step (``grad``), which users (``seen``), how many steps (``steps``), the
+    optimiser state it belongs to (``owner``) and the last step's constants (``last``:
+    the pending step applied at an epoch's end uses them, as if that step had made it)."""
+
+    def __init__(self, n_users: int, k: int, owner: Tensor) -> None:
+        self.grad = np.zeros((n_users, k), np.float32)
+        self.seen = np.zeros(n_users, bool)
+        self.steps, self.owner = 0, owner
+        self.last: tuple[np.ndarray, float, float] = (np.zeros(7, np.float32), 0.0, 0.0)
+
+
+def _update_lists(
+    m: OrdRec,
+    users: Tensor,
+    d_user: Tensor,
+    tables: Sequence[Tensor],
+    state: Sequence[Tensor],
+    row_decay: Tensor,
+    call: tuple[np.ndarray, float, float],
+) -> int:
+    """The kernel's AdamW step of the ``y`` rows of ``users``' lists from their terms'
+    gradients ``d_user``; ``call``: the step's constants and decay logs before and after."""
+    n_items, k = tables[0].shape
+    scratch = m.__dict__.get("_list_scratch")
+    if scratch is None or scratch[0].shape != (n_items, k):
+        scratch = (np.zeros((n_items, k), np.float32), np.zeros(n_items, np.int8),
+                   np.empty(n_items, np.int64))  # fmt: skip
+        m.__dict__["_list_scratch"] = scratch
+    indptr, items, _ = m._list_arrays()
+    lens = m.implicit_indptr[users + 1] - m.implicit_indptr[users]
+    scale = lens.clamp_min(1).to(torch.float32).pow(-m.alpha)  # as _gather's weights
+    n: int = _ordrec_kernels().update_lists(
+        users.numpy(), scale.numpy(), d_user.numpy(), indptr, items,
+        tables[0].detach().numpy(), state[0].numpy(), state[1].numpy(), row_decay.numpy(),
+        *call, *scratch,
+    )  # fmt: skip
+    return n
 
 
 def _ordrec_kernels() -> Any:

@@ -63,6 +63,7 @@ class TrainingLoop:
     epoch: int
     iter: int
     n_iter: int
+    n_epochs: int
     train_iter: int
     batch: dict[str, Tensor]
     pred: Tensor | None
@@ -169,6 +170,9 @@ class TrainingLoop:
                 a.fill_(v)
         skip, self._skip, self._acc_init = self._skip, 0, None
         self.valid_metrics = {}
+        plan = getattr(self.model, "plan_fit", None)  # a rule set by the fit's length
+        if callable(plan):  # (OrdRec's implicit_every=None; the same at every epoch)
+            plan(self.n_epochs * self.n_iter)
         try:
             self._event("before_epoch")
             self.training = True

@@ -433,7 +433,11 @@ class RowOptimizer:
     @torch.no_grad()
     def flush(self, items: slice = slice(None)) -> None:
         """Apply the weight decay every row is owed, so the weights are exact (O(table));
-        of the items, only the rows ``items`` (the others flushed by other processes)."""
+        of the items, only the rows ``items`` (the others flushed by other processes).
+        A model's pending row step comes first (OrdRec's deferred ``y`` step)."""
+        pending = getattr(self.model, "step_pending", None)
+        if callable(pending):
+            pending(*self._last_side())
         if self.log_decay == 0.0:
             return
         sides = (slice(None), *[items] * (len(self.tables) - 1))  # OrdRec's y rows: items too
@@ -453,12 +457,22 @@ class RowOptimizer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Per-row state, decay logs, step count and hyper-parameters (tensors cloned)."""
-        return save_state(self, self.state_names, log_decay=self.log_decay)
+        own = getattr(self.model, "pending_state", None)  # OrdRec's deferred y step
+        extra = {"pending": own()} if callable(own) else {}
+        return save_state(self, self.state_names, log_decay=self.log_decay, **extra)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         load_state(self, state, self.state_names)
         self.log_decay = float(state["log_decay"])
+        own = getattr(self.model, "load_pending", None)
+        if callable(own):
+            own(state.get("pending"), self._last_side()[1][0])
+
+    def _last_side(self) -> tuple[tuple[Tensor, ...], tuple[Tensor, Tensor], Tensor]:
+        """The last side's tables, per-row state and decay log (OrdRec's ``y`` rows)."""
+        side = len(self.tables) - 1
+        return self.tables[side], self._state(side), self.row_decay[side]
 
 
 class RowAdamW(RowOptimizer):
