@@ -414,6 +414,24 @@ def peers(rows: dict[str, Any]) -> dict[str, Any]:
     return {n: r for n, r in rows.items() if not n.startswith(DEFAULT)}
 
 
+def on_common_seeds(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the seeds that every row of their data set finished (so that the
+    rows' means are over the same splits); failed records are kept.
+
+    Example:
+        >>> recs = [{"data": "d", "seed": s, "row": r} for r, ss in (("a", (0, 1, 2)),
+        ...         ("b", (0, 1))) for s in ss]
+        >>> sorted({r["seed"] for r in on_common_seeds(recs)})
+        [0, 1]
+    """
+    seeds: dict[str, dict[str, set[int]]] = {}
+    for r in records:
+        if not r.get("error"):
+            seeds.setdefault(r["data"], {}).setdefault(r["row"], set()).add(int(r["seed"]))
+    common = {d: set.intersection(*rows.values()) for d, rows in seeds.items()}
+    return [r for r in records if r.get("error") or int(r["seed"]) in common[r["data"]]]
+
+
 def best_other(rows: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     others = list(peers(rows).items())
     return min(others, key=lambda nr: nr[1]["mean"]) if others else None
@@ -423,7 +441,9 @@ def fmt_ci(m: float, lo: float, hi: float) -> str:
     return f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
-def markdown(summary: dict[str, Any]) -> str:
+def markdown(summary: dict[str, Any], more: dict[str, Any] | None = None) -> str:
+    """The report; ``summary`` on the seeds every row ran, ``more`` (optional) on all seeds:
+    rows with more seeds than the table's are listed again after it."""
     lines = [
         "# The default on data it was not tuned on (`bench_unseen.py`)",
         "",
@@ -482,6 +502,20 @@ def markdown(summary: dict[str, Any]) -> str:
                       f"below zero (default better) against {ahead} and above zero against "
                       f"{behind} of the {len(two)} other rows with two seeds or more in "
                       "common (auto's other rows, the default on other code, left out)."]  # fmt: skip
+        extra = {n: r for n, r in (more or {}).get(name, {}).get("rows", {}).items()
+                 if n in rows and r["seeds"] != rows[n]["seeds"]}  # fmt: skip
+        if extra:
+            lines += ["", "More seeds (each row on all the seeds it ran; paired with the "
+                      "default over the seeds both ran):", ""]  # fmt: skip
+            for n, r in extra.items():
+                p = r["paired"]
+                lines.append(
+                    f"- {n}: seeds {','.join(map(str, r['seeds']))}, "
+                    f"{fmt_ci(r['mean'], r['low'], r['high'])}"
+                    + ("" if n == dr or p is None else
+                       f"; default − row {p[0]:+.4f} [{p[1]:+.4f}, {p[2]:+.4f}] over seeds "
+                       f"{','.join(map(str, r['paired_seeds']))}")
+                )  # fmt: skip
         for e in d["errors"]:
             lines.append(f"- FAILED: {e['row']} seed {e['seed']}: {e['error']}")
         lines.append("")
@@ -523,15 +557,16 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def report(args: argparse.Namespace) -> int:
     records = load_records(Path(args.jsonl))
-    summary = summarise(records, args.default)
+    summary = summarise(on_common_seeds(records), args.default)
+    every = summarise(records, args.default)
     doc = {"datasets": DATASETS, "default": args.default, "summary": summary,
-           "records": records}  # fmt: skip
+           "summary_all_seeds": every, "records": records}  # fmt: skip
     out = Path(args.out)
     (out.with_suffix(".json")).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    (out.with_suffix(".md")).write_text(markdown(summary))
+    (out.with_suffix(".md")).write_text(markdown(summary, every))
     if summary:
         plot(summary, out.with_suffix(".png"))
-    print(markdown(summary))
+    print(markdown(summary, every))
     return 0
 
 

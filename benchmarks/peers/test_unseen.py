@@ -125,3 +125,14 @@ def test_run_resumes_and_names_auto_row(tmp_path: Path, monkeypatch: pytest.Monk
     assert "best other row x" in bu.markdown(summary)  # auto's other row is not a peer
     assert bu.main([*argv, "--stop-at", "0", "--auto-row", "auto@later"]) == 0
     assert len(calls) == 12  # past the stop time: nothing starts
+
+
+def test_table_on_common_seeds_and_more_seeds_listed() -> None:
+    recs = [_rec("d", s, "auto", 0.80 + 0.01 * s) for s in range(4)]
+    recs += [_rec("d", s, "y", 0.82 + 0.01 * s) for s in range(4)]
+    recs += [_rec("d", s, "z", 0.90) for s in range(3)]
+    main = bu.summarise(bu.on_common_seeds(recs))
+    assert main["d"]["rows"]["y"]["seeds"] == [0, 1, 2]
+    md = bu.markdown(main, bu.summarise(recs))
+    assert "- y: seeds 0,1,2,3, " in md and "over seeds 0,1,2,3" in md
+    assert "- z:" not in md
