@@ -36,11 +36,17 @@ better), wall seconds, the load average at start and end, the range of the predi
 and the rows answered by a fallback. auto's budget is wall-clock, so its figures depend
 on the load of the moment: each auto record carries the load at its start and end.
 
+The table of a data set is on the seeds every row of it ran; rows with more seeds are
+listed after it. ``--auto-row NAME`` runs auto under another row name (the default rerun
+on newer code beside the first run); ``report --default NAME,auto`` pairs every row with
+the first of those a data set has, and auto's other rows are shown but not judged against.
+
 Usage::
 
     nice -n 10 python benchmarks/bench_unseen.py run --data half-100k,shape-small --seeds 0,1,2
     python benchmarks/bench_unseen.py run --rows auto,surprise-SVD++ --data late-1m
-    python benchmarks/bench_unseen.py report
+    python benchmarks/bench_unseen.py run --data half-100k --rows auto-new --auto-row auto-new
+    python benchmarks/bench_unseen.py report --default auto-new,auto
 """
 
 from __future__ import annotations
