@@ -566,7 +566,7 @@ def report(args: argparse.Namespace) -> int:
     summary = summarise(on_common_seeds(records), args.default)
     every = summarise(records, args.default)
     doc = {"datasets": DATASETS, "default": args.default, "summary": summary,
-           "summary_all_seeds": every, "records": records}  # fmt: skip
+           "summary_all_seeds": every, "records": str(Path(args.jsonl).name)}  # fmt: skip
     out = Path(args.out)
     (out.with_suffix(".json")).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (out.with_suffix(".md")).write_text(markdown(summary, every))
