@@ -146,8 +146,14 @@ def test_same_seed_same_numbers(case: str, tiny: Interactions) -> None:
 
 def _raw(learn: Learner, data: Interactions) -> np.ndarray:
     """The model's finest output: level probabilities for classifiers (an argmax decoding
-    can coincide for two seeds), else the predicted ratings."""
-    return learn.predict_proba(data) if isinstance(learn.model, LevelModel) else learn.predict(data)
+    can coincide for two seeds), else its own output before the predicted ratings are
+    clipped into the rating scale (two seeds can both clip to the same bound)."""
+    if isinstance(learn.model, LevelModel):
+        return learn.predict_proba(data)
+    learn.model.eval()
+    with torch.no_grad():
+        parts = [learn.model(b) for b in learn.tensor_data(data).epoch(learn.eval_bs, None)]
+    return torch.cat(parts).cpu().numpy()
 
 
 def test_evaluate_equals_metrics_of_predict(case: str, tiny: Interactions) -> None:

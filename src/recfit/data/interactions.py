@@ -198,6 +198,20 @@ class Interactions(UsersAndItems):
             return np.ones(len(self), dtype=np.float32)
         return self.weight
 
+    def prediction_scale(self) -> tuple[float, float] | None:
+        """The range a rating predicted by a model trained on these rows is clipped
+        into: the declared ``rating_scale``, else the lowest and highest rating of
+        positive weight (``None`` when no row has a positive weight).
+
+        Example:
+            >>> Interactions.from_arrays([0, 1], [0, 0], [2.0, 4.5]).prediction_scale()
+            (2.0, 4.5)
+        """
+        if self.rating_scale is not None:
+            return (float(self.rating_scale[0]), float(self.rating_scale[1]))
+        r = self.rating[self.weights() > 0]
+        return (float(r.min()), float(r.max())) if len(r) else None
+
     @property
     def nbytes(self) -> int:
         """Bytes held by the per-rating arrays."""

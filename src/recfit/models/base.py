@@ -59,6 +59,7 @@ __all__ = [
     "Batch",
     "OutputKind",
     "RatingModel",
+    "clip_ratings",
     "fit_baseline",
     "output_kind",
     "squash",
@@ -325,6 +326,25 @@ def squash(x: Tensor, y_range: tuple[float, float] | None) -> Tensor:
         return x
     lo, hi = y_range
     return torch.sigmoid(x) * (hi - lo) + lo
+
+
+def clip_ratings(
+    values: np.ndarray, scale: tuple[float, float] | None, kind: OutputKind = "rating"
+) -> np.ndarray:
+    """Predictions as they leave a model for its users: a rating clipped into the rating
+    scale of the training data (a linear model can predict beyond it), as ``float32``;
+    a score (``kind == "score"``) or a prediction without a known scale unchanged. Only
+    shown predictions are clipped, never the training objective (its gradient would
+    vanish), and lists are ranked on the unclipped values (clipping would tie them).
+
+    Example:
+        >>> clip_ratings(np.array([0.2, 3.0, 6.1]), (1.0, 5.0)).tolist()
+        [1.0, 3.0, 5.0]
+    """
+    if kind != "rating" or scale is None:
+        return values
+    out: np.ndarray = np.clip(values, scale[0], scale[1]).astype(np.float32, copy=False)
+    return out
 
 
 def output_kind(model: Any) -> OutputKind:

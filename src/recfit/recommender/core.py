@@ -409,8 +409,9 @@ class Recommender(UsersAndItems):
 
         Returns:
             A :class:`~recfit.recommender.results.RecommendResult`, users in order.
-            Scores are what the model outputs (``kind``: predicted ratings, not clipped so
-            that they keep their order, or a retrieval model's scores); on the popular
+            Scores are what the model outputs (``kind``: predicted ratings, ranked on the
+            model's own output and then clipped into ``rating_scale``, so the order is the
+            unclipped one; or a retrieval model's scores); on the popular
             path they are the items' popularity (``kind == "popularity"``).
 
         Raises:

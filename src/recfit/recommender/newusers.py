@@ -14,6 +14,7 @@ from torch import Tensor
 from recfit.data.vocab import Vocabulary
 from recfit.errors import ConfigError, DataError
 from recfit.index import ItemSets
+from recfit.models.base import clip_ratings
 from recfit.recommender.inputs import check_n
 from recfit.recommender.results import Recommendation
 
@@ -121,5 +122,5 @@ def new_user_list(
     row = _row(rec, items, r, w, None).unsqueeze(0)
     excl = ItemSets.from_lists([items]) if exclude_rated else None
     scores, idx = rec.ranker.topk(row, n, excl, allowed)
-    found = rec.scored(idx[0], scores[0])
+    found = rec.scored(idx[0], clip_ratings(scores[0], rec.rating_scale, rec.output_kind))
     return Recommendation(None, found, "fold_in", rec.adapter.source("fold_in"), rec.output_kind)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from recfit.errors import ConfigError, DataError
+from recfit.models.base import clip_ratings
 from recfit.recommender.inputs import as_list
 from recfit.recommender.results import Predictions, jsonable_id
 
@@ -82,8 +83,8 @@ def pair_predictions(
         base = model.baseline(torch.from_numpy(u[outside]), torch.from_numpy(i[outside]))
         out[outside] = base.float().numpy()
         fallback[outside] = True
-    if clip and kind == "rating" and rec.rating_scale is not None:
-        out = np.clip(out, *rec.rating_scale).astype(np.float32)
+    if clip:
+        out = clip_ratings(out, rec.rating_scale, kind)
     user_out, item_out = u < 0, i < 0
     if model.has_record:
         cu = model.train_user_count.cpu().numpy()

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from recfit.errors import ConfigError
+from recfit.models.base import clip_ratings
 from recfit.recommender.inputs import as_list, check_n
 from recfit.recommender.results import Recommendation, RecommendResult, jsonable_id
 
@@ -47,7 +48,7 @@ def user_lists(
         for j, r in enumerate(model_rows):
             out[r] = Recommendation(
                 jsonable_id(canon[j]),
-                rec.scored(idx[j], scores[j]),
+                rec.scored(idx[j], clip_ratings(scores[j], rec.rating_scale, rec.output_kind)),
                 "model",
                 kind=rec.output_kind,
             )

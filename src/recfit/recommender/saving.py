@@ -74,7 +74,7 @@ def save_model(model: RatingModel, path: str | Path, data: Interactions, **optio
             f"expected the training Interactions as data, received {type(data).__name__}"
         )
     options.setdefault("item_info", data.item_features)
-    options.setdefault("rating_scale", data.rating_scale)
+    options.setdefault("rating_scale", data.prediction_scale())
     rec = Recommender(model, data.users, data.items, data, **options)
     return rec.save(path)
 

@@ -2,7 +2,8 @@
 
 ``evaluate(learn, data)`` reports ``loss`` (the objective over the whole set), ``reg_loss``
 (its penalty part) and each metric computed by the metric functions of
-:mod:`recfit.metrics` on ``predict(learn, data)`` in the original rating units, so
+:mod:`recfit.metrics` on ``predict(learn, data)`` in the original rating units (clipped
+into the training data's rating scale; ``loss`` is on the unclipped output), so
 ``evaluate(d)["mse"] == mse(predict(d), d.rating, d.weights())`` always holds. Rows of
 weight 0 count in no sum. :mod:`recfit.train.distributed` gives the same numbers across
 ranks.
@@ -30,6 +31,7 @@ from torch import Tensor
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
 from recfit.metrics.levels import is_level_metric
+from recfit.models.base import clip_ratings, output_kind
 from recfit.models.classifier import LevelModel
 
 if TYPE_CHECKING:
@@ -41,7 +43,9 @@ __all__ = ["evaluate", "fallback", "outputs", "predict", "predict_proba"]
 def outputs(
     learn: Learner, data: Interactions, with_loss: bool
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Predicted ratings (float32), and per-row loss and penalty (float64) if asked."""
+    """Predicted ratings (float32, clipped into the training data's
+    :meth:`~recfit.data.Interactions.prediction_scale`), and per-row loss and penalty
+    (float64, on the model's own output) if asked."""
     td = learn.tensor_data(data)
     model = learn.model
     preds, losses, pens = [], [], []
@@ -64,6 +68,7 @@ def outputs(
         model.train(was_training)
     cat = (lambda xs: torch.cat(xs).numpy()) if len(data) else (lambda xs: np.zeros(0))
     pred = cat(preds).astype(np.float32, copy=False)
+    pred = clip_ratings(pred, learn.train.prediction_scale(), output_kind(model))
     if not with_loss:
         return pred, None, None
     return pred, cat(losses), (cat(pens) if pens else None)
