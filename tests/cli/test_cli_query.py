@@ -121,7 +121,7 @@ def test_similar_and_predict(run_dir: Path) -> None:
         (["predict", "{run}", "--user", "ghost", "--item", "1000"], "unknown"),
         (["recommend", "/nonexistent/run", "--user", "1"], "missing path"),
         (["recommend", "{run}", "--user", "100", "--out", "x.parquet"], "--out only with"),
-        (["recommend", "{run}", "--rate", "1000=5", "--out", "x.parquet"], "with --rate"),
+        (["recommend", "{run}", "--rate", "1000=5", "--out", "x.parquet"], "without --all-users"),
     ],
 )
 def test_errors_are_one_red_line_exit_2(run_dir: Path, args: list[str], message: str) -> None:

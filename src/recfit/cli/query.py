@@ -85,7 +85,7 @@ def recommend(
         if out is not None and not all_users:
             raise ConfigError(
                 f"expected --out only with --all-users (every user's list as Parquet), "
-                f"received --out {out} with {'--rate' if rate else '--user'}"
+                f"received --out {out} without --all-users"
             )
         if rate:
             if user or all_users:
