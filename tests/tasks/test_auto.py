@@ -327,6 +327,28 @@ def test_the_tuned_best_is_not_trained_again(
     assert cand.spec["model"] == "dot" and "2 trials" in cand.note
 
 
+def test_a_tuned_best_without_its_kept_model_is_a_failed_candidate(
+    data: Interactions, monkeypatch: pytest.MonkeyPatch, few_trials: None
+) -> None:
+    """A search whose best trial's predictions and model were not held fails the tuned
+    candidate with a message (no bare TypeError from unpacking ``None``)."""
+    real_tune = auto.tuning.tune
+
+    def tune(*args: Any, **kw: Any) -> Any:
+        res = real_tune(*args, **kw)
+        res.kept = None
+        return res
+
+    monkeypatch.setattr(auto.tuning, "tune", tune)
+    cfg = RatingConfig(seed=0, budget=60)
+    sp = _split(cfg, data)
+    cut = blend.inner_cut(sp.data, sp.train_idx, seed=0)
+    base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=np.inf)
+    (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
+    assert cand.state == "failed" and cand.stage == "tuned" and cand.model is None
+    assert "expected the best trial's predictions and model, received none" in cand.note
+
+
 def _models_alive() -> int:
     gc.collect()
     return sum(RatingModel in getattr(type(o), "__mro__", ()) for o in gc.get_objects())

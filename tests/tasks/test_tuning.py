@@ -279,9 +279,19 @@ def test_a_bug_in_a_trial_ends_the_search(
     assert type(info.value) is type(exc)
 
 
+def _real_cpu_oom() -> RuntimeError:
+    """The error of a real failed CPU allocation (torch's own message, not a made-up one)."""
+    try:
+        torch.empty(2**50)
+    except RuntimeError as e:
+        return e
+    raise AssertionError("expected a failed allocation of 2**50 floats, received a tensor")
+
+
 @pytest.mark.parametrize(
     "exc",
     [
+        _real_cpu_oom(),
         RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory"),
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
         MemoryError(),

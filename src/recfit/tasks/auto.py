@@ -352,6 +352,11 @@ def _tune_stage(
             continue
         spec = {**base.spec, **res.best_config.model_dump(exclude_unset=True)}
         spec = {k: v for k, v in spec.items() if k not in RUN_FIELDS}
+        if res.kept is None:  # the best trial's model was not held: nothing to score
+            out.append(Candidate(label, base.spec, "tuned", "failed", seconds=spent,
+                                 note=f"{trials}: expected the best trial's predictions and "
+                                 "model, received none"))  # fmt: skip
+            continue
         cand = Candidate(label, spec, "tuned", seconds=spent, fit_seconds=res.best_trial.seconds)
         pred, model = res.kept  # the best trial's: not trained again
         _score(cand, pred, model, cut)

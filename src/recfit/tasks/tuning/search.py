@@ -251,13 +251,23 @@ def _better(value: float, than: float, mode: str) -> bool:
     return value < than if mode == "min" else value > than
 
 
+_OOM_WORDS = (
+    "out of memory",
+    "not enough memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "defaultcpuallocator",
+)
+"""What torch's allocators say when memory runs out (lower case): CUDA's "out of
+memory", Windows' "not enough memory" and Linux's "DefaultCPUAllocator: can't allocate
+memory ... (Cannot allocate memory)"."""
+
+
 def _out_of_memory(exc: RuntimeError) -> bool:
     """Whether torch's ``RuntimeError`` says that memory ran out (CUDA's
     ``OutOfMemoryError`` is one; the CPU allocator's is a plain ``RuntimeError``)."""
     text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or any(
-        w in text for w in ("out of memory", "not enough memory")
-    )
+    return isinstance(exc, torch.OutOfMemoryError) or any(w in text for w in _OOM_WORDS)
 
 
 # ------------------------------------------------------------------ the search space
