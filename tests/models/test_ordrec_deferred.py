@@ -151,3 +151,62 @@ def test_implicit_every_none_is_decided_by_the_fits_length(epochs: int, want: in
     assert fixed.implicit_every == 8
     with pytest.raises(ConfigError, match="implicit_every"):
         OrdRec(3, 3, implicit=True, implicit_every=0)
+
+
+def _fresh(m: OrdRec) -> np.ndarray:
+    """Every user's implicit term computed now from the ``y`` table."""
+    with torch.no_grad():
+        return m._implicit_rows(torch.arange(m.n_users), False)[0].numpy()
+
+
+class _CacheCheck(Callback):
+    """After each step, the largest gap between the cached users' terms and fresh ones
+    (``None`` while no cache is held)."""
+
+    def __init__(self) -> None:
+        self.gaps: list[float] = []
+
+    def after_batch(self) -> None:
+        m = self.learn.model
+        cache = m.__dict__.get("_terms")
+        if cache is not None:
+            self.gaps.append(float(np.abs(cache[0] - _fresh(m)).max()))
+
+
+@pytest.mark.parametrize("row_wise", [False, True])
+def test_a_long_fit_trains_with_fresh_terms_on_either_path(row_wise: bool) -> None:
+    """560 steps (bs 16): off the row-wise path the fit steps y every step (no cache to go
+    stale: y is written there without moving its version); on it every 8, and the cache
+    equals fresh terms after every step, y steps included."""
+    train, valid = _data()
+    m = create_model("ordrec", train, n_factors=4, implicit=True, seed=0)
+    assert isinstance(m, OrdRec)
+    check = _CacheCheck()
+    learn = Learner(m, train, valid, bs=16, progress=False, callbacks=[check],
+                    execution=Execution(row_wise=row_wise))  # fmt: skip
+    learn.fit(14, 0.01)
+    assert learn.train_iter >= IMPLICIT_MIN_STEPS and learn.sparse == row_wise
+    assert m.implicit_every == (IMPLICIT_EVERY if row_wise else 1)
+    if row_wise:
+        assert len(check.gaps) == learn.train_iter and max(check.gaps) < 1e-5
+    else:
+        assert check.gaps == [] and m.every == 1
+
+
+def test_an_every_step_y_write_drops_the_cache() -> None:
+    """A y step of the every-step rule (written through NumPy, its version unchanged)
+    drops the cached terms, so a later deferred fit does not start on stale ones."""
+    m = _model(8)
+    opt = RowAdamW(m, lr=0.05, weight_decay=0.0)
+    ce = CrossEntropyLoss().bind(m)
+    batch = {"user": torch.tensor([0, 1]), "item": torch.tensor([1, 2]),
+             "rating": torch.tensor([1.0, 4.5]), "weight": torch.ones(2)}  # fmt: skip
+    m.fused_forward(batch, False)  # builds the cache
+    assert "_terms" in m.__dict__
+    m.implicit_every = 1
+    out, _, saved = m.fused_forward(batch, False)
+    opt.fused_step(batch, saved, ce.grad(out, batch), None)
+    m.implicit_every = 8
+    _, _, saved = m.fused_forward(batch, False)
+    np.testing.assert_allclose(saved[2].terms.detach().numpy(),
+                               _fresh(m)[saved[2].users.numpy()], atol=1e-6)  # fmt: skip

@@ -183,14 +183,23 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
 
     @property
     def every(self) -> int:
-        """The ``y`` rows' step interval in force (1 until a fit decides ``None``)."""
-        return self.implicit_every or 1
+        """The ``y`` rows' step interval in force (1 until a fit decides ``None``, and on
+        a fit off the compiled row-wise path: :meth:`plan_fit`)."""
+        return (self.implicit_every or 1) if self.__dict__.get("_deferred", True) else 1
 
-    def plan_fit(self, n_steps: int) -> None:
-        """Called by the Learner when a fit of ``n_steps`` steps starts: with
-        ``implicit_every=None``, decide the interval from the fit's length."""
+    def plan_fit(self, n_steps: int, row_wise: bool = True) -> None:
+        """Called by the Learner when each epoch of a fit of ``n_steps`` steps starts, with
+        whether the row-wise optimiser trains: with ``implicit_every=None``, decide the
+        interval from the fit's length, :data:`IMPLICIT_EVERY` only where the compiled
+        row-wise step runs (elsewhere 1). Off that path :attr:`every` is 1 whatever
+        ``implicit_every`` says. The cached users' terms are dropped (``y`` may have
+        been written since they were computed, by a path that does not tell)."""
+        deferred = row_wise and self._kernels() is not None
+        self.__dict__["_deferred"] = deferred
+        self.__dict__.pop("_terms", None)
         if self._every_auto:
-            self.implicit_every = IMPLICIT_EVERY if n_steps >= IMPLICIT_MIN_STEPS else 1
+            big = n_steps >= IMPLICIT_MIN_STEPS
+            self.implicit_every = IMPLICIT_EVERY if deferred and big else 1
 
     def row_tables(self) -> tuple[tuple[Tensor, ...], ...]:
         """The tables a row-wise step updates, by the index that reads them: the batch's
@@ -252,7 +261,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         if kern is not None and leaf and self.every > 1:  # the cached terms
             cache = self.__dict__.get("_terms")
             if cache is None or cache[1] != self.implicit_factors._version:
-                cache = self._all_terms(kern)  # y changed outside the kernel (decay, load)
+                cache = self._all_terms(kern)  # y written (a step, decay, load): recompute
             z = torch.from_numpy(cache[0]).index_select(0, uniq)
         elif kern is not None:
             z = torch.empty(len(uniq), self.n_factors)
@@ -522,6 +531,7 @@ def _update_lists(
     """The kernel's AdamW step of the ``y`` rows of ``users``' lists from their terms'
     gradients ``d_user``; ``call``: the step's constants and decay logs before and after."""
     n_items, k = tables[0].shape
+    m.__dict__.pop("_terms", None)  # y is written through NumPy: its version does not move
     scratch = m.__dict__.get("_list_scratch")
     if scratch is None or scratch[0].shape != (n_items, k):
         scratch = (np.zeros((n_items, k), np.float32), np.zeros(n_items, np.int8),

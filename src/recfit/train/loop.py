@@ -172,7 +172,7 @@ class TrainingLoop:
         self.valid_metrics = {}
         plan = getattr(self.model, "plan_fit", None)  # a rule set by the fit's length
         if callable(plan):  # (OrdRec's implicit_every=None; the same at every epoch)
-            plan(self.n_epochs * self.n_iter)
+            plan(self.n_epochs * self.n_iter, row_wise=self.sparse)
         try:
             self._event("before_epoch")
             self.training = True
