@@ -13,7 +13,8 @@ imported (:func:`start_for_command_line`, called first thing by ``import recfit`
 compile overlaps the seconds of imports as well as the data loading, when the fit may run
 the row-wise kernel as far as the command line and its config file tell
 (:func:`may_run_row_kernel_cli`: the rating task's condition; none for a fit on the dense
-path, e.g. ``recfit train``'s default on ml-100k, or on the GPU). (A fit called from
+path, e.g. ``recfit train --model svdpp`` on ml-100k, or on the GPU; ``recfit train``'s
+default, ``model="auto"`` with a search, may tune a model big enough even on ml-100k). (A fit called from
 Python compiles in a thread of its own process instead: there only the data loading is
 left to overlap, too short to pay for a child's start-up.) A child runs only while the cache
 has not been filled for this kernel source, numba, Python and machine (the child leaves a
@@ -175,11 +176,12 @@ def _command(argv: list[str], orig_argv: list[str]) -> list[str] | None:
 _FLAGS = {
     "--config": "config", "--task": "task", "--model": "model", "--trainer": "trainer",
     "--opt": "opt", "--loss": "loss", "--device": "device", "--n-factors": "n_factors",
-    "--dataset": "dataset", "-d": "dataset",
+    "--dataset": "dataset", "-d": "dataset", "--budget": "budget",
 }  # fmt: skip
 """The ``recfit train`` flags that decide whether the fit may run the row-wise kernel."""
 _DEFAULTS = {"task": "rating", "model": "auto", "trainer": "sgd", "opt": "auto",
-             "loss": "mse", "device": "auto", "n_factors": 50, "dataset": "ml-100k"}  # fmt: skip
+             "loss": "mse", "device": "auto", "n_factors": 50, "dataset": "ml-100k",
+             "budget": None}  # fmt: skip
 """Their values when neither a flag nor the config file sets them (the config's defaults;
 a test keeps them the same)."""
 
@@ -228,7 +230,7 @@ def may_run_row_kernel_cli(args: list[str]) -> bool:
     (torch is not asked).
 
     Example:
-        >>> may_run_row_kernel_cli(["train"]), may_run_row_kernel_cli(["train", "-d", "ml-1m"])
+        >>> may_run_row_kernel_cli(["train", "--model", "svdpp"]), may_run_row_kernel_cli(["train"])
         (False, True)
     """
     s = train_settings(args)
@@ -237,10 +239,14 @@ def may_run_row_kernel_cli(args: list[str]) -> bool:
         n_factors = int(str(s["n_factors"]))
     except ValueError:
         return False  # the command refuses it
+    try:  # only a budget of 0 means no search ("auto" or none: by size)
+        budget = None if float(str(s["budget"])) != 0.0 else 0.0
+    except ValueError:
+        budget = None
     return s["task"] == "rating" and may_run_row_kernel(
         model=str(s["model"]), trainer=str(s["trainer"]), opt=str(s["opt"]),
         loss=str(s["loss"]), cpu=device == "cpu" or (device == "auto" and not _nvidia_driver()),
-        rows=RELEASE_ROWS.get(str(s["dataset"])), n_factors=n_factors,
+        rows=RELEASE_ROWS.get(str(s["dataset"])), n_factors=n_factors, budget=budget,
     )  # fmt: skip
 
 

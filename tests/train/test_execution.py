@@ -156,7 +156,9 @@ def test_the_rating_task_compiles_ahead_only_for_a_fit_that_may_run_the_kernel(
     assert not warms(model="nn")
     assert not warms(opt="sgd")
     # too small for the row-wise path: the dense path (svdpp or dot), no row-wise kernel
-    assert not warms(dataset="ml-100k") and not warms(dataset="ml-100k", model="dot")
+    assert not warms(dataset="ml-100k", budget=0) and not warms(dataset="ml-100k", model="dot")
+    assert not warms(dataset="ml-100k", model="svdpp")
+    assert warms(dataset="ml-100k")  # auto's search may tune dot or mf up to 256 factors
     assert warms(dataset="ml-100k", n_factors=100)  # 2,625 rows x 101 >= SPARSE_MIN_PARAMS
     assert warms(dataset="ratings.csv")  # a file's size is known only once it is read
     small = Interactions.from_arrays(np.arange(10), np.arange(10), np.ones(10))

@@ -130,13 +130,14 @@ class RatingTask(Task[RatingConfig]):
         may_run_row_kernel`, the condition ``recfit train`` starts its compile by): an SGD
         fit on the CPU of a family with a row-wise path, by row-wise AdamW or Adagrad,
         with the MSE loss, of a model that may be big enough (``data``'s size, else a
-        MovieLens release's, known before loading it)."""
+        MovieLens release's, known before loading it; ``model="auto"`` with a search
+        counts the largest ``n_factors`` it may tune)."""
         if may_run_row_kernel(
             model=cfg.model, trainer=cfg.trainer, opt=cfg.opt, loss=cfg.loss,
             cpu=resolve_device(cfg.device).type == "cpu",
             row_wise=any(f.name == cfg.model and f.row_wise for f in families()),
             rows=RELEASE_ROWS.get(cfg.dataset) if data is None else data.n_users + data.n_items,
-            n_factors=cfg.n_factors,
+            n_factors=cfg.n_factors, budget=cfg.budget,
         ):  # fmt: skip
             kernels.compile_ahead()
 
