@@ -118,7 +118,7 @@ def test_predict_matches_learner_and_policies(data: Interactions) -> None:
     model = _fit("dot", data)
     rec = _rec(model, data)
     expect = Learner(model, data, progress=False).predict(data)
-    got = rec.predict(data.users.id(data.user), data.items.id(data.item), clip=False)
+    got = rec.predict(data.users.id(data.user), data.items.id(data.item))
     np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
     one_user = rec.predict(100, [1000, 1001])
     assert one_user.shape == (2,) and ((one_user >= 1) & (one_user <= 5)).all()
@@ -290,7 +290,7 @@ def test_index_path_equals_generic_path(
         np.testing.assert_allclose(x.scores, y.scores, rtol=1e-5)
     # scores are the model's predictions
     np.testing.assert_allclose(
-        a[0].scores, rec.predict(100, a[0].ids, clip=False), rtol=1e-5, atol=1e-5
+        a[0].scores, rec.predict(100, a[0].ids), rtol=1e-5, atol=1e-5
     )
 
 
@@ -505,7 +505,8 @@ def test_family_without_adapter_falls_back_to_generic(data: Interactions) -> Non
         rec = _rec(model, data)
         assert type(rec.adapter).__name__ == "GenericAdapter"
         r = rec.recommend(100, n=5)[0]
-        np.testing.assert_allclose(r.scores, rec.predict(100, r.ids, clip=False), rtol=1e-5)
+        # ranked on the model's output, shown clipped into the rating scale like predict
+        np.testing.assert_allclose(r.scores, rec.predict(100, r.ids), rtol=1e-5)
         with pytest.raises(ConfigError, match="item representations"):
             rec.similar_items(1000)
         folded = rec.recommend_for_ratings({1000: 4.0}, n=3)

@@ -437,7 +437,7 @@ def recommender_of(result: RunResult, **kwargs: Any) -> Recommender:
         data.items,
         result.split.train,
         item_info=data.item_features,
-        rating_scale=data.prediction_scale(),
+        rating_scale=result.split.train.prediction_scale(),
         config=result.config,
         **kwargs,
     )

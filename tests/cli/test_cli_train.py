@@ -168,7 +168,7 @@ def test_train_on_given_train_and_test_files(tmp_path: Path, tiny: Interactions)
     assert info["test_file"]["dropped_unknown_rows"] == 2 and info["test"] == len(test) - 2
     known = test.iloc[:-2]  # the rows whose ids the training file knows
     rec = Recommender.load(out)
-    pred = rec.predict(known.userId.to_numpy(), known.movieId.to_numpy(), clip=False)
+    pred = rec.predict(known.userId.to_numpy(), known.movieId.to_numpy())
     assert metrics["mse"] == pytest.approx(float(mse(pred, known.stars.to_numpy())), rel=1e-5)
     res = runner.invoke(app, ["evaluate", str(out), "--json"])
     assert res.exit_code == 0, res.output
