@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
-from recfit.models.base import Batch, RatingModel, squash
+from recfit.models.base import Batch, RatingModel, fit_baseline, squash
 from recfit.models.registry import Family, mean_rating, register_family, sized_build
 from recfit.models.search import SGD_SEARCH, Param
 
@@ -218,7 +219,8 @@ class BiasedMF(DotBias):
     """Biased matrix factorisation with Surprise SVD's semantics (no sigmoid).
 
     ``prediction = mu + b_u + b_i + p_u · q_i`` with ``mu`` the training mean (fixed),
-    factors initialised normal(0, ``init_std``) (Surprise: 0.1) and zero biases. Train
+    factors initialised normal(0, ``init_std``) (Surprise: 0.1) and zero biases (the
+    ``mf`` family's build starts them at the training baseline instead). Train
     it with the Learner's ``reg`` (an L2 penalty on the rows in each batch, Surprise's
     ``reg_all``) rather than, or as well as, decoupled ``wd``.
 
@@ -242,6 +244,21 @@ class BiasedMF(DotBias):
                 self.item_factors.normal_(0.0, self.init_std, generator=g)
 
 
+def baseline_biases(model: DotBias, train: Interactions) -> None:
+    """A ``finish`` for :func:`sized_build`: the biases start at the ridge baseline of the
+    training rows (:func:`~recfit.models.base.fit_baseline`) instead of 0. Without a
+    sigmoid they carry most of a rating's spread, and row-wise Adagrad at its defaults
+    moves biases that start at 0 only about half way in 5 epochs (on 100k ratings with
+    few per user: mean ``|b_i|`` 0.08 against the baseline's 0.24, inner RMSE 1.043
+    against 0.955 when they start at the baseline)."""
+    _, bu, bi, _, _ = fit_baseline(
+        train.user, train.item, train.rating, train.weights(), model.n_users, model.n_items
+    )
+    with torch.no_grad():
+        model.user_bias.copy_(torch.from_numpy(bu))
+        model.item_bias.copy_(torch.from_numpy(bi))
+
+
 register_family(Family(
     name="dot", task="rating", model_class=DotBias, output="rating",
     reads=frozenset({"n_factors", "y_range", "seed"}),
@@ -253,6 +270,7 @@ register_family(Family(
     name="mf", task="rating", model_class=BiasedMF, output="rating",
     reads=frozenset({"n_factors", "seed"}),
     trainers=("sgd", "als"), adapter="dot", row_wise=True,
-    defaults={}, build=sized_build(BiasedMF, prepare=mean_rating), search=DOT_SEARCH,
+    defaults={}, build=sized_build(BiasedMF, prepare=mean_rating, finish=baseline_biases),
+    search=DOT_SEARCH,
     summary="biased matrix factorisation with Surprise SVD's semantics (mu: the mean rating)",
 ))  # fmt: skip
