@@ -143,3 +143,20 @@ def test_a_blend_answers_lists_and_says_why_it_has_no_similar_items(tiny: Intera
     assert len(rec.recommend(user, n=3)[0].ids) == 3
     with pytest.raises(ConfigError, match="a member that has item vectors"):
         rec.similar_items(item)
+
+
+def test_members_are_clipped_before_the_weights_like_the_predictions_they_were_fitted_on() -> None:
+    """The weights are fitted on members' predictions as users see them (clipped into the
+    rating scale), so the blend combines clipped member predictions too."""
+    d = Interactions.from_arrays([1, 1, 2, 2], [7, 8, 7, 9], [5.0, 3.0, 4.0, 2.0])
+    m = create_model("blend", d, blend_members=("baseline", "mf"), seed=0)
+    fit_closed_form(m, d)
+    lo, hi = m.clip  # type: ignore[misc]
+    with torch.no_grad():
+        m.member_models()[0].global_mean = hi + 3.0  # type: ignore[assignment]  # far above
+    batch = {"user": torch.tensor([0, 1]), "item": torch.tensor([0, 1])}
+    with torch.no_grad():
+        cols = m.member_outputs(batch)
+        assert float(cols.max()) <= hi and float(cols.min()) >= lo
+        w, b = m.blend_weights.double(), float(m.blend_intercept)
+        torch.testing.assert_close(m(batch), (cols @ w + b).clamp(lo, hi).float())

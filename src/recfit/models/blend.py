@@ -112,7 +112,8 @@ class Blend(RatingModel):
         members: the member models, or their configs (``model.config()``, rebuilt by
             :func:`~recfit.models.registry.build_model`, as loading does); each of a rating
             family other than ``blend``, sized ``n_users`` x ``n_items``.
-        clip: ``(lo, hi)``: the blend's output is clipped into it (``None``: not clipped).
+        clip: ``(lo, hi)``: each member's prediction and the blend's output are clipped
+            into it (``None``: not clipped).
 
     The weights start as the plain mean of the members (each ``1 / k``, intercept 0).
 
@@ -164,11 +165,12 @@ class Blend(RatingModel):
         return [m for m in self.members if isinstance(m, RatingModel)]
 
     def member_outputs(self, batch: Batch) -> Tensor:
-        """``[B, k]``: each member's predicted rating (its fallback applied), float64."""
+        """``[B, k]``: each member's predicted rating (its fallback applied), float64,
+        clipped into ``clip`` like the members' predictions the weights were fitted on."""
         cols = []
         for m in self.member_models():
-            out = m.apply_fallback(batch, m(batch))[0]
-            cols.append(m.to_rating(out).double())
+            out = m.to_rating(m.apply_fallback(batch, m(batch))[0]).double()
+            cols.append(out if self.clip is None else out.clamp(self.clip[0], self.clip[1]))
         return torch.stack(cols, dim=1)
 
     def combine(self, outputs: Tensor) -> Tensor:
