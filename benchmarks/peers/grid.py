@@ -237,12 +237,10 @@ SKIPPED: dict[tuple[str, str, str], str] = {
         "about 36 min a part on this machine (Surprise's README: 41 min for 5 ml-1m folds "
         "on an i5 laptop; about 3 hours for 5 folds measured here before)"
     ) for p in ("R4", "R5")},
-    **{("surprise", p, m): (
+    **{("surprise", "R4", m): (
         "user-based k-NN on ml-1m: KNNBaseline took about 50 s a part here on R4 at load 1 "
         "(README: 5.5-6 min for 5 folds); left out for time"
-    ) for p in ("R4", "R5") for m in ("KNNBasic", "KNNWithMeans", "KNNWithZScore")},
-    ("recfit", "R4", "auto"): "run by another engineer on the same rows (their figures)",
-    ("recfit", "R5", "auto"): "10 min budget a fold: 50 min for R5, not run for time",
+    ) for m in ("KNNBasic", "KNNWithMeans", "KNNWithZScore")},
 }  # fmt: skip
 
 #: Surprise's own ml-1m 5-fold figures (its README: RMSE, total time of the 5 folds on an

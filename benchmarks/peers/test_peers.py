@@ -272,8 +272,9 @@ def test_grid_markdown_lists_rows_not_run_with_reasons() -> None:
     assert "| R5 | not run | — | not measured |" in md
     assert "0.8650 [" in md
     assert "published (Surprise README, 5 folds in 41:06): RMSE 0.862" in md
-    assert "| recfit | auto | — | not run: 10 min budget a fold" in md
-    assert "| surprise | KNNWithZScore | — | not run: user-based k-NN" in md
+    assert "| recfit | auto | — | not run: no time left in this session" in md
+    assert "| surprise | SVD++ | — | not run: about 36 min a part" in md
+    assert "| surprise | KNNWithZScore | — | not run: no time left in this session" in md
 
 
 def test_grid_records_keep_the_last_run_of_a_part(tmp_path: Path) -> None:

@@ -86,3 +86,14 @@ def test_clip_ratings_leaves_scores_and_unknown_scales() -> None:
     assert clip_ratings(x, (1.0, 5.0), "score") is x
     assert clip_ratings(x, None) is x
     assert clip_ratings(x, (1.0, 5.0)).tolist() == [1.0, 5.0]
+
+
+def test_one_valued_feedback_has_no_prediction_scale() -> None:
+    """Implicit feedback (every rating 1) gives scores, not ratings: no scale to clip into
+    (a bundle's rating scale must have lo < hi), and weight-0 rows do not widen it."""
+    ones = Interactions.from_arrays([0, 1, 2], [0, 1, 0], [1.0, 1.0, 1.0])
+    assert ones.prediction_scale() is None
+    d = Interactions.from_arrays([0, 1, 2], [0, 1, 0], [2.0, 4.0, 50.0]).with_weights(
+        np.array([1.0, 1.0, 0.0], dtype=np.float32)
+    )
+    assert d.prediction_scale() == (2.0, 4.0)

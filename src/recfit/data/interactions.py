@@ -201,7 +201,8 @@ class Interactions(UsersAndItems):
     def prediction_scale(self) -> tuple[float, float] | None:
         """The range a rating predicted by a model trained on these rows is clipped
         into: the declared ``rating_scale``, else the lowest and highest rating of
-        positive weight (``None`` when no row has a positive weight).
+        positive weight (``None`` when no row has a positive weight, or when they all
+        have one value: implicit feedback, where predictions are scores).
 
         Example:
             >>> Interactions.from_arrays([0, 1], [0, 0], [2.0, 4.5]).prediction_scale()
@@ -210,7 +211,9 @@ class Interactions(UsersAndItems):
         if self.rating_scale is not None:
             return (float(self.rating_scale[0]), float(self.rating_scale[1]))
         r = self.rating[self.weights() > 0]
-        return (float(r.min()), float(r.max())) if len(r) else None
+        if not len(r) or float(r.min()) == float(r.max()):
+            return None
+        return (float(r.min()), float(r.max()))
 
     @property
     def nbytes(self) -> int:

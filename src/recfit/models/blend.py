@@ -341,9 +341,7 @@ def _build(settings: Mapping[str, Any], train: Interactions) -> RatingModel:
         _check_member(given["model"])
         fam = family(given["model"])
         members.append(fam.build(fam.settings({"seed": seed, **given}), train))
-    scale = train.rating_scale
-    if scale is None and len(train):
-        scale = (float(train.rating.min()), float(train.rating.max()))
+    scale = train.prediction_scale()  # declared, else the ratings of positive weight
     return record_training_of(Blend(train.n_users, train.n_items, members, scale), train)
 
 
