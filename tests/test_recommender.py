@@ -289,9 +289,7 @@ def test_index_path_equals_generic_path(
         assert x.ids == y.ids
         np.testing.assert_allclose(x.scores, y.scores, rtol=1e-5)
     # scores are the model's predictions
-    np.testing.assert_allclose(
-        a[0].scores, rec.predict(100, a[0].ids), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(a[0].scores, rec.predict(100, a[0].ids), rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_and_cold_users(data: Interactions) -> None:
