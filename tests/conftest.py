@@ -150,3 +150,20 @@ def run_fresh() -> Callable[[str, dict[str, str]], Any]:
     """``run_fresh(code, env)``: ``code`` in a fresh process with only ``env``'s cache
     settings; the JSON of its last output line (see :func:`_run_fresh`)."""
     return _run_fresh
+
+
+@pytest.fixture
+def kernel_epochs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets one entry per epoch run as one compiled kernel
+    (:func:`recfit.train.dense_epoch.fit_epoch`), counted from here on."""
+    from recfit.train import dense_epoch
+
+    calls: list[int] = []
+    run = dense_epoch.fit_epoch
+
+    def counted(*a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return run(*a, **kw)
+
+    monkeypatch.setattr(dense_epoch, "fit_epoch", counted)
+    return calls

@@ -37,6 +37,16 @@ def _split(cfg: RatingConfig, data: Interactions) -> Split:
     return get_task("rating").load_split(cfg, data)
 
 
+def _tune_dot(data: Interactions) -> tuple[auto.Candidate, Split]:
+    """auto's tuning stage on DotBias (2 epochs) alone, 60 s: its candidate and the cut."""
+    cfg = RatingConfig(seed=0, budget=60)
+    sp = _split(cfg, data)
+    cut = blend.inner_cut(sp.data, sp.train_idx, seed=0)
+    base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=np.inf)
+    (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
+    return cand, cut
+
+
 def test_budget_zero_keeps_the_size_rule() -> None:
     cfg = RatingConfig(budget=0)
     assert cfg.budget == 0
@@ -313,11 +323,7 @@ def test_the_tuned_best_is_not_trained_again(
 
     monkeypatch.setattr(auto, "train_on", fit_on)
     monkeypatch.setattr(auto.tuning, "tune", tune)
-    cfg = RatingConfig(seed=0, budget=60)
-    sp = _split(cfg, data)
-    cut = blend.inner_cut(sp.data, sp.train_idx, seed=0)
-    base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=np.inf)
-    (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
+    cand, cut = _tune_dot(data)
     (res,) = found
     assert fits == [] and cand.state == "ok" and cand.stage == "tuned"
     assert cand.rmse == pytest.approx(res.best_score, rel=1e-5)
@@ -340,11 +346,7 @@ def test_a_tuned_best_without_its_kept_model_is_a_failed_candidate(
         return res
 
     monkeypatch.setattr(auto.tuning, "tune", tune)
-    cfg = RatingConfig(seed=0, budget=60)
-    sp = _split(cfg, data)
-    cut = blend.inner_cut(sp.data, sp.train_idx, seed=0)
-    base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=np.inf)
-    (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
+    cand, _ = _tune_dot(data)
     assert cand.state == "failed" and cand.stage == "tuned" and cand.model is None
     assert "expected the best trial's predictions and model, received none" in cand.note
 

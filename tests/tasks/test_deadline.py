@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 
@@ -13,7 +12,6 @@ from recfit.data.synthetic import synthetic
 from recfit.errors import CancelFitException
 from recfit.tasks import blend
 from recfit.tasks.tuning.deadline import Deadline
-from recfit.train import dense_epoch
 
 
 class _Pace:
@@ -41,20 +39,11 @@ def test_a_fit_whose_pace_passes_its_deadline_is_cut_early() -> None:
     assert not quick.hit
 
 
-def test_a_fit_under_the_deadline_keeps_its_compiled_epochs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_fit_under_the_deadline_keeps_its_compiled_epochs(kernel_epochs: list[int]) -> None:
     """A candidate's fit inside auto runs each epoch as one compiled kernel when its
     family has that path (the timer is checked after each kernel epoch), not step by
     step; a deadline already past cancels it after the first kernel epoch."""
-    calls: list[int] = []
-    run = dense_epoch.fit_epoch
-
-    def counted(*a: Any, **kw: Any) -> Any:
-        calls.append(1)
-        return run(*a, **kw)
-
-    monkeypatch.setattr(dense_epoch, "fit_epoch", counted)
+    calls = kernel_epochs
     d = synthetic(4000, 80, 60, seed=0)
     split = random_split(d, 0.2, seed=0)
     cut = blend.inner_cut(split.data, split.train_idx, seed=0)

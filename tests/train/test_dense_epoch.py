@@ -227,16 +227,9 @@ def test_schedule_recorder_gets_every_step_of_a_kernel_epoch() -> None:
 
 
 def test_checkpoints_keep_the_kernel_unless_saved_every_n_steps(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Any, kernel_epochs: list[int]
 ) -> None:
-    calls: list[int] = []
-    run = dense_epoch.fit_epoch
-
-    def counted(*a: Any, **kw: Any) -> Any:
-        calls.append(1)
-        return run(*a, **kw)
-
-    monkeypatch.setattr(dense_epoch, "fit_epoch", counted)
+    calls = kernel_epochs
     d = _data()
     # recfit train's callbacks: a checkpoint at each epoch's end, the schedule, progress
     cbs = [TrainCheckpoint(tmp_path / "a"), ScheduleRecorder(), ProgressBar(quiet=True)]
