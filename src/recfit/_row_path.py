@@ -37,12 +37,12 @@ SPARSE_MIN_PARAMS = 250_000
 """Models with at least this many parameters use :class:`RowAdamW` by default."""
 
 ROW_WISE_FAMILIES = frozenset({"dot", "mf"})
+"""The rating families with a row-wise path, as the registry says (a test keeps them the
+same) for a caller that cannot import the registry."""
 
 AUTO_MAX_FACTORS = 256
 """The largest ``n_factors`` ``model="auto"``'s search tries for the row-wise families
 (their search space's upper end; a test keeps them the same)."""
-"""The rating families with a row-wise path, as the registry says (a test keeps them the
-same) for a caller that cannot import the registry."""
 
 RELEASE_ROWS = {
     "ml-100k": 943 + 1682,
