@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
-from recfit.models.base import Batch, RatingModel, fit_baseline, squash
+from recfit.models.base import Batch, RatingModel, squash
 from recfit.models.registry import Family, mean_rating, register_family, sized_build
 from recfit.models.search import SGD_SEARCH, Param
 
@@ -246,17 +246,15 @@ class BiasedMF(DotBias):
 
 def baseline_biases(model: DotBias, train: Interactions) -> None:
     """A ``finish`` for :func:`sized_build`: the biases start at the ridge baseline of the
-    training rows (:func:`~recfit.models.base.fit_baseline`) instead of 0. Without a
+    training rows that the model's training record holds
+    (:meth:`~recfit.models.base.RatingModel.record_training`) instead of 0. Without a
     sigmoid they carry most of a rating's spread, and row-wise Adagrad at its defaults
     moves biases that start at 0 only about half way in 5 epochs (on 100k ratings with
     few per user: mean ``|b_i|`` 0.08 against the baseline's 0.24, inner RMSE 1.043
     against 0.955 when they start at the baseline)."""
-    _, bu, bi, _, _ = fit_baseline(
-        train.user, train.item, train.rating, train.weights(), model.n_users, model.n_items
-    )
     with torch.no_grad():
-        model.user_bias.copy_(torch.from_numpy(bu))
-        model.item_bias.copy_(torch.from_numpy(bi))
+        model.user_bias.copy_(model.baseline_user)
+        model.item_bias.copy_(model.baseline_item)
 
 
 register_family(Family(

@@ -297,8 +297,8 @@ def sized_build(
     """A ``build`` for a model class constructed as ``cls(n_users, n_items, **settings)``.
 
     ``prepare(kwargs, train)`` may fill data-dependent arguments first (e.g. the mean
-    rating), ``finish(model, train)`` may store data in the model after (e.g. SVD++'s
-    lists); the model then records ``train``'s rows.
+    rating); the model records ``train``'s rows, then ``finish(model, train)`` may store
+    data in it (e.g. SVD++'s lists) or start from its record (``mf``'s biases).
 
     Example:
         >>> from recfit.models import DotBias
@@ -318,9 +318,10 @@ def sized_build(
             raise ConfigError(
                 f"expected valid arguments for {cls.__name__}, received {sorted(kw)}: {e}"
             ) from e
+        record_training_of(model, train)
         if finish is not None:
             finish(model, train)
-        return record_training_of(model, train)
+        return model
 
     return build
 
