@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from recfit.data import Interactions
+from recfit.train.callbacks import Callback
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -167,3 +168,22 @@ def kernel_epochs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(dense_epoch, "fit_epoch", counted)
     return calls
+
+
+class _Crash(Callback):
+    """Raises ``RuntimeError("crash")`` after global step ``at``, as a killed process would
+    stop between checkpoints."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_batch(self) -> None:
+        if self.learn.train_iter == self.at:
+            raise RuntimeError("crash")
+
+
+@pytest.fixture
+def crash_at() -> Callable[[int], Callback]:
+    """``crash_at(step)``: a callback that raises ``RuntimeError("crash")`` after that
+    global step (a simulated kill; the test resumes from what was saved)."""
+    return _Crash

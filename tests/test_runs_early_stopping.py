@@ -4,6 +4,7 @@ held-out rows a run reports: those are evaluated once, after training (every tas
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,22 +173,15 @@ def test_cli_train_help_shows_inner_valid() -> None:
     assert res.exit_code == 0 and "--inner-valid" in res.output
 
 
-class _Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def after_batch(self) -> None:
-        if self.learn.train_iter == self.at:
-            raise RuntimeError("crash")
-
-
-def test_a_run_with_patience_resumes_to_the_same_numbers(tmp_path: Path) -> None:
+def test_a_run_with_patience_resumes_to_the_same_numbers(
+    tmp_path: Path, crash_at: Callable[[int], Callback]
+) -> None:
     data = _data()
     cfg = _cfg("rating", epochs=3, checkpoint_every=5, patience=5)
     ref = train_run(cfg, tmp_path / "ref", data=data, progress=False)
     run = tmp_path / "run"
     with pytest.raises(RuntimeError, match="crash"):
-        train_run(cfg, run, data=data, progress=False, callbacks=[_Crash(12)])
+        train_run(cfg, run, data=data, progress=False, callbacks=[crash_at(12)])
     assert not (run / "metrics.json").exists() and (run / "checkpoint.safetensors").exists()
     again = train_run(run_config(run), run, data=data, progress=False, resume=True)
     strip = {"fit_seconds"}

@@ -3,6 +3,7 @@ y steps, and implicit_every=None decided by the fit's length."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +89,6 @@ def test_fit_applies_the_last_partial_window() -> None:
     assert m.pending_state() is None
 
 
-class _Crash(Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def after_batch(self) -> None:
-        if self.learn.train_iter == self.at:
-            raise RuntimeError("crash")
-
-
 def _learner(train: Interactions, valid: Interactions, cbs: list[Callback]) -> Learner:
     m = create_model("ordrec", train, n_factors=4, implicit=True, implicit_every=8, seed=1)
     return Learner(m, train, valid, bs=64, wd=0.05, reg=0.01, progress=False,
@@ -105,14 +97,14 @@ def _learner(train: Interactions, valid: Interactions, cbs: list[Callback]) -> L
 
 @pytest.mark.parametrize(("every", "crash", "at"), [(None, 15, 10), (7, 16, 14)])
 def test_resumed_fit_follows_the_uninterrupted_one(
-    tmp_path: Path, every: int | None, crash: int, at: int
+    tmp_path: Path, every: int | None, crash: int, at: int, crash_at: Callable[[int], Callback]
 ) -> None:
     """Resumed from an epoch-end checkpoint (nothing pending) or from one 4 steps into
     the second epoch's window (the pending sums saved with the optimiser's state)."""
     train, valid = _data()
     ref = _learner(train, valid, [TrainCheckpoint(tmp_path / "ref", every=every)])
     ref.fit_one_cycle(3, 1e-2)
-    crashed = _learner(train, valid, [TrainCheckpoint(tmp_path, every=every), _Crash(crash)])
+    crashed = _learner(train, valid, [TrainCheckpoint(tmp_path, every=every), crash_at(crash)])
     with pytest.raises(RuntimeError, match="crash"):
         crashed.fit_one_cycle(3, 1e-2)
     state = read_checkpoint(tmp_path)

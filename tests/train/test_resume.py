@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,6 @@ def _data(n: int = 2400, seed: int = 0) -> tuple[Interactions, Interactions]:
     return d.take(np.arange(cut)), d.take(np.arange(cut, n))
 
 
-class _Crash(Callback):
-    """Simulates a crash (as SIGKILL would) after a given global step."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def after_batch(self) -> None:
-        if self.learn.train_iter == self.at:
-            raise RuntimeError("crash")
-
-
 def _learner(
     kind: str, opt: str, train: Interactions, valid: Interactions, cbs: list[Any]
 ) -> Learner:
@@ -83,13 +73,15 @@ def _strip(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ("kind", "opt"),
     [("dot", "adam"), ("dot-rows", "adam"), ("dot", "momentum"), ("nn", "adam"), ("nn", "adagrad")],
 )
-def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, kind: str, opt: str) -> None:
+def test_resume_mid_epoch_is_bit_identical(
+    tmp_path: Path, kind: str, opt: str, crash_at: Callable[[int], Callback]
+) -> None:
     train, valid = _data()
     # the same callbacks as the resumed fit: saving every 7 steps keeps every epoch step by
     # step (without it, dot + adam epochs run as one compiled kernel: other float rounding)
     ref = _learner(kind, opt, train, valid, [TrainCheckpoint(tmp_path / "ref", every=7)])
     ref.fit_one_cycle(3, 1e-2)
-    crashed = _learner(kind, opt, train, valid, [TrainCheckpoint(tmp_path, every=7), _Crash(45)])
+    crashed = _learner(kind, opt, train, valid, [TrainCheckpoint(tmp_path, every=7), crash_at(45)])
     with pytest.raises(RuntimeError, match="crash"):
         crashed.fit_one_cycle(3, 1e-2)
     state = read_checkpoint(tmp_path)
@@ -109,12 +101,14 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, kind: str, opt: str) 
     assert read_checkpoint(tmp_path).meta["position"]["complete"]
 
 
-def test_resume_without_restoring_differs(tmp_path: Path) -> None:
+def test_resume_without_restoring_differs(
+    tmp_path: Path, crash_at: Callable[[int], Callback]
+) -> None:
     """The test above can fail: skipping the optimiser state changes the numbers."""
     train, valid = _data()
     ref = _learner("dot", "adam", train, valid, []).fit_one_cycle(2, 1e-2)
     crashed = _learner(
-        "dot", "adam", train, valid, [TrainCheckpoint(tmp_path, every=5), _Crash(35)]
+        "dot", "adam", train, valid, [TrainCheckpoint(tmp_path, every=5), crash_at(35)]
     )
     with pytest.raises(RuntimeError):
         crashed.fit_one_cycle(2, 1e-2)
@@ -336,10 +330,10 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- damaged checkpoints
-def _crashed_run(tmp_path: Path) -> Path:
+def _crashed_run(tmp_path: Path, crash_at: Callable[[int], Callback]) -> Path:
     train, valid = _data()
     crashed = _learner(
-        "dot", "adam", train, valid, [TrainCheckpoint(tmp_path, every=5), _Crash(35)]
+        "dot", "adam", train, valid, [TrainCheckpoint(tmp_path, every=5), crash_at(35)]
     )
     with pytest.raises(RuntimeError):
         crashed.fit_one_cycle(2, 1e-2)
@@ -354,8 +348,10 @@ def _tensor_span(path: Path, name: str) -> tuple[int, int]:
     return 8 + n + lo, 8 + n + hi
 
 
-def test_flipped_bits_in_a_tensor_are_caught(tmp_path: Path) -> None:
-    path = _crashed_run(tmp_path)
+def test_flipped_bits_in_a_tensor_are_caught(
+    tmp_path: Path, crash_at: Callable[[int], Callback]
+) -> None:
+    path = _crashed_run(tmp_path, crash_at)
     read_checkpoint(tmp_path)  # the intact file reads
     lo, hi = _tensor_span(path, "model.user_factors")
     raw = bytearray(path.read_bytes())
@@ -365,8 +361,8 @@ def test_flipped_bits_in_a_tensor_are_caught(tmp_path: Path) -> None:
         read_checkpoint(tmp_path)
 
 
-def test_edited_metadata_is_caught(tmp_path: Path) -> None:
-    path = _crashed_run(tmp_path)
+def test_edited_metadata_is_caught(tmp_path: Path, crash_at: Callable[[int], Callback]) -> None:
+    path = _crashed_run(tmp_path, crash_at)
     raw = path.read_bytes()
     edited = raw.replace(b'\\"epoch\\": 1,', b'\\"epoch\\": 9,', 1)
     assert edited != raw
@@ -385,19 +381,21 @@ def test_edited_metadata_is_caught(tmp_path: Path) -> None:
     ],
 )
 def test_inconsistent_positions_are_refused_even_when_rehashed(
-    tmp_path: Path, change: dict[str, Any], match: str
+    tmp_path: Path, change: dict[str, Any], match: str, crash_at: Callable[[int], Callback]
 ) -> None:
     """A checkpoint written with a valid checksum but an impossible position (epoch 99
     used to skip training and exit 0)."""
-    state = read_checkpoint(_crashed_run(tmp_path))
+    state = read_checkpoint(_crashed_run(tmp_path, crash_at))
     state.meta["position"].update(change)
     ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, state.tensors, state.meta)
     with pytest.raises(CheckpointError, match=match):
         read_checkpoint(tmp_path)
 
 
-def test_nan_tensor_is_refused_even_when_rehashed(tmp_path: Path) -> None:
-    state = read_checkpoint(_crashed_run(tmp_path))
+def test_nan_tensor_is_refused_even_when_rehashed(
+    tmp_path: Path, crash_at: Callable[[int], Callback]
+) -> None:
+    state = read_checkpoint(_crashed_run(tmp_path, crash_at))
     state.tensors["model.user_factors"][0, 0] = float("nan")
     ckpt.write_checkpoint(tmp_path / ckpt.CHECKPOINT_FILE, state.tensors, state.meta)
     with pytest.raises(CheckpointError, match=r"finite values in tensor 'model\.user_factors'"):
