@@ -52,6 +52,9 @@ class Interactions(UsersAndItems):
     rating_scale: tuple[float, float] | None = None
     name: str = "ratings"
     meta: dict[str, Any] = field(default_factory=dict)
+    _scale: tuple[float, float] | None = field(init=False, repr=False, compare=False)
+    """:meth:`prediction_scale`, computed once at construction (``replace`` and
+    :meth:`take` build a new object, so they compute their own)."""
 
     def __post_init__(self) -> None:
         n = len(self.user)
@@ -84,6 +87,7 @@ class Interactions(UsersAndItems):
                     f"expected one {side} feature row per {side} ({len(vocab)}), "
                     f"received {len(table)}"
                 )
+        object.__setattr__(self, "_scale", self._find_scale())
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -204,16 +208,24 @@ class Interactions(UsersAndItems):
         positive weight (``None`` when no row has a positive weight, or when they all
         have one value: implicit feedback, where predictions are scores).
 
+        Computed once, when the object is built, and stored: every prediction and
+        evaluation asks for it. The arrays are never written in place (a new set of rows
+        is a new object: :meth:`take`, :meth:`with_weights`), so it stays right.
+
         Example:
             >>> Interactions.from_arrays([0, 1], [0, 0], [2.0, 4.5]).prediction_scale()
             (2.0, 4.5)
         """
+        return self._scale
+
+    def _find_scale(self) -> tuple[float, float] | None:
         if self.rating_scale is not None:
             return (float(self.rating_scale[0]), float(self.rating_scale[1]))
-        r = self.rating[self.weights() > 0]
-        if not len(r) or float(r.min()) == float(r.max()):
+        r = self.rating if self.weight is None else self.rating[self.weight > 0]
+        if not len(r):
             return None
-        return (float(r.min()), float(r.max()))
+        lo, hi = float(r.min()), float(r.max())
+        return None if lo == hi else (lo, hi)
 
     @property
     def nbytes(self) -> int:
