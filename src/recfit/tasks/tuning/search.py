@@ -15,18 +15,20 @@ sweeps, a closed-form fit) run to the end.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import statistics
+import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import optuna
 import torch
 
 from recfit.config import BaseTrainConfig
@@ -42,6 +44,8 @@ from recfit.train.callbacks import Callback
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    import optuna
 
     from recfit.train.learner import Learner
 
@@ -123,6 +127,9 @@ def tune(
         ConfigError: an unknown family, ``valid`` of other vocabularies, a training part
             too small to cut, a bad budget, or no trial that completed.
     """
+    _load_optuna()
+    import optuna  # heavy: loaded when a search runs (off this stack: _load_optuna)
+
     if not budget_s > 0 or (n_trials is not None and n_trials < 1):
         raise ConfigError(
             f"expected budget_s > 0 and n_trials >= 1 (or None), received budget_s "
@@ -509,6 +516,9 @@ def _line(t: Trial, metric: str) -> str:
 def _sampler(seed: int) -> optuna.samplers.TPESampler:
     """TPE modelling the searched fields jointly (``multivariate``; ``group``: each
     family's fields apart), seeded."""
+    _load_optuna()
+    import optuna
+
     with warnings.catch_warnings():  # both options are marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
@@ -517,9 +527,31 @@ def _sampler(seed: int) -> optuna.samplers.TPESampler:
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Optuna's own log at ERROR for the search (its per-trial INFO lines are ours)."""
+    _load_optuna()
+    import optuna
+
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         yield
     finally:
         optuna.logging.set_verbosity(before)
+
+
+def _load_optuna() -> None:
+    """Import optuna (heavy: not with this module, which every CLI command imports) on a
+    thread of its own, once. Its import keeps the traceback of an optional import it
+    cannot make (redis), and that traceback's frames hold every frame on the importing
+    stack: imported from a search's own stack, it would pin the first search's data and
+    models, and its callers'. A fresh thread's stack holds none of them. Where the import
+    fails, the caller's ``import optuna`` raises the error."""
+    if "optuna" in sys.modules:
+        return
+
+    def load() -> None:
+        with suppress(ImportError):  # raised again by the caller's import, where it is seen
+            importlib.import_module("optuna")
+
+    t = threading.Thread(target=load, name="recfit-import-optuna", daemon=True)
+    t.start()
+    t.join()
