@@ -122,3 +122,32 @@ def test_limit_threads_holds_in_a_process_that_starts_numbas_pool_in_it() -> Non
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_limit_threads_holds_when_numba_first_runs_a_parallel_kernel_in_the_block() -> None:
+    """A fresh process that has not imported numba: a kernel imported and run inside the
+    block (its first parallel call would start numba's pool, which sets PyTorch's count)
+    leaves PyTorch's count and numba's at the block's, and both are put back after."""
+    code = (
+        "import sys, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from recfit._cpu import limit_threads\n"
+        "assert 'numba' not in sys.modules\n"
+        "with limit_threads(1):\n"
+        "    import numba, numpy as np\n"
+        "    @numba.njit(parallel=True)\n"
+        "    def total(x):\n"
+        "        s = 0.0\n"
+        "        for i in numba.prange(len(x)):\n"
+        "            s += x[i]\n"
+        "        return s\n"
+        "    assert total(np.ones(1000)) == 1000.0\n"
+        "    inside = (torch.get_num_threads(), numba.get_num_threads())\n"
+        "print(*inside, torch.get_num_threads(), numba.get_num_threads())\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "2", "2"]

@@ -20,11 +20,16 @@ never more threads than that, and let one runtime's threads at a time do the par
 * numba's OpenMP layer binds to the OpenMP runtime PyTorch loaded (the same ``libgomp.so.1``),
   and the start of numba's pool (its first thread call in a process) sets the calling
   thread's OpenMP count, which is then PyTorch's count too, to numba's pool size.
-  :func:`limit_threads` therefore sets PyTorch's count after numba's, whenever it differs
-  then (not by the count read before): a process that had set one thread itself
-  (``torch.set_num_threads(1)``) otherwise ran its first fit on two whatever the policy said
-  (the accuracy grid's first part of a PyTorch-trained family: FM on ml-100k, 366 s against
-  10 s for the next part at a load of 6).
+  :func:`limit_threads` therefore starts numba's pool first, importing numba if it is not
+  loaded yet, and sets PyTorch's count after it, whenever it differs then (not by the count
+  read before): a process that had set one thread itself (``torch.set_num_threads(1)``)
+  otherwise ran its first fit on two whatever the policy said (the accuracy grid's first
+  part of a PyTorch-trained family: FM on ml-100k, 366 s against 10 s for the next part at
+  a load of 6). Started inside the block instead (numba imported there, by a kernel's first
+  call), the pool would reset PyTorch's count, and leave numba's at its pool size, for the
+  rest of the block. Importing numba costs about 0.1 s and 50 MiB once per process, and
+  only where nothing loaded it before (a Learner does, to know whether its kernels can run);
+  starting its pool about 1 ms.
 
 Why it matters: a parallel region with more threads than free cores waits, at every
 barrier, for a thread the scheduler has parked behind other work, and spinning waiters
@@ -43,6 +48,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import math
 import os
 import statistics
@@ -148,10 +155,18 @@ def active() -> Threads | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-def _numba_threads(n: int | None) -> int | None:
-    """Set numba's thread count (this thread's) to ``n`` capped at its pool; return the
-    old one. Nothing when numba is not loaded (it is heavy: not imported for this)."""
-    numba: Any = sys.modules.get("numba")
+def _numba() -> Any:
+    """numba, imported if it is installed and not loaded yet (``None`` where it cannot be)."""
+    numba = sys.modules.get("numba")
+    if numba is None and importlib.util.find_spec("numba") is not None:
+        with contextlib.suppress(ImportError):
+            numba = importlib.import_module("numba")
+    return numba
+
+
+def _numba_threads(n: int | None, numba: Any) -> int | None:
+    """Set numba's thread count (this thread's) to ``n`` capped at its pool, starting the
+    pool if it has not started; return the old count (``None`` without numba)."""
     if numba is None or not hasattr(numba, "set_num_threads"):
         return None
     old = int(numba.get_num_threads())
@@ -178,7 +193,8 @@ def limit_threads(threads: Threads | int) -> Iterator[Threads]:
 
     t = Threads.all(threads) if isinstance(threads, int) else threads
     old_torch = torch.get_num_threads()
-    old_numba = _numba_threads(t.numba)  # may start numba's pool, which sets PyTorch's count
+    numba = _numba()  # its pool starts here, not in the block: the start sets PyTorch's count
+    old_numba = _numba_threads(t.numba, numba)
     if torch.get_num_threads() != t.torch:
         torch.set_num_threads(t.torch)
     _ACTIVE.append(t)
@@ -187,6 +203,6 @@ def limit_threads(threads: Threads | int) -> Iterator[Threads]:
             yield t
     finally:
         _ACTIVE.pop()
-        _numba_threads(old_numba)
+        _numba_threads(old_numba, numba)
         if torch.get_num_threads() != old_torch:
             torch.set_num_threads(old_torch)
