@@ -359,20 +359,22 @@ def _models_alive() -> int:
 def test_only_the_members_kept_from_the_inner_cut_keep_their_models(
     data: Interactions, monkeypatch: pytest.MonkeyPatch, few_trials: None
 ) -> None:
-    """Once auto has chosen, the candidates' models go: what is left is the plan's kept
-    members (none when every member trains again)."""
+    """Once auto has chosen, the candidates' models go: what is left is the plan's
+    members' inner-cut models (kept as they are, or kept should their final fits be cut)."""
     cfg = RatingConfig(seed=0, budget=600, epochs=1, gibbs_samples=10, gibbs_burn_in=2)
     sp = _split(cfg, data)
     for factor in (1.3, 1e9):  # time for every final fit; none
         monkeypatch.setattr(auto, "REFIT_FACTOR", factor)
         before = _models_alive()
         resolved, report, plan = auto.choose_model(cfg, sp)
-        kept = [] if plan is None else [m for m in plan.kept if m is not None]
+        assert plan is not None
+        kept = [m for m in plan.kept if m is not None]
+        held = {id(m): m for m in [*kept, *plan.inner] if m is not None}
         assert len([c for c in report.candidates if c.state == "ok"]) > 3
         assert all(c.model is None and c.pred is None for c in report.candidates)
-        assert _models_alive() - before == len(kept)
+        assert _models_alive() - before == len(held) == len(plan.inner)
         assert (len(kept) >= 1) if factor > 10 else (kept == [])
-        del resolved, report, plan, kept
+        del resolved, report, plan, kept, held
 
 
 @pytest.fixture

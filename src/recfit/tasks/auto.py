@@ -375,7 +375,8 @@ def choose_model(
 ) -> tuple[RatingConfig, AutoReport, BlendPlan | None]:
     """``cfg`` (``model="auto"``, ``budget`` > 0) made concrete for ``split``'s training
     part by the search of the module documentation: the resolved config, the report,
-    and, when the result is a blend, how the run trains it (:class:`BlendPlan`).
+    and how the run trains it by the budget's end (:class:`BlendPlan`: a blend, or the
+    family trained again; a final fit cut by its deadline keeps its inner-cut model).
 
     A budget too small for any candidate to finish leaves ``model="auto"`` to the size
     rule (``budget`` 0: svdpp or dot), as the report says.
@@ -433,8 +434,10 @@ def choose_model(
         report.chosen, report.chosen_rmse = best.label, best.rmse
         if best.fit_seconds * REFIT_FACTOR <= left:  # the family itself, trained again
             report.estimated_refit_seconds = best.fit_seconds * REFIT_FACTOR
+            cost, inner = [best.fit_seconds * best.full * REFIT_FACTOR], [best.model]  # cut: kept
             _release(report.candidates)
-            return member_config(cfg, dict(best.spec)), report, None
+            plan = BlendPlan([1.0], 0.0, [None], end, cost, inner, [best.label])
+            return member_config(cfg, dict(best.spec)), report, plan
         members = [best]  # no time to train it again: its inner-cut model, calibrated
         pred = np.asarray(best.pred, dtype=np.float64)[:, None]
         c, intercept = ridge_blend(pred, cut.test.rating, cut.test.weights())
@@ -459,8 +462,9 @@ def choose_model(
     )
     kept = [None if r else m.model for m, r in zip(members, refit, strict=True)]
     costs = [m.fit_seconds * m.full * REFIT_FACTOR for m in members]
+    inner, labels = [m.model for m in members], [m.label for m in members]
     _release(report.candidates)
-    return resolved, report, BlendPlan(weights, intercept, kept, end, costs)
+    return resolved, report, BlendPlan(weights, intercept, kept, end, costs, inner, labels)
 
 
 def _ranked(report: AutoReport) -> list[Candidate]:

@@ -6,8 +6,11 @@ A blend (:func:`fit_blend`) trains its members on an inner cut, fits the weights
 cut's other rows, then trains the members on the whole training part. With the :class:`BlendPlan` of ``model="auto"``
 (:func:`recfit.tasks.auto.choose_model`), the weights and the members kept from auto's
 inner cut are used as they are; the other members train on the whole training part, the
-anytime ones (:attr:`recfit.models.registry.Family.anytime`) last, sharing the time to
-the plan's deadline.
+anytime ones (:attr:`recfit.models.registry.Family.anytime`) last, each ending by its
+share of the time to the plan's deadline (:func:`final_fit`): an anytime fit with fewer
+samples or epochs, another one cut by a :class:`~recfit.tasks.tuning.deadline.Deadline`
+and replaced by its inner-cut model. A single family chosen by auto trains by the same
+rule (:func:`fit_single`). What each final fit did is the plan's :meth:`BlendPlan.final_fits`.
 
 Example:
     >>> AUTO_INNER, "seed" in RUN_FIELDS
@@ -17,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +30,12 @@ from recfit.config import RatingConfig
 from recfit.data.interactions import Interactions
 from recfit.data.split import Split
 from recfit.errors import ConfigError
-from recfit.models._budget import fit_until
+from recfit.models._budget import ended_early, fit_until
 from recfit.models.base import RatingModel
 from recfit.models.blend import Blend, member_settings, ridge_blend
 from recfit.models.registry import family
 from recfit.tasks.common import get_task
+from recfit.tasks.tuning.deadline import Deadline
 from recfit.train.callbacks import Callback
 from recfit.train.learner import Learner
 from recfit.train.trainers import FitSpec, trainer_for
@@ -39,7 +44,10 @@ __all__ = [
     "AUTO_INNER",
     "RUN_FIELDS",
     "BlendPlan",
+    "FinalDeadline",
+    "final_fit",
     "fit_blend",
+    "fit_single",
     "inner_cut",
     "is_anytime",
     "member_config",
@@ -57,18 +65,99 @@ RUN_FIELDS = (
 
 @dataclass
 class BlendPlan:
-    """How a run trains the blend ``model="auto"`` chose (:func:`recfit.tasks.auto.choose_model`): its weights and intercept (fitted on the
-    inner part) and, per member, the model trained on the inner cut's other rows to keep
-    as it is, or ``None``: train the member again on the whole training part."""
+    """How a run trains what ``model="auto"`` chose (:func:`recfit.tasks.auto.choose_model`).
+    A blend: its weights and intercept (fitted on the inner part) and, per member, the
+    model trained on the inner cut's other rows to keep as it is, or ``None``: train the
+    member again on the whole training part. A single family: one member (weights
+    ``[1.0]``, intercept 0: unused), trained again (:func:`fit_single`)."""
 
     weights: list[float]
     intercept: float
     kept: list[RatingModel | None]
     until: float | None = None
     """When the final fits should end (``time.perf_counter()`` seconds; ``None``: no
-    limit): the anytime members train last and share the time to it."""
+    limit): each member trained again ends by its share of the time to it."""
     costs: list[float] = field(default_factory=list)
-    """Each member's estimated final fit (seconds): the anytime members' shares."""
+    """Each member's estimated final fit (seconds): the members' shares."""
+    inner: list[RatingModel | None] = field(default_factory=list)
+    """Each member's inner-cut model (empty: none): a member that is not anytime keeps it
+    when its final fit is cut by its deadline (without it, the fit runs to its end)."""
+    labels: list[str] = field(default_factory=list)
+    """Each member's name in the record (empty: its family)."""
+    final: list[dict[str, Any]] = field(default_factory=list)
+    """What each member's final fit did (filled by the fit): label, seconds, outcome,
+    and ``cut``: the fit was cut by its deadline and the inner-cut model kept."""
+    ended: float | None = None
+    """When the last final fit ended (``time.perf_counter()`` seconds)."""
+
+    def final_fits(self) -> dict[str, Any]:
+        """The final fits as a JSON-ready dict (``details.model_auto.final_fits``): their
+        seconds in all, each member's record, the members whose fit was cut and kept the
+        inner-cut model, and the seconds left at the deadline (below 0: past it)."""
+        out: dict[str, Any] = {
+            "seconds": round(sum(r["seconds"] for r in self.final), 3),
+            "members": self.final,
+            "cut_kept_the_inner_cut_model": [r["label"] for r in self.final if r["cut"]],
+        }
+        if self.until is not None and self.ended is not None:
+            out["seconds_left_at_the_deadline"] = round(self.until - self.ended, 3)
+        return out
+
+    def record(self, k: int, name: str, t0: float, outcome: str, cut: bool) -> None:
+        """Member ``k``'s final fit (family ``name``), started at ``t0``, ended now."""
+        self.ended = time.perf_counter()
+        label = self.labels[k] if k < len(self.labels) else name
+        self.final.append(
+            {"label": label, "seconds": round(self.ended - t0, 3), "outcome": outcome, "cut": cut}
+        )
+
+
+class FinalDeadline(Deadline):
+    """A :class:`~recfit.tasks.tuning.deadline.Deadline` that never cuts a fit whose steps
+    are all done (a final fit that ended just past its time is kept, not thrown away)."""
+
+    def _check(self) -> None:
+        learn = self.learn
+        if learn.epoch * learn.n_iter + learn.iter + 1 < learn.n_epochs * learn.n_iter:
+            super()._check()
+
+
+def final_fit(
+    fit: Callable[[list[Callback]], Learner],
+    name: str,
+    at: float | None,
+    inner: RatingModel | None,
+) -> tuple[RatingModel, str, bool]:
+    """One member's final fit (``fit`` with these callbacks; family ``name``) ending by
+    ``at`` (``time.perf_counter()`` seconds; ``None``: no deadline): the model, what
+    happened, and whether the fit was cut and ``inner`` kept instead.
+
+    An anytime family (:func:`is_anytime`) ends by ``at`` with fewer samples or epochs;
+    another one, given its ``inner``-cut model, runs with a :class:`FinalDeadline` and
+    keeps ``inner`` when cut (or when ``at`` has passed before it starts); without
+    ``inner`` it runs to its end."""
+    if is_anytime(name) or inner is None or at is None:
+        with fit_until(at if is_anytime(name) else None):
+            model = fit([]).model
+        return model, ended_early(model) or "trained again", False
+    if time.perf_counter() >= at:
+        return inner, "no time left: kept its inner-cut model", True
+    stop = FinalDeadline(at)
+    model = fit([stop]).model
+    if not stop.hit:
+        return model, "trained again", False
+    why = "projected past its deadline" if stop.projected else "cut at its deadline"
+    return inner, f"{why}: kept its inner-cut model", True
+
+
+def _share(plan: BlendPlan | None, costs: list[float], todo: list[int], k: int) -> float | None:
+    """Member ``k``'s deadline: its share (by ``costs``) of the time left to the plan's
+    deadline among the members still to train (``todo``); ``None`` without one."""
+    if plan is None or plan.until is None:
+        return None
+    now = time.perf_counter()
+    rest = sum(costs[j] for j in todo)
+    return now + max(plan.until - now, 0.0) * costs[k] / max(rest, 1e-9)
 
 
 def inner_cut(data: Interactions, rows: np.ndarray, seed: int) -> Split:
@@ -118,6 +207,11 @@ def train_on(cfg: RatingConfig, cut: Split, callbacks: list[Callback]) -> Learne
     return task.fit(learner, cfg)
 
 
+def _fit_on(cfg: RatingConfig, cut: Split) -> Callable[[list[Callback]], Learner]:
+    """:func:`train_on` of ``cfg`` and ``cut``, given the callbacks."""
+    return lambda callbacks: train_on(cfg, cut, callbacks)
+
+
 def is_anytime(name: str) -> bool:
     """Whether the family ``name``'s fit ends by a deadline with a valid model."""
     return family(name).anytime
@@ -128,8 +222,9 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
     "blend"``). Without a ``plan``, each member trains on an inner cut of
     ``learner.train``, the weights are fitted on the cut's other rows, then each member
     trains on all of ``learner.train``. With auto's ``plan``: its weights, its kept
-    members as they are, the others trained on all of ``learner.train``. Recorded as one
-    closed-form epoch."""
+    members as they are, the others trained on all of ``learner.train``, each ending by
+    its share of the time to the plan's deadline (:func:`final_fit`; recorded in the
+    plan's :meth:`BlendPlan.final_fits`). Recorded as one closed-form epoch."""
 
     def solve(model: Any, train: Interactions) -> None:
         if not isinstance(model, Blend):
@@ -147,20 +242,56 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
             w, kept = (plan.weights, plan.intercept), list(plan.kept)
         whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
         device = model.blend_weights.device
-        # the anytime members last, each ending by its share of the time to plan.until
+        # the anytime members last; each ends by its share of the time to plan.until
         order = sorted(range(len(specs)), key=lambda k: is_anytime(specs[k].model))
         costs = plan.costs if plan is not None and plan.costs else [1.0] * len(specs)
+        inner = plan.inner if plan is not None and plan.inner else [None] * len(specs)
         for n, k in enumerate(order):
-            trained = kept[k]
+            t0, trained, short = time.perf_counter(), kept[k], False
+            outcome = "kept from the inner cut"
             if trained is None:
-                at = None
-                if plan is not None and plan.until is not None and is_anytime(specs[k].model):
-                    rest = sum(costs[j] for j in order[n:] if kept[j] is None)
-                    now = time.perf_counter()
-                    at = now + max(plan.until - now, 0.0) * costs[k] / max(rest, 1e-9)
-                with fit_until(at):
-                    trained = train_on(specs[k], whole, []).model
+                at = _share(plan, costs, [j for j in order[n:] if kept[j] is None], k)
+                fit = _fit_on(specs[k], whole)
+                trained, outcome, short = final_fit(fit, specs[k].model, at, inner[k])
+            if plan is not None:
+                plan.record(k, specs[k].model, t0, outcome, short)
             model.members[k] = trained.to(device)
         model.set_weights(w[0], w[1])
 
     return trainer_for("closed_form").fit(learner, FitSpec(solve=solve))
+
+
+def fit_single(
+    learner: Learner,
+    cfg: RatingConfig,
+    plan: BlendPlan,
+    fit: Callable[[Learner, RatingConfig], Learner],
+) -> Learner:
+    """Train ``learner`` (one family, chosen by auto) by ``fit`` ending by the plan's
+    deadline (:func:`final_fit`): cut, its model is the plan's inner-cut model (on the
+    learner's device).
+
+    Raises:
+        ConfigError: the inner-cut model is not of the learner's model's class."""
+
+    def run(cbs: list[Callback]) -> Learner:
+        for cb in cbs:
+            learner.add_cb(cb)
+        try:
+            return fit(learner, cfg)
+        finally:
+            for cb in cbs:
+                learner.remove_cb(cb)
+
+    inner = plan.inner[0] if plan.inner else None
+    if inner is not None and type(inner) is not type(learner.model):
+        raise ConfigError(
+            f"expected an inner-cut model of class {type(learner.model).__name__} for "
+            f"model {cfg.model!r}, received {type(inner).__name__}"
+        )
+    t0 = time.perf_counter()
+    model, outcome, cut = final_fit(run, cfg.model, plan.until, inner)
+    if model is not learner.model:
+        learner.model = model.to(learner.device)
+    plan.record(0, cfg.model, t0, outcome, cut)
+    return learner

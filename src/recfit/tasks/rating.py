@@ -201,9 +201,20 @@ class RatingTask(Task[RatingConfig]):
         return build_learner(cfg, fit.train, fit.test, callbacks=callbacks, progress=progress)
 
     def fit(self, learner: Learner, cfg: RatingConfig) -> Learner:
+        """Train ``learner``: a blend's members by their trainers (weights on an inner
+        cut, or auto's plan), else by ``cfg.trainer``. What auto chose ends by the plan's
+        deadline (:mod:`recfit.tasks.blend`), and ``details.model_auto.final_fits`` says
+        what each final fit did."""
+        plan = self._plans.pop(cfg, None)
         if cfg.model == "blend":  # members by their trainers, weights on an inner cut
-            return blend.fit_blend(learner, cfg, self._plans.pop(cfg, None))
-        return fit_learner(learner, cfg)
+            learner = blend.fit_blend(learner, cfg, plan)
+        elif plan is None:
+            return fit_learner(learner, cfg)
+        else:
+            learner = blend.fit_single(learner, cfg, plan, fit_learner)
+        if plan is not None and cfg in self._auto:
+            self._auto[cfg]["final_fits"] = plan.final_fits()
+        return learner
 
     def evaluate(self, learner: Learner, cfg: RatingConfig, split: Split) -> Metrics:
         """The held-out metrics; ``details.model_auto``: what ``model="auto"`` tried (each

@@ -1,0 +1,217 @@
+"""model="auto"'s final fits end by the budget: a member (or a single family) whose final
+fit is cut by its deadline keeps its inner-cut model, and the run says so."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recfit.config import RatingConfig
+from recfit.data import Interactions
+from recfit.data.split import Split
+from recfit.data.synthetic import synthetic
+from recfit.errors import CancelFitException, ConfigError
+from recfit.models.base import RatingModel
+from recfit.models.blend import Blend
+from recfit.runs import train_run
+from recfit.tasks import auto, blend
+from recfit.tasks.common import get_task
+from recfit.tasks.rating import RatingTask, fit_learner
+from recfit.train.learner import Learner
+
+DOT = '{"model": "dot", "epochs": 3}'
+BASE = '{"model": "baseline"}'
+BMF = '{"model": "bmf", "gibbs_samples": 30, "gibbs_burn_in": 2}'
+PAST, AMPLE = -1.0, 1e6
+
+
+@pytest.fixture(scope="module")
+def data() -> Interactions:
+    return synthetic(3000, 80, 60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def split(data: Interactions) -> Split:
+    return get_task("rating").load_split(RatingConfig(seed=0), data)
+
+
+def _inner(cfg: RatingConfig, split: Split, spec: str) -> Learner:
+    """``spec`` trained on auto's inner cut of ``split``'s training rows."""
+    cut = blend.inner_cut(split.data, split.train_idx, cfg.seed)
+    return blend.train_on(blend.member_config(cfg, spec), cut, [])
+
+
+def _n_rows(model: Any) -> int:
+    return int(model.train_user_count.sum())
+
+
+def _blend(split: Split, members: tuple[str, ...], until: float) -> tuple[Blend, blend.BlendPlan]:
+    """A blend of ``members`` trained by a plan with every member's inner-cut model, its
+    deadline ``until`` seconds from now."""
+    cfg = RatingConfig(model="blend", seed=0, blend_members=members)
+    inner: list[RatingModel | None] = [_inner(cfg, split, m).model for m in members]
+    labels = [blend.member_config(cfg, m).model for m in members]
+    n = len(members)
+    plan = blend.BlendPlan(
+        [1.0 / n] * n, 0.0, [None] * n, time.perf_counter() + until, [1.0] * n, inner, labels
+    )
+    learner = get_task("rating").build(cfg, split, callbacks=[], progress=False)
+    blend.fit_blend(learner, cfg, plan)
+    assert isinstance(learner.model, Blend) and np.isfinite(learner.predict(split.test)).all()
+    return learner.model, plan
+
+
+def test_a_blend_plan_past_its_deadline_keeps_the_inner_cut_models_and_says_so(
+    split: Split,
+) -> None:
+    """No time left: the members that are not anytime keep their inner-cut models (no
+    fit); Bayesian MF ends by the deadline with one sample; the record says which."""
+    model, plan = _blend(split, (DOT, BASE, BMF), PAST)
+    dot, base, bmf = model.member_models()
+    assert dot is plan.inner[0] and base is plan.inner[1] and bmf is not plan.inner[2]
+    cut = blend.inner_cut(split.data, split.train_idx, 0)
+    assert _n_rows(dot) == _n_rows(base) == len(cut.train_idx)
+    assert _n_rows(bmf) == len(split.train_idx) and bmf.config()["samples"] == 1
+    found = plan.final_fits()
+    assert found["cut_kept_the_inner_cut_model"] == ["dot", "baseline"]
+    outcomes = {r["label"]: r["outcome"] for r in found["members"]}
+    assert outcomes["dot"] == "no time left: kept its inner-cut model"
+    assert outcomes["bmf"] == "ended by its deadline: 1 of 30 samples"
+    assert found["seconds_left_at_the_deadline"] < 0 and found["seconds"] >= 0
+
+
+def test_with_ample_time_every_member_trains_again(split: Split) -> None:
+    model, plan = _blend(split, (DOT, BASE), AMPLE)
+    for m, kept in zip(model.member_models(), plan.inner, strict=True):
+        assert m is not kept and _n_rows(m) == len(split.train_idx)
+    found = plan.final_fits()
+    assert found["cut_kept_the_inner_cut_model"] == []
+    assert [r["outcome"] for r in found["members"]] == ["trained again"] * 2
+    assert found["seconds_left_at_the_deadline"] > 0
+
+
+def test_a_fit_cut_by_its_deadline_keeps_the_inner_cut_model(split: Split) -> None:
+    """A real Learner fit cut by its :class:`FinalDeadline` (its time passed once the fit
+    started): the inner-cut model is kept, and the fit stopped before its 3 epochs."""
+    cfg = blend.member_config(RatingConfig(seed=0), DOT)
+    inner = _inner(cfg, split, DOT).model
+    whole = Split(split.data, split.train_idx, split.train_idx[:0], "whole")
+    fits: list[Learner] = []
+
+    def fit(callbacks: list[Any]) -> Learner:
+        for stop in callbacks:
+            stop.at = time.perf_counter() - 1.0  # the time passes as the fit starts
+        fits.append(blend.train_on(cfg, whole, callbacks))
+        return fits[-1]
+
+    model, outcome, cut = blend.final_fit(fit, "dot", time.perf_counter() + AMPLE, inner)
+    assert model is inner and cut and outcome == "cut at its deadline: kept its inner-cut model"
+    assert fits[0].train_iter < 3 * fits[0].n_iter
+    # without an inner-cut model to keep, the fit runs to its end
+    model, outcome, cut = blend.final_fit(fit, "dot", time.perf_counter() + AMPLE, None)
+    assert fits[1].train_iter == 3 * fits[1].n_iter and not cut and outcome == "trained again"
+
+
+class _Steps:
+    """What :class:`FinalDeadline` reads of a Learner: 2 epochs of 5 steps."""
+
+    n_epochs, n_iter, epoch, iter = 2, 5, 1, 3
+
+
+def test_a_final_deadline_never_cuts_a_finished_fit() -> None:
+    stop = blend.FinalDeadline(time.perf_counter() - 1.0)
+    stop.learn = _Steps()  # type: ignore[assignment]
+    with pytest.raises(CancelFitException):
+        stop.after_batch()  # a step left: cut
+    stop.hit, stop.learn.iter = False, 4
+    stop.after_epoch()  # every step done: kept
+    assert not stop.hit
+
+
+def _one_family(monkeypatch: pytest.MonkeyPatch, split: Split) -> list[Learner]:
+    """auto's search made to choose DotBias (3 epochs) alone: its candidate is a real fit
+    on the inner cut (the other families fail, nothing is tuned); returns that fit."""
+    inner: list[Learner] = []
+
+    def fake_try(cfg, label, spec, stage, cut, until):  # type: ignore[no-untyped-def]
+        if label != "dot" or stage != "defaults":
+            return auto.Candidate(label, spec, stage, state="failed")
+        inner.append(blend.train_on(blend.member_config(cfg, {**spec, "epochs": 3}), cut, []))
+        c = auto.Candidate(label, {**spec, "epochs": 3}, stage, fit_seconds=1.0)
+        c.rmse, c.pred, c.model = 0.9, inner[-1].predict(cut.test), inner[-1].model
+        return c
+
+    monkeypatch.setattr(auto, "_try", fake_try)
+    monkeypatch.setattr(auto, "_tune_stage", lambda *args: [])
+    return inner
+
+
+def test_a_single_family_past_its_deadline_keeps_its_inner_cut_model(
+    data: Interactions, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto chose one family (the config names it); its final fit has no time left: the
+    run's model is its inner-cut model (same predictions), as ``model_auto`` says."""
+    inner = _one_family(monkeypatch, split)
+    real = auto.choose_model
+
+    def no_time_left(cfg: RatingConfig, sp: Split) -> Any:
+        resolved, report, plan = real(cfg, sp)
+        assert plan is not None and plan.labels == ["dot"] and plan.inner == [inner[0].model]
+        plan.until = time.perf_counter() - 1.0
+        return resolved, report, plan
+
+    monkeypatch.setattr(auto, "choose_model", no_time_left)
+    res = train_run(RatingConfig(seed=0, budget=1000), data=data, progress=False)
+    assert res.config.model == "dot" and res.learner.model is inner[0].model
+    np.testing.assert_array_equal(
+        res.learner.predict(res.split.test), inner[0].predict(res.split.test)
+    )
+    found = res.details["model_auto"]["final_fits"]
+    assert found["cut_kept_the_inner_cut_model"] == ["dot"]
+    assert found["members"][0]["outcome"] == "no time left: kept its inner-cut model"
+
+
+def test_a_single_family_with_ample_time_trains_again(
+    data: Interactions, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inner = _one_family(monkeypatch, split)
+    res = train_run(RatingConfig(seed=0, budget=1000), data=data, progress=False)
+    assert res.config.model == "dot" and res.learner.model is not inner[0].model
+    assert _n_rows(res.learner.model) == len(res.split.train_idx)
+    found = res.details["model_auto"]["final_fits"]
+    assert found["cut_kept_the_inner_cut_model"] == []
+    assert found["members"] == [
+        {"label": "dot", "seconds": found["seconds"], "outcome": "trained again", "cut": False}
+    ]
+
+
+def test_a_single_family_cut_by_its_deadline_takes_the_inner_model_to_its_device(
+    split: Split,
+) -> None:
+    """:func:`fit_single` with a real Learner fit cut by its deadline: the learner's model
+    is the inner-cut model; an inner-cut model of another class is refused."""
+    cfg = blend.member_config(RatingConfig(seed=0), DOT)
+    inner = _inner(cfg, split, DOT)
+    task = RatingTask()
+    learner = task.build(cfg, split, callbacks=[], progress=False)
+
+    def fit(lrn: Learner, c: RatingConfig) -> Learner:
+        for cb in lrn.cbs:
+            if isinstance(cb, blend.FinalDeadline):
+                cb.at = time.perf_counter() - 1.0
+        return fit_learner(lrn, c)
+
+    until = time.perf_counter() + AMPLE
+    plan = blend.BlendPlan([1.0], 0.0, [None], until, [1.0], [inner.model], ["dot"])
+    blend.fit_single(learner, cfg, plan, fit)
+    assert learner.model is inner.model and learner.model.train_user_count.device == learner.device
+    assert not any(isinstance(cb, blend.FinalDeadline) for cb in learner.cbs)
+    assert plan.final_fits()["members"][0]["outcome"].startswith("cut at its deadline")
+    np.testing.assert_array_equal(learner.predict(split.test), inner.predict(split.test))
+    other = _inner(cfg, split, BASE).model
+    wrong = blend.BlendPlan([1.0], 0.0, [None], until, [1.0], [other], ["dot"])
+    with pytest.raises(ConfigError, match="expected an inner-cut model of class"):
+        blend.fit_single(task.build(cfg, split, callbacks=[], progress=False), cfg, wrong, fit)
