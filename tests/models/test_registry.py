@@ -111,6 +111,7 @@ def test_register_family_refuses_inconsistent_entries() -> None:
         "closed form": ({"trainers": ("closed_form",)}, "closed_form"),
         "taken name": ({"name": "dot"}, "already registered"),
         "class": ({"model_class": int}, "RatingModel"),
+        "kernels": ({"kernels": ("warp_drive",)}, "kernel sets"),
     }
     for what, (change, message) in bad.items():
         with pytest.raises(ConfigError, match=message):

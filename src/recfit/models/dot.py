@@ -261,6 +261,7 @@ register_family(Family(
     name="dot", task="rating", model_class=DotBias, output="rating",
     reads=frozenset({"n_factors", "y_range", "seed"}),
     trainers=("sgd", "als"), adapter="dot", row_wise=True,
+    kernels=("dense_epoch", "row_step"),
     defaults={}, build=sized_build(DotBias), search=DOT_SEARCH,
     summary="fastai's EmbeddingDotBias: mu + b_u + b_i + p_u · q_i, optional y_range",
 ))  # fmt: skip
@@ -268,6 +269,7 @@ register_family(Family(
     name="mf", task="rating", model_class=BiasedMF, output="rating",
     reads=frozenset({"n_factors", "seed"}),
     trainers=("sgd", "als"), adapter="dot", row_wise=True,
+    kernels=("dense_epoch", "row_step"),
     defaults={}, build=sized_build(BiasedMF, prepare=mean_rating, finish=baseline_biases),
     search=DOT_SEARCH,
     summary="biased matrix factorisation with Surprise SVD's semantics (mu: the mean rating)",

@@ -43,6 +43,7 @@ from recfit.models.base import OutputKind, RatingModel
 from recfit.models.search import Param
 
 __all__ = [
+    "KERNEL_SETS",
     "TASKS",
     "TRAINERS",
     "Family",
@@ -67,6 +68,12 @@ TrainerName = Literal["sgd", "als", "closed_form"]
 """How a family can be trained: the Learner (``sgd``: dense, fused or row-wise),
 alternating least squares (``als``) or the family's own exact fit (``closed_form``)."""
 TRAINERS: tuple[str, ...] = get_args(TrainerName)
+
+KERNEL_SETS = ("row_step", "dense_epoch", "fused_step", "timesvdpp", "bmf")
+"""The sets of compiled (numba) kernels a family's fits may use
+(:attr:`Family.kernels`): the Learner's row-wise step and dense epochs, the model's own
+fused step (``compile_kernels``), timeSVD++'s and Bayesian MF's kernels.
+:func:`recfit.train.precompile.compile_families` compiles them ahead of the fits."""
 
 Build = Callable[[Mapping[str, Any], Interactions], RatingModel]
 ClosedForm = Callable[[RatingModel, Interactions], None]
@@ -102,6 +109,10 @@ class Family:
             ``model="auto"`` tries it last, sharing what its budget has left.
         costly: its default fit is slow for what it usually gains: ``model="auto"``
             tries it after the other families (but before the ``anytime`` ones).
+        kernels: the sets of compiled kernels its fits use (:data:`KERNEL_SETS`), which
+            :func:`recfit.train.precompile.compile_families` compiles (or loads from
+            numba's cache) before a clock starts (``model="auto"``: before its budget's);
+            empty: none.
     """
 
     name: str
@@ -119,6 +130,7 @@ class Family:
     search: Mapping[str, Param] = field(default_factory=dict)
     anytime: bool = False
     costly: bool = False
+    kernels: tuple[str, ...] = ()
 
     @property
     def fused(self) -> bool:
@@ -155,7 +167,7 @@ def register_family(f: Family) -> Family:
     under a taken name or model class is an error.
 
     Raises:
-        ConfigError: an inconsistent entry (unknown task, trainer or output kind, an
+        ConfigError: an inconsistent entry (unknown task, trainer, output kind or kernel set, an
             output that is not the model class's, ``closed_form`` without its callable),
             or a name or class already taken by another family.
     """
@@ -189,6 +201,11 @@ def register_family(f: Family) -> Family:
         raise ConfigError(
             f"expected a recfit.models.search.Param for each search entry of {where}, "
             f"received {', '.join(f'{k}={f.search[k]!r}' for k in wrong)}"
+        )
+    unknown = [k for k in f.kernels if k not in KERNEL_SETS]
+    if unknown:
+        raise ConfigError(
+            f"expected kernel sets among {list(KERNEL_SETS)} for {where}, received {unknown}"
         )
     old = _FAMILIES.get(f.name)
     if old is not None and old.model_class.__qualname__ != f.model_class.__qualname__:

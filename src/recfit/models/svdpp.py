@@ -354,7 +354,7 @@ def implicit_lists(model: ImplicitLists, train: Interactions) -> None:
 register_family(Family(
     name="svdpp", task="rating", model_class=SVDpp, output="rating",
     reads=frozenset({"n_factors", "y_range", "seed"}),
-    trainers=("sgd",), adapter="svdpp",
+    trainers=("sgd",), adapter="svdpp", kernels=("fused_step", "dense_epoch"),
     # how these were chosen: docs/defaults.md
     defaults={"epochs": 6, "pct_start": 0.3}, build=sized_build(SVDpp, finish=implicit_lists),
     search=DOT_SEARCH,
