@@ -160,7 +160,7 @@ class _CacheCheck(Callback):
 
     def after_batch(self) -> None:
         m = self.learn.model
-        cache = m.__dict__.get("_terms")
+        cache = m._fit_state.terms
         if cache is not None:
             self.gaps.append(float(np.abs(cache[0] - _fresh(m)).max()))
 
@@ -194,7 +194,7 @@ def test_an_every_step_y_write_drops_the_cache() -> None:
     batch = {"user": torch.tensor([0, 1]), "item": torch.tensor([1, 2]),
              "rating": torch.tensor([1.0, 4.5]), "weight": torch.ones(2)}  # fmt: skip
     m.fused_forward(batch, False)  # builds the cache
-    assert "_terms" in m.__dict__
+    assert m._fit_state.terms is not None
     m.implicit_every = 1
     out, _, saved = m.fused_forward(batch, False)
     opt.fused_step(batch, saved, ce.grad(out, batch), None)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -114,6 +115,8 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
     """Whether the implicit term's forward and row-wise step run as the compiled kernels
     (numba) where they can (CPU, float32); ``False`` (on an instance or the class) keeps
     the PyTorch operations, the reference the kernels are tested against."""
+    _fit_state: _FitState
+    """What a fit keeps between steps: no parameter or buffer, so in no ``state_dict``."""
 
     def __init__(
         self,
@@ -170,6 +173,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         self.theta0 = nn.Parameter(torch.tensor([theta[0]], dtype=torch.float32))
         self.log_gaps = nn.Parameter(torch.tensor(np.log(np.diff(theta)), dtype=torch.float32))
         self._register_record(n_users, n_items)
+        self._fit_state = _FitState()
 
     # ------------------------------------------------------------------ contract
     def config(self) -> dict[str, Any]:
@@ -185,7 +189,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
     def every(self) -> int:
         """The ``y`` rows' step interval in force (1 until a fit decides ``None``, and on
         a fit off the compiled row-wise path: :meth:`plan_fit`)."""
-        return (self.implicit_every or 1) if self.__dict__.get("_deferred", True) else 1
+        return (self.implicit_every or 1) if self._fit_state.deferred else 1
 
     def plan_fit(self, n_steps: int, row_wise: bool = True) -> None:
         """Called by the Learner when each epoch of a fit of ``n_steps`` steps starts, with
@@ -195,8 +199,8 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         ``implicit_every`` says. The cached users' terms are dropped (``y`` may have
         been written since they were computed, by a path that does not tell)."""
         deferred = row_wise and self._kernels() is not None
-        self.__dict__["_deferred"] = deferred
-        self.__dict__.pop("_terms", None)
+        self._fit_state.deferred = deferred
+        self._fit_state.terms = None
         if self._every_auto:
             big = n_steps >= IMPLICIT_MIN_STEPS
             self.implicit_every = IMPLICIT_EVERY if deferred and big else 1
@@ -259,7 +263,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         kern = self._kernels() if leaf or not torch.is_grad_enabled() else None
         gathered: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
         if kern is not None and leaf and self.every > 1:  # the cached terms
-            cache = self.__dict__.get("_terms")
+            cache = self._fit_state.terms
             if cache is None or cache[1] != self.implicit_factors._version:
                 cache = self._all_terms(kern)  # y written (a step, decay, load): recompute
             z = torch.from_numpy(cache[0]).index_select(0, uniq)
@@ -288,7 +292,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         scale = np.empty(self.n_users, np.float32)
         kern.implicit_terms(users, *self._list_arrays(), self.alpha, z, scale)
         cache = (z, self.implicit_factors._version)
-        self.__dict__["_terms"] = cache
+        self._fit_state.terms = cache
         return cache
 
     def _kernels(self) -> Any:
@@ -410,7 +414,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
         ``y`` side: ``tables``, ``state`` and ``row_decay``. Called every :attr:`every`
         steps and by :meth:`RowOptimizer.flush <recfit.train.sparse.RowOptimizer.flush>`
         at an epoch's end. Returns the number of ``y`` rows updated."""
-        pend = self.__dict__.get("_pending")
+        pend = self._fit_state.pending
         if pend is None or pend.steps == 0 or pend.owner is not state[0]:
             return 0
         users = np.flatnonzero(pend.seen)
@@ -428,7 +432,7 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
     def pending_state(self) -> dict[str, Any] | None:
         """The pending ``y`` step's sums, for the optimiser's ``state_dict`` (a checkpoint
         between two ``y`` steps); ``None`` when nothing is pending."""
-        pend = self.__dict__.get("_pending")
+        pend = self._fit_state.pending
         if pend is None or pend.steps == 0:
             return None
         consts, before, after = pend.last
@@ -439,14 +443,14 @@ class OrdRec(LevelOutput, ImplicitLists, RatingModel):
     def load_pending(self, saved: dict[str, Any] | None, owner: Tensor) -> None:
         """Put back what :meth:`pending_state` returned, for the optimiser whose ``y``
         state is ``owner`` (its first tensor)."""
-        self.__dict__.pop("_pending", None)
+        self._fit_state.pending = None
         if saved is not None:
             pend = _Pending(self.n_users, self.n_factors, owner)
             pend.grad[:], pend.seen[:] = saved["grad"].numpy(), saved["seen"].numpy()
             pend.steps = int(saved["steps"])
             pend.last = (saved["consts"].numpy().copy(), float(saved["before"]),
                          float(saved["after"]))  # fmt: skip
-            self.__dict__["_pending"] = pend
+            self._fit_state.pending = pend
 
 
 class _Lists(NamedTuple):
@@ -494,16 +498,30 @@ class ListStep:
         if m.every == 1:
             return _update_lists(m, self.users, self.d_user, tables, state, row_decay,
                                  (consts, before, after))  # fmt: skip
-        pend = m.__dict__.get("_pending")
+        pend = m._fit_state.pending
         if pend is None or pend.owner is not state[0]:  # another optimiser: start again
             pend = _Pending(m.n_users, m.n_factors, state[0])
-            m.__dict__["_pending"] = pend
+            m._fit_state.pending = pend
         un = self.users.numpy()
         pend.grad[un] += self.d_user.numpy()
         pend.seen[un] = True
         pend.steps += 1
         pend.last = (consts.copy(), before, after)
         return m.step_pending(tables, state, row_decay) if pend.steps >= m.every else 0
+
+
+@dataclass
+class _FitState:
+    """What an :class:`OrdRec` fit keeps between its steps (none of it is saved): whether
+    the ``y`` steps may be deferred (``deferred``, :meth:`OrdRec.plan_fit`), every user's
+    implicit term with the ``y`` version it was computed at (``terms``, ``None``: to
+    compute), the compiled ``y`` step's work arrays (``list_scratch``) and the deferred
+    step's sums (``pending``)."""
+
+    deferred: bool = True
+    terms: tuple[np.ndarray, int] | None = None
+    list_scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    pending: _Pending | None = None
 
 
 class _Pending:
@@ -531,12 +549,12 @@ def _update_lists(
     """The kernel's AdamW step of the ``y`` rows of ``users``' lists from their terms'
     gradients ``d_user``; ``call``: the step's constants and decay logs before and after."""
     n_items, k = tables[0].shape
-    m.__dict__.pop("_terms", None)  # y is written through NumPy: its version does not move
-    scratch = m.__dict__.get("_list_scratch")
+    m._fit_state.terms = None  # y is written through NumPy: its version does not move
+    scratch = m._fit_state.list_scratch
     if scratch is None or scratch[0].shape != (n_items, k):
         scratch = (np.zeros((n_items, k), np.float32), np.zeros(n_items, np.int8),
                    np.empty(n_items, np.int64))  # fmt: skip
-        m.__dict__["_list_scratch"] = scratch
+        m._fit_state.list_scratch = scratch
     indptr, items, _ = m._list_arrays()
     lens = m.implicit_indptr[users + 1] - m.implicit_indptr[users]
     scale = lens.clamp_min(1).to(torch.float32).pow(-m.alpha)  # as _gather's weights
