@@ -103,7 +103,7 @@ def compile_families(names: Iterable[str | Family], rows: int | None = None) -> 
     use (:func:`kernel_sets`); returns the seconds it took.
 
     A few tenths of a second in a new process whose cache is filled (importing numba and
-    loading the kernels), about a millisecond once they are loaded in this process; 0
+    loading the kernels), a few milliseconds once they are loaded in this process; 0
     without numba or without kernels. Call it before a fit's clock starts. PyTorch's random state
     is left as it was.
 
