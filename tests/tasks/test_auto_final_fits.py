@@ -215,3 +215,19 @@ def test_a_single_family_cut_by_its_deadline_takes_the_inner_model_to_its_device
     wrong = blend.BlendPlan([1.0], 0.0, [None], until, [1.0], [other], ["dot"])
     with pytest.raises(ConfigError, match="expected an inner-cut model of class"):
         blend.fit_single(task.build(cfg, split, callbacks=[], progress=False), cfg, wrong, fit)
+
+
+def test_a_member_that_cannot_end_early_counts_the_anytime_ones_at_their_floor() -> None:
+    """dot (10 s) before Bayesian MF (200 s) with 100 s left: dot's share counts Bayesian
+    MF at the plan's floor (30 %: 100 * 10 / 70 s), not at all of its 200 s (4.8 s);
+    Bayesian MF then shares the rest by the full estimates."""
+    t0 = time.perf_counter()
+    until = t0 + 100.0
+    plan = blend.BlendPlan([0.5, 0.5], 0.0, [None, None], until, anytime_floor=0.3)
+    at = blend._share(plan, [10.0, 200.0], [False, True], [0, 1], 0)
+    t1 = time.perf_counter()
+    assert at is not None and t0 + (until - t1) / 7 <= at <= t1 + (until - t0) / 7
+    at = blend._share(plan, [10.0, 200.0, 100.0], [False, True, True], [1, 2], 1)
+    t2 = time.perf_counter()
+    assert at is not None and t1 + (until - t2) * 2 / 3 <= at <= t2 + (until - t1) * 2 / 3
+    assert blend._share(None, [1.0], [False], [0], 0) is None

@@ -474,7 +474,8 @@ def choose_model(
     costs = [m.fit_seconds * m.full * REFIT_FACTOR for m in members]
     inner, labels = [m.model for m in members], [m.label for m in members]
     _release(report.candidates)
-    return resolved, report, BlendPlan(weights, intercept, kept, end, costs, inner, labels)
+    plan = BlendPlan(weights, intercept, kept, end, costs, inner, labels, ANYTIME_MIN)
+    return resolved, report, plan
 
 
 def _ranked(report: AutoReport) -> list[Candidate]:

@@ -84,6 +84,10 @@ class BlendPlan:
     when its final fit is cut by its deadline (without it, the fit runs to its end)."""
     labels: list[str] = field(default_factory=list)
     """Each member's name in the record (empty: its family)."""
+    anytime_floor: float = 1.0
+    """The share of its estimate an anytime member (trained last) is counted at in the
+    shares of the members before it (auto's ``ANYTIME_MIN``: what it planned at least):
+    a member that cannot end early is not cut to leave the anytime ones all of theirs."""
     final: list[dict[str, Any]] = field(default_factory=list)
     """What each member's final fit did (filled by the fit): label, seconds, outcome,
     and ``cut``: the fit was cut by its deadline and the inner-cut model kept."""
@@ -150,13 +154,18 @@ def final_fit(
     return inner, f"{why}: kept its inner-cut model", True
 
 
-def _share(plan: BlendPlan | None, costs: list[float], todo: list[int], k: int) -> float | None:
+def _share(
+    plan: BlendPlan | None, costs: list[float], anytime: list[bool], todo: list[int], k: int
+) -> float | None:
     """Member ``k``'s deadline: its share (by ``costs``) of the time left to the plan's
-    deadline among the members still to train (``todo``); ``None`` without one."""
+    deadline among the members still to train (``todo``), an anytime one counted at
+    the plan's ``anytime_floor`` of its cost in the share of one that is not; ``None``
+    without a deadline."""
     if plan is None or plan.until is None:
         return None
     now = time.perf_counter()
-    rest = sum(costs[j] for j in todo)
+    floor = 1.0 if anytime[k] else plan.anytime_floor
+    rest = sum(costs[j] * (floor if anytime[j] else 1.0) for j in todo)
     return now + max(plan.until - now, 0.0) * costs[k] / max(rest, 1e-9)
 
 
@@ -243,14 +252,15 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
         whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
         device = model.blend_weights.device
         # the anytime members last; each ends by its share of the time to plan.until
-        order = sorted(range(len(specs)), key=lambda k: is_anytime(specs[k].model))
+        anytime = [is_anytime(m.model) for m in specs]
+        order = sorted(range(len(specs)), key=lambda k: anytime[k])
         costs = plan.costs if plan is not None and plan.costs else [1.0] * len(specs)
         inner = plan.inner if plan is not None and plan.inner else [None] * len(specs)
         for n, k in enumerate(order):
             t0, trained, short = time.perf_counter(), kept[k], False
             outcome = "kept from the inner cut"
             if trained is None:
-                at = _share(plan, costs, [j for j in order[n:] if kept[j] is None], k)
+                at = _share(plan, costs, anytime, [j for j in order[n:] if kept[j] is None], k)
                 fit = _fit_on(specs[k], whole)
                 trained, outcome, short = final_fit(fit, specs[k].model, at, inner[k])
             if plan is not None:
