@@ -55,7 +55,8 @@ def test_the_index_has_one_name() -> None:
 
 
 # optional extras (fastapi, uvicorn, imblearn/sklearn, faiss, tensorboard) and the heavy
-# libraries loaded only where used (matplotlib for figures, numba for the row-wise kernels)
+# libraries loaded only where used (matplotlib for figures, numba for the row-wise kernels,
+# optuna for a hyperparameter search)
 DEFERRED = (
     "fastapi",
     "uvicorn",
@@ -66,6 +67,7 @@ DEFERRED = (
     "tensorboard",
     "matplotlib",
     "numba",
+    "optuna",
 )
 
 
