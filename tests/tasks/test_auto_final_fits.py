@@ -107,11 +107,11 @@ def test_a_fit_cut_by_its_deadline_keeps_the_inner_cut_model(split: Split) -> No
         fits.append(blend.train_on(cfg, whole, callbacks))
         return fits[-1]
 
-    model, outcome, cut = blend.final_fit(fit, "dot", time.perf_counter() + AMPLE, inner)
+    model, outcome, cut = blend.final_fit(fit, cfg, time.perf_counter() + AMPLE, inner)
     assert model is inner and cut and outcome == "cut at its deadline: kept its inner-cut model"
     assert fits[0].train_iter < 3 * fits[0].n_iter
     # without an inner-cut model to keep, the fit runs to its end
-    model, outcome, cut = blend.final_fit(fit, "dot", time.perf_counter() + AMPLE, None)
+    model, outcome, cut = blend.final_fit(fit, cfg, time.perf_counter() + AMPLE, None)
     assert fits[1].train_iter == 3 * fits[1].n_iter and not cut and outcome == "trained again"
 
 
@@ -231,3 +231,35 @@ def test_a_member_that_cannot_end_early_counts_the_anytime_ones_at_their_floor()
     t2 = time.perf_counter()
     assert at is not None and t1 + (until - t2) * 2 / 3 <= at <= t2 + (until - t1) * 2 / 3
     assert blend._share(None, [1.0], [False], [0], 0) is None
+
+
+def test_a_fit_no_deadline_cuts_starts_only_when_its_estimate_fits(split: Split) -> None:
+    """A family's own fit (timeSVD++, baseline) or ALS cannot be cut once started: with
+    an estimate past its deadline it keeps its inner-cut model without starting; a
+    Learner fit (SGD) starts and is cut by its deadline if need be."""
+    cfg = RatingConfig(seed=0, model="blend", blend_members=(BASE,))
+    inner: list[RatingModel | None] = [_inner(cfg, split, BASE).model]
+    until = time.perf_counter() + AMPLE
+    for cost, fitted in ((AMPLE * 10, False), (1.0, True)):
+        plan = blend.BlendPlan([1.0], 0.0, [None], until, [cost], inner, ["baseline"])
+        learner = get_task("rating").build(cfg, split, callbacks=[], progress=False)
+        blend.fit_blend(learner, cfg, plan)
+        assert isinstance(learner.model, Blend)
+        assert (learner.model.member_models()[0] is not inner[0]) == fitted
+        outcome = plan.final_fits()["members"][0]["outcome"]
+        assert (
+            outcome == "trained again"
+            if fitted
+            else outcome.startswith("no time for its estimated 10000000.0 s")
+        )
+
+    def never(callbacks: list[Any]) -> Learner:
+        raise AssertionError("started a fit no deadline can cut, past its deadline")
+
+    for member in ('{"model": "timesvdpp"}', '{"model": "dot", "trainer": "als"}'):
+        mcfg = blend.member_config(RatingConfig(seed=0), member)
+        model, outcome, cut = blend.final_fit(never, mcfg, until, inner[0], cost=AMPLE * 10)
+        assert model is inner[0] and cut and f"its {mcfg.trainer} fit" in outcome
+    sgd = blend.member_config(RatingConfig(seed=0), DOT)
+    with pytest.raises(AssertionError, match="started a fit"):
+        blend.final_fit(never, sgd, until, inner[0], cost=AMPLE * 10)

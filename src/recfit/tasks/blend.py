@@ -128,24 +128,31 @@ class FinalDeadline(Deadline):
 
 def final_fit(
     fit: Callable[[list[Callback]], Learner],
-    name: str,
+    cfg: RatingConfig,
     at: float | None,
     inner: RatingModel | None,
+    cost: float | None = None,
 ) -> tuple[RatingModel, str, bool]:
-    """One member's final fit (``fit`` with these callbacks; family ``name``) ending by
-    ``at`` (``time.perf_counter()`` seconds; ``None``: no deadline): the model, what
-    happened, and whether the fit was cut and ``inner`` kept instead.
+    """One member's final fit (``fit`` with these callbacks, of the config ``cfg``) ending
+    by ``at`` (``time.perf_counter()`` seconds; ``None``: no deadline): the model, what
+    happened, and whether the fit was cut (or not started) and ``inner`` kept instead.
 
     An anytime family (:func:`is_anytime`) ends by ``at`` with fewer samples or epochs;
-    another one, given its ``inner``-cut model, runs with a :class:`FinalDeadline` and
-    keeps ``inner`` when cut (or when ``at`` has passed before it starts); without
-    ``inner`` it runs to its end."""
-    if is_anytime(name) or inner is None or at is None:
-        with fit_until(at if is_anytime(name) else None):
+    another one, given its ``inner``-cut model, keeps it when ``at`` has passed, when
+    its fit is not the Learner's loop (a family's own fit, ALS: no deadline can cut it)
+    and its estimated ``cost`` (seconds) passes ``at``, or when its
+    :class:`FinalDeadline` cuts it; without ``inner`` it runs to its end."""
+    anytime = is_anytime(cfg.model)
+    if anytime or inner is None or at is None:
+        with fit_until(at if anytime else None):
             model = fit([]).model
         return model, ended_early(model) or "trained again", False
-    if time.perf_counter() >= at:
+    left = at - time.perf_counter()
+    if left <= 0:
         return inner, "no time left: kept its inner-cut model", True
+    if cfg.trainer != "sgd" and cost is not None and cost > left:
+        why = f"no time for its estimated {cost:.1f} s ({left:.1f} s left; no deadline cuts"
+        return inner, f"{why} its {cfg.trainer} fit): kept its inner-cut model", True
     stop = FinalDeadline(at)
     model = fit([stop]).model
     if not stop.hit:
@@ -262,7 +269,8 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
             if trained is None:
                 at = _share(plan, costs, anytime, [j for j in order[n:] if kept[j] is None], k)
                 fit = _fit_on(specs[k], whole)
-                trained, outcome, short = final_fit(fit, specs[k].model, at, inner[k])
+                cost = plan.costs[k] if plan is not None and plan.costs else None
+                trained, outcome, short = final_fit(fit, specs[k], at, inner[k], cost)
             if plan is not None:
                 plan.record(k, specs[k].model, t0, outcome, short)
             model.members[k] = trained.to(device)
@@ -300,7 +308,8 @@ def fit_single(
             f"model {cfg.model!r}, received {type(inner).__name__}"
         )
     t0 = time.perf_counter()
-    model, outcome, cut = final_fit(run, cfg.model, plan.until, inner)
+    cost = plan.costs[0] if plan.costs else None
+    model, outcome, cut = final_fit(run, cfg, plan.until, inner, cost)
     if model is not learner.model:
         learner.model = model.to(learner.device)
     plan.record(0, cfg.model, t0, outcome, cut)
