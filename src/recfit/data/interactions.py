@@ -108,16 +108,18 @@ class Interactions(UsersAndItems):
 
         With a given vocabulary, an unknown id raises :class:`UnknownIdError`.
         Values are checked: ratings must be finite (and inside ``rating_scale``),
-        weights finite and non-negative.
+        weights finite and non-negative. Ids that are no 1-d sequence, or (for a
+        vocabulary built here) missing, boolean, bytes or nested ids, raise
+        :class:`DataError` naming the column. No rows at all make an empty object.
         """
         if users is None:
             users, u = Vocabulary.encode(user_ids, name="user")
         else:
-            u = users.index(np.asarray(user_ids))
+            u = users.index(_lookup_ids(user_ids, "user"))
         if items is None:
             items, i = Vocabulary.encode(item_ids, name="item")
         else:
-            i = items.index(np.asarray(item_ids))
+            i = items.index(_lookup_ids(item_ids, "item"))
         r = to_float32(_numeric(rating, "rating"), "rating")
         check_ratings(r, rating_scale)
         w = None
@@ -330,6 +332,21 @@ class Interactions(UsersAndItems):
         if self.item_features is not None:
             out["item_features"] = list(map(str, self.item_features.columns))
         return out
+
+
+def _lookup_ids(ids: Any, column: str) -> Any:
+    """Raw ids to look up in a given vocabulary: an array of one dimension (or none: one
+    id), else the values as given (ragged nesting, bytes beside text), each its own id."""
+    try:
+        arr = np.asarray(ids)
+    except ValueError:  # ragged nesting, bytes that are not ASCII beside text
+        return ids
+    if arr.ndim > 1:
+        raise DataError(
+            f"expected a 1-d sequence of {column} ids, received an array of shape {arr.shape}",
+            column=column,
+        )
+    return arr
 
 
 def _fmt(v: float) -> str:

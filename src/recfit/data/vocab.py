@@ -53,7 +53,7 @@ class Vocabulary:
         unknown: UnknownPolicy = "error",
         sentinel: int = -1,
     ) -> None:
-        arr = _as_id_array(_to_array(ids))
+        arr = _as_id_array(_to_array(ids), name)
         arr = np.sort(arr, kind="stable")
         if len(arr) > 1 and bool((arr[1:] == arr[:-1]).any()):
             dup = arr[1:][arr[1:] == arr[:-1]][:_MAX_SHOWN].tolist()
@@ -77,10 +77,10 @@ class Vocabulary:
             >>> v.ids.tolist(), idx.tolist()
             ([10, 20, 30], [2, 0, 2, 1])
         """
-        arr = _as_id_array(_to_array(values))
+        arr = _as_id_array(_to_array(values), name)
         codes, uniques = pd.factorize(arr, sort=True)
         vocab = cls.__new__(cls)
-        vocab._ids = _as_id_array(np.asarray(uniques))
+        vocab._ids = _as_id_array(np.asarray(uniques), name)
         vocab.name = name
         vocab.unknown = "error"
         vocab.sentinel = -1
@@ -275,69 +275,121 @@ def _to_array(values: Any) -> np.ndarray:
         values = [values]
     out = np.empty(len(vals := list(values)), dtype=object)
     out[:] = vals
-    if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-        if int(min(vals)) >= _INT64_MIN and int(max(vals)) <= _INT64_MAX:
-            return out.astype(np.int64)
-        # integers beyond int64 are kept exactly, as their decimal text
-        return np.asarray([str(int(v)) for v in vals], dtype=object)
-    return out
+    ints = _int_ids(vals)
+    return out if ints is None else ints
 
 
-def _as_id_array(arr: np.ndarray) -> np.ndarray:
-    """Normalise ids to int64 (integers) or an object array of str (anything else)."""
-    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
+def _int_ids(vals: list[Any]) -> np.ndarray | None:
+    """``int64`` ids when every value is a Python or NumPy integer (not ``bool``), those
+    beyond int64 kept exactly as their decimal text; ``None`` otherwise (or when empty)."""
+    if not vals or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in vals
+    ):
+        return None
+    return _exact_ints(vals)
+
+
+def _exact_ints(vals: list[Any]) -> np.ndarray:
+    """Integers as ``int64``, or as their decimal text when one is beyond int64."""
+    if int(min(vals)) >= _INT64_MIN and int(max(vals)) <= _INT64_MAX:
+        return np.asarray(vals, dtype=np.int64)
+    return np.asarray([str(int(v)) for v in vals], dtype=object)
+
+
+def _as_id_array(arr: np.ndarray, name: str = "id") -> np.ndarray:
+    """Normalise ids to int64 (integers) or an object array of str (anything else).
+
+    No ids at all make an empty array (``object``, of string kind, unless the array's
+    dtype is numeric). A 0-d array is one id.
+
+    Raises:
+        DataError: naming the ``name`` ids: an array of more than one dimension, missing
+            values, booleans, bytes, dates, complex numbers, nested values (lists, tuples,
+            sets, dicts, arrays), fractional or inexact float ids.
+    """
+    what = "ids" if name == "id" else f"{name} ids"
+    if arr.ndim != 1:
+        if arr.ndim:
+            raise DataError(
+                f"expected a 1-d sequence of {what}, received an array of shape {arr.shape}"
+            )
+        arr = arr.reshape(1)
+    kind = arr.dtype.kind
+    if kind == "u" and arr.size and int(arr.max()) > _INT64_MAX:
         return arr.astype(str).astype(object)  # beyond int64: exact decimal text
-    if arr.dtype.kind in "iu":
+    if kind in "iu":
         return arr.astype(np.int64, copy=False)
-    if arr.dtype.kind == "b":
-        raise DataError("expected integer or string ids, received booleans")
-    if arr.dtype.kind == "f":
+    if kind == "f":
         if arr.size and not np.isfinite(arr).all():
-            raise DataError("expected integer or string ids, received NaN or infinite values")
+            raise DataError(f"expected integer or string {what}, received NaN or infinite values")
         if arr.size and not (arr == np.round(arr)).all():
-            raise DataError("expected integer or string ids, received fractional numbers")
+            raise DataError(f"expected integer or string {what}, received fractional numbers")
         if arr.size and float(np.abs(arr).max()) > _FLOAT_EXACT:
             raise DataError(
-                f"expected float ids within +-2**53 (held exactly), received "
+                f"expected float {what} within +-2**53 (held exactly), received "
                 f"{float(np.abs(arr).max()):g}; keep such ids as integers or strings"
             )
         return arr.astype(np.int64)
-    if arr.dtype.kind == "O":
-        vals = arr.tolist()
-        if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
-            if int(min(vals)) >= _INT64_MIN and int(max(vals)) <= _INT64_MAX:
-                return np.asarray(vals, dtype=np.int64)
-            return np.asarray([str(int(v)) for v in vals], dtype=object)
-        if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in vals):
-            raise DataError("expected integer or string ids, received missing values")
-        if any(isinstance(v, (bytes, bytearray)) for v in vals):
-            raise DataError("expected integer or string ids, received bytes")
-        if any(isinstance(v, (bool, np.bool_)) for v in vals):
-            raise DataError("expected integer or string ids, received booleans")
-        if all(isinstance(v, (int, float, np.integer, np.floating)) for v in vals):
-            # numbers only (ints and floats mixed): as a float column, exact or an error
-            floats = [v for v in vals if isinstance(v, (float, np.floating))]
-            if not all(float(v).is_integer() and abs(float(v)) <= _FLOAT_EXACT for v in floats):
-                raise DataError(
-                    "expected integer or string ids, received fractional, infinite or "
-                    "inexact float ids (floats hold integers exactly only within +-2**53)"
-                )
-            return _as_id_array(_to_array([int(v) for v in vals]))
-        text = [str(v) for v in vals]
-        if not all(isinstance(v, str) for v in vals):
-            try:
-                distinct = len(set(vals))
-            except TypeError:
-                raise DataError(
-                    "expected integer or string ids, received unhashable values"
-                ) from None
-            if len(set(text)) != distinct:
-                raise DataError(
-                    "expected ids whose text is distinct, received different values with the "
-                    "same text (e.g. 1 and '1'); use one type per id column"
-                )
-        return np.asarray(text, dtype=object)
+    if kind == "O":
+        return _object_ids(arr, what)
+    if kind in _REFUSED_KINDS:
+        raise DataError(f"expected integer or string {what}, received {_REFUSED_KINDS[kind]}")
     return arr.astype(str).astype(object)
+
+
+# array kinds that are no ids (bytes, like bytes objects, because their text is not defined)
+_REFUSED_KINDS = {
+    "b": "booleans",
+    "S": "bytes",
+    "c": "complex numbers",
+    "M": "dates",
+    "m": "time spans",
+    "V": "structured records",
+}
+_NESTED = (list, tuple, set, frozenset, dict, np.ndarray)
+
+
+def _object_ids(arr: np.ndarray, what: str) -> np.ndarray:
+    """:func:`_as_id_array` of an ``object`` array: integers, integral floats, or text."""
+    vals = arr.tolist()
+    if not vals:
+        return np.empty(0, dtype=object)
+    ints = _int_ids(vals)
+    if ints is not None:
+        return ints
+    types = set(map(type, vals))
+    if bool(pd.isna(arr).any()):
+        raise DataError(f"expected integer or string {what}, received missing values")
+    for refused, received in (
+        ((bytes, bytearray), "bytes"),
+        ((bool, np.bool_), "booleans"),
+        (_NESTED, "nested values"),
+    ):
+        if any(issubclass(t, refused) for t in types):
+            raise DataError(f"expected integer or string {what}, received {received}")
+    if all(issubclass(t, int | float | np.integer | np.floating) for t in types):
+        # numbers only (ints and floats mixed): as a float column, exact or an error
+        floats = [v for v in vals if isinstance(v, float | np.floating)]
+        if not all(float(v).is_integer() and abs(float(v)) <= _FLOAT_EXACT for v in floats):
+            raise DataError(
+                f"expected integer or string {what}, received fractional, infinite or "
+                "inexact float ids (floats hold integers exactly only within +-2**53)"
+            )
+        return _exact_ints([int(v) for v in vals])
+    text = [str(v) for v in vals]
+    if not all(issubclass(t, str) for t in types):
+        try:
+            distinct = len(set(vals))
+        except TypeError:
+            raise DataError(
+                f"expected integer or string {what}, received unhashable values"
+            ) from None
+        if len(set(text)) != distinct:
+            raise DataError(
+                f"expected {what} whose text is distinct, received different values with the "
+                "same text (e.g. 1 and '1'); use one type per id column"
+            )
+    return np.asarray(text, dtype=object)
 
 
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
