@@ -96,6 +96,10 @@ def bench(part: str, seeds: list[int], budget: float, data_dir: str, default: bo
         for c in info.get("candidates", []):
             score = f"{c['rmse']:.4f}" if "rmse" in c else c["state"]
             note = f" ({c['note']})" if c.get("note") else ""
+            if c.get("seeds", 1) > 1:  # seeds averaged: the inner RMSE after each
+                note += (
+                    f" [{c['seeds']} seeds: " + " > ".join(f"{x:.4f}" for x in c["bag_rmse"]) + "]"
+                )
             print(f"    {c['label']:<18} {score:>8}  {c['seconds']:7.1f} s{note}"[:200])
         if a["blend"]:
             b = a["blend"]

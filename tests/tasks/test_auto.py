@@ -105,6 +105,10 @@ def test_auto_records_every_candidate_and_chooses_by_inner_rmse(
     if info["chosen"] == "blend":
         assert res.config.model == "blend" and isinstance(res.learner.model, Blend)
         assert len(info["blend"]["members"]) == len(res.config.blend_members) >= 2
+    elif "seeds averaged" in info["chosen"]:  # one family's seeds: a blend of its seeds
+        assert res.config.model == "blend" and len(res.config.blend_members) >= 2
+        name = info["chosen"].split(" (")[0]
+        assert {json.loads(s)["model"] for s in res.config.blend_members} == {name}
     else:
         assert res.config.model == info["chosen"].removesuffix(" (tuned)")
     # the resolved config is runnable as it is (no search again)
