@@ -31,9 +31,7 @@ def cut() -> Split:
     return Split(d, np.zeros(0, dtype=np.int64), np.arange(N, dtype=np.int64), "inner")
 
 
-def _fake_try(
-    cut: Split, noise: dict[str, float], calls: list[tuple[str, int]]
-) -> Any:
+def _fake_try(cut: Split, noise: dict[str, float], calls: list[tuple[str, int]]) -> Any:
     """A stand-in for auto's fit on the cut: the truth plus noise drawn by the spec's
     seed (a family of noise 0 is off by 0.3 whatever its seed)."""
 
