@@ -18,7 +18,12 @@ training part only.
 Usage::
 
     python benchmarks/bench_auto.py [--part r4|r2|r1|all] [--seeds 0] [--budget 600]
-                                    [--data-dir DIR] [--no-default] [--json OUT]
+                                    [--data-dir DIR] [--no-default] [--json OUT] [--hog N]
+
+``--hog N`` runs each auto run beside N pure-Python spinning processes in a session of
+their own (another user's work: ``bench_contention.py``'s hog), to check that the
+wall-clock budget holds under load: the printout gives the seconds left at the final fits'
+deadline and the members whose final fit was cut.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from _args import add_data_dir
+from bench_contention import start_hog, stop_hog  # the same hog as the contention benchmark
 from recfit.config import RatingConfig
 from recfit.data.sources import load_dataset
 from recfit.runs import train_run
@@ -49,11 +55,15 @@ PUBLISHED: dict[str, str] = {
 }
 
 
-def _one(cfg: RatingConfig, data: Any) -> dict[str, Any]:
-    load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    res = train_run(cfg, data=data, progress=False)
-    wall = time.perf_counter() - t0
+def _one(cfg: RatingConfig, data: Any, hog: int = 0) -> dict[str, Any]:
+    procs = start_hog(hog, new_session=True) if hog else []
+    try:
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        res = train_run(cfg, data=data, progress=False)
+        wall = time.perf_counter() - t0
+    finally:
+        stop_hog(procs)
     auto = res.details.get("model_auto", {})
     return {
         "rmse": res.metrics["rmse"],
@@ -61,13 +71,16 @@ def _one(cfg: RatingConfig, data: Any) -> dict[str, Any]:
         "fit_seconds": res.metrics["fit_seconds"],
         "wall_seconds": wall,
         "load": (load0, os.getloadavg()[0]),
+        "hog": hog,
         "model": res.config.model,
         "auto": auto,
         "blend": res.details.get("blend"),
     }
 
 
-def bench(part: str, seeds: list[int], budget: float, data_dir: str, default: bool) -> list[Any]:
+def bench(
+    part: str, seeds: list[int], budget: float, data_dir: str, default: bool, hog: int = 0
+) -> list[Any]:
     dataset, split, label = PROTOCOLS[part]
     data = load_dataset(dataset, data_dir=data_dir)
     rows: list[Any] = []
@@ -82,7 +95,7 @@ def bench(part: str, seeds: list[int], budget: float, data_dir: str, default: bo
                 f"(MSE {d['mse']:.4f}) fit {d['fit_seconds']:.1f} s, load {d['load'][0]:.2f}",
                 flush=True,
             )
-        a = _one(RatingConfig(**base, budget=budget), data)
+        a = _one(RatingConfig(**base, budget=budget), data, hog)
         row["auto"] = a
         info = a["auto"]
         print(
@@ -90,9 +103,19 @@ def bench(part: str, seeds: list[int], budget: float, data_dir: str, default: bo
             f"(MSE {a['mse']:.4f}); chose {info.get('chosen')} (inner RMSE "
             f"{info.get('chosen_inner_rmse') or float('nan'):.4f}); search "
             f"{info.get('search_seconds', 0):.0f} s + final fit {a['fit_seconds']:.0f} s = "
-            f"wall {a['wall_seconds']:.0f} s; load {a['load'][0]:.2f} -> {a['load'][1]:.2f}",
+            f"wall {a['wall_seconds']:.0f} s; load {a['load'][0]:.2f} -> {a['load'][1]:.2f}"
+            + (f"; under a hog of {hog} spinning processes" if hog else ""),
             flush=True,
         )
+        final = info.get("final_fits") or {}
+        if final:
+            print(
+                f"    compile {info.get('compile_seconds', 0):.1f} s apart; final fits: "
+                f"{final.get('seconds_left_at_the_deadline', float('nan')):.1f} s left at the "
+                f"deadline; cut, kept the inner-cut model: "
+                f"{final.get('cut_kept_the_inner_cut_model') or 'none'}",
+                flush=True,
+            )
         for c in info.get("candidates", []):
             score = f"{c['rmse']:.4f}" if "rmse" in c else c["state"]
             note = f" ({c['note']})" if c.get("note") else ""
@@ -135,12 +158,17 @@ def main() -> None:
     ap.add_argument("--part", default="all", choices=["r4", "r2", "r1", "all"])
     ap.add_argument("--no-default", action="store_true", help="skip the default run")
     ap.add_argument("--json", default=None, help="write every figure to this JSON file")
+    ap.add_argument(
+        "--hog", type=int, default=0,
+        help="run auto under this many pure-Python spinning processes (another session's "
+        "work; bench_contention.py's hog): the wall-clock budget under load",
+    )  # fmt: skip
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = ["r4", "r2", "r1"] if args.part == "all" else [args.part]
     out = []
     for part in parts:
-        out += bench(part, seeds, args.budget, args.data_dir, not args.no_default)
+        out += bench(part, seeds, args.budget, args.data_dir, not args.no_default, args.hog)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=float) + "\n")
 
