@@ -19,6 +19,8 @@ from recfit.models.blend import Blend
 from recfit.recommender import Recommender
 from recfit.runs import train_run
 from recfit.tasks import auto
+from recfit.tasks.blend import inner_cut
+from recfit.tasks.common import get_task
 
 N = 400
 
@@ -31,15 +33,22 @@ def cut() -> Split:
     return Split(d, np.zeros(0, dtype=np.int64), np.arange(N, dtype=np.int64), "inner")
 
 
-def _fake_try(cut: Split, noise: dict[str, float], calls: list[tuple[str, int]]) -> Any:
+def _fake_try(
+    cut: Split,
+    noise: dict[str, float],
+    calls: list[tuple[str, int]],
+    untils: list[float] | None = None,
+) -> Any:
     """A stand-in for auto's fit on the cut: the truth plus noise drawn by the spec's
     seed (a family of noise 0 is off by 0.3 whatever its seed)."""
+    untils = [] if untils is None else untils
 
     def fake(
         cfg: RatingConfig, label: str, spec: dict[str, Any], stage: str, cut_: Split, until: float
     ) -> auto.Candidate:
         seed = int(spec.get("seed", cfg.seed))
         calls.append((spec["model"], seed))
+        untils.append(until)
         rng = np.random.default_rng(seed)
         c = auto.Candidate(label, spec, stage, fit_seconds=0.01, seconds=0.01)
         scale = noise[spec["model"]]
@@ -82,16 +91,21 @@ def test_no_seed_is_tried_without_time_for_it_and_the_final_fits(
     cut: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[str, int]] = []
-    fake = _fake_try(cut, {"svdpp": 0.5}, calls)
+    untils: list[float] = []
+    fake = _fake_try(cut, {"svdpp": 0.5}, calls, untils)
     monkeypatch.setattr(auto, "_try", fake)
     cfg = RatingConfig(seed=0, budget=100)
     m = _member(cfg, "svdpp", fake, cut)
     m.fit_seconds = 10.0  # a seed: 10 s on the cut, 13 s for its final fit; the member's: 13 s
     calls.clear()
+    untils.clear()
     auto._bag_stage(cfg, [m], [1.0], cut, time.perf_counter() + 30.0)
     assert calls == [] and m.seeds == 1
-    auto._bag_stage(cfg, [m], [1.0], cut, time.perf_counter() + 37.0)
+    until = time.perf_counter() + 37.0
+    auto._bag_stage(cfg, [m], [1.0], cut, until)
     assert calls == [("svdpp", 1)] and m.seeds == 2  # then 26 s reserved: no third
+    # the seed's fit must end leaving the member's final fit and its own (13 s each)
+    assert untils == [pytest.approx(until - 26.0)]
 
 
 def test_members_of_several_seeds_are_one_blend_member_per_seed() -> None:
@@ -141,6 +155,14 @@ def test_a_run_trains_each_seed_and_predicts_their_weighted_average(
     n_train = len(res.split.train_idx)
     for m in model.member_models():
         assert int(m.train_user_count.sum()) == n_train
+    # each copy trained with its own seed: the copies of a member differ
+    members = model.member_models()
+    for c in bagged:
+        idx = [k for k, x in enumerate(specs) if x["model"] == c["spec"]["model"]]
+        first = members[idx[0]].state_dict()
+        for k in idx[1:]:
+            other = members[k].state_dict()
+            assert any(not np.array_equal(first[n].numpy(), other[n].numpy()) for n in first)
     # copies of one member share its weight equally
     w = np.asarray(info["blend"]["weights"])
     for c in bagged:
@@ -150,3 +172,24 @@ def test_a_run_trains_each_seed_and_predicts_their_weighted_average(
     test = res.split.test
     got = rec.predict(test.users.id(test.user[:20]), test.items.id(test.item[:20]))
     np.testing.assert_allclose(got, res.learner.predict(test)[:20], rtol=1e-6)
+
+
+def test_a_tuned_config_is_compared_with_one_seed_of_its_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tuning trains one seed per trial: it must beat the defaults' first seed, not their
+    average of several (a tuned best below one seed joins; the blend decides)."""
+    monkeypatch.setattr(auto, "TUNE_TRIALS", 2)
+    data = synthetic(3000, 80, 60, seed=0)
+    cfg = RatingConfig(seed=0, budget=60)
+    sp = get_task("rating").load_split(cfg, data)
+    cut = inner_cut(sp.data, sp.train_idx, seed=0)
+    # averaged seeds reached an inner RMSE no single fit can; its first seed scored badly
+    base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=0.01,
+                          seeds=2, bag_rmse=[9.0, 0.01])  # fmt: skip
+    (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
+    assert cand.state == "ok" and cand.rmse is not None and cand.rmse < 9.0
+    # without seeds, the same defaults' score is the one to beat
+    base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=0.01)
+    (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
+    assert cand.state == "skipped" and "none beat the defaults" in cand.note

@@ -28,9 +28,7 @@ the training part only (never a held-out row):
    saving time for the final fits of the best :data:`MAX_BLEND` (on ml-1m in 10
    minutes, none: training the members again on all the rows is worth more); a tuned
    configuration that beats the defaults joins the candidates with its best trial's
-   inner predictions and model (not trained again). Seeds come first: on ml-100k the
-   second family's search never beat its defaults (0 of 8 runs), while more seeds
-   lowered the blend's inner RMSE by about 0.001;
+   inner predictions and model (not trained again; seeds come first: they gained more);
 5. *blend*: the greedy blend again, over every candidate (averaged seeds included);
 6. the best single candidate or the blend, whichever scores lower, is the resolved
    config (a blend: ``model="blend"`` with its members' configs); the run then trains it
@@ -99,12 +97,9 @@ DEFAULTS_SHARE = 0.4
 time, and the chosen members' final fits on the whole training part, which on large data
 are worth more than more candidates: 90 % of the rows is clearly worse than all)."""
 ANYTIME_SHARE = 0.2
-"""The share of the budget the defaults stage keeps for the anytime families
-(:attr:`~recfit.models.registry.Family.anytime`: their fits end by a deadline with a
-valid model; tried last, sharing what the stage has left, at least this share; their
-final fits share what the budget has left). On R4 under load 7 the others had left them
-66 s: too little for Bayesian MF to count. (A costly family, tried after the others but
-before the anytime ones: nn, which took 75 s on R4 for 0.8816.)"""
+"""The share of the budget the defaults stage keeps for the anytime families (tried
+last, sharing what the stage has left; on R4 under load 7 the others had left them 66 s:
+too little for Bayesian MF to count)."""
 ANYTIME_MIN = 0.3
 """An anytime member trains again on the whole training part only with at least this
 share of its estimated final fit left; else it keeps its inner-cut model."""
@@ -130,9 +125,7 @@ BAG_MAX = 4
 """At most this many seeds of one member are averaged (:func:`_bag_stage`)."""
 BAG_GAIN = 5e-4
 """A further seed joins a member's average only if it lowers the member's inner RMSE by
-at least this much (on R2's inner cut a second and third seed gave SVD++ 0.0047 and
-0.0018, the factorization machine 0.0054 and 0.0010, Bayesian MF 0.0011 and 0.0003,
-I-AutoRec and timeSVD++ nothing)."""
+at least this much (on R2's inner cut I-AutoRec's and timeSVD++'s seeds gained nothing)."""
 
 
 @dataclass
@@ -180,6 +173,12 @@ class Candidate:
         """The candidate as a JSON-ready dict (no predictions, no models)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("pred", "model", "copies")}
         return {k: v for k, v in out.items() if v not in ("", None, [])}
+
+    def score(self, single: bool = False) -> float:
+        """Its inner RMSE (``inf`` when not scored); ``single``: its first seed's."""
+        if single and self.bag_rmse:
+            return self.bag_rmse[0]
+        return np.inf if self.rmse is None else self.rmse
 
     def final_cost(self) -> float:
         """Its final fits' estimated seconds (all its seeds, all their samples or epochs)."""
@@ -374,15 +373,15 @@ def _bag_stage(
             ):
                 active.remove(c)
                 continue
-            seed = cfg.seed + c.seeds
-            extra = _try(cfg, c.label, {**c.spec, "seed": seed}, "bag", cut, until - reserve)
+            seed, own = cfg.seed + c.seeds, c.fit_seconds * c.full * REFIT_FACTOR
+            extra = _try(cfg, c.label, {**c.spec, "seed": seed}, "bag", cut, until - reserve - own)
             c.seconds += extra.seconds
             if extra.state != "ok" or extra.short or extra.pred is None or c.pred is None:
                 active.remove(c)
                 continue
             pred = (c.pred * c.seeds + extra.pred) / (c.seeds + 1)
             score = rmse(pred, test.rating, test.weights())
-            before = np.inf if c.rmse is None else c.rmse
+            before = c.score()
             if not score <= before - BAG_GAIN:
                 active.remove(c)  # this seed goes; the member takes no more
                 continue
@@ -445,7 +444,7 @@ def _tune_stage(
             continue
         spent = time.perf_counter() - t0
         trials = f"{len(res.trials)} trials, best {res.best_trial.params}"
-        if not res.best_score < (base.rmse or np.inf):
+        if not res.best_score < base.score(single=True):  # one seed against one seed
             out.append(Candidate(label, base.spec, "tuned", "skipped", seconds=spent,
                                  note=f"{trials}: none beat the defaults"))  # fmt: skip
             continue
@@ -533,12 +532,14 @@ def choose_model(
         if end - reserve - time.perf_counter() > 0:
             report.candidates += _tune_stage(cfg, ok, cut, end - reserve)
             ok = _ranked(report)
+        else:
+            report.tuning_skipped = "no time left after the seeds and the final fits' reserve"
     # 5. the blend again; 6. what trains again on the whole training part in the time left
     members, blend_rmse, weights, intercept = _blend(ok, cut, cfg.seed, budget)
     best = ok[0]
     left = end - time.perf_counter()
     report.seconds = time.perf_counter() - start
-    if len(members) == 1 or not blend_rmse < float(best.rmse or np.inf):
+    if len(members) == 1 or not blend_rmse < best.score():
         report.chosen, report.chosen_rmse = best.label, best.rmse
         if best.seeds > 1:
             report.chosen = f"{best.label} ({best.seeds} seeds averaged)"
@@ -551,7 +552,7 @@ def choose_model(
         members = [best]  # its seeds, or no time to train it again: its inner-cut model
         pred = np.asarray(best.pred, dtype=np.float64)[:, None]  # calibrated
         c, intercept = ridge_blend(pred, cut.test.rating, cut.test.weights())
-        weights, blend_rmse = c.tolist(), float(best.rmse or np.nan)
+        weights, blend_rmse = c.tolist(), best.score()  # one member: not cross-fitted
     else:
         report.chosen, report.chosen_rmse = "blend", blend_rmse
     members, weights = _copies(members, weights, cfg.seed)
@@ -562,7 +563,7 @@ def choose_model(
         "members": [m.label for m in members],
         "weights": [round(x, 6) for x in weights],
         "intercept": round(intercept, 6),
-        "inner_rmse_cross_fitted": blend_rmse,
+        ("inner_rmse_cross_fitted" if report.chosen == "blend" else "inner_rmse"): blend_rmse,
         "trained_again_on_the_whole_training_part": [
             m.label for m, r in zip(members, refit, strict=True) if r
         ],
@@ -582,7 +583,7 @@ def choose_model(
 def _ranked(report: AutoReport) -> list[Candidate]:
     """The scored candidates, best (lowest inner RMSE) first."""
     ok = [c for c in report.candidates if c.state == "ok" and c.rmse is not None]
-    return sorted(ok, key=lambda c: float(c.rmse or 0.0))
+    return sorted(ok, key=lambda c: c.score())
 
 
 def _release(candidates: list[Candidate]) -> None:
