@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from recfit.config import RatingConfig
 from recfit.data import Interactions
@@ -189,25 +190,36 @@ def test_a_single_family_with_ample_time_trains_again(
 
 
 def test_a_single_family_cut_by_its_deadline_takes_the_inner_model_to_its_device(
-    split: Split,
+    split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """:func:`fit_single` with a real Learner fit cut by its deadline: the learner's model
-    is the inner-cut model; an inner-cut model of another class is refused."""
+    is the inner-cut model, moved to the learner's device (a stand-in device, set once
+    the fit ended, so that the move is seen on a machine with only a CPU); an inner-cut
+    model of another class is refused."""
     cfg = blend.member_config(RatingConfig(seed=0), DOT)
     inner = _inner(cfg, split, DOT)
     task = RatingTask()
     learner = task.build(cfg, split, callbacks=[], progress=False)
+    stand_in, moved = torch.device("meta"), []
 
     def fit(lrn: Learner, c: RatingConfig) -> Learner:
         for cb in lrn.cbs:
             if isinstance(cb, blend.FinalDeadline):
                 cb.at = time.perf_counter() - 1.0
-        return fit_learner(lrn, c)
+        out = fit_learner(lrn, c)
+        lrn.device = stand_in
+        return out
+
+    def to(*args: Any, **kwargs: Any) -> Any:
+        moved.append(args[0] if args else kwargs.get("device"))
+        return inner.model
 
     until = time.perf_counter() + AMPLE
     plan = blend.BlendPlan([1.0], 0.0, [None], until, [1.0], [inner.model], ["dot"])
+    monkeypatch.setattr(inner.model, "to", to)
     blend.fit_single(learner, cfg, plan, fit)
-    assert learner.model is inner.model and learner.model.train_user_count.device == learner.device
+    assert learner.model is inner.model and moved == [stand_in]
+    learner.device = torch.device("cpu")
     assert not any(isinstance(cb, blend.FinalDeadline) for cb in learner.cbs)
     assert plan.final_fits()["members"][0]["outcome"].startswith("cut at its deadline")
     np.testing.assert_array_equal(learner.predict(split.test), inner.predict(split.test))
