@@ -230,19 +230,57 @@ def test_a_single_family_cut_by_its_deadline_takes_the_inner_model_to_its_device
 
 
 def test_a_member_that_cannot_end_early_counts_the_anytime_ones_at_their_floor() -> None:
-    """dot (10 s) before Bayesian MF (200 s) with 100 s left: dot's share counts Bayesian
-    MF at the plan's floor (30 %: 100 * 10 / 70 s), not at all of its 200 s (4.8 s);
-    Bayesian MF then shares the rest by the full estimates."""
+    """dot (10 s) before Bayesian MF (200 s) with 100 s left: dot may use all but
+    Bayesian MF's floor (30 %: 60 s), not its 200 s; two anytime members with too little
+    time for both share what is left by their estimates."""
     t0 = time.perf_counter()
     until = t0 + 100.0
     plan = blend.BlendPlan([0.5, 0.5], 0.0, [None, None], until, anytime_floor=0.3)
-    at = blend._share(plan, [10.0, 200.0], [False, True], [0, 1], 0)
-    t1 = time.perf_counter()
-    assert at is not None and t0 + (until - t1) / 7 <= at <= t1 + (until - t0) / 7
+    assert blend._share(plan, [10.0, 200.0], [False, True], [0, 1], 0) == until - 60.0
     at = blend._share(plan, [10.0, 200.0, 100.0], [False, True, True], [1, 2], 1)
     t2 = time.perf_counter()
-    assert at is not None and t1 + (until - t2) * 2 / 3 <= at <= t2 + (until - t1) * 2 / 3
+    assert at is not None and t0 + (until - t2) * 2 / 3 <= at <= t2 + (until - t0) * 2 / 3
     assert blend._share(None, [1.0], [False], [0], 0) is None
+
+
+def test_a_member_may_use_the_slack_the_others_estimates_leave() -> None:
+    """Two members of 10 s with 30 s left: the first ends by 20 s from now (the second's
+    10 s kept), not by its proportional 15 s, so a fit of 16 s is not cut; the last one
+    has all that is left. Two anytime members likewise; an estimate past what is left
+    leaves the member before it no time."""
+    until = time.perf_counter() + 30.0
+    plan = blend.BlendPlan([0.5, 0.5], 0.0, [None, None], until, anytime_floor=0.3)
+    for anytime in ([False, False], [True, True]):
+        assert blend._share(plan, [10.0, 10.0], anytime, [0, 1], 0) == until - 10.0
+        assert blend._share(plan, [10.0, 10.0], anytime, [1], 1) == until
+    assert blend._share(plan, [10.0, 40.0], [False, False], [0, 1], 0) == until - 40.0
+
+
+def test_the_slack_goes_to_the_member_trained_first(
+    split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fit_blend gives each member the plan's deadline less the estimates of the members
+    still to train after it; one whose estimate alone is past that keeps its inner-cut
+    model without starting (baseline: no deadline cuts its fit), as before."""
+    ats: list[float | None] = []
+    real = blend.final_fit
+
+    def spy(fit: Any, cfg: RatingConfig, at: float | None, inner: Any, cost: Any = None) -> Any:
+        ats.append(at)
+        return real(fit, cfg, at, inner, cost)
+
+    monkeypatch.setattr(blend, "final_fit", spy)
+    cfg = RatingConfig(model="blend", seed=0, blend_members=(BASE, DOT))
+    inner: list[RatingModel | None] = [_inner(cfg, split, m).model for m in (BASE, DOT)]
+    until = time.perf_counter() + 3600.0
+    for costs, kept in (([10.0, 1000.0], False), ([3000.0, 1000.0], True)):
+        plan = blend.BlendPlan([0.5, 0.5], 0.0, [None, None], until, costs, inner)
+        learner = get_task("rating").build(cfg, split, callbacks=[], progress=False)
+        blend.fit_blend(learner, cfg, plan)
+        assert ats[-2:] == [until - 1000.0, until]
+        assert isinstance(learner.model, Blend)
+        assert (learner.model.member_models()[0] is inner[0]) == kept
+        assert plan.final_fits()["cut_kept_the_inner_cut_model"] == (["baseline"] if kept else [])
 
 
 def test_a_fit_no_deadline_cuts_starts_only_when_its_estimate_fits(split: Split) -> None:

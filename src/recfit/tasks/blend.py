@@ -6,8 +6,9 @@ A blend (:func:`fit_blend`) trains its members on an inner cut, fits the weights
 cut's other rows, then trains the members on the whole training part. With the :class:`BlendPlan` of ``model="auto"``
 (:func:`recfit.tasks.auto.choose_model`), the weights and the members kept from auto's
 inner cut are used as they are; the other members train on the whole training part, the
-anytime ones (:attr:`recfit.models.registry.Family.anytime`) last, each ending by its
-share of the time to the plan's deadline (:func:`final_fit`): an anytime fit with fewer
+anytime ones (:attr:`recfit.models.registry.Family.anytime`) last, each ending by the
+plan's deadline less the estimates of the members after it (:func:`final_fit`; the
+anytime ones share what is left when it is too little for all): an anytime fit with fewer
 samples or epochs, another one cut by a :class:`~recfit.tasks.tuning.deadline.Deadline`
 and replaced by its inner-cut model. A single family chosen by auto trains by the same
 rule (:func:`fit_single`). What each final fit did is the plan's :meth:`BlendPlan.final_fits`.
@@ -76,9 +77,11 @@ class BlendPlan:
     kept: list[RatingModel | None]
     until: float | None = None
     """When the final fits should end (``time.perf_counter()`` seconds; ``None``: no
-    limit): each member trained again ends by its share of the time to it."""
+    limit): each member trained again ends by it less the estimates of the members
+    still to train after it."""
     costs: list[float] = field(default_factory=list)
-    """Each member's estimated final fit (seconds): the members' shares."""
+    """Each member's estimated final fit (seconds): the time kept for a member still to
+    train while the ones before it train."""
     inner: list[RatingModel | None] = field(default_factory=list)
     """Each member's inner-cut model (empty: none): a member that is not anytime keeps it
     when its final fit is cut by its deadline (without it, the fit runs to its end)."""
@@ -86,8 +89,9 @@ class BlendPlan:
     """Each member's name in the record (empty: its family)."""
     anytime_floor: float = 1.0
     """The share of its estimate an anytime member (trained last) is counted at in the
-    shares of the members before it (auto's ``ANYTIME_MIN``: what it planned at least):
-    a member that cannot end early is not cut to leave the anytime ones all of theirs."""
+    time kept for it while a member before it trains (auto's ``ANYTIME_MIN``: what it
+    planned at least): a member that cannot end early is not cut to leave the anytime
+    ones all of theirs."""
     final: list[dict[str, Any]] = field(default_factory=list)
     """What each member's final fit did (filled by the fit): label, seconds, outcome,
     and ``cut``: the fit was cut by its deadline and the inner-cut model kept."""
@@ -164,16 +168,23 @@ def final_fit(
 def _share(
     plan: BlendPlan | None, costs: list[float], anytime: list[bool], todo: list[int], k: int
 ) -> float | None:
-    """Member ``k``'s deadline: its share (by ``costs``) of the time left to the plan's
-    deadline among the members still to train (``todo``), an anytime one counted at
-    the plan's ``anytime_floor`` of its cost in the share of one that is not; ``None``
+    """Member ``k``'s deadline: the plan's deadline less the estimates (``costs``) of the
+    other members still to train (``todo``), so that it may use any time their estimates
+    leave but never theirs (a member that is not anytime counts the anytime ones, trained
+    last, at the plan's ``anytime_floor`` of their estimates). An anytime member ends no
+    earlier than by its share (by ``costs``) of the time left to the plan's deadline
+    among those still to train: with too little time for all, they share it. ``None``
     without a deadline."""
     if plan is None or plan.until is None:
         return None
-    now = time.perf_counter()
     floor = 1.0 if anytime[k] else plan.anytime_floor
-    rest = sum(costs[j] * (floor if anytime[j] else 1.0) for j in todo)
-    return now + max(plan.until - now, 0.0) * costs[k] / max(rest, 1e-9)
+    others = sum(costs[j] * (floor if anytime[j] else 1.0) for j in todo if j != k)
+    at = plan.until - others
+    if not anytime[k]:
+        return at
+    now = time.perf_counter()
+    share = max(plan.until - now, 0.0) * costs[k] / max(others + costs[k], 1e-9)
+    return max(at, now + share)
 
 
 def inner_cut(data: Interactions, rows: np.ndarray, seed: int) -> Split:
@@ -239,7 +250,8 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
     ``learner.train``, the weights are fitted on the cut's other rows, then each member
     trains on all of ``learner.train``. With auto's ``plan``: its weights, its kept
     members as they are, the others trained on all of ``learner.train``, each ending by
-    its share of the time to the plan's deadline (:func:`final_fit`; recorded in the
+    the plan's deadline less the estimates of the members after it (:func:`final_fit`,
+    :func:`_share`; recorded in the
     plan's :meth:`BlendPlan.final_fits`). Recorded as one closed-form epoch."""
 
     def solve(model: Any, train: Interactions) -> None:
@@ -258,7 +270,7 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
             w, kept = (plan.weights, plan.intercept), list(plan.kept)
         whole = Split(train, np.arange(len(train)), np.zeros(0, dtype=np.int64), "whole")
         device = model.blend_weights.device
-        # the anytime members last; each ends by its share of the time to plan.until
+        # the anytime members last; each ends by plan.until less the others' estimates
         anytime = [is_anytime(m.model) for m in specs]
         order = sorted(range(len(specs)), key=lambda k: anytime[k])
         costs = plan.costs if plan is not None and plan.costs else [1.0] * len(specs)
