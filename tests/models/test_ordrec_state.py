@@ -4,10 +4,13 @@ state_dict."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from recfit.models import OrdRec
 from recfit.models.ordrec import _FitState
+
+pytest.importorskip("numba")  # the compiled path fills the per-fit state
 
 
 def _model() -> OrdRec:

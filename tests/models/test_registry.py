@@ -112,6 +112,7 @@ def test_register_family_refuses_inconsistent_entries() -> None:
         "taken name": ({"name": "dot"}, "already registered"),
         "class": ({"model_class": int}, "RatingModel"),
         "kernels": ({"kernels": ("warp_drive",)}, "kernel sets"),
+        "warm-up": ({"warm_up": "compile it"}, "callable warm_up"),
     }
     for what, (change, message) in bad.items():
         with pytest.raises(ConfigError, match=message):

@@ -11,28 +11,29 @@ import pytest
 import torch
 
 from recfit.errors import ConfigError
-from recfit.models.registry import KERNEL_SETS, Family, families, family
+from recfit.models import SVDpp
+from recfit.models.registry import KERNEL_SETS, families, family
 from recfit.train import kernels, precompile
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
 
 
 def test_every_kernel_set_has_its_warmer_and_the_families_name_theirs() -> None:
-    assert set(precompile.WARMERS) == set(KERNEL_SETS)
+    assert set(precompile.WARMERS) == {*KERNEL_SETS, "shuffle"}
     named = {f.name: f.kernels for f in families() if f.kernels}
     assert named == {
-        "svdpp": ("fused_step", "dense_epoch"),
+        "svdpp": ("dense_epoch",),
         "dot": ("dense_epoch", "row_step"),
         "mf": ("dense_epoch", "row_step"),
-        "timesvdpp": ("timesvdpp",),
-        "bmf": ("bmf",),
     }
+    own = {f.name for f in families() if f.warm_up is not None}
+    assert own == {"svdpp", "timesvdpp", "bmf"}
 
 
 def test_kernel_sets_once_each_and_the_shuffle_for_a_large_learner_fit() -> None:
     assert precompile.kernel_sets(["baseline", "autorec"]) == []
     assert precompile.kernel_sets(["svdpp", "dot", "mf"]) == [
-        "fused_step", "dense_epoch", "row_step",
+        "svdpp", "dense_epoch", "row_step",
     ]  # fmt: skip
     big = 1 << 20
     assert precompile.kernel_sets(["nn", "bmf"], rows=big) == ["shuffle", "bmf"]
@@ -42,25 +43,73 @@ def test_kernel_sets_once_each_and_the_shuffle_for_a_large_learner_fit() -> None
         precompile.kernel_sets(["no-such-family"])
 
 
+def test_the_trainer_and_the_device_skip_what_their_fits_do_not_run() -> None:
+    big = 1 << 20
+    names = ["svdpp", "dot", "mf", "timesvdpp", "bmf", "nn"]
+    assert precompile.kernel_sets(names, big, device="cpu", trainer="sgd") == [
+        "svdpp", "dense_epoch", "shuffle", "row_step", "timesvdpp", "bmf",
+    ]  # fmt: skip
+    # ALS fits dot and mf without the Learner; the others keep their default trainer
+    assert precompile.kernel_sets(["dot", "mf", "bmf"], big, trainer="als") == ["bmf"]
+    assert precompile.kernel_sets(["svdpp", "nn"], big, trainer="als") == [
+        "svdpp", "dense_epoch", "shuffle",
+    ]  # fmt: skip
+    # on CUDA: SVD++'s warm-up is asked (it skips its CPU step), the shuffle's permutation
+    # runs on the CPU, and timeSVD++ / BMF fit on the CPU anyway
+    cuda = torch.device("cuda")
+    assert precompile.kernel_sets(names, big, device=cuda, trainer="sgd") == [
+        "svdpp", "shuffle", "timesvdpp", "bmf",
+    ]  # fmt: skip
+
+
 def test_each_set_is_warmed_once_per_call_and_the_seconds_returned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, Any, Any]] = []
 
-    def fake(set_name: str) -> Callable[[Family], None]:
-        return lambda f: calls.append((set_name, f.name))
+    def fake(set_name: str) -> Callable[..., None]:
+        return lambda *args: calls.append((set_name, *args, None)[:3])
 
-    for name in KERNEL_SETS:
+    for name in precompile.WARMERS:
         monkeypatch.setitem(precompile.WARMERS, name, fake(name))
-    twin = replace(family("svdpp"), name="svdpp_twin")  # its own model's step: warmed too
-    seconds = precompile.compile_families(["svdpp", "dot", family("mf"), "baseline", twin])
+    own = fake("svdpp's own")
+    cpu = torch.device("cpu")
+    svdpp = replace(family("svdpp"), warm_up=own)
+    twin = replace(svdpp, name="svdpp_twin")  # the same warm-up: run once
+    other = replace(svdpp, name="svdpp_other", warm_up=fake("other"))
+    seconds = precompile.compile_families([svdpp, "dot", family("mf"), "baseline", twin, other])
     assert seconds >= 0.0
     assert calls == [
-        ("fused_step", "svdpp"), ("dense_epoch", "svdpp"), ("row_step", "dot"),
-        ("fused_step", "svdpp_twin"),
+        ("svdpp's own", "sgd", cpu), ("dense_epoch", cpu, None), ("row_step", cpu, None),
+        ("other", "sgd", cpu),
     ]  # fmt: skip
     calls.clear()
     assert precompile.compile_families(["baseline", "nn"]) == 0.0 and calls == []
+    cuda = torch.device("cuda")
+    precompile.compile_families([svdpp, "nn"], rows=1 << 20, device="cuda", trainer="als")
+    assert calls == [("svdpp's own", "sgd", cuda), ("shuffle", cuda, None)]
+
+
+def test_off_the_cpu_the_shuffle_warms_only_the_permutation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[dict[str, Any]] = []
+    monkeypatch.setattr(kernels, "ensure_compiled", lambda **kw: seen.append(kw) or 0.0)
+    precompile.WARMERS["shuffle"](torch.device("cuda"))
+    precompile.WARMERS["shuffle"](torch.device("cpu"))
+    assert [kw["shuffle"] for kw in seen] == [True, True]
+    assert seen[0]["columns"] is None and sorted(seen[1]["columns"]) == ["f", "i"]
+
+
+def test_svdpps_warm_up_compiles_nothing_off_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+    monkeypatch.setattr(SVDpp, "compile_kernels", lambda self: ran.append("step") or 0.0)
+    warm = family("svdpp").warm_up
+    assert warm is not None
+    warm("sgd", torch.device("cuda"))
+    assert ran == []
+    warm("sgd", torch.device("cpu"))
+    assert ran == ["step"]
 
 
 def test_compile_families_makes_the_kernels_ready() -> None:

@@ -282,7 +282,7 @@ register_family(Family(
     name="bmf", task="rating", model_class=BayesianMF, output="rating",
     reads=frozenset({"n_factors", "seed", "gibbs_samples", "gibbs_burn_in"}),
     trainers=("closed_form",), adapter="generic", closed_form=fit_bmf, anytime=True,
-    kernels=("bmf",),
+    warm_up=lambda trainer, device: _kernels(),  # CPU kernels on any device
     # how these were chosen: docs/families.md (inner cuts of the training rows)
     defaults={"n_factors": 32},
     build=sized_build(BayesianMF, prepare=_prepare),

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
+import torch
 
 from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
@@ -49,6 +50,7 @@ __all__ = [
     "Family",
     "TaskName",
     "TrainerName",
+    "WarmUp",
     "build_model",
     "families",
     "family",
@@ -69,11 +71,16 @@ TrainerName = Literal["sgd", "als", "closed_form"]
 alternating least squares (``als``) or the family's own exact fit (``closed_form``)."""
 TRAINERS: tuple[str, ...] = get_args(TrainerName)
 
-KERNEL_SETS = ("row_step", "dense_epoch", "fused_step", "timesvdpp", "bmf")
-"""The sets of compiled (numba) kernels a family's fits may use
-(:attr:`Family.kernels`): the Learner's row-wise step and dense epochs, the model's own
-fused step (``compile_kernels``), timeSVD++'s and Bayesian MF's kernels.
-:func:`recfit.train.precompile.compile_families` compiles them ahead of the fits."""
+KERNEL_SETS = ("row_step", "dense_epoch")
+"""The Learner's compiled (numba) kernels a family's fits may use (:attr:`Family.kernels`):
+the row-wise step and the dense epochs; :mod:`recfit.train.precompile` compiles them ahead
+of the fits. A family's own kernels are compiled by its :attr:`Family.warm_up`."""
+
+WarmUp = Callable[[str, torch.device], object]
+"""``warm_up(trainer, device)``: compile (or load from numba's cache) the kernels a fit of
+the family by ``trainer`` on ``device`` will use, for the very argument types the fit
+passes (so the fit runs the same machine code: the same weights); nothing where they do
+not run."""
 
 Build = Callable[[Mapping[str, Any], Interactions], RatingModel]
 ClosedForm = Callable[[RatingModel, Interactions], None]
@@ -109,10 +116,13 @@ class Family:
             ``model="auto"`` tries it last, sharing what its budget has left.
         costly: its default fit is slow for what it usually gains: ``model="auto"``
             tries it after the other families (but before the ``anytime`` ones).
-        kernels: the sets of compiled kernels its fits use (:data:`KERNEL_SETS`), which
+        kernels: the Learner's compiled kernels its fits use (:data:`KERNEL_SETS`), which
             :func:`recfit.train.precompile.compile_families` compiles (or loads from
             numba's cache) before a clock starts (``model="auto"``: before its budget's);
             empty: none.
+        warm_up: compiles the family's own kernels ahead of a fit (:data:`WarmUp`; the
+            same callable is run once per :func:`~recfit.train.precompile.compile_families`);
+            ``None``: it has none.
     """
 
     name: str
@@ -131,6 +141,7 @@ class Family:
     anytime: bool = False
     costly: bool = False
     kernels: tuple[str, ...] = ()
+    warm_up: WarmUp | None = None
 
     @property
     def fused(self) -> bool:
@@ -168,7 +179,8 @@ def register_family(f: Family) -> Family:
 
     Raises:
         ConfigError: an inconsistent entry (unknown task, trainer, output kind or kernel set, an
-            output that is not the model class's, ``closed_form`` without its callable),
+            output that is not the model class's, ``closed_form`` without its callable, a
+            ``warm_up`` that is not callable),
             or a name or class already taken by another family.
     """
     where = f"family {f.name!r}"
@@ -206,6 +218,11 @@ def register_family(f: Family) -> Family:
     if unknown:
         raise ConfigError(
             f"expected kernel sets among {list(KERNEL_SETS)} for {where}, received {unknown}"
+        )
+    if f.warm_up is not None and not callable(f.warm_up):
+        raise ConfigError(
+            f"expected a callable warm_up(trainer, device) or None for {where}, "
+            f"received {f.warm_up!r}"
         )
     old = _FAMILIES.get(f.name)
     if old is not None and old.model_class.__qualname__ != f.model_class.__qualname__:

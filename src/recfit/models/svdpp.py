@@ -48,7 +48,7 @@ from recfit.data.interactions import Interactions
 from recfit.errors import ConfigError
 from recfit.models.base import Batch
 from recfit.models.dot import DOT_SEARCH, DotBias, _trunc_normal
-from recfit.models.registry import Family, register_family, sized_build
+from recfit.models.registry import Family, family, register_family, sized_build
 
 __all__ = ["ImplicitLists", "SVDpp", "implicit_lists"]
 
@@ -351,10 +351,19 @@ def implicit_lists(model: ImplicitLists, train: Interactions) -> None:
     )
 
 
+def _warm_up(trainer: str, device: torch.device) -> None:
+    """Compile (or load from numba's cache) the compiled fused step for a fit on ``device``
+    (:data:`~recfit.models.registry.WarmUp`): on a model sized for two ratings, the same
+    dtypes as any; nothing off the CPU, where it does not run."""
+    if device.type == "cpu":
+        tiny = Interactions.from_arrays([0, 1], [0, 1], [1.0, 2.0])
+        family("svdpp").build({"n_factors": 2, "seed": 0}, tiny).compile_kernels()
+
+
 register_family(Family(
     name="svdpp", task="rating", model_class=SVDpp, output="rating",
     reads=frozenset({"n_factors", "y_range", "seed"}),
-    trainers=("sgd",), adapter="svdpp", kernels=("fused_step", "dense_epoch"),
+    trainers=("sgd",), adapter="svdpp", kernels=("dense_epoch",), warm_up=_warm_up,
     # how these were chosen: docs/defaults.md
     defaults={"epochs": 6, "pct_start": 0.3}, build=sized_build(SVDpp, finish=implicit_lists),
     search=DOT_SEARCH,

@@ -315,7 +315,7 @@ register_family(Family(
     name="timesvdpp", task="rating", model_class=TimeSVDpp, output="rating",
     reads=frozenset({"n_factors", "epochs", "lr", "reg", "seed", "time_bins", "time_reg"}),
     trainers=("closed_form",), adapter="generic", closed_form=fit_timesvdpp,
-    kernels=("timesvdpp",),
+    warm_up=lambda trainer, device: load_kernels(),  # CPU kernels on any device
     # how these were chosen: docs/families.md (inner cuts of the training rows)
     defaults={"n_factors": 100, "epochs": 30, "lr": 0.0105, "reg": 0.007},
     build=sized_build(TimeSVDpp, prepare=_prepare),

@@ -6,13 +6,20 @@ first fit took 16 s instead of 3 s), and it would count as fitting time wherever
 runs around the fit (``model="auto"``'s budget, its candidates' seconds).
 :func:`compile_families` does it once, before the clock starts, and says how long it took.
 
-Each family names the kernel sets its fits use (:attr:`recfit.models.registry.Family.kernels`,
-among :data:`~recfit.models.registry.KERNEL_SETS`); :data:`WARMERS` compiles each set for
-the very argument types the fits pass (one call on tiny arrays, or numba's ``compile``
-with those types), so a fit finds its kernels ready and runs the same machine code as
-without the warm-up: the same weights. Besides, every family trained by the Learner
-(trainer ``sgd``) shuffles a training set of at least
-:data:`~recfit.train.batches.PARALLEL_SHUFFLE_MIN` rows with the compiled permutation.
+What runs for a family fitted by a trainer on a device:
+
+* its own kernels: the family's :attr:`~recfit.models.registry.Family.warm_up`, declared
+  in its module next to them (it skips what does not run on that device);
+* the Learner's (trainer ``sgd`` on the CPU only): the kernels it names in
+  :attr:`~recfit.models.registry.Family.kernels`, which :data:`WARMERS` compiles here,
+  with the training machinery they belong to;
+* the compiled shuffle, for a Learner fit of at least
+  :data:`~recfit.train.batches.PARALLEL_SHUFFLE_MIN` rows (off the CPU only the
+  permutation: the rows are gathered on the device).
+
+Each is compiled for the very argument types the fits pass (one call on tiny arrays, or
+numba's ``compile`` with those types), so a fit finds its kernels ready and runs the same
+machine code as without the warm-up: the same weights.
 
 Example:
     >>> compile_families(["baseline"])  # no kernels
@@ -25,14 +32,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from functools import partial
 
 import numpy as np
 import torch
 
-from recfit.data.interactions import Interactions
-from recfit.errors import ConfigError
-from recfit.models import bmf, timesvdpp
 from recfit.models.registry import Family, family
 from recfit.train import dense_epoch, kernels
 from recfit.train.batches import PARALLEL_SHUFFLE_MIN
@@ -40,102 +44,113 @@ from recfit.train.batches import PARALLEL_SHUFFLE_MIN
 __all__ = ["WARMERS", "compile_families", "kernel_sets"]
 
 
-def _row_step(fam: Family) -> None:
+def _row_step(device: torch.device) -> None:
     kernels.ensure_compiled(kernels._compile_step)
 
 
-def _dense_epoch(fam: Family) -> None:
+def _dense_epoch(device: torch.device) -> None:
     dense_epoch.ensure_compiled()
 
 
-def _fused_step(fam: Family) -> None:
-    """The model's own fused step (:meth:`~recfit.models.base.RatingModel.compile_kernels`)
-    on a model of the family sized for two ratings (the same dtypes as any)."""
-    tiny = Interactions.from_arrays([0, 1], [0, 1], [1.0, 2.0])
-    fam.build({"n_factors": 2, "seed": 0}, tiny).compile_kernels()
+def _shuffle(device: torch.device) -> None:
+    cols = {"i": np.zeros(1, np.int64), "f": np.zeros(1, np.float32)}
+    kernels.ensure_compiled(columns=cols if device.type == "cpu" else None, shuffle=True)
 
 
-def _timesvdpp(fam: Family) -> None:
-    timesvdpp.load_kernels()
-
-
-def _bmf(fam: Family) -> None:
-    bmf._kernels()
-
-
-WARMERS: Mapping[str, Callable[[Family], None]] = {
+WARMERS: Mapping[str, Callable[[torch.device], None]] = {
     "row_step": _row_step,
     "dense_epoch": _dense_epoch,
-    "fused_step": _fused_step,
-    "timesvdpp": _timesvdpp,
-    "bmf": _bmf,
+    "shuffle": _shuffle,
 }
-"""How each kernel set of :data:`~recfit.models.registry.KERNEL_SETS` is compiled (or
-loaded) for a family that names it; every set has one (a test keeps them the same)."""
+"""How the Learner's kernels are compiled (or loaded) for a fit on a device: each set of
+:data:`~recfit.models.registry.KERNEL_SETS` and ``"shuffle"`` (a test keeps them the same)."""
+
+Step = tuple[str, Callable[[], object]]
 
 
-def kernel_sets(names: Iterable[str | Family], rows: int | None = None) -> list[str]:
-    """The kernel sets the fits of the families ``names`` use, each once, in the families'
-    order; with ``rows`` (the largest training set they fit) of at least
-    :data:`~recfit.train.batches.PARALLEL_SHUFFLE_MIN` and a family trained by the
-    Learner, ``"shuffle"`` too.
+def _steps(
+    names: Iterable[str | Family],
+    rows: int | None,
+    device: str | torch.device | None,
+    trainer: str | None,
+) -> list[Step]:
+    """What to compile for the families ``names``, each once, in their order: (label, call)."""
+    dev = torch.device("cpu" if device is None else device)
+    out: dict[object, Step] = {}
+    for f in (n if isinstance(n, Family) else family(n) for n in names):
+        by = trainer if trainer in f.trainers else f.trainers[0]
+        own = f.warm_up
+        if own is not None:  # the same callable: the same kernels
+            out.setdefault(own, (f.name, partial(own, by, dev)))
+        learner = [*f.kernels] if by == "sgd" and dev.type == "cpu" else []
+        if by == "sgd" and rows is not None and rows >= PARALLEL_SHUFFLE_MIN:
+            learner.append("shuffle")
+        for name in learner:
+            out.setdefault(name, (name, partial(WARMERS[name], dev)))
+    return list(out.values())
+
+
+def kernel_sets(
+    names: Iterable[str | Family],
+    rows: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+    trainer: str | None = None,
+) -> list[str]:
+    """What :func:`compile_families` compiles for the families ``names`` (same arguments),
+    each once, in the families' order: a family's name for its own warm-up, the Learner's
+    kernel sets by name, ``"shuffle"``.
 
     Raises:
         ConfigError: an unknown family name.
 
     Example:
         >>> kernel_sets(["baseline", "svdpp", "dot", "mf"])
-        ['fused_step', 'dense_epoch', 'row_step']
+        ['svdpp', 'dense_epoch', 'row_step']
+        >>> kernel_sets(["svdpp", "mf"], device="cuda"), kernel_sets(["mf"], trainer="als")
+        (['svdpp'], [])
         >>> kernel_sets(["nn"], rows=2_000_000)
         ['shuffle']
     """
-    out: list[str] = []
-    for f in (n if isinstance(n, Family) else family(n) for n in names):
-        wanted = [*f.kernels]
-        if rows is not None and rows >= PARALLEL_SHUFFLE_MIN and "sgd" in f.trainers:
-            wanted.append("shuffle")
-        out += [k for k in wanted if k not in out]
-    return out
+    return [label for label, _ in _steps(names, rows, device, trainer)]
 
 
-def compile_families(names: Iterable[str | Family], rows: int | None = None) -> float:
+def compile_families(
+    names: Iterable[str | Family],
+    rows: int | None = None,
+    *,
+    device: str | torch.device | None = None,
+    trainer: str | None = None,
+) -> float:
     """Compile (or load from numba's cache) every kernel the fits of the families ``names``
     use (:func:`kernel_sets`); returns the seconds it took.
 
     A few tenths of a second in a new process whose cache is filled (importing numba and
     loading the kernels), a few milliseconds once they are loaded in this process; 0
-    without numba or without kernels. Call it before a fit's clock starts. PyTorch's random state
-    is left as it was.
+    without numba or without kernels. Call it before a fit's clock starts. PyTorch's random
+    state is left as it was.
 
     Args:
         names: family names (or :class:`~recfit.models.registry.Family` entries).
         rows: the largest training set their fits see (the shuffle kernels for a large
             one); ``None``: not known (no shuffle kernels).
+        device: the device the fits train on (resolved: not ``"auto"``); ``None``: the CPU.
+            Off the CPU the Learner's compiled paths do not run: only the kernels that run
+            on the CPU anyway are compiled.
+        trainer: the trainer asked for; a family that does not support it (and ``None``:
+            every family) is fitted by its default trainer. Only the Learner (``sgd``) runs
+            the Learner's kernels (not ``als``).
 
     Raises:
-        ConfigError: an unknown family name, or a family naming a kernel set that has no
-            warmer here.
+        ConfigError: an unknown family name.
     """
-    todo: dict[Any, tuple[str, Family]] = {}
-    for f in (n if isinstance(n, Family) else family(n) for n in names):
-        for name in kernel_sets([f], rows):  # the model's own step: each family's
-            todo.setdefault((name, f.name) if name == "fused_step" else name, (name, f))
-    if not todo:
+    steps = _steps(names, rows, device, trainer)
+    if not steps:
         return 0.0
     t0 = time.perf_counter()
     if not kernels.available():
         return 0.0
     with torch.random.fork_rng(devices=[]):
-        for name, f in todo.values():
-            if name == "shuffle":
-                cols = {"i": np.zeros(1, np.int64), "f": np.zeros(1, np.float32)}
-                kernels.ensure_compiled(columns=cols, shuffle=True)
-                continue
-            warm = WARMERS.get(name)
-            if warm is None:
-                raise ConfigError(
-                    f"expected a kernel set among {sorted(WARMERS)} for family "
-                    f"{f.name!r} (Family.kernels), received {name!r}"
-                )
-            warm(f)
+        for _, run in steps:
+            run()
     return time.perf_counter() - t0
