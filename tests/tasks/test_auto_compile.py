@@ -19,9 +19,9 @@ def test_the_kernel_compile_is_done_before_the_clock_and_reported_apart(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def slow_compile(names: list[str], rows: int | None = None) -> float:
+    def slow_compile(names: list[str], rows: int | None = None, **where: Any) -> float:
         time.sleep(0.3)  # a cold cache's compile, in small
-        seen.update(names=list(names), rows=rows, done=time.perf_counter())
+        seen.update(names=list(names), rows=rows, where=where, done=time.perf_counter())
         return 12.5
 
     monkeypatch.setattr(auto, "compile_families", slow_compile)
