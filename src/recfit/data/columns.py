@@ -454,7 +454,10 @@ def from_columns(
         meta["implicit"] = True
     if source is not None:
         meta["source"] = source
+    made = [a for a in (r, w) if a is not None]
+    shared = any(np.may_share_memory(a, c) for a in made for c in cols.values())
     return Interactions.from_indices(
         u, i, r, users, items,
         weight=w, timestamp=ts, rating_scale=scale, name=name, meta=meta,
+        copy=shared,  # a float32 column of the caller's frame, not one made here
     )  # fmt: skip

@@ -223,7 +223,7 @@ def _load(spec: _Release, folder: Path, duplicates: DuplicatePolicy = "error") -
     return Interactions.from_indices(
         u, i, r, users, items,
         timestamp=t, user_features=user_features, item_features=item_features,
-        rating_scale=spec.scale, name=spec.name, meta=meta,
+        rating_scale=spec.scale, name=spec.name, meta=meta, copy=False,  # read here
     )  # fmt: skip
 
 

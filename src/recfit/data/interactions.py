@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,6 +16,19 @@ from recfit.data.vocab import UsersAndItems, Vocabulary
 from recfit.errors import ConfigError, DataError
 
 __all__ = ["Interactions"]
+
+_ADOPT: ContextVar[bool] = ContextVar("recfit_interactions_adopt", default=False)
+"""While set, a new object takes its ``rating`` and ``weight`` arrays as they are (they
+are new arrays nobody else holds) instead of copying them."""
+
+
+@contextmanager
+def _adopting(adopt: bool = True) -> Iterator[None]:
+    token = _ADOPT.set(adopt)
+    try:
+        yield
+    finally:
+        _ADOPT.reset(token)
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,6 +46,11 @@ class Interactions(UsersAndItems):
     describes ``users.id([i])``), so ``user_features.iloc[user]`` aligns with rows.
 
     Build one with :meth:`from_arrays` (raw ids) or :func:`recfit.data.from_frame`.
+
+    The object owns its ``rating`` and ``weight`` arrays: it copies the ones it is given
+    (the caller's own array, a DataFrame's column), so writing to those later changes
+    neither the rows nor :meth:`prediction_scale`. Its own arrays are not to be written
+    in place.
 
     Example:
         >>> d = Interactions.from_arrays(["u1", "u2", "u1"], [10, 10, 20], [4.0, 3.0, 5.0])
@@ -57,6 +78,10 @@ class Interactions(UsersAndItems):
     :meth:`take` build a new object, so they compute their own)."""
 
     def __post_init__(self) -> None:
+        if not _ADOPT.get():  # copies of arrays the caller may still hold and write
+            object.__setattr__(self, "rating", np.array(self.rating, copy=True))
+            if self.weight is not None:
+                object.__setattr__(self, "weight", np.array(self.weight, copy=True))
         n = len(self.user)
         for col, arr, dtype in (
             ("user", self.user, np.int32),
@@ -120,15 +145,15 @@ class Interactions(UsersAndItems):
             items, i = Vocabulary.encode(item_ids, name="item")
         else:
             i = items.index(_lookup_ids(item_ids, "item"))
-        r = to_float32(_numeric(rating, "rating"), "rating")
+        r = _owned(to_float32(_numeric(rating, "rating"), "rating"), rating)
         check_ratings(r, rating_scale)
         w = None
         if weight is not None:
-            w = to_float32(_numeric(weight, "weight"), "weight")
+            w = _owned(to_float32(_numeric(weight, "weight"), "weight"), weight)
             check_weights(w)
         return cls.from_indices(
             u, i, r, users, items,
-            weight=w, timestamp=timestamp, rating_scale=rating_scale, name=name,
+            weight=w, timestamp=timestamp, rating_scale=rating_scale, name=name, copy=False,
         )  # fmt: skip
 
     @classmethod
@@ -147,9 +172,13 @@ class Interactions(UsersAndItems):
         rating_scale: tuple[float, float] | None = None,
         name: str = "ratings",
         meta: dict[str, Any] | None = None,
+        copy: bool = True,
     ) -> Interactions:
         """Build from checked index arrays and their vocabularies; ``timestamp`` (epoch
         seconds) is stored as offsets from its minimum (see :func:`encode_time`).
+
+        ``copy=False`` hands ``rating`` and ``weight`` over as they are, for a caller
+        that made them and keeps no reference (a file loader): no copy of a large column.
 
         Example:
             >>> users, items = Vocabulary(["a", "b"]), Vocabulary([7])
@@ -160,21 +189,22 @@ class Interactions(UsersAndItems):
             ([100, 160], 100)
         """
         offset, origin = (None, 0) if timestamp is None else encode_time(np.asarray(timestamp))
-        return cls(
-            user=user,
-            item=item,
-            rating=rating,
-            users=users,
-            items=items,
-            weight=weight,
-            time_offset=offset,
-            time_origin=origin,
-            user_features=user_features,
-            item_features=item_features,
-            rating_scale=rating_scale,
-            name=name,
-            meta={} if meta is None else meta,
-        )
+        with _adopting(not copy):
+            return cls(
+                user=user,
+                item=item,
+                rating=rating,
+                users=users,
+                items=items,
+                weight=weight,
+                time_offset=offset,
+                time_origin=origin,
+                user_features=user_features,
+                item_features=item_features,
+                rating_scale=rating_scale,
+                name=name,
+                meta={} if meta is None else meta,
+            )
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -211,8 +241,9 @@ class Interactions(UsersAndItems):
         have one value: implicit feedback, where predictions are scores).
 
         Computed once, when the object is built, and stored: every prediction and
-        evaluation asks for it. The arrays are never written in place (a new set of rows
-        is a new object: :meth:`take`, :meth:`with_weights`), so it stays right.
+        evaluation asks for it. The object owns its rating and weight arrays (it copies
+        the caller's) and never writes them in place (a new set of rows is a new object:
+        :meth:`take`, :meth:`with_weights`), so it stays right.
 
         Example:
             >>> Interactions.from_arrays([0, 1], [0, 0], [2.0, 4.5]).prediction_scale()
@@ -252,23 +283,27 @@ class Interactions(UsersAndItems):
                 f"expected row positions in [0, {len(self) - 1}], "
                 f"received min {int(rows.min())}, max {int(rows.max())}"
             )
-        return replace(
-            self,
-            user=self.user[rows],
-            item=self.item[rows],
-            rating=self.rating[rows],
-            weight=None if self.weight is None else self.weight[rows],
-            time_offset=None if self.time_offset is None else self.time_offset[rows],
-            meta=dict(self.meta),
-        )
+        with _adopting():  # indexing by positions or a mask makes new arrays
+            return replace(
+                self,
+                user=self.user[rows],
+                item=self.item[rows],
+                rating=self.rating[rows],
+                weight=None if self.weight is None else self.weight[rows],
+                time_offset=None if self.time_offset is None else self.time_offset[rows],
+                meta=dict(self.meta),
+            )
 
     def with_weights(self, weight: np.ndarray | None) -> Interactions:
-        """A copy whose rows carry ``weight`` (``None`` removes weights)."""
-        if weight is None:
-            return replace(self, weight=None)
-        w = to_float32(_numeric(weight, "weight"), "weight")
-        check_weights(w)
-        return replace(self, weight=w)
+        """A copy whose rows carry ``weight`` (``None`` removes weights); it shares the
+        ratings (both objects only read them) and copies ``weight`` where the caller's
+        array would be shared."""
+        w = None
+        if weight is not None:
+            w = _owned(to_float32(_numeric(weight, "weight"), "weight"), weight)
+            check_weights(w)
+        with _adopting():
+            return replace(self, weight=w)
 
     def to_frame(self, *, raw_ids: bool = True) -> pd.DataFrame:
         """Rows as a DataFrame (raw ids by default, indices with ``raw_ids=False``)."""
@@ -347,6 +382,12 @@ def _lookup_ids(ids: Any, column: str) -> Any:
             column=column,
         )
     return arr
+
+
+def _owned(new: np.ndarray, given: Any) -> np.ndarray:
+    """``new`` (converted from the caller's ``given``), copied unless the conversion made
+    it: ``given`` itself, or a view (of a Series, a tensor, another array), is copied."""
+    return new.copy() if new is given or not new.flags.owndata else new
 
 
 def _fmt(v: float) -> str:
