@@ -14,6 +14,7 @@ from recfit.errors import ConfigError
 from recfit.models import SVDpp
 from recfit.models.registry import KERNEL_SETS, families, family
 from recfit.train import kernels, precompile
+from recfit.train.execution import resolve_device
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
 
@@ -60,6 +61,10 @@ def test_the_trainer_and_the_device_skip_what_their_fits_do_not_run() -> None:
     assert precompile.kernel_sets(names, big, device=cuda, trainer="sgd") == [
         "svdpp", "shuffle", "timesvdpp", "bmf",
     ]  # fmt: skip
+    auto = precompile.kernel_sets(names, big, device="auto", trainer="sgd")
+    assert auto == precompile.kernel_sets(names, big, device=resolve_device("auto"))
+    with pytest.raises(ConfigError, match="expected a device"):
+        precompile.kernel_sets(names, device="warp")
 
 
 def test_each_set_is_warmed_once_per_call_and_the_seconds_returned(

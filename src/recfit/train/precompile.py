@@ -40,6 +40,7 @@ import torch
 from recfit.models.registry import Family, family
 from recfit.train import dense_epoch, kernels
 from recfit.train.batches import PARALLEL_SHUFFLE_MIN
+from recfit.train.execution import resolve_device
 
 __all__ = ["WARMERS", "compile_families", "kernel_sets"]
 
@@ -75,7 +76,7 @@ def _steps(
     trainer: str | None,
 ) -> list[Step]:
     """What to compile for the families ``names``, each once, in their order: (label, call)."""
-    dev = torch.device("cpu" if device is None else device)
+    dev = torch.device("cpu") if device is None else resolve_device(device)
     out: dict[object, Step] = {}
     for f in (n if isinstance(n, Family) else family(n) for n in names):
         by = trainer if trainer in f.trainers else f.trainers[0]
@@ -134,7 +135,8 @@ def compile_families(
         names: family names (or :class:`~recfit.models.registry.Family` entries).
         rows: the largest training set their fits see (the shuffle kernels for a large
             one); ``None``: not known (no shuffle kernels).
-        device: the device the fits train on (resolved: not ``"auto"``); ``None``: the CPU.
+        device: the device the fits train on (``"auto"``: CUDA when available);
+            ``None``: the CPU.
             Off the CPU the Learner's compiled paths do not run: only the kernels that run
             on the CPU anyway are compiled.
         trainer: the trainer asked for; a family that does not support it (and ``None``:
@@ -142,7 +144,7 @@ def compile_families(
             the Learner's kernels (not ``als``).
 
     Raises:
-        ConfigError: an unknown family name.
+        ConfigError: an unknown family name or device.
     """
     steps = _steps(names, rows, device, trainer)
     if not steps:
