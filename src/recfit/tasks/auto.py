@@ -488,7 +488,12 @@ def choose_model(
                           "RatingTask.settle), received None")  # fmt: skip
     tried = _candidate_specs(cfg, split.train)
     # the kernels' compile (a first run) or load, before the clock: reported apart
-    compiled = compile_families([name for name, _ in tried], rows=len(split.train_idx))
+    compiled = compile_families(
+        [name for name, _ in tried],
+        rows=len(split.train_idx),
+        device=cfg.device,
+        trainer=cfg.trainer,
+    )
     start = time.perf_counter()
     budget = float(cfg.budget)
     end = start + (1.0 - MARGIN) * budget
