@@ -1,52 +1,43 @@
-"""``model="auto"`` with a time budget, and the ``blend`` family's training (rating task).
+"""``model="auto"`` with a time budget (rating task).
 
 With ``budget`` > 0 seconds, :func:`choose_model` chooses the model by inner validation on
 the training part only (never a held-out row):
 
-1. *cut*: :data:`~recfit.tasks.blend.AUTO_INNER` of the training rows, drawn by the seed, is the inner
-   validation part; every candidate trains on the other rows and is scored on it (RMSE);
+1. *cut*: :data:`~recfit.tasks.blend.AUTO_INNER` of the training rows, drawn by the seed,
+   are scored (RMSE) by every candidate trained on the other rows;
 2. *defaults*: each family that fits the data and the trainer
-   (:func:`recfit.config.rating.searched_families`: every registered rating family but
-   ``blend``) is trained with its defaults while :data:`DEFAULTS_SHARE` of the budget
-   lasts (a Learner fit still running then, or after :data:`FIT_SHARE` of the budget, or
-   whose pace says it would pass either, is cut and not scored); the *costly* ones
-   (:attr:`~recfit.models.registry.Family.costly`: nn) after the others, and the
-   *anytime* ones (:attr:`~recfit.models.registry.Family.anytime`: Bayesian MF, I-AutoRec)
-   last, sharing what the stage has left, each fit ending by its share with fewer
-   samples or epochs when it must;
-3. *seeds*: candidates are added greedily to a ridge blend of their inner predictions
-   (:func:`recfit.models.blend.ridge_blend`) while the blend's two-fold cross-fitted RMSE
-   on the inner part falls; then, in what the budget leaves after saving time for the
-   members' final fits, they are trained again on the cut with the next seeds, each
-   seed averaged into its member's inner predictions while it lowers the member's inner
-   RMSE by :data:`BAG_GAIN` (up to :data:`BAG_MAX` seeds: an SGD fit's seed is noise
-   that averaging removes; a member of ``k`` seeds is ``k`` blend members of ``1/k`` of
-   its weight each);
+   (:func:`recfit.config.rating.searched_families`) trains with its defaults while
+   :data:`DEFAULTS_SHARE` of the budget lasts (a Learner fit still running then, after
+   :data:`FIT_SHARE` of the budget, or whose pace says it would pass either, is cut);
+   the *costly* families (:attr:`~recfit.models.registry.Family.costly`) after the
+   others, the *anytime* ones (:attr:`~recfit.models.registry.Family.anytime`) last,
+   sharing what is left, each ending by its share with fewer samples or epochs;
+3. *seeds*: the candidates' greedy ridge blend (step 5) is formed; in what the budget
+   leaves after saving the members' final fits, they train again on the cut with the
+   next seeds, each seed averaged into its member's inner predictions while it lowers
+   the member's inner RMSE by :data:`BAG_GAIN` (at most :data:`BAG_MAX` seeds; a member
+   of ``k`` seeds is ``k`` blend members of ``1/k`` of its weight each);
 4. *tuning*: the best families that declare a search space
    (:attr:`recfit.models.registry.Family.search`) are tuned by
-   :func:`recfit.tasks.tuning.tune` on the same cut, in what the budget leaves after
-   saving time for the final fits of the best :data:`MAX_BLEND` (on ml-1m in 10
-   minutes, none: training the members again on all the rows is worth more); a tuned
-   configuration that beats the defaults joins the candidates with its best trial's
-   inner predictions and model (not trained again; seeds come first: they gained more);
-5. *blend*: the greedy blend again, over every candidate (averaged seeds included);
+   :func:`recfit.tasks.tuning.tune` on the same cut in what the budget leaves after
+   saving the final fits of the best :data:`MAX_BLEND`; a tuned configuration that beats
+   the defaults' first seed joins the candidates with its best trial's inner predictions
+   and model (not trained again);
+5. *blend*: candidates join a ridge blend of their inner predictions
+   (:func:`recfit.models.blend.ridge_blend`) greedily while its two-fold cross-fitted
+   RMSE on the cut falls;
 6. the best single candidate or the blend, whichever scores lower, is the resolved
-   config (a blend: ``model="blend"`` with its members' configs); the run then trains it
-   on the whole training part: a blend keeps the weights fitted on the inner part, and
-   each member trains again on the whole training part while the budget allows (the
-   cheapest first, then the anytime members sharing what is left), else keeps its
-   inner-cut model (:class:`~recfit.tasks.blend.BlendPlan`, trained by
-   :func:`recfit.tasks.blend.fit_blend`); each final fit ends by its share of the time
-   left, and one cut there keeps its inner-cut model too (a single family as well).
+   config (a blend: ``model="blend"`` with its members' configs); the run trains it on
+   the whole training part (:class:`~recfit.tasks.blend.BlendPlan`): a blend keeps the
+   weights fitted on the cut; each member (or the single family) trains again while the
+   budget allows, ending by its share of the time left, else keeps its inner-cut model.
 
 Stages 3 and 4 are skipped when a fit of stage 2 already ended early by its deadline.
-
 Everything tried, with its inner score and seconds, is in :class:`AutoReport` (the run's
-``details.model_auto``). The budget is an upper bound: small data finishes early. It
-covers the search and the final fits; the compiled kernels the searched families use are
-compiled (a first run, numba's cache cold) or loaded before its clock starts
-(:func:`recfit.train.precompile.compile_families`), and that time is reported apart
-(``compile_seconds``), so a first run's search has the time a later run's has.
+``details.model_auto``). The budget is an upper bound (small data finishes early) on the
+search and the final fits; the numba kernels the families use are compiled (a first run)
+or loaded before its clock starts (:func:`recfit.train.precompile.compile_families`),
+reported apart as ``compile_seconds``.
 
 Example:
     >>> AUTO_INNER, TUNE_TOP
