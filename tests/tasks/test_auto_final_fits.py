@@ -14,7 +14,7 @@ from recfit.config import RatingConfig
 from recfit.data import Interactions
 from recfit.data.split import Split
 from recfit.data.synthetic import synthetic
-from recfit.errors import CancelFitException, ConfigError
+from recfit.errors import CancelFitException, CheckpointError, ConfigError
 from recfit.models.base import RatingModel
 from recfit.models.blend import Blend
 from recfit.runs import train_run
@@ -313,3 +313,45 @@ def test_a_fit_no_deadline_cuts_starts_only_when_its_estimate_fits(split: Split)
     sgd = blend.member_config(RatingConfig(seed=0), DOT)
     with pytest.raises(AssertionError, match="started a fit"):
         blend.final_fit(never, sgd, until, inner[0], cost=AMPLE * 10)
+
+
+def test_a_run_that_failed_before_its_fit_leaves_no_plan_to_a_later_run(
+    data: Interactions, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto's run fails between its search and its fit (a checkpoint that does not match,
+    say) with a plan whose deadline has passed: a later fit of an equal config, in a run
+    or not (a tuning trial), trains its own model, not that run's inner-cut one, and its
+    report is not that run's."""
+    inner = _one_family(monkeypatch, split)
+    real = auto.choose_model
+    resolved: list[RatingConfig] = []
+    prepared: list[RatingConfig] = []
+
+    def no_time_left(cfg: RatingConfig, sp: Split) -> Any:
+        chosen, report, plan = real(cfg, sp)
+        assert plan is not None
+        plan.until = time.perf_counter() - 1.0
+        resolved.append(chosen)
+        return chosen, report, plan
+
+    def broken(cfg: RatingConfig, *args: Any, **kwargs: Any) -> Learner:
+        if not resolved:  # a fit of the search
+            return build(cfg, *args, **kwargs)
+        prepared.append(cfg)  # the run's own build: its config as prepare returned it
+        raise CheckpointError("expected this run's checkpoint, received another (simulated)")
+
+    monkeypatch.setattr(auto, "choose_model", no_time_left)
+    task = get_task("rating")
+    build = task.build
+    monkeypatch.setattr(task, "build", broken)
+    with pytest.raises(CheckpointError):
+        train_run(RatingConfig(seed=0, budget=1000), data=data, progress=False)
+    monkeypatch.setattr(task, "build", build)
+    again = prepared[0].model_copy()  # a plain run of the config auto resolved: equal
+    assert again == prepared[0] and again is not prepared[0] and again.model == "dot"
+    learner = task.fit(task.build(again, split, callbacks=[], progress=False), again)
+    assert learner.model is not inner[0].model
+    assert "model_auto" not in task.evaluate(learner, again, split)[1]
+    res = train_run(again, data=data, progress=False)
+    assert res.learner.model is not inner[0].model and "model_auto" not in res.details
+    assert _n_rows(res.learner.model) == len(res.split.train_idx)

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from recfit._row_path import RELEASE_ROWS, may_run_row_kernel
@@ -145,8 +146,14 @@ class RatingTask(Task[RatingConfig]):
         return cfg.trainer == "sgd"
 
     def __init__(self) -> None:
-        self._auto: dict[RatingConfig, dict[str, Any]] = {}
-        self._plans: dict[RatingConfig, blend.BlendPlan] = {}
+        self._runs: dict[RatingConfig, _Run] = {}
+
+    def _run(self, cfg: RatingConfig) -> _Run | None:
+        """What :meth:`prepare` left for the run of ``cfg``: only for the very config
+        object it returned (an equal config of another run, or of a fit without its own
+        prepare, gets nothing: a run that failed before its fit leaves its plan to none)."""
+        run = self._runs.get(cfg)
+        return run if run is not None and run.cfg is cfg else None
 
     def settle(self, cfg: RatingConfig, split: Split) -> RatingConfig:
         """``model="auto"`` without a budget gets the default for the size of ``split``'s
@@ -164,7 +171,11 @@ class RatingTask(Task[RatingConfig]):
 
         Under distributed training the search is not run (each process would search on
         its own and might choose another model): ``auto`` takes the size rule, and
-        ``details.model_auto`` says so."""
+        ``details.model_auto`` says so.
+
+        auto's report and plan are kept for :meth:`fit` and :meth:`evaluate` of the
+        config object returned (that very object, not an equal one); what a run of an
+        equal config left (it failed before its end) is dropped."""
         report: dict[str, Any] | None = None
         plan = None
         if cfg.searches():
@@ -189,10 +200,9 @@ class RatingTask(Task[RatingConfig]):
             cfg = cfg.resolve_model(big=False)
         else:
             cfg = resolve_config(cfg, split.train, distributed=distributed)
+        self._runs.pop(cfg, None)  # a run of an equal config that failed before its end
         if report is not None:
-            self._auto[cfg] = report
-        if plan is not None:
-            self._plans[cfg] = plan
+            self._runs[cfg] = _Run(cfg, report, plan)
         return cfg
 
     def build(
@@ -205,15 +215,18 @@ class RatingTask(Task[RatingConfig]):
         cut, or auto's plan), else by ``cfg.trainer``. What auto chose ends by the plan's
         deadline (:mod:`recfit.tasks.blend`), and ``details.model_auto.final_fits`` says
         what each final fit did."""
-        plan = self._plans.pop(cfg, None)
+        run = self._run(cfg)
+        plan = run.plan if run is not None else None
+        if run is not None:
+            run.plan = None  # one fit
         if cfg.model == "blend":  # members by their trainers, weights on an inner cut
             learner = blend.fit_blend(learner, cfg, plan)
         elif plan is None:
             return fit_learner(learner, cfg)
         else:
             learner = blend.fit_single(learner, cfg, plan, fit_learner)
-        if plan is not None and cfg in self._auto:
-            self._auto[cfg]["final_fits"] = plan.final_fits()
+        if run is not None and plan is not None:
+            run.report["final_fits"] = plan.final_fits()
         return learner
 
     def evaluate(self, learner: Learner, cfg: RatingConfig, split: Split) -> Metrics:
@@ -221,12 +234,24 @@ class RatingTask(Task[RatingConfig]):
         candidate's inner RMSE and seconds) and chose; ``details.blend``: a blend's members
         and weights."""
         metrics, details = learner.evaluate(split.test), {}
-        found = self._auto.pop(cfg, None)
+        run = self._run(cfg)
+        found = self._runs.pop(cfg).report if run is not None else None
         if found:
             details["model_auto"] = found
         if isinstance(learner.model, Blend):
             details["blend"] = learner.model.summary()
         return metrics, details
+
+
+@dataclass
+class _Run:
+    """What :meth:`RatingTask.prepare` returned ``cfg`` with, for that run's fit and
+    evaluation: auto's report (``details.model_auto``) and plan (``None``: none, or
+    taken by the fit)."""
+
+    cfg: RatingConfig
+    report: dict[str, Any]
+    plan: blend.BlendPlan | None
 
 
 register_task(RatingTask())
