@@ -30,7 +30,8 @@ the training part only (never a held-out row):
    config (a blend: ``model="blend"`` with its members' configs); the run trains it on
    the whole training part (:class:`~recfit.tasks.blend.BlendPlan`): a blend keeps the
    weights fitted on the cut; each member (or the single family) trains again while the
-   budget allows, ending by its share of the time left, else keeps its inner-cut model.
+   budget allows, ending by the time left less the others' estimates, else keeps its
+   inner-cut model.
 
 Stages 3 and 4 are skipped when a fit of stage 2 already ended early by its deadline.
 Everything tried, with its inner score and seconds, is in :class:`AutoReport` (the run's
