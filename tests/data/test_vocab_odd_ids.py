@@ -3,6 +3,9 @@ error that names the id column; never a RecursionError, TypeError or other trace
 
 from __future__ import annotations
 
+import datetime
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recfit.data import Interactions, Vocabulary
-from recfit.errors import DataError, RecfitError
+from recfit.errors import DataError, RecfitError, UnknownIdError
 
 FUZZ = settings(
     max_examples=300,
@@ -93,6 +96,63 @@ def test_odd_ids_against_a_given_vocabulary_are_typed_errors(ids: Any) -> None:
         Interactions.from_arrays(ids, np.arange(n), np.ones(n), users=users)
 
 
+_TYPED_AND_OBJECTS = [
+    # (a typed array, the same kind as Python or NumPy scalars in an object array, received)
+    (np.array([1j, 2j]), [1j, 2j], "complex numbers"),
+    (np.array([1j], dtype=np.complex64), [np.complex64(1j)], "complex numbers"),
+    (
+        np.array(["2020-01-01T10:00"], dtype="datetime64[s]"),
+        [datetime.datetime(2020, 1, 1, 10)],
+        "dates",
+    ),
+    (np.array(["2020-01-01"], dtype="datetime64[D]"), [pd.Timestamp("2020-01-01")], "dates"),
+    (np.array(["2020-01-01"], dtype="datetime64[D]"), [np.datetime64("2020-01-01")], "dates"),
+    (np.array(["2020-01-01"], dtype="datetime64[D]"), [datetime.date(2020, 1, 1), "a"], "dates"),
+    (np.array([1], dtype="timedelta64[s]"), [datetime.timedelta(seconds=1)], "time spans"),
+    (np.array([1], dtype="timedelta64[s]"), [np.timedelta64(1, "s"), 7], "time spans"),
+    (np.array([b"a"]), [bytearray(b"a"), "b"], "bytes"),
+    (np.array([1.5]), [Decimal("1.5")], "fractional"),
+    (np.array([np.inf]), [Decimal("Infinity"), 2], "infinite"),
+    (np.array([np.nan]), [Decimal("NaN")], "missing values|NaN"),
+    (np.array([np.nan]), [Decimal("sNaN"), "a"], "missing values|NaN"),
+    (np.array([0.5]), [Fraction(1, 2)], "fractional"),
+]
+
+
+@pytest.mark.parametrize(("typed", "objects", "received"), _TYPED_AND_OBJECTS)
+def test_a_kind_is_refused_alike_as_a_typed_array_or_as_objects(
+    typed: np.ndarray, objects: list[Any], received: str
+) -> None:
+    """The same kinds are refused whether NumPy typed them or they are Python (or NumPy)
+    scalars in an object array, and the error names the column (message and attribute)."""
+    for ids in (typed, objects, np.array(objects, dtype=object)):
+        n = len(ids)
+        with pytest.raises(DataError, match=f"item ids.*({received})") as exc:
+            Interactions.from_arrays(np.arange(n), ids, np.ones(n))
+        assert exc.value.column == "item"
+        with pytest.raises(DataError, match=f"user ids.*({received})") as exc:
+            Vocabulary.encode(ids, name="user")
+        assert exc.value.column == "user"
+
+
+def test_integral_decimals_and_fractions_are_integer_ids_like_integral_floats() -> None:
+    d = Interactions.from_arrays([Decimal("2"), Fraction(6, 2), 2.0, 5], [0, 0, 0, 0], [1] * 4)
+    assert d.users.kind == "int" and d.users.ids.tolist() == [2, 3, 5]
+    assert d.user.tolist() == [0, 1, 0, 2]
+
+
+@pytest.mark.parametrize("ids", [[b"a", "b"], [b"a"], np.array([b"a"]), [bytearray(b"a"), "b"]])
+def test_bytes_never_match_text_in_a_given_vocabulary(ids: Any) -> None:
+    """NumPy's conversion turned ``[b"a", "b"]`` into the text ``["a", "b"]``, so ``b"a"``
+    matched ``"a"``; ``[b"a"]`` alone was unknown. Bytes are now unknown either way."""
+    items = Vocabulary(["a", "b"], name="item")
+    n = len(ids)
+    with pytest.raises(UnknownIdError, match="item ids"):
+        Interactions.from_arrays(np.arange(n), ids, np.ones(n), items=items)
+    d = Interactions.from_arrays([0, 1], ["a", "b"], [1.0, 2.0], items=items)
+    assert d.item.tolist() == [0, 1]
+
+
 def test_a_zero_dimensional_array_is_one_id() -> None:
     assert Vocabulary(np.array(7)).ids.tolist() == [7]
     assert Vocabulary.encode(np.array("a"))[0].ids.tolist() == ["a"]
@@ -111,6 +171,19 @@ _scalars = st.one_of(
     st.binary(max_size=3),
     st.sampled_from([pd.NA, pd.NaT, np.nan, np.float32("nan"), np.int8(3), np.uint64(2**64 - 1)]),
     st.just(np.datetime64("NaT")),
+    # kinds an object array may hold that typed arrays refuse, or numbers beyond float
+    st.complex_numbers(max_magnitude=1e6),
+    st.complex_numbers(max_magnitude=1e6).map(np.complex64),
+    st.datetimes(),
+    st.datetimes().map(pd.Timestamp),
+    st.datetimes().map(np.datetime64),
+    st.dates(),
+    st.timedeltas(),
+    st.decimals(allow_nan=True, allow_infinity=True, places=1),
+    st.decimals(-(10**20), 10**20, places=0),
+    st.fractions(max_denominator=4),
+    st.binary(max_size=2).map(bytearray),
+    st.sampled_from([b"a", b"1", b""]),  # the bytes of a given vocabulary's text ids
 )
 _nested = st.one_of(
     st.lists(st.integers(0, 3), max_size=2),
@@ -150,7 +223,7 @@ _odd_ids = st.one_of(_lists, _one_type, _arrays(), _scalars)
 def _n_rows(ids: Any) -> int:
     if isinstance(ids, np.ndarray):
         return 1 if ids.ndim == 0 else len(ids)
-    if isinstance(ids, str | bytes) or not hasattr(ids, "__len__"):
+    if isinstance(ids, str | bytes | bytearray) or not hasattr(ids, "__len__"):
         return 1
     return len(ids)
 
@@ -193,9 +266,28 @@ def test_from_arrays_builds_or_names_the_column(ids: Any, side: str) -> None:
         d = Interactions.from_arrays(user_ids, item_ids, np.ones(n))
     except RecfitError as exc:
         assert f"{side} ids" in str(exc), str(exc)
+        assert not isinstance(exc, DataError) or exc.column in (side, None), exc.column
         return
     vocab, codes = (d.users, d.user) if side == "user" else (d.items, d.item)
-    _check_consistent(d, _as_list(ids), vocab, codes)
+    raw = _as_list(ids)
+    refused = [v for v in raw if isinstance(v, _NEVER_IDS) or _fractional(v)]
+    assert not refused, f"{refused} became the ids {vocab.ids.tolist()}"
+    _check_consistent(d, raw, vocab, codes)
+
+
+# scalar kinds that are never ids, however they come (a typed array refuses them too)
+_NEVER_IDS = (
+    bytes, bytearray, bool, np.bool_, complex, np.complexfloating, datetime.date,
+    datetime.time, datetime.timedelta, np.datetime64, np.timedelta64,
+)  # fmt: skip
+
+
+def _fractional(v: Any) -> bool:
+    """A number alone in its column that is no integer: never an id (beside text, a
+    float or a decimal is its text, as a float column's text would be)."""
+    if isinstance(v, Decimal):
+        return not v.is_finite() or v != v.to_integral_value()
+    return isinstance(v, Fraction) and v.denominator != 1
 
 
 @FUZZ
@@ -212,4 +304,13 @@ def test_from_arrays_with_given_vocabularies_builds_or_names_the_column(
         assert "user" in str(exc), str(exc)
         return
     assert len(d) == n and d.users is users
+    bytes_in = [v for v in _as_list(ids) if isinstance(v, bytes | bytearray)]
+    assert not bytes_in, f"bytes {bytes_in} matched the ids {users.ids.tolist()}"
     assert d.user.dtype == np.int32 and ((d.user >= 0) & (d.user < len(users))).all()
+
+
+def test_a_time_span_is_no_integer_id_in_a_lookup() -> None:
+    """NumPy makes ``timedelta64`` an integer subclass: it matched the integer id 1."""
+    v = Vocabulary([1, 2], name="item")
+    assert v.index([np.timedelta64(1, "s"), 2], unknown="sentinel").tolist() == [-1, 1]
+    assert Vocabulary(["1"]).index([np.timedelta64(1, "s")], unknown="sentinel").tolist() == [-1]

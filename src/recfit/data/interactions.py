@@ -371,7 +371,11 @@ class Interactions(UsersAndItems):
 
 def _lookup_ids(ids: Any, column: str) -> Any:
     """Raw ids to look up in a given vocabulary: an array of one dimension (or none: one
-    id), else the values as given (ragged nesting, bytes beside text), each its own id."""
+    id), else the values as given (ragged nesting, text), each its own id: NumPy's text
+    conversion would turn bytes beside text into text (``[b"a", "b"]`` → ``["a", "b"]``),
+    and a ``bytearray`` into its byte values."""
+    if isinstance(ids, bytearray | memoryview):
+        return [ids]
     try:
         arr = np.asarray(ids)
     except ValueError:  # ragged nesting, bytes that are not ASCII beside text
@@ -381,7 +385,7 @@ def _lookup_ids(ids: Any, column: str) -> Any:
             f"expected a 1-d sequence of {column} ids, received an array of shape {arr.shape}",
             column=column,
         )
-    return arr
+    return ids if arr.dtype.kind in "US" and not isinstance(ids, np.ndarray) else arr
 
 
 def _owned(new: np.ndarray, given: Any) -> np.ndarray:

@@ -7,9 +7,12 @@ the sorted order of the ids, so the same set of ids always gets the same indices
 
 from __future__ import annotations
 
+import datetime
 import json
+import numbers
 import re
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +25,7 @@ __all__ = ["UnknownPolicy", "UsersAndItems", "Vocabulary"]
 UnknownPolicy = Literal["error", "sentinel"]
 
 _MAX_SHOWN = 5
+_ONE_ID = (str, bytes, bytearray, memoryview)  # iterable, yet one id (text, bytes)
 
 
 class Vocabulary:
@@ -271,7 +275,7 @@ def _to_array(values: Any) -> np.ndarray:
     character (NumPy's fixed-width strings would drop trailing NULs)."""
     if isinstance(values, np.ndarray):
         return values
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+    if isinstance(values, _ONE_ID) or not hasattr(values, "__iter__"):
         values = [values]
     out = np.empty(len(vals := list(values)), dtype=object)
     out[:] = vals
@@ -282,11 +286,15 @@ def _to_array(values: Any) -> np.ndarray:
 def _int_ids(vals: list[Any]) -> np.ndarray | None:
     """``int64`` ids when every value is a Python or NumPy integer (not ``bool``), those
     beyond int64 kept exactly as their decimal text; ``None`` otherwise (or when empty)."""
-    if not vals or not all(
-        isinstance(v, int | np.integer) and not isinstance(v, bool) for v in vals
-    ):
+    if not vals or not all(map(_is_int, vals)):
         return None
     return _exact_ints(vals)
+
+
+def _is_int(v: Any) -> bool:
+    """A Python or NumPy integer: not a ``bool``, nor a ``timedelta64`` (NumPy makes it an
+    integer subclass)."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool | np.timedelta64)
 
 
 def _exact_ints(vals: list[Any]) -> np.ndarray:
@@ -302,12 +310,27 @@ def _as_id_array(arr: np.ndarray, name: str = "id") -> np.ndarray:
     No ids at all make an empty array (``object``, of string kind, unless the array's
     dtype is numeric). A 0-d array is one id.
 
+    The same kinds are refused whether they come as a typed array or as Python or NumPy
+    scalars in an ``object`` array; numbers (floats, ``Decimal``, ``Fraction``) are ids
+    only when integral (floats within +-2**53, where they are exact).
+
     Raises:
-        DataError: naming the ``name`` ids: an array of more than one dimension, missing
-            values, booleans, bytes, dates, complex numbers, nested values (lists, tuples,
-            sets, dicts, arrays), fractional or inexact float ids.
+        DataError: naming the ``name`` ids (its ``column`` is ``name``): an array of more than one
+            dimension, missing values, booleans, bytes, dates or times, time spans, complex
+            numbers, nested values (lists, tuples, sets, dicts, arrays), fractional or
+            inexact float ids.
     """
     what = "ids" if name == "id" else f"{name} ids"
+    try:
+        return _checked_ids(arr, what)
+    except DataError as exc:
+        if name != "id":
+            exc.column = name  # the message names it already ("user ids")
+        raise
+
+
+def _checked_ids(arr: np.ndarray, what: str) -> np.ndarray:
+    """:func:`_as_id_array`; its errors name the ids by ``what`` only."""
     if arr.ndim != 1:
         if arr.ndim:
             raise DataError(
@@ -342,11 +365,22 @@ _REFUSED_KINDS = {
     "b": "booleans",
     "S": "bytes",
     "c": "complex numbers",
-    "M": "dates",
+    "M": "dates or times",
     "m": "time spans",
     "V": "structured records",
 }
 _NESTED = (list, tuple, set, frozenset, dict, np.ndarray)
+# the same kinds as Python or NumPy scalars in an object array (a bool is an int: first)
+_REFUSED_TYPES: tuple[tuple[tuple[type, ...], str], ...] = (
+    ((bytes, bytearray, memoryview), _REFUSED_KINDS["S"]),
+    ((bool, np.bool_), _REFUSED_KINDS["b"]),
+    ((complex, np.complexfloating), _REFUSED_KINDS["c"]),
+    ((datetime.date, datetime.time, np.datetime64), _REFUSED_KINDS["M"]),
+    ((datetime.timedelta, np.timedelta64), _REFUSED_KINDS["m"]),
+    ((np.void,), _REFUSED_KINDS["V"]),
+    (_NESTED, "nested values"),
+)
+_NUMBERS = (int, float, np.integer, np.floating, Decimal, numbers.Rational)
 
 
 def _object_ids(arr: np.ndarray, what: str) -> np.ndarray:
@@ -358,24 +392,24 @@ def _object_ids(arr: np.ndarray, what: str) -> np.ndarray:
     if ints is not None:
         return ints
     types = set(map(type, vals))
-    if bool(pd.isna(arr).any()):
+    try:
+        missing = bool(pd.isna(arr).any())
+    except ArithmeticError:  # pandas' check of a signalling Decimal NaN raises
+        missing = True
+    if missing:
         raise DataError(f"expected integer or string {what}, received missing values")
-    for refused, received in (
-        ((bytes, bytearray), "bytes"),
-        ((bool, np.bool_), "booleans"),
-        (_NESTED, "nested values"),
-    ):
+    for refused, received in _REFUSED_TYPES:
         if any(issubclass(t, refused) for t in types):
             raise DataError(f"expected integer or string {what}, received {received}")
-    if all(issubclass(t, int | float | np.integer | np.floating) for t in types):
-        # numbers only (ints and floats mixed): as a float column, exact or an error
-        floats = [v for v in vals if isinstance(v, float | np.floating)]
-        if not all(float(v).is_integer() and abs(float(v)) <= _FLOAT_EXACT for v in floats):
+    if all(issubclass(t, _NUMBERS) for t in types):
+        # numbers only (ints, floats, decimals mixed): as a float column, exact or an error
+        exact = [_integral(v) for v in vals]
+        if any(x is None for x in exact):
             raise DataError(
                 f"expected integer or string {what}, received fractional, infinite or "
-                "inexact float ids (floats hold integers exactly only within +-2**53)"
+                "inexact number ids (floats hold integers exactly only within +-2**53)"
             )
-        return _exact_ints([int(v) for v in vals])
+        return _exact_ints(exact)
     text = [str(v) for v in vals]
     if not all(issubclass(t, str) for t in types):
         try:
@@ -392,6 +426,21 @@ def _object_ids(arr: np.ndarray, what: str) -> np.ndarray:
     return np.asarray(text, dtype=object)
 
 
+def _integral(v: Any) -> int | None:
+    """The integer a number id stands for, or ``None`` (fractional, infinite, a float
+    beyond +-2**53)."""
+    if _is_int(v):
+        return int(v)
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        return int(f) if f.is_integer() and abs(f) <= _FLOAT_EXACT else None
+    if isinstance(v, Decimal):
+        return int(v) if v.is_finite() and v == v.to_integral_value() else None
+    if isinstance(v, numbers.Rational):
+        return int(v.numerator) if v.denominator == 1 else None
+    return None
+
+
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _FLOAT_EXACT = float(2**53)  # every integer up to this is held exactly by a float64
 _CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,18})")
@@ -402,7 +451,7 @@ def _query_array(ids: Any) -> np.ndarray:
     anything else becomes an ``object`` array of the values as given."""
     if isinstance(ids, np.ndarray):
         return ids.reshape(-1)
-    if isinstance(ids, str | bytes) or not hasattr(ids, "__iter__"):
+    if isinstance(ids, _ONE_ID) or not hasattr(ids, "__iter__"):
         ids = [ids]
     vals = list(ids)
     out = np.empty(len(vals), dtype=object)
@@ -417,9 +466,7 @@ def _exact_int(v: Any) -> int | None:
     are the canonical decimal form of such an integer. Everything else (floats, padded
     or signed-plus strings, exponents, leading zeros, booleans) is no id.
     """
-    if isinstance(v, bool | np.bool_):
-        return None
-    if isinstance(v, int | np.integer):
+    if _is_int(v):
         x = int(v)
     elif isinstance(v, str):
         if not _CANONICAL_INT.fullmatch(v) or v == "-0":
@@ -447,7 +494,7 @@ def _exact_str(v: Any) -> str | None:
     """The string a query id stands for in a string vocabulary, or ``None``."""
     if isinstance(v, str):
         return str(v)
-    if isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_):
+    if _is_int(v):
         return str(int(v))
     return None
 
