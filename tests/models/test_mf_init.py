@@ -23,4 +23,4 @@ def test_mf_biases_start_at_the_training_baseline() -> None:
     # the record's baseline is the same fit: an untrained model predicts the baseline
     torch.testing.assert_close(m.user_bias.detach(), m.baseline_user.float())
     # the class itself keeps Surprise's zero biases
-    assert float(BiasedMF(3, 2, n_factors=2).user_bias.abs().sum()) == 0.0
+    assert float(BiasedMF(3, 2, n_factors=2).user_bias.detach().abs().sum()) == 0.0
