@@ -116,12 +116,7 @@ def test_limit_threads_holds_in_a_process_that_starts_numbas_pool_in_it() -> Non
         "    inside = torch.get_num_threads()\n"
         "print(inside, torch.get_num_threads())\n"
     )
-    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "1"]
+    assert _run_with_two_numba_threads(code) == ["1", "1"]
 
 
 def test_limit_threads_holds_when_numba_first_runs_a_parallel_kernel_in_the_block() -> None:
@@ -145,9 +140,15 @@ def test_limit_threads_holds_when_numba_first_runs_a_parallel_kernel_in_the_bloc
         "    inside = (torch.get_num_threads(), numba.get_num_threads())\n"
         "print(*inside, torch.get_num_threads(), numba.get_num_threads())\n"
     )
+    assert _run_with_two_numba_threads(code) == ["1", "1", "2", "2"]
+
+
+def _run_with_two_numba_threads(code: str) -> list[str]:
+    """``code`` run in a fresh Python process whose numba pool has two threads: the words
+    it printed (it must succeed)."""
     env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "1", "2", "2"]
+    return out.stdout.split()
