@@ -111,6 +111,23 @@ def test_fold_in_when_a_member_cannot_is_one_members_and_says_so(partial_run: Pa
     assert rec.similar_items(_item(rec), n=3).source.startswith("blend member 0 (dot)")  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(("weights", "expected"), [((0.3, 0.3, 0.4), 0), ((0.1, 0.1, 0.4), 2)])
+def test_the_copies_of_one_model_with_other_seeds_count_together(
+    data: Interactions, weights: tuple[float, float, float], expected: int
+) -> None:
+    """auto stores an average of seeds as copies of one member, each with its share of the
+    weight: the vector and fold-in member is chosen by their summed weight (the first copy
+    answers), not by one copy's share."""
+    members = ('{"model": "dot", "n_factors": 4}', '{"model": "dot", "n_factors": 4, "seed": 3}',
+               '{"model": "mf", "n_factors": 4}')  # fmt: skip
+    m = create_model("blend", data, blend_members=members, seed=0)
+    m.set_weights(list(weights), 0.0)
+    rec = Recommender(m.eval(), data.users, data.items, data, rating_scale=data.rating_scale)
+    adapter = rec.adapter
+    assert isinstance(adapter, BlendAdapter)
+    assert adapter.vector_member == expected and adapter.fold_member == expected
+
+
 def test_a_blend_without_such_members_says_what_it_lacks(data: Interactions) -> None:
     m = create_model("blend", data, blend_members=("baseline",), seed=0)
     fit_closed_form(m, data)

@@ -9,7 +9,8 @@ that need one go to its members, and the answer says which member gave it:
 * **similar items and similar users**: the vectors of one member, the *vector member*:
   among the members whose family has item vectors (dot, mf, svdpp, nn...), the one with
   the largest blend weight, i.e. the one that carries most of the blend (ties: the
-  first). A blend has no vectors of its own, and the cosine of one member's vectors is
+  first; the copies of one model trained with other seeds, as ``model="auto"`` stores
+  an average of seeds, count together, and the first copy answers). A blend has no vectors of its own, and the cosine of one member's vectors is
   an honest, named answer; mixing members' vectors would be none of them;
 * **fold-in of a new user**: when every member folds in (dot, mf, svdpp, baseline...),
   each member folds the ratings into its own row and the new user's predicted ratings
@@ -40,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Literal, cast
 
@@ -90,11 +92,19 @@ class BlendAdapter(GenericAdapter):
         self.supports_fold_in = self.fold_member is not None
 
     def _heaviest(self, ok: Callable[[ModelAdapter], bool]) -> int | None:
-        """The member with the largest blend weight among those ``ok`` says yes to."""
+        """The member with the largest blend weight among those ``ok`` says yes to, the
+        weights of the copies of one model that differ only in their seed summed (the
+        first copy stands for them)."""
         found = [k for k, a in enumerate(self.adapters_) if ok(a)]
         if not found:
             return None
-        return max(found, key=lambda k: (float(self.weights_[k]), -k))
+        keys = [json.dumps({k: v for k, v in m.config().items() if k != "seed"},
+                           sort_keys=True, default=str) for m in self.members_]  # fmt: skip
+        first = {key: keys.index(key) for key in keys}
+        weight = {key: 0.0 for key in keys}
+        for key, w in zip(keys, self.weights_.tolist(), strict=True):
+            weight[key] += w
+        return max(found, key=lambda k: (weight[keys[k]], first[keys[k]] == k, -k))
 
     def _label(self, k: int) -> str:
         return f"blend member {k} ({family_of(self.members_[k]).name})"
@@ -106,7 +116,7 @@ class BlendAdapter(GenericAdapter):
         if query == "similar" and self.vector_member is not None:
             return (
                 f"{self._label(self.vector_member)}: the member with the largest blend weight "
-                "among those with item vectors"
+                "among those with item vectors (its copies with other seeds counted together)"
             )
         if query == "fold_in" and self.fold_member is not None and not self.full_fold_in:
             cannot = [
