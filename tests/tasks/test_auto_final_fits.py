@@ -3,6 +3,7 @@ fit is cut by its deadline keeps its inner-cut model, and the run says so."""
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -355,3 +356,9 @@ def test_a_run_that_failed_before_its_fit_leaves_no_plan_to_a_later_run(
     res = train_run(again, data=data, progress=False)
     assert res.learner.model is not inner[0].model and "model_auto" not in res.details
     assert _n_rows(res.learner.model) == len(res.split.train_idx)
+    # the failed run's report and plan (its inner-cut models) go with its config object
+    assert task._runs  # type: ignore[attr-defined]
+    prepared.clear()
+    resolved.clear()
+    gc.collect()
+    assert not task._runs  # type: ignore[attr-defined]

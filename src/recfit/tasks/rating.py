@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -146,14 +147,15 @@ class RatingTask(Task[RatingConfig]):
         return cfg.trainer == "sgd"
 
     def __init__(self) -> None:
-        self._runs: dict[RatingConfig, _Run] = {}
+        self._runs: dict[int, _Run] = {}  # by the id of the config object prepare returned
 
     def _run(self, cfg: RatingConfig) -> _Run | None:
         """What :meth:`prepare` left for the run of ``cfg``: only for the very config
         object it returned (an equal config of another run, or of a fit without its own
-        prepare, gets nothing: a run that failed before its fit leaves its plan to none)."""
-        run = self._runs.get(cfg)
-        return run if run is not None and run.cfg is cfg else None
+        prepare, gets nothing: a run that failed before its fit leaves its plan to none,
+        and the entry goes with that config object)."""
+        run = self._runs.get(id(cfg))
+        return run if run is not None and run.cfg() is cfg else None
 
     def settle(self, cfg: RatingConfig, split: Split) -> RatingConfig:
         """``model="auto"`` without a budget gets the default for the size of ``split``'s
@@ -174,8 +176,8 @@ class RatingTask(Task[RatingConfig]):
         ``details.model_auto`` says so.
 
         auto's report and plan are kept for :meth:`fit` and :meth:`evaluate` of the
-        config object returned (that very object, not an equal one); what a run of an
-        equal config left (it failed before its end) is dropped."""
+        config object returned (that very object, not an equal one), and dropped when
+        that object goes (a run that failed before its end leaves nothing behind)."""
         report: dict[str, Any] | None = None
         plan = None
         if cfg.searches():
@@ -200,9 +202,9 @@ class RatingTask(Task[RatingConfig]):
             cfg = cfg.resolve_model(big=False)
         else:
             cfg = resolve_config(cfg, split.train, distributed=distributed)
-        self._runs.pop(cfg, None)  # a run of an equal config that failed before its end
-        if report is not None:
-            self._runs[cfg] = _Run(cfg, report, plan)
+        if report is not None:  # kept while this config object lives (a failed run's goes)
+            self._runs[id(cfg)] = _Run(weakref.ref(cfg), report, plan)
+            weakref.finalize(cfg, self._runs.pop, id(cfg), None)
         return cfg
 
     def build(
@@ -235,7 +237,7 @@ class RatingTask(Task[RatingConfig]):
         and weights."""
         metrics, details = learner.evaluate(split.test), {}
         run = self._run(cfg)
-        found = self._runs.pop(cfg).report if run is not None else None
+        found = self._runs.pop(id(cfg)).report if run is not None else None
         if found:
             details["model_auto"] = found
         if isinstance(learner.model, Blend):
@@ -249,7 +251,7 @@ class _Run:
     evaluation: auto's report (``details.model_auto``) and plan (``None``: none, or
     taken by the fit)."""
 
-    cfg: RatingConfig
+    cfg: weakref.ref[RatingConfig]
     report: dict[str, Any]
     plan: blend.BlendPlan | None
 
