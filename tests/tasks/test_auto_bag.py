@@ -193,3 +193,48 @@ def test_a_tuned_config_is_compared_with_one_seed_of_its_defaults(
     base = auto.Candidate("dot", {"model": "dot", "epochs": 2}, "defaults", rmse=0.01)
     (cand,) = auto._tune_stage(cfg, [base], cut, time.perf_counter() + 60)
     assert cand.state == "skipped" and "none beat the defaults" in cand.note
+
+
+def test_a_single_best_kept_from_the_cut_reports_its_calibrated_rmse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One candidate, no time to train it again: the run keeps its inner-cut model with
+    the ridge calibration fitted on the cut, and the report's ``inner_rmse`` is the RMSE
+    of those calibrated predictions (what the run predicts); nothing tuned is said."""
+    rng = np.random.default_rng(0)
+    preds: list[np.ndarray] = []
+
+    def fake_try(cfg, label, spec, stage, cut_, until):  # type: ignore[no-untyped-def]
+        c = auto.Candidate(label, spec, stage, fit_seconds=1.0)
+        c.pred = 0.5 * cut_.test.rating + 1.0 + rng.normal(0, 0.3, len(cut_.test))
+        preds.append(c.pred)
+        c.rmse = float(np.sqrt(np.mean((c.pred - cut_.test.rating) ** 2)))
+        c.model = object()  # type: ignore[assignment]
+        return c
+
+    monkeypatch.setattr(auto, "_try", fake_try)
+    monkeypatch.setattr(
+        auto, "_candidate_specs", lambda cfg, train: [("baseline", {"model": "baseline"})]
+    )
+    monkeypatch.setattr(auto, "REFIT_FACTOR", 1e9)  # no final fit fits
+    monkeypatch.setattr(auto, "TUNE_TOP", 0)
+    data = synthetic(3000, 80, 60, seed=0)
+    cfg = RatingConfig(seed=0, budget=60)
+    sp = get_task("rating").load_split(cfg, data)
+    resolved, report, plan = auto.choose_model(cfg, sp)
+    assert resolved.model == "blend" and plan is not None and report.chosen == "baseline"
+    cut = inner_cut(sp.data, sp.train_idx, seed=0)
+    y, w = cut.test.rating.astype(np.float64), cut.test.weights().astype(np.float64)
+    (c,), b = plan.weights, plan.intercept
+    assert c > 1.0  # the calibration undoes part of the fake's 0.5 slope
+    calibrated = preds[0] * c + b
+    want = float(np.sqrt(np.sum(w * (calibrated - y) ** 2) / np.sum(w)))
+    assert report.blend["inner_rmse"] == pytest.approx(want, rel=1e-6)
+    assert "inner_rmse_cross_fitted" not in report.blend
+    assert want < float(report.chosen_rmse or 0.0)  # better than the raw predictions
+    assert report.tuning_skipped == "no time left after the seeds and the final fits' reserve"
+    # with time for the final fit but no family tuned, the report says so too
+    monkeypatch.setattr(auto, "REFIT_FACTOR", 1.3)
+    resolved, report, plan = auto.choose_model(cfg, sp)
+    assert resolved.model == "baseline"
+    assert report.tuning_skipped == "no family with a search space had time for three trials"

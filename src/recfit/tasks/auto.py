@@ -527,8 +527,11 @@ def choose_model(
         ok = _ranked(report)
         reserve = sum(c.final_cost() for c in ok[:MAX_BLEND]) + MARGIN * budget
         if end - reserve - time.perf_counter() > 0:
-            report.candidates += _tune_stage(cfg, ok, cut, end - reserve)
+            tuned = _tune_stage(cfg, ok, cut, end - reserve)
+            report.candidates += tuned
             ok = _ranked(report)
+            if not tuned:
+                report.tuning_skipped = "no family with a search space had time for three trials"
         else:
             report.tuning_skipped = "no time left after the seeds and the final fits' reserve"
     # 5. the blend again; 6. what trains again on the whole training part in the time left
@@ -549,7 +552,8 @@ def choose_model(
         members = [best]  # its seeds, or no time to train it again: its inner-cut model
         pred = np.asarray(best.pred, dtype=np.float64)[:, None]  # calibrated
         c, intercept = ridge_blend(pred, cut.test.rating, cut.test.weights())
-        weights, blend_rmse = c.tolist(), best.score()  # one member: not cross-fitted
+        calibrated = pred[:, 0] * float(c[0]) + intercept  # as the run predicts; in-sample
+        weights, blend_rmse = c.tolist(), rmse(calibrated, cut.test.rating, cut.test.weights())
     else:
         report.chosen, report.chosen_rmse = "blend", blend_rmse
     members, weights = _copies(members, weights, cfg.seed)
