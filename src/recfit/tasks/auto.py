@@ -325,12 +325,12 @@ def _refits(members: list[Candidate], time_left: float) -> list[bool]:
     spent = 0.0
     order = sorted(range(len(members)), key=lambda k: members[k].fit_seconds)
     for k in order:
-        cost = members[k].fit_seconds * REFIT_FACTOR
+        cost = members[k].final_cost()
         if not is_anytime(members[k].spec["model"]) and spent + cost <= time_left:
             out[k], spent = True, spent + cost
     wanted = 0.0
     for k in order:
-        cost = members[k].fit_seconds * members[k].full * REFIT_FACTOR
+        cost = members[k].final_cost()
         if is_anytime(members[k].spec["model"]) and ANYTIME_MIN * (wanted + cost) <= (
             time_left - spent
         ):

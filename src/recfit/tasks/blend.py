@@ -273,7 +273,8 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
         # the anytime members last; each ends by plan.until less the others' estimates
         anytime = [is_anytime(m.model) for m in specs]
         order = sorted(range(len(specs)), key=lambda k: anytime[k])
-        costs = plan.costs if plan is not None and plan.costs else [1.0] * len(specs)
+        estimated = plan is not None and bool(plan.costs)
+        costs = plan.costs if plan is not None and estimated else [1.0] * len(specs)
         inner = plan.inner if plan is not None and plan.inner else [None] * len(specs)
         for n, k in enumerate(order):
             t0, trained, short = time.perf_counter(), kept[k], False
@@ -281,7 +282,7 @@ def fit_blend(learner: Learner, cfg: RatingConfig, plan: BlendPlan | None = None
             if trained is None:
                 at = _share(plan, costs, anytime, [j for j in order[n:] if kept[j] is None], k)
                 fit = _fit_on(specs[k], whole)
-                cost = plan.costs[k] if plan is not None and plan.costs else None
+                cost = costs[k] if estimated else None
                 trained, outcome, short = final_fit(fit, specs[k], at, inner[k], cost)
             if plan is not None:
                 plan.record(k, specs[k].model, t0, outcome, short)
